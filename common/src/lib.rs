@@ -1,0 +1,41 @@
+//! What the inference server and the operator must agree on.
+//!
+//! The autoscaler reads the pods' metrics and nothing private, so the metric names are
+//! a contract: both sides take them from here.
+
+/// Names of the metrics every inference pod exports on `/metrics`.
+pub mod metrics {
+    /// Gauge: requests decoded and waiting for the GPU loop.
+    pub const QUEUE_DEPTH: &str = "matte_queue_depth";
+    /// Gauge: age of the oldest request waiting for the GPU loop (0 when none waits).
+    pub const OLDEST_QUEUED_AGE_SECONDS: &str = "matte_oldest_queued_age_seconds";
+    /// Histogram: time from admission to the start of the request's inference batch.
+    pub const QUEUE_WAIT_SECONDS: &str = "matte_queue_wait_seconds";
+    /// Histogram: wall time of one inference run (one batch).
+    pub const INFERENCE_SECONDS: &str = "matte_inference_seconds";
+    /// Histogram: images per inference run.
+    pub const BATCH_SIZE: &str = "matte_batch_size";
+    /// Histogram: whole request time, from arrival to the response being ready.
+    pub const REQUEST_DURATION_SECONDS: &str = "matte_request_duration_seconds";
+    /// Counter, label `outcome`: every request to `/v1/remove` by how it ended.
+    pub const REQUESTS_TOTAL: &str = "matte_requests_total";
+    /// Counter: images that went through inference.
+    pub const IMAGES_PROCESSED_TOTAL: &str = "matte_images_processed_total";
+    /// Gauge: requests admitted and not yet answered (queued, decoding, inferring, encoding).
+    pub const INFLIGHT_REQUESTS: &str = "matte_inflight_requests";
+    /// Gauge: 1 when the pod is ready to take work, 0 while loading or draining.
+    pub const READY: &str = "matte_ready";
+    /// Gauge, labels `model` and `provider`: always 1, carries the loaded model.
+    pub const MODEL_INFO: &str = "matte_model_info";
+
+    /// Label of [`REQUESTS_TOTAL`].
+    pub const OUTCOME_LABEL: &str = "outcome";
+}
+
+/// HTTP paths of the inference pod.
+pub mod paths {
+    pub const REMOVE: &str = "/v1/remove";
+    pub const HEALTHZ: &str = "/healthz";
+    pub const READYZ: &str = "/readyz";
+    pub const METRICS: &str = "/metrics";
+}
