@@ -1,0 +1,179 @@
+//! Command-line configuration of the inference server.
+//!
+//! Every flag has a default that works for ISNet-class models, so `--model` is the only
+//! one a user must give; each can also come from a `MATTE_*` environment variable, which
+//! is how the operator's Deployment passes them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "matte-inference", version, about = "Background-removal inference server")]
+pub struct Config {
+    /// The ONNX background-removal model.
+    #[arg(long, env = "MATTE_MODEL")]
+    pub model: PathBuf,
+
+    /// Address to listen on.
+    #[arg(long, env = "MATTE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Execution provider; `cuda` and `tensorrt` fail at start-up if they cannot register.
+    #[arg(long, env = "MATTE_PROVIDER", value_enum, default_value_t = Provider::Cuda)]
+    pub provider: Provider,
+
+    /// GPU ordinal for `cuda` and `tensorrt`.
+    #[arg(long, env = "MATTE_DEVICE_ID", default_value_t = 0)]
+    pub device_id: i32,
+
+    /// ONNX Runtime intra-op threads (0: one per available core).
+    #[arg(long, env = "MATTE_INTRA_THREADS", default_value_t = 0)]
+    pub intra_threads: usize,
+
+    /// Model input side in pixels, used when the model's input shape is dynamic.
+    #[arg(long, env = "MATTE_INPUT_SIZE", default_value_t = 1024)]
+    pub input_size: u32,
+
+    /// Per-channel mean subtracted from RGB values scaled to [0, 1].
+    #[arg(long, env = "MATTE_MEAN", value_parser = parse_triple, default_value = "0.5,0.5,0.5")]
+    pub mean: [f32; 3],
+
+    /// Per-channel standard deviation dividing RGB values after the mean.
+    #[arg(long, env = "MATTE_STD", value_parser = parse_triple, default_value = "1,1,1")]
+    pub std: [f32; 3],
+
+    /// Name of the model output holding the mask (default: the first output).
+    #[arg(long, env = "MATTE_MASK_OUTPUT")]
+    pub mask_output: Option<String>,
+
+    /// Largest side of an output image; larger inputs are scaled down first.
+    #[arg(long, env = "MATTE_MAX_DIMENSION", default_value_t = 2048)]
+    pub max_dimension: u32,
+
+    /// Largest accepted input in pixels (width × height), checked before decoding.
+    #[arg(long, env = "MATTE_MAX_INPUT_PIXELS", default_value_t = 50_000_000)]
+    pub max_input_pixels: u64,
+
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "MATTE_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Images per inference run, used only when the model's batch dimension is dynamic.
+    #[arg(long, env = "MATTE_MAX_BATCH_SIZE", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_batch_size: u32,
+
+    /// Longest wait for a batch to fill once its first image is ready, in milliseconds.
+    #[arg(long, env = "MATTE_MAX_BATCH_DELAY_MS", default_value_t = 5)]
+    pub max_batch_delay_ms: u64,
+
+    /// Requests admitted at once (queued, decoding, inferring or encoding); more get 429.
+    #[arg(long, env = "MATTE_QUEUE_CAPACITY", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub queue_capacity: u32,
+
+    /// A request not yet inferred this many seconds after arrival gets 504 instead.
+    #[arg(long, env = "MATTE_REQUEST_TIMEOUT_SECONDS", default_value_t = 60.0)]
+    pub request_timeout_seconds: f64,
+
+    /// Threads for decoding, resizing and encoding (0: one per available core).
+    #[arg(long, env = "MATTE_CPU_WORKERS", default_value_t = 0)]
+    pub cpu_workers: usize,
+
+    /// Log format.
+    #[arg(long, env = "MATTE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Provider {
+    Cpu,
+    Cuda,
+    Tensorrt,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Cpu => "cpu",
+            Provider::Cuda => "cuda",
+            Provider::Tensorrt => "tensorrt",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+impl Config {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.request_timeout_seconds.max(0.0))
+    }
+
+    pub fn max_batch_delay(&self) -> Duration {
+        Duration::from_millis(self.max_batch_delay_ms)
+    }
+
+    pub fn cpu_workers(&self) -> usize {
+        match self.cpu_workers {
+            0 => available_cores(),
+            n => n,
+        }
+    }
+
+    pub fn intra_threads(&self) -> usize {
+        match self.intra_threads {
+            0 => available_cores(),
+            n => n,
+        }
+    }
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn parse_triple(text: &str) -> Result<[f32; 3], String> {
+    let values: Vec<f32> = text
+        .split(',')
+        .map(|part| part.trim().parse::<f32>().map_err(|e| format!("`{part}`: {e}")))
+        .collect::<Result<_, _>>()?;
+    match values.as_slice() {
+        [r, g, b] if values.iter().all(|v| v.is_finite()) => Ok([*r, *g, *b]),
+        _ => Err(format!("expected three comma-separated numbers, got `{text}`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triples_parse_and_refuse_malformed_input() {
+        assert_eq!(parse_triple("0.485, 0.456,0.406"), Ok([0.485, 0.456, 0.406]));
+        assert!(parse_triple("1,2").is_err());
+        assert!(parse_triple("1,2,x").is_err());
+        assert!(parse_triple("1,2,NaN").is_err());
+    }
+
+    #[test]
+    fn defaults_suit_isnet_on_a_gpu() {
+        let config = Config::parse_from(["matte-inference", "--model", "m.onnx"]);
+        assert_eq!(config.provider, Provider::Cuda);
+        assert_eq!(config.input_size, 1024);
+        assert_eq!(config.max_dimension, 2048);
+        assert_eq!(config.max_batch_size, 1);
+        assert_eq!(config.mean, [0.5; 3]);
+        assert_eq!(config.std, [1.0; 3]);
+    }
+
+    #[test]
+    fn a_zero_queue_capacity_is_refused() {
+        let parsed = Config::try_parse_from(["matte-inference", "--model", "m", "--queue-capacity", "0"]);
+        assert!(parsed.is_err());
+    }
+}

@@ -1,0 +1,149 @@
+//! The crate's one error type, and how each error reads over HTTP.
+//!
+//! Start-up errors (library, provider, model) end the process with their message;
+//! request errors become `{"error": {"code", "message"}}` with a fitting status.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // --- start-up ---------------------------------------------------------------------
+    #[error(
+        "no ONNX Runtime library given: set ORT_DYLIB_PATH to libonnxruntime.so \
+         from the onnxruntime wheel (onnxruntime-gpu for CUDA)"
+    )]
+    NoRuntimeLibrary,
+    #[error("cannot load ONNX Runtime from {path}: {reason}")]
+    RuntimeLibrary { path: PathBuf, reason: String },
+    #[error("execution provider `{provider}` could not be registered (is this the GPU build of ONNX Runtime, with CUDA and cuDNN on the library path?): {reason}")]
+    Provider { provider: &'static str, reason: String },
+    #[error("cannot load model {path}: {reason}")]
+    ModelLoad { path: PathBuf, reason: String },
+    #[error("model {path} does not look like a background-removal model: {reason}")]
+    ModelShape { path: PathBuf, reason: String },
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+
+    // --- requests ---------------------------------------------------------------------
+    #[error("the body is empty")]
+    EmptyBody,
+    #[error("the body is not a JPEG, PNG or WebP image")]
+    NotAnImage,
+    #[error("{0} images are not supported; send JPEG, PNG or WebP")]
+    UnsupportedImageFormat(&'static str),
+    #[error("Content-Type `{0}` is not supported; send image/jpeg, image/png, image/webp or multipart/form-data with a field `image`")]
+    UnsupportedContentType(String),
+    #[error("the image is {width}×{height} = {pixels} pixels, over the limit of {limit}")]
+    TooManyPixels { width: u32, height: u32, pixels: u64, limit: u64 },
+    #[error("the body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("the image could not be decoded: {0}")]
+    CorruptImage(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no route for {0}; try POST /v1/remove")]
+    NotFound(String),
+    #[error("the queue is full ({capacity} requests); retry in {} s", retry_after.as_secs())]
+    QueueFull { capacity: u32, retry_after: Duration },
+    #[error("the model is still loading")]
+    NotReady,
+    #[error("the server is shutting down and takes no new work")]
+    Draining,
+    #[error("the request waited {waited:.1} s, past its deadline of {deadline:.1} s, before inference")]
+    DeadlineExceeded { waited: f64, deadline: f64 },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::EmptyBody | Error::NotAnImage | Error::CorruptImage(_) | Error::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::TooManyPixels { .. } | Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedImageFormat(_) | Error::UnsupportedContentType(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::NotReady | Error::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Error::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable, machine-readable name; also the `outcome` label of `matte_requests_total`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::EmptyBody => "empty_body",
+            Error::NotAnImage => "not_an_image",
+            Error::UnsupportedImageFormat(_) => "unsupported_image_format",
+            Error::UnsupportedContentType(_) => "unsupported_content_type",
+            Error::TooManyPixels { .. } => "image_too_large",
+            Error::BodyTooLarge { .. } => "body_too_large",
+            Error::CorruptImage(_) => "corrupt_image",
+            Error::BadRequest(_) => "bad_request",
+            Error::NotFound(_) => "not_found",
+            Error::QueueFull { .. } => "queue_full",
+            Error::NotReady => "not_ready",
+            Error::Draining => "draining",
+            Error::DeadlineExceeded { .. } => "deadline_exceeded",
+            _ => "internal",
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
+        let mut response = (self.status(), Json(body)).into_response();
+        if let Error::QueueFull { retry_after, .. } = &self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
+        }
+        if matches!(self, Error::Draining | Error::NotReady) {
+            // Tell clients and proxies not to reuse this connection for the retry.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_full_carries_retry_after() {
+        let response = Error::QueueFull { capacity: 4, retry_after: Duration::from_secs(3) }.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+    }
+
+    #[test]
+    fn statuses_fit_the_contract() {
+        let cases = [
+            (Error::EmptyBody, 400),
+            (Error::CorruptImage("x".into()), 400),
+            (Error::TooManyPixels { width: 1, height: 1, pixels: 1, limit: 0 }, 413),
+            (Error::BodyTooLarge { limit: 1 }, 413),
+            (Error::UnsupportedContentType("text/plain".into()), 415),
+            (Error::UnsupportedImageFormat("gif"), 415),
+            (Error::Draining, 503),
+            (Error::DeadlineExceeded { waited: 2.0, deadline: 1.0 }, 504),
+            (Error::Inference("x".into()), 500),
+        ];
+        for (error, status) in cases {
+            assert_eq!(error.status().as_u16(), status, "{error}");
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The one loop that owns the model: it takes batches from the queue and runs them
+//! strictly one after another, so the GPU is never shared and never idle while work
+//! waits. Requests whose client has gone or whose deadline has passed are dropped
+//! here, before they cost a run.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::Error;
+use crate::metrics::Metrics;
+use crate::model::Model;
+use crate::queue::{Inferred, Job, JobQueue};
+
+/// Runs until the queue is closed and empty.
+pub fn run(mut model: Model, queue: &JobQueue, metrics: &Metrics, service_time: &ServiceTime, batch_delay: Duration) {
+    let max_batch = model.shape().max_batch_size;
+    while let Some(batch) = queue.next_batch(max_batch, batch_delay) {
+        let started = Instant::now();
+        let jobs = still_wanted(batch, started);
+        if jobs.is_empty() {
+            continue;
+        }
+        for job in &jobs {
+            metrics.queue_wait.observe((started - job.arrived).as_secs_f64());
+        }
+        let inputs: Vec<&[f32]> = jobs.iter().map(|job| job.tensor.as_slice()).collect();
+        let result = model.run(&inputs);
+        let elapsed = started.elapsed();
+        metrics.inference.observe(elapsed.as_secs_f64());
+        metrics.batch_size.observe(jobs.len() as f64);
+
+        match result {
+            Ok(masks) => {
+                metrics.images_processed.inc_by(jobs.len() as u64);
+                service_time.record(elapsed / jobs.len() as u32);
+                for (job, mask) in jobs.into_iter().zip(masks) {
+                    let queue_wait = started - job.arrived;
+                    // The handler may have gone since; nothing to do about it then.
+                    let _ = job.reply.send(Ok(Inferred { mask, queue_wait, inference: elapsed }));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, batch = jobs.len(), "inference run failed");
+                for job in jobs {
+                    let _ = job.reply.send(Err(Error::Inference(error.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// Drops jobs nobody waits for and answers expired ones, keeping the rest.
+fn still_wanted(batch: Vec<Job>, now: Instant) -> Vec<Job> {
+    batch
+        .into_iter()
+        .filter_map(|job| {
+            if job.reply.is_closed() {
+                None
+            } else if now > job.deadline {
+                let error = Error::DeadlineExceeded {
+                    waited: (now - job.arrived).as_secs_f64(),
+                    deadline: (job.deadline - job.arrived).as_secs_f64(),
+                };
+                let _ = job.reply.send(Err(error));
+                None
+            } else {
+                Some(job)
+            }
+        })
+        .collect()
+}
+
+/// A moving average of inference time per image, which `Retry-After` is computed from.
+pub struct ServiceTime {
+    /// Seconds as `f64` bits; written by the loop, read by handlers.
+    average_bits: AtomicU64,
+}
+
+impl ServiceTime {
+    /// Weight of the newest sample: recent enough to follow a change of load, smooth
+    /// enough that one slow batch does not double every client's wait.
+    const WEIGHT: f64 = 0.2;
+
+    pub fn new(initial: Duration) -> ServiceTime {
+        ServiceTime { average_bits: AtomicU64::new(initial.as_secs_f64().to_bits()) }
+    }
+
+    /// Replaces the average with a first measurement (the warm-up run).
+    pub fn record_first(&self, per_image: Duration) {
+        self.average_bits.store(per_image.as_secs_f64().to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn record(&self, per_image: Duration) {
+        let average = self.per_image().as_secs_f64();
+        let updated = average + Self::WEIGHT * (per_image.as_secs_f64() - average);
+        self.average_bits.store(updated.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn per_image(&self) -> Duration {
+        Duration::from_secs_f64(f64::from_bits(self.average_bits.load(Ordering::Relaxed)))
+    }
+
+    /// When a rejected client should come back: the time the work ahead of it takes,
+    /// in whole seconds, at least one.
+    pub fn retry_after(&self, requests_ahead: usize) -> Duration {
+        let seconds = (requests_ahead as f64 * self.per_image().as_secs_f64()).ceil();
+        Duration::from_secs((seconds as u64).clamp(1, 300))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot;
+
+    #[test]
+    fn retry_after_follows_the_measured_service_time() {
+        let service = ServiceTime::new(Duration::from_millis(500));
+        assert_eq!(service.retry_after(8), Duration::from_secs(4));
+        assert_eq!(service.retry_after(0), Duration::from_secs(1), "never zero");
+        for _ in 0..50 {
+            service.record(Duration::from_secs(2));
+        }
+        assert!((service.per_image().as_secs_f64() - 2.0).abs() < 0.01);
+        assert_eq!(service.retry_after(8), Duration::from_secs(16));
+        assert_eq!(service.retry_after(100_000), Duration::from_secs(300), "capped");
+    }
+
+    #[test]
+    fn abandoned_and_expired_jobs_are_not_inferred() {
+        let now = Instant::now();
+        let make = |deadline: Instant| {
+            let (reply, receiver) = oneshot::channel();
+            (Job { tensor: vec![], arrived: now, deadline, reply }, receiver)
+        };
+        let (live, _live_receiver) = make(now + Duration::from_secs(10));
+        let (abandoned, abandoned_receiver) = make(now + Duration::from_secs(10));
+        drop(abandoned_receiver);
+        let (expired, mut expired_receiver) = make(now);
+
+        let kept = still_wanted(vec![live, abandoned, expired], now + Duration::from_secs(1));
+        assert_eq!(kept.len(), 1);
+        match expired_receiver.try_recv() {
+            Ok(Err(Error::DeadlineExceeded { waited, .. })) => assert!((waited - 1.0).abs() < 1e-6),
+            other => panic!("expected a deadline error, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Matte's inference server: one sequential inference loop behind a bounded,
+//! honest HTTP queue.
+//!
+//! Reading order: [`config`] (the flags), [`server`] (lifecycle and shared state),
+//! [`http`] (the API), [`imaging`] (pure image steps), [`queue`] and
+//! [`inference_loop`] (the hand-off to the one loop that owns the model), [`model`]
+//! (ONNX Runtime), [`metrics`] (what Prometheus sees).
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod imaging;
+pub mod inference_loop;
+pub mod metrics;
+pub mod model;
+pub mod queue;
+pub mod server;
+
+pub use error::Error;

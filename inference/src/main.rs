@@ -1,0 +1,44 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use matte_inference::config::{Config, LogFormat};
+use matte_inference::{Error, server};
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    init_logging(config.log_format);
+    let result = runtime_library().and_then(|library| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?
+            .block_on(server::run(config, library))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "matte-inference stopped");
+            eprintln!("matte-inference: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The ONNX Runtime library, from `ORT_DYLIB_PATH` as `ort` documents it.
+fn runtime_library() -> Result<PathBuf, Error> {
+    match std::env::var_os("ORT_DYLIB_PATH") {
+        Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
+        _ => Err(Error::NoRuntimeLibrary),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,139 @@
+//! The pod's Prometheus metrics. Names come from `matte_common::metrics`, the contract
+//! the autoscaler reads; buckets span 10 ms to 60 s, the range a request can take.
+
+use matte_common::metrics as names;
+use prometheus::{Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+const SECONDS_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
+pub struct Metrics {
+    registry: Registry,
+    pub queue_depth: IntGauge,
+    pub oldest_queued_age: Gauge,
+    pub queue_wait: Histogram,
+    pub inference: Histogram,
+    pub batch_size: Histogram,
+    pub request_duration: Histogram,
+    pub requests: IntCounterVec,
+    pub images_processed: IntCounter,
+    pub inflight: IntGauge,
+    pub ready: IntGauge,
+    model_info: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let seconds = |name: &str, help: &str| {
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(SECONDS_BUCKETS.to_vec()))
+                .expect("static histogram options are valid")
+        };
+        let metrics = Metrics {
+            queue_depth: IntGauge::new(names::QUEUE_DEPTH, "Requests decoded and waiting for the inference loop.")
+                .expect("valid"),
+            oldest_queued_age: Gauge::new(
+                names::OLDEST_QUEUED_AGE_SECONDS,
+                "Age of the oldest request waiting for the inference loop, 0 when none waits.",
+            )
+            .expect("valid"),
+            queue_wait: seconds(names::QUEUE_WAIT_SECONDS, "Time from admission to the start of the request's inference batch."),
+            inference: seconds(names::INFERENCE_SECONDS, "Wall time of one inference run (one batch)."),
+            batch_size: Histogram::with_opts(
+                HistogramOpts::new(names::BATCH_SIZE, "Images per inference run.").buckets(BATCH_BUCKETS.to_vec()),
+            )
+            .expect("valid"),
+            request_duration: seconds(names::REQUEST_DURATION_SECONDS, "Whole request time from arrival to response."),
+            requests: IntCounterVec::new(
+                Opts::new(names::REQUESTS_TOTAL, "Background-removal requests by outcome."),
+                &[names::OUTCOME_LABEL],
+            )
+            .expect("valid"),
+            images_processed: IntCounter::new(names::IMAGES_PROCESSED_TOTAL, "Images that went through inference.")
+                .expect("valid"),
+            inflight: IntGauge::new(names::INFLIGHT_REQUESTS, "Requests admitted and not yet answered.").expect("valid"),
+            ready: IntGauge::new(names::READY, "1 when the pod takes work, 0 while loading or draining.").expect("valid"),
+            model_info: IntGaugeVec::new(
+                Opts::new(names::MODEL_INFO, "The loaded model and execution provider; always 1."),
+                &["model", "provider"],
+            )
+            .expect("valid"),
+            registry,
+        };
+        metrics.register_all();
+        metrics
+    }
+
+    fn register_all(&self) {
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+            Box::new(self.queue_depth.clone()),
+            Box::new(self.oldest_queued_age.clone()),
+            Box::new(self.queue_wait.clone()),
+            Box::new(self.inference.clone()),
+            Box::new(self.batch_size.clone()),
+            Box::new(self.request_duration.clone()),
+            Box::new(self.requests.clone()),
+            Box::new(self.images_processed.clone()),
+            Box::new(self.inflight.clone()),
+            Box::new(self.ready.clone()),
+            Box::new(self.model_info.clone()),
+        ];
+        for collector in collectors {
+            self.registry.register(collector).expect("metric names are unique");
+        }
+    }
+
+    pub fn set_model(&self, model: &str, provider: &str) {
+        self.model_info.with_label_values(&[model, provider]).set(1);
+    }
+
+    pub fn count_outcome(&self, outcome: &str) {
+        self.requests.with_label_values(&[outcome]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("encoding into a Vec cannot fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_contract_metric_is_exported() {
+        let metrics = Metrics::new();
+        metrics.set_model("isnet", "cpu");
+        metrics.count_outcome("ok");
+        let text = metrics.render();
+        for name in [
+            names::QUEUE_DEPTH,
+            names::OLDEST_QUEUED_AGE_SECONDS,
+            names::QUEUE_WAIT_SECONDS,
+            names::INFERENCE_SECONDS,
+            names::BATCH_SIZE,
+            names::REQUEST_DURATION_SECONDS,
+            names::REQUESTS_TOTAL,
+            names::IMAGES_PROCESSED_TOTAL,
+            names::INFLIGHT_REQUESTS,
+            names::READY,
+            names::MODEL_INFO,
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from\n{text}");
+        }
+        assert!(text.contains(r#"matte_model_info{model="isnet",provider="cpu"} 1"#));
+        assert!(text.contains(r#"matte_requests_total{outcome="ok"} 1"#));
+        assert!(text.contains(r#"matte_queue_wait_seconds_bucket{le="60"} 0"#));
+    }
+}

