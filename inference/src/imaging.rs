@@ -56,6 +56,9 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbaImage, Error> {
     if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP) {
         return Err(Error::UnsupportedImageFormat(format.extensions_str()[0]));
     }
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(Error::CorruptImage("the JPEG is truncated: no end-of-image marker after its last scan".into()));
+    }
     let mut decoder = ImageReader::with_format(Cursor::new(bytes), format)
         .into_decoder()
         .map_err(corrupt)?;
@@ -74,6 +77,17 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbaImage, Error> {
     let mut image = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     image.apply_orientation(orientation);
     Ok(image.into_rgba8())
+}
+
+/// The JPEG decoder fills a truncated scan with grey rather than failing, so check the
+/// stream itself: the end-of-image marker must follow the last start-of-scan. Neither
+/// marker can occur inside entropy-coded data, where 0xFF is always escaped.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last = |marker: u8| bytes.windows(2).rposition(|pair| pair == [0xFF, marker]);
+    match (last(0xDA), last(0xD9)) {
+        (Some(scan), Some(end)) => end > scan,
+        _ => false,
+    }
 }
 
 fn corrupt(error: image::ImageError) -> Error {

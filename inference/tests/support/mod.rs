@@ -1,0 +1,130 @@
+//! Runs the real `matte-inference` binary on a loopback port, with the real ONNX
+//! Runtime and model that `scripts/setup.sh` fetched.
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A path from the environment `scripts/setup.sh` writes (`~/.cache/matte/env.sh`).
+pub fn setup_path(variable: &str) -> PathBuf {
+    let value = std::env::var_os(variable).unwrap_or_else(|| {
+        panic!("{variable} is not set: run `scripts/setup.sh` and `source ~/.cache/matte/env.sh`, or use scripts/test.sh")
+    });
+    let path = PathBuf::from(value);
+    assert!(path.exists(), "{variable} points at {}, which does not exist", path.display());
+    path
+}
+
+pub fn model() -> PathBuf {
+    setup_path("MATTE_MODEL")
+}
+
+/// A sample photograph from the setup cache, e.g. `astronaut.png`.
+pub fn sample_image(name: &str) -> Vec<u8> {
+    std::fs::read(setup_path("MATTE_SAMPLE_IMAGES").join(name)).expect("sample image is readable")
+}
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+}
+
+impl Server {
+    /// Starts the server with `--provider cpu` and waits until it is ready.
+    pub fn start(extra_args: &[&str]) -> Server {
+        let model = model();
+        Server::start_with_model(&model, extra_args)
+    }
+
+    pub fn start_with_model(model: &std::path::Path, extra_args: &[&str]) -> Server {
+        let server = Server::spawn(model, extra_args);
+        server.wait_until_ready(Duration::from_secs(180));
+        server
+    }
+
+    /// Starts the server without waiting for it.
+    pub fn spawn(model: &std::path::Path, extra_args: &[&str]) -> Server {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_matte-inference"))
+            .args(["--model", model.to_str().expect("UTF-8 path"), "--listen", &listen])
+            .args(["--provider", "cpu", "--log-format", "text"])
+            .args(extra_args)
+            .env("ORT_DYLIB_PATH", setup_path("ORT_DYLIB_PATH"))
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("matte-inference starts");
+        Server { child, base: format!("http://{listen}") }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn wait_until_ready(&self, limit: Duration) {
+        let started = Instant::now();
+        let client = blocking_client();
+        while started.elapsed() < limit {
+            if let Ok(response) = client.get(self.url("/readyz")).send() {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the server at {} was not ready within {limit:?}", self.base);
+    }
+
+    pub fn sigterm(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit by itself, at most `limit`.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> ExitStatus {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().expect("try_wait works") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the server did not exit within {limit:?}");
+    }
+
+    /// The value of an unlabelled sample, or of a labelled one written in full
+    /// (`matte_requests_total{outcome="ok"}`), from `/metrics`; 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let text = blocking_client().get(self.url("/metrics")).send().expect("metrics answer").text().unwrap();
+        metric_value(&text, sample)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn metric_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+pub fn blocking_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(300)).build().expect("client builds")
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(300)).build().expect("client builds")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port()
+}
