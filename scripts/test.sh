@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite: fetches what the tests run on (scripts/setup.sh, cached), then
+# runs every crate's unit and integration tests against the real ONNX Runtime and model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+source "${MATTE_CACHE:-$HOME/.cache/matte}/env.sh"
+cargo test --workspace --locked "$@"
