@@ -58,7 +58,7 @@ pub enum Error {
     NotReady,
     #[error("the server is shutting down and takes no new work")]
     Draining,
-    #[error("the request waited {waited:.1} s, past its deadline of {deadline:.1} s, before inference")]
+    #[error("the request waited {waited:.1} s for inference, past its deadline of {deadline:.1} s")]
     DeadlineExceeded { waited: f64, deadline: f64 },
     #[error("internal error: {0}")]
     Internal(String),

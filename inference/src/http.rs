@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
@@ -160,12 +161,14 @@ async fn remove_background(state: &AppState, request: Request, record: &mut Requ
         .await??;
 
     let deadline = arrived + state.limits.request_timeout;
-    let (reply, result) = oneshot::channel();
-    state.queue.push(Job { tensor, arrived, deadline, reply }).map_err(|_| Error::Draining)?;
-    // Past the deadline the receiver is dropped, which the loop sees and skips the job.
-    let inferred: Inferred = match tokio::time::timeout_at(deadline.into(), result).await {
-        Ok(Ok(answer)) => answer?,
-        Ok(Err(_)) => return Err(Error::Internal("the inference loop stopped".into())),
+    let (reply, mut result) = oneshot::channel();
+    let started = Arc::new(AtomicBool::new(false));
+    state.queue.push(Job { tensor, arrived, deadline, reply, started: started.clone() }).map_err(|_| Error::Draining)?;
+    let answer = match tokio::time::timeout_at(deadline.into(), &mut result).await {
+        Ok(answer) => answer,
+        // Its run began in time: see it through.
+        Err(_) if started.load(Ordering::SeqCst) => result.await,
+        // Still waiting: answer now; dropping the receiver tells the loop to skip it.
         Err(_) => {
             return Err(Error::DeadlineExceeded {
                 waited: arrived.elapsed().as_secs_f64(),
@@ -173,6 +176,7 @@ async fn remove_background(state: &AppState, request: Request, record: &mut Requ
             });
         }
     };
+    let inferred: Inferred = answer.map_err(|_| Error::Internal("the inference loop stopped".into()))??;
 
     let queue_wait = inferred.queue_wait;
     let inference = inferred.inference;

@@ -54,6 +54,9 @@ fn still_wanted(batch: Vec<Job>, now: Instant) -> Vec<Job> {
     batch
         .into_iter()
         .filter_map(|job| {
+            // Marked before the checks: a handler that gives up from here on has
+            // already closed its reply, which the first check sees.
+            job.started.store(true, Ordering::SeqCst);
             if job.reply.is_closed() {
                 None
             } else if now > job.deadline {
@@ -131,7 +134,7 @@ mod tests {
         let now = Instant::now();
         let make = |deadline: Instant| {
             let (reply, receiver) = oneshot::channel();
-            (Job { tensor: vec![], arrived: now, deadline, reply }, receiver)
+            (Job { tensor: vec![], arrived: now, deadline, reply, started: Default::default() }, receiver)
         };
         let (live, _live_receiver) = make(now + Duration::from_secs(10));
         let (abandoned, abandoned_receiver) = make(now + Duration::from_secs(10));

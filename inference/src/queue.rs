@@ -6,7 +6,8 @@
 //! bounded by the queue capacity without a second limit to keep in step.
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -24,6 +25,9 @@ pub struct Job {
     pub deadline: Instant,
     /// Dropped by the handler when its client goes away or its deadline passes.
     pub reply: oneshot::Sender<Result<Inferred, Error>>,
+    /// Set by the loop when it takes the job into a run, so that a handler whose
+    /// deadline passes mid-run waits for the result instead of answering 504.
+    pub started: Arc<AtomicBool>,
 }
 
 /// What the loop sends back for one job.
@@ -115,12 +119,12 @@ impl JobQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn job() -> (Job, oneshot::Receiver<Result<Inferred, Error>>) {
         let (reply, receiver) = oneshot::channel();
         let now = Instant::now();
-        (Job { tensor: vec![], arrived: now, deadline: now + Duration::from_secs(60), reply }, receiver)
+        let deadline = now + Duration::from_secs(60);
+        (Job { tensor: vec![], arrived: now, deadline, reply, started: Arc::default() }, receiver)
     }
 
     #[test]
