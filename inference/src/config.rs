@@ -74,8 +74,8 @@ pub struct Config {
     pub queue_capacity: u32,
 
     /// A request not yet inferred this many seconds after arrival gets 504 instead.
-    #[arg(long, env = "MATTE_REQUEST_TIMEOUT_SECONDS", default_value_t = 60.0)]
-    pub request_timeout_seconds: f64,
+    #[arg(long = "request-timeout-seconds", env = "MATTE_REQUEST_TIMEOUT_SECONDS", default_value = "60", value_parser = parse_timeout)]
+    pub request_timeout: Duration,
 
     /// Threads for decoding, resizing and encoding (0: one per available core).
     #[arg(long, env = "MATTE_CPU_WORKERS", default_value_t = 0)]
@@ -110,10 +110,6 @@ pub enum LogFormat {
 }
 
 impl Config {
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.request_timeout_seconds.max(0.0))
-    }
-
     pub fn max_batch_delay(&self) -> Duration {
         Duration::from_millis(self.max_batch_delay_ms)
     }
@@ -135,6 +131,13 @@ impl Config {
 
 fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Ok(Duration::from_secs_f64(seconds)),
+        _ => Err(format!("`{text}` is not a number of seconds between 0 and 86400")),
+    }
 }
 
 fn parse_triple(text: &str) -> Result<[f32; 3], String> {
@@ -169,6 +172,14 @@ mod tests {
         assert_eq!(config.max_batch_size, 1);
         assert_eq!(config.mean, [0.5; 3]);
         assert_eq!(config.std, [1.0; 3]);
+    }
+
+    #[test]
+    fn timeouts_must_be_positive_and_bounded() {
+        assert_eq!(parse_timeout("0.5"), Ok(Duration::from_millis(500)));
+        for bad in ["0", "-1", "NaN", "inf", "1e30", "soon"] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

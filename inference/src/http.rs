@@ -11,12 +11,14 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use image::DynamicImage;
 use matte_common::paths;
+use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
 use crate::imaging::{self, OutputFormat};
@@ -124,7 +126,9 @@ impl Drop for RequestRecord<'_> {
 async fn remove(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let mut record =
         RequestRecord { metrics: &state.metrics, started: Instant::now(), outcome: "client_gone", admitted: false };
-    match remove_background(&state, request, &mut record).await {
+    let (parts, body) = request.into_parts();
+    let mut unread = Some(body);
+    match remove_background(&state, &parts, &mut unread, &mut record).await {
         Ok(response) => {
             record.outcome = "ok";
             response
@@ -134,22 +138,34 @@ async fn remove(State(state): State<Arc<AppState>>, request: Request) -> Respons
             if error.status() == StatusCode::INTERNAL_SERVER_ERROR {
                 tracing::error!(%error, "request failed");
             }
+            if let Some(body) = unread {
+                // Refused before reading: take the rest of the upload off the wire, or
+                // closing the socket on unread data resets it and the client never
+                // sees this answer.
+                discard(body, DISCARD_LIMIT).await;
+            }
             error.into_response()
         }
     }
 }
 
-async fn remove_background(state: &AppState, request: Request, record: &mut RequestRecord<'_>) -> Result<Response, Error> {
+async fn remove_background(
+    state: &AppState,
+    parts: &Parts,
+    unread: &mut Option<Body>,
+    record: &mut RequestRecord<'_>,
+) -> Result<Response, Error> {
     let arrived = record.started;
-    let Query(query) = Query::<HashMap<String, String>>::try_from_uri(request.uri())
+    let Query(query) = Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
         .map_err(|e| Error::BadRequest(format!("malformed query string: {e}")))?;
     let options = parse_options(&query, state.limits.max_dimension)?;
-    let kind = body_kind(request.headers())?;
+    let kind = body_kind(&parts.headers)?;
 
     let _place = state.admit()?;
     record.admitted = true;
 
-    let bytes = read_image(request, kind, state.limits.max_body_bytes).await?;
+    let body = unread.take().ok_or_else(|| Error::Internal("the body was already read".into()))?;
+    let bytes = read_image(&parts.headers, body, kind, state.limits.max_body_bytes).await?;
     let preprocess = *state.preprocess.get().ok_or(Error::NotReady)?;
     let max_pixels = state.limits.max_input_pixels;
     let (image, tensor) = state
@@ -214,24 +230,20 @@ fn seconds_header(seconds: f64) -> HeaderValue {
     HeaderValue::from_str(&format!("{seconds:.4}")).expect("a number is a valid header value")
 }
 
-async fn read_image(request: Request, kind: BodyKind, limit: usize) -> Result<Bytes, Error> {
-    let declared_length = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared_length.is_some_and(|length| length > limit as u64) {
-        return Err(Error::BodyTooLarge { limit });
-    }
+/// The most a refused request's upload is read for nothing before the connection is
+/// simply closed.
+const DISCARD_LIMIT: usize = 64 * 1024 * 1024;
+
+async fn read_image(headers: &HeaderMap, body: Body, kind: BodyKind, limit: usize) -> Result<Bytes, Error> {
     match kind {
-        BodyKind::Raw => axum::body::to_bytes(request.into_body(), limit).await.map_err(|error| {
-            if is_length_limit(&error) {
-                Error::BodyTooLarge { limit }
-            } else {
-                Error::BadRequest(format!("could not read the body: {error}"))
-            }
-        }),
+        BodyKind::Raw => read_limited(body, limit).await,
         BodyKind::Multipart => {
+            let content_type = headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static(""));
+            let limited = Body::new(http_body_util::Limited::new(body, limit));
+            let request = Request::builder()
+                .header(header::CONTENT_TYPE, content_type)
+                .body(limited)
+                .map_err(|e| Error::Internal(e.to_string()))?;
             let mut multipart = Multipart::from_request(request, &())
                 .await
                 .map_err(|rejection| Error::BadRequest(rejection.body_text()))?;
@@ -252,15 +264,43 @@ async fn read_image(request: Request, kind: BodyKind, limit: usize) -> Result<By
     }
 }
 
-fn is_length_limit(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(current) = source {
-        if current.is::<http_body_util::LengthLimitError>() {
-            return true;
+/// Reads the whole body if it is at most `limit` bytes; past that, reads on (up to
+/// [`DISCARD_LIMIT`]) without keeping anything, so the 413 reaches the client.
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Error> {
+    let mut stream = body.into_data_stream();
+    let mut collected = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::BadRequest(format!("could not read the body: {e}")))?;
+        if collected.len() + chunk.len() > limit {
+            let mut seen = collected.len() + chunk.len();
+            drop(collected);
+            while seen <= DISCARD_LIMIT {
+                match stream.next().await {
+                    Some(Ok(chunk)) => seen += chunk.len(),
+                    _ => break,
+                }
+            }
+            return Err(Error::BodyTooLarge { limit });
         }
-        source = current.source();
+        collected.extend_from_slice(&chunk);
     }
-    false
+    Ok(Bytes::from(collected))
+}
+
+/// Reads and drops up to `cap` bytes of a body nobody will use, for at most a few
+/// seconds: a slow client must not hold the handler.
+async fn discard(body: Body, cap: usize) {
+    let mut stream = body.into_data_stream();
+    let drain = async {
+        let mut seen = 0;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > cap {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {

@@ -50,7 +50,7 @@ impl AppState {
                 max_dimension: config.max_dimension,
                 max_input_pixels: config.max_input_pixels,
                 max_body_bytes: config.max_body_bytes,
-                request_timeout: config.request_timeout(),
+                request_timeout: config.request_timeout,
             },
             metrics: Metrics::new(),
             queue: JobQueue::new(),
