@@ -6,7 +6,8 @@
 # All three use the same ONNX Runtime build and the same thread count.
 # Figures go to out/bench/*.json and a table on stdout.
 #
-#   bench/inference.sh                 # 24 requests at concurrency 4
+#   bench/inference.sh                 # 24 requests at concurrency 4, the sample photos (≤ 640 px)
+#   PHOTOS=large bench/inference.sh    # the same photos enlarged to 12 MP phone-camera JPEGs
 #   REQUESTS=48 CONCURRENCY=8 bench/inference.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,8 +18,8 @@ source "${MATTE_CACHE:-$HOME/.cache/matte}/env.sh"
 threads="${THREADS:-$(nproc)}"
 requests="${REQUESTS:-24}"
 concurrency="${CONCURRENCY:-4}"
-images=("$MATTE_SAMPLE_IMAGES"/{astronaut.png,coffee.png,chelsea.png,rocket.jpg})
-results=out/bench
+photos="${PHOTOS:-small}"
+results="out/bench/$photos"
 mkdir -p "$results"
 
 rembg_venv="$MATTE_CACHE/rembg-venv"
@@ -29,6 +30,21 @@ if [[ ! -f "$rembg_venv/.rembg-$REMBG_VERSION" ]]; then
   touch "$rembg_venv/.rembg-$REMBG_VERSION"
 fi
 cargo build --release --locked -p matte-inference -p matte-load
+
+case "$photos" in
+  small) images=("$MATTE_SAMPLE_IMAGES"/{astronaut.png,coffee.png,chelsea.png,rocket.jpg}) ;;
+  large)
+    # 4000×3000 JPEGs, the size of a phone photo; both servers return them full size.
+    "$rembg_venv/bin/python" - "$MATTE_SAMPLE_IMAGES" "$results" <<'PY'
+import sys
+from PIL import Image
+for name in ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"):
+    image = Image.open(f"{sys.argv[1]}/{name}").convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC)
+    image.save(f"{sys.argv[2]}/{name.split('.')[0]}-12mp.jpg", quality=90)
+PY
+    images=("$results"/*-12mp.jpg) ;;
+  *) echo "PHOTOS is small or large" >&2; exit 2 ;;
+esac
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_for() { # URL PID
@@ -48,7 +64,7 @@ echo "== raw session.run ($threads threads)" >&2
 echo "== matte-inference" >&2
 port=$(free_port)
 ./target/release/matte-inference --model "$MATTE_MODEL" --provider cpu --intra-threads "$threads" \
-  --listen "127.0.0.1:$port" --queue-capacity 64 --log-format text 2>"$results/matte-server.log" &
+  --listen "127.0.0.1:$port" --queue-capacity 64 --max-dimension 4096 --log-format text 2>"$results/matte-server.log" &
 server=$!
 trap 'stop $server' EXIT
 wait_for "http://127.0.0.1:$port/readyz" $server
@@ -67,6 +83,7 @@ load --url "http://127.0.0.1:$port/api/remove" --multipart file --form model=dis
   --query "extras={\"model_path\": \"$MATTE_MODEL\"}" "${images[@]}" >"$results/rembg.json"
 stop $server
 
+echo "photos: $photos, $requests requests at concurrency $concurrency, $threads threads"
 python3 - "$results" "$concurrency" <<'PY'
 import json, sys
 results, concurrency = sys.argv[1], sys.argv[2]

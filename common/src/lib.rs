@@ -28,6 +28,21 @@ pub mod metrics {
     /// Gauge, labels `model` and `provider`: always 1, carries the loaded model.
     pub const MODEL_INFO: &str = "matte_model_info";
 
+    /// Every name above.
+    pub const ALL: [&str; 11] = [
+        QUEUE_DEPTH,
+        OLDEST_QUEUED_AGE_SECONDS,
+        QUEUE_WAIT_SECONDS,
+        INFERENCE_SECONDS,
+        BATCH_SIZE,
+        REQUEST_DURATION_SECONDS,
+        REQUESTS_TOTAL,
+        IMAGES_PROCESSED_TOTAL,
+        INFLIGHT_REQUESTS,
+        READY,
+        MODEL_INFO,
+    ];
+
     /// Label of [`REQUESTS_TOTAL`].
     pub const OUTCOME_LABEL: &str = "outcome";
 }

@@ -117,19 +117,7 @@ mod tests {
         metrics.set_model("isnet", "cpu");
         metrics.count_outcome("ok");
         let text = metrics.render();
-        for name in [
-            names::QUEUE_DEPTH,
-            names::OLDEST_QUEUED_AGE_SECONDS,
-            names::QUEUE_WAIT_SECONDS,
-            names::INFERENCE_SECONDS,
-            names::BATCH_SIZE,
-            names::REQUEST_DURATION_SECONDS,
-            names::REQUESTS_TOTAL,
-            names::IMAGES_PROCESSED_TOTAL,
-            names::INFLIGHT_REQUESTS,
-            names::READY,
-            names::MODEL_INFO,
-        ] {
+        for name in names::ALL {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from\n{text}");
         }
         assert!(text.contains(r#"matte_model_info{model="isnet",provider="cpu"} 1"#));

@@ -4,34 +4,9 @@
 mod support;
 
 use reqwest::blocking::multipart;
-use support::{Server, blocking_client, sample_image};
+use support::{Server, blocking_client, decompression_bomb, sample_image};
 
 const BODY_LIMIT: usize = 1_000_000;
-
-/// A PNG whose header declares 50 000 × 50 000 pixels, in a few dozen bytes.
-fn decompression_bomb() -> Vec<u8> {
-    let mut image = image::RgbImage::new(1, 1);
-    image.put_pixel(0, 0, image::Rgb([1, 2, 3]));
-    let mut png = Vec::new();
-    image.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
-    // IHDR's width and height sit at bytes 16..24; its CRC at 29..33.
-    png[16..20].copy_from_slice(&50_000u32.to_be_bytes());
-    png[20..24].copy_from_slice(&50_000u32.to_be_bytes());
-    let crc = crc32(&png[12..29]);
-    png[29..33].copy_from_slice(&crc.to_be_bytes());
-    png
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
 
 #[test]
 fn bad_input_is_refused_clearly_and_nothing_accepted_is_lost() {

@@ -6,7 +6,7 @@ mod support;
 use std::path::PathBuf;
 use std::process::Command;
 
-use support::{Server, blocking_client, sample_image, setup_path};
+use support::{Server, post_concurrently, setup_path};
 
 fn tiny_dynamic_batch_model() -> PathBuf {
     let path = std::env::temp_dir().join(format!("matte-tiny-{}.onnx", std::process::id()));
@@ -17,18 +17,8 @@ fn tiny_dynamic_batch_model() -> PathBuf {
 }
 
 fn send_concurrently(server: &Server, count: usize) {
-    let photo = sample_image("coffee.png");
-    let requests: Vec<_> = (0..count)
-        .map(|_| {
-            let url = server.url("/v1/remove");
-            let photo = photo.clone();
-            std::thread::spawn(move || {
-                blocking_client().post(url).header("content-type", "image/png").body(photo).send().unwrap().status()
-            })
-        })
-        .collect();
-    for request in requests {
-        assert_eq!(request.join().unwrap(), 200);
+    for request in post_concurrently(server, "coffee.png", count) {
+        assert_eq!(request.join().unwrap().0, 200);
     }
 }
 

@@ -5,23 +5,14 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Server, blocking_client, sample_image};
+use support::{Server, blocking_client, post_concurrently, sample_image};
 
 #[test]
 fn sigterm_finishes_every_accepted_request_then_exits_cleanly() {
     let mut server = Server::start(&["--queue-capacity", "8"]);
     let photo = sample_image("astronaut.png");
 
-    let accepted: Vec<_> = (0..3)
-        .map(|_| {
-            let url = server.url("/v1/remove");
-            let photo = photo.clone();
-            std::thread::spawn(move || {
-                let response = blocking_client().post(url).header("content-type", "image/png").body(photo).send().unwrap();
-                (response.status().as_u16(), response.bytes().unwrap().len())
-            })
-        })
-        .collect();
+    let accepted = post_concurrently(&server, "astronaut.png", 3);
 
     let admitted_by = Instant::now() + Duration::from_secs(60);
     while server.metric("matte_inflight_requests") < 3.0 {

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use matte_common::metrics as names;
-use support::{Server, blocking_client, metric_value, sample_image};
+use support::{Server, blocking_client, metric_value, post_concurrently};
 
 fn scrape(server: &Server) -> String {
     blocking_client().get(server.url("/metrics")).send().unwrap().text().unwrap()
@@ -18,34 +18,15 @@ fn scrape(server: &Server) -> String {
 fn metrics_follow_the_contract_and_move_with_traffic() {
     let server = Server::start(&["--queue-capacity", "8"]);
     let before = scrape(&server);
-    for name in [
-        names::QUEUE_DEPTH,
-        names::OLDEST_QUEUED_AGE_SECONDS,
-        names::QUEUE_WAIT_SECONDS,
-        names::INFERENCE_SECONDS,
-        names::BATCH_SIZE,
-        names::REQUEST_DURATION_SECONDS,
-        names::IMAGES_PROCESSED_TOTAL,
-        names::INFLIGHT_REQUESTS,
-        names::READY,
-        names::MODEL_INFO,
-    ] {
+    // matte_requests_total appears with its first request; every other name at once.
+    for name in names::ALL.iter().filter(|&&name| name != names::REQUESTS_TOTAL) {
         assert!(before.contains(&format!("# TYPE {name} ")), "{name} is missing");
     }
     assert_eq!(metric_value(&before, "matte_ready"), 1.0);
     assert_eq!(metric_value(&before, r#"matte_model_info{model="isnet-fp32",provider="cpu"}"#), 1.0);
 
     // Three at once: one is inferred while two wait, so the queue gauges must rise.
-    let photo = sample_image("astronaut.png");
-    let requests: Vec<_> = (0..3)
-        .map(|_| {
-            let url = server.url("/v1/remove");
-            let photo = photo.clone();
-            std::thread::spawn(move || {
-                blocking_client().post(url).header("content-type", "image/png").body(photo).send().unwrap().status()
-            })
-        })
-        .collect();
+    let requests = post_concurrently(&server, "astronaut.png", 3);
     let (mut peak_depth, mut peak_age, mut peak_inflight) = (0.0f64, 0.0f64, 0.0f64);
     let limit = Instant::now() + Duration::from_secs(120);
     while requests.iter().any(|r| !r.is_finished()) && Instant::now() < limit {
@@ -56,7 +37,7 @@ fn metrics_follow_the_contract_and_move_with_traffic() {
         std::thread::sleep(Duration::from_millis(50));
     }
     for request in requests {
-        assert_eq!(request.join().unwrap(), 200);
+        assert_eq!(request.join().unwrap().0, 200);
     }
     assert!(peak_depth >= 1.0, "queue depth never rose ({peak_depth})");
     assert!(peak_age > 0.1, "oldest queued age never rose ({peak_age})");

@@ -26,6 +26,42 @@ pub fn sample_image(name: &str) -> Vec<u8> {
     std::fs::read(setup_path("MATTE_SAMPLE_IMAGES").join(name)).expect("sample image is readable")
 }
 
+/// Starts `count` POSTs of a sample PNG at once, each on its own thread; each thread
+/// returns the status and the body's length.
+pub fn post_concurrently(server: &Server, image: &str, count: usize) -> Vec<std::thread::JoinHandle<(u16, usize)>> {
+    let photo = sample_image(image);
+    (0..count)
+        .map(|_| {
+            let url = server.url("/v1/remove");
+            let photo = photo.clone();
+            std::thread::spawn(move || {
+                let response = blocking_client().post(url).header("content-type", "image/png").body(photo).send().unwrap();
+                (response.status().as_u16(), response.bytes().unwrap().len())
+            })
+        })
+        .collect()
+}
+
+/// A PNG whose header declares 50 000 × 50 000 pixels, in a few dozen bytes.
+pub fn decompression_bomb() -> Vec<u8> {
+    let mut image = image::RgbImage::new(1, 1);
+    image.put_pixel(0, 0, image::Rgb([1, 2, 3]));
+    let mut png = Vec::new();
+    image.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    // IHDR's width and height sit at bytes 16..24, its CRC (over bytes 12..29) at 29..33.
+    png[16..20].copy_from_slice(&50_000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&50_000u32.to_be_bytes());
+    let mut crc = 0xFFFF_FFFFu32;
+    for &byte in &png[12..29] {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    png[29..33].copy_from_slice(&(!crc).to_be_bytes());
+    png
+}
+
 pub struct Server {
     child: Child,
     pub base: String,
