@@ -1,0 +1,3 @@
+//! Deciding how many inference pods each service needs.
+
+pub mod policy;

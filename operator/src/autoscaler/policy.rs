@@ -1,0 +1,449 @@
+//! Matte's scaling policy: start-up aware and deadline driven.
+//!
+//! A pure function from what the operator observed to how many replicas it wants, with
+//! the reason. The reconciler calls it on every pass and stores [`Memory`] in the
+//! resource's status; the simulator calls the very same function, so what is measured
+//! there is what runs in a cluster.
+//!
+//! The idea: a GPU pod takes tens of seconds to become useful, so a pod is only worth
+//! starting if the work will still be there when it is ready. The policy therefore asks
+//! how many pods are needed for the backlog to drain by a deadline, counting pods that
+//! are still starting as capacity from the moment they will be ready, and starts exactly
+//! that many, at once. When the target cannot be met because new pods would arrive too
+//! late, the deadline moves to the earliest time a new pod can do a useful amount of
+//! work, instead of starting pods that would find nothing to do. Pods that are no longer
+//! needed are kept for as long as a new one would take to start (the cost of being
+//! wrong either way is the same), and never given back while others are still starting.
+
+use serde::Serialize;
+
+/// The user's settings, from the resource's `autoscaling` spec.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicySpec {
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    /// Every queued image should start inference within this many seconds of arriving.
+    pub target_queue_latency_seconds: f64,
+    /// How long unneeded pods are kept; `None` keeps them as long as a pod takes to start.
+    pub scale_down_delay_seconds: Option<f64>,
+    /// A new pod is started only if it will have at least this much work once ready.
+    pub min_useful_work_seconds: f64,
+    /// Pod start-up time assumed until one has been measured.
+    pub default_startup_seconds: f64,
+    /// Images per second one pod processes, assumed until measured.
+    pub default_images_per_pod_second: f64,
+    /// How long a client refused with 429 waits on average before it tries again (the
+    /// pods' `Retry-After`, plus whatever jitter the clients add).
+    pub retry_after_seconds: f64,
+    /// Share of a pod's throughput that plans count on; below 1 because a pod is not
+    /// busy every second (random arrivals, refused clients coming back a little late).
+    pub planned_utilization: f64,
+    /// Metrics older than this are not trusted.
+    pub stale_after_seconds: f64,
+}
+
+impl PolicySpec {
+    /// The spec with everything but the bounds and the target at its default.
+    pub fn new(min_replicas: u32, max_replicas: u32, target_queue_latency_seconds: f64) -> Self {
+        Self {
+            min_replicas,
+            max_replicas,
+            target_queue_latency_seconds,
+            scale_down_delay_seconds: None,
+            min_useful_work_seconds: 10.0,
+            default_startup_seconds: 60.0,
+            default_images_per_pod_second: 1.0,
+            retry_after_seconds: 2.0,
+            planned_utilization: 0.8,
+            stale_after_seconds: 60.0,
+        }
+    }
+
+    /// The replica bounds, repaired if the spec has them the wrong way round (the CRD
+    /// validates this; the policy still must not panic or scale to nonsense).
+    fn bounds(&self) -> (u32, u32) {
+        (self.min_replicas, self.max_replicas.max(self.min_replicas))
+    }
+
+    fn clamp(&self, replicas: u32) -> u32 {
+        let (min, max) = self.bounds();
+        replicas.clamp(min, max)
+    }
+}
+
+/// What the operator sees on one reconcile pass.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Observation {
+    /// Seconds on a monotonic clock; only differences matter.
+    pub now_seconds: f64,
+    /// The Deployment's `spec.replicas` right now.
+    pub replicas: u32,
+    /// Pods that are Ready and not terminating.
+    pub ready_pods: u32,
+    /// Age in seconds of each pod that has a GPU (or one on the way) but is not Ready yet.
+    pub starting_pod_ages_seconds: Vec<f64>,
+    /// Pods the scheduler cannot place: no GPU is free and none can be added.
+    pub unschedulable_pods: u32,
+    /// Median time from a pod being scheduled to Ready over recent starts (the pod's own
+    /// start-up, without waiting for a node); `None` before any.
+    pub measured_startup_seconds: Option<f64>,
+    /// The queue metrics from Prometheus; `None` when the query returned nothing.
+    pub queue: Option<QueueMetrics>,
+}
+
+/// The fleet's queue as Prometheus reports it (sums over pods, rates over windows).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueMetrics {
+    /// How long ago the newest sample behind these numbers was taken.
+    pub age_seconds: f64,
+    /// `sum(matte_queue_depth)`.
+    pub queue_depth: f64,
+    /// `max(matte_oldest_queued_age_seconds)`, as of the sample.
+    pub oldest_queued_age_seconds: f64,
+    /// 95th percentile of `matte_queue_wait_seconds` over the rate window, if any request
+    /// started inference in it. Reported with the decision; the oldest age leads it.
+    pub queue_wait_p95_seconds: Option<f64>,
+    /// Images per second of GPU time (`rate(images_processed) / rate(inference_seconds_sum)`
+    /// over the long window), if any image was processed in it: what one busy pod can do.
+    pub images_per_pod_second: Option<f64>,
+    /// Requests admitted per second when no burst is on: the median over a long window
+    /// of the rate between scrapes without refusals, which a burst does not move.
+    pub sustained_admitted_per_second: f64,
+    /// 429 responses per second over the last few scrape intervals.
+    pub rejected_per_second: f64,
+    /// 429 responses between the last two scrapes (`increase` over one interval).
+    pub rejected_last_interval: f64,
+}
+
+/// What the policy remembers between passes (kept in the resource's status).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Memory {
+    /// The replicas last decided.
+    pub replicas: Option<u32>,
+    /// Since when the fleet has been larger than needed, if it is.
+    pub surplus_since_seconds: Option<f64>,
+    /// The last measured throughput, for passes when no image was processed.
+    pub images_per_pod_second: Option<f64>,
+}
+
+/// Why the policy chose the replicas it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Reason {
+    /// More pods are needed for the backlog to drain by the deadline.
+    ScaleUp,
+    /// Pods have been unneeded for long enough: give them back.
+    ScaleDown,
+    /// The fleet has what it needs.
+    Steady,
+    /// More pods are needed but `maxReplicas` is reached.
+    AtMaxReplicas,
+    /// Pods cannot be scheduled (no free GPU): adding more would not help.
+    ScalingLimited,
+    /// Fewer pods are needed, but others are still starting: wait for them first.
+    KeepWhileStarting,
+    /// Fewer pods are needed, but not for long enough to be worth giving them back.
+    KeepUntilIdleLongEnough,
+    /// No queue metrics: keep the last decision rather than scale on nothing.
+    MetricsMissing,
+    /// The queue metrics are too old to act on: keep the last decision.
+    MetricsStale,
+}
+
+/// The numbers the decision was derived from, for status and Events.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// Images queued in pods plus clients waiting to retry after a 429.
+    pub backlog_images: f64,
+    /// Seconds from now by which the backlog should be drained.
+    pub deadline_seconds: f64,
+    pub images_per_pod_second: f64,
+    pub startup_seconds: f64,
+    /// Steady traffic expected to keep arriving, images per second.
+    pub sustained_images_per_second: f64,
+    /// Pods needed for the backlog and steady traffic, before the replica bounds.
+    pub needed_replicas: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Decision {
+    pub replicas: u32,
+    pub reason: Reason,
+    /// One sentence for status and Events.
+    pub message: String,
+    pub observation: Observation,
+    /// `None` when the metrics could not be used.
+    pub plan: Option<Plan>,
+    /// To pass back on the next call.
+    pub memory: Memory,
+}
+
+/// Decides the replicas for one pass.
+pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> Decision {
+    let Some(queue) = &observation.queue else {
+        return hold(
+            spec,
+            observation,
+            memory,
+            Reason::MetricsMissing,
+            "no queue metrics".into(),
+        );
+    };
+    if queue.age_seconds > spec.stale_after_seconds {
+        let why = format!(
+            "queue metrics are {:.0}s old (stale after {:.0}s)",
+            queue.age_seconds, spec.stale_after_seconds
+        );
+        return hold(spec, observation, memory, Reason::MetricsStale, why);
+    }
+
+    let plan = plan(spec, observation, queue, memory);
+    let wanted = spec.clamp(plan.needed_replicas);
+    let current = observation.replicas;
+    let schedulable = current.saturating_sub(observation.unschedulable_pods);
+    let mut next = Memory {
+        replicas: Some(wanted),
+        surplus_since_seconds: None,
+        images_per_pod_second: Some(plan.images_per_pod_second),
+    };
+    let summary = summary(&plan, queue);
+
+    let (replicas, reason, message) = if observation.unschedulable_pods > 0 && wanted > schedulable
+    {
+        let message = format!(
+            "{summary}: {wanted} pods wanted but {} cannot be scheduled (no free GPU); not adding more",
+            observation.unschedulable_pods
+        );
+        (spec.clamp(current), Reason::ScalingLimited, message)
+    } else if wanted > current {
+        let capped = if plan.needed_replicas > wanted {
+            format!(" (capped by maxReplicas, {} needed)", plan.needed_replicas)
+        } else {
+            String::new()
+        };
+        let message = format!("{summary}: scaling up from {current} to {wanted}{capped}");
+        (wanted, Reason::ScaleUp, message)
+    } else if wanted == current {
+        if plan.needed_replicas > wanted {
+            let message = format!(
+                "{summary}: {} pods needed, holding at maxReplicas {wanted}",
+                plan.needed_replicas
+            );
+            (wanted, Reason::AtMaxReplicas, message)
+        } else {
+            (
+                wanted,
+                Reason::Steady,
+                format!("{summary}: {current} pods are what is needed"),
+            )
+        }
+    } else {
+        // The surplus clock runs from the first pass that found the fleet too large with
+        // no pod starting: pods still starting are not idle, and neither are the ones
+        // they were started to help.
+        let since = if observation.starting_pod_ages_seconds.is_empty() {
+            memory
+                .surplus_since_seconds
+                .unwrap_or(observation.now_seconds)
+        } else {
+            observation.now_seconds
+        };
+        next.surplus_since_seconds = Some(since);
+        scale_down_or_keep(spec, observation, &plan, &summary, wanted, since, &mut next)
+    };
+    next.replicas = Some(replicas);
+    Decision {
+        replicas,
+        reason,
+        message,
+        observation: observation.clone(),
+        plan: Some(plan),
+        memory: next,
+    }
+}
+
+/// Keeps the decision of the last pass (or the current replicas on the first), within
+/// the bounds, when the metrics cannot be trusted: scaling down on missing data is how
+/// a monitoring outage becomes a service outage.
+fn hold(
+    spec: &PolicySpec,
+    observation: &Observation,
+    memory: &Memory,
+    reason: Reason,
+    why: String,
+) -> Decision {
+    let replicas = spec.clamp(memory.replicas.unwrap_or(observation.replicas));
+    Decision {
+        replicas,
+        reason,
+        message: format!("{why}: keeping {replicas} replicas"),
+        observation: observation.clone(),
+        plan: None,
+        memory: Memory {
+            replicas: Some(replicas),
+            ..memory.clone()
+        },
+    }
+}
+
+/// The deadline and the number of pods that meet it.
+fn plan(
+    spec: &PolicySpec,
+    observation: &Observation,
+    queue: &QueueMetrics,
+    memory: &Memory,
+) -> Plan {
+    let measured = |rate: &f64| rate.is_finite() && *rate > 0.0;
+    let images_per_pod_second = queue
+        .images_per_pod_second
+        .filter(measured)
+        .or(memory.images_per_pod_second.filter(measured))
+        .unwrap_or(spec.default_images_per_pod_second)
+        .max(f64::MIN_POSITIVE);
+    let startup_seconds = observation
+        .measured_startup_seconds
+        .unwrap_or(spec.default_startup_seconds);
+    // A refused client comes back once per Retry-After, so the refusal rate times that
+    // interval is how many clients are waiting outside the queues. When a burst has
+    // just begun the rate's window still holds the quiet before it, but every client
+    // of the burst has just been refused once: the last interval's count says it.
+    let waiting_clients =
+        (queue.rejected_per_second * spec.retry_after_seconds).max(queue.rejected_last_interval);
+    let backlog_images = queue.queue_depth + waiting_clients;
+    // The oldest image has been waiting since before the sample was taken.
+    let time_left =
+        spec.target_queue_latency_seconds - (queue.oldest_queued_age_seconds + queue.age_seconds);
+    // No pod started now helps before it is ready: if the target is sooner than that,
+    // aim for the earliest moment a new pod can do a useful amount of work.
+    let deadline_seconds = time_left.max(startup_seconds + spec.min_useful_work_seconds.max(1.0));
+    let sustained_images_per_second = queue.sustained_admitted_per_second;
+    let starting_ready_in: Vec<f64> = observation
+        .starting_pod_ages_seconds
+        .iter()
+        .map(|age| (startup_seconds - age).max(0.0))
+        .collect();
+    let planned_per_pod = images_per_pod_second * spec.planned_utilization.clamp(0.1, 1.0);
+    // Steady traffic is served on its own clock (each image within the target of its
+    // arrival), so it sets a floor rather than adding to the work due by the deadline.
+    let for_backlog = pods_to_finish(
+        backlog_images,
+        deadline_seconds,
+        planned_per_pod,
+        observation.ready_pods,
+        &starting_ready_in,
+        startup_seconds,
+    );
+    let for_steady_traffic = (sustained_images_per_second / planned_per_pod).ceil();
+    Plan {
+        backlog_images,
+        deadline_seconds,
+        images_per_pod_second,
+        startup_seconds,
+        sustained_images_per_second,
+        needed_replicas: for_backlog.max(to_count(for_steady_traffic)),
+    }
+}
+
+/// The fewest pods that finish `work` images within `deadline` seconds: ready pods
+/// first, then starting ones in the order they will be ready, then new ones.
+fn pods_to_finish(
+    work: f64,
+    deadline: f64,
+    images_per_pod_second: f64,
+    ready: u32,
+    starting_ready_in: &[f64],
+    startup: f64,
+) -> u32 {
+    let per_ready_pod = images_per_pod_second * deadline;
+    let ready_needed = (work / per_ready_pod).ceil();
+    if ready_needed <= f64::from(ready) {
+        return to_count(ready_needed);
+    }
+    let mut done = per_ready_pod * f64::from(ready);
+    let mut pods = ready;
+    let mut ready_in = starting_ready_in.to_vec();
+    ready_in.sort_by(f64::total_cmp);
+    for wait in ready_in {
+        if done >= work {
+            return pods;
+        }
+        done += images_per_pod_second * (deadline - wait).max(0.0);
+        pods = pods.saturating_add(1);
+    }
+    if done >= work {
+        return pods;
+    }
+    // The deadline is at least one start-up plus some useful work away, so a new pod
+    // always contributes.
+    let per_new_pod = images_per_pod_second * (deadline - startup);
+    pods.saturating_add(to_count(((work - done) / per_new_pod).ceil()))
+}
+
+fn scale_down_or_keep(
+    spec: &PolicySpec,
+    observation: &Observation,
+    plan: &Plan,
+    summary: &str,
+    wanted: u32,
+    surplus_since: f64,
+    memory: &mut Memory,
+) -> (u32, Reason, String) {
+    let current = observation.replicas;
+    let starting = observation.starting_pod_ages_seconds.len();
+    let delay = spec
+        .scale_down_delay_seconds
+        .unwrap_or(plan.startup_seconds);
+    let unneeded_for = observation.now_seconds - surplus_since;
+    if starting > 0 {
+        let message = format!(
+            "{summary}: {wanted} pods would do, but {starting} are still starting; keeping {current}"
+        );
+        (current, Reason::KeepWhileStarting, message)
+    } else if unneeded_for < delay {
+        let message = format!(
+            "{summary}: {wanted} pods would do; keeping {current} until unneeded for {delay:.0}s ({unneeded_for:.0}s so far)"
+        );
+        (current, Reason::KeepUntilIdleLongEnough, message)
+    } else {
+        memory.surplus_since_seconds = None;
+        let message = format!(
+            "{summary}: unneeded for {unneeded_for:.0}s, scaling down from {current} to {wanted}"
+        );
+        (wanted, Reason::ScaleDown, message)
+    }
+}
+
+fn summary(plan: &Plan, queue: &QueueMetrics) -> String {
+    let wait = queue.queue_wait_p95_seconds.map_or_else(
+        || "no recent waits".to_string(),
+        |p95| format!("p95 wait {p95:.1}s"),
+    );
+    format!(
+        "backlog {:.0} images ({wait}), {:.2} images/s per pod, start-up {:.0}s, drain within {:.0}s",
+        plan.backlog_images,
+        plan.images_per_pod_second,
+        plan.startup_seconds,
+        plan.deadline_seconds
+    )
+}
+
+/// A non-negative, finite count as `u32`, saturating.
+fn to_count(value: f64) -> u32 {
+    if value.is_nan() || value <= 0.0 {
+        0
+    } else if value >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        // In range and non-negative: the conversion is exact after `ceil`.
+        value as u32
+    }
+}
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;

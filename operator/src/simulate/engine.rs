@@ -1,0 +1,685 @@
+//! The discrete-event simulation of one policy on one workload.
+//!
+//! Pods: one GPU each; created by the policy's replica count, placed on a GPU node
+//! (free, added after a delay, or none: unschedulable), ready after a start-up delay,
+//! then serving a bounded FIFO queue with a GPU loop that runs one batch at a time. On
+//! scale-down a ReplicaSet removes pods that are not ready first, then the newest; a
+//! ready pod being removed drains its queue before it ends (graceful termination).
+//!
+//! Requests: routed by the Service to a ready pod. A full queue answers 429 and the
+//! client comes back after `Retry-After` plus up to half again (jitter, so refused
+//! clients do not return in lockstep); it keeps trying until served, and its latency
+//! counts from its first try. While no pod at all is ready, requests are held in front
+//! (Knative's activator, KEDA's HTTP interceptor) and that queue is in the metrics, so
+//! that a fleet scaled to zero can see its demand.
+//!
+//! Billing: a pod costs GPU-seconds from the moment it has a GPU (a free node, or one
+//! being added for it) until it ends. Unschedulable pods have no GPU and cost nothing.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
+
+use serde::Serialize;
+
+use super::gpus::{GpuPool, Placement};
+use super::prometheus::{Counters, Gauges, Prometheus};
+use super::random::{Stream, StreamName};
+use super::scalers::{ClusterView, Scaler};
+use super::settings::{BATCHED_IMAGE_COST, Routing, Settings};
+
+/// The work: when each image is first sent and how long it takes alone on a GPU. Drawn
+/// once so that every policy gets exactly the same.
+pub struct Workload {
+    pub arrivals: Vec<f64>,
+    pub service_seconds: Vec<f64>,
+}
+
+impl Workload {
+    pub fn new(arrivals: Vec<f64>, settings: &Settings, seed: u64) -> Self {
+        let mut rng = Stream::new(seed, StreamName::ServiceTimes);
+        let service_seconds = arrivals
+            .iter()
+            .map(|_| rng.lognormal(settings.service_seconds, settings.service_sigma))
+            .collect();
+        Self {
+            arrivals,
+            service_seconds,
+        }
+    }
+}
+
+/// What happened to one pod.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRecord {
+    pub created_seconds: f64,
+    /// When it got a GPU; `None` if it never did.
+    pub billed_from_seconds: Option<f64>,
+    pub ready_seconds: Option<f64>,
+    pub ended_seconds: f64,
+    pub images_served: u64,
+    /// Whether anything was waiting (queued, held or retrying) when it became ready.
+    pub backlog_when_ready: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaChange {
+    pub at_seconds: f64,
+    pub from: u32,
+    pub to: u32,
+}
+
+/// The fleet once a second, for plots.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelinePoint {
+    pub at_seconds: f64,
+    /// Requests queued in pods or held in front.
+    pub queued: usize,
+    /// Clients refused and waiting to retry.
+    pub retrying: usize,
+    pub replicas: u32,
+    pub ready: u32,
+}
+
+/// Everything a run produced, for the report.
+pub struct RunRecord {
+    /// Per image: seconds from first try to answer; `None` if never answered.
+    pub latencies: Vec<Option<f64>>,
+    pub pods: Vec<PodRecord>,
+    pub changes: Vec<ReplicaChange>,
+    pub timeline: Vec<TimelinePoint>,
+    pub rejections: u64,
+    /// The first this many pods were running when the trace began.
+    pub initial_pods: usize,
+}
+
+/// Runs `scaler` on `workload` and records what happened.
+pub fn run(
+    settings: &Settings,
+    workload: &Workload,
+    scaler: &mut dyn Scaler,
+    seed: u64,
+) -> RunRecord {
+    let mut engine = Engine::new(settings, workload, seed);
+    engine.start(scaler.initial_replicas());
+    // Periodic events: the first here, each next one when it is handled. Rules run a
+    // second after the scrapes so that they see them.
+    engine.schedule(0.0, Event::Scrape);
+    engine.schedule(1.0, Event::Evaluate);
+    engine.schedule(scaler.interval_seconds(), Event::ScalerTick);
+    engine.schedule(0.0, Event::Sample);
+    while let Some(Scheduled { at, event, .. }) = engine.events.pop() {
+        if at > settings.end_seconds() {
+            break;
+        }
+        engine.now = at;
+        engine.handle(event, scaler);
+    }
+    engine.finish()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Event {
+    /// An image is sent, for the first time or again after a 429.
+    Arrival(usize),
+    BatchDone {
+        pod: usize,
+        duration: f64,
+    },
+    NodeReady(usize),
+    PodReady(usize),
+    Scrape,
+    Evaluate,
+    ScalerTick,
+    /// Once a second: the timeline, and the samples KPA takes from its pods.
+    Sample,
+}
+
+/// An event at a time; the heap yields the earliest, ties in the order scheduled.
+struct Scheduled {
+    at: f64,
+    order: u64,
+    event: Event,
+}
+
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .at
+            .total_cmp(&self.at)
+            .then_with(|| other.order.cmp(&self.order))
+    }
+}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Scheduled {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No GPU can be had.
+    Unschedulable,
+    /// A GPU node is being added for it.
+    WaitingForNode,
+    /// Pulling the image, loading and warming up the model.
+    Starting,
+    Ready,
+    /// Removed while ready: finishing its queue, taking nothing new.
+    Draining,
+    Ended,
+}
+
+impl Phase {
+    /// Pods that count towards the Deployment's replicas.
+    fn is_active(self) -> bool {
+        matches!(
+            self,
+            Phase::Unschedulable | Phase::WaitingForNode | Phase::Starting | Phase::Ready
+        )
+    }
+
+    /// The order in which a ReplicaSet picks pods to remove: unscheduled before
+    /// scheduled, not ready before ready.
+    fn removal_rank(self) -> u8 {
+        match self {
+            Phase::Unschedulable => 0,
+            Phase::WaitingForNode => 1,
+            Phase::Starting => 2,
+            _ => 3,
+        }
+    }
+}
+
+struct Queued {
+    request: usize,
+    since: f64,
+}
+
+struct Pod {
+    created: f64,
+    /// When it was bound to a node that exists (a new node must be added first).
+    scheduled: Option<f64>,
+    phase: Phase,
+    node: Option<usize>,
+    billed_from: Option<f64>,
+    ready_at: Option<f64>,
+    ended_at: Option<f64>,
+    queue: VecDeque<Queued>,
+    batch: Vec<usize>,
+    served: u64,
+    backlog_when_ready: bool,
+}
+
+impl Pod {
+    fn outstanding(&self) -> usize {
+        self.queue.len() + self.batch.len()
+    }
+
+    fn is_idle(&self) -> bool {
+        self.outstanding() == 0
+    }
+}
+
+struct Engine<'a> {
+    settings: &'a Settings,
+    workload: &'a Workload,
+    now: f64,
+    events: BinaryHeap<Scheduled>,
+    scheduled: u64,
+    answered: Vec<Option<f64>>,
+    retrying: Vec<bool>,
+    retrying_count: usize,
+    pods: Vec<Pod>,
+    initial_pods: usize,
+    held_in_front: VecDeque<Queued>,
+    gpus: GpuPool,
+    counters: Counters,
+    prometheus: Prometheus,
+    startups: Vec<f64>,
+    changes: Vec<ReplicaChange>,
+    timeline: Vec<TimelinePoint>,
+    routing_rng: Stream,
+    startup_rng: Stream,
+    provisioning_rng: Stream,
+}
+
+/// How many recent start-ups the measured start-up time is the median of.
+const STARTUPS_MEASURED: usize = 10;
+
+impl<'a> Engine<'a> {
+    fn new(settings: &'a Settings, workload: &'a Workload, seed: u64) -> Self {
+        let requests = workload.arrivals.len();
+        Self {
+            settings,
+            workload,
+            now: 0.0,
+            events: BinaryHeap::new(),
+            scheduled: 0,
+            answered: vec![None; requests],
+            retrying: vec![false; requests],
+            retrying_count: 0,
+            pods: Vec::new(),
+            initial_pods: 0,
+            held_in_front: VecDeque::new(),
+            gpus: GpuPool::new(
+                settings.warm_gpus,
+                settings.max_gpus,
+                settings.node_idle_timeout_seconds,
+            ),
+            counters: Counters::default(),
+            prometheus: Prometheus::new(
+                settings.rate_window_seconds,
+                settings.long_rate_window_seconds,
+            ),
+            startups: Vec::new(),
+            changes: Vec::new(),
+            timeline: Vec::new(),
+            routing_rng: Stream::new(seed, StreamName::Routing),
+            startup_rng: Stream::new(seed, StreamName::PodStartups),
+            provisioning_rng: Stream::new(seed, StreamName::NodeProvisioning),
+        }
+    }
+
+    /// The fleet already running when the trace begins, and every arrival.
+    fn start(&mut self, initial_replicas: u32) {
+        self.initial_pods = usize::try_from(initial_replicas).unwrap_or(usize::MAX);
+        for _ in 0..initial_replicas {
+            let mut pod = self.new_pod();
+            if let Some((node, placement)) = self.gpus.claim(0.0) {
+                if placement == Placement::Provisioning {
+                    self.gpus.occupy(node);
+                }
+                pod.node = Some(node);
+                pod.billed_from = Some(0.0);
+                pod.phase = Phase::Ready;
+                pod.ready_at = Some(0.0);
+            }
+            self.pods.push(pod);
+        }
+        for (request, &at) in self.workload.arrivals.iter().enumerate() {
+            self.schedule(at, Event::Arrival(request));
+        }
+    }
+
+    fn schedule(&mut self, at: f64, event: Event) {
+        self.scheduled += 1;
+        self.events.push(Scheduled {
+            at,
+            order: self.scheduled,
+            event,
+        });
+    }
+
+    fn period(&self, event: Event, scaler: &dyn Scaler) -> f64 {
+        match event {
+            Event::Scrape => self.settings.scrape_interval_seconds,
+            Event::Evaluate => self.settings.rule_interval_seconds,
+            Event::ScalerTick => scaler.interval_seconds(),
+            _ => 1.0,
+        }
+    }
+
+    fn handle(&mut self, event: Event, scaler: &mut dyn Scaler) {
+        match event {
+            Event::Arrival(request) => {
+                if std::mem::take(&mut self.retrying[request]) {
+                    self.retrying_count -= 1;
+                }
+                self.route(request);
+            }
+            Event::BatchDone { pod, duration } => self.batch_done(pod, duration),
+            Event::NodeReady(pod) => self.node_ready(pod),
+            Event::PodReady(pod) => self.pod_ready(pod),
+            Event::Scrape => self.scrape(),
+            Event::Evaluate => self.prometheus.evaluate(self.now),
+            Event::ScalerTick => {
+                let replicas = scaler.decide(&self.view());
+                self.scale_to(replicas);
+            }
+            Event::Sample => {
+                scaler.sample(&self.view());
+                self.record_timeline();
+            }
+        }
+        if matches!(
+            event,
+            Event::Scrape | Event::Evaluate | Event::ScalerTick | Event::Sample
+        ) {
+            let next = self.now + self.period(event, scaler);
+            self.schedule(next, event);
+        }
+    }
+
+    fn route(&mut self, request: usize) {
+        let ready: Vec<usize> = (0..self.pods.len())
+            .filter(|&index| self.pods[index].phase == Phase::Ready)
+            .collect();
+        self.counters.requests += 1;
+        if ready.is_empty() {
+            self.held_in_front.push_back(Queued {
+                request,
+                since: self.now,
+            });
+            return;
+        }
+        let chosen = match self.settings.routing {
+            Routing::Random => ready[self.routing_rng.index(ready.len())],
+            Routing::LeastOutstanding => ready
+                .iter()
+                .copied()
+                .min_by_key(|&index| self.pods[index].outstanding())
+                .unwrap_or(ready[0]),
+        };
+        if self.pods[chosen].queue.len() >= self.settings.queue_capacity {
+            self.counters.rejected += 1;
+            self.retrying[request] = true;
+            self.retrying_count += 1;
+            let wait = self.settings.retry_after_seconds * (1.0 + 0.5 * self.routing_rng.uniform());
+            self.schedule(self.now + wait, Event::Arrival(request));
+        } else {
+            self.pods[chosen].queue.push_back(Queued {
+                request,
+                since: self.now,
+            });
+            self.start_batch(chosen);
+        }
+    }
+
+    fn start_batch(&mut self, index: usize) {
+        let pod = &mut self.pods[index];
+        if !pod.batch.is_empty() || pod.queue.is_empty() {
+            return;
+        }
+        let size = pod.queue.len().min(self.settings.max_batch_size);
+        let (mut total, mut longest) = (0.0_f64, 0.0_f64);
+        for queued in pod.queue.drain(..size) {
+            self.counters.observe_queue_wait(self.now - queued.since);
+            let alone = self.workload.service_seconds[queued.request];
+            total += alone;
+            longest = longest.max(alone);
+            pod.batch.push(queued.request);
+        }
+        let duration = longest + BATCHED_IMAGE_COST * (total - longest);
+        self.schedule(
+            self.now + duration,
+            Event::BatchDone {
+                pod: index,
+                duration,
+            },
+        );
+    }
+
+    fn batch_done(&mut self, index: usize, duration: f64) {
+        // Like the pods' histogram, the inference time is observed when the run ends.
+        self.counters.inference_seconds += duration;
+        let finished = std::mem::take(&mut self.pods[index].batch);
+        for &request in &finished {
+            self.answered[request] = Some(self.now - self.workload.arrivals[request]);
+        }
+        let count = u64::try_from(finished.len()).unwrap_or(u64::MAX);
+        self.pods[index].served += count;
+        self.counters.images_processed += count;
+        self.start_batch(index);
+        if self.pods[index].phase == Phase::Draining && self.pods[index].is_idle() {
+            self.end_pod(index);
+        }
+    }
+
+    fn node_ready(&mut self, index: usize) {
+        let Some(node) = self.pods[index].node else {
+            return;
+        };
+        if self.pods[index].phase == Phase::WaitingForNode {
+            self.gpus.occupy(node);
+            self.begin_startup(index);
+        } else {
+            // The pod was removed while its node was being added: the node is free.
+            self.gpus.release(node, self.now);
+            self.place_unschedulable();
+        }
+    }
+
+    fn pod_ready(&mut self, index: usize) {
+        if self.pods[index].phase != Phase::Starting {
+            return;
+        }
+        let backlog = self.retrying_count > 0
+            || !self.held_in_front.is_empty()
+            || self.pods.iter().any(|pod| !pod.queue.is_empty());
+        let pod = &mut self.pods[index];
+        pod.phase = Phase::Ready;
+        pod.ready_at = Some(self.now);
+        pod.backlog_when_ready = backlog;
+        self.startups
+            .push(self.now - pod.scheduled.unwrap_or(pod.created));
+        // Held requests were counted when they arrived in front.
+        for held in std::mem::take(&mut self.held_in_front) {
+            self.counters.requests -= 1;
+            self.route(held.request);
+        }
+    }
+
+    fn begin_startup(&mut self, index: usize) {
+        let median = self.settings.startup_seconds;
+        let startup = self
+            .startup_rng
+            .lognormal(median, self.settings.startup_sigma)
+            .clamp(median / 3.0, median * 2.0);
+        self.pods[index].phase = Phase::Starting;
+        self.pods[index].scheduled = Some(self.now);
+        self.schedule(self.now + startup, Event::PodReady(index));
+    }
+
+    fn new_pod(&self) -> Pod {
+        Pod {
+            created: self.now,
+            scheduled: None,
+            phase: Phase::Unschedulable,
+            node: None,
+            billed_from: None,
+            ready_at: None,
+            ended_at: None,
+            queue: VecDeque::new(),
+            batch: Vec::new(),
+            served: 0,
+            backlog_when_ready: false,
+        }
+    }
+
+    /// Gives an unschedulable pod a GPU if one can be had now.
+    fn place(&mut self, index: usize) -> bool {
+        let Some((node, placement)) = self.gpus.claim(self.now) else {
+            return false;
+        };
+        self.pods[index].node = Some(node);
+        self.pods[index].billed_from = Some(self.now);
+        match placement {
+            Placement::Free => self.begin_startup(index),
+            Placement::Provisioning => {
+                self.pods[index].phase = Phase::WaitingForNode;
+                let delay = self
+                    .provisioning_rng
+                    .lognormal(self.settings.node_provision_seconds, 0.3);
+                self.schedule(self.now + delay, Event::NodeReady(index));
+            }
+        }
+        true
+    }
+
+    /// A GPU may have come free: the oldest unschedulable pods get it.
+    fn place_unschedulable(&mut self) {
+        for index in 0..self.pods.len() {
+            if self.pods[index].phase == Phase::Unschedulable && !self.place(index) {
+                return;
+            }
+        }
+    }
+
+    fn scale_to(&mut self, replicas: u32) {
+        let active: Vec<usize> = (0..self.pods.len())
+            .filter(|&index| self.pods[index].phase.is_active())
+            .collect();
+        let current = u32::try_from(active.len()).unwrap_or(u32::MAX);
+        if replicas == current {
+            return;
+        }
+        self.changes.push(ReplicaChange {
+            at_seconds: self.now,
+            from: current,
+            to: replicas,
+        });
+        if replicas > current {
+            for _ in current..replicas {
+                let pod = self.new_pod();
+                self.pods.push(pod);
+                self.place(self.pods.len() - 1);
+            }
+            return;
+        }
+        let mut victims = active;
+        victims.sort_by(|&a, &b| {
+            let (a, b) = (&self.pods[a], &self.pods[b]);
+            a.phase
+                .removal_rank()
+                .cmp(&b.phase.removal_rank())
+                .then(b.created.total_cmp(&a.created))
+        });
+        let excess = usize::try_from(current - replicas).unwrap_or(usize::MAX);
+        for index in victims.into_iter().take(excess) {
+            self.remove(index);
+        }
+    }
+
+    fn remove(&mut self, index: usize) {
+        match self.pods[index].phase {
+            Phase::Ready if !self.pods[index].is_idle() => self.pods[index].phase = Phase::Draining,
+            // Its node is still being added; `node_ready` frees it when it is.
+            Phase::WaitingForNode => {
+                self.pods[index].phase = Phase::Ended;
+                self.pods[index].ended_at = Some(self.now);
+            }
+            _ => self.end_pod(index),
+        }
+    }
+
+    fn end_pod(&mut self, index: usize) {
+        let pod = &mut self.pods[index];
+        pod.phase = Phase::Ended;
+        pod.ended_at = Some(self.now);
+        if let Some(node) = pod.node {
+            self.gpus.release(node, self.now);
+            self.place_unschedulable();
+        }
+    }
+
+    fn scrape(&mut self) {
+        let running = self
+            .pods
+            .iter()
+            .filter(|pod| matches!(pod.phase, Phase::Ready | Phase::Draining));
+        let mut gauges = Gauges::default();
+        let queues = running
+            .map(|pod| &pod.queue)
+            .chain(std::iter::once(&self.held_in_front));
+        for queue in queues {
+            gauges.queue_depth += queue.len() as f64;
+            if let Some(oldest) = queue.front() {
+                gauges.oldest_queued_age_seconds = gauges
+                    .oldest_queued_age_seconds
+                    .max(self.now - oldest.since);
+            }
+        }
+        self.prometheus.scrape(self.now, gauges, &self.counters);
+    }
+
+    fn view(&self) -> ClusterView<'_> {
+        let count = |phase: Phase| self.pods.iter().filter(|pod| pod.phase == phase).count();
+        let starting_ages = self
+            .pods
+            .iter()
+            .filter(|pod| matches!(pod.phase, Phase::WaitingForNode | Phase::Starting))
+            .map(|pod| self.now - pod.created)
+            .collect();
+        let inflight = self
+            .pods
+            .iter()
+            .filter(|pod| pod.phase.is_active())
+            .map(Pod::outstanding)
+            .sum::<usize>()
+            + self.held_in_front.len()
+            + self.retrying_count;
+        ClusterView {
+            now: self.now,
+            replicas: to_u32(self.pods.iter().filter(|pod| pod.phase.is_active()).count()),
+            ready: to_u32(count(Phase::Ready)),
+            starting_ages,
+            unschedulable: to_u32(count(Phase::Unschedulable)),
+            measured_startup: self.measured_startup(),
+            metrics: self.prometheus.latest(),
+            inflight: inflight as f64,
+        }
+    }
+
+    /// The median of the last few start-ups, as the operator measures them: from the
+    /// pod being scheduled to Ready, the pod's own part (a node being added is the
+    /// cluster's, and would make the next pod on a free node look slower than it is).
+    fn measured_startup(&self) -> Option<f64> {
+        let recent = &self.startups[self.startups.len().saturating_sub(STARTUPS_MEASURED)..];
+        let mut sorted = recent.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted.get(sorted.len() / 2).copied()
+    }
+
+    fn record_timeline(&mut self) {
+        let queued =
+            self.pods.iter().map(|pod| pod.queue.len()).sum::<usize>() + self.held_in_front.len();
+        let view = self.view();
+        self.timeline.push(TimelinePoint {
+            at_seconds: self.now,
+            queued,
+            retrying: self.retrying_count,
+            replicas: view.replicas,
+            ready: view.ready,
+        });
+    }
+
+    fn finish(self) -> RunRecord {
+        let end = self.settings.end_seconds();
+        let pods = self
+            .pods
+            .iter()
+            .map(|pod| PodRecord {
+                created_seconds: pod.created,
+                billed_from_seconds: pod.billed_from,
+                ready_seconds: pod.ready_at,
+                ended_seconds: pod.ended_at.unwrap_or(end),
+                images_served: pod.served,
+                backlog_when_ready: pod.backlog_when_ready,
+            })
+            .collect();
+        RunRecord {
+            latencies: self.answered,
+            pods,
+            changes: self.changes,
+            timeline: self.timeline,
+            rejections: self.counters.rejected,
+            initial_pods: self.initial_pods,
+        }
+    }
+}
+
+fn to_u32(count: usize) -> u32 {
+    u32::try_from(count).unwrap_or(u32::MAX)
+}

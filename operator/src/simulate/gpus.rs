@@ -1,0 +1,138 @@
+//! The cluster's GPU nodes, one GPU each: a few warm ones that always exist, more that
+//! a cluster autoscaler adds on demand (slowly) up to a limit and removes when they
+//! have been free for a while.
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum NodeState {
+    Free { since: f64 },
+    Provisioning,
+    Busy,
+    Removed,
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    /// Warm nodes are never removed.
+    permanent: bool,
+    state: NodeState,
+}
+
+/// Where a pod's GPU comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// A free node: the pod starts at once.
+    Free,
+    /// A node being added for it: the pod starts once the node is there.
+    Provisioning,
+}
+
+pub struct GpuPool {
+    nodes: Vec<Node>,
+    max_nodes: usize,
+    idle_timeout: f64,
+}
+
+impl GpuPool {
+    pub fn new(warm: u32, max: u32, idle_timeout: f64) -> Self {
+        let warm = usize::try_from(warm).unwrap_or(usize::MAX);
+        let nodes = (0..warm)
+            .map(|_| Node {
+                permanent: true,
+                state: NodeState::Free { since: 0.0 },
+            })
+            .collect();
+        Self {
+            nodes,
+            max_nodes: usize::try_from(max).unwrap_or(usize::MAX).max(warm),
+            idle_timeout,
+        }
+    }
+
+    /// A GPU for a new pod: a free node, else a new one if the limit allows, else none
+    /// (the pod is unschedulable).
+    pub fn claim(&mut self, now: f64) -> Option<(usize, Placement)> {
+        self.remove_idle(now);
+        if let Some(index) = self
+            .nodes
+            .iter()
+            .position(|node| matches!(node.state, NodeState::Free { .. }))
+        {
+            self.nodes[index].state = NodeState::Busy;
+            return Some((index, Placement::Free));
+        }
+        let existing = self
+            .nodes
+            .iter()
+            .filter(|node| node.state != NodeState::Removed)
+            .count();
+        if existing >= self.max_nodes {
+            return None;
+        }
+        self.nodes.push(Node {
+            permanent: false,
+            state: NodeState::Provisioning,
+        });
+        Some((self.nodes.len() - 1, Placement::Provisioning))
+    }
+
+    /// A node finished provisioning and its pod takes it.
+    pub fn occupy(&mut self, node: usize) {
+        if let Some(node) = self.nodes.get_mut(node) {
+            node.state = NodeState::Busy;
+        }
+    }
+
+    /// The node's pod is gone (or never came): the node is free.
+    pub fn release(&mut self, node: usize, now: f64) {
+        if let Some(node) = self.nodes.get_mut(node) {
+            node.state = NodeState::Free { since: now };
+        }
+    }
+
+    fn remove_idle(&mut self, now: f64) {
+        for node in &mut self.nodes {
+            if let NodeState::Free { since } = node.state
+                && !node.permanent
+                && now - since >= self.idle_timeout
+            {
+                node.state = NodeState::Removed;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warm_nodes_first_then_new_nodes_up_to_the_limit() {
+        let mut pool = GpuPool::new(1, 2, 600.0);
+        assert_eq!(pool.claim(0.0), Some((0, Placement::Free)));
+        assert_eq!(pool.claim(0.0), Some((1, Placement::Provisioning)));
+        assert_eq!(pool.claim(0.0), None, "the cluster is at its limit");
+        pool.occupy(1);
+        pool.release(1, 10.0);
+        assert_eq!(
+            pool.claim(20.0),
+            Some((1, Placement::Free)),
+            "a recently freed node is reused"
+        );
+    }
+
+    #[test]
+    fn added_nodes_go_away_when_idle_but_warm_ones_stay() {
+        let mut pool = GpuPool::new(1, 2, 600.0);
+        let (warm, _) = pool.claim(0.0).expect("warm node");
+        let (added, _) = pool.claim(0.0).expect("added node");
+        pool.occupy(added);
+        pool.release(warm, 0.0);
+        pool.release(added, 0.0);
+        assert_eq!(pool.claim(1000.0), Some((warm, Placement::Free)));
+        assert_eq!(
+            pool.claim(1000.0),
+            Some((2, Placement::Provisioning)),
+            "the idle added node was removed"
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! The figures each policy is judged by, from what one run recorded.
+
+use serde::Serialize;
+
+use super::engine::{PodRecord, ReplicaChange, RunRecord};
+use super::scalers::PolicyName;
+use super::settings::Settings;
+use super::trace::Burst;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub policy: PolicyName,
+    pub images: usize,
+    /// Images never answered before the run ended.
+    pub unanswered: usize,
+    /// End-to-end latency percentiles in seconds (first try to answer); `None` when the
+    /// percentile falls on an image never answered.
+    pub p50_seconds: Option<f64>,
+    pub p95_seconds: Option<f64>,
+    pub p99_seconds: Option<f64>,
+    pub max_seconds: Option<f64>,
+    /// Share of images answered within the SLO.
+    pub slo_attainment: f64,
+    /// Pods billed from getting a GPU to ending, summed.
+    pub gpu_seconds: f64,
+    /// Pods created after the start (the initial fleet is not counted).
+    pub pod_starts: usize,
+    /// Started pods that never became ready, served nothing, or became ready when
+    /// nothing was waiting anywhere: the need had passed.
+    pub wasted_starts: usize,
+    /// Replica changes that reverse the previous one within the flap window.
+    pub flaps: usize,
+    /// Median seconds from a burst's first image to the first pod started for it being
+    /// ready, over the bursts that got one.
+    pub reaction_median_seconds: Option<f64>,
+    pub bursts_with_new_pods: usize,
+    pub bursts: usize,
+    /// 429 answers (each retry refused counts again).
+    pub rejections: u64,
+}
+
+pub fn outcome(
+    policy: PolicyName,
+    settings: &Settings,
+    bursts: &[Burst],
+    run: &RunRecord,
+) -> Outcome {
+    let mut latencies: Vec<f64> = run
+        .latencies
+        .iter()
+        .map(|latency| latency.unwrap_or(f64::INFINITY))
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let within_slo = latencies
+        .iter()
+        .filter(|latency| **latency <= settings.slo_seconds)
+        .count();
+    let started = &run.pods[run.initial_pods.min(run.pods.len())..];
+    let reactions = reactions(bursts, started);
+    Outcome {
+        policy,
+        images: latencies.len(),
+        unanswered: run
+            .latencies
+            .iter()
+            .filter(|latency| latency.is_none())
+            .count(),
+        p50_seconds: percentile(&latencies, 0.50),
+        p95_seconds: percentile(&latencies, 0.95),
+        p99_seconds: percentile(&latencies, 0.99),
+        max_seconds: percentile(&latencies, 1.0),
+        slo_attainment: if latencies.is_empty() {
+            1.0
+        } else {
+            within_slo as f64 / latencies.len() as f64
+        },
+        gpu_seconds: run.pods.iter().map(billed_seconds).sum(),
+        pod_starts: started.len(),
+        wasted_starts: started.iter().filter(|pod| is_wasted(pod)).count(),
+        flaps: flaps(&run.changes, settings.flap_window_seconds),
+        reaction_median_seconds: median(&reactions),
+        bursts_with_new_pods: reactions.len(),
+        bursts: bursts.len(),
+        rejections: run.rejections,
+    }
+}
+
+/// Nearest-rank percentile of sorted values; infinite values (never answered) give `None`.
+pub fn percentile(sorted: &[f64], quantile: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (quantile * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted
+        .get(rank.min(sorted.len()) - 1)
+        .copied()
+        .filter(|value| value.is_finite())
+}
+
+fn billed_seconds(pod: &PodRecord) -> f64 {
+    pod.billed_from_seconds
+        .map_or(0.0, |from| (pod.ended_seconds - from).max(0.0))
+}
+
+fn is_wasted(pod: &PodRecord) -> bool {
+    pod.ready_seconds.is_none() || pod.images_served == 0 || !pod.backlog_when_ready
+}
+
+fn flaps(changes: &[ReplicaChange], window: f64) -> usize {
+    changes
+        .windows(2)
+        .filter(|pair| {
+            let up = |change: &ReplicaChange| change.to > change.from;
+            up(&pair[0]) != up(&pair[1]) && pair[1].at_seconds - pair[0].at_seconds < window
+        })
+        .count()
+}
+
+/// For each burst, the time from its first image to the first pod created during it
+/// (before the next burst) being ready.
+fn reactions(bursts: &[Burst], started: &[PodRecord]) -> Vec<f64> {
+    bursts
+        .iter()
+        .enumerate()
+        .filter_map(|(index, burst)| {
+            let until = bursts
+                .get(index + 1)
+                .map_or(f64::INFINITY, |next| next.start_seconds);
+            started
+                .iter()
+                .filter(|pod| {
+                    pod.created_seconds >= burst.start_seconds && pod.created_seconds < until
+                })
+                .filter_map(|pod| pod.ready_seconds)
+                .min_by(f64::total_cmp)
+                .map(|ready| ready - burst.start_seconds)
+        })
+        .collect()
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    percentile(&sorted, 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank_and_report_unanswered_as_none() {
+        let sorted = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(percentile(&sorted, 0.5), Some(2.0));
+        assert_eq!(percentile(&sorted, 1.0), Some(4.0));
+        assert_eq!(percentile(&[1.0, f64::INFINITY], 1.0), None);
+    }
+
+    #[test]
+    fn a_reversal_within_the_window_is_a_flap() {
+        let change = |at_seconds, from, to| ReplicaChange {
+            at_seconds,
+            from,
+            to,
+        };
+        let changes = [
+            change(0.0, 1, 3),
+            change(50.0, 3, 1),
+            change(400.0, 1, 2),
+            change(410.0, 2, 4),
+        ];
+        assert_eq!(flaps(&changes, 120.0), 1);
+    }
+}

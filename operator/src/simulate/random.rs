@@ -1,0 +1,59 @@
+//! Seeded randomness: the same seed gives the same run on every machine.
+
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+
+/// One independent stream of random numbers.
+///
+/// Each source of randomness (arrivals, service times, start-ups, routing) has its own
+/// stream, so that one policy starting more pods than another does not shift the
+/// service times or the routing the other sees.
+pub struct Stream(Pcg64Mcg);
+
+/// The streams, named so that no two uses share one by accident.
+#[derive(Clone, Copy)]
+pub enum StreamName {
+    Arrivals = 1,
+    ServiceTimes = 2,
+    PodStartups = 3,
+    NodeProvisioning = 4,
+    Routing = 5,
+}
+
+impl Stream {
+    pub fn new(seed: u64, name: StreamName) -> Self {
+        // Spread the stream number over all bits so that nearby seeds do not correlate.
+        let mixed = seed ^ (name as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        Self(Pcg64Mcg::seed_from_u64(mixed))
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        self.0.random::<f64>()
+    }
+
+    pub fn between(&mut self, low: f64, high: f64) -> f64 {
+        low + (high - low) * self.uniform()
+    }
+
+    /// An index in `0..len`; `len` must not be zero.
+    pub fn index(&mut self, len: usize) -> usize {
+        self.0.random_range(0..len)
+    }
+
+    pub fn exponential(&mut self, mean: f64) -> f64 {
+        // 1 - u is in (0, 1], so the logarithm is finite.
+        -mean * (1.0 - self.uniform()).ln()
+    }
+
+    /// Log-normal with the given median and shape (the standard deviation of its log).
+    pub fn lognormal(&mut self, median: f64, sigma: f64) -> f64 {
+        median * (sigma * self.standard_normal()).exp()
+    }
+
+    /// Box–Muller: two uniforms make one normal.
+    fn standard_normal(&mut self) -> f64 {
+        let radius = (-2.0 * (1.0 - self.uniform()).ln()).sqrt();
+        radius * (std::f64::consts::TAU * self.uniform()).cos()
+    }
+}

@@ -1,0 +1,179 @@
+//! The built-in traffic scenarios and the settings each is meant to be run with.
+
+use clap::ValueEnum;
+use serde::Serialize;
+
+use super::random::{Stream, StreamName};
+use super::settings::{Routing, Settings};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Bursts of ~100 images (log-normal sizes) within 1–5 s, ~180 s apart (exponential gaps).
+    BurstTrain,
+    /// A batch job: 100 images every 5 minutes, like a cron job.
+    PeriodicBursts,
+    /// Steady random traffic whose rate rises and falls once over the run, like a day.
+    Diurnal,
+    /// Light background traffic and, once, 2000 images within 10 s.
+    RareHugeBurst,
+    /// One burst of 100 images within 1 s on pods that do 1 image/s, with a 10 s SLO:
+    /// how large must the warm fleet be?
+    HundredInTen,
+}
+
+/// The defaults every scenario starts from: pods and a cluster as the issue describes
+/// them (60 s median start-up, 0.6 s per image, a few warm GPU nodes).
+fn base_settings() -> Settings {
+    Settings {
+        duration_seconds: 3600.0,
+        tail_seconds: 600.0,
+        slo_seconds: 90.0,
+        target_queue_latency_seconds: 30.0,
+        service_seconds: 0.6,
+        service_sigma: 0.3,
+        max_batch_size: 1,
+        startup_seconds: 60.0,
+        startup_sigma: 0.3,
+        warm_gpus: 8,
+        max_gpus: 32,
+        node_provision_seconds: 90.0,
+        node_idle_timeout_seconds: 600.0,
+        // Honest queues: about 10 s of work; the rest waits in the clients, where a new pod
+        // can take it, instead of behind one pod.
+        queue_capacity: 16,
+        retry_after_seconds: 5.0,
+        routing: Routing::Random,
+        scrape_interval_seconds: 5.0,
+        rule_interval_seconds: 5.0,
+        rate_window_seconds: 60.0,
+        long_rate_window_seconds: 300.0,
+        min_replicas: 1,
+        max_replicas: 20,
+        static_replicas: 2,
+        flap_window_seconds: 120.0,
+        burst_quiet_gap_seconds: 30.0,
+    }
+}
+
+impl Scenario {
+    pub fn settings(self) -> Settings {
+        let base = base_settings();
+        match self {
+            Scenario::BurstTrain | Scenario::PeriodicBursts => base,
+            Scenario::Diurnal => Settings {
+                duration_seconds: 7200.0,
+                static_replicas: 4,
+                ..base
+            },
+            Scenario::RareHugeBurst => Settings {
+                static_replicas: 4,
+                ..base
+            },
+            Scenario::HundredInTen => Settings {
+                duration_seconds: 120.0,
+                tail_seconds: 120.0,
+                slo_seconds: 10.0,
+                target_queue_latency_seconds: 9.0,
+                service_seconds: 1.0,
+                service_sigma: 0.05,
+                warm_gpus: 16,
+                routing: Routing::LeastOutstanding,
+                min_replicas: 11,
+                max_replicas: 32,
+                static_replicas: 11,
+                ..base
+            },
+        }
+    }
+
+    /// The arrival times, sorted, for a run of `settings.duration_seconds`.
+    pub fn arrivals(self, settings: &Settings, seed: u64) -> Vec<f64> {
+        let mut rng = Stream::new(seed, StreamName::Arrivals);
+        let duration = settings.duration_seconds;
+        let mut arrivals = match self {
+            Scenario::BurstTrain => {
+                let mut arrivals = Vec::new();
+                let mut start = rng.exponential(180.0);
+                while start < duration {
+                    let images = rng.lognormal(100.0, 0.5).round().max(1.0);
+                    let spread = rng.between(1.0, 5.0);
+                    burst(&mut arrivals, &mut rng, start, images, spread, duration);
+                    start += rng.exponential(180.0);
+                }
+                arrivals
+            }
+            Scenario::PeriodicBursts => {
+                let mut arrivals = Vec::new();
+                let mut start = 60.0;
+                while start < duration {
+                    let images = rng.lognormal(100.0, 0.2).round().max(1.0);
+                    burst(&mut arrivals, &mut rng, start, images, 2.0, duration);
+                    start += 300.0;
+                }
+                arrivals
+            }
+            Scenario::Diurnal => {
+                // Poisson arrivals whose rate goes from a fifth of the mean at the ends to
+                // 1.8 times it in the middle; drawn by thinning a constant-rate process.
+                let mean_rate = 2.0;
+                let peak_rate = 1.8 * mean_rate;
+                let rate_at = |time: f64| {
+                    mean_rate * (1.0 - 0.8 * (std::f64::consts::TAU * time / duration).cos())
+                };
+                let mut arrivals = Vec::new();
+                let mut time = rng.exponential(1.0 / peak_rate);
+                while time < duration {
+                    if rng.uniform() < rate_at(time) / peak_rate {
+                        arrivals.push(time);
+                    }
+                    time += rng.exponential(1.0 / peak_rate);
+                }
+                arrivals
+            }
+            Scenario::RareHugeBurst => {
+                let mut arrivals = Vec::new();
+                let mut time = rng.exponential(20.0);
+                while time < duration {
+                    arrivals.push(time);
+                    time += rng.exponential(20.0);
+                }
+                burst(
+                    &mut arrivals,
+                    &mut rng,
+                    duration / 3.0,
+                    2000.0,
+                    10.0,
+                    duration,
+                );
+                arrivals
+            }
+            Scenario::HundredInTen => {
+                let mut arrivals = Vec::new();
+                burst(&mut arrivals, &mut rng, 60.0, 100.0, 1.0, duration);
+                arrivals
+            }
+        };
+        arrivals.sort_by(f64::total_cmp);
+        arrivals
+    }
+}
+
+/// Adds `images` arrivals spread uniformly over `spread` seconds from `start`.
+fn burst(
+    arrivals: &mut Vec<f64>,
+    rng: &mut Stream,
+    start: f64,
+    images: f64,
+    spread: f64,
+    end: f64,
+) {
+    let mut added = 0.0;
+    while added < images {
+        let time = start + rng.between(0.0, spread);
+        if time < end {
+            arrivals.push(time);
+        }
+        added += 1.0;
+    }
+}

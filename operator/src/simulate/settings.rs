@@ -1,0 +1,146 @@
+//! Every knob of a simulation run, with the meaning of each.
+
+use clap::ValueEnum;
+use serde::Serialize;
+
+use crate::error::Error;
+
+/// How the Service spreads requests over ready pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Routing {
+    /// A plain Kubernetes Service: each request goes to a ready pod at random.
+    Random,
+    /// A gateway that sends each request to the pod with the fewest outstanding.
+    LeastOutstanding,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Settings {
+    /// Arrivals happen in [0, duration).
+    pub duration_seconds: f64,
+    /// Simulated time after the last arrival, so that every policy's fleet settles and
+    /// is billed over the same horizon.
+    pub tail_seconds: f64,
+    /// An image meets the SLO when it is answered within this many seconds of its first try.
+    pub slo_seconds: f64,
+    /// `targetQueueLatencySeconds`, given to every policy in its own terms.
+    pub target_queue_latency_seconds: f64,
+    /// Median inference time of one image alone.
+    pub service_seconds: f64,
+    /// Spread of inference times (standard deviation of their logarithm).
+    pub service_sigma: f64,
+    /// Largest batch the GPU loop forms from what is queued.
+    pub max_batch_size: usize,
+    /// Median time for a pod to become ready once it has a GPU node (image, model, warm-up).
+    pub startup_seconds: f64,
+    pub startup_sigma: f64,
+    /// GPU nodes that exist from the start and are never removed.
+    pub warm_gpus: u32,
+    /// Most GPU nodes the cluster can have; pods beyond it are unschedulable.
+    pub max_gpus: u32,
+    /// Median time to add a GPU node when none is free.
+    pub node_provision_seconds: f64,
+    /// An added node that stays free this long is removed (the cluster autoscaler's
+    /// default scale-down-unneeded time).
+    pub node_idle_timeout_seconds: f64,
+    /// Requests a pod queues before it answers 429.
+    pub queue_capacity: usize,
+    /// The `Retry-After` of a 429; clients wait this long plus up to half again.
+    pub retry_after_seconds: f64,
+    pub routing: Routing,
+    /// Prometheus scrape interval of the pods.
+    pub scrape_interval_seconds: f64,
+    /// Prometheus rule evaluation interval: what the autoscalers query is this fresh.
+    pub rule_interval_seconds: f64,
+    /// The `rate()` window of the queries.
+    pub rate_window_seconds: f64,
+    /// The long window for the sustained arrival rate.
+    pub long_rate_window_seconds: f64,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    /// The fleet size of the `static` policy.
+    pub static_replicas: u32,
+    /// Two replica changes in opposite directions within this window count as a flap.
+    pub flap_window_seconds: f64,
+    /// Arrivals separated by at least this much quiet belong to different bursts.
+    pub burst_quiet_gap_seconds: f64,
+}
+
+/// Share of an image's solo time that each further image in a batch costs: batching
+/// amortises part of the GPU work, not all of it.
+pub const BATCHED_IMAGE_COST: f64 = 0.6;
+
+impl Settings {
+    /// Mean inference time of one image (the log-normal's mean, not its median).
+    pub fn mean_service_seconds(&self) -> f64 {
+        self.service_seconds * (self.service_sigma * self.service_sigma / 2.0).exp()
+    }
+
+    /// What one pod processes per second when busy, running batches of one.
+    pub fn nominal_images_per_pod_second(&self) -> f64 {
+        1.0 / self.mean_service_seconds()
+    }
+
+    pub fn end_seconds(&self) -> f64 {
+        self.duration_seconds + self.tail_seconds
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        let positive = [
+            ("duration", self.duration_seconds),
+            ("SLO", self.slo_seconds),
+            ("target queue latency", self.target_queue_latency_seconds),
+            ("service time", self.service_seconds),
+            ("start-up time", self.startup_seconds),
+            ("node provisioning time", self.node_provision_seconds),
+            ("retry-after", self.retry_after_seconds),
+            ("scrape interval", self.scrape_interval_seconds),
+            ("rule interval", self.rule_interval_seconds),
+            ("rate window", self.rate_window_seconds),
+            ("long rate window", self.long_rate_window_seconds),
+        ];
+        if let Some((name, value)) = positive
+            .iter()
+            .find(|(_, value)| !(value.is_finite() && *value > 0.0))
+        {
+            return Err(Error::InvalidSetting(format!(
+                "the {name} must be a positive number of seconds, not {value}"
+            )));
+        }
+        let non_negative = [
+            ("tail", self.tail_seconds),
+            ("service time spread", self.service_sigma),
+            ("start-up spread", self.startup_sigma),
+            ("node idle timeout", self.node_idle_timeout_seconds),
+            ("flap window", self.flap_window_seconds),
+            ("burst quiet gap", self.burst_quiet_gap_seconds),
+        ];
+        if let Some((name, value)) = non_negative
+            .iter()
+            .find(|(_, value)| !(value.is_finite() && *value >= 0.0))
+        {
+            return Err(Error::InvalidSetting(format!(
+                "the {name} must be a finite number >= 0, not {value}"
+            )));
+        }
+        if self.min_replicas > self.max_replicas {
+            return Err(Error::InvalidSetting(format!(
+                "minReplicas {} is above maxReplicas {}",
+                self.min_replicas, self.max_replicas
+            )));
+        }
+        if self.max_replicas == 0 {
+            return Err(Error::InvalidSetting(
+                "maxReplicas must be at least 1".into(),
+            ));
+        }
+        if self.queue_capacity == 0 || self.max_batch_size == 0 {
+            return Err(Error::InvalidSetting(
+                "the queue capacity and the batch size must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}

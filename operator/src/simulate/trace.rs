@@ -1,0 +1,134 @@
+//! Arrival traces: reading a user's file, and finding the bursts in one.
+//!
+//! A trace file has one arrival per line: the time in seconds (a decimal number >= 0)
+//! at which one image is sent. Lines may come in any order; blank lines and lines
+//! starting with `#` are ignored. For example:
+//!
+//! ```text
+//! # three images at once, one a minute later
+//! 0.0
+//! 0.2
+//! 0.25
+//! 60
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::Error;
+
+/// Reads a trace file into sorted arrival times.
+pub fn read_file(path: &Path) -> Result<Vec<f64>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadTrace {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses the text of a trace file; `path` only names it in errors.
+pub fn parse(text: &str, path: &Path) -> Result<Vec<f64>, Error> {
+    let mut arrivals = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let content = line.trim();
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        let bad = || Error::BadArrival {
+            path: PathBuf::from(path),
+            line: index + 1,
+            text: content.to_string(),
+        };
+        let time: f64 = content.parse().map_err(|_| bad())?;
+        if !(time.is_finite() && time >= 0.0) {
+            return Err(bad());
+        }
+        arrivals.push(time);
+    }
+    if arrivals.is_empty() {
+        return Err(Error::EmptyTrace {
+            path: path.to_path_buf(),
+        });
+    }
+    arrivals.sort_by(f64::total_cmp);
+    Ok(arrivals)
+}
+
+/// A run of arrivals with no quiet gap inside.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Burst {
+    pub start_seconds: f64,
+    pub end_seconds: f64,
+    pub images: usize,
+}
+
+/// Splits sorted arrivals into bursts wherever `quiet_gap` seconds pass without one.
+pub fn bursts(arrivals: &[f64], quiet_gap: f64) -> Vec<Burst> {
+    let mut bursts: Vec<Burst> = Vec::new();
+    for &time in arrivals {
+        match bursts.last_mut() {
+            Some(burst) if time - burst.end_seconds < quiet_gap => {
+                burst.end_seconds = time;
+                burst.images += 1;
+            }
+            _ => bursts.push(Burst {
+                start_seconds: time,
+                end_seconds: time,
+                images: 1,
+            }),
+        }
+    }
+    bursts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sorts_and_skips_comments_and_blank_lines() {
+        let arrivals = parse("# header\n\n3.5\n 1 \n0\n", Path::new("t.txt")).expect("valid trace");
+        assert_eq!(arrivals, vec![0.0, 1.0, 3.5]);
+    }
+
+    #[test]
+    fn names_the_line_of_a_bad_arrival() {
+        let error = parse("1\nsoon\n", Path::new("t.txt")).expect_err("not a number");
+        assert!(
+            matches!(error, Error::BadArrival { line: 2, .. }),
+            "{error}"
+        );
+        let error = parse("-1\n", Path::new("t.txt")).expect_err("negative");
+        assert!(
+            matches!(error, Error::BadArrival { line: 1, .. }),
+            "{error}"
+        );
+        let error = parse("inf\n", Path::new("t.txt")).expect_err("infinite");
+        assert!(
+            matches!(error, Error::BadArrival { line: 1, .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn refuses_a_trace_without_arrivals() {
+        let error = parse("# nothing\n", Path::new("t.txt")).expect_err("empty");
+        assert!(matches!(error, Error::EmptyTrace { .. }));
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_not_a_panic() {
+        let error = read_file(Path::new("/nonexistent/trace.txt")).expect_err("missing");
+        assert!(matches!(error, Error::ReadTrace { .. }));
+    }
+
+    #[test]
+    fn splits_bursts_at_quiet_gaps() {
+        let found = bursts(&[0.0, 1.0, 2.0, 100.0, 101.0], 30.0);
+        assert_eq!(found.len(), 2);
+        assert_eq!((found[0].images, found[1].images), (3, 2));
+        assert_eq!(found[1].start_seconds, 100.0);
+    }
+}
