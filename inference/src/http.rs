@@ -312,14 +312,9 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.is_ready() {
-        (StatusCode::OK, Json(serde_json::json!({ "status": "ready" }))).into_response()
-    } else {
-        // admit() says why: loading or draining.
-        match state.admit() {
-            Err(error) => error.into_response(),
-            Ok(_) => Error::NotReady.into_response(),
-        }
+    match state.unready_reason() {
+        None => (StatusCode::OK, Json(serde_json::json!({ "status": "ready" }))).into_response(),
+        Some(reason) => reason.into_response(),
     }
 }
 

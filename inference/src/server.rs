@@ -68,11 +68,8 @@ impl AppState {
 
     /// Takes one of the `queue_capacity` places, or says when to come back.
     pub fn admit(&self) -> Result<OwnedSemaphorePermit, Error> {
-        if self.draining.load(Ordering::SeqCst) {
-            return Err(Error::Draining);
-        }
-        if !self.ready.load(Ordering::SeqCst) {
-            return Err(Error::NotReady);
+        if let Some(reason) = self.unready_reason() {
+            return Err(reason);
         }
         let permit = self.admission.clone().try_acquire_owned().map_err(|_| Error::QueueFull {
             capacity: self.capacity,
@@ -98,8 +95,15 @@ impl AppState {
         tokio::task::spawn_blocking(work).await.map_err(|e| Error::Internal(format!("image worker failed: {e}")))
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+    /// Why the pod takes no work now, if it does not: loading or draining.
+    pub fn unready_reason(&self) -> Option<Error> {
+        if self.draining.load(Ordering::SeqCst) {
+            Some(Error::Draining)
+        } else if !self.ready.load(Ordering::SeqCst) || !self.inference_loop_running.load(Ordering::SeqCst) {
+            Some(Error::NotReady)
+        } else {
+            None
+        }
     }
 
     /// Live unless the inference loop has stopped while the pod was meant to be serving.
@@ -153,8 +157,16 @@ pub async fn run(config: Config, runtime_library: PathBuf) -> Result<(), Error> 
                     }
                 };
                 let _ = loaded_tx.send(Ok(()));
-                inference_loop::run(model, &state.queue, &state.metrics, &state.service_time, batch_delay);
+                let looped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    inference_loop::run(model, &state.queue, &state.metrics, &state.service_time, batch_delay)
+                }));
+                // Liveness fails from here unless the pod is draining, so a dead loop
+                // gets the pod restarted rather than queueing work forever.
                 state.inference_loop_running.store(false, Ordering::SeqCst);
+                state.queue.close();
+                if looped.is_err() {
+                    tracing::error!("the inference loop panicked");
+                }
             })
             .map_err(|e| Error::Internal(format!("cannot start the inference thread: {e}")))?
     };
@@ -169,7 +181,7 @@ pub async fn run(config: Config, runtime_library: PathBuf) -> Result<(), Error> 
     tokio::task::spawn_blocking(move || inference_thread.join())
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(|_| Error::Internal("the inference loop panicked".into()))?;
+        .map_err(|_| Error::Internal("the inference thread panicked".into()))?;
     tracing::info!("drained; exiting");
     Ok(())
 }

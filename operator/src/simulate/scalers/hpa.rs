@@ -20,8 +20,9 @@ const SCALE_UP_PERIOD_SECONDS: f64 = 15.0;
 const SCALE_UP_PODS: u32 = 4;
 const SCALE_UP_PERCENT: f64 = 100.0;
 
-/// Share of a pod's throughput that HPA and KEDA are configured to target.
-pub const TARGET_UTILIZATION: f64 = 0.7;
+/// Share of a pod's throughput that HPA and KEDA are configured to target: Knative's
+/// default, so that the anchors differ only in their algorithms.
+pub use super::kpa::TARGET_UTILIZATION;
 
 /// The HPA controller's replica calculation and behaviour, shared with KEDA (which
 /// drives an HPA).

@@ -18,7 +18,8 @@ const TICK_SECONDS: f64 = 2.0;
 const STABLE_WINDOW_SECONDS: f64 = 60.0;
 const PANIC_WINDOW_SECONDS: f64 = 6.0;
 const PANIC_THRESHOLD: f64 = 2.0;
-const TARGET_UTILIZATION: f64 = 0.7;
+/// Knative's default target utilization.
+pub const TARGET_UTILIZATION: f64 = 0.7;
 const MAX_SCALE_UP_RATE: f64 = 1000.0;
 const MAX_SCALE_DOWN_RATE: f64 = 2.0;
 const SCALE_TO_ZERO_GRACE_SECONDS: f64 = 30.0;
