@@ -43,6 +43,11 @@ pub mod metrics {
         MODEL_INFO,
     ];
 
+    /// Upper bounds of every histogram in seconds: from 10 ms (a warm GPU run) to five
+    /// minutes (the worst queue wait a burst can build), so quantiles never saturate.
+    pub const SECONDS_BUCKETS: [f64; 15] =
+        [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0];
+
     /// Label of [`REQUESTS_TOTAL`].
     pub const OUTCOME_LABEL: &str = "outcome";
 }

@@ -1,10 +1,9 @@
 //! The pod's Prometheus metrics. Names come from `matte_common::metrics`, the contract
-//! the autoscaler reads; buckets span 10 ms to 60 s, the range a request can take.
+//! the autoscaler reads; buckets span 10 ms to 5 min, the range a request can take.
 
 use matte_common::metrics as names;
 use prometheus::{Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
-const SECONDS_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 
 pub struct Metrics {
@@ -26,7 +25,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let seconds = |name: &str, help: &str| {
-            Histogram::with_opts(HistogramOpts::new(name, help).buckets(SECONDS_BUCKETS.to_vec()))
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(names::SECONDS_BUCKETS.to_vec()))
                 .expect("static histogram options are valid")
         };
         let metrics = Metrics {

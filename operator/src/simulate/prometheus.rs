@@ -6,9 +6,7 @@
 use std::collections::VecDeque;
 
 /// Bucket bounds of `matte_queue_wait_seconds` (the last bucket, +Inf, is implicit).
-pub const QUEUE_WAIT_BUCKETS: [f64; 16] = [
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0,
-];
+pub const QUEUE_WAIT_BUCKETS: [f64; 15] = matte_common::metrics::SECONDS_BUCKETS;
 
 /// The fleet's counters, summed over pods since the start. Prometheus sums per-pod
 /// series; keeping one sum that survives pods coming and going is the same thing
