@@ -29,6 +29,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("cannot reach Prometheus at {url}: {reason}")]
+    Prometheus { url: String, reason: String },
+
+    #[error("Prometheus query `{query}` failed: {reason}")]
+    PrometheusQuery { query: String, reason: String },
+
     #[error("cannot encode the report as JSON: {0}")]
     EncodeJson(#[from] serde_json::Error),
 }

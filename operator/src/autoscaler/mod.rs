@@ -1,3 +1,4 @@
 //! Deciding how many inference pods each service needs.
 
 pub mod policy;
+pub mod prometheus;

@@ -1,0 +1,231 @@
+//! Reads a fleet's queue from Prometheus's HTTP API: the PromQL behind each field of
+//! [`QueueMetrics`], over the metrics the pods export (`matte_common::metrics`) and
+//! nothing private.
+//!
+//! The queries are built by a pure function ([`Queries::new`]), so what the autoscaler
+//! asks Prometheus is unit-tested; [`PrometheusSource`] only sends them.
+
+use std::time::Duration;
+
+use matte_common::metrics as names;
+use serde::Deserialize;
+
+use crate::autoscaler::policy::QueueMetrics;
+use crate::error::Error;
+
+/// The windows the queries look through.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Windows {
+    /// How often Prometheus scrapes the pods.
+    pub scrape_interval: Duration,
+    /// For rates and the queue-wait quantile: short, to see a burst at once.
+    pub rate: Duration,
+    /// For per-pod throughput and the sustained admission rate: long, so a burst does
+    /// not move them.
+    pub long: Duration,
+}
+
+impl Windows {
+    /// Windows fitting a scrape interval: rates over four scrapes (at least 10 s),
+    /// long figures over five minutes.
+    pub fn for_scrape_interval(scrape_interval: Duration) -> Windows {
+        Windows {
+            scrape_interval,
+            rate: (scrape_interval * 4).max(Duration::from_secs(10)),
+            long: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One PromQL query per figure of [`QueueMetrics`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queries {
+    pub sample_age: String,
+    pub queue_depth: String,
+    pub oldest_queued_age: String,
+    pub queue_wait_p95: String,
+    pub images_per_pod_second: String,
+    pub sustained_admitted_per_second: String,
+    pub rejected_per_second: String,
+    pub rejected_last_interval: String,
+}
+
+impl Queries {
+    /// `selector` picks the fleet's series, e.g. `namespace="shop",service="cutouts"`
+    /// (label matchers without braces; empty for every Matte pod Prometheus knows).
+    pub fn new(selector: &str, windows: &Windows) -> Queries {
+        let series = |name: &str, extra: &str| {
+            let matchers: Vec<&str> = [selector, extra].into_iter().filter(|m| !m.is_empty()).collect();
+            format!("{name}{{{}}}", matchers.join(","))
+        };
+        let rate = seconds(windows.rate);
+        let long = seconds(windows.long);
+        let step = seconds(windows.scrape_interval);
+        let two_scrapes = seconds(windows.scrape_interval * 2);
+        let requests = names::REQUESTS_TOTAL;
+        let refused = series(requests, r#"outcome="queue_full""#);
+        let admitted = series(requests, r#"outcome!="queue_full""#);
+        Queries {
+            sample_age: format!("time() - max(timestamp({}))", series(names::QUEUE_DEPTH, "")),
+            queue_depth: format!("sum({})", series(names::QUEUE_DEPTH, "")),
+            oldest_queued_age: format!("max({})", series(names::OLDEST_QUEUED_AGE_SECONDS, "")),
+            queue_wait_p95: format!(
+                "histogram_quantile(0.95, sum by (le) (rate({}[{rate}])))",
+                series(&format!("{}_bucket", names::QUEUE_WAIT_SECONDS), "")
+            ),
+            images_per_pod_second: format!(
+                "sum(rate({}[{long}])) / sum(rate({}[{long}]))",
+                series(names::IMAGES_PROCESSED_TOTAL, ""),
+                series(&format!("{}_sum", names::INFERENCE_SECONDS), "")
+            ),
+            // While pods refuse work, admissions follow capacity, not demand: leave
+            // those moments out of the median.
+            sustained_admitted_per_second: format!(
+                "quantile_over_time(0.5, (sum(rate({admitted}[{rate}])) unless sum(rate({refused}[{rate}])) > 0)[{long}:{step}])"
+            ),
+            rejected_per_second: format!("sum(rate({refused}[{rate}]))"),
+            rejected_last_interval: format!("sum(increase({refused}[{two_scrapes}]))"),
+        }
+    }
+}
+
+fn seconds(duration: Duration) -> String {
+    format!("{}s", duration.as_secs().max(1))
+}
+
+/// A Prometheus server to ask about one fleet.
+pub struct PrometheusSource {
+    client: reqwest::Client,
+    query_url: String,
+    queries: Queries,
+}
+
+impl PrometheusSource {
+    /// `base_url` is the server, e.g. `http://prometheus.monitoring:9090`.
+    pub fn new(base_url: &str, selector: &str, windows: &Windows) -> Result<PrometheusSource, Error> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::Prometheus { url: base_url.to_owned(), reason: e.to_string() })?;
+        Ok(PrometheusSource {
+            client,
+            query_url: format!("{}/api/v1/query", base_url.trim_end_matches('/')),
+            queries: Queries::new(selector, windows),
+        })
+    }
+
+    pub fn queries(&self) -> &Queries {
+        &self.queries
+    }
+
+    /// The fleet's queue now; `None` when Prometheus has no series for it (no pod
+    /// scraped yet, or a wrong selector), which the policy treats as missing data.
+    pub async fn queue_metrics(&self) -> Result<Option<QueueMetrics>, Error> {
+        let q = &self.queries;
+        let Some(queue_depth) = self.scalar(&q.queue_depth).await? else {
+            return Ok(None);
+        };
+        Ok(Some(QueueMetrics {
+            age_seconds: self.scalar(&q.sample_age).await?.unwrap_or(f64::INFINITY),
+            queue_depth,
+            oldest_queued_age_seconds: self.scalar(&q.oldest_queued_age).await?.unwrap_or(0.0),
+            queue_wait_p95_seconds: self.scalar(&q.queue_wait_p95).await?,
+            images_per_pod_second: self.scalar(&q.images_per_pod_second).await?,
+            sustained_admitted_per_second: self.scalar(&q.sustained_admitted_per_second).await?.unwrap_or(0.0),
+            rejected_per_second: self.scalar(&q.rejected_per_second).await?.unwrap_or(0.0),
+            rejected_last_interval: self.scalar(&q.rejected_last_interval).await?.unwrap_or(0.0),
+        }))
+    }
+
+    /// The value of a query that yields at most one series; `None` for no series or a
+    /// value that is not a finite number (0/0 when nothing happened in the window).
+    pub async fn scalar(&self, query: &str) -> Result<Option<f64>, Error> {
+        let failed = |reason: String| Error::PrometheusQuery { query: query.to_owned(), reason };
+        let response = self
+            .client
+            .get(&self.query_url)
+            .query(&[("query", query)])
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| failed(e.to_string()))?;
+        let answer: Answer = serde_json::from_slice(&body)
+            .map_err(|e| failed(format!("HTTP {status}, not a Prometheus answer: {e}")))?;
+        if answer.status != "success" {
+            return Err(failed(answer.error.unwrap_or_else(|| format!("HTTP {status}"))));
+        }
+        parse_vector(answer.data)
+            .map_err(failed)
+            .map(|value| value.filter(|v| v.is_finite()))
+    }
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    status: String,
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// The one sample of an instant vector: `{"resultType": "vector", "result": [{"value": [t, "v"]}]}`.
+fn parse_vector(data: Option<serde_json::Value>) -> Result<Option<f64>, String> {
+    let data = data.ok_or("no data in the answer")?;
+    let result = data["result"].as_array().ok_or("the answer has no result list")?;
+    match result.as_slice() {
+        [] => Ok(None),
+        [sample] => {
+            let text = sample["value"][1].as_str().ok_or("a sample without a value")?;
+            text.parse::<f64>().map(Some).map_err(|e| format!("value {text:?}: {e}"))
+        }
+        many => Err(format!("expected one series, got {}", many.len())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_select_the_fleet_and_use_the_windows() {
+        let windows = Windows::for_scrape_interval(Duration::from_secs(5));
+        let q = Queries::new(r#"namespace="shop""#, &windows);
+        assert_eq!(q.queue_depth, r#"sum(matte_queue_depth{namespace="shop"})"#);
+        assert_eq!(
+            q.queue_wait_p95,
+            r#"histogram_quantile(0.95, sum by (le) (rate(matte_queue_wait_seconds_bucket{namespace="shop"}[20s])))"#
+        );
+        assert_eq!(
+            q.rejected_per_second,
+            r#"sum(rate(matte_requests_total{namespace="shop",outcome="queue_full"}[20s]))"#
+        );
+        assert_eq!(
+            q.images_per_pod_second,
+            r#"sum(rate(matte_images_processed_total{namespace="shop"}[300s])) / sum(rate(matte_inference_seconds_sum{namespace="shop"}[300s]))"#
+        );
+        assert!(q.sustained_admitted_per_second.ends_with("[300s:5s])"), "{}", q.sustained_admitted_per_second);
+        assert_eq!(q.rejected_last_interval, r#"sum(increase(matte_requests_total{namespace="shop",outcome="queue_full"}[10s]))"#);
+    }
+
+    #[test]
+    fn an_empty_selector_still_makes_valid_matchers() {
+        let q = Queries::new("", &Windows::for_scrape_interval(Duration::from_secs(1)));
+        assert_eq!(q.queue_depth, "sum(matte_queue_depth{})");
+        assert!(q.rejected_per_second.contains(r#"{outcome="queue_full"}[10s]"#), "{}", q.rejected_per_second);
+    }
+
+    #[test]
+    fn vectors_parse_to_one_value_or_none() {
+        let one = serde_json::json!({"resultType": "vector", "result": [{"metric": {}, "value": [1.5, "2.25"]}]});
+        assert_eq!(parse_vector(Some(one)), Ok(Some(2.25)));
+        let empty = serde_json::json!({"resultType": "vector", "result": []});
+        assert_eq!(parse_vector(Some(empty)), Ok(None));
+        let nan = serde_json::json!({"resultType": "vector", "result": [{"value": [1, "NaN"]}]});
+        assert!(parse_vector(Some(nan)).unwrap().unwrap().is_nan());
+        let two = serde_json::json!({"result": [{"value": [1, "1"]}, {"value": [1, "2"]}]});
+        assert!(parse_vector(Some(two)).is_err());
+        assert!(parse_vector(None).is_err());
+    }
+}
