@@ -35,7 +35,7 @@ fn main() {
         let (decode, image) = time_ms(|| imaging::fit_within(imaging::decode(&bytes, 50_000_000).unwrap(), 2048));
         let (to_model, _) = time_ms(|| imaging::to_model_input(&image, &preprocess));
         let (width, height) = image.dimensions();
-        let model_mask: Vec<f32> = (0..1024 * 1024).map(|i| ((i % 1024) as f32 / 1024.0)).collect();
+        let model_mask: Vec<f32> = (0..1024 * 1024).map(|i| (i % 1024) as f32 / 1024.0).collect();
         let (mask_back, mask) = time_ms(|| imaging::mask_to_image(&model_mask, 1024, 1024, width, height));
         let (compose, cut_out) = time_ms(|| imaging::compose(image.clone(), &mask, None));
         let (png, _) = time_ms(|| imaging::encode(&cut_out, OutputFormat::Png).unwrap());

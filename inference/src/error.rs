@@ -20,7 +20,9 @@ pub enum Error {
     NoRuntimeLibrary,
     #[error("cannot load ONNX Runtime from {path}: {reason}")]
     RuntimeLibrary { path: PathBuf, reason: String },
-    #[error("execution provider `{provider}` could not be registered (is this the GPU build of ONNX Runtime, with CUDA and cuDNN on the library path?): {reason}")]
+    #[error(
+        "execution provider `{provider}` could not be registered (is this the GPU build of ONNX Runtime, with CUDA and cuDNN on the library path?): {reason}"
+    )]
     Provider { provider: &'static str, reason: String },
     #[error("cannot load model {path}: {reason}")]
     ModelLoad { path: PathBuf, reason: String },
@@ -40,7 +42,9 @@ pub enum Error {
     NotAnImage,
     #[error("{0} images are not supported; send JPEG, PNG or WebP")]
     UnsupportedImageFormat(&'static str),
-    #[error("Content-Type `{0}` is not supported; send image/jpeg, image/png, image/webp or multipart/form-data with a field `image`")]
+    #[error(
+        "Content-Type `{0}` is not supported; send image/jpeg, image/png, image/webp or multipart/form-data with a field `image`"
+    )]
     UnsupportedContentType(String),
     #[error("the image is {width}×{height} = {pixels} pixels, over the limit of {limit}")]
     TooManyPixels { width: u32, height: u32, pixels: u64, limit: u64 },
@@ -71,9 +75,7 @@ impl Error {
                 StatusCode::BAD_REQUEST
             }
             Error::TooManyPixels { .. } | Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::UnsupportedImageFormat(_) | Error::UnsupportedContentType(_) => {
-                StatusCode::UNSUPPORTED_MEDIA_TYPE
-            }
+            Error::UnsupportedImageFormat(_) | Error::UnsupportedContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NotReady | Error::Draining => StatusCode::SERVICE_UNAVAILABLE,

@@ -16,16 +16,16 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use image::DynamicImage;
 use matte_common::paths;
-use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
+use crate::Error;
 use crate::imaging::{self, OutputFormat};
 use crate::metrics::Metrics;
 use crate::queue::{Inferred, Job};
 use crate::server::AppState;
-use crate::Error;
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -179,7 +179,10 @@ async fn remove_background(
     let deadline = arrived + state.limits.request_timeout;
     let (reply, mut result) = oneshot::channel();
     let started = Arc::new(AtomicBool::new(false));
-    state.queue.push(Job { tensor, arrived, deadline, reply, started: started.clone() }).map_err(|_| Error::Draining)?;
+    state
+        .queue
+        .push(Job { tensor, arrived, deadline, reply, started: started.clone() })
+        .map_err(|_| Error::Draining)?;
     let answer = match tokio::time::timeout_at(deadline.into(), &mut result).await {
         Ok(answer) => answer,
         // Its run began in time: see it through.
@@ -321,10 +324,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     state.observe_queue();
     let mut response = state.metrics.render().into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     response
 }
 

@@ -7,12 +7,12 @@ use std::io::Cursor;
 use crate::Error;
 
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
-use image::codecs::png::{CompressionType, PngEncoder};
 use image::codecs::png::FilterType as PngFilter;
+use image::codecs::png::{CompressionType, PngEncoder};
 use image::codecs::webp::WebPEncoder;
 use image::{
-    DynamicImage, ExtendedColorType, GrayImage, ImageDecoder, ImageEncoder, ImageFormat,
-    ImageReader, Limits, RgbImage, RgbaImage,
+    DynamicImage, ExtendedColorType, GrayImage, ImageDecoder, ImageEncoder, ImageFormat, ImageReader, Limits, RgbImage,
+    RgbaImage,
 };
 
 /// How the model wants its input: square side and per-channel normalisation.
@@ -59,9 +59,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbaImage, Error> {
     if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
         return Err(Error::CorruptImage("the JPEG is truncated: no end-of-image marker after its last scan".into()));
     }
-    let mut decoder = ImageReader::with_format(Cursor::new(bytes), format)
-        .into_decoder()
-        .map_err(corrupt)?;
+    let mut decoder = ImageReader::with_format(Cursor::new(bytes), format).into_decoder().map_err(corrupt)?;
     let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
@@ -176,12 +174,15 @@ pub fn encode(image: &DynamicImage, format: OutputFormat) -> Result<Vec<u8>, Err
     let colour: ExtendedColorType = image.color().into();
     let mut bytes = Vec::new();
     let result = match format {
-        OutputFormat::Png | OutputFormat::Mask => {
-            PngEncoder::new_with_quality(&mut bytes, CompressionType::Fast, PngFilter::Adaptive)
-                .write_image(image.as_bytes(), image.width(), image.height(), colour)
+        OutputFormat::Png | OutputFormat::Mask => PngEncoder::new_with_quality(
+            &mut bytes,
+            CompressionType::Fast,
+            PngFilter::Adaptive,
+        )
+        .write_image(image.as_bytes(), image.width(), image.height(), colour),
+        OutputFormat::Webp => {
+            WebPEncoder::new_lossless(&mut bytes).write_image(image.as_bytes(), image.width(), image.height(), colour)
         }
-        OutputFormat::Webp => WebPEncoder::new_lossless(&mut bytes)
-            .write_image(image.as_bytes(), image.width(), image.height(), colour),
     };
     result.map_err(|e| Error::Internal(format!("encoding the result: {e}")))?;
     Ok(bytes)
@@ -229,10 +230,10 @@ mod tests {
     fn jpeg_rotated_90(image: &RgbImage) -> Vec<u8> {
         let jpeg = jpeg_of(image);
         let tiff: Vec<u8> = [
-            b"MM\0\x2a\0\0\0\x08".as_slice(), // big-endian TIFF header, first IFD at 8
-            &[0, 1],                            // one entry
+            b"MM\0\x2a\0\0\0\x08".as_slice(),            // big-endian TIFF header, first IFD at 8
+            &[0, 1],                                     // one entry
             &[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0], // Orientation, SHORT, 1, value 6
-            &[0, 0, 0, 0],                      // no next IFD
+            &[0, 0, 0, 0],                               // no next IFD
         ]
         .concat();
         let mut app1 = vec![0xFF, 0xE1];
@@ -258,9 +259,8 @@ mod tests {
     fn applies_exif_orientation() {
         // 4 wide, 2 high, left half red; rotated 90° clockwise it is 2 wide, 4 high,
         // with the red half on top.
-        let image: RgbImage = ImageBuffer::from_fn(4, 2, |x, _| {
-            if x < 2 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) }
-        });
+        let image: RgbImage =
+            ImageBuffer::from_fn(4, 2, |x, _| if x < 2 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) });
         let decoded = decode(&jpeg_rotated_90(&image), 1_000).unwrap();
         assert_eq!(decoded.dimensions(), (2, 4));
         assert!(decoded.get_pixel(0, 0)[0] > 200, "top should be red: {:?}", decoded.get_pixel(0, 0));
@@ -315,15 +315,11 @@ mod tests {
     fn compose_sets_alpha_or_blends_onto_a_background() {
         let image = RgbaImage::from_pixel(2, 1, Rgba([200, 100, 0, 255]));
         let mask = GrayImage::from_raw(2, 1, vec![255, 0]).unwrap();
-        let DynamicImage::ImageRgba8(cut) = compose(image.clone(), &mask, None) else {
-            panic!("expected RGBA")
-        };
+        let DynamicImage::ImageRgba8(cut) = compose(image.clone(), &mask, None) else { panic!("expected RGBA") };
         assert_eq!(cut.get_pixel(0, 0), &Rgba([200, 100, 0, 255]));
         assert_eq!(cut.get_pixel(1, 0)[3], 0);
 
-        let DynamicImage::ImageRgb8(flat) = compose(image, &mask, Some([0, 0, 255])) else {
-            panic!("expected RGB")
-        };
+        let DynamicImage::ImageRgb8(flat) = compose(image, &mask, Some([0, 0, 255])) else { panic!("expected RGB") };
         assert_eq!(flat.get_pixel(0, 0), &image::Rgb([200, 100, 0]));
         assert_eq!(flat.get_pixel(1, 0), &image::Rgb([0, 0, 255]));
     }

@@ -2,7 +2,10 @@
 //! the autoscaler reads; buckets span 10 ms to 5 min, the range a request can take.
 
 use matte_common::metrics as names;
-use prometheus::{Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 
@@ -36,7 +39,10 @@ impl Metrics {
                 "Age of the oldest request waiting for the inference loop, 0 when none waits.",
             )
             .expect("valid"),
-            queue_wait: seconds(names::QUEUE_WAIT_SECONDS, "Time from admission to the start of the request's inference batch."),
+            queue_wait: seconds(
+                names::QUEUE_WAIT_SECONDS,
+                "Time from admission to the start of the request's inference batch.",
+            ),
             inference: seconds(names::INFERENCE_SECONDS, "Wall time of one inference run (one batch)."),
             batch_size: Histogram::with_opts(
                 HistogramOpts::new(names::BATCH_SIZE, "Images per inference run.").buckets(BATCH_BUCKETS.to_vec()),
@@ -50,8 +56,10 @@ impl Metrics {
             .expect("valid"),
             images_processed: IntCounter::new(names::IMAGES_PROCESSED_TOTAL, "Images that went through inference.")
                 .expect("valid"),
-            inflight: IntGauge::new(names::INFLIGHT_REQUESTS, "Requests admitted and not yet answered.").expect("valid"),
-            ready: IntGauge::new(names::READY, "1 when the pod takes work, 0 while loading or draining.").expect("valid"),
+            inflight: IntGauge::new(names::INFLIGHT_REQUESTS, "Requests admitted and not yet answered.")
+                .expect("valid"),
+            ready: IntGauge::new(names::READY, "1 when the pod takes work, 0 while loading or draining.")
+                .expect("valid"),
             model_info: IntGaugeVec::new(
                 Opts::new(names::MODEL_INFO, "The loaded model and execution provider; always 1."),
                 &["model", "provider"],
@@ -93,9 +101,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buffer)
-            .expect("encoding into a Vec cannot fail");
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("encoding into a Vec cannot fail");
         String::from_utf8(buffer).expect("the text format is UTF-8")
     }
 }

@@ -10,9 +10,9 @@ use ort::ep;
 use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
 use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
 
+use crate::Error;
 use crate::config::Provider;
 use crate::imaging::Preprocess;
-use crate::Error;
 
 /// What is needed to build a session.
 #[derive(Debug, Clone)]
@@ -70,10 +70,9 @@ impl Model {
             .with_intra_threads(options.intra_threads)
             .map_err(|e| load_error(e.into()))?;
         if let Some(provider) = execution_provider(options.provider, options.device_id) {
-            builder = builder.with_execution_providers([provider]).map_err(|e| Error::Provider {
-                provider: options.provider.as_str(),
-                reason: e.to_string(),
-            })?;
+            builder = builder
+                .with_execution_providers([provider])
+                .map_err(|e| Error::Provider { provider: options.provider.as_str(), reason: e.to_string() })?;
         }
         let session = builder.commit_from_file(&options.model).map_err(load_error)?;
 

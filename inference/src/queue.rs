@@ -100,11 +100,7 @@ impl JobQueue {
             if now >= fill_by {
                 break;
             }
-            state = self
-                .changed
-                .wait_timeout(state, fill_by - now)
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .0;
+            state = self.changed.wait_timeout(state, fill_by - now).unwrap_or_else(|poisoned| poisoned.into_inner()).0;
         }
         let take = state.jobs.len().min(max);
         Some(state.jobs.drain(..take).collect())

@@ -135,9 +135,8 @@ impl AppState {
 /// Serves until SIGTERM or SIGINT and a completed drain; errors if the model cannot
 /// be loaded or the address cannot be bound.
 pub async fn run(config: Config, runtime_library: PathBuf) -> Result<(), Error> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| Error::Listen { addr: config.listen, source })?;
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|source| Error::Listen { addr: config.listen, source })?;
     tracing::info!(addr = %config.listen, "listening; loading the model");
 
     let state = Arc::new(AppState::new(&config));
@@ -171,7 +170,8 @@ pub async fn run(config: Config, runtime_library: PathBuf) -> Result<(), Error> 
             .map_err(|e| Error::Internal(format!("cannot start the inference thread: {e}")))?
     };
 
-    let server = axum::serve(listener, http::router(state.clone())).with_graceful_shutdown(drain_on_signal(state.clone()));
+    let server =
+        axum::serve(listener, http::router(state.clone())).with_graceful_shutdown(drain_on_signal(state.clone()));
     tokio::select! {
         served = server => served.map_err(Error::Serve)?,
         Ok(Err(error)) = loaded_rx => return Err(error),

@@ -26,8 +26,7 @@ fn a_client_that_hangs_up_while_queued_is_not_inferred() {
     let server = Server::start(&[]);
     let first = post_photo(server.url("/v1/remove"), Duration::from_secs(300));
     std::thread::sleep(Duration::from_millis(300)); // the first is being inferred
-    let impatient: Vec<_> =
-        (0..2).map(|_| post_photo(server.url("/v1/remove"), Duration::from_millis(500))).collect();
+    let impatient: Vec<_> = (0..2).map(|_| post_photo(server.url("/v1/remove"), Duration::from_millis(500))).collect();
     for client in impatient {
         assert!(client.join().unwrap().is_err(), "the impatient clients time out and hang up");
     }
@@ -42,8 +41,7 @@ fn a_client_that_hangs_up_while_queued_is_not_inferred() {
 #[test]
 fn a_request_past_its_deadline_gets_504_and_is_not_inferred() {
     let server = Server::start(&["--request-timeout-seconds", "1.0"]);
-    let requests: Vec<_> =
-        (0..3).map(|_| post_photo(server.url("/v1/remove"), Duration::from_secs(300))).collect();
+    let requests: Vec<_> = (0..3).map(|_| post_photo(server.url("/v1/remove"), Duration::from_secs(300))).collect();
     let mut statuses: Vec<u16> = requests.into_iter().map(|r| r.join().unwrap().unwrap()).collect();
     statuses.sort();
     // One image takes well over a second on a CPU, so whoever waits behind it expires.

@@ -8,6 +8,9 @@ use support::{Server, blocking_client, decompression_bomb, sample_image};
 
 const BODY_LIMIT: usize = 1_000_000;
 
+/// name, query, content type, body, expected status, what the message must mention
+type Case = (&'static str, &'static str, &'static str, Vec<u8>, u16, &'static str);
+
 #[test]
 fn bad_input_is_refused_clearly_and_nothing_accepted_is_lost() {
     let server = Server::start(&["--max-body-bytes", &BODY_LIMIT.to_string()]);
@@ -28,7 +31,7 @@ fn bad_input_is_refused_clearly_and_nothing_accepted_is_lost() {
     };
 
     let client = blocking_client();
-    let cases: Vec<(&str, &str, &str, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("empty body", "", "image/png", vec![], 400, "empty"),
         ("truncated JPEG", "", "image/jpeg", jpeg[..jpeg.len() / 3].to_vec(), 400, "decoded"),
         ("not an image", "", "image/png", b"definitely not a picture".to_vec(), 400, "not a JPEG, PNG or WebP"),

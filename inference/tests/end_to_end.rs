@@ -63,8 +63,7 @@ fn output_options_shape_the_result() {
     // multipart JPEG in, smaller WebP out
     let form = multipart::Form::new()
         .part("image", multipart::Part::bytes(jpeg.clone()).file_name("a.jpg").mime_str("image/jpeg").unwrap());
-    let response =
-        client.post(server.url("/v1/remove?format=webp&max_dimension=256")).multipart(form).send().unwrap();
+    let response = client.post(server.url("/v1/remove?format=webp&max_dimension=256")).multipart(form).send().unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "image/webp");
     let webp = image::load_from_memory_with_format(&response.bytes().unwrap(), ImageFormat::WebP).unwrap();

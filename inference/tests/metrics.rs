@@ -56,12 +56,10 @@ fn metrics_follow_the_contract_and_move_with_traffic() {
     assert_eq!(metric_value(&after, names::QUEUE_DEPTH), 0.0);
     assert_eq!(metric_value(&after, names::INFLIGHT_REQUESTS), 0.0);
 
-    let refused = blocking_client().post(server.url("/v1/remove")).header("content-type", "text/plain").body("x").send();
+    let refused =
+        blocking_client().post(server.url("/v1/remove")).header("content-type", "text/plain").body("x").send();
     assert_eq!(refused.unwrap().status(), 415);
-    assert_eq!(
-        metric_value(&scrape(&server), r#"matte_requests_total{outcome="unsupported_content_type"}"#),
-        1.0
-    );
+    assert_eq!(metric_value(&scrape(&server), r#"matte_requests_total{outcome="unsupported_content_type"}"#), 1.0);
 
     promtool_check(&after);
 }

@@ -10,9 +10,8 @@ const BURST: usize = 4 * CAPACITY;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_beyond_capacity_gets_429_and_every_accepted_request_succeeds() {
-    let server = tokio::task::spawn_blocking(|| Server::start(&["--queue-capacity", &CAPACITY.to_string()]))
-        .await
-        .unwrap();
+    let server =
+        tokio::task::spawn_blocking(|| Server::start(&["--queue-capacity", &CAPACITY.to_string()])).await.unwrap();
     let photo = sample_image("astronaut.png");
     let client = client();
 
@@ -50,7 +49,10 @@ async fn a_burst_beyond_capacity_gets_429_and_every_accepted_request_succeeds() 
     assert!(rejected >= BURST - CAPACITY - 1, "the excess was refused ({rejected} rejected)");
 
     let (queue_full, ok) = tokio::task::spawn_blocking(move || {
-        (server.metric(r#"matte_requests_total{outcome="queue_full"}"#), server.metric(r#"matte_requests_total{outcome="ok"}"#))
+        (
+            server.metric(r#"matte_requests_total{outcome="queue_full"}"#),
+            server.metric(r#"matte_requests_total{outcome="ok"}"#),
+        )
     })
     .await
     .unwrap();

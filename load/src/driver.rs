@@ -364,7 +364,9 @@ fn multipart_form(image: &Image, field: &str, fields: &[(String, String)]) -> Fo
         .file_name(file_name)
         .mime_str(image.content_type)
         .expect("content types come from a fixed list of valid MIME types");
-    fields.iter().fold(Form::new().part(field.to_owned(), part), |form, (key, value)| form.text(key.clone(), value.clone()))
+    fields
+        .iter()
+        .fold(Form::new().part(field.to_owned(), part), |form, (key, value)| form.text(key.clone(), value.clone()))
 }
 
 fn failed(error: reqwest::Error, started: Instant, retries: u32) -> Outcome {

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::Multipart;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::extract::Multipart;
 use matte_load::driver::{self, BodyShape, Config, Image, Stop, Summary};
 
 #[derive(Clone, Copy)]
@@ -92,7 +92,10 @@ async fn remove_form(State(server): State<Arc<Server>>, mut form: Multipart) -> 
 /// Starts the server on 127.0.0.1:0 and returns it with its base URL.
 async fn serve(policy: impl Fn(u64) -> Reply + Send + Sync + 'static) -> (Arc<Server>, String) {
     let server = Arc::new(Server { policy: Box::new(policy), hits: AtomicU64::new(0), rejected: AtomicU64::new(0) });
-    let app = Router::new().route("/v1/remove", post(remove)).route("/api/remove", post(remove_form)).with_state(Arc::clone(&server));
+    let app = Router::new()
+        .route("/v1/remove", post(remove))
+        .route("/api/remove", post(remove_form))
+        .with_state(Arc::clone(&server));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, app).await });

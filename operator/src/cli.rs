@@ -9,11 +9,7 @@ use crate::simulate::scenario::Scenario;
 use crate::simulate::settings::{Routing, Settings};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "matte-operator",
-    version,
-    about = "Kubernetes operator for BackgroundRemovalService resources"
-)]
+#[command(name = "matte-operator", version, about = "Kubernetes operator for BackgroundRemovalService resources")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -29,12 +25,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     /// A built-in traffic scenario.
-    #[arg(
-        long,
-        value_enum,
-        required_unless_present = "trace",
-        conflicts_with = "trace"
-    )]
+    #[arg(long, value_enum, required_unless_present = "trace", conflicts_with = "trace")]
     pub scenario: Option<Scenario>,
     /// A trace file instead: one arrival time in seconds per line; blank lines and lines
     /// starting with '#' are ignored. Runs with burst-train's pods unless overridden.
@@ -112,23 +103,17 @@ impl Overrides {
         Settings {
             duration_seconds: self.duration.unwrap_or(settings.duration_seconds),
             slo_seconds: self.slo.unwrap_or(settings.slo_seconds),
-            target_queue_latency_seconds: self
-                .target_latency
-                .unwrap_or(settings.target_queue_latency_seconds),
+            target_queue_latency_seconds: self.target_latency.unwrap_or(settings.target_queue_latency_seconds),
             service_seconds: self.service_time.unwrap_or(settings.service_seconds),
             max_batch_size: self.batch_size.unwrap_or(settings.max_batch_size),
             startup_seconds: self.startup_time.unwrap_or(settings.startup_seconds),
             warm_gpus: self.warm_gpus.unwrap_or(settings.warm_gpus),
             max_gpus: self.max_gpus.unwrap_or(settings.max_gpus),
-            node_provision_seconds: self
-                .node_provision_time
-                .unwrap_or(settings.node_provision_seconds),
+            node_provision_seconds: self.node_provision_time.unwrap_or(settings.node_provision_seconds),
             queue_capacity: self.queue_capacity.unwrap_or(settings.queue_capacity),
             retry_after_seconds: self.retry_after.unwrap_or(settings.retry_after_seconds),
             routing: self.routing.unwrap_or(settings.routing),
-            scrape_interval_seconds: self
-                .scrape_interval
-                .unwrap_or(settings.scrape_interval_seconds),
+            scrape_interval_seconds: self.scrape_interval.unwrap_or(settings.scrape_interval_seconds),
             min_replicas: self.min_replicas.unwrap_or(settings.min_replicas),
             max_replicas: self.max_replicas.unwrap_or(settings.max_replicas),
             static_replicas: self.static_replicas.unwrap_or(settings.static_replicas),

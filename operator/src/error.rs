@@ -5,17 +5,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read the trace file {path}: {source}")]
-    ReadTrace {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    ReadTrace { path: PathBuf, source: std::io::Error },
 
     #[error("{path}, line {line}: {text:?} is not an arrival time (seconds, a finite number >= 0)")]
-    BadArrival {
-        path: PathBuf,
-        line: usize,
-        text: String,
-    },
+    BadArrival { path: PathBuf, line: usize, text: String },
 
     #[error("the trace file {path} has no arrivals")]
     EmptyTrace { path: PathBuf },
@@ -24,10 +17,7 @@ pub enum Error {
     InvalidSetting(String),
 
     #[error("cannot write {path}: {source}")]
-    WriteOutput {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    WriteOutput { path: PathBuf, source: std::io::Error },
 
     #[error("cannot reach Prometheus at {url}: {reason}")]
     Prometheus { url: String, reason: String },

@@ -30,9 +30,9 @@ fn free_port() -> u16 {
 }
 
 fn setup_path(variable: &str) -> PathBuf {
-    let path = std::env::var_os(variable)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("{variable} is not set: run scripts/test.sh, or scripts/setup.sh and source ~/.cache/matte/env.sh"));
+    let path = std::env::var_os(variable).map(PathBuf::from).unwrap_or_else(|| {
+        panic!("{variable} is not set: run scripts/test.sh, or scripts/setup.sh and source ~/.cache/matte/env.sh")
+    });
     assert!(path.exists(), "{} does not exist", path.display());
     path
 }
@@ -146,7 +146,8 @@ async fn prometheus_reports_what_the_pod_recorded_and_a_burst_scales_up() {
     let client = reqwest::Client::new();
     let burst: Vec<_> = (0..8)
         .map(|_| {
-            let request = client.post(format!("{pod}/v1/remove")).header("content-type", "image/png").body(photo.clone());
+            let request =
+                client.post(format!("{pod}/v1/remove")).header("content-type", "image/png").body(photo.clone());
             tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
         })
         .collect();

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 /// A path from the environment `scripts/setup.sh` writes (`~/.cache/matte/env.sh`).
 pub fn setup_path(variable: &str) -> PathBuf {
     let value = std::env::var_os(variable).unwrap_or_else(|| {
-        panic!("{variable} is not set: run `scripts/setup.sh` and `source ~/.cache/matte/env.sh`, or use scripts/test.sh")
+        panic!(
+            "{variable} is not set: run `scripts/setup.sh` and `source ~/.cache/matte/env.sh`, or use scripts/test.sh"
+        )
     });
     let path = PathBuf::from(value);
     assert!(path.exists(), "{variable} points at {}, which does not exist", path.display());
@@ -35,7 +37,8 @@ pub fn post_concurrently(server: &Server, image: &str, count: usize) -> Vec<std:
             let url = server.url("/v1/remove");
             let photo = photo.clone();
             std::thread::spawn(move || {
-                let response = blocking_client().post(url).header("content-type", "image/png").body(photo).send().unwrap();
+                let response =
+                    blocking_client().post(url).header("content-type", "image/png").body(photo).send().unwrap();
                 (response.status().as_u16(), response.bytes().unwrap().len())
             })
         })
@@ -105,10 +108,10 @@ impl Server {
         let started = Instant::now();
         let client = blocking_client();
         while started.elapsed() < limit {
-            if let Ok(response) = client.get(self.url("/readyz")).send() {
-                if response.status() == 200 {
-                    return;
-                }
+            if let Ok(response) = client.get(self.url("/readyz")).send()
+                && response.status() == 200
+            {
+                return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -148,9 +151,7 @@ impl Drop for Server {
 }
 
 pub fn metric_value(text: &str, sample: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
+    text.lines().find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
 }
 
 pub fn blocking_client() -> reqwest::blocking::Client {

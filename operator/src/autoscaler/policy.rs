@@ -186,19 +186,11 @@ pub struct Decision {
 /// Decides the replicas for one pass.
 pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> Decision {
     let Some(queue) = &observation.queue else {
-        return hold(
-            spec,
-            observation,
-            memory,
-            Reason::MetricsMissing,
-            "no queue metrics".into(),
-        );
+        return hold(spec, observation, memory, Reason::MetricsMissing, "no queue metrics".into());
     };
     if queue.age_seconds > spec.stale_after_seconds {
-        let why = format!(
-            "queue metrics are {:.0}s old (stale after {:.0}s)",
-            queue.age_seconds, spec.stale_after_seconds
-        );
+        let why =
+            format!("queue metrics are {:.0}s old (stale after {:.0}s)", queue.age_seconds, spec.stale_after_seconds);
         return hold(spec, observation, memory, Reason::MetricsStale, why);
     }
 
@@ -213,8 +205,7 @@ pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> 
     };
     let summary = summary(&plan, queue);
 
-    let (replicas, reason, message) = if observation.unschedulable_pods > 0 && wanted > schedulable
-    {
+    let (replicas, reason, message) = if observation.unschedulable_pods > 0 && wanted > schedulable {
         let message = format!(
             "{summary}: {wanted} pods wanted but {} cannot be scheduled (no free GPU); not adding more",
             observation.unschedulable_pods
@@ -230,26 +221,17 @@ pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> 
         (wanted, Reason::ScaleUp, message)
     } else if wanted == current {
         if plan.needed_replicas > wanted {
-            let message = format!(
-                "{summary}: {} pods needed, holding at maxReplicas {wanted}",
-                plan.needed_replicas
-            );
+            let message = format!("{summary}: {} pods needed, holding at maxReplicas {wanted}", plan.needed_replicas);
             (wanted, Reason::AtMaxReplicas, message)
         } else {
-            (
-                wanted,
-                Reason::Steady,
-                format!("{summary}: {current} pods are what is needed"),
-            )
+            (wanted, Reason::Steady, format!("{summary}: {current} pods are what is needed"))
         }
     } else {
         // The surplus clock runs from the first pass that found the fleet too large with
         // no pod starting: pods still starting are not idle, and neither are the ones
         // they were started to help.
         let since = if observation.starting_pod_ages_seconds.is_empty() {
-            memory
-                .surplus_since_seconds
-                .unwrap_or(observation.now_seconds)
+            memory.surplus_since_seconds.unwrap_or(observation.now_seconds)
         } else {
             observation.now_seconds
         };
@@ -257,26 +239,13 @@ pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> 
         scale_down_or_keep(spec, observation, &plan, &summary, wanted, since, &mut next)
     };
     next.replicas = Some(replicas);
-    Decision {
-        replicas,
-        reason,
-        message,
-        observation: observation.clone(),
-        plan: Some(plan),
-        memory: next,
-    }
+    Decision { replicas, reason, message, observation: observation.clone(), plan: Some(plan), memory: next }
 }
 
 /// Keeps the decision of the last pass (or the current replicas on the first), within
 /// the bounds, when the metrics cannot be trusted: scaling down on missing data is how
 /// a monitoring outage becomes a service outage.
-fn hold(
-    spec: &PolicySpec,
-    observation: &Observation,
-    memory: &Memory,
-    reason: Reason,
-    why: String,
-) -> Decision {
+fn hold(spec: &PolicySpec, observation: &Observation, memory: &Memory, reason: Reason, why: String) -> Decision {
     let replicas = spec.clamp(memory.replicas.unwrap_or(observation.replicas));
     Decision {
         replicas,
@@ -284,20 +253,12 @@ fn hold(
         message: format!("{why}: keeping {replicas} replicas"),
         observation: observation.clone(),
         plan: None,
-        memory: Memory {
-            replicas: Some(replicas),
-            ..memory.clone()
-        },
+        memory: Memory { replicas: Some(replicas), ..memory.clone() },
     }
 }
 
 /// The deadline and the number of pods that meet it.
-fn plan(
-    spec: &PolicySpec,
-    observation: &Observation,
-    queue: &QueueMetrics,
-    memory: &Memory,
-) -> Plan {
+fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memory: &Memory) -> Plan {
     let measured = |rate: &f64| rate.is_finite() && *rate > 0.0;
     let images_per_pod_second = queue
         .images_per_pod_second
@@ -305,28 +266,21 @@ fn plan(
         .or(memory.images_per_pod_second.filter(measured))
         .unwrap_or(spec.default_images_per_pod_second)
         .max(f64::MIN_POSITIVE);
-    let startup_seconds = observation
-        .measured_startup_seconds
-        .unwrap_or(spec.default_startup_seconds);
+    let startup_seconds = observation.measured_startup_seconds.unwrap_or(spec.default_startup_seconds);
     // A refused client comes back once per Retry-After, so the refusal rate times that
     // interval is how many clients are waiting outside the queues. When a burst has
     // just begun the rate's window still holds the quiet before it, but every client
     // of the burst has just been refused once: the last interval's count says it.
-    let waiting_clients =
-        (queue.rejected_per_second * spec.retry_after_seconds).max(queue.rejected_last_interval);
+    let waiting_clients = (queue.rejected_per_second * spec.retry_after_seconds).max(queue.rejected_last_interval);
     let backlog_images = queue.queue_depth + waiting_clients;
     // The oldest image has been waiting since before the sample was taken.
-    let time_left =
-        spec.target_queue_latency_seconds - (queue.oldest_queued_age_seconds + queue.age_seconds);
+    let time_left = spec.target_queue_latency_seconds - (queue.oldest_queued_age_seconds + queue.age_seconds);
     // No pod started now helps before it is ready: if the target is sooner than that,
     // aim for the earliest moment a new pod can do a useful amount of work.
     let deadline_seconds = time_left.max(startup_seconds + spec.min_useful_work_seconds.max(1.0));
     let sustained_images_per_second = queue.sustained_admitted_per_second;
-    let starting_ready_in: Vec<f64> = observation
-        .starting_pod_ages_seconds
-        .iter()
-        .map(|age| (startup_seconds - age).max(0.0))
-        .collect();
+    let starting_ready_in: Vec<f64> =
+        observation.starting_pod_ages_seconds.iter().map(|age| (startup_seconds - age).max(0.0)).collect();
     let planned_per_pod = images_per_pod_second * spec.planned_utilization.clamp(0.1, 1.0);
     // Steady traffic is served on its own clock (each image within the target of its
     // arrival), so it sets a floor rather than adding to the work due by the deadline.
@@ -395,14 +349,11 @@ fn scale_down_or_keep(
 ) -> (u32, Reason, String) {
     let current = observation.replicas;
     let starting = observation.starting_pod_ages_seconds.len();
-    let delay = spec
-        .scale_down_delay_seconds
-        .unwrap_or(plan.startup_seconds);
+    let delay = spec.scale_down_delay_seconds.unwrap_or(plan.startup_seconds);
     let unneeded_for = observation.now_seconds - surplus_since;
     if starting > 0 {
-        let message = format!(
-            "{summary}: {wanted} pods would do, but {starting} are still starting; keeping {current}"
-        );
+        let message =
+            format!("{summary}: {wanted} pods would do, but {starting} are still starting; keeping {current}");
         (current, Reason::KeepWhileStarting, message)
     } else if unneeded_for < delay {
         let message = format!(
@@ -411,24 +362,17 @@ fn scale_down_or_keep(
         (current, Reason::KeepUntilIdleLongEnough, message)
     } else {
         memory.surplus_since_seconds = None;
-        let message = format!(
-            "{summary}: unneeded for {unneeded_for:.0}s, scaling down from {current} to {wanted}"
-        );
+        let message = format!("{summary}: unneeded for {unneeded_for:.0}s, scaling down from {current} to {wanted}");
         (wanted, Reason::ScaleDown, message)
     }
 }
 
 fn summary(plan: &Plan, queue: &QueueMetrics) -> String {
-    let wait = queue.queue_wait_p95_seconds.map_or_else(
-        || "no recent waits".to_string(),
-        |p95| format!("p95 wait {p95:.1}s"),
-    );
+    let wait =
+        queue.queue_wait_p95_seconds.map_or_else(|| "no recent waits".to_string(), |p95| format!("p95 wait {p95:.1}s"));
     format!(
         "backlog {:.0} images ({wait}), {:.2} images/s per pod, start-up {:.0}s, drain within {:.0}s",
-        plan.backlog_images,
-        plan.images_per_pod_second,
-        plan.startup_seconds,
-        plan.deadline_seconds
+        plan.backlog_images, plan.images_per_pod_second, plan.startup_seconds, plan.deadline_seconds
     )
 }
 

@@ -4,11 +4,7 @@ use super::*;
 
 /// 1..10 replicas, 30 s target, 60 s start-up, 1 image/s per pod, 10 s of useful work.
 fn spec() -> PolicySpec {
-    PolicySpec {
-        retry_after_seconds: 5.0,
-        planned_utilization: 1.0,
-        ..PolicySpec::new(1, 10, 30.0)
-    }
+    PolicySpec { retry_after_seconds: 5.0, planned_utilization: 1.0, ..PolicySpec::new(1, 10, 30.0) }
 }
 
 fn queue(queue_depth: f64) -> QueueMetrics {
@@ -42,52 +38,26 @@ fn decide_fresh(observation: &Observation) -> Decision {
 
 #[test]
 fn missing_metrics_hold_the_last_decision_instead_of_scaling_down() {
-    let memory = Memory {
-        replicas: Some(4),
-        ..Memory::default()
-    };
+    let memory = Memory { replicas: Some(4), ..Memory::default() };
     let decision = decide(&spec(), &observation(4, None), &memory);
-    assert_eq!(
-        (decision.replicas, decision.reason),
-        (4, Reason::MetricsMissing)
-    );
+    assert_eq!((decision.replicas, decision.reason), (4, Reason::MetricsMissing));
     assert!(decision.plan.is_none());
-    assert!(
-        decision.message.contains("no queue metrics"),
-        "{}",
-        decision.message
-    );
+    assert!(decision.message.contains("no queue metrics"), "{}", decision.message);
 }
 
 #[test]
 fn missing_metrics_on_the_first_pass_keep_the_current_replicas_within_bounds() {
     let decision = decide_fresh(&observation(40, None));
-    assert_eq!(
-        (decision.replicas, decision.reason),
-        (10, Reason::MetricsMissing)
-    );
+    assert_eq!((decision.replicas, decision.reason), (10, Reason::MetricsMissing));
 }
 
 #[test]
 fn stale_metrics_hold_the_last_decision() {
-    let memory = Memory {
-        replicas: Some(3),
-        ..Memory::default()
-    };
-    let stale = QueueMetrics {
-        age_seconds: 120.0,
-        ..queue(0.0)
-    };
+    let memory = Memory { replicas: Some(3), ..Memory::default() };
+    let stale = QueueMetrics { age_seconds: 120.0, ..queue(0.0) };
     let decision = decide(&spec(), &observation(3, Some(stale)), &memory);
-    assert_eq!(
-        (decision.replicas, decision.reason),
-        (3, Reason::MetricsStale)
-    );
-    assert!(
-        decision.message.contains("120s old"),
-        "{}",
-        decision.message
-    );
+    assert_eq!((decision.replicas, decision.reason), (3, Reason::MetricsStale));
+    assert!(decision.message.contains("120s old"), "{}", decision.message);
 }
 
 #[test]
@@ -106,21 +76,14 @@ fn scales_up_at_once_by_just_enough_for_the_backlog_to_drain_by_the_deadline() {
     // does 10 more: 3 new pods.
     let decision = decide_fresh(&observation(1, Some(queue(100.0))));
     assert_eq!((decision.replicas, decision.reason), (4, Reason::ScaleUp));
-    assert!(
-        decision.message.contains("scaling up from 1 to 4"),
-        "{}",
-        decision.message
-    );
+    assert!(decision.message.contains("scaling up from 1 to 4"), "{}", decision.message);
 }
 
 #[test]
 fn does_not_start_pods_that_would_only_be_ready_after_the_work_is_done() {
     // The target (30 s) is already missed for an image 20 s old, but one pod drains the
     // 40 images in 40 s, before any new pod (60 s) could help.
-    let old = QueueMetrics {
-        oldest_queued_age_seconds: 20.0,
-        ..queue(40.0)
-    };
+    let old = QueueMetrics { oldest_queued_age_seconds: 20.0, ..queue(40.0) };
     let decision = decide_fresh(&observation(1, Some(old)));
     assert_eq!((decision.replicas, decision.reason), (1, Reason::Steady));
 }
@@ -128,15 +91,8 @@ fn does_not_start_pods_that_would_only_be_ready_after_the_work_is_done() {
 #[test]
 fn a_far_target_is_the_deadline_when_pods_start_in_time() {
     // Target 300 s: 400 images, one pod does 300 by then, a new pod 240: one more pod.
-    let far = PolicySpec {
-        target_queue_latency_seconds: 300.0,
-        ..spec()
-    };
-    let decision = decide(
-        &far,
-        &observation(1, Some(queue(400.0))),
-        &Memory::default(),
-    );
+    let far = PolicySpec { target_queue_latency_seconds: 300.0, ..spec() };
+    let decision = decide(&far, &observation(1, Some(queue(400.0))), &Memory::default());
     assert_eq!(decision.replicas, 2);
     assert_eq!(decision.plan.expect("plan").deadline_seconds, 300.0);
 }
@@ -158,10 +114,7 @@ fn pods_still_starting_count_from_when_they_will_be_ready() {
 #[test]
 fn clients_refused_with_429_count_as_backlog() {
     // 20 queued, 80 waiting outside: 16 refusals/s with a 5 s Retry-After.
-    let refused = QueueMetrics {
-        rejected_per_second: 16.0,
-        ..queue(20.0)
-    };
+    let refused = QueueMetrics { rejected_per_second: 16.0, ..queue(20.0) };
     let decision = decide_fresh(&observation(1, Some(refused)));
     assert_eq!(decision.plan.expect("plan").backlog_images, 100.0);
     assert_eq!(decision.replicas, 4);
@@ -169,25 +122,15 @@ fn clients_refused_with_429_count_as_backlog() {
 
 #[test]
 fn a_burst_just_refused_counts_before_the_rate_window_catches_up() {
-    let just_refused = QueueMetrics {
-        rejected_per_second: 1.0,
-        rejected_last_interval: 80.0,
-        ..queue(20.0)
-    };
+    let just_refused = QueueMetrics { rejected_per_second: 1.0, rejected_last_interval: 80.0, ..queue(20.0) };
     let decision = decide_fresh(&observation(1, Some(just_refused)));
     assert_eq!(decision.plan.expect("plan").backlog_images, 100.0);
 }
 
 #[test]
 fn steady_traffic_gets_pods_for_its_rate_at_the_planned_utilization() {
-    let steady = QueueMetrics {
-        sustained_admitted_per_second: 3.2,
-        ..queue(0.0)
-    };
-    let planned = PolicySpec {
-        planned_utilization: 0.8,
-        ..spec()
-    };
+    let steady = QueueMetrics { sustained_admitted_per_second: 3.2, ..queue(0.0) };
+    let planned = PolicySpec { planned_utilization: 0.8, ..spec() };
     let decision = decide(&planned, &observation(1, Some(steady)), &Memory::default());
     assert_eq!((decision.replicas, decision.reason), (4, Reason::ScaleUp));
 }
@@ -196,107 +139,53 @@ fn steady_traffic_gets_pods_for_its_rate_at_the_planned_utilization() {
 fn scale_up_is_capped_by_max_replicas_and_says_so() {
     let decision = decide_fresh(&observation(1, Some(queue(1000.0))));
     assert_eq!((decision.replicas, decision.reason), (10, Reason::ScaleUp));
-    assert!(
-        decision.message.contains("capped by maxReplicas"),
-        "{}",
-        decision.message
-    );
+    assert!(decision.message.contains("capped by maxReplicas"), "{}", decision.message);
 }
 
 #[test]
 fn at_max_replicas_more_need_is_reported_not_acted_on() {
     let decision = decide_fresh(&observation(10, Some(queue(5000.0))));
-    assert_eq!(
-        (decision.replicas, decision.reason),
-        (10, Reason::AtMaxReplicas)
-    );
+    assert_eq!((decision.replicas, decision.reason), (10, Reason::AtMaxReplicas));
 }
 
 #[test]
 fn unschedulable_pods_stop_further_scale_up() {
-    let limited = Observation {
-        unschedulable_pods: 2,
-        ready_pods: 2,
-        ..observation(4, Some(queue(500.0)))
-    };
+    let limited = Observation { unschedulable_pods: 2, ready_pods: 2, ..observation(4, Some(queue(500.0))) };
     let decision = decide_fresh(&limited);
-    assert_eq!(
-        (decision.replicas, decision.reason),
-        (4, Reason::ScalingLimited)
-    );
-    assert!(
-        decision.message.contains("cannot be scheduled"),
-        "{}",
-        decision.message
-    );
+    assert_eq!((decision.replicas, decision.reason), (4, Reason::ScalingLimited));
+    assert!(decision.message.contains("cannot be scheduled"), "{}", decision.message);
 }
 
 #[test]
 fn never_below_min_replicas() {
-    let at_least_two = PolicySpec {
-        min_replicas: 2,
-        ..spec()
-    };
-    let decision = decide(
-        &at_least_two,
-        &observation(2, Some(queue(0.0))),
-        &Memory::default(),
-    );
+    let at_least_two = PolicySpec { min_replicas: 2, ..spec() };
+    let decision = decide(&at_least_two, &observation(2, Some(queue(0.0))), &Memory::default());
     assert_eq!((decision.replicas, decision.reason), (2, Reason::Steady));
 }
 
 #[test]
 fn no_scale_down_while_pods_are_starting_and_the_idle_clock_waits_for_them() {
-    let starting = Observation {
-        ready_pods: 2,
-        starting_pod_ages_seconds: vec![30.0],
-        ..observation(3, Some(queue(0.0)))
-    };
-    let memory = Memory {
-        surplus_since_seconds: Some(0.0),
-        ..Memory::default()
-    };
+    let starting =
+        Observation { ready_pods: 2, starting_pod_ages_seconds: vec![30.0], ..observation(3, Some(queue(0.0))) };
+    let memory = Memory { surplus_since_seconds: Some(0.0), ..Memory::default() };
     let decision = decide(&spec(), &starting, &memory);
-    assert_eq!(
-        (decision.replicas, decision.reason),
-        (3, Reason::KeepWhileStarting)
-    );
-    assert_eq!(
-        decision.memory.surplus_since_seconds,
-        Some(1000.0),
-        "the clock restarts"
-    );
+    assert_eq!((decision.replicas, decision.reason), (3, Reason::KeepWhileStarting));
+    assert_eq!(decision.memory.surplus_since_seconds, Some(1000.0), "the clock restarts");
 }
 
 #[test]
 fn unneeded_pods_are_kept_for_one_start_up_then_given_back() {
     let idle = observation(3, Some(queue(0.0)));
     let first = decide_fresh(&idle);
-    assert_eq!(
-        (first.replicas, first.reason),
-        (3, Reason::KeepUntilIdleLongEnough)
-    );
+    assert_eq!((first.replicas, first.reason), (3, Reason::KeepUntilIdleLongEnough));
     assert_eq!(first.memory.surplus_since_seconds, Some(1000.0));
 
-    let later = Observation {
-        now_seconds: 1059.0,
-        ..idle.clone()
-    };
+    let later = Observation { now_seconds: 1059.0, ..idle.clone() };
     let second = decide(&spec(), &later, &first.memory);
-    assert_eq!(
-        (second.replicas, second.reason),
-        (3, Reason::KeepUntilIdleLongEnough)
-    );
-    assert_eq!(
-        second.memory.surplus_since_seconds,
-        Some(1000.0),
-        "the clock keeps running"
-    );
+    assert_eq!((second.replicas, second.reason), (3, Reason::KeepUntilIdleLongEnough));
+    assert_eq!(second.memory.surplus_since_seconds, Some(1000.0), "the clock keeps running");
 
-    let after = Observation {
-        now_seconds: 1060.0,
-        ..idle
-    };
+    let after = Observation { now_seconds: 1060.0, ..idle };
     let third = decide(&spec(), &after, &second.memory);
     assert_eq!((third.replicas, third.reason), (1, Reason::ScaleDown));
     assert_eq!(third.memory.surplus_since_seconds, None);
@@ -305,24 +194,14 @@ fn unneeded_pods_are_kept_for_one_start_up_then_given_back() {
 
 #[test]
 fn an_explicit_scale_down_delay_overrides_the_start_up_time() {
-    let quick = PolicySpec {
-        scale_down_delay_seconds: Some(0.0),
-        ..spec()
-    };
-    let decision = decide(
-        &quick,
-        &observation(3, Some(queue(0.0))),
-        &Memory::default(),
-    );
+    let quick = PolicySpec { scale_down_delay_seconds: Some(0.0), ..spec() };
+    let decision = decide(&quick, &observation(3, Some(queue(0.0))), &Memory::default());
     assert_eq!((decision.replicas, decision.reason), (1, Reason::ScaleDown));
 }
 
 #[test]
 fn a_need_returning_resets_the_idle_clock() {
-    let memory = Memory {
-        surplus_since_seconds: Some(900.0),
-        ..Memory::default()
-    };
+    let memory = Memory { surplus_since_seconds: Some(900.0), ..Memory::default() };
     let decision = decide(&spec(), &observation(1, Some(queue(10.0))), &memory);
     assert_eq!(decision.reason, Reason::Steady);
     assert_eq!(decision.memory.surplus_since_seconds, None);
@@ -330,60 +209,29 @@ fn a_need_returning_resets_the_idle_clock() {
 
 #[test]
 fn throughput_falls_back_to_the_last_measured_then_to_the_spec() {
-    let unmeasured = QueueMetrics {
-        images_per_pod_second: None,
-        ..queue(0.0)
-    };
-    let remembered = Memory {
-        images_per_pod_second: Some(2.5),
-        ..Memory::default()
-    };
-    let decision = decide(
-        &spec(),
-        &observation(1, Some(unmeasured.clone())),
-        &remembered,
-    );
+    let unmeasured = QueueMetrics { images_per_pod_second: None, ..queue(0.0) };
+    let remembered = Memory { images_per_pod_second: Some(2.5), ..Memory::default() };
+    let decision = decide(&spec(), &observation(1, Some(unmeasured.clone())), &remembered);
     assert_eq!(decision.plan.expect("plan").images_per_pod_second, 2.5);
     let decision = decide_fresh(&observation(1, Some(unmeasured)));
     assert_eq!(decision.plan.expect("plan").images_per_pod_second, 1.0);
-    let nonsense = QueueMetrics {
-        images_per_pod_second: Some(0.0),
-        ..queue(0.0)
-    };
+    let nonsense = QueueMetrics { images_per_pod_second: Some(0.0), ..queue(0.0) };
     let decision = decide(&spec(), &observation(1, Some(nonsense)), &remembered);
-    assert_eq!(
-        decision.plan.expect("plan").images_per_pod_second,
-        2.5,
-        "a zero rate is no measurement"
-    );
+    assert_eq!(decision.plan.expect("plan").images_per_pod_second, 2.5, "a zero rate is no measurement");
 }
 
 #[test]
 fn start_up_falls_back_to_the_spec_until_measured() {
-    let unmeasured = Observation {
-        measured_startup_seconds: None,
-        ..observation(1, Some(queue(0.0)))
-    };
-    let slow = PolicySpec {
-        default_startup_seconds: 100.0,
-        ..spec()
-    };
+    let unmeasured = Observation { measured_startup_seconds: None, ..observation(1, Some(queue(0.0))) };
+    let slow = PolicySpec { default_startup_seconds: 100.0, ..spec() };
     let decision = decide(&slow, &unmeasured, &Memory::default());
     assert_eq!(decision.plan.expect("plan").deadline_seconds, 110.0);
 }
 
 #[test]
 fn bounds_given_the_wrong_way_round_do_not_panic() {
-    let inverted = PolicySpec {
-        min_replicas: 5,
-        max_replicas: 2,
-        ..spec()
-    };
-    let decision = decide(
-        &inverted,
-        &observation(1, Some(queue(0.0))),
-        &Memory::default(),
-    );
+    let inverted = PolicySpec { min_replicas: 5, max_replicas: 2, ..spec() };
+    let decision = decide(&inverted, &observation(1, Some(queue(0.0))), &Memory::default());
     assert_eq!(decision.replicas, 5);
 }
 
@@ -401,11 +249,7 @@ fn the_decision_carries_its_inputs() {
 fn pods_to_finish_fills_ready_then_starting_then_new_pods() {
     assert_eq!(pods_to_finish(0.0, 70.0, 1.0, 3, &[], 60.0), 0);
     assert_eq!(pods_to_finish(70.0, 70.0, 1.0, 3, &[], 60.0), 1);
-    assert_eq!(
-        pods_to_finish(90.0, 70.0, 1.0, 1, &[50.0, 10.0], 60.0),
-        2,
-        "the sooner-ready pod first"
-    );
+    assert_eq!(pods_to_finish(90.0, 70.0, 1.0, 1, &[50.0, 10.0], 60.0), 2, "the sooner-ready pod first");
     assert_eq!(pods_to_finish(100.0, 70.0, 1.0, 1, &[], 60.0), 4);
 }
 
@@ -414,8 +258,5 @@ fn counts_saturate_instead_of_overflowing() {
     assert_eq!(to_count(f64::NAN), 0);
     assert_eq!(to_count(-3.0), 0);
     assert_eq!(to_count(1e30), u32::MAX);
-    assert_eq!(
-        pods_to_finish(1e30, 70.0, 1e-300, u32::MAX, &[], 60.0),
-        u32::MAX
-    );
+    assert_eq!(pods_to_finish(1e30, 70.0, 1e-300, u32::MAX, &[], 60.0), u32::MAX);
 }

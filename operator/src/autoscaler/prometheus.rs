@@ -155,9 +155,7 @@ impl PrometheusSource {
         if answer.status != "success" {
             return Err(failed(answer.error.unwrap_or_else(|| format!("HTTP {status}"))));
         }
-        parse_vector(answer.data)
-            .map_err(failed)
-            .map(|value| value.filter(|v| v.is_finite()))
+        parse_vector(answer.data).map_err(failed).map(|value| value.filter(|v| v.is_finite()))
     }
 }
 
@@ -206,7 +204,10 @@ mod tests {
             r#"sum(rate(matte_images_processed_total{namespace="shop"}[300s])) / sum(rate(matte_inference_seconds_sum{namespace="shop"}[300s]))"#
         );
         assert!(q.sustained_admitted_per_second.ends_with("[300s:5s])"), "{}", q.sustained_admitted_per_second);
-        assert_eq!(q.rejected_last_interval, r#"sum(increase(matte_requests_total{namespace="shop",outcome="queue_full"}[10s]))"#);
+        assert_eq!(
+            q.rejected_last_interval,
+            r#"sum(increase(matte_requests_total{namespace="shop",outcome="queue_full"}[10s]))"#
+        );
     }
 
     #[test]

@@ -19,10 +19,8 @@ pub fn run(args: &SimulateArgs) -> Result<Printed, Error> {
             let arrivals = trace::read_file(path)?;
             let last = arrivals.last().copied().unwrap_or(0.0);
             let base = Scenario::BurstTrain.settings();
-            let settings = args.overrides.apply(super::settings::Settings {
-                duration_seconds: last.floor() + 1.0,
-                ..base
-            });
+            let settings =
+                args.overrides.apply(super::settings::Settings { duration_seconds: last.floor() + 1.0, ..base });
             (settings, arrivals, path.display().to_string())
         }
         (None, scenario) => {

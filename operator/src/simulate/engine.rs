@@ -37,14 +37,9 @@ pub struct Workload {
 impl Workload {
     pub fn new(arrivals: Vec<f64>, settings: &Settings, seed: u64) -> Self {
         let mut rng = Stream::new(seed, StreamName::ServiceTimes);
-        let service_seconds = arrivals
-            .iter()
-            .map(|_| rng.lognormal(settings.service_seconds, settings.service_sigma))
-            .collect();
-        Self {
-            arrivals,
-            service_seconds,
-        }
+        let service_seconds =
+            arrivals.iter().map(|_| rng.lognormal(settings.service_seconds, settings.service_sigma)).collect();
+        Self { arrivals, service_seconds }
     }
 }
 
@@ -96,12 +91,7 @@ pub struct RunRecord {
 }
 
 /// Runs `scaler` on `workload` and records what happened.
-pub fn run(
-    settings: &Settings,
-    workload: &Workload,
-    scaler: &mut dyn Scaler,
-    seed: u64,
-) -> RunRecord {
+pub fn run(settings: &Settings, workload: &Workload, scaler: &mut dyn Scaler, seed: u64) -> RunRecord {
     let mut engine = Engine::new(settings, workload, seed);
     engine.start(scaler.initial_replicas());
     // Periodic events: the first here, each next one when it is handled. Rules run a
@@ -146,10 +136,7 @@ struct Scheduled {
 
 impl Ord for Scheduled {
     fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .at
-            .total_cmp(&self.at)
-            .then_with(|| other.order.cmp(&self.order))
+        other.at.total_cmp(&self.at).then_with(|| other.order.cmp(&self.order))
     }
 }
 
@@ -184,10 +171,7 @@ enum Phase {
 impl Phase {
     /// Pods that count towards the Deployment's replicas.
     fn is_active(self) -> bool {
-        matches!(
-            self,
-            Phase::Unschedulable | Phase::WaitingForNode | Phase::Starting | Phase::Ready
-        )
+        matches!(self, Phase::Unschedulable | Phase::WaitingForNode | Phase::Starting | Phase::Ready)
     }
 
     /// The order in which a ReplicaSet picks pods to remove: unscheduled before
@@ -273,16 +257,9 @@ impl<'a> Engine<'a> {
             pods: Vec::new(),
             initial_pods: 0,
             held_in_front: VecDeque::new(),
-            gpus: GpuPool::new(
-                settings.warm_gpus,
-                settings.max_gpus,
-                settings.node_idle_timeout_seconds,
-            ),
+            gpus: GpuPool::new(settings.warm_gpus, settings.max_gpus, settings.node_idle_timeout_seconds),
             counters: Counters::default(),
-            prometheus: Prometheus::new(
-                settings.rate_window_seconds,
-                settings.long_rate_window_seconds,
-            ),
+            prometheus: Prometheus::new(settings.rate_window_seconds, settings.long_rate_window_seconds),
             startups: Vec::new(),
             changes: Vec::new(),
             timeline: Vec::new(),
@@ -315,11 +292,7 @@ impl<'a> Engine<'a> {
 
     fn schedule(&mut self, at: f64, event: Event) {
         self.scheduled += 1;
-        self.events.push(Scheduled {
-            at,
-            order: self.scheduled,
-            event,
-        });
+        self.events.push(Scheduled { at, order: self.scheduled, event });
     }
 
     fn period(&self, event: Event, scaler: &dyn Scaler) -> f64 {
@@ -353,34 +326,24 @@ impl<'a> Engine<'a> {
                 self.record_timeline();
             }
         }
-        if matches!(
-            event,
-            Event::Scrape | Event::Evaluate | Event::ScalerTick | Event::Sample
-        ) {
+        if matches!(event, Event::Scrape | Event::Evaluate | Event::ScalerTick | Event::Sample) {
             let next = self.now + self.period(event, scaler);
             self.schedule(next, event);
         }
     }
 
     fn route(&mut self, request: usize) {
-        let ready: Vec<usize> = (0..self.pods.len())
-            .filter(|&index| self.pods[index].phase == Phase::Ready)
-            .collect();
+        let ready: Vec<usize> = (0..self.pods.len()).filter(|&index| self.pods[index].phase == Phase::Ready).collect();
         self.counters.requests += 1;
         if ready.is_empty() {
-            self.held_in_front.push_back(Queued {
-                request,
-                since: self.now,
-            });
+            self.held_in_front.push_back(Queued { request, since: self.now });
             return;
         }
         let chosen = match self.settings.routing {
             Routing::Random => ready[self.routing_rng.index(ready.len())],
-            Routing::LeastOutstanding => ready
-                .iter()
-                .copied()
-                .min_by_key(|&index| self.pods[index].outstanding())
-                .unwrap_or(ready[0]),
+            Routing::LeastOutstanding => {
+                ready.iter().copied().min_by_key(|&index| self.pods[index].outstanding()).unwrap_or(ready[0])
+            }
         };
         if self.pods[chosen].queue.len() >= self.settings.queue_capacity {
             self.counters.rejected += 1;
@@ -389,10 +352,7 @@ impl<'a> Engine<'a> {
             let wait = self.settings.retry_after_seconds * (1.0 + 0.5 * self.routing_rng.uniform());
             self.schedule(self.now + wait, Event::Arrival(request));
         } else {
-            self.pods[chosen].queue.push_back(Queued {
-                request,
-                since: self.now,
-            });
+            self.pods[chosen].queue.push_back(Queued { request, since: self.now });
             self.start_batch(chosen);
         }
     }
@@ -412,13 +372,7 @@ impl<'a> Engine<'a> {
             pod.batch.push(queued.request);
         }
         let duration = longest + BATCHED_IMAGE_COST * (total - longest);
-        self.schedule(
-            self.now + duration,
-            Event::BatchDone {
-                pod: index,
-                duration,
-            },
-        );
+        self.schedule(self.now + duration, Event::BatchDone { pod: index, duration });
     }
 
     fn batch_done(&mut self, index: usize, duration: f64) {
@@ -462,8 +416,7 @@ impl<'a> Engine<'a> {
         pod.phase = Phase::Ready;
         pod.ready_at = Some(self.now);
         pod.backlog_when_ready = backlog;
-        self.startups
-            .push(self.now - pod.scheduled.unwrap_or(pod.created));
+        self.startups.push(self.now - pod.scheduled.unwrap_or(pod.created));
         // Held requests were counted when they arrived in front.
         for held in std::mem::take(&mut self.held_in_front) {
             self.counters.requests -= 1;
@@ -473,10 +426,7 @@ impl<'a> Engine<'a> {
 
     fn begin_startup(&mut self, index: usize) {
         let median = self.settings.startup_seconds;
-        let startup = self
-            .startup_rng
-            .lognormal(median, self.settings.startup_sigma)
-            .clamp(median / 3.0, median * 2.0);
+        let startup = self.startup_rng.lognormal(median, self.settings.startup_sigma).clamp(median / 3.0, median * 2.0);
         self.pods[index].phase = Phase::Starting;
         self.pods[index].scheduled = Some(self.now);
         self.schedule(self.now + startup, Event::PodReady(index));
@@ -509,9 +459,7 @@ impl<'a> Engine<'a> {
             Placement::Free => self.begin_startup(index),
             Placement::Provisioning => {
                 self.pods[index].phase = Phase::WaitingForNode;
-                let delay = self
-                    .provisioning_rng
-                    .lognormal(self.settings.node_provision_seconds, 0.3);
+                let delay = self.provisioning_rng.lognormal(self.settings.node_provision_seconds, 0.3);
                 self.schedule(self.now + delay, Event::NodeReady(index));
             }
         }
@@ -528,18 +476,12 @@ impl<'a> Engine<'a> {
     }
 
     fn scale_to(&mut self, replicas: u32) {
-        let active: Vec<usize> = (0..self.pods.len())
-            .filter(|&index| self.pods[index].phase.is_active())
-            .collect();
+        let active: Vec<usize> = (0..self.pods.len()).filter(|&index| self.pods[index].phase.is_active()).collect();
         let current = u32::try_from(active.len()).unwrap_or(u32::MAX);
         if replicas == current {
             return;
         }
-        self.changes.push(ReplicaChange {
-            at_seconds: self.now,
-            from: current,
-            to: replicas,
-        });
+        self.changes.push(ReplicaChange { at_seconds: self.now, from: current, to: replicas });
         if replicas > current {
             for _ in current..replicas {
                 let pod = self.new_pod();
@@ -551,10 +493,7 @@ impl<'a> Engine<'a> {
         let mut victims = active;
         victims.sort_by(|&a, &b| {
             let (a, b) = (&self.pods[a], &self.pods[b]);
-            a.phase
-                .removal_rank()
-                .cmp(&b.phase.removal_rank())
-                .then(b.created.total_cmp(&a.created))
+            a.phase.removal_rank().cmp(&b.phase.removal_rank()).then(b.created.total_cmp(&a.created))
         });
         let excess = usize::try_from(current - replicas).unwrap_or(usize::MAX);
         for index in victims.into_iter().take(excess) {
@@ -585,20 +524,13 @@ impl<'a> Engine<'a> {
     }
 
     fn scrape(&mut self) {
-        let running = self
-            .pods
-            .iter()
-            .filter(|pod| matches!(pod.phase, Phase::Ready | Phase::Draining));
+        let running = self.pods.iter().filter(|pod| matches!(pod.phase, Phase::Ready | Phase::Draining));
         let mut gauges = Gauges::default();
-        let queues = running
-            .map(|pod| &pod.queue)
-            .chain(std::iter::once(&self.held_in_front));
+        let queues = running.map(|pod| &pod.queue).chain(std::iter::once(&self.held_in_front));
         for queue in queues {
             gauges.queue_depth += queue.len() as f64;
             if let Some(oldest) = queue.front() {
-                gauges.oldest_queued_age_seconds = gauges
-                    .oldest_queued_age_seconds
-                    .max(self.now - oldest.since);
+                gauges.oldest_queued_age_seconds = gauges.oldest_queued_age_seconds.max(self.now - oldest.since);
             }
         }
         self.prometheus.scrape(self.now, gauges, &self.counters);
@@ -612,12 +544,7 @@ impl<'a> Engine<'a> {
             .filter(|pod| matches!(pod.phase, Phase::WaitingForNode | Phase::Starting))
             .map(|pod| self.now - pod.created)
             .collect();
-        let inflight = self
-            .pods
-            .iter()
-            .filter(|pod| pod.phase.is_active())
-            .map(Pod::outstanding)
-            .sum::<usize>()
+        let inflight = self.pods.iter().filter(|pod| pod.phase.is_active()).map(Pod::outstanding).sum::<usize>()
             + self.held_in_front.len()
             + self.retrying_count;
         ClusterView {
@@ -643,8 +570,7 @@ impl<'a> Engine<'a> {
     }
 
     fn record_timeline(&mut self) {
-        let queued =
-            self.pods.iter().map(|pod| pod.queue.len()).sum::<usize>() + self.held_in_front.len();
+        let queued = self.pods.iter().map(|pod| pod.queue.len()).sum::<usize>() + self.held_in_front.len();
         let view = self.view();
         self.timeline.push(TimelinePoint {
             at_seconds: self.now,

@@ -35,43 +35,23 @@ pub struct GpuPool {
 impl GpuPool {
     pub fn new(warm: u32, max: u32, idle_timeout: f64) -> Self {
         let warm = usize::try_from(warm).unwrap_or(usize::MAX);
-        let nodes = (0..warm)
-            .map(|_| Node {
-                permanent: true,
-                state: NodeState::Free { since: 0.0 },
-            })
-            .collect();
-        Self {
-            nodes,
-            max_nodes: usize::try_from(max).unwrap_or(usize::MAX).max(warm),
-            idle_timeout,
-        }
+        let nodes = (0..warm).map(|_| Node { permanent: true, state: NodeState::Free { since: 0.0 } }).collect();
+        Self { nodes, max_nodes: usize::try_from(max).unwrap_or(usize::MAX).max(warm), idle_timeout }
     }
 
     /// A GPU for a new pod: a free node, else a new one if the limit allows, else none
     /// (the pod is unschedulable).
     pub fn claim(&mut self, now: f64) -> Option<(usize, Placement)> {
         self.remove_idle(now);
-        if let Some(index) = self
-            .nodes
-            .iter()
-            .position(|node| matches!(node.state, NodeState::Free { .. }))
-        {
+        if let Some(index) = self.nodes.iter().position(|node| matches!(node.state, NodeState::Free { .. })) {
             self.nodes[index].state = NodeState::Busy;
             return Some((index, Placement::Free));
         }
-        let existing = self
-            .nodes
-            .iter()
-            .filter(|node| node.state != NodeState::Removed)
-            .count();
+        let existing = self.nodes.iter().filter(|node| node.state != NodeState::Removed).count();
         if existing >= self.max_nodes {
             return None;
         }
-        self.nodes.push(Node {
-            permanent: false,
-            state: NodeState::Provisioning,
-        });
+        self.nodes.push(Node { permanent: false, state: NodeState::Provisioning });
         Some((self.nodes.len() - 1, Placement::Provisioning))
     }
 
@@ -113,11 +93,7 @@ mod tests {
         assert_eq!(pool.claim(0.0), None, "the cluster is at its limit");
         pool.occupy(1);
         pool.release(1, 10.0);
-        assert_eq!(
-            pool.claim(20.0),
-            Some((1, Placement::Free)),
-            "a recently freed node is reused"
-        );
+        assert_eq!(pool.claim(20.0), Some((1, Placement::Free)), "a recently freed node is reused");
     }
 
     #[test]
@@ -129,10 +105,6 @@ mod tests {
         pool.release(warm, 0.0);
         pool.release(added, 0.0);
         assert_eq!(pool.claim(1000.0), Some((warm, Placement::Free)));
-        assert_eq!(
-            pool.claim(1000.0),
-            Some((2, Placement::Provisioning)),
-            "the idle added node was removed"
-        );
+        assert_eq!(pool.claim(1000.0), Some((2, Placement::Provisioning)), "the idle added node was removed");
     }
 }

@@ -70,9 +70,5 @@ pub fn compare(
         bursts: bursts.len(),
         outcomes,
     };
-    Ok(Comparison {
-        report,
-        runs,
-        bursts,
-    })
+    Ok(Comparison { report, runs, bursts })
 }

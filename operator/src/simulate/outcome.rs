@@ -40,41 +40,21 @@ pub struct Outcome {
     pub rejections: u64,
 }
 
-pub fn outcome(
-    policy: PolicyName,
-    settings: &Settings,
-    bursts: &[Burst],
-    run: &RunRecord,
-) -> Outcome {
-    let mut latencies: Vec<f64> = run
-        .latencies
-        .iter()
-        .map(|latency| latency.unwrap_or(f64::INFINITY))
-        .collect();
+pub fn outcome(policy: PolicyName, settings: &Settings, bursts: &[Burst], run: &RunRecord) -> Outcome {
+    let mut latencies: Vec<f64> = run.latencies.iter().map(|latency| latency.unwrap_or(f64::INFINITY)).collect();
     latencies.sort_by(f64::total_cmp);
-    let within_slo = latencies
-        .iter()
-        .filter(|latency| **latency <= settings.slo_seconds)
-        .count();
+    let within_slo = latencies.iter().filter(|latency| **latency <= settings.slo_seconds).count();
     let started = &run.pods[run.initial_pods.min(run.pods.len())..];
     let reactions = reactions(bursts, started);
     Outcome {
         policy,
         images: latencies.len(),
-        unanswered: run
-            .latencies
-            .iter()
-            .filter(|latency| latency.is_none())
-            .count(),
+        unanswered: run.latencies.iter().filter(|latency| latency.is_none()).count(),
         p50_seconds: percentile(&latencies, 0.50),
         p95_seconds: percentile(&latencies, 0.95),
         p99_seconds: percentile(&latencies, 0.99),
         max_seconds: percentile(&latencies, 1.0),
-        slo_attainment: if latencies.is_empty() {
-            1.0
-        } else {
-            within_slo as f64 / latencies.len() as f64
-        },
+        slo_attainment: if latencies.is_empty() { 1.0 } else { within_slo as f64 / latencies.len() as f64 },
         gpu_seconds: run.pods.iter().map(billed_seconds).sum(),
         pod_starts: started.len(),
         wasted_starts: started.iter().filter(|pod| is_wasted(pod)).count(),
@@ -92,15 +72,11 @@ pub fn percentile(sorted: &[f64], quantile: f64) -> Option<f64> {
         return None;
     }
     let rank = (quantile * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted
-        .get(rank.min(sorted.len()) - 1)
-        .copied()
-        .filter(|value| value.is_finite())
+    sorted.get(rank.min(sorted.len()) - 1).copied().filter(|value| value.is_finite())
 }
 
 fn billed_seconds(pod: &PodRecord) -> f64 {
-    pod.billed_from_seconds
-        .map_or(0.0, |from| (pod.ended_seconds - from).max(0.0))
+    pod.billed_from_seconds.map_or(0.0, |from| (pod.ended_seconds - from).max(0.0))
 }
 
 fn is_wasted(pod: &PodRecord) -> bool {
@@ -124,14 +100,10 @@ fn reactions(bursts: &[Burst], started: &[PodRecord]) -> Vec<f64> {
         .iter()
         .enumerate()
         .filter_map(|(index, burst)| {
-            let until = bursts
-                .get(index + 1)
-                .map_or(f64::INFINITY, |next| next.start_seconds);
+            let until = bursts.get(index + 1).map_or(f64::INFINITY, |next| next.start_seconds);
             started
                 .iter()
-                .filter(|pod| {
-                    pod.created_seconds >= burst.start_seconds && pod.created_seconds < until
-                })
+                .filter(|pod| pod.created_seconds >= burst.start_seconds && pod.created_seconds < until)
                 .filter_map(|pod| pod.ready_seconds)
                 .min_by(f64::total_cmp)
                 .map(|ready| ready - burst.start_seconds)
@@ -159,17 +131,8 @@ mod tests {
 
     #[test]
     fn a_reversal_within_the_window_is_a_flap() {
-        let change = |at_seconds, from, to| ReplicaChange {
-            at_seconds,
-            from,
-            to,
-        };
-        let changes = [
-            change(0.0, 1, 3),
-            change(50.0, 3, 1),
-            change(400.0, 1, 2),
-            change(410.0, 2, 4),
-        ];
+        let change = |at_seconds, from, to| ReplicaChange { at_seconds, from, to };
+        let changes = [change(0.0, 1, 3), change(50.0, 3, 1), change(400.0, 1, 2), change(410.0, 2, 4)];
         assert_eq!(flaps(&changes, 120.0), 1);
     }
 }

@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use super::Comparison;
 use crate::error::Error;
 
-const COLOURS: [&str; 6] = [
-    "#1b6ac9", "#d9480f", "#2b8a3e", "#862e9c", "#5c5f66", "#0ca678",
-];
+const COLOURS: [&str; 6] = ["#1b6ac9", "#d9480f", "#2b8a3e", "#862e9c", "#5c5f66", "#0ca678"];
 const WIDTH: f64 = 760.0;
 const LEFT: f64 = 60.0;
 const RIGHT: f64 = 130.0;
@@ -19,21 +17,13 @@ const BOTTOM: f64 = 45.0;
 
 /// Writes `latency-cdf.svg` and `burst-timeline.svg` into `directory`, creating it.
 pub fn write(comparison: &Comparison, directory: &Path) -> Result<Vec<PathBuf>, Error> {
-    std::fs::create_dir_all(directory).map_err(|source| Error::WriteOutput {
-        path: directory.to_path_buf(),
-        source,
-    })?;
-    let files = [
-        ("latency-cdf.svg", latency_cdf(comparison)),
-        ("burst-timeline.svg", burst_timeline(comparison)),
-    ];
+    std::fs::create_dir_all(directory)
+        .map_err(|source| Error::WriteOutput { path: directory.to_path_buf(), source })?;
+    let files = [("latency-cdf.svg", latency_cdf(comparison)), ("burst-timeline.svg", burst_timeline(comparison))];
     let mut written = Vec::new();
     for (name, svg) in files {
         let path = directory.join(name);
-        std::fs::write(&path, svg).map_err(|source| Error::WriteOutput {
-            path: path.clone(),
-            source,
-        })?;
+        std::fs::write(&path, svg).map_err(|source| Error::WriteOutput { path: path.clone(), source })?;
         written.push(path);
     }
     Ok(written)
@@ -49,16 +39,8 @@ pub fn latency_cdf(comparison: &Comparison) -> String {
         .fold(slo * 1.5, |longest, latency| longest.max(*latency));
     let x_max = nice_ceiling(longest);
     let height = 420.0;
-    let plot = Frame {
-        x: LEFT,
-        y: TOP,
-        width: WIDTH - LEFT - RIGHT,
-        height: height - TOP - BOTTOM,
-    };
-    let mut svg = open_svg(
-        height,
-        "End-to-end latency: share of images answered within x seconds",
-    );
+    let plot = Frame { x: LEFT, y: TOP, width: WIDTH - LEFT - RIGHT, height: height - TOP - BOTTOM };
+    let mut svg = open_svg(height, "End-to-end latency: share of images answered within x seconds");
     plot.axes(&mut svg, x_max, 1.0, "latency (s)", "share of images");
     let slo_x = plot.px(slo, x_max);
     let _ = write!(
@@ -75,23 +57,10 @@ pub fn latency_cdf(comparison: &Comparison) -> String {
         let total = run.latencies.len().max(1) as f64;
         let mut points = vec![(plot.px(0.0, x_max), plot.py(0.0, 1.0))];
         for (rank, latency) in latencies.iter().enumerate() {
-            points.push((
-                plot.px(*latency, x_max),
-                plot.py((rank + 1) as f64 / total, 1.0),
-            ));
+            points.push((plot.px(*latency, x_max), plot.py((rank + 1) as f64 / total, 1.0)));
         }
-        polyline(
-            &mut svg,
-            &thin(&points),
-            COLOURS[index % COLOURS.len()],
-            2.0,
-        );
-        legend(
-            &mut svg,
-            index,
-            policy.label(),
-            COLOURS[index % COLOURS.len()],
-        );
+        polyline(&mut svg, &thin(&points), COLOURS[index % COLOURS.len()], 2.0);
+        legend(&mut svg, index, policy.label(), COLOURS[index % COLOURS.len()]);
     }
     svg.push_str("</svg>\n");
     svg
@@ -101,23 +70,14 @@ pub fn latency_cdf(comparison: &Comparison) -> String {
 /// replicas asked for and ready.
 pub fn burst_timeline(comparison: &Comparison) -> String {
     let largest = comparison.bursts.iter().max_by_key(|burst| burst.images);
-    let start = largest.map_or(0.0, |burst| {
-        ((burst.start_seconds - 30.0) / 10.0).floor().max(0.0) * 10.0
-    });
+    let start = largest.map_or(0.0, |burst| ((burst.start_seconds - 30.0) / 10.0).floor().max(0.0) * 10.0);
     let end = (start + 630.0).min(comparison.report.settings.end_seconds());
     let span = (end - start).max(1.0);
     let in_window = |at: f64| at >= start && at <= end;
-    let points = comparison
-        .runs
-        .iter()
-        .flat_map(|(_, run)| run.timeline.iter().filter(|p| in_window(p.at_seconds)));
-    let (most_waiting, most_replicas) =
-        points.fold((1.0_f64, 1.0_f64), |(waiting, replicas), point| {
-            (
-                waiting.max((point.queued + point.retrying) as f64),
-                replicas.max(f64::from(point.replicas)),
-            )
-        });
+    let points = comparison.runs.iter().flat_map(|(_, run)| run.timeline.iter().filter(|p| in_window(p.at_seconds)));
+    let (most_waiting, most_replicas) = points.fold((1.0_f64, 1.0_f64), |(waiting, replicas), point| {
+        (waiting.max((point.queued + point.retrying) as f64), replicas.max(f64::from(point.replicas)))
+    });
     let (waiting_max, replicas_max) = (nice_ceiling(most_waiting), nice_ceiling(most_replicas));
     let panel_height = 150.0;
     let height = TOP + comparison.runs.len() as f64 * (panel_height + 20.0) + BOTTOM;
@@ -136,44 +96,21 @@ pub fn burst_timeline(comparison: &Comparison) -> String {
             width: WIDTH - LEFT - RIGHT,
             height: panel_height - 20.0,
         };
-        let label = if index + 1 == comparison.runs.len() {
-            "time (s)"
-        } else {
-            ""
-        };
+        let label = if index + 1 == comparison.runs.len() { "time (s)" } else { "" };
         plot.axes_with_offset(&mut svg, start, span, waiting_max, label, "waiting");
         plot.right_axis(&mut svg, replicas_max, "replicas");
-        let window: Vec<_> = run
-            .timeline
-            .iter()
-            .filter(|point| in_window(point.at_seconds))
-            .collect();
+        let window: Vec<_> = run.timeline.iter().filter(|point| in_window(point.at_seconds)).collect();
         let waiting: Vec<_> = window
             .iter()
-            .map(|p| {
-                (
-                    plot.px(p.at_seconds - start, span),
-                    plot.py((p.queued + p.retrying) as f64, waiting_max),
-                )
-            })
+            .map(|p| (plot.px(p.at_seconds - start, span), plot.py((p.queued + p.retrying) as f64, waiting_max)))
             .collect();
         let replicas: Vec<_> = window
             .iter()
-            .map(|p| {
-                (
-                    plot.px(p.at_seconds - start, span),
-                    plot.py(f64::from(p.replicas), replicas_max),
-                )
-            })
+            .map(|p| (plot.px(p.at_seconds - start, span), plot.py(f64::from(p.replicas), replicas_max)))
             .collect();
         let ready: Vec<_> = window
             .iter()
-            .map(|p| {
-                (
-                    plot.px(p.at_seconds - start, span),
-                    plot.py(f64::from(p.ready), replicas_max),
-                )
-            })
+            .map(|p| (plot.px(p.at_seconds - start, span), plot.py(f64::from(p.ready), replicas_max)))
             .collect();
         polyline(&mut svg, &waiting, COLOURS[0], 1.5);
         polyline(&mut svg, &replicas, COLOURS[1], 2.0);
@@ -186,13 +123,8 @@ pub fn burst_timeline(comparison: &Comparison) -> String {
             policy.label()
         );
     }
-    for (index, (name, colour)) in [
-        ("waiting", COLOURS[0]),
-        ("replicas", COLOURS[1]),
-        ("ready", COLOURS[2]),
-    ]
-    .iter()
-    .enumerate()
+    for (index, (name, colour)) in
+        [("waiting", COLOURS[0]), ("replicas", COLOURS[1]), ("ready", COLOURS[2])].iter().enumerate()
     {
         legend(&mut svg, index, name, colour);
     }
@@ -222,15 +154,7 @@ impl Frame {
     }
 
     /// Axes whose x ticks read `x_offset` to `x_offset + x_span`.
-    fn axes_with_offset(
-        &self,
-        svg: &mut String,
-        x_offset: f64,
-        x_span: f64,
-        y_max: f64,
-        x_label: &str,
-        y_label: &str,
-    ) {
+    fn axes_with_offset(&self, svg: &mut String, x_offset: f64, x_span: f64, y_max: f64, x_label: &str, y_label: &str) {
         let (left, bottom) = (self.x, self.y + self.height);
         let _ = write!(
             svg,
@@ -338,23 +262,13 @@ fn thin(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
 fn nice_ceiling(value: f64) -> f64 {
     let value = value.max(1.0);
     let magnitude = 10f64.powf(value.log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0]
-        .iter()
-        .map(|step| step * magnitude)
-        .find(|nice| *nice >= value)
-        .unwrap_or(value)
+    [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|step| step * magnitude).find(|nice| *nice >= value).unwrap_or(value)
 }
 
 fn tick_label(value: f64) -> String {
-    if (value - value.round()).abs() < 1e-9 {
-        format!("{value:.0}")
-    } else {
-        format!("{value:.1}")
-    }
+    if (value - value.round()).abs() < 1e-9 { format!("{value:.0}") } else { format!("{value:.1}") }
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }

@@ -30,10 +30,7 @@ pub struct Counters {
 
 impl Counters {
     pub fn observe_queue_wait(&mut self, seconds: f64) {
-        let first = QUEUE_WAIT_BUCKETS
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(QUEUE_WAIT_BUCKETS.len());
+        let first = QUEUE_WAIT_BUCKETS.iter().position(|bound| seconds <= *bound).unwrap_or(QUEUE_WAIT_BUCKETS.len());
         for bucket in &mut self.queue_wait_buckets[first..] {
             *bucket += 1;
         }
@@ -89,26 +86,13 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn new(rate_window: f64, long_rate_window: f64) -> Self {
-        Self {
-            rate_window,
-            long_rate_window,
-            samples: VecDeque::new(),
-            latest: None,
-        }
+        Self { rate_window, long_rate_window, samples: VecDeque::new(), latest: None }
     }
 
     pub fn scrape(&mut self, at: f64, gauges: Gauges, counters: &Counters) {
-        self.samples.push_back(Sample {
-            at,
-            gauges,
-            counters: counters.clone(),
-        });
+        self.samples.push_back(Sample { at, gauges, counters: counters.clone() });
         let keep_after = at - self.rate_window.max(self.long_rate_window) - 1.0;
-        while self
-            .samples
-            .front()
-            .is_some_and(|sample| sample.at < keep_after)
-        {
+        while self.samples.front().is_some_and(|sample| sample.at < keep_after) {
             self.samples.pop_front();
         }
     }
@@ -116,24 +100,12 @@ impl Prometheus {
     /// Runs the recording rules at `at`; with fewer than two samples there are no rates
     /// yet and the previous result stays.
     pub fn evaluate(&mut self, at: f64) {
-        let inside: Vec<&Sample> = self
-            .samples
-            .iter()
-            .filter(|sample| sample.at <= at)
-            .collect();
+        let inside: Vec<&Sample> = self.samples.iter().filter(|sample| sample.at <= at).collect();
         let [.., previous, last] = inside.as_slice() else {
             return;
         };
-        let recent = inside
-            .iter()
-            .find(|sample| sample.at >= at - REJECTION_WINDOW_SECONDS)
-            .unwrap_or(last);
-        let in_window = |window: f64| {
-            inside
-                .iter()
-                .copied()
-                .filter(move |sample| sample.at >= at - window)
-        };
+        let recent = inside.iter().find(|sample| sample.at >= at - REJECTION_WINDOW_SECONDS).unwrap_or(last);
+        let in_window = |window: f64| inside.iter().copied().filter(move |sample| sample.at >= at - window);
         let Some(short) = in_window(self.rate_window).next() else {
             return;
         };
@@ -142,11 +114,9 @@ impl Prometheus {
         };
         let (now, before) = (&last.counters, &short.counters);
         let mut buckets = [0u64; QUEUE_WAIT_BUCKETS.len() + 1];
-        for (bucket, (new, old)) in buckets.iter_mut().zip(
-            now.queue_wait_buckets
-                .iter()
-                .zip(&before.queue_wait_buckets),
-        ) {
+        for (bucket, (new, old)) in
+            buckets.iter_mut().zip(now.queue_wait_buckets.iter().zip(&before.queue_wait_buckets))
+        {
             *bucket = new - old;
         }
         let busy = now.inference_seconds - long.counters.inference_seconds;
@@ -154,10 +124,7 @@ impl Prometheus {
             .collect::<Vec<_>>()
             .windows(2)
             .filter(|pair| pair[1].counters.rejected == pair[0].counters.rejected)
-            .map(|pair| {
-                (admitted(&pair[1].counters) - admitted(&pair[0].counters))
-                    / (pair[1].at - pair[0].at)
-            })
+            .map(|pair| (admitted(&pair[1].counters) - admitted(&pair[0].counters)) / (pair[1].at - pair[0].at))
             .collect();
         admitted_rates.sort_by(f64::total_cmp);
         self.latest = Some(Snapshot {
@@ -167,10 +134,7 @@ impl Prometheus {
             images_per_pod_second: (busy > 0.0)
                 .then(|| (now.images_processed - long.counters.images_processed) as f64 / busy),
             requests_per_second: (now.requests - before.requests) as f64 / (last.at - short.at),
-            sustained_admitted_per_second: admitted_rates
-                .get(admitted_rates.len() / 2)
-                .copied()
-                .unwrap_or(0.0),
+            sustained_admitted_per_second: admitted_rates.get(admitted_rates.len() / 2).copied().unwrap_or(0.0),
             rejected_last_interval: (now.rejected - previous.counters.rejected) as f64,
             rejected_per_second: if last.at > recent.at {
                 (now.rejected - recent.counters.rejected) as f64 / (last.at - recent.at)
@@ -202,11 +166,7 @@ fn histogram_quantile(quantile: f64, cumulative: &[u64]) -> Option<f64> {
     let Some(&upper) = QUEUE_WAIT_BUCKETS.get(index) else {
         return QUEUE_WAIT_BUCKETS.last().copied();
     };
-    let lower = if index == 0 {
-        0.0
-    } else {
-        QUEUE_WAIT_BUCKETS[index - 1]
-    };
+    let lower = if index == 0 { 0.0 } else { QUEUE_WAIT_BUCKETS[index - 1] };
     let below = if index == 0 { 0 } else { cumulative[index - 1] };
     let inside = (cumulative[index] - below) as f64;
     Some(lower + (upper - lower) * (rank - below as f64) / inside)
@@ -224,10 +184,7 @@ mod tests {
         }
         let p95 = histogram_quantile(0.95, &counters.queue_wait_buckets).expect("observations");
         assert!((p95 - (2.5 + 2.5 * 0.95)).abs() < 1e-9, "{p95}");
-        assert_eq!(
-            histogram_quantile(0.95, &Counters::default().queue_wait_buckets),
-            None
-        );
+        assert_eq!(histogram_quantile(0.95, &Counters::default().queue_wait_buckets), None);
     }
 
     #[test]
@@ -239,43 +196,24 @@ mod tests {
         assert!(prometheus.latest().is_none(), "one sample has no rate");
         counters.requests = 50;
         counters.rejected = 10;
-        prometheus.scrape(
-            5.0,
-            Gauges {
-                queue_depth: 40.0,
-                oldest_queued_age_seconds: 4.0,
-            },
-            &counters,
-        );
+        prometheus.scrape(5.0, Gauges { queue_depth: 40.0, oldest_queued_age_seconds: 4.0 }, &counters);
         prometheus.evaluate(6.0);
         let snapshot = prometheus.latest().expect("two samples");
         assert_eq!(snapshot.sampled_at, 5.0);
         assert!((snapshot.requests_per_second - 10.0).abs() < 1e-9);
-        assert_eq!(
-            snapshot.sustained_admitted_per_second, 0.0,
-            "an interval with refusals is not demand"
-        );
+        assert_eq!(snapshot.sustained_admitted_per_second, 0.0, "an interval with refusals is not demand");
         assert!((snapshot.rejected_per_second - 2.0).abs() < 1e-9);
         assert_eq!(snapshot.rejected_last_interval, 10.0);
         assert_eq!(snapshot.gauges.queue_depth, 40.0);
-        assert_eq!(
-            snapshot.images_per_pod_second, None,
-            "nothing processed yet"
-        );
+        assert_eq!(snapshot.images_per_pod_second, None, "nothing processed yet");
 
         // A scrape after the evaluation is invisible until the next evaluation.
         counters.requests = 100;
         prometheus.scrape(10.0, Gauges::default(), &counters);
-        assert_eq!(
-            prometheus.latest().map(|snapshot| snapshot.sampled_at),
-            Some(5.0)
-        );
+        assert_eq!(prometheus.latest().map(|snapshot| snapshot.sampled_at), Some(5.0));
         prometheus.evaluate(11.0);
         let snapshot = prometheus.latest().expect("three samples");
         assert_eq!(snapshot.sampled_at, 10.0);
-        assert!(
-            (snapshot.sustained_admitted_per_second - 10.0).abs() < 1e-9,
-            "the refusal-free interval"
-        );
+        assert!((snapshot.sustained_admitted_per_second - 10.0).abs() < 1e-9, "the refusal-free interval");
     }
 }

@@ -61,15 +61,8 @@ impl Scenario {
         let base = base_settings();
         match self {
             Scenario::BurstTrain | Scenario::PeriodicBursts => base,
-            Scenario::Diurnal => Settings {
-                duration_seconds: 7200.0,
-                static_replicas: 4,
-                ..base
-            },
-            Scenario::RareHugeBurst => Settings {
-                static_replicas: 4,
-                ..base
-            },
+            Scenario::Diurnal => Settings { duration_seconds: 7200.0, static_replicas: 4, ..base },
+            Scenario::RareHugeBurst => Settings { static_replicas: 4, ..base },
             Scenario::HundredInTen => Settings {
                 duration_seconds: 120.0,
                 tail_seconds: 120.0,
@@ -118,9 +111,7 @@ impl Scenario {
                 // 1.8 times it in the middle; drawn by thinning a constant-rate process.
                 let mean_rate = 2.0;
                 let peak_rate = 1.8 * mean_rate;
-                let rate_at = |time: f64| {
-                    mean_rate * (1.0 - 0.8 * (std::f64::consts::TAU * time / duration).cos())
-                };
+                let rate_at = |time: f64| mean_rate * (1.0 - 0.8 * (std::f64::consts::TAU * time / duration).cos());
                 let mut arrivals = Vec::new();
                 let mut time = rng.exponential(1.0 / peak_rate);
                 while time < duration {
@@ -138,14 +129,7 @@ impl Scenario {
                     arrivals.push(time);
                     time += rng.exponential(20.0);
                 }
-                burst(
-                    &mut arrivals,
-                    &mut rng,
-                    duration / 3.0,
-                    2000.0,
-                    10.0,
-                    duration,
-                );
+                burst(&mut arrivals, &mut rng, duration / 3.0, 2000.0, 10.0, duration);
                 arrivals
             }
             Scenario::HundredInTen => {
@@ -160,14 +144,7 @@ impl Scenario {
 }
 
 /// Adds `images` arrivals spread uniformly over `spread` seconds from `start`.
-fn burst(
-    arrivals: &mut Vec<f64>,
-    rng: &mut Stream,
-    start: f64,
-    images: f64,
-    spread: f64,
-    end: f64,
-) {
+fn burst(arrivals: &mut Vec<f64>, rng: &mut Stream, start: f64, images: f64, spread: f64, end: f64) {
     let mut added = 0.0;
     while added < images {
         let time = start + rng.between(0.0, spread);

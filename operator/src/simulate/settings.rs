@@ -101,13 +101,8 @@ impl Settings {
             ("rate window", self.rate_window_seconds),
             ("long rate window", self.long_rate_window_seconds),
         ];
-        if let Some((name, value)) = positive
-            .iter()
-            .find(|(_, value)| !(value.is_finite() && *value > 0.0))
-        {
-            return Err(Error::InvalidSetting(format!(
-                "the {name} must be a positive number of seconds, not {value}"
-            )));
+        if let Some((name, value)) = positive.iter().find(|(_, value)| !(value.is_finite() && *value > 0.0)) {
+            return Err(Error::InvalidSetting(format!("the {name} must be a positive number of seconds, not {value}")));
         }
         let non_negative = [
             ("tail", self.tail_seconds),
@@ -117,13 +112,8 @@ impl Settings {
             ("flap window", self.flap_window_seconds),
             ("burst quiet gap", self.burst_quiet_gap_seconds),
         ];
-        if let Some((name, value)) = non_negative
-            .iter()
-            .find(|(_, value)| !(value.is_finite() && *value >= 0.0))
-        {
-            return Err(Error::InvalidSetting(format!(
-                "the {name} must be a finite number >= 0, not {value}"
-            )));
+        if let Some((name, value)) = non_negative.iter().find(|(_, value)| !(value.is_finite() && *value >= 0.0)) {
+            return Err(Error::InvalidSetting(format!("the {name} must be a finite number >= 0, not {value}")));
         }
         if self.min_replicas > self.max_replicas {
             return Err(Error::InvalidSetting(format!(
@@ -132,14 +122,10 @@ impl Settings {
             )));
         }
         if self.max_replicas == 0 {
-            return Err(Error::InvalidSetting(
-                "maxReplicas must be at least 1".into(),
-            ));
+            return Err(Error::InvalidSetting("maxReplicas must be at least 1".into()));
         }
         if self.queue_capacity == 0 || self.max_batch_size == 0 {
-            return Err(Error::InvalidSetting(
-                "the queue capacity and the batch size must be at least 1".into(),
-            ));
+            return Err(Error::InvalidSetting("the queue capacity and the batch size must be at least 1".into()));
         }
         Ok(())
     }

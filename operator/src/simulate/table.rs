@@ -32,8 +32,7 @@ pub fn render(report: &Report) -> String {
         settings.max_replicas
     );
     let headers = [
-        "policy", "p50 s", "p95 s", "p99 s", "max s", "SLO %", "GPU-s", "starts", "wasted",
-        "flaps", "react s", "429s",
+        "policy", "p50 s", "p95 s", "p99 s", "max s", "SLO %", "GPU-s", "starts", "wasted", "flaps", "react s", "429s",
     ];
     let rows: Vec<[String; 12]> = report
         .outcomes
@@ -50,9 +49,7 @@ pub fn render(report: &Report) -> String {
                 outcome.pod_starts.to_string(),
                 outcome.wasted_starts.to_string(),
                 outcome.flaps.to_string(),
-                outcome
-                    .reaction_median_seconds
-                    .map_or_else(|| "-".to_string(), |value| format!("{value:.0}")),
+                outcome.reaction_median_seconds.map_or_else(|| "-".to_string(), |value| format!("{value:.0}")),
                 outcome.rejections.to_string(),
             ]
         })
@@ -68,13 +65,11 @@ pub fn render(report: &Report) -> String {
             .iter()
             .zip(widths)
             .enumerate()
-            .map(|(column, (cell, width))| {
-                if column == 0 {
-                    format!("{cell:<width$}")
-                } else {
-                    format!("{cell:>width$}")
-                }
-            })
+            .map(
+                |(column, (cell, width))| {
+                    if column == 0 { format!("{cell:<width$}") } else { format!("{cell:>width$}") }
+                },
+            )
             .collect();
         padded.join("  ")
     };

@@ -20,10 +20,7 @@ use crate::error::Error;
 
 /// Reads a trace file into sorted arrival times.
 pub fn read_file(path: &Path) -> Result<Vec<f64>, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadTrace {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadTrace { path: path.to_path_buf(), source })?;
     parse(&text, path)
 }
 
@@ -35,11 +32,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<f64>, Error> {
         if content.is_empty() || content.starts_with('#') {
             continue;
         }
-        let bad = || Error::BadArrival {
-            path: PathBuf::from(path),
-            line: index + 1,
-            text: content.to_string(),
-        };
+        let bad = || Error::BadArrival { path: PathBuf::from(path), line: index + 1, text: content.to_string() };
         let time: f64 = content.parse().map_err(|_| bad())?;
         if !(time.is_finite() && time >= 0.0) {
             return Err(bad());
@@ -47,9 +40,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<f64>, Error> {
         arrivals.push(time);
     }
     if arrivals.is_empty() {
-        return Err(Error::EmptyTrace {
-            path: path.to_path_buf(),
-        });
+        return Err(Error::EmptyTrace { path: path.to_path_buf() });
     }
     arrivals.sort_by(f64::total_cmp);
     Ok(arrivals)
@@ -73,11 +64,7 @@ pub fn bursts(arrivals: &[f64], quiet_gap: f64) -> Vec<Burst> {
                 burst.end_seconds = time;
                 burst.images += 1;
             }
-            _ => bursts.push(Burst {
-                start_seconds: time,
-                end_seconds: time,
-                images: 1,
-            }),
+            _ => bursts.push(Burst { start_seconds: time, end_seconds: time, images: 1 }),
         }
     }
     bursts
@@ -96,20 +83,11 @@ mod tests {
     #[test]
     fn names_the_line_of_a_bad_arrival() {
         let error = parse("1\nsoon\n", Path::new("t.txt")).expect_err("not a number");
-        assert!(
-            matches!(error, Error::BadArrival { line: 2, .. }),
-            "{error}"
-        );
+        assert!(matches!(error, Error::BadArrival { line: 2, .. }), "{error}");
         let error = parse("-1\n", Path::new("t.txt")).expect_err("negative");
-        assert!(
-            matches!(error, Error::BadArrival { line: 1, .. }),
-            "{error}"
-        );
+        assert!(matches!(error, Error::BadArrival { line: 1, .. }), "{error}");
         let error = parse("inf\n", Path::new("t.txt")).expect_err("infinite");
-        assert!(
-            matches!(error, Error::BadArrival { line: 1, .. }),
-            "{error}"
-        );
+        assert!(matches!(error, Error::BadArrival { line: 1, .. }), "{error}");
     }
 
     #[test]

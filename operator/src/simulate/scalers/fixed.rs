@@ -9,9 +9,7 @@ pub struct Fixed {
 
 impl Fixed {
     pub fn new(settings: &Settings) -> Self {
-        Self {
-            replicas: settings.static_replicas,
-        }
+        Self { replicas: settings.static_replicas }
     }
 }
 

@@ -38,12 +38,7 @@ pub struct HpaController {
 impl HpaController {
     /// The HPA cannot go below one replica (scale to zero is KEDA's job).
     pub fn new(min: u32, max: u32) -> Self {
-        Self {
-            min: min.max(1),
-            max: max.max(1),
-            recommendations: Vec::new(),
-            changes: Vec::new(),
-        }
+        Self { min: min.max(1), max: max.max(1), recommendations: Vec::new(), changes: Vec::new() }
     }
 
     pub fn sync_period_seconds() -> f64 {
@@ -53,13 +48,7 @@ impl HpaController {
     /// `GetMetricReplicas` for a Pods metric with an AverageValue target: each ready pod
     /// reports `per_pod`; pods without metrics count as 0 when scaling up and as the
     /// target when scaling down, and a result that changes direction is dropped.
-    pub fn replicas_for_pods_metric(
-        current: u32,
-        ready: u32,
-        not_ready: u32,
-        per_pod: f64,
-        target: f64,
-    ) -> u32 {
+    pub fn replicas_for_pods_metric(current: u32, ready: u32, not_ready: u32, per_pod: f64, target: f64) -> u32 {
         if ready == 0 {
             // No pod reports the metric: the HPA cannot compute and changes nothing.
             return current;
@@ -73,10 +62,8 @@ impl HpaController {
         }
         let counted = f64::from(ready + not_ready);
         let assumed_for_missing = if usage_ratio > 1.0 { 0.0 } else { target };
-        let new_ratio = (per_pod * f64::from(ready) + assumed_for_missing * f64::from(not_ready))
-            / (target * counted);
-        let reverses =
-            (usage_ratio < 1.0 && new_ratio > 1.0) || (usage_ratio > 1.0 && new_ratio < 1.0);
+        let new_ratio = (per_pod * f64::from(ready) + assumed_for_missing * f64::from(not_ready)) / (target * counted);
+        let reverses = (usage_ratio < 1.0 && new_ratio > 1.0) || (usage_ratio > 1.0 && new_ratio < 1.0);
         if (1.0 - new_ratio).abs() <= TOLERANCE || reverses {
             return current;
         }
@@ -98,20 +85,14 @@ impl HpaController {
 
     /// `normalizeDesiredReplicasWithBehaviors`: stabilization, then rate limits, then bounds.
     pub fn normalize(&mut self, now: f64, current: u32, desired: u32) -> u32 {
-        self.recommendations
-            .retain(|(at, _)| now - at < SCALE_DOWN_STABILIZATION_SECONDS);
+        self.recommendations.retain(|(at, _)| now - at < SCALE_DOWN_STABILIZATION_SECONDS);
         // The scale-up window is 0 s: only the scale-down side is stabilized, to the
         // highest recommendation of the window.
-        let highest = self
-            .recommendations
-            .iter()
-            .map(|(_, replicas)| *replicas)
-            .fold(desired, u32::max);
+        let highest = self.recommendations.iter().map(|(_, replicas)| *replicas).fold(desired, u32::max);
         self.recommendations.push((now, desired));
         let stabilized = current.max(desired).min(highest);
 
-        self.changes
-            .retain(|(at, _)| now - at < SCALE_UP_PERIOD_SECONDS);
+        self.changes.retain(|(at, _)| now - at < SCALE_UP_PERIOD_SECONDS);
         let mut replicas = stabilized;
         if stabilized > current {
             let changed: i64 = self.changes.iter().map(|(_, change)| *change).sum();
@@ -124,8 +105,7 @@ impl HpaController {
         // The default scale-down policy allows 100 % per 15 s: only minReplicas bounds it.
         let replicas = replicas.clamp(self.min, self.max);
         if replicas != current {
-            self.changes
-                .push((now, i64::from(replicas) - i64::from(current)));
+            self.changes.push((now, i64::from(replicas) - i64::from(current)));
         }
         replicas
     }
@@ -194,37 +174,21 @@ mod tests {
 
     #[test]
     fn within_tolerance_nothing_changes() {
-        assert_eq!(
-            HpaController::replicas_for_pods_metric(4, 4, 0, 10.5, 10.0),
-            4
-        );
-        assert_eq!(
-            HpaController::replicas_for_pods_metric(4, 4, 0, 20.0, 10.0),
-            8
-        );
+        assert_eq!(HpaController::replicas_for_pods_metric(4, 4, 0, 10.5, 10.0), 4);
+        assert_eq!(HpaController::replicas_for_pods_metric(4, 4, 0, 20.0, 10.0), 8);
     }
 
     #[test]
     fn starting_pods_count_as_idle_when_scaling_up() {
         // 2 ready pods at 3x the target; 4 more starting dampen the scale-up to 6 pods.
-        assert_eq!(
-            HpaController::replicas_for_pods_metric(6, 2, 4, 30.0, 10.0),
-            6
-        );
-        assert_eq!(
-            HpaController::replicas_for_pods_metric(2, 2, 0, 30.0, 10.0),
-            6
-        );
+        assert_eq!(HpaController::replicas_for_pods_metric(6, 2, 4, 30.0, 10.0), 6);
+        assert_eq!(HpaController::replicas_for_pods_metric(2, 2, 0, 30.0, 10.0), 6);
     }
 
     #[test]
     fn scale_up_is_limited_to_four_pods_or_double_per_period() {
         let mut controller = HpaController::new(1, 100);
-        assert_eq!(
-            controller.normalize(0.0, 1, 50),
-            5,
-            "1 + 4 pods beats 100 %"
-        );
+        assert_eq!(controller.normalize(0.0, 1, 50), 5, "1 + 4 pods beats 100 %");
         assert_eq!(controller.normalize(5.0, 5, 50), 5, "same 15 s period");
         assert_eq!(controller.normalize(15.0, 5, 50), 10, "then doubling");
     }

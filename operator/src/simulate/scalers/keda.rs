@@ -35,9 +35,7 @@ impl Keda {
 
     /// KEDA's own loop: activation and deactivation between zero and one replica.
     fn poll(&mut self, view: &ClusterView, request_rate: Option<f64>) -> Option<u32> {
-        let due = self
-            .last_poll
-            .is_none_or(|last| view.now - last >= POLLING_INTERVAL_SECONDS);
+        let due = self.last_poll.is_none_or(|last| view.now - last >= POLLING_INTERVAL_SECONDS);
         if self.min > 0 || !due {
             return None;
         }
@@ -68,8 +66,7 @@ impl Scaler for Keda {
         let (Some(total), true) = (request_rate, view.replicas > 0) else {
             return view.replicas;
         };
-        let desired =
-            HpaController::replicas_for_external_metric(view.replicas, total, self.threshold);
+        let desired = HpaController::replicas_for_external_metric(view.replicas, total, self.threshold);
         self.hpa.normalize(view.now, view.replicas, desired)
     }
 }

@@ -58,12 +58,7 @@ impl Kpa {
             return 0.0;
         };
         let seconds = window.min(now - first + 1.0).max(1.0);
-        let sum: f64 = self
-            .samples
-            .iter()
-            .filter(|(at, _)| *at > now - window)
-            .map(|(_, value)| value)
-            .sum();
+        let sum: f64 = self.samples.iter().filter(|(at, _)| *at > now - window).map(|(_, value)| value).sum();
         sum / seconds
     }
 
@@ -79,10 +74,7 @@ impl Kpa {
         let over_threshold = panic_pods / ready >= PANIC_THRESHOLD;
         if over_threshold {
             self.panicking_since = Some(now);
-        } else if self
-            .panicking_since
-            .is_some_and(|since| since + STABLE_WINDOW_SECONDS < now)
-        {
+        } else if self.panicking_since.is_some_and(|since| since + STABLE_WINDOW_SECONDS < now) {
             self.panicking_since = None;
             self.max_panic_pods = 0;
         }
@@ -107,28 +99,18 @@ impl Scaler for Kpa {
     fn sample(&mut self, view: &ClusterView) {
         self.first_sample.get_or_insert(view.now);
         self.samples.push_back((view.now, view.inflight));
-        while self
-            .samples
-            .front()
-            .is_some_and(|(at, _)| *at <= view.now - STABLE_WINDOW_SECONDS)
-        {
+        while self.samples.front().is_some_and(|(at, _)| *at <= view.now - STABLE_WINDOW_SECONDS) {
             self.samples.pop_front();
         }
     }
 
     fn decide(&mut self, view: &ClusterView) -> u32 {
-        let desired = self
-            .desired(view.now, view.ready)
-            .clamp(self.min, self.max.max(self.min));
+        let desired = self.desired(view.now, view.ready).clamp(self.min, self.max.max(self.min));
         if desired > 0 {
             self.zero_wanted_since = None;
             return desired;
         }
         let since = *self.zero_wanted_since.get_or_insert(view.now);
-        if view.now - since >= SCALE_TO_ZERO_GRACE_SECONDS {
-            0
-        } else {
-            view.replicas
-        }
+        if view.now - since >= SCALE_TO_ZERO_GRACE_SECONDS { 0 } else { view.replicas }
     }
 }

@@ -17,16 +17,9 @@ impl Matte {
         let spec = PolicySpec {
             // The simulated clients wait Retry-After plus up to half again: 1.25x on average.
             retry_after_seconds: 1.25 * settings.retry_after_seconds,
-            ..PolicySpec::new(
-                settings.min_replicas,
-                settings.max_replicas,
-                settings.target_queue_latency_seconds,
-            )
+            ..PolicySpec::new(settings.min_replicas, settings.max_replicas, settings.target_queue_latency_seconds)
         };
-        Self {
-            spec,
-            memory: Memory::default(),
-        }
+        Self { spec, memory: Memory::default() }
     }
 }
 

@@ -43,24 +43,14 @@ impl Oracle {
             let work = in_window as f64 * settings.mean_service_seconds();
             needed.push(ceil_u32(work / settings.target_queue_latency_seconds));
         }
-        let startup = (settings.startup_seconds
-            * (STARTUP_QUANTILE_SIGMAS * settings.startup_sigma).exp())
-        .min(2.0 * settings.startup_seconds);
-        Self {
-            min: settings.min_replicas,
-            max: settings.max_replicas,
-            needed,
-            lead: startup.ceil() as usize,
-        }
+        let startup = (settings.startup_seconds * (STARTUP_QUANTILE_SIGMAS * settings.startup_sigma).exp())
+            .min(2.0 * settings.startup_seconds);
+        Self { min: settings.min_replicas, max: settings.max_replicas, needed, lead: startup.ceil() as usize }
     }
 
     fn wanted_from(&self, second: usize) -> u32 {
         let end = (second + self.lead + 1).min(self.needed.len());
-        let peak = self
-            .needed
-            .get(second..end)
-            .and_then(|ahead| ahead.iter().max().copied())
-            .unwrap_or(0);
+        let peak = self.needed.get(second..end).and_then(|ahead| ahead.iter().max().copied()).unwrap_or(0);
         peak.clamp(self.min, self.max.max(self.min))
     }
 }
