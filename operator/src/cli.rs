@@ -19,7 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// Compare autoscaling policies on bursty traffic with slow-starting GPU pods, in a
     /// deterministic simulation (same trace, pods and metrics pipeline for each policy).
-    Simulate(SimulateArgs),
+    Simulate(Box<SimulateArgs>),
+    /// Print the BackgroundRemovalService CRD as YAML (`| kubectl apply -f -`).
+    Crd,
 }
 
 #[derive(Debug, Args)]

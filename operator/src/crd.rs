@@ -1,0 +1,371 @@
+//! The `BackgroundRemovalService` custom resource (`matte.dev/v1alpha1`, short name
+//! `brs`): its spec, status and the validation the apiserver enforces (schema bounds and
+//! CEL rules), derived from these types. `matte-operator crd` prints it; `crds/` holds
+//! the checked-in copy, which a test keeps in step.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// A fleet of single-GPU inference pods serving one background-removal model.
+// Each `printcolumn(...)` is one column; clippy reads the repetition as a mistake.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "matte.dev",
+    version = "v1alpha1",
+    kind = "BackgroundRemovalService",
+    namespaced,
+    shortname = "brs",
+    status = "BackgroundRemovalServiceStatus",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Queue latency", type_ = "number", json_path = ".status.observedQueueLatencySeconds"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BackgroundRemovalServiceSpec {
+    /// Where the ONNX model comes from and how its input is prepared.
+    pub model: ModelSpec,
+    /// The inference container image; the operator's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub execution_provider: ExecutionProvider,
+    #[serde(default)]
+    pub gpu: GpuSpec,
+    /// Largest side of an output image; larger inputs are scaled down.
+    #[serde(default = "default_max_dimension")]
+    #[schemars(range(min = 1, max = 16384))]
+    pub max_dimension: i32,
+    #[serde(default)]
+    pub batching: BatchingSpec,
+    #[serde(default)]
+    pub queue: QueueSpec,
+    #[serde(default)]
+    pub autoscaling: AutoscalingSpec,
+    /// Pods to run when autoscaling is off; `kubectl scale` writes here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i32>,
+}
+
+/// Exactly one of `url`, `persistentVolumeClaim` or `path`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    cel,
+    validation = Rule::new("[has(self.url), has(self.persistentVolumeClaim), has(self.path)].filter(x, x).size() == 1")
+        .message("model: give exactly one of url, persistentVolumeClaim or path"),
+    validation = Rule::new("!has(self.url) || self.url.startsWith('https://') || self.url.startsWith('http://')")
+        .message("model.url must be an http:// or https:// URL")
+)]
+pub struct ModelSpec {
+    /// Fetched by an init container before the pod starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A file on an existing PersistentVolumeClaim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<ModelVolume>,
+    /// A file baked into the inference image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub path: Option<String>,
+    /// Hex SHA-256 the model file must have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: Option<String>,
+    /// Model input side in pixels, used when the model leaves it dynamic.
+    #[serde(default = "default_input_size")]
+    #[schemars(range(min = 32, max = 4096))]
+    pub input_size: i32,
+    /// Per-channel mean on RGB scaled to [0, 1] (default 0.5 each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 3))]
+    pub mean: Option<Vec<f64>>,
+    /// Per-channel standard deviation (default 1 each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 3))]
+    pub std: Option<Vec<f64>>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelVolume {
+    #[schemars(length(min = 1))]
+    pub claim_name: String,
+    /// The model file's path inside the volume.
+    #[schemars(length(min = 1))]
+    pub path: String,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProvider {
+    #[default]
+    Cuda,
+    Tensorrt,
+    Cpu,
+}
+
+/// Placement: one GPU per pod, always.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuSpec {
+    /// The extended resource that is one GPU.
+    #[serde(default = "default_gpu_resource")]
+    #[schemars(length(min = 1))]
+    pub resource_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// CPU request of each pod (decoding and encoding run there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    /// Memory request and limit of each pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+}
+
+impl Default for GpuSpec {
+    fn default() -> Self {
+        GpuSpec {
+            resource_name: default_gpu_resource(),
+            node_selector: None,
+            tolerations: None,
+            affinity: None,
+            priority_class_name: None,
+            cpu: None,
+            memory: None,
+        }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchingSpec {
+    /// Images per inference run; used only with models whose batch dimension is dynamic.
+    #[serde(default = "default_max_batch_size")]
+    #[schemars(range(min = 1, max = 64))]
+    pub max_batch_size: i32,
+    /// Longest wait for a batch to fill.
+    #[serde(default = "default_max_delay_millis")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub max_delay_millis: i32,
+}
+
+impl Default for BatchingSpec {
+    fn default() -> Self {
+        BatchingSpec { max_batch_size: default_max_batch_size(), max_delay_millis: default_max_delay_millis() }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSpec {
+    /// Requests each pod admits at once; more get 429 with Retry-After.
+    #[serde(default = "default_queue_capacity")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub capacity: i32,
+    /// A request not inferred this long after arriving gets 504.
+    #[serde(default = "default_request_timeout")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub request_timeout_seconds: i32,
+}
+
+impl Default for QueueSpec {
+    fn default() -> Self {
+        QueueSpec { capacity: default_queue_capacity(), request_timeout_seconds: default_request_timeout() }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(cel, validation = Rule::new("self.minReplicas <= self.maxReplicas")
+    .message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"))]
+pub struct AutoscalingSpec {
+    /// Off: `replicas` decides.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 0))]
+    pub min_replicas: i32,
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+    /// Every image should start inference within this long of arriving.
+    #[serde(default = "default_target_latency")]
+    #[schemars(range(min = 0.1, max = 3600.0))]
+    pub target_queue_latency_seconds: f64,
+    /// How long unneeded pods are kept; by default as long as a pod takes to start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub scale_down_delay_seconds: Option<i32>,
+    /// Where the pods' metrics are read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsSource>,
+}
+
+impl Default for AutoscalingSpec {
+    fn default() -> Self {
+        AutoscalingSpec {
+            enabled: true,
+            min_replicas: default_min_replicas(),
+            max_replicas: default_max_replicas(),
+            target_queue_latency_seconds: default_target_latency(),
+            scale_down_delay_seconds: None,
+            metrics: None,
+        }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.prometheusUrl.startsWith('http://') || self.prometheusUrl.startsWith('https://')")
+    .message("autoscaling.metrics.prometheusUrl must be an http:// or https:// URL"))]
+pub struct MetricsSource {
+    pub prometheus_url: String,
+    /// PromQL label matchers picking this service's pods, without braces; by default
+    /// the namespace and service labels of a Prometheus Operator scrape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+}
+
+/// What the operator observed and decided, for `kubectl get` and for people.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackgroundRemovalServiceStatus {
+    #[serde(default)]
+    pub replicas: i32,
+    #[serde(default)]
+    pub ready_replicas: i32,
+    #[serde(default)]
+    pub desired_replicas: i32,
+    /// The pods' label selector, for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing`, `Degraded`, `ScalingLimited`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_queue_latency_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_images_per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_reason: Option<String>,
+}
+
+fn default_max_dimension() -> i32 {
+    2048
+}
+fn default_input_size() -> i32 {
+    1024
+}
+fn default_gpu_resource() -> String {
+    "nvidia.com/gpu".to_owned()
+}
+fn default_max_batch_size() -> i32 {
+    1
+}
+fn default_max_delay_millis() -> i32 {
+    5
+}
+fn default_queue_capacity() -> i32 {
+    32
+}
+fn default_request_timeout() -> i32 {
+    60
+}
+fn default_true() -> bool {
+    true
+}
+fn default_min_replicas() -> i32 {
+    1
+}
+fn default_max_replicas() -> i32 {
+    4
+}
+fn default_target_latency() -> f64 {
+    30.0
+}
+
+/// The CRD as YAML, as `matte-operator crd` prints it and `crds/` holds it.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    serde_yaml::to_string(&BackgroundRemovalService::crd()).expect("a CRD serialises to YAML")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> BackgroundRemovalServiceSpec {
+        serde_yaml::from_str(yaml).expect("the fixture parses")
+    }
+
+    #[test]
+    fn a_minimal_spec_gets_the_documented_defaults() {
+        let spec = spec("model: {url: https://models.example/isnet.onnx}");
+        assert_eq!(spec.execution_provider, ExecutionProvider::Cuda);
+        assert_eq!(spec.gpu.resource_name, "nvidia.com/gpu");
+        assert_eq!(spec.max_dimension, 2048);
+        assert_eq!(spec.model.input_size, 1024);
+        assert_eq!(spec.batching, BatchingSpec { max_batch_size: 1, max_delay_millis: 5 });
+        assert_eq!(spec.queue, QueueSpec { capacity: 32, request_timeout_seconds: 60 });
+        assert!(spec.autoscaling.enabled);
+        assert_eq!((spec.autoscaling.min_replicas, spec.autoscaling.max_replicas), (1, 4));
+    }
+
+    #[test]
+    fn the_crd_carries_subresources_columns_and_rules() {
+        let yaml = crd_yaml();
+        for needle in [
+            "group: matte.dev",
+            "- brs",
+            "specReplicasPath: .spec.replicas",
+            "labelSelectorPath: .status.selector",
+            "status: {}",
+            "name: Queue latency",
+            "self.minReplicas <= self.maxReplicas",
+            "x-kubernetes-validations",
+        ] {
+            assert!(yaml.contains(needle), "the CRD lacks `{needle}`");
+        }
+        assert!(!yaml.contains("format: uint"), "no unsigned formats in a Kubernetes schema");
+    }
+
+    #[test]
+    fn cel_rules_refuse_what_they_should() {
+        let model = |value: serde_json::Value| ModelSpec::validate_cel(&value, None);
+        assert!(model(serde_json::json!({"url": "https://x/m.onnx"})).is_ok());
+        assert!(model(serde_json::json!({"path": "/models/m.onnx"})).is_ok());
+        assert!(model(serde_json::json!({})).is_err(), "no source");
+        assert!(model(serde_json::json!({"url": "https://x", "path": "/m"})).is_err(), "two sources");
+        assert!(model(serde_json::json!({"url": "ftp://x/m.onnx"})).is_err(), "not http(s)");
+
+        let bounds = |min: i32, max: i32| {
+            let value = serde_json::json!({"enabled": true, "minReplicas": min, "maxReplicas": max, "targetQueueLatencySeconds": 30.0});
+            AutoscalingSpec::validate_cel(&value, None)
+        };
+        assert!(bounds(1, 4).is_ok());
+        assert!(bounds(5, 4).is_err());
+    }
+}
