@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, BodyDataStream, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -142,7 +142,7 @@ async fn remove(State(state): State<Arc<AppState>>, request: Request) -> Respons
                 // Refused before reading: take the rest of the upload off the wire, or
                 // closing the socket on unread data resets it and the client never
                 // sees this answer.
-                discard(body, DISCARD_LIMIT).await;
+                discard(body.into_data_stream()).await;
             }
             error.into_response()
         }
@@ -267,22 +267,16 @@ async fn read_image(headers: &HeaderMap, body: Body, kind: BodyKind, limit: usiz
     }
 }
 
-/// Reads the whole body if it is at most `limit` bytes; past that, reads on (up to
-/// [`DISCARD_LIMIT`]) without keeping anything, so the 413 reaches the client.
+/// Reads the whole body if it is at most `limit` bytes; past that, drains the rest
+/// (see [`discard`]) so the 413 reaches the client.
 async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Error> {
     let mut stream = body.into_data_stream();
     let mut collected = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| Error::BadRequest(format!("could not read the body: {e}")))?;
         if collected.len() + chunk.len() > limit {
-            let mut seen = collected.len() + chunk.len();
             drop(collected);
-            while seen <= DISCARD_LIMIT {
-                match stream.next().await {
-                    Some(Ok(chunk)) => seen += chunk.len(),
-                    _ => break,
-                }
-            }
+            discard(stream).await;
             return Err(Error::BodyTooLarge { limit });
         }
         collected.extend_from_slice(&chunk);
@@ -290,15 +284,14 @@ async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Error> {
     Ok(Bytes::from(collected))
 }
 
-/// Reads and drops up to `cap` bytes of a body nobody will use, for at most a few
-/// seconds: a slow client must not hold the handler.
-async fn discard(body: Body, cap: usize) {
-    let mut stream = body.into_data_stream();
+/// Reads and drops up to [`DISCARD_LIMIT`] bytes of a body nobody will use, for at
+/// most a few seconds: a slow client must not hold the handler.
+async fn discard(mut stream: BodyDataStream) {
     let drain = async {
         let mut seen = 0;
         while let Some(Ok(chunk)) = stream.next().await {
             seen += chunk.len();
-            if seen > cap {
+            if seen > DISCARD_LIMIT {
                 break;
             }
         }

@@ -24,8 +24,8 @@ pub struct Metrics {
     model_info: IntGaugeVec,
 }
 
-impl Metrics {
-    pub fn new() -> Metrics {
+impl Default for Metrics {
+    fn default() -> Metrics {
         let registry = Registry::new();
         let seconds = |name: &str, help: &str| {
             Histogram::with_opts(HistogramOpts::new(name, help).buckets(names::SECONDS_BUCKETS.to_vec()))
@@ -70,7 +70,9 @@ impl Metrics {
         metrics.register_all();
         metrics
     }
+}
 
+impl Metrics {
     fn register_all(&self) {
         let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
             Box::new(self.queue_depth.clone()),
@@ -106,19 +108,13 @@ impl Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_contract_metric_is_exported() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::default();
         metrics.set_model("isnet", "cpu");
         metrics.count_outcome("ok");
         let text = metrics.render();

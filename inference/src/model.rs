@@ -33,7 +33,6 @@ pub struct ModelOptions {
 /// What the loaded model expects and returns, read from the model itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelShape {
-    pub input_name: String,
     pub mask_output: String,
     pub preprocess: Preprocess,
     /// Images per run: 1 unless the batch dimension is dynamic.
@@ -149,7 +148,6 @@ fn read_shape(session: &Session, options: &ModelOptions) -> Result<ModelShape, S
     }
 
     Ok(ModelShape {
-        input_name: input.name().to_owned(),
         mask_output,
         preprocess: Preprocess { width: side(width), height: side(height), mean: options.mean, std: options.std },
         max_batch_size: if batch < 0 { options.max_batch_size.max(1) } else { 1 },

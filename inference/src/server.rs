@@ -52,7 +52,7 @@ impl AppState {
                 max_body_bytes: config.max_body_bytes,
                 request_timeout: config.request_timeout,
             },
-            metrics: Metrics::new(),
+            metrics: Metrics::default(),
             queue: JobQueue::new(),
             // Replaced by the warm-up run's time before the first request is admitted.
             service_time: ServiceTime::new(Duration::from_secs(1)),

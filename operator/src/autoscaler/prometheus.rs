@@ -114,10 +114,6 @@ impl PrometheusSource {
         })
     }
 
-    pub fn queries(&self) -> &Queries {
-        &self.queries
-    }
-
     /// The fleet's queue now; `None` when Prometheus has no series for it (no pod
     /// scraped yet, or a wrong selector), which the policy treats as missing data.
     pub async fn queue_metrics(&self) -> Result<Option<QueueMetrics>, Error> {
