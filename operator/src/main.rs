@@ -13,6 +13,23 @@ fn main() -> ExitCode {
             let _ = std::io::stdout().write_all(crd_yaml().as_bytes());
             ExitCode::SUCCESS
         }
+        Command::Run(args) => {
+            matte_operator::telemetry::init_logging(&args.log_level, args.log_format);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("error: cannot start the async runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(matte_operator::run::run(*args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(%error, "the operator stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Simulate(args) => match command::run(&args) {
             Ok(printed) => {
                 eprint!("{}", printed.stderr);

@@ -1,0 +1,411 @@
+//! The reconciler. For each `BackgroundRemovalService`, one pass is a pipeline:
+//! read (the resource, its Deployment and pods) → validate → decide the replicas →
+//! build the desired objects ([`crate::desired`]) → apply them with server-side apply →
+//! write the status ([`crate::status`]) and Events. Everything but the reading and
+//! writing is a pure function tested on its own.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::autoscaler::pods::{PodCensus, census};
+use crate::autoscaler::policy::{Decision, Memory, Observation, PolicySpec, decide};
+use crate::autoscaler::prometheus::{PrometheusSource, Windows};
+use crate::crd::{AutoscalingSpec, BackgroundRemovalService, BackgroundRemovalServiceStatus};
+use crate::desired::{self, Defaults, MANAGER, Valid};
+use crate::error::Error;
+use crate::status::{self, Observed};
+use crate::telemetry::Metrics;
+
+/// How the operator was configured.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub defaults: Defaults,
+    /// The Prometheus the autoscaler asks when a resource names none.
+    pub prometheus_url: Option<String>,
+    /// The pods' scrape interval: how often the autoscaler looks again.
+    pub scrape_interval: Duration,
+    /// Only resources in this namespace; all when `None`.
+    pub watch_namespace: Option<String>,
+    /// The name Events are reported under, and this replica's identity.
+    pub reporter: Reporter,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    client: Client,
+    settings: Settings,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    /// Per resource: the autoscaler's memory and the failures in a row.
+    remembered: Mutex<HashMap<ObjectRef<BackgroundRemovalService>, Remembered>>,
+    /// Whether the PodMonitor CRD exists, and when that was last asked.
+    pod_monitors: Mutex<Option<(Instant, bool)>>,
+    /// The autoscaler's monotonic clock starts here.
+    started: Instant,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Remembered {
+    memory: Memory,
+    failures: u32,
+}
+
+/// How long the answer to "does the PodMonitor CRD exist" is trusted.
+const DISCOVERY_TTL: Duration = Duration::from_secs(60);
+/// How often a resource without autoscaling is looked at again, drift aside.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Runs the controller until `shutdown` completes.
+pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let namespace = settings.watch_namespace.clone();
+    let api = |client: &Client| scoped::<BackgroundRemovalService>(client, namespace.as_deref());
+    let managed = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
+
+    // Status writes change the resource but not its generation: reacting only to new
+    // generations is what keeps the operator from waking itself up.
+    let (reader, writer) = reflector::store();
+    let resources = watcher(api(&client), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), settings.reporter.clone()),
+        client: client.clone(),
+        settings,
+        metrics,
+        remembered: Mutex::default(),
+        pod_monitors: Mutex::default(),
+        started: Instant::now(),
+    });
+
+    Controller::for_stream(resources, reader)
+        .owns(scoped::<Deployment>(&client, namespace.as_deref()), managed.clone())
+        .owns(scoped::<Service>(&client, namespace.as_deref()), managed.clone())
+        .owns(scoped::<PodDisruptionBudget>(&client, namespace.as_deref()), managed.clone())
+        .watches(scoped::<Pod>(&client, namespace.as_deref()), managed, |pod: Pod| {
+            let namespace = pod.namespace();
+            pod.labels().get(desired::SERVICE_LABEL).map(|name| ObjectRef::new(name).within(namespace.as_deref().unwrap_or_default()))
+        })
+        .with_config(controller::Config::default().debounce(Duration::from_secs(1)))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile did not complete");
+            }
+        })
+        .await;
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn reconcile(brs: Arc<BackgroundRemovalService>, context: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_one(&brs, &context).await;
+    context.metrics.reconciled(&result, started.elapsed());
+    if result.is_ok() {
+        context.remember(&brs, |r| r.failures = 0);
+    }
+    result.map(|(action, _)| action)
+}
+
+/// Per-object exponential backoff: 5 s, 10 s, … up to 5 minutes.
+fn error_policy(brs: Arc<BackgroundRemovalService>, error: &Error, context: Arc<Context>) -> Action {
+    let mut failures = 0;
+    context.remember(&brs, |r| {
+        r.failures = r.failures.saturating_add(1);
+        failures = r.failures;
+    });
+    let delay = Duration::from_secs(5).saturating_mul(1 << failures.min(6).saturating_sub(1)).min(RESYNC);
+    tracing::warn!(resource = %ObjectRef::from_obj(brs.as_ref()), %error, failures, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// What one pass ended with, for the metrics: `true` when the spec was invalid.
+type Outcome = (Action, bool);
+
+async fn reconcile_one(brs: &BackgroundRemovalService, context: &Context) -> Result<Outcome, Error> {
+    let namespace = brs.namespace().unwrap_or_default();
+    let name = brs.name_any();
+    let object = format!("BackgroundRemovalService {namespace}/{name}");
+    let previous = brs.status.clone().unwrap_or_default();
+    let now = Timestamp::now();
+    let selector = desired::selector_string(brs);
+
+    let valid = match desired::validate(brs, &context.settings.defaults) {
+        Ok(valid) => valid,
+        Err(problems) => {
+            // No retry: nothing will change until the spec does, which wakes the controller.
+            context.publish(brs, EventType::Warning, "InvalidSpec", "Validate", problems.join("; ")).await;
+            let observed = Observed {
+                generation: brs.metadata.generation,
+                selector,
+                problems: &problems,
+                desired_replicas: previous.desired_replicas,
+                ..Observed::default()
+            };
+            context.write_status(brs, &previous, status::compute(&previous, &observed, &Time(now))).await?;
+            return Ok((Action::await_change(), true));
+        }
+    };
+
+    let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
+    let existing = deployments.get_opt(&name).await.map_err(Error::kube("read the Deployment of", &object))?;
+    let pods = Api::<Pod>::namespaced(context.client.clone(), &namespace)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube("list the pods of", &object))?;
+    let census = census(&pods.items, now);
+    let current = existing.as_ref().and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas);
+
+    let autoscaling = &brs.spec.autoscaling;
+    let decision = if autoscaling.enabled {
+        Some(context.autoscale(brs, &census, current.unwrap_or(0)).await)
+    } else {
+        None
+    };
+    let replicas = match &decision {
+        Some(decision) => i32::try_from(decision.replicas).unwrap_or(i32::MAX),
+        None => brs.spec.replicas.unwrap_or(1),
+    };
+
+    let applied = context.apply_all(brs, &valid, replicas).await;
+    match (&applied, &existing, current) {
+        (Err(error), _, _) => {
+            context.publish(brs, EventType::Warning, "ApplyFailed", "Apply", error.to_string()).await;
+        }
+        (Ok(()), None, _) => {
+            let note = format!("created Deployment, Service and PodDisruptionBudget {name} with {replicas} replicas");
+            context.publish(brs, EventType::Normal, "Created", "Apply", note).await;
+        }
+        (Ok(()), Some(_), Some(current)) if current != replicas => {
+            let why = decision.as_ref().map_or_else(|| "spec.replicas".to_owned(), |d| d.message.clone());
+            let note = format!("scaled from {current} to {replicas}: {why}");
+            context.publish(brs, EventType::Normal, "Scaled", "Scale", note).await;
+        }
+        _ => {}
+    }
+
+    let deployment_status = match &applied {
+        Ok(()) => deployments
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube("read the Deployment of", &object))?
+            .and_then(|d| d.status),
+        Err(_) => existing.and_then(|d| d.status),
+    };
+    let observed = Observed {
+        generation: brs.metadata.generation,
+        selector,
+        problems: &[],
+        apply_error: applied.as_ref().err().map(ToString::to_string),
+        desired_replicas: replicas,
+        deployment: deployment_status.as_ref(),
+        unschedulable: census.unschedulable.clone(),
+        decision: decision.as_ref(),
+    };
+    context.write_status(brs, &previous, status::compute(&previous, &observed, &Time(now))).await?;
+    applied?;
+
+    let next = if autoscaling.enabled { context.settings.scrape_interval } else { RESYNC };
+    Ok((Action::requeue(next), false))
+}
+
+impl Context {
+    fn remember(&self, brs: &BackgroundRemovalService, change: impl FnOnce(&mut Remembered)) {
+        let mut remembered = self.remembered.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        change(remembered.entry(ObjectRef::from_obj(brs)).or_default());
+    }
+
+    /// Asks the policy, with the pods as they are and the queue as Prometheus has it.
+    async fn autoscale(&self, brs: &BackgroundRemovalService, census: &PodCensus, current: i32) -> Decision {
+        let spec = policy_spec(&brs.spec.autoscaling);
+        let queue = match self.metrics_source(brs) {
+            Some(Ok(source)) => match source.queue_metrics().await {
+                Ok(queue) => queue,
+                Err(error) => {
+                    tracing::warn!(resource = %ObjectRef::from_obj(brs), %error, "cannot read the queue metrics");
+                    None
+                }
+            },
+            Some(Err(error)) => {
+                tracing::warn!(resource = %ObjectRef::from_obj(brs), %error, "cannot use the metrics source");
+                None
+            }
+            None => None,
+        };
+        let observation = Observation {
+            now_seconds: self.started.elapsed().as_secs_f64(),
+            replicas: u32::try_from(current).unwrap_or(0),
+            ready_pods: census.ready,
+            starting_pod_ages_seconds: census.starting_ages_seconds.clone(),
+            unschedulable_pods: u32::try_from(census.unschedulable.pods).unwrap_or(0),
+            measured_startup_seconds: census.median_startup_seconds,
+            queue,
+        };
+        let mut memory = Memory::default();
+        self.remember(brs, |r| memory = r.memory.clone());
+        let decision = decide(&spec, &observation, &memory);
+        self.remember(brs, |r| r.memory = decision.memory.clone());
+        self.metrics.decided(decision.reason);
+        tracing::info!(
+            resource = %ObjectRef::from_obj(brs),
+            replicas = decision.replicas,
+            reason = ?decision.reason,
+            message = %decision.message,
+            "scaling decision"
+        );
+        decision
+    }
+
+    /// The resource's Prometheus and the selector of its pods' series, if any is known.
+    fn metrics_source(&self, brs: &BackgroundRemovalService) -> Option<Result<PrometheusSource, Error>> {
+        let configured = brs.spec.autoscaling.metrics.as_ref();
+        let url = configured.map(|m| m.prometheus_url.clone()).or_else(|| self.settings.prometheus_url.clone())?;
+        let selector = configured.and_then(|m| m.selector.clone()).unwrap_or_else(|| {
+            format!(r#"namespace="{}",job="{}""#, brs.namespace().unwrap_or_default(), brs.name_any())
+        });
+        let windows = Windows::for_scrape_interval(self.settings.scrape_interval);
+        Some(PrometheusSource::new(&url, &selector, &windows))
+    }
+
+    /// Applies every desired object; a PodMonitor only where its CRD exists.
+    async fn apply_all(&self, brs: &BackgroundRemovalService, valid: &Valid, replicas: i32) -> Result<(), Error> {
+        let namespace = brs.namespace().unwrap_or_default();
+        let client = &self.client;
+        let deployment = desired::deployment(brs, valid, &self.settings.defaults, replicas);
+        apply(&Api::<Deployment>::namespaced(client.clone(), &namespace), "Deployment", &deployment).await?;
+        apply(&Api::<Service>::namespaced(client.clone(), &namespace), "Service", &desired::service(brs)).await?;
+        let budget = desired::pod_disruption_budget(brs);
+        apply(&Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace), "PodDisruptionBudget", &budget).await?;
+        if self.pod_monitors_exist().await {
+            let resource = desired::pod_monitor_resource();
+            let api = Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &resource);
+            apply(&api, "PodMonitor", &desired::pod_monitor(brs)).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the Prometheus Operator's PodMonitor CRD is served (asked at most once a minute).
+    async fn pod_monitors_exist(&self) -> bool {
+        let cached = *self.pod_monitors.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((asked, exists)) = cached
+            && asked.elapsed() < DISCOVERY_TTL
+        {
+            return exists;
+        }
+        let exists = match kube::discovery::group(&self.client, "monitoring.coreos.com").await {
+            Ok(group) => group.recommended_kind("PodMonitor").is_some(),
+            Err(_) => false,
+        };
+        *self.pod_monitors.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((Instant::now(), exists));
+        exists
+    }
+
+    /// Writes the status with server-side apply, only when it changed.
+    async fn write_status(
+        &self,
+        brs: &BackgroundRemovalService,
+        previous: &BackgroundRemovalServiceStatus,
+        status: BackgroundRemovalServiceStatus,
+    ) -> Result<(), Error> {
+        if brs.status.is_some() && &status == previous {
+            return Ok(());
+        }
+        let api: Api<BackgroundRemovalService> =
+            Api::namespaced(self.client.clone(), &brs.namespace().unwrap_or_default());
+        let patch = serde_json::json!({
+            "apiVersion": BackgroundRemovalService::api_version(&()),
+            "kind": BackgroundRemovalService::kind(&()),
+            "status": status,
+        });
+        api.patch_status(&brs.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+            .await
+            .map_err(Error::kube("write the status of", format!("BackgroundRemovalService {}", ObjectRef::from_obj(brs))))?;
+        Ok(())
+    }
+
+    /// Publishes an Event about `brs`; a failure to do so is logged, never fatal.
+    async fn publish(&self, brs: &BackgroundRemovalService, type_: EventType, reason: &str, action: &str, note: String) {
+        match type_ {
+            EventType::Warning => tracing::warn!(resource = %ObjectRef::from_obj(brs), reason, %note, "event"),
+            EventType::Normal => tracing::info!(resource = %ObjectRef::from_obj(brs), reason, %note, "event"),
+        }
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(note, 1000)),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &brs.object_ref(&())).await {
+            tracing::warn!(resource = %ObjectRef::from_obj(brs), %error, "cannot publish an event");
+        }
+    }
+}
+
+/// Server-side apply of `object` under the operator's field manager, taking over
+/// fields someone else changed (that is what repairing drift means).
+async fn apply<K>(api: &Api<K>, kind: &str, object: &K) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let what = format!("{kind} {}/{name}", object.meta().namespace.clone().unwrap_or_default());
+    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(object))
+        .await
+        .map_err(Error::kube("apply", what))?;
+    Ok(())
+}
+
+/// The policy's settings from the resource's `autoscaling`.
+pub fn policy_spec(autoscaling: &AutoscalingSpec) -> PolicySpec {
+    let count = |value: i32| u32::try_from(value).unwrap_or(0);
+    PolicySpec {
+        scale_down_delay_seconds: autoscaling.scale_down_delay_seconds.map(f64::from),
+        ..PolicySpec::new(
+            count(autoscaling.min_replicas),
+            count(autoscaling.max_replicas),
+            autoscaling.target_queue_latency_seconds,
+        )
+    }
+}
+
+/// Events carry at most 1 kB of note.
+fn truncate(mut text: String, limit: usize) -> String {
+    if text.len() > limit {
+        let mut cut = limit;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}

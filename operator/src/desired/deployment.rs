@@ -1,0 +1,324 @@
+//! The Deployment of inference pods: one GPU each, locked down, probed on the pod's
+//! health endpoints, given long enough to drain its queue when it is stopped.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Lifecycle, LifecycleHandler,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecurityContext, SleepAction, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::crd::{BackgroundRemovalService, ExecutionProvider};
+
+use super::{Defaults, Valid, label_selector, labels, metadata};
+
+/// The inference container's name and port (the pod contract of DESIGN.md).
+const CONTAINER_NAME: &str = "inference";
+const HTTP_PORT: i32 = 8080;
+/// Where a downloaded or mounted model is found inside the pod.
+const MODEL_DIR: &str = "/models";
+/// The file name a downloaded model is stored under.
+const MODEL_FILE: &str = "model.onnx";
+/// The user of the inference image, also enforced here.
+const NON_ROOT_USER: i64 = 65532;
+/// Time for a terminating pod's address to leave every Service endpoint before the
+/// server stops admitting work, so that no client is sent to a closing pod.
+const ENDPOINT_PROPAGATION_SECONDS: i64 = 5;
+
+/// The Deployment for `brs` with `replicas` pods.
+pub fn deployment(brs: &BackgroundRemovalService, valid: &Valid, defaults: &Defaults, replicas: i32) -> Deployment {
+    let spec = &brs.spec;
+    let (model_path, model_volume, fetcher) = model_source(brs, defaults);
+    let mut volumes = vec![empty_dir("tmp")];
+    volumes.extend(model_volume);
+    let mut mounts = vec![mount("tmp", "/tmp", false)];
+    if volumes.iter().any(|v| v.name == "model") {
+        mounts.push(mount("model", MODEL_DIR, true));
+    }
+
+    let gpu = || BTreeMap::from([(spec.gpu.resource_name.clone(), Quantity("1".into()))]);
+    let mut requests = gpu();
+    let mut limits = gpu();
+    if let Some(cpu) = &spec.gpu.cpu {
+        requests.insert("cpu".into(), cpu.clone());
+    }
+    if let Some(memory) = &spec.gpu.memory {
+        requests.insert("memory".into(), memory.clone());
+        limits.insert("memory".into(), memory.clone());
+    }
+
+    let container = Container {
+        name: CONTAINER_NAME.into(),
+        image: Some(valid.image.clone()),
+        args: Some(inference_args(brs, &model_path)),
+        env: Some(vec![EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..EnvVar::default() }]),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: HTTP_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        resources: Some(ResourceRequirements { requests: Some(requests), limits: Some(limits), ..Default::default() }),
+        readiness_probe: Some(http_probe("/readyz", 5, 1)),
+        liveness_probe: Some(http_probe("/healthz", 10, 3)),
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction { seconds: ENDPOINT_PROPAGATION_SECONDS }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
+        security_context: Some(container_security()),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+
+    Deployment {
+        metadata: metadata(brs),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: label_selector(brs),
+            // A rollout must not need a spare GPU, which may not exist: pods are
+            // replaced one at a time in place instead of surging.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(0)),
+                    max_unavailable: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels(brs)), ..ObjectMeta::default() }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    init_containers: fetcher.map(|fetcher| vec![fetcher]),
+                    volumes: Some(volumes),
+                    // The pods never talk to the apiserver.
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(NON_ROOT_USER),
+                        run_as_group: Some(NON_ROOT_USER),
+                        fs_group: Some(NON_ROOT_USER),
+                        seccomp_profile: Some(runtime_default_seccomp()),
+                        ..PodSecurityContext::default()
+                    }),
+                    // Everything admitted either finishes or times out within the
+                    // request timeout; the margin covers the last inference and preStop.
+                    termination_grace_period_seconds: Some(
+                        i64::from(spec.queue.request_timeout_seconds) + 2 * ENDPOINT_PROPAGATION_SECONDS + 20,
+                    ),
+                    node_selector: spec.gpu.node_selector.clone(),
+                    tolerations: spec.gpu.tolerations.clone(),
+                    affinity: spec.gpu.affinity.clone(),
+                    priority_class_name: spec.gpu.priority_class_name.clone(),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+/// The `matte-inference` command line for `brs`.
+fn inference_args(brs: &BackgroundRemovalService, model_path: &str) -> Vec<String> {
+    let spec = &brs.spec;
+    let provider = match spec.execution_provider {
+        ExecutionProvider::Cuda => "cuda",
+        ExecutionProvider::Tensorrt => "tensorrt",
+        ExecutionProvider::Cpu => "cpu",
+    };
+    let mut args = vec![
+        format!("--model={model_path}"),
+        format!("--listen=0.0.0.0:{HTTP_PORT}"),
+        format!("--provider={provider}"),
+        format!("--input-size={}", spec.model.input_size),
+        format!("--max-dimension={}", spec.max_dimension),
+        format!("--max-batch-size={}", spec.batching.max_batch_size),
+        format!("--max-batch-delay-ms={}", spec.batching.max_delay_millis),
+        format!("--queue-capacity={}", spec.queue.capacity),
+        format!("--request-timeout-seconds={}", spec.queue.request_timeout_seconds),
+    ];
+    let triple = |values: &[f64]| values.iter().map(f64::to_string).collect::<Vec<_>>().join(",");
+    if let Some(mean) = &spec.model.mean {
+        args.push(format!("--mean={}", triple(mean)));
+    }
+    if let Some(std) = &spec.model.std {
+        args.push(format!("--std={}", triple(std)));
+    }
+    args
+}
+
+/// The model's path in the pod, the volume it lives on and the init container that
+/// puts it there, by source.
+fn model_source(brs: &BackgroundRemovalService, defaults: &Defaults) -> (String, Option<Volume>, Option<Container>) {
+    let model = &brs.spec.model;
+    if let Some(url) = &model.url {
+        let target = format!("{MODEL_DIR}/{MODEL_FILE}");
+        // The URL and digest travel as environment variables, never spliced into the
+        // script, so that no spec value is ever parsed by the shell.
+        let script = "set -eu\n\
+            curl --fail --silent --show-error --location --retry 5 --retry-all-errors \
+            --output \"$TARGET.partial\" \"$MODEL_URL\"\n\
+            if [ -n \"$MODEL_SHA256\" ]; then echo \"$MODEL_SHA256  $TARGET.partial\" | sha256sum -c -; fi\n\
+            mv \"$TARGET.partial\" \"$TARGET\"\n";
+        let env = |name: &str, value: &str| EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() };
+        let fetcher = Container {
+            name: "fetch-model".into(),
+            image: Some(defaults.model_fetcher_image.clone()),
+            command: Some(vec!["sh".into(), "-c".into(), script.into()]),
+            env: Some(vec![
+                env("MODEL_URL", url),
+                env("MODEL_SHA256", model.sha256.as_deref().unwrap_or_default()),
+                env("TARGET", &target),
+            ]),
+            volume_mounts: Some(vec![mount("model", MODEL_DIR, false), mount("tmp", "/tmp", false)]),
+            security_context: Some(container_security()),
+            ..Container::default()
+        };
+        (target, Some(empty_dir("model")), Some(fetcher))
+    } else if let Some(claim) = &model.persistent_volume_claim {
+        let volume = Volume {
+            name: "model".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.claim_name.clone(),
+                read_only: Some(true),
+            }),
+            ..Volume::default()
+        };
+        (format!("{MODEL_DIR}/{}", claim.path), Some(volume), None)
+    } else {
+        (model.path.clone().unwrap_or_default(), None, None)
+    }
+}
+
+fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period_seconds),
+        failure_threshold: Some(failure_threshold),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..SecurityContext::default()
+    }
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume { name: name.into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(read_only), ..VolumeMount::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{assert_golden, defaults, resource};
+    use super::super::validate;
+    use super::*;
+
+    fn build(fixture: &str, replicas: i32) -> Deployment {
+        let brs = resource(fixture);
+        let valid = validate(&brs, &defaults()).expect("the fixture is valid");
+        deployment(&brs, &valid, &defaults(), replicas)
+    }
+
+    fn pod(deployment: &Deployment) -> &PodSpec {
+        deployment.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("a pod template")
+    }
+
+    #[test]
+    fn golden_deployments() {
+        assert_golden("minimal.deployment.yaml", &build("minimal.yaml", 2));
+        assert_golden("full.deployment.yaml", &build("full.yaml", 3));
+        assert_golden("pvc-model.deployment.yaml", &build("pvc-model.yaml", 1));
+    }
+
+    #[test]
+    fn every_pod_asks_for_exactly_one_gpu_of_the_configured_resource() {
+        let deployment = build("full.yaml", 3);
+        assert_eq!(deployment.spec.as_ref().and_then(|s| s.replicas), Some(3));
+        let resources = pod(&deployment).containers[0].resources.clone().expect("resources");
+        let one = Some(&Quantity("1".into()));
+        assert_eq!(resources.limits.as_ref().and_then(|l| l.get("amd.com/gpu")), one);
+        assert_eq!(resources.requests.as_ref().and_then(|r| r.get("amd.com/gpu")), one);
+        assert_eq!(resources.limits.as_ref().and_then(|l| l.get("memory")), Some(&Quantity("16Gi".into())));
+    }
+
+    #[test]
+    fn pods_are_locked_down() {
+        let deployment = build("minimal.yaml", 1);
+        let pod = pod(&deployment);
+        let security = pod.security_context.as_ref().expect("pod security");
+        assert_eq!(security.run_as_non_root, Some(true));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        for container in pod.containers.iter().chain(pod.init_containers.iter().flatten()) {
+            let security = container.security_context.as_ref().expect("container security");
+            assert_eq!(security.read_only_root_filesystem, Some(true), "{}", container.name);
+            assert_eq!(security.allow_privilege_escalation, Some(false), "{}", container.name);
+            let dropped = security.capabilities.as_ref().and_then(|c| c.drop.clone());
+            assert_eq!(dropped, Some(vec!["ALL".to_owned()]), "{}", container.name);
+            assert_eq!(security.seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
+        }
+    }
+
+    #[test]
+    fn a_url_model_is_fetched_and_checked_before_the_server_starts() {
+        let deployment = build("full.yaml", 1);
+        let pod = pod(&deployment);
+        let fetcher = &pod.init_containers.as_ref().expect("an init container")[0];
+        let env: BTreeMap<_, _> =
+            fetcher.env.iter().flatten().map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or(""))).collect();
+        assert_eq!(env["MODEL_URL"], "https://models.example/isnet-general.onnx?token=a&b=c");
+        assert_eq!(env["MODEL_SHA256"].len(), 64);
+        let script = fetcher.command.as_ref().expect("a command").join(" ");
+        assert!(!script.contains("models.example"), "the URL must not be spliced into the script");
+        assert!(pod.containers[0].args.iter().flatten().any(|a| a == "--model=/models/model.onnx"));
+    }
+
+    #[test]
+    fn a_model_in_the_image_needs_no_volume() {
+        let mut brs = resource("minimal.yaml");
+        brs.spec.model.url = None;
+        brs.spec.model.path = Some("/opt/models/isnet.onnx".into());
+        let valid = validate(&brs, &defaults()).expect("valid");
+        let deployment = deployment(&brs, &valid, &defaults(), 1);
+        let pod = pod(&deployment);
+        assert!(pod.init_containers.is_none());
+        assert!(pod.volumes.iter().flatten().all(|v| v.name != "model"));
+        assert!(pod.containers[0].args.iter().flatten().any(|a| a == "--model=/opt/models/isnet.onnx"));
+    }
+
+    #[test]
+    fn the_grace_period_outlasts_the_request_timeout() {
+        let deployment = build("full.yaml", 1);
+        let grace = pod(&deployment).termination_grace_period_seconds.expect("a grace period");
+        assert!(grace > 120, "request timeout is 120 s in the fixture, grace {grace}");
+    }
+}

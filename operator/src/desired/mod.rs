@@ -1,0 +1,121 @@
+//! The objects the operator wants to exist for one `BackgroundRemovalService`: pure
+//! functions from the resource (and the operator's settings) to Kubernetes objects,
+//! applied as they are with server-side apply. Nothing here talks to the apiserver.
+
+mod deployment;
+mod pod_monitor;
+mod service;
+mod validate;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+use crate::crd::BackgroundRemovalService;
+
+pub use deployment::deployment;
+pub use pod_monitor::{pod_monitor, pod_monitor_resource};
+pub use service::{pod_disruption_budget, service};
+pub use validate::{Valid, validate};
+
+/// The field manager of every apply, and the `app.kubernetes.io/managed-by` label.
+pub const MANAGER: &str = "matte-operator";
+/// The label that ties pods and the objects around them to their resource.
+pub const SERVICE_LABEL: &str = "matte.dev/service";
+
+/// What the operator's own configuration contributes to every resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Defaults {
+    /// The inference image for resources that do not name one.
+    pub inference_image: String,
+    /// The image of the init container that downloads `model.url` (needs `sh`, `curl`
+    /// and `sha256sum`).
+    pub model_fetcher_image: String,
+}
+
+/// Labels on everything made for `brs`.
+pub fn labels(brs: &BackgroundRemovalService) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(brs);
+    labels.insert("app.kubernetes.io/instance".into(), brs.name_any());
+    labels.insert("app.kubernetes.io/managed-by".into(), MANAGER.into());
+    labels
+}
+
+/// The labels that select `brs`'s pods; kept small because a Deployment's selector
+/// can never change.
+pub fn selector_labels(brs: &BackgroundRemovalService) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "matte-inference".to_owned()),
+        (SERVICE_LABEL.to_owned(), brs.name_any()),
+    ])
+}
+
+/// `selector_labels` as the string the scale subresource and `kubectl` take.
+pub fn selector_string(brs: &BackgroundRemovalService) -> String {
+    selector_labels(brs).iter().map(|(key, value)| format!("{key}={value}")).collect::<Vec<_>>().join(",")
+}
+
+fn label_selector(brs: &BackgroundRemovalService) -> LabelSelector {
+    LabelSelector { match_labels: Some(selector_labels(brs)), ..LabelSelector::default() }
+}
+
+/// Name, namespace, labels and the controller reference through which Kubernetes
+/// deletes the object with its resource.
+fn metadata(brs: &BackgroundRemovalService) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(brs.name_any()),
+        namespace: brs.namespace(),
+        labels: Some(labels(brs)),
+        owner_references: owner_reference(brs).map(|owner| vec![owner]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// `None` only for a resource that has not been stored yet (no uid).
+fn owner_reference(brs: &BackgroundRemovalService) -> Option<OwnerReference> {
+    brs.controller_owner_ref(&())
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! Resources read from `operator/tests/fixtures/`, and golden files beside them:
+    //! `MATTE_UPDATE_FIXTURES=1 cargo test` rewrites the golden files after a deliberate change.
+
+    use std::path::PathBuf;
+
+    use super::Defaults;
+    use crate::crd::BackgroundRemovalService;
+
+    fn path(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    }
+
+    /// A resource as the apiserver would hand it over: defaults applied, uid set.
+    pub fn resource(name: &str) -> BackgroundRemovalService {
+        let text = std::fs::read_to_string(path(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
+        let mut brs: BackgroundRemovalService =
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
+        brs.metadata.uid.get_or_insert_with(|| "6b1f0c1e-0000-4000-8000-000000000001".to_owned());
+        brs
+    }
+
+    pub fn defaults() -> Defaults {
+        Defaults {
+            inference_image: "ghcr.io/matte-dev/matte-inference:0.1.0".into(),
+            model_fetcher_image: "docker.io/curlimages/curl:8.11.1".into(),
+        }
+    }
+
+    /// Compares `object` with the golden YAML file `name`.
+    pub fn assert_golden(name: &str, object: &impl serde::Serialize) {
+        let actual = serde_yaml::to_string(object).expect("objects serialise");
+        if std::env::var_os("MATTE_UPDATE_FIXTURES").is_some() {
+            std::fs::write(path(name), &actual).expect("golden file written");
+            return;
+        }
+        let expected = std::fs::read_to_string(path(name))
+            .unwrap_or_else(|e| panic!("golden file {name}: {e} (MATTE_UPDATE_FIXTURES=1 writes it)"));
+        assert_eq!(actual, expected, "{name} differs from what is built (MATTE_UPDATE_FIXTURES=1 rewrites it)");
+    }
+}

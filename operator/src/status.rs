@@ -1,0 +1,330 @@
+//! The resource's status, computed from what one reconcile pass observed: a pure
+//! function, so that every condition and its transitions are unit-tested.
+//!
+//! Conditions follow the Kubernetes conventions: `lastTransitionTime` moves only when a
+//! condition's status changes, each carries the generation it was computed for, and an
+//! unchanged status is not written at all.
+
+use k8s_openapi::api::apps::v1::DeploymentStatus;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::autoscaler::policy::{Decision, Reason};
+use crate::crd::BackgroundRemovalServiceStatus;
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+pub const SCALING_LIMITED: &str = "ScalingLimited";
+/// Set while autoscaling is on: whether the queue metrics could be used.
+pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
+
+/// Pods the scheduler could not place, with its own words for the first of them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Unschedulable {
+    pub pods: i32,
+    /// e.g. "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+    pub message: String,
+}
+
+/// Everything one pass learned that the status reports.
+#[derive(Debug, Default)]
+pub struct Observed<'a> {
+    pub generation: Option<i64>,
+    /// The pods' label selector (for the scale subresource).
+    pub selector: String,
+    /// Spec problems found by validation; nothing was applied when there are any.
+    pub problems: &'a [String],
+    /// Why applying the desired objects failed, if it did.
+    pub apply_error: Option<String>,
+    pub desired_replicas: i32,
+    pub deployment: Option<&'a DeploymentStatus>,
+    pub unschedulable: Unschedulable,
+    /// The autoscaler's decision, when autoscaling is on and it ran.
+    pub decision: Option<&'a Decision>,
+}
+
+/// The new status, keeping from `previous` what has not changed.
+pub fn compute(previous: &BackgroundRemovalServiceStatus, observed: &Observed, now: &Time) -> BackgroundRemovalServiceStatus {
+    let deployment = observed.deployment.cloned().unwrap_or_default();
+    let replicas = deployment.replicas.unwrap_or(0);
+    let ready = deployment.ready_replicas.unwrap_or(0);
+    let updated = deployment.updated_replicas.unwrap_or(0);
+    let desired = observed.desired_replicas;
+    let stalled = deployment
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"));
+
+    let mut conditions = previous.conditions.clone();
+    let mut set = |type_: &str, status: bool, reason: &str, message: String| {
+        set_condition(&mut conditions, type_, status, reason, message, observed.generation, now);
+    };
+
+    if !observed.problems.is_empty() {
+        let message = format!("invalid spec: {}", observed.problems.join("; "));
+        set(READY, false, "InvalidSpec", message.clone());
+        set(PROGRESSING, false, "InvalidSpec", message.clone());
+        set(DEGRADED, true, "InvalidSpec", message);
+    } else {
+        let ready_message = format!("{ready}/{desired} pods ready");
+        match () {
+            _ if desired == 0 => set(READY, false, "ScaledToZero", "no pods are wanted right now".into()),
+            _ if ready >= desired => set(READY, true, "AllPodsReady", ready_message),
+            _ => set(READY, false, "PodsNotReady", ready_message),
+        }
+        let settled = replicas == desired && updated == desired && ready == desired;
+        match (stalled, settled) {
+            (Some(stalled), _) => set(
+                PROGRESSING,
+                false,
+                "ProgressDeadlineExceeded",
+                stalled.message.clone().unwrap_or_else(|| "the rollout stalled".into()),
+            ),
+            (None, true) => set(PROGRESSING, false, "Complete", format!("{desired} pods up to date and ready")),
+            (None, false) => set(
+                PROGRESSING,
+                true,
+                "Reconciling",
+                format!("{updated}/{desired} pods up to date, {ready} ready, {replicas} running or starting"),
+            ),
+        }
+        match (&observed.apply_error, stalled) {
+            (Some(error), _) => set(DEGRADED, true, "ApplyFailed", error.clone()),
+            (None, Some(stalled)) => set(
+                DEGRADED,
+                true,
+                "ProgressDeadlineExceeded",
+                stalled.message.clone().unwrap_or_else(|| "the rollout stalled".into()),
+            ),
+            (None, None) => set(DEGRADED, false, "AsExpected", "no problem found".into()),
+        }
+    }
+
+    let limited = &observed.unschedulable;
+    let at_max = observed.decision.filter(|d| d.reason == Reason::AtMaxReplicas);
+    match (limited.pods > 0, at_max) {
+        (true, _) => set(
+            SCALING_LIMITED,
+            true,
+            "InsufficientResources",
+            format!("{} pod(s) cannot be scheduled: {}", limited.pods, limited.message),
+        ),
+        (false, Some(decision)) => set(SCALING_LIMITED, true, "AtMaxReplicas", decision.message.clone()),
+        (false, None) => set(SCALING_LIMITED, false, "AsExpected", "every wanted pod can be scheduled".into()),
+    }
+
+    if let Some(decision) = observed.decision {
+        match decision.reason {
+            Reason::MetricsMissing => set(METRICS_AVAILABLE, false, "MetricsMissing", decision.message.clone()),
+            Reason::MetricsStale => set(METRICS_AVAILABLE, false, "MetricsStale", decision.message.clone()),
+            _ => set(METRICS_AVAILABLE, true, "QueueMetricsRead", "the pods' queue metrics are current".into()),
+        }
+    }
+
+    let queue = observed.decision.and_then(|d| d.observation.queue.as_ref());
+    let scaled = desired != previous.desired_replicas || previous.last_scale_time.is_none();
+    BackgroundRemovalServiceStatus {
+        replicas,
+        ready_replicas: ready,
+        desired_replicas: desired,
+        selector: Some(observed.selector.clone()),
+        observed_generation: observed.generation,
+        conditions,
+        observed_queue_latency_seconds: queue.and_then(|q| q.queue_wait_p95_seconds).map(round_millis),
+        observed_images_per_second: queue.map(|q| round_millis(q.sustained_admitted_per_second)),
+        last_scale_time: if scaled { Some(now.clone()) } else { previous.last_scale_time.clone() },
+        last_scale_reason: match (scaled, observed.decision) {
+            (true, Some(decision)) => Some(decision.message.clone()),
+            (true, None) => Some(format!("{desired} replicas from the spec")),
+            (false, _) => previous.last_scale_reason.clone(),
+        },
+    }
+}
+
+/// Sets one condition; its transition time moves only when its status does.
+fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let status = if status { "True" } else { "False" }.to_owned();
+    let existing = conditions.iter().position(|c| c.type_ == type_);
+    let last_transition_time = match existing.map(|i| &conditions[i]) {
+        Some(old) if old.status == status => old.last_transition_time.clone(),
+        _ => now.clone(),
+    };
+    let condition = Condition {
+        type_: type_.to_owned(),
+        status,
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    };
+    match existing {
+        Some(i) => conditions[i] = condition,
+        None => conditions.push(condition),
+    }
+}
+
+/// Metric values change in their last digits every pass; three decimals are plenty
+/// for people and keep the status from being rewritten for noise.
+fn round_millis(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+/// The condition of `type_`, if set.
+pub fn condition<'a>(status: &'a BackgroundRemovalServiceStatus, type_: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::DeploymentCondition;
+
+    use super::*;
+
+    fn time(seconds: i64) -> Time {
+        Time(jiff::Timestamp::from_second(1_800_000_000 + seconds).expect("a valid time"))
+    }
+
+    fn deployment(replicas: i32, updated: i32, ready: i32) -> DeploymentStatus {
+        DeploymentStatus {
+            replicas: Some(replicas),
+            updated_replicas: Some(updated),
+            ready_replicas: Some(ready),
+            ..DeploymentStatus::default()
+        }
+    }
+
+    fn observed<'a>(desired: i32, deployment: Option<&'a DeploymentStatus>) -> Observed<'a> {
+        Observed {
+            generation: Some(3),
+            selector: "matte.dev/service=x".into(),
+            desired_replicas: desired,
+            deployment,
+            ..Observed::default()
+        }
+    }
+
+    fn state(status: &BackgroundRemovalServiceStatus, type_: &str) -> (String, String) {
+        let c = condition(status, type_).unwrap_or_else(|| panic!("{type_} is set"));
+        (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn a_rollout_in_progress_then_complete() {
+        let starting = deployment(3, 3, 1);
+        let first = compute(&Default::default(), &observed(3, Some(&starting)), &time(0));
+        assert_eq!(state(&first, READY), ("False".into(), "PodsNotReady".into()));
+        assert_eq!(state(&first, PROGRESSING), ("True".into(), "Reconciling".into()));
+        assert_eq!(state(&first, DEGRADED), ("False".into(), "AsExpected".into()));
+        assert_eq!((first.replicas, first.ready_replicas, first.desired_replicas), (3, 1, 3));
+        assert_eq!(first.selector.as_deref(), Some("matte.dev/service=x"));
+        assert_eq!(condition(&first, READY).and_then(|c| c.observed_generation), Some(3));
+
+        let done = deployment(3, 3, 3);
+        let second = compute(&first, &observed(3, Some(&done)), &time(30));
+        assert_eq!(state(&second, READY), ("True".into(), "AllPodsReady".into()));
+        assert_eq!(state(&second, PROGRESSING), ("False".into(), "Complete".into()));
+        assert_eq!(condition(&second, READY).map(|c| c.last_transition_time.clone()), Some(time(30)));
+    }
+
+    #[test]
+    fn transition_times_move_only_when_a_status_changes() {
+        let ready = deployment(2, 2, 2);
+        let first = compute(&Default::default(), &observed(2, Some(&ready)), &time(0));
+        let again = compute(&first, &observed(2, Some(&ready)), &time(60));
+        assert_eq!(first, again, "nothing changed, so nothing is rewritten");
+        let degraded_time = |s: &BackgroundRemovalServiceStatus| condition(s, DEGRADED).map(|c| c.last_transition_time.clone());
+        let failing = Observed { apply_error: Some("the apiserver said no".into()), ..observed(2, Some(&ready)) };
+        let broken = compute(&again, &failing, &time(90));
+        assert_eq!(degraded_time(&broken), Some(time(90)));
+        assert_eq!(condition(&broken, READY).map(|c| c.last_transition_time.clone()), Some(time(0)));
+    }
+
+    #[test]
+    fn an_invalid_spec_is_degraded_and_not_ready_with_every_problem() {
+        let problems = vec!["spec.image is not set".to_owned(), "spec.model.std is zero".to_owned()];
+        let status = compute(&Default::default(), &Observed { problems: &problems, ..observed(1, None) }, &time(0));
+        assert_eq!(state(&status, DEGRADED), ("True".into(), "InvalidSpec".into()));
+        assert_eq!(state(&status, READY), ("False".into(), "InvalidSpec".into()));
+        let message = &condition(&status, DEGRADED).map(|c| c.message.clone()).unwrap_or_default();
+        assert!(message.contains("spec.image") && message.contains("spec.model.std"), "{message}");
+    }
+
+    #[test]
+    fn unschedulable_pods_limit_scaling_in_the_schedulers_words() {
+        let partial = deployment(3, 3, 2);
+        let message = "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.";
+        let limited = Observed {
+            unschedulable: Unschedulable { pods: 1, message: message.into() },
+            ..observed(3, Some(&partial))
+        };
+        let status = compute(&Default::default(), &limited, &time(0));
+        assert_eq!(state(&status, SCALING_LIMITED), ("True".into(), "InsufficientResources".into()));
+        assert!(condition(&status, SCALING_LIMITED).is_some_and(|c| c.message.contains("Insufficient nvidia.com/gpu")));
+        let freed = compute(&status, &observed(3, Some(&deployment(3, 3, 3))), &time(20));
+        assert_eq!(state(&freed, SCALING_LIMITED), ("False".into(), "AsExpected".into()));
+    }
+
+    #[test]
+    fn a_stalled_rollout_is_degraded() {
+        let mut stalled = deployment(2, 1, 1);
+        stalled.conditions = Some(vec![DeploymentCondition {
+            type_: "Progressing".into(),
+            status: "False".into(),
+            reason: Some("ProgressDeadlineExceeded".into()),
+            message: Some("ReplicaSet \"x-1\" has timed out progressing.".into()),
+            ..DeploymentCondition::default()
+        }]);
+        let status = compute(&Default::default(), &observed(2, Some(&stalled)), &time(0));
+        assert_eq!(state(&status, PROGRESSING), ("False".into(), "ProgressDeadlineExceeded".into()));
+        assert_eq!(state(&status, DEGRADED), ("True".into(), "ProgressDeadlineExceeded".into()));
+    }
+
+    #[test]
+    fn missing_metrics_hold_and_raise_a_condition() {
+        use crate::autoscaler::policy::{Memory, Observation, PolicySpec, decide};
+        let observation = Observation {
+            now_seconds: 0.0,
+            replicas: 2,
+            ready_pods: 2,
+            starting_pod_ages_seconds: vec![],
+            unschedulable_pods: 0,
+            measured_startup_seconds: None,
+            queue: None,
+        };
+        let decision = decide(&PolicySpec::new(1, 4, 30.0), &observation, &Memory::default());
+        let ready = deployment(2, 2, 2);
+        let status = compute(&Default::default(), &Observed { decision: Some(&decision), ..observed(2, Some(&ready)) }, &time(0));
+        assert_eq!(state(&status, METRICS_AVAILABLE), ("False".into(), "MetricsMissing".into()));
+        assert_eq!(state(&status, READY), ("True".into(), "AllPodsReady".into()));
+        let without_autoscaling = compute(&Default::default(), &observed(2, Some(&ready)), &time(0));
+        assert!(condition(&without_autoscaling, METRICS_AVAILABLE).is_none());
+    }
+
+    #[test]
+    fn zero_replicas_is_not_ready_and_says_why() {
+        let status = compute(&Default::default(), &observed(0, Some(&deployment(0, 0, 0))), &time(0));
+        assert_eq!(state(&status, READY), ("False".into(), "ScaledToZero".into()));
+        assert_eq!(state(&status, PROGRESSING), ("False".into(), "Complete".into()));
+    }
+
+    #[test]
+    fn the_scale_time_and_reason_move_only_with_the_replicas() {
+        let ready = deployment(2, 2, 2);
+        let first = compute(&Default::default(), &observed(2, Some(&ready)), &time(0));
+        assert_eq!(first.last_scale_reason.as_deref(), Some("2 replicas from the spec"));
+        let same = compute(&first, &observed(2, Some(&ready)), &time(50));
+        assert_eq!(same.last_scale_time, Some(time(0)));
+        let scaled = compute(&same, &observed(4, Some(&ready)), &time(60));
+        assert_eq!(scaled.last_scale_time, Some(time(60)));
+        assert_eq!(scaled.last_scale_reason.as_deref(), Some("4 replicas from the spec"));
+    }
+}
