@@ -73,7 +73,12 @@ const DISCOVERY_TTL: Duration = Duration::from_secs(60);
 const RESYNC: Duration = Duration::from_secs(300);
 
 /// Runs the controller until `shutdown` completes.
-pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let namespace = settings.watch_namespace.clone();
     let api = |client: &Client| scoped::<BackgroundRemovalService>(client, namespace.as_deref());
     let managed = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
@@ -103,7 +108,9 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         .owns(scoped::<PodDisruptionBudget>(&client, namespace.as_deref()), managed.clone())
         .watches(scoped::<Pod>(&client, namespace.as_deref()), managed, |pod: Pod| {
             let namespace = pod.namespace();
-            pod.labels().get(desired::SERVICE_LABEL).map(|name| ObjectRef::new(name).within(namespace.as_deref().unwrap_or_default()))
+            pod.labels()
+                .get(desired::SERVICE_LABEL)
+                .map(|name| ObjectRef::new(name).within(namespace.as_deref().unwrap_or_default()))
         })
         .with_config(controller::Config::default().debounce(Duration::from_secs(1)))
         .graceful_shutdown_on(shutdown)
@@ -186,11 +193,8 @@ async fn reconcile_one(brs: &BackgroundRemovalService, context: &Context) -> Res
     let current = existing.as_ref().and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas);
 
     let autoscaling = &brs.spec.autoscaling;
-    let decision = if autoscaling.enabled {
-        Some(context.autoscale(brs, &census, current.unwrap_or(0)).await)
-    } else {
-        None
-    };
+    let decision =
+        if autoscaling.enabled { Some(context.autoscale(brs, &census, current.unwrap_or(0)).await) } else { None };
     let replicas = match &decision {
         Some(decision) => i32::try_from(decision.replicas).unwrap_or(i32::MAX),
         None => brs.spec.replicas.unwrap_or(1),
@@ -304,7 +308,8 @@ impl Context {
         apply(&Api::<Deployment>::namespaced(client.clone(), &namespace), "Deployment", &deployment).await?;
         apply(&Api::<Service>::namespaced(client.clone(), &namespace), "Service", &desired::service(brs)).await?;
         let budget = desired::pod_disruption_budget(brs);
-        apply(&Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace), "PodDisruptionBudget", &budget).await?;
+        apply(&Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace), "PodDisruptionBudget", &budget)
+            .await?;
         if self.pod_monitors_exist().await {
             let resource = desired::pod_monitor_resource();
             let api = Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &resource);
@@ -346,14 +351,21 @@ impl Context {
             "kind": BackgroundRemovalService::kind(&()),
             "status": status,
         });
-        api.patch_status(&brs.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
-            .await
-            .map_err(Error::kube("write the status of", format!("BackgroundRemovalService {}", ObjectRef::from_obj(brs))))?;
+        api.patch_status(&brs.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await.map_err(
+            Error::kube("write the status of", format!("BackgroundRemovalService {}", ObjectRef::from_obj(brs))),
+        )?;
         Ok(())
     }
 
     /// Publishes an Event about `brs`; a failure to do so is logged, never fatal.
-    async fn publish(&self, brs: &BackgroundRemovalService, type_: EventType, reason: &str, action: &str, note: String) {
+    async fn publish(
+        &self,
+        brs: &BackgroundRemovalService,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         match type_ {
             EventType::Warning => tracing::warn!(resource = %ObjectRef::from_obj(brs), reason, %note, "event"),
             EventType::Normal => tracing::info!(resource = %ObjectRef::from_obj(brs), reason, %note, "event"),

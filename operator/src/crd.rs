@@ -240,7 +240,7 @@ impl Default for AutoscalingSpec {
 pub struct MetricsSource {
     pub prometheus_url: String,
     /// PromQL label matchers picking this service's pods, without braces; by default
-    /// the namespace and service labels of a Prometheus Operator scrape.
+    /// `namespace="<namespace>",job="<name>"`, the labels the operator's PodMonitor gives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
 }

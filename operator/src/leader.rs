@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 
 use crate::error::Error;
 
@@ -34,7 +34,12 @@ pub struct LeaderElection {
 
 impl LeaderElection {
     pub fn new(client: Client, namespace: &str, name: &str, identity: &str) -> LeaderElection {
-        LeaderElection { api: Api::namespaced(client, namespace), name: name.into(), identity: identity.into(), observed: None }
+        LeaderElection {
+            api: Api::namespaced(client, namespace),
+            name: name.into(),
+            identity: identity.into(),
+            observed: None,
+        }
     }
 
     fn object(&self) -> String {

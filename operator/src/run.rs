@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::runtime::events::Reporter;
 use kube::Client;
+use kube::runtime::events::Reporter;
 use tokio::sync::watch;
 
 use crate::cli::RunArgs;
@@ -109,7 +109,11 @@ async fn acquire(election: &mut LeaderElection, mut stop: watch::Receiver<bool>)
 
 /// Renews the Lease until told to stop, or signals `lost` when it has not been
 /// renewed for the renew deadline; hands the election back for release or retry.
-async fn renew(mut election: LeaderElection, mut stop: watch::Receiver<bool>, lost: watch::Sender<bool>) -> LeaderElection {
+async fn renew(
+    mut election: LeaderElection,
+    mut stop: watch::Receiver<bool>,
+    lost: watch::Sender<bool>,
+) -> LeaderElection {
     let mut renewed = Instant::now();
     loop {
         tokio::select! {

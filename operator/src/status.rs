@@ -44,7 +44,11 @@ pub struct Observed<'a> {
 }
 
 /// The new status, keeping from `previous` what has not changed.
-pub fn compute(previous: &BackgroundRemovalServiceStatus, observed: &Observed, now: &Time) -> BackgroundRemovalServiceStatus {
+pub fn compute(
+    previous: &BackgroundRemovalServiceStatus,
+    observed: &Observed,
+    now: &Time,
+) -> BackgroundRemovalServiceStatus {
     let deployment = observed.deployment.cloned().unwrap_or_default();
     let replicas = deployment.replicas.unwrap_or(0);
     let ready = deployment.ready_replicas.unwrap_or(0);
@@ -241,7 +245,8 @@ mod tests {
         let first = compute(&Default::default(), &observed(2, Some(&ready)), &time(0));
         let again = compute(&first, &observed(2, Some(&ready)), &time(60));
         assert_eq!(first, again, "nothing changed, so nothing is rewritten");
-        let degraded_time = |s: &BackgroundRemovalServiceStatus| condition(s, DEGRADED).map(|c| c.last_transition_time.clone());
+        let degraded_time =
+            |s: &BackgroundRemovalServiceStatus| condition(s, DEGRADED).map(|c| c.last_transition_time.clone());
         let failing = Observed { apply_error: Some("the apiserver said no".into()), ..observed(2, Some(&ready)) };
         let broken = compute(&again, &failing, &time(90));
         assert_eq!(degraded_time(&broken), Some(time(90)));
@@ -302,7 +307,11 @@ mod tests {
         };
         let decision = decide(&PolicySpec::new(1, 4, 30.0), &observation, &Memory::default());
         let ready = deployment(2, 2, 2);
-        let status = compute(&Default::default(), &Observed { decision: Some(&decision), ..observed(2, Some(&ready)) }, &time(0));
+        let status = compute(
+            &Default::default(),
+            &Observed { decision: Some(&decision), ..observed(2, Some(&ready)) },
+            &time(0),
+        );
         assert_eq!(state(&status, METRICS_AVAILABLE), ("False".into(), "MetricsMissing".into()));
         assert_eq!(state(&status, READY), ("True".into(), "AllPodsReady".into()));
         let without_autoscaling = compute(&Default::default(), &observed(2, Some(&ready)), &time(0));

@@ -1,5 +1,5 @@
 //! Deciding how many inference pods each service needs.
 
+pub mod pods;
 pub mod policy;
 pub mod prometheus;
-pub mod pods;

@@ -2,8 +2,8 @@
 //! the pods themselves: which are ready, which are still starting and for how long,
 //! which the scheduler cannot place (and why), and how long recent pods took to start.
 
-use k8s_openapi::api::core::v1::{Pod, PodCondition};
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Pod, PodCondition};
 
 use crate::status::Unschedulable;
 

@@ -169,7 +169,8 @@ fn model_source(brs: &BackgroundRemovalService, defaults: &Defaults) -> (String,
             --output \"$TARGET.partial\" \"$MODEL_URL\"\n\
             if [ -n \"$MODEL_SHA256\" ]; then echo \"$MODEL_SHA256  $TARGET.partial\" | sha256sum -c -; fi\n\
             mv \"$TARGET.partial\" \"$TARGET\"\n";
-        let env = |name: &str, value: &str| EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() };
+        let env =
+            |name: &str, value: &str| EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() };
         let fetcher = Container {
             name: "fetch-model".into(),
             image: Some(defaults.model_fetcher_image.clone()),

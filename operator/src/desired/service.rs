@@ -66,7 +66,10 @@ mod tests {
         assert_eq!(budget_selector, Some(selected));
         for owners in [service.metadata.owner_references, budget.metadata.owner_references] {
             let owner = &owners.expect("owned")[0];
-            assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("BackgroundRemovalService", "portraits", Some(true)));
+            assert_eq!(
+                (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+                ("BackgroundRemovalService", "portraits", Some(true))
+            );
         }
     }
 }
