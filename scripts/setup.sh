@@ -79,6 +79,18 @@ if ! command -v promtool >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+# --- the local control plane of the end-to-end tests (tests/, scripts/cluster/) ---------
+# openssl makes the throwaway cluster's certificates; build.sh compiles etcd, Kubernetes,
+# kwok and helm from the Go module proxy into $cache/k8s/bin (a no-op once built).
+if ! command -v openssl >/dev/null; then
+  log "installing Debian's openssl package"
+  if [[ $(id -u) -eq 0 ]]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends openssl >/dev/null
+fi
+MATTE_CACHE="$cache" "$(dirname "$0")/cluster/build.sh"
+# --- end of the local control plane ------------------------------------------------------
+
 cat >"$cache/env.sh" <<EOF
 export MATTE_CACHE="$cache"
 export ORT_DYLIB_PATH="$ort_lib"
