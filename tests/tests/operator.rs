@@ -1,0 +1,213 @@
+//! The operator against a real control plane: installed by its Helm chart, running with
+//! the chart's ServiceAccount and RBAC, reconciling BackgroundRemovalServices into GPU
+//! pods that kube-scheduler places on kwok's fake GPU nodes.
+
+use std::time::{Duration, Instant};
+
+use matte_e2e::operator::{Operator, service_account_kubeconfig};
+use matte_e2e::{Cluster, repo_root, wait_for};
+use serde_json::Value;
+
+const NAMESPACE: &str = "matte-system";
+const RELEASE: &str = "matte";
+const LEASE: &str = "matte-leader";
+const WAIT: Duration = Duration::from_secs(90);
+
+fn cluster(gpu_nodes: usize) -> Cluster {
+    Cluster::start(gpu_nodes).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `helm install` of the chart, which also applies the CRD from its `crds/`.
+fn install_chart(cluster: &Cluster) {
+    let chart = repo_root().join("charts/matte");
+    let chart = chart.to_str().expect("a UTF-8 path");
+    cluster.helm_ok(&["install", RELEASE, chart, "--namespace", NAMESPACE, "--create-namespace"]);
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=established",
+        "--timeout=60s",
+        "crd/backgroundremovalservices.matte.dev",
+    ]);
+}
+
+fn start_operator(cluster: &Cluster, identity: &str) -> Operator {
+    let kubeconfig = service_account_kubeconfig(cluster, NAMESPACE, RELEASE);
+    Operator::start(&kubeconfig, identity, NAMESPACE, &["--leader-elect", "--lease-name", LEASE])
+}
+
+fn resource(name: &str, replicas: i32, gpu_resource: &str) -> String {
+    format!(
+        "apiVersion: matte.dev/v1alpha1\nkind: BackgroundRemovalService\nmetadata:\n  name: {name}\n  namespace: shop\n\
+         spec:\n  model:\n    url: https://models.example/isnet.onnx\n  gpu:\n    resourceName: {gpu_resource}\n\
+         \x20 autoscaling:\n    enabled: false\n  replicas: {replicas}\n"
+    )
+}
+
+fn get(cluster: &Cluster, kind: &str, name: &str) -> Option<Value> {
+    let output = cluster.kubectl(&["get", kind, name, "-n", "shop", "-o", "json"]);
+    output.status.success().then(|| serde_json::from_slice(&output.stdout).ok()).flatten()
+}
+
+fn condition(brs: &Value, type_: &str) -> Option<(String, String, String)> {
+    brs["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).map(|c| {
+        let text = |key: &str| c[key].as_str().unwrap_or_default().to_owned();
+        (text("status"), text("reason"), text("message"))
+    })
+}
+
+/// Waits until `name`'s condition `type_` has `status`, returns the resource.
+fn wait_condition(cluster: &Cluster, name: &str, type_: &str, status: &str) -> Value {
+    wait_for(&format!("{name}: {type_}={status}"), WAIT, || {
+        let brs = get(cluster, "brs", name);
+        match brs.as_ref().and_then(|b| condition(b, type_)) {
+            Some((s, _, _)) if s == status => Ok(brs.unwrap_or_default()),
+            other => Err(other),
+        }
+    })
+}
+
+fn events(cluster: &Cluster, name: &str) -> String {
+    cluster.kubectl_ok(&[
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        "shop",
+        "--field-selector",
+        &format!("regarding.name={name}"),
+        "-o",
+        "custom-columns=TYPE:.type,REASON:.reason,NOTE:.note",
+    ])
+}
+
+#[test]
+fn the_operator_reconciles_with_the_charts_rbac() {
+    let cluster = cluster(2);
+    let chart = repo_root().join("charts/matte");
+    let chart = chart.to_str().expect("a UTF-8 path");
+    cluster.helm_ok(&["lint", "--strict", chart]);
+    install_chart(&cluster);
+    for (kind, name) in [
+        ("deployment", RELEASE),
+        ("serviceaccount", RELEASE),
+        ("role", "matte-leader-election"),
+        ("rolebinding", "matte-leader-election"),
+    ] {
+        cluster.kubectl_ok(&["get", kind, name, "-n", NAMESPACE]);
+    }
+    cluster.kubectl_ok(&["get", "clusterrole", RELEASE]);
+    cluster.kubectl_ok(&["get", "clusterrolebinding", RELEASE]);
+    // Everything the chart renders is valid for this apiserver's schemas.
+    let rendered = cluster.helm_ok(&["template", RELEASE, chart, "--namespace", NAMESPACE]);
+    let dry_run = cluster.kubectl_with_input(&["apply", "--dry-run=server", "-f", "-"], &rendered);
+    assert!(dry_run.status.success(), "{}", String::from_utf8_lossy(&dry_run.stderr));
+
+    cluster.kubectl_ok(&["create", "namespace", "shop"]);
+    let operator = start_operator(&cluster, "operator-a");
+
+    // Created → Ready, with the objects owned by the resource.
+    let created = Instant::now();
+    cluster.apply_yaml_ok(&resource("portraits", 2, "nvidia.com/gpu"));
+    let brs = wait_condition(&cluster, "portraits", "Ready", "True");
+    eprintln!("portraits: created → Ready in {:.1} s", created.elapsed().as_secs_f64());
+    assert_eq!((brs["status"]["replicas"].as_i64(), brs["status"]["readyReplicas"].as_i64()), (Some(2), Some(2)));
+    let uid = brs["metadata"]["uid"].as_str().expect("a uid").to_owned();
+    for kind in ["deployment", "service", "poddisruptionbudget"] {
+        let object = get(&cluster, kind, "portraits").unwrap_or_else(|| panic!("no {kind} portraits"));
+        let owner = &object["metadata"]["ownerReferences"][0];
+        assert_eq!((owner["uid"].as_str(), owner["controller"].as_bool()), (Some(uid.as_str()), Some(true)), "{kind}");
+    }
+    assert!(events(&cluster, "portraits").contains("Created"), "{}", events(&cluster, "portraits"));
+
+    // Drift: a deleted Deployment comes back.
+    let old = get(&cluster, "deployment", "portraits").expect("the Deployment");
+    cluster.kubectl_ok(&["delete", "deployment", "portraits", "-n", "shop", "--wait=false"]);
+    wait_for("the Deployment to be recreated", WAIT, || match get(&cluster, "deployment", "portraits") {
+        Some(new) if new["metadata"]["uid"] != old["metadata"]["uid"] => Ok(()),
+        other => Err(other.map(|o| o["metadata"]["uid"].clone())),
+    });
+
+    // `kubectl scale` through the scale subresource; two GPU nodes for three pods.
+    cluster.kubectl_ok(&["scale", "brs/portraits", "-n", "shop", "--replicas=3"]);
+    wait_for("the Deployment to want 3 pods", WAIT, || {
+        let replicas = get(&cluster, "deployment", "portraits").map(|d| d["spec"]["replicas"].clone());
+        if replicas == Some(Value::from(3)) { Ok(()) } else { Err(replicas) }
+    });
+    let limited = wait_condition(&cluster, "portraits", "ScalingLimited", "True");
+    let (_, reason, message) = condition(&limited, "ScalingLimited").expect("the condition");
+    assert_eq!(reason, "InsufficientResources");
+    assert!(message.contains("nvidia.com/gpu"), "the scheduler's reason is passed on: {message}");
+    let ready = wait_for("2 of 3 pods ready", WAIT, || {
+        let brs = get(&cluster, "brs", "portraits").unwrap_or_default();
+        let counts = (brs["status"]["replicas"].as_i64(), brs["status"]["readyReplicas"].as_i64());
+        if counts == (Some(3), Some(2)) { Ok(brs) } else { Err(counts) }
+    });
+    assert_eq!(condition(&ready, "Ready").map(|c| c.0), Some("False".into()));
+
+    // An invalid spec is explained, and nothing is built for it.
+    cluster.apply_yaml_ok(&resource("broken", 1, "gpu"));
+    let broken = wait_condition(&cluster, "broken", "Degraded", "True");
+    let (_, reason, message) = condition(&broken, "Degraded").expect("the condition");
+    assert_eq!(reason, "InvalidSpec");
+    assert!(message.contains("spec.gpu.resourceName"), "{message}");
+    assert!(get(&cluster, "deployment", "broken").is_none());
+    wait_for("a Warning Event for the invalid spec", WAIT, || {
+        let listed = events(&cluster, "broken");
+        if listed.contains("Warning") && listed.contains("InvalidSpec") { Ok(()) } else { Err(listed) }
+    });
+
+    // Deleting the resource garbage-collects what the operator made.
+    cluster.kubectl_ok(&["delete", "brs", "portraits", "-n", "shop"]);
+    wait_for("the owned objects to be collected", WAIT, || {
+        let left: Vec<_> = ["deployment", "service", "poddisruptionbudget"]
+            .into_iter()
+            .filter(|kind| get(&cluster, kind, "portraits").is_some())
+            .collect();
+        if left.is_empty() { Ok(()) } else { Err(left) }
+    });
+
+    let metrics = operator.get("/metrics").map(|(_, body)| body).unwrap_or_default();
+    assert!(metrics.contains("matte_operator_reconciliations_total{result=\"ok\"}"), "{metrics}");
+    assert!(metrics.contains("matte_operator_reconciliations_total{result=\"invalid_spec\"}"), "{metrics}");
+    assert_eq!(operator.get("/readyz").map(|(code, _)| code), Some(200));
+
+    cluster.helm_ok(&["uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "60s"]);
+    for kind in ["deployment", "serviceaccount"] {
+        let output = cluster.kubectl(&["get", kind, RELEASE, "-n", NAMESPACE]);
+        assert!(!output.status.success(), "{kind} {RELEASE} is still there after helm uninstall");
+    }
+}
+
+#[test]
+fn two_operators_never_both_act_and_the_standby_takes_over() {
+    let cluster = cluster(1);
+    install_chart(&cluster);
+    cluster.kubectl_ok(&["create", "namespace", "shop"]);
+
+    let mut first = start_operator(&cluster, "operator-a");
+    wait_for(
+        "operator-a to lead",
+        WAIT,
+        || if first.is_leader() == Some(true) { Ok(()) } else { Err(first.is_leader()) },
+    );
+    let second = start_operator(&cluster, "operator-b");
+    wait_for("operator-b to answer", WAIT, || second.is_leader().ok_or("no answer"));
+
+    cluster.apply_yaml_ok(&resource("one", 1, "nvidia.com/gpu"));
+    wait_condition(&cluster, "one", "Ready", "True");
+    let holder = cluster.kubectl_ok(&["get", "lease", LEASE, "-n", NAMESPACE, "-o", "jsonpath={.spec.holderIdentity}"]);
+    assert_eq!(holder, "operator-a");
+    assert_eq!(second.is_leader(), Some(false), "a standby must not act");
+    assert!(!second.log().contains("reason=Created"), "the standby acted:\n{}", second.log());
+
+    // SIGTERM: the leader stops, hands the Lease back, and the standby acts at once.
+    let handed_over = Instant::now();
+    assert_eq!(first.terminate(Duration::from_secs(30)), Some(0), "a clean exit on SIGTERM:\n{}", first.log());
+    wait_for("operator-b to lead", WAIT, || {
+        if second.is_leader() == Some(true) { Ok(()) } else { Err(second.is_leader()) }
+    });
+    eprintln!("leadership handed over in {:.1} s", handed_over.elapsed().as_secs_f64());
+    cluster.apply_yaml_ok(&resource("two", 1, "nvidia.com/gpu"));
+    wait_for("the new leader to build the Deployment", WAIT, || get(&cluster, "deployment", "two").ok_or("none yet"));
+    let holder = cluster.kubectl_ok(&["get", "lease", LEASE, "-n", NAMESPACE, "-o", "jsonpath={.spec.holderIdentity}"]);
+    assert_eq!(holder, "operator-b");
+}
