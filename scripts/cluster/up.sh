@@ -17,8 +17,9 @@
 # the cluster is usable it writes DIR/env (KUBECONFIG, MATTE_CLUSTER_SERVER, …, in shell
 # syntax), prints it, and creates DIR/ready. It then stays in the foreground until its stdin
 # is closed (Ctrl-D, or the process holding the pipe dies) or it gets SIGTERM/SIGINT, and
-# tears everything down: every process it started is stopped and DIR removed. If it fails
-# to come up, it says which component and tails its log, and leaves DIR for inspection.
+# tears everything down: every process it started is stopped and DIR removed. SIGUSR1
+# restarts the apiserver (see "apiserver restarts" below). If it fails to come up, it says
+# which component and tails its log, and leaves DIR for inspection.
 #
 # The binaries come from scripts/cluster/build.sh (run by scripts/setup.sh).
 set -euo pipefail
@@ -205,17 +206,20 @@ wait_until 30 etcd "etcd to be healthy" curl -fsS "http://127.0.0.1:$etcd_port/h
 # ServiceAccount tokens; authorization: Node + RBAC, as on a real cluster, so RBAC mistakes
 # in the chart show up here. --endpoint-reconciler-type=none: the `kubernetes` Service may
 # not point at a loopback address, and nothing in the tests goes through it.
-start kube-apiserver "$bin/kube-apiserver" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
-  --etcd-servers "http://127.0.0.1:$etcd_port" \
-  --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
-  --client-ca-file "$pki/ca.crt" \
-  --authorization-mode Node,RBAC \
-  --service-account-issuer https://kubernetes.default.svc.cluster.local \
-  --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-  --service-cluster-ip-range 10.96.0.0/16 \
-  --endpoint-reconciler-type none \
-  --allow-privileged=true --profiling=false
+start_apiserver() {
+  start kube-apiserver "$bin/kube-apiserver" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+    --client-ca-file "$pki/ca.crt" \
+    --authorization-mode Node,RBAC \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+    --service-cluster-ip-range 10.96.0.0/16 \
+    --endpoint-reconciler-type none \
+    --allow-privileged=true --profiling=false
+}
+start_apiserver
 readyz() { curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" "$server/readyz"; }
 wait_until 90 kube-apiserver "kube-apiserver's /readyz" readyz
 
@@ -241,6 +245,35 @@ start kube-scheduler "$bin/kube-scheduler" \
 # there). No --node-port/--server-address: its kubelet-like server (logs, exec) is not used
 # and would need a fixed port.
 start kwok "$bin/kwok" --kubeconfig "$state/kwok.kubeconfig" --config "$here/kwok.yaml"
+
+# --- apiserver restarts, on SIGUSR1 -------------------------------------------------------
+# For the tests of what survives one: the apiserver is stopped, kept down for
+# $MATTE_APISERVER_DOWNTIME seconds (default 3), and started again on the same port, with the
+# same certificates and etcd. DIR/apiserver-restarts counts the restarts completed, written
+# once the new apiserver is ready again.
+restarts=0
+restart_apiserver() {
+  local i
+  for i in "${!names[@]}"; do [[ ${names[i]} == kube-apiserver ]] && break; done
+  log "restarting kube-apiserver"
+  # SIGTERM, as on an upgrade; but a graceful apiserver waits up to a minute for open
+  # watches to end, so after 5 s it is killed, as in a crash
+  kill -TERM "${pids[i]}" 2>/dev/null || true
+  local deadline=$((SECONDS + 5))
+  while kill -0 "${pids[i]}" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+  kill -KILL "${pids[i]}" 2>/dev/null || true
+  wait "${pids[i]}" 2>/dev/null || true
+  mv "$state/logs/kube-apiserver.log" "$state/logs/kube-apiserver.$restarts.log"
+  unset 'pids[i]' 'names[i]'
+  pids=("${pids[@]}")
+  names=("${names[@]}")
+  sleep "${MATTE_APISERVER_DOWNTIME:-3}"
+  start_apiserver
+  wait_until 90 kube-apiserver "kube-apiserver's /readyz after a restart" readyz
+  restarts=$((restarts + 1))
+  echo "$restarts" >"$state/apiserver-restarts"
+  log "kube-apiserver is back (restart $restarts)"
+}
 
 # --- the fake GPU nodes ----------------------------------------------------------------
 # Capacity, allocatable and a (fake) address are given in the status at creation; kwok's
@@ -302,9 +335,20 @@ log "ready in ${SECONDS}s: source $state/env (close stdin or send SIGTERM to sto
 # (<&0 explicitly: bash gives background commands /dev/null as stdin otherwise)
 cat <&0 >/dev/null &
 stdin_pid=$!
-set +e
-wait -n "$stdin_pid" "${pids[@]}"
-set -e
+restart_requested=false
+trap 'restart_requested=true' USR1
+while true; do
+  set +e
+  wait -n "$stdin_pid" "${pids[@]}"
+  set -e
+  # a trapped signal interrupts `wait` (after its trap has run): restart, then wait again
+  if $restart_requested; then
+    restart_requested=false
+    restart_apiserver
+    continue
+  fi
+  break
+done
 if kill -0 "$stdin_pid" 2>/dev/null; then
   kill "$stdin_pid" 2>/dev/null || true
   for i in "${!pids[@]}"; do

@@ -148,6 +148,34 @@ impl Cluster {
         self.startup
     }
 
+    /// Stops the apiserver, keeps it down a few seconds, starts it again on the same port
+    /// with the same etcd, and returns once it is ready: what clients see during an
+    /// upgrade or a crash of the control plane.
+    pub fn restart_apiserver(&mut self) -> Result<Duration, String> {
+        let count = |state: &Path| {
+            fs::read_to_string(state.join("apiserver-restarts")).ok().and_then(|n| n.trim().parse::<u32>().ok())
+        };
+        let before = count(&self.state).unwrap_or(0);
+        let began = Instant::now();
+        let signalled = Command::new("kill").args(["-USR1", &self.launcher.id().to_string()]).status();
+        if !matches!(signalled, Ok(status) if status.success()) {
+            return Err(format!("cannot signal scripts/cluster/up.sh: {signalled:?}"));
+        }
+        while count(&self.state).unwrap_or(0) <= before {
+            if let Ok(Some(status)) = self.launcher.try_wait() {
+                return Err(format!(
+                    "scripts/cluster/up.sh exited ({status}) during a restart:\n{}",
+                    self.launcher_output()
+                ));
+            }
+            if began.elapsed() > START_TIMEOUT {
+                return Err(format!("the apiserver was not back after {START_TIMEOUT:?}:\n{}", self.launcher_output()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(began.elapsed())
+    }
+
     /// Environment a client of this cluster needs, for commands the tests run themselves
     /// (the operator, say): `KUBECONFIG`, and a discovery cache of its own.
     pub fn env(&self) -> Vec<(&'static str, PathBuf)> {

@@ -79,6 +79,16 @@ fn events(cluster: &Cluster, name: &str) -> String {
     ])
 }
 
+/// Drift repair: deletes `name`'s Deployment and waits for a new one.
+fn assert_deleted_deployment_comes_back(cluster: &Cluster, name: &str) {
+    let old = get(cluster, "deployment", name).expect("the Deployment");
+    cluster.kubectl_ok(&["delete", "deployment", name, "-n", "shop", "--wait=false"]);
+    wait_for("the Deployment to be recreated", WAIT, || match get(cluster, "deployment", name) {
+        Some(new) if new["metadata"]["uid"] != old["metadata"]["uid"] => Ok(()),
+        other => Err(other.map(|o| o["metadata"]["uid"].clone())),
+    });
+}
+
 #[test]
 fn the_operator_reconciles_with_the_charts_rbac() {
     let cluster = cluster(2);
@@ -118,13 +128,7 @@ fn the_operator_reconciles_with_the_charts_rbac() {
     }
     assert!(events(&cluster, "portraits").contains("Created"), "{}", events(&cluster, "portraits"));
 
-    // Drift: a deleted Deployment comes back.
-    let old = get(&cluster, "deployment", "portraits").expect("the Deployment");
-    cluster.kubectl_ok(&["delete", "deployment", "portraits", "-n", "shop", "--wait=false"]);
-    wait_for("the Deployment to be recreated", WAIT, || match get(&cluster, "deployment", "portraits") {
-        Some(new) if new["metadata"]["uid"] != old["metadata"]["uid"] => Ok(()),
-        other => Err(other.map(|o| o["metadata"]["uid"].clone())),
-    });
+    assert_deleted_deployment_comes_back(&cluster, "portraits");
 
     // `kubectl scale` through the scale subresource; two GPU nodes for three pods.
     cluster.kubectl_ok(&["scale", "brs/portraits", "-n", "shop", "--replicas=3"]);
@@ -210,4 +214,29 @@ fn two_operators_never_both_act_and_the_standby_takes_over() {
     wait_for("the new leader to build the Deployment", WAIT, || get(&cluster, "deployment", "two").ok_or("none yet"));
     let holder = cluster.kubectl_ok(&["get", "lease", LEASE, "-n", NAMESPACE, "-o", "jsonpath={.spec.holderIdentity}"]);
     assert_eq!(holder, "operator-b");
+}
+
+#[test]
+fn the_operator_carries_on_after_an_apiserver_restart() {
+    let mut cluster = cluster(2);
+    install_chart(&cluster);
+    cluster.kubectl_ok(&["create", "namespace", "shop"]);
+    let mut operator = start_operator(&cluster, "operator-a");
+    cluster.apply_yaml_ok(&resource("before", 1, "nvidia.com/gpu"));
+    wait_condition(&cluster, "before", "Ready", "True");
+
+    let restart = cluster.restart_apiserver().unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("apiserver stopped and ready again in {:.1} s", restart.as_secs_f64());
+    assert!(!operator.has_exited(), "the operator exited during the restart:\n{}", operator.log());
+
+    // Its watches are back: a new resource is built, drift is repaired, it still leads.
+    let created = Instant::now();
+    cluster.apply_yaml_ok(&resource("after", 1, "nvidia.com/gpu"));
+    wait_condition(&cluster, "after", "Ready", "True");
+    eprintln!("after the restart: created → Ready in {:.1} s", created.elapsed().as_secs_f64());
+    assert_deleted_deployment_comes_back(&cluster, "before");
+    wait_for("operator-a to lead again", WAIT, || {
+        if operator.is_leader() == Some(true) { Ok(()) } else { Err(operator.is_leader()) }
+    });
+    assert_eq!(operator.get("/healthz").map(|(code, _)| code), Some(200));
 }
