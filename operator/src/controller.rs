@@ -273,13 +273,19 @@ async fn reconcile_one(brs: &BackgroundRemovalService, context: &Context) -> Res
         _ => {}
     }
 
-    let deployment_status = match &applied {
-        Ok(()) => deployments
-            .get_opt(&name)
-            .await
-            .map_err(Error::kube("read the Deployment of", &object))?
-            .and_then(|d| d.status),
-        Err(_) => existing.and_then(|d| d.status),
+    let applied_deployment = match &applied {
+        Ok(()) => deployments.get_opt(&name).await.map_err(Error::kube("read the Deployment of", &object))?,
+        Err(_) => None,
+    };
+    // A new Deployment generation with the same replicas: the pods roll to a new template.
+    let generation = |d: &Option<Deployment>| d.as_ref().and_then(|d| d.metadata.generation);
+    if existing.is_some() && current == Some(replicas) && generation(&existing) != generation(&applied_deployment) {
+        let note = format!("updated Deployment {name} from the changed spec; its pods roll over one at a time");
+        context.publish(brs, EventType::Normal, "Updated", "Apply", note).await;
+    }
+    let deployment_status = match applied_deployment {
+        Some(deployment) => deployment.status,
+        None => existing.and_then(|d| d.status),
     };
     let observed = Observed {
         generation: brs.metadata.generation,

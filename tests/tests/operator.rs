@@ -130,6 +130,17 @@ fn the_operator_reconciles_with_the_charts_rbac() {
 
     assert_deleted_deployment_comes_back(&cluster, "portraits");
 
+    // A changed spec rolls the pods over, and an Event says so.
+    let patch = r#"{"spec":{"maxDimension":1024}}"#;
+    cluster.kubectl_ok(&["patch", "brs", "portraits", "-n", "shop", "--type=merge", "-p", patch]);
+    wait_for("an Updated Event", WAIT, || {
+        let listed = events(&cluster, "portraits");
+        if listed.contains("Updated") { Ok(()) } else { Err(listed) }
+    });
+    let deployment = get(&cluster, "deployment", "portraits").expect("the Deployment");
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("1024"), "the new maxDimension reaches the pods: {args}");
+
     // `kubectl scale` through the scale subresource; two GPU nodes for three pods.
     cluster.kubectl_ok(&["scale", "brs/portraits", "-n", "shop", "--replicas=3"]);
     wait_for("the Deployment to want 3 pods", WAIT, || {
