@@ -79,6 +79,15 @@ fn events(cluster: &Cluster, name: &str) -> String {
     ])
 }
 
+/// Reconcile passes so far, of any result, from the operator's /metrics.
+fn reconciliations(operator: &Operator) -> f64 {
+    let (_, body) = operator.get("/metrics").expect("the operator's /metrics");
+    body.lines()
+        .filter(|line| line.starts_with("matte_operator_reconciliations_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Drift repair: deletes `name`'s Deployment and waits for a new one.
 fn assert_deleted_deployment_comes_back(cluster: &Cluster, name: &str) {
     let old = get(cluster, "deployment", name).expect("the Deployment");
@@ -127,6 +136,13 @@ fn the_operator_reconciles_with_the_charts_rbac() {
         assert_eq!((owner["uid"].as_str(), owner["controller"].as_bool()), (Some(uid.as_str()), Some(true)), "{kind}");
     }
     assert!(events(&cluster, "portraits").contains("Created"), "{}", events(&cluster, "portraits"));
+
+    // Once settled, its own status writes do not wake it up: no reconcile storm.
+    std::thread::sleep(Duration::from_secs(3));
+    let settled = reconciliations(&operator);
+    std::thread::sleep(Duration::from_secs(10));
+    let quiet = reconciliations(&operator) - settled;
+    assert!(quiet <= 1.0, "{quiet} reconcile passes in 10 s with nothing changing");
 
     assert_deleted_deployment_comes_back(&cluster, "portraits");
 
