@@ -17,11 +17,13 @@ fn cluster(gpu_nodes: usize) -> Cluster {
     Cluster::start(gpu_nodes).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// `helm install` of the chart, which also applies the CRD from its `crds/`.
-fn install_chart(cluster: &Cluster) {
+/// `helm install` of the chart with `values` (`--set …`), which also applies the CRD
+/// from its `crds/`.
+fn install_chart(cluster: &Cluster, values: &[&str]) {
     let chart = repo_root().join("charts/matte");
     let chart = chart.to_str().expect("a UTF-8 path");
-    cluster.helm_ok(&["install", RELEASE, chart, "--namespace", NAMESPACE, "--create-namespace"]);
+    let install = ["install", RELEASE, chart, "--namespace", NAMESPACE, "--create-namespace"];
+    cluster.helm_ok(&[&install[..], values].concat());
     cluster.kubectl_ok(&[
         "wait",
         "--for=condition=established",
@@ -30,14 +32,20 @@ fn install_chart(cluster: &Cluster) {
     ]);
 }
 
-fn start_operator(cluster: &Cluster, identity: &str) -> Operator {
+/// The operator as the chart runs it, plus `args`.
+fn start_operator(cluster: &Cluster, identity: &str, args: &[&str]) -> Operator {
     let kubeconfig = service_account_kubeconfig(cluster, NAMESPACE, RELEASE);
-    Operator::start(&kubeconfig, identity, NAMESPACE, &["--leader-elect", "--lease-name", LEASE])
+    let election = ["--leader-elect", "--lease-name", LEASE];
+    Operator::start(&kubeconfig, identity, NAMESPACE, &[&election[..], args].concat())
 }
 
 fn resource(name: &str, replicas: i32, gpu_resource: &str) -> String {
+    resource_in("shop", name, replicas, gpu_resource)
+}
+
+fn resource_in(namespace: &str, name: &str, replicas: i32, gpu_resource: &str) -> String {
     format!(
-        "apiVersion: matte.dev/v1alpha1\nkind: BackgroundRemovalService\nmetadata:\n  name: {name}\n  namespace: shop\n\
+        "apiVersion: matte.dev/v1alpha1\nkind: BackgroundRemovalService\nmetadata:\n  name: {name}\n  namespace: {namespace}\n\
          spec:\n  model:\n    url: https://models.example/isnet.onnx\n  gpu:\n    resourceName: {gpu_resource}\n\
          \x20 autoscaling:\n    enabled: false\n  replicas: {replicas}\n"
     )
@@ -104,7 +112,7 @@ fn the_operator_reconciles_with_the_charts_rbac() {
     let chart = repo_root().join("charts/matte");
     let chart = chart.to_str().expect("a UTF-8 path");
     cluster.helm_ok(&["lint", "--strict", chart]);
-    install_chart(&cluster);
+    install_chart(&cluster, &[]);
     for (kind, name) in [
         ("deployment", RELEASE),
         ("serviceaccount", RELEASE),
@@ -121,7 +129,7 @@ fn the_operator_reconciles_with_the_charts_rbac() {
     assert!(dry_run.status.success(), "{}", String::from_utf8_lossy(&dry_run.stderr));
 
     cluster.kubectl_ok(&["create", "namespace", "shop"]);
-    let operator = start_operator(&cluster, "operator-a");
+    let operator = start_operator(&cluster, "operator-a", &[]);
 
     // Created → Ready, with the objects owned by the resource.
     let created = Instant::now();
@@ -211,16 +219,16 @@ fn the_operator_reconciles_with_the_charts_rbac() {
 #[test]
 fn two_operators_never_both_act_and_the_standby_takes_over() {
     let cluster = cluster(1);
-    install_chart(&cluster);
+    install_chart(&cluster, &[]);
     cluster.kubectl_ok(&["create", "namespace", "shop"]);
 
-    let mut first = start_operator(&cluster, "operator-a");
+    let mut first = start_operator(&cluster, "operator-a", &[]);
     wait_for(
         "operator-a to lead",
         WAIT,
         || if first.is_leader() == Some(true) { Ok(()) } else { Err(first.is_leader()) },
     );
-    let second = start_operator(&cluster, "operator-b");
+    let second = start_operator(&cluster, "operator-b", &[]);
     wait_for("operator-b to answer", WAIT, || second.is_leader().ok_or("no answer"));
 
     cluster.apply_yaml_ok(&resource("one", 1, "nvidia.com/gpu"));
@@ -246,9 +254,9 @@ fn two_operators_never_both_act_and_the_standby_takes_over() {
 #[test]
 fn the_operator_carries_on_after_an_apiserver_restart() {
     let mut cluster = cluster(2);
-    install_chart(&cluster);
+    install_chart(&cluster, &[]);
     cluster.kubectl_ok(&["create", "namespace", "shop"]);
-    let mut operator = start_operator(&cluster, "operator-a");
+    let mut operator = start_operator(&cluster, "operator-a", &[]);
     cluster.apply_yaml_ok(&resource("before", 1, "nvidia.com/gpu"));
     wait_condition(&cluster, "before", "Ready", "True");
 
@@ -266,4 +274,27 @@ fn the_operator_carries_on_after_an_apiserver_restart() {
         if operator.is_leader() == Some(true) { Ok(()) } else { Err(operator.is_leader()) }
     });
     assert_eq!(operator.get("/healthz").map(|(code, _)| code), Some(200));
+}
+
+#[test]
+fn with_watch_namespace_the_namespaced_rbac_is_enough() {
+    let cluster = cluster(1);
+    for namespace in ["shop", "elsewhere"] {
+        cluster.kubectl_ok(&["create", "namespace", namespace]);
+    }
+    install_chart(&cluster, &["--set", "watchNamespace=shop"]);
+    let cluster_role = cluster.kubectl(&["get", "clusterrole", RELEASE]);
+    assert!(!cluster_role.status.success(), "one namespace needs no ClusterRole");
+    cluster.kubectl_ok(&["get", "role", RELEASE, "-n", "shop"]);
+    let _operator = start_operator(&cluster, "operator-a", &["--watch-namespace", "shop"]);
+
+    cluster.apply_yaml_ok(&resource_in("elsewhere", "ignored", 1, "nvidia.com/gpu"));
+    cluster.apply_yaml_ok(&resource("served", 1, "nvidia.com/gpu"));
+    wait_condition(&cluster, "served", "Ready", "True");
+    // "ignored" was created first: by the time "served" is Ready, an operator watching
+    // more than its namespace would have acted on it too.
+    let ignored = cluster.kubectl_json(&["get", "brs", "ignored", "-n", "elsewhere", "-o", "json"]);
+    assert!(ignored.get("status").is_none(), "a resource outside the namespace got a status: {ignored}");
+    let deployments = cluster.kubectl_ok(&["get", "deployments", "-n", "elsewhere", "-o", "name"]);
+    assert_eq!(deployments.trim(), "", "nothing is built outside the watched namespace");
 }
