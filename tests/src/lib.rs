@@ -176,12 +176,6 @@ impl Cluster {
         Ok(began.elapsed())
     }
 
-    /// Environment a client of this cluster needs, for commands the tests run themselves
-    /// (the operator, say): `KUBECONFIG`, and a discovery cache of its own.
-    pub fn env(&self) -> Vec<(&'static str, PathBuf)> {
-        vec![("KUBECONFIG", self.kubeconfig.clone()), ("KUBECACHEDIR", self.state.join("kube-cache"))]
-    }
-
     /// `kubectl ARGS` against this cluster.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.kubectl_with_stdin(args, None)
@@ -232,16 +226,6 @@ impl Cluster {
     pub fn helm_ok(&self, args: &[&str]) -> String {
         let output = self.helm(args);
         expect_success("helm", args, &output)
-    }
-
-    /// The last lines of a component's log (`etcd`, `kube-apiserver`,
-    /// `kube-controller-manager`, `kube-scheduler`, `kwok`), for failure messages.
-    pub fn log_tail(&self, component: &str, lines: usize) -> String {
-        let path = self.state.join("logs").join(format!("{component}.log"));
-        match fs::read_to_string(&path) {
-            Ok(text) => tail(&text, lines),
-            Err(e) => format!("({}: {e})", path.display()),
-        }
     }
 
     fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
