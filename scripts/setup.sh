@@ -7,11 +7,19 @@
 #                 assembled here and never committed or redistributed
 #   sample images scikit-image's bundled photographs (public domain / CC0), from its wheel
 #   tooling       Python's `onnx` (tiny test models), Debian's `prometheus` (promtool)
+#   with --with-cluster, the local Kubernetes control plane of the end-to-end tests
+#                 (scripts/cluster/build.sh) and Debian's `openssl`
 #
 # Everything lands in $MATTE_CACHE (default ~/.cache/matte); the exports the other
 # scripts and the tests need are written to $MATTE_CACHE/env.sh.
 set -euo pipefail
 source "$(dirname "$0")/versions.env"
+with_cluster=false
+case "${1:-}" in
+  --with-cluster) with_cluster=true ;;
+  "") ;;
+  *) echo "usage: scripts/setup.sh [--with-cluster]" >&2; exit 2 ;;
+esac
 
 cache="${MATTE_CACHE:-$HOME/.cache/matte}"
 mkdir -p "$cache"/{models,images,downloads}
@@ -80,15 +88,17 @@ if ! command -v promtool >/dev/null; then
 fi
 
 # --- the local control plane of the end-to-end tests (tests/, scripts/cluster/) ---------
-# openssl makes the throwaway cluster's certificates; build.sh compiles etcd, Kubernetes,
-# kwok and helm from the Go module proxy into $cache/k8s/bin (a no-op once built).
-if ! command -v openssl >/dev/null; then
-  log "installing Debian's openssl package"
-  if [[ $(id -u) -eq 0 ]]; then sudo=""; else sudo="sudo"; fi
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends openssl >/dev/null
+if $with_cluster; then
+  # openssl makes the throwaway cluster's certificates; build.sh compiles etcd, Kubernetes,
+  # kwok and helm from the Go module proxy into $cache/k8s/bin (a no-op once built).
+  if ! command -v openssl >/dev/null; then
+    log "installing Debian's openssl package"
+    if [[ $(id -u) -eq 0 ]]; then sudo=""; else sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends openssl >/dev/null
+  fi
+  MATTE_CACHE="$cache" "$(dirname "$0")/cluster/build.sh"
 fi
-MATTE_CACHE="$cache" "$(dirname "$0")/cluster/build.sh"
 # --- end of the local control plane ------------------------------------------------------
 
 cat >"$cache/env.sh" <<EOF

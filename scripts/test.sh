@@ -3,6 +3,6 @@
 # runs every crate's unit and integration tests against the real ONNX Runtime and model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --with-cluster
 source "${MATTE_CACHE:-$HOME/.cache/matte}/env.sh"
 cargo test --workspace --locked "$@"

@@ -12,7 +12,7 @@
 # $MATTE_CACHE/k8s/bin (default ~/.cache/matte), outside the repository, statically linked.
 # Idempotent: a module is rebuilt only when its go.mod or go.sum changed (a stamp file
 # named after their hash). A cold build takes a while (all of Kubernetes compiles), so
-# scripts/setup.sh calls this once and every later run is a no-op.
+# scripts/setup.sh --with-cluster calls this once and every later run is a no-op.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 source "$repo/scripts/versions.env"

@@ -21,7 +21,7 @@
 # restarts the apiserver (see "apiserver restarts" below). If it fails to come up, it says
 # which component and tails its log, and leaves DIR for inspection.
 #
-# The binaries come from scripts/cluster/build.sh (run by scripts/setup.sh).
+# The binaries come from scripts/cluster/build.sh (run by scripts/setup.sh --with-cluster).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bin="${MATTE_CACHE:-$HOME/.cache/matte}/k8s/bin"
@@ -39,10 +39,10 @@ while [[ $# -gt 0 ]]; do
 done
 [[ "$gpu_nodes" =~ ^[0-9]+$ ]] || { log "--gpu-nodes must be a number, got '$gpu_nodes'"; exit 2; }
 for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok; do
-  [[ -x "$bin/$b" ]] || { log "$bin/$b is missing: run scripts/setup.sh (or scripts/cluster/build.sh)"; exit 1; }
+  [[ -x "$bin/$b" ]] || { log "$bin/$b is missing: run scripts/setup.sh --with-cluster (or scripts/cluster/build.sh)"; exit 1; }
 done
 for tool in openssl curl python3; do
-  command -v "$tool" >/dev/null || { log "$tool is required (scripts/setup.sh installs openssl)"; exit 1; }
+  command -v "$tool" >/dev/null || { log "$tool is required (scripts/setup.sh --with-cluster installs openssl)"; exit 1; }
 done
 
 if [[ -z "$state" ]]; then

@@ -10,7 +10,7 @@
 //! for the teardown, and if the test process dies the pipe closes all the same, so no
 //! cluster outlives its test.
 //!
-//! The binaries are built by `scripts/setup.sh` into `$MATTE_CACHE/k8s/bin`
+//! The binaries are built by `scripts/setup.sh --with-cluster` into `$MATTE_CACHE/k8s/bin`
 //! (`~/.cache/matte` by default); without them every test here fails, saying so.
 
 pub mod operator;
@@ -62,7 +62,7 @@ impl Cluster {
         for name in ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "helm"] {
             if !bin.join(name).is_file() {
                 return Err(format!(
-                    "{} is missing: run scripts/setup.sh (it builds the local control plane into {})",
+                    "{} is missing: run scripts/setup.sh --with-cluster (it builds the local control plane into {})",
                     bin.join(name).display(),
                     bin.display()
                 ));
