@@ -104,20 +104,19 @@ pub async fn run(
         started: Instant::now(),
     });
 
-    // Each watch backs off on its own, so one that fails does not hold back the others.
-    let pods = watcher(scoped::<Pod>(&client, namespace.as_deref()), managed.clone())
-        .backoff(watch_backoff())
-        .touched_objects();
     Controller::for_stream(resources, reader)
-        .owns_stream(owned_watch::<Deployment>(&client, namespace.as_deref(), managed.clone()))
-        .owns_stream(owned_watch::<Service>(&client, namespace.as_deref(), managed.clone()))
-        .owns_stream(owned_watch::<PodDisruptionBudget>(&client, namespace.as_deref(), managed.clone()))
-        .watches_stream(pods, |pod: Pod| {
-            let namespace = pod.namespace();
-            pod.labels()
-                .get(desired::SERVICE_LABEL)
-                .map(|name| ObjectRef::new(name).within(namespace.as_deref().unwrap_or_default()))
-        })
+        .owns_stream(metadata_watch::<Deployment>(&client, namespace.as_deref(), managed.clone()))
+        .owns_stream(metadata_watch::<Service>(&client, namespace.as_deref(), managed.clone()))
+        .owns_stream(metadata_watch::<PodDisruptionBudget>(&client, namespace.as_deref(), managed.clone()))
+        .watches_stream(
+            metadata_watch::<Pod>(&client, namespace.as_deref(), managed.clone()),
+            |pod: PartialObjectMeta<Pod>| {
+                let namespace = pod.namespace();
+                pod.labels()
+                    .get(desired::SERVICE_LABEL)
+                    .map(|name| ObjectRef::new(name).within(namespace.as_deref().unwrap_or_default()))
+            },
+        )
         .with_config(controller::Config::default().debounce(Duration::from_secs(1)))
         .trigger_backoff(NoSharedPause)
         .graceful_shutdown_on(shutdown)
@@ -160,9 +159,10 @@ impl Backoff for NoSharedPause {
     fn reset(&mut self) {}
 }
 
-/// A metadata-only watch of one kind of object the operator makes: enough to map it to
-/// its owner, without holding whole Deployments in memory.
-fn owned_watch<K>(
+/// A metadata-only watch of the objects the operator makes (and of their pods): owner
+/// references and labels are all it needs from them, so whole Deployments and Pods are
+/// never held in memory. Each watch backs off on its own (`watch_backoff`).
+fn metadata_watch<K>(
     client: &Client,
     namespace: Option<&str>,
     config: watcher::Config,
@@ -261,11 +261,11 @@ async fn reconcile_one(brs: &BackgroundRemovalService, context: &Context) -> Res
         (Err(error), _, _) => {
             context.publish(brs, EventType::Warning, "ApplyFailed", "Apply", error.to_string()).await;
         }
-        (Ok(()), None, _) => {
+        (Ok(_), None, _) => {
             let note = format!("created Deployment, Service and PodDisruptionBudget {name} with {replicas} replicas");
             context.publish(brs, EventType::Normal, "Created", "Apply", note).await;
         }
-        (Ok(()), Some(_), Some(current)) if current != replicas => {
+        (Ok(_), Some(_), Some(current)) if current != replicas => {
             let why = decision.as_ref().map_or_else(|| "spec.replicas".to_owned(), |d| d.message.clone());
             let note = format!("scaled from {current} to {replicas}: {why}");
             context.publish(brs, EventType::Normal, "Scaled", "Scale", note).await;
@@ -273,19 +273,17 @@ async fn reconcile_one(brs: &BackgroundRemovalService, context: &Context) -> Res
         _ => {}
     }
 
-    let applied_deployment = match &applied {
-        Ok(()) => deployments.get_opt(&name).await.map_err(Error::kube("read the Deployment of", &object))?,
-        Err(_) => None,
-    };
     // A new Deployment generation with the same replicas: the pods roll to a new template.
-    let generation = |d: &Option<Deployment>| d.as_ref().and_then(|d| d.metadata.generation);
-    if existing.is_some() && current == Some(replicas) && generation(&existing) != generation(&applied_deployment) {
+    if let (Ok(after), Some(before)) = (&applied, &existing)
+        && current == Some(replicas)
+        && after.metadata.generation != before.metadata.generation
+    {
         let note = format!("updated Deployment {name} from the changed spec; its pods roll over one at a time");
         context.publish(brs, EventType::Normal, "Updated", "Apply", note).await;
     }
-    let deployment_status = match applied_deployment {
-        Some(deployment) => deployment.status,
-        None => existing.and_then(|d| d.status),
+    let deployment_status = match &applied {
+        Ok(deployment) => deployment.status.clone(),
+        Err(_) => existing.and_then(|d| d.status),
     };
     let observed = Observed {
         generation: brs.metadata.generation,
@@ -363,11 +361,18 @@ impl Context {
     }
 
     /// Applies every desired object; a PodMonitor only where its CRD exists.
-    async fn apply_all(&self, brs: &BackgroundRemovalService, valid: &Valid, replicas: i32) -> Result<(), Error> {
+    /// Applies every object `brs` needs; returns the Deployment as the apiserver has it.
+    async fn apply_all(
+        &self,
+        brs: &BackgroundRemovalService,
+        valid: &Valid,
+        replicas: i32,
+    ) -> Result<Deployment, Error> {
         let namespace = brs.namespace().unwrap_or_default();
         let client = &self.client;
         let deployment = desired::deployment(brs, valid, &self.settings.defaults, replicas);
-        apply(&Api::<Deployment>::namespaced(client.clone(), &namespace), "Deployment", &deployment).await?;
+        let deployment =
+            apply(&Api::<Deployment>::namespaced(client.clone(), &namespace), "Deployment", &deployment).await?;
         apply(&Api::<Service>::namespaced(client.clone(), &namespace), "Service", &desired::service(brs)).await?;
         let budget = desired::pod_disruption_budget(brs);
         apply(&Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace), "PodDisruptionBudget", &budget)
@@ -377,7 +382,7 @@ impl Context {
             let api = Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &resource);
             apply(&api, "PodMonitor", &desired::pod_monitor(brs)).await?;
         }
-        Ok(())
+        Ok(deployment)
     }
 
     /// Whether the Prometheus Operator's PodMonitor CRD is served (asked at most once a minute).
@@ -447,7 +452,8 @@ impl Context {
 
 /// Server-side apply of `object` under the operator's field manager, taking over
 /// fields someone else changed (that is what repairing drift means).
-async fn apply<K>(api: &Api<K>, kind: &str, object: &K) -> Result<(), Error>
+/// Server-side apply of `object`; returns it as the apiserver has it afterwards.
+async fn apply<K>(api: &Api<K>, kind: &str, object: &K) -> Result<K, Error>
 where
     K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
@@ -455,8 +461,7 @@ where
     let what = format!("{kind} {}/{name}", object.meta().namespace.clone().unwrap_or_default());
     api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(object))
         .await
-        .map_err(Error::kube("apply", what))?;
-    Ok(())
+        .map_err(Error::kube("apply", what))
 }
 
 /// The policy's settings from the resource's `autoscaling`.
