@@ -280,13 +280,19 @@ impl Drop for Cluster {
     }
 }
 
-/// Polls `condition` every 200 ms until it returns `Some`, and returns that; panics after
-/// `timeout` with `description` and the last value `probe` saw, so a failure says what was
+/// The condition of type `type_` in an object's `status.conditions`, as kubectl prints it
+/// with `-o json`.
+pub fn condition<'a>(object: &'a serde_json::Value, type_: &str) -> Option<&'a serde_json::Value> {
+    object["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
+}
+
+/// Polls `probe` every 200 ms until it returns `Ok`, and returns that value; panics after
+/// `timeout` with `description` and the last `Err` it returned, so a failure says what was
 /// expected and what there was instead.
-pub fn wait_for<T, P: Debug>(description: &str, timeout: Duration, mut condition: impl FnMut() -> Result<T, P>) -> T {
+pub fn wait_for<T, P: Debug>(description: &str, timeout: Duration, mut probe: impl FnMut() -> Result<T, P>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
-        match condition() {
+        match probe() {
             Ok(value) => return value,
             Err(last) if Instant::now() >= deadline => {
                 panic!("timed out after {timeout:?} waiting for {description}; last seen: {last:?}")

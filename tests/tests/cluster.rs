@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use matte_e2e::{Cluster, repo_root, wait_for};
+use matte_e2e::{Cluster, condition, repo_root, wait_for};
 use serde_json::Value;
 
 fn start(gpu_nodes: usize) -> Cluster {
@@ -13,10 +13,6 @@ fn start(gpu_nodes: usize) -> Cluster {
 
 fn items(list: &Value) -> &Vec<Value> {
     list["items"].as_array().expect("a list has items")
-}
-
-fn condition<'a>(object: &'a Value, kind: &str) -> Option<&'a Value> {
-    object["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind)
 }
 
 fn is_true(object: &Value, kind: &str) -> bool {

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use matte_e2e::operator::{Operator, service_account_kubeconfig};
-use matte_e2e::{Cluster, repo_root, wait_for};
+use matte_e2e::{Cluster, condition, repo_root, wait_for};
 use serde_json::Value;
 
 const NAMESPACE: &str = "matte-system";
@@ -56,8 +56,9 @@ fn get(cluster: &Cluster, kind: &str, name: &str) -> Option<Value> {
     output.status.success().then(|| serde_json::from_slice(&output.stdout).ok()).flatten()
 }
 
-fn condition(brs: &Value, type_: &str) -> Option<(String, String, String)> {
-    brs["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).map(|c| {
+/// Status, reason and message of `brs`'s condition `type_`.
+fn condition_of(brs: &Value, type_: &str) -> Option<(String, String, String)> {
+    condition(brs, type_).map(|c| {
         let text = |key: &str| c[key].as_str().unwrap_or_default().to_owned();
         (text("status"), text("reason"), text("message"))
     })
@@ -67,7 +68,7 @@ fn condition(brs: &Value, type_: &str) -> Option<(String, String, String)> {
 fn wait_condition(cluster: &Cluster, name: &str, type_: &str, status: &str) -> Value {
     wait_for(&format!("{name}: {type_}={status}"), WAIT, || {
         let brs = get(cluster, "brs", name);
-        match brs.as_ref().and_then(|b| condition(b, type_)) {
+        match brs.as_ref().and_then(|b| condition_of(b, type_)) {
             Some((s, _, _)) if s == status => Ok(brs.unwrap_or_default()),
             other => Err(other),
         }
@@ -172,7 +173,7 @@ fn the_operator_reconciles_with_the_charts_rbac() {
         if replicas == Some(Value::from(3)) { Ok(()) } else { Err(replicas) }
     });
     let limited = wait_condition(&cluster, "portraits", "ScalingLimited", "True");
-    let (_, reason, message) = condition(&limited, "ScalingLimited").expect("the condition");
+    let (_, reason, message) = condition_of(&limited, "ScalingLimited").expect("the condition");
     assert_eq!(reason, "InsufficientResources");
     assert!(message.contains("nvidia.com/gpu"), "the scheduler's reason is passed on: {message}");
     let ready = wait_for("2 of 3 pods ready", WAIT, || {
@@ -180,12 +181,12 @@ fn the_operator_reconciles_with_the_charts_rbac() {
         let counts = (brs["status"]["replicas"].as_i64(), brs["status"]["readyReplicas"].as_i64());
         if counts == (Some(3), Some(2)) { Ok(brs) } else { Err(counts) }
     });
-    assert_eq!(condition(&ready, "Ready").map(|c| c.0), Some("False".into()));
+    assert_eq!(condition_of(&ready, "Ready").map(|c| c.0), Some("False".into()));
 
     // An invalid spec is explained, and nothing is built for it.
     cluster.apply_yaml_ok(&resource("broken", 1, "gpu"));
     let broken = wait_condition(&cluster, "broken", "Degraded", "True");
-    let (_, reason, message) = condition(&broken, "Degraded").expect("the condition");
+    let (_, reason, message) = condition_of(&broken, "Degraded").expect("the condition");
     assert_eq!(reason, "InvalidSpec");
     assert!(message.contains("spec.gpu.resourceName"), "{message}");
     assert!(get(&cluster, "deployment", "broken").is_none());
