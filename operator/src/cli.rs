@@ -83,6 +83,10 @@ pub struct SimulateArgs {
     /// Seed of every random draw: the same seed gives the same numbers.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Run this many seeds, from --seed on, and report each policy's means over them and
+    /// its worst seed.
+    #[arg(long, default_value_t = 1, value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..=10_000), conflicts_with = "plots")]
+    pub seeds: u64,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -14,6 +14,11 @@
 //! work, instead of starting pods that would find nothing to do. Pods that are no longer
 //! needed are kept for as long as a new one would take to start (the cost of being
 //! wrong either way is the same), and never given back while others are still starting.
+//!
+//! Bursts that recur teach the policy one more thing: a pod started for a burst is ready
+//! only after a start-up, too late for the burst's first images, and it is started again
+//! for the next one. So once bursts come in a rhythm, the pods that drain a typical one
+//! within a start-up stay warm between them, until the rhythm breaks.
 
 use serde::Serialize;
 
@@ -114,11 +119,14 @@ pub struct QueueMetrics {
     pub sustained_admitted_per_second: f64,
     /// 429 responses per second over the last few scrape intervals.
     pub rejected_per_second: f64,
-    /// 429 responses between the last two scrapes (`increase` over one interval).
-    pub rejected_last_interval: f64,
+    /// 429 responses over the last few seconds, about one `Retry-After` (at least one
+    /// scrape interval): a client refused that recently has not come back yet, so each
+    /// counts once.
+    pub rejected_recently: f64,
 }
 
-/// What the policy remembers between passes (kept in the resource's status).
+/// What the policy remembers between passes (kept by the reconciler for each resource;
+/// a new leader starts with an empty memory and learns again).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Memory {
@@ -128,7 +136,30 @@ pub struct Memory {
     pub surplus_since_seconds: Option<f64>,
     /// The last measured throughput, for passes when no image was processed.
     pub images_per_pod_second: Option<f64>,
+    /// The burst going on now, if clients are being refused.
+    pub burst: Option<Burst>,
+    /// The last few bursts, oldest first, at most [`BURSTS_REMEMBERED`].
+    pub recent_bursts: Vec<Burst>,
 }
+
+/// A time of refusals: the pods' queues were full and clients waited outside them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Burst {
+    pub started_seconds: f64,
+    /// The largest backlog seen during it.
+    pub peak_backlog_images: f64,
+}
+
+/// How many past bursts the policy remembers.
+pub const BURSTS_REMEMBERED: usize = 8;
+
+/// Bursts needed before they count as a pattern worth keeping pods warm for.
+const BURSTS_FOR_A_PATTERN: usize = 3;
+
+/// Pods kept warm for recurring bursts are given back once no burst has come for this
+/// many typical gaps between them: the pattern has likely ended.
+const GAPS_BEFORE_GIVING_UP: f64 = 2.0;
 
 /// Why the policy chose the replicas it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -147,6 +178,9 @@ pub enum Reason {
     KeepWhileStarting,
     /// Fewer pods are needed, but not for long enough to be worth giving them back.
     KeepUntilIdleLongEnough,
+    /// Fewer pods are needed now, but bursts keep coming: the pods that absorb a typical
+    /// one stay warm.
+    KeepWarmForBursts,
     /// No queue metrics: keep the last decision rather than scale on nothing.
     MetricsMissing,
     /// The queue metrics are too old to act on: keep the last decision.
@@ -159,6 +193,8 @@ pub enum Reason {
 pub struct Plan {
     /// Images queued in pods plus clients waiting to retry after a 429.
     pub backlog_images: f64,
+    /// The clients among them waiting outside the queues.
+    pub waiting_clients: f64,
     /// Seconds from now by which the backlog should be drained.
     pub deadline_seconds: f64,
     pub images_per_pod_second: f64,
@@ -167,6 +203,8 @@ pub struct Plan {
     pub sustained_images_per_second: f64,
     /// Pods needed for the backlog and steady traffic, before the replica bounds.
     pub needed_replicas: u32,
+    /// Pods worth keeping warm for the bursts that keep coming; 0 when none do.
+    pub warm_replicas: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -194,14 +232,20 @@ pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> 
         return hold(spec, observation, memory, Reason::MetricsStale, why);
     }
 
-    let plan = plan(spec, observation, queue, memory);
-    let wanted = spec.clamp(plan.needed_replicas);
+    let mut plan = plan(spec, observation, queue, memory);
+    let (burst, recent_bursts) = remember_bursts(memory, observation.now_seconds, &plan);
+    plan.warm_replicas = warm_replicas(spec, observation.now_seconds, &recent_bursts, burst.as_ref(), &plan);
     let current = observation.replicas;
+    // Warm pods are kept, never started for their own sake: a pod started in the quiet
+    // costs a whole start-up for a burst that may not come.
+    let wanted = spec.clamp(plan.needed_replicas.max(plan.warm_replicas.min(current)));
     let schedulable = current.saturating_sub(observation.unschedulable_pods);
     let mut next = Memory {
         replicas: Some(wanted),
         surplus_since_seconds: None,
         images_per_pod_second: Some(plan.images_per_pod_second),
+        burst,
+        recent_bursts,
     };
     let summary = summary(&plan, queue);
 
@@ -223,6 +267,12 @@ pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> 
         if plan.needed_replicas > wanted {
             let message = format!("{summary}: {} pods needed, holding at maxReplicas {wanted}", plan.needed_replicas);
             (wanted, Reason::AtMaxReplicas, message)
+        } else if spec.clamp(plan.needed_replicas) < wanted {
+            let message = format!(
+                "{summary}: {} pods would do, keeping {wanted} warm for the bursts that keep coming",
+                plan.needed_replicas
+            );
+            (wanted, Reason::KeepWarmForBursts, message)
         } else {
             (wanted, Reason::Steady, format!("{summary}: {current} pods are what is needed"))
         }
@@ -270,8 +320,8 @@ fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memo
     // A refused client comes back once per Retry-After, so the refusal rate times that
     // interval is how many clients are waiting outside the queues. When a burst has
     // just begun the rate's window still holds the quiet before it, but every client
-    // of the burst has just been refused once: the last interval's count says it.
-    let waiting_clients = (queue.rejected_per_second * spec.retry_after_seconds).max(queue.rejected_last_interval);
+    // of the burst has just been refused once: the recent refusals say it.
+    let waiting_clients = (queue.rejected_per_second * spec.retry_after_seconds).max(queue.rejected_recently);
     let backlog_images = queue.queue_depth + waiting_clients;
     // The oldest image has been waiting since before the sample was taken.
     let time_left = spec.target_queue_latency_seconds - (queue.oldest_queued_age_seconds + queue.age_seconds);
@@ -295,12 +345,58 @@ fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memo
     let for_steady_traffic = (sustained_images_per_second / planned_per_pod).ceil();
     Plan {
         backlog_images,
+        waiting_clients,
         deadline_seconds,
         images_per_pod_second,
         startup_seconds,
         sustained_images_per_second,
         needed_replicas: for_backlog.max(to_count(for_steady_traffic)),
+        warm_replicas: 0,
     }
+}
+
+/// Follows the bursts: one starts when clients are refused and ends when none wait.
+fn remember_bursts(memory: &Memory, now: f64, plan: &Plan) -> (Option<Burst>, Vec<Burst>) {
+    let mut recent = memory.recent_bursts.clone();
+    if plan.waiting_clients > 0.0 {
+        let burst = match memory.burst {
+            Some(burst) => Burst { peak_backlog_images: burst.peak_backlog_images.max(plan.backlog_images), ..burst },
+            None => Burst { started_seconds: now, peak_backlog_images: plan.backlog_images },
+        };
+        return (Some(burst), recent);
+    }
+    if let Some(ended) = memory.burst {
+        recent.push(ended);
+        let forgotten = recent.len().saturating_sub(BURSTS_REMEMBERED);
+        recent.drain(..forgotten);
+    }
+    (None, recent)
+}
+
+/// The pods worth keeping warm when bursts recur: enough for the typical one to drain
+/// within one start-up, the time a pod started for it would take to arrive. Those are
+/// the pods that would otherwise be started for every burst and arrive too late for its
+/// first images. Kept for as long as the bursts keep their rhythm.
+fn warm_replicas(spec: &PolicySpec, now: f64, recent: &[Burst], current: Option<&Burst>, plan: &Plan) -> u32 {
+    let bursts: Vec<&Burst> = recent.iter().chain(current).collect();
+    if bursts.len() < BURSTS_FOR_A_PATTERN {
+        return 0;
+    }
+    let gaps: Vec<f64> = bursts.windows(2).map(|pair| pair[1].started_seconds - pair[0].started_seconds).collect();
+    let last_started = bursts.last().map_or(now, |burst| burst.started_seconds);
+    if now - last_started > GAPS_BEFORE_GIVING_UP * median(gaps) {
+        return 0;
+    }
+    let typical_backlog = median(bursts.iter().map(|burst| burst.peak_backlog_images).collect());
+    let per_pod_before_help_arrives =
+        plan.images_per_pod_second * spec.planned_utilization.clamp(0.1, 1.0) * plan.startup_seconds;
+    to_count((typical_backlog / per_pod_before_help_arrives).ceil())
+}
+
+/// The median (the upper one of an even count); 0 for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// The fewest pods that finish `work` images within `deadline` seconds: ready pods

@@ -16,7 +16,7 @@ fn queue(queue_depth: f64) -> QueueMetrics {
         images_per_pod_second: Some(1.0),
         sustained_admitted_per_second: 0.0,
         rejected_per_second: 0.0,
-        rejected_last_interval: 0.0,
+        rejected_recently: 0.0,
     }
 }
 
@@ -122,7 +122,7 @@ fn clients_refused_with_429_count_as_backlog() {
 
 #[test]
 fn a_burst_just_refused_counts_before_the_rate_window_catches_up() {
-    let just_refused = QueueMetrics { rejected_per_second: 1.0, rejected_last_interval: 80.0, ..queue(20.0) };
+    let just_refused = QueueMetrics { rejected_per_second: 1.0, rejected_recently: 80.0, ..queue(20.0) };
     let decision = decide_fresh(&observation(1, Some(just_refused)));
     assert_eq!(decision.plan.expect("plan").backlog_images, 100.0);
 }
@@ -259,4 +259,93 @@ fn counts_saturate_instead_of_overflowing() {
     assert_eq!(to_count(-3.0), 0);
     assert_eq!(to_count(1e30), u32::MAX);
     assert_eq!(pods_to_finish(1e30, 70.0, 1e-300, u32::MAX, &[], 60.0), u32::MAX);
+}
+
+/// Bursts started at `starts`, each with a peak backlog of `peak` images.
+fn bursts(starts: &[f64], peak: f64) -> Vec<Burst> {
+    starts.iter().map(|&started_seconds| Burst { started_seconds, peak_backlog_images: peak }).collect()
+}
+
+fn refusing(queue_depth: f64, rejected_recently: f64) -> QueueMetrics {
+    QueueMetrics { rejected_recently, ..queue(queue_depth) }
+}
+
+#[test]
+fn a_burst_starts_with_the_first_refusal_and_ends_when_no_client_waits() {
+    let first = decide_fresh(&observation(1, Some(refusing(16.0, 40.0))));
+    assert_eq!(first.memory.burst, Some(Burst { started_seconds: 1000.0, peak_backlog_images: 56.0 }));
+
+    let growing = Observation { now_seconds: 1005.0, ..observation(1, Some(refusing(16.0, 80.0))) };
+    let second = decide(&spec(), &growing, &first.memory);
+    assert_eq!(second.memory.burst, Some(Burst { started_seconds: 1000.0, peak_backlog_images: 96.0 }));
+
+    let drained = Observation { now_seconds: 1060.0, ..observation(1, Some(queue(5.0))) };
+    let third = decide(&spec(), &drained, &second.memory);
+    assert_eq!(third.memory.burst, None);
+    assert_eq!(third.memory.recent_bursts, vec![Burst { started_seconds: 1000.0, peak_backlog_images: 96.0 }]);
+}
+
+#[test]
+fn only_the_last_bursts_are_remembered() {
+    let starts: Vec<f64> = (0..BURSTS_REMEMBERED).map(|index| 100.0 * index as f64).collect();
+    let memory = Memory {
+        burst: Some(Burst { started_seconds: 900.0, peak_backlog_images: 50.0 }),
+        recent_bursts: bursts(&starts, 50.0),
+        ..Memory::default()
+    };
+    let decision = decide(&spec(), &observation(1, Some(queue(0.0))), &memory);
+    let remembered = &decision.memory.recent_bursts;
+    assert_eq!(remembered.len(), BURSTS_REMEMBERED);
+    assert_eq!(remembered.first().map(|burst| burst.started_seconds), Some(100.0), "the oldest is forgotten");
+    assert_eq!(remembered.last().map(|burst| burst.started_seconds), Some(900.0));
+}
+
+#[test]
+fn recurring_bursts_keep_warm_the_pods_a_typical_one_needs_within_a_start_up() {
+    // Bursts every 200 s with peaks of 90, 150 and 100 images: the typical one (100)
+    // takes two pods to drain within a 60 s start-up at 1 image/s.
+    let recent = vec![
+        Burst { started_seconds: 500.0, peak_backlog_images: 90.0 },
+        Burst { started_seconds: 700.0, peak_backlog_images: 150.0 },
+        Burst { started_seconds: 900.0, peak_backlog_images: 100.0 },
+    ];
+    let memory = Memory { recent_bursts: recent, surplus_since_seconds: Some(0.0), ..Memory::default() };
+    let down = decide(&spec(), &observation(5, Some(queue(0.0))), &memory);
+    assert_eq!((down.replicas, down.reason), (2, Reason::ScaleDown));
+    assert_eq!(down.plan.as_ref().map(|plan| plan.warm_replicas), Some(2));
+
+    let kept = decide(&spec(), &observation(2, Some(queue(0.0))), &down.memory);
+    assert_eq!((kept.replicas, kept.reason), (2, Reason::KeepWarmForBursts));
+    assert!(kept.message.contains("keeping 2 warm"), "{}", kept.message);
+}
+
+#[test]
+fn warm_pods_are_kept_but_never_started_for_their_own_sake() {
+    let memory = Memory { recent_bursts: bursts(&[500.0, 700.0, 900.0], 200.0), ..Memory::default() };
+    let decision = decide(&spec(), &observation(1, Some(queue(0.0))), &memory);
+    assert_eq!(decision.plan.as_ref().map(|plan| plan.warm_replicas), Some(4));
+    assert_eq!((decision.replicas, decision.reason), (1, Reason::Steady));
+}
+
+#[test]
+fn two_bursts_are_not_yet_a_pattern() {
+    let memory =
+        Memory { recent_bursts: bursts(&[700.0, 900.0], 200.0), surplus_since_seconds: Some(0.0), ..Memory::default() };
+    let decision = decide(&spec(), &observation(4, Some(queue(0.0))), &memory);
+    assert_eq!((decision.replicas, decision.reason), (1, Reason::ScaleDown));
+}
+
+#[test]
+fn warm_pods_are_given_back_when_the_bursts_stop_coming() {
+    // Bursts every 200 s, the last at 900: by 1100 one is overdue, by 1301 two are.
+    let memory = Memory {
+        recent_bursts: bursts(&[500.0, 700.0, 900.0], 200.0),
+        surplus_since_seconds: Some(0.0),
+        ..Memory::default()
+    };
+    let overdue = Observation { now_seconds: 1100.0, ..observation(4, Some(queue(0.0))) };
+    assert_eq!(decide(&spec(), &overdue, &memory).reason, Reason::KeepWarmForBursts);
+    let over = Observation { now_seconds: 1301.0, ..observation(4, Some(queue(0.0))) };
+    let decision = decide(&spec(), &over, &memory);
+    assert_eq!((decision.replicas, decision.reason), (1, Reason::ScaleDown));
 }

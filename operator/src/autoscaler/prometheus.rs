@@ -47,7 +47,7 @@ pub struct Queries {
     pub images_per_pod_second: String,
     pub sustained_admitted_per_second: String,
     pub rejected_per_second: String,
-    pub rejected_last_interval: String,
+    pub rejected_recently: String,
 }
 
 impl Queries {
@@ -84,7 +84,7 @@ impl Queries {
                 "quantile_over_time(0.5, (sum(rate({admitted}[{rate}])) unless sum(rate({refused}[{rate}])) > 0)[{long}:{step}])"
             ),
             rejected_per_second: format!("sum(rate({refused}[{rate}]))"),
-            rejected_last_interval: format!("sum(increase({refused}[{two_scrapes}]))"),
+            rejected_recently: format!("sum(increase({refused}[{two_scrapes}]))"),
         }
     }
 }
@@ -129,7 +129,7 @@ impl PrometheusSource {
             images_per_pod_second: self.scalar(&q.images_per_pod_second).await?,
             sustained_admitted_per_second: self.scalar(&q.sustained_admitted_per_second).await?.unwrap_or(0.0),
             rejected_per_second: self.scalar(&q.rejected_per_second).await?.unwrap_or(0.0),
-            rejected_last_interval: self.scalar(&q.rejected_last_interval).await?.unwrap_or(0.0),
+            rejected_recently: self.scalar(&q.rejected_recently).await?.unwrap_or(0.0),
         }))
     }
 
@@ -201,7 +201,7 @@ mod tests {
         );
         assert!(q.sustained_admitted_per_second.ends_with("[300s:5s])"), "{}", q.sustained_admitted_per_second);
         assert_eq!(
-            q.rejected_last_interval,
+            q.rejected_recently,
             r#"sum(increase(matte_requests_total{namespace="shop",outcome="queue_full"}[10s]))"#
         );
     }

@@ -5,7 +5,8 @@ use crate::error::Error;
 
 use super::scalers::PolicyName;
 use super::scenario::Scenario;
-use super::{compare, plots, table, trace};
+use super::settings::Settings;
+use super::{compare, plots, sweep, table, trace};
 
 /// What the command prints: the report on stdout, notes (files written) on stderr.
 pub struct Printed {
@@ -14,31 +15,25 @@ pub struct Printed {
 }
 
 pub fn run(args: &SimulateArgs) -> Result<Printed, Error> {
-    let (settings, arrivals, source) = match (&args.trace, args.scenario) {
-        (Some(path), _) => {
-            let arrivals = trace::read_file(path)?;
-            let last = arrivals.last().copied().unwrap_or(0.0);
-            let base = Scenario::BurstTrain.settings();
-            let settings =
-                args.overrides.apply(super::settings::Settings { duration_seconds: last.floor() + 1.0, ..base });
-            (settings, arrivals, path.display().to_string())
-        }
-        (None, scenario) => {
-            let scenario = scenario.unwrap_or(Scenario::BurstTrain);
-            let settings = args.overrides.apply(scenario.settings());
-            settings.validate()?;
-            let arrivals = scenario.arrivals(&settings, args.seed);
-            let name = clap::ValueEnum::to_possible_value(&scenario)
-                .map_or_else(String::new, |value| value.get_name().to_string());
-            (settings, arrivals, name)
-        }
-    };
+    let traffic = Traffic::from_args(args)?;
     let policies = if args.policies.is_empty() {
         <PolicyName as clap::ValueEnum>::value_variants().to_vec()
     } else {
         args.policies.clone()
     };
-    let comparison = compare(&settings, arrivals, &policies, args.seed, source)?;
+    if args.seeds > 1 {
+        let seeds = args.seed..args.seed.saturating_add(args.seeds);
+        let reports = seeds
+            .map(|seed| {
+                Ok(compare(&traffic.settings, traffic.arrivals(seed), &policies, seed, traffic.source())?.report)
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let summary =
+            sweep::summarize(&reports).ok_or_else(|| Error::InvalidSetting("--seeds must be at least 1".into()))?;
+        let stdout = if args.json { serde_json::to_string_pretty(&summary)? + "\n" } else { sweep::render(&summary) };
+        return Ok(Printed { stdout, stderr: String::new() });
+    }
+    let comparison = compare(&traffic.settings, traffic.arrivals(args.seed), &policies, args.seed, traffic.source())?;
     let stdout = if args.json {
         serde_json::to_string_pretty(&comparison.report)? + "\n"
     } else {
@@ -51,4 +46,48 @@ pub fn run(args: &SimulateArgs) -> Result<Printed, Error> {
         }
     }
     Ok(Printed { stdout, stderr })
+}
+
+/// Where the arrivals come from: a trace file (the same on every seed) or a scenario
+/// (drawn from the seed).
+struct Traffic {
+    settings: Settings,
+    source: Source,
+}
+
+enum Source {
+    Trace { path: String, arrivals: Vec<f64> },
+    Scenario(Scenario),
+}
+
+impl Traffic {
+    fn from_args(args: &SimulateArgs) -> Result<Self, Error> {
+        if let Some(path) = &args.trace {
+            let arrivals = trace::read_file(path)?;
+            let last = arrivals.last().copied().unwrap_or(0.0);
+            let base = Scenario::BurstTrain.settings();
+            let settings = args.overrides.apply(Settings { duration_seconds: last.floor() + 1.0, ..base });
+            return Ok(Self { settings, source: Source::Trace { path: path.display().to_string(), arrivals } });
+        }
+        let scenario = args.scenario.unwrap_or(Scenario::BurstTrain);
+        let settings = args.overrides.apply(scenario.settings());
+        settings.validate()?;
+        Ok(Self { settings, source: Source::Scenario(scenario) })
+    }
+
+    fn arrivals(&self, seed: u64) -> Vec<f64> {
+        match &self.source {
+            Source::Trace { arrivals, .. } => arrivals.clone(),
+            Source::Scenario(scenario) => scenario.arrivals(&self.settings, seed),
+        }
+    }
+
+    /// The scenario's name or the trace file's path.
+    fn source(&self) -> String {
+        match &self.source {
+            Source::Trace { path, .. } => path.clone(),
+            Source::Scenario(scenario) => clap::ValueEnum::to_possible_value(scenario)
+                .map_or_else(String::new, |value| value.get_name().to_string()),
+        }
+    }
 }

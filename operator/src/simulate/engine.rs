@@ -259,7 +259,11 @@ impl<'a> Engine<'a> {
             held_in_front: VecDeque::new(),
             gpus: GpuPool::new(settings.warm_gpus, settings.max_gpus, settings.node_idle_timeout_seconds),
             counters: Counters::default(),
-            prometheus: Prometheus::new(settings.rate_window_seconds, settings.long_rate_window_seconds),
+            prometheus: Prometheus::new(
+                settings.rate_window_seconds,
+                settings.long_rate_window_seconds,
+                settings.retry_after_seconds,
+            ),
             startups: Vec::new(),
             changes: Vec::new(),
             timeline: Vec::new(),

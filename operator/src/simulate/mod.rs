@@ -11,6 +11,7 @@ pub mod random;
 pub mod scalers;
 pub mod scenario;
 pub mod settings;
+pub mod sweep;
 pub mod table;
 pub mod trace;
 

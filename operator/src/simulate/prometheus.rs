@@ -73,20 +73,23 @@ pub struct Snapshot {
     /// burst at once; not a single interval, because refused clients come back only
     /// every few seconds.
     pub rejected_per_second: f64,
-    /// `increase(requests_total{outcome="rejected"})` between the last two samples.
-    pub rejected_last_interval: f64,
+    /// `increase(requests_total{outcome="rejected"})` over the refusal window: since the
+    /// newest sample at least that old, or the one before the last.
+    pub rejected_recently: f64,
 }
 
 pub struct Prometheus {
     rate_window: f64,
     long_rate_window: f64,
+    refusal_window: f64,
     samples: VecDeque<Sample>,
     latest: Option<Snapshot>,
 }
 
 impl Prometheus {
-    pub fn new(rate_window: f64, long_rate_window: f64) -> Self {
-        Self { rate_window, long_rate_window, samples: VecDeque::new(), latest: None }
+    /// `refusal_window`: how far back `rejected_recently` looks (at least one scrape).
+    pub fn new(rate_window: f64, long_rate_window: f64, refusal_window: f64) -> Self {
+        Self { rate_window, long_rate_window, refusal_window, samples: VecDeque::new(), latest: None }
     }
 
     pub fn scrape(&mut self, at: f64, gauges: Gauges, counters: &Counters) {
@@ -104,6 +107,11 @@ impl Prometheus {
         let [.., previous, last] = inside.as_slice() else {
             return;
         };
+        let refusals_since = inside
+            .iter()
+            .find(|sample| sample.at >= last.at - self.refusal_window)
+            .filter(|sample| sample.at < last.at)
+            .unwrap_or(previous);
         let recent = inside.iter().find(|sample| sample.at >= at - REJECTION_WINDOW_SECONDS).unwrap_or(last);
         let in_window = |window: f64| inside.iter().copied().filter(move |sample| sample.at >= at - window);
         let Some(short) = in_window(self.rate_window).next() else {
@@ -135,7 +143,7 @@ impl Prometheus {
                 .then(|| (now.images_processed - long.counters.images_processed) as f64 / busy),
             requests_per_second: (now.requests - before.requests) as f64 / (last.at - short.at),
             sustained_admitted_per_second: admitted_rates.get(admitted_rates.len() / 2).copied().unwrap_or(0.0),
-            rejected_last_interval: (now.rejected - previous.counters.rejected) as f64,
+            rejected_recently: (now.rejected - refusals_since.counters.rejected) as f64,
             rejected_per_second: if last.at > recent.at {
                 (now.rejected - recent.counters.rejected) as f64 / (last.at - recent.at)
             } else {
@@ -189,7 +197,7 @@ mod tests {
 
     #[test]
     fn autoscalers_see_rates_only_after_two_scrapes_and_only_as_of_the_last_one() {
-        let mut prometheus = Prometheus::new(60.0, 300.0);
+        let mut prometheus = Prometheus::new(60.0, 300.0, 5.0);
         let mut counters = Counters::default();
         prometheus.scrape(0.0, Gauges::default(), &counters);
         prometheus.evaluate(1.0);
@@ -203,7 +211,7 @@ mod tests {
         assert!((snapshot.requests_per_second - 10.0).abs() < 1e-9);
         assert_eq!(snapshot.sustained_admitted_per_second, 0.0, "an interval with refusals is not demand");
         assert!((snapshot.rejected_per_second - 2.0).abs() < 1e-9);
-        assert_eq!(snapshot.rejected_last_interval, 10.0);
+        assert_eq!(snapshot.rejected_recently, 10.0);
         assert_eq!(snapshot.gauges.queue_depth, 40.0);
         assert_eq!(snapshot.images_per_pod_second, None, "nothing processed yet");
 
@@ -215,5 +223,27 @@ mod tests {
         let snapshot = prometheus.latest().expect("three samples");
         assert_eq!(snapshot.sampled_at, 10.0);
         assert!((snapshot.sustained_admitted_per_second - 10.0).abs() < 1e-9, "the refusal-free interval");
+    }
+
+    #[test]
+    fn recent_refusals_span_the_refusal_window_not_just_one_scrape() {
+        // Scrapes every second, ten refusals in each: over a 5 s window that is 50, the
+        // clients refused since the oldest of them could come back.
+        let mut prometheus = Prometheus::new(60.0, 300.0, 5.0);
+        let mut counters = Counters::default();
+        for second in 0..=8 {
+            counters.requests += 10;
+            counters.rejected += 10;
+            prometheus.scrape(f64::from(second), Gauges::default(), &counters);
+        }
+        prometheus.evaluate(8.5);
+        assert_eq!(prometheus.latest().map(|snapshot| snapshot.rejected_recently), Some(50.0));
+
+        // A window shorter than a scrape interval still spans one.
+        let mut coarse = Prometheus::new(60.0, 300.0, 1.0);
+        coarse.scrape(0.0, Gauges::default(), &Counters::default());
+        coarse.scrape(5.0, Gauges::default(), &counters);
+        coarse.evaluate(6.0);
+        assert_eq!(coarse.latest().map(|snapshot| snapshot.rejected_recently), Some(90.0));
     }
 }

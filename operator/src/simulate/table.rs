@@ -3,42 +3,22 @@
 use std::fmt::Write as _;
 
 use super::Report;
+use super::settings::{Routing, Settings};
 
 pub fn render(report: &Report) -> String {
-    let settings = &report.settings;
-    let mut text = String::new();
-    let _ = writeln!(
-        text,
-        "{}: {} images in {} bursts over {:.0}s, seed {}; SLO {:.0}s, target queue latency {:.0}s",
-        report.source,
-        report.images,
-        report.bursts,
-        settings.duration_seconds,
-        report.seed,
-        settings.slo_seconds,
-        settings.target_queue_latency_seconds
+    let runs = format!(
+        "{} images in {} bursts over {:.0}s, seed {}",
+        report.images, report.bursts, report.settings.duration_seconds, report.seed
     );
-    let _ = writeln!(
-        text,
-        "pods: {:.2}s/image (median), start-up {:.0}s (median), queue {}, {} routing; replicas {}..{}\n",
-        settings.service_seconds,
-        settings.startup_seconds,
-        settings.queue_capacity,
-        match settings.routing {
-            super::settings::Routing::Random => "random",
-            super::settings::Routing::LeastOutstanding => "least-outstanding",
-        },
-        settings.min_replicas,
-        settings.max_replicas
-    );
+    let mut text = heading(&report.source, &runs, &report.settings);
     let headers = [
         "policy", "p50 s", "p95 s", "p99 s", "max s", "SLO %", "GPU-s", "starts", "wasted", "flaps", "react s", "429s",
     ];
-    let rows: Vec<[String; 12]> = report
+    let rows: Vec<Vec<String>> = report
         .outcomes
         .iter()
         .map(|outcome| {
-            [
+            vec![
                 outcome.policy.label().to_string(),
                 seconds(outcome.p50_seconds),
                 seconds(outcome.p95_seconds),
@@ -54,29 +34,7 @@ pub fn render(report: &Report) -> String {
             ]
         })
         .collect();
-    let mut widths = headers.map(str::len);
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
-        }
-    }
-    let line = |cells: &[String]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .enumerate()
-            .map(
-                |(column, (cell, width))| {
-                    if column == 0 { format!("{cell:<width$}") } else { format!("{cell:>width$}") }
-                },
-            )
-            .collect();
-        padded.join("  ")
-    };
-    let _ = writeln!(text, "{}", line(&headers.map(String::from)));
-    for row in &rows {
-        let _ = writeln!(text, "{}", line(row));
-    }
+    text.push_str(&aligned(&headers, &rows));
     let _ = writeln!(
         text,
         "\nlatency: first try to answer; never = some image was not answered by the end. starts: pods created after t=0;\n\
@@ -85,7 +43,54 @@ pub fn render(report: &Report) -> String {
     text
 }
 
+/// Two lines: what ran (`runs`) and the settings every policy shared.
+pub fn heading(source: &str, runs: &str, settings: &Settings) -> String {
+    let routing = match settings.routing {
+        Routing::Random => "random",
+        Routing::LeastOutstanding => "least-outstanding",
+    };
+    format!(
+        "{source}: {runs}; SLO {:.0}s, target queue latency {:.0}s\n\
+         pods: {:.2}s/image (median), start-up {:.0}s (median), queue {}, {routing} routing; replicas {}..{}\n\n",
+        settings.slo_seconds,
+        settings.target_queue_latency_seconds,
+        settings.service_seconds,
+        settings.startup_seconds,
+        settings.queue_capacity,
+        settings.min_replicas,
+        settings.max_replicas
+    )
+}
+
 /// A latency cell: seconds, or `never` for an image not answered.
 fn seconds(value: Option<f64>) -> String {
     value.map_or_else(|| "never".to_string(), |value| format!("{value:.1}"))
+}
+
+/// Columns padded to their widest cell: the first left-aligned (names), the rest right
+/// (numbers); one line per row, the headers first.
+pub fn aligned(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|header| header.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let padded: Vec<String> = cells
+            .zip(&widths)
+            .enumerate()
+            .map(
+                |(column, (cell, &width))| {
+                    if column == 0 { format!("{cell:<width$}") } else { format!("{cell:>width$}") }
+                },
+            )
+            .collect();
+        padded.join("  ") + "\n"
+    };
+    let mut text = line(&mut headers.iter().copied());
+    for row in rows {
+        text.push_str(&line(&mut row.iter().map(String::as_str)));
+    }
+    text
 }

@@ -41,7 +41,7 @@ impl Scaler for Matte {
             images_per_pod_second: snapshot.images_per_pod_second,
             sustained_admitted_per_second: snapshot.sustained_admitted_per_second,
             rejected_per_second: snapshot.rejected_per_second,
-            rejected_last_interval: snapshot.rejected_last_interval,
+            rejected_recently: snapshot.rejected_recently,
         });
         let observation = Observation {
             now_seconds: view.now,
