@@ -302,7 +302,8 @@ pub fn wait_for<T, P: Debug>(description: &str, timeout: Duration, mut probe: im
     }
 }
 
-fn expect_success(program: &str, args: &[&str], output: &Output) -> String {
+/// The stdout of a finished command, or a panic with its stderr if it failed.
+pub fn expect_success(program: &str, args: &[&str], output: &Output) -> String {
     if !output.status.success() {
         panic!(
             "{program} {} failed ({}):\n{}{}",

@@ -1,0 +1,89 @@
+//! The chart's alerts: `charts/matte/alerts/rules.yaml` is valid, passes its promtool unit
+//! tests (each alert firing where it must and silent where it must not), and the chart's
+//! PrometheusRule carries exactly those rules. No cluster needed: helm renders offline.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use matte_e2e::{bin_dir, expect_success, repo_root};
+
+fn alerts_dir() -> PathBuf {
+    repo_root().join("charts/matte/alerts")
+}
+
+/// A fresh scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let directory = std::env::temp_dir().join(format!("matte-alerts-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&directory);
+    fs::create_dir_all(&directory).expect("create a scratch directory");
+    directory
+}
+
+/// `promtool ARGS` in `directory` (Debian's prometheus package, installed by setup.sh).
+fn promtool(directory: &Path, args: &[&str]) -> String {
+    let output = Command::new("promtool")
+        .args(args)
+        .current_dir(directory)
+        .output()
+        .expect("promtool is installed (scripts/setup.sh installs Debian's prometheus package)");
+    expect_success("promtool", args, &output)
+}
+
+/// `helm template` of the chart, offline, with helm's own files kept in `scratch`.
+fn helm_template(scratch: &Path, values: &[&str]) -> String {
+    let chart = repo_root().join("charts/matte");
+    let chart = chart.to_str().expect("a UTF-8 path");
+    let args = [&["template", "matte", chart, "--namespace", "ops"][..], values].concat();
+    let output = Command::new(bin_dir().join("helm"))
+        .args(&args)
+        .env("HELM_CACHE_HOME", scratch.join("cache"))
+        .env("HELM_CONFIG_HOME", scratch.join("config"))
+        .env("HELM_DATA_HOME", scratch.join("data"))
+        .output()
+        .expect("helm is built (scripts/setup.sh --with-cluster)");
+    expect_success("helm", &args, &output)
+}
+
+#[test]
+fn the_alert_rules_are_valid_and_pass_their_unit_tests() {
+    let directory = alerts_dir();
+    let checked = promtool(&directory, &["check", "rules", "rules.yaml"]);
+    assert!(checked.contains("SUCCESS: 7 rules found"), "{checked}");
+    let tested = promtool(&directory, &["test", "rules", "rules.test.yaml"]);
+    assert!(tested.contains("SUCCESS"), "{tested}");
+}
+
+#[test]
+fn the_charts_prometheus_rule_carries_the_same_rules_only_when_enabled() {
+    let scratch = scratch("chart");
+    let default = helm_template(&scratch, &[]);
+    assert!(!default.contains("kind: PrometheusRule"), "off by default: the CRD may not exist");
+
+    let rendered = helm_template(
+        &scratch,
+        &["--set", "prometheusRule.enabled=true", "--set", "prometheusRule.labels.release=monitoring"],
+    );
+    let document = rendered
+        .split("\n---\n")
+        .find(|document| document.contains("kind: PrometheusRule"))
+        .unwrap_or_else(|| panic!("no PrometheusRule in:\n{rendered}"));
+    assert!(document.contains("name: matte-alerts\n"), "{document}");
+    assert!(document.contains("namespace: ops\n"), "{document}");
+    assert!(document.contains("    release: monitoring\n"), "{document}");
+
+    // The rule groups are the spec, indented by two: without it they are a rules file,
+    // which must pass the same unit tests as the checked-in one.
+    let (_, spec) = document.split_once("\nspec:\n").unwrap_or_else(|| panic!("no spec in:\n{document}"));
+    let groups: String = spec.lines().map(|line| format!("{}\n", line.strip_prefix("  ").unwrap_or(line))).collect();
+    fs::write(scratch.join("rendered.yaml"), groups).expect("write the rendered rules");
+    let unit_tests = fs::read_to_string(alerts_dir().join("rules.test.yaml")).expect("read the unit tests");
+    assert!(unit_tests.contains("  - rules.yaml\n"), "the unit tests load rules.yaml");
+    fs::write(scratch.join("rendered.test.yaml"), unit_tests.replace("  - rules.yaml\n", "  - rendered.yaml\n"))
+        .expect("write the unit tests");
+    let checked = promtool(&scratch, &["check", "rules", "rendered.yaml"]);
+    assert!(checked.contains("SUCCESS: 7 rules found"), "{checked}");
+    let tested = promtool(&scratch, &["test", "rules", "rendered.test.yaml"]);
+    assert!(tested.contains("SUCCESS"), "{tested}");
+    let _ = fs::remove_dir_all(&scratch);
+}
