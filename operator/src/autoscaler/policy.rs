@@ -390,6 +390,10 @@ fn warm_replicas(spec: &PolicySpec, now: f64, recent: &[Burst], current: Option<
     let typical_backlog = median(bursts.iter().map(|burst| burst.peak_backlog_images).collect());
     let per_pod_before_help_arrives =
         plan.images_per_pod_second * spec.planned_utilization.clamp(0.1, 1.0) * plan.startup_seconds;
+    if per_pod_before_help_arrives <= 0.0 {
+        // Pods that start at once need not wait warm.
+        return 0;
+    }
     to_count((typical_backlog / per_pod_before_help_arrives).ceil())
 }
 

@@ -328,6 +328,14 @@ fn warm_pods_are_kept_but_never_started_for_their_own_sake() {
 }
 
 #[test]
+fn pods_that_start_at_once_are_not_kept_warm() {
+    let memory = Memory { recent_bursts: bursts(&[500.0, 700.0, 900.0], 200.0), ..Memory::default() };
+    let instant = Observation { measured_startup_seconds: Some(0.0), ..observation(3, Some(queue(0.0))) };
+    let decision = decide(&spec(), &instant, &memory);
+    assert_eq!(decision.plan.map(|plan| plan.warm_replicas), Some(0));
+}
+
+#[test]
 fn two_bursts_are_not_yet_a_pattern() {
     let memory =
         Memory { recent_bursts: bursts(&[700.0, 900.0], 200.0), surplus_since_seconds: Some(0.0), ..Memory::default() };
