@@ -5,6 +5,7 @@
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, PodCondition};
 
+use crate::autoscaler::policy::median;
 use crate::status::Unschedulable;
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -41,8 +42,7 @@ pub fn census(pods: &[Pod], now: Timestamp) -> PodCensus {
             census.starting_ages_seconds.push(seconds_between(created, now));
         }
     }
-    startups.sort_by(f64::total_cmp);
-    census.median_startup_seconds = startups.get(startups.len() / 2).copied();
+    census.median_startup_seconds = median(startups);
     census
 }
 
@@ -101,8 +101,8 @@ mod tests {
         assert_eq!(census.starting_ages_seconds, vec![30.0]);
         assert_eq!(census.unschedulable.pods, 1);
         assert_eq!(census.unschedulable.message, "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.");
-        // 60 s and 40 s: the upper median of two.
-        assert_eq!(census.median_startup_seconds, Some(60.0));
+        // 60 s and 40 s: the median of two is their mean.
+        assert_eq!(census.median_startup_seconds, Some(50.0));
     }
 
     #[test]

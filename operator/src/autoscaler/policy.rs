@@ -384,10 +384,14 @@ fn warm_replicas(spec: &PolicySpec, now: f64, recent: &[Burst], current: Option<
     }
     let gaps: Vec<f64> = bursts.windows(2).map(|pair| pair[1].started_seconds - pair[0].started_seconds).collect();
     let last_started = bursts.last().map_or(now, |burst| burst.started_seconds);
-    if now - last_started > GAPS_BEFORE_GIVING_UP * median(gaps) {
+    let (Some(typical_gap), Some(typical_backlog)) =
+        (median(gaps), median(bursts.iter().map(|burst| burst.peak_backlog_images).collect()))
+    else {
+        return 0;
+    };
+    if now - last_started > GAPS_BEFORE_GIVING_UP * typical_gap {
         return 0;
     }
-    let typical_backlog = median(bursts.iter().map(|burst| burst.peak_backlog_images).collect());
     let per_pod_before_help_arrives =
         plan.images_per_pod_second * spec.planned_utilization.clamp(0.1, 1.0) * plan.startup_seconds;
     if per_pod_before_help_arrives <= 0.0 {
@@ -397,10 +401,15 @@ fn warm_replicas(spec: &PolicySpec, now: f64, recent: &[Burst], current: Option<
     to_count((typical_backlog / per_pod_before_help_arrives).ceil())
 }
 
-/// The median (the upper one of an even count); 0 for none.
-fn median(mut values: Vec<f64>) -> f64 {
+/// The median: the middle value, or the mean of the middle two; `None` for none.
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
     values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
+    let middle = values.len() / 2;
+    match values.len() {
+        0 => None,
+        count if count % 2 == 1 => Some(values[middle]),
+        _ => Some((values[middle - 1] + values[middle]) / 2.0),
+    }
 }
 
 /// The fewest pods that finish `work` images within `deadline` seconds: ready pods

@@ -26,6 +26,7 @@ use super::prometheus::{Counters, Gauges, Prometheus};
 use super::random::{Stream, StreamName};
 use super::scalers::{ClusterView, Scaler};
 use super::settings::{BATCHED_IMAGE_COST, Routing, Settings};
+use crate::autoscaler::policy::median;
 
 /// The work: when each image is first sent and how long it takes alone on a GPU. Drawn
 /// once so that every policy gets exactly the same.
@@ -567,10 +568,7 @@ impl<'a> Engine<'a> {
     /// pod being scheduled to Ready, the pod's own part (a node being added is the
     /// cluster's, and would make the next pod on a free node look slower than it is).
     fn measured_startup(&self) -> Option<f64> {
-        let recent = &self.startups[self.startups.len().saturating_sub(STARTUPS_MEASURED)..];
-        let mut sorted = recent.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        sorted.get(sorted.len() / 2).copied()
+        median(self.startups[self.startups.len().saturating_sub(STARTUPS_MEASURED)..].to_vec())
     }
 
     fn record_timeline(&mut self) {
