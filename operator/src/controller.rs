@@ -98,12 +98,13 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), settings.reporter.clone()),
         client: client.clone(),
         settings,
-        metrics,
+        metrics: metrics.clone(),
         remembered: Mutex::default(),
         pod_monitors: Mutex::default(),
         started: Instant::now(),
     });
 
+    metrics.follow_resources(Some(reader.clone()));
     Controller::for_stream(resources, reader)
         .owns_stream(metadata_watch::<Deployment>(&client, namespace.as_deref(), managed.clone()))
         .owns_stream(metadata_watch::<Service>(&client, namespace.as_deref(), managed.clone()))
@@ -127,6 +128,7 @@ pub async fn run(
             }
         })
         .await;
+    metrics.follow_resources(None);
 }
 
 /// How long a watch waits before trying again after an error: from 250 ms up to 3 s.

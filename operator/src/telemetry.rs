@@ -2,17 +2,22 @@
 //! metrics about its reconciles and decisions, and health endpoints for its probes.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::autoscaler::policy::Reason;
+use crate::crd::BackgroundRemovalService;
 use crate::error::Error;
 
 /// Log output format.
@@ -41,6 +46,10 @@ pub struct Metrics {
     reconcile_seconds: HistogramVec,
     decisions: IntCounterVec,
     leader: IntGauge,
+    conditions: IntGaugeVec,
+    /// The resources the acting controller caches, read at each scrape for `conditions`;
+    /// `None` on a standby replica.
+    resources: Mutex<Option<Store<BackgroundRemovalService>>>,
     ready: AtomicBool,
 }
 
@@ -64,16 +73,36 @@ impl Metrics {
         .expect("a valid metric");
         let leader = IntGauge::new("matte_operator_leader", "1 while this replica holds the leader lease")
             .expect("a valid metric");
+        // Not `namespace`/`name`: Prometheus gives the scraped pod's own namespace that
+        // label, and would rename this one.
+        let conditions = IntGaugeVec::new(
+            Opts::new(
+                "matte_operator_condition",
+                "1 while a BackgroundRemovalService's status condition is True, 0 while False or Unknown",
+            ),
+            &["resource_namespace", "resource_name", "condition"],
+        )
+        .expect("a valid metric");
         let registry = Registry::new();
         for collector in [
             Box::new(reconciliations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reconcile_seconds.clone()),
             Box::new(decisions.clone()),
             Box::new(leader.clone()),
+            Box::new(conditions.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
-        Metrics { registry, reconciliations, reconcile_seconds, decisions, leader, ready: AtomicBool::new(false) }
+        Metrics {
+            registry,
+            reconciliations,
+            reconcile_seconds,
+            decisions,
+            leader,
+            conditions,
+            resources: Mutex::new(None),
+            ready: AtomicBool::new(false),
+        }
     }
 
     /// Counts one pass; the bool of a success is whether the spec was invalid.
@@ -95,12 +124,29 @@ impl Metrics {
         self.leader.set(i64::from(leader));
     }
 
+    /// Reports the conditions of the resources in `store` from now on; `None` when this
+    /// replica stops acting (the next leader reports them).
+    pub fn follow_resources(&self, store: Option<Store<BackgroundRemovalService>>) {
+        *self.resources.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = store;
+    }
+
     /// Ready once the apiserver has answered this process.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Relaxed);
     }
 
     fn render(&self) -> String {
+        // Rebuilt from the cache at each scrape, so a deleted resource's series go with it.
+        self.conditions.reset();
+        if let Some(store) = self.resources.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref() {
+            for resource in store.state() {
+                let (namespace, name) = (resource.namespace().unwrap_or_default(), resource.name_any());
+                for condition in resource.status.iter().flat_map(|status| &status.conditions) {
+                    let value = i64::from(condition.status == "True");
+                    self.conditions.with_label_values(&[&namespace, &name, &condition.type_]).set(value);
+                }
+            }
+        }
         let mut text = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut text);
         String::from_utf8_lossy(&text).into_owned()
@@ -136,4 +182,57 @@ pub async fn serve(
         )
         .with_state(metrics);
     Ok(async move { axum::serve(listener, app).await })
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::{reflector, watcher};
+
+    use super::*;
+
+    fn resource(namespace: &str, name: &str, conditions: &[(&str, &str)]) -> BackgroundRemovalService {
+        let conditions: Vec<serde_json::Value> = conditions
+            .iter()
+            .map(|(type_, status)| {
+                serde_json::json!({"type": type_, "status": status, "reason": "Test", "message": "",
+                                   "lastTransitionTime": "2026-01-01T00:00:00Z"})
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "matte.dev/v1alpha1",
+            "kind": "BackgroundRemovalService",
+            "metadata": {"namespace": namespace, "name": name},
+            "spec": {"model": {"path": "/models/isnet.onnx"}},
+            "status": {"conditions": conditions},
+        }))
+        .expect("a valid resource")
+    }
+
+    #[test]
+    fn conditions_are_reported_per_resource_and_vanish_with_it() {
+        let metrics = Metrics::new();
+        assert!(!metrics.render().contains("matte_operator_condition{"), "a standby reports none");
+
+        let (store, mut writer) = reflector::store();
+        let portraits = resource("shop", "portraits", &[("Ready", "True"), ("Degraded", "False")]);
+        writer.apply_watcher_event(&watcher::Event::Apply(portraits.clone()));
+        writer.apply_watcher_event(&watcher::Event::Apply(resource("lab", "sketches", &[("Ready", "Unknown")])));
+        metrics.follow_resources(Some(store));
+        let text = metrics.render();
+        for line in [
+            r#"matte_operator_condition{condition="Ready",resource_name="portraits",resource_namespace="shop"} 1"#,
+            r#"matte_operator_condition{condition="Degraded",resource_name="portraits",resource_namespace="shop"} 0"#,
+            r#"matte_operator_condition{condition="Ready",resource_name="sketches",resource_namespace="lab"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        }
+
+        writer.apply_watcher_event(&watcher::Event::Delete(portraits));
+        let text = metrics.render();
+        assert!(!text.contains(r#"resource_name="portraits""#), "a deleted resource leaves:\n{text}");
+        assert!(text.contains(r#"resource_name="sketches""#), "{text}");
+
+        metrics.follow_resources(None);
+        assert!(!metrics.render().contains("matte_operator_condition{"), "no longer acting: none");
+    }
 }

@@ -97,6 +97,24 @@ fn reconciliations(operator: &Operator) -> f64 {
         .sum()
 }
 
+/// `matte_operator_condition` for a resource in `shop` from the operator's /metrics:
+/// `Some(1.0)` while True, `Some(0.0)` while not, `None` without such a series.
+fn condition_metric(operator: &Operator, name: &str, condition: &str) -> Option<f64> {
+    let (_, body) = operator.get("/metrics")?;
+    let series = format!(
+        r#"matte_operator_condition{{condition="{condition}",resource_name="{name}",resource_namespace="shop"}} "#
+    );
+    body.lines().find_map(|line| line.strip_prefix(&series)?.parse().ok())
+}
+
+/// Waits until the operator's /metrics reports `name`'s `condition` as `expected`.
+fn wait_condition_metric(operator: &Operator, name: &str, condition: &str, expected: Option<f64>) {
+    wait_for(&format!("{name}'s {condition} on /metrics to be {expected:?}"), WAIT, || {
+        let reported = condition_metric(operator, name, condition);
+        if reported == expected { Ok(()) } else { Err(reported) }
+    });
+}
+
 /// Drift repair: deletes `name`'s Deployment and waits for a new one.
 fn assert_deleted_deployment_comes_back(cluster: &Cluster, name: &str) {
     let old = get(cluster, "deployment", name).expect("the Deployment");
@@ -145,6 +163,8 @@ fn the_operator_reconciles_with_the_charts_rbac() {
         assert_eq!((owner["uid"].as_str(), owner["controller"].as_bool()), (Some(uid.as_str()), Some(true)), "{kind}");
     }
     assert!(events(&cluster, "portraits").contains("Created"), "{}", events(&cluster, "portraits"));
+    wait_condition_metric(&operator, "portraits", "Ready", Some(1.0));
+    wait_condition_metric(&operator, "portraits", "Degraded", Some(0.0));
 
     // Once settled, its own status writes do not wake it up: no reconcile storm.
     std::thread::sleep(Duration::from_secs(3));
@@ -194,6 +214,7 @@ fn the_operator_reconciles_with_the_charts_rbac() {
         let listed = events(&cluster, "broken");
         if listed.contains("Warning") && listed.contains("InvalidSpec") { Ok(()) } else { Err(listed) }
     });
+    wait_condition_metric(&operator, "broken", "Degraded", Some(1.0));
 
     // Deleting the resource garbage-collects what the operator made.
     cluster.kubectl_ok(&["delete", "brs", "portraits", "-n", "shop"]);
@@ -204,6 +225,7 @@ fn the_operator_reconciles_with_the_charts_rbac() {
             .collect();
         if left.is_empty() { Ok(()) } else { Err(left) }
     });
+    wait_condition_metric(&operator, "portraits", "Ready", None);
 
     let metrics = operator.get("/metrics").map(|(_, body)| body).unwrap_or_default();
     assert!(metrics.contains("matte_operator_reconciliations_total{result=\"ok\"}"), "{metrics}");
