@@ -1,6 +1,7 @@
-//! The chart's alerts: `charts/matte/alerts/rules.yaml` is valid, passes its promtool unit
-//! tests (each alert firing where it must and silent where it must not), and the chart's
-//! PrometheusRule carries exactly those rules. No cluster needed: helm renders offline.
+//! The chart's monitoring: `charts/matte/alerts/rules.yaml` is valid and passes its
+//! promtool unit tests (each alert firing where it must and silent where it must not), the
+//! chart's PrometheusRule carries exactly those rules, and its ServiceMonitor scrapes the
+//! operator's metrics Service. No cluster needed: helm renders offline.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -64,17 +65,14 @@ fn the_charts_prometheus_rule_carries_the_same_rules_only_when_enabled() {
         &scratch,
         &["--set", "prometheusRule.enabled=true", "--set", "prometheusRule.labels.release=monitoring"],
     );
-    let document = rendered
-        .split("\n---\n")
-        .find(|document| document.contains("kind: PrometheusRule"))
-        .unwrap_or_else(|| panic!("no PrometheusRule in:\n{rendered}"));
-    assert!(document.contains("name: matte-alerts\n"), "{document}");
-    assert!(document.contains("namespace: ops\n"), "{document}");
-    assert!(document.contains("    release: monitoring\n"), "{document}");
+    let rule = document(&rendered, "PrometheusRule").unwrap_or_else(|| panic!("no PrometheusRule in:\n{rendered}"));
+    assert!(rule.contains("name: matte-alerts\n"), "{rule}");
+    assert!(rule.contains("namespace: ops\n"), "{rule}");
+    assert!(rule.contains("    release: monitoring\n"), "{rule}");
 
     // The rule groups are the spec, indented by two: without it they are a rules file,
     // which must pass the same unit tests as the checked-in one.
-    let (_, spec) = document.split_once("\nspec:\n").unwrap_or_else(|| panic!("no spec in:\n{document}"));
+    let (_, spec) = rule.split_once("\nspec:\n").unwrap_or_else(|| panic!("no spec in:\n{rule}"));
     let groups: String = spec.lines().map(|line| format!("{}\n", line.strip_prefix("  ").unwrap_or(line))).collect();
     fs::write(scratch.join("rendered.yaml"), groups).expect("write the rendered rules");
     let unit_tests = fs::read_to_string(alerts_dir().join("rules.test.yaml")).expect("read the unit tests");
@@ -85,5 +83,33 @@ fn the_charts_prometheus_rule_carries_the_same_rules_only_when_enabled() {
     assert!(checked.contains("SUCCESS: 7 rules found"), "{checked}");
     let tested = promtool(&scratch, &["test", "rules", "rendered.test.yaml"]);
     assert!(tested.contains("SUCCESS"), "{tested}");
+    let _ = fs::remove_dir_all(&scratch);
+}
+
+/// The rendered document of `kind`, if any.
+fn document<'a>(rendered: &'a str, kind: &str) -> Option<&'a str> {
+    rendered.split("\n---\n").find(|document| document.contains(&format!("\nkind: {kind}\n")))
+}
+
+#[test]
+fn the_charts_service_monitor_scrapes_the_operators_metrics_service_only_when_enabled() {
+    let scratch = scratch("service-monitor");
+    assert!(document(&helm_template(&scratch, &[]), "ServiceMonitor").is_none(), "off by default");
+
+    let rendered =
+        helm_template(&scratch, &["--set", "serviceMonitor.enabled=true", "--set", "serviceMonitor.interval=15s"]);
+    let monitor = document(&rendered, "ServiceMonitor").unwrap_or_else(|| panic!("no ServiceMonitor in:\n{rendered}"));
+    let service = document(&rendered, "Service").unwrap_or_else(|| panic!("no Service in:\n{rendered}"));
+    assert!(service.contains("name: matte-metrics\n") && service.contains("- name: metrics\n"), "{service}");
+    assert!(monitor.contains("- port: metrics\n") && monitor.contains("interval: 15s\n"), "{monitor}");
+    assert!(monitor.contains("matchNames:\n      - ops\n"), "{monitor}");
+    // Every label the ServiceMonitor selects on is one the metrics Service carries.
+    let (_, selector) = monitor.split_once("matchLabels:\n").unwrap_or_else(|| panic!("no selector in:\n{monitor}"));
+    let wanted: Vec<&str> = selector.lines().take_while(|line| line.starts_with("      ")).map(str::trim).collect();
+    assert!(wanted.contains(&"app.kubernetes.io/component: operator"), "{wanted:?}");
+    let (labels, _) = service.split_once("\nspec:\n").unwrap_or_else(|| panic!("no spec in:\n{service}"));
+    for label in &wanted {
+        assert!(labels.lines().any(|line| line.trim() == *label), "the Service lacks {label}:\n{service}");
+    }
     let _ = fs::remove_dir_all(&scratch);
 }
