@@ -362,8 +362,8 @@ impl Context {
         Some(PrometheusSource::new(&url, &selector, &windows))
     }
 
-    /// Applies every desired object; a PodMonitor only where its CRD exists.
-    /// Applies every object `brs` needs; returns the Deployment as the apiserver has it.
+    /// Applies every object `brs` needs (a PodMonitor only where its CRD exists); returns
+    /// the Deployment as the apiserver has it afterwards.
     async fn apply_all(
         &self,
         brs: &BackgroundRemovalService,
@@ -453,8 +453,8 @@ impl Context {
 }
 
 /// Server-side apply of `object` under the operator's field manager, taking over
-/// fields someone else changed (that is what repairing drift means).
-/// Server-side apply of `object`; returns it as the apiserver has it afterwards.
+/// fields someone else changed (that is what repairing drift means); returns it as the
+/// apiserver has it afterwards.
 async fn apply<K>(api: &Api<K>, kind: &str, object: &K) -> Result<K, Error>
 where
     K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,

@@ -209,17 +209,9 @@ impl Cluster {
         expect_success("kubectl", &["apply", "-f", "-"], &output)
     }
 
-    /// `helm ARGS` against this cluster, with helm's caches and config kept in the state
-    /// directory (nothing lands in the home directory).
+    /// `helm ARGS` against this cluster, with helm's own files in the state directory.
     pub fn helm(&self, args: &[&str]) -> Output {
-        Command::new(self.bin.join("helm"))
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HELM_CACHE_HOME", self.state.join("helm/cache"))
-            .env("HELM_CONFIG_HOME", self.state.join("helm/config"))
-            .env("HELM_DATA_HOME", self.state.join("helm/data"))
-            .output()
-            .expect("run helm")
+        helm(&self.state.join("helm")).args(args).env("KUBECONFIG", &self.kubeconfig).output().expect("run helm")
     }
 
     /// `helm ARGS`, panicking with its stderr unless it succeeds; returns its stdout.
@@ -278,6 +270,17 @@ impl Drop for Cluster {
             let _ = fs::remove_file(&self.launcher_log);
         }
     }
+}
+
+/// A `helm` command (the one `scripts/setup.sh --with-cluster` builds) that keeps its
+/// caches and config under `home`: nothing lands in the user's home directory.
+pub fn helm(home: &Path) -> Command {
+    let mut command = Command::new(bin_dir().join("helm"));
+    command
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"));
+    command
 }
 
 /// The condition of type `type_` in an object's `status.conditions`, as kubectl prints it

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use matte_e2e::{bin_dir, expect_success, repo_root};
+use matte_e2e::{expect_success, helm, repo_root};
 
 fn alerts_dir() -> PathBuf {
     repo_root().join("charts/matte/alerts")
@@ -36,13 +36,7 @@ fn helm_template(scratch: &Path, values: &[&str]) -> String {
     let chart = repo_root().join("charts/matte");
     let chart = chart.to_str().expect("a UTF-8 path");
     let args = [&["template", "matte", chart, "--namespace", "ops"][..], values].concat();
-    let output = Command::new(bin_dir().join("helm"))
-        .args(&args)
-        .env("HELM_CACHE_HOME", scratch.join("cache"))
-        .env("HELM_CONFIG_HOME", scratch.join("config"))
-        .env("HELM_DATA_HOME", scratch.join("data"))
-        .output()
-        .expect("helm is built (scripts/setup.sh --with-cluster)");
+    let output = helm(scratch).args(&args).output().expect("helm is built (scripts/setup.sh --with-cluster)");
     expect_success("helm", &args, &output)
 }
 

@@ -5,6 +5,8 @@
 
 use std::collections::VecDeque;
 
+use crate::autoscaler::policy::median;
+
 /// Bucket bounds of `matte_queue_wait_seconds` (the last bucket, +Inf, is implicit).
 pub const QUEUE_WAIT_BUCKETS: [f64; 15] = matte_common::metrics::SECONDS_BUCKETS;
 
@@ -128,13 +130,12 @@ impl Prometheus {
             *bucket = new - old;
         }
         let busy = now.inference_seconds - long.counters.inference_seconds;
-        let mut admitted_rates: Vec<f64> = in_window(self.long_rate_window)
+        let admitted_rates: Vec<f64> = in_window(self.long_rate_window)
             .collect::<Vec<_>>()
             .windows(2)
             .filter(|pair| pair[1].counters.rejected == pair[0].counters.rejected)
             .map(|pair| (admitted(&pair[1].counters) - admitted(&pair[0].counters)) / (pair[1].at - pair[0].at))
             .collect();
-        admitted_rates.sort_by(f64::total_cmp);
         self.latest = Some(Snapshot {
             sampled_at: last.at,
             gauges: last.gauges,
@@ -142,7 +143,8 @@ impl Prometheus {
             images_per_pod_second: (busy > 0.0)
                 .then(|| (now.images_processed - long.counters.images_processed) as f64 / busy),
             requests_per_second: (now.requests - before.requests) as f64 / (last.at - short.at),
-            sustained_admitted_per_second: admitted_rates.get(admitted_rates.len() / 2).copied().unwrap_or(0.0),
+            // `quantile_over_time(0.5, …)` interpolates: the mean of the middle two.
+            sustained_admitted_per_second: median(admitted_rates).unwrap_or(0.0),
             rejected_recently: (now.rejected - refusals_since.counters.rejected) as f64,
             rejected_per_second: if last.at > recent.at {
                 (now.rejected - recent.counters.rejected) as f64 / (last.at - recent.at)

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::Report;
+use super::outcome::Outcome;
 use super::scalers::PolicyName;
 use super::settings::Settings;
 use super::table::{aligned, heading};
@@ -49,12 +50,11 @@ pub fn summarize(reports: &[Report]) -> Option<Sweep> {
         .enumerate()
         .map(|(index, outcome)| {
             // Every report lists the same policies in the same order.
-            let runs: Vec<(u64, &super::outcome::Outcome)> =
+            let runs: Vec<(u64, &Outcome)> =
                 reports.iter().filter_map(|report| report.outcomes.get(index).map(|o| (report.seed, o))).collect();
             let count = runs.len() as f64;
-            let mean_of = |value: &dyn Fn(&super::outcome::Outcome) -> f64| {
-                runs.iter().map(|(_, outcome)| value(outcome)).sum::<f64>() / count
-            };
+            let mean_of =
+                |value: &dyn Fn(&Outcome) -> f64| runs.iter().map(|(_, outcome)| value(outcome)).sum::<f64>() / count;
             let (worst_seed, worst) = runs
                 .iter()
                 .map(|(seed, outcome)| (*seed, outcome.slo_attainment))
