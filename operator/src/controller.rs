@@ -193,8 +193,17 @@ where
 
 async fn reconcile(brs: Arc<BackgroundRemovalService>, context: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_one(&brs, &context).await;
-    context.metrics.reconciled(&result, started.elapsed());
+    let result = match reconcile_one(&brs, &context).await {
+        Err(error) if error.is_refusal() => context.report_refusal(&brs, &error).await,
+        other => other,
+    };
+    let label = match &result {
+        Ok((_, Outcome::Done)) => "ok",
+        Ok((_, Outcome::InvalidSpec)) => "invalid_spec",
+        Ok((_, Outcome::Refused)) => "refused",
+        Err(_) => "error",
+    };
+    context.metrics.reconciled(label, started.elapsed());
     if result.is_ok() {
         context.remember(&brs, |r| r.failures = 0);
     }
@@ -213,10 +222,18 @@ fn error_policy(brs: Arc<BackgroundRemovalService>, error: &Error, context: Arc<
     Action::requeue(delay)
 }
 
-/// What one pass ended with, for the metrics: `true` when the spec was invalid.
-type Outcome = (Action, bool);
+/// How a pass that did not fail ended, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Done,
+    /// Reported in the status; waits for the next edit.
+    InvalidSpec,
+    /// The apiserver refused a request: reported in the status and an Event once, then
+    /// tried again only every `RESYNC`, since retrying sooner cannot help.
+    Refused,
+}
 
-async fn reconcile_one(brs: &BackgroundRemovalService, context: &Context) -> Result<Outcome, Error> {
+async fn reconcile_one(brs: &BackgroundRemovalService, context: &Context) -> Result<(Action, Outcome), Error> {
     let namespace = brs.namespace().unwrap_or_default();
     let name = brs.name_any();
     let object = format!("BackgroundRemovalService {namespace}/{name}");
@@ -228,7 +245,6 @@ async fn reconcile_one(brs: &BackgroundRemovalService, context: &Context) -> Res
         Ok(valid) => valid,
         Err(problems) => {
             // No retry: nothing will change until the spec does, which wakes the controller.
-            context.publish(brs, EventType::Warning, "InvalidSpec", "Validate", problems.join("; ")).await;
             let observed = Observed {
                 generation: brs.metadata.generation,
                 selector,
@@ -237,7 +253,7 @@ async fn reconcile_one(brs: &BackgroundRemovalService, context: &Context) -> Res
                 ..Observed::default()
             };
             context.write_status(brs, &previous, status::compute(&previous, &observed, &Time(now))).await?;
-            return Ok((Action::await_change(), true));
+            return Ok((Action::await_change(), Outcome::InvalidSpec));
         }
     };
 
@@ -260,9 +276,7 @@ async fn reconcile_one(brs: &BackgroundRemovalService, context: &Context) -> Res
 
     let applied = context.apply_all(brs, &valid, replicas).await;
     match (&applied, &existing, current) {
-        (Err(error), _, _) => {
-            context.publish(brs, EventType::Warning, "ApplyFailed", "Apply", error.to_string()).await;
-        }
+        (Err(_), _, _) => {} // the Degraded condition says so, with an Event when it changes
         (Ok(_), None, _) => {
             let note = format!("created Deployment, Service and PodDisruptionBudget {name} with {replicas} replicas");
             context.publish(brs, EventType::Normal, "Created", "Apply", note).await;
@@ -295,13 +309,18 @@ async fn reconcile_one(brs: &BackgroundRemovalService, context: &Context) -> Res
         desired_replicas: replicas,
         deployment: deployment_status.as_ref(),
         unschedulable: census.unschedulable.clone(),
+        failing: census.failing.clone(),
         decision: decision.as_ref(),
     };
     context.write_status(brs, &previous, status::compute(&previous, &observed, &Time(now))).await?;
-    applied?;
+    match applied {
+        Err(error) if error.is_refusal() => return Ok((Action::requeue(RESYNC), Outcome::Refused)),
+        Err(error) => return Err(error),
+        Ok(_) => {}
+    }
 
     let next = if autoscaling.enabled { context.settings.scrape_interval } else { RESYNC };
-    Ok((Action::requeue(next), false))
+    Ok((Action::requeue(next), Outcome::Done))
 }
 
 impl Context {
@@ -340,7 +359,7 @@ impl Context {
         self.remember(brs, |r| memory = r.memory.clone());
         let decision = decide(&spec, &observation, &memory);
         self.remember(brs, |r| r.memory = decision.memory.clone());
-        self.metrics.decided(decision.reason);
+        self.metrics.decided(brs, decision.reason);
         tracing::info!(
             resource = %ObjectRef::from_obj(brs),
             replicas = decision.replicas,
@@ -403,7 +422,18 @@ impl Context {
         exists
     }
 
-    /// Writes the status with server-side apply, only when it changed.
+    /// A pass the apiserver refused before its status could be computed: `Degraded` says
+    /// why, once; the next try comes after `RESYNC`, or at the next edit.
+    async fn report_refusal(&self, brs: &BackgroundRemovalService, error: &Error) -> Result<(Action, Outcome), Error> {
+        tracing::warn!(resource = %ObjectRef::from_obj(brs), %error, "the apiserver refused the pass");
+        let previous = brs.status.clone().unwrap_or_default();
+        let status = status::refused(&previous, brs.metadata.generation, error.to_string(), &Time(Timestamp::now()));
+        self.write_status(brs, &previous, status).await?;
+        Ok((Action::requeue(RESYNC), Outcome::Refused))
+    }
+
+    /// Writes the status with server-side apply, only when it changed, and announces a
+    /// change of `Degraded` with an Event: one per problem, and one when it is over.
     async fn write_status(
         &self,
         brs: &BackgroundRemovalService,
@@ -423,6 +453,18 @@ impl Context {
         api.patch_status(&brs.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await.map_err(
             Error::kube("write the status of", format!("BackgroundRemovalService {}", ObjectRef::from_obj(brs))),
         )?;
+        let degraded = status::condition(&status, status::DEGRADED);
+        match (status::degraded_change(previous, &status), degraded) {
+            (Some(true), Some(degraded)) => {
+                let note = degraded.message.clone();
+                self.publish(brs, EventType::Warning, &degraded.reason, "Observe", note).await;
+            }
+            (Some(false), _) => {
+                let note = "the problem reported in the Degraded condition is gone".to_owned();
+                self.publish(brs, EventType::Normal, "Recovered", "Observe", note).await;
+            }
+            _ => {}
+        }
         Ok(())
     }
 

@@ -11,6 +11,22 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+/// The longest `metadata.name` accepted: a label value (at most 63 characters) on every
+/// pod, less the longest suffix of a name the operator makes from it (`-gateway`), so that
+/// every derived name is a DNS-1035 label too. The CEL rule below spells the number out.
+pub const MAX_NAME_LENGTH: usize = 63 - "-gateway".len();
+
+/// The upper bound of `replicas`, `autoscaling.minReplicas` and `maxReplicas`: one GPU each,
+/// more than any one service has a use for, and far below what would overflow a sum.
+pub const MAX_REPLICAS: i32 = 1000;
+
+/// A well-formed image reference, `[registry[:port]/]path[:tag][@digest]`, after the grammar
+/// of the distribution project's `reference` package (IPv6 registries aside): what the
+/// kubelet would otherwise refuse only when a pod starts (`InvalidImageName`).
+const IMAGE_REFERENCE_RULE: &str = "self.matches('^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?([.][a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*(:[0-9]+)?/)?\
+     [a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*)*\
+     (:[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})?(@[a-z0-9]+([+._-][a-z0-9]+)*:[a-fA-F0-9]{32,})?$')";
+
 /// A fleet of single-GPU inference pods serving one background-removal model.
 // Each `printcolumn(...)` is one column; clippy reads the repetition as a mistake.
 #[allow(clippy::duplicated_attributes)]
@@ -22,6 +38,15 @@ use serde::{Deserialize, Serialize};
     namespaced,
     shortname = "brs",
     status = "BackgroundRemovalServiceStatus",
+    cel,
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message(
+        "metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter and \
+         ending with a letter or digit): it names the resource's Service, which Kubernetes requires to be one"
+    ),
+    validation = Rule::new("size(self.metadata.name) <= 55").message(
+        "metadata.name must be at most 55 characters: it is a label value on every pod (at most 63) and the \
+         longest name made from it, `<name>-gateway`, must be a DNS-1035 label too"
+    ),
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",
@@ -29,6 +54,8 @@ use serde::{Deserialize, Serialize};
     ),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    // The Degraded condition's reason: `AsExpected`, or what is wrong (`CrashLoopBackOff`, …).
+    printcolumn(name = "Status", type_ = "string", json_path = r#".status.conditions[?(@.type=="Degraded")].reason"#),
     printcolumn(name = "Queue latency", type_ = "number", json_path = ".status.observedQueueLatencySeconds"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -38,6 +65,11 @@ pub struct BackgroundRemovalServiceSpec {
     pub model: ModelSpec,
     /// The inference container image; the operator's default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(IMAGE_REFERENCE_RULE).message(
+        "spec.image must be an image reference such as registry.example/matte-inference:1.0 or \
+         name@sha256:<digest>: no spaces, upper-case repository names or empty parts"
+    ))]
     pub image: Option<String>,
     #[serde(default)]
     pub execution_provider: ExecutionProvider,
@@ -55,7 +87,7 @@ pub struct BackgroundRemovalServiceSpec {
     pub autoscaling: AutoscalingSpec,
     /// Pods to run when autoscaling is off; `kubectl scale` writes here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = MAX_REPLICAS))]
     pub replicas: Option<i32>,
 }
 
@@ -67,11 +99,15 @@ pub struct BackgroundRemovalServiceSpec {
     validation = Rule::new("[has(self.url), has(self.persistentVolumeClaim), has(self.path)].filter(x, x).size() == 1")
         .message("model: give exactly one of url, persistentVolumeClaim or path"),
     validation = Rule::new("!has(self.url) || self.url.startsWith('https://') || self.url.startsWith('http://')")
-        .message("model.url must be an http:// or https:// URL")
+        .message("model.url must be an http:// or https:// URL"),
+    // isURL alone accepts spaces in the path; the init container's curl would not.
+    validation = Rule::new(r#"!has(self.url) || (isURL(self.url) && url(self.url).getHostname() != '' && !self.url.matches('[\\s"<>{}|^`]'))"#)
+        .message("model.url must be a well-formed URL with a host and no spaces (percent-encode them as %20)")
 )]
 pub struct ModelSpec {
     /// Fetched by an init container before the pod starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
     pub url: Option<String>,
     /// A file on an existing PersistentVolumeClaim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -195,17 +231,25 @@ impl Default for QueueSpec {
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(cel, validation = Rule::new("self.minReplicas <= self.maxReplicas")
-    .message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"))]
+#[x_kube(
+    cel,
+    validation = Rule::new("self.minReplicas <= self.maxReplicas")
+        .message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"),
+    validation = Rule::new("!self.enabled || self.minReplicas >= 1").message(
+        "autoscaling.minReplicas must be at least 1: the autoscaler reads the pods' queues, so with no pod \
+         nothing would ever measure traffic and wake the service (scale to zero needs the gateway, which \
+         holds requests while pods start)"
+    )
+)]
 pub struct AutoscalingSpec {
     /// Off: `replicas` decides.
     #[serde(default = "default_true")]
     pub enabled: bool,
     #[serde(default = "default_min_replicas")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = MAX_REPLICAS))]
     pub min_replicas: i32,
     #[serde(default = "default_max_replicas")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_REPLICAS))]
     pub max_replicas: i32,
     /// Every image should start inference within this long of arriving.
     #[serde(default = "default_target_latency")]
@@ -255,6 +299,12 @@ pub struct BackgroundRemovalServiceStatus {
     pub ready_replicas: i32,
     #[serde(default)]
     pub desired_replicas: i32,
+    /// Pods the scheduler cannot place.
+    #[serde(default)]
+    pub unschedulable_replicas: i32,
+    /// Pods that will not become ready by themselves (the `Degraded` condition says why).
+    #[serde(default)]
+    pub failing_replicas: i32,
     /// The pods' label selector, for the scale subresource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
@@ -367,5 +417,90 @@ mod tests {
         };
         assert!(bounds(1, 4).is_ok());
         assert!(bounds(5, 4).is_err());
+    }
+
+    fn named(name: &str, spec_yaml: &str) -> BackgroundRemovalService {
+        BackgroundRemovalService::new(name, spec(spec_yaml))
+    }
+
+    const MINIMAL: &str = "model: {url: https://models.example/isnet.onnx}";
+
+    #[test]
+    fn names_must_make_valid_service_names_and_label_values() {
+        assert!(named("portraits", MINIMAL).validate_cel().is_ok());
+        assert!(named(&"a".repeat(MAX_NAME_LENGTH), MINIMAL).validate_cel().is_ok());
+        for (name, why) in [
+            ("1portraits", "a leading digit"),
+            ("shop.v2", "a dot"),
+            ("Portraits", "upper case"),
+            ("portraits-", "a trailing dash"),
+        ] {
+            let refused = named(name, MINIMAL).validate_cel().expect_err(why).to_string();
+            assert!(refused.contains("DNS-1035"), "{name}: {refused}");
+        }
+        let long = named(&"a".repeat(MAX_NAME_LENGTH + 1), MINIMAL).validate_cel().expect_err("too long").to_string();
+        assert!(long.contains(&format!("at most {MAX_NAME_LENGTH} characters")), "{long}");
+    }
+
+    #[test]
+    fn image_references_must_be_well_formed() {
+        let image = |reference: &str| {
+            named("portraits", &format!("{{model: {{url: https://models.example/m.onnx}}, image: {reference:?}}}"))
+                .validate_cel()
+        };
+        for good in [
+            "matte-inference",
+            "ghcr.io/matte-dev/matte-inference:0.1.0",
+            "localhost:5000/matte-inference:0.1.0-cuda",
+            "Registry.Example/team/matte_inference:v1.2",
+            "registry.example/matte-inference@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(image(good).is_ok(), "{good} is refused: {:?}", image(good));
+        }
+        for bad in [
+            "matte inference:1.0",
+            "ghcr.io/Matte/inference",
+            "registry.example//inference",
+            "inference:",
+            " inference",
+        ] {
+            let refused = image(bad).expect_err(bad).to_string();
+            assert!(refused.contains("spec.image must be an image reference"), "{bad}: {refused}");
+        }
+    }
+
+    #[test]
+    fn model_urls_must_be_well_formed() {
+        let model = |url: &str| ModelSpec::validate_cel(&serde_json::json!({ "url": url }), None);
+        assert!(model("https://models.example/isnet%20fp16.onnx?version=2").is_ok());
+        for bad in ["https://models.example/isnet fp16.onnx", "https://", "https://models.example/a\"b"] {
+            let refused = model(bad).expect_err(bad).to_string();
+            assert!(refused.contains("model.url must be a well-formed URL"), "{bad}: {refused}");
+        }
+    }
+
+    #[test]
+    fn scale_to_zero_is_refused_while_nothing_could_wake_the_service() {
+        let autoscaling = |enabled: bool, min: i32| {
+            let value = serde_json::json!({"enabled": enabled, "minReplicas": min, "maxReplicas": 4, "targetQueueLatencySeconds": 30.0});
+            AutoscalingSpec::validate_cel(&value, None)
+        };
+        let refused = autoscaling(true, 0).expect_err("minReplicas 0").to_string();
+        assert!(refused.contains("minReplicas must be at least 1") && refused.contains("wake"), "{refused}");
+        assert!(autoscaling(false, 0).is_ok(), "without autoscaling minReplicas means nothing");
+        assert!(autoscaling(true, 1).is_ok());
+    }
+
+    #[test]
+    fn replica_counts_are_bounded_in_the_schema() {
+        let crd = serde_json::to_value(<BackgroundRemovalService as kube::CustomResourceExt>::crd()).expect("JSON");
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        for bound in [
+            &spec["replicas"],
+            &spec["autoscaling"]["properties"]["maxReplicas"],
+            &spec["autoscaling"]["properties"]["minReplicas"],
+        ] {
+            assert_eq!(bound["maximum"].as_f64(), Some(f64::from(MAX_REPLICAS)), "{bound}");
+        }
     }
 }

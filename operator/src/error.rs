@@ -49,4 +49,39 @@ impl Error {
         let object = object.into();
         move |source| Error::Kube { action, object, source: Box::new(source) }
     }
+
+    /// Whether retrying cannot help until something changes: the apiserver refused the
+    /// request itself (a 4xx: invalid, forbidden, not found), rather than failing to answer
+    /// or asking to come back (timeouts, conflicts, throttling, 5xx).
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Error::Kube { source, .. } => match source.as_ref() {
+                kube::Error::Api(status) => {
+                    (400..500).contains(&status.code) && ![408, 409, 429].contains(&status.code)
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused_with(code: u16) -> Error {
+        let status = kube::core::Status::failure("refused", "Invalid").with_code(code);
+        Error::kube("apply", "Deployment shop/x")(kube::Error::Api(Box::new(status)))
+    }
+
+    #[test]
+    fn only_the_apiservers_own_refusals_are_final() {
+        assert!(refused_with(422).is_refusal());
+        assert!(refused_with(403).is_refusal());
+        for transient in [408, 409, 429, 500, 503] {
+            assert!(!refused_with(transient).is_refusal(), "{transient}");
+        }
+        assert!(!Error::Connect("connection refused".into()).is_refusal());
+    }
 }

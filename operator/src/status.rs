@@ -5,7 +5,7 @@
 //! condition's status changes, each carries the generation it was computed for, and an
 //! unchanged status is not written at all.
 
-use k8s_openapi::api::apps::v1::DeploymentStatus;
+use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::autoscaler::policy::{Decision, Reason};
@@ -26,6 +26,21 @@ pub struct Unschedulable {
     pub message: String,
 }
 
+/// Pods that will not become ready by themselves (their images cannot be pulled, they
+/// crash, their init container fails, or they take far longer than a start-up should),
+/// with the kubelet's own words for the first of them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FailingPods {
+    pub pods: i32,
+    /// One word for the first: `ImagePullFailed`, `CrashLoopBackOff`, `OOMKilled`,
+    /// `ContainerFailed`, `InitContainerFailed`, `ContainerCreateFailed`, `PodFailed`,
+    /// `StartupTooSlow`.
+    pub reason: String,
+    /// e.g. "pod portraits-7d9c-x2x4q, container inference: CrashLoopBackOff, last exit
+    /// OOMKilled (code 137)".
+    pub message: String,
+}
+
 /// Everything one pass learned that the status reports.
 #[derive(Debug, Default)]
 pub struct Observed<'a> {
@@ -39,6 +54,7 @@ pub struct Observed<'a> {
     pub desired_replicas: i32,
     pub deployment: Option<&'a DeploymentStatus>,
     pub unschedulable: Unschedulable,
+    pub failing: FailingPods,
     /// The autoscaler's decision, when autoscaling is on and it ran.
     pub decision: Option<&'a Decision>,
 }
@@ -59,6 +75,13 @@ pub fn compute(
         .iter()
         .flatten()
         .find(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"));
+    // Copied by the Deployment controller from its ReplicaSet when the apiserver refuses a
+    // pod: a missing PriorityClass, an exhausted quota, an admission webhook's refusal.
+    let refused = deployment.conditions.iter().flatten().find(|c| c.type_ == "ReplicaFailure" && c.status == "True");
+    let refused_message = |c: &DeploymentCondition| {
+        format!("pods cannot be created: {}", c.message.as_deref().unwrap_or("the ReplicaSet reports no reason"))
+    };
+    let failing = &observed.failing;
 
     let mut conditions = previous.conditions.clone();
     let mut set = |type_: &str, status: bool, reason: &str, message: String| {
@@ -93,29 +116,41 @@ pub fn compute(
                 format!("{updated}/{desired} pods up to date, {ready} ready, {replicas} running or starting"),
             ),
         }
-        match (&observed.apply_error, stalled) {
-            (Some(error), _) => set(DEGRADED, true, "ApplyFailed", error.clone()),
-            (None, Some(stalled)) => set(
+        match (&observed.apply_error, refused, stalled) {
+            (Some(error), _, _) => set(DEGRADED, true, "ApplyFailed", error.clone()),
+            (None, Some(refused), _) => {
+                set(DEGRADED, true, refused.reason.as_deref().unwrap_or("FailedCreate"), refused_message(refused))
+            }
+            (None, None, _) if failing.pods > 0 => set(
+                DEGRADED,
+                true,
+                &failing.reason,
+                format!("{} of {} pod(s) failing; {}", failing.pods, replicas.max(failing.pods), failing.message),
+            ),
+            (None, None, Some(stalled)) => set(
                 DEGRADED,
                 true,
                 "ProgressDeadlineExceeded",
                 stalled.message.clone().unwrap_or_else(|| "the rollout stalled".into()),
             ),
-            (None, None) => set(DEGRADED, false, "AsExpected", "no problem found".into()),
+            (None, None, None) => set(DEGRADED, false, "AsExpected", "no problem found".into()),
         }
     }
 
     let limited = &observed.unschedulable;
     let at_max = observed.decision.filter(|d| d.reason == Reason::AtMaxReplicas);
-    match (limited.pods > 0, at_max) {
-        (true, _) => set(
+    match (limited.pods > 0, refused, at_max) {
+        (true, _, _) => set(
             SCALING_LIMITED,
             true,
             "InsufficientResources",
             format!("{} pod(s) cannot be scheduled: {}", limited.pods, limited.message),
         ),
-        (false, Some(decision)) => set(SCALING_LIMITED, true, "AtMaxReplicas", decision.message.clone()),
-        (false, None) => set(SCALING_LIMITED, false, "AsExpected", "every wanted pod can be scheduled".into()),
+        (false, Some(refused), _) => {
+            set(SCALING_LIMITED, true, refused.reason.as_deref().unwrap_or("FailedCreate"), refused_message(refused))
+        }
+        (false, None, Some(decision)) => set(SCALING_LIMITED, true, "AtMaxReplicas", decision.message.clone()),
+        (false, None, None) => set(SCALING_LIMITED, false, "AsExpected", "every wanted pod can be scheduled".into()),
     }
 
     if let Some(decision) = observed.decision {
@@ -132,6 +167,8 @@ pub fn compute(
         replicas,
         ready_replicas: ready,
         desired_replicas: desired,
+        unschedulable_replicas: observed.unschedulable.pods,
+        failing_replicas: observed.failing.pods,
         selector: Some(observed.selector.clone()),
         observed_generation: observed.generation,
         conditions,
@@ -143,6 +180,36 @@ pub fn compute(
             (true, None) => Some(format!("{desired} replicas from the spec")),
             (false, _) => previous.last_scale_reason.clone(),
         },
+    }
+}
+
+/// `previous` with `Degraded` set to `ReconcileFailed` and `message`: a pass the apiserver
+/// refused before anything could be observed; the other conditions are left as they were.
+pub fn refused(
+    previous: &BackgroundRemovalServiceStatus,
+    generation: Option<i64>,
+    message: String,
+    now: &Time,
+) -> BackgroundRemovalServiceStatus {
+    let mut status = previous.clone();
+    set_condition(&mut status.conditions, DEGRADED, true, "ReconcileFailed", message, generation, now);
+    status
+}
+
+/// What to announce when `Degraded` changes between two statuses: `Some(true)` when it
+/// became True or its reason changed (a new problem), `Some(false)` when it cleared, `None`
+/// otherwise: one Event per problem, however often the pass runs or its message changes.
+pub fn degraded_change(
+    previous: &BackgroundRemovalServiceStatus,
+    next: &BackgroundRemovalServiceStatus,
+) -> Option<bool> {
+    let before = condition(previous, DEGRADED).filter(|c| c.status == "True");
+    let after = condition(next, DEGRADED).filter(|c| c.status == "True");
+    match (before, after) {
+        (None, Some(_)) => Some(true),
+        (Some(before), Some(after)) if before.reason != after.reason => Some(true),
+        (Some(_), None) => Some(false),
+        _ => None,
     }
 }
 
@@ -189,8 +256,6 @@ pub fn condition<'a>(status: &'a BackgroundRemovalServiceStatus, type_: &str) ->
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::apps::v1::DeploymentCondition;
-
     use super::*;
 
     fn time(seconds: i64) -> Time {
@@ -335,5 +400,94 @@ mod tests {
         let scaled = compute(&same, &observed(4, Some(&ready)), &time(60));
         assert_eq!(scaled.last_scale_time, Some(time(60)));
         assert_eq!(scaled.last_scale_reason.as_deref(), Some("4 replicas from the spec"));
+    }
+
+    #[test]
+    fn pods_the_apiserver_refuses_are_degraded_and_limit_scaling() {
+        // As the Deployment controller copies it from a ReplicaSet whose pods are refused.
+        let mut refused = deployment(0, 0, 0);
+        refused.conditions = Some(vec![DeploymentCondition {
+            type_: "ReplicaFailure".into(),
+            status: "True".into(),
+            reason: Some("FailedCreate".into()),
+            message: Some(
+                "pods \"portraits-5d8f7c9b4-\" is forbidden: no PriorityClass with name gpu-urgent was found".into(),
+            ),
+            ..DeploymentCondition::default()
+        }]);
+        let status = compute(&Default::default(), &observed(2, Some(&refused)), &time(0));
+        assert_eq!(state(&status, DEGRADED), ("True".into(), "FailedCreate".into()));
+        assert_eq!(state(&status, SCALING_LIMITED), ("True".into(), "FailedCreate".into()));
+        assert_eq!(state(&status, READY), ("False".into(), "PodsNotReady".into()));
+        let message = condition(&status, DEGRADED).map(|c| c.message.clone()).unwrap_or_default();
+        assert!(message.contains("no PriorityClass with name gpu-urgent"), "{message}");
+
+        let fixed = compute(&status, &observed(2, Some(&deployment(2, 2, 2))), &time(30));
+        assert_eq!(state(&fixed, DEGRADED), ("False".into(), "AsExpected".into()));
+        assert_eq!(state(&fixed, SCALING_LIMITED), ("False".into(), "AsExpected".into()));
+    }
+
+    #[test]
+    fn failing_pods_are_degraded_with_their_own_reason() {
+        let running = deployment(3, 3, 1);
+        let failing = Observed {
+            failing: FailingPods {
+                pods: 2,
+                reason: "OOMKilled".into(),
+                message: "pod x-1, container inference: CrashLoopBackOff, last exit OOMKilled (exit code 137)".into(),
+            },
+            ..observed(3, Some(&running))
+        };
+        let status = compute(&Default::default(), &failing, &time(0));
+        assert_eq!(state(&status, DEGRADED), ("True".into(), "OOMKilled".into()));
+        let message = condition(&status, DEGRADED).map(|c| c.message.clone()).unwrap_or_default();
+        assert_eq!(
+            message,
+            "2 of 3 pod(s) failing; pod x-1, container inference: CrashLoopBackOff, last exit OOMKilled (exit code 137)"
+        );
+        assert_eq!(state(&status, PROGRESSING), ("True".into(), "Reconciling".into()));
+
+        let applying = Observed { apply_error: Some("the apiserver said no".into()), ..failing };
+        let status = compute(&status, &applying, &time(10));
+        assert_eq!(
+            state(&status, DEGRADED),
+            ("True".into(), "ApplyFailed".into()),
+            "what the operator did wrong first"
+        );
+    }
+
+    #[test]
+    fn a_refused_pass_is_degraded_once_and_keeps_the_rest() {
+        let ready = compute(&Default::default(), &observed(2, Some(&deployment(2, 2, 2))), &time(0));
+        let message = "cannot list the pods of BackgroundRemovalService shop/x: forbidden".to_owned();
+        let stuck = refused(&ready, Some(4), message.clone(), &time(10));
+        assert_eq!(state(&stuck, DEGRADED), ("True".into(), "ReconcileFailed".into()));
+        assert_eq!(
+            condition(&stuck, DEGRADED).map(|c| (c.message.clone(), c.observed_generation)),
+            Some((message.clone(), Some(4)))
+        );
+        assert_eq!(condition(&stuck, READY), condition(&ready, READY));
+        assert_eq!(degraded_change(&ready, &stuck), Some(true));
+        let again = refused(&stuck, Some(4), message, &time(20));
+        assert_eq!(again, stuck, "the same refusal writes nothing");
+        assert_eq!(degraded_change(&stuck, &again), None, "and announces nothing");
+    }
+
+    #[test]
+    fn degraded_is_announced_per_problem_not_per_pass() {
+        let fine = compute(&Default::default(), &observed(2, Some(&deployment(2, 2, 2))), &time(0));
+        let one_ready = deployment(2, 2, 1);
+        let failing = |reason: &str, message: &str| Observed {
+            failing: FailingPods { pods: 1, reason: reason.into(), message: message.into() },
+            ..observed(2, Some(&one_ready))
+        };
+        let crashing = compute(&fine, &failing("CrashLoopBackOff", "back-off 10s"), &time(10));
+        assert_eq!(degraded_change(&fine, &crashing), Some(true));
+        let still = compute(&crashing, &failing("CrashLoopBackOff", "back-off 20s"), &time(20));
+        assert_eq!(degraded_change(&crashing, &still), None, "a new message is no new problem");
+        let oom = compute(&still, &failing("OOMKilled", "OOMKilled"), &time(30));
+        assert_eq!(degraded_change(&still, &oom), Some(true));
+        let healed = compute(&oom, &observed(2, Some(&deployment(2, 2, 2))), &time(40));
+        assert_eq!(degraded_change(&oom, &healed), Some(false));
     }
 }

@@ -17,7 +17,7 @@ use prometheus::{
 };
 
 use crate::autoscaler::policy::Reason;
-use crate::crd::BackgroundRemovalService;
+use crate::crd::{BackgroundRemovalService, BackgroundRemovalServiceStatus};
 use crate::error::Error;
 
 /// Log output format.
@@ -47,6 +47,7 @@ pub struct Metrics {
     decisions: IntCounterVec,
     leader: IntGauge,
     conditions: IntGaugeVec,
+    replicas: IntGaugeVec,
     /// The resources the acting controller caches, read at each scrape for `conditions`;
     /// `None` on a standby replica.
     resources: Mutex<Option<Store<BackgroundRemovalService>>>,
@@ -56,7 +57,10 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let reconciliations = IntCounterVec::new(
-            Opts::new("matte_operator_reconciliations_total", "Reconcile passes by result (ok, invalid_spec, error)"),
+            Opts::new(
+                "matte_operator_reconciliations_total",
+                "Reconcile passes by result (ok, invalid_spec, refused, error)",
+            ),
             &["result"],
         )
         .expect("a valid metric");
@@ -67,8 +71,8 @@ impl Metrics {
         )
         .expect("a valid metric");
         let decisions = IntCounterVec::new(
-            Opts::new("matte_operator_scaling_decisions_total", "Autoscaler decisions by reason"),
-            &["reason"],
+            Opts::new("matte_operator_scaling_decisions_total", "Autoscaler decisions per resource by reason"),
+            &["resource_namespace", "resource_name", "reason"],
         )
         .expect("a valid metric");
         let leader = IntGauge::new("matte_operator_leader", "1 while this replica holds the leader lease")
@@ -83,6 +87,15 @@ impl Metrics {
             &["resource_namespace", "resource_name", "condition"],
         )
         .expect("a valid metric");
+        let replicas = IntGaugeVec::new(
+            Opts::new(
+                "matte_operator_replicas",
+                "A BackgroundRemovalService's pods as its status counts them, by state: wanted, ready, \
+                 starting, unschedulable, failing",
+            ),
+            &["resource_namespace", "resource_name", "state"],
+        )
+        .expect("a valid metric");
         let registry = Registry::new();
         for collector in [
             Box::new(reconciliations.clone()) as Box<dyn prometheus::core::Collector>,
@@ -90,6 +103,7 @@ impl Metrics {
             Box::new(decisions.clone()),
             Box::new(leader.clone()),
             Box::new(conditions.clone()),
+            Box::new(replicas.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -100,24 +114,22 @@ impl Metrics {
             decisions,
             leader,
             conditions,
+            replicas,
             resources: Mutex::new(None),
             ready: AtomicBool::new(false),
         }
     }
 
-    /// Counts one pass; the bool of a success is whether the spec was invalid.
-    pub fn reconciled<T, E>(&self, result: &Result<(T, bool), E>, took: Duration) {
-        let label = match result {
-            Ok((_, false)) => "ok",
-            Ok((_, true)) => "invalid_spec",
-            Err(_) => "error",
-        };
+    /// Counts one pass: `ok`, `invalid_spec`, `refused` (by the apiserver, reported and
+    /// retried slowly) or `error` (retried with backoff).
+    pub fn reconciled(&self, label: &str, took: Duration) {
         self.reconciliations.with_label_values(&[label]).inc();
         self.reconcile_seconds.with_label_values(&[label]).observe(took.as_secs_f64());
     }
 
-    pub fn decided(&self, reason: Reason) {
-        self.decisions.with_label_values(&[&format!("{reason:?}")]).inc();
+    pub fn decided(&self, resource: &BackgroundRemovalService, reason: Reason) {
+        let (namespace, name) = (resource.namespace().unwrap_or_default(), resource.name_any());
+        self.decisions.with_label_values(&[&namespace, &name, &format!("{reason:?}")]).inc();
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -138,6 +150,8 @@ impl Metrics {
     fn render(&self) -> String {
         // Rebuilt from the cache at each scrape, so a deleted resource's series go with it.
         self.conditions.reset();
+        self.replicas.reset();
+        let mut live = std::collections::HashSet::new();
         if let Some(store) = self.resources.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref() {
             for resource in store.state() {
                 let (namespace, name) = (resource.namespace().unwrap_or_default(), resource.name_any());
@@ -145,12 +159,54 @@ impl Metrics {
                     let value = i64::from(condition.status == "True");
                     self.conditions.with_label_values(&[&namespace, &name, &condition.type_]).set(value);
                 }
+                if let Some(status) = &resource.status {
+                    for (state, count) in replica_states(status) {
+                        self.replicas.with_label_values(&[&namespace, &name, state]).set(i64::from(count));
+                    }
+                }
+                live.insert((namespace, name));
             }
         }
+        self.forget_decisions_of_deleted(&live);
         let mut text = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut text);
         String::from_utf8_lossy(&text).into_owned()
     }
+
+    /// Drops the decision counters of resources no longer in the cache (deleted, or no
+    /// longer this replica's to act on), so that their series end.
+    fn forget_decisions_of_deleted(&self, live: &std::collections::HashSet<(String, String)>) {
+        use prometheus::core::Collector;
+        for family in self.decisions.collect() {
+            for metric in family.get_metric() {
+                let label = |name: &str| {
+                    metric
+                        .get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_owned())
+                        .unwrap_or_default()
+                };
+                let resource = (label("resource_namespace"), label("resource_name"));
+                if !live.contains(&resource) {
+                    let reason = label("reason");
+                    let _ = self.decisions.remove_label_values(&[&resource.0, &resource.1, &reason]);
+                }
+            }
+        }
+    }
+}
+
+/// A status's pod counts by state; `starting` is what is neither ready nor stuck.
+fn replica_states(status: &BackgroundRemovalServiceStatus) -> [(&'static str, i32); 5] {
+    let stuck = status.unschedulable_replicas + status.failing_replicas;
+    [
+        ("wanted", status.desired_replicas),
+        ("ready", status.ready_replicas),
+        ("starting", (status.replicas - status.ready_replicas - stuck).max(0)),
+        ("unschedulable", status.unschedulable_replicas),
+        ("failing", status.failing_replicas),
+    ]
 }
 
 impl Default for Metrics {
@@ -234,5 +290,40 @@ mod tests {
 
         metrics.follow_resources(None);
         assert!(!metrics.render().contains("matte_operator_condition{"), "no longer acting: none");
+    }
+
+    #[test]
+    fn pods_and_decisions_are_reported_per_resource_and_vanish_with_it() {
+        let metrics = Metrics::new();
+        let (store, mut writer) = reflector::store();
+        let mut portraits = resource("shop", "portraits", &[("Degraded", "True")]);
+        if let Some(status) = portraits.status.as_mut() {
+            (status.desired_replicas, status.replicas, status.ready_replicas) = (5, 5, 1);
+            (status.unschedulable_replicas, status.failing_replicas) = (1, 2);
+        }
+        writer.apply_watcher_event(&watcher::Event::Apply(portraits.clone()));
+        metrics.follow_resources(Some(store));
+        metrics.decided(&portraits, Reason::ScaleUp);
+        metrics.decided(&portraits, Reason::ScaleUp);
+        let text = metrics.render();
+        let series = |state: &str, value: i32| {
+            format!(
+                r#"matte_operator_replicas{{resource_name="portraits",resource_namespace="shop",state="{state}"}} {value}"#
+            )
+        };
+        for line in [
+            series("wanted", 5),
+            series("ready", 1),
+            series("starting", 1),
+            series("unschedulable", 1),
+            series("failing", 2),
+            r#"matte_operator_scaling_decisions_total{reason="ScaleUp",resource_name="portraits",resource_namespace="shop"} 2"#
+                .to_owned(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        }
+        writer.apply_watcher_event(&watcher::Event::Delete(portraits));
+        let text = metrics.render();
+        assert!(!text.contains("portraits"), "a deleted resource leaves:\n{text}");
     }
 }

@@ -11,20 +11,25 @@ use std::time::{Duration, Instant};
 
 use crate::{Cluster, repo_root};
 
-/// The `matte-operator` binary of this workspace, built if it is not there yet (it is
-/// another package's binary, which cargo does not build for this one's tests).
+/// The `matte-operator` binary of this workspace, built if it is not there yet.
 pub fn operator_binary() -> PathBuf {
+    workspace_binary("matte-operator", "matte-operator")
+}
+
+/// Binary `bin` of workspace package `package`, built if it is not there yet (another
+/// package's binary, which cargo does not build for this one's tests).
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
     let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
-    let binary = target.join(profile).join("matte-operator");
+    let binary = target.join(profile).join(bin);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
-    build.current_dir(repo_root()).args(["build", "--quiet", "-p", "matte-operator", "--bin", "matte-operator"]);
+    build.current_dir(repo_root()).args(["build", "--quiet", "-p", package, "--bin", bin]);
     if profile == "release" {
         build.arg("--release");
     }
     let status = build.status().expect("run cargo build");
-    assert!(status.success(), "cargo build -p matte-operator failed");
+    assert!(status.success(), "cargo build -p {package} failed");
     binary
 }
 
@@ -90,6 +95,11 @@ impl Operator {
         let code = response.split(' ').nth(1)?.parse().ok()?;
         let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
         Some((code, body))
+    }
+
+    /// `127.0.0.1:<port>`, where its HTTP endpoints answer.
+    pub fn address(&self) -> &str {
+        &self.address
     }
 
     /// The value of the `matte_operator_leader` gauge, once the server answers.

@@ -122,6 +122,14 @@ fn crd_is_established_and_validates() {
         ("brs-invalid-negative-size.yaml", "spec.maxDimension", "greater than or equal to 1"),
         ("brs-invalid-model-url.yaml", "spec.model", "http:// or https://"),
         ("brs-invalid-two-sources.yaml", "spec.model", "exactly one of url, persistentVolumeClaim or path"),
+        ("brs-invalid-name-digit.yaml", "metadata.name", "must be a DNS-1035 label"),
+        ("brs-invalid-name-dot.yaml", "metadata.name", "must be a DNS-1035 label"),
+        ("brs-invalid-name-long.yaml", "metadata.name", "at most 55 characters"),
+        ("brs-invalid-image.yaml", "spec.image", "must be an image reference"),
+        ("brs-invalid-model-url-space.yaml", "spec.model", "no spaces"),
+        ("brs-invalid-replicas.yaml", "spec.replicas", "less than or equal to 1000"),
+        ("brs-invalid-max-replicas.yaml", "spec.autoscaling.maxReplicas", "less than or equal to 1000"),
+        ("brs-invalid-scale-to-zero.yaml", "spec.autoscaling", "nothing would ever measure traffic and wake"),
     ] {
         let output = cluster.apply_yaml(&fixture(file));
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -321,3 +321,336 @@ fn with_watch_namespace_the_namespaced_rbac_is_enough() {
     let deployments = cluster.kubectl_ok(&["get", "deployments", "-n", "elsewhere", "-o", "name"]);
     assert_eq!(deployments.trim(), "", "nothing is built outside the watched namespace");
 }
+
+/// `kubectl patch` of `name`'s pod template: its new pods carry `annotations`, which the
+/// kwok stages of scripts/cluster/kwok.yaml read (`kwok.matte.dev/fault`). The operator's
+/// server-side apply leaves another manager's annotation alone, as it would a real one's.
+fn annotate_pod_template(cluster: &Cluster, name: &str, annotations: Value) {
+    let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": annotations}}}});
+    cluster.kubectl_ok(&["patch", "deployment", name, "-n", "shop", "--type=merge", "-p", &patch.to_string()]);
+}
+
+/// Waits until `name` is Degraded for `reason`, then checks that `kubectl get brs` shows
+/// the reason, `kubectl describe brs` the message with `words`, and a Warning Event both.
+fn assert_degraded(cluster: &Cluster, operator: &Operator, name: &str, reason: &str, words: &str) {
+    let began = Instant::now();
+    let brs = wait_for(&format!("{name}: Degraded for {reason}"), WAIT, || {
+        let brs = get(cluster, "brs", name);
+        match brs.as_ref().and_then(|b| condition_of(b, "Degraded")) {
+            Some((status, r, _)) if status == "True" && r == reason => Ok(brs.unwrap_or_default()),
+            other => Err(other),
+        }
+    });
+    eprintln!("{name}: Degraded/{reason} {:.1} s after the pods began failing", began.elapsed().as_secs_f64());
+    let (_, _, message) = condition_of(&brs, "Degraded").expect("the condition");
+    assert!(message.contains(words), "{name}: the message lacks '{words}': {message}");
+    let listed = cluster.kubectl_ok(&["get", "brs", name, "-n", "shop"]);
+    assert!(listed.contains("STATUS") && listed.contains(reason), "kubectl get brs:\n{listed}");
+    let described = cluster.kubectl_ok(&["describe", "brs", name, "-n", "shop"]);
+    assert!(described.contains(words), "kubectl describe brs lacks '{words}':\n{described}");
+    wait_for(&format!("a Warning Event {reason} for {name}"), WAIT, || {
+        let listed = events(cluster, name);
+        if listed.lines().any(|l| l.starts_with("Warning") && l.contains(reason)) { Ok(()) } else { Err(listed) }
+    });
+    wait_condition_metric(operator, name, "Degraded", Some(1.0));
+}
+
+/// Every way a pod fails reaches the resource: a ReplicaSet that cannot create pods, and
+/// pods (played by kwok's stages) that cannot pull their image, crash, run out of memory
+/// or fail their model download, each with its own reason and words.
+#[test]
+fn failing_pods_are_reported_with_their_own_reason() {
+    let cluster = cluster(6);
+    install_chart(&cluster, &[]);
+    cluster.kubectl_ok(&["create", "namespace", "shop"]);
+    let operator = start_operator(&cluster, "operator-a", &[]);
+
+    let urgent =
+        resource("urgent", 1, "nvidia.com/gpu").replace("  gpu:\n", "  gpu:\n    priorityClassName: gpu-urgent\n");
+    cluster.apply_yaml_ok(&urgent);
+    assert_degraded(&cluster, &operator, "urgent", "FailedCreate", "no PriorityClass with name gpu-urgent");
+    let urgent = get(&cluster, "brs", "urgent").unwrap_or_default();
+    assert_eq!(
+        condition_of(&urgent, "ScalingLimited").map(|c| (c.0, c.1)),
+        Some(("True".into(), "FailedCreate".into()))
+    );
+
+    let faults = [
+        ("pulling", "ImagePullBackOff", "ImagePullFailed", "Back-off pulling image"),
+        ("crashing", "CrashLoopBackOff", "CrashLoopBackOff", "not an ONNX file"),
+        ("hungry", "OOMKilled", "OOMKilled", "last exit OOMKilled (exit code 137)"),
+        ("tampered", "InitFailed", "InitContainerFailed", "init container fetch-model"),
+    ];
+    for (name, _, _, _) in faults {
+        cluster.apply_yaml_ok(&resource(name, 1, "nvidia.com/gpu"));
+    }
+    for (name, _, _, _) in faults {
+        wait_condition(&cluster, name, "Ready", "True");
+    }
+    for (name, fault, _, _) in faults {
+        annotate_pod_template(&cluster, name, serde_json::json!({"kwok.matte.dev/fault": fault}));
+    }
+    for (name, _, reason, words) in faults {
+        assert_degraded(&cluster, &operator, name, reason, words);
+    }
+    let tampered = get(&cluster, "brs", "tampered").unwrap_or_default();
+    let (_, _, message) = condition_of(&tampered, "Degraded").expect("the condition");
+    assert!(message.contains("checksum did NOT match"), "the init container's own words: {message}");
+
+    // Fixed: the pods come up, Degraded clears, and an Event says so.
+    annotate_pod_template(&cluster, "crashing", serde_json::json!({"kwok.matte.dev/fault": null}));
+    let healed = wait_condition(&cluster, "crashing", "Degraded", "False");
+    assert_eq!(condition_of(&healed, "Degraded").map(|c| c.1), Some("AsExpected".into()));
+    wait_for("a Recovered Event", WAIT, || {
+        let listed = events(&cluster, "crashing");
+        if listed.contains("Recovered") { Ok(()) } else { Err(listed) }
+    });
+}
+
+/// The apiserver refusing what the operator applies (here a ValidatingAdmissionPolicy) is
+/// a condition and one Event, retried slowly rather than in a loop; an edit tries again.
+#[test]
+fn a_refused_apply_is_reported_once_not_retried_in_a_loop() {
+    let cluster = cluster(1);
+    install_chart(&cluster, &[]);
+    cluster.kubectl_ok(&["create", "namespace", "shop"]);
+    cluster.apply_yaml_ok(
+        r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: frozen-deployments}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [apps], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [deployments]}
+  validations:
+  - {expression: "false", message: "deployments labelled frozen are not allowed here"}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: frozen-deployments}
+spec:
+  policyName: frozen-deployments
+  validationActions: [Deny]
+  matchResources:
+    objectSelector:
+      matchLabels: {matte.dev/service: frozen}
+"#,
+    );
+    // The policy takes effect once the apiserver has compiled it.
+    let probe = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: frozen\n  namespace: shop\n  labels: {matte.dev/service: frozen}\n\
+                 spec:\n  selector: {matchLabels: {app: probe}}\n  template:\n    metadata: {labels: {app: probe}}\n    spec:\n      containers: [{name: c, image: probe}]\n";
+    wait_for("the admission policy to refuse", WAIT, || {
+        let output = cluster.kubectl_with_input(&["apply", "--dry-run=server", "-f", "-"], probe);
+        if output.status.success() { Err("accepted") } else { Ok(()) }
+    });
+    let operator = start_operator(&cluster, "operator-a", &[]);
+
+    cluster.apply_yaml_ok(&resource("frozen", 1, "nvidia.com/gpu"));
+    assert_degraded(&cluster, &operator, "frozen", "ApplyFailed", "deployments labelled frozen are not allowed here");
+    // A retry loop would try again after 5, 10 and 20 s, each time publishing again.
+    std::thread::sleep(Duration::from_secs(20));
+    let listed = cluster.kubectl_json(&[
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        "shop",
+        "--field-selector",
+        "regarding.name=frozen",
+        "-o",
+        "json",
+    ]);
+    let announced: Vec<Value> =
+        listed["items"].as_array().into_iter().flatten().filter(|e| e["reason"] == "ApplyFailed").cloned().collect();
+    assert_eq!(announced.len(), 1, "{listed:#}");
+    assert!(announced[0]["series"].is_null(), "published more than once: {listed:#}");
+    let (_, body) = operator.get("/metrics").expect("the operator's /metrics");
+    let refused = body
+        .lines()
+        .find_map(|line| line.strip_prefix("matte_operator_reconciliations_total{result=\"refused\"} "))
+        .and_then(|value| value.parse::<f64>().ok());
+    assert!(refused.is_some_and(|n| (1.0..=2.0).contains(&n)), "refused passes: {refused:?}\n{body}");
+    assert!(!body.contains("matte_operator_reconciliations_total{result=\"error\"}"), "{body}");
+
+    // Lifted, then an edit: applied, and Degraded clears.
+    cluster.kubectl_ok(&["delete", "validatingadmissionpolicybinding", "frozen-deployments"]);
+    wait_for("the admission policy to let it through", WAIT, || {
+        let output = cluster.kubectl_with_input(&["apply", "--dry-run=server", "-f", "-"], probe);
+        if output.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&output.stderr).into_owned()) }
+    });
+    cluster.kubectl_ok(&[
+        "patch",
+        "brs",
+        "frozen",
+        "-n",
+        "shop",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"maxDimension":1024}}"#,
+    ]);
+    wait_condition(&cluster, "frozen", "Degraded", "False");
+    assert!(get(&cluster, "deployment", "frozen").is_some());
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+fn setup_path(variable: &str) -> std::path::PathBuf {
+    std::env::var_os(variable).map(std::path::PathBuf::from).unwrap_or_else(|| {
+        panic!("{variable} is not set: run scripts/test.sh, or scripts/setup.sh and source ~/.cache/matte/env.sh")
+    })
+}
+
+/// Every PromQL query of the chart's dashboard, with Grafana's variables given values:
+/// the panels' targets, and the variables' `label_values(metric, label)` as the query
+/// Grafana sends for them.
+fn dashboard_queries(dashboard: &Value, namespace: &str, service: &str) -> Vec<(String, String)> {
+    let fill = |expr: &str| {
+        expr.replace("$namespace", namespace).replace("$service", service).replace("$__rate_interval", "1m")
+    };
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("an expr");
+            queries.push((format!("{} / {}", panel["title"], target["legendFormat"]), fill(expr)));
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().expect("variables") {
+        if variable["type"] != "query" {
+            continue;
+        }
+        let query = variable["query"]["query"].as_str().expect("a variable query");
+        let inner = query.strip_prefix("label_values(").and_then(|q| q.strip_suffix(')')).expect("label_values(…)");
+        let (metric, label) = inner.rsplit_once(',').expect("label_values(metric, label)");
+        queries
+            .push((format!("variable {}", variable["name"]), fill(&format!("count by ({}) ({metric})", label.trim()))));
+    }
+    queries
+}
+
+/// The chart's Grafana dashboard: off by default, a ConfigMap for the Grafana sidecar when
+/// on, and every one of its queries returns data from a real Prometheus scraping a real
+/// inference pod (`matte-inference` on the CPU, the real model) and the operator managing
+/// that service on the local control plane; none errors.
+#[test]
+fn every_query_of_the_dashboard_returns_data() {
+    let chart = repo_root().join("charts/matte");
+    let chart = chart.to_str().expect("a UTF-8 path");
+    let scratch = std::env::temp_dir().join(format!("matte-dashboard-{}", std::process::id()));
+    let render = |values: &[&str]| {
+        let args = [&["template", RELEASE, chart, "--namespace", NAMESPACE][..], values].concat();
+        let output = matte_e2e::helm(&scratch).args(&args).output().expect("run helm");
+        matte_e2e::expect_success("helm", &args, &output)
+    };
+    assert!(!render(&[]).contains("grafana_dashboard"), "off by default");
+    let rendered = render(&["--set", "grafanaDashboard.enabled=true"]);
+    assert!(rendered.contains("kind: ConfigMap") && rendered.contains(r#"grafana_dashboard: "1""#), "{rendered}");
+    assert!(rendered.contains(r#""uid": "matte-services""#), "the dashboard's JSON is in it");
+    let text = std::fs::read_to_string(repo_root().join("charts/matte/dashboards/matte.json")).expect("the dashboard");
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+
+    // A real inference pod on loopback, with a small queue so that a burst is refused in part.
+    let pod_port = free_port();
+    let inference = matte_e2e::operator::workspace_binary("matte-inference", "matte-inference");
+    let _pod = Process(
+        std::process::Command::new(inference)
+            .args(["--model", setup_path("MATTE_MODEL").to_str().expect("UTF-8"), "--provider", "cpu"])
+            .args(["--listen", &format!("127.0.0.1:{pod_port}"), "--queue-capacity", "2", "--log-format", "text"])
+            .env("ORT_DYLIB_PATH", setup_path("ORT_DYLIB_PATH"))
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("matte-inference starts"),
+    );
+
+    let cluster = cluster(1);
+    install_chart(&cluster, &[]);
+    cluster.kubectl_ok(&["create", "namespace", "shop"]);
+    let prometheus_port = free_port();
+    let prometheus_url = format!("http://127.0.0.1:{prometheus_port}");
+    let operator = start_operator(&cluster, "operator-a", &["--prometheus-url", &prometheus_url]);
+
+    // Prometheus labels the pod as the operator's PodMonitor would (namespace, job = the
+    // resource's name), and scrapes the operator.
+    let data = cluster.state_dir().join("prometheus");
+    std::fs::create_dir_all(&data).expect("a Prometheus directory");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n\
+         - job_name: portraits\n  static_configs:\n  - targets: ['127.0.0.1:{pod_port}']\n    labels: {{namespace: shop}}\n\
+         - job_name: matte-operator\n  static_configs:\n  - targets: ['{}']\n",
+        operator.address()
+    );
+    std::fs::write(data.join("prometheus.yml"), config).expect("write prometheus.yml");
+    let _prometheus = Process(
+        std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", data.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", data.join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus is installed (scripts/setup.sh installs Debian's package)"),
+    );
+
+    let portraits = resource("portraits", 1, "nvidia.com/gpu").replace(
+        "  autoscaling:\n    enabled: false\n",
+        "  autoscaling:\n    enabled: true\n    minReplicas: 1\n    maxReplicas: 3\n    targetQueueLatencySeconds: 5\n",
+    );
+    cluster.apply_yaml_ok(&portraits);
+
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().expect("a client");
+    let answers = |url: &str| client.get(url).send().is_ok_and(|r| r.status().is_success());
+    wait_for("the inference pod to be ready", Duration::from_secs(180), || {
+        answers(&format!("http://127.0.0.1:{pod_port}/readyz")).then_some(()).ok_or(())
+    });
+    wait_for("Prometheus to be ready", WAIT, || answers(&format!("{prometheus_url}/-/ready")).then_some(()).ok_or(()));
+
+    // A burst of eight photos into a queue of two: some are served, the rest refused (429).
+    let photo = std::fs::read(setup_path("MATTE_SAMPLE_IMAGES").join("astronaut.png")).expect("a sample photo");
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let requests: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    client
+                        .post(format!("http://127.0.0.1:{pod_port}/v1/remove"))
+                        .header("content-type", "image/png")
+                        .body(photo.clone())
+                        .send()
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0)
+                })
+            })
+            .collect();
+        requests.into_iter().map(|r| r.join().unwrap_or(0)).collect()
+    });
+    assert!(statuses.contains(&200) && statuses.contains(&429), "served and refused: {statuses:?}");
+
+    let queries = dashboard_queries(&dashboard, "shop", "portraits");
+    assert!(queries.len() >= 12, "{queries:?}");
+    for (what, query) in queries {
+        let answer = wait_for(&format!("data for {what}: {query}"), WAIT, || {
+            let response = client
+                .get(format!("{prometheus_url}/api/v1/query"))
+                .query(&[("query", &query)])
+                .send()
+                .and_then(|r| r.text());
+            let answer: Value =
+                serde_json::from_str(&response.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+            assert_eq!(answer["status"], "success", "{what}: {query} fails: {answer}");
+            let results = answer["data"]["result"].as_array().map_or(0, Vec::len);
+            if results > 0 { Ok(answer) } else { Err(answer.to_string()) }
+        });
+        eprintln!("{what}: {}", answer["data"]["result"]);
+    }
+}

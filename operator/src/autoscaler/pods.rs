@@ -1,12 +1,18 @@
 //! What the autoscaler and the status need to know about a resource's pods, read off
 //! the pods themselves: which are ready, which are still starting and for how long,
-//! which the scheduler cannot place (and why), and how long recent pods took to start.
+//! which the scheduler cannot place (and why), which fail (in the kubelet's words), and
+//! how long recent pods took to start.
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Pod, PodCondition};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition};
 
 use crate::autoscaler::policy::median;
-use crate::status::Unschedulable;
+use crate::status::{FailingPods, Unschedulable};
+
+/// How long a scheduled pod may stay unready before it counts as failing: well past the
+/// slowest start-up the project plans for (a GPU node, a model download and warm-up take
+/// 20 to 120 s), so that only a pod that will not come up is reported.
+pub const STARTUP_DEADLINE_SECONDS: f64 = 600.0;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PodCensus {
@@ -14,6 +20,8 @@ pub struct PodCensus {
     /// Age in seconds of each pod that is scheduled (or may still be) but not Ready.
     pub starting_ages_seconds: Vec<f64>,
     pub unschedulable: Unschedulable,
+    /// Pods among the starting ones that will not become ready by themselves.
+    pub failing: FailingPods,
     /// Median seconds from scheduled to Ready over the ready pods; `None` without any.
     pub median_startup_seconds: Option<f64>,
 }
@@ -40,10 +48,99 @@ pub fn census(pods: &[Pod], now: Timestamp) -> PodCensus {
         } else {
             let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
             census.starting_ages_seconds.push(seconds_between(created, now));
+            let unready_since = find("Ready").and_then(transition).or_else(|| scheduled.and_then(transition));
+            let unready_seconds = unready_since.map(|since| seconds_between(since, now));
+            if let Some((reason, detail)) = failure(pod, unready_seconds) {
+                census.failing.pods += 1;
+                if census.failing.message.is_empty() {
+                    let name = pod.metadata.name.as_deref().unwrap_or_default();
+                    census.failing.reason = reason.to_owned();
+                    census.failing.message = format!("pod {name}{detail}");
+                }
+            }
         }
     }
     census.median_startup_seconds = median(startups);
     census
+}
+
+/// Why a pod that is not ready will not become ready by itself, if it will not: a word
+/// for the condition's reason, and the details (starting with ", " or ": ") in the
+/// kubelet's own terms. `unready_seconds` is how long it has been scheduled and unready.
+fn failure(pod: &Pod, unready_seconds: Option<f64>) -> Option<(&'static str, String)> {
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() == Some("Failed") {
+        let reason = status.reason.as_deref().unwrap_or("Failed");
+        let message = status.message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default();
+        return Some(("PodFailed", format!(": {reason}{message}")));
+    }
+    for init in status.init_container_statuses.iter().flatten() {
+        if let Some((reason, detail)) = container_failure(init) {
+            let reason = if reason == "ImagePullFailed" { reason } else { "InitContainerFailed" };
+            return Some((reason, format!(", init container {}: {detail}", init.name)));
+        }
+    }
+    for container in status.container_statuses.iter().flatten() {
+        if let Some((reason, detail)) = container_failure(container) {
+            return Some((reason, format!(", container {}: {detail}", container.name)));
+        }
+    }
+    match unready_seconds {
+        Some(seconds) if seconds > STARTUP_DEADLINE_SECONDS => Some((
+            "StartupTooSlow",
+            format!(
+                ": not ready for {seconds:.0} s, longer than a start-up should take ({STARTUP_DEADLINE_SECONDS:.0} s)"
+            ),
+        )),
+        _ => None,
+    }
+}
+
+/// A container that failed, or waits for something that will not come by itself; the
+/// normal waits (`ContainerCreating`, `PodInitializing`) are not failures.
+fn container_failure(container: &ContainerStatus) -> Option<(&'static str, String)> {
+    let state = container.state.as_ref()?;
+    let last_exit = container.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+    let exit = |t: &k8s_openapi::api::core::v1::ContainerStateTerminated| {
+        let reason = t.reason.as_deref().unwrap_or("Error");
+        let message = t.message.as_deref().map(str::trim).filter(|m| !m.is_empty());
+        let message = message.map(|m| format!(": {}", tail_line(m))).unwrap_or_default();
+        format!("{reason} (exit code {}){message}", t.exit_code)
+    };
+    if let Some(waiting) = &state.waiting {
+        let reason = waiting.reason.as_deref().unwrap_or_default();
+        let message = waiting.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+        return match reason {
+            "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull" => {
+                Some(("ImagePullFailed", format!("{reason}{message}")))
+            }
+            "CrashLoopBackOff" => match last_exit {
+                Some(last) if last.reason.as_deref() == Some("OOMKilled") => {
+                    Some(("OOMKilled", format!("CrashLoopBackOff, last exit {}", exit(last))))
+                }
+                Some(last) => Some(("CrashLoopBackOff", format!("CrashLoopBackOff, last exit {}", exit(last)))),
+                None => Some(("CrashLoopBackOff", format!("CrashLoopBackOff{message}"))),
+            },
+            "CreateContainerConfigError" | "CreateContainerError" | "RunContainerError" => {
+                Some(("ContainerCreateFailed", format!("{reason}{message}")))
+            }
+            _ => None,
+        };
+    }
+    match &state.terminated {
+        Some(terminated) if terminated.exit_code != 0 => {
+            let reason =
+                if terminated.reason.as_deref() == Some("OOMKilled") { "OOMKilled" } else { "ContainerFailed" };
+            Some((reason, exit(terminated)))
+        }
+        _ => None,
+    }
+}
+
+/// The last line of a termination message (the log tail with `FallbackToLogsOnError`),
+/// where a failing command says why.
+fn tail_line(message: &str) -> &str {
+    message.lines().rev().map(str::trim).find(|line| !line.is_empty()).unwrap_or(message)
 }
 
 fn transition(condition: &PodCondition) -> Option<Timestamp> {
@@ -108,5 +205,188 @@ mod tests {
     #[test]
     fn no_pods_no_numbers() {
         assert_eq!(census(&[], NOW.parse().expect("a time")), PodCensus::default());
+    }
+
+    /// Pods as a kubelet reports them in each way of failing (fields it always sets kept,
+    /// container IDs and image digests left out).
+    const FAILING: &str = r#"
+- metadata: {name: portraits-6f7d9c-pull, creationTimestamp: "2026-11-28T11:58:00Z"}
+  status:
+    phase: Pending
+    conditions:
+    - {type: PodReadyToStartContainers, status: "True", lastTransitionTime: "2026-11-28T11:58:02Z"}
+    - {type: Initialized, status: "True", lastTransitionTime: "2026-11-28T11:58:01Z"}
+    - {type: Ready, status: "False", lastTransitionTime: "2026-11-28T11:58:01Z", reason: ContainersNotReady, message: "containers with unready status: [inference]"}
+    - {type: ContainersReady, status: "False", lastTransitionTime: "2026-11-28T11:58:01Z", reason: ContainersNotReady, message: "containers with unready status: [inference]"}
+    - {type: PodScheduled, status: "True", lastTransitionTime: "2026-11-28T11:58:00Z"}
+    containerStatuses:
+    - name: inference
+      image: registry.example/matte-inference:typo
+      imageID: ""
+      ready: false
+      restartCount: 0
+      started: false
+      state:
+        waiting:
+          reason: ImagePullBackOff
+          message: 'Back-off pulling image "registry.example/matte-inference:typo"'
+- metadata: {name: portraits-6f7d9c-oom, creationTimestamp: "2026-11-28T11:50:00Z"}
+  status:
+    phase: Running
+    conditions:
+    - {type: Initialized, status: "True", lastTransitionTime: "2026-11-28T11:50:01Z"}
+    - {type: Ready, status: "False", lastTransitionTime: "2026-11-28T11:50:01Z", reason: ContainersNotReady, message: "containers with unready status: [inference]"}
+    - {type: PodScheduled, status: "True", lastTransitionTime: "2026-11-28T11:50:00Z"}
+    containerStatuses:
+    - name: inference
+      image: ghcr.io/matte-dev/matte-inference:0.1.0
+      imageID: ghcr.io/matte-dev/matte-inference@sha256:0123
+      ready: false
+      restartCount: 4
+      started: false
+      lastState:
+        terminated: {exitCode: 137, reason: OOMKilled, startedAt: "2026-11-28T11:57:40Z", finishedAt: "2026-11-28T11:58:10Z"}
+      state:
+        waiting:
+          reason: CrashLoopBackOff
+          message: "back-off 1m20s restarting failed container=inference pod=portraits-6f7d9c-oom_shop(4b1e)"
+- metadata: {name: portraits-6f7d9c-crash, creationTimestamp: "2026-11-28T11:55:00Z"}
+  status:
+    phase: Running
+    conditions:
+    - {type: Ready, status: "False", lastTransitionTime: "2026-11-28T11:55:01Z", reason: ContainersNotReady}
+    - {type: PodScheduled, status: "True", lastTransitionTime: "2026-11-28T11:55:00Z"}
+    containerStatuses:
+    - name: inference
+      image: ghcr.io/matte-dev/matte-inference:0.1.0
+      imageID: ghcr.io/matte-dev/matte-inference@sha256:0123
+      ready: false
+      restartCount: 2
+      started: false
+      lastState:
+        terminated: {exitCode: 1, reason: Error, message: "cannot load the model /models/isnet.onnx: not an ONNX file\n"}
+      state:
+        waiting:
+          reason: CrashLoopBackOff
+          message: "back-off 20s restarting failed container=inference pod=portraits-6f7d9c-crash_shop(7c2a)"
+- metadata: {name: portraits-6f7d9c-sha, creationTimestamp: "2026-11-28T11:56:00Z"}
+  status:
+    phase: Pending
+    conditions:
+    - {type: Initialized, status: "False", lastTransitionTime: "2026-11-28T11:56:01Z", reason: ContainersNotInitialized, message: "containers with incomplete status: [fetch-model]"}
+    - {type: Ready, status: "False", lastTransitionTime: "2026-11-28T11:56:01Z", reason: ContainersNotReady}
+    - {type: PodScheduled, status: "True", lastTransitionTime: "2026-11-28T11:56:00Z"}
+    initContainerStatuses:
+    - name: fetch-model
+      image: docker.io/curlimages/curl:8.11.1
+      imageID: docker.io/curlimages/curl@sha256:4567
+      ready: false
+      restartCount: 3
+      started: false
+      lastState:
+        terminated:
+          exitCode: 1
+          reason: Error
+          message: "/models/isnet.onnx.partial: FAILED\nsha256sum: WARNING: 1 computed checksum did NOT match\n"
+      state:
+        waiting:
+          reason: CrashLoopBackOff
+          message: "back-off 40s restarting failed container=fetch-model pod=portraits-6f7d9c-sha_shop(9d3f)"
+    containerStatuses:
+    - name: inference
+      image: ghcr.io/matte-dev/matte-inference:0.1.0
+      imageID: ""
+      ready: false
+      restartCount: 0
+      started: false
+      state:
+        waiting: {reason: PodInitializing}
+- metadata: {name: portraits-6f7d9c-slow, creationTimestamp: "2026-11-28T11:40:00Z"}
+  status:
+    phase: Running
+    conditions:
+    - {type: Ready, status: "False", lastTransitionTime: "2026-11-28T11:40:05Z", reason: ContainersNotReady}
+    - {type: PodScheduled, status: "True", lastTransitionTime: "2026-11-28T11:40:00Z"}
+    containerStatuses:
+    - name: inference
+      image: ghcr.io/matte-dev/matte-inference:0.1.0
+      imageID: ghcr.io/matte-dev/matte-inference@sha256:0123
+      ready: false
+      restartCount: 0
+      started: true
+      state:
+        running: {startedAt: "2026-11-28T11:40:06Z"}
+- metadata: {name: portraits-6f7d9c-evicted, creationTimestamp: "2026-11-28T11:30:00Z"}
+  status:
+    phase: Failed
+    reason: Evicted
+    message: "The node was low on resource: memory."
+- metadata: {name: portraits-6f7d9c-creating, creationTimestamp: "2026-11-28T11:59:50Z"}
+  status:
+    phase: Pending
+    conditions:
+    - {type: Ready, status: "False", lastTransitionTime: "2026-11-28T11:59:51Z", reason: ContainersNotReady}
+    - {type: PodScheduled, status: "True", lastTransitionTime: "2026-11-28T11:59:50Z"}
+    containerStatuses:
+    - name: inference
+      image: ghcr.io/matte-dev/matte-inference:0.1.0
+      imageID: ""
+      ready: false
+      restartCount: 0
+      started: false
+      state:
+        waiting: {reason: ContainerCreating}
+"#;
+
+    #[test]
+    fn each_way_of_failing_is_told_in_the_kubelets_words() {
+        let all = pods(FAILING);
+        let now = NOW.parse().expect("a time");
+        let one = |name: &str| {
+            let pod: Vec<Pod> = all.iter().filter(|p| p.metadata.name.as_deref() == Some(name)).cloned().collect();
+            let census = census(&pod, now);
+            (census.failing.pods, census.failing.reason, census.failing.message)
+        };
+        let (pods, reason, message) = one("portraits-6f7d9c-pull");
+        assert_eq!((pods, reason.as_str()), (1, "ImagePullFailed"));
+        assert_eq!(
+            message,
+            "pod portraits-6f7d9c-pull, container inference: ImagePullBackOff: \
+             Back-off pulling image \"registry.example/matte-inference:typo\""
+        );
+        let (_, reason, message) = one("portraits-6f7d9c-oom");
+        assert_eq!(reason, "OOMKilled");
+        assert!(
+            message.ends_with("container inference: CrashLoopBackOff, last exit OOMKilled (exit code 137)"),
+            "{message}"
+        );
+        let (_, reason, message) = one("portraits-6f7d9c-crash");
+        assert_eq!(reason, "CrashLoopBackOff");
+        assert!(
+            message
+                .ends_with("last exit Error (exit code 1): cannot load the model /models/isnet.onnx: not an ONNX file"),
+            "{message}"
+        );
+        let (_, reason, message) = one("portraits-6f7d9c-sha");
+        assert_eq!(reason, "InitContainerFailed");
+        assert!(
+            message.contains("init container fetch-model: CrashLoopBackOff, last exit Error (exit code 1)"),
+            "{message}"
+        );
+        assert!(message.ends_with("1 computed checksum did NOT match"), "the log's last line: {message}");
+        let (_, reason, message) = one("portraits-6f7d9c-slow");
+        assert_eq!(reason, "StartupTooSlow");
+        assert!(message.contains("not ready for 1195 s"), "{message}");
+        let (_, reason, message) = one("portraits-6f7d9c-evicted");
+        assert_eq!(
+            (reason.as_str(), message.as_str()),
+            ("PodFailed", "pod portraits-6f7d9c-evicted: Evicted (The node was low on resource: memory.)")
+        );
+        assert_eq!(one("portraits-6f7d9c-creating").0, 0, "creating containers is starting, not failing");
+
+        let census = census(&all, now);
+        assert_eq!(census.failing.pods, 6);
+        assert_eq!(census.failing.reason, "ImagePullFailed", "the first pod speaks for all");
+        assert_eq!(census.starting_ages_seconds.len(), 7, "failing pods still count as not ready");
     }
 }

@@ -182,6 +182,9 @@ fn model_source(brs: &BackgroundRemovalService, defaults: &Defaults) -> (String,
             ]),
             volume_mounts: Some(vec![mount("model", MODEL_DIR, false), mount("tmp", "/tmp", false)]),
             security_context: Some(container_security()),
+            // curl's or sha256sum's last words reach the pod's status, and from there the
+            // resource's Degraded condition.
+            termination_message_policy: Some("FallbackToLogsOnError".into()),
             ..Container::default()
         };
         (target, Some(empty_dir("model")), Some(fetcher))
