@@ -341,7 +341,7 @@ fn assert_degraded(cluster: &Cluster, operator: &Operator, name: &str, reason: &
             other => Err(other),
         }
     });
-    eprintln!("{name}: Degraded/{reason} {:.1} s after the pods began failing", began.elapsed().as_secs_f64());
+    eprintln!("{name}: Degraded/{reason} seen after {:.1} s of waiting", began.elapsed().as_secs_f64());
     let (_, _, message) = condition_of(&brs, "Degraded").expect("the condition");
     assert!(message.contains(words), "{name}: the message lacks '{words}': {message}");
     let listed = cluster.kubectl_ok(&["get", "brs", name, "-n", "shop"]);
