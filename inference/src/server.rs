@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -82,7 +82,8 @@ pub async fn run(
         // The loop ends once the (closed) queue is empty; a warm-up in progress is
         // not waited for, the process exits around it.
         let joined = tokio::task::spawn_blocking(move || inference_thread.join());
-        if tokio::time::timeout_at(deadline.into(), joined).await.is_err() {
+        let last_run = deadline.max(Instant::now() + Duration::from_secs(1));
+        if tokio::time::timeout_at(last_run.into(), joined).await.is_err() {
             tracing::warn!("the inference loop did not stop by the drain deadline");
         }
     }
