@@ -1,4 +1,6 @@
-//! Memory is bounded by the flags: the worst inputs known, sent at once and again,
+//! Memory is bounded by the flags: the worst inputs known (a PNG whose colour profile
+//! inflates to 400 MiB, a 40 000 000 × 1 PNG, a 42 MP progressive JPEG turned by
+//! EXIF), sent at once and again,
 //! raise the process's peak resident memory by no more than the bound that
 //! `matte_common::memory` states for the server's flags, and the memory comes back
 //! once they are answered. Figures are printed for the README.
@@ -154,33 +156,34 @@ fn the_worst_inputs_stay_within_the_memory_bound_of_the_flags() {
     assert_eq!(warm.body(support::sample_image("coffee.png")).send().unwrap().status(), 200);
     let baseline = server.memory();
 
-    let cases: [(&str, &Vec<u8>, u16, &str); 3] = [
-        ("image/png", &bomb, 413, "decoder_limit"),
-        ("image/png", &long, 413, "side_too_long"),
-        ("image/jpeg", &photo, 200, ""),
+    // What each may be answered; a full queue (429) is an honest answer for any.
+    let cases: [(&str, &Vec<u8>, &[(u16, &str)]); 3] = [
+        // The profile is inflated only up to the PNG decoder's budget: past it the
+        // image is refused, or the profile dropped (the decoder decides which).
+        ("image/png", &bomb, &[(413, "decoder_limit"), (200, "")]),
+        // Refused from its header, by its side or by the decoder's row budget.
+        ("image/png", &long, &[(413, "side_too_long"), (413, "decoder_limit")]),
+        ("image/jpeg", &photo, &[(200, "")]),
     ];
     for round in 0..2 {
         let requests: Vec<_> = cases
             .iter()
             .flat_map(|case| [case, case])
-            .map(|&(content_type, body, status, code)| {
+            .map(|&(content_type, body, allowed)| {
                 let request =
                     client.post(server.url("/v1/remove")).header("content-type", content_type).body(body.clone());
                 std::thread::spawn(move || {
                     let response = request.send().unwrap();
-                    let got = response.status().as_u16();
-                    let text = if got == 200 { String::new() } else { response.text().unwrap() };
-                    (status, got, code, text)
+                    let status = response.status().as_u16();
+                    let text = if status == 200 { String::new() } else { response.text().unwrap() };
+                    (allowed, status, text)
                 })
             })
             .collect();
         for request in requests {
-            let (expected, got, code, text) = request.join().unwrap();
-            // A full queue is an honest answer too; anything else must be as expected.
-            if got != 429 {
-                assert_eq!(got, expected, "round {round}: {text}");
-                assert!(text.contains(code), "round {round}: {text}");
-            }
+            let (allowed, status, text) = request.join().unwrap();
+            let expected = status == 429 || allowed.iter().any(|&(s, code)| s == status && text.contains(code));
+            assert!(expected, "round {round}: {status} {text}, expected one of {allowed:?}");
         }
     }
     std::thread::sleep(Duration::from_millis(500));
