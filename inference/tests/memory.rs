@@ -41,7 +41,7 @@ fn zlib_zeros(length: usize) -> Vec<u8> {
         /// `count` bits of `value`, least significant first.
         fn put(&mut self, value: u32, count: u32) {
             for i in 0..count {
-                if self.used % 8 == 0 {
+                if self.used.is_multiple_of(8) {
                     self.bytes.push(0);
                 }
                 let bit = ((value >> i) & 1) as u8;
@@ -118,6 +118,9 @@ fn rotated_progressive_jpeg(width: u16, height: u16) -> Vec<u8> {
     [&jpeg[..2], &app1, &jpeg[2..]].concat()
 }
 
+/// The statuses an input may be answered with, each with the error code it names.
+type Answers = &'static [(u16, &'static str)];
+
 #[test]
 fn the_worst_inputs_stay_within_the_memory_bound_of_the_flags() {
     let model = TinyModel::generate();
@@ -157,7 +160,7 @@ fn the_worst_inputs_stay_within_the_memory_bound_of_the_flags() {
     let baseline = server.memory();
 
     // What each may be answered; a full queue (429) is an honest answer for any.
-    let cases: [(&str, &Vec<u8>, &[(u16, &str)]); 3] = [
+    let cases: [(&str, &Vec<u8>, Answers); 3] = [
         // The profile is inflated only up to the PNG decoder's budget: past it the
         // image is refused, or the profile dropped (the decoder decides which).
         ("image/png", &bomb, &[(413, "decoder_limit"), (200, "")]),
