@@ -52,10 +52,105 @@ pub mod metrics {
     pub const OUTCOME_LABEL: &str = "outcome";
 }
 
+/// Response headers of `POST /v1/remove`, which the load tool reads.
+pub mod headers {
+    /// Seconds the request waited in the pod's queue.
+    pub const QUEUE_WAIT_SECONDS: &str = "x-matte-queue-wait-seconds";
+    /// Seconds of the inference run that served the request.
+    pub const INFERENCE_SECONDS: &str = "x-matte-inference-seconds";
+}
+
 /// HTTP paths of the inference pod.
 pub mod paths {
+    /// The port the inference pod listens on.
+    pub const PORT: u16 = 8080;
     pub const REMOVE: &str = "/v1/remove";
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
     pub const METRICS: &str = "/metrics";
+}
+
+/// Command-line flags of `matte-inference` that the operator's pod builder sets, by
+/// their long names (without the leading `--`).
+pub mod flags {
+    pub const CPU_WORKERS: &str = "cpu-workers";
+    pub const INTRA_THREADS: &str = "intra-threads";
+    pub const HEADER_READ_TIMEOUT_SECONDS: &str = "header-read-timeout-seconds";
+    pub const UPLOAD_GRACE_SECONDS: &str = "upload-grace-seconds";
+    pub const MIN_UPLOAD_BYTES_PER_SECOND: &str = "min-upload-bytes-per-second";
+    pub const WRITE_TIMEOUT_SECONDS: &str = "write-timeout-seconds";
+    pub const DRAIN_DELAY_SECONDS: &str = "drain-delay-seconds";
+    pub const DRAIN_TIMEOUT_SECONDS: &str = "drain-timeout-seconds";
+}
+
+/// What bounds an inference pod's memory, as a function of its flags. The server's
+/// README states it, a test drives the worst inputs against it, and the operator
+/// sizes the pod's memory request and limit from it.
+pub mod memory {
+    /// Default of `--max-input-pixels`: the largest accepted input in pixels.
+    pub const DEFAULT_MAX_INPUT_PIXELS: u64 = 50_000_000;
+    /// Default of `--max-body-bytes`: the largest accepted request body.
+    pub const DEFAULT_MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
+
+    /// Bytes one CPU worker may hold while decoding one image, per pixel of
+    /// `--max-input-pixels`. The worst is a 16-bit RGBA PNG: 8 bytes a pixel decoded
+    /// and 8 more for the premultiplied copy scaling it down takes; a progressive JPEG
+    /// holds about 9 (its coefficients and its pixels).
+    pub const DECODE_BYTES_PER_PIXEL: u64 = 16;
+    /// Bytes an admitted request may hold besides its body, per pixel of the output
+    /// (`--max-dimension` squared): the upright RGBA image, the mask, the composed
+    /// result and its encoding.
+    pub const OUTPUT_BYTES_PER_PIXEL: u64 = 12;
+    /// Bytes per pixel of the model's input: three f32 channels in, one f32 mask out.
+    pub const MODEL_BYTES_PER_PIXEL: u64 = 16;
+    /// Allowance for the process itself, ONNX Runtime and an ISNet-class model on the
+    /// host side, beyond the image work (measured: about 1 GiB for ISNet on the CPU).
+    pub const RUNTIME_ALLOWANCE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+    /// The flags that bound the image work.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Sizing {
+        pub cpu_workers: u64,
+        pub queue_capacity: u64,
+        pub max_input_pixels: u64,
+        pub max_body_bytes: u64,
+        pub max_dimension: u64,
+        pub input_size: u64,
+    }
+
+    impl Sizing {
+        /// The most the image work can hold at once: every CPU worker decoding the
+        /// largest image, and every place holding a full body, an output-sized image
+        /// and its model input.
+        pub fn image_work_bytes(&self) -> u64 {
+            let per_place = self.max_body_bytes
+                + OUTPUT_BYTES_PER_PIXEL * self.max_dimension * self.max_dimension
+                + MODEL_BYTES_PER_PIXEL * self.input_size * self.input_size;
+            self.cpu_workers * DECODE_BYTES_PER_PIXEL * self.max_input_pixels + self.queue_capacity * per_place
+        }
+
+        /// The pod's memory bound: the image work plus the runtime allowance.
+        pub fn pod_bytes(&self) -> u64 {
+            self.image_work_bytes() + RUNTIME_ALLOWANCE_BYTES
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_defaults_for_two_workers_fit_a_gpu_node() {
+            let sizing = Sizing {
+                cpu_workers: 2,
+                queue_capacity: 32,
+                max_input_pixels: DEFAULT_MAX_INPUT_PIXELS,
+                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                max_dimension: 2048,
+                input_size: 1024,
+            };
+            let gib = sizing.pod_bytes() as f64 / (1u64 << 30) as f64;
+            assert!((6.0..8.0).contains(&gib), "{gib:.2} GiB");
+        }
+    }
 }

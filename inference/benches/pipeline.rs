@@ -32,7 +32,7 @@ fn main() {
     );
     for name in ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"] {
         let bytes = std::fs::read(std::path::Path::new(&dir).join(name)).expect("sample image");
-        let (decode, image) = time_ms(|| imaging::fit_within(imaging::decode(&bytes, 50_000_000).unwrap(), 2048));
+        let (decode, image) = time_ms(|| imaging::decode(&bytes, 50_000_000).unwrap().into_upright_rgba(2048));
         let (to_model, _) = time_ms(|| imaging::to_model_input(&image, &preprocess));
         let (width, height) = image.dimensions();
         let model_mask: Vec<f32> = (0..1024 * 1024).map(|i| (i % 1024) as f32 / 1024.0).collect();

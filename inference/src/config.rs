@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use matte_common::{flags, memory, paths};
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "matte-inference", version, about = "Background-removal inference server")]
@@ -18,7 +19,7 @@ pub struct Config {
     pub model: PathBuf,
 
     /// Address to listen on.
-    #[arg(long, env = "MATTE_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "MATTE_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], paths::PORT)))]
     pub listen: SocketAddr,
 
     /// Execution provider; `cuda` and `tensorrt` fail at start-up if they cannot register.
@@ -30,7 +31,7 @@ pub struct Config {
     pub device_id: i32,
 
     /// ONNX Runtime intra-op threads (0: one per available core).
-    #[arg(long, env = "MATTE_INTRA_THREADS", default_value_t = 0)]
+    #[arg(long = flags::INTRA_THREADS, env = "MATTE_INTRA_THREADS", default_value_t = 0)]
     pub intra_threads: usize,
 
     /// Model input side in pixels, used when the model's input shape is dynamic.
@@ -54,11 +55,11 @@ pub struct Config {
     pub max_dimension: u32,
 
     /// Largest accepted input in pixels (width × height), checked before decoding.
-    #[arg(long, env = "MATTE_MAX_INPUT_PIXELS", default_value_t = 50_000_000)]
+    #[arg(long, env = "MATTE_MAX_INPUT_PIXELS", default_value_t = memory::DEFAULT_MAX_INPUT_PIXELS)]
     pub max_input_pixels: u64,
 
     /// Largest accepted request body in bytes.
-    #[arg(long, env = "MATTE_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    #[arg(long, env = "MATTE_MAX_BODY_BYTES", default_value_t = memory::DEFAULT_MAX_BODY_BYTES as usize)]
     pub max_body_bytes: usize,
 
     /// Images per inference run, used only when the model's batch dimension is dynamic.
@@ -78,8 +79,38 @@ pub struct Config {
     pub request_timeout: Duration,
 
     /// Threads for decoding, resizing and encoding (0: one per available core).
-    #[arg(long, env = "MATTE_CPU_WORKERS", default_value_t = 0)]
+    #[arg(long = flags::CPU_WORKERS, env = "MATTE_CPU_WORKERS", default_value_t = 0)]
     pub cpu_workers: usize,
+
+    /// A client must send its request line and headers within this many seconds of
+    /// starting them (or of the previous response, on a kept-alive connection).
+    #[arg(long = flags::HEADER_READ_TIMEOUT_SECONDS, env = "MATTE_HEADER_READ_TIMEOUT_SECONDS", default_value = "10", value_parser = parse_timeout)]
+    pub header_read_timeout: Duration,
+
+    /// Seconds an upload may take before the minimum rate applies: how long a stalled
+    /// upload keeps its place in the queue.
+    #[arg(long = flags::UPLOAD_GRACE_SECONDS, env = "MATTE_UPLOAD_GRACE_SECONDS", default_value = "5", value_parser = parse_timeout)]
+    pub upload_grace: Duration,
+
+    /// After the grace period an upload must have kept up this average rate since it
+    /// began, or it is cut off with 408.
+    #[arg(long = flags::MIN_UPLOAD_BYTES_PER_SECOND, env = "MATTE_MIN_UPLOAD_BYTES_PER_SECOND", default_value_t = 32 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_upload_bytes_per_second: u64,
+
+    /// A response write that makes no progress for this many seconds closes the
+    /// connection (a client that stopped reading).
+    #[arg(long = flags::WRITE_TIMEOUT_SECONDS, env = "MATTE_WRITE_TIMEOUT_SECONDS", default_value = "30", value_parser = parse_timeout)]
+    pub write_timeout: Duration,
+
+    /// On SIGTERM, seconds to keep admitting work while unready, so that load balancers
+    /// stop sending requests before the pod starts refusing them.
+    #[arg(long = flags::DRAIN_DELAY_SECONDS, env = "MATTE_DRAIN_DELAY_SECONDS", default_value = "5", value_parser = parse_delay)]
+    pub drain_delay: Duration,
+
+    /// After the drain delay, seconds accepted work may take to finish; connections
+    /// still open then (slow clients included) are closed and the server exits.
+    #[arg(long = flags::DRAIN_TIMEOUT_SECONDS, env = "MATTE_DRAIN_TIMEOUT_SECONDS", default_value = "90", value_parser = parse_timeout)]
+    pub drain_timeout: Duration,
 
     /// Log format.
     #[arg(long, env = "MATTE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
@@ -121,6 +152,18 @@ impl Config {
         }
     }
 
+    /// The flags that bound the image work's memory.
+    pub fn sizing(&self) -> memory::Sizing {
+        memory::Sizing {
+            cpu_workers: self.cpu_workers() as u64,
+            queue_capacity: u64::from(self.queue_capacity),
+            max_input_pixels: self.max_input_pixels,
+            max_body_bytes: self.max_body_bytes as u64,
+            max_dimension: u64::from(self.max_dimension),
+            input_size: u64::from(self.input_size),
+        }
+    }
+
     pub fn intra_threads(&self) -> usize {
         match self.intra_threads {
             0 => available_cores(),
@@ -137,6 +180,13 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     match text.parse::<f64>() {
         Ok(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Ok(Duration::from_secs_f64(seconds)),
         _ => Err(format!("`{text}` is not a number of seconds between 0 and 86400")),
+    }
+}
+
+fn parse_delay(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if (0.0..=3_600.0).contains(&seconds) => Ok(Duration::from_secs_f64(seconds)),
+        _ => Err(format!("`{text}` is not a number of seconds between 0 and 3600")),
     }
 }
 

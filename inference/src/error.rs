@@ -34,6 +34,18 @@ pub enum Error {
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("cannot start the inference thread: {0}")]
+    InferenceThread(std::io::Error),
+    #[error("loading the model panicked: {0}")]
+    LoadPanicked(String),
+    #[error("the CPU worker pool is closed")]
+    CpuPoolClosed,
+    #[error("an image worker failed: {0}")]
+    CpuWorkerFailed(String),
+    #[error("the inference loop stopped")]
+    InferenceLoopStopped,
+    #[error("encoding the result failed: {0}")]
+    Encode(String),
 
     // --- requests ---------------------------------------------------------------------
     #[error("the body is empty")]
@@ -48,20 +60,34 @@ pub enum Error {
     UnsupportedContentType(String),
     #[error("the image is {width}×{height} = {pixels} pixels, over the limit of {limit}")]
     TooManyPixels { width: u32, height: u32, pixels: u64, limit: u64 },
+    #[error("the image is {width}×{height}: its longer side is over the limit of {limit} pixels")]
+    SideTooLong { width: u32, height: u32, limit: u32 },
     #[error("the body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("the image could not be decoded: {0}")]
     CorruptImage(String),
+    #[error("the image needs more memory to decode than allowed: {0}")]
+    DecoderLimit(String),
+    #[error("the upload fell below {min_bytes_per_second} bytes/s: {received} bytes in {seconds:.1} s")]
+    UploadTooSlow { received: usize, seconds: f64, min_bytes_per_second: u64 },
+    #[error("the body could not be read: {0}")]
+    BodyRead(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("no route for {0}; try POST /v1/remove")]
     NotFound(String),
+    #[error("{method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
     #[error("the queue is full ({capacity} requests); retry in {} s", retry_after.as_secs())]
     QueueFull { capacity: u32, retry_after: Duration },
     #[error("the model is still loading")]
     NotReady,
     #[error("the server is shutting down and takes no new work")]
     Draining,
+    #[error("inference is failing or stuck; the pod takes no new work")]
+    InferenceUnhealthy,
+    #[error("the inference loop has stopped, is stuck or keeps failing")]
+    NotLive,
     #[error("the request waited {waited:.1} s for inference, past its deadline of {deadline:.1} s")]
     DeadlineExceeded { waited: f64, deadline: f64 },
     #[error("internal error: {0}")]
@@ -71,14 +97,23 @@ pub enum Error {
 impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::EmptyBody | Error::NotAnImage | Error::CorruptImage(_) | Error::BadRequest(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            Error::TooManyPixels { .. } | Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::EmptyBody
+            | Error::NotAnImage
+            | Error::CorruptImage(_)
+            | Error::BadRequest(_)
+            | Error::BodyRead(_) => StatusCode::BAD_REQUEST,
+            Error::TooManyPixels { .. }
+            | Error::SideTooLong { .. }
+            | Error::BodyTooLarge { .. }
+            | Error::DecoderLimit(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UploadTooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::UnsupportedImageFormat(_) | Error::UnsupportedContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::NotReady | Error::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NotReady | Error::Draining | Error::InferenceUnhealthy | Error::NotLive => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -92,13 +127,20 @@ impl Error {
             Error::UnsupportedImageFormat(_) => "unsupported_image_format",
             Error::UnsupportedContentType(_) => "unsupported_content_type",
             Error::TooManyPixels { .. } => "image_too_large",
+            Error::SideTooLong { .. } => "side_too_long",
             Error::BodyTooLarge { .. } => "body_too_large",
             Error::CorruptImage(_) => "corrupt_image",
+            Error::DecoderLimit(_) => "decoder_limit",
+            Error::UploadTooSlow { .. } => "upload_too_slow",
+            Error::BodyRead(_) => "body_read_failed",
             Error::BadRequest(_) => "bad_request",
             Error::NotFound(_) => "not_found",
+            Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::QueueFull { .. } => "queue_full",
             Error::NotReady => "not_ready",
             Error::Draining => "draining",
+            Error::InferenceUnhealthy => "unhealthy",
+            Error::NotLive => "not_live",
             Error::DeadlineExceeded { .. } => "deadline_exceeded",
             _ => "internal",
         }
@@ -107,12 +149,23 @@ impl Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
-        let mut response = (self.status(), Json(body)).into_response();
+        let status = self.status();
+        // What went wrong inside is for the operator's log, not for clients.
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self, "request failed");
+            "internal error; the server's log has the details".to_owned()
+        } else {
+            self.to_string()
+        };
+        let body = serde_json::json!({ "error": { "code": self.code(), "message": message } });
+        let mut response = (status, Json(body)).into_response();
         if let Error::QueueFull { retry_after, .. } = &self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
         }
-        if matches!(self, Error::Draining | Error::NotReady) {
+        if let Error::MethodNotAllowed { .. } = &self {
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        if matches!(self, Error::Draining | Error::NotReady | Error::InferenceUnhealthy) {
             // Tell clients and proxies not to reuse this connection for the retry.
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -131,6 +184,16 @@ mod tests {
         assert_eq!(response.headers()[header::RETRY_AFTER], "3");
     }
 
+    #[tokio::test]
+    async fn internal_error_text_stays_out_of_the_response() {
+        let response = Error::Inference("CUDA error 700 at 0xdeadbeef".into()).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains("deadbeef"), "{text}");
+        assert!(text.contains("\"internal\""), "{text}");
+    }
+
     #[test]
     fn statuses_fit_the_contract() {
         let cases = [
@@ -143,6 +206,9 @@ mod tests {
             (Error::Draining, 503),
             (Error::DeadlineExceeded { waited: 2.0, deadline: 1.0 }, 504),
             (Error::Inference("x".into()), 500),
+            (Error::UploadTooSlow { received: 1, seconds: 9.0, min_bytes_per_second: 100 }, 408),
+            (Error::MethodNotAllowed { method: "GET".into(), path: "/v1/remove".into() }, 405),
+            (Error::DecoderLimit("x".into()), 413),
         ];
         for (error, status) in cases {
             assert_eq!(error.status().as_u16(), status, "{error}");

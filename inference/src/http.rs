@@ -1,16 +1,18 @@
 //! The HTTP face of the pod: `POST /v1/remove`, health, readiness and metrics.
 //!
-//! A removal request goes: parse the query → check the content type → take a place in
-//! the queue (or 429) → read the body → decode and prepare on a CPU worker → wait for
-//! the inference loop (or 504 at the deadline) → compose and encode on a CPU worker.
+//! A removal request goes: parse the query → check the content type and declared
+//! length → take a place in the queue (or 429) → read the body at a minimum pace →
+//! decode and prepare on a CPU worker → wait for the inference loop (or 504 at the
+//! deadline) → compose and encode on a CPU worker. Every refusal before the body is
+//! read is answered without asking for the body (no `100 Continue`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use axum::body::{Body, BodyDataStream, Bytes};
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Query, Request, State};
+use axum::body::{Body, BodyDataStream};
+use axum::extract::{Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -24,8 +26,9 @@ use tokio::sync::oneshot;
 use crate::Error;
 use crate::imaging::{self, OutputFormat};
 use crate::metrics::Metrics;
-use crate::queue::{Inferred, Job};
-use crate::server::AppState;
+use crate::queue::{Inferred, Job, JobId, JobQueue};
+use crate::state::{AppState, Place};
+use crate::upload::{self, BodyKind};
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -34,8 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(paths::READYZ, get(readyz))
         .route(paths::METRICS, get(metrics))
         .fallback(not_found)
-        // Applies to multipart bodies; raw bodies are limited where they are read.
-        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -45,6 +47,19 @@ pub struct RemoveOptions {
     pub format: OutputFormat,
     pub max_dimension: u32,
     pub background: Option<[u8; 3]>,
+}
+
+/// The query's parameters by name, refusing one given twice: which value was meant
+/// cannot be known.
+fn query_parameters(pairs: Vec<(String, String)>) -> Result<HashMap<String, String>, Error> {
+    let mut parameters = HashMap::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        if parameters.contains_key(&name) {
+            return Err(Error::BadRequest(format!("query parameter `{name}` is given more than once")));
+        }
+        parameters.insert(name, value);
+    }
+    Ok(parameters)
 }
 
 /// Parses `format`, `max_dimension` and `bg_color`; a `max_dimension` above the
@@ -86,22 +101,30 @@ pub fn parse_options(query: &HashMap<String, String>, server_max_dimension: u32)
     Ok(RemoveOptions { format, max_dimension, background })
 }
 
-/// How the image travels in the body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyKind {
-    Raw,
-    Multipart,
-}
-
 fn body_kind(headers: &HeaderMap) -> Result<BodyKind, Error> {
     let declared = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
     let mime = declared.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match mime.as_str() {
         "image/jpeg" | "image/jpg" | "image/pjpeg" | "image/png" | "image/webp" => Ok(BodyKind::Raw),
-        "multipart/form-data" => Ok(BodyKind::Multipart),
+        "multipart/form-data" => match multer::parse_boundary(declared) {
+            Ok(boundary) => Ok(BodyKind::Multipart { boundary }),
+            Err(_) => Err(Error::BadRequest("the multipart Content-Type has no boundary".into())),
+        },
         "" => Err(Error::UnsupportedContentType("(none)".into())),
         _ => Err(Error::UnsupportedContentType(declared.to_owned())),
     }
+}
+
+/// The declared `Content-Length`, if any and well-formed.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
 }
 
 /// Counts every removal request exactly once, by outcome, even when the client goes
@@ -123,84 +146,122 @@ impl Drop for RequestRecord<'_> {
     }
 }
 
+/// A request let in: what it asked for, how its body travels, and its place.
+struct Admitted {
+    options: RemoveOptions,
+    kind: BodyKind,
+    declared_length: Option<u64>,
+    place: Place,
+}
+
 async fn remove(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let mut record =
         RequestRecord { metrics: &state.metrics, started: Instant::now(), outcome: "client_gone", admitted: false };
     let (parts, body) = request.into_parts();
-    let mut unread = Some(body);
-    match remove_background(&state, &parts, &mut unread, &mut record).await {
+    let outcome = match admit(&state, &parts) {
+        Ok(admitted) => {
+            record.admitted = true;
+            remove_background(&state, admitted, body, record.started).await
+        }
+        Err(refusal) => {
+            record.outcome = refusal.code();
+            return refuse_unread(refusal, &parts.headers, body).await;
+        }
+    };
+    match outcome {
         Ok(response) => {
             record.outcome = "ok";
             response
         }
         Err(error) => {
             record.outcome = error.code();
-            if error.status() == StatusCode::INTERNAL_SERVER_ERROR {
-                tracing::error!(%error, "request failed");
-            }
-            if let Some(body) = unread {
-                // Refused before reading: take the rest of the upload off the wire, or
-                // closing the socket on unread data resets it and the client never
-                // sees this answer.
-                discard(body.into_data_stream()).await;
-            }
             error.into_response()
         }
     }
 }
 
+/// Everything decided from the request line and headers alone, in the order that
+/// costs the client least: malformed query, unsupported type, declared length over
+/// the limit, no place.
+fn admit(state: &AppState, parts: &Parts) -> Result<Admitted, Error> {
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+        .map_err(|e| Error::BadRequest(format!("malformed query string: {e}")))?;
+    let options = parse_options(&query_parameters(pairs)?, state.limits.max_dimension)?;
+    let kind = body_kind(&parts.headers)?;
+    let declared_length = content_length(&parts.headers);
+    let limit = state.limits.max_body_bytes;
+    if declared_length.is_some_and(|length| length > limit as u64) {
+        return Err(Error::BodyTooLarge { limit });
+    }
+    let place = state.admit()?;
+    Ok(Admitted { options, kind, declared_length, place })
+}
+
+/// Answers a refusal whose body was never read. A client waiting for `100 Continue`
+/// is answered at once and the connection closed, so it never sends the body; any
+/// other client is already sending, so a bounded part of the upload is taken off the
+/// wire first, or closing the socket on unread data resets it and the client never
+/// sees this answer.
+async fn refuse_unread(refusal: Error, headers: &HeaderMap, body: Body) -> Response {
+    let mut response = refusal.into_response();
+    if expects_continue(headers) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    } else {
+        discard(body.into_data_stream()).await;
+    }
+    response
+}
+
 async fn remove_background(
     state: &AppState,
-    parts: &Parts,
-    unread: &mut Option<Body>,
-    record: &mut RequestRecord<'_>,
+    admitted: Admitted,
+    body: Body,
+    arrived: Instant,
 ) -> Result<Response, Error> {
-    let arrived = record.started;
-    let Query(query) = Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
-        .map_err(|e| Error::BadRequest(format!("malformed query string: {e}")))?;
-    let options = parse_options(&query, state.limits.max_dimension)?;
-    let kind = body_kind(&parts.headers)?;
-
-    let _place = state.admit()?;
-    record.admitted = true;
-
-    let body = unread.take().ok_or_else(|| Error::Internal("the body was already read".into()))?;
-    let bytes = read_image(&parts.headers, body, kind, state.limits.max_body_bytes).await?;
+    let Admitted { options, kind, declared_length, place } = admitted;
+    let limits = state.limits;
+    let bytes =
+        upload::read_image(body, &kind, declared_length, limits.max_body_bytes, limits.upload_pace, arrived).await?;
     let preprocess = *state.preprocess.get().ok_or(Error::NotReady)?;
-    let max_pixels = state.limits.max_input_pixels;
+    let max_pixels = limits.max_input_pixels;
+    let working = place.clone();
     let (image, tensor) = state
         .on_cpu(move || -> Result<_, Error> {
-            let image = imaging::fit_within(imaging::decode(&bytes, max_pixels)?, options.max_dimension);
+            // The place stays taken until the work is done, whether or not anyone waits.
+            let _place = working;
+            let image = imaging::decode(&bytes, max_pixels)?.into_upright_rgba(options.max_dimension);
+            drop(bytes);
             let tensor = imaging::to_model_input(&image, &preprocess);
             Ok((image, tensor))
         })
         .await??;
 
-    let deadline = arrived + state.limits.request_timeout;
+    let deadline = arrived + limits.request_timeout;
     let (reply, mut result) = oneshot::channel();
     let started = Arc::new(AtomicBool::new(false));
-    state
-        .queue
-        .push(Job { tensor, arrived, deadline, reply, started: started.clone() })
-        .map_err(|_| Error::Draining)?;
+    let job = Job { tensor, arrived, deadline, reply, started: started.clone(), place: place.clone() };
+    let queued = Queued { queue: &state.queue, id: state.queue.push(job).map_err(|_| Error::Draining)? };
     let answer = match tokio::time::timeout_at(deadline.into(), &mut result).await {
         Ok(answer) => answer,
         // Its run began in time: see it through.
         Err(_) if started.load(Ordering::SeqCst) => result.await,
-        // Still waiting: answer now; dropping the receiver tells the loop to skip it.
+        // Still waiting: answer now, and take the job out of the queue.
         Err(_) => {
             return Err(Error::DeadlineExceeded {
                 waited: arrived.elapsed().as_secs_f64(),
-                deadline: state.limits.request_timeout.as_secs_f64(),
+                deadline: limits.request_timeout.as_secs_f64(),
             });
         }
     };
-    let inferred: Inferred = answer.map_err(|_| Error::Internal("the inference loop stopped".into()))??;
+    drop(queued);
+    let inferred: Inferred = answer.map_err(|_| Error::InferenceLoopStopped)??;
 
     let queue_wait = inferred.queue_wait;
     let inference = inferred.inference;
+    let working = place;
     let body = state
         .on_cpu(move || -> Result<Vec<u8>, Error> {
+            let _place = working;
             let (width, height) = image.dimensions();
             let mask = &inferred.mask;
             let mask = imaging::mask_to_image(&mask.values, mask.width, mask.height, width, height);
@@ -221,12 +282,26 @@ async fn remove_background(
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(options.format.content_type()));
-    headers.insert("x-matte-queue-wait-seconds", seconds_header(queue_wait.as_secs_f64()));
-    headers.insert("x-matte-inference-seconds", seconds_header(inference.as_secs_f64()));
+    headers.insert(matte_common::headers::QUEUE_WAIT_SECONDS, seconds_header(queue_wait.as_secs_f64()));
+    headers.insert(matte_common::headers::INFERENCE_SECONDS, seconds_header(inference.as_secs_f64()));
     if let Ok(value) = HeaderValue::from_str(&timing) {
         headers.insert("server-timing", value);
     }
     Ok(response)
+}
+
+/// A job in the queue on behalf of a handler: if the handler ends before the loop
+/// took the job (client gone, deadline passed), the job leaves the queue with it and
+/// its place is freed.
+struct Queued<'a> {
+    queue: &'a JobQueue,
+    id: JobId,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        drop(self.queue.remove(self.id));
+    }
 }
 
 fn seconds_header(seconds: f64) -> HeaderValue {
@@ -236,53 +311,6 @@ fn seconds_header(seconds: f64) -> HeaderValue {
 /// The most a refused request's upload is read for nothing before the connection is
 /// simply closed.
 const DISCARD_LIMIT: usize = 64 * 1024 * 1024;
-
-async fn read_image(headers: &HeaderMap, body: Body, kind: BodyKind, limit: usize) -> Result<Bytes, Error> {
-    match kind {
-        BodyKind::Raw => read_limited(body, limit).await,
-        BodyKind::Multipart => {
-            let content_type = headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static(""));
-            let limited = Body::new(http_body_util::Limited::new(body, limit));
-            let request = Request::builder()
-                .header(header::CONTENT_TYPE, content_type)
-                .body(limited)
-                .map_err(|e| Error::Internal(e.to_string()))?;
-            let mut multipart = Multipart::from_request(request, &())
-                .await
-                .map_err(|rejection| Error::BadRequest(rejection.body_text()))?;
-            let multipart_error = |error: axum::extract::multipart::MultipartError| {
-                if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Error::BodyTooLarge { limit }
-                } else {
-                    Error::BadRequest(format!("malformed multipart body: {}", error.body_text()))
-                }
-            };
-            while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
-                if field.name() == Some("image") {
-                    return field.bytes().await.map_err(multipart_error);
-                }
-            }
-            Err(Error::BadRequest("the multipart body has no field named `image`".into()))
-        }
-    }
-}
-
-/// Reads the whole body if it is at most `limit` bytes; past that, drains the rest
-/// (see [`discard`]) so the 413 reaches the client.
-async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Error> {
-    let mut stream = body.into_data_stream();
-    let mut collected = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::BadRequest(format!("could not read the body: {e}")))?;
-        if collected.len() + chunk.len() > limit {
-            drop(collected);
-            discard(stream).await;
-            return Err(Error::BodyTooLarge { limit });
-        }
-        collected.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(collected))
-}
 
 /// Reads and drops up to [`DISCARD_LIMIT`] bytes of a body nobody will use, for at
 /// most a few seconds: a slow client must not hold the handler.
@@ -301,9 +329,9 @@ async fn discard(mut stream: BodyDataStream) {
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     if state.is_live() {
-        (StatusCode::OK, "ok\n").into_response()
+        (StatusCode::OK, Json(serde_json::json!({ "status": "live" }))).into_response()
     } else {
-        (StatusCode::INTERNAL_SERVER_ERROR, "the inference loop has stopped\n").into_response()
+        Error::NotLive.into_response()
     }
 }
 
@@ -325,6 +353,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 async fn not_found(request: Request) -> Response {
     Error::NotFound(request.uri().path().to_owned()).into_response()
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    Error::MethodNotAllowed { method: request.method().to_string(), path: request.uri().path().to_owned() }
+        .into_response()
 }
 
 #[cfg(test)]
@@ -369,6 +402,14 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_parameter_is_refused_by_name() {
+        let pairs = vec![("format".to_owned(), "png".to_owned()), ("format".to_owned(), "mask".to_owned())];
+        let error = query_parameters(pairs).unwrap_err();
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        assert!(error.to_string().contains("`format`"), "{error}");
+    }
+
+    #[test]
     fn content_types() {
         let with = |value: &str| {
             let mut headers = HeaderMap::new();
@@ -377,7 +418,8 @@ mod tests {
         };
         assert_eq!(with("image/jpeg").unwrap(), BodyKind::Raw);
         assert_eq!(with("IMAGE/PNG; charset=binary").unwrap(), BodyKind::Raw);
-        assert_eq!(with("multipart/form-data; boundary=x").unwrap(), BodyKind::Multipart);
+        assert_eq!(with("multipart/form-data; boundary=x").unwrap(), BodyKind::Multipart { boundary: "x".into() });
+        assert_eq!(with("multipart/form-data").unwrap_err().status(), StatusCode::BAD_REQUEST);
         assert_eq!(with("text/plain").unwrap_err().status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
         assert_eq!(with("image/gif").unwrap_err().status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
         assert_eq!(body_kind(&HeaderMap::new()).unwrap_err().status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);

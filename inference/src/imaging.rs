@@ -10,6 +10,7 @@ use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::codecs::png::FilterType as PngFilter;
 use image::codecs::png::{CompressionType, PngEncoder};
 use image::codecs::webp::WebPEncoder;
+use image::metadata::Orientation;
 use image::{
     DynamicImage, ExtendedColorType, GrayImage, ImageDecoder, ImageEncoder, ImageFormat, ImageReader, Limits, RgbImage,
     RgbaImage,
@@ -46,9 +47,26 @@ impl OutputFormat {
     }
 }
 
-/// Decodes JPEG, PNG or WebP with its EXIF orientation applied, refusing before any
-/// pixel buffer is allocated an image whose header declares more than `max_pixels`.
-pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbaImage, Error> {
+/// The longest side accepted, whatever the pixel count: resizing needs memory in
+/// proportion to the longer side (its filter tables), so a 40 000 000 × 1 image would
+/// cost gigabytes though it has few pixels. JPEG cannot exceed it anyway.
+pub const MAX_SIDE: u32 = 65_535;
+
+/// What a PNG decoder may allocate for itself before and beside the pixels: row
+/// buffers and metadata such as an ICC profile, which is compressed and could
+/// otherwise inflate to hundreds of megabytes from a few kilobytes.
+const PNG_DECODER_BUDGET: u64 = 16 * 1024 * 1024;
+
+/// A decoded image, not yet turned upright.
+pub struct Decoded {
+    image: DynamicImage,
+    orientation: Orientation,
+}
+
+/// Decodes JPEG, PNG or WebP, refusing before any pixel buffer is allocated an image
+/// whose header declares more than `max_pixels` or a side over [`MAX_SIDE`]. Data
+/// after a JPEG's end-of-image marker (Motion Photos, appended thumbnails) is ignored.
+pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded, Error> {
     if bytes.is_empty() {
         return Err(Error::EmptyBody);
     }
@@ -56,45 +74,100 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbaImage, Error> {
     if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP) {
         return Err(Error::UnsupportedImageFormat(format.extensions_str()[0]));
     }
-    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
-        return Err(Error::CorruptImage("the JPEG is truncated: no end-of-image marker after its last scan".into()));
-    }
-    let mut decoder = ImageReader::with_format(Cursor::new(bytes), format).into_decoder().map_err(corrupt)?;
+    let bytes = match format {
+        ImageFormat::Jpeg => {
+            &bytes[..jpeg_length(bytes).ok_or_else(|| {
+                Error::CorruptImage("the JPEG is truncated: no end-of-image marker after its last scan".into())
+            })?]
+        }
+        _ => bytes,
+    };
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut decoder_budget = Limits::default();
+    decoder_budget.max_alloc = Some(PNG_DECODER_BUDGET);
+    reader.limits(decoder_budget);
+    let mut decoder = reader.into_decoder().map_err(decode_error)?;
     let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
         return Err(Error::TooManyPixels { width, height, pixels, limit: max_pixels });
     }
+    if width.max(height) > MAX_SIDE {
+        return Err(Error::SideTooLong { width, height, limit: MAX_SIDE });
+    }
     // The pixel check above is the user-facing limit; this one also bounds what a
     // decoder may allocate for itself (16 bytes a pixel covers 16-bit RGBA).
     let mut limits = Limits::default();
     limits.max_alloc = Some(max_pixels.saturating_mul(16));
-    decoder.set_limits(limits).map_err(corrupt)?;
+    decoder.set_limits(limits).map_err(decode_error)?;
     // A broken EXIF block is no reason to refuse an image that decodes.
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut image = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
-    image.apply_orientation(orientation);
-    Ok(image.into_rgba8())
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
+    Ok(Decoded { image, orientation })
 }
 
-/// The JPEG decoder fills a truncated scan with grey rather than failing, so check the
-/// stream itself: the end-of-image marker must follow the last start-of-scan. Neither
-/// marker can occur inside entropy-coded data, where 0xFF is always escaped.
-fn jpeg_is_complete(bytes: &[u8]) -> bool {
-    let last = |marker: u8| bytes.windows(2).rposition(|pair| pair == [0xFF, marker]);
-    match (last(0xDA), last(0xD9)) {
-        (Some(scan), Some(end)) => end > scan,
-        _ => false,
+impl Decoded {
+    /// The image as RGBA, its longer side at most `max_side`, turned upright. It is
+    /// scaled first, in its own pixel type, so that no other full-size copy is made.
+    pub fn into_upright_rgba(self, max_side: u32) -> RgbaImage {
+        let mut upright = fit_within(self.image, max_side);
+        upright.apply_orientation(self.orientation);
+        upright.into_rgba8()
     }
 }
 
-fn corrupt(error: image::ImageError) -> Error {
-    Error::CorruptImage(error.to_string())
+/// The length of a JPEG up to and including its end-of-image marker, found by walking
+/// its segments (entropy-coded data cannot hold a marker: 0xFF is escaped there);
+/// `None` when the stream ends first. The decoder fills a truncated scan with grey
+/// rather than failing, so this is also the truncation check.
+fn jpeg_length(bytes: &[u8]) -> Option<usize> {
+    let mut at = 2; // after SOI
+    loop {
+        if *bytes.get(at)? != 0xFF {
+            return None;
+        }
+        while *bytes.get(at + 1)? == 0xFF {
+            at += 1; // fill bytes
+        }
+        let marker = bytes[at + 1];
+        match marker {
+            0xD9 => return Some(at + 2),
+            0x01 | 0xD0..=0xD7 => at += 2,
+            _ => {
+                let length = usize::from(u16::from_be_bytes([*bytes.get(at + 2)?, *bytes.get(at + 3)?]));
+                at += 2 + length;
+                if marker == 0xDA {
+                    at = next_marker_after_scan(bytes, at)?;
+                }
+            }
+        }
+    }
+}
+
+/// The position of the first marker after entropy-coded data starting at `from`,
+/// skipping stuffed bytes (FF 00) and restart markers.
+fn next_marker_after_scan(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    loop {
+        let offset = bytes.get(at..)?.iter().position(|&b| b == 0xFF)?;
+        at += offset;
+        match *bytes.get(at + 1)? {
+            0x00 | 0xD0..=0xD7 | 0xFF => at += 1,
+            _ => return Some(at),
+        }
+    }
+}
+
+fn decode_error(error: image::ImageError) -> Error {
+    match error {
+        image::ImageError::Limits(limit) => Error::DecoderLimit(limit.to_string()),
+        other => Error::CorruptImage(other.to_string()),
+    }
 }
 
 /// Scales `image` down so that its longer side is at most `max_side`; never up.
-pub fn fit_within(image: RgbaImage, max_side: u32) -> RgbaImage {
-    let (width, height) = image.dimensions();
+pub fn fit_within(image: DynamicImage, max_side: u32) -> DynamicImage {
+    let (width, height) = (image.width(), image.height());
     let longer = width.max(height);
     if longer <= max_side || max_side == 0 {
         return image;
@@ -102,7 +175,7 @@ pub fn fit_within(image: RgbaImage, max_side: u32) -> RgbaImage {
     let scale = f64::from(max_side) / f64::from(longer);
     let new_width = ((f64::from(width) * scale).round() as u32).max(1);
     let new_height = ((f64::from(height) * scale).round() as u32).max(1);
-    let mut resized = RgbaImage::new(new_width, new_height);
+    let mut resized = DynamicImage::new(new_width, new_height, image.color());
     resize(&image, &mut resized, FilterType::Lanczos3);
     resized
 }
@@ -184,7 +257,7 @@ pub fn encode(image: &DynamicImage, format: OutputFormat) -> Result<Vec<u8>, Err
             WebPEncoder::new_lossless(&mut bytes).write_image(image.as_bytes(), image.width(), image.height(), colour)
         }
     };
-    result.map_err(|e| Error::Internal(format!("encoding the result: {e}")))?;
+    result.map_err(|e| Error::Encode(e.to_string()))?;
     Ok(bytes)
 }
 
@@ -212,7 +285,11 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{ImageBuffer, Rgba};
+    use image::{GenericImageView, ImageBuffer, Rgba};
+
+    fn upright(bytes: &[u8], max_pixels: u64) -> Result<RgbaImage, Error> {
+        decode(bytes, max_pixels).map(|decoded| decoded.into_upright_rgba(u32::MAX))
+    }
 
     fn png_of(image: &RgbaImage) -> Vec<u8> {
         encode(&DynamicImage::ImageRgba8(image.clone()), OutputFormat::Png).unwrap()
@@ -247,11 +324,11 @@ mod tests {
     #[test]
     fn decodes_png_jpeg_and_webp() {
         let image = RgbaImage::from_pixel(7, 5, Rgba([10, 200, 30, 255]));
-        assert_eq!(decode(&png_of(&image), 1_000).unwrap().dimensions(), (7, 5));
+        assert_eq!(upright(&png_of(&image), 1_000).unwrap().dimensions(), (7, 5));
         let rgb = DynamicImage::ImageRgba8(image.clone()).into_rgb8();
-        assert_eq!(decode(&jpeg_of(&rgb), 1_000).unwrap().dimensions(), (7, 5));
+        assert_eq!(upright(&jpeg_of(&rgb), 1_000).unwrap().dimensions(), (7, 5));
         let webp = encode(&DynamicImage::ImageRgba8(image), OutputFormat::Webp).unwrap();
-        let decoded = decode(&webp, 1_000).unwrap();
+        let decoded = upright(&webp, 1_000).unwrap();
         assert_eq!(decoded.get_pixel(3, 3), &Rgba([10, 200, 30, 255]));
     }
 
@@ -261,7 +338,7 @@ mod tests {
         // with the red half on top.
         let image: RgbImage =
             ImageBuffer::from_fn(4, 2, |x, _| if x < 2 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) });
-        let decoded = decode(&jpeg_rotated_90(&image), 1_000).unwrap();
+        let decoded = upright(&jpeg_rotated_90(&image), 1_000).unwrap();
         assert_eq!(decoded.dimensions(), (2, 4));
         assert!(decoded.get_pixel(0, 0)[0] > 200, "top should be red: {:?}", decoded.get_pixel(0, 0));
         assert!(decoded.get_pixel(0, 3)[2] > 200, "bottom should be blue: {:?}", decoded.get_pixel(0, 3));
@@ -269,21 +346,39 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_supported_image() {
-        assert!(matches!(decode(b"", 10), Err(Error::EmptyBody)));
-        assert!(matches!(decode(b"hello, world", 10), Err(Error::NotAnImage)));
-        assert!(matches!(decode(b"GIF89a\x01\0\x01\0\0\0\0;", 10), Err(Error::UnsupportedImageFormat("gif"))));
+        assert!(matches!(upright(b"", 10), Err(Error::EmptyBody)));
+        assert!(matches!(upright(b"hello, world", 10), Err(Error::NotAnImage)));
+        assert!(matches!(upright(b"GIF89a\x01\0\x01\0\0\0\0;", 10), Err(Error::UnsupportedImageFormat("gif"))));
         let jpeg = jpeg_of(&RgbImage::from_pixel(64, 64, image::Rgb([1, 2, 3])));
         let truncated = &jpeg[..jpeg.len() / 2];
-        assert!(matches!(decode(truncated, 1_000_000), Err(Error::CorruptImage(_))));
+        assert!(matches!(upright(truncated, 1_000_000), Err(Error::CorruptImage(_))));
+    }
+
+    #[test]
+    fn data_after_the_end_of_a_jpeg_is_ignored() {
+        let jpeg = jpeg_of(&RgbImage::from_pixel(16, 8, image::Rgb([9, 99, 199])));
+        // A trailer as a Motion Photo has one: another stream, markers and all.
+        let trailer = [b"\0\0\0\x18ftypmp42".as_slice(), &[0xFF, 0xDA, 0x00, 0x02, 0xFF, 0xD8], &jpeg[..40]].concat();
+        let with_trailer = [jpeg.as_slice(), &trailer].concat();
+        assert_eq!(jpeg_length(&with_trailer), Some(jpeg.len()));
+        assert_eq!(upright(&with_trailer, 1_000).unwrap().dimensions(), (16, 8));
+    }
+
+    #[test]
+    fn an_image_with_a_side_past_the_limit_is_refused() {
+        let long = GrayImage::new(MAX_SIDE + 1, 1);
+        let mut png = Vec::new();
+        DynamicImage::ImageLuma8(long).write_to(&mut Cursor::new(&mut png), ImageFormat::Png).unwrap();
+        assert!(matches!(upright(&png, u64::MAX), Err(Error::SideTooLong { width, .. }) if width == MAX_SIDE + 1));
     }
 
     #[test]
     fn fits_within_keeps_aspect_and_never_upscales() {
-        let wide = RgbaImage::new(4000, 1000);
+        let wide = DynamicImage::ImageRgba8(RgbaImage::new(4000, 1000));
         assert_eq!(fit_within(wide, 2048).dimensions(), (2048, 512));
-        let tall = RgbaImage::new(300, 900);
+        let tall = DynamicImage::ImageRgb8(RgbImage::new(300, 900));
         assert_eq!(fit_within(tall, 450).dimensions(), (150, 450));
-        let small = RgbaImage::new(100, 50);
+        let small = DynamicImage::ImageLuma8(GrayImage::new(100, 50));
         assert_eq!(fit_within(small, 2048).dimensions(), (100, 50));
     }
 

@@ -10,9 +10,21 @@ use crate::Error;
 use crate::metrics::Metrics;
 use crate::model::Model;
 use crate::queue::{Inferred, Job, JobQueue};
+use crate::state::LoopHealth;
+
+/// What the loop reads from and reports to.
+#[derive(Clone, Copy)]
+pub struct LoopContext<'a> {
+    pub queue: &'a JobQueue,
+    pub metrics: &'a Metrics,
+    pub service_time: &'a ServiceTime,
+    pub health: &'a LoopHealth,
+    pub batch_delay: Duration,
+}
 
 /// Runs until the queue is closed and empty.
-pub fn run(mut model: Model, queue: &JobQueue, metrics: &Metrics, service_time: &ServiceTime, batch_delay: Duration) {
+pub fn run(mut model: Model, context: &LoopContext<'_>) {
+    let LoopContext { queue, metrics, service_time, health, batch_delay } = *context;
     let max_batch = model.shape().max_batch_size;
     while let Some(batch) = queue.next_batch(max_batch, batch_delay) {
         let started = Instant::now();
@@ -24,7 +36,9 @@ pub fn run(mut model: Model, queue: &JobQueue, metrics: &Metrics, service_time: 
             metrics.queue_wait.observe((started - job.arrived).as_secs_f64());
         }
         let inputs: Vec<&[f32]> = jobs.iter().map(|job| job.tensor.as_slice()).collect();
+        health.run_begins();
         let result = model.run(&inputs);
+        health.run_ends(result.is_ok());
         let elapsed = started.elapsed();
         metrics.inference.observe(elapsed.as_secs_f64());
         metrics.batch_size.observe(jobs.len() as f64);
@@ -41,8 +55,9 @@ pub fn run(mut model: Model, queue: &JobQueue, metrics: &Metrics, service_time: 
             }
             Err(error) => {
                 tracing::error!(%error, batch = jobs.len(), "inference run failed");
+                let reason = error.to_string();
                 for job in jobs {
-                    let _ = job.reply.send(Err(Error::Inference(error.to_string())));
+                    let _ = job.reply.send(Err(Error::Inference(reason.clone())));
                 }
             }
         }
@@ -134,7 +149,17 @@ mod tests {
         let now = Instant::now();
         let make = |deadline: Instant| {
             let (reply, receiver) = oneshot::channel();
-            (Job { tensor: vec![], arrived: now, deadline, reply, started: Default::default() }, receiver)
+            (
+                Job {
+                    tensor: vec![],
+                    arrived: now,
+                    deadline,
+                    reply,
+                    started: Default::default(),
+                    place: crate::state::Place::detached(),
+                },
+                receiver,
+            )
         };
         let (live, _live_receiver) = make(now + Duration::from_secs(10));
         let (abandoned, abandoned_receiver) = make(now + Duration::from_secs(10));

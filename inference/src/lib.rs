@@ -1,12 +1,15 @@
 //! Matte's inference server: one sequential inference loop behind a bounded,
 //! honest HTTP queue.
 //!
-//! Reading order: [`config`] (the flags), [`server`] (lifecycle and shared state),
-//! [`http`] (the API), [`imaging`] (pure image steps), [`queue`] and
+//! Reading order: [`config`] (the flags), [`server`] (lifecycle), [`state`] (what
+//! handlers share: places, workers, health), [`connections`] (accepting and timing
+//! out connections), [`http`] (the API), [`upload`] (reading bodies),
+//! [`imaging`] (pure image steps), [`queue`] and
 //! [`inference_loop`] (the hand-off to the one loop that owns the model), [`model`]
 //! (ONNX Runtime), [`metrics`] (what Prometheus sees).
 
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod http;
 pub mod imaging;
@@ -15,5 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod queue;
 pub mod server;
+pub mod state;
+pub mod upload;
 
 pub use error::Error;

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?
-            .block_on(server::run(config, library))
+            .block_on(server::serve(config, library))
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,8 +2,9 @@
 //!
 //! Handlers push decoded images; the loop, on its own thread, takes them in batches.
 //! The queue itself never refuses a push: how many requests may exist at once is
-//! decided earlier, at admission (see `server::AppState::admit`), so its length is
-//! bounded by the queue capacity without a second limit to keep in step.
+//! decided earlier, at admission (see `state::AppState::admit`). Every job holds its
+//! request's place, so the queue is never longer than the capacity; a handler whose
+//! client goes away takes its job out again (see [`JobQueue::remove`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
@@ -14,6 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::Error;
 use crate::model::Mask;
+use crate::state::Place;
 
 /// One image waiting for inference.
 pub struct Job {
@@ -28,6 +30,8 @@ pub struct Job {
     /// Set by the loop when it takes the job into a run, so that a handler whose
     /// deadline passes mid-run waits for the result instead of answering 504.
     pub started: Arc<AtomicBool>,
+    /// The request's place, held for as long as the job exists.
+    pub place: Place,
 }
 
 /// What the loop sends back for one job.
@@ -47,9 +51,14 @@ pub struct JobQueue {
 
 #[derive(Default)]
 struct State {
-    jobs: VecDeque<Job>,
+    jobs: VecDeque<(JobId, Job)>,
+    next_id: u64,
     closed: bool,
 }
+
+/// Names a queued job, so that its handler can take it out again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobId(u64);
 
 impl JobQueue {
     pub fn new() -> JobQueue {
@@ -57,15 +66,25 @@ impl JobQueue {
     }
 
     /// Adds a job; gives it back if the queue is closed.
-    pub fn push(&self, job: Job) -> Result<(), Job> {
+    pub fn push(&self, job: Job) -> Result<JobId, Job> {
         let mut state = self.lock();
         if state.closed {
             return Err(job);
         }
-        state.jobs.push_back(job);
+        let id = JobId(state.next_id);
+        state.next_id += 1;
+        state.jobs.push_back((id, job));
         drop(state);
         self.changed.notify_one();
-        Ok(())
+        Ok(id)
+    }
+
+    /// Takes a job out if it is still waiting (its client has gone); its place is
+    /// free once the caller drops it.
+    pub fn remove(&self, id: JobId) -> Option<Job> {
+        let mut state = self.lock();
+        let index = state.jobs.iter().position(|(queued, _)| *queued == id)?;
+        state.jobs.remove(index).map(|(_, job)| job)
     }
 
     /// Jobs waiting now.
@@ -75,7 +94,7 @@ impl JobQueue {
 
     /// When the oldest waiting job arrived.
     pub fn oldest_arrival(&self) -> Option<Instant> {
-        self.lock().jobs.iter().map(|job| job.arrived).min()
+        self.lock().jobs.iter().map(|(_, job)| job.arrived).min()
     }
 
     /// Stops further pushes; the loop still drains what is queued.
@@ -103,7 +122,7 @@ impl JobQueue {
             state = self.changed.wait_timeout(state, fill_by - now).unwrap_or_else(|poisoned| poisoned.into_inner()).0;
         }
         let take = state.jobs.len().min(max);
-        Some(state.jobs.drain(..take).collect())
+        Some(state.jobs.drain(..take).map(|(_, job)| job).collect())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -120,7 +139,10 @@ mod tests {
         let (reply, receiver) = oneshot::channel();
         let now = Instant::now();
         let deadline = now + Duration::from_secs(60);
-        (Job { tensor: vec![], arrived: now, deadline, reply, started: Arc::default() }, receiver)
+        (
+            Job { tensor: vec![], arrived: now, deadline, reply, started: Arc::default(), place: Place::detached() },
+            receiver,
+        )
     }
 
     #[test]
@@ -175,6 +197,19 @@ mod tests {
         assert!(queue.push(late).is_err(), "a closed queue takes nothing new");
         assert_eq!(queue.next_batch(4, Duration::from_secs(5)).map(|b| b.len()), Some(1));
         assert!(queue.next_batch(4, Duration::from_secs(5)).is_none());
+    }
+
+    #[test]
+    fn a_removed_job_is_not_handed_out() {
+        let queue = JobQueue::new();
+        let (first, _r1) = job();
+        let (second, _r2) = job();
+        let first = queue.push(first).ok().unwrap();
+        queue.push(second).ok().unwrap();
+        assert!(queue.remove(first).is_some());
+        assert!(queue.remove(first).is_none(), "gone already");
+        assert_eq!(queue.depth(), 1);
+        assert_eq!(queue.next_batch(4, Duration::ZERO).map(|b| b.len()), Some(1));
     }
 
     #[test]

@@ -1,189 +1,149 @@
-//! Wiring and lifecycle: listen at once (so liveness answers while the model loads),
-//! load and warm the model on the inference thread, turn ready, and on SIGTERM turn
-//! unready, refuse new work, finish everything accepted, then return.
+//! Wiring and lifecycle: serve at once (so liveness answers while the model loads),
+//! load and warm the model on the inference thread, turn ready, and when told to shut
+//! down: turn unready, keep admitting for the drain delay while load balancers catch
+//! up, then refuse new work, finish everything accepted, close the connections and
+//! return.
 
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
-use crate::imaging::Preprocess;
-use crate::inference_loop::{self, ServiceTime};
-use crate::metrics::Metrics;
+use crate::connections::{self, Stage, Timeouts};
+use crate::inference_loop::{self, LoopContext};
 use crate::model::{Model, ModelOptions};
-use crate::queue::JobQueue;
+use crate::state::AppState;
 use crate::{Error, http};
 
-/// Per-request limits taken from the configuration.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_dimension: u32,
-    pub max_input_pixels: u64,
-    pub max_body_bytes: usize,
-    pub request_timeout: Duration,
-}
-
-/// What every handler shares.
-pub struct AppState {
-    pub limits: Limits,
-    pub metrics: Metrics,
-    pub queue: JobQueue,
-    pub service_time: ServiceTime,
-    /// Set once the model is loaded: the input every image is prepared for.
-    pub preprocess: OnceLock<Preprocess>,
-    capacity: u32,
-    admission: Arc<Semaphore>,
-    cpu_workers: Arc<Semaphore>,
-    ready: AtomicBool,
-    draining: AtomicBool,
-    inference_loop_running: AtomicBool,
-}
-
-impl AppState {
-    pub fn new(config: &Config) -> AppState {
-        AppState {
-            limits: Limits {
-                max_dimension: config.max_dimension,
-                max_input_pixels: config.max_input_pixels,
-                max_body_bytes: config.max_body_bytes,
-                request_timeout: config.request_timeout,
-            },
-            metrics: Metrics::default(),
-            queue: JobQueue::new(),
-            // Replaced by the warm-up run's time before the first request is admitted.
-            service_time: ServiceTime::new(Duration::from_secs(1)),
-            preprocess: OnceLock::new(),
-            capacity: config.queue_capacity,
-            admission: Arc::new(Semaphore::new(config.queue_capacity as usize)),
-            cpu_workers: Arc::new(Semaphore::new(config.cpu_workers())),
-            ready: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
-            inference_loop_running: AtomicBool::new(false),
-        }
-    }
-
-    /// Takes one of the `queue_capacity` places, or says when to come back.
-    pub fn admit(&self) -> Result<OwnedSemaphorePermit, Error> {
-        if let Some(reason) = self.unready_reason() {
-            return Err(reason);
-        }
-        let permit = self.admission.clone().try_acquire_owned().map_err(|_| Error::QueueFull {
-            capacity: self.capacity,
-            retry_after: self.service_time.retry_after(self.inflight()),
-        })?;
-        // Draining may have begun between the check and the permit; the drain waits
-        // only for permits it can see, so re-check now that this one is visible.
-        if self.draining.load(Ordering::SeqCst) {
-            return Err(Error::Draining);
-        }
-        Ok(permit)
-    }
-
-    /// Requests holding a place: queued, decoding, inferring or encoding.
-    pub fn inflight(&self) -> usize {
-        self.capacity as usize - self.admission.available_permits()
-    }
-
-    /// Runs CPU-heavy work (decode, resize, encode) on the blocking pool, at most
-    /// `cpu_workers` at a time so image work cannot starve the runtime.
-    pub async fn on_cpu<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
-        let _worker = self.cpu_workers.acquire().await.map_err(|_| Error::Internal("CPU pool closed".into()))?;
-        tokio::task::spawn_blocking(work).await.map_err(|e| Error::Internal(format!("image worker failed: {e}")))
-    }
-
-    /// Why the pod takes no work now, if it does not: loading or draining.
-    pub fn unready_reason(&self) -> Option<Error> {
-        if self.draining.load(Ordering::SeqCst) {
-            Some(Error::Draining)
-        } else if !self.ready.load(Ordering::SeqCst) || !self.inference_loop_running.load(Ordering::SeqCst) {
-            Some(Error::NotReady)
-        } else {
-            None
-        }
-    }
-
-    /// Live unless the inference loop has stopped while the pod was meant to be serving.
-    pub fn is_live(&self) -> bool {
-        let loop_expected = self.ready.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst);
-        !loop_expected || self.inference_loop_running.load(Ordering::SeqCst)
-    }
-
-    fn mark_ready(&self) {
-        self.inference_loop_running.store(true, Ordering::SeqCst);
-        self.ready.store(true, Ordering::SeqCst);
-        self.metrics.ready.set(1);
-    }
-
-    fn start_draining(&self) {
-        self.draining.store(true, Ordering::SeqCst);
-        self.metrics.ready.set(0);
-    }
-
-    /// Refreshes the gauges that describe the queue right now; called before a scrape.
-    pub fn observe_queue(&self) {
-        self.metrics.queue_depth.set(self.queue.depth() as i64);
-        let oldest = self.queue.oldest_arrival().map_or(0.0, |arrived| arrived.elapsed().as_secs_f64());
-        self.metrics.oldest_queued_age.set(oldest);
-        self.metrics.inflight.set(self.inflight() as i64);
-    }
-}
-
-/// Serves until SIGTERM or SIGINT and a completed drain; errors if the model cannot
-/// be loaded or the address cannot be bound.
-pub async fn run(config: Config, runtime_library: PathBuf) -> Result<(), Error> {
+/// Binds the configured address and serves until SIGTERM or SIGINT and a completed
+/// drain.
+pub async fn serve(config: Config, runtime_library: PathBuf) -> Result<(), Error> {
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| Error::Listen { addr: config.listen, source })?;
     tracing::info!(addr = %config.listen, "listening; loading the model");
+    run(listener, config, runtime_library, shutdown_signal()).await
+}
 
+/// Serves on `listener` until `shutdown` resolves, then drains; errors if the model
+/// cannot be loaded.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    runtime_library: PathBuf,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
     let state = Arc::new(AppState::new(&config));
-    let options = model_options(&config, runtime_library);
+    tracing::info!(
+        image_work_mib = config.sizing().image_work_bytes() >> 20,
+        "the image work is bounded by the flags to this much memory, beside the runtime and the model"
+    );
     let (loaded_tx, loaded_rx) = oneshot::channel();
-    let inference_thread = {
-        let state = state.clone();
-        let batch_delay = config.max_batch_delay();
-        std::thread::Builder::new()
-            .name("inference-loop".into())
-            .spawn(move || {
-                let model = match load_and_warm_up(&options, &state) {
-                    Ok(model) => model,
-                    Err(error) => {
-                        let _ = loaded_tx.send(Err(error));
-                        return;
-                    }
-                };
-                let _ = loaded_tx.send(Ok(()));
-                let looped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    inference_loop::run(model, &state.queue, &state.metrics, &state.service_time, batch_delay)
-                }));
-                // Liveness fails from here unless the pod is draining, so a dead loop
-                // gets the pod restarted rather than queueing work forever.
-                state.inference_loop_running.store(false, Ordering::SeqCst);
-                state.queue.close();
-                if looped.is_err() {
-                    tracing::error!("the inference loop panicked");
-                }
-            })
-            .map_err(|e| Error::Internal(format!("cannot start the inference thread: {e}")))?
-    };
+    let inference_thread = spawn_inference_thread(&config, runtime_library, state.clone(), loaded_tx)?;
 
-    let server =
-        axum::serve(listener, http::router(state.clone())).with_graceful_shutdown(drain_on_signal(state.clone()));
+    let (stage, stage_rx) = watch::channel(Stage::Serving);
+    let timeouts = Timeouts { header_read: config.header_read_timeout, write: config.write_timeout };
+    let mut connections = tokio::spawn(connections::serve(listener, http::router(state.clone()), timeouts, stage_rx));
+
     tokio::select! {
-        served = server => served.map_err(Error::Serve)?,
-        Ok(Err(error)) = loaded_rx => return Err(error),
+        () = shutdown => {}
+        Ok(Err(error)) = loaded_rx => {
+            let _ = stage.send(Stage::Cut);
+            let _ = connections.await;
+            return Err(error);
+        }
+    }
+
+    let was_serving = state.is_ready();
+    state.begin_drain();
+    if was_serving {
+        tracing::info!(delay = ?config.drain_delay, "shutting down: unready, still admitting while endpoints catch up");
+        tokio::time::sleep(config.drain_delay).await;
+    }
+    state.refuse_new_work();
+    let deadline = Instant::now() + config.drain_timeout;
+    tracing::info!(inflight = state.inflight(), "draining: refusing new work, finishing what was accepted");
+    if tokio::time::timeout_at(deadline.into(), state.all_places_free()).await.is_err() {
+        tracing::warn!(inflight = state.inflight(), "the drain timeout passed with requests unfinished");
+        let _ = stage.send(Stage::Cut);
+    } else {
+        let _ = stage.send(Stage::Closing);
+    }
+    if tokio::time::timeout_at(deadline.into(), &mut connections).await.is_err() {
+        let _ = stage.send(Stage::Cut);
+        let _ = connections.await;
     }
 
     state.queue.close();
-    tokio::task::spawn_blocking(move || inference_thread.join())
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(|_| Error::Internal("the inference thread panicked".into()))?;
+    if was_serving {
+        // The loop ends once the (closed) queue is empty; a warm-up in progress is
+        // not waited for, the process exits around it.
+        let joined = tokio::task::spawn_blocking(move || inference_thread.join());
+        let last_run = deadline.max(Instant::now() + Duration::from_secs(1));
+        if tokio::time::timeout_at(last_run.into(), joined).await.is_err() {
+            tracing::warn!("the inference loop did not stop by the drain deadline");
+        }
+    }
     tracing::info!("drained; exiting");
     Ok(())
+}
+
+/// Starts the thread that owns the model: load, warm up, turn ready, run the loop.
+/// Whether loading worked is sent on `loaded`; a panic while loading is an error
+/// too, so the process exits rather than staying up, never ready.
+fn spawn_inference_thread(
+    config: &Config,
+    runtime_library: PathBuf,
+    state: Arc<AppState>,
+    loaded: oneshot::Sender<Result<(), Error>>,
+) -> Result<std::thread::JoinHandle<()>, Error> {
+    let options = model_options(config, runtime_library);
+    let batch_delay = config.max_batch_delay();
+    std::thread::Builder::new()
+        .name("inference-loop".into())
+        .spawn(move || {
+            let load = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_and_warm_up(&options, &state)));
+            let model = match load {
+                Ok(Ok(model)) => model,
+                Ok(Err(error)) => {
+                    let _ = loaded.send(Err(error));
+                    return;
+                }
+                Err(panic) => {
+                    let _ = loaded.send(Err(Error::LoadPanicked(panic_message(panic.as_ref()))));
+                    return;
+                }
+            };
+            let _ = loaded.send(Ok(()));
+            let context = LoopContext {
+                queue: &state.queue,
+                metrics: &state.metrics,
+                service_time: &state.service_time,
+                health: &state.loop_health,
+                batch_delay,
+            };
+            let looped =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inference_loop::run(model, &context)));
+            // Liveness fails from here unless the pod is draining, so a dead loop
+            // gets the pod restarted rather than queueing work forever.
+            state.loop_health.set_running(false);
+            state.queue.close();
+            if let Err(panic) = looped {
+                tracing::error!(panic = panic_message(panic.as_ref()), "the inference loop panicked");
+            }
+        })
+        .map_err(Error::InferenceThread)
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 fn model_options(config: &Config, runtime_library: PathBuf) -> ModelOptions {
@@ -234,18 +194,8 @@ fn load_and_warm_up(options: &ModelOptions, state: &AppState) -> Result<Model, E
     Ok(model)
 }
 
-/// Resolves when the server may stop: after SIGTERM or SIGINT, once every admitted
-/// request has been answered. New requests meanwhile get 503.
-async fn drain_on_signal(state: Arc<AppState>) {
-    wait_for_signal().await;
-    state.start_draining();
-    tracing::info!(inflight = state.inflight(), "signal received; draining");
-    while state.inflight() > 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut terminate), Ok(mut interrupt)) => {

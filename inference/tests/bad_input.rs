@@ -66,3 +66,25 @@ fn bad_input_is_refused_clearly_and_nothing_accepted_is_lost() {
     assert_eq!(after.status(), 200, "the server still serves after bad input");
     assert_eq!(client.get(server.url("/readyz")).send().unwrap().status(), 200);
 }
+
+#[test]
+fn a_jpeg_with_data_after_its_end_is_accepted() {
+    let model = support::TinyModel::generate();
+    let server = Server::start_with_model(&model.path, &[]);
+    let mut jpeg = Vec::new();
+    image::load_from_memory(&sample_image("coffee.png"))
+        .unwrap()
+        .to_rgb8()
+        .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .unwrap();
+    // What a Motion Photo appends: a video, whose bytes may look like JPEG markers.
+    let trailer = [b"\0\0\0\x18ftypmp42".as_slice(), &[0xFF, 0xDA, 0x00, 0x04, 0x12, 0x34, 0xFF, 0xD8], &[7; 4096]];
+    let motion_photo = [jpeg.as_slice(), &trailer.concat()].concat();
+    let response = blocking_client()
+        .post(server.url("/v1/remove"))
+        .header("content-type", "image/jpeg")
+        .body(motion_photo)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().unwrap_or_default());
+}

@@ -3,18 +3,7 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Command;
-
-use support::{Server, post_concurrently, setup_path};
-
-fn tiny_dynamic_batch_model() -> PathBuf {
-    let path = std::env::temp_dir().join(format!("matte-tiny-{}.onnx", std::process::id()));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny_model.py");
-    let status = Command::new(setup_path("MATTE_PYTHON")).arg(script).arg(&path).status().unwrap();
-    assert!(status.success(), "generating the tiny model failed");
-    path
-}
+use support::{Server, TinyModel, post_concurrently};
 
 fn send_concurrently(server: &Server, count: usize) {
     for request in post_concurrently(server, "coffee.png", count) {
@@ -24,10 +13,9 @@ fn send_concurrently(server: &Server, count: usize) {
 
 #[test]
 fn a_dynamic_batch_model_runs_several_images_at_once() {
-    let model = tiny_dynamic_batch_model();
-    let server = Server::start_with_model(&model, &["--max-batch-size", "4", "--max-batch-delay-ms", "1000"]);
+    let model = TinyModel::generate();
+    let server = Server::start_with_model(&model.path, &["--max-batch-size", "4", "--max-batch-delay-ms", "1000"]);
     send_concurrently(&server, 4);
-    std::fs::remove_file(&model).unwrap();
 
     assert_eq!(server.metric("matte_images_processed_total"), 4.0);
     let runs = server.metric("matte_batch_size_count");

@@ -17,9 +17,9 @@ use crate::error::LoadError;
 use crate::stats::Distribution;
 
 /// Response header: seconds the request waited in the pod's queue.
-pub const QUEUE_WAIT_HEADER: &str = "x-matte-queue-wait-seconds";
+pub const QUEUE_WAIT_HEADER: &str = matte_common::headers::QUEUE_WAIT_SECONDS;
 /// Response header: seconds of the inference run that served the request.
-pub const INFERENCE_HEADER: &str = "x-matte-inference-seconds";
+pub const INFERENCE_HEADER: &str = matte_common::headers::INFERENCE_SECONDS;
 /// Wait before retrying a 429 that carries no usable `Retry-After`.
 pub const DEFAULT_RETRY_WAIT: Duration = Duration::from_secs(1);
 /// Longest wait honoured from a `Retry-After` header.

@@ -2,7 +2,8 @@
 //! Runtime and model that `scripts/setup.sh` fetched.
 #![allow(dead_code)] // each test file uses a different part of this module
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -65,6 +66,69 @@ pub fn decompression_bomb() -> Vec<u8> {
     png
 }
 
+/// A tiny generated model (dynamic batch, 32×32 input, a mean and a sigmoid): it loads
+/// and infers in milliseconds, for tests about the server rather than the model.
+/// The file is removed when this is dropped.
+pub struct TinyModel {
+    pub path: PathBuf,
+}
+
+impl TinyModel {
+    pub fn generate() -> TinyModel {
+        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("matte-tiny-{}-{n}.onnx", std::process::id()));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny_model.py");
+        let status = Command::new(setup_path("MATTE_PYTHON")).arg(script).arg(&path).status().unwrap();
+        assert!(status.success(), "generating the tiny model failed");
+        TinyModel { path }
+    }
+}
+
+impl Drop for TinyModel {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The process's peak and current resident memory, from /proc/<pid>/status.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub peak_mib: f64,
+    pub resident_mib: f64,
+}
+
+/// Opens a raw connection with generous read and write timeouts.
+pub fn connect(server: &Server) -> TcpStream {
+    let stream = TcpStream::connect(server.base.trim_start_matches("http://")).expect("connects");
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    stream.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+    stream
+}
+
+/// Reads from `stream` until the end of a response head (or the connection ends),
+/// returning what came; e.g. `HTTP/1.1 415 Unsupported Media Type\r\n...`.
+pub fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Writes request headers for a raw-body POST to /v1/remove.
+pub fn send_head(stream: &mut TcpStream, content_type: &str, content_length: usize, extra: &str) {
+    let head = format!(
+        "POST /v1/remove HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {content_length}\r\n{extra}\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("headers are sent");
+}
+
 pub struct Server {
     child: Child,
     pub base: String,
@@ -98,6 +162,25 @@ impl Server {
             .spawn()
             .expect("matte-inference starts");
         Server { child, base: format!("http://{listen}") }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn memory(&self) -> Memory {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("/proc status");
+        let field = |name: &str| -> f64 {
+            let line = status.lines().find(|line| line.starts_with(name)).unwrap_or_else(|| panic!("{name} missing"));
+            let kib: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+            kib / 1024.0
+        };
+        Memory { peak_mib: field("VmHWM:"), resident_mib: field("VmRSS:") }
+    }
+
+    /// Whether the process has exited (and with what), without waiting.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait works")
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -164,4 +247,14 @@ pub fn client() -> reqwest::Client {
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port()
+}
+
+/// A tiny model that passes its warm-up and fails on every real image (see
+/// `fixtures/failing_model.py`): a loop that serves nothing but errors.
+pub fn failing_model() -> TinyModel {
+    let path = std::env::temp_dir().join(format!("matte-failing-{}.onnx", std::process::id()));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/failing_model.py");
+    let status = Command::new(setup_path("MATTE_PYTHON")).arg(script).arg(&path).status().unwrap();
+    assert!(status.success(), "generating the failing model failed");
+    TinyModel { path }
 }

@@ -5,13 +5,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Lifecycle, LifecycleHandler,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, SleepAction, Volume, VolumeMount,
+    SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use matte_common::{flags, memory, paths};
 
 use crate::crd::{BackgroundRemovalService, ExecutionProvider};
 
@@ -19,7 +21,7 @@ use super::{Defaults, Valid, label_selector, labels, metadata};
 
 /// The inference container's name and port (the pod contract of DESIGN.md).
 const CONTAINER_NAME: &str = "inference";
-const HTTP_PORT: i32 = 8080;
+const HTTP_PORT: i32 = paths::PORT as i32;
 /// Where a downloaded or mounted model is found inside the pod.
 const MODEL_DIR: &str = "/models";
 /// The file name a downloaded model is stored under.
@@ -27,8 +29,15 @@ const MODEL_FILE: &str = "model.onnx";
 /// The user of the inference image, also enforced here.
 const NON_ROOT_USER: i64 = 65532;
 /// Time for a terminating pod's address to leave every Service endpoint before the
-/// server stops admitting work, so that no client is sent to a closing pod.
+/// server stops admitting work (its drain delay), so that no client is sent to a
+/// closing pod.
 const ENDPOINT_PROPAGATION_SECONDS: i64 = 5;
+/// Beyond the request timeout, time for a drain to finish what was admitted last:
+/// its decode, inference and encode.
+const DRAIN_MARGIN_SECONDS: i64 = 30;
+/// CPU request when the resource gives none: the server's CPU workers and ONNX
+/// Runtime threads are sized from it, never from every core of a large GPU node.
+const DEFAULT_CPU_CORES: u32 = 2;
 
 /// The Deployment for `brs` with `replicas` pods.
 pub fn deployment(brs: &BackgroundRemovalService, valid: &Valid, defaults: &Defaults, replicas: i32) -> Deployment {
@@ -41,22 +50,22 @@ pub fn deployment(brs: &BackgroundRemovalService, valid: &Valid, defaults: &Defa
         mounts.push(mount("model", MODEL_DIR, true));
     }
 
+    let cores = spec.gpu.cpu.as_ref().and_then(whole_cores).unwrap_or(DEFAULT_CPU_CORES);
+    let cpu = spec.gpu.cpu.clone().unwrap_or_else(|| Quantity(DEFAULT_CPU_CORES.to_string()));
+    // Request = limit: the pod is Guaranteed for memory, never the first evicted, and
+    // its bound is the one the server's flags imply unless the resource sets one.
+    let memory = spec.gpu.memory.clone().unwrap_or_else(|| mebibytes(sizing(brs, cores).pod_bytes()));
     let gpu = || BTreeMap::from([(spec.gpu.resource_name.clone(), Quantity("1".into()))]);
     let mut requests = gpu();
     let mut limits = gpu();
-    if let Some(cpu) = &spec.gpu.cpu {
-        requests.insert("cpu".into(), cpu.clone());
-    }
-    if let Some(memory) = &spec.gpu.memory {
-        requests.insert("memory".into(), memory.clone());
-        limits.insert("memory".into(), memory.clone());
-    }
+    requests.insert("cpu".into(), cpu);
+    requests.insert("memory".into(), memory.clone());
+    limits.insert("memory".into(), memory);
 
     let container = Container {
         name: CONTAINER_NAME.into(),
         image: Some(valid.image.clone()),
-        args: Some(inference_args(brs, &model_path)),
-        env: Some(vec![EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), ..EnvVar::default() }]),
+        args: Some(inference_args(brs, &model_path, cores)),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
             container_port: HTTP_PORT,
@@ -64,15 +73,9 @@ pub fn deployment(brs: &BackgroundRemovalService, valid: &Valid, defaults: &Defa
             ..ContainerPort::default()
         }]),
         resources: Some(ResourceRequirements { requests: Some(requests), limits: Some(limits), ..Default::default() }),
-        readiness_probe: Some(http_probe("/readyz", 5, 1)),
-        liveness_probe: Some(http_probe("/healthz", 10, 3)),
-        lifecycle: Some(Lifecycle {
-            pre_stop: Some(LifecycleHandler {
-                sleep: Some(SleepAction { seconds: ENDPOINT_PROPAGATION_SECONDS }),
-                ..LifecycleHandler::default()
-            }),
-            ..Lifecycle::default()
-        }),
+        // One slow probe (a scrape during a long batch) does not take the pod out.
+        readiness_probe: Some(http_probe(paths::READYZ, 5, 2)),
+        liveness_probe: Some(http_probe(paths::HEALTHZ, 10, 3)),
         security_context: Some(container_security()),
         volume_mounts: Some(mounts),
         ..Container::default()
@@ -83,15 +86,7 @@ pub fn deployment(brs: &BackgroundRemovalService, valid: &Valid, defaults: &Defa
         spec: Some(DeploymentSpec {
             replicas: Some(replicas),
             selector: label_selector(brs),
-            // A rollout must not need a spare GPU, which may not exist: pods are
-            // replaced one at a time in place instead of surging.
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_surge: Some(IntOrString::Int(0)),
-                    max_unavailable: Some(IntOrString::Int(1)),
-                }),
-            }),
+            strategy: Some(rollout(replicas)),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels(brs)), ..ObjectMeta::default() }),
                 spec: Some(PodSpec {
@@ -109,10 +104,10 @@ pub fn deployment(brs: &BackgroundRemovalService, valid: &Valid, defaults: &Defa
                         seccomp_profile: Some(runtime_default_seccomp()),
                         ..PodSecurityContext::default()
                     }),
-                    // Everything admitted either finishes or times out within the
-                    // request timeout; the margin covers the last inference and preStop.
+                    // The server's drain delay, then its drain timeout, then a margin
+                    // for it to exit before it is killed.
                     termination_grace_period_seconds: Some(
-                        i64::from(spec.queue.request_timeout_seconds) + 2 * ENDPOINT_PROPAGATION_SECONDS + 20,
+                        ENDPOINT_PROPAGATION_SECONDS + drain_timeout_seconds(brs) + 10,
                     ),
                     node_selector: spec.gpu.node_selector.clone(),
                     tolerations: spec.gpu.tolerations.clone(),
@@ -127,8 +122,57 @@ pub fn deployment(brs: &BackgroundRemovalService, valid: &Valid, defaults: &Defa
     }
 }
 
-/// The `matte-inference` command line for `brs`.
-fn inference_args(brs: &BackgroundRemovalService, model_path: &str) -> Vec<String> {
+/// How pods are replaced. A rollout must not need a spare GPU, which may not exist,
+/// so pods are replaced one at a time in place; but a single pod is surged instead,
+/// or the rollout is an outage of the whole service (the new pod waits for a GPU
+/// rather than the service going down).
+fn rollout(replicas: i32) -> DeploymentStrategy {
+    let (max_surge, max_unavailable) = if replicas <= 1 { (1, 0) } else { (0, 1) };
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_surge: Some(IntOrString::Int(max_surge)),
+            max_unavailable: Some(IntOrString::Int(max_unavailable)),
+        }),
+    }
+}
+
+/// How long the server's drain may take once it refuses new work.
+fn drain_timeout_seconds(brs: &BackgroundRemovalService) -> i64 {
+    i64::from(brs.spec.queue.request_timeout_seconds) + DRAIN_MARGIN_SECONDS
+}
+
+/// The flags that bound the server's memory, as this pod runs it.
+fn sizing(brs: &BackgroundRemovalService, cores: u32) -> memory::Sizing {
+    let spec = &brs.spec;
+    let positive = |value: i32| u64::try_from(value).unwrap_or(0);
+    memory::Sizing {
+        cpu_workers: u64::from(cores),
+        queue_capacity: positive(spec.queue.capacity),
+        max_input_pixels: memory::DEFAULT_MAX_INPUT_PIXELS,
+        max_body_bytes: memory::DEFAULT_MAX_BODY_BYTES,
+        max_dimension: positive(spec.max_dimension),
+        input_size: positive(spec.model.input_size),
+    }
+}
+
+/// Whole cores of a CPU quantity (`2`, `1.5`, `500m`), rounded up; `None` if it is
+/// not one of those forms.
+fn whole_cores(quantity: &Quantity) -> Option<u32> {
+    let text = quantity.0.trim();
+    let cores = match text.strip_suffix('m') {
+        Some(millis) => millis.parse::<f64>().ok()? / 1000.0,
+        None => text.parse::<f64>().ok()?,
+    };
+    (cores.is_finite() && cores > 0.0 && cores <= 4096.0).then(|| cores.ceil() as u32)
+}
+
+fn mebibytes(bytes: u64) -> Quantity {
+    Quantity(format!("{}Mi", bytes.div_ceil(1024 * 1024)))
+}
+
+/// The `matte-inference` command line for `brs`, whose pod has `cores` CPU cores.
+fn inference_args(brs: &BackgroundRemovalService, model_path: &str, cores: u32) -> Vec<String> {
     let spec = &brs.spec;
     let provider = match spec.execution_provider {
         ExecutionProvider::Cuda => "cuda",
@@ -145,6 +189,10 @@ fn inference_args(brs: &BackgroundRemovalService, model_path: &str) -> Vec<Strin
         format!("--max-batch-delay-ms={}", spec.batching.max_delay_millis),
         format!("--queue-capacity={}", spec.queue.capacity),
         format!("--request-timeout-seconds={}", spec.queue.request_timeout_seconds),
+        format!("--{}={cores}", flags::CPU_WORKERS),
+        format!("--{}={cores}", flags::INTRA_THREADS),
+        format!("--{}={ENDPOINT_PROPAGATION_SECONDS}", flags::DRAIN_DELAY_SECONDS),
+        format!("--{}={}", flags::DRAIN_TIMEOUT_SECONDS, drain_timeout_seconds(brs)),
     ];
     let triple = |values: &[f64]| values.iter().map(f64::to_string).collect::<Vec<_>>().join(",");
     if let Some(mean) = &spec.model.mean {
@@ -317,6 +365,36 @@ mod tests {
         assert!(pod.init_containers.is_none());
         assert!(pod.volumes.iter().flatten().all(|v| v.name != "model"));
         assert!(pod.containers[0].args.iter().flatten().any(|a| a == "--model=/opt/models/isnet.onnx"));
+    }
+
+    #[test]
+    fn workers_threads_and_memory_follow_the_pod_s_own_bounds() {
+        let deployment = build("minimal.yaml", 2);
+        let container = &pod(&deployment).containers[0];
+        let args = container.args.clone().unwrap_or_default();
+        assert!(args.contains(&"--cpu-workers=2".to_owned()), "{args:?}");
+        assert!(args.contains(&"--intra-threads=2".to_owned()), "{args:?}");
+        let resources = container.resources.clone().expect("resources");
+        let request = resources.requests.as_ref().and_then(|r| r.get("memory")).cloned();
+        let limit = resources.limits.as_ref().and_then(|l| l.get("memory")).cloned();
+        assert!(request.is_some(), "a minimal resource still gets a memory request");
+        assert_eq!(request, limit, "request = limit");
+        assert!(container.env.iter().flatten().all(|e| e.name != "RUST_LOG"), "the server's own log default stands");
+
+        assert_eq!(whole_cores(&Quantity("1500m".into())), Some(2));
+        assert_eq!(whole_cores(&Quantity("4".into())), Some(4));
+        assert_eq!(whole_cores(&Quantity("0.25".into())), Some(1));
+        assert_eq!(whole_cores(&Quantity("lots".into())), None);
+    }
+
+    #[test]
+    fn a_single_pod_is_surged_so_a_rollout_is_no_outage() {
+        let surge = |replicas| {
+            let update = rollout(replicas).rolling_update.expect("rolling update");
+            (update.max_surge, update.max_unavailable)
+        };
+        assert_eq!(surge(1), (Some(IntOrString::Int(1)), Some(IntOrString::Int(0))));
+        assert_eq!(surge(3), (Some(IntOrString::Int(0)), Some(IntOrString::Int(1))));
     }
 
     #[test]

@@ -1,0 +1,296 @@
+//! What every handler shares: the limits, the metrics, the queue, the places a request
+//! must hold to exist, the CPU workers, and the pod's lifecycle flags.
+//!
+//! Accounting follows the work, not the handler: a [`Place`] is shared by whatever is
+//! still working on a request (the handler, its decode on a CPU worker, its job in the
+//! queue), and a CPU worker is held by the blocking task itself. A client that hangs up
+//! therefore frees nothing that is still in use, and nothing stays taken once unused.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::Error;
+use crate::config::Config;
+use crate::imaging::Preprocess;
+use crate::inference_loop::ServiceTime;
+use crate::metrics::Metrics;
+use crate::queue::JobQueue;
+use crate::upload::UploadPace;
+
+/// Per-request limits taken from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_dimension: u32,
+    pub max_input_pixels: u64,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub upload_pace: UploadPace,
+}
+
+/// One of the `queue_capacity` places. Clones share the place; it is free again once
+/// the last clone is gone.
+#[derive(Clone)]
+pub struct Place {
+    _shared: Arc<PlaceInner>,
+}
+
+impl Place {
+    /// A place of its own, outside any server's capacity, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn detached() -> Place {
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().expect("a fresh semaphore has a permit");
+        Place { _shared: Arc::new(PlaceInner { permit: Some(permit), released: Arc::new(Notify::new()) }) }
+    }
+}
+
+struct PlaceInner {
+    permit: Option<OwnedSemaphorePermit>,
+    released: Arc<Notify>,
+}
+
+impl Drop for PlaceInner {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        self.released.notify_waiters();
+    }
+}
+
+/// How the pod stands in its life: loading, serving, or draining (first still
+/// admitting while endpoints catch up, then refusing).
+#[derive(Default)]
+struct Lifecycle {
+    ready: AtomicBool,
+    unready_for_drain: AtomicBool,
+    refusing: AtomicBool,
+}
+
+/// What the inference loop reports about itself, so that health tells the truth.
+pub struct LoopHealth {
+    running: AtomicBool,
+    /// When the current run began, in milliseconds since `epoch` plus one; 0 when idle.
+    run_started: AtomicU64,
+    consecutive_failures: AtomicU32,
+    epoch: Instant,
+}
+
+impl LoopHealth {
+    /// Failed runs in a row after which the pod stops taking work and asks to be
+    /// restarted: no new run will tell whether it recovered. The probes' thresholds
+    /// make it unready (2 × 5 s) well before it is restarted (3 × 10 s).
+    pub const FAILURES_UNHEALTHY: u32 = 3;
+
+    fn new() -> LoopHealth {
+        LoopHealth {
+            running: AtomicBool::new(false),
+            run_started: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub fn set_running(&self, running: bool) {
+        self.running.store(running, Ordering::SeqCst);
+    }
+
+    pub fn run_begins(&self) {
+        let since_epoch = self.epoch.elapsed().as_millis() as u64 + 1;
+        self.run_started.store(since_epoch, Ordering::SeqCst);
+    }
+
+    pub fn run_ends(&self, succeeded: bool) {
+        self.run_started.store(0, Ordering::SeqCst);
+        if succeeded {
+            self.consecutive_failures.store(0, Ordering::SeqCst);
+        } else {
+            self.consecutive_failures.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// How long the current run has taken so far, if one is under way.
+    fn current_run(&self) -> Option<Duration> {
+        match self.run_started.load(Ordering::SeqCst) {
+            0 => None,
+            started => Some(self.epoch.elapsed().saturating_sub(Duration::from_millis(started - 1))),
+        }
+    }
+
+    fn failures(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::SeqCst)
+    }
+}
+
+pub struct AppState {
+    pub limits: Limits,
+    pub metrics: Metrics,
+    pub queue: JobQueue,
+    pub service_time: ServiceTime,
+    pub loop_health: LoopHealth,
+    /// Set once the model is loaded: the input every image is prepared for.
+    pub preprocess: OnceLock<Preprocess>,
+    capacity: u32,
+    admission: Arc<Semaphore>,
+    place_released: Arc<Notify>,
+    cpu_workers: Arc<Semaphore>,
+    lifecycle: Lifecycle,
+}
+
+impl AppState {
+    pub fn new(config: &Config) -> AppState {
+        AppState {
+            limits: Limits {
+                max_dimension: config.max_dimension,
+                max_input_pixels: config.max_input_pixels,
+                max_body_bytes: config.max_body_bytes,
+                request_timeout: config.request_timeout,
+                upload_pace: UploadPace {
+                    grace: config.upload_grace,
+                    min_bytes_per_second: config.min_upload_bytes_per_second,
+                },
+            },
+            metrics: Metrics::default(),
+            queue: JobQueue::new(),
+            // Replaced by the warm-up run's time before the first request is admitted.
+            service_time: ServiceTime::new(Duration::from_secs(1)),
+            loop_health: LoopHealth::new(),
+            preprocess: OnceLock::new(),
+            capacity: config.queue_capacity,
+            admission: Arc::new(Semaphore::new(config.queue_capacity as usize)),
+            place_released: Arc::new(Notify::new()),
+            cpu_workers: Arc::new(Semaphore::new(config.cpu_workers())),
+            lifecycle: Lifecycle::default(),
+        }
+    }
+
+    /// Takes one of the `queue_capacity` places, or says why not.
+    pub fn admit(&self) -> Result<Place, Error> {
+        if let Some(reason) = self.refusal() {
+            return Err(reason);
+        }
+        let permit = self.admission.clone().try_acquire_owned().map_err(|_| Error::QueueFull {
+            capacity: self.capacity,
+            retry_after: self.service_time.retry_after(self.inflight()),
+        })?;
+        let place =
+            Place { _shared: Arc::new(PlaceInner { permit: Some(permit), released: self.place_released.clone() }) };
+        // Refusal may have begun between the check and the permit; the drain waits
+        // only for places it can see, so re-check now that this one is visible.
+        if self.lifecycle.refusing.load(Ordering::SeqCst) {
+            return Err(Error::Draining);
+        }
+        Ok(place)
+    }
+
+    /// Requests holding a place: queued, decoding, inferring or encoding.
+    pub fn inflight(&self) -> usize {
+        self.capacity as usize - self.admission.available_permits()
+    }
+
+    /// Resolves once no request holds a place.
+    pub async fn all_places_free(&self) {
+        loop {
+            let released = self.place_released.notified();
+            if self.inflight() == 0 {
+                return;
+            }
+            released.await;
+        }
+    }
+
+    /// Runs CPU-heavy work (decode, resize, encode) on the blocking pool, at most
+    /// `cpu_workers` at a time so image work cannot starve the runtime. The worker is
+    /// held by the work itself: if the caller stops waiting, the limit still holds
+    /// until the work is done.
+    pub async fn on_cpu<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+        let worker = self.cpu_workers.clone().acquire_owned().await.map_err(|_| Error::CpuPoolClosed)?;
+        tokio::task::spawn_blocking(move || {
+            let _worker = worker;
+            work()
+        })
+        .await
+        .map_err(|e| Error::CpuWorkerFailed(e.to_string()))
+    }
+
+    /// Why a new request is refused now, if it is: loading, failing, or draining past
+    /// the drain delay.
+    fn refusal(&self) -> Option<Error> {
+        if self.lifecycle.refusing.load(Ordering::SeqCst) {
+            Some(Error::Draining)
+        } else if !self.lifecycle.ready.load(Ordering::SeqCst) || !self.loop_health.running.load(Ordering::SeqCst) {
+            Some(Error::NotReady)
+        } else if self.loop_is_failing() {
+            Some(Error::InferenceUnhealthy)
+        } else {
+            None
+        }
+    }
+
+    /// Why the pod should get no new traffic, if so: also from the first moment of a
+    /// drain, while it still admits what load balancers send before they notice.
+    pub fn unready_reason(&self) -> Option<Error> {
+        if self.lifecycle.unready_for_drain.load(Ordering::SeqCst) {
+            return Some(Error::Draining);
+        }
+        self.refusal()
+    }
+
+    /// Failing every run lately, or stuck in one far past the request timeout.
+    fn loop_is_failing(&self) -> bool {
+        self.loop_health.failures() >= LoopHealth::FAILURES_UNHEALTHY
+            || self.loop_health.current_run().is_some_and(|run| run > self.limits.request_timeout)
+    }
+
+    /// Live unless the inference loop has stopped, is stuck in one run for twice the
+    /// request timeout, or has failed its last runs, while the pod was meant to be
+    /// serving: a restart is then the only cure.
+    pub fn is_live(&self) -> bool {
+        let serving = self.lifecycle.ready.load(Ordering::SeqCst) && !self.lifecycle.refusing.load(Ordering::SeqCst);
+        if !serving {
+            return true;
+        }
+        let stuck = self.loop_health.current_run().is_some_and(|run| run > 2 * self.limits.request_timeout);
+        self.loop_health.running.load(Ordering::SeqCst)
+            && !stuck
+            && self.loop_health.failures() < LoopHealth::FAILURES_UNHEALTHY
+    }
+
+    /// Turns ready after warm-up, unless a drain has begun meanwhile.
+    pub fn mark_ready(&self) {
+        self.loop_health.set_running(true);
+        if self.lifecycle.unready_for_drain.load(Ordering::SeqCst) {
+            return;
+        }
+        self.lifecycle.ready.store(true, Ordering::SeqCst);
+        self.metrics.ready.set(1);
+        // A drain that began between the check and the store must still win.
+        if self.lifecycle.unready_for_drain.load(Ordering::SeqCst) {
+            self.metrics.ready.set(0);
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.lifecycle.ready.load(Ordering::SeqCst)
+    }
+
+    /// First step of a drain: unready at once, still admitting.
+    pub fn begin_drain(&self) {
+        self.lifecycle.unready_for_drain.store(true, Ordering::SeqCst);
+        self.metrics.ready.set(0);
+    }
+
+    /// Second step of a drain: refuse new work with 503.
+    pub fn refuse_new_work(&self) {
+        self.lifecycle.refusing.store(true, Ordering::SeqCst);
+        self.metrics.ready.set(0);
+    }
+
+    /// Refreshes the gauges that describe the queue right now; called before a scrape.
+    pub fn observe_queue(&self) {
+        self.metrics.queue_depth.set(self.queue.depth() as i64);
+        let oldest = self.queue.oldest_arrival().map_or(0.0, |arrived| arrived.elapsed().as_secs_f64());
+        self.metrics.oldest_queued_age.set(oldest);
+        self.metrics.inflight.set(self.inflight() as i64);
+    }
+}

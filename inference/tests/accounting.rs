@@ -1,0 +1,98 @@
+//! Places and CPU workers follow the work, not the handler: a client that hangs up
+//! takes its queued job out of the queue with it, so the queue never holds more than
+//! its capacity, and a decode it leaves behind keeps its place until it is done.
+
+mod support;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use support::{Server, TinyModel, connect, post_concurrently, sample_image, send_head};
+
+fn post_and_hang_up(server: &Server, after: Duration) -> std::thread::JoinHandle<()> {
+    let photo = sample_image("astronaut.png");
+    let url = server.url("/v1/remove");
+    std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::builder().timeout(after).build().unwrap();
+        let outcome = client.post(url).header("content-type", "image/png").body(photo).send();
+        assert!(outcome.is_err(), "the impatient client hangs up before its answer");
+    })
+}
+
+#[test]
+fn jobs_abandoned_in_the_queue_leave_it_and_it_never_exceeds_its_capacity() {
+    const CAPACITY: u64 = 3;
+    let server = Server::start(&["--queue-capacity", &CAPACITY.to_string()]);
+    // Two patient requests keep the loop busy for a few inference runs.
+    let patient = post_concurrently(&server, "astronaut.png", 2);
+
+    let deepest = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (deepest, done, url) = (deepest.clone(), done.clone(), server.url("/metrics"));
+        std::thread::spawn(move || {
+            let client = support::blocking_client();
+            while !done.load(Ordering::SeqCst) {
+                if let Ok(text) = client.get(&url).send().and_then(|r| r.text()) {
+                    let depth = support::metric_value(&text, "matte_queue_depth") as u64;
+                    deepest.fetch_max(depth, Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    // Waves of clients that queue, then hang up while the loop is still busy.
+    for _ in 0..4 {
+        post_and_hang_up(&server, Duration::from_millis(900)).join().unwrap();
+    }
+    let emptied_by = Instant::now() + Duration::from_secs(60);
+    for request in patient {
+        assert_eq!(request.join().unwrap().0, 200);
+    }
+    while server.metric("matte_queue_depth") > 0.0 || server.metric("matte_inflight_requests") > 0.0 {
+        assert!(Instant::now() < emptied_by, "abandoned jobs stayed queued");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done.store(true, Ordering::SeqCst);
+    watcher.join().unwrap();
+
+    let deepest = deepest.load(Ordering::SeqCst);
+    assert!(deepest <= CAPACITY, "the queue held {deepest} jobs with a capacity of {CAPACITY}");
+    assert_eq!(server.metric("matte_images_processed_total"), 2.0, "only the patient requests were inferred");
+    assert_eq!(server.metric(r#"matte_requests_total{outcome="client_gone"}"#), 4.0);
+}
+
+/// A large, smooth PNG: slow to decode, small to send.
+fn large_png(side: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(side, side, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+    let mut png = Vec::new();
+    image.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    png
+}
+
+#[test]
+fn a_decode_left_behind_by_a_client_that_hung_up_keeps_its_place_until_done() {
+    let model = TinyModel::generate();
+    let server = Server::start_with_model(&model.path, &["--cpu-workers", "1", "--queue-capacity", "4"]);
+    let png = large_png(7000);
+    // Three uploads that hang up as soon as they are sent: their decodes run one at a
+    // time on the one worker, each holding its place.
+    for _ in 0..3 {
+        let mut stream = connect(&server);
+        send_head(&mut stream, "image/png", png.len(), "");
+        stream.write_all(&png).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        drop(stream);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let held = server.metric("matte_inflight_requests");
+    assert!(held >= 1.0, "the decodes still running hold their places (inflight {held})");
+    let freed_by = Instant::now() + Duration::from_secs(120);
+    while server.metric("matte_inflight_requests") > 0.0 {
+        assert!(Instant::now() < freed_by, "places were never given back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.metric(r#"matte_requests_total{outcome="client_gone"}"#), 3.0);
+}
