@@ -5,8 +5,8 @@
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, PodCondition};
 
-use crate::autoscaler::policy::median;
 use crate::status::Unschedulable;
+use matte_policy::stats::median;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PodCensus {
