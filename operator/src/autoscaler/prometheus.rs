@@ -77,6 +77,7 @@ pub struct PrometheusSource {
     client: reqwest::Client,
     query_url: String,
     queries: Queries,
+    recent_window_seconds: f64,
 }
 
 impl PrometheusSource {
@@ -90,6 +91,7 @@ impl PrometheusSource {
             client,
             query_url: format!("{}/api/v1/query", base_url.trim_end_matches('/')),
             queries: Queries::new(selector, windows),
+            recent_window_seconds: windows.recent.as_secs_f64(),
         })
     }
 
@@ -120,6 +122,7 @@ impl PrometheusSource {
             sustained_admitted_per_second: sustained.unwrap_or(0.0),
             rejected_per_second: rejected.unwrap_or(0.0),
             rejected_recently: recently.unwrap_or(0.0),
+            recent_window_seconds: self.recent_window_seconds,
         }))
     }
 
