@@ -26,7 +26,6 @@ fn observation(now_seconds: f64, replicas: u32) -> Observation {
         sustained_admitted_per_second: 0.0,
         rejected_per_second: if in_burst { 10.0 } else { 0.0 },
         rejected_recently: if in_burst { 60.0 } else { 0.0 },
-        recent_window_seconds: 10.0,
     };
     Observation {
         now_seconds,

@@ -123,11 +123,11 @@ pub struct QueueMetrics {
     pub sustained_admitted_per_second: f64,
     /// 429 responses per second over the rate window (a few scrape intervals).
     pub rejected_per_second: f64,
-    /// 429 responses over the last `recent_window_seconds` (two scrapes): quick to see a
-    /// burst begin, when the rate's window still holds the quiet before it.
+    /// 429 responses in one scrape interval, read over the last two: quick to see a
+    /// burst begin, when the rate's window still holds the quiet before it. A refused
+    /// client comes back no sooner than one `Retry-After`, at least a scrape interval
+    /// (the pods' is at least 1 s, the simulated 5 s), so each counts once.
     pub rejected_recently: f64,
-    /// The window of `rejected_recently`.
-    pub recent_window_seconds: f64,
 }
 
 /// What the policy remembers between passes. The reconciler keeps it in the resource's
@@ -328,12 +328,9 @@ fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memo
     let startup_seconds = observation.measured_startup_seconds.unwrap_or(spec.default_startup_seconds);
     // A refused client comes back once per Retry-After, so the refusal rate times that
     // interval is how many clients are waiting outside the queues. When a burst has
-    // just begun the rate's window still holds the quiet before it: the recent
-    // refusals say it sooner. In a window longer than a Retry-After a waiting client
-    // is refused more than once; in a shorter one, each at most once.
-    let per_client = (queue.recent_window_seconds / spec.retry_after_seconds).max(1.0);
-    let waiting_clients =
-        (queue.rejected_per_second * spec.retry_after_seconds).max(queue.rejected_recently / per_client);
+    // just begun the rate's window still holds the quiet before it, but every client
+    // of the burst has just been refused once: the recent refusals say it.
+    let waiting_clients = (queue.rejected_per_second * spec.retry_after_seconds).max(queue.rejected_recently);
     let backlog_images = queue.queue_depth + waiting_clients;
     // The oldest image has been waiting since before the sample was taken.
     let time_left = spec.target_queue_latency_seconds - (queue.oldest_queued_age_seconds + queue.age_seconds);

@@ -17,7 +17,6 @@ fn queue(queue_depth: f64) -> QueueMetrics {
         sustained_admitted_per_second: 0.0,
         rejected_per_second: 0.0,
         rejected_recently: 0.0,
-        recent_window_seconds: 5.0,
     }
 }
 

@@ -13,7 +13,7 @@
 //! | `images_per_pod_second` | `sum(rate(images_processed_total[long])) / sum(rate(inference_seconds_sum[long]))` |
 //! | `sustained_admitted_per_second` | `quantile_over_time(0.5, (sum(rate(admitted[rate])) unless sum(rate(refused[rate])) > 0)[long:scrape])` |
 //! | `rejected_per_second` | `sum(rate(refused[rate]))` |
-//! | `rejected_recently` | `sum(increase(refused[recent]))` |
+//! | `rejected_recently` | `sum(rate(refused[recent])) * scrape`: refusals per scrape interval |
 //!
 //! where `refused` is `requests_total{outcome="queue_full"}` and `admitted` every other
 //! outcome.
@@ -41,15 +41,14 @@ pub struct Windows {
     /// Per-pod throughput and the sustained admission rate: long, so a burst does not
     /// move them.
     pub long: Duration,
-    /// The refusals counted as clients waiting right now.
+    /// The refusals counted as clients waiting right now, per scrape interval.
     pub recent: Duration,
 }
 
 impl Windows {
     /// Windows fitting a scrape interval: rates over four scrapes (at least 10 s), long
     /// figures over five minutes, recent refusals over two scrapes: the shortest window
-    /// that always holds the two samples `increase` needs, which it extrapolates to the
-    /// whole window, so about two scrape intervals of refusals.
+    /// that always holds the two samples `rate` needs.
     pub fn for_scrape_interval(scrape_interval: Duration) -> Windows {
         Windows {
             scrape_interval,
@@ -202,8 +201,7 @@ pub fn queue_metrics(fleet: &[&Series], at: f64, windows: &Windows) -> Option<Qu
         images_per_pod_second,
         sustained_admitted_per_second: stats::quantile(SUSTAINED_QUANTILE, refusal_free).unwrap_or(0.0),
         rejected_per_second: sum_rate(at, rate, |s| &s.refused).unwrap_or(0.0),
-        rejected_recently: sum(fleet, |series| promql::increase(&series.refused, at, recent)).unwrap_or(0.0),
-        recent_window_seconds: recent,
+        rejected_recently: sum(fleet, |series| promql::rate(&series.refused, at, recent)).unwrap_or(0.0) * step,
     })
 }
 
@@ -242,8 +240,8 @@ mod tests {
         // Refusals 15, 30, 45, 60, 75 at 40..60: the window [41, 61] holds 30..75 over
         // 15 s sampled, 4 s and 1 s from its ends: 45 · 20 / 15 in 20 s.
         assert!((queue.rejected_per_second - 3.0).abs() < 1e-9, "{queue:?}");
-        // [51, 61] holds 60 and 75, 4 s and 1 s from its ends.
-        assert!((queue.rejected_recently - 15.0 * 10.0 / 5.0).abs() < 1e-9, "{queue:?}");
+        // [51, 61] holds 60 and 75, 4 s and 1 s from its ends: 30 in 10 s, 15 a scrape.
+        assert!((queue.rejected_recently - 15.0).abs() < 1e-9, "{queue:?}");
         // Steps up to 40 s have no refusal rate; the first of them see the series begin
         // (a counter appears at its first request), the rest the full 3/s.
         assert!((queue.sustained_admitted_per_second - 3.0).abs() < 1e-9, "{queue:?}");

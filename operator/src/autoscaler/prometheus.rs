@@ -63,7 +63,7 @@ impl Queries {
                 "quantile_over_time({SUSTAINED_QUANTILE}, (sum(rate({admitted}[{rate}])) unless sum(rate({refused}[{rate}])) > 0)[{long}:{step}])"
             ),
             rejected_per_second: format!("sum(rate({refused}[{rate}]))"),
-            rejected_recently: format!("sum(increase({refused}[{recent}]))"),
+            rejected_recently: format!("sum(rate({refused}[{recent}])) * {}", windows.scrape_interval.as_secs_f64()),
         }
     }
 }
@@ -77,7 +77,6 @@ pub struct PrometheusSource {
     client: reqwest::Client,
     query_url: String,
     queries: Queries,
-    recent_window_seconds: f64,
 }
 
 impl PrometheusSource {
@@ -91,7 +90,6 @@ impl PrometheusSource {
             client,
             query_url: format!("{}/api/v1/query", base_url.trim_end_matches('/')),
             queries: Queries::new(selector, windows),
-            recent_window_seconds: windows.recent.as_secs_f64(),
         })
     }
 
@@ -122,7 +120,6 @@ impl PrometheusSource {
             sustained_admitted_per_second: sustained.unwrap_or(0.0),
             rejected_per_second: rejected.unwrap_or(0.0),
             rejected_recently: recently.unwrap_or(0.0),
-            recent_window_seconds: self.recent_window_seconds,
         }))
     }
 
@@ -195,7 +192,7 @@ mod tests {
         assert!(q.sustained_admitted_per_second.ends_with("[300s:5s])"), "{}", q.sustained_admitted_per_second);
         assert_eq!(
             q.rejected_recently,
-            r#"sum(increase(matte_requests_total{namespace="shop",outcome="queue_full"}[10s]))"#
+            r#"sum(rate(matte_requests_total{namespace="shop",outcome="queue_full"}[10s])) * 5"#
         );
     }
 
