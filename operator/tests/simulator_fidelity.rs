@@ -158,7 +158,7 @@ fn simulate(service_seconds: f64) -> (Samples, u64) {
 }
 
 /// The values of one quantity over the samples (missing samples as `None`).
-fn series(samples: &Samples, value: impl Fn(&QueueMetrics) -> Option<f64>) -> Vec<Option<f64>> {
+fn series(samples: &[(f64, Option<QueueMetrics>)], value: impl Fn(&QueueMetrics) -> Option<f64>) -> Vec<Option<f64>> {
     samples.iter().map(|(_, queue)| queue.as_ref().and_then(&value)).collect()
 }
 

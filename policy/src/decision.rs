@@ -139,6 +139,8 @@ pub struct QueueMetrics {
 #[serde(default, rename_all = "camelCase")]
 pub struct Memory {
     /// The replicas last decided.
+    // Kubernetes schemas know no unsigned formats; the CRD's replica counts are int32.
+    #[cfg_attr(feature = "schema", schemars(with = "Option<i32>"))]
     pub replicas: Option<u32>,
     /// Since when the fleet has been larger than needed, if it is.
     pub surplus_since_seconds: Option<f64>,
@@ -146,7 +148,7 @@ pub struct Memory {
     pub images_per_pod_second: Option<f64>,
     /// The burst going on now, if clients are being refused.
     pub burst: Option<Burst>,
-    /// The last few bursts, oldest first, at most [`BURSTS_REMEMBERED`].
+    /// The last few bursts, oldest first, at most eight (`BURSTS_REMEMBERED`).
     pub recent_bursts: Vec<Burst>,
 }
 
