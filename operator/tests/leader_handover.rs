@@ -24,8 +24,8 @@ fn observation(now_seconds: f64, replicas: u32) -> Observation {
         queue_wait_p95_seconds: Some(if in_burst { 12.0 } else { 0.1 }),
         images_per_pod_second: Some(1.6),
         sustained_admitted_per_second: 0.0,
-        rejected_per_second: if in_burst { 10.0 } else { 0.0 },
-        rejected_recently: if in_burst { 60.0 } else { 0.0 },
+        rejected_per_second: if in_burst { 40.0 } else { 0.0 },
+        rejected_recently: if in_burst { 300.0 } else { 0.0 },
     };
     Observation {
         now_seconds,
