@@ -176,7 +176,7 @@ impl Scenario {
                 let crowd_at = rng.between(0.25, 0.6) * duration;
                 let crowd = |time: f64| {
                     let since = time - crowd_at;
-                    let share = if since < 0.0 || since > 240.0 {
+                    let share = if !(0.0..=240.0).contains(&since) {
                         0.0
                     } else if since < 60.0 {
                         since / 60.0
