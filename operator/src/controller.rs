@@ -59,8 +59,6 @@ pub struct Context {
     remembered: Mutex<HashMap<ObjectRef<BackgroundRemovalService>, Remembered>>,
     /// Whether the PodMonitor CRD exists, and when that was last asked.
     pod_monitors: Mutex<Option<(Instant, bool)>>,
-    /// The autoscaler's monotonic clock starts here.
-    started: Instant,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -101,7 +99,6 @@ pub async fn run(
         metrics: metrics.clone(),
         remembered: Mutex::default(),
         pod_monitors: Mutex::default(),
-        started: Instant::now(),
     });
 
     metrics.follow_resources(Some(reader.clone()));
@@ -347,7 +344,8 @@ impl Context {
             None => None,
         };
         let observation = Observation {
-            now_seconds: self.started.elapsed().as_secs_f64(),
+            // The wall clock: the memory in status is read by whichever replica leads next.
+            now_seconds: jiff::Timestamp::now().as_millisecond() as f64 / 1000.0,
             replicas: u32::try_from(current).unwrap_or(0),
             ready_pods: census.ready,
             starting_pod_ages_seconds: census.starting_ages_seconds.clone(),
@@ -355,8 +353,13 @@ impl Context {
             measured_startup_seconds: census.median_startup_seconds,
             queue,
         };
-        let mut memory = Memory::default();
-        self.remember(brs, |r| memory = r.memory.clone());
+        // This process's memory, or after a leader change the one the last leader left in status.
+        let mut memory = brs.status.as_ref().and_then(|s| s.autoscaler_memory.clone()).unwrap_or_default();
+        self.remember(brs, |r| {
+            if r.memory != Memory::default() {
+                memory = r.memory.clone();
+            }
+        });
         let decision = decide(&spec, &observation, &memory);
         self.remember(brs, |r| r.memory = decision.memory.clone());
         self.metrics.decided(brs, decision.reason);

@@ -321,6 +321,10 @@ pub struct BackgroundRemovalServiceStatus {
     pub last_scale_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_reason: Option<String>,
+    /// What the autoscaling policy remembers between passes (the idle clock, the recent
+    /// bursts; times in Unix seconds), so that a new leader decides as the old one would.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler_memory: Option<matte_policy::Memory>,
 }
 
 fn default_max_dimension() -> i32 {

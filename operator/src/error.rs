@@ -1,24 +1,7 @@
 //! Everything that can go wrong, each variant naming its cause.
 
-use std::path::PathBuf;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read the trace file {path}: {source}")]
-    ReadTrace { path: PathBuf, source: std::io::Error },
-
-    #[error("{path}, line {line}: {text:?} is not an arrival time (seconds, a finite number >= 0)")]
-    BadArrival { path: PathBuf, line: usize, text: String },
-
-    #[error("the trace file {path} has no arrivals")]
-    EmptyTrace { path: PathBuf },
-
-    #[error("invalid simulation setting: {0}")]
-    InvalidSetting(String),
-
-    #[error("cannot write {path}: {source}")]
-    WriteOutput { path: PathBuf, source: std::io::Error },
-
     #[error("cannot reach Prometheus at {url}: {reason}")]
     Prometheus { url: String, reason: String },
 
@@ -38,9 +21,6 @@ pub enum Error {
 
     #[error("cannot serve HTTP on {address}: {source}")]
     Listen { address: std::net::SocketAddr, source: std::io::Error },
-
-    #[error("cannot encode the report as JSON: {0}")]
-    EncodeJson(#[from] serde_json::Error),
 }
 
 impl Error {

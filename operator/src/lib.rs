@@ -1,5 +1,6 @@
 //! The Matte operator: the custom resource, the reconciler that turns it into GPU
-//! inference pods, the autoscaling policy and the simulator that measures it.
+//! inference pods, and the autoscaler's Kubernetes side (the pod census and the metrics
+//! source); the policy itself is `matte_policy`.
 
 pub mod autoscaler;
 pub mod cli;
@@ -9,6 +10,5 @@ pub mod desired;
 pub mod error;
 pub mod leader;
 pub mod run;
-pub mod simulate;
 pub mod status;
 pub mod telemetry;

@@ -180,6 +180,7 @@ pub fn compute(
             (true, None) => Some(format!("{desired} replicas from the spec")),
             (false, _) => previous.last_scale_reason.clone(),
         },
+        autoscaler_memory: observed.decision.map(|d| d.memory.clone()).or_else(|| previous.autoscaler_memory.clone()),
     }
 }
 

@@ -6,55 +6,14 @@
 //! Needs `scripts/setup.sh` (model, runtime, prometheus) and the `matte-inference`
 //! binary, which `cargo test --workspace` builds.
 
-use std::io::Write;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
 
+use matte_operator::autoscaler::policy::stats::histogram_quantile;
 use matte_operator::autoscaler::policy::{Observation, PolicySpec, Reason, decide};
 use matte_operator::autoscaler::prometheus::{PrometheusSource, Windows};
-
-/// A child process killed when the test ends, however it ends.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn setup_path(variable: &str) -> PathBuf {
-    let path = std::env::var_os(variable).map(PathBuf::from).unwrap_or_else(|| {
-        panic!("{variable} is not set: run scripts/test.sh, or scripts/setup.sh and source ~/.cache/matte/env.sh")
-    });
-    assert!(path.exists(), "{} does not exist", path.display());
-    path
-}
-
-/// `target/<profile>/matte-inference`, next to this test's own `deps/` folder.
-fn inference_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let binary = exe.parent().and_then(|deps| deps.parent()).unwrap().join("matte-inference");
-    assert!(binary.exists(), "{} is missing: build it with `cargo build -p matte-inference`", binary.display());
-    binary
-}
-
-fn wait_for(url: &str, limit: Duration) {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if reqwest::blocking::get(url).is_ok_and(|r| r.status().is_success()) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{url} did not answer within {limit:?}");
-}
+use support::{free_port, setup_path, start_prometheus, wait_for};
 
 /// Counts of the pod's own `matte_queue_wait_seconds` buckets: (upper bound, cumulative).
 fn pod_queue_wait_buckets(pod: &str) -> Vec<(f64, f64)> {
@@ -69,53 +28,15 @@ fn pod_queue_wait_buckets(pod: &str) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Prometheus's `histogram_quantile`: linear interpolation inside the bucket.
-fn quantile(q: f64, buckets: &[(f64, f64)]) -> f64 {
-    let total = buckets.last().unwrap().1;
-    let rank = q * total;
-    let index = buckets.iter().position(|&(_, count)| count >= rank).unwrap();
-    let (upper, count) = buckets[index];
-    let (lower, below) = if index == 0 { (0.0, 0.0) } else { buckets[index - 1] };
-    if upper.is_infinite() {
-        return lower;
-    }
-    lower + (upper - lower) * (rank - below) / (count - below)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_reports_what_the_pod_recorded_and_a_burst_scales_up() {
     let pod_port = free_port();
     let pod = format!("http://127.0.0.1:{pod_port}");
-    let _pod = Process(
-        Command::new(inference_binary())
-            .args(["--model", setup_path("MATTE_MODEL").to_str().unwrap(), "--provider", "cpu"])
-            .args(["--listen", &format!("127.0.0.1:{pod_port}"), "--queue-capacity", "16", "--log-format", "text"])
-            .env("ORT_DYLIB_PATH", setup_path("ORT_DYLIB_PATH"))
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("matte-inference starts"),
-    );
-
+    let _pod = support::start_pod(&setup_path("MATTE_MODEL"), pod_port, &["--queue-capacity", "16"]);
     let data = std::env::temp_dir().join(format!("matte-prometheus-{}", std::process::id()));
-    std::fs::create_dir_all(&data).unwrap();
-    let config = data.join("prometheus.yml");
-    write!(
-        std::fs::File::create(&config).unwrap(),
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: matte\n    static_configs:\n      - targets: ['127.0.0.1:{pod_port}']\n"
-    )
-    .unwrap();
     let prometheus_port = free_port();
     let prometheus_url = format!("http://127.0.0.1:{prometheus_port}");
-    let _prometheus = Process(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", data.join("tsdb").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus is installed (scripts/setup.sh installs Debian's package)"),
-    );
+    let _prometheus = start_prometheus(&data, prometheus_port, 1, &[pod_port]);
 
     let (pod_ready, prometheus_ready) = (format!("{pod}/readyz"), format!("{prometheus_url}/-/ready"));
     tokio::task::spawn_blocking(move || {
@@ -130,6 +51,7 @@ async fn prometheus_reports_what_the_pod_recorded_and_a_burst_scales_up() {
         scrape_interval: Duration::from_secs(1),
         rate: Duration::from_secs(300),
         long: Duration::from_secs(300),
+        recent: Duration::from_secs(2),
     };
     let source = PrometheusSource::new(&prometheus_url, r#"job="matte""#, &windows).unwrap();
     let scraped_by = Instant::now() + Duration::from_secs(60);
@@ -187,7 +109,8 @@ async fn prometheus_reports_what_the_pod_recorded_and_a_burst_scales_up() {
         tokio::task::spawn_blocking(move || pod_queue_wait_buckets(&pod)).await.unwrap()
     };
     assert_eq!(pod_buckets.last().unwrap().1, 8.0, "the pod recorded eight queue waits");
-    let recorded_p95 = quantile(0.95, &pod_buckets);
+    let (bounds, cumulative): (Vec<f64>, Vec<f64>) = pod_buckets.iter().copied().unzip();
+    let recorded_p95 = histogram_quantile(0.95, &bounds[..bounds.len() - 1], &cumulative).expect("waits recorded");
     let settled_by = Instant::now() + Duration::from_secs(30);
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;

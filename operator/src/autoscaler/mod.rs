@@ -1,5 +1,7 @@
 //! Deciding how many inference pods each service needs.
 
 pub mod pods;
-pub mod policy;
 pub mod prometheus;
+
+/// The policy lives in its own crate, free of Kubernetes; the reconciler calls it here.
+pub use matte_policy as policy;

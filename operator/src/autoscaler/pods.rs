@@ -6,8 +6,8 @@
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition};
 
-use crate::autoscaler::policy::median;
 use crate::status::{FailingPods, Unschedulable};
+use matte_policy::stats::median;
 
 /// How long a scheduled pod may stay unready before it counts as failing: well past the
 /// slowest start-up the project plans for (a GPU node, a model download and warm-up take

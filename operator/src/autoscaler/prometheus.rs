@@ -1,41 +1,20 @@
 //! Reads a fleet's queue from Prometheus's HTTP API: the PromQL behind each field of
 //! [`QueueMetrics`], over the metrics the pods export (`matte_common::metrics`) and
-//! nothing private.
+//! nothing private, written from the definitions in `matte_policy::observed` (windows,
+//! functions), which the simulator computes from its scrapes.
 //!
 //! The queries are built by a pure function ([`Queries::new`]), so what the autoscaler
-//! asks Prometheus is unit-tested; [`PrometheusSource`] only sends them.
+//! asks Prometheus is unit-tested; [`PrometheusSource`] only sends them, concurrently.
 
 use std::time::Duration;
 
 use matte_common::metrics as names;
+use matte_policy::QueueMetrics;
+pub use matte_policy::observed::Windows;
+use matte_policy::observed::{QUEUE_WAIT_QUANTILE, SUSTAINED_QUANTILE};
 use serde::Deserialize;
 
-use crate::autoscaler::policy::QueueMetrics;
 use crate::error::Error;
-
-/// The windows the queries look through.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Windows {
-    /// How often Prometheus scrapes the pods.
-    pub scrape_interval: Duration,
-    /// For rates and the queue-wait quantile: short, to see a burst at once.
-    pub rate: Duration,
-    /// For per-pod throughput and the sustained admission rate: long, so a burst does
-    /// not move them.
-    pub long: Duration,
-}
-
-impl Windows {
-    /// Windows fitting a scrape interval: rates over four scrapes (at least 10 s),
-    /// long figures over five minutes.
-    pub fn for_scrape_interval(scrape_interval: Duration) -> Windows {
-        Windows {
-            scrape_interval,
-            rate: (scrape_interval * 4).max(Duration::from_secs(10)),
-            long: Duration::from_secs(300),
-        }
-    }
-}
 
 /// One PromQL query per figure of [`QueueMetrics`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +40,7 @@ impl Queries {
         let rate = seconds(windows.rate);
         let long = seconds(windows.long);
         let step = seconds(windows.scrape_interval);
-        let two_scrapes = seconds(windows.scrape_interval * 2);
+        let recent = seconds(windows.recent);
         let requests = names::REQUESTS_TOTAL;
         let refused = series(requests, r#"outcome="queue_full""#);
         let admitted = series(requests, r#"outcome!="queue_full""#);
@@ -70,7 +49,7 @@ impl Queries {
             queue_depth: format!("sum({})", series(names::QUEUE_DEPTH, "")),
             oldest_queued_age: format!("max({})", series(names::OLDEST_QUEUED_AGE_SECONDS, "")),
             queue_wait_p95: format!(
-                "histogram_quantile(0.95, sum by (le) (rate({}[{rate}])))",
+                "histogram_quantile({QUEUE_WAIT_QUANTILE}, sum by (le) (rate({}[{rate}])))",
                 series(&format!("{}_bucket", names::QUEUE_WAIT_SECONDS), "")
             ),
             images_per_pod_second: format!(
@@ -81,10 +60,10 @@ impl Queries {
             // While pods refuse work, admissions follow capacity, not demand: leave
             // those moments out of the median.
             sustained_admitted_per_second: format!(
-                "quantile_over_time(0.5, (sum(rate({admitted}[{rate}])) unless sum(rate({refused}[{rate}])) > 0)[{long}:{step}])"
+                "quantile_over_time({SUSTAINED_QUANTILE}, (sum(rate({admitted}[{rate}])) unless sum(rate({refused}[{rate}])) > 0)[{long}:{step}])"
             ),
             rejected_per_second: format!("sum(rate({refused}[{rate}]))"),
-            rejected_recently: format!("sum(increase({refused}[{two_scrapes}]))"),
+            rejected_recently: format!("sum(rate({refused}[{recent}])) * {}", windows.scrape_interval.as_secs_f64()),
         }
     }
 }
@@ -118,18 +97,29 @@ impl PrometheusSource {
     /// scraped yet, or a wrong selector), which the policy treats as missing data.
     pub async fn queue_metrics(&self) -> Result<Option<QueueMetrics>, Error> {
         let q = &self.queries;
-        let Some(queue_depth) = self.scalar(&q.queue_depth).await? else {
+        let (queue_depth, age, oldest, p95, per_pod, sustained, rejected, recently) = futures::try_join!(
+            self.scalar(&q.queue_depth),
+            self.scalar(&q.sample_age),
+            self.scalar(&q.oldest_queued_age),
+            self.scalar(&q.queue_wait_p95),
+            self.scalar(&q.images_per_pod_second),
+            self.scalar(&q.sustained_admitted_per_second),
+            self.scalar(&q.rejected_per_second),
+            self.scalar(&q.rejected_recently),
+        )?;
+        let Some(queue_depth) = queue_depth else {
             return Ok(None);
         };
+        // An empty answer is a sum over no series: nothing happened in the window.
         Ok(Some(QueueMetrics {
-            age_seconds: self.scalar(&q.sample_age).await?.unwrap_or(f64::INFINITY),
+            age_seconds: age.unwrap_or(f64::INFINITY),
             queue_depth,
-            oldest_queued_age_seconds: self.scalar(&q.oldest_queued_age).await?.unwrap_or(0.0),
-            queue_wait_p95_seconds: self.scalar(&q.queue_wait_p95).await?,
-            images_per_pod_second: self.scalar(&q.images_per_pod_second).await?,
-            sustained_admitted_per_second: self.scalar(&q.sustained_admitted_per_second).await?.unwrap_or(0.0),
-            rejected_per_second: self.scalar(&q.rejected_per_second).await?.unwrap_or(0.0),
-            rejected_recently: self.scalar(&q.rejected_recently).await?.unwrap_or(0.0),
+            oldest_queued_age_seconds: oldest.unwrap_or(0.0),
+            queue_wait_p95_seconds: p95,
+            images_per_pod_second: per_pod,
+            sustained_admitted_per_second: sustained.unwrap_or(0.0),
+            rejected_per_second: rejected.unwrap_or(0.0),
+            rejected_recently: recently.unwrap_or(0.0),
         }))
     }
 
@@ -202,7 +192,7 @@ mod tests {
         assert!(q.sustained_admitted_per_second.ends_with("[300s:5s])"), "{}", q.sustained_admitted_per_second);
         assert_eq!(
             q.rejected_recently,
-            r#"sum(increase(matte_requests_total{namespace="shop",outcome="queue_full"}[10s]))"#
+            r#"sum(rate(matte_requests_total{namespace="shop",outcome="queue_full"}[10s])) * 5"#
         );
     }
 

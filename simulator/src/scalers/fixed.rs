@@ -1,7 +1,7 @@
 //! A fleet of a fixed size: what many GPU services run today.
 
 use super::{ClusterView, Scaler};
-use crate::simulate::settings::Settings;
+use crate::settings::Settings;
 
 pub struct Fixed {
     replicas: u32,

@@ -22,11 +22,11 @@ use std::collections::{BinaryHeap, VecDeque};
 use serde::Serialize;
 
 use super::gpus::{GpuPool, Placement};
-use super::prometheus::{Counters, Gauges, Prometheus};
+use super::prometheus::{Counters, Gauges, Prometheus, Target};
 use super::random::{Stream, StreamName};
 use super::scalers::{ClusterView, Scaler};
 use super::settings::{BATCHED_IMAGE_COST, Routing, Settings};
-use crate::autoscaler::policy::median;
+use matte_policy::stats::median;
 
 /// The work: when each image is first sent and how long it takes alone on a GPU. Drawn
 /// once so that every policy gets exactly the same.
@@ -205,6 +205,8 @@ struct Pod {
     batch: Vec<usize>,
     served: u64,
     backlog_when_ready: bool,
+    /// What its `/metrics` shows.
+    counters: Counters,
 }
 
 impl Pod {
@@ -229,8 +231,10 @@ struct Engine<'a> {
     pods: Vec<Pod>,
     initial_pods: usize,
     held_in_front: VecDeque<Queued>,
+    /// The front's counters: requests it held.
+    front: Counters,
     gpus: GpuPool,
-    counters: Counters,
+    rejections: u64,
     prometheus: Prometheus,
     startups: Vec<f64>,
     changes: Vec<ReplicaChange>,
@@ -258,13 +262,10 @@ impl<'a> Engine<'a> {
             pods: Vec::new(),
             initial_pods: 0,
             held_in_front: VecDeque::new(),
+            front: Counters::default(),
             gpus: GpuPool::new(settings.warm_gpus, settings.max_gpus, settings.node_idle_timeout_seconds),
-            counters: Counters::default(),
-            prometheus: Prometheus::new(
-                settings.rate_window_seconds,
-                settings.long_rate_window_seconds,
-                settings.retry_after_seconds,
-            ),
+            rejections: 0,
+            prometheus: Prometheus::new(settings.windows(), settings.rate_window_seconds),
             startups: Vec::new(),
             changes: Vec::new(),
             timeline: Vec::new(),
@@ -315,7 +316,7 @@ impl<'a> Engine<'a> {
                 if std::mem::take(&mut self.retrying[request]) {
                     self.retrying_count -= 1;
                 }
-                self.route(request);
+                self.route(request, false);
             }
             Event::BatchDone { pod, duration } => self.batch_done(pod, duration),
             Event::NodeReady(pod) => self.node_ready(pod),
@@ -337,10 +338,11 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn route(&mut self, request: usize) {
+    /// Sends a request to a pod; `was_held`: it was held in front, which counted it.
+    fn route(&mut self, request: usize, was_held: bool) {
         let ready: Vec<usize> = (0..self.pods.len()).filter(|&index| self.pods[index].phase == Phase::Ready).collect();
-        self.counters.requests += 1;
         if ready.is_empty() {
+            self.front.admitted += 1;
             self.held_in_front.push_back(Queued { request, since: self.now });
             return;
         }
@@ -350,13 +352,19 @@ impl<'a> Engine<'a> {
                 ready.iter().copied().min_by_key(|&index| self.pods[index].outstanding()).unwrap_or(ready[0])
             }
         };
-        if self.pods[chosen].queue.len() >= self.settings.queue_capacity {
-            self.counters.rejected += 1;
+        // As the pods' admission: every request it holds, queued or in inference, takes
+        // one of the capacity's places.
+        if self.pods[chosen].outstanding() >= self.settings.queue_capacity {
+            self.pods[chosen].counters.refused += 1;
+            self.rejections += 1;
             self.retrying[request] = true;
             self.retrying_count += 1;
             let wait = self.settings.retry_after_seconds * (1.0 + 0.5 * self.routing_rng.uniform());
             self.schedule(self.now + wait, Event::Arrival(request));
         } else {
+            if !was_held {
+                self.pods[chosen].counters.admitted += 1;
+            }
             self.pods[chosen].queue.push_back(Queued { request, since: self.now });
             self.start_batch(chosen);
         }
@@ -370,7 +378,7 @@ impl<'a> Engine<'a> {
         let size = pod.queue.len().min(self.settings.max_batch_size);
         let (mut total, mut longest) = (0.0_f64, 0.0_f64);
         for queued in pod.queue.drain(..size) {
-            self.counters.observe_queue_wait(self.now - queued.since);
+            pod.counters.observe_queue_wait(self.now - queued.since);
             let alone = self.workload.service_seconds[queued.request];
             total += alone;
             longest = longest.max(alone);
@@ -382,14 +390,14 @@ impl<'a> Engine<'a> {
 
     fn batch_done(&mut self, index: usize, duration: f64) {
         // Like the pods' histogram, the inference time is observed when the run ends.
-        self.counters.inference_seconds += duration;
+        self.pods[index].counters.inference_seconds += duration;
         let finished = std::mem::take(&mut self.pods[index].batch);
         for &request in &finished {
             self.answered[request] = Some(self.now - self.workload.arrivals[request]);
         }
         let count = u64::try_from(finished.len()).unwrap_or(u64::MAX);
         self.pods[index].served += count;
-        self.counters.images_processed += count;
+        self.pods[index].counters.images_processed += count;
         self.start_batch(index);
         if self.pods[index].phase == Phase::Draining && self.pods[index].is_idle() {
             self.end_pod(index);
@@ -422,10 +430,8 @@ impl<'a> Engine<'a> {
         pod.ready_at = Some(self.now);
         pod.backlog_when_ready = backlog;
         self.startups.push(self.now - pod.scheduled.unwrap_or(pod.created));
-        // Held requests were counted when they arrived in front.
         for held in std::mem::take(&mut self.held_in_front) {
-            self.counters.requests -= 1;
-            self.route(held.request);
+            self.route(held.request, true);
         }
     }
 
@@ -450,6 +456,7 @@ impl<'a> Engine<'a> {
             batch: Vec::new(),
             served: 0,
             backlog_when_ready: false,
+            counters: Counters::default(),
         }
     }
 
@@ -522,23 +529,25 @@ impl<'a> Engine<'a> {
         let pod = &mut self.pods[index];
         pod.phase = Phase::Ended;
         pod.ended_at = Some(self.now);
+        self.prometheus.target_gone(pod_target(index), self.now);
         if let Some(node) = pod.node {
             self.gpus.release(node, self.now);
             self.place_unschedulable();
         }
     }
 
+    /// Prometheus scrapes every pod that serves (draining ones too) and the front.
     fn scrape(&mut self) {
-        let running = self.pods.iter().filter(|pod| matches!(pod.phase, Phase::Ready | Phase::Draining));
-        let mut gauges = Gauges::default();
-        let queues = running.map(|pod| &pod.queue).chain(std::iter::once(&self.held_in_front));
-        for queue in queues {
-            gauges.queue_depth += queue.len() as f64;
-            if let Some(oldest) = queue.front() {
-                gauges.oldest_queued_age_seconds = gauges.oldest_queued_age_seconds.max(self.now - oldest.since);
+        let gauges = |queue: &VecDeque<Queued>| Gauges {
+            queue_depth: queue.len() as f64,
+            oldest_queued_age_seconds: queue.front().map_or(0.0, |oldest| self.now - oldest.since),
+        };
+        for (index, pod) in self.pods.iter().enumerate() {
+            if matches!(pod.phase, Phase::Ready | Phase::Draining) {
+                self.prometheus.scrape(self.now, pod_target(index), gauges(&pod.queue), &pod.counters);
             }
         }
-        self.prometheus.scrape(self.now, gauges, &self.counters);
+        self.prometheus.scrape(self.now, FRONT, gauges(&self.held_in_front), &self.front);
     }
 
     fn view(&self) -> ClusterView<'_> {
@@ -560,6 +569,7 @@ impl<'a> Engine<'a> {
             unschedulable: to_u32(count(Phase::Unschedulable)),
             measured_startup: self.measured_startup(),
             metrics: self.prometheus.latest(),
+            prometheus: &self.prometheus,
             inflight: inflight as f64,
         }
     }
@@ -602,10 +612,17 @@ impl<'a> Engine<'a> {
             pods,
             changes: self.changes,
             timeline: self.timeline,
-            rejections: self.counters.rejected,
+            rejections: self.rejections,
             initial_pods: self.initial_pods,
         }
     }
+}
+
+/// The front (activator, interceptor or gateway) is a scrape target of its own.
+const FRONT: Target = 0;
+
+fn pod_target(index: usize) -> Target {
+    index + 1
 }
 
 fn to_u32(count: usize) -> u32 {

@@ -11,7 +11,7 @@
 //! utilization as Knative's default, so that the anchors differ only in their algorithms.
 
 use super::{ClusterView, Scaler};
-use crate::simulate::settings::Settings;
+use crate::settings::Settings;
 
 const SYNC_PERIOD_SECONDS: f64 = 15.0;
 const TOLERANCE: f64 = 0.1;

@@ -1,6 +1,9 @@
 //! Every knob of a simulation run, with the meaning of each.
 
+use std::time::Duration;
+
 use clap::ValueEnum;
+use matte_policy::observed::Windows;
 use serde::Serialize;
 
 use crate::error::Error;
@@ -45,7 +48,8 @@ pub struct Settings {
     /// An added node that stays free this long is removed (the cluster autoscaler's
     /// default scale-down-unneeded time).
     pub node_idle_timeout_seconds: f64,
-    /// Requests a pod queues before it answers 429.
+    /// Requests a pod holds, queued or in inference, before it answers 429 (the pods'
+    /// `--queue-capacity`).
     pub queue_capacity: usize,
     /// The `Retry-After` of a 429; clients wait this long plus up to half again.
     pub retry_after_seconds: f64,
@@ -54,10 +58,9 @@ pub struct Settings {
     pub scrape_interval_seconds: f64,
     /// Prometheus rule evaluation interval: what the autoscalers query is this fresh.
     pub rule_interval_seconds: f64,
-    /// The `rate()` window of the queries.
+    /// The `rate()` window of the anchors' request-rate rule (Matte's windows follow
+    /// the scrape interval, as in the operator: [`Settings::windows`]).
     pub rate_window_seconds: f64,
-    /// The long window for the sustained arrival rate.
-    pub long_rate_window_seconds: f64,
     pub min_replicas: u32,
     pub max_replicas: u32,
     /// The fleet size of the `static` policy.
@@ -83,6 +86,12 @@ impl Settings {
         1.0 / self.mean_service_seconds()
     }
 
+    /// The windows of Matte's quantities, as the operator sets them for this scrape
+    /// interval.
+    pub fn windows(&self) -> Windows {
+        Windows::for_scrape_interval(Duration::from_secs_f64(self.scrape_interval_seconds))
+    }
+
     pub fn end_seconds(&self) -> f64 {
         self.duration_seconds + self.tail_seconds
     }
@@ -99,7 +108,6 @@ impl Settings {
             ("scrape interval", self.scrape_interval_seconds),
             ("rule interval", self.rule_interval_seconds),
             ("rate window", self.rate_window_seconds),
-            ("long rate window", self.long_rate_window_seconds),
         ];
         if let Some((name, value)) = positive.iter().find(|(_, value)| !(value.is_finite() && *value > 0.0)) {
             return Err(Error::InvalidSetting(format!("the {name} must be a positive number of seconds, not {value}")));

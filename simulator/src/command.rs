@@ -1,6 +1,6 @@
-//! `matte-operator simulate`: from the arguments to what is printed.
+//! `matte-sim`: from the arguments to what is printed.
 
-use crate::cli::SimulateArgs;
+use crate::cli::Cli;
 use crate::error::Error;
 
 use super::scalers::PolicyName;
@@ -14,7 +14,7 @@ pub struct Printed {
     pub stderr: String,
 }
 
-pub fn run(args: &SimulateArgs) -> Result<Printed, Error> {
+pub fn run(args: &Cli) -> Result<Printed, Error> {
     let traffic = Traffic::from_args(args)?;
     let policies = if args.policies.is_empty() {
         <PolicyName as clap::ValueEnum>::value_variants().to_vec()
@@ -61,7 +61,7 @@ enum Source {
 }
 
 impl Traffic {
-    fn from_args(args: &SimulateArgs) -> Result<Self, Error> {
+    fn from_args(args: &Cli) -> Result<Self, Error> {
         if let Some(path) = &args.trace {
             let arrivals = trace::read_file(path)?;
             let last = arrivals.last().copied().unwrap_or(0.0);

@@ -9,7 +9,7 @@
 
 use super::hpa::{HpaController, TARGET_UTILIZATION};
 use super::{ClusterView, Scaler};
-use crate::simulate::settings::Settings;
+use crate::settings::Settings;
 
 const POLLING_INTERVAL_SECONDS: f64 = 30.0;
 const COOLDOWN_SECONDS: f64 = 300.0;

@@ -1,15 +1,16 @@
-//! This operator's policy, called exactly as the reconciler calls it.
+//! This operator's policy, called exactly as the reconciler calls it: every scrape
+//! interval, with the queue as the operator's queries find it at that moment.
+
+use matte_policy::{self as policy, Memory, Observation, PolicySpec};
 
 use super::{ClusterView, Scaler};
-use crate::autoscaler::policy::{self, Memory, Observation, PolicySpec, QueueMetrics};
-use crate::simulate::settings::Settings;
-
-/// How often the reconciler re-evaluates a resource.
-const RECONCILE_INTERVAL_SECONDS: f64 = 5.0;
+use crate::settings::Settings;
 
 pub struct Matte {
     spec: PolicySpec,
     memory: Memory,
+    /// The reconciler requeues each resource once per scrape interval.
+    interval_seconds: f64,
 }
 
 impl Matte {
@@ -19,13 +20,13 @@ impl Matte {
             retry_after_seconds: 1.25 * settings.retry_after_seconds,
             ..PolicySpec::new(settings.min_replicas, settings.max_replicas, settings.target_queue_latency_seconds)
         };
-        Self { spec, memory: Memory::default() }
+        Self { spec, memory: Memory::default(), interval_seconds: settings.scrape_interval_seconds }
     }
 }
 
 impl Scaler for Matte {
     fn interval_seconds(&self) -> f64 {
-        RECONCILE_INTERVAL_SECONDS
+        self.interval_seconds
     }
 
     fn initial_replicas(&self) -> u32 {
@@ -33,16 +34,6 @@ impl Scaler for Matte {
     }
 
     fn decide(&mut self, view: &ClusterView) -> u32 {
-        let queue = view.metrics.map(|snapshot| QueueMetrics {
-            age_seconds: view.now - snapshot.sampled_at,
-            queue_depth: snapshot.gauges.queue_depth,
-            oldest_queued_age_seconds: snapshot.gauges.oldest_queued_age_seconds,
-            queue_wait_p95_seconds: snapshot.queue_wait_p95_seconds,
-            images_per_pod_second: snapshot.images_per_pod_second,
-            sustained_admitted_per_second: snapshot.sustained_admitted_per_second,
-            rejected_per_second: snapshot.rejected_per_second,
-            rejected_recently: snapshot.rejected_recently,
-        });
         let observation = Observation {
             now_seconds: view.now,
             replicas: view.replicas,
@@ -50,7 +41,7 @@ impl Scaler for Matte {
             starting_pod_ages_seconds: view.starting_ages.clone(),
             unschedulable_pods: view.unschedulable,
             measured_startup_seconds: view.measured_startup,
-            queue,
+            queue: view.prometheus.queue_metrics(view.now),
         };
         let decision = policy::decide(&self.spec, &observation, &self.memory);
         self.memory = decision.memory;

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 
 use super::hpa::ceil_u32;
 use super::{ClusterView, Scaler};
-use crate::simulate::settings::Settings;
+use crate::settings::Settings;
 
 const TICK_SECONDS: f64 = 2.0;
 const STABLE_WINDOW_SECONDS: f64 = 60.0;

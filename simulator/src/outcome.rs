@@ -1,5 +1,6 @@
 //! The figures each policy is judged by, from what one run recorded.
 
+use matte_policy::stats::{median, nearest_rank};
 use serde::Serialize;
 
 use super::engine::{PodRecord, ReplicaChange, RunRecord};
@@ -50,29 +51,20 @@ pub fn outcome(policy: PolicyName, settings: &Settings, bursts: &[Burst], run: &
         policy,
         images: latencies.len(),
         unanswered: run.latencies.iter().filter(|latency| latency.is_none()).count(),
-        p50_seconds: percentile(&latencies, 0.50),
-        p95_seconds: percentile(&latencies, 0.95),
-        p99_seconds: percentile(&latencies, 0.99),
-        max_seconds: percentile(&latencies, 1.0),
+        p50_seconds: nearest_rank(&latencies, 0.50),
+        p95_seconds: nearest_rank(&latencies, 0.95),
+        p99_seconds: nearest_rank(&latencies, 0.99),
+        max_seconds: nearest_rank(&latencies, 1.0),
         slo_attainment: if latencies.is_empty() { 1.0 } else { within_slo as f64 / latencies.len() as f64 },
         gpu_seconds: run.pods.iter().map(billed_seconds).sum(),
         pod_starts: started.len(),
         wasted_starts: started.iter().filter(|pod| is_wasted(pod)).count(),
         flaps: flaps(&run.changes, settings.flap_window_seconds),
-        reaction_median_seconds: median(&reactions),
+        reaction_median_seconds: median(reactions.clone()),
         bursts_with_new_pods: reactions.len(),
         bursts: bursts.len(),
         rejections: run.rejections,
     }
-}
-
-/// Nearest-rank percentile of sorted values; infinite values (never answered) give `None`.
-pub fn percentile(sorted: &[f64], quantile: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (quantile * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted.get(rank.min(sorted.len()) - 1).copied().filter(|value| value.is_finite())
 }
 
 fn billed_seconds(pod: &PodRecord) -> f64 {
@@ -111,23 +103,9 @@ fn reactions(bursts: &[Burst], started: &[PodRecord]) -> Vec<f64> {
         .collect()
 }
 
-fn median(values: &[f64]) -> Option<f64> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    percentile(&sorted, 0.5)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_use_the_nearest_rank_and_report_unanswered_as_none() {
-        let sorted = [1.0, 2.0, 3.0, 4.0];
-        assert_eq!(percentile(&sorted, 0.5), Some(2.0));
-        assert_eq!(percentile(&sorted, 1.0), Some(4.0));
-        assert_eq!(percentile(&[1.0, f64::INFINITY], 1.0), None);
-    }
 
     #[test]
     fn a_reversal_within_the_window_is_a_flap() {

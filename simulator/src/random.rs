@@ -51,6 +51,13 @@ impl Stream {
         median * (sigma * self.standard_normal()).exp()
     }
 
+    /// Pareto with the given minimum and tail index: heavy-tailed sizes (the smaller
+    /// the index, the heavier the tail).
+    pub fn pareto(&mut self, minimum: f64, tail_index: f64) -> f64 {
+        // 1 - u is in (0, 1]: the draw is finite and at least the minimum.
+        minimum / (1.0 - self.uniform()).powf(1.0 / tail_index)
+    }
+
     /// Box–Muller: two uniforms make one normal.
     fn standard_normal(&mut self) -> f64 {
         let radius = (-2.0 * (1.0 - self.uniform()).ln()).sqrt();

@@ -1,4 +1,4 @@
-//! Matte's scaling policy: start-up aware and deadline driven.
+//! The scaling decision: start-up aware and deadline driven.
 //!
 //! A pure function from what the operator observed to how many replicas it wants, with
 //! the reason. The reconciler calls it on every pass and stores [`Memory`] in the
@@ -20,7 +20,9 @@
 //! for the next one. So once bursts come in a rhythm, the pods that drain a typical one
 //! within a start-up stay warm between them, until the rhythm breaks.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::stats::median;
 
 /// The user's settings, from the resource's `autoscaling` spec.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -81,7 +83,8 @@ impl PolicySpec {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Observation {
-    /// Seconds on a monotonic clock; only differences matter.
+    /// Seconds on the clock of the [`Memory`]'s times (the operator: Unix time); only
+    /// differences matter.
     pub now_seconds: f64,
     /// The Deployment's `spec.replicas` right now.
     pub replicas: u32,
@@ -115,22 +118,29 @@ pub struct QueueMetrics {
     /// over the long window), if any image was processed in it: what one busy pod can do.
     pub images_per_pod_second: Option<f64>,
     /// Requests admitted per second when no burst is on: the median over a long window
-    /// of the rate between scrapes without refusals, which a burst does not move.
+    /// of the rate at each scrape, leaving out those with refusals, which a burst does
+    /// not move.
     pub sustained_admitted_per_second: f64,
-    /// 429 responses per second over the last few scrape intervals.
+    /// 429 responses per second over the rate window (a few scrape intervals).
     pub rejected_per_second: f64,
-    /// 429 responses over the last few seconds, about one `Retry-After` (at least one
-    /// scrape interval): a client refused that recently has not come back yet, so each
-    /// counts once.
+    /// 429 responses in one scrape interval, read over the last two: quick to see a
+    /// burst begin, when the rate's window still holds the quiet before it. A refused
+    /// client comes back no sooner than one `Retry-After`, at least a scrape interval
+    /// (the pods' is at least 1 s, the simulated 5 s), so each counts once.
     pub rejected_recently: f64,
 }
 
-/// What the policy remembers between passes (kept by the reconciler for each resource;
-/// a new leader starts with an empty memory and learns again).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// What the policy remembers between passes. The reconciler keeps it in the resource's
+/// status, so that a new leader decides as the old one would; its times are on the
+/// clock of [`Observation::now_seconds`], which must therefore be shared by every
+/// replica of the operator (the wall clock).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(default, rename_all = "camelCase")]
 pub struct Memory {
     /// The replicas last decided.
+    // Kubernetes schemas know no unsigned formats; the CRD's replica counts are int32.
+    #[cfg_attr(feature = "schema", schemars(with = "Option<i32>"))]
     pub replicas: Option<u32>,
     /// Since when the fleet has been larger than needed, if it is.
     pub surplus_since_seconds: Option<f64>,
@@ -138,12 +148,13 @@ pub struct Memory {
     pub images_per_pod_second: Option<f64>,
     /// The burst going on now, if clients are being refused.
     pub burst: Option<Burst>,
-    /// The last few bursts, oldest first, at most [`BURSTS_REMEMBERED`].
+    /// The last few bursts, oldest first, at most eight (`BURSTS_REMEMBERED`).
     pub recent_bursts: Vec<Burst>,
 }
 
 /// A time of refusals: the pods' queues were full and clients waited outside them.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Burst {
     pub started_seconds: f64,
@@ -401,17 +412,6 @@ fn warm_replicas(spec: &PolicySpec, now: f64, recent: &[Burst], current: Option<
     to_count((typical_backlog / per_pod_before_help_arrives).ceil())
 }
 
-/// The median: the middle value, or the mean of the middle two; `None` for none.
-pub fn median(mut values: Vec<f64>) -> Option<f64> {
-    values.sort_by(f64::total_cmp);
-    let middle = values.len() / 2;
-    match values.len() {
-        0 => None,
-        count if count % 2 == 1 => Some(values[middle]),
-        _ => Some((values[middle - 1] + values[middle]) / 2.0),
-    }
-}
-
 /// The fewest pods that finish `work` images within `deadline` seconds: ready pods
 /// first, then starting ones in the order they will be ready, then new ones.
 fn pods_to_finish(
@@ -498,5 +498,5 @@ fn to_count(value: f64) -> u32 {
 }
 
 #[cfg(test)]
-#[path = "policy_tests.rs"]
+#[path = "decision_tests.rs"]
 mod tests;

@@ -357,11 +357,3 @@ fn warm_pods_are_given_back_when_the_bursts_stop_coming() {
     let decision = decide(&spec(), &over, &memory);
     assert_eq!((decision.replicas, decision.reason), (1, Reason::ScaleDown));
 }
-
-#[test]
-fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
-    // One slow start among two must not make the policy think every start is slow.
-    assert_eq!(median(vec![118.0, 41.0]), Some(79.5));
-    assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
-    assert_eq!(median(Vec::new()), None);
-}

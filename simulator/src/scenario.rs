@@ -20,6 +20,15 @@ pub enum Scenario {
     /// One burst of 100 images within 1 s on pods that do 1 image/s, with a 10 s SLO:
     /// how large must the warm fleet be?
     HundredInTen,
+    /// Heavy-tailed batch uploads: batches of 30 to 600 images (Pareto sizes, most a few
+    /// dozen), each arriving at 20–50 images/s, ~4 minutes apart (exponential gaps), and
+    /// once a flash crowd of 600 images over a minute.
+    BatchUploads,
+    /// A cron job: 300 images every ten minutes, each batch within 10 s.
+    CronBatches,
+    /// Light background traffic and, once, a crowd that ramps up to 12 images/s over a
+    /// minute, stays two minutes and fades over one.
+    FlashCrowd,
 }
 
 /// The defaults every scenario starts from: pods and a cluster as the issue describes
@@ -47,7 +56,6 @@ fn base_settings() -> Settings {
         scrape_interval_seconds: 5.0,
         rule_interval_seconds: 5.0,
         rate_window_seconds: 60.0,
-        long_rate_window_seconds: 300.0,
         min_replicas: 1,
         max_replicas: 20,
         static_replicas: 2,
@@ -60,7 +68,9 @@ impl Scenario {
     pub fn settings(self) -> Settings {
         let base = base_settings();
         match self {
-            Scenario::BurstTrain | Scenario::PeriodicBursts => base,
+            Scenario::BurstTrain | Scenario::PeriodicBursts | Scenario::BatchUploads => base,
+            Scenario::CronBatches => Settings { duration_seconds: 7200.0, ..base },
+            Scenario::FlashCrowd => Settings { static_replicas: 4, ..base },
             Scenario::Diurnal => Settings { duration_seconds: 7200.0, static_replicas: 4, ..base },
             Scenario::RareHugeBurst => Settings { static_replicas: 4, ..base },
             Scenario::HundredInTen => Settings {
@@ -135,6 +145,57 @@ impl Scenario {
             Scenario::HundredInTen => {
                 let mut arrivals = Vec::new();
                 burst(&mut arrivals, &mut rng, 60.0, 100.0, 1.0, duration);
+                arrivals
+            }
+            Scenario::BatchUploads => {
+                let mut arrivals = Vec::new();
+                let mut start = rng.exponential(240.0);
+                while start < duration {
+                    let images = rng.pareto(30.0, 1.1).min(600.0).round();
+                    let rate = rng.between(20.0, 50.0);
+                    burst(&mut arrivals, &mut rng, start, images, images / rate, duration);
+                    start += rng.exponential(240.0);
+                }
+                let crowd_at = rng.between(0.25, 0.75) * duration;
+                burst(&mut arrivals, &mut rng, crowd_at, 600.0, 60.0, duration);
+                arrivals
+            }
+            Scenario::CronBatches => {
+                let mut arrivals = Vec::new();
+                let mut start = 120.0;
+                while start < duration {
+                    burst(&mut arrivals, &mut rng, start, 300.0, 10.0, duration);
+                    start += 600.0;
+                }
+                arrivals
+            }
+            Scenario::FlashCrowd => {
+                // Poisson arrivals at 0.1/s, and the crowd on top from a random moment in
+                // the run's middle: drawn by thinning at the peak rate.
+                let (background, peak) = (0.1, 12.0);
+                let crowd_at = rng.between(0.25, 0.6) * duration;
+                let crowd = |time: f64| {
+                    let since = time - crowd_at;
+                    let share = if !(0.0..=240.0).contains(&since) {
+                        0.0
+                    } else if since < 60.0 {
+                        since / 60.0
+                    } else if since < 180.0 {
+                        1.0
+                    } else {
+                        (240.0 - since) / 60.0
+                    };
+                    peak * share
+                };
+                let top = background + peak;
+                let mut arrivals = Vec::new();
+                let mut time = rng.exponential(1.0 / top);
+                while time < duration {
+                    if rng.uniform() < (background + crowd(time)) / top {
+                        arrivals.push(time);
+                    }
+                    time += rng.exponential(1.0 / top);
+                }
                 arrivals
             }
         };

@@ -2,12 +2,12 @@
 //! reproduced, and the operator's policy beating them on bursts by the margins
 //! over many seeds.
 
-use matte_operator::simulate::outcome::Outcome;
-use matte_operator::simulate::scalers::PolicyName;
-use matte_operator::simulate::scenario::Scenario;
-use matte_operator::simulate::settings::Settings;
-use matte_operator::simulate::sweep::summarize;
-use matte_operator::simulate::{Report, compare};
+use matte_sim::outcome::Outcome;
+use matte_sim::scalers::PolicyName;
+use matte_sim::scenario::Scenario;
+use matte_sim::settings::Settings;
+use matte_sim::sweep::summarize;
+use matte_sim::{Report, compare};
 
 fn run(settings: &Settings, arrivals: Vec<f64>, policies: &[PolicyName], seed: u64) -> Report {
     compare(settings, arrivals, policies, seed, "test".into()).expect("valid settings").report

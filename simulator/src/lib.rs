@@ -1,8 +1,12 @@
 //! The burst simulator: the same trace, the same pods and the same metrics pipeline for
-//! every policy, so that their numbers can be compared.
+//! every policy, so that their numbers can be compared. Matte's policy is fed exactly
+//! what the operator reads: every quantity computed from simulated scrapes through the
+//! definitions of `matte_policy::observed`.
 
+pub mod cli;
 pub mod command;
 pub mod engine;
+pub mod error;
 pub mod gpus;
 pub mod outcome;
 pub mod plots;

@@ -7,7 +7,7 @@
 
 use super::hpa::ceil_u32;
 use super::{ClusterView, Scaler};
-use crate::simulate::settings::Settings;
+use crate::settings::Settings;
 
 /// The start-up quantile the oracle plans for, as a multiple of the log-normal's sigma
 /// (90th percentile), so that its pods are ready in time nine times out of ten.

@@ -13,7 +13,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use super::engine::Workload;
-use super::prometheus::Snapshot;
+use super::prometheus::{Prometheus, Snapshot};
 use super::settings::Settings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ValueEnum)]
@@ -59,7 +59,10 @@ pub struct ClusterView<'a> {
     pub unschedulable: u32,
     /// Median scheduled-to-ready time of recent pods.
     pub measured_startup: Option<f64>,
+    /// The anchors' recording rule, as of its last evaluation.
     pub metrics: Option<&'a Snapshot>,
+    /// What Matte's operator queries directly.
+    pub prometheus: &'a Prometheus,
     /// Every request not yet answered: in pods (queued or in inference), held in front,
     /// or refused and waiting to retry. Knative's queue-proxies and activator would be
     /// holding the latter, so KPA's concurrency includes them.

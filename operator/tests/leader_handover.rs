@@ -1,0 +1,93 @@
+//! The policy's memory survives a leader change: each pass writes it into the resource's
+//! status, and a new leader reading that status back (as JSON, the way the apiserver
+//! hands it over) decides exactly as the old leader would have. Mid-rhythm of recurring
+//! bursts, that means keeping warm the pods a leader starting from nothing gives back.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use matte_operator::autoscaler::policy::{Decision, Memory, Observation, PolicySpec, QueueMetrics, Reason, decide};
+use matte_operator::crd::BackgroundRemovalServiceStatus;
+use matte_operator::status::{Observed, compute};
+
+/// One pass every 5 s; a burst every 200 s from 1000 s on, refusing clients for 30 s.
+const PASS_SECONDS: f64 = 5.0;
+
+fn spec() -> PolicySpec {
+    PolicySpec::new(1, 10, 30.0)
+}
+
+fn observation(now_seconds: f64, replicas: u32) -> Observation {
+    let in_burst = now_seconds >= 1000.0 && (now_seconds - 1000.0) % 200.0 < 30.0;
+    let queue = QueueMetrics {
+        age_seconds: 1.0,
+        queue_depth: if in_burst { 16.0 * f64::from(replicas) } else { 0.0 },
+        oldest_queued_age_seconds: if in_burst { 12.0 } else { 0.0 },
+        queue_wait_p95_seconds: Some(if in_burst { 12.0 } else { 0.1 }),
+        images_per_pod_second: Some(1.6),
+        sustained_admitted_per_second: 0.0,
+        rejected_per_second: if in_burst { 40.0 } else { 0.0 },
+        rejected_recently: if in_burst { 300.0 } else { 0.0 },
+    };
+    Observation {
+        now_seconds,
+        replicas,
+        ready_pods: replicas,
+        starting_pod_ages_seconds: Vec::new(),
+        unschedulable_pods: 0,
+        measured_startup_seconds: Some(60.0),
+        queue: Some(queue),
+    }
+}
+
+/// The status a pass writes, as the next reader gets it from the apiserver.
+fn written(previous: &BackgroundRemovalServiceStatus, decision: &Decision) -> BackgroundRemovalServiceStatus {
+    let observed = Observed {
+        selector: "app=x".into(),
+        desired_replicas: i32::try_from(decision.replicas).unwrap(),
+        decision: Some(decision),
+        ..Observed::default()
+    };
+    let status = compute(previous, &observed, &Time(jiff::Timestamp::UNIX_EPOCH));
+    serde_json::from_str(&serde_json::to_string(&status).unwrap()).unwrap()
+}
+
+/// Passes from `from` to `to` seconds, as one leader makes them; returns its decisions.
+fn lead(from: f64, to: f64, mut replicas: u32, mut memory: Memory) -> Vec<Decision> {
+    let mut decisions = Vec::new();
+    let mut now = from;
+    while now < to {
+        let decision = decide(&spec(), &observation(now, replicas), &memory);
+        replicas = decision.replicas;
+        memory = decision.memory.clone();
+        decisions.push(decision);
+        now += PASS_SECONDS;
+    }
+    decisions
+}
+
+#[test]
+fn a_new_leader_reading_the_status_keeps_the_warm_pods_the_old_one_kept() {
+    // The old leader sees three bursts, writing status after every pass.
+    let mut status = BackgroundRemovalServiceStatus::default();
+    let before = lead(900.0, 1450.0, 1, Memory::default());
+    for decision in &before {
+        status = written(&status, decision);
+    }
+    let last = before.last().expect("passes were made");
+    assert_eq!(status.autoscaler_memory.as_ref(), Some(&last.memory), "the memory is in status");
+    assert_eq!(last.memory.recent_bursts.len(), 3, "three bursts ended: {:?}", last.memory);
+
+    // It goes on leading, or a new leader takes over with the memory read from status.
+    let handover = status.autoscaler_memory.clone().expect("memory in status");
+    let stayed = lead(1450.0, 1600.0, last.replicas, last.memory.clone());
+    let took_over = lead(1450.0, 1600.0, last.replicas, handover);
+    assert_eq!(stayed, took_over, "the new leader decides as the old one would");
+    assert!(
+        took_over.iter().any(|decision| decision.reason == Reason::KeepWarmForBursts && decision.replicas >= 2),
+        "the warm pods are kept between bursts: {:?}",
+        took_over.iter().map(|d| (d.replicas, d.reason)).collect::<Vec<_>>()
+    );
+
+    // A leader that starts from nothing has no rhythm and gives the warm pods back.
+    let forgot = lead(1450.0, 1600.0, last.replicas, Memory::default());
+    assert_eq!(forgot.last().map(|decision| decision.replicas), Some(1), "without the memory the pods go");
+}

@@ -1,0 +1,317 @@
+//! The simulator against reality. One short trace (steady traffic, a burst, a quiet
+//! spell) is replayed against two real inference pods (`matte-inference` on the CPU with
+//! a generated model whose run is a fixed amount of work, ~0.1–0.2 s) scraped every
+//! second by a real Prometheus (Debian's), and the operator's metrics source is sampled
+//! once per scrape interval. Then the simulator runs the same arrivals on two pods with
+//! the real pods' measured service time and the same clients (random pod, retry after
+//! 1–1.5× `Retry-After` on a 429), and its Prometheus is sampled through the policy
+//! crate's definitions at the same moments. Each input of `decide` must agree within
+//! the tolerances stated with each check below.
+//!
+//! Needs `scripts/setup.sh` (runtime, Python's `onnx`, prometheus) and the
+//! `matte-inference` binary, which `cargo test --workspace` builds.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use matte_operator::autoscaler::policy::QueueMetrics;
+use matte_operator::autoscaler::prometheus::{PrometheusSource, Windows};
+use matte_sim::engine::{self, Workload};
+use matte_sim::random::{Stream, StreamName};
+use matte_sim::scalers::{ClusterView, Scaler};
+use matte_sim::scenario::Scenario;
+use matte_sim::settings::{Routing, Settings};
+use support::{free_port, pod_metric, setup_path, start_pod, start_prometheus, wait_for};
+
+const SCRAPE_SECONDS: u64 = 1;
+const PODS: u32 = 2;
+const QUEUE_CAPACITY: usize = 4;
+/// What the clients of both worlds wait after a 429, before their jitter.
+const RETRY_AFTER_SECONDS: f64 = 1.0;
+/// Scrapes before the first arrival, in both worlds.
+const LEAD_SECONDS: f64 = 10.0;
+/// Seconds sampled after the last arrival: the burst's refusals leave every window
+/// but the long one.
+const TAIL_SECONDS: f64 = 30.0;
+
+/// Arrivals from the trace's start: an image every 2 s for 90 s, and 100 more within
+/// 2 s at 25 s (about ten times what two pods hold).
+fn trace() -> Vec<f64> {
+    let steady = (0..45).map(|index| 2.0 * f64::from(index));
+    let burst = (0..100).map(|index| 25.0 + f64::from(index) / 50.0);
+    let mut arrivals: Vec<f64> = steady.chain(burst).collect();
+    arrivals.sort_by(f64::total_cmp);
+    arrivals
+}
+
+/// A model whose run is a fixed amount of CPU work, made by `fixtures/slow_model.py`.
+fn slow_model(directory: &std::path::Path) -> PathBuf {
+    let path = directory.join("slow.onnx");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/slow_model.py");
+    let status = Command::new(setup_path("MATTE_PYTHON")).arg(script).arg(&path).status().unwrap();
+    assert!(status.success(), "slow_model.py failed");
+    path
+}
+
+/// One sample per second from the first scrape on: (seconds, the queue as read).
+type Samples = Vec<(f64, Option<QueueMetrics>)>;
+
+/// Replays the trace against the pods; returns the samples of the operator's source.
+async fn replay(pods: &[String], source: &PrometheusSource, photo: Vec<u8>) -> Samples {
+    let arrivals = trace();
+    let end = arrivals.last().copied().unwrap_or(0.0) + TAIL_SECONDS;
+    let start = Instant::now() + Duration::from_secs_f64(LEAD_SECONDS);
+    let client = reqwest::Client::new();
+    let draws = Arc::new(Mutex::new(Stream::new(1, StreamName::Routing)));
+    let photo = Arc::new(photo);
+    let requests: Vec<_> = arrivals
+        .iter()
+        .map(|&at| {
+            let (client, draws, pods, photo) = (client.clone(), draws.clone(), pods.to_vec(), photo.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep_until((start + Duration::from_secs_f64(at)).into()).await;
+                loop {
+                    let pod = &pods[draws.lock().unwrap().index(pods.len())];
+                    let response = client
+                        .post(format!("{pod}/v1/remove?format=mask&max_dimension=64"))
+                        .header("content-type", "image/jpeg")
+                        .body(photo.as_ref().clone())
+                        .send()
+                        .await
+                        .expect("the pod answers");
+                    if response.status() != 429 {
+                        return response.status().as_u16();
+                    }
+                    let jitter = 1.0 + 0.5 * draws.lock().unwrap().uniform();
+                    tokio::time::sleep(Duration::from_secs_f64(RETRY_AFTER_SECONDS * jitter)).await;
+                }
+            })
+        })
+        .collect();
+
+    let first = start - Duration::from_secs_f64(LEAD_SECONDS);
+    let mut samples = Samples::new();
+    let mut second = 0.0;
+    while second <= LEAD_SECONDS + end {
+        tokio::time::sleep_until((first + Duration::from_secs_f64(second)).into()).await;
+        samples.push((second, source.queue_metrics().await.expect("Prometheus answers")));
+        second += SCRAPE_SECONDS as f64;
+    }
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 200, "every image is answered in the end");
+    }
+    samples
+}
+
+/// Reads what the operator's source would read, every scrape interval, and keeps the
+/// fleet as it is.
+struct Recorder {
+    samples: Samples,
+}
+
+impl Scaler for Recorder {
+    fn interval_seconds(&self) -> f64 {
+        SCRAPE_SECONDS as f64
+    }
+
+    fn initial_replicas(&self) -> u32 {
+        PODS
+    }
+
+    fn decide(&mut self, view: &ClusterView) -> u32 {
+        self.samples.push((view.now, view.prometheus.queue_metrics(view.now)));
+        PODS
+    }
+}
+
+/// The simulator on the same arrivals, pods of `service_seconds` per image.
+fn simulate(service_seconds: f64) -> (Samples, u64) {
+    let arrivals: Vec<f64> = trace().iter().map(|at| at + LEAD_SECONDS).collect();
+    let last = arrivals.last().copied().unwrap_or(0.0);
+    let settings = Settings {
+        duration_seconds: last + 1.0,
+        tail_seconds: TAIL_SECONDS,
+        service_seconds,
+        service_sigma: 0.1,
+        max_batch_size: 1,
+        warm_gpus: PODS,
+        max_gpus: PODS,
+        queue_capacity: QUEUE_CAPACITY,
+        retry_after_seconds: RETRY_AFTER_SECONDS,
+        routing: Routing::Random,
+        scrape_interval_seconds: SCRAPE_SECONDS as f64,
+        rule_interval_seconds: SCRAPE_SECONDS as f64,
+        min_replicas: PODS,
+        max_replicas: PODS,
+        static_replicas: PODS,
+        ..Scenario::BurstTrain.settings()
+    };
+    settings.validate().expect("valid settings");
+    let workload = Workload::new(arrivals, &settings, 1);
+    let mut recorder = Recorder { samples: Samples::new() };
+    let run = engine::run(&settings, &workload, &mut recorder, 1);
+    (recorder.samples, run.rejections)
+}
+
+/// The values of one quantity over the samples (missing samples as `None`).
+fn series(samples: &[(f64, Option<QueueMetrics>)], value: impl Fn(&QueueMetrics) -> Option<f64>) -> Vec<Option<f64>> {
+    samples.iter().map(|(_, queue)| queue.as_ref().and_then(&value)).collect()
+}
+
+fn peak(values: &[Option<f64>]) -> f64 {
+    values.iter().flatten().copied().fold(0.0, f64::max)
+}
+
+/// The first and last sample at which the quantity is above zero.
+fn span(values: &[Option<f64>]) -> Option<(usize, usize)> {
+    let positive = |value: &Option<f64>| value.is_some_and(|value| value > 0.0);
+    Some((values.iter().position(positive)?, values.iter().rposition(positive)?))
+}
+
+fn within(what: &str, real: f64, simulated: f64, absolute: f64, relative: f64) {
+    let allowed = absolute + relative * real.abs().max(simulated.abs());
+    assert!(
+        (real - simulated).abs() <= allowed,
+        "{what}: real {real:.3}, simulated {simulated:.3}, allowed difference {allowed:.3}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_reads_what_the_operator_reads_on_a_real_fleet() {
+    let data = std::env::temp_dir().join(format!("matte-fidelity-{}", std::process::id()));
+    std::fs::create_dir_all(&data).unwrap();
+    let model = slow_model(&data);
+    let ports: Vec<u16> = (0..PODS).map(|_| free_port()).collect();
+    let capacity = QUEUE_CAPACITY.to_string();
+    let args = ["--queue-capacity", capacity.as_str(), "--intra-threads", "1", "--max-batch-size", "1"];
+    let _pods: Vec<_> = ports.iter().map(|port| start_pod(&model, *port, &args)).collect();
+    let pods: Vec<String> = ports.iter().map(|port| format!("http://127.0.0.1:{port}")).collect();
+    let prometheus_port = free_port();
+    let prometheus_url = format!("http://127.0.0.1:{prometheus_port}");
+    let _prometheus = start_prometheus(&data.join("prometheus"), prometheus_port, SCRAPE_SECONDS, &ports);
+    let ready: Vec<String> =
+        pods.iter().map(|pod| format!("{pod}/readyz")).chain([format!("{prometheus_url}/-/ready")]).collect();
+    tokio::task::spawn_blocking(move || ready.iter().for_each(|url| wait_for(url, Duration::from_secs(180))))
+        .await
+        .unwrap();
+
+    let windows = Windows::for_scrape_interval(Duration::from_secs(SCRAPE_SECONDS));
+    let source = PrometheusSource::new(&prometheus_url, r#"job="matte""#, &windows).unwrap();
+    let scraped_by = Instant::now() + Duration::from_secs(30);
+    while source.queue_metrics().await.unwrap().is_none() {
+        assert!(Instant::now() < scraped_by, "Prometheus never scraped the pods");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let photo = std::fs::read(setup_path("MATTE_SAMPLE_IMAGES").join("rocket.jpg")).unwrap();
+    let real = replay(&pods, &source, photo).await;
+
+    let pods_read = pods.clone();
+    let (busy, runs, refused) = tokio::task::spawn_blocking(move || {
+        let sum = |name: &str| pods_read.iter().map(|pod| pod_metric(pod, name)).sum::<f64>();
+        (
+            sum("matte_inference_seconds_sum"),
+            sum("matte_inference_seconds_count"),
+            // Only 429s carry this outcome.
+            pods_read.iter().map(|pod| queue_full(pod)).sum::<f64>(),
+        )
+    })
+    .await
+    .unwrap();
+    let service_seconds = busy / runs;
+    let (simulated, simulated_refusals) = simulate(service_seconds);
+
+    eprintln!("service time {service_seconds:.3} s; refusals: real {refused}, simulated {simulated_refusals}");
+    eprintln!("  s | depth r/s | oldest r/s | p95 r/s | per pod r/s | sustained r/s | refused/s r/s | recent r/s");
+    let show = |value: Option<f64>| value.map_or_else(|| "-".to_string(), |value| format!("{value:.2}"));
+    for ((second, r), (_, s)) in real.iter().zip(&simulated) {
+        let pair = |f: &dyn Fn(&QueueMetrics) -> Option<f64>| {
+            format!("{}/{}", show(r.as_ref().and_then(f)), show(s.as_ref().and_then(f)))
+        };
+        eprintln!(
+            "{second:>3} | {} | {} | {} | {} | {} | {} | {}",
+            pair(&|q| Some(q.queue_depth)),
+            pair(&|q| Some(q.oldest_queued_age_seconds)),
+            pair(&|q| q.queue_wait_p95_seconds),
+            pair(&|q| q.images_per_pod_second),
+            pair(&|q| Some(q.sustained_admitted_per_second)),
+            pair(&|q| Some(q.rejected_per_second)),
+            pair(&|q| Some(q.rejected_recently)),
+        );
+    }
+    let samples = real.len().min(simulated.len());
+    let (real, simulated) = (&real[..samples], &simulated[..samples]);
+    let both = |value: fn(&QueueMetrics) -> Option<f64>| (series(real, value), series(simulated, value));
+
+    // Refusals: the same clients meet the same capacity, but which pod each picks and
+    // when each comes back are random draws, different in the two worlds: the totals
+    // agree within a third.
+    within("429 answers in total", refused, simulated_refusals as f64, 0.0, 0.34);
+
+    // Queue depth: the burst fills both pods' queues (capacity less the image in
+    // inference) in both worlds; the peak agrees within one image per pod.
+    let (depth_real, depth_simulated) = both(|q| Some(q.queue_depth));
+    within("peak queue depth", peak(&depth_real), peak(&depth_simulated), f64::from(PODS), 0.0);
+
+    // Oldest queued age: a full queue's oldest image has waited for the images ahead of
+    // it; the peak agrees within one scrape interval (when the sample is taken in a
+    // pod's cycle) plus a quarter.
+    let (oldest_real, oldest_simulated) = both(|q| Some(q.oldest_queued_age_seconds));
+    within("peak oldest queued age", peak(&oldest_real), peak(&oldest_simulated), SCRAPE_SECONDS as f64, 0.25);
+
+    // Refusals as the policy reads them: both worlds see them begin within one scrape
+    // of each other plus one for the scrape phase, and end within five (the last
+    // retries are random, and the real pods drain the burst at their loaded speed, a
+    // little slower than the mean the simulated ones take); the peaks agree within the
+    // totals' third plus a tenth.
+    for (what, value) in [
+        ("refusal rate", (|q: &QueueMetrics| Some(q.rejected_per_second)) as fn(&QueueMetrics) -> Option<f64>),
+        ("recent refusals", |q: &QueueMetrics| Some(q.rejected_recently)),
+    ] {
+        let (real_values, simulated_values) = both(value);
+        let real_span = span(&real_values).unwrap_or_else(|| panic!("{what}: no refusals read from Prometheus"));
+        let simulated_span = span(&simulated_values).unwrap_or_else(|| panic!("{what}: no refusals simulated"));
+        within(&format!("{what}: first sample"), real_span.0 as f64, simulated_span.0 as f64, 2.0, 0.0);
+        within(&format!("{what}: last sample"), real_span.1 as f64, simulated_span.1 as f64, 5.0, 0.0);
+        within(&format!("{what}: peak"), peak(&real_values), peak(&simulated_values), 0.0, 0.45);
+    }
+
+    // Queue wait p95: the buckets are about 2–2.5× apart and Prometheus interpolates
+    // inside one, so the peaks agree within one bucket's width: a factor 2.5.
+    let (p95_real, p95_simulated) = both(|q| q.queue_wait_p95_seconds);
+    let (p95_real, p95_simulated) = (peak(&p95_real), peak(&p95_simulated));
+    assert!(
+        p95_real <= 2.5 * p95_simulated && p95_simulated <= 2.5 * p95_real,
+        "peak queue wait p95: real {p95_real:.3}, simulated {p95_simulated:.3}"
+    );
+
+    // Per-pod throughput: the simulated pods take the real pods' mean time per image.
+    // At the end, when the long window holds every run of both, the two agree within
+    // 10 % (the simulated runs spread around that mean). Along the way they do not
+    // have to: the real pods here share a loaded CPU, alone in the quiet and with
+    // each other's decoding in the burst, so a run takes from half to twice the mean;
+    // on a GPU a run's time does not depend on the neighbours.
+    let (per_pod_real, per_pod_simulated) = both(|q| q.images_per_pod_second);
+    let final_value = |values: &[Option<f64>]| values.iter().rev().flatten().next().copied().unwrap_or(0.0);
+    within("images per pod-second at the end", final_value(&per_pod_real), final_value(&per_pod_simulated), 0.0, 0.1);
+
+    // Sustained admissions: the median of the refusal-free rates, 0.5 images/s of steady
+    // traffic in both; at the end (the long window holds the whole trace) they agree
+    // within a fifth, the weight of one image more or less in a 10 s window.
+    let (sustained_real, sustained_simulated) = both(|q| Some(q.sustained_admitted_per_second));
+    within("sustained admissions", final_value(&sustained_real), final_value(&sustained_simulated), 0.05, 0.2);
+
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+/// The pod's `matte_requests_total{outcome="queue_full"}`.
+fn queue_full(pod: &str) -> f64 {
+    let text = reqwest::blocking::get(format!("{pod}/metrics")).unwrap().text().unwrap();
+    text.lines()
+        .filter(|line| line.starts_with(r#"matte_requests_total{outcome="queue_full"}"#))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}

@@ -1,0 +1,11 @@
+//! Matte's scaling policy: the decision ([`decide`]), what it remembers between passes,
+//! and the one definition of every quantity it observes ([`observed`]), with the
+//! Prometheus functions behind them ([`promql`], [`stats`]). Pure: no Kubernetes, no
+//! I/O; the operator and the simulator both feed it.
+
+mod decision;
+pub mod observed;
+pub mod promql;
+pub mod stats;
+
+pub use decision::*;
