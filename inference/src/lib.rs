@@ -4,10 +4,12 @@
 //! Reading order: [`config`] (the flags), [`server`] (lifecycle and shared state),
 //! [`http`] (the API), [`imaging`] (pure image steps), [`queue`] and
 //! [`inference_loop`] (the hand-off to the one loop that owns the model), [`model`]
-//! (ONNX Runtime), [`metrics`] (what Prometheus sees).
+//! (ONNX Runtime), [`metrics`] (what Prometheus sees); [`fetch_model`] is the pod's
+//! model init step.
 
 pub mod config;
 pub mod error;
+pub mod fetch_model;
 pub mod http;
 pub mod imaging;
 pub mod inference_loop;

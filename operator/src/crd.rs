@@ -66,13 +66,20 @@ pub struct BackgroundRemovalServiceSpec {
     cel,
     validation = Rule::new("[has(self.url), has(self.persistentVolumeClaim), has(self.path)].filter(x, x).size() == 1")
         .message("model: give exactly one of url, persistentVolumeClaim or path"),
-    validation = Rule::new("!has(self.url) || self.url.startsWith('https://') || self.url.startsWith('http://')")
-        .message("model.url must be an http:// or https:// URL")
+    validation = Rule::new("!has(self.url) || self.url.startsWith('https://')")
+        .message("model.url must be an https:// URL (models are fetched over HTTPS only)"),
+    validation = Rule::new("!has(self.url) || has(self.sha256)")
+        .message("model.sha256 is required with model.url: a downloaded model is always verified"),
+    validation = Rule::new("!has(self.download) || has(self.url)")
+        .message("model.download applies only to a model.url")
 )]
 pub struct ModelSpec {
-    /// Fetched by an init container before the pod starts.
+    /// Fetched over HTTPS by an init container before the pod starts (`sha256` required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// How `url` is fetched: credentials, a private CA, limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<ModelDownload>,
     /// A file on an existing PersistentVolumeClaim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim: Option<ModelVolume>,
@@ -96,6 +103,54 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 3, max = 3))]
     pub std: Option<Vec<f64>>,
+}
+
+/// How the init container fetches `model.url`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDownload {
+    /// A key of a Secret in the resource's namespace whose value is sent as the
+    /// `Authorization` header (e.g. `Bearer <token>`), so that no credential sits in the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_secret: Option<KeyReference>,
+    /// A key of a ConfigMap holding PEM certificates of a private CA that signs the model
+    /// server's certificate, trusted besides the image's system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_config_map: Option<KeyReference>,
+    /// Size limit of the emptyDir the model is downloaded into; unlimited when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_limit: Option<Quantity>,
+    /// Longest wait for the TCP and TLS connection.
+    #[serde(default = "default_connect_timeout")]
+    #[schemars(range(min = 1, max = 600))]
+    pub connect_timeout_seconds: i32,
+    /// Longest time for the whole download; a failed or slow download is retried by
+    /// Kubernetes with back-off.
+    #[serde(default = "default_download_timeout")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub timeout_seconds: i32,
+}
+
+impl Default for ModelDownload {
+    fn default() -> Self {
+        ModelDownload {
+            authorization_secret: None,
+            ca_config_map: None,
+            size_limit: None,
+            connect_timeout_seconds: default_connect_timeout(),
+            timeout_seconds: default_download_timeout(),
+        }
+    }
+}
+
+/// One key of a Secret or ConfigMap in the resource's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyReference {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[schemars(length(min = 1))]
+    pub key: String,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -278,6 +333,12 @@ fn default_max_dimension() -> i32 {
 }
 fn default_input_size() -> i32 {
     1024
+}
+fn default_connect_timeout() -> i32 {
+    10
+}
+fn default_download_timeout() -> i32 {
+    600
 }
 fn default_gpu_resource() -> String {
     "nvidia.com/gpu".to_owned()
