@@ -107,7 +107,8 @@ fn a_model_is_downloaded_over_https_from_a_private_ca_and_verified() {
     let server = HttpsServer::start("ok", &[("isnet.onnx", &model)], None);
     let (url, ca, output) = (server.url("isnet.onnx"), server.ca(), server.output());
     let digest = sha256(&model);
-    let args = ["--url", &url, "--sha256", &digest, "--ca-file", ca.to_str().unwrap(), "--output", output.to_str().unwrap()];
+    let args =
+        ["--url", &url, "--sha256", &digest, "--ca-file", ca.to_str().unwrap(), "--output", output.to_str().unwrap()];
     let run = fetch(&args, None);
     assert!(run.status.success(), "fetch-model failed: {}", stderr(&run));
     assert!(stderr(&run).contains("verified and installed (3000000 bytes"), "{}", stderr(&run));
@@ -128,8 +129,10 @@ fn a_wrong_sha256_installs_nothing_and_says_both_digests() {
     let server = HttpsServer::start("mismatch", &[("isnet.onnx", &model)], None);
     let (url, ca, output) = (server.url("isnet.onnx"), server.ca(), server.output());
     let wrong = "0".repeat(64);
-    let run =
-        fetch(&["--url", &url, "--sha256", &wrong, "--ca-file", ca.to_str().unwrap(), "--output", output.to_str().unwrap()], None);
+    let run = fetch(
+        &["--url", &url, "--sha256", &wrong, "--ca-file", ca.to_str().unwrap(), "--output", output.to_str().unwrap()],
+        None,
+    );
     assert!(!run.status.success());
     let message = stderr(&run);
     assert!(message.contains("sha256 mismatch"), "{message}");
@@ -139,7 +142,8 @@ fn a_wrong_sha256_installs_nothing_and_says_both_digests() {
 
 #[test]
 fn plain_http_and_bad_digests_are_refused_before_any_connection() {
-    let run = fetch(&["--url", "http://127.0.0.1:9/model.onnx", "--sha256", &"a".repeat(64), "--output", "/tmp/x"], None);
+    let run =
+        fetch(&["--url", "http://127.0.0.1:9/model.onnx", "--sha256", &"a".repeat(64), "--output", "/tmp/x"], None);
     assert!(!run.status.success());
     assert!(stderr(&run).contains("is not an https:// URL"), "{}", stderr(&run));
 
@@ -164,7 +168,8 @@ fn credentials_come_from_the_environment_and_never_reach_the_log() {
     let server = HttpsServer::start("auth", &[("isnet.onnx", b"private model")], Some(TOKEN));
     let (url, ca, output) = (server.url("isnet.onnx?sig=query-secret"), server.ca(), server.output());
     let digest = sha256(b"private model");
-    let args = ["--url", &url, "--sha256", &digest, "--ca-file", ca.to_str().unwrap(), "--output", output.to_str().unwrap()];
+    let args =
+        ["--url", &url, "--sha256", &digest, "--ca-file", ca.to_str().unwrap(), "--output", output.to_str().unwrap()];
 
     let refused = fetch(&args, None);
     assert!(!refused.status.success());

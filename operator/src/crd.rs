@@ -416,11 +416,16 @@ mod tests {
     #[test]
     fn cel_rules_refuse_what_they_should() {
         let model = |value: serde_json::Value| ModelSpec::validate_cel(&value, None);
-        assert!(model(serde_json::json!({"url": "https://x/m.onnx"})).is_ok());
+        let digest = "ab".repeat(32);
+        assert!(model(serde_json::json!({"url": "https://x/m.onnx", "sha256": digest})).is_ok());
         assert!(model(serde_json::json!({"path": "/models/m.onnx"})).is_ok());
         assert!(model(serde_json::json!({})).is_err(), "no source");
-        assert!(model(serde_json::json!({"url": "https://x", "path": "/m"})).is_err(), "two sources");
-        assert!(model(serde_json::json!({"url": "ftp://x/m.onnx"})).is_err(), "not http(s)");
+        assert!(model(serde_json::json!({"url": "https://x", "sha256": digest, "path": "/m"})).is_err(), "two sources");
+        assert!(model(serde_json::json!({"url": "ftp://x/m.onnx", "sha256": digest})).is_err(), "not https");
+        assert!(model(serde_json::json!({"url": "http://x/m.onnx", "sha256": digest})).is_err(), "plain http");
+        assert!(model(serde_json::json!({"url": "https://x/m.onnx"})).is_err(), "no sha256");
+        let download = serde_json::json!({"connectTimeoutSeconds": 10, "timeoutSeconds": 600});
+        assert!(model(serde_json::json!({"path": "/m", "download": download})).is_err(), "download without url");
 
         let bounds = |min: i32, max: i32| {
             let value = serde_json::json!({"enabled": true, "minReplicas": min, "maxReplicas": max, "targetQueueLatencySeconds": 30.0});

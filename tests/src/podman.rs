@@ -41,8 +41,15 @@ pub fn images() -> &'static Images {
 }
 
 /// A `podman` command; the configuration comes from the environment (`CONTAINERS_CONF`).
+/// It runs in the temporary directory because `podman kube play` builds an image from a
+/// directory of the working directory that bears the image's name, if there is one.
 pub fn podman(args: &[&str]) -> Output {
-    Command::new("podman").args(args).stdin(Stdio::null()).output().expect("run podman (scripts/setup.sh --with-images)")
+    Command::new("podman")
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run podman (scripts/setup.sh --with-images)")
 }
 
 /// `podman ARGS`, panicking with its stderr unless it succeeds; returns its stdout.

@@ -201,9 +201,8 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 fn process_identity(pod: &PlayedPod) -> (String, String) {
     let pid = pod.inspect("inference", "{{.State.Pid}}");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process's status");
-    let field = |name: &str| {
-        status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap_or_default()
-    };
+    let field =
+        |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap_or_default();
     (field("Uid:"), field("CapEff:"))
 }
 
@@ -220,13 +219,16 @@ fn the_operators_pod_fetches_the_model_serves_and_drains_in_podman() {
     let fetched = pod.logs("fetch-model");
     assert!(fetched.contains("verified and installed"), "the init container's log: {fetched}");
 
-    wait_for("the inference container to be ready", READY_TIMEOUT, || match pod.request("GET", "/readyz", b"", "text/plain") {
-        Some((200, _)) => Ok(()),
-        other => Err(other.map(|(status, _)| status)),
+    wait_for("the inference container to be ready", READY_TIMEOUT, || {
+        match pod.request("GET", "/readyz", b"", "text/plain") {
+            Some((200, _)) => Ok(()),
+            other => Err(other.map(|(status, _)| status)),
+        }
     });
     eprintln!("kube play to ready: {:.1} s (model fetched and loaded)", began.elapsed().as_secs_f64());
 
-    assert_eq!(pod.inspect("inference", "{{.Config.User}}"), "65532");
+    let user = pod.inspect("inference", "{{.Config.User}}");
+    assert!(user == "65532" || user == "65532:65532", "the container's user: {user}");
     assert_eq!(pod.inspect("inference", "{{.HostConfig.ReadonlyRootfs}}"), "true");
     let (uid, capabilities) = process_identity(&pod);
     assert!(uid.split_whitespace().all(|id| id == "65532"), "Uid: {uid}");
@@ -247,8 +249,10 @@ fn the_operators_pod_fetches_the_model_serves_and_drains_in_podman() {
         })
         .collect();
     wait_for("the requests to be admitted", Duration::from_secs(30), || {
-        let metrics = pod.request("GET", "/metrics", b"", "text/plain").map(|(_, b)| String::from_utf8_lossy(&b).into_owned());
-        let inflight = metrics.as_deref().and_then(|m| m.lines().find_map(|l| l.strip_prefix("matte_inflight_requests ")));
+        let metrics =
+            pod.request("GET", "/metrics", b"", "text/plain").map(|(_, b)| String::from_utf8_lossy(&b).into_owned());
+        let inflight =
+            metrics.as_deref().and_then(|m| m.lines().find_map(|l| l.strip_prefix("matte_inflight_requests ")));
         match inflight.and_then(|v| v.trim().parse::<f64>().ok()) {
             Some(n) if n >= 3.0 => Ok(()),
             other => Err(other),
@@ -257,9 +261,11 @@ fn the_operators_pod_fetches_the_model_serves_and_drains_in_podman() {
     podman_ok(&["kill", "--signal", "TERM", &pod.container("inference")]);
     let statuses: Vec<_> = inflight.into_iter().map(|t| t.join().expect("a request thread")).collect();
     assert_eq!(statuses, [Some(200), Some(200), Some(200)], "admitted requests are finished while draining");
-    wait_for("the server to exit", Duration::from_secs(60), || match pod.inspect("inference", "{{.State.Status}}").as_str() {
-        "exited" | "stopped" => Ok(()),
-        other => Err(other.to_owned()),
+    wait_for("the server to exit", Duration::from_secs(60), || {
+        match pod.inspect("inference", "{{.State.Status}}").as_str() {
+            "exited" | "stopped" => Ok(()),
+            other => Err(other.to_owned()),
+        }
     });
     assert_eq!(pod.inspect("inference", "{{.State.ExitCode}}"), "0", "{}", pod.logs("inference"));
 }
@@ -293,7 +299,8 @@ fn the_operator_image_reconciles_with_the_charts_service_account() {
         format!("image.tag={tag}"),
         format!("inference.defaultImage={}", images.inference),
     ];
-    let mut install = vec!["install", "matte", chart.to_str().expect("UTF-8"), "-n", "matte-system", "--create-namespace"];
+    let mut install =
+        vec!["install", "matte", chart.to_str().expect("UTF-8"), "-n", "matte-system", "--create-namespace"];
     for value in &image_values {
         install.extend(["--set", value.as_str()]);
     }
@@ -303,7 +310,12 @@ fn the_operator_image_reconciles_with_the_charts_service_account() {
     assert_eq!(operator_container["image"], images.operator.as_str(), "the chart runs the built image");
     let args = operator_container["args"].to_string();
     assert!(args.contains(&images.inference), "--default-inference-image is the built image: {args}");
-    cluster.kubectl_ok(&["wait", "--for=condition=established", "--timeout=60s", "crd/backgroundremovalservices.matte.dev"]);
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=established",
+        "--timeout=60s",
+        "crd/backgroundremovalservices.matte.dev",
+    ]);
 
     let kubeconfig = matte_e2e::operator::service_account_kubeconfig(&cluster, "matte-system", "matte");
     let port = free_port();
@@ -312,9 +324,28 @@ fn the_operator_image_reconciles_with_the_charts_service_account() {
     let listen = format!("127.0.0.1:{port}");
     let default_image = format!("--default-inference-image={}", images.inference);
     podman_ok(&[
-        "run", "--detach", "--name", &name, "--network", "host", "--read-only", "--cap-drop", "ALL",
-        "--security-opt", "no-new-privileges", "--volume", &mount, "--env", "KUBECONFIG=/etc/matte/kubeconfig",
-        "--env", "POD_NAMESPACE=matte-system", &images.operator, "run", "--listen", &listen, &default_image,
+        "run",
+        "--detach",
+        "--name",
+        &name,
+        "--network",
+        "host",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--volume",
+        &mount,
+        "--env",
+        "KUBECONFIG=/etc/matte/kubeconfig",
+        "--env",
+        "POD_NAMESPACE=matte-system",
+        &images.operator,
+        "run",
+        "--listen",
+        &listen,
+        &default_image,
     ]);
     struct Remove(String);
     impl Drop for Remove {
