@@ -216,9 +216,8 @@ fn the_operators_pod_fetches_the_model_serves_and_drains_in_podman() {
         "podman kube play failed: {}",
         String::from_utf8_lossy(&played.stderr)
     );
-    let fetched = pod.logs("fetch-model");
-    assert!(fetched.contains("verified and installed"), "the init container's log: {fetched}");
-
+    // podman removes an init container that succeeded, log and all: that the server
+    // becomes ready shows the model was there, and fetch-model installs nothing unverified.
     wait_for("the inference container to be ready", READY_TIMEOUT, || {
         match pod.request("GET", "/readyz", b"", "text/plain") {
             Some((200, _)) => Ok(()),
@@ -358,7 +357,7 @@ fn the_operator_image_reconciles_with_the_charts_service_account() {
         }
     }
     let _remove = Remove(name.clone());
-    assert_eq!(podman_ok(&["inspect", "--format", "{{.Config.User}}", &name]).trim(), "65532");
+    assert_eq!(podman_ok(&["inspect", "--format", "{{.Config.User}}", &name]).trim(), "65532:65532");
 
     cluster.kubectl_ok(&["create", "namespace", "shop"]);
     cluster.apply_yaml_ok(
@@ -367,11 +366,10 @@ fn the_operator_image_reconciles_with_the_charts_service_account() {
          \x20 autoscaling:\n    enabled: false\n  replicas: 1\n",
     );
     for kind in ["deployment", "service", "poddisruptionbudget"] {
-        let object = if kind == "service" { "portraits-pods" } else { "portraits" };
-        wait_for(&format!("{kind} {object}"), Duration::from_secs(120), || {
+        wait_for(&format!("{kind} portraits"), Duration::from_secs(120), || {
             let output = cluster.kubectl(&["get", kind, "-n", "shop", "-o", "name"]);
             let names = String::from_utf8_lossy(&output.stdout).into_owned();
-            if names.lines().any(|l| l.ends_with(&format!("/{object}"))) { Ok(()) } else { Err(names) }
+            if names.lines().any(|l| l.ends_with("/portraits")) { Ok(()) } else { Err(names) }
         });
     }
     let made = cluster.kubectl_json(&["get", "deployment", "portraits", "-n", "shop", "-o", "json"]);
