@@ -69,7 +69,9 @@ pub enum FetchError {
     Timeout { url: String, seconds: u64 },
     #[error("{url} sent {received} bytes but announced {announced}")]
     Truncated { url: String, received: u64, announced: u64 },
-    #[error("sha256 mismatch for {url}: expected {expected}, got {actual} ({bytes} bytes); the model was not installed")]
+    #[error(
+        "sha256 mismatch for {url}: expected {expected}, got {actual} ({bytes} bytes); the model was not installed"
+    )]
     DigestMismatch { url: String, expected: String, actual: String, bytes: u64 },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
@@ -103,8 +105,14 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The target already held a file with the expected digest (a restarted pod).
-    AlreadyPresent { path: PathBuf },
-    Downloaded { path: PathBuf, bytes: u64, elapsed: Duration },
+    AlreadyPresent {
+        path: PathBuf,
+    },
+    Downloaded {
+        path: PathBuf,
+        bytes: u64,
+        elapsed: Duration,
+    },
 }
 
 impl std::fmt::Display for Outcome {
@@ -144,7 +152,8 @@ pub async fn fetch(args: &FetchArgs) -> Result<Outcome, FetchError> {
         let _ = std::fs::remove_file(&partial);
         return Err(FetchError::DigestMismatch { url: shown, expected, actual, bytes });
     }
-    std::fs::rename(&partial, &args.output).map_err(|source| FetchError::Write { path: args.output.clone(), source })?;
+    std::fs::rename(&partial, &args.output)
+        .map_err(|source| FetchError::Write { path: args.output.clone(), source })?;
     Ok(Outcome::Downloaded { path: args.output.clone(), bytes, elapsed: began.elapsed() })
 }
 
