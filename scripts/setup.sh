@@ -9,17 +9,23 @@
 #   tooling       Python's `onnx` (tiny test models), Debian's `prometheus` (promtool)
 #   with --with-cluster, the local Kubernetes control plane of the end-to-end tests
 #                 (scripts/cluster/build.sh) and Debian's `openssl`
+#   with --with-images, Debian's podman, runc, catatonit and mmdebstrap, which
+#                 scripts/images/build.sh builds the images with and the tests run them on,
+#                 and a podman configuration for this machine ($MATTE_CACHE/containers.conf)
 #
 # Everything lands in $MATTE_CACHE (default ~/.cache/matte); the exports the other
 # scripts and the tests need are written to $MATTE_CACHE/env.sh.
 set -euo pipefail
 source "$(dirname "$0")/versions.env"
 with_cluster=false
-case "${1:-}" in
-  --with-cluster) with_cluster=true ;;
-  "") ;;
-  *) echo "usage: scripts/setup.sh [--with-cluster]" >&2; exit 2 ;;
-esac
+with_images=false
+for arg in "$@"; do
+  case "$arg" in
+    --with-cluster) with_cluster=true ;;
+    --with-images) with_images=true ;;
+    *) echo "usage: scripts/setup.sh [--with-cluster] [--with-images]" >&2; exit 2 ;;
+  esac
+done
 
 cache="${MATTE_CACHE:-$HOME/.cache/matte}"
 mkdir -p "$cache"/{models,images,downloads}
@@ -101,11 +107,44 @@ if $with_cluster; then
 fi
 # --- end of the local control plane ------------------------------------------------------
 
+# --- the container runtime of the images (scripts/images/build.sh, tests/tests/images.rs) --
+containers_conf_line=""
+if $with_images; then
+  missing=()
+  for tool in podman runc catatonit mmdebstrap objcopy; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  if ((${#missing[@]})); then
+    log "installing Debian's podman, runc, catatonit, mmdebstrap and binutils"
+    if [[ $(id -u) -eq 0 ]]; then sudo=""; else sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+      podman runc catatonit mmdebstrap binutils uidmap >/dev/null
+  fi
+  # runc, not crun (which refuses a hybrid cgroup layout), with cgroupfs; containers'
+  # limits within what runc may set (podman's defaults for root exceed the hard limits
+  # here and runc fails with "error setting rlimits"): open files at this shell's hard
+  # limit, processes at most 32768 (higher values were refused even below the hard
+  # limit); `podman kube play` builds its pause image from catatonit, pulling nothing.
+  nofile=$(ulimit -Hn)
+  [[ $nofile == unlimited ]] && nofile=1048576
+  nproc=$(ulimit -Hu)
+  [[ $nproc == unlimited || $nproc -gt 32768 ]] && nproc=32768
+  cat >"$cache/containers.conf" <<CONF
+[containers]
+default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+CONF
+  containers_conf_line="export CONTAINERS_CONF=\"$cache/containers.conf\""
+fi
+
 cat >"$cache/env.sh" <<EOF
 export MATTE_CACHE="$cache"
 export ORT_DYLIB_PATH="$ort_lib"
 export MATTE_MODEL="$model"
 export MATTE_SAMPLE_IMAGES="$cache/images"
 export MATTE_PYTHON="$venv/bin/python"
+$containers_conf_line
 EOF
 log "ready: $cache/env.sh"

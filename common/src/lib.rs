@@ -154,3 +154,20 @@ pub mod memory {
         }
     }
 }
+
+/// `matte-inference fetch-model`, the model init container the operator writes into
+/// every pod whose model comes from a URL.
+pub mod fetch_model {
+    /// The subcommand, the first argument of `matte-inference`.
+    pub const SUBCOMMAND: &str = "fetch-model";
+    /// Flags (without the leading `--`).
+    pub const URL_FLAG: &str = "url";
+    pub const SHA256_FLAG: &str = "sha256";
+    pub const OUTPUT_FLAG: &str = "output";
+    pub const CONNECT_TIMEOUT_FLAG: &str = "connect-timeout-seconds";
+    pub const TIMEOUT_FLAG: &str = "timeout-seconds";
+    pub const CA_FILE_FLAG: &str = "ca-file";
+    /// The environment variable carrying the `Authorization` header's value, which the
+    /// pod fills from a Secret (never a flag, which `ps` and the pod spec would show).
+    pub const AUTHORIZATION_ENV: &str = "MATTE_MODEL_AUTHORIZATION";
+}

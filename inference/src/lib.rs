@@ -6,11 +6,13 @@
 //! out connections), [`http`] (the API), [`upload`] (reading bodies),
 //! [`imaging`] (pure image steps), [`queue`] and
 //! [`inference_loop`] (the hand-off to the one loop that owns the model), [`model`]
-//! (ONNX Runtime), [`metrics`] (what Prometheus sees).
+//! (ONNX Runtime), [`metrics`] (what Prometheus sees); [`fetch_model`] is the pod's
+//! model init step.
 
 pub mod config;
 pub mod connections;
 pub mod error;
+pub mod fetch_model;
 pub mod http;
 pub mod imaging;
 pub mod inference_loop;

@@ -3,9 +3,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use matte_inference::config::{Config, LogFormat};
-use matte_inference::{Error, server};
+use matte_inference::{Error, fetch_model, server};
 
 fn main() -> ExitCode {
+    // `matte-inference fetch-model …` is the model init container; anything else runs
+    // the server.
+    if std::env::args_os().nth(1).is_some_and(|first| first == fetch_model::SUBCOMMAND) {
+        return fetch_model::main(std::env::args_os().skip(1));
+    }
     let config = Config::parse();
     init_logging(config.log_format);
     let result = runtime_library().and_then(|library| {

@@ -47,12 +47,11 @@ pub struct RunArgs {
     pub log_level: String,
     #[arg(long, env = "MATTE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
-    /// The inference image for resources that name none.
-    #[arg(long, env = "MATTE_DEFAULT_INFERENCE_IMAGE", default_value = concat!("ghcr.io/matte-dev/matte-inference:", env!("CARGO_PKG_VERSION")))]
+    /// The inference image for resources that name none; it also runs the model init
+    /// container (`matte-inference fetch-model`). The default is what
+    /// scripts/images/build.sh tags: push it to your registry and name it here.
+    #[arg(long, env = "MATTE_DEFAULT_INFERENCE_IMAGE", default_value = concat!("localhost/matte-inference:", env!("CARGO_PKG_VERSION")))]
     pub default_inference_image: String,
-    /// The image that downloads `model.url` in an init container (needs sh, curl, sha256sum).
-    #[arg(long, env = "MATTE_MODEL_FETCHER_IMAGE", default_value = "docker.io/curlimages/curl:8.11.1")]
-    pub model_fetcher_image: String,
     /// The Prometheus the autoscaler asks when a resource names none.
     #[arg(long, env = "MATTE_PROMETHEUS_URL")]
     pub prometheus_url: Option<String>,

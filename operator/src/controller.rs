@@ -394,7 +394,7 @@ impl Context {
     ) -> Result<Deployment, Error> {
         let namespace = brs.namespace().unwrap_or_default();
         let client = &self.client;
-        let deployment = desired::deployment(brs, valid, &self.settings.defaults, replicas);
+        let deployment = desired::deployment(brs, valid, replicas);
         let deployment =
             apply(&Api::<Deployment>::namespaced(client.clone(), &namespace), "Deployment", &deployment).await?;
         apply(&Api::<Service>::namespaced(client.clone(), &namespace), "Service", &desired::service(brs)).await?;

@@ -98,17 +98,24 @@ pub struct BackgroundRemovalServiceSpec {
     cel,
     validation = Rule::new("[has(self.url), has(self.persistentVolumeClaim), has(self.path)].filter(x, x).size() == 1")
         .message("model: give exactly one of url, persistentVolumeClaim or path"),
-    validation = Rule::new("!has(self.url) || self.url.startsWith('https://') || self.url.startsWith('http://')")
-        .message("model.url must be an http:// or https:// URL"),
-    // isURL alone accepts spaces in the path; the init container's curl would not.
+    validation = Rule::new("!has(self.url) || self.url.startsWith('https://')")
+        .message("model.url must be an https:// URL (models are fetched over HTTPS only)"),
+    validation = Rule::new("!has(self.url) || has(self.sha256)")
+        .message("model.sha256 is required with model.url: a downloaded model is always verified"),
+    validation = Rule::new("!has(self.download) || has(self.url)")
+        .message("model.download applies only to a model.url"),
+    // isURL alone accepts spaces in the path; the fetcher would send them raw.
     validation = Rule::new(r#"!has(self.url) || (isURL(self.url) && url(self.url).getHostname() != '' && !self.url.matches('[\\s"<>{}|^`]'))"#)
         .message("model.url must be a well-formed URL with a host and no spaces (percent-encode them as %20)")
 )]
 pub struct ModelSpec {
-    /// Fetched by an init container before the pod starts.
+    /// Fetched over HTTPS by an init container before the pod starts (`sha256` required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
     pub url: Option<String>,
+    /// How `url` is fetched: credentials, a private CA, limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<ModelDownload>,
     /// A file on an existing PersistentVolumeClaim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim: Option<ModelVolume>,
@@ -132,6 +139,54 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 3, max = 3))]
     pub std: Option<Vec<f64>>,
+}
+
+/// How the init container fetches `model.url`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDownload {
+    /// A key of a Secret in the resource's namespace whose value is sent as the
+    /// `Authorization` header (e.g. `Bearer <token>`), so that no credential sits in the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_secret: Option<KeyReference>,
+    /// A key of a ConfigMap holding PEM certificates of a private CA that signs the model
+    /// server's certificate, trusted besides the image's system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_config_map: Option<KeyReference>,
+    /// Size limit of the emptyDir the model is downloaded into; unlimited when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_limit: Option<Quantity>,
+    /// Longest wait for the TCP and TLS connection.
+    #[serde(default = "default_connect_timeout")]
+    #[schemars(range(min = 1, max = 600))]
+    pub connect_timeout_seconds: i32,
+    /// Longest time for the whole download; a failed or slow download is retried by
+    /// Kubernetes with back-off.
+    #[serde(default = "default_download_timeout")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub timeout_seconds: i32,
+}
+
+impl Default for ModelDownload {
+    fn default() -> Self {
+        ModelDownload {
+            authorization_secret: None,
+            ca_config_map: None,
+            size_limit: None,
+            connect_timeout_seconds: default_connect_timeout(),
+            timeout_seconds: default_download_timeout(),
+        }
+    }
+}
+
+/// One key of a Secret or ConfigMap in the resource's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyReference {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[schemars(length(min = 1))]
+    pub key: String,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -333,6 +388,12 @@ fn default_max_dimension() -> i32 {
 fn default_input_size() -> i32 {
     1024
 }
+fn default_connect_timeout() -> i32 {
+    10
+}
+fn default_download_timeout() -> i32 {
+    600
+}
 fn default_gpu_resource() -> String {
     "nvidia.com/gpu".to_owned()
 }
@@ -409,11 +470,16 @@ mod tests {
     #[test]
     fn cel_rules_refuse_what_they_should() {
         let model = |value: serde_json::Value| ModelSpec::validate_cel(&value, None);
-        assert!(model(serde_json::json!({"url": "https://x/m.onnx"})).is_ok());
+        let digest = "ab".repeat(32);
+        assert!(model(serde_json::json!({"url": "https://x/m.onnx", "sha256": digest})).is_ok());
         assert!(model(serde_json::json!({"path": "/models/m.onnx"})).is_ok());
         assert!(model(serde_json::json!({})).is_err(), "no source");
-        assert!(model(serde_json::json!({"url": "https://x", "path": "/m"})).is_err(), "two sources");
-        assert!(model(serde_json::json!({"url": "ftp://x/m.onnx"})).is_err(), "not http(s)");
+        assert!(model(serde_json::json!({"url": "https://x", "sha256": digest, "path": "/m"})).is_err(), "two sources");
+        assert!(model(serde_json::json!({"url": "ftp://x/m.onnx", "sha256": digest})).is_err(), "not https");
+        assert!(model(serde_json::json!({"url": "http://x/m.onnx", "sha256": digest})).is_err(), "plain http");
+        assert!(model(serde_json::json!({"url": "https://x/m.onnx"})).is_err(), "no sha256");
+        let download = serde_json::json!({"connectTimeoutSeconds": 10, "timeoutSeconds": 600});
+        assert!(model(serde_json::json!({"path": "/m", "download": download})).is_err(), "download without url");
 
         let bounds = |min: i32, max: i32| {
             let value = serde_json::json!({"enabled": true, "minReplicas": min, "maxReplicas": max, "targetQueueLatencySeconds": 30.0});
@@ -427,7 +493,7 @@ mod tests {
         BackgroundRemovalService::new(name, spec(spec_yaml))
     }
 
-    const MINIMAL: &str = "model: {url: https://models.example/isnet.onnx}";
+    const MINIMAL: &str = "model: {url: https://models.example/isnet.onnx, sha256: 0000000000000000000000000000000000000000000000000000000000000000}";
 
     #[test]
     fn names_must_make_valid_service_names_and_label_values() {
@@ -449,7 +515,7 @@ mod tests {
     #[test]
     fn image_references_must_be_well_formed() {
         let image = |reference: &str| {
-            named("portraits", &format!("{{model: {{url: https://models.example/m.onnx}}, image: {reference:?}}}"))
+            named("portraits", &format!("{{model: {{url: https://models.example/m.onnx, sha256: 0000000000000000000000000000000000000000000000000000000000000000}}, image: {reference:?}}}"))
                 .validate_cel()
         };
         for good in [
@@ -475,7 +541,7 @@ mod tests {
 
     #[test]
     fn model_urls_must_be_well_formed() {
-        let model = |url: &str| ModelSpec::validate_cel(&serde_json::json!({ "url": url }), None);
+        let model = |url: &str| ModelSpec::validate_cel(&serde_json::json!({ "url": url, "sha256": "0000000000000000000000000000000000000000000000000000000000000000" }), None);
         assert!(model("https://models.example/isnet%20fp16.onnx?version=2").is_ok());
         for bad in ["https://models.example/isnet fp16.onnx", "https://", "https://models.example/a\"b"] {
             let refused = model(bad).expect_err(bad).to_string();

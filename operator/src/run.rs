@@ -31,10 +31,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
 
     let identity = args.pod_name.clone().unwrap_or_else(|| format!("matte-operator-{}", std::process::id()));
     let settings = Settings {
-        defaults: Defaults {
-            inference_image: args.default_inference_image.clone(),
-            model_fetcher_image: args.model_fetcher_image.clone(),
-        },
+        defaults: Defaults { inference_image: args.default_inference_image.clone() },
         prometheus_url: args.prometheus_url.clone().filter(|u| !u.is_empty()),
         scrape_interval: Duration::from_secs(args.scrape_interval_seconds.max(1)),
         watch_namespace: args.watch_namespace.clone().filter(|n| !n.is_empty()),

@@ -14,6 +14,7 @@
 //! (`~/.cache/matte` by default); without them every test here fails, saying so.
 
 pub mod operator;
+pub mod podman;
 
 use std::fmt::Debug;
 use std::fs;

@@ -120,7 +120,8 @@ fn crd_is_established_and_validates() {
     for (file, field, words) in [
         ("brs-invalid-min-over-max.yaml", "spec.autoscaling", "minReplicas must not exceed"),
         ("brs-invalid-negative-size.yaml", "spec.maxDimension", "greater than or equal to 1"),
-        ("brs-invalid-model-url.yaml", "spec.model", "http:// or https://"),
+        ("brs-invalid-model-url.yaml", "spec.model", "must be an https:// URL"),
+        ("brs-invalid-no-sha256.yaml", "spec.model", "model.sha256 is required with model.url"),
         ("brs-invalid-two-sources.yaml", "spec.model", "exactly one of url, persistentVolumeClaim or path"),
         ("brs-invalid-name-digit.yaml", "metadata.name", "must be a DNS-1035 label"),
         ("brs-invalid-name-dot.yaml", "metadata.name", "must be a DNS-1035 label"),

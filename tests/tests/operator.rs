@@ -39,6 +39,9 @@ fn start_operator(cluster: &Cluster, identity: &str, args: &[&str]) -> Operator 
     Operator::start(&kubeconfig, identity, NAMESPACE, &[&election[..], args].concat())
 }
 
+/// Any digest: the model is never fetched here (kwok starts no container).
+const SHA256: &str = "b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb";
+
 fn resource(name: &str, replicas: i32, gpu_resource: &str) -> String {
     resource_in("shop", name, replicas, gpu_resource)
 }
@@ -46,7 +49,7 @@ fn resource(name: &str, replicas: i32, gpu_resource: &str) -> String {
 fn resource_in(namespace: &str, name: &str, replicas: i32, gpu_resource: &str) -> String {
     format!(
         "apiVersion: matte.dev/v1alpha1\nkind: BackgroundRemovalService\nmetadata:\n  name: {name}\n  namespace: {namespace}\n\
-         spec:\n  model:\n    url: https://models.example/isnet.onnx\n  gpu:\n    resourceName: {gpu_resource}\n\
+         spec:\n  model:\n    url: https://models.example/isnet.onnx\n    sha256: {SHA256}\n  gpu:\n    resourceName: {gpu_resource}\n\
          \x20 autoscaling:\n    enabled: false\n  replicas: {replicas}\n"
     )
 }

@@ -77,7 +77,7 @@ The operator image: repository and tag, or repository@digest for a sha256: tag.
 The default inference image passed to --default-inference-image.
 */}}
 {{- define "matte.inferenceImage" -}}
-{{- default (printf "ghcr.io/matte-dev/matte-inference:%s" .Chart.AppVersion) .Values.inference.defaultImage }}
+{{- default (printf "localhost/matte-inference:%s" .Chart.AppVersion) .Values.inference.defaultImage }}
 {{- end }}
 
 {{/*

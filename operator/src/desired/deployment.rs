@@ -5,19 +5,19 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use matte_common::{flags, memory, paths};
+use matte_common::{fetch_model, flags, memory, paths};
 
 use crate::crd::{BackgroundRemovalService, ExecutionProvider};
 
-use super::{Defaults, Valid, label_selector, labels, metadata};
+use super::{Valid, label_selector, labels, metadata};
 
 /// The inference container's name and port (the pod contract of DESIGN.md).
 const CONTAINER_NAME: &str = "inference";
@@ -26,6 +26,9 @@ const HTTP_PORT: i32 = paths::PORT as i32;
 const MODEL_DIR: &str = "/models";
 /// The file name a downloaded model is stored under.
 const MODEL_FILE: &str = "model.onnx";
+/// Where the fetcher finds the private CA of `model.download.caConfigMap`.
+const MODEL_CA_DIR: &str = "/etc/matte/model-ca";
+const MODEL_CA_FILE: &str = "ca.pem";
 /// The user of the inference image, also enforced here.
 const NON_ROOT_USER: i64 = 65532;
 /// Time for a terminating pod's address to leave every Service endpoint before the
@@ -40,11 +43,11 @@ const DRAIN_MARGIN_SECONDS: i64 = 30;
 const DEFAULT_CPU_CORES: u32 = 2;
 
 /// The Deployment for `brs` with `replicas` pods.
-pub fn deployment(brs: &BackgroundRemovalService, valid: &Valid, defaults: &Defaults, replicas: i32) -> Deployment {
+pub fn deployment(brs: &BackgroundRemovalService, valid: &Valid, replicas: i32) -> Deployment {
     let spec = &brs.spec;
-    let (model_path, model_volume, fetcher) = model_source(brs, defaults);
+    let (model_path, model_volumes, fetcher) = model_source(brs, valid);
     let mut volumes = vec![empty_dir("tmp")];
-    volumes.extend(model_volume);
+    volumes.extend(model_volumes);
     let mut mounts = vec![mount("tmp", "/tmp", false)];
     if volumes.iter().any(|v| v.name == "model") {
         mounts.push(mount("model", MODEL_DIR, true));
@@ -204,38 +207,70 @@ fn inference_args(brs: &BackgroundRemovalService, model_path: &str, cores: u32) 
     args
 }
 
-/// The model's path in the pod, the volume it lives on and the init container that
-/// puts it there, by source.
-fn model_source(brs: &BackgroundRemovalService, defaults: &Defaults) -> (String, Option<Volume>, Option<Container>) {
+/// The model's path in the pod, the volumes it needs and the init container that puts
+/// it there, by source.
+fn model_source(brs: &BackgroundRemovalService, valid: &Valid) -> (String, Vec<Volume>, Option<Container>) {
     let model = &brs.spec.model;
     if let Some(url) = &model.url {
         let target = format!("{MODEL_DIR}/{MODEL_FILE}");
-        // The URL and digest travel as environment variables, never spliced into the
-        // script, so that no spec value is ever parsed by the shell.
-        let script = "set -eu\n\
-            curl --fail --silent --show-error --location --retry 5 --retry-all-errors \
-            --output \"$TARGET.partial\" \"$MODEL_URL\"\n\
-            if [ -n \"$MODEL_SHA256\" ]; then echo \"$MODEL_SHA256  $TARGET.partial\" | sha256sum -c -; fi\n\
-            mv \"$TARGET.partial\" \"$TARGET\"\n";
-        let env =
-            |name: &str, value: &str| EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() };
+        let download = model.download.clone().unwrap_or_default();
+        let mut volumes = vec![Volume {
+            name: "model".into(),
+            empty_dir: Some(EmptyDirVolumeSource { size_limit: download.size_limit.clone(), ..Default::default() }),
+            ..Volume::default()
+        }];
+        let mut mounts = vec![mount("model", MODEL_DIR, false)];
+        // Arguments go to the binary as they are, never through a shell.
+        let mut args = vec![
+            fetch_model::SUBCOMMAND.to_owned(),
+            format!("--{}={url}", fetch_model::URL_FLAG),
+            format!("--{}={}", fetch_model::SHA256_FLAG, model.sha256.as_deref().unwrap_or_default()),
+            format!("--{}={target}", fetch_model::OUTPUT_FLAG),
+            format!("--{}={}", fetch_model::CONNECT_TIMEOUT_FLAG, download.connect_timeout_seconds),
+            format!("--{}={}", fetch_model::TIMEOUT_FLAG, download.timeout_seconds),
+        ];
+        if let Some(ca) = &download.ca_config_map {
+            volumes.push(Volume {
+                name: "model-ca".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: ca.name.clone(),
+                    items: Some(vec![KeyToPath { key: ca.key.clone(), path: MODEL_CA_FILE.into(), mode: None }]),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            });
+            mounts.push(mount("model-ca", MODEL_CA_DIR, true));
+            args.push(format!("--{}={MODEL_CA_DIR}/{MODEL_CA_FILE}", fetch_model::CA_FILE_FLAG));
+        }
+        // The credential reaches the process through its environment, from the Secret:
+        // never in the URL, the arguments or the pod spec.
+        let env = download.authorization_secret.as_ref().map(|secret| {
+            vec![EnvVar {
+                name: fetch_model::AUTHORIZATION_ENV.into(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret.name.clone(),
+                        key: secret.key.clone(),
+                        optional: Some(false),
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            }]
+        });
+        // The inference image carries the fetcher: no second image, no shell.
         let fetcher = Container {
             name: "fetch-model".into(),
-            image: Some(defaults.model_fetcher_image.clone()),
-            command: Some(vec!["sh".into(), "-c".into(), script.into()]),
-            env: Some(vec![
-                env("MODEL_URL", url),
-                env("MODEL_SHA256", model.sha256.as_deref().unwrap_or_default()),
-                env("TARGET", &target),
-            ]),
-            volume_mounts: Some(vec![mount("model", MODEL_DIR, false), mount("tmp", "/tmp", false)]),
+            image: Some(valid.image.clone()),
+            args: Some(args),
+            env,
+            volume_mounts: Some(mounts),
             security_context: Some(container_security()),
-            // curl's or sha256sum's last words reach the pod's status, and from there the
-            // resource's Degraded condition.
+            // A failed download's last log line (why) becomes the pod's status message.
             termination_message_policy: Some("FallbackToLogsOnError".into()),
             ..Container::default()
         };
-        (target, Some(empty_dir("model")), Some(fetcher))
+        (target, volumes, Some(fetcher))
     } else if let Some(claim) = &model.persistent_volume_claim {
         let volume = Volume {
             name: "model".into(),
@@ -245,9 +280,9 @@ fn model_source(brs: &BackgroundRemovalService, defaults: &Defaults) -> (String,
             }),
             ..Volume::default()
         };
-        (format!("{MODEL_DIR}/{}", claim.path), Some(volume), None)
+        (format!("{MODEL_DIR}/{}", claim.path), vec![volume], None)
     } else {
-        (model.path.clone().unwrap_or_default(), None, None)
+        (model.path.clone().unwrap_or_default(), Vec::new(), None)
     }
 }
 
@@ -298,7 +333,7 @@ mod tests {
     fn build(fixture: &str, replicas: i32) -> Deployment {
         let brs = resource(fixture);
         let valid = validate(&brs, &defaults()).expect("the fixture is valid");
-        deployment(&brs, &valid, &defaults(), replicas)
+        deployment(&brs, &valid, replicas)
     }
 
     fn pod(deployment: &Deployment) -> &PodSpec {
@@ -341,17 +376,55 @@ mod tests {
     }
 
     #[test]
-    fn a_url_model_is_fetched_and_checked_before_the_server_starts() {
+    fn a_url_model_is_fetched_and_checked_by_the_inference_image_before_the_server_starts() {
         let deployment = build("full.yaml", 1);
         let pod = pod(&deployment);
         let fetcher = &pod.init_containers.as_ref().expect("an init container")[0];
-        let env: BTreeMap<_, _> =
-            fetcher.env.iter().flatten().map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or(""))).collect();
-        assert_eq!(env["MODEL_URL"], "https://models.example/isnet-general.onnx?token=a&b=c");
-        assert_eq!(env["MODEL_SHA256"].len(), 64);
-        let script = fetcher.command.as_ref().expect("a command").join(" ");
-        assert!(!script.contains("models.example"), "the URL must not be spliced into the script");
+        assert_eq!(fetcher.image, pod.containers[0].image, "the inference image carries the fetcher");
+        assert!(fetcher.command.is_none(), "the image's entrypoint runs, no shell");
+        let args = fetcher.args.clone().unwrap_or_default();
+        assert_eq!(args[0], "fetch-model");
+        assert!(args.contains(&"--url=https://models.example/isnet-general.onnx".to_owned()), "{args:?}");
+        assert!(args.iter().any(|a| a.starts_with("--sha256=") && a.len() == "--sha256=".len() + 64), "{args:?}");
+        assert!(args.contains(&"--output=/models/model.onnx".to_owned()), "{args:?}");
+        assert!(args.contains(&"--connect-timeout-seconds=5".to_owned()), "{args:?}");
+        assert!(args.contains(&"--timeout-seconds=900".to_owned()), "{args:?}");
+        assert!(args.contains(&"--ca-file=/etc/matte/model-ca/ca.pem".to_owned()), "{args:?}");
         assert!(pod.containers[0].args.iter().flatten().any(|a| a == "--model=/models/model.onnx"));
+        // The server mounts the model read-only; only the fetcher writes it.
+        let server_mount = pod.containers[0].volume_mounts.iter().flatten().find(|m| m.name == "model");
+        assert_eq!(server_mount.and_then(|m| m.read_only), Some(true));
+    }
+
+    #[test]
+    fn download_credentials_come_from_the_secret_and_never_from_the_spec_text() {
+        let deployment = build("full.yaml", 1);
+        let pod = pod(&deployment);
+        let fetcher = &pod.init_containers.as_ref().expect("an init container")[0];
+        let env = fetcher.env.as_ref().expect("the authorization variable");
+        assert_eq!(env.len(), 1);
+        assert_eq!(env[0].name, "MATTE_MODEL_AUTHORIZATION");
+        assert!(env[0].value.is_none(), "the value comes from the Secret only");
+        let secret = env[0].value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("a secret key");
+        assert_eq!((secret.name.as_str(), secret.key.as_str()), ("model-server", "authorization"));
+        let volume = |name: &str| pod.volumes.iter().flatten().find(|v| v.name == name).cloned();
+        let ca = volume("model-ca").and_then(|v| v.config_map).expect("the CA ConfigMap volume");
+        assert_eq!(ca.name, "model-server-ca");
+        let limit = volume("model").and_then(|v| v.empty_dir).and_then(|e| e.size_limit);
+        assert_eq!(limit, Some(Quantity("1Gi".into())));
+    }
+
+    #[test]
+    fn without_download_settings_the_fetcher_uses_defaults_and_no_secret() {
+        let deployment = build("minimal.yaml", 1);
+        let pod = pod(&deployment);
+        let fetcher = &pod.init_containers.as_ref().expect("an init container")[0];
+        let args = fetcher.args.clone().unwrap_or_default();
+        assert!(args.contains(&"--connect-timeout-seconds=10".to_owned()), "{args:?}");
+        assert!(args.contains(&"--timeout-seconds=600".to_owned()), "{args:?}");
+        assert!(!args.iter().any(|a| a.starts_with("--ca-file")), "{args:?}");
+        assert!(fetcher.env.is_none());
+        assert!(pod.volumes.iter().flatten().all(|v| v.name != "model-ca"));
     }
 
     #[test]
@@ -360,7 +433,7 @@ mod tests {
         brs.spec.model.url = None;
         brs.spec.model.path = Some("/opt/models/isnet.onnx".into());
         let valid = validate(&brs, &defaults()).expect("valid");
-        let deployment = deployment(&brs, &valid, &defaults(), 1);
+        let deployment = deployment(&brs, &valid, 1);
         let pod = pod(&deployment);
         assert!(pod.init_containers.is_none());
         assert!(pod.volumes.iter().flatten().all(|v| v.name != "model"));

@@ -29,9 +29,6 @@ pub const SERVICE_LABEL: &str = "matte.dev/service";
 pub struct Defaults {
     /// The inference image for resources that do not name one.
     pub inference_image: String,
-    /// The image of the init container that downloads `model.url` (needs `sh`, `curl`
-    /// and `sha256sum`).
-    pub model_fetcher_image: String,
 }
 
 /// Labels on everything made for `brs`.
@@ -101,10 +98,7 @@ pub(crate) mod fixtures {
     }
 
     pub fn defaults() -> Defaults {
-        Defaults {
-            inference_image: "ghcr.io/matte-dev/matte-inference:0.1.0".into(),
-            model_fetcher_image: "docker.io/curlimages/curl:8.11.1".into(),
-        }
+        Defaults { inference_image: "localhost/matte-inference:0.1.0".into() }
     }
 
     /// Compares `object` with the golden YAML file `name`.

@@ -1,0 +1,321 @@
+//! `matte-inference fetch-model`: downloads the model over HTTPS into a file and
+//! verifies its SHA-256 before anything can load it. The operator runs it as the
+//! inference pod's init container, from the same image, so a pod needs no second image,
+//! no shell and no public registry to fetch its model.
+//!
+//! The download lands in `<output>.partial` beside the target and is renamed only once
+//! its digest matches, so the server never sees a partial or unverified model. Failures
+//! are not retried here: Kubernetes restarts a failed init container with back-off, and
+//! the last line of its log (the pod's termination message) says what went wrong.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use matte_common::fetch_model as flags;
+
+pub use matte_common::fetch_model::SUBCOMMAND;
+
+/// The flags of `matte-inference fetch-model`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "matte-inference fetch-model", about = "Download a model over HTTPS and verify its SHA-256")]
+pub struct FetchArgs {
+    /// Where the model is; https only.
+    #[arg(long = flags::URL_FLAG)]
+    pub url: String,
+    /// Hex SHA-256 the downloaded file must have.
+    #[arg(long = flags::SHA256_FLAG)]
+    pub sha256: String,
+    /// The file to write (its directory must exist and be writable).
+    #[arg(long = flags::OUTPUT_FLAG)]
+    pub output: PathBuf,
+    /// Longest wait for the TCP and TLS connection.
+    #[arg(long = flags::CONNECT_TIMEOUT_FLAG, default_value_t = 10)]
+    pub connect_timeout_seconds: u64,
+    /// Longest time for the whole download, connection included.
+    #[arg(long = flags::TIMEOUT_FLAG, default_value_t = 600)]
+    pub timeout_seconds: u64,
+    /// PEM certificates of a private CA trusted besides the system's roots.
+    #[arg(long = flags::CA_FILE_FLAG)]
+    pub ca_file: Option<PathBuf>,
+    /// The value of the `Authorization` header (e.g. `Bearer …`): only ever from the
+    /// environment (`MATTE_MODEL_AUTHORIZATION`, which a Secret populates), never a flag
+    /// that `ps` would show.
+    #[arg(skip)]
+    pub authorization: Option<String>,
+}
+
+/// Why a model could not be fetched; each message names the problem, never a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("--url {0:?} is not an https:// URL (models are fetched over HTTPS only)")]
+    NotHttps(String),
+    #[error("--sha256 {0:?} is not 64 lowercase hex digits")]
+    BadDigest(String),
+    #[error("the authorization value is not a valid HTTP header value")]
+    BadAuthorization,
+    #[error("cannot read the CA file {path}: {reason}")]
+    CaFile { path: PathBuf, reason: String },
+    #[error("cannot set up the HTTPS client: {0}")]
+    Client(String),
+    #[error("{url} answered {status}")]
+    Status { url: String, status: reqwest::StatusCode },
+    #[error("downloading {url} failed: {reason}")]
+    Transfer { url: String, reason: String },
+    #[error("downloading {url} took longer than {seconds} s")]
+    Timeout { url: String, seconds: u64 },
+    #[error("{url} sent {received} bytes but announced {announced}")]
+    Truncated { url: String, received: u64, announced: u64 },
+    #[error(
+        "sha256 mismatch for {url}: expected {expected}, got {actual} ({bytes} bytes); the model was not installed"
+    )]
+    DigestMismatch { url: String, expected: String, actual: String, bytes: u64 },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// Runs the subcommand with the process's arguments from `fetch-model` on; the exit
+/// code is the process's.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let mut args = FetchArgs::parse_from(args);
+    args.authorization = std::env::var(flags::AUTHORIZATION_ENV).ok().filter(|value| !value.is_empty());
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("matte-inference fetch-model: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fetch(&args)) {
+        Ok(outcome) => {
+            eprintln!("matte-inference fetch-model: {outcome}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("matte-inference fetch-model: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What a successful run did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The target already held a file with the expected digest (a restarted pod).
+    AlreadyPresent {
+        path: PathBuf,
+    },
+    Downloaded {
+        path: PathBuf,
+        bytes: u64,
+        elapsed: Duration,
+    },
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::AlreadyPresent { path } => write!(f, "{} is already present and verified", path.display()),
+            Outcome::Downloaded { path, bytes, elapsed } => {
+                write!(f, "{} verified and installed ({bytes} bytes in {:.1} s)", path.display(), elapsed.as_secs_f64())
+            }
+        }
+    }
+}
+
+/// Downloads `args.url` to `args.output`, verified.
+pub async fn fetch(args: &FetchArgs) -> Result<Outcome, FetchError> {
+    let url = checked_url(&args.url)?;
+    let expected = checked_digest(&args.sha256)?;
+    let shown = redacted(&url);
+    if sha256_of_file(&args.output).ok().as_deref() == Some(expected.as_str()) {
+        return Ok(Outcome::AlreadyPresent { path: args.output.clone() });
+    }
+    let client = client(args)?;
+    let total = Duration::from_secs(args.timeout_seconds);
+    let began = Instant::now();
+    let partial = partial_path(&args.output);
+    let result = tokio::time::timeout(total, download(&client, url, args.authorization.as_deref(), &partial, &shown))
+        .await
+        .unwrap_or_else(|_| Err(FetchError::Timeout { url: shown.clone(), seconds: args.timeout_seconds }));
+    let (actual, bytes) = match result {
+        Ok(done) => done,
+        Err(error) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(error);
+        }
+    };
+    if actual != expected {
+        let _ = std::fs::remove_file(&partial);
+        return Err(FetchError::DigestMismatch { url: shown, expected, actual, bytes });
+    }
+    std::fs::rename(&partial, &args.output)
+        .map_err(|source| FetchError::Write { path: args.output.clone(), source })?;
+    Ok(Outcome::Downloaded { path: args.output.clone(), bytes, elapsed: began.elapsed() })
+}
+
+/// Streams the body into `partial`, hashing as it goes; the digest and the length.
+async fn download(
+    client: &reqwest::Client,
+    url: reqwest::Url,
+    authorization: Option<&str>,
+    partial: &Path,
+    shown: &str,
+) -> Result<(String, u64), FetchError> {
+    let transfer = |error: reqwest::Error| FetchError::Transfer { url: shown.to_owned(), reason: describe(error) };
+    let mut request = client.get(url);
+    if let Some(value) = authorization {
+        let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|_| FetchError::BadAuthorization)?;
+        value.set_sensitive(true);
+        request = request.header(reqwest::header::AUTHORIZATION, value);
+    }
+    let mut response = request.send().await.map_err(transfer)?;
+    if !response.status().is_success() {
+        return Err(FetchError::Status { url: shown.to_owned(), status: response.status() });
+    }
+    let announced = response.content_length();
+    let write_error = |source| FetchError::Write { path: partial.to_owned(), source };
+    let mut file = std::fs::File::create(partial).map_err(write_error)?;
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut received = 0u64;
+    while let Some(chunk) = response.chunk().await.map_err(transfer)? {
+        digest.update(&chunk);
+        file.write_all(&chunk).map_err(write_error)?;
+        received += chunk.len() as u64;
+    }
+    file.sync_all().map_err(write_error)?;
+    if let Some(announced) = announced
+        && announced != received
+    {
+        return Err(FetchError::Truncated { url: shown.to_owned(), received, announced });
+    }
+    Ok((hex(digest.finish().as_ref()), received))
+}
+
+fn client(args: &FetchArgs) -> Result<reqwest::Client, FetchError> {
+    let mut builder = reqwest::Client::builder()
+        .https_only(true)
+        .connect_timeout(Duration::from_secs(args.connect_timeout_seconds))
+        .user_agent(concat!("matte-inference/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &args.ca_file {
+        let ca_error = |reason: String| FetchError::CaFile { path: path.clone(), reason };
+        let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(describe(e)))?;
+        if certificates.is_empty() {
+            return Err(ca_error("no PEM certificate in it".into()));
+        }
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder.build().map_err(|e| FetchError::Client(describe(e)))
+}
+
+fn checked_url(text: &str) -> Result<reqwest::Url, FetchError> {
+    match reqwest::Url::parse(text) {
+        Ok(url) if url.scheme() == "https" && url.host().is_some() => Ok(url),
+        _ => Err(FetchError::NotHttps(text.to_owned())),
+    }
+}
+
+fn checked_digest(text: &str) -> Result<String, FetchError> {
+    if text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        Ok(text.to_owned())
+    } else {
+        Err(FetchError::BadDigest(text.to_owned()))
+    }
+}
+
+/// The URL without its query, fragment or user info, which may carry tokens: what
+/// messages show.
+fn redacted(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    shown.set_query(None);
+    shown.set_fragment(None);
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.to_string()
+}
+
+/// An error and its causes in one line; reqwest's without the URL (which may carry a
+/// token in its query).
+fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn partial_path(output: &Path) -> PathBuf {
+    let mut name = output.file_name().map(OsString::from).unwrap_or_default();
+    name.push(".partial");
+    output.with_file_name(name)
+}
+
+fn sha256_of_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = std::io::Read::read(&mut file, &mut buffer)?;
+        if read == 0 {
+            return Ok(hex(digest.finish().as_ref()));
+        }
+        digest.update(&buffer[..read]);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_https_urls_with_a_host_are_accepted() {
+        assert!(checked_url("https://models.example/isnet.onnx").is_ok());
+        for url in ["http://models.example/isnet.onnx", "file:///models/isnet.onnx", "https://", "models.example"] {
+            assert!(matches!(checked_url(url), Err(FetchError::NotHttps(_))), "{url}");
+        }
+    }
+
+    #[test]
+    fn digests_are_64_lowercase_hex_digits() {
+        assert!(checked_digest(&"ab".repeat(32)).is_ok());
+        for digest in ["AB".repeat(32), "ab".repeat(31), "zz".repeat(32), String::new()] {
+            assert!(matches!(checked_digest(&digest), Err(FetchError::BadDigest(_))), "{digest}");
+        }
+    }
+
+    #[test]
+    fn messages_never_show_the_query_or_user_info() {
+        let url = reqwest::Url::parse("https://user:secret@models.example/m.onnx?token=abc#x").expect("a URL");
+        assert_eq!(redacted(&url), "https://models.example/m.onnx");
+    }
+
+    #[test]
+    fn the_partial_file_sits_beside_the_target() {
+        assert_eq!(partial_path(Path::new("/models/model.onnx")), Path::new("/models/model.onnx.partial"));
+    }
+
+    #[test]
+    fn sha256_matches_the_known_digest_of_abc() {
+        let dir = std::env::temp_dir().join(format!("matte-fetch-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("abc");
+        std::fs::write(&file, b"abc").expect("write");
+        let digest = sha256_of_file(&file).expect("hash");
+        assert_eq!(digest, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
