@@ -1,15 +1,17 @@
-//! Health tells the truth: an inference loop that fails every run turns the pod
-//! unready (no new work is sent to it) and not live (the kubelet restarts it after
-//! its longer liveness threshold), instead of staying Ready while it serves nothing
-//! but errors.
+//! Health tells the truth: an inference loop that fails every run, or hangs in one, turns
+//! the pod unready (no new work is sent to it) and not live (the kubelet restarts it
+//! after its longer liveness threshold), instead of staying Ready while it serves nothing
+//! but errors, or nothing at all.
 
 mod support;
 
-use support::{Server, blocking_client, failing_model, sample_image};
+use std::time::{Duration, Instant};
+
+use support::{Fault, Server, blocking_client, faulty_model, sample_image};
 
 #[test]
 fn a_loop_that_always_fails_turns_the_pod_unready_then_not_live() {
-    let model = failing_model();
+    let model = faulty_model(Fault::Fail);
     let server = Server::start_with_model(&model.path, &[]);
     let client = blocking_client();
     let photo = sample_image("coffee.png");
@@ -36,4 +38,49 @@ fn a_loop_that_always_fails_turns_the_pod_unready_then_not_live() {
     assert_eq!(live.status(), 503, "and the pod asks to be restarted");
     let body: serde_json::Value = live.json().unwrap();
     assert_eq!(body["error"]["code"], "not_live");
+}
+
+/// Polls `path` until it answers `status`; returns the JSON body of that answer.
+fn wait_for_status(server: &Server, path: &str, status: u16, within: Duration) -> serde_json::Value {
+    let client = blocking_client();
+    let start = Instant::now();
+    loop {
+        let response = client.get(server.url(path)).send().expect("the server answers its probes");
+        if response.status().as_u16() == status {
+            return response.json().unwrap_or(serde_json::Value::Null);
+        }
+        assert!(start.elapsed() < within, "{path} did not answer {status} within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_loop_stuck_in_one_run_turns_the_pod_unready_then_not_live() {
+    let model = faulty_model(Fault::Stuck);
+    let server = Server::start_with_model(&model.path, &["--request-timeout-seconds", "2"]);
+    let client = blocking_client();
+    assert_eq!(client.get(server.url("/healthz")).send().unwrap().status(), 200, "live after warm-up");
+
+    // The request that hangs the loop: its answer never comes, so it is sent aside and
+    // given up with the server.
+    let url = server.url("/v1/remove");
+    let photo = sample_image("coffee.png");
+    std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        let _ = client.post(url).header("content-type", "image/png").body(photo).send();
+    });
+
+    // Past the request timeout (2 s) the pod takes no new work...
+    let unready = wait_for_status(&server, "/readyz", 503, Duration::from_secs(60));
+    assert_eq!(unready["error"]["code"], "unhealthy", "{unready}");
+    let refused = client
+        .post(server.url("/v1/remove"))
+        .header("content-type", "image/png")
+        .body(sample_image("coffee.png"))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 503, "new work is refused while the loop hangs");
+    // ...and past twice the request timeout it asks to be restarted.
+    let not_live = wait_for_status(&server, "/healthz", 503, Duration::from_secs(60));
+    assert_eq!(not_live["error"]["code"], "not_live", "{not_live}");
 }

@@ -398,7 +398,7 @@ fn failing_pods_are_reported_with_their_own_reason() {
     }
     let tampered = get(&cluster, "brs", "tampered").unwrap_or_default();
     let (_, _, message) = condition_of(&tampered, "Degraded").expect("the condition");
-    assert!(message.contains("checksum did NOT match"), "the init container's own words: {message}");
+    assert!(message.contains("sha256 mismatch"), "the init container's own words: {message}");
 
     // Fixed: the pods come up, Degraded clears, and an Event says so.
     annotate_pod_template(&cluster, "crashing", serde_json::json!({"kwok.matte.dev/fault": null}));

@@ -249,12 +249,24 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port()
 }
 
-/// A tiny model that passes its warm-up and fails on every real image (see
-/// `fixtures/failing_model.py`): a loop that serves nothing but errors.
-pub fn failing_model() -> TinyModel {
-    let path = std::env::temp_dir().join(format!("matte-failing-{}.onnx", std::process::id()));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/failing_model.py");
-    let status = Command::new(setup_path("MATTE_PYTHON")).arg(script).arg(&path).status().unwrap();
-    assert!(status.success(), "generating the failing model failed");
+/// How a [`faulty_model`] goes wrong on every real image (see `fixtures/faulty_model.py`).
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// Every run fails: a loop that serves nothing but errors.
+    Fail,
+    /// Every run hangs, as a CUDA call that never returns would.
+    Stuck,
+}
+
+/// A tiny model that passes its warm-up and then goes wrong on every real image.
+pub fn faulty_model(fault: Fault) -> TinyModel {
+    let mode = match fault {
+        Fault::Fail => "fail",
+        Fault::Stuck => "stuck",
+    };
+    let path = std::env::temp_dir().join(format!("matte-{mode}-{}.onnx", std::process::id()));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/faulty_model.py");
+    let status = Command::new(setup_path("MATTE_PYTHON")).arg(script).arg(mode).arg(&path).status().unwrap();
+    assert!(status.success(), "generating the {mode} model failed");
     TinyModel { path }
 }

@@ -278,8 +278,8 @@ mod tests {
     - {type: PodScheduled, status: "True", lastTransitionTime: "2026-11-28T11:56:00Z"}
     initContainerStatuses:
     - name: fetch-model
-      image: docker.io/curlimages/curl:8.11.1
-      imageID: docker.io/curlimages/curl@sha256:4567
+      image: ghcr.io/matte-dev/matte-inference:0.1.0
+      imageID: ghcr.io/matte-dev/matte-inference@sha256:0123
       ready: false
       restartCount: 3
       started: false
@@ -287,7 +287,7 @@ mod tests {
         terminated:
           exitCode: 1
           reason: Error
-          message: "/models/isnet.onnx.partial: FAILED\nsha256sum: WARNING: 1 computed checksum did NOT match\n"
+          message: "sha256 mismatch for https://models.example/isnet.onnx: expected 8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4, got 0b3f9c1e5a27d8e4c6b1a9f0e2d3c4b5a6978877665544332211ffeeddccbbaa (88093427 bytes); the model was not installed\n"
       state:
         waiting:
           reason: CrashLoopBackOff
@@ -373,7 +373,7 @@ mod tests {
             message.contains("init container fetch-model: CrashLoopBackOff, last exit Error (exit code 1)"),
             "{message}"
         );
-        assert!(message.ends_with("1 computed checksum did NOT match"), "the log's last line: {message}");
+        assert!(message.ends_with("the model was not installed"), "the log's last line: {message}");
         let (_, reason, message) = one("portraits-6f7d9c-slow");
         assert_eq!(reason, "StartupTooSlow");
         assert!(message.contains("not ready for 1195 s"), "{message}");
