@@ -541,7 +541,12 @@ mod tests {
 
     #[test]
     fn model_urls_must_be_well_formed() {
-        let model = |url: &str| ModelSpec::validate_cel(&serde_json::json!({ "url": url, "sha256": "0000000000000000000000000000000000000000000000000000000000000000" }), None);
+        let model = |url: &str| {
+            ModelSpec::validate_cel(
+                &serde_json::json!({ "url": url, "sha256": "0000000000000000000000000000000000000000000000000000000000000000" }),
+                None,
+            )
+        };
         assert!(model("https://models.example/isnet%20fp16.onnx?version=2").is_ok());
         for bad in ["https://models.example/isnet fp16.onnx", "https://", "https://models.example/a\"b"] {
             let refused = model(bad).expect_err(bad).to_string();
