@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Server, blocking_client, post_concurrently, sample_image};
+use support::{Fault, Server, blocking_client, faulty_model, post_concurrently, sample_image};
 
 #[test]
 fn sigterm_finishes_every_accepted_request_then_exits_cleanly() {
@@ -47,4 +47,27 @@ fn sigterm_finishes_every_accepted_request_then_exits_cleanly() {
     }
     let exit = server.wait_for_exit(Duration::from_secs(60));
     assert!(exit.success(), "exit status {exit:?}");
+}
+
+#[test]
+fn sigterm_during_a_warm_up_that_never_ends_exits_at_once_and_never_turns_ready() {
+    let model = faulty_model(Fault::Hang);
+    let mut server = Server::spawn(&model.path, &[]);
+    let client = blocking_client();
+    // Listening while the warm-up runs: not ready, and saying so.
+    let started = Instant::now();
+    let not_ready = loop {
+        if let Ok(response) = client.get(server.url("/readyz")).send() {
+            break response;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the server never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(not_ready.status(), 503);
+    assert_eq!(server.metric("matte_ready"), 0.0);
+
+    server.sigterm();
+    // The warm-up would never end; the process must not wait for it.
+    let status = server.wait_for_exit(Duration::from_secs(30));
+    assert!(status.success(), "a drain with nothing accepted exits 0: {status:?}");
 }

@@ -254,8 +254,10 @@ fn free_port() -> u16 {
 pub enum Fault {
     /// Every run fails: a loop that serves nothing but errors.
     Fail,
-    /// Every run hangs, as a CUDA call that never returns would.
+    /// Every run on a real image hangs, as a CUDA call that never returns would.
     Stuck,
+    /// Every run hangs, the warm-up's included: the pod never turns ready.
+    Hang,
 }
 
 /// A tiny model that passes its warm-up and then goes wrong on every real image.
@@ -263,6 +265,7 @@ pub fn faulty_model(fault: Fault) -> TinyModel {
     let mode = match fault {
         Fault::Fail => "fail",
         Fault::Stuck => "stuck",
+        Fault::Hang => "hang",
     };
     let path = std::env::temp_dir().join(format!("matte-{mode}-{}.onnx", std::process::id()));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/faulty_model.py");
