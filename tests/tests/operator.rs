@@ -363,7 +363,9 @@ fn assert_degraded(cluster: &Cluster, operator: &Operator, name: &str, reason: &
 /// or fail their model download, each with its own reason and words.
 #[test]
 fn failing_pods_are_reported_with_their_own_reason() {
-    let cluster = cluster(6);
+    // A one-pod service rolls out by surging (its new pod starts before the old one
+    // stops), so each of the four faulty rollouts needs a second GPU node.
+    let cluster = cluster(10);
     install_chart(&cluster, &[]);
     cluster.kubectl_ok(&["create", "namespace", "shop"]);
     let operator = start_operator(&cluster, "operator-a", &[]);
