@@ -41,6 +41,9 @@ pub struct Settings {
     pub defaults: Defaults,
     /// The Prometheus the autoscaler asks when a resource names none.
     pub prometheus_url: Option<String>,
+    /// The one HTTP client (and connection pool) every Prometheus query goes through
+    /// (`autoscaler::prometheus::http_client`).
+    pub prometheus_http: reqwest::Client,
     /// The pods' scrape interval: how often the autoscaler looks again.
     pub scrape_interval: Duration,
     /// Only resources in this namespace; all when `None`.
@@ -330,17 +333,13 @@ impl Context {
     async fn autoscale(&self, brs: &BackgroundRemovalService, census: &PodCensus, current: i32) -> Decision {
         let spec = policy_spec(&brs.spec.autoscaling);
         let queue = match self.metrics_source(brs) {
-            Some(Ok(source)) => match source.queue_metrics().await {
+            Some(source) => match source.queue_metrics().await {
                 Ok(queue) => queue,
                 Err(error) => {
                     tracing::warn!(resource = %ObjectRef::from_obj(brs), %error, "cannot read the queue metrics");
                     None
                 }
             },
-            Some(Err(error)) => {
-                tracing::warn!(resource = %ObjectRef::from_obj(brs), %error, "cannot use the metrics source");
-                None
-            }
             None => None,
         };
         let observation = Observation {
@@ -374,14 +373,14 @@ impl Context {
     }
 
     /// The resource's Prometheus and the selector of its pods' series, if any is known.
-    fn metrics_source(&self, brs: &BackgroundRemovalService) -> Option<Result<PrometheusSource, Error>> {
+    fn metrics_source(&self, brs: &BackgroundRemovalService) -> Option<PrometheusSource> {
         let configured = brs.spec.autoscaling.metrics.as_ref();
         let url = configured.map(|m| m.prometheus_url.clone()).or_else(|| self.settings.prometheus_url.clone())?;
         let selector = configured.and_then(|m| m.selector.clone()).unwrap_or_else(|| {
             format!(r#"namespace="{}",job="{}""#, brs.namespace().unwrap_or_default(), brs.name_any())
         });
         let windows = Windows::for_scrape_interval(self.settings.scrape_interval);
-        Some(PrometheusSource::new(&url, &selector, &windows))
+        Some(PrometheusSource::new(self.settings.prometheus_http.clone(), &url, &selector, &windows))
     }
 
     /// Applies every object `brs` needs (a PodMonitor only where its CRD exists); returns

@@ -8,6 +8,7 @@ use kube::Client;
 use kube::runtime::events::Reporter;
 use tokio::sync::watch;
 
+use crate::autoscaler::prometheus;
 use crate::cli::RunArgs;
 use crate::controller::{self, Settings};
 use crate::desired::Defaults;
@@ -33,6 +34,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let settings = Settings {
         defaults: Defaults { inference_image: args.default_inference_image.clone() },
         prometheus_url: args.prometheus_url.clone().filter(|u| !u.is_empty()),
+        prometheus_http: prometheus::http_client()?,
         scrape_interval: Duration::from_secs(args.scrape_interval_seconds.max(1)),
         watch_namespace: args.watch_namespace.clone().filter(|n| !n.is_empty()),
         reporter: Reporter { controller: "matte-operator".into(), instance: Some(identity.clone()) },

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use matte_operator::autoscaler::policy::stats::histogram_quantile;
 use matte_operator::autoscaler::policy::{Observation, PolicySpec, Reason, decide};
-use matte_operator::autoscaler::prometheus::{PrometheusSource, Windows};
+use matte_operator::autoscaler::prometheus::{PrometheusSource, Windows, http_client};
 use support::{free_port, setup_path, start_prometheus, wait_for};
 
 /// Counts of the pod's own `matte_queue_wait_seconds` buckets: (upper bound, cumulative).
@@ -32,7 +32,13 @@ fn pod_queue_wait_buckets(pod: &str) -> Vec<(f64, f64)> {
 async fn prometheus_reports_what_the_pod_recorded_and_a_burst_scales_up() {
     let pod_port = free_port();
     let pod = format!("http://127.0.0.1:{pod_port}");
-    let _pod = support::start_pod(&setup_path("MATTE_MODEL"), pod_port, &["--queue-capacity", "16"]);
+    // Eight images in a row take ~15 s on two idle cores and minutes on busy ones: the
+    // request timeout must not be what the test measures.
+    let _pod = support::start_pod(
+        &setup_path("MATTE_MODEL"),
+        pod_port,
+        &["--queue-capacity", "16", "--request-timeout-seconds", "900"],
+    );
     let data = std::env::temp_dir().join(format!("matte-prometheus-{}", std::process::id()));
     let prometheus_port = free_port();
     let prometheus_url = format!("http://127.0.0.1:{prometheus_port}");
@@ -53,7 +59,7 @@ async fn prometheus_reports_what_the_pod_recorded_and_a_burst_scales_up() {
         long: Duration::from_secs(300),
         recent: Duration::from_secs(2),
     };
-    let source = PrometheusSource::new(&prometheus_url, r#"job="matte""#, &windows).unwrap();
+    let source = PrometheusSource::new(http_client().unwrap(), &prometheus_url, r#"job="matte""#, &windows);
     let scraped_by = Instant::now() + Duration::from_secs(60);
     while source.queue_metrics().await.unwrap().is_none() {
         assert!(Instant::now() < scraped_by, "Prometheus never scraped the pod");

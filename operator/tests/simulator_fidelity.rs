@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use matte_operator::autoscaler::policy::QueueMetrics;
-use matte_operator::autoscaler::prometheus::{PrometheusSource, Windows};
+use matte_operator::autoscaler::prometheus::{PrometheusSource, Windows, http_client};
 use matte_sim::engine::{self, Workload};
 use matte_sim::random::{Stream, StreamName};
 use matte_sim::scalers::{ClusterView, Scaler};
@@ -200,7 +200,7 @@ async fn the_simulator_reads_what_the_operator_reads_on_a_real_fleet() {
         .unwrap();
 
     let windows = Windows::for_scrape_interval(Duration::from_secs(SCRAPE_SECONDS));
-    let source = PrometheusSource::new(&prometheus_url, r#"job="matte""#, &windows).unwrap();
+    let source = PrometheusSource::new(http_client().unwrap(), &prometheus_url, r#"job="matte""#, &windows);
     let scraped_by = Instant::now() + Duration::from_secs(30);
     while source.queue_metrics().await.unwrap().is_none() {
         assert!(Instant::now() < scraped_by, "Prometheus never scraped the pods");

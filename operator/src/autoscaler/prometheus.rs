@@ -72,6 +72,15 @@ fn seconds(duration: Duration) -> String {
     format!("{}s", duration.as_secs().max(1))
 }
 
+/// The HTTP client every [`PrometheusSource`] shares: one connection pool for the
+/// operator's whole life, not a new one (and a new TLS set-up) for every pass.
+pub fn http_client() -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| Error::Prometheus { url: "(any)".to_owned(), reason: e.to_string() })
+}
+
 /// A Prometheus server to ask about one fleet.
 pub struct PrometheusSource {
     client: reqwest::Client,
@@ -80,17 +89,14 @@ pub struct PrometheusSource {
 }
 
 impl PrometheusSource {
-    /// `base_url` is the server, e.g. `http://prometheus.monitoring:9090`.
-    pub fn new(base_url: &str, selector: &str, windows: &Windows) -> Result<PrometheusSource, Error> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| Error::Prometheus { url: base_url.to_owned(), reason: e.to_string() })?;
-        Ok(PrometheusSource {
+    /// `base_url` is the server, e.g. `http://prometheus.monitoring:9090`; `client`
+    /// comes from [`http_client`].
+    pub fn new(client: reqwest::Client, base_url: &str, selector: &str, windows: &Windows) -> PrometheusSource {
+        PrometheusSource {
             client,
             query_url: format!("{}/api/v1/query", base_url.trim_end_matches('/')),
             queries: Queries::new(selector, windows),
-        })
+        }
     }
 
     /// The fleet's queue now; `None` when Prometheus has no series for it (no pod
