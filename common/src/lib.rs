@@ -81,6 +81,10 @@ pub mod flags {
     pub const WRITE_TIMEOUT_SECONDS: &str = "write-timeout-seconds";
     pub const DRAIN_DELAY_SECONDS: &str = "drain-delay-seconds";
     pub const DRAIN_TIMEOUT_SECONDS: &str = "drain-timeout-seconds";
+    pub const CUDNN_CONV_ALGO_SEARCH: &str = "cudnn-conv-algo-search";
+    pub const CUDA_TF32: &str = "cuda-tf32";
+    pub const TENSORRT_FP16: &str = "tensorrt-fp16";
+    pub const TENSORRT_CACHE_DIR: &str = "tensorrt-cache-dir";
 }
 
 /// What bounds an inference pod's memory, as a function of its flags. The server's

@@ -30,6 +30,26 @@ pub struct Config {
     #[arg(long, env = "MATTE_DEVICE_ID", default_value_t = 0)]
     pub device_id: i32,
 
+    /// cuDNN's convolution algorithm search (`cuda`, and `tensorrt`'s CUDA fallback):
+    /// `exhaustive` times every algorithm once per input shape, during the warm-up; the
+    /// shape never changes, so that is paid once, before the pod turns ready.
+    #[arg(long = flags::CUDNN_CONV_ALGO_SEARCH, env = "MATTE_CUDNN_CONV_ALGO_SEARCH", value_enum, default_value_t = ConvSearch::Exhaustive)]
+    pub cudnn_conv_algo_search: ConvSearch,
+
+    /// TF32 tensor cores for float32 convolutions and matrix products (Ampere and
+    /// later): several times faster, and a mask needs far less than TF32's precision.
+    #[arg(long = flags::CUDA_TF32, env = "MATTE_CUDA_TF32", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cuda_tf32: bool,
+
+    /// TensorRT builds fp16 engines (`tensorrt` only).
+    #[arg(long = flags::TENSORRT_FP16, env = "MATTE_TENSORRT_FP16", default_value_t = true, action = clap::ArgAction::Set)]
+    pub tensorrt_fp16: bool,
+
+    /// Where TensorRT keeps its engines and timing cache (`tensorrt` only), so that a
+    /// restarted container loads them instead of spending minutes building them again.
+    #[arg(long = flags::TENSORRT_CACHE_DIR, env = "MATTE_TENSORRT_CACHE_DIR")]
+    pub tensorrt_cache_dir: Option<PathBuf>,
+
     /// ONNX Runtime intra-op threads (0: one per available core).
     #[arg(long = flags::INTRA_THREADS, env = "MATTE_INTRA_THREADS", default_value_t = 0)]
     pub intra_threads: usize,
@@ -134,6 +154,17 @@ impl Provider {
     }
 }
 
+/// cuDNN's ways of choosing a convolution algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConvSearch {
+    /// Time every algorithm (once per shape) and keep the fastest.
+    Exhaustive,
+    /// cuDNN's guess, without timing.
+    Heuristic,
+    /// cuDNN's default algorithm, whatever the shape.
+    Default,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Json,
@@ -230,6 +261,31 @@ mod tests {
         for bad in ["0", "-1", "NaN", "inf", "1e30", "soon"] {
             assert!(parse_timeout(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn gpu_tuning_defaults_to_the_fastest_steady_state_and_parses_overrides() {
+        let config = Config::parse_from(["matte-inference", "--model", "m.onnx"]);
+        assert_eq!(config.cudnn_conv_algo_search, ConvSearch::Exhaustive);
+        assert!(config.cuda_tf32 && config.tensorrt_fp16);
+        assert_eq!(config.tensorrt_cache_dir, None);
+        let config = Config::parse_from([
+            "matte-inference",
+            "--model",
+            "m.onnx",
+            "--cudnn-conv-algo-search",
+            "heuristic",
+            "--cuda-tf32",
+            "false",
+            "--tensorrt-fp16=false",
+            "--tensorrt-cache-dir",
+            "/var/cache/matte/tensorrt",
+        ]);
+        assert_eq!(config.cudnn_conv_algo_search, ConvSearch::Heuristic);
+        assert!(!config.cuda_tf32 && !config.tensorrt_fp16);
+        assert_eq!(config.tensorrt_cache_dir, Some(PathBuf::from("/var/cache/matte/tensorrt")));
+        let refused = Config::try_parse_from(["matte-inference", "--model", "m", "--cudnn-conv-algo-search", "fastest"]);
+        assert!(refused.is_err());
     }
 
     #[test]

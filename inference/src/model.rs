@@ -11,7 +11,7 @@ use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
 use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
 
 use crate::Error;
-use crate::config::Provider;
+use crate::config::{ConvSearch, Provider};
 use crate::imaging::Preprocess;
 
 /// What is needed to build a session.
@@ -21,6 +21,7 @@ pub struct ModelOptions {
     pub model: PathBuf,
     pub provider: Provider,
     pub device_id: i32,
+    pub gpu: GpuTuning,
     pub intra_threads: usize,
     /// Input side used when the model leaves its spatial dimensions dynamic.
     pub fallback_input_size: u32,
@@ -28,6 +29,16 @@ pub struct ModelOptions {
     pub std: [f32; 3],
     pub mask_output: Option<String>,
     pub max_batch_size: usize,
+}
+
+/// How the GPU providers are set up (`--cudnn-conv-algo-search`, `--cuda-tf32`,
+/// `--tensorrt-fp16`, `--tensorrt-cache-dir`); the CPU provider ignores it.
+#[derive(Debug, Clone)]
+pub struct GpuTuning {
+    pub conv_search: ConvSearch,
+    pub tf32: bool,
+    pub tensorrt_fp16: bool,
+    pub tensorrt_cache_dir: Option<PathBuf>,
 }
 
 /// What the loaded model expects and returns, read from the model itself.
@@ -68,9 +79,10 @@ impl Model {
             .map_err(load_error)?
             .with_intra_threads(options.intra_threads)
             .map_err(|e| load_error(e.into()))?;
-        if let Some(provider) = execution_provider(options.provider, options.device_id) {
+        let providers = execution_providers(options.provider, options.device_id, &options.gpu);
+        if !providers.is_empty() {
             builder = builder
-                .with_execution_providers([provider])
+                .with_execution_providers(providers)
                 .map_err(|e| Error::Provider { provider: options.provider.as_str(), reason: e.to_string() })?;
         }
         let session = builder.commit_from_file(&options.model).map_err(load_error)?;
@@ -106,11 +118,37 @@ impl Model {
     }
 }
 
-fn execution_provider(provider: Provider, device_id: i32) -> Option<ep::ExecutionProviderDispatch> {
+/// The providers to register, in order of preference: TensorRT falls back on CUDA for
+/// what it cannot build, rather than on the CPU.
+fn execution_providers(provider: Provider, device_id: i32, gpu: &GpuTuning) -> Vec<ep::ExecutionProviderDispatch> {
+    let cuda = || {
+        let search = match gpu.conv_search {
+            ConvSearch::Exhaustive => ep::cuda::ConvAlgorithmSearch::Exhaustive,
+            ConvSearch::Heuristic => ep::cuda::ConvAlgorithmSearch::Heuristic,
+            ConvSearch::Default => ep::cuda::ConvAlgorithmSearch::Default,
+        };
+        ep::CUDA::default()
+            .with_device_id(device_id)
+            .with_conv_algorithm_search(search)
+            .with_tf32(gpu.tf32)
+            .build()
+            .error_on_failure()
+    };
     match provider {
-        Provider::Cpu => None,
-        Provider::Cuda => Some(ep::CUDA::default().with_device_id(device_id).build().error_on_failure()),
-        Provider::Tensorrt => Some(ep::TensorRT::default().with_device_id(device_id).build().error_on_failure()),
+        Provider::Cpu => Vec::new(),
+        Provider::Cuda => vec![cuda()],
+        Provider::Tensorrt => {
+            let mut tensorrt = ep::TensorRT::default().with_device_id(device_id).with_fp16(gpu.tensorrt_fp16);
+            if let Some(cache) = &gpu.tensorrt_cache_dir {
+                let cache = cache.display().to_string();
+                tensorrt = tensorrt
+                    .with_engine_cache(true)
+                    .with_engine_cache_path(&cache)
+                    .with_timing_cache(true)
+                    .with_timing_cache_path(&cache);
+            }
+            vec![tensorrt.build().error_on_failure(), cuda()]
+        }
     }
 }
 
@@ -185,6 +223,6 @@ mod tests {
 
     #[test]
     fn model_names_come_from_the_file() {
-        assert_eq!(model_name(Path::new("/models/isnet-fp32.onnx")), "isnet-fp32");
+        assert_eq!(model_name(Path::new("/models/isnet-fp16.onnx")), "isnet-fp16");
     }
 }

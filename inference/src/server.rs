@@ -15,7 +15,7 @@ use tokio::sync::{oneshot, watch};
 use crate::config::Config;
 use crate::connections::{self, Stage, Timeouts};
 use crate::inference_loop::{self, LoopContext};
-use crate::model::{Model, ModelOptions};
+use crate::model::{GpuTuning, Model, ModelOptions};
 use crate::state::AppState;
 use crate::{Error, http};
 
@@ -146,12 +146,18 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
-fn model_options(config: &Config, runtime_library: PathBuf) -> ModelOptions {
+pub fn model_options(config: &Config, runtime_library: PathBuf) -> ModelOptions {
     ModelOptions {
         runtime_library,
         model: config.model.clone(),
         provider: config.provider,
         device_id: config.device_id,
+        gpu: GpuTuning {
+            conv_search: config.cudnn_conv_algo_search,
+            tf32: config.cuda_tf32,
+            tensorrt_fp16: config.tensorrt_fp16,
+            tensorrt_cache_dir: config.tensorrt_cache_dir.clone(),
+        },
         intra_threads: config.intra_threads(),
         fallback_input_size: config.input_size,
         mean: config.mean,

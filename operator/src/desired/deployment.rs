@@ -29,6 +29,9 @@ const MODEL_FILE: &str = "model.onnx";
 /// Where the fetcher finds the private CA of `model.download.caConfigMap`.
 const MODEL_CA_DIR: &str = "/etc/matte/model-ca";
 const MODEL_CA_FILE: &str = "ca.pem";
+/// TensorRT's engines and timing cache: an emptyDir lives as long as the pod, so a
+/// container that restarts loads its engine instead of building it again for minutes.
+const TENSORRT_CACHE_DIR: &str = "/var/cache/matte/tensorrt";
 /// The user of the inference image, also enforced here.
 const NON_ROOT_USER: i64 = 65532;
 /// Time for a terminating pod's address to leave every Service endpoint before the
@@ -51,6 +54,10 @@ pub fn deployment(brs: &BackgroundRemovalService, valid: &Valid, replicas: i32) 
     let mut mounts = vec![mount("tmp", "/tmp", false)];
     if volumes.iter().any(|v| v.name == "model") {
         mounts.push(mount("model", MODEL_DIR, true));
+    }
+    if spec.execution_provider == ExecutionProvider::Tensorrt {
+        volumes.push(empty_dir("tensorrt-cache"));
+        mounts.push(mount("tensorrt-cache", TENSORRT_CACHE_DIR, false));
     }
 
     let cores = spec.gpu.cpu.as_ref().and_then(whole_cores).unwrap_or(DEFAULT_CPU_CORES);
@@ -203,6 +210,9 @@ fn inference_args(brs: &BackgroundRemovalService, model_path: &str, cores: u32) 
     }
     if let Some(std) = &spec.model.std {
         args.push(format!("--std={}", triple(std)));
+    }
+    if spec.execution_provider == ExecutionProvider::Tensorrt {
+        args.push(format!("--{}={TENSORRT_CACHE_DIR}", flags::TENSORRT_CACHE_DIR));
     }
     args
 }

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# The pod at the GPU's limit, in one script that fits in a few minutes of a GPU machine.
+#
+#   bench/gpu.sh prepare KIT     # here: release binaries, both ISNet builds, 12 MP JPEGs
+#   bench/gpu.sh run KIT         # on the GPU machine (nvidia-smi on PATH, CUDA 13 and
+#                                # cuDNN 9 installed, KIT/lib holding onnxruntime-gpu
+#                                # 1.31.1's libonnxruntime*.so)
+#   bench/gpu.sh run KIT --cpu   # the same steps on this CPU, to check the script
+#
+# For each of CUDA fp32 (the fp16 weights computed in float32), CUDA fp16 (the
+# fp16-compute build, bench/fp16_model.py) and TensorRT fp16 (engines and timing cache in
+# KIT/tensorrt-cache, so a second run loads them), it prints: a bare session.run loop's
+# images/s (inference/examples/raw_session.rs, the server's own session set-up), the
+# pod's images/s and latency through HTTP at concurrency 16 and 64 on 12 MP JPEGs
+# returned as ≤ 2048 px PNG cut-outs, pod ÷ raw, and the GPU's mean utilization
+# (nvidia-smi sampled every 500 ms while the load runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+usage="usage: bench/gpu.sh prepare KIT | run KIT [--cpu]"
+command="${1:-}"
+kit="${2:-}"
+[[ -n $kit ]] || { echo "$usage" >&2; exit 2; }
+
+prepare() {
+  bash scripts/setup.sh
+  source "${MATTE_CACHE:-$HOME/.cache/matte}/env.sh"
+  source scripts/versions.env
+  cargo build --release --locked -p matte-inference -p matte-load --example raw_session
+  mkdir -p "$kit"/{bin,models,photos,lib}
+  cp target/release/matte-inference target/release/matte-load target/release/examples/raw_session "$kit/bin/"
+  cp "$MATTE_MODEL_FP16" "$kit/models/isnet-fp16.onnx"
+  if [[ ! -f $kit/models/isnet-fp16-compute.onnx ]]; then
+    "$MATTE_PYTHON" -m pip install --quiet --disable-pip-version-check "onnxconverter-common==$ONNXCONVERTER_COMMON_VERSION"
+    "$MATTE_PYTHON" bench/fp16_model.py "$MATTE_MODEL_FP16" "$kit/models/isnet-fp16-compute.onnx"
+  fi
+  "$MATTE_PYTHON" - "$MATTE_SAMPLE_IMAGES" "$kit/photos" <<'PY'
+import sys
+from PIL import Image
+for name in ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"):
+    image = Image.open(f"{sys.argv[1]}/{name}").convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC)
+    image.save(f"{sys.argv[2]}/{name.split('.')[0]}-12mp.jpg", quality=90)
+PY
+  echo "kit ready in $kit; put onnxruntime-gpu $ONNXRUNTIME_VERSION's libonnxruntime*.so in $kit/lib" >&2
+}
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_ready() { # URL PID: TensorRT may build its engine for minutes before the pod is ready
+  for _ in $(seq 1 1500); do
+    curl -sf -o /dev/null "$1" && return 0
+    kill -0 "$2" 2>/dev/null || { echo "the server exited during start-up" >&2; return 1; }
+    sleep 0.2
+  done
+  echo "no answer from $1" >&2; return 1
+}
+
+run() {
+  local mode="${1:-gpu}" results="$kit/results"
+  local variants concurrencies raw_runs requests_per_client threads
+  mkdir -p "$results"
+  if [[ $mode == --cpu ]]; then
+    source "${MATTE_CACHE:-$HOME/.cache/matte}/env.sh"
+    variants=("cpu cpu isnet-fp16.onnx")
+    concurrencies=(2)
+    raw_runs=2
+    requests_per_client=2
+  else
+    export ORT_DYLIB_PATH
+    ORT_DYLIB_PATH=$(ls "$kit"/lib/libonnxruntime.so.* | head -1)
+    export LD_LIBRARY_PATH="$kit/lib:${LD_LIBRARY_PATH:-}"
+    variants=("cuda-fp32 cuda isnet-fp16.onnx" "cuda-fp16 cuda isnet-fp16-compute.onnx" "tensorrt-fp16 tensorrt isnet-fp16.onnx")
+    concurrencies=(16 64)
+    raw_runs=100
+    requests_per_client=4
+  fi
+  threads=$(nproc)
+  local gpu_flags=(--tensorrt-cache-dir "$kit/tensorrt-cache")
+  mkdir -p "$kit/tensorrt-cache"
+  for variant in "${variants[@]}"; do
+    read -r name provider model <<<"$variant"
+    echo "== $name: raw session.run" >&2
+    "$kit/bin/raw_session" --runs "$raw_runs" --model "$kit/models/$model" --provider "$provider" \
+      --intra-threads "$threads" "${gpu_flags[@]}" >"$results/$name-raw.json"
+    port=$(free_port)
+    "$kit/bin/matte-inference" --model "$kit/models/$model" --provider "$provider" --intra-threads "$threads" \
+      --cpu-workers "$threads" --listen "127.0.0.1:$port" --queue-capacity 256 --max-dimension 2048 \
+      --log-format text "${gpu_flags[@]}" 2>"$results/$name-server.log" &
+    server=$!
+    trap 'kill -TERM $server 2>/dev/null || true' EXIT
+    wait_ready "http://127.0.0.1:$port/readyz" $server
+    for concurrency in "${concurrencies[@]}"; do
+      echo "== $name: pod over HTTP at concurrency $concurrency" >&2
+      sampler=""
+      if command -v nvidia-smi >/dev/null; then
+        nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 500 >"$results/$name-c$concurrency-gpu.txt" &
+        sampler=$!
+      fi
+      "$kit/bin/matte-load" --url "http://127.0.0.1:$port" --concurrency "$concurrency" \
+        --requests $((concurrency * requests_per_client)) --warmup 2 --json "$kit"/photos/*.jpg >"$results/$name-c$concurrency.json"
+      [[ -n $sampler ]] && kill "$sampler" 2>/dev/null && wait "$sampler" 2>/dev/null || true
+    done
+    kill -TERM $server 2>/dev/null || true
+    wait $server 2>/dev/null || true
+  done
+  python3 - "$results" "${concurrencies[*]}" "${variants[@]}" <<'PY'
+import json, os, sys
+results, concurrencies, variants = sys.argv[1], sys.argv[2].split(), [v.split()[0] for v in sys.argv[3:]]
+print(f"{'variant':<15}{'raw img/s':>10}{'c':>5}{'pod img/s':>11}{'p50 s':>8}{'p99 s':>8}{'pod/raw':>9}{'GPU busy %':>12}")
+for name in variants:
+    raw = json.load(open(f"{results}/{name}-raw.json"))["throughput_images_per_second"]
+    for concurrency in concurrencies:
+        pod = json.load(open(f"{results}/{name}-c{concurrency}.json"))
+        latency = pod["latency_seconds"] or {}
+        samples_file = f"{results}/{name}-c{concurrency}-gpu.txt"
+        samples = [float(line) for line in open(samples_file) if line.strip()] if os.path.exists(samples_file) else []
+        busy = f"{sum(samples) / len(samples):.0f}" if samples else "n/a"
+        rate = pod["throughput_images_per_second"]
+        print(f"{name:<15}{raw:>10.2f}{concurrency:>5}{rate:>11.2f}{latency.get('p50', float('nan')):>8.2f}"
+              f"{latency.get('p99', float('nan')):>8.2f}{rate / raw:>9.2f}{busy:>12}")
+PY
+}
+
+case "$command" in
+  prepare) prepare ;;
+  run) run "${3:-gpu}" ;;
+  *) echo "$usage" >&2; exit 2 ;;
+esac
