@@ -44,7 +44,8 @@ impl BufferBudget {
         self.limit
     }
 
-    pub fn used(&self) -> usize {
+    #[cfg(test)]
+    fn used(&self) -> usize {
         self.used.load(Ordering::SeqCst)
     }
 

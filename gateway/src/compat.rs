@@ -97,10 +97,10 @@ pub fn rembg(form: Form) -> Result<Translated, Error> {
     let mut query = Vec::new();
     if only_mask {
         query.push(("format", "mask".to_owned()));
-    } else if let Some(bgc) = text.get("bgc") {
-        if let Some(hex) = rembg_background(bgc)? {
-            query.push(("bg_color", hex));
-        }
+    } else if let Some(bgc) = text.get("bgc")
+        && let Some(hex) = rembg_background(bgc)?
+    {
+        query.push(("bg_color", hex));
     }
     Ok(Translated { path_and_query: native_path(&query), image, encoding: Encoding::Png })
 }

@@ -269,7 +269,8 @@ impl Dispatcher {
     }
 
     /// Requests outstanding on each pod, by address.
-    pub fn outstanding(&self) -> Vec<(String, u32)> {
+    #[cfg(test)]
+    fn outstanding(&self) -> Vec<(String, u32)> {
         self.lock().upstreams.iter().map(|u| (u.address.clone(), u.outstanding)).collect()
     }
 }

@@ -83,7 +83,7 @@ impl Upstream {
 
     /// Whether it may be sent a request now, capacity aside.
     pub fn takes_work(&self, now: Instant) -> bool {
-        self.state(now) == EndpointState::Ready && !self.paused_until.is_some_and(|until| now < until)
+        self.state(now) == EndpointState::Ready && self.paused_until.is_none_or(|until| now >= until)
     }
 
     /// Counts a failure; the one that completes a run of failures ejects it.
