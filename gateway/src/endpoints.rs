@@ -17,6 +17,9 @@ use matte_common::paths;
 use crate::Error;
 use crate::dispatcher::Dispatcher;
 
+/// Probe connections idle longer than this are closed (see [`StaticSource::new`]).
+const PROBE_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// One pod as a source sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointReport {
@@ -48,7 +51,12 @@ impl StaticSource {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(interval));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        // Idle connections go before the pod's 10 s header timeout closes them under a
+        // probe, which would read as a pod gone unready.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(PROBE_IDLE_TIMEOUT)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
         Ok(StaticSource { addresses, interval, client })
     }
 
