@@ -1,5 +1,6 @@
-//! A pod killed in the middle of a burst loses no request the gateway accepted: what
-//! it held is sent to the other pods, and it is taken out of the rotation.
+//! A pod killed or shut down in the middle of a burst loses no request the gateway
+//! accepted: what it held or refused is sent to the other pods, and it is taken out of
+//! the rotation.
 
 mod support;
 
@@ -7,8 +8,26 @@ use std::time::Duration;
 
 use support::{Gateway, Pod, TinyModel, client, metric_value, post_png, sample_image, scrape};
 
+/// How the first pod goes away mid-burst.
+#[derive(Debug, Clone, Copy)]
+enum Loss {
+    /// SIGKILL: its connections break.
+    Killed,
+    /// SIGTERM: it answers 503 to new work while it finishes what it has.
+    ShutDown,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_killed_mid_burst_loses_no_accepted_request() {
+    burst_losing_a_pod(Loss::Killed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_shut_down_mid_burst_loses_no_accepted_request() {
+    burst_losing_a_pod(Loss::ShutDown).await;
+}
+
+async fn burst_losing_a_pod(loss: Loss) {
     let model = TinyModel::generate();
     let mut pods = tokio::task::spawn_blocking(move || {
         let pods: Vec<Pod> = (0..3).map(|_| Pod::start(&model.path, &["--queue-capacity", "2"])).collect();
@@ -44,7 +63,15 @@ async fn a_pod_killed_mid_burst_loses_no_accepted_request() {
         done_rx.recv().await.unwrap();
     }
     let mut victim = pods.remove(0);
-    tokio::task::spawn_blocking(move || victim.kill()).await.unwrap();
+    let victim = tokio::task::spawn_blocking(move || {
+        match loss {
+            Loss::Killed => victim.kill(),
+            Loss::ShutDown => victim.sigterm(),
+        }
+        victim
+    })
+    .await
+    .unwrap();
     let mut statuses = Vec::new();
     for request in requests {
         let (status, _, body) = request.await.unwrap();
@@ -63,9 +90,10 @@ async fn a_pod_killed_mid_burst_loses_no_accepted_request() {
     let retries = ["connection_failed", "connection_refused", "pod_busy", "pod_unavailable"]
         .map(|reason| metric_value(&text, &format!(r#"matte_gateway_upstream_retries_total{{reason="{reason}"}}"#)));
     eprintln!(
-        "retries by reason (failed, refused, busy, unavailable): {retries:?}; survivors served {served_by_survivors}"
+        "{loss:?}: retries by reason (failed, refused, busy, unavailable): {retries:?}; survivors served {served_by_survivors}"
     );
     assert!(served_by_survivors >= 40.0, "the survivors took over ({served_by_survivors})");
     assert_eq!(metric_value(&text, r#"matte_gateway_requests_total{outcome="ok"}"#), burst as f64);
     assert_eq!(metric_value(&text, r#"matte_gateway_endpoints{state="ready"}"#), 2.0);
+    drop(victim);
 }

@@ -118,6 +118,12 @@ impl Pod {
         wait_for_ok(&self.url("/readyz"), limit);
     }
 
+    /// Asks the pod to shut down (SIGTERM), as Kubernetes does on a scale-down.
+    pub fn sigterm(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
     /// Kills the process at once (SIGKILL), as a node failure would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
