@@ -170,22 +170,16 @@ impl Dispatcher {
             }
             (id, received)
         };
+        let waiting = Waiting { dispatcher: self, id };
         let mut reply = reply;
         match tokio::time::timeout_at(deadline.into(), &mut reply).await {
             Ok(Ok(lease)) => Ok(lease),
             Ok(Err(_)) => Err(Error::Internal("the dispatcher dropped a waiting request".into())),
-            Err(_) => {
-                let removed = {
-                    let mut inner = self.lock();
-                    let position = inner.waiting.iter().position(|waiter| waiter.id == id);
-                    position.and_then(|position| inner.waiting.remove(position)).is_some()
-                };
-                if removed {
-                    return Err(Error::NoCapacity { budget: budget.as_secs_f64(), retry_after: self.retry_after() });
-                }
-                // A place was handed over just as the budget ran out: use it.
-                reply.await.map_err(|_| Error::Internal("the dispatcher dropped a granted place".into()))
+            Err(_) if waiting.leave() => {
+                Err(Error::NoCapacity { budget: budget.as_secs_f64(), retry_after: self.retry_after() })
             }
+            // A place was handed over just as the budget ran out: use it.
+            Err(_) => reply.await.map_err(|_| Error::Internal("the dispatcher dropped a granted place".into())),
         }
     }
 
@@ -284,6 +278,30 @@ impl Inner {
 
     fn pods_taking_work(&self, now: Instant) -> usize {
         self.upstreams.iter().filter(|upstream| upstream.takes_work(now)).count()
+    }
+}
+
+/// A request's entry in the queue, taken out when its wait ends in any way: its
+/// budget ran out, or its client left and the waiting future was dropped (else the
+/// queue would count, and make newcomers wait behind, requests nobody waits for).
+struct Waiting<'a> {
+    dispatcher: &'a Dispatcher,
+    id: u64,
+}
+
+impl Waiting<'_> {
+    /// Takes the entry out of the queue; false if it was no longer there (it was
+    /// handed a place).
+    fn leave(&self) -> bool {
+        let mut inner = self.dispatcher.lock();
+        let position = inner.waiting.iter().position(|waiter| waiter.id == self.id);
+        position.and_then(|position| inner.waiting.remove(position)).is_some()
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 
@@ -413,6 +431,20 @@ mod tests {
         assert_eq!(dispatcher.snapshot().unready, 1);
         let error = dispatcher.acquire(Instant::now() + Duration::from_millis(50), false).await.err().unwrap();
         assert!(matches!(error, Error::NoCapacity { .. }), "both pods are out for now: {error}");
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_client_left_leaves_the_queue() {
+        let dispatcher = Dispatcher::new(1);
+        let waiting = tokio::spawn({
+            let dispatcher = dispatcher.clone();
+            async move { dispatcher.acquire(soon(), false).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(dispatcher.snapshot().queue_depth, 1);
+        waiting.abort();
+        let _ = waiting.await;
+        assert_eq!(dispatcher.snapshot().queue_depth, 0);
     }
 
     #[tokio::test]

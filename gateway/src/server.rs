@@ -24,6 +24,9 @@ pub async fn serve(config: Config) -> Result<(), Error> {
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| Error::Listen { addr: config.listen, source })?;
     tracing::info!(addr = %config.listen, upstreams = ?config.upstreams, "listening");
+    if config.upstreams.is_empty() {
+        tracing::warn!("no --upstream given: requests wait out their budget and get 503");
+    }
     run(listener, config, shutdown_signal()).await
 }
 
