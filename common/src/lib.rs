@@ -58,6 +58,64 @@ pub mod headers {
     pub const QUEUE_WAIT_SECONDS: &str = "x-matte-queue-wait-seconds";
     /// Seconds of the inference run that served the request.
     pub const INFERENCE_SECONDS: &str = "x-matte-inference-seconds";
+    /// Request header: the most seconds a client lets its request wait in the
+    /// gateway's queue; it may only lower the gateway's `--max-wait-seconds`.
+    pub const MAX_WAIT_SECONDS: &str = "x-matte-max-wait-seconds";
+}
+
+/// The inference pod's queue.
+pub mod queue {
+    /// Default of the pod's `--queue-capacity` (requests admitted at once), which is
+    /// also the gateway's default `--upstream-capacity`: the gateway never holds more
+    /// outstanding on a pod than the pod admits.
+    pub const DEFAULT_CAPACITY: u32 = 32;
+}
+
+/// Names of the metrics `matte-gateway` exports on `/metrics`; the autoscaler adds the
+/// gateway's queue to the pods' queues.
+pub mod gateway_metrics {
+    /// Gauge: requests waiting in the gateway's FIFO for a place on a pod.
+    pub const QUEUE_DEPTH: &str = "matte_gateway_queue_depth";
+    /// Gauge: age of the oldest request in the gateway's FIFO (0 when none waits).
+    pub const OLDEST_QUEUED_AGE_SECONDS: &str = "matte_gateway_oldest_queued_age_seconds";
+    /// Histogram: time from arrival in the FIFO to being sent to a pod (the first time).
+    pub const QUEUE_WAIT_SECONDS: &str = "matte_gateway_queue_wait_seconds";
+    /// Counter, label `outcome`: every request to the removal endpoints by how it ended.
+    pub const REQUESTS_TOTAL: &str = "matte_gateway_requests_total";
+    /// Gauge, label `state` (`ready`, `unready`, `ejected`): upstream pods by state.
+    pub const ENDPOINTS: &str = "matte_gateway_endpoints";
+    /// Counter, label `reason`: requests sent again after a pod's 429, 503 or failure.
+    pub const UPSTREAM_RETRIES_TOTAL: &str = "matte_gateway_upstream_retries_total";
+
+    /// Every name above.
+    pub const ALL: [&str; 6] =
+        [QUEUE_DEPTH, OLDEST_QUEUED_AGE_SECONDS, QUEUE_WAIT_SECONDS, REQUESTS_TOTAL, ENDPOINTS, UPSTREAM_RETRIES_TOTAL];
+
+    /// Label of [`REQUESTS_TOTAL`].
+    pub const OUTCOME_LABEL: &str = "outcome";
+    /// Label of [`ENDPOINTS`].
+    pub const STATE_LABEL: &str = "state";
+    /// Label of [`UPSTREAM_RETRIES_TOTAL`].
+    pub const REASON_LABEL: &str = "reason";
+}
+
+/// Command-line flags of `matte-gateway` that the operator's Deployment sets, by their
+/// long names (without the leading `--`), and the defaults it relies on.
+pub mod gateway_flags {
+    pub const LISTEN: &str = "listen";
+    pub const UPSTREAM: &str = "upstream";
+    pub const UPSTREAM_CAPACITY: &str = "upstream-capacity";
+    pub const MAX_WAIT_SECONDS: &str = "max-wait-seconds";
+    pub const MAX_BODY_BYTES: &str = "max-body-bytes";
+    pub const MAX_BUFFERED_BYTES: &str = "max-buffered-bytes";
+    pub const PROBE_INTERVAL_SECONDS: &str = "probe-interval-seconds";
+    pub const DRAIN_DELAY_SECONDS: &str = "drain-delay-seconds";
+    pub const DRAIN_TIMEOUT_SECONDS: &str = "drain-timeout-seconds";
+
+    /// Default of `--max-wait-seconds`: the longest a request waits in the gateway's queue.
+    pub const DEFAULT_MAX_WAIT_SECONDS: u64 = 30;
+    /// Default of `--max-buffered-bytes`: request bodies the gateway holds at once.
+    pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 1024 * 1024 * 1024;
 }
 
 /// HTTP paths of the inference pod.

@@ -1,0 +1,133 @@
+//! The arithmetic of admission, pure: how long a request can expect to wait in the
+//! gateway's queue, whether that fits its budget, and what `Retry-After` to give when
+//! it does not.
+//!
+//! The model: every ready pod works through its requests one after another, one every
+//! `per_image` on average, so together the pods free a place every
+//! `per_image / ready` and a request with `ahead` requests in front of it gets its
+//! place after `(ahead + 1)` of them.
+
+use std::time::Duration;
+
+/// Weight of the newest sample in the per-image estimate: recent enough to follow a
+/// change of image sizes or pods within a few dozen requests, smooth enough that one
+/// slow image does not swing admission.
+const EWMA_WEIGHT: f64 = 0.2;
+
+/// `Retry-After` when the wait cannot be estimated (no ready pod, or no measurement
+/// yet): about the time a starting pod needs to load a small model and turn ready.
+pub const UNKNOWN_WAIT_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The time a pod takes per image, as seen from the gateway: an exponentially
+/// weighted moving average of each served request's time on the pod divided by the
+/// requests outstanding on that pod when it was sent (the pod serves them in turn, so
+/// that request waited for all of them).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PerImageTime {
+    seconds: Option<f64>,
+}
+
+impl PerImageTime {
+    pub fn record(&mut self, on_pod: Duration, outstanding_when_sent: u32) {
+        let sample = on_pod.as_secs_f64() / f64::from(outstanding_when_sent.max(1));
+        self.seconds = Some(match self.seconds {
+            None => sample,
+            Some(previous) => previous + EWMA_WEIGHT * (sample - previous),
+        });
+    }
+
+    pub fn get(&self) -> Option<Duration> {
+        self.seconds.map(Duration::from_secs_f64)
+    }
+}
+
+/// The expected wait of a request with `ahead` requests before it in the queue, or
+/// `None` when it cannot be known: no ready pod, or no measurement yet.
+pub fn expected_wait(ahead: usize, per_image: Option<Duration>, ready_pods: usize) -> Option<Duration> {
+    let per_image = per_image?;
+    if ready_pods == 0 {
+        return None;
+    }
+    Some(per_image.mul_f64((ahead + 1) as f64 / ready_pods as f64))
+}
+
+/// Whether a request may join the queue.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Admission {
+    /// Its expected wait fits its budget, or is unknown (the first pod may be starting:
+    /// the request waits out its budget).
+    Admit,
+    /// Its expected wait is over its budget; it is told when to come back.
+    Refuse { expected: Duration, retry_after: Duration },
+}
+
+pub fn decide(expected: Option<Duration>, budget: Duration) -> Admission {
+    match expected {
+        Some(expected) if expected > budget => Admission::Refuse { expected, retry_after: retry_after(expected) },
+        _ => Admission::Admit,
+    }
+}
+
+/// Whole seconds until `wait` has passed, rounded up and at least 1: a client that
+/// comes back then finds its turn.
+pub fn retry_after(wait: Duration) -> Duration {
+    Duration::from_secs(wait.as_secs_f64().ceil().max(1.0) as u64)
+}
+
+/// `Retry-After` for a request refused or timed out now, behind `ahead` others.
+pub fn retry_after_behind(ahead: usize, per_image: Option<Duration>, ready_pods: usize) -> Duration {
+    expected_wait(ahead, per_image, ready_pods).map_or(UNKNOWN_WAIT_RETRY_AFTER, retry_after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn the_wait_grows_with_the_queue_and_shrinks_with_the_pods() {
+        assert_eq!(expected_wait(0, Some(SECOND), 1), Some(SECOND));
+        assert_eq!(expected_wait(9, Some(SECOND), 1), Some(10 * SECOND));
+        assert_eq!(expected_wait(9, Some(SECOND), 4), Some(Duration::from_millis(2500)));
+    }
+
+    #[test]
+    fn the_wait_is_unknown_without_a_measurement_or_a_ready_pod() {
+        assert_eq!(expected_wait(3, None, 2), None);
+        assert_eq!(expected_wait(3, Some(SECOND), 0), None);
+    }
+
+    #[test]
+    fn a_wait_over_the_budget_is_refused_with_the_seconds_until_its_turn() {
+        assert_eq!(decide(Some(SECOND), 30 * SECOND), Admission::Admit);
+        assert_eq!(decide(Some(30 * SECOND), 30 * SECOND), Admission::Admit, "exactly the budget fits");
+        assert_eq!(
+            decide(Some(Duration::from_millis(2100)), SECOND),
+            Admission::Refuse { expected: Duration::from_millis(2100), retry_after: 3 * SECOND }
+        );
+        assert_eq!(decide(None, SECOND), Admission::Admit, "unknown waits are admitted within the budget");
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_and_never_zero() {
+        assert_eq!(retry_after(Duration::ZERO), SECOND);
+        assert_eq!(retry_after(Duration::from_millis(10)), SECOND);
+        assert_eq!(retry_after(Duration::from_millis(1001)), 2 * SECOND);
+        assert_eq!(retry_after_behind(4, None, 1), UNKNOWN_WAIT_RETRY_AFTER);
+        assert_eq!(retry_after_behind(4, Some(SECOND), 2), 3 * SECOND);
+    }
+
+    #[test]
+    fn the_per_image_time_divides_by_the_requests_served_before() {
+        let mut per_image = PerImageTime::default();
+        assert_eq!(per_image.get(), None);
+        per_image.record(4 * SECOND, 4);
+        assert_eq!(per_image.get(), Some(SECOND));
+        per_image.record(3 * SECOND, 1);
+        let seconds = per_image.get().unwrap().as_secs_f64();
+        assert!((seconds - 1.4).abs() < 1e-9, "{seconds}");
+        per_image.record(SECOND, 0);
+        assert!(per_image.get().unwrap() < Duration::from_millis(1400), "a count of 0 reads as 1");
+    }
+}

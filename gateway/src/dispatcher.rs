@@ -1,0 +1,457 @@
+//! The gateway's central queue: the pods and their outstanding requests, the FIFO of
+//! requests waiting for a place on one, and the hand-over of places ([`Lease`]s).
+//!
+//! A request takes a place at once when nobody waits and a pod has room; otherwise it
+//! joins the FIFO if its expected wait fits its budget (see [`crate::admission`]), and
+//! is handed a place when one frees, a pod turns ready, or an ejection ends. Endpoint
+//! sources ([`crate::endpoints`]) replace the set of pods; a pod that disappears keeps
+//! its outstanding requests until they end.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::Error;
+use crate::admission::{self, Admission, PerImageTime};
+use crate::endpoints::EndpointReport;
+use crate::upstream_state::{self, BUSY_PAUSE, EndpointState, Upstream};
+
+/// How often waiting requests are looked at without any other event, so that the end
+/// of an ejection or of a pause after a pod's 429 is noticed promptly.
+pub const TICK: Duration = Duration::from_millis(100);
+
+pub struct Dispatcher {
+    capacity: u32,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    upstreams: Vec<Upstream>,
+    waiting: VecDeque<Waiter>,
+    per_image: PerImageTime,
+    next_waiter: u64,
+    /// Where the next tie-break starts, so that equally loaded pods take turns.
+    rotation: usize,
+}
+
+struct Waiter {
+    id: u64,
+    since: Instant,
+    reply: oneshot::Sender<Lease>,
+}
+
+/// How an attempt on a pod ended, as far as the pod's standing is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// A 2xx: the pod served it, and its time counts toward the per-image estimate.
+    Served,
+    /// Any other answer that says nothing against the pod (a 4xx other than 429).
+    Answered,
+    /// 429: the pod's queue is full of other work.
+    Busy,
+    /// 503: the pod is draining or unhealthy.
+    Unavailable,
+    /// The connection was refused: nothing listens there (any more).
+    Refused,
+    /// The connection failed before a response, or the pod answered 5xx other than 503.
+    Failed,
+    /// The client left before the attempt ended: nothing is known about the pod.
+    Abandoned,
+}
+
+/// What the metrics show of the dispatcher at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub queue_depth: usize,
+    pub oldest_queued_age: Duration,
+    pub ready: usize,
+    pub unready: usize,
+    pub ejected: usize,
+}
+
+impl Dispatcher {
+    pub fn new(capacity: u32) -> Arc<Dispatcher> {
+        Arc::new(Dispatcher {
+            capacity,
+            inner: Mutex::new(Inner {
+                upstreams: Vec::new(),
+                waiting: VecDeque::new(),
+                per_image: PerImageTime::default(),
+                next_waiter: 0,
+                rotation: 0,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Nothing panics while holding the lock; if something did, the state is still
+        // counts and queues, better served than lost.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Replaces the set of pods with what a source reports; counts and failure history
+    /// of the pods that stay are kept.
+    pub fn update_endpoints(self: &Arc<Self>, reports: &[EndpointReport]) {
+        let mut inner = self.lock();
+        let mut next = Vec::with_capacity(reports.len());
+        for report in reports {
+            let existing = inner.upstreams.iter().position(|upstream| upstream.address == report.address);
+            let upstream = match existing {
+                Some(index) => Upstream { ready: report.ready, ..inner.upstreams.swap_remove(index) },
+                None => Upstream::new(report.address.clone(), report.ready),
+            };
+            next.push(upstream);
+        }
+        inner.upstreams = next;
+        self.hand_out(&mut inner);
+    }
+
+    /// Whether a new request with `budget` would be admitted now: lets a request be
+    /// refused before its body is read. [`Dispatcher::acquire`] decides for good.
+    pub fn admission(&self, budget: Duration) -> Admission {
+        let inner = self.lock();
+        admission::decide(self.expected_wait_of_newcomer(&inner), budget)
+    }
+
+    fn expected_wait_of_newcomer(&self, inner: &Inner) -> Option<Duration> {
+        if inner.waiting.is_empty() && self.free_pod(inner, Instant::now()).is_some() {
+            return Some(Duration::ZERO);
+        }
+        admission::expected_wait(inner.waiting.len(), inner.per_image.get(), inner.pods_taking_work(Instant::now()))
+    }
+
+    /// `Retry-After` for a request turned away now.
+    pub fn retry_after(&self) -> Duration {
+        let inner = self.lock();
+        admission::retry_after_behind(
+            inner.waiting.len(),
+            inner.per_image.get(),
+            inner.pods_taking_work(Instant::now()),
+        )
+    }
+
+    fn free_pod(&self, inner: &Inner, now: Instant) -> Option<usize> {
+        upstream_state::pick(&inner.upstreams, self.capacity, inner.rotation, now)
+    }
+
+    /// A place on a pod for a request, waiting for one until `deadline`. A request
+    /// `requeued` after a pod turned it away goes to the head of the queue and is not
+    /// admitted again.
+    pub async fn acquire(self: &Arc<Self>, deadline: Instant, requeued: bool) -> Result<Lease, Error> {
+        let budget = deadline.saturating_duration_since(Instant::now());
+        let (id, reply) = {
+            let mut inner = self.lock();
+            let now = Instant::now();
+            if (requeued || inner.waiting.is_empty())
+                && let Some(index) = self.free_pod(&inner, now)
+            {
+                return Ok(self.lease(&mut inner, index, now));
+            }
+            if !requeued
+                && let Admission::Refuse { expected, retry_after } =
+                    admission::decide(self.expected_wait_of_newcomer(&inner), budget)
+            {
+                return Err(Error::QueueFull {
+                    expected: expected.as_secs_f64(),
+                    budget: budget.as_secs_f64(),
+                    retry_after,
+                });
+            }
+            let (reply, received) = oneshot::channel();
+            let id = inner.next_waiter;
+            inner.next_waiter += 1;
+            let waiter = Waiter { id, since: now, reply };
+            if requeued {
+                inner.waiting.push_front(waiter);
+            } else {
+                inner.waiting.push_back(waiter);
+            }
+            (id, received)
+        };
+        let waiting = Waiting { dispatcher: self, id };
+        let mut reply = reply;
+        match tokio::time::timeout_at(deadline.into(), &mut reply).await {
+            Ok(Ok(lease)) => Ok(lease),
+            Ok(Err(_)) => Err(Error::Internal("the dispatcher dropped a waiting request".into())),
+            Err(_) if waiting.leave() => {
+                Err(Error::NoCapacity { budget: budget.as_secs_f64(), retry_after: self.retry_after() })
+            }
+            // A place was handed over just as the budget ran out: use it.
+            Err(_) => reply.await.map_err(|_| Error::Internal("the dispatcher dropped a granted place".into())),
+        }
+    }
+
+    fn lease(self: &Arc<Self>, inner: &mut Inner, index: usize, now: Instant) -> Lease {
+        let upstream = &mut inner.upstreams[index];
+        upstream.outstanding += 1;
+        let lease = Lease {
+            dispatcher: self.clone(),
+            address: upstream.address.clone(),
+            outstanding_when_sent: upstream.outstanding,
+            granted: now,
+            ended: false,
+        };
+        inner.rotation = index + 1;
+        lease
+    }
+
+    /// Hands free places to the waiting requests, oldest first.
+    fn hand_out(self: &Arc<Self>, inner: &mut Inner) {
+        let now = Instant::now();
+        while !inner.waiting.is_empty() {
+            let Some(index) = self.free_pod(inner, now) else { return };
+            let Some(waiter) = inner.waiting.pop_front() else { return };
+            let lease = self.lease(inner, index, now);
+            if let Err(mut unwanted) = waiter.reply.send(lease) {
+                // Its client is gone: the place goes back without taking the lock again.
+                unwanted.ended = true;
+                inner.release(&unwanted.address);
+            }
+        }
+    }
+
+    /// Looks at the waiting requests every [`TICK`], for ever.
+    pub async fn keep_handing_out(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(TICK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let mut inner = self.lock();
+            self.hand_out(&mut inner);
+        }
+    }
+
+    fn end(self: &Arc<Self>, address: &str, outcome: AttemptOutcome, on_pod: Duration, outstanding_when_sent: u32) {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        inner.release(address);
+        if outcome == AttemptOutcome::Served {
+            inner.per_image.record(on_pod, outstanding_when_sent);
+        }
+        if let Some(upstream) = inner.upstreams.iter_mut().find(|upstream| upstream.address == address) {
+            match outcome {
+                AttemptOutcome::Served | AttemptOutcome::Answered => upstream.record_answer(),
+                AttemptOutcome::Busy => {
+                    upstream.record_answer();
+                    upstream.paused_until = Some(now + BUSY_PAUSE);
+                }
+                AttemptOutcome::Unavailable => upstream.ready = false,
+                AttemptOutcome::Refused => {
+                    upstream.ready = false;
+                    upstream.record_failure(now);
+                }
+                AttemptOutcome::Failed => upstream.record_failure(now),
+                AttemptOutcome::Abandoned => {}
+            }
+        }
+        self.hand_out(&mut inner);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let inner = self.lock();
+        let now = Instant::now();
+        let count = |state: EndpointState| inner.upstreams.iter().filter(|u| u.state(now) == state).count();
+        Snapshot {
+            queue_depth: inner.waiting.len(),
+            oldest_queued_age: inner.waiting.front().map_or(Duration::ZERO, |waiter| now - waiter.since),
+            ready: count(EndpointState::Ready),
+            unready: count(EndpointState::Unready),
+            ejected: count(EndpointState::Ejected),
+        }
+    }
+
+    /// Requests outstanding on each pod, by address.
+    #[cfg(test)]
+    fn outstanding(&self) -> Vec<(String, u32)> {
+        self.lock().upstreams.iter().map(|u| (u.address.clone(), u.outstanding)).collect()
+    }
+}
+
+impl Inner {
+    fn release(&mut self, address: &str) {
+        if let Some(upstream) = self.upstreams.iter_mut().find(|upstream| upstream.address == address) {
+            upstream.outstanding = upstream.outstanding.saturating_sub(1);
+        }
+    }
+
+    fn pods_taking_work(&self, now: Instant) -> usize {
+        self.upstreams.iter().filter(|upstream| upstream.takes_work(now)).count()
+    }
+}
+
+/// A request's entry in the queue, taken out when its wait ends in any way: its
+/// budget ran out, or its client left and the waiting future was dropped (else the
+/// queue would count, and make newcomers wait behind, requests nobody waits for).
+struct Waiting<'a> {
+    dispatcher: &'a Dispatcher,
+    id: u64,
+}
+
+impl Waiting<'_> {
+    /// Takes the entry out of the queue; false if it was no longer there (it was
+    /// handed a place).
+    fn leave(&self) -> bool {
+        let mut inner = self.dispatcher.lock();
+        let position = inner.waiting.iter().position(|waiter| waiter.id == self.id);
+        position.and_then(|position| inner.waiting.remove(position)).is_some()
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+/// A place on one pod for one attempt. It goes back when the attempt ends
+/// ([`Lease::end`]) or, if the request is abandoned (client gone), when dropped.
+pub struct Lease {
+    dispatcher: Arc<Dispatcher>,
+    address: String,
+    outstanding_when_sent: u32,
+    granted: Instant,
+    ended: bool,
+}
+
+impl Lease {
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub fn granted(&self) -> Instant {
+        self.granted
+    }
+
+    /// Gives the place back, telling the dispatcher how the attempt went.
+    pub fn end(mut self, outcome: AttemptOutcome) {
+        self.ended = true;
+        let on_pod = self.granted.elapsed();
+        self.dispatcher.end(&self.address, outcome, on_pod, self.outstanding_when_sent);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.dispatcher.end(&self.address, AttemptOutcome::Abandoned, Duration::ZERO, 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reports(ready: &[bool]) -> Vec<EndpointReport> {
+        ready.iter().enumerate().map(|(i, &ready)| EndpointReport { address: format!("pod-{i}:8080"), ready }).collect()
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    #[tokio::test]
+    async fn places_spread_over_the_pods_up_to_their_capacity() {
+        let dispatcher = Dispatcher::new(2);
+        dispatcher.update_endpoints(&reports(&[true, true]));
+        let mut leases = Vec::new();
+        for _ in 0..4 {
+            leases.push(dispatcher.acquire(soon(), false).await.unwrap());
+        }
+        assert_eq!(dispatcher.outstanding(), [("pod-0:8080".into(), 2), ("pod-1:8080".into(), 2)]);
+        leases.pop().unwrap().end(AttemptOutcome::Served);
+        assert_eq!(dispatcher.outstanding().iter().map(|(_, n)| n).sum::<u32>(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_request_gets_the_next_free_place() {
+        let dispatcher = Dispatcher::new(1);
+        dispatcher.update_endpoints(&reports(&[true]));
+        let first = dispatcher.acquire(soon(), false).await.unwrap();
+        let waiting = tokio::spawn({
+            let dispatcher = dispatcher.clone();
+            async move { dispatcher.acquire(soon(), false).await.map(|lease| lease.address().to_owned()) }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(dispatcher.snapshot().queue_depth, 1);
+        first.end(AttemptOutcome::Served);
+        assert_eq!(waiting.await.unwrap().unwrap(), "pod-0:8080");
+        assert_eq!(dispatcher.snapshot().queue_depth, 0);
+    }
+
+    #[tokio::test]
+    async fn with_no_pod_a_request_waits_out_its_budget_then_gets_503() {
+        let dispatcher = Dispatcher::new(1);
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let error = dispatcher.acquire(deadline, false).await.err().unwrap();
+        assert!(matches!(error, Error::NoCapacity { .. }), "{error}");
+        assert_eq!(dispatcher.snapshot().queue_depth, 0, "it left the queue");
+    }
+
+    #[tokio::test]
+    async fn a_pod_turning_ready_serves_the_waiting_requests() {
+        let dispatcher = Dispatcher::new(4);
+        dispatcher.update_endpoints(&reports(&[false]));
+        let waiting = tokio::spawn({
+            let dispatcher = dispatcher.clone();
+            async move { dispatcher.acquire(soon(), false).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        dispatcher.update_endpoints(&reports(&[true]));
+        assert!(waiting.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_wait_over_the_budget_is_refused_at_once() {
+        let dispatcher = Dispatcher::new(1);
+        dispatcher.update_endpoints(&reports(&[true]));
+        let busy = dispatcher.acquire(soon(), false).await.unwrap();
+        // One image per second, measured.
+        dispatcher.lock().per_image.record(Duration::from_secs(1), 1);
+        let error = dispatcher.acquire(Instant::now() + Duration::from_millis(500), false).await.err().unwrap();
+        match error {
+            Error::QueueFull { retry_after, .. } => assert_eq!(retry_after, Duration::from_secs(1)),
+            other => panic!("{other}"),
+        }
+        drop(busy);
+    }
+
+    #[tokio::test]
+    async fn refused_and_busy_pods_are_passed_over() {
+        let dispatcher = Dispatcher::new(4);
+        dispatcher.update_endpoints(&reports(&[true, true]));
+        let lease = dispatcher.acquire(soon(), false).await.unwrap();
+        let refused = lease.address().to_owned();
+        lease.end(AttemptOutcome::Refused);
+        let lease = dispatcher.acquire(soon(), true).await.unwrap();
+        assert_ne!(lease.address(), refused);
+        lease.end(AttemptOutcome::Busy);
+        assert_eq!(dispatcher.snapshot().unready, 1);
+        let error = dispatcher.acquire(Instant::now() + Duration::from_millis(50), false).await.err().unwrap();
+        assert!(matches!(error, Error::NoCapacity { .. }), "both pods are out for now: {error}");
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_client_left_leaves_the_queue() {
+        let dispatcher = Dispatcher::new(1);
+        let waiting = tokio::spawn({
+            let dispatcher = dispatcher.clone();
+            async move { dispatcher.acquire(soon(), false).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(dispatcher.snapshot().queue_depth, 1);
+        waiting.abort();
+        let _ = waiting.await;
+        assert_eq!(dispatcher.snapshot().queue_depth, 0);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_lease_gives_its_place_back() {
+        let dispatcher = Dispatcher::new(1);
+        dispatcher.update_endpoints(&reports(&[true]));
+        drop(dispatcher.acquire(soon(), false).await.unwrap());
+        assert_eq!(dispatcher.outstanding()[0].1, 0);
+    }
+}

@@ -1,0 +1,155 @@
+//! The crate's one error type, and how each error reads over HTTP: the pod's shape,
+//! `{"error": {"code", "message"}}`, so that clients cannot tell the gateway answered.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // --- start-up ---------------------------------------------------------------------
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("upstream `{0}` is not HOST:PORT")]
+    UpstreamAddress(String),
+
+    // --- requests ---------------------------------------------------------------------
+    #[error("the body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("the upload fell below {min_bytes_per_second} bytes/s: {received} bytes in {seconds:.1} s")]
+    UploadTooSlow { received: usize, seconds: f64, min_bytes_per_second: u64 },
+    #[error("the body could not be read: {0}")]
+    BodyRead(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no route for {0}; try POST /v1/remove")]
+    NotFound(String),
+    #[error("{method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("the gateway holds as many request bodies as it may ({limit} bytes); retry in {} s", retry_after.as_secs())]
+    BuffersFull { limit: usize, retry_after: Duration },
+    #[error(
+        "the expected wait of {expected:.1} s is over this request's budget of {budget:.1} s; retry in {} s",
+        retry_after.as_secs()
+    )]
+    QueueFull { expected: f64, budget: f64, retry_after: Duration },
+    #[error("no inference pod took the request within its budget of {budget:.1} s; retry in {} s", retry_after.as_secs())]
+    NoCapacity { budget: f64, retry_after: Duration },
+    #[error("the gateway is shutting down and takes no new work")]
+    Draining,
+    #[error("upstream {upstream} failed: {cause}")]
+    UpstreamFailed { upstream: String, cause: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest(_) | Error::BodyRead(_) => StatusCode::BAD_REQUEST,
+            Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UploadTooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::BuffersFull { .. } | Error::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::NoCapacity { .. } | Error::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Error::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            Error::Listen { .. } | Error::UpstreamAddress(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable, machine-readable name; also the `outcome` label of
+    /// `matte_gateway_requests_total`. Codes the pod also uses mean the same here.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::BodyTooLarge { .. } => "body_too_large",
+            Error::UploadTooSlow { .. } => "upload_too_slow",
+            Error::BodyRead(_) => "body_read_failed",
+            Error::BadRequest(_) => "bad_request",
+            Error::NotFound(_) => "not_found",
+            Error::MethodNotAllowed { .. } => "method_not_allowed",
+            Error::BuffersFull { .. } => "buffers_full",
+            Error::QueueFull { .. } => "queue_full",
+            Error::NoCapacity { .. } => "no_capacity",
+            Error::Draining => "draining",
+            Error::UpstreamFailed { .. } => "upstream_failed",
+            Error::Listen { .. } | Error::UpstreamAddress(_) | Error::Internal(_) => "internal",
+        }
+    }
+
+    /// Whether the error happened inside the gateway or on a pod: its details are for
+    /// the operator's log, not for clients.
+    fn is_internal(&self) -> bool {
+        matches!(self.status(), StatusCode::INTERNAL_SERVER_ERROR | StatusCode::BAD_GATEWAY)
+    }
+
+    /// What a client is told.
+    pub fn public_message(&self) -> String {
+        if self.is_internal() {
+            "the request could not be served; the gateway's log has the details".to_owned()
+        } else {
+            self.to_string()
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::BuffersFull { retry_after, .. }
+            | Error::QueueFull { retry_after, .. }
+            | Error::NoCapacity { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if self.is_internal() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let message = self.public_message();
+        let body = serde_json::json!({ "error": { "code": self.code(), "message": message } });
+        let mut response = (status, Json(body)).into_response();
+        if let Some(retry_after) = self.retry_after() {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
+        }
+        if let Error::MethodNotAllowed { .. } = &self {
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        if let Error::Draining = &self {
+            // Tell clients and proxies not to reuse this connection for the retry.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_carry_retry_after() {
+        let queue_full = Error::QueueFull { expected: 9.0, budget: 1.0, retry_after: Duration::from_secs(9) };
+        let response = queue_full.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "9");
+        let response = Error::NoCapacity { budget: 30.0, retry_after: Duration::from_secs(5) }.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+    }
+
+    #[tokio::test]
+    async fn upstream_details_stay_out_of_the_response() {
+        let error = Error::UpstreamFailed { upstream: "10.1.2.3:8080".into(), cause: "connection reset".into() };
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains("10.1.2.3"), "{text}");
+        assert!(text.contains("\"upstream_failed\""), "{text}");
+    }
+}

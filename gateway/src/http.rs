@@ -1,0 +1,366 @@
+//! The HTTP face of the gateway: the pod's `POST /v1/remove`, health, readiness and
+//! metrics.
+//!
+//! A removal request goes: read its budget → check the declared length → refuse at
+//! once if its expected wait is over its budget → reserve room for its body (or 429) →
+//! read the body at a minimum pace → take a place on a pod, waiting in the queue
+//! within the budget → send it; a pod's 429 or 503, or a connection that fails before
+//! an answer, sends it back to the head of the queue while the budget lasts. Every
+//! other answer of the pod goes to the client unchanged. The gateway does not look
+//! inside the request: the pod judges the image and the query.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, BodyDataStream};
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use matte_common::headers::MAX_WAIT_SECONDS;
+use matte_common::paths;
+
+use crate::Error;
+use crate::admission::Admission;
+use crate::body::{self, ReadFailure, Reservation};
+use crate::compat::{self, Dialect, Encoding};
+use crate::dispatcher::AttemptOutcome;
+use crate::metrics::{Metrics, RetryReason};
+use crate::state::AppState;
+use crate::upstream::{self, Attempt, Forward};
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(paths::REMOVE, post(remove))
+        .route(compat::REMBG_PATH, post(remove_for_rembg))
+        .route(compat::REMOVE_BG_PATH, post(remove_for_remove_bg))
+        .route(paths::HEALTHZ, get(healthz))
+        .route(paths::READYZ, get(readyz))
+        .route(paths::METRICS, get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// The request's budget: the gateway's `--max-wait-seconds`, or less if the client
+/// asks for less in `x-matte-max-wait-seconds`.
+pub fn budget(headers: &HeaderMap, max_wait: Duration) -> Result<Duration, Error> {
+    let Some(value) = headers.get(MAX_WAIT_SECONDS) else { return Ok(max_wait) };
+    let text = value.to_str().unwrap_or("(not text)");
+    match text.trim().parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => {
+            Ok(max_wait.min(Duration::from_secs_f64(seconds.min(86_400.0))))
+        }
+        _ => Err(Error::BadRequest(format!("{MAX_WAIT_SECONDS} `{text}` is not a number of seconds of 0 or more"))),
+    }
+}
+
+/// The declared `Content-Length`, if any and well-formed.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+}
+
+/// How a pod's attempt counts for the pod, and whether the request goes elsewhere.
+pub fn judge(attempt: &Attempt) -> (AttemptOutcome, Option<RetryReason>) {
+    match attempt {
+        Attempt::Answered(response) => match response.status() {
+            StatusCode::TOO_MANY_REQUESTS => (AttemptOutcome::Busy, Some(RetryReason::PodBusy)),
+            StatusCode::SERVICE_UNAVAILABLE => (AttemptOutcome::Unavailable, Some(RetryReason::PodUnavailable)),
+            status if status.is_success() => (AttemptOutcome::Served, None),
+            status if status.is_server_error() => (AttemptOutcome::Failed, None),
+            _ => (AttemptOutcome::Answered, None),
+        },
+        Attempt::Refused(_) => (AttemptOutcome::Refused, Some(RetryReason::ConnectionRefused)),
+        Attempt::Failed(_) => (AttemptOutcome::Failed, Some(RetryReason::ConnectionFailed)),
+    }
+}
+
+/// The `outcome` label of a pod's answer passed to the client.
+fn answered_outcome(status: StatusCode) -> String {
+    if status.is_success() { "ok".to_owned() } else { format!("pod_{}", status.as_u16()) }
+}
+
+/// Counts every removal request exactly once, by outcome, even when the client goes
+/// away mid-request and the handler is dropped.
+struct RequestRecord<'a> {
+    metrics: &'a Metrics,
+    outcome: String,
+}
+
+impl Drop for RequestRecord<'_> {
+    fn drop(&mut self) {
+        self.metrics.count_outcome(&self.outcome);
+    }
+}
+
+async fn remove(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    serve(&state, request, None).await
+}
+
+async fn remove_for_rembg(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    serve(&state, request, Some(Dialect::Rembg)).await
+}
+
+async fn remove_for_remove_bg(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    serve(&state, request, Some(Dialect::RemoveBg)).await
+}
+
+/// Serves a removal request in the pods' API, or in a drop-in `dialect` translated to
+/// it and back.
+async fn serve(state: &AppState, request: Request, dialect: Option<Dialect>) -> Response {
+    let arrived = Instant::now();
+    let mut record = RequestRecord { metrics: &state.metrics, outcome: "client_gone".to_owned() };
+    let (parts, body) = request.into_parts();
+    let in_dialect = |error: Error| match dialect {
+        None => error.into_response(),
+        Some(dialect) => compat::error_answer(dialect, error),
+    };
+    let (budget, declared, mut reservation) = match admit(state, &parts) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            record.outcome = refusal.code().to_owned();
+            return refuse_unread(in_dialect(refusal), &parts.headers, body).await;
+        }
+    };
+    let limits = state.limits;
+    let read = body::read(body, declared, limits.max_body_bytes, limits.upload_pace, arrived, &mut reservation).await;
+    let prepared = match read {
+        Ok(body) => prepare(&parts, body, dialect).await,
+        Err(ReadFailure::Request(error)) => Err(error),
+        Err(ReadFailure::BudgetSpent) => Err(buffers_full(state)),
+    };
+    let (forward, encoding) = match prepared {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            record.outcome = error.code().to_owned();
+            return in_dialect(error);
+        }
+    };
+    let result = send(state, &forward, arrived, arrived + budget).await;
+    drop(forward);
+    drop(reservation);
+    let response = match result {
+        Ok(response) => {
+            record.outcome = answered_outcome(response.status());
+            response
+        }
+        Err(error) => {
+            record.outcome = error.code().to_owned();
+            error.into_response()
+        }
+    };
+    match dialect {
+        None => response,
+        Some(dialect) => compat::answer(dialect, encoding, response).await,
+    }
+}
+
+/// The request as it goes to the pods: the body and query as they came, or a drop-in
+/// form translated to them.
+async fn prepare(parts: &Parts, body: Bytes, dialect: Option<Dialect>) -> Result<(Forward, Encoding), Error> {
+    let Some(dialect) = dialect else {
+        let forward = Forward {
+            method: parts.method.clone(),
+            path_and_query: parts.uri.path_and_query().map_or(paths::REMOVE, |p| p.as_str()).to_owned(),
+            headers: Forward::headers_from(&parts.headers),
+            body,
+        };
+        return Ok((forward, Encoding::Png));
+    };
+    let form = compat::parse_form(&parts.headers, body).await?;
+    let translated = match dialect {
+        Dialect::Rembg => compat::rembg(form)?,
+        Dialect::RemoveBg => compat::remove_bg(form)?,
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(compat::sniff_content_type(&translated.image)));
+    let forward = Forward {
+        method: axum::http::Method::POST,
+        path_and_query: translated.path_and_query,
+        headers,
+        body: translated.image,
+    };
+    Ok((forward, translated.encoding))
+}
+
+/// Everything decided from the request line and headers alone, in the order that
+/// costs the client least: malformed budget, declared length over the limit, a wait
+/// over the budget, no room for the body.
+fn admit(state: &AppState, parts: &Parts) -> Result<(Duration, Option<u64>, Reservation), Error> {
+    let budget = budget(&parts.headers, state.limits.max_wait)?;
+    let declared = content_length(&parts.headers);
+    let limit = state.limits.max_body_bytes;
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(Error::BodyTooLarge { limit });
+    }
+    if let Admission::Refuse { expected, retry_after } = state.dispatcher.admission(budget) {
+        return Err(Error::QueueFull { expected: expected.as_secs_f64(), budget: budget.as_secs_f64(), retry_after });
+    }
+    let wanted = declared.map_or(0, |length| length as usize);
+    let reservation = state.buffers.reserve(wanted).ok_or_else(|| buffers_full(state))?;
+    Ok((budget, declared, reservation))
+}
+
+/// Bodies are freed as the queue moves, so a client comes back when it expects to.
+fn buffers_full(state: &AppState) -> Error {
+    Error::BuffersFull { limit: state.buffers.limit(), retry_after: state.dispatcher.retry_after() }
+}
+
+/// Sends the request to a pod, and again to another (or the same, later) while the
+/// pods turn it away and the budget lasts.
+async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: Instant) -> Result<Response, Error> {
+    let mut requeued = false;
+    loop {
+        let lease = state.dispatcher.acquire(deadline, requeued).await?;
+        if !requeued {
+            state.metrics.queue_wait.observe(lease.granted().duration_since(arrived).as_secs_f64());
+        }
+        let address = lease.address().to_owned();
+        let attempt = state.client.send(&address, forward).await;
+        let (outcome, retry) = judge(&attempt);
+        lease.end(outcome);
+        if let Some(reason) = retry
+            && Instant::now() < deadline
+        {
+            tracing::debug!(upstream = address, reason = reason.label(), "sending the request again");
+            state.metrics.count_retry(reason);
+            requeued = true;
+            continue;
+        }
+        return match attempt {
+            Attempt::Answered(answer) => Ok(upstream::to_client_response(answer)),
+            Attempt::Refused(cause) | Attempt::Failed(cause) => Err(Error::UpstreamFailed { upstream: address, cause }),
+        };
+    }
+}
+
+/// Sends a refusal whose body was never read. A client waiting for `100 Continue`
+/// is answered at once and the connection closed, so it never sends the body; any
+/// other client is already sending, so a bounded part of the upload is taken off the
+/// wire first, or closing the socket on unread data resets it and the client never
+/// sees this answer.
+async fn refuse_unread(mut response: Response, headers: &HeaderMap, body: Body) -> Response {
+    if expects_continue(headers) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    } else {
+        discard(body.into_data_stream()).await;
+    }
+    response
+}
+
+/// The most a refused request's upload is read for nothing before the connection is
+/// simply closed.
+const DISCARD_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Reads and drops up to [`DISCARD_LIMIT`] bytes of a body nobody will use, for at
+/// most a few seconds: a slow client must not hold the handler.
+async fn discard(mut stream: BodyDataStream) {
+    let drain = async {
+        let mut seen = 0;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > DISCARD_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+}
+
+async fn healthz() -> Response {
+    (StatusCode::OK, Json(serde_json::json!({ "status": "live" }))).into_response()
+}
+
+/// Ready from the start, with or without pods: the gateway holds requests while the
+/// first pod starts, which is how a service scales from zero.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.is_draining() {
+        Error::Draining.into_response()
+    } else {
+        (StatusCode::OK, Json(serde_json::json!({ "status": "ready" }))).into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut response = state.metrics.render(&state.dispatcher.snapshot()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response
+}
+
+async fn not_found(request: Request) -> Response {
+    Error::NotFound(request.uri().path().to_owned()).into_response()
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    Error::MethodNotAllowed { method: request.method().to_string(), path: request.uri().path().to_owned() }
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_budget(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(MAX_WAIT_SECONDS, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn a_client_may_lower_its_budget_but_not_raise_it() {
+        let max = Duration::from_secs(30);
+        assert_eq!(budget(&HeaderMap::new(), max).unwrap(), max);
+        assert_eq!(budget(&with_budget("1.5"), max).unwrap(), Duration::from_millis(1500));
+        assert_eq!(budget(&with_budget("0"), max).unwrap(), Duration::ZERO);
+        assert_eq!(budget(&with_budget("600"), max).unwrap(), max);
+        for bad in ["-1", "soon", "NaN", "inf"] {
+            let error = budget(&with_budget(bad), max).unwrap_err();
+            assert_eq!(error.status(), StatusCode::BAD_REQUEST, "{bad}");
+            assert!(error.to_string().contains(MAX_WAIT_SECONDS), "{error}");
+        }
+    }
+
+    fn answer(status: u16) -> Attempt {
+        let mut response = axum::http::Response::new(Bytes::new());
+        *response.status_mut() = StatusCode::from_u16(status).unwrap();
+        Attempt::Answered(response)
+    }
+
+    #[test]
+    fn busy_unavailable_and_lost_attempts_go_elsewhere_client_errors_do_not() {
+        assert_eq!(judge(&answer(200)), (AttemptOutcome::Served, None));
+        assert_eq!(judge(&answer(429)), (AttemptOutcome::Busy, Some(RetryReason::PodBusy)));
+        assert_eq!(judge(&answer(503)), (AttemptOutcome::Unavailable, Some(RetryReason::PodUnavailable)));
+        assert_eq!(judge(&answer(400)), (AttemptOutcome::Answered, None));
+        assert_eq!(judge(&answer(415)), (AttemptOutcome::Answered, None));
+        assert_eq!(judge(&answer(500)), (AttemptOutcome::Failed, None));
+        assert_eq!(judge(&answer(504)), (AttemptOutcome::Failed, None));
+        assert_eq!(
+            judge(&Attempt::Refused("refused".into())),
+            (AttemptOutcome::Refused, Some(RetryReason::ConnectionRefused))
+        );
+        assert_eq!(
+            judge(&Attempt::Failed("reset".into())),
+            (AttemptOutcome::Failed, Some(RetryReason::ConnectionFailed))
+        );
+    }
+
+    #[test]
+    fn outcomes_name_the_pods_status() {
+        assert_eq!(answered_outcome(StatusCode::OK), "ok");
+        assert_eq!(answered_outcome(StatusCode::UNSUPPORTED_MEDIA_TYPE), "pod_415");
+    }
+}

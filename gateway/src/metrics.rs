@@ -1,0 +1,144 @@
+//! The gateway's Prometheus metrics. Names come from `matte_common::gateway_metrics`,
+//! the contract the autoscaler reads; the queue and endpoint gauges are read from the
+//! dispatcher at each scrape, so they cannot drift from it.
+
+use matte_common::gateway_metrics as names;
+use matte_common::metrics::SECONDS_BUCKETS;
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::dispatcher::Snapshot;
+use crate::upstream_state::EndpointState;
+
+/// Why a request was sent to a pod again (label `reason` of the retries counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    /// The pod answered 429.
+    PodBusy,
+    /// The pod answered 503.
+    PodUnavailable,
+    /// Nothing accepted the connection.
+    ConnectionRefused,
+    /// The connection failed before a complete answer.
+    ConnectionFailed,
+}
+
+impl RetryReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            RetryReason::PodBusy => "pod_busy",
+            RetryReason::PodUnavailable => "pod_unavailable",
+            RetryReason::ConnectionRefused => "connection_refused",
+            RetryReason::ConnectionFailed => "connection_failed",
+        }
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    queue_depth: IntGauge,
+    oldest_queued_age: Gauge,
+    pub queue_wait: Histogram,
+    requests: IntCounterVec,
+    endpoints: IntGaugeVec,
+    retries: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let metrics = Metrics {
+            registry: Registry::new(),
+            queue_depth: IntGauge::new(names::QUEUE_DEPTH, "Requests waiting in the gateway for a place on a pod.")
+                .expect("valid"),
+            oldest_queued_age: Gauge::new(
+                names::OLDEST_QUEUED_AGE_SECONDS,
+                "Age of the oldest request waiting in the gateway, 0 when none waits.",
+            )
+            .expect("valid"),
+            queue_wait: Histogram::with_opts(
+                HistogramOpts::new(names::QUEUE_WAIT_SECONDS, "Time from arrival to being first sent to a pod.")
+                    .buckets(SECONDS_BUCKETS.to_vec()),
+            )
+            .expect("valid"),
+            requests: IntCounterVec::new(
+                Opts::new(names::REQUESTS_TOTAL, "Background-removal requests through the gateway by outcome."),
+                &[names::OUTCOME_LABEL],
+            )
+            .expect("valid"),
+            endpoints: IntGaugeVec::new(
+                Opts::new(names::ENDPOINTS, "Inference pods known to the gateway by state."),
+                &[names::STATE_LABEL],
+            )
+            .expect("valid"),
+            retries: IntCounterVec::new(
+                Opts::new(names::UPSTREAM_RETRIES_TOTAL, "Requests sent to a pod again, by reason."),
+                &[names::REASON_LABEL],
+            )
+            .expect("valid"),
+        };
+        let collectors: [Box<dyn prometheus::core::Collector>; 6] = [
+            Box::new(metrics.queue_depth.clone()),
+            Box::new(metrics.oldest_queued_age.clone()),
+            Box::new(metrics.queue_wait.clone()),
+            Box::new(metrics.requests.clone()),
+            Box::new(metrics.endpoints.clone()),
+            Box::new(metrics.retries.clone()),
+        ];
+        for collector in collectors {
+            metrics.registry.register(collector).expect("metric names are unique");
+        }
+        // Every state shows from the start, 0 included, so that a sum over states and
+        // an alert on `ready == 0` work before the first pod appears.
+        for state in EndpointState::ALL {
+            metrics.endpoints.with_label_values(&[state.label()]).set(0);
+        }
+        metrics
+    }
+}
+
+impl Metrics {
+    pub fn count_outcome(&self, outcome: &str) {
+        self.requests.with_label_values(&[outcome]).inc();
+    }
+
+    pub fn count_retry(&self, reason: RetryReason) {
+        self.retries.with_label_values(&[reason.label()]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric, with the dispatcher as it is.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        self.queue_depth.set(snapshot.queue_depth as i64);
+        self.oldest_queued_age.set(snapshot.oldest_queued_age.as_secs_f64());
+        for (state, count) in [
+            (EndpointState::Ready, snapshot.ready),
+            (EndpointState::Unready, snapshot.unready),
+            (EndpointState::Ejected, snapshot.ejected),
+        ] {
+            self.endpoints.with_label_values(&[state.label()]).set(count as i64);
+        }
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("encoding into a Vec cannot fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_contract_metric_is_exported() {
+        let metrics = Metrics::default();
+        metrics.count_outcome("ok");
+        metrics.count_retry(RetryReason::PodBusy);
+        let text = metrics.render(&Snapshot { queue_depth: 3, ready: 2, ..Snapshot::default() });
+        for name in names::ALL {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from\n{text}");
+        }
+        assert!(text.contains("matte_gateway_queue_depth 3"), "{text}");
+        assert!(text.contains(r#"matte_gateway_endpoints{state="ready"} 2"#), "{text}");
+        assert!(text.contains(r#"matte_gateway_endpoints{state="ejected"} 0"#), "{text}");
+        assert!(text.contains(r#"matte_gateway_upstream_retries_total{reason="pod_busy"} 1"#), "{text}");
+    }
+}

@@ -1,0 +1,90 @@
+//! Wiring and lifecycle: start the endpoint source and the dispatcher's ticker, serve
+//! at once (ready with or without pods), and when told to shut down: turn unready,
+//! keep admitting for the drain delay while load balancers catch up, then stop
+//! accepting, let every connection finish the request it holds, cut what is left at
+//! the drain timeout, and return.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::connections::{self, Stage, Timeouts};
+use crate::dispatcher::Dispatcher;
+use crate::endpoints::{EndpointSource, StaticSource};
+use crate::state::AppState;
+use crate::{Error, http};
+
+/// Binds the configured address and serves until SIGTERM or SIGINT and a completed
+/// drain.
+pub async fn serve(config: Config) -> Result<(), Error> {
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|source| Error::Listen { addr: config.listen, source })?;
+    tracing::info!(addr = %config.listen, upstreams = ?config.upstreams, "listening");
+    if config.upstreams.is_empty() {
+        tracing::warn!("no --upstream given: requests wait out their budget and get 503");
+    }
+    run(listener, config, shutdown_signal()).await
+}
+
+/// Serves on `listener`, sending to the `--upstream` pods, until `shutdown` resolves;
+/// then drains.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let source = StaticSource::new(config.upstreams.clone(), config.probe_interval)?;
+    run_with_source(listener, config, source, shutdown).await
+}
+
+/// [`run`] with the pods reported by `source`.
+pub async fn run_with_source(
+    listener: TcpListener,
+    config: Config,
+    source: impl EndpointSource,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let dispatcher = Dispatcher::new(config.upstream_capacity);
+    let state = Arc::new(AppState::new(&config, dispatcher.clone()));
+    let discovery = tokio::spawn(source.run(dispatcher.clone()));
+    let ticker = tokio::spawn(dispatcher.clone().keep_handing_out());
+
+    let (stage, stage_rx) = watch::channel(Stage::Serving);
+    let timeouts = Timeouts { header_read: config.header_read_timeout, write: config.write_timeout };
+    let mut connections = tokio::spawn(connections::serve(listener, http::router(state.clone()), timeouts, stage_rx));
+
+    shutdown.await;
+    state.begin_drain();
+    tracing::info!(delay = ?config.drain_delay, "shutting down: unready, still admitting while endpoints catch up");
+    tokio::time::sleep(config.drain_delay).await;
+    let deadline = Instant::now() + config.drain_timeout;
+    tracing::info!(queued = dispatcher.snapshot().queue_depth, "draining: no new connections, finishing what is held");
+    let _ = stage.send(Stage::Closing);
+    if tokio::time::timeout_at(deadline.into(), &mut connections).await.is_err() {
+        tracing::warn!("the drain timeout passed with requests unfinished; closing their connections");
+        let _ = stage.send(Stage::Cut);
+        let _ = connections.await;
+    }
+    // Only now: requests held until the end still needed pods and places.
+    discovery.abort();
+    ticker.abort();
+    tracing::info!("drained; exiting");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut terminate), Ok(mut interrupt)) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; the gateway will only stop when killed");
+            std::future::pending::<()>().await;
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Sending one request to one pod over a pool of kept-alive HTTP/1 connections, and
+//! saying how it went in the terms retries need: an answer, a refused connection, or a
+//! failure before any answer.
+//!
+//! The pod closes a connection idle for its header timeout (10 s), so a pooled
+//! connection may be closed under us. The pool drops idle connections sooner than
+//! that, and hyper retries a request on a connection found closed before it was sent;
+//! what remains (closed while the request was on its way) is a failure before any
+//! response, which the caller retries: the pod never started that request.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, Method, Response, StatusCode, Uri, header};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use matte_common::headers::MAX_WAIT_SECONDS;
+
+/// Idle pooled connections are closed after this, well before the pod's 10 s header
+/// timeout closes them from its side.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A pod on the same network accepts a connection in milliseconds; one that does not
+/// within this is as good as down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The largest response taken from a pod: an RGBA PNG of the largest output (2048²)
+/// is at most 16 MiB and change; anything far bigger is not a pod's answer.
+const RESPONSE_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Headers that describe one connection, not the request, and are not passed on
+/// (RFC 9110 §7.6.1), plus the gateway's own budget header.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::HOST,
+];
+
+/// Not in `http::header`, but hop-by-hop all the same (RFC 9112 §9.3).
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// A request as it is sent to a pod, held so it can be sent again.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    pub method: Method,
+    /// Path and query, e.g. `/v1/remove?format=mask`.
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Forward {
+    /// The end-to-end headers of a client's request (its `Expect` was answered by the
+    /// gateway, its length is the body's).
+    pub fn headers_from(client_headers: &HeaderMap) -> HeaderMap {
+        let mut headers = client_headers.clone();
+        for name in HOP_BY_HOP.iter().chain([&header::EXPECT, &header::CONTENT_LENGTH, &KEEP_ALIVE]) {
+            headers.remove(name);
+        }
+        headers.remove(MAX_WAIT_SECONDS);
+        headers
+    }
+}
+
+/// How one attempt on a pod went.
+#[derive(Debug)]
+pub enum Attempt {
+    /// The pod answered; the body is complete.
+    Answered(Response<Bytes>),
+    /// The connection was refused or could not be made: nothing listens there.
+    Refused(String),
+    /// The connection failed or timed out before a complete answer.
+    Failed(String),
+}
+
+pub struct UpstreamClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl UpstreamClient {
+    /// `timeout` bounds one attempt, from sending to the last byte of the answer.
+    pub fn new(timeout: Duration) -> UpstreamClient {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
+        UpstreamClient { client, timeout }
+    }
+
+    pub async fn send(&self, address: &str, forward: &Forward) -> Attempt {
+        let uri = match format!("http://{address}{}", forward.path_and_query).parse::<Uri>() {
+            Ok(uri) => uri,
+            Err(error) => return Attempt::Refused(format!("bad address {address}: {error}")),
+        };
+        let mut request = hyper::Request::new(Full::new(forward.body.clone()));
+        *request.method_mut() = forward.method.clone();
+        *request.uri_mut() = uri;
+        *request.headers_mut() = forward.headers.clone();
+        match tokio::time::timeout(self.timeout, self.exchange(request)).await {
+            Ok(attempt) => attempt,
+            Err(_) => Attempt::Failed(format!("no complete answer within {:?}", self.timeout)),
+        }
+    }
+
+    async fn exchange(&self, request: hyper::Request<Full<Bytes>>) -> Attempt {
+        let response = match self.client.request(request).await {
+            Ok(response) => response,
+            Err(error) if error.is_connect() => return Attempt::Refused(error_chain(&error)),
+            Err(error) => return Attempt::Failed(error_chain(&error)),
+        };
+        let (parts, body) = response.into_parts();
+        match Limited::new(body, RESPONSE_LIMIT).collect().await {
+            Ok(collected) => Attempt::Answered(Response::from_parts(parts, collected.to_bytes())),
+            Err(error) => Attempt::Failed(format!("reading the answer failed: {error}")),
+        }
+    }
+}
+
+/// The pod's answer as the client's: the same status, headers and body, less what
+/// described the pod's connection.
+pub fn to_client_response(answer: Response<Bytes>) -> axum::response::Response {
+    let (mut parts, body) = answer.into_parts();
+    for name in HOP_BY_HOP.iter().chain([&header::CONTENT_LENGTH, &KEEP_ALIVE]) {
+        parts.headers.remove(name);
+    }
+    axum::response::Response::from_parts(parts, Body::from(body))
+}
+
+/// Whether a pod's status asks for the request to go elsewhere.
+pub fn is_retryable(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
+}
+
+/// An error with its causes, which hyper keeps apart ("client error (Connect)" alone
+/// says little).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn connection_headers_and_the_budget_stay_behind() {
+        let mut client = HeaderMap::new();
+        client.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+        client.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        client.insert(header::HOST, HeaderValue::from_static("gateway"));
+        client.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+        client.insert(MAX_WAIT_SECONDS, HeaderValue::from_static("3"));
+        client.insert("x-request-id", HeaderValue::from_static("abc"));
+        let forwarded = Forward::headers_from(&client);
+        let mut names: Vec<&str> = forwarded.keys().map(|name| name.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["content-type", "x-request-id"]);
+    }
+
+    #[test]
+    fn only_busy_and_unavailable_are_retried() {
+        assert!(is_retryable(StatusCode::TOO_MANY_REQUESTS));
+        assert!(is_retryable(StatusCode::SERVICE_UNAVAILABLE));
+        for status in [StatusCode::BAD_REQUEST, StatusCode::PAYLOAD_TOO_LARGE, StatusCode::GATEWAY_TIMEOUT] {
+            assert!(!is_retryable(status), "{status}");
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! What the gateway knows about each pod, and the pure decisions made from it: which
+//! pod takes the next request, and how long a failing pod stays out.
+
+use std::time::{Duration, Instant};
+
+/// Failures in a row (connection errors, 5xx other than 503) after which a pod is
+/// taken out for a while: one failure may be a pooled connection closed under us, three
+/// in a row is the pod.
+pub const FAILURES_BEFORE_EJECTION: u32 = 3;
+/// The first ejection's length; each further one in a row doubles it up to the cap.
+const FIRST_EJECTION: Duration = Duration::from_secs(1);
+const LONGEST_EJECTION: Duration = Duration::from_secs(30);
+/// How long a pod that answered 429 gets no new request from this gateway: its queue
+/// is full of other clients' work (another gateway replica's, say), which frees a place
+/// within about one image's time.
+pub const BUSY_PAUSE: Duration = Duration::from_millis(200);
+
+/// How long the `times`-th ejection in a row lasts (1-based): 1 s, 2 s, 4 s … 30 s.
+pub fn ejection_period(times: u32) -> Duration {
+    let doublings = times.saturating_sub(1).min(16);
+    FIRST_EJECTION.saturating_mul(1 << doublings).min(LONGEST_EJECTION)
+}
+
+/// A pod's state as `matte_gateway_endpoints{state}` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndpointState {
+    Ready,
+    Unready,
+    Ejected,
+}
+
+impl EndpointState {
+    pub const ALL: [EndpointState; 3] = [EndpointState::Ready, EndpointState::Unready, EndpointState::Ejected];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            EndpointState::Ready => "ready",
+            EndpointState::Unready => "unready",
+            EndpointState::Ejected => "ejected",
+        }
+    }
+}
+
+/// One pod, as this gateway sees it.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `HOST:PORT`.
+    pub address: String,
+    /// The last readiness its source reported, or false since it refused a connection
+    /// or answered 503 (until the source reports it ready again).
+    pub ready: bool,
+    /// Requests sent to it by this gateway and not yet answered.
+    pub outstanding: u32,
+    pub consecutive_failures: u32,
+    /// Ejections in a row, which lengthen the next one; reset by a success.
+    pub times_ejected: u32,
+    pub ejected_until: Option<Instant>,
+    pub paused_until: Option<Instant>,
+}
+
+impl Upstream {
+    pub fn new(address: String, ready: bool) -> Upstream {
+        Upstream {
+            address,
+            ready,
+            outstanding: 0,
+            consecutive_failures: 0,
+            times_ejected: 0,
+            ejected_until: None,
+            paused_until: None,
+        }
+    }
+
+    pub fn state(&self, now: Instant) -> EndpointState {
+        if self.ejected_until.is_some_and(|until| now < until) {
+            EndpointState::Ejected
+        } else if self.ready {
+            EndpointState::Ready
+        } else {
+            EndpointState::Unready
+        }
+    }
+
+    /// Whether it may be sent a request now, capacity aside.
+    pub fn takes_work(&self, now: Instant) -> bool {
+        self.state(now) == EndpointState::Ready && self.paused_until.is_none_or(|until| now >= until)
+    }
+
+    /// Counts a failure; the one that completes a run of failures ejects it.
+    pub fn record_failure(&mut self, now: Instant) {
+        self.consecutive_failures += 1;
+        if self.consecutive_failures >= FAILURES_BEFORE_EJECTION {
+            self.consecutive_failures = 0;
+            self.times_ejected += 1;
+            self.ejected_until = Some(now + ejection_period(self.times_ejected));
+        }
+    }
+
+    /// An answer from the pod: it is reachable and working.
+    pub fn record_answer(&mut self) {
+        self.consecutive_failures = 0;
+        self.times_ejected = 0;
+    }
+}
+
+/// The pod that takes the next request: of those taking work and below `capacity`, the
+/// one with the fewest requests outstanding; ties go to the first from `start` on, so
+/// that a steady trickle of one request at a time still visits every pod in turn.
+pub fn pick(upstreams: &[Upstream], capacity: u32, start: usize, now: Instant) -> Option<usize> {
+    let count = upstreams.len();
+    (0..count)
+        .map(|offset| (start + offset) % count)
+        .filter(|&index| upstreams[index].takes_work(now) && upstreams[index].outstanding < capacity)
+        .min_by_key(|&index| upstreams[index].outstanding)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pods(outstanding: &[u32]) -> Vec<Upstream> {
+        outstanding
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Upstream { outstanding: n, ..Upstream::new(format!("pod-{i}:8080"), true) })
+            .collect()
+    }
+
+    #[test]
+    fn the_least_loaded_pod_below_capacity_is_picked() {
+        let now = Instant::now();
+        assert_eq!(pick(&pods(&[3, 1, 2]), 4, 0, now), Some(1));
+        assert_eq!(pick(&pods(&[4, 4, 3]), 4, 0, now), Some(2));
+        assert_eq!(pick(&pods(&[4, 4, 4]), 4, 0, now), None, "every pod is full");
+        assert_eq!(pick(&[], 4, 0, now), None, "no pod at all");
+    }
+
+    #[test]
+    fn ties_rotate_from_the_start() {
+        let now = Instant::now();
+        let idle = pods(&[0, 0, 0]);
+        assert_eq!(pick(&idle, 4, 0, now), Some(0));
+        assert_eq!(pick(&idle, 4, 1, now), Some(1));
+        assert_eq!(pick(&idle, 4, 5, now), Some(2));
+    }
+
+    #[test]
+    fn unready_ejected_and_paused_pods_take_no_work() {
+        let now = Instant::now();
+        let mut three = pods(&[0, 0, 0]);
+        three[0].ready = false;
+        three[1].ejected_until = Some(now + Duration::from_secs(1));
+        three[2].paused_until = Some(now + Duration::from_secs(1));
+        assert_eq!(pick(&three, 4, 0, now), None);
+        assert_eq!(three[0].state(now), EndpointState::Unready);
+        assert_eq!(three[1].state(now), EndpointState::Ejected);
+        assert_eq!(three[2].state(now), EndpointState::Ready, "a paused pod is still ready");
+        let later = now + Duration::from_secs(2);
+        assert_eq!(pick(&three, 4, 0, later), Some(1), "the ejection and the pause have ended");
+    }
+
+    #[test]
+    fn repeated_failures_eject_for_longer_each_time() {
+        let now = Instant::now();
+        let mut pod = Upstream::new("pod:8080".into(), true);
+        for _ in 0..FAILURES_BEFORE_EJECTION - 1 {
+            pod.record_failure(now);
+        }
+        assert_eq!(pod.state(now), EndpointState::Ready, "not yet");
+        pod.record_failure(now);
+        assert_eq!(pod.ejected_until, Some(now + Duration::from_secs(1)));
+        for _ in 0..FAILURES_BEFORE_EJECTION {
+            pod.record_failure(now);
+        }
+        assert_eq!(pod.ejected_until, Some(now + Duration::from_secs(2)));
+        pod.record_answer();
+        assert_eq!(pod.times_ejected, 0);
+    }
+
+    #[test]
+    fn ejections_double_up_to_a_cap() {
+        let periods: Vec<u64> = (1..=7).map(|n| ejection_period(n).as_secs()).collect();
+        assert_eq!(periods, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(ejection_period(u32::MAX), LONGEST_EJECTION);
+    }
+}

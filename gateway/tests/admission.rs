@@ -1,0 +1,78 @@
+//! A request whose expected wait cannot fit its budget is refused at once with an
+//! honest Retry-After, instead of waiting to fail.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{Gateway, Pod, TinyModel, client, metric_value, post_png, sample_image, scrape};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_the_backlog_cannot_meet_gets_429_at_once() {
+    // A slow pod whatever this machine's speed: every run waits 700 ms for a batch of
+    // 64 to fill, which two places never do, so the pod serves two images per 0.7 s.
+    let model = TinyModel::generate();
+    let pod = tokio::task::spawn_blocking(move || {
+        let flags = ["--queue-capacity", "2", "--max-batch-size", "64", "--max-batch-delay-ms", "700"];
+        (Pod::start(&model.path, &flags), model)
+    })
+    .await
+    .unwrap()
+    .0;
+    let gateway = Gateway::start(&["--upstream", &pod.address, "--upstream-capacity", "2"]).await;
+    let url = gateway.url("/v1/remove");
+    let metrics = gateway.url("/metrics");
+    let photo = sample_image("chelsea.png");
+    let client = client();
+    let gateway_metric = |sample: &'static str| {
+        let metrics = metrics.clone();
+        async move { tokio::task::spawn_blocking(move || metric_value(&scrape(&metrics), sample)).await.unwrap() }
+    };
+
+    // Wait for the probe to find the pod, then measure one image.
+    let limit = Instant::now() + Duration::from_secs(10);
+    while gateway_metric(r#"matte_gateway_endpoints{state="ready"}"#).await < 1.0 {
+        assert!(Instant::now() < limit, "the pod never turned ready in the gateway");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    let (status, _, _) = post_png(&client, &url, photo.clone(), &[]).await;
+    assert_eq!(status, 200);
+    let per_image = started.elapsed();
+
+    // Two on the pod, two in the gateway's queue.
+    let backlog: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url, photo) = (client.clone(), url.clone(), photo.clone());
+            tokio::spawn(async move { post_png(&client, &url, photo, &[]).await.0 })
+        })
+        .collect();
+    let limit = Instant::now() + Duration::from_secs(30);
+    while gateway_metric("matte_gateway_queue_depth").await < 2.0 {
+        assert!(Instant::now() < limit, "the backlog never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let asked = Instant::now();
+    let (status, retry_after, body) =
+        post_png(&client, &url, photo.clone(), &[("x-matte-max-wait-seconds", "1")]).await;
+    let answered_in = asked.elapsed();
+    assert_eq!(status, 429, "{}", String::from_utf8_lossy(&body));
+    assert!(answered_in < Duration::from_millis(500), "refused at once, not after waiting: {answered_in:?}");
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["error"]["code"], "queue_full");
+    let retry_after: u64 = retry_after.expect("429 carries Retry-After").parse().expect("whole seconds");
+    // Three turns (two queued, then its own) of about one image each, on one pod.
+    let expected = 3.0 * per_image.as_secs_f64();
+    eprintln!("one image took {per_image:?}; Retry-After {retry_after} s for an expected {expected:.1} s");
+    assert!(retry_after >= 2, "the wait is over the 1 s budget: {retry_after}");
+    assert!(
+        (retry_after as f64) < 3.0 * expected + 1.0,
+        "Retry-After {retry_after} s is far above the expected wait of {expected:.1} s"
+    );
+
+    for request in backlog {
+        assert_eq!(request.await.unwrap(), 200, "the admitted backlog is served");
+    }
+    assert_eq!(gateway_metric(r#"matte_gateway_requests_total{outcome="queue_full"}"#).await, 1.0);
+}

@@ -1,0 +1,112 @@
+//! The rembg and remove.bg drop-in endpoints give the same result as the pods' own API
+//! on the same photo, and answer errors in the shapes those clients parse.
+
+mod support;
+
+use base64::Engine;
+use support::{Gateway, Pod, TinyModel, client, sample_image};
+
+/// A `multipart/form-data` body: `(name, file name, bytes)` for each field.
+fn form(fields: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "matte-test-boundary-7d1c";
+    let mut body = Vec::new();
+    for (name, file_name, value) in fields {
+        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes());
+        if let Some(file_name) = file_name {
+            body.extend_from_slice(format!("; filename=\"{file_name}\"\r\nContent-Type: image/png").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n\r\n");
+        body.extend_from_slice(value);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+struct Answer {
+    status: u16,
+    content_type: String,
+    headers: reqwest::header::HeaderMap,
+    body: bytes::Bytes,
+}
+
+async fn post(client: &reqwest::Client, url: String, content_type: &str, body: Vec<u8>) -> Answer {
+    let response = client.post(url).header("content-type", content_type).body(body).send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let content_type = headers.get("content-type").map_or("", |v| v.to_str().unwrap()).to_owned();
+    Answer { status, content_type, headers, body: response.bytes().await.unwrap() }
+}
+
+fn pixels(answer: &Answer) -> image::DynamicImage {
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    image::load_from_memory(&answer.body).expect("an image comes back")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_in_endpoints_match_the_native_api_on_the_same_photo() {
+    let model = TinyModel::generate();
+    let pod = tokio::task::spawn_blocking(move || (Pod::start(&model.path, &[]), model)).await.unwrap().0;
+    let gateway = Gateway::start(&["--upstream", &pod.address]).await;
+    support::until_ok(&pod.url("/readyz"), std::time::Duration::from_secs(10)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await; // a probe round
+    let photo = sample_image("chelsea.png");
+    let client = client();
+    let url = |path: &str| gateway.url(path);
+
+    // The mask: native, rembg `om`, remove.bg `channels=alpha` (as a file, and in base64).
+    let native_mask = pixels(&post(&client, url("/v1/remove?format=mask"), "image/png", photo.clone()).await);
+    let (content_type, body) = form(&[("file", Some("cat.png"), &photo), ("om", None, b"true")]);
+    let rembg_mask = pixels(&post(&client, url("/api/remove"), &content_type, body).await);
+    assert_eq!(rembg_mask, native_mask, "rembg's mask is the native mask");
+    let (content_type, body) =
+        form(&[("image_file", Some("cat.png"), &photo), ("channels", None, b"alpha"), ("format", None, b"png")]);
+    let remove_bg_mask = pixels(&post(&client, url("/v1.0/removebg"), &content_type, body).await);
+    assert_eq!(remove_bg_mask, native_mask, "remove.bg's alpha channel is the native mask");
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&photo);
+    let (content_type, body) = form(&[("image_file_b64", None, encoded.as_bytes()), ("channels", None, b"alpha")]);
+    let from_base64 = pixels(&post(&client, url("/v1.0/removebg"), &content_type, body).await);
+    assert_eq!(from_base64, native_mask, "a base64 upload is the same photo");
+
+    // The cut-out: native PNG and rembg's default; remove.bg's JPEG on a colour.
+    let native_cutout = pixels(&post(&client, url("/v1/remove"), "image/png", photo.clone()).await);
+    let (content_type, body) = form(&[("file", Some("cat.png"), &photo)]);
+    assert_eq!(pixels(&post(&client, url("/api/remove"), &content_type, body).await), native_cutout);
+    let (content_type, body) = form(&[("file", Some("cat.png"), &photo), ("bgc", None, b"255,0,0,255")]);
+    let on_red = pixels(&post(&client, url("/api/remove"), &content_type, body).await);
+    let native_on_red = pixels(&post(&client, url("/v1/remove?bg_color=ff0000"), "image/png", photo.clone()).await);
+    assert_eq!(on_red, native_on_red, "rembg's bgc is the native bg_color");
+
+    let (content_type, body) = form(&[
+        ("image_file", Some("cat.png"), &photo),
+        ("format", None, b"jpg"),
+        ("bg_color", None, b"00ff00"),
+        ("size", None, b"preview"),
+    ]);
+    let jpeg = post(&client, url("/v1.0/removebg"), &content_type, body).await;
+    assert_eq!(jpeg.content_type, "image/jpeg");
+    let decoded = pixels(&jpeg);
+    assert_eq!(jpeg.headers["x-width"], decoded.width().to_string().as_str());
+    assert_eq!(jpeg.headers["x-height"], decoded.height().to_string().as_str());
+    assert!(decoded.width().max(decoded.height()) <= 625, "size=preview caps the output");
+
+    // Errors in each dialect's shape.
+    let (content_type, body) = form(&[("om", None, b"true")]);
+    let missing = post(&client, url("/api/remove"), &content_type, body).await;
+    assert_eq!(missing.status, 400);
+    let error: serde_json::Value = serde_json::from_slice(&missing.body).unwrap();
+    assert!(error["detail"].as_str().unwrap().contains("file"), "{error}");
+
+    let (content_type, body) = form(&[("image_file", Some("cat.png"), &photo), ("size", None, b"huge")]);
+    let bad_size = post(&client, url("/v1.0/removebg"), &content_type, body).await;
+    assert_eq!(bad_size.status, 400);
+    let error: serde_json::Value = serde_json::from_slice(&bad_size.body).unwrap();
+    assert_eq!(error["errors"][0]["code"], "bad_request", "{error}");
+    assert!(error["errors"][0]["title"].as_str().unwrap().contains("size"), "{error}");
+
+    let (content_type, body) = form(&[("image_file", Some("notes.txt"), b"not an image at all")]);
+    let not_an_image = post(&client, url("/v1.0/removebg"), &content_type, body).await;
+    assert_eq!(not_an_image.status, 415, "the pod's refusal, reshaped");
+    let error: serde_json::Value = serde_json::from_slice(&not_an_image.body).unwrap();
+    assert_eq!(error["errors"][0]["code"], "unsupported_content_type", "{error}");
+}

@@ -1,0 +1,99 @@
+//! A pod killed or shut down in the middle of a burst loses no request the gateway
+//! accepted: what it held or refused is sent to the other pods, and it is taken out of
+//! the rotation.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Gateway, Pod, TinyModel, client, metric_value, post_png, sample_image, scrape};
+
+/// How the first pod goes away mid-burst.
+#[derive(Debug, Clone, Copy)]
+enum Loss {
+    /// SIGKILL: its connections break.
+    Killed,
+    /// SIGTERM: it answers 503 to new work while it finishes what it has.
+    ShutDown,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_killed_mid_burst_loses_no_accepted_request() {
+    burst_losing_a_pod(Loss::Killed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_shut_down_mid_burst_loses_no_accepted_request() {
+    burst_losing_a_pod(Loss::ShutDown).await;
+}
+
+async fn burst_losing_a_pod(loss: Loss) {
+    let model = TinyModel::generate();
+    let mut pods = tokio::task::spawn_blocking(move || {
+        let pods: Vec<Pod> = (0..3).map(|_| Pod::start(&model.path, &["--queue-capacity", "2"])).collect();
+        pods
+    })
+    .await
+    .unwrap();
+    let mut flags = vec!["--upstream-capacity", "2"];
+    for pod in &pods {
+        flags.extend(["--upstream", pod.address.as_str()]);
+    }
+    let gateway = Gateway::start(&flags).await;
+    support::until_ok(&gateway.url("/readyz"), Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a probe round
+    // The astronaut is the largest sample: each takes the pod a while to decode and
+    // encode, so the killed pod is holding requests.
+    let photo = sample_image("astronaut.png");
+    let burst = 60;
+    let client = client();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let requests: Vec<_> = (0..burst)
+        .map(|_| {
+            let (client, url, photo, done) =
+                (client.clone(), gateway.url("/v1/remove"), photo.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                let answer = post_png(&client, &url, photo, &[]).await;
+                let _ = done.send(());
+                answer
+            })
+        })
+        .collect();
+    for _ in 0..10 {
+        done_rx.recv().await.unwrap();
+    }
+    let mut victim = pods.remove(0);
+    let victim = tokio::task::spawn_blocking(move || {
+        match loss {
+            Loss::Killed => victim.kill(),
+            Loss::ShutDown => victim.sigterm(),
+        }
+        victim
+    })
+    .await
+    .unwrap();
+    let mut statuses = Vec::new();
+    for request in requests {
+        let (status, _, body) = request.await.unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        statuses.push(status);
+    }
+    assert_eq!(statuses.len(), burst);
+
+    let metrics = gateway.url("/metrics");
+    let (text, served_by_survivors) = tokio::task::spawn_blocking(move || {
+        let served: f64 = pods.iter().map(|pod| pod.metric("matte_images_processed_total")).sum();
+        (scrape(&metrics), served)
+    })
+    .await
+    .unwrap();
+    let retries = ["connection_failed", "connection_refused", "pod_busy", "pod_unavailable"]
+        .map(|reason| metric_value(&text, &format!(r#"matte_gateway_upstream_retries_total{{reason="{reason}"}}"#)));
+    eprintln!(
+        "{loss:?}: retries by reason (failed, refused, busy, unavailable): {retries:?}; survivors served {served_by_survivors}"
+    );
+    assert!(served_by_survivors >= 40.0, "the survivors took over ({served_by_survivors})");
+    assert_eq!(metric_value(&text, r#"matte_gateway_requests_total{outcome="ok"}"#), burst as f64);
+    assert_eq!(metric_value(&text, r#"matte_gateway_endpoints{state="ready"}"#), 2.0);
+    drop(victim);
+}

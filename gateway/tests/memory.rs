@@ -1,0 +1,127 @@
+//! The gateway's memory stays within its stated bound under a burst of large bodies:
+//! it holds at most `--max-buffered-bytes` of them, and turns the rest away with 429
+//! before reading them.
+
+mod support;
+
+use std::time::Duration;
+
+use std::process::{Child, Command, Stdio};
+
+use support::{client, free_port, post_png, wait_for_ok};
+
+const MIB: usize = 1024 * 1024;
+const BODY: usize = 4 * MIB;
+const BUFFERED: usize = 64 * MIB;
+const BURST: usize = 64;
+/// The process itself, its runtime, the connections' read buffers and allocator slack,
+/// beside the bodies it holds (measured: about 20 MiB).
+const PROCESS_ALLOWANCE_MIB: f64 = 64.0;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_large_bodies_is_held_within_the_buffer_bound() {
+    // No pod listens: every admitted body stays held for the whole budget.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let buffered = BUFFERED.to_string();
+    let gateway = tokio::task::spawn_blocking(move || {
+        GatewayProcess::start(&["--upstream", &nowhere, "--max-buffered-bytes", &buffered, "--max-wait-seconds", "4"])
+    })
+    .await
+    .unwrap();
+    let (_, idle_mib) = gateway.memory_mib();
+
+    // Incompressible bytes, so nothing along the way can make them smaller.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let body: Vec<u8> = (0..BODY)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let client = client();
+    let requests: Vec<_> = (0..BURST)
+        .map(|_| {
+            let (client, url, body) = (client.clone(), gateway.url("/v1/remove"), body.clone());
+            tokio::spawn(async move { post_png(&client, &url, body, &[]).await })
+        })
+        .collect();
+    let mut peak_during = 0.0f64;
+    while requests.iter().any(|request| !request.is_finished()) {
+        peak_during = peak_during.max(gateway.memory_mib().1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut held, mut refused) = (0, 0);
+    for request in requests {
+        let (status, retry_after, body) = request.await.unwrap();
+        let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        match status {
+            // Held until the budget ran out, with no pod to take them.
+            503 => {
+                held += 1;
+                assert_eq!(error["error"]["code"], "no_capacity");
+            }
+            429 => {
+                refused += 1;
+                assert_eq!(error["error"]["code"], "buffers_full");
+                assert!(retry_after.expect("Retry-After").parse::<u64>().unwrap() >= 1);
+            }
+            other => panic!("unexpected {other}: {error}"),
+        }
+    }
+    let (peak_mib, _) = gateway.memory_mib();
+    let bound = (BUFFERED / MIB) as f64 + PROCESS_ALLOWANCE_MIB;
+    eprintln!(
+        "{held} bodies of 4 MiB held, {refused} refused; gateway RSS idle {idle_mib:.0} MiB, \
+         highest seen {peak_during:.0} MiB, peak (VmHWM) {peak_mib:.0} MiB, bound {bound:.0} MiB"
+    );
+    assert_eq!(held, BUFFERED / BODY, "exactly as many as the buffer bound allows");
+    assert_eq!(refused, BURST - BUFFERED / BODY);
+    assert!(peak_mib < bound, "peak RSS {peak_mib:.0} MiB is over the bound of {bound:.0} MiB");
+}
+
+/// The `matte-gateway` binary on a loopback port, killed when dropped.
+struct GatewayProcess {
+    child: Child,
+    base: String,
+}
+
+impl GatewayProcess {
+    fn start(flags: &[&str]) -> GatewayProcess {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_matte-gateway"))
+            .args(["--listen", &listen, "--log-format", "text", "--drain-delay-seconds", "0"])
+            .args(flags)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("matte-gateway starts");
+        let gateway = GatewayProcess { child, base: format!("http://{listen}") };
+        wait_for_ok(&gateway.url("/readyz"), Duration::from_secs(30));
+        gateway
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Peak and current resident memory in MiB, from /proc/<pid>/status.
+    fn memory_mib(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("/proc status");
+        let field = |name: &str| -> f64 {
+            let line = status.lines().find(|line| line.starts_with(name)).unwrap_or_else(|| panic!("{name} missing"));
+            let kib: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+            kib / 1024.0
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,97 @@
+//! What the gateway refuses itself, in the pods' error shape: a slow upload, a body
+//! over the limit, a malformed budget, an unknown path; and what it passes through
+//! unchanged: a pod's refusal of a client's mistake.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use support::{Gateway, Pod, TinyModel, client, free_port};
+
+fn error_code(body: &[u8]) -> String {
+    let error: serde_json::Value = serde_json::from_slice(body).expect("a JSON error");
+    error["error"]["code"].as_str().expect("error.code").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_refuses_like_a_pod() {
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let gateway = Gateway::start(&[
+        "--upstream",
+        &nowhere,
+        "--max-body-bytes",
+        "1000",
+        "--upload-grace-seconds",
+        "1",
+        "--min-upload-bytes-per-second",
+        "1000",
+    ])
+    .await;
+    let client = client();
+    let remove = gateway.url("/v1/remove");
+
+    let too_large = client.post(&remove).header("content-type", "image/png").body(vec![0u8; 2000]).send().await;
+    let too_large = too_large.unwrap();
+    assert_eq!(too_large.status(), 413);
+    assert_eq!(error_code(&too_large.bytes().await.unwrap()), "body_too_large");
+
+    let bad_budget = client
+        .post(&remove)
+        .header("content-type", "image/png")
+        .header("x-matte-max-wait-seconds", "soon")
+        .body(vec![0u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_budget.status(), 400);
+    assert_eq!(error_code(&bad_budget.bytes().await.unwrap()), "bad_request");
+
+    let unknown = client.get(gateway.url("/v2/remove")).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(error_code(&unknown.bytes().await.unwrap()), "not_found");
+
+    // Ten bytes of a declared hundred, then nothing: cut off once the grace is over.
+    let address = gateway.base.trim_start_matches("http://").to_owned();
+    let (status, waited) = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let started = Instant::now();
+        stream
+            .write_all(b"POST /v1/remove HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\nContent-Length: 100\r\n\r\n0123456789")
+            .unwrap();
+        let mut answer = vec![0u8; 4096];
+        let read = stream.read(&mut answer).unwrap();
+        (String::from_utf8_lossy(&answer[..read]).lines().next().unwrap_or("").to_owned(), started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(status.starts_with("HTTP/1.1 408"), "{status}");
+    assert!(waited < Duration::from_secs(3), "cut off after the grace, not later: {waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pods_refusal_of_a_bad_request_reaches_the_client_unchanged() {
+    let model = TinyModel::generate();
+    let pod = tokio::task::spawn_blocking(move || (Pod::start(&model.path, &[]), model)).await.unwrap().0;
+    let gateway = Gateway::start(&["--upstream", &pod.address]).await;
+    let client = client();
+    let send = |base: String| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .post(format!("{base}/v1/remove?format=gif"))
+                .header("content-type", "image/png")
+                .body(vec![1u8; 10])
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.bytes().await.unwrap())
+        }
+    };
+    let direct = send(format!("http://{}", pod.address)).await;
+    let through = send(gateway.base.clone()).await;
+    assert_eq!(direct.0, 400);
+    assert_eq!(through, direct, "the same status and body");
+}

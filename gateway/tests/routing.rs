@@ -1,0 +1,125 @@
+//! Requests spread over the pods by what each has outstanding, a burst beyond the
+//! fleet's capacity waits in the gateway instead of failing, and the metrics follow
+//! the contract.
+
+mod support;
+
+use matte_common::gateway_metrics as names;
+use support::{Gateway, Pod, TinyModel, client, metric_value, post_png, promtool_check, sample_image, scrape};
+
+const POD_CAPACITY: &str = "2";
+
+fn start_pods(model: &TinyModel, count: usize) -> Vec<Pod> {
+    (0..count).map(|_| Pod::start(&model.path, &["--queue-capacity", POD_CAPACITY])).collect()
+}
+
+fn upstream_flags(pods: &[Pod]) -> Vec<String> {
+    let mut flags = vec!["--upstream-capacity".to_owned(), POD_CAPACITY.to_owned()];
+    for pod in pods {
+        flags.push("--upstream".to_owned());
+        flags.push(pod.address.clone());
+    }
+    flags
+}
+
+/// Starts a gateway and waits until its first probe found every pod ready.
+async fn gateway_for(pods: &[Pod]) -> Gateway {
+    let flags = upstream_flags(pods);
+    let gateway = Gateway::start(&flags.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let metrics = gateway.url("/metrics");
+    let expected = pods.len() as f64;
+    for _ in 0..100 {
+        let text = tokio::task::spawn_blocking({
+            let metrics = metrics.clone();
+            move || scrape(&metrics)
+        })
+        .await
+        .unwrap();
+        if metric_value(&text, r#"matte_gateway_endpoints{state="ready"}"#) == expected {
+            return gateway;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the gateway never saw {expected} ready pods");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_eight_times_the_fleet_capacity_completes_without_a_429() {
+    let model = TinyModel::generate();
+    let pods = tokio::task::spawn_blocking(move || (start_pods(&model, 3), model)).await.unwrap().0;
+    let gateway = gateway_for(&pods).await;
+    let photo = sample_image("chelsea.png");
+    let burst = 8 * 3 * 2;
+
+    let client = client();
+    let started = std::time::Instant::now();
+    let requests: Vec<_> = (0..burst)
+        .map(|_| {
+            let (client, url, photo) = (client.clone(), gateway.url("/v1/remove"), photo.clone());
+            tokio::spawn(async move { post_png(&client, &url, photo, &[]).await })
+        })
+        .collect();
+    for request in requests {
+        let (status, _, body) = request.await.unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert!(image::load_from_memory(&body).is_ok(), "an image comes back");
+    }
+    eprintln!("burst of {burst} through 3 pods of capacity 2: {:.2} s", started.elapsed().as_secs_f64());
+
+    let metrics = gateway.url("/metrics");
+    let pods_and_text = tokio::task::spawn_blocking(move || {
+        let per_pod: Vec<(f64, f64)> = pods
+            .iter()
+            .map(|pod| {
+                (
+                    pod.metric("matte_images_processed_total"),
+                    pod.metric(r#"matte_requests_total{outcome="queue_full"}"#),
+                )
+            })
+            .collect();
+        (per_pod, scrape(&metrics))
+    })
+    .await
+    .unwrap();
+    let (per_pod, text) = pods_and_text;
+    eprintln!("images per pod: {:?}", per_pod.iter().map(|(images, _)| images).collect::<Vec<_>>());
+    assert_eq!(per_pod.iter().map(|(images, _)| images).sum::<f64>(), burst as f64);
+    for (images, queue_full) in &per_pod {
+        assert!(*images >= 1.0, "every pod took part: {per_pod:?}");
+        assert_eq!(*queue_full, 0.0, "the gateway never sent a pod more than its capacity");
+    }
+    assert_eq!(metric_value(&text, r#"matte_gateway_requests_total{outcome="ok"}"#), burst as f64);
+    assert_eq!(metric_value(&text, "matte_gateway_queue_wait_seconds_count"), burst as f64);
+    assert!(metric_value(&text, "matte_gateway_queue_wait_seconds_sum") > 0.0, "some requests waited");
+    assert_eq!(metric_value(&text, names::QUEUE_DEPTH), 0.0);
+    assert_eq!(metric_value(&text, names::OLDEST_QUEUED_AGE_SECONDS), 0.0);
+    for name in names::ALL.iter().filter(|&&name| name != names::UPSTREAM_RETRIES_TOTAL) {
+        assert!(text.contains(&format!("# TYPE {name} ")), "{name} is missing");
+    }
+    promtool_check(&text);
+    gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_keep_alive_client_is_spread_over_every_pod() {
+    let model = TinyModel::generate();
+    let pods = tokio::task::spawn_blocking(move || (start_pods(&model, 3), model)).await.unwrap().0;
+    let gateway = gateway_for(&pods).await;
+    let photo = sample_image("chelsea.png");
+    // One client, one request at a time: a single kept-alive connection to the gateway.
+    let client = client();
+    for _ in 0..30 {
+        let (status, _, body) = post_png(&client, &gateway.url("/v1/remove"), photo.clone(), &[]).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    let per_pod = tokio::task::spawn_blocking(move || {
+        pods.iter().map(|pod| pod.metric("matte_images_processed_total")).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    eprintln!("images per pod: {per_pod:?}");
+    assert_eq!(per_pod.iter().sum::<f64>(), 30.0);
+    for images in &per_pod {
+        assert!(*images >= 5.0, "each pod took a fair share: {per_pod:?}");
+    }
+}

@@ -1,0 +1,62 @@
+//! Scale from zero: the gateway holds requests while no pod listens, and the first pod
+//! to turn ready serves them all within their budget.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{Gateway, Pod, TinyModel, client, free_port, metric_value, post_png, sample_image, scrape};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_wait_for_the_first_pod_and_all_succeed() {
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let gateway = Gateway::start(&["--upstream", &address, "--max-wait-seconds", "60"]).await;
+    support::until_ok(&gateway.url("/readyz"), Duration::from_secs(10)).await;
+
+    let photo = sample_image("chelsea.png");
+    let client = client();
+    let sent = Instant::now();
+    let requests: Vec<_> = (0..6)
+        .map(|_| {
+            let (client, url, photo) = (client.clone(), gateway.url("/v1/remove"), photo.clone());
+            tokio::spawn(async move { post_png(&client, &url, photo, &[]).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = gateway.url("/metrics");
+    let text = tokio::task::spawn_blocking({
+        let metrics = metrics.clone();
+        move || scrape(&metrics)
+    })
+    .await
+    .unwrap();
+    assert_eq!(metric_value(&text, "matte_gateway_queue_depth"), 6.0, "all six wait");
+    assert!(metric_value(&text, "matte_gateway_oldest_queued_age_seconds") >= 1.5);
+    assert_eq!(metric_value(&text, r#"matte_gateway_endpoints{state="unready"}"#), 1.0);
+
+    let model = TinyModel::generate();
+    let pod = tokio::task::spawn_blocking(move || (Pod::spawn_on(port, &model.path, &[]), model)).await.unwrap();
+    for request in requests {
+        let (status, _, body) = request.await.unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    eprintln!("six requests sent to no pod all served after {:.1} s", sent.elapsed().as_secs_f64());
+    drop(pod);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_pod_a_request_gets_503_when_its_budget_runs_out() {
+    let address = format!("127.0.0.1:{}", free_port());
+    let gateway = Gateway::start(&["--upstream", &address, "--max-wait-seconds", "1"]).await;
+    let started = Instant::now();
+    let (status, retry_after, body) =
+        post_png(&client(), &gateway.url("/v1/remove"), sample_image("chelsea.png"), &[]).await;
+    let waited = started.elapsed();
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(3), "{waited:?}");
+    let seconds: u64 = retry_after.expect("503 carries Retry-After").parse().unwrap();
+    assert!(seconds >= 1);
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["error"]["code"], "no_capacity");
+}
