@@ -9,14 +9,13 @@
 //! its pure parts [`admission`] (expected wait, Retry-After) and [`upstream_state`]
 //! (picking a pod, ejection); [`endpoints`] (where pods come from), [`upstream`] (the
 //! client to the pods), [`body`] (holding bodies within the memory bound),
-//! [`connections`] (client connections and their timeouts), [`metrics`]; [`compat`]
+//! `matte_serve` (client connections and their timeouts), [`metrics`]; [`compat`]
 //! translates the rembg and remove.bg drop-in endpoints.
 
 pub mod admission;
 pub mod body;
 pub mod compat;
 pub mod config;
-pub mod connections;
 pub mod dispatcher;
 pub mod endpoints;
 pub mod error;

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::connections::{self, Stage, Timeouts};
+use matte_serve::{self as connections, Stage, Timeouts};
 use crate::dispatcher::Dispatcher;
 use crate::endpoints::{EndpointSource, StaticSource};
 use crate::state::AppState;

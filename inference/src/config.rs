@@ -91,7 +91,7 @@ pub struct Config {
     pub max_batch_delay_ms: u64,
 
     /// Requests admitted at once (queued, decoding, inferring or encoding); more get 429.
-    #[arg(long, env = "MATTE_QUEUE_CAPACITY", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "MATTE_QUEUE_CAPACITY", default_value_t = matte_common::queue::DEFAULT_CAPACITY, value_parser = clap::value_parser!(u32).range(1..))]
     pub queue_capacity: u32,
 
     /// A request not yet inferred this many seconds after arrival gets 504 instead.

@@ -2,7 +2,7 @@
 //! honest HTTP queue.
 //!
 //! Reading order: [`config`] (the flags), [`server`] (lifecycle), [`state`] (what
-//! handlers share: places, workers, health), [`connections`] (accepting and timing
+//! handlers share: places, workers, health), `matte_serve` (accepting and timing
 //! out connections), [`http`] (the API), [`upload`] (reading bodies),
 //! [`imaging`] (pure image steps), [`queue`] and
 //! [`inference_loop`] (the hand-off to the one loop that owns the model), [`model`]
@@ -10,7 +10,6 @@
 //! model init step.
 
 pub mod config;
-pub mod connections;
 pub mod error;
 pub mod fetch_model;
 pub mod http;

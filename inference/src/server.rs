@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
-use crate::connections::{self, Stage, Timeouts};
+use matte_serve::{self as connections, Stage, Timeouts};
 use crate::inference_loop::{self, LoopContext};
 use crate::model::{GpuTuning, Model, ModelOptions};
 use crate::state::AppState;

@@ -3,8 +3,8 @@
 //! write that makes no progress fails after the write timeout, and a drain first asks
 //! every connection to finish its current exchange, then cuts whatever is left.
 //!
-//! The same as the inference pod's, so that a client meets the same limits whether the
-//! gateway is in front of the pods or not.
+//! The inference server and the gateway both serve through it, so that a client meets
+//! the same limits whether the gateway is in front of the pods or not.
 
 use std::io;
 use std::pin::Pin;
