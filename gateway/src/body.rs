@@ -5,29 +5,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use futures_util::StreamExt;
 
+use matte_serve::UploadPace;
+
 use crate::Error;
 
-/// How fast an upload must arrive (as on the pod).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UploadPace {
-    /// Time allowed before the minimum rate applies.
-    pub grace: Duration,
-    /// Average rate, since the upload began, that must be kept up after the grace.
-    pub min_bytes_per_second: u64,
-}
-
-impl UploadPace {
-    /// When an upload that began at `started` and has delivered `received` bytes so
-    /// far must deliver more, or be cut off.
-    pub fn deadline(&self, started: Instant, received: usize) -> Instant {
-        started + self.grace + Duration::from_secs_f64(received as f64 / self.min_bytes_per_second as f64)
-    }
-}
 
 /// The bytes all held request bodies may take together.
 pub struct BufferBudget {
@@ -146,6 +132,8 @@ pub async fn read(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const PACE: UploadPace = UploadPace { grace: Duration::from_secs(5), min_bytes_per_second: 1000 };
@@ -154,13 +142,6 @@ mod tests {
         Body::from_stream(futures_util::stream::iter(
             chunks.into_iter().map(|chunk| Ok::<_, std::io::Error>(Bytes::from_static(chunk))),
         ))
-    }
-
-    #[test]
-    fn the_deadline_grows_with_the_bytes_received() {
-        let started = Instant::now();
-        assert_eq!(PACE.deadline(started, 0), started + Duration::from_secs(5));
-        assert_eq!(PACE.deadline(started, 3000), started + Duration::from_secs(8));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use matte_common::{gateway_flags as flags, memory, paths, queue};
+use matte_serve::durations::{parse_delay, parse_timeout};
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "matte-gateway", version, about = "Front door of a Matte service")]
@@ -93,20 +94,6 @@ impl Config {
 
 fn parse_positive_seconds(text: &str) -> Result<f64, String> {
     parse_timeout(text).map(|duration| duration.as_secs_f64())
-}
-
-fn parse_timeout(text: &str) -> Result<Duration, String> {
-    match text.parse::<f64>() {
-        Ok(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Ok(Duration::from_secs_f64(seconds)),
-        _ => Err(format!("`{text}` is not a number of seconds between 0 and 86400")),
-    }
-}
-
-fn parse_delay(text: &str) -> Result<Duration, String> {
-    match text.parse::<f64>() {
-        Ok(seconds) if (0.0..=3_600.0).contains(&seconds) => Ok(Duration::from_secs_f64(seconds)),
-        _ => Err(format!("`{text}` is not a number of seconds between 0 and 3600")),
-    }
 }
 
 #[cfg(test)]

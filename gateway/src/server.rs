@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use matte_serve::{self as connections, Stage, Timeouts};
+use matte_serve::{self as connections, Stage, Timeouts, shutdown_signal};
 use crate::dispatcher::Dispatcher;
 use crate::endpoints::{EndpointSource, StaticSource};
 use crate::state::AppState;
@@ -72,19 +72,3 @@ pub async fn run_with_source(
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut terminate), Ok(mut interrupt)) => {
-            tokio::select! {
-                _ = terminate.recv() => {}
-                _ = interrupt.recv() => {}
-            }
-        }
-        _ => {
-            tracing::error!("cannot install signal handlers; the gateway will only stop when killed");
-            std::future::pending::<()>().await;
-        }
-    }
-}

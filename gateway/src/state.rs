@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::body::{BufferBudget, UploadPace};
+use matte_serve::UploadPace;
+
+use crate::body::BufferBudget;
 use crate::config::Config;
 use crate::dispatcher::Dispatcher;
 use crate::metrics::Metrics;

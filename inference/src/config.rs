@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use matte_common::{flags, memory, paths};
+use matte_serve::durations::{parse_delay, parse_timeout};
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "matte-inference", version, about = "Background-removal inference server")]
@@ -207,19 +208,6 @@ fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn parse_timeout(text: &str) -> Result<Duration, String> {
-    match text.parse::<f64>() {
-        Ok(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Ok(Duration::from_secs_f64(seconds)),
-        _ => Err(format!("`{text}` is not a number of seconds between 0 and 86400")),
-    }
-}
-
-fn parse_delay(text: &str) -> Result<Duration, String> {
-    match text.parse::<f64>() {
-        Ok(seconds) if (0.0..=3_600.0).contains(&seconds) => Ok(Duration::from_secs_f64(seconds)),
-        _ => Err(format!("`{text}` is not a number of seconds between 0 and 3600")),
-    }
-}
 
 fn parse_triple(text: &str) -> Result<[f32; 3], String> {
     let values: Vec<f32> = text
@@ -255,13 +243,6 @@ mod tests {
         assert_eq!(config.std, [1.0; 3]);
     }
 
-    #[test]
-    fn timeouts_must_be_positive_and_bounded() {
-        assert_eq!(parse_timeout("0.5"), Ok(Duration::from_millis(500)));
-        for bad in ["0", "-1", "NaN", "inf", "1e30", "soon"] {
-            assert!(parse_timeout(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn gpu_tuning_defaults_to_the_fastest_steady_state_and_parses_overrides() {

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
-use matte_serve::{self as connections, Stage, Timeouts};
+use matte_serve::{self as connections, Stage, Timeouts, shutdown_signal};
 use crate::inference_loop::{self, LoopContext};
 use crate::model::{GpuTuning, Model, ModelOptions};
 use crate::state::AppState;
@@ -200,19 +200,3 @@ fn load_and_warm_up(options: &ModelOptions, state: &AppState) -> Result<Model, E
     Ok(model)
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut terminate), Ok(mut interrupt)) => {
-            tokio::select! {
-                _ = terminate.recv() => {}
-                _ = interrupt.recv() => {}
-            }
-        }
-        _ => {
-            tracing::error!("cannot install signal handlers; the server will only stop when killed");
-            std::future::pending::<()>().await;
-        }
-    }
-}

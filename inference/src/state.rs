@@ -18,7 +18,7 @@ use crate::imaging::Preprocess;
 use crate::inference_loop::ServiceTime;
 use crate::metrics::Metrics;
 use crate::queue::JobQueue;
-use crate::upload::UploadPace;
+use matte_serve::UploadPace;
 
 /// Per-request limits taken from the configuration.
 #[derive(Debug, Clone, Copy)]

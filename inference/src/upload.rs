@@ -6,30 +6,15 @@
 //! period, the bytes received must keep up a minimum average rate (see
 //! [`UploadPace::deadline`]).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use futures_util::{Stream, StreamExt};
 
+use matte_serve::UploadPace;
+
 use crate::Error;
 
-/// How fast an upload must arrive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UploadPace {
-    /// Time allowed before the minimum rate applies: how long a stalled upload keeps
-    /// its place.
-    pub grace: Duration,
-    /// Average rate, since the upload began, that must be kept up after the grace.
-    pub min_bytes_per_second: u64,
-}
-
-impl UploadPace {
-    /// When an upload that began at `started` and has delivered `received` bytes so
-    /// far must deliver more, or be cut off.
-    pub fn deadline(&self, started: Instant, received: usize) -> Instant {
-        started + self.grace + Duration::from_secs_f64(received as f64 / self.min_bytes_per_second as f64)
-    }
-}
 
 /// How the image travels in the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,15 +105,9 @@ fn multipart_error(error: multer::Error) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
-    #[test]
-    fn the_deadline_grows_with_the_bytes_received() {
-        let pace = UploadPace { grace: Duration::from_secs(5), min_bytes_per_second: 1000 };
-        let started = Instant::now();
-        assert_eq!(pace.deadline(started, 0), started + Duration::from_secs(5));
-        assert_eq!(pace.deadline(started, 3000), started + Duration::from_secs(8));
-    }
+    use super::*;
 
     fn body_of(chunks: Vec<&'static [u8]>) -> Body {
         Body::from_stream(futures_util::stream::iter(
