@@ -30,12 +30,15 @@ impl OutputFormat {
     }
 }
 
-/// PNG compression: fdeflate's single fast mode. Measured on 2048×1536 cut-outs of
-/// photos (the pipeline bench), zlib levels cost several times its time for a few
-/// percent of bytes; the pod's CPU is better spent on the next image.
+/// PNG compression: fdeflate's single fast mode. On the 2048×1536 cut-out of a 12 MP
+/// photo (the pipeline bench) it takes ~25 ms where zlib level 1 takes ~145 ms and the
+/// default level 6 ~1.5 s, for files within 10 % of theirs: the pod's CPU is better
+/// spent on the next image than on a few percent of bytes.
 pub const PNG_COMPRESSION: CompressionType = CompressionType::Fast;
-/// PNG row filter: see [`PNG_COMPRESSION`] for where it was measured.
-pub const PNG_FILTER: FilterType = FilterType::Adaptive;
+/// PNG row filter: Up, the cheapest that compresses (the same cut-out: ~24 ms and
+/// 6.7 MB, against ~33 ms and 6.2 MB trying every filter on each row, and 12.3 MB
+/// unfiltered).
+pub const PNG_FILTER: FilterType = FilterType::Up;
 /// JPEG quality for composites: visually lossless for photos at a fraction of PNG's
 /// size.
 pub const JPEG_QUALITY: u8 = 90;
