@@ -89,6 +89,22 @@ fn jpeg(image: &RgbImage, progressive: bool) -> Vec<u8> {
     bytes
 }
 
+/// `jpeg` with an EXIF block whose orientation tag says "rotate 90° clockwise".
+fn with_exif_rotate_90(jpeg: &[u8]) -> Vec<u8> {
+    let tiff: Vec<u8> = [
+        b"MM\0\x2a\0\0\0\x08".as_slice(),            // big-endian TIFF header, first IFD at 8
+        &[0, 1],                                     // one entry
+        &[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0], // Orientation, SHORT, 1, value 6
+        &[0, 0, 0, 0],                               // no next IFD
+    ]
+    .concat();
+    let mut app1 = vec![0xFF, 0xE1];
+    app1.extend_from_slice(&((2 + 6 + tiff.len()) as u16).to_be_bytes());
+    app1.extend_from_slice(b"Exif\0\0");
+    app1.extend_from_slice(&tiff);
+    [&jpeg[..2], &app1, &jpeg[2..]].concat()
+}
+
 fn encoded(image: &RgbImage, format: ImageFormat) -> Vec<u8> {
     let mut bytes = Vec::new();
     DynamicImage::ImageRgb8(image.clone())
@@ -116,6 +132,9 @@ fn inputs(dir: &Path) -> Vec<Input> {
         }
     }
     let large = enlarged(&photo, 4000, 3000);
+    // A portrait phone photo: stored landscape, turned upright by its EXIF block.
+    let portrait = with_exif_rotate_90(&jpeg(&large, false));
+    inputs.push(Input { class: "12 MP JPEG EXIF 90°".into(), bytes: portrait, jpeg: true });
     inputs.push(Input { class: "12 MP PNG".into(), bytes: encoded(&large, ImageFormat::Png), jpeg: false });
     inputs.push(Input { class: "12 MP WebP".into(), bytes: encoded(&large, ImageFormat::WebP), jpeg: false });
     inputs
