@@ -7,7 +7,6 @@ use fast_image_resize::FilterType;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
-use super::orientation::oriented;
 use super::{Upright, jpeg, output_size, resize};
 use crate::Error;
 
@@ -115,17 +114,18 @@ impl Decoded {
     }
 
     /// The image at its output size, turned upright, as 8-bit RGB or RGBA. It is
-    /// scaled first, in its own pixel type, so that conversion and rotation touch
+    /// scaled first, in its own pixel type, so that rotation and conversion touch
     /// output-sized pixels only.
     pub fn into_upright(self) -> Upright {
         let Decoded { image, orientation, output } = self;
-        let scaled = match scale_to(image, output) {
+        let mut scaled = scale_to(image, output);
+        scaled.apply_orientation(orientation);
+        match scaled {
             DynamicImage::ImageRgb8(rgb) => Upright::Rgb(rgb),
             DynamicImage::ImageRgba8(rgba) => Upright::Rgba(rgba),
             other if other.color().has_alpha() => Upright::Rgba(other.into_rgba8()),
             other => Upright::Rgb(other.into_rgb8()),
-        };
-        oriented(scaled, orientation)
+        }
     }
 }
 

@@ -12,7 +12,6 @@ mod decode;
 mod encode;
 pub mod jpeg;
 mod model_input;
-mod orientation;
 
 pub use cut_out::{compose, mask_to_image};
 pub use decode::{Decoded, MAX_SIDE, decode};
