@@ -73,9 +73,10 @@ pub fn parse_options(query: &HashMap<String, String>, server_max_dimension: u32)
     let format = match query.get("format").map(String::as_str) {
         None | Some("png") => OutputFormat::Png,
         Some("webp") => OutputFormat::Webp,
+        Some("jpeg") => OutputFormat::Jpeg,
         Some("mask") => OutputFormat::Mask,
         Some(other) => {
-            return Err(Error::BadRequest(format!("format `{other}` is not one of png, webp, mask")));
+            return Err(Error::BadRequest(format!("format `{other}` is not one of png, webp, jpeg, mask")));
         }
     };
     let max_dimension = match query.get("max_dimension") {
@@ -97,6 +98,14 @@ pub fn parse_options(query: &HashMap<String, String>, server_max_dimension: u32)
     };
     if background.is_some() && format == OutputFormat::Mask {
         return Err(Error::BadRequest("bg_color cannot be combined with format=mask".into()));
+    }
+    if background.is_none() && format == OutputFormat::Jpeg {
+        // Filling the transparency with a colour nobody chose would hide the cut-out.
+        return Err(Error::BadRequest(
+            "format=jpeg has no transparency, so it needs bg_color, the colour to composite onto \
+             (for example bg_color=ffffff); use png or webp for a transparent cut-out"
+                .into(),
+        ));
     }
     Ok(RemoveOptions { format, max_dimension, background })
 }
@@ -229,7 +238,7 @@ async fn remove_background(
         .on_cpu(move || -> Result<_, Error> {
             // The place stays taken until the work is done, whether or not anyone waits.
             let _place = working;
-            let image = imaging::decode(&bytes, max_pixels)?.into_upright_rgba(options.max_dimension);
+            let image = imaging::decode(&bytes, max_pixels, options.max_dimension)?.into_upright();
             drop(bytes);
             let tensor = imaging::to_model_input(&image, &preprocess);
             Ok((image, tensor))
@@ -267,7 +276,9 @@ async fn remove_background(
             let mask = imaging::mask_to_image(&mask.values, mask.width, mask.height, width, height);
             let result = match options.format {
                 OutputFormat::Mask => DynamicImage::ImageLuma8(mask),
-                OutputFormat::Png | OutputFormat::Webp => imaging::compose(image, &mask, options.background),
+                OutputFormat::Png | OutputFormat::Webp | OutputFormat::Jpeg => {
+                    imaging::compose(image, &mask, options.background)
+                }
             };
             imaging::encode(&result, options.format)
         })
@@ -383,6 +394,8 @@ mod tests {
         assert_eq!(options.max_dimension, 2048, "never above the server's limit");
         assert_eq!(options.background, Some([0x10, 0x20, 0x30]));
         assert_eq!(parse_options(&query(&[("max_dimension", "640")]), 2048).unwrap().max_dimension, 640);
+        let jpeg = parse_options(&query(&[("format", "jpeg"), ("bg_color", "ffffff")]), 2048).unwrap();
+        assert_eq!((jpeg.format, jpeg.background), (OutputFormat::Jpeg, Some([255; 3])));
     }
 
     #[test]
@@ -393,6 +406,7 @@ mod tests {
             (vec![("max_dimension", "-5")], "max_dimension"),
             (vec![("bg_color", "red")], "bg_color"),
             (vec![("bg_color", "ffffff"), ("format", "mask")], "bg_color"),
+            (vec![("format", "jpeg")], "bg_color"),
             (vec![("fromat", "png")], "fromat"),
         ] {
             let error = parse_options(&query(&pairs), 2048).unwrap_err();

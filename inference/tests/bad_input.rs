@@ -42,6 +42,7 @@ fn bad_input_is_refused_clearly_and_nothing_accepted_is_lost() {
         ("GIF", "", "image/png", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec(), 415, "gif"),
         ("unknown format", "?format=bmp", "image/jpeg", jpeg.clone(), 400, "format"),
         ("bad bg_color", "?bg_color=chartreuse", "image/jpeg", jpeg.clone(), 400, "bg_color"),
+        ("jpeg with nothing to fill the transparency", "?format=jpeg", "image/jpeg", jpeg.clone(), 400, "bg_color"),
         ("bad max_dimension", "?max_dimension=0", "image/jpeg", jpeg.clone(), 400, "max_dimension"),
     ];
     for (name, query, content_type, body, status, mentions) in cases {

@@ -87,7 +87,7 @@ fn output_options_shape_the_result() {
     let response = client
         .post(server.url("/v1/remove?bg_color=%2300ff00"))
         .header("content-type", "image/jpeg")
-        .body(jpeg)
+        .body(jpeg.clone())
         .send()
         .unwrap();
     assert_eq!(response.status(), 200);
@@ -95,4 +95,19 @@ fn output_options_shape_the_result() {
     assert!(!flat.color().has_alpha());
     assert!(patch_mean(&flat, BACKDROP_TOP_RIGHT, 35, 1) > 225.0, "green backdrop");
     assert!(patch_mean(&flat, BACKDROP_TOP_RIGHT, 35, 0) < 30.0, "green backdrop");
+
+    // the same composite as a JPEG
+    let response = client
+        .post(server.url("/v1/remove?bg_color=00ff00&format=jpeg"))
+        .header("content-type", "image/jpeg")
+        .body(jpeg)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/jpeg");
+    let flat = image::load_from_memory_with_format(&response.bytes().unwrap(), ImageFormat::Jpeg).unwrap();
+    assert_eq!(flat.dimensions(), (512, 512));
+    assert!(patch_mean(&flat, BACKDROP_TOP_RIGHT, 35, 1) > 220.0, "green backdrop");
+    assert!(patch_mean(&flat, BACKDROP_TOP_RIGHT, 35, 0) < 35.0, "green backdrop");
+    assert!(patch_mean(&flat, FACE, 30, 0) > 100.0, "the face is kept");
 }

@@ -1,0 +1,198 @@
+//! JPEG specifics: where a JPEG ends, and shrink-on-load. A JPEG stores 8×8 blocks of
+//! DCT coefficients, so a decoder can produce the image at 1/2, 1/4 or 1/8 of its size
+//! by running a smaller inverse DCT on each block (as libjpeg's `scale_denom` and
+//! libvips' `shrink` do): the pixels the output would throw away are never made.
+
+use image::metadata::Orientation;
+use image::{DynamicImage, GrayImage, RgbImage};
+use jpeg_decoder::PixelFormat;
+
+use crate::Error;
+
+/// The DCT scalings a decoder offers, as divisors of each side, largest first.
+const SHRINKS: [u32; 4] = [8, 4, 2, 1];
+
+/// The largest DCT shrink (1, 2, 4 or 8) at which a `width`×`height` JPEG still
+/// decodes to at least `output` on both sides, so that the output is made by scaling
+/// down only, never up.
+pub fn shrink_for(width: u32, height: u32, output: (u32, u32)) -> u32 {
+    SHRINKS
+        .into_iter()
+        .find(|&shrink| {
+            let (shrunk_width, shrunk_height) = shrunk_size(width, height, shrink);
+            shrunk_width >= output.0 && shrunk_height >= output.1
+        })
+        .unwrap_or(1)
+}
+
+/// The size a `width`×`height` JPEG decodes to at `shrink`: a partial block still
+/// yields a pixel.
+pub fn shrunk_size(width: u32, height: u32, shrink: u32) -> (u32, u32) {
+    (width.div_ceil(shrink), height.div_ceil(shrink))
+}
+
+/// A JPEG's header as the shrinking decoder read it: enough to check the limits and
+/// choose a shrink before any pixel buffer exists.
+pub struct Header<'a> {
+    decoder: jpeg_decoder::Decoder<&'a [u8]>,
+    pub width: u32,
+    pub height: u32,
+    /// Whether the shrinking decoder can produce this JPEG's pixels (8-bit greyscale
+    /// or colour); CMYK and 12-bit JPEGs are left to the full decoder.
+    pub shrinkable: bool,
+}
+
+/// Reads the header of `jpeg` (a whole JPEG, ending at its end-of-image marker).
+pub fn read_header(jpeg: &[u8]) -> Result<Header<'_>, Error> {
+    let mut decoder = jpeg_decoder::Decoder::new(jpeg);
+    decoder.read_info().map_err(corrupt)?;
+    let info = decoder.info().ok_or_else(|| Error::CorruptImage("the JPEG has no frame header".into()))?;
+    let shrinkable = matches!(info.pixel_format, PixelFormat::L8 | PixelFormat::RGB24);
+    Ok(Header { decoder, width: u32::from(info.width), height: u32::from(info.height), shrinkable })
+}
+
+impl Header<'_> {
+    /// Decodes at `shrink` (2, 4 or 8), allocating at most `max_alloc` bytes for the
+    /// pixels, with the orientation its EXIF block gives. `None` when the decoder
+    /// would not produce exactly the size [`shrunk_size`] promises: the caller then
+    /// decodes in full rather than risk an output smaller than asked.
+    pub fn decode_shrunk(
+        mut self,
+        shrink: u32,
+        max_alloc: usize,
+    ) -> Result<Option<(DynamicImage, Orientation)>, Error> {
+        let expected = shrunk_size(self.width, self.height, shrink);
+        // Both sides fit in u16: they were read from a JPEG header.
+        let requested = (expected.0 as u16, expected.1 as u16);
+        let scaled = self.decoder.scale(requested.0, requested.1).map_err(corrupt)?;
+        if (u32::from(scaled.0), u32::from(scaled.1)) != expected {
+            return Ok(None);
+        }
+        self.decoder.set_max_decoding_buffer_size(max_alloc);
+        let pixels = self.decoder.decode().map_err(corrupt)?;
+        let (width, height) = expected;
+        let short = || Error::CorruptImage("the JPEG decoded to fewer pixels than its header declares".into());
+        let image = match self.decoder.info().map(|info| info.pixel_format) {
+            Some(PixelFormat::RGB24) => {
+                DynamicImage::ImageRgb8(RgbImage::from_raw(width, height, pixels).ok_or_else(short)?)
+            }
+            Some(PixelFormat::L8) => {
+                DynamicImage::ImageLuma8(GrayImage::from_raw(width, height, pixels).ok_or_else(short)?)
+            }
+            _ => return Ok(None),
+        };
+        // A broken EXIF block is no reason to refuse an image that decodes.
+        let orientation =
+            self.decoder.exif_data().and_then(Orientation::from_exif_chunk).unwrap_or(Orientation::NoTransforms);
+        Ok(Some((image, orientation)))
+    }
+}
+
+fn corrupt(error: jpeg_decoder::Error) -> Error {
+    Error::CorruptImage(error.to_string())
+}
+
+/// The length of a JPEG up to and including its end-of-image marker, found by walking
+/// its segments (entropy-coded data cannot hold a marker: 0xFF is escaped there);
+/// `None` when the stream ends first. Decoders fill a truncated scan with grey rather
+/// than failing, so this is also the truncation check.
+pub fn jpeg_length(bytes: &[u8]) -> Option<usize> {
+    let mut at = 2; // after SOI
+    loop {
+        if *bytes.get(at)? != 0xFF {
+            return None;
+        }
+        while *bytes.get(at + 1)? == 0xFF {
+            at += 1; // fill bytes
+        }
+        let marker = bytes[at + 1];
+        match marker {
+            0xD9 => return Some(at + 2),
+            0x01 | 0xD0..=0xD7 => at += 2,
+            _ => {
+                let length = usize::from(u16::from_be_bytes([*bytes.get(at + 2)?, *bytes.get(at + 3)?]));
+                at += 2 + length;
+                if marker == 0xDA {
+                    at = next_marker_after_scan(bytes, at)?;
+                }
+            }
+        }
+    }
+}
+
+/// The position of the first marker after entropy-coded data starting at `from`,
+/// skipping stuffed bytes (FF 00) and restart markers.
+fn next_marker_after_scan(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    loop {
+        let offset = bytes.get(at..)?.iter().position(|&b| b == 0xFF)?;
+        at += offset;
+        match *bytes.get(at + 1)? {
+            0x00 | 0xD0..=0xD7 | 0xFF => at += 1,
+            _ => return Some(at),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imaging::output_size;
+
+    #[test]
+    fn the_shrink_is_the_largest_that_still_covers_the_output() {
+        // 12 MP at 2048: half would be 2000 wide, under 2048, so the whole image is needed.
+        assert_eq!(shrink_for(4000, 3000, output_size(4000, 3000, 2048)), 1);
+        // 24 MP at 2048: half is 3000×2000, still above 2048×1365.
+        assert_eq!(shrink_for(6000, 4000, output_size(6000, 4000, 2048)), 2);
+        // 12 MP at 1024: a quarter is exactly 1000 wide, under 1024; half is enough.
+        assert_eq!(shrink_for(4000, 3000, output_size(4000, 3000, 1024)), 2);
+        assert_eq!(shrink_for(4096, 3072, output_size(4096, 3072, 1024)), 4, "a quarter fits exactly");
+        assert_eq!(shrink_for(8000, 6000, output_size(8000, 6000, 640)), 8);
+        // Nothing to scale down: no shrink.
+        assert_eq!(shrink_for(640, 480, output_size(640, 480, 2048)), 1);
+    }
+
+    #[test]
+    fn a_shrunk_decode_is_never_smaller_than_the_output() {
+        for width in (1..3000).step_by(37) {
+            for height in [1, 7, 8, 9, 500, 1999, 4001, 65_535] {
+                for max_side in [1, 100, 640, 1024, 2048] {
+                    let output = output_size(width, height, max_side);
+                    let shrink = shrink_for(width, height, output);
+                    let (shrunk_width, shrunk_height) = shrunk_size(width, height, shrink);
+                    assert!(
+                        shrunk_width >= output.0 && shrunk_height >= output.1,
+                        "{width}×{height} at {max_side}: shrink {shrink} gives {shrunk_width}×{shrunk_height} < {output:?}"
+                    );
+                    if shrink < 8 {
+                        let (next_width, next_height) = shrunk_size(width, height, shrink * 2);
+                        assert!(
+                            next_width < output.0 || next_height < output.1,
+                            "{width}×{height} at {max_side}: shrink {} would also do",
+                            shrink * 2
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_partial_block_still_yields_a_pixel() {
+        assert_eq!(shrunk_size(4001, 3000, 2), (2001, 1500));
+        assert_eq!(shrunk_size(9, 7, 8), (2, 1));
+    }
+
+    #[test]
+    fn data_after_the_end_of_a_jpeg_is_not_part_of_it() {
+        let mut jpeg = Vec::new();
+        let encoder = jpeg_encoder::Encoder::new(&mut jpeg, 90);
+        encoder.encode(&[9u8; 16 * 8 * 3], 16, 8, jpeg_encoder::ColorType::Rgb).unwrap();
+        // A trailer as a Motion Photo has one: another stream, markers and all.
+        let trailer = [b"\0\0\0\x18ftypmp42".as_slice(), &[0xFF, 0xDA, 0x00, 0x02, 0xFF, 0xD8], &jpeg[..40]].concat();
+        let with_trailer = [jpeg.as_slice(), &trailer].concat();
+        assert_eq!(jpeg_length(&with_trailer), Some(jpeg.len()));
+        assert_eq!(jpeg_length(&jpeg[..jpeg.len() - 1]), None);
+    }
+}
