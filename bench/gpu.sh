@@ -25,7 +25,7 @@ prepare() {
   bash scripts/setup.sh
   source "${MATTE_CACHE:-$HOME/.cache/matte}/env.sh"
   source scripts/versions.env
-  cargo build --release --locked -p matte-inference -p matte-load --example raw_session
+  cargo build --release --locked -p matte-inference -p matte-load --bins --example raw_session
   mkdir -p "$kit"/{bin,models,photos,lib}
   cp target/release/matte-inference target/release/matte-load target/release/examples/raw_session "$kit/bin/"
   cp "$MATTE_MODEL_FP16" "$kit/models/isnet-fp16.onnx"
