@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The pod at the GPU's limit, in one script that fits in a few minutes of a GPU machine.
 #
-#   bench/gpu.sh prepare KIT     # here: release binaries, both ISNet builds, 12 MP JPEGs
+#   bench/gpu.sh prepare KIT     # here: release binaries, ISNet fp16 and fp32, 12 MP JPEGs
 #   bench/gpu.sh run KIT         # on the GPU machine (nvidia-smi on PATH, CUDA 13 and
 #                                # cuDNN 9 installed, KIT/lib holding onnxruntime-gpu
 #                                # 1.31.1's libonnxruntime*.so)
 #   bench/gpu.sh run KIT --cpu   # the same steps on this CPU, to check the script
 #
-# For each of CUDA fp32 (the fp16 weights computed in float32), CUDA fp16 (the
-# fp16-compute build, bench/fp16_model.py) and TensorRT fp16 (engines and timing cache in
-# KIT/tensorrt-cache, so a second run loads them), it prints: a bare session.run loop's
+# For each of CUDA fp32 (the float32 build of the model, bench/fp32_model.py), CUDA fp16
+# (the model as shipped: an fp16 conversion with float32 inputs and outputs) and TensorRT
+# fp16 (from the float32 build; engines and timing cache in KIT/tensorrt-cache, so a
+# second run loads them), it prints: a bare session.run loop's
 # images/s (inference/examples/raw_session.rs, the server's own session set-up), the
 # pod's images/s and latency through HTTP at concurrency 16 and 64 on 12 MP JPEGs
 # returned as ≤ 2048 px PNG cut-outs, pod ÷ raw, and the GPU's mean utilization
@@ -29,10 +30,7 @@ prepare() {
   mkdir -p "$kit"/{bin,models,photos,lib}
   cp target/release/matte-inference target/release/matte-load target/release/examples/raw_session "$kit/bin/"
   cp "$MATTE_MODEL_FP16" "$kit/models/isnet-fp16.onnx"
-  if [[ ! -f $kit/models/isnet-fp16-compute.onnx ]]; then
-    "$MATTE_PYTHON" -m pip install --quiet --disable-pip-version-check "onnxconverter-common==$ONNXCONVERTER_COMMON_VERSION"
-    "$MATTE_PYTHON" bench/fp16_model.py "$MATTE_MODEL_FP16" "$kit/models/isnet-fp16-compute.onnx"
-  fi
+  "$MATTE_PYTHON" bench/fp32_model.py "$MATTE_MODEL_FP16" "$kit/models/isnet-fp32.onnx"
   "$MATTE_PYTHON" - "$MATTE_SAMPLE_IMAGES" "$kit/photos" <<'PY'
 import sys
 from PIL import Image
@@ -67,7 +65,7 @@ run() {
     export ORT_DYLIB_PATH
     ORT_DYLIB_PATH=$(ls "$kit"/lib/libonnxruntime.so.* | head -1)
     export LD_LIBRARY_PATH="$kit/lib:${LD_LIBRARY_PATH:-}"
-    variants=("cuda-fp32 cuda isnet-fp16.onnx" "cuda-fp16 cuda isnet-fp16-compute.onnx" "tensorrt-fp16 tensorrt isnet-fp16.onnx")
+    variants=("cuda-fp32 cuda isnet-fp32.onnx" "cuda-fp16 cuda isnet-fp16.onnx" "tensorrt-fp16 tensorrt isnet-fp32.onnx")
     concurrencies=(16 64)
     raw_runs=100
     requests_per_client=4

