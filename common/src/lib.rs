@@ -104,6 +104,10 @@ pub mod gateway_metrics {
 pub mod gateway_flags {
     pub const LISTEN: &str = "listen";
     pub const UPSTREAM: &str = "upstream";
+    /// The Service whose EndpointSlices list the pods (the operator's `<name>-pods`).
+    pub const SERVICE: &str = "service";
+    /// The namespace of that Service (default: the gateway's own, from `POD_NAMESPACE`).
+    pub const NAMESPACE: &str = "namespace";
     pub const UPSTREAM_CAPACITY: &str = "upstream-capacity";
     pub const MAX_WAIT_SECONDS: &str = "max-wait-seconds";
     pub const MAX_BODY_BYTES: &str = "max-body-bytes";

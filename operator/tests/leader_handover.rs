@@ -26,6 +26,8 @@ fn observation(now_seconds: f64, replicas: u32) -> Observation {
         sustained_admitted_per_second: 0.0,
         rejected_per_second: if in_burst { 40.0 } else { 0.0 },
         rejected_recently: if in_burst { 300.0 } else { 0.0 },
+        gateway_queue_depth: 0.0,
+        gateway_oldest_queued_age_seconds: 0.0,
     };
     Observation {
         now_seconds,

@@ -128,6 +128,12 @@ pub struct QueueMetrics {
     /// client comes back no sooner than one `Retry-After`, at least a scrape interval
     /// (the pods' is at least 1 s, the simulated 5 s), so each counts once.
     pub rejected_recently: f64,
+    /// `sum(matte_gateway_queue_depth)`: requests waiting in the gateway's queue for a
+    /// place on a pod (0 without a gateway). With the gateway in front, this is the
+    /// backlog the pods' queues cannot show, and the only one when no pod runs.
+    pub gateway_queue_depth: f64,
+    /// `max(matte_gateway_oldest_queued_age_seconds)` (0 without a gateway).
+    pub gateway_oldest_queued_age_seconds: f64,
 }
 
 /// What the policy remembers between passes. The reconciler keeps it in the resource's

@@ -17,6 +17,8 @@ fn queue(queue_depth: f64) -> QueueMetrics {
         sustained_admitted_per_second: 0.0,
         rejected_per_second: 0.0,
         rejected_recently: 0.0,
+        gateway_queue_depth: 0.0,
+        gateway_oldest_queued_age_seconds: 0.0,
     }
 }
 

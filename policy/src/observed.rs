@@ -202,6 +202,8 @@ pub fn queue_metrics(fleet: &[&Series], at: f64, windows: &Windows) -> Option<Qu
         sustained_admitted_per_second: stats::quantile(SUSTAINED_QUANTILE, refusal_free).unwrap_or(0.0),
         rejected_per_second: sum_rate(at, rate, |s| &s.refused).unwrap_or(0.0),
         rejected_recently: sum(fleet, |series| promql::rate(&series.refused, at, recent)).unwrap_or(0.0) * step,
+        gateway_queue_depth: 0.0,
+        gateway_oldest_queued_age_seconds: 0.0,
     })
 }
 

@@ -126,6 +126,9 @@ impl PrometheusSource {
             sustained_admitted_per_second: sustained.unwrap_or(0.0),
             rejected_per_second: rejected.unwrap_or(0.0),
             rejected_recently: recently.unwrap_or(0.0),
+            // Read once the gateway runs in front of the pods.
+            gateway_queue_depth: 0.0,
+            gateway_oldest_queued_age_seconds: 0.0,
         }))
     }
 
