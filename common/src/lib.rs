@@ -113,6 +113,7 @@ pub mod gateway_flags {
     pub const MAX_BODY_BYTES: &str = "max-body-bytes";
     pub const MAX_BUFFERED_BYTES: &str = "max-buffered-bytes";
     pub const PROBE_INTERVAL_SECONDS: &str = "probe-interval-seconds";
+    pub const UPSTREAM_TIMEOUT_SECONDS: &str = "upstream-timeout-seconds";
     pub const DRAIN_DELAY_SECONDS: &str = "drain-delay-seconds";
     pub const DRAIN_TIMEOUT_SECONDS: &str = "drain-timeout-seconds";
 

@@ -46,7 +46,7 @@ pub struct Config {
 
     /// Longest one attempt on a pod may take, from sending to the whole response; the
     /// pod answers 504 itself after its own request timeout (60 s by default).
-    #[arg(long = "upstream-timeout-seconds", env = "MATTE_GATEWAY_UPSTREAM_TIMEOUT_SECONDS", default_value = "120", value_parser = parse_timeout)]
+    #[arg(long = flags::UPSTREAM_TIMEOUT_SECONDS, env = "MATTE_GATEWAY_UPSTREAM_TIMEOUT_SECONDS", default_value = "120", value_parser = parse_timeout)]
     pub upstream_timeout: Duration,
 
     /// A client must send its request line and headers within this many seconds.

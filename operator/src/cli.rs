@@ -52,6 +52,10 @@ pub struct RunArgs {
     /// scripts/images/build.sh tags: push it to your registry and name it here.
     #[arg(long, env = "MATTE_DEFAULT_INFERENCE_IMAGE", default_value = concat!("localhost/matte-inference:", env!("CARGO_PKG_VERSION")))]
     pub default_inference_image: String,
+    /// The gateway image for resources that name none in `spec.gateway.image`; the
+    /// default is what scripts/images/build.sh tags.
+    #[arg(long, env = "MATTE_DEFAULT_GATEWAY_IMAGE", default_value = concat!("localhost/matte-gateway:", env!("CARGO_PKG_VERSION")))]
+    pub default_gateway_image: String,
     /// The Prometheus the autoscaler asks when a resource names none.
     #[arg(long, env = "MATTE_PROMETHEUS_URL")]
     pub prometheus_url: Option<String>,

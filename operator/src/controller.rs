@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, ListParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
@@ -278,7 +279,8 @@ async fn reconcile_one(brs: &BackgroundRemovalService, context: &Context) -> Res
     match (&applied, &existing, current) {
         (Err(_), _, _) => {} // the Degraded condition says so, with an Event when it changes
         (Ok(_), None, _) => {
-            let note = format!("created Deployment, Service and PodDisruptionBudget {name} with {replicas} replicas");
+            let gateway = if valid.gateway.is_some() { format!(", and the gateway {}", desired::gateway_name(brs)) } else { String::new() };
+            let note = format!("created Deployment, Service and PodDisruptionBudget {name} with {replicas} replicas{gateway}");
             context.publish(brs, EventType::Normal, "Created", "Apply", note).await;
         }
         (Ok(_), Some(_), Some(current)) if current != replicas => {
@@ -292,15 +294,17 @@ async fn reconcile_one(brs: &BackgroundRemovalService, context: &Context) -> Res
     // A new Deployment generation with the same replicas: the pods roll to a new template.
     if let (Ok(after), Some(before)) = (&applied, &existing)
         && current == Some(replicas)
-        && after.metadata.generation != before.metadata.generation
+        && after.deployment.metadata.generation != before.metadata.generation
     {
         let note = format!("updated Deployment {name} from the changed spec; its pods roll over one at a time");
         context.publish(brs, EventType::Normal, "Updated", "Apply", note).await;
     }
     let deployment_status = match &applied {
-        Ok(deployment) => deployment.status.clone(),
+        Ok(applied) => applied.deployment.status.clone(),
         Err(_) => existing.and_then(|d| d.status),
     };
+    // Unknown when the apply failed: Degraded says why, and the gateway is not judged.
+    let gateway_status = applied.as_ref().ok().and_then(|a| a.gateway.as_ref()).map(|g| g.status.as_ref());
     let observed = Observed {
         generation: brs.metadata.generation,
         selector,
@@ -311,6 +315,7 @@ async fn reconcile_one(brs: &BackgroundRemovalService, context: &Context) -> Res
         unschedulable: census.unschedulable.clone(),
         failing: census.failing.clone(),
         decision: decision.as_ref(),
+        gateway: gateway_status,
     };
     context.write_status(brs, &previous, status::compute(&previous, &observed, &Time(now))).await?;
     match applied {
@@ -383,29 +388,57 @@ impl Context {
         Some(PrometheusSource::new(self.settings.prometheus_http.clone(), &url, &selector, &windows))
     }
 
-    /// Applies every object `brs` needs (a PodMonitor only where its CRD exists); returns
-    /// the Deployment as the apiserver has it afterwards.
+    /// Applies every object `brs` needs (a PodMonitor only where its CRD exists), and
+    /// removes the gateway's when it is turned off; returns the Deployment of the pods as
+    /// the apiserver has it afterwards.
     async fn apply_all(
         &self,
         brs: &BackgroundRemovalService,
         valid: &Valid,
         replicas: i32,
-    ) -> Result<Deployment, Error> {
+    ) -> Result<Applied, Error> {
         let namespace = brs.namespace().unwrap_or_default();
         let client = &self.client;
-        let deployment = desired::deployment(brs, valid, replicas);
-        let deployment =
-            apply(&Api::<Deployment>::namespaced(client.clone(), &namespace), "Deployment", &deployment).await?;
-        apply(&Api::<Service>::namespaced(client.clone(), &namespace), "Service", &desired::service(brs)).await?;
-        let budget = desired::pod_disruption_budget(brs);
-        apply(&Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace), "PodDisruptionBudget", &budget)
-            .await?;
+        let deployments = Api::<Deployment>::namespaced(client.clone(), &namespace);
+        let services = Api::<Service>::namespaced(client.clone(), &namespace);
+        let budgets = Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace);
+        let accounts = Api::<ServiceAccount>::namespaced(client.clone(), &namespace);
+        let roles = Api::<Role>::namespaced(client.clone(), &namespace);
+        let bindings = Api::<RoleBinding>::namespaced(client.clone(), &namespace);
+
+        let deployment = apply(&deployments, "Deployment", &desired::deployment(brs, valid, replicas)).await?;
+        apply(&services, "Service", &desired::pods_service(brs)).await?;
+        apply(&budgets, "PodDisruptionBudget", &desired::pod_disruption_budget(brs)).await?;
+        let mut gateway_deployment = None;
+        match &valid.gateway {
+            // The gateway's account and rights first, so that its pods can watch at once;
+            // the Service last, so that clients move to a gateway that exists.
+            Some(gateway) => {
+                apply(&accounts, "ServiceAccount", &desired::gateway_service_account(brs)).await?;
+                apply(&roles, "Role", &desired::gateway_role(brs)).await?;
+                apply(&bindings, "RoleBinding", &desired::gateway_role_binding(brs)).await?;
+                gateway_deployment =
+                    Some(apply(&deployments, "Deployment", &desired::gateway_deployment(brs, gateway)).await?);
+                apply(&budgets, "PodDisruptionBudget", &desired::gateway_disruption_budget(brs)).await?;
+                apply(&services, "Service", &desired::service(brs)).await?;
+            }
+            // The Service first: clients move to the pods before the gateway goes.
+            None => {
+                apply(&services, "Service", &desired::service(brs)).await?;
+                let name = desired::gateway_name(brs);
+                delete_owned(&budgets, "PodDisruptionBudget", brs, &name).await?;
+                delete_owned(&deployments, "Deployment", brs, &name).await?;
+                delete_owned(&bindings, "RoleBinding", brs, &name).await?;
+                delete_owned(&roles, "Role", brs, &name).await?;
+                delete_owned(&accounts, "ServiceAccount", brs, &name).await?;
+            }
+        }
         if self.pod_monitors_exist().await {
             let resource = desired::pod_monitor_resource();
             let api = Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &resource);
             apply(&api, "PodMonitor", &desired::pod_monitor(brs)).await?;
         }
-        Ok(deployment)
+        Ok(Applied { deployment, gateway: gateway_deployment })
     }
 
     /// Whether the Prometheus Operator's PodMonitor CRD is served (asked at most once a minute).
@@ -508,6 +541,35 @@ where
     api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(object))
         .await
         .map_err(Error::kube("apply", what))
+}
+
+/// The Deployments as the apiserver has them after an apply.
+struct Applied {
+    /// The inference pods'.
+    deployment: Deployment,
+    /// The gateway's, when it is on.
+    gateway: Option<Deployment>,
+}
+
+/// Deletes `name` if it exists and `brs` owns it: an object of that name someone else
+/// made is left alone.
+async fn delete_owned<K>(api: &Api<K>, kind: &str, brs: &BackgroundRemovalService, name: &str) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let what = format!("{kind} {}/{name}", brs.namespace().unwrap_or_default());
+    let Some(existing) = api.get_metadata_opt(name).await.map_err(Error::kube("read", what.clone()))? else {
+        return Ok(());
+    };
+    let uid = brs.meta().uid.as_deref();
+    if !existing.owner_references().iter().any(|owner| owner.controller == Some(true) && Some(owner.uid.as_str()) == uid) {
+        return Ok(());
+    }
+    match api.delete(name, &Default::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(response)) if response.code == 404 => Ok(()),
+        Err(error) => Err(Error::kube("delete", what)(error)),
+    }
 }
 
 /// The policy's settings from the resource's `autoscaling`.

@@ -43,6 +43,14 @@ const IMAGE_REFERENCE_RULE: &str = "self.matches('^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-
         "metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter and \
          ending with a letter or digit): it names the resource's Service, which Kubernetes requires to be one"
     ),
+    validation = Rule::new(
+        "!has(self.spec.autoscaling) || !self.spec.autoscaling.enabled || self.spec.autoscaling.minReplicas >= 1 \
+         || !has(self.spec.gateway) || self.spec.gateway.enabled"
+    )
+    .message(
+        "spec.autoscaling.minReplicas 0 needs spec.gateway.enabled: with no pod and no gateway nothing holds a \
+         request or measures traffic, so nothing would ever wake the service"
+    ),
     validation = Rule::new("size(self.metadata.name) <= 55").message(
         "metadata.name must be at most 55 characters: it is a label value on every pod (at most 63) and the \
          longest name made from it, `<name>-gateway`, must be a DNS-1035 label too"
@@ -54,6 +62,7 @@ const IMAGE_REFERENCE_RULE: &str = "self.matches('^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-
     ),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Gateway", type_ = "integer", json_path = ".status.gatewayReadyReplicas"),
     // The Degraded condition's reason: `AsExpected`, or what is wrong (`CrashLoopBackOff`, …).
     printcolumn(name = "Status", type_ = "string", json_path = r#".status.conditions[?(@.type=="Degraded")].reason"#),
     printcolumn(name = "Queue latency", type_ = "number", json_path = ".status.observedQueueLatencySeconds"),
@@ -89,6 +98,59 @@ pub struct BackgroundRemovalServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = MAX_REPLICAS))]
     pub replicas: Option<i32>,
+    /// The front door clients call: per-request routing to the least-loaded pod, a
+    /// bounded queue for bursts, and requests held while the first pod starts.
+    #[serde(default)]
+    pub gateway: GatewaySpec,
+}
+
+/// The `matte-gateway` Deployment in front of the pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// Off: the Service `<name>` selects the pods directly (routing per connection, 429s
+    /// reach the clients, no scale from zero).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Longest a request may wait in the gateway's queue for a place on a pod; a client
+    /// may ask for less with the `x-matte-max-wait-seconds` header. A request that would
+    /// wait longer gets 429 with Retry-After at once.
+    #[serde(default = "default_gateway_max_wait")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub max_wait_seconds: i32,
+    /// Gateway pods (no GPU); two, so that one can be moved or upgraded while the other
+    /// serves.
+    #[serde(default = "default_gateway_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub replicas: i32,
+    /// The gateway image; the operator's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(IMAGE_REFERENCE_RULE).message(
+        "spec.gateway.image must be an image reference such as registry.example/matte-gateway:1.0 or \
+         name@sha256:<digest>: no spaces, upper-case repository names or empty parts"
+    ))]
+    pub image: Option<String>,
+    /// CPU request of each gateway pod (default 500m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    /// Memory request and limit of each gateway pod (default 1Gi); half of it bounds the
+    /// request bodies the gateway holds at once, past which it answers 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+}
+
+impl Default for GatewaySpec {
+    fn default() -> Self {
+        GatewaySpec {
+            enabled: true,
+            max_wait_seconds: default_gateway_max_wait(),
+            replicas: default_gateway_replicas(),
+            image: None,
+            cpu: None,
+            memory: None,
+        }
+    }
 }
 
 /// Exactly one of `url`, `persistentVolumeClaim` or `path`.
@@ -289,12 +351,7 @@ impl Default for QueueSpec {
 #[x_kube(
     cel,
     validation = Rule::new("self.minReplicas <= self.maxReplicas")
-        .message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"),
-    validation = Rule::new("!self.enabled || self.minReplicas >= 1").message(
-        "autoscaling.minReplicas must be at least 1: the autoscaler reads the pods' queues, so with no pod \
-         nothing would ever measure traffic and wake the service (scale to zero needs the gateway, which \
-         holds requests while pods start)"
-    )
+        .message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
 )]
 pub struct AutoscalingSpec {
     /// Off: `replicas` decides.
@@ -360,6 +417,9 @@ pub struct BackgroundRemovalServiceStatus {
     /// Pods that will not become ready by themselves (the `Degraded` condition says why).
     #[serde(default)]
     pub failing_replicas: i32,
+    /// Ready gateway pods, when the gateway is on: with none, clients reach nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_ready_replicas: Option<i32>,
     /// The pods' label selector, for the scale subresource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
@@ -417,6 +477,12 @@ fn default_min_replicas() -> i32 {
 }
 fn default_max_replicas() -> i32 {
     4
+}
+fn default_gateway_max_wait() -> i32 {
+    matte_common::gateway_flags::DEFAULT_MAX_WAIT_SECONDS as i32
+}
+fn default_gateway_replicas() -> i32 {
+    2
 }
 fn default_target_latency() -> f64 {
     30.0
@@ -555,15 +621,14 @@ mod tests {
     }
 
     #[test]
-    fn scale_to_zero_is_refused_while_nothing_could_wake_the_service() {
-        let autoscaling = |enabled: bool, min: i32| {
-            let value = serde_json::json!({"enabled": enabled, "minReplicas": min, "maxReplicas": 4, "targetQueueLatencySeconds": 30.0});
-            AutoscalingSpec::validate_cel(&value, None)
-        };
-        let refused = autoscaling(true, 0).expect_err("minReplicas 0").to_string();
-        assert!(refused.contains("minReplicas must be at least 1") && refused.contains("wake"), "{refused}");
-        assert!(autoscaling(false, 0).is_ok(), "without autoscaling minReplicas means nothing");
-        assert!(autoscaling(true, 1).is_ok());
+    fn scale_to_zero_needs_the_gateway_that_wakes_the_service() {
+        let with = |extra: &str| named("portraits", &format!("{MINIMAL}\n{extra}")).validate_cel();
+        let zero = "autoscaling: {minReplicas: 0}\n";
+        assert!(with(zero).is_ok(), "the gateway is on by default");
+        let refused = with(&format!("{zero}gateway: {{enabled: false}}\n")).expect_err("no gateway").to_string();
+        assert!(refused.contains("minReplicas 0 needs spec.gateway.enabled") && refused.contains("wake"), "{refused}");
+        assert!(with("autoscaling: {enabled: false, minReplicas: 0}\ngateway: {enabled: false}\n").is_ok());
+        assert!(with("autoscaling: {minReplicas: 1}\ngateway: {enabled: false}\n").is_ok());
     }
 
     #[test]

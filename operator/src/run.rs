@@ -32,7 +32,10 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
 
     let identity = args.pod_name.clone().unwrap_or_else(|| format!("matte-operator-{}", std::process::id()));
     let settings = Settings {
-        defaults: Defaults { inference_image: args.default_inference_image.clone() },
+        defaults: Defaults {
+            inference_image: args.default_inference_image.clone(),
+            gateway_image: args.default_gateway_image.clone(),
+        },
         prometheus_url: args.prometheus_url.clone().filter(|u| !u.is_empty()),
         prometheus_http: prometheus::http_client()?,
         scrape_interval: Duration::from_secs(args.scrape_interval_seconds.max(1)),

@@ -57,6 +57,8 @@ pub struct Observed<'a> {
     pub failing: FailingPods,
     /// The autoscaler's decision, when autoscaling is on and it ran.
     pub decision: Option<&'a Decision>,
+    /// The gateway's Deployment, when the gateway is on (`Some(None)` before it exists).
+    pub gateway: Option<Option<&'a DeploymentStatus>>,
 }
 
 /// The new status, keeping from `previous` what has not changed.
@@ -82,6 +84,7 @@ pub fn compute(
         format!("pods cannot be created: {}", c.message.as_deref().unwrap_or("the ReplicaSet reports no reason"))
     };
     let failing = &observed.failing;
+    let gateway_ready = observed.gateway.map(|status| status.and_then(|s| s.ready_replicas).unwrap_or(0));
 
     let mut conditions = previous.conditions.clone();
     let mut set = |type_: &str, status: bool, reason: &str, message: String| {
@@ -96,6 +99,19 @@ pub fn compute(
     } else {
         let ready_message = format!("{ready}/{desired} pods ready");
         match () {
+            // Clients call the gateway: without one ready, nothing is served.
+            _ if gateway_ready == Some(0) => set(
+                READY,
+                false,
+                "GatewayNotReady",
+                format!("no gateway pod is ready, so clients cannot reach the service; {ready_message}"),
+            ),
+            _ if desired == 0 && gateway_ready.is_some() => set(
+                READY,
+                true,
+                "ScaledToZero",
+                "no pods run right now; the gateway holds requests while the first one starts".into(),
+            ),
             _ if desired == 0 => set(READY, false, "ScaledToZero", "no pods are wanted right now".into()),
             _ if ready >= desired => set(READY, true, "AllPodsReady", ready_message),
             _ => set(READY, false, "PodsNotReady", ready_message),
@@ -169,6 +185,7 @@ pub fn compute(
         desired_replicas: desired,
         unschedulable_replicas: observed.unschedulable.pods,
         failing_replicas: observed.failing.pods,
+        gateway_ready_replicas: gateway_ready,
         selector: Some(observed.selector.clone()),
         observed_generation: observed.generation,
         conditions,
@@ -389,6 +406,31 @@ mod tests {
         let status = compute(&Default::default(), &observed(0, Some(&deployment(0, 0, 0))), &time(0));
         assert_eq!(state(&status, READY), ("False".into(), "ScaledToZero".into()));
         assert_eq!(state(&status, PROGRESSING), ("False".into(), "Complete".into()));
+    }
+
+    #[test]
+    fn with_the_gateway_a_service_is_ready_only_when_its_gateway_is_and_ready_at_zero() {
+        let pods = deployment(2, 2, 2);
+        let gateway = deployment(2, 2, 1);
+        let served = Observed { gateway: Some(Some(&gateway)), ..observed(2, Some(&pods)) };
+        let status = compute(&Default::default(), &served, &time(0));
+        assert_eq!(state(&status, READY), ("True".into(), "AllPodsReady".into()));
+        assert_eq!(status.gateway_ready_replicas, Some(1));
+
+        let down = deployment(2, 2, 0);
+        for gateway in [Some(&down), None] {
+            let unreachable = Observed { gateway: Some(gateway), ..observed(2, Some(&pods)) };
+            let status = compute(&Default::default(), &unreachable, &time(0));
+            assert_eq!(state(&status, READY), ("False".into(), "GatewayNotReady".into()));
+            assert_eq!(status.gateway_ready_replicas, Some(0));
+        }
+
+        let none = deployment(0, 0, 0);
+        let idle = Observed { gateway: Some(Some(&gateway)), ..observed(0, Some(&none)) };
+        let status = compute(&Default::default(), &idle, &time(0));
+        assert_eq!(state(&status, READY), ("True".into(), "ScaledToZero".into()), "the gateway wakes it");
+        let without = compute(&Default::default(), &observed(2, Some(&pods)), &time(0));
+        assert_eq!(without.gateway_ready_replicas, None);
     }
 
     #[test]

@@ -130,7 +130,7 @@ fn crd_is_established_and_validates() {
         ("brs-invalid-model-url-space.yaml", "spec.model", "no spaces"),
         ("brs-invalid-replicas.yaml", "spec.replicas", "less than or equal to 1000"),
         ("brs-invalid-max-replicas.yaml", "spec.autoscaling.maxReplicas", "less than or equal to 1000"),
-        ("brs-invalid-scale-to-zero.yaml", "spec.autoscaling", "nothing would ever measure traffic and wake"),
+        ("brs-invalid-scale-to-zero.yaml", "spec.autoscaling", "minReplicas 0 needs spec.gateway.enabled"),
     ] {
         let output = cluster.apply_yaml(&fixture(file));
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -138,8 +138,12 @@ fn crd_is_established_and_validates() {
         assert!(stderr.contains(field), "{file}: refusal does not name {field}: {stderr}");
         assert!(stderr.contains(words), "{file}: refusal does not say '{words}': {stderr}");
     }
+    cluster.apply_yaml_ok(&fixture("brs-valid-scale-to-zero.yaml"));
     let names = cluster.kubectl_ok(&["get", "brs", "-o", "name"]);
-    assert_eq!(names.trim(), "backgroundremovalservice.matte.dev/portraits");
+    assert_eq!(
+        names.trim(),
+        "backgroundremovalservice.matte.dev/on-demand\nbackgroundremovalservice.matte.dev/portraits"
+    );
 }
 
 /// Two clusters at once, on ports of their own, both healthy; each dies with its handle.

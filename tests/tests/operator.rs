@@ -128,6 +128,67 @@ fn assert_deleted_deployment_comes_back(cluster: &Cluster, name: &str) {
     });
 }
 
+/// `name`'s gateway objects, as the operator makes them by default: the Deployment
+/// (two pods, ready on kwok), its budget and its least-privilege account, all owned by the
+/// resource; the Service `name` selecting the gateway and the headless `name-pods` the
+/// inference pods.
+fn assert_gateway_in_front(cluster: &Cluster, name: &str, uid: &str) {
+    let gateway = format!("{name}-gateway");
+    for kind in ["deployment", "poddisruptionbudget", "serviceaccount", "role", "rolebinding"] {
+        let object = get(cluster, kind, &gateway).unwrap_or_else(|| panic!("no {kind} {gateway}"));
+        let owner = &object["metadata"]["ownerReferences"][0];
+        assert_eq!((owner["uid"].as_str(), owner["controller"].as_bool()), (Some(uid), Some(true)), "{kind}");
+    }
+    let service = get(cluster, "service", name).expect("the Service");
+    assert_eq!(service["spec"]["selector"]["app.kubernetes.io/name"], "matte-gateway", "{service:#}");
+    let pods = get(cluster, "service", &format!("{name}-pods")).expect("the pods' Service");
+    assert_eq!(pods["spec"]["clusterIP"], "None", "{pods:#}");
+    assert_eq!(pods["spec"]["selector"]["app.kubernetes.io/name"], "matte-inference", "{pods:#}");
+    let brs = wait_for("the gateway's pods to be ready", WAIT, || {
+        let brs = get(cluster, "brs", name).unwrap_or_default();
+        match brs["status"]["gatewayReadyReplicas"].as_i64() {
+            Some(2) => Ok(brs),
+            other => Err(other),
+        }
+    });
+    let conditions = brs["status"]["conditions"].to_string();
+    assert!(!conditions.contains("GatewayNotReady"), "{conditions}");
+    // The gateway's own identity may read the pods' EndpointSlices, and nothing else.
+    let subject = format!("system:serviceaccount:shop:{gateway}");
+    for (verb, resource, allowed) in
+        [("watch", "endpointslices.discovery.k8s.io", "yes"), ("list", "pods", "no"), ("get", "secrets", "no")]
+    {
+        let answer = cluster.kubectl(&["auth", "can-i", verb, resource, "-n", "shop", "--as", &subject]);
+        let answer = String::from_utf8_lossy(&answer.stdout).trim().to_owned();
+        assert_eq!(answer, allowed, "{gateway} can {verb} {resource}");
+    }
+}
+
+/// With `spec.gateway.enabled: false` the gateway's objects go and clients reach the
+/// pods; turned on again, it comes back.
+fn assert_gateway_turns_off_and_on(cluster: &Cluster, name: &str) {
+    let gateway = format!("{name}-gateway");
+    let set = |enabled: bool| {
+        let patch = format!(r#"{{"spec":{{"gateway":{{"enabled":{enabled}}}}}}}"#);
+        cluster.kubectl_ok(&["patch", "brs", name, "-n", "shop", "--type=merge", "-p", &patch]);
+    };
+    set(false);
+    wait_for("the gateway's objects to go", WAIT, || {
+        let left: Vec<_> = ["deployment", "poddisruptionbudget", "serviceaccount", "role", "rolebinding"]
+            .into_iter()
+            .filter(|kind| get(cluster, kind, &gateway).is_some())
+            .collect();
+        if left.is_empty() { Ok(()) } else { Err(left) }
+    });
+    let service = get(cluster, "service", name).expect("the Service");
+    assert_eq!(service["spec"]["selector"]["app.kubernetes.io/name"], "matte-inference", "{service:#}");
+    set(true);
+    wait_for("the gateway to come back", WAIT, || match get(cluster, "deployment", &gateway) {
+        Some(_) => Ok(()),
+        None => Err("no gateway Deployment"),
+    });
+}
+
 #[test]
 fn the_operator_reconciles_with_the_charts_rbac() {
     let cluster = cluster(2);
@@ -166,6 +227,7 @@ fn the_operator_reconciles_with_the_charts_rbac() {
         assert_eq!((owner["uid"].as_str(), owner["controller"].as_bool()), (Some(uid.as_str()), Some(true)), "{kind}");
     }
     assert!(events(&cluster, "portraits").contains("Created"), "{}", events(&cluster, "portraits"));
+    assert_gateway_in_front(&cluster, "portraits", &uid);
     wait_condition_metric(&operator, "portraits", "Ready", Some(1.0));
     wait_condition_metric(&operator, "portraits", "Degraded", Some(0.0));
 
@@ -177,6 +239,7 @@ fn the_operator_reconciles_with_the_charts_rbac() {
     assert!(quiet <= 1.0, "{quiet} reconcile passes in 10 s with nothing changing");
 
     assert_deleted_deployment_comes_back(&cluster, "portraits");
+    assert_gateway_turns_off_and_on(&cluster, "portraits");
 
     // A changed spec rolls the pods over, and an Event says so.
     let patch = r#"{"spec":{"maxDimension":1024}}"#;

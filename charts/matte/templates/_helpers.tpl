@@ -81,6 +81,13 @@ The default inference image passed to --default-inference-image.
 {{- end }}
 
 {{/*
+The default gateway image: the one scripts/images/build.sh tags, unless set.
+*/}}
+{{- define "matte.gatewayImage" -}}
+{{- default (printf "localhost/matte-gateway:%s" .Chart.AppVersion) .Values.gateway.defaultImage }}
+{{- end }}
+
+{{/*
 The leader-election Lease's name.
 */}}
 {{- define "matte.leaseName" -}}

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use matte_common::metrics as names;
+use matte_common::{gateway_metrics, metrics as names};
 use matte_policy::QueueMetrics;
 pub use matte_policy::observed::Windows;
 use matte_policy::observed::{QUEUE_WAIT_QUANTILE, SUSTAINED_QUANTILE};
@@ -27,6 +27,8 @@ pub struct Queries {
     pub sustained_admitted_per_second: String,
     pub rejected_per_second: String,
     pub rejected_recently: String,
+    pub gateway_queue_depth: String,
+    pub gateway_oldest_queued_age: String,
 }
 
 impl Queries {
@@ -45,7 +47,12 @@ impl Queries {
         let refused = series(requests, r#"outcome="queue_full""#);
         let admitted = series(requests, r#"outcome!="queue_full""#);
         Queries {
-            sample_age: format!("time() - max(timestamp({}))", series(names::QUEUE_DEPTH, "")),
+            // The pods' samples, or the gateway's while no pod runs.
+            sample_age: format!(
+                "time() - max(timestamp({}) or timestamp({}))",
+                series(names::QUEUE_DEPTH, ""),
+                series(gateway_metrics::QUEUE_DEPTH, "")
+            ),
             queue_depth: format!("sum({})", series(names::QUEUE_DEPTH, "")),
             oldest_queued_age: format!("max({})", series(names::OLDEST_QUEUED_AGE_SECONDS, "")),
             queue_wait_p95: format!(
@@ -64,6 +71,8 @@ impl Queries {
             ),
             rejected_per_second: format!("sum(rate({refused}[{rate}]))"),
             rejected_recently: format!("sum(rate({refused}[{recent}])) * {}", windows.scrape_interval.as_secs_f64()),
+            gateway_queue_depth: format!("sum({})", series(gateway_metrics::QUEUE_DEPTH, "")),
+            gateway_oldest_queued_age: format!("max({})", series(gateway_metrics::OLDEST_QUEUED_AGE_SECONDS, "")),
         }
     }
 }
@@ -99,11 +108,12 @@ impl PrometheusSource {
         }
     }
 
-    /// The fleet's queue now; `None` when Prometheus has no series for it (no pod
-    /// scraped yet, or a wrong selector), which the policy treats as missing data.
+    /// The fleet's queue now; `None` when Prometheus has no series for it (neither a pod
+    /// nor the gateway scraped yet, or a wrong selector), which the policy treats as
+    /// missing data. A service at zero pods is seen through its gateway alone.
     pub async fn queue_metrics(&self) -> Result<Option<QueueMetrics>, Error> {
         let q = &self.queries;
-        let (queue_depth, age, oldest, p95, per_pod, sustained, rejected, recently) = futures::try_join!(
+        let (queue_depth, age, oldest, p95, per_pod, sustained, rejected, recently, gateway_depth, gateway_oldest) = futures::try_join!(
             self.scalar(&q.queue_depth),
             self.scalar(&q.sample_age),
             self.scalar(&q.oldest_queued_age),
@@ -112,23 +122,24 @@ impl PrometheusSource {
             self.scalar(&q.sustained_admitted_per_second),
             self.scalar(&q.rejected_per_second),
             self.scalar(&q.rejected_recently),
+            self.scalar(&q.gateway_queue_depth),
+            self.scalar(&q.gateway_oldest_queued_age),
         )?;
-        let Some(queue_depth) = queue_depth else {
+        if queue_depth.is_none() && gateway_depth.is_none() {
             return Ok(None);
-        };
+        }
         // An empty answer is a sum over no series: nothing happened in the window.
         Ok(Some(QueueMetrics {
             age_seconds: age.unwrap_or(f64::INFINITY),
-            queue_depth,
+            queue_depth: queue_depth.unwrap_or(0.0),
             oldest_queued_age_seconds: oldest.unwrap_or(0.0),
             queue_wait_p95_seconds: p95,
             images_per_pod_second: per_pod,
             sustained_admitted_per_second: sustained.unwrap_or(0.0),
             rejected_per_second: rejected.unwrap_or(0.0),
             rejected_recently: recently.unwrap_or(0.0),
-            // Read once the gateway runs in front of the pods.
-            gateway_queue_depth: 0.0,
-            gateway_oldest_queued_age_seconds: 0.0,
+            gateway_queue_depth: gateway_depth.unwrap_or(0.0),
+            gateway_oldest_queued_age_seconds: gateway_oldest.unwrap_or(0.0),
         }))
     }
 
@@ -199,6 +210,12 @@ mod tests {
             r#"sum(rate(matte_images_processed_total{namespace="shop"}[300s])) / sum(rate(matte_inference_seconds_sum{namespace="shop"}[300s]))"#
         );
         assert!(q.sustained_admitted_per_second.ends_with("[300s:5s])"), "{}", q.sustained_admitted_per_second);
+        assert_eq!(q.gateway_queue_depth, r#"sum(matte_gateway_queue_depth{namespace="shop"})"#);
+        assert_eq!(q.gateway_oldest_queued_age, r#"max(matte_gateway_oldest_queued_age_seconds{namespace="shop"})"#);
+        assert_eq!(
+            q.sample_age,
+            r#"time() - max(timestamp(matte_queue_depth{namespace="shop"}) or timestamp(matte_gateway_queue_depth{namespace="shop"}))"#
+        );
         assert_eq!(
             q.rejected_recently,
             r#"sum(rate(matte_requests_total{namespace="shop",outcome="queue_full"}[10s])) * 5"#

@@ -21,7 +21,7 @@ use super::{Valid, label_selector, labels, metadata};
 
 /// The inference container's name and port (the pod contract of DESIGN.md).
 const CONTAINER_NAME: &str = "inference";
-const HTTP_PORT: i32 = paths::PORT as i32;
+pub(super) const HTTP_PORT: i32 = paths::PORT as i32;
 /// Where a downloaded or mounted model is found inside the pod.
 const MODEL_DIR: &str = "/models";
 /// The file name a downloaded model is stored under.
@@ -33,11 +33,11 @@ const MODEL_CA_FILE: &str = "ca.pem";
 /// container that restarts loads its engine instead of building it again for minutes.
 const TENSORRT_CACHE_DIR: &str = "/var/cache/matte/tensorrt";
 /// The user of the inference image, also enforced here.
-const NON_ROOT_USER: i64 = 65532;
+pub(super) const NON_ROOT_USER: i64 = 65532;
 /// Time for a terminating pod's address to leave every Service endpoint before the
 /// server stops admitting work (its drain delay), so that no client is sent to a
 /// closing pod.
-const ENDPOINT_PROPAGATION_SECONDS: i64 = 5;
+pub(super) const ENDPOINT_PROPAGATION_SECONDS: i64 = 5;
 /// Beyond the request timeout, time for a drain to finish what was admitted last:
 /// its decode, inference and encode.
 const DRAIN_MARGIN_SECONDS: i64 = 30;
@@ -148,7 +148,7 @@ fn rollout(replicas: i32) -> DeploymentStrategy {
 }
 
 /// How long the server's drain may take once it refuses new work.
-fn drain_timeout_seconds(brs: &BackgroundRemovalService) -> i64 {
+pub(super) fn drain_timeout_seconds(brs: &BackgroundRemovalService) -> i64 {
     i64::from(brs.spec.queue.request_timeout_seconds) + DRAIN_MARGIN_SECONDS
 }
 
@@ -177,7 +177,7 @@ fn whole_cores(quantity: &Quantity) -> Option<u32> {
     (cores.is_finite() && cores > 0.0 && cores <= 4096.0).then(|| cores.ceil() as u32)
 }
 
-fn mebibytes(bytes: u64) -> Quantity {
+pub(super) fn mebibytes(bytes: u64) -> Quantity {
     Quantity(format!("{}Mi", bytes.div_ceil(1024 * 1024)))
 }
 
@@ -296,7 +296,7 @@ fn model_source(brs: &BackgroundRemovalService, valid: &Valid) -> (String, Vec<V
     }
 }
 
-fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+pub(super) fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -310,7 +310,7 @@ fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe 
     }
 }
 
-fn container_security() -> SecurityContext {
+pub(super) fn container_security() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         privileged: Some(false),
@@ -322,15 +322,15 @@ fn container_security() -> SecurityContext {
     }
 }
 
-fn runtime_default_seccomp() -> SeccompProfile {
+pub(super) fn runtime_default_seccomp() -> SeccompProfile {
     SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }
 }
 
-fn empty_dir(name: &str) -> Volume {
+pub(super) fn empty_dir(name: &str) -> Volume {
     Volume { name: name.into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() }
 }
 
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+pub(super) fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(read_only), ..VolumeMount::default() }
 }
 

@@ -3,6 +3,7 @@
 //! applied as they are with server-side apply. Nothing here talks to the apiserver.
 
 mod deployment;
+mod gateway;
 mod pod_monitor;
 mod service;
 mod validate;
@@ -15,9 +16,13 @@ use kube::{Resource, ResourceExt};
 use crate::crd::BackgroundRemovalService;
 
 pub use deployment::deployment;
+pub use gateway::{
+    gateway_deployment, gateway_disruption_budget, gateway_name, gateway_role, gateway_role_binding,
+    gateway_service_account,
+};
 pub use pod_monitor::{pod_monitor, pod_monitor_resource};
-pub use service::{pod_disruption_budget, service};
-pub use validate::{Valid, validate};
+pub use service::{pod_disruption_budget, pods_service, service};
+pub use validate::{Valid, ValidGateway, validate};
 
 /// The field manager of every apply, and the `app.kubernetes.io/managed-by` label.
 pub const MANAGER: &str = "matte-operator";
@@ -29,14 +34,27 @@ pub const SERVICE_LABEL: &str = "matte.dev/service";
 pub struct Defaults {
     /// The inference image for resources that do not name one.
     pub inference_image: String,
+    /// The gateway image for resources that do not name one.
+    pub gateway_image: String,
 }
 
-/// Labels on everything made for `brs`.
+/// Labels on everything made for `brs`'s pods.
 pub fn labels(brs: &BackgroundRemovalService) -> BTreeMap<String, String> {
-    let mut labels = selector_labels(brs);
-    labels.insert("app.kubernetes.io/instance".into(), brs.name_any());
-    labels.insert("app.kubernetes.io/managed-by".into(), MANAGER.into());
-    labels
+    owned_labels(brs, selector_labels(brs))
+}
+
+/// `selector` and the labels that say whose an object is and who manages it (the
+/// operator watches its objects by the latter).
+fn owned_labels(brs: &BackgroundRemovalService, mut selector: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    selector.insert("app.kubernetes.io/instance".into(), brs.name_any());
+    selector.insert("app.kubernetes.io/managed-by".into(), MANAGER.into());
+    selector
+}
+
+/// `<name>-pods`: the headless Service of the inference pods, whose EndpointSlices the
+/// gateway follows.
+pub fn pods_service_name(brs: &BackgroundRemovalService) -> String {
+    format!("{}-pods", brs.name_any())
 }
 
 /// The labels that select `brs`'s pods; kept small because a Deployment's selector
@@ -60,10 +78,15 @@ fn label_selector(brs: &BackgroundRemovalService) -> LabelSelector {
 /// Name, namespace, labels and the controller reference through which Kubernetes
 /// deletes the object with its resource.
 fn metadata(brs: &BackgroundRemovalService) -> ObjectMeta {
+    metadata_named(brs, brs.name_any(), labels(brs))
+}
+
+/// [`metadata`] for an object of another name and labels.
+fn metadata_named(brs: &BackgroundRemovalService, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
     ObjectMeta {
-        name: Some(brs.name_any()),
+        name: Some(name),
         namespace: brs.namespace(),
-        labels: Some(labels(brs)),
+        labels: Some(labels),
         owner_references: owner_reference(brs).map(|owner| vec![owner]),
         ..ObjectMeta::default()
     }
@@ -98,7 +121,10 @@ pub(crate) mod fixtures {
     }
 
     pub fn defaults() -> Defaults {
-        Defaults { inference_image: "localhost/matte-inference:0.1.0".into() }
+        Defaults {
+            inference_image: "localhost/matte-inference:0.1.0".into(),
+            gateway_image: "localhost/matte-gateway:0.1.0".into(),
+        }
     }
 
     /// Compares `object` with the golden YAML file `name`.

@@ -6,21 +6,25 @@ use serde_json::json;
 
 use crate::crd::BackgroundRemovalService;
 
-use super::{SERVICE_LABEL, metadata, selector_labels};
+use kube::ResourceExt;
+
+use super::{SERVICE_LABEL, metadata};
 
 /// The PodMonitor's API type, for discovery and for applying it.
 pub fn pod_monitor_resource() -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk("monitoring.coreos.com", "v1", "PodMonitor"))
 }
 
-/// Scrapes every pod of `brs` each 5 s (the autoscaler reacts on the scrapes) and sets
-/// the `job` label to the resource's name, which the default PromQL selector uses.
+/// Scrapes every pod of `brs`, the inference pods and the gateway's, each 5 s (the
+/// autoscaler reacts on the scrapes) and sets the `job` label to the resource's name,
+/// which the default PromQL selector uses: the autoscaler reads the gateway's queue
+/// with the pods' queues under one selector.
 pub fn pod_monitor(brs: &BackgroundRemovalService) -> DynamicObject {
     let mut object = DynamicObject::new(&brs.metadata.name.clone().unwrap_or_default(), &pod_monitor_resource());
     object.metadata = metadata(brs);
     object.data = json!({
         "spec": {
-            "selector": {"matchLabels": selector_labels(brs)},
+            "selector": {"matchLabels": {SERVICE_LABEL: brs.name_any()}},
             "jobLabel": SERVICE_LABEL,
             "podMetricsEndpoints": [{"port": "http", "path": "/metrics", "interval": "5s"}],
         }

@@ -1,5 +1,7 @@
-//! The Service in front of the pods and the PodDisruptionBudget that keeps voluntary
-//! evictions (node drains, upgrades) from taking more than one GPU pod at a time.
+//! The Services: `<name>`, which clients call (the gateway, or the pods when it is off),
+//! and the headless `<name>-pods`, whose EndpointSlices list the pods for the gateway;
+//! and the PodDisruptionBudget that keeps voluntary evictions (node drains, upgrades)
+//! from taking more than one GPU pod at a time.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -7,24 +9,43 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::crd::BackgroundRemovalService;
 
-use super::{label_selector, metadata, selector_labels};
+use super::deployment::HTTP_PORT;
+use super::gateway::gateway_selector_labels;
+use super::{label_selector, labels, metadata, metadata_named, pods_service_name, selector_labels};
 
-/// A ClusterIP Service named after the resource, port 80 to the pods' `http` port.
+/// A ClusterIP Service named after the resource, port 80 to the `http` port of the
+/// gateway's pods, or of the inference pods when the gateway is off.
 pub fn service(brs: &BackgroundRemovalService) -> Service {
+    let selector = if brs.spec.gateway.enabled { gateway_selector_labels(brs) } else { selector_labels(brs) };
     Service {
         metadata: metadata(brs),
+        spec: Some(ServiceSpec { selector: Some(selector), ports: Some(vec![http_port(80)]), ..ServiceSpec::default() }),
+        ..Service::default()
+    }
+}
+
+/// The headless `<name>-pods`: no virtual IP, no kube-proxy; its EndpointSlices list
+/// every inference pod with its readiness, which is what the gateway routes by.
+pub fn pods_service(brs: &BackgroundRemovalService) -> Service {
+    Service {
+        metadata: metadata_named(brs, pods_service_name(brs), labels(brs)),
         spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
             selector: Some(selector_labels(brs)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: 80,
-                target_port: Some(IntOrString::String("http".into())),
-                protocol: Some("TCP".into()),
-                ..ServicePort::default()
-            }]),
+            ports: Some(vec![http_port(HTTP_PORT)]),
             ..ServiceSpec::default()
         }),
         ..Service::default()
+    }
+}
+
+fn http_port(port: i32) -> ServicePort {
+    ServicePort {
+        name: Some("http".into()),
+        port,
+        target_port: Some(IntOrString::String("http".into())),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
     }
 }
 
@@ -56,8 +77,23 @@ mod tests {
     }
 
     #[test]
+    fn clients_reach_the_gateway_and_the_gateway_the_pods() {
+        let mut brs = resource("minimal.yaml");
+        assert_golden("minimal.pods-service.yaml", &pods_service(&brs));
+        let front = service(&brs).spec.and_then(|s| s.selector).expect("a selector");
+        assert_eq!(front.get("app.kubernetes.io/name").map(String::as_str), Some("matte-gateway"));
+        let pods = pods_service(&brs).spec.expect("a spec");
+        assert_eq!(pods.cluster_ip.as_deref(), Some("None"), "headless: the gateway routes, not kube-proxy");
+        assert_eq!(pods.selector, Some(selector_labels(&brs)));
+        brs.spec.gateway.enabled = false;
+        let direct = service(&brs).spec.and_then(|s| s.selector);
+        assert_eq!(direct, Some(selector_labels(&brs)), "without the gateway clients reach the pods");
+    }
+
+    #[test]
     fn both_select_exactly_the_resources_pods_and_are_owned_by_it() {
-        let brs = resource("minimal.yaml");
+        let mut brs = resource("minimal.yaml");
+        brs.spec.gateway.enabled = false;
         let service = service(&brs);
         let budget = pod_disruption_budget(&brs);
         let selected = service.spec.and_then(|s| s.selector).expect("a selector");

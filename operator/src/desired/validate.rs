@@ -1,16 +1,34 @@
 //! What the schema and its CEL rules cannot check, checked before anything is built: an
 //! invalid spec becomes a `Degraded` condition and a Warning Event, not a retry loop.
 
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use matte_common::memory::DEFAULT_MAX_BODY_BYTES;
+
 use crate::crd::BackgroundRemovalService;
 
 use super::Defaults;
+use super::gateway::DEFAULT_MEMORY_BYTES;
 
 /// A spec that passed, with what validation resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Valid {
     /// The inference image: the spec's, or the operator's default.
     pub image: String,
+    /// The gateway, unless `spec.gateway.enabled` is false.
+    pub gateway: Option<ValidGateway>,
 }
+
+/// What validation resolved of `spec.gateway`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidGateway {
+    /// The spec's, or the operator's default.
+    pub image: String,
+    /// The memory limit of a gateway pod, in bytes.
+    pub memory_bytes: u64,
+}
+
+/// A gateway pod's memory must hold, in its buffered half, two of the largest requests.
+const MIN_GATEWAY_MEMORY_BYTES: u64 = 4 * DEFAULT_MAX_BODY_BYTES;
 
 /// Every problem with `brs`'s spec, each naming its field, or what it resolved.
 pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<Valid, Vec<String>> {
@@ -57,7 +75,55 @@ pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<V
         ));
     }
 
-    if problems.is_empty() { Ok(Valid { image }) } else { Err(problems) }
+    let gateway = spec.gateway.enabled.then(|| {
+        let image = spec.gateway.image.clone().unwrap_or_else(|| defaults.gateway_image.clone());
+        if image.trim().is_empty() {
+            problems.push("spec.gateway.image is not set and the operator has no default gateway image".to_owned());
+        }
+        let memory_bytes = match &spec.gateway.memory {
+            None => DEFAULT_MEMORY_BYTES,
+            Some(quantity) => match bytes(quantity) {
+                Some(bytes) if bytes >= MIN_GATEWAY_MEMORY_BYTES => bytes,
+                Some(_) => {
+                    problems.push(format!(
+                        "spec.gateway.memory {:?} is too small: a gateway pod needs at least {} MiB",
+                        quantity.0,
+                        MIN_GATEWAY_MEMORY_BYTES >> 20
+                    ));
+                    0
+                }
+                None => {
+                    problems.push(format!("spec.gateway.memory {:?} is not a quantity of bytes such as 1Gi", quantity.0));
+                    0
+                }
+            },
+        };
+        ValidGateway { image, memory_bytes }
+    });
+
+    if problems.is_empty() { Ok(Valid { image, gateway }) } else { Err(problems) }
+}
+
+/// Bytes of a memory quantity (`1Gi`, `512Mi`, `1G`, `1e9`, `1048576`); `None` for any
+/// other form, or one past the u64 range.
+fn bytes(quantity: &Quantity) -> Option<u64> {
+    let text = quantity.0.trim();
+    let split = text.find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E').unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let value = number.parse::<f64>().ok()? * factor;
+    (value.is_finite() && value >= 0.0 && value < u64::MAX as f64).then_some(value as u64)
 }
 
 #[cfg(test)]
@@ -88,6 +154,33 @@ mod tests {
         let problems = validate(&brs, &defaults).expect_err("invalid");
         let fields: Vec<&str> = problems.iter().map(|p| p.split(' ').next().unwrap_or_default()).collect();
         assert_eq!(fields, ["spec.image", "spec.gpu.resourceName", "spec.model.std", "spec.autoscaling.minReplicas"]);
+    }
+
+    #[test]
+    fn the_gateway_takes_the_default_image_and_a_memory_it_can_work_in() {
+        let valid = validate(&resource("minimal.yaml"), &defaults()).expect("valid");
+        let gateway = valid.gateway.expect("on by default");
+        assert_eq!((gateway.image.as_str(), gateway.memory_bytes), (defaults().gateway_image.as_str(), 1 << 30));
+        let mut brs = resource("minimal.yaml");
+        brs.spec.gateway.enabled = false;
+        assert_eq!(validate(&brs, &defaults()).expect("valid").gateway, None);
+
+        for (memory, problem) in [("64Mi", "too small"), ("lots", "not a quantity"), ("1Qi", "not a quantity")] {
+            let mut brs = resource("minimal.yaml");
+            brs.spec.gateway.memory = Some(Quantity(memory.into()));
+            let problems = validate(&brs, &defaults()).expect_err(memory);
+            assert!(problems[0].starts_with("spec.gateway.memory") && problems[0].contains(problem), "{problems:?}");
+        }
+    }
+
+    #[test]
+    fn memory_quantities_read_as_kubernetes_reads_them() {
+        for (text, expected) in [("1Gi", 1u64 << 30), ("512Mi", 512 << 20), ("1G", 1_000_000_000), ("1.5Gi", 3 << 29), ("2e9", 2_000_000_000), ("4096", 4096)] {
+            assert_eq!(bytes(&Quantity(text.into())), Some(expected), "{text}");
+        }
+        for text in ["", "Gi", "1Gb", "-1Gi", "1e400"] {
+            assert_eq!(bytes(&Quantity(text.into())), None, "{text}");
+        }
     }
 
     #[test]
