@@ -1,10 +1,11 @@
 //! The autoscaler's metrics source against a real Prometheus (Debian's package)
 //! scraping a real inference pod (`matte-inference` on the CPU, the real model): the
 //! queue latency the operator reads matches what the pod recorded, and a burst of
-//! requests produces a scale-up decision.
+//! requests produces a scale-up decision; and scraping a real `matte-gateway` with no
+//! pod behind it: the requests it holds are what wakes a service scaled to zero.
 //!
-//! Needs `scripts/setup.sh` (model, runtime, prometheus) and the `matte-inference`
-//! binary, which `cargo test --workspace` builds.
+//! Needs `scripts/setup.sh` (model, runtime, prometheus) and the `matte-inference` and
+//! `matte-gateway` binaries, which `cargo test --workspace` builds.
 
 mod support;
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use matte_operator::autoscaler::policy::stats::histogram_quantile;
 use matte_operator::autoscaler::policy::{Observation, PolicySpec, Reason, decide};
 use matte_operator::autoscaler::prometheus::{PrometheusSource, Windows, http_client};
-use support::{free_port, setup_path, start_prometheus, wait_for};
+use support::{Process, free_port, setup_path, start_prometheus, wait_for, workspace_binary};
 
 /// Counts of the pod's own `matte_queue_wait_seconds` buckets: (upper bound, cumulative).
 fn pod_queue_wait_buckets(pod: &str) -> Vec<(f64, f64)> {
@@ -130,6 +131,87 @@ async fn prometheus_reports_what_the_pod_recorded_and_a_burst_scales_up() {
             Instant::now() < settled_by,
             "Prometheus reads a p95 queue wait of {read_p95:.3} s, the pod recorded {recorded_p95:.3} s"
         );
+    }
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_holding_requests_with_no_pod_is_seen_and_wakes_the_service() {
+    let gateway_port = free_port();
+    let gateway = format!("http://127.0.0.1:{gateway_port}");
+    // No pod at all: the gateway holds each request for its budget.
+    let _gateway = Process(
+        std::process::Command::new(workspace_binary("matte-gateway"))
+            .args(["--listen", &format!("127.0.0.1:{gateway_port}"), "--max-wait-seconds", "120"])
+            .args(["--log-format", "text"])
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("matte-gateway starts"),
+    );
+    let data = std::env::temp_dir().join(format!("matte-prometheus-gateway-{}", std::process::id()));
+    let prometheus_port = free_port();
+    let prometheus_url = format!("http://127.0.0.1:{prometheus_port}");
+    let _prometheus = start_prometheus(&data, prometheus_port, 1, &[gateway_port]);
+    let (gateway_ready, prometheus_ready) = (format!("{gateway}/readyz"), format!("{prometheus_url}/-/ready"));
+    tokio::task::spawn_blocking(move || {
+        wait_for(&gateway_ready, Duration::from_secs(60));
+        wait_for(&prometheus_ready, Duration::from_secs(60));
+    })
+    .await
+    .unwrap();
+
+    let windows = Windows::for_scrape_interval(Duration::from_secs(1));
+    let source = PrometheusSource::new(http_client().unwrap(), &prometheus_url, r#"job="matte""#, &windows);
+    // The gateway's series alone make an observation: no pod series exists.
+    let scraped_by = Instant::now() + Duration::from_secs(60);
+    let idle = loop {
+        if let Some(queue) = source.queue_metrics().await.unwrap() {
+            break queue;
+        }
+        assert!(Instant::now() < scraped_by, "Prometheus never scraped the gateway");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!((idle.queue_depth, idle.gateway_queue_depth), (0.0, 0.0));
+    assert!(idle.age_seconds < 10.0, "fresh samples from the gateway: {}", idle.age_seconds);
+
+    let client = reqwest::Client::new();
+    let held: Vec<_> = (0..5)
+        .map(|_| {
+            let request = client
+                .post(format!("{gateway}/v1/remove"))
+                .header("content-type", "image/png")
+                .body(vec![0u8; 1024]);
+            tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+
+    let mut spec = PolicySpec::new(0, 4, 30.0);
+    spec.min_useful_work_seconds = 1.0;
+    let seen_by = Instant::now() + Duration::from_secs(60);
+    let queue = loop {
+        let queue = source.queue_metrics().await.unwrap().expect("the gateway's series");
+        if queue.gateway_queue_depth == 5.0 && queue.gateway_oldest_queued_age_seconds > 1.0 {
+            break queue;
+        }
+        assert!(Instant::now() < seen_by, "Prometheus never showed the gateway's queue: {queue:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(queue.queue_depth, 0.0, "no pod, no pod queue");
+    let observation = Observation {
+        now_seconds: 0.0,
+        replicas: 0,
+        ready_pods: 0,
+        starting_pod_ages_seconds: vec![],
+        unschedulable_pods: 0,
+        measured_startup_seconds: None,
+        queue: Some(queue),
+    };
+    let decision = decide(&spec, &observation, &Default::default());
+    assert_eq!(decision.reason, Reason::ScaleUp, "{}", decision.message);
+    assert!(decision.replicas >= 1, "{}", decision.message);
+
+    for request in held {
+        request.abort();
     }
     std::fs::remove_dir_all(&data).unwrap();
 }

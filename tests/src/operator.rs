@@ -33,6 +33,19 @@ pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
     binary
 }
 
+/// GET `path` from `address` (`HOST:PORT`) over plain HTTP/1.0: the status code and
+/// body, or `None` when nothing answers within 5 s.
+pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(address).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    Some((code, body))
+}
+
 /// A kubeconfig that authenticates as `namespace/service_account` with a fresh token.
 pub fn service_account_kubeconfig(cluster: &Cluster, namespace: &str, service_account: &str) -> PathBuf {
     let token = cluster.kubectl_ok(&["create", "token", service_account, "-n", namespace, "--duration=2h"]);
@@ -87,14 +100,7 @@ impl Operator {
 
     /// GET `path` of the operator's HTTP endpoints: the status code and body.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut stream = TcpStream::connect(&self.address).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.address).ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let code = response.split(' ').nth(1)?.parse().ok()?;
-        let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-        Some((code, body))
+        http_get(&self.address, path)
     }
 
     /// `127.0.0.1:<port>`, where its HTTP endpoints answer.

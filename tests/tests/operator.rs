@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use matte_e2e::operator::{Operator, service_account_kubeconfig};
+use matte_e2e::operator::{Operator, http_get, service_account_kubeconfig, workspace_binary};
 use matte_e2e::{Cluster, condition, repo_root, wait_for};
 use serde_json::Value;
 
@@ -303,6 +303,74 @@ fn the_operator_reconciles_with_the_charts_rbac() {
         let output = cluster.kubectl(&["get", kind, RELEASE, "-n", NAMESPACE]);
         assert!(!output.status.success(), "{kind} {RELEASE} is still there after helm uninstall");
     }
+}
+
+/// A `matte-gateway` process, killed on drop.
+struct GatewayProcess {
+    child: std::process::Child,
+    address: String,
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl GatewayProcess {
+    /// `matte_gateway_endpoints{state}` from its /metrics.
+    fn endpoints(&self, state: &str) -> Option<f64> {
+        let (_, body) = http_get(&self.address, "/metrics")?;
+        let series = format!(r#"matte_gateway_endpoints{{state="{state}"}} "#);
+        body.lines().find_map(|line| line.strip_prefix(&series)?.trim().parse().ok())
+    }
+}
+
+/// The gateway as the operator's Deployment runs it (its flags, its ServiceAccount's
+/// token and Role), here as a process: its endpoints follow the pods the operator
+/// scales. kwok's pod addresses are fake, so nothing is sent to them: the gateway's
+/// metrics tell what it discovered.
+#[test]
+fn the_gateway_follows_the_operators_pods_with_its_own_rights() {
+    let cluster = cluster(3);
+    install_chart(&cluster, &[]);
+    cluster.kubectl_ok(&["create", "namespace", "shop"]);
+    let _operator = start_operator(&cluster, "operator-a", &[]);
+    cluster.apply_yaml_ok(&resource("portraits", 2, "nvidia.com/gpu"));
+    wait_condition(&cluster, "portraits", "Ready", "True");
+
+    let deployment = get(&cluster, "deployment", "portraits-gateway").expect("the gateway's Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let mut args: Vec<String> = serde_json::from_value(container["args"].clone()).expect("the gateway's flags");
+    let port = free_port();
+    for arg in args.iter_mut().filter(|arg| arg.starts_with("--listen=")) {
+        *arg = format!("--listen=127.0.0.1:{port}");
+    }
+    let kubeconfig = service_account_kubeconfig(&cluster, "shop", "portraits-gateway");
+    let gateway = GatewayProcess {
+        child: std::process::Command::new(workspace_binary("matte-gateway", "matte-gateway"))
+            .args(&args)
+            .args(["--log-format", "text"])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("POD_NAMESPACE", "shop")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start matte-gateway"),
+        address: format!("127.0.0.1:{port}"),
+    };
+    let follows = |replicas: i64| {
+        cluster.kubectl_ok(&["scale", "brs/portraits", "-n", "shop", &format!("--replicas={replicas}")]);
+        wait_for(&format!("the gateway to see {replicas} ready pods"), WAIT, || {
+            match (gateway.endpoints("ready"), gateway.endpoints("unready")) {
+                (Some(ready), Some(unready)) if ready == replicas as f64 && unready == 0.0 => Ok(()),
+                other => Err(other),
+            }
+        });
+    };
+    follows(2);
+    follows(3);
+    follows(1);
 }
 
 #[test]

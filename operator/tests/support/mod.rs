@@ -34,9 +34,15 @@ pub fn setup_path(variable: &str) -> PathBuf {
 
 /// `target/<profile>/matte-inference`, next to this test's own `deps/` folder.
 pub fn inference_binary() -> PathBuf {
+    workspace_binary("matte-inference")
+}
+
+/// `target/<profile>/<name>`, a binary of the workspace that `cargo test --workspace`
+/// builds, next to this test's own `deps/` folder.
+pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let binary = exe.parent().and_then(|deps| deps.parent()).unwrap().join("matte-inference");
-    assert!(binary.exists(), "{} is missing: build it with `cargo build -p matte-inference`", binary.display());
+    let binary = exe.parent().and_then(|deps| deps.parent()).unwrap().join(name);
+    assert!(binary.exists(), "{} is missing: build it with `cargo build -p {name}`", binary.display());
     binary
 }
 
