@@ -148,6 +148,7 @@ pub mod flags {
     pub const CUDA_TF32: &str = "cuda-tf32";
     pub const TENSORRT_FP16: &str = "tensorrt-fp16";
     pub const TENSORRT_CACHE_DIR: &str = "tensorrt-cache-dir";
+    pub const IO_BINDING: &str = "io-binding";
 }
 
 /// What bounds an inference pod's memory, as a function of its flags. The server's

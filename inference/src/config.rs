@@ -51,6 +51,12 @@ pub struct Config {
     #[arg(long = flags::TENSORRT_CACHE_DIR, env = "MATTE_TENSORRT_CACHE_DIR")]
     pub tensorrt_cache_dir: Option<PathBuf>,
 
+    /// Runs of one image through an IoBinding: the input and the mask in memory
+    /// allocated once (page-locked on a GPU, so each copy is one DMA) instead of
+    /// per-run buffers.
+    #[arg(long = flags::IO_BINDING, env = "MATTE_IO_BINDING", default_value_t = false, action = clap::ArgAction::Set)]
+    pub io_binding: bool,
+
     /// ONNX Runtime intra-op threads (0: one per available core).
     #[arg(long = flags::INTRA_THREADS, env = "MATTE_INTRA_THREADS", default_value_t = 0)]
     pub intra_threads: usize,

@@ -5,9 +5,12 @@
 //! batch runs at a time and the device never sees two sessions competing.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
+use ort::environment::Environment;
 use ort::ep;
-use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{HasSelectedOutputs, IoBinding, OutputSelector, RunOptions, Session};
 use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
 
 use crate::Error;
@@ -29,6 +32,9 @@ pub struct ModelOptions {
     pub std: [f32; 3],
     pub mask_output: Option<String>,
     pub max_batch_size: usize,
+    /// Runs of one image go through an [`IoBinding`] to memory allocated once
+    /// (`--io-binding`).
+    pub io_binding: bool,
 }
 
 /// How the GPU providers are set up (`--cudnn-conv-algo-search`, `--cuda-tf32`,
@@ -54,6 +60,7 @@ pub struct Model {
     session: Session,
     run_options: RunOptions<HasSelectedOutputs>,
     shape: ModelShape,
+    bound: Option<Bound>,
     /// A short name for metrics and logs: the model file's stem.
     pub name: String,
 }
@@ -68,11 +75,7 @@ pub struct Mask {
 
 impl Model {
     pub fn load(options: &ModelOptions) -> Result<Model, Error> {
-        let environment = ort::init_from(&options.runtime_library)
-            .map_err(|e| Error::RuntimeLibrary { path: options.runtime_library.clone(), reason: e.to_string() })?
-            .with_name("matte")
-            .build()
-            .map_err(|e| Error::RuntimeLibrary { path: options.runtime_library.clone(), reason: e.to_string() })?;
+        let environment = environment(&options.runtime_library)?;
 
         let load_error = |e: ort::Error| Error::ModelLoad { path: options.model.clone(), reason: e.to_string() };
         let mut builder = Session::builder(&environment)
@@ -92,7 +95,8 @@ impl Model {
         let run_options = RunOptions::new()
             .map_err(load_error)?
             .with_outputs(OutputSelector::no_default().with(shape.mask_output.clone()));
-        Ok(Model { session, run_options, shape, name: model_name(&options.model) })
+        let bound = if options.io_binding { Some(Bound::new(&session, &shape, options).map_err(load_error)?) } else { None };
+        Ok(Model { session, run_options, shape, bound, name: model_name(&options.model) })
     }
 
     pub fn shape(&self) -> &ModelShape {
@@ -105,6 +109,12 @@ impl Model {
         let preprocess = self.shape.preprocess;
         let dims = [inputs.len(), 3, preprocess.height as usize, preprocess.width as usize];
         let error = |e: ort::Error| Error::Inference(e.to_string());
+        if let ([single], Some(bound)) = (inputs, self.bound.as_mut()) {
+            bound.write_input(single).map_err(error)?;
+            let outputs = self.session.run_binding(&bound.binding).map_err(error)?;
+            let (shape, values) = outputs[self.shape.mask_output.as_str()].try_extract_tensor::<f32>().map_err(error)?;
+            return split_masks(shape, values, 1).map_err(Error::Inference);
+        }
         let outputs = if let [single] = inputs {
             let tensor = TensorRef::from_array_view((dims, *single)).map_err(error)?;
             self.session.run_with_options(ort::inputs![tensor], &self.run_options).map_err(error)?
@@ -116,6 +126,94 @@ impl Model {
         let (shape, values) = output.try_extract_tensor::<f32>().map_err(error)?;
         split_masks(shape, values, inputs.len()).map_err(Error::Inference)
     }
+}
+
+/// The process's ONNX Runtime environment, made by the first load: the runtime allows
+/// one per process, and a benchmark or test may load several models.
+fn environment(library: &Path) -> Result<Environment, Error> {
+    static ENVIRONMENT: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
+    let failed = |reason: String| Error::RuntimeLibrary { path: library.to_owned(), reason };
+    let mut loaded = ENVIRONMENT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    match loaded.as_ref() {
+        Some((path, environment)) if path == library => Ok(environment.clone()),
+        Some((path, _)) => Err(failed(format!("ONNX Runtime is already loaded from {}", path.display()))),
+        None => {
+            let environment = ort::init_from(library)
+                .map_err(|e| failed(e.to_string()))?
+                .with_name("matte")
+                .build()
+                .map_err(|e| failed(e.to_string()))?;
+            *loaded = Some((library.to_owned(), environment.clone()));
+            Ok(environment)
+        }
+    }
+}
+
+/// One image's input and its mask in memory allocated once, where a GPU provider
+/// copies from and to without staging: page-locked host memory (`CudaPinned`) for
+/// `cuda` and `tensorrt`, so each copy is one DMA, plain memory on the CPU. The output
+/// is bound once, to a tensor of the mask's shape when the model states it, otherwise to
+/// a buffer ONNX Runtime allocates at the first run and reuses.
+struct Bound {
+    binding: IoBinding,
+    input_name: String,
+    input: Tensor<f32>,
+}
+
+impl Bound {
+    fn new(session: &Session, shape: &ModelShape, options: &ModelOptions) -> ort::Result<Bound> {
+        let pinned = |memory_type| {
+            MemoryInfo::new(AllocationDevice::CUDA_PINNED, options.device_id, AllocatorType::Device, memory_type)
+        };
+        let (input_allocator, output_memory) = match options.provider {
+            Provider::Cpu => (Allocator::default(), MemoryInfo::default()),
+            Provider::Cuda | Provider::Tensorrt => {
+                (Allocator::new(session, pinned(MemoryType::CPUInput)?)?, pinned(MemoryType::CPUOutput)?)
+            }
+        };
+        let preprocess = shape.preprocess;
+        let input_name = session.inputs()[0].name().to_owned();
+        let input = Tensor::<f32>::new(&input_allocator, [1, 3, preprocess.height as usize, preprocess.width as usize])?;
+        let mut binding = session.create_binding()?;
+        let stated = session.outputs().iter().find(|output| output.name() == shape.mask_output).and_then(|output| {
+            match output.dtype() {
+                ValueType::Tensor { shape, .. } => one_image_shape(shape),
+                _ => None,
+            }
+        });
+        match stated {
+            Some(dims) => {
+                let output_allocator = match options.provider {
+                    Provider::Cpu => Allocator::default(),
+                    Provider::Cuda | Provider::Tensorrt => Allocator::new(session, output_memory)?,
+                };
+                binding.bind_output(shape.mask_output.clone(), Tensor::<f32>::new(&output_allocator, dims)?)?;
+            }
+            None => binding.bind_output_to_device(shape.mask_output.clone(), &output_memory)?,
+        }
+        Ok(Bound { binding, input_name, input })
+    }
+
+    /// Copies one image's input into the bound tensor and binds it for the next run
+    /// (the same memory each time: on a GPU, the same source of the same copy).
+    fn write_input(&mut self, values: &[f32]) -> ort::Result<()> {
+        let (_, target) = self.input.extract_tensor_mut();
+        if target.len() != values.len() {
+            return Err(ort::Error::new(format!("input of {} values, the model takes {}", values.len(), target.len())));
+        }
+        target.copy_from_slice(values);
+        self.binding.bind_input(self.input_name.clone(), &self.input)
+    }
+}
+
+/// The shape of one image's output, from the model's stated shape: a dynamic batch
+/// is one image; `None` when any other dimension is dynamic.
+fn one_image_shape(stated: &[i64]) -> Option<Vec<usize>> {
+    let (batch, rest) = stated.split_first()?;
+    if *batch > 1 || rest.is_empty() || rest.iter().any(|&dim| dim <= 0) {
+        return None;
+    }
+    Some(std::iter::once(1).chain(rest.iter().map(|&dim| dim as usize)).collect())
 }
 
 /// The providers to register, in order of preference: TensorRT falls back on CUDA for
@@ -219,6 +317,15 @@ mod tests {
         assert!(split_masks(&[2, 3, 2, 2], &values, 2).is_err(), "three channels is not a mask");
         assert!(split_masks(&[1, 1, 2, 2], &values, 2).is_err(), "batch mismatch");
         assert_eq!(split_masks(&[1, 2, 4], &values, 1).unwrap()[0].width, 4);
+    }
+
+    #[test]
+    fn a_bound_output_has_the_shape_of_one_image() {
+        assert_eq!(one_image_shape(&[1, 1, 1024, 1024]), Some(vec![1, 1, 1024, 1024]));
+        assert_eq!(one_image_shape(&[-1, 1, 320, 320]), Some(vec![1, 1, 320, 320]));
+        assert_eq!(one_image_shape(&[-1, 1, -1, -1]), None, "a dynamic side is not known until the run");
+        assert_eq!(one_image_shape(&[4, 1, 320, 320]), None, "a fixed batch of four is not one image");
+        assert_eq!(one_image_shape(&[]), None);
     }
 
     #[test]

@@ -164,6 +164,7 @@ pub fn model_options(config: &Config, runtime_library: PathBuf) -> ModelOptions 
         std: config.std,
         mask_output: config.mask_output.clone(),
         max_batch_size: config.max_batch_size as usize,
+        io_binding: config.io_binding,
     }
 }
 

@@ -1,0 +1,62 @@
+//! `--io-binding`: runs of one image through an IoBinding to memory allocated once give
+//! the masks of plain runs, image after image (the bound input is rewritten each run,
+//! never stale), on the generated tiny model and on the real ISNet. On the CPU provider
+//! here; on a GPU the same path uses page-locked memory (`bench/gpu.sh` measures it).
+
+mod support;
+
+use std::path::Path;
+
+use clap::Parser;
+use matte_inference::config::Config;
+use matte_inference::model::{Mask, Model};
+use matte_inference::server::model_options;
+use support::{TinyModel, setup_path};
+
+fn load(model: &Path, io_binding: bool) -> Model {
+    let binding = io_binding.to_string();
+    let model = model.to_str().expect("a UTF-8 path");
+    let args = ["matte-inference", "--model", model, "--provider", "cpu", "--intra-threads", "1", "--io-binding", &binding];
+    Model::load(&model_options(&Config::parse_from(args), setup_path("ORT_DYLIB_PATH"))).expect("the model loads")
+}
+
+/// An input whose every value depends on `seed`, as unlike the previous one as it gets.
+fn input(model: &Model, seed: u32) -> Vec<f32> {
+    let preprocess = model.shape().preprocess;
+    let values = 3 * preprocess.width as usize * preprocess.height as usize;
+    (0..values).map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed * 977) % 1000) as f32 / 500.0 - 1.0).collect()
+}
+
+fn run(model: &mut Model, input: &[f32]) -> Mask {
+    model.run(&[input]).expect("the run succeeds").remove(0)
+}
+
+#[test]
+fn bound_runs_give_the_masks_of_plain_runs_image_after_image() {
+    let tiny = TinyModel::generate();
+    let (mut plain, mut bound) = (load(&tiny.path, false), load(&tiny.path, true));
+    let mut previous: Option<Vec<f32>> = None;
+    for seed in 0..3 {
+        let input = input(&plain, seed);
+        let (expected, actual) = (run(&mut plain, &input), run(&mut bound, &input));
+        assert_eq!((actual.width, actual.height), (expected.width, expected.height));
+        assert_eq!(actual.values, expected.values, "image {seed}");
+        // mask = sigmoid(mean over RGB): the bound run saw this image, not the last one.
+        let side = 32 * 32;
+        let mean = (input[0] + input[side] + input[2 * side]) / 3.0;
+        assert!((actual.values[0] - 1.0 / (1.0 + (-mean).exp())).abs() < 1e-6, "image {seed}");
+        assert_ne!(previous.as_ref(), Some(&actual.values), "a new image, a new mask");
+        previous = Some(actual.values);
+    }
+}
+
+#[test]
+fn the_real_model_gives_the_same_mask_bound_or_not() {
+    let model = setup_path("MATTE_MODEL");
+    let (mut plain, mut bound) = (load(&model, false), load(&model, true));
+    let input = input(&plain, 7);
+    let (expected, actual) = (run(&mut plain, &input), run(&mut bound, &input));
+    assert_eq!((actual.width, actual.height), (expected.width, expected.height));
+    let worst = actual.values.iter().zip(&expected.values).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(worst < 1e-5, "largest difference {worst}");
+}
