@@ -11,7 +11,8 @@
 # (the model as shipped: an fp16 conversion with float32 inputs and outputs) and TensorRT
 # fp16 (from the float32 build; engines and timing cache in KIT/tensorrt-cache, so a
 # second run loads them), and CUDA fp16 again with --io-binding (input and mask in
-# page-locked memory allocated once), it prints: a bare session.run loop's
+# page-locked memory allocated once) and with --cuda-graph (captured once, replayed), it
+# prints: a bare session.run loop's
 # images/s (inference/examples/raw_session.rs, the server's own session set-up), the
 # pod's images/s and latency through HTTP at concurrency 16 and 64 on 12 MP JPEGs
 # returned as ≤ 2048 px PNG cut-outs, pod ÷ raw, and the GPU's mean utilization
@@ -66,9 +67,10 @@ run() {
     export ORT_DYLIB_PATH
     ORT_DYLIB_PATH=$(ls "$kit"/lib/libonnxruntime.so.* | head -1)
     export LD_LIBRARY_PATH="$kit/lib:${LD_LIBRARY_PATH:-}"
-    # name, provider, model, --io-binding
+    # name, provider, model, --io-binding (or `graph` for --cuda-graph)
     variants=("cuda-fp32 cuda isnet-fp32.onnx false" "cuda-fp16 cuda isnet-fp16.onnx false"
-      "cuda-fp16-bound cuda isnet-fp16.onnx true" "tensorrt-fp16 tensorrt isnet-fp32.onnx false")
+      "cuda-fp16-bound cuda isnet-fp16.onnx true" "cuda-fp16-graph cuda isnet-fp16.onnx graph"
+      "tensorrt-fp16 tensorrt isnet-fp32.onnx false")
     concurrencies=(16 64)
     raw_runs=100
     requests_per_client=4
@@ -77,14 +79,17 @@ run() {
   local gpu_flags=(--tensorrt-cache-dir "$kit/tensorrt-cache")
   mkdir -p "$kit/tensorrt-cache"
   for variant in "${variants[@]}"; do
-    read -r name provider model io_binding <<<"$variant"
+    read -r name provider model binding <<<"$variant"
+    # `graph`: CUDA graphs, which bind the input and mask themselves.
+    local io_binding=$binding cuda_graph=false
+    if [[ $binding == graph ]]; then io_binding=false cuda_graph=true; fi
     echo "== $name: raw session.run" >&2
     "$kit/bin/raw_session" --runs "$raw_runs" --model "$kit/models/$model" --provider "$provider" \
-      --intra-threads "$threads" --io-binding "$io_binding" "${gpu_flags[@]}" >"$results/$name-raw.json"
+      --intra-threads "$threads" --io-binding "$io_binding" --cuda-graph "$cuda_graph" "${gpu_flags[@]}" >"$results/$name-raw.json"
     port=$(free_port)
     "$kit/bin/matte-inference" --model "$kit/models/$model" --provider "$provider" --intra-threads "$threads" \
       --cpu-workers "$threads" --listen "127.0.0.1:$port" --queue-capacity 256 --max-dimension 2048 \
-      --io-binding "$io_binding" --log-format text "${gpu_flags[@]}" 2>"$results/$name-server.log" &
+      --io-binding "$io_binding" --cuda-graph "$cuda_graph" --log-format text "${gpu_flags[@]}" 2>"$results/$name-server.log" &
     server=$!
     trap 'kill -TERM $server 2>/dev/null || true' EXIT
     wait_ready "http://127.0.0.1:$port/readyz" $server

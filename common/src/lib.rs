@@ -149,6 +149,7 @@ pub mod flags {
     pub const TENSORRT_FP16: &str = "tensorrt-fp16";
     pub const TENSORRT_CACHE_DIR: &str = "tensorrt-cache-dir";
     pub const IO_BINDING: &str = "io-binding";
+    pub const CUDA_GRAPH: &str = "cuda-graph";
 }
 
 /// What bounds an inference pod's memory, as a function of its flags. The server's

@@ -57,6 +57,12 @@ pub struct Config {
     #[arg(long = flags::IO_BINDING, env = "MATTE_IO_BINDING", default_value_t = false, action = clap::ArgAction::Set)]
     pub io_binding: bool,
 
+    /// CUDA graphs (`cuda` only; implies `--io-binding`): the warm-up run is captured
+    /// and every later run replays it, without launching each kernel again. Every node
+    /// of the model must run on the CUDA provider, or the capture fails at start-up.
+    #[arg(long = flags::CUDA_GRAPH, env = "MATTE_CUDA_GRAPH", default_value_t = false, action = clap::ArgAction::Set)]
+    pub cuda_graph: bool,
+
     /// ONNX Runtime intra-op threads (0: one per available core).
     #[arg(long = flags::INTRA_THREADS, env = "MATTE_INTRA_THREADS", default_value_t = 0)]
     pub intra_threads: usize,

@@ -38,11 +38,14 @@ pub struct ModelOptions {
 }
 
 /// How the GPU providers are set up (`--cudnn-conv-algo-search`, `--cuda-tf32`,
-/// `--tensorrt-fp16`, `--tensorrt-cache-dir`); the CPU provider ignores it.
+/// `--cuda-graph`, `--tensorrt-fp16`, `--tensorrt-cache-dir`); the CPU provider ignores it.
 #[derive(Debug, Clone)]
 pub struct GpuTuning {
     pub conv_search: ConvSearch,
     pub tf32: bool,
+    /// CUDA graphs (`cuda` only, with `io_binding`): the first run is captured, later
+    /// runs replay it without launching each kernel again.
+    pub cuda_graph: bool,
     pub tensorrt_fp16: bool,
     pub tensorrt_cache_dir: Option<PathBuf>,
 }
@@ -75,6 +78,10 @@ pub struct Mask {
 
 impl Model {
     pub fn load(options: &ModelOptions) -> Result<Model, Error> {
+        if options.gpu.cuda_graph && options.provider != Provider::Cuda {
+            let reason = "CUDA graphs (--cuda-graph) are the CUDA provider's: use --provider cuda".to_owned();
+            return Err(Error::Provider { provider: options.provider.as_str(), reason });
+        }
         let environment = environment(&options.runtime_library)?;
 
         let load_error = |e: ort::Error| Error::ModelLoad { path: options.model.clone(), reason: e.to_string() };
@@ -95,7 +102,8 @@ impl Model {
         let run_options = RunOptions::new()
             .map_err(load_error)?
             .with_outputs(OutputSelector::no_default().with(shape.mask_output.clone()));
-        let bound = if options.io_binding { Some(Bound::new(&session, &shape, options).map_err(load_error)?) } else { None };
+        // A CUDA graph replays on the addresses it was captured with: it needs the binding.
+        let bound = if options.io_binding || options.gpu.cuda_graph { Some(Bound::new(&session, &shape, options).map_err(load_error)?) } else { None };
         Ok(Model { session, run_options, shape, bound, name: model_name(&options.model) })
     }
 
@@ -110,10 +118,7 @@ impl Model {
         let dims = [inputs.len(), 3, preprocess.height as usize, preprocess.width as usize];
         let error = |e: ort::Error| Error::Inference(e.to_string());
         if let ([single], Some(bound)) = (inputs, self.bound.as_mut()) {
-            bound.write_input(single).map_err(error)?;
-            let outputs = self.session.run_binding(&bound.binding).map_err(error)?;
-            let (shape, values) = outputs[self.shape.mask_output.as_str()].try_extract_tensor::<f32>().map_err(error)?;
-            return split_masks(shape, values, 1).map_err(Error::Inference);
+            return bound.run(&mut self.session, &self.shape.mask_output, single);
         }
         let outputs = if let [single] = inputs {
             let tensor = TensorRef::from_array_view((dims, *single)).map_err(error)?;
@@ -154,26 +159,35 @@ fn environment(library: &Path) -> Result<Environment, Error> {
 /// `cuda` and `tensorrt`, so each copy is one DMA, plain memory on the CPU. The output
 /// is bound once, to a tensor of the mask's shape when the model states it, otherwise to
 /// a buffer ONNX Runtime allocates at the first run and reuses.
+///
+/// With CUDA graphs (`--cuda-graph`) the graph replays on the same device addresses
+/// every run, so input and mask also live in device memory bound once, and each run
+/// copies the image in and the mask out around the replay.
 struct Bound {
     binding: IoBinding,
     input_name: String,
     input: Tensor<f32>,
+    graph: Option<GraphBuffers>,
+}
+
+/// The device side of a CUDA graph's input and output, and where the mask is copied.
+struct GraphBuffers {
+    input: Tensor<f32>,
+    output: Tensor<f32>,
+    mask: Tensor<f32>,
 }
 
 impl Bound {
     fn new(session: &Session, shape: &ModelShape, options: &ModelOptions) -> ort::Result<Bound> {
-        let pinned = |memory_type| {
-            MemoryInfo::new(AllocationDevice::CUDA_PINNED, options.device_id, AllocatorType::Device, memory_type)
-        };
-        let (input_allocator, output_memory) = match options.provider {
-            Provider::Cpu => (Allocator::default(), MemoryInfo::default()),
-            Provider::Cuda | Provider::Tensorrt => {
-                (Allocator::new(session, pinned(MemoryType::CPUInput)?)?, pinned(MemoryType::CPUOutput)?)
-            }
+        let memory = |device, memory_type| MemoryInfo::new(device, options.device_id, AllocatorType::Device, memory_type);
+        let on_gpu = !matches!(options.provider, Provider::Cpu);
+        let allocator = |memory_type| -> ort::Result<Allocator> {
+            if on_gpu { Allocator::new(session, memory(AllocationDevice::CUDA_PINNED, memory_type)?) } else { Ok(Allocator::default()) }
         };
         let preprocess = shape.preprocess;
+        let input_dims = [1, 3, preprocess.height as usize, preprocess.width as usize];
         let input_name = session.inputs()[0].name().to_owned();
-        let input = Tensor::<f32>::new(&input_allocator, [1, 3, preprocess.height as usize, preprocess.width as usize])?;
+        let input = Tensor::<f32>::new(&allocator(MemoryType::CPUInput)?, input_dims)?;
         let mut binding = session.create_binding()?;
         let stated = session.outputs().iter().find(|output| output.name() == shape.mask_output).and_then(|output| {
             match output.dtype() {
@@ -181,28 +195,65 @@ impl Bound {
                 _ => None,
             }
         });
-        match stated {
-            Some(dims) => {
-                let output_allocator = match options.provider {
-                    Provider::Cpu => Allocator::default(),
-                    Provider::Cuda | Provider::Tensorrt => Allocator::new(session, output_memory)?,
-                };
-                binding.bind_output(shape.mask_output.clone(), Tensor::<f32>::new(&output_allocator, dims)?)?;
+        let graph = if options.gpu.cuda_graph {
+            let dims = stated.ok_or_else(|| {
+                ort::Error::new("CUDA graphs need the mask's shape stated in the model: its sides are dynamic")
+            })?;
+            let device = Allocator::new(session, memory(AllocationDevice::CUDA, MemoryType::Default)?)?;
+            let buffers = GraphBuffers {
+                input: Tensor::<f32>::new(&device, input_dims)?,
+                output: Tensor::<f32>::new(&device, dims.clone())?,
+                mask: Tensor::<f32>::new(&allocator(MemoryType::CPUOutput)?, dims)?,
+            };
+            binding.bind_input(input_name.clone(), &buffers.input)?;
+            let mut buffers = buffers;
+            binding.bind_output(shape.mask_output.clone(), &mut buffers.output)?;
+            Some(buffers)
+        } else {
+            match stated {
+                Some(dims) => {
+                    let output = Tensor::<f32>::new(&allocator(MemoryType::CPUOutput)?, dims)?;
+                    binding.bind_output(shape.mask_output.clone(), output)?;
+                }
+                None => {
+                    let host = if on_gpu {
+                        memory(AllocationDevice::CUDA_PINNED, MemoryType::CPUOutput)?
+                    } else {
+                        MemoryInfo::default()
+                    };
+                    binding.bind_output_to_device(shape.mask_output.clone(), &host)?;
+                }
             }
-            None => binding.bind_output_to_device(shape.mask_output.clone(), &output_memory)?,
-        }
-        Ok(Bound { binding, input_name, input })
+            None
+        };
+        Ok(Bound { binding, input_name, input, graph })
     }
 
-    /// Copies one image's input into the bound tensor and binds it for the next run
-    /// (the same memory each time: on a GPU, the same source of the same copy).
-    fn write_input(&mut self, values: &[f32]) -> ort::Result<()> {
+    /// Runs one image: its input copied into the bound memory (the same memory each
+    /// run), then its mask.
+    fn run(&mut self, session: &mut Session, mask_output: &str, values: &[f32]) -> Result<Vec<Mask>, Error> {
+        let error = |e: ort::Error| Error::Inference(e.to_string());
         let (_, target) = self.input.extract_tensor_mut();
         if target.len() != values.len() {
-            return Err(ort::Error::new(format!("input of {} values, the model takes {}", values.len(), target.len())));
+            return Err(Error::Inference(format!("input of {} values, the model takes {}", values.len(), target.len())));
         }
         target.copy_from_slice(values);
-        self.binding.bind_input(self.input_name.clone(), &self.input)
+        match &mut self.graph {
+            Some(graph) => {
+                self.input.copy_into(&mut graph.input).map_err(error)?;
+                session.run_binding(&self.binding).map_err(error)?;
+                self.binding.synchronize_outputs().map_err(error)?;
+                graph.output.copy_into(&mut graph.mask).map_err(error)?;
+                let (shape, mask) = graph.mask.extract_tensor();
+                split_masks(shape, mask, 1).map_err(Error::Inference)
+            }
+            None => {
+                self.binding.bind_input(self.input_name.clone(), &self.input).map_err(error)?;
+                let outputs = session.run_binding(&self.binding).map_err(error)?;
+                let (shape, mask) = outputs[mask_output].try_extract_tensor::<f32>().map_err(error)?;
+                split_masks(shape, mask, 1).map_err(Error::Inference)
+            }
+        }
     }
 }
 
@@ -229,6 +280,7 @@ fn execution_providers(provider: Provider, device_id: i32, gpu: &GpuTuning) -> V
             .with_device_id(device_id)
             .with_conv_algorithm_search(search)
             .with_tf32(gpu.tf32)
+            .with_cuda_graph(gpu.cuda_graph)
             .build()
             .error_on_failure()
     };

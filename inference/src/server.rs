@@ -155,6 +155,7 @@ pub fn model_options(config: &Config, runtime_library: PathBuf) -> ModelOptions 
         gpu: GpuTuning {
             conv_search: config.cudnn_conv_algo_search,
             tf32: config.cuda_tf32,
+            cuda_graph: config.cuda_graph,
             tensorrt_fp16: config.tensorrt_fp16,
             tensorrt_cache_dir: config.tensorrt_cache_dir.clone(),
         },

@@ -60,3 +60,15 @@ fn the_real_model_gives_the_same_mask_bound_or_not() {
     let worst = actual.values.iter().zip(&expected.values).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(worst < 1e-5, "largest difference {worst}");
 }
+
+#[test]
+fn cuda_graphs_are_refused_off_the_cuda_provider() {
+    let tiny = TinyModel::generate();
+    let path = tiny.path.to_str().expect("a UTF-8 path");
+    let args = ["matte-inference", "--model", path, "--provider", "cpu", "--cuda-graph", "true"];
+    let refused = Model::load(&model_options(&Config::parse_from(args), setup_path("ORT_DYLIB_PATH")))
+        .err()
+        .expect("refused on the CPU provider")
+        .to_string();
+    assert!(refused.contains("--cuda-graph") && refused.contains("--provider cuda"), "{refused}");
+}
