@@ -81,6 +81,10 @@ pub struct Overrides {
     /// How the Service spreads requests.
     #[arg(long, value_enum)]
     pub routing: Option<Routing>,
+    /// The gateway's budget: the longest a request may wait in its queue (gateway
+    /// routing only).
+    #[arg(long, value_name = "SECONDS")]
+    pub max_wait: Option<f64>,
     /// Prometheus scrape interval.
     #[arg(long, value_name = "SECONDS")]
     pub scrape_interval: Option<f64>,
@@ -108,6 +112,7 @@ impl Overrides {
             queue_capacity: self.queue_capacity.unwrap_or(settings.queue_capacity),
             retry_after_seconds: self.retry_after.unwrap_or(settings.retry_after_seconds),
             routing: self.routing.unwrap_or(settings.routing),
+            max_wait_seconds: self.max_wait.unwrap_or(settings.max_wait_seconds),
             scrape_interval_seconds: self.scrape_interval.unwrap_or(settings.scrape_interval_seconds),
             min_replicas: self.min_replicas.unwrap_or(settings.min_replicas),
             max_replicas: self.max_replicas.unwrap_or(settings.max_replicas),
