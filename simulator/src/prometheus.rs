@@ -235,4 +235,22 @@ mod tests {
         prometheus.scrape(1000.0, 2, Gauges::default(), &Counters::default());
         assert_eq!(prometheus.targets.len(), 1);
     }
+
+    #[test]
+    fn behind_the_gateway_the_operator_reads_its_queue_and_the_anchors_its_requests() {
+        let mut prometheus = prometheus();
+        let waiting = Gauges { queue_depth: 40.0, oldest_queued_age_seconds: 12.0 };
+        prometheus.scrape_gateway(0.0, 0, waiting, 0, 0);
+        prometheus.scrape_gateway(5.0, 0, waiting, 60, 0);
+        // No pod at all: the gateway alone makes the observation.
+        let queue = prometheus.queue_metrics(6.0).expect("the gateway's series");
+        assert_eq!((queue.gateway_queue_depth, queue.gateway_oldest_queued_age_seconds), (40.0, 12.0));
+        assert_eq!((queue.queue_depth, queue.age_seconds), (0.0, 1.0));
+        // A pod's requests are those the gateway passed on: the rule reads the gateway's.
+        prometheus.scrape(5.0, 1, Gauges::default(), &Counters { admitted: 16, ..Counters::default() });
+        prometheus.evaluate(6.0);
+        let rate = prometheus.latest().expect("evaluated").requests_per_second;
+        // 60 requests in 5 s, within a 60 s window from the counter's zero on.
+        assert!((rate - 60.0 * 6.0 / 5.0 / 60.0).abs() < 1e-9, "{rate}");
+    }
 }

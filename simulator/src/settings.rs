@@ -74,6 +74,11 @@ pub struct Settings {
     /// The gateway's budget (`spec.gateway.maxWaitSeconds`): the longest a request may
     /// wait in its queue. Only with gateway routing.
     pub max_wait_seconds: f64,
+    /// How long Matte's policy assumes a refused client waits before it comes back;
+    /// `None`: the pods' `Retry-After` plus the clients' mean jitter (what the operator
+    /// gives it today). Behind the gateway clients wait the gateway's `Retry-After`, the
+    /// expected wait, which is longer than the budget.
+    pub policy_retry_after_seconds: Option<f64>,
     /// Prometheus scrape interval of the pods.
     pub scrape_interval_seconds: f64,
     /// Prometheus rule evaluation interval: what the autoscalers query is this fresh.
@@ -143,6 +148,11 @@ impl Settings {
         ];
         if let Some((name, value)) = non_negative.iter().find(|(_, value)| !(value.is_finite() && *value >= 0.0)) {
             return Err(Error::InvalidSetting(format!("the {name} must be a finite number >= 0, not {value}")));
+        }
+        if let Some(value) = self.policy_retry_after_seconds.filter(|value| !(value.is_finite() && *value > 0.0)) {
+            return Err(Error::InvalidSetting(format!(
+                "the policy's retry-after must be a positive number of seconds, not {value}"
+            )));
         }
         if self.min_replicas > self.max_replicas {
             return Err(Error::InvalidSetting(format!(

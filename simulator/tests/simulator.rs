@@ -153,10 +153,11 @@ fn the_gateway_never_sends_a_pod_more_than_its_capacity() {
     assert_eq!(run.pods[0].peak_outstanding, settings.queue_capacity, "the first pod was filled");
     assert_eq!(outcome.unanswered, 0, "{outcome:?}");
     // Least-outstanding routing without the gateway's queue fills pods to the same
-    // bound but turns the rest away from the pods.
+    // bound, but the pods turn the rest away every few seconds instead of the gateway
+    // holding 30 s of work and telling the rest when to come back.
     let balancer = Settings { routing: Routing::LeastOutstanding, ..settings };
     let (without, _) = runs(&balancer, burst_at(30.0, 300, 2.0), PolicyName::Matte);
-    assert!(without.rejections > 10 * outcome.rejections.max(1), "{without:?}\n{outcome:?}");
+    assert!(without.rejections > 4 * outcome.rejections, "{without:?}\n{outcome:?}");
 }
 
 /// 60 images within a second on two pods of 0.6 s per image: the last one's expected
@@ -223,4 +224,18 @@ fn scale_from_zero_serves_every_burst_and_idles_at_zero() {
         let at_zero = run.timeline.iter().filter(|point| point.replicas == 0).count();
         assert!(at_zero as f64 > 0.8 * run.timeline.len() as f64, "seed {seed}: {at_zero} of {}", run.timeline.len());
     }
+}
+
+/// The same question behind the gateway: 11 warm pods answer all 100 within 10 s on
+/// every one of twelve seeds (10 on most), 9 cannot.
+#[test]
+fn a_hundred_images_in_ten_seconds_behind_the_gateway() {
+    let base = behind_gateway(Scenario::HundredInTen.settings());
+    let attainment = |replicas, seed| {
+        let settings = Settings { static_replicas: replicas, ..base.clone() };
+        let arrivals = Scenario::HundredInTen.arrivals(&settings, seed);
+        outcome(&run(&settings, arrivals, &[PolicyName::Static], seed), PolicyName::Static).slo_attainment
+    };
+    assert!((1..=12).all(|seed| attainment(11, seed) == 1.0));
+    assert!(attainment(9, 1) < 0.95);
 }
