@@ -93,6 +93,12 @@ pub mod gateway_metrics {
 
     /// Label of [`REQUESTS_TOTAL`].
     pub const OUTCOME_LABEL: &str = "outcome";
+    /// The outcomes of [`REQUESTS_TOTAL`] that send a client away to come back after
+    /// `Retry-After`: 429 (its expected wait is over its budget) and 503 (the budget ran
+    /// out in the queue). The autoscaler counts them as clients waiting outside; the
+    /// gateway exports them from the start, at 0, so that the first refusals of a
+    /// burst show in a rate.
+    pub const REFUSED_OUTCOMES: [&str; 2] = ["queue_full", "no_capacity"];
     /// Label of [`ENDPOINTS`].
     pub const STATE_LABEL: &str = "state";
     /// Label of [`UPSTREAM_RETRIES_TOTAL`].

@@ -93,6 +93,11 @@ impl Default for Metrics {
         for state in EndpointState::ALL {
             metrics.endpoints.with_label_values(&[state.label()]).set(0);
         }
+        // The refusals too: a counter that first appears at 200 has no rate in its first
+        // window, and the autoscaler would miss the very refusals that say a burst began.
+        for outcome in names::REFUSED_OUTCOMES {
+            metrics.requests.with_label_values(&[outcome]).reset();
+        }
         metrics
     }
 }
@@ -138,6 +143,15 @@ mod tests {
         }
         assert!(text.contains("matte_gateway_queue_depth 3"), "{text}");
         assert!(text.contains(r#"matte_gateway_endpoints{state="ready"} 2"#), "{text}");
+        let refusals = [
+            crate::Error::QueueFull { expected: 9.0, budget: 1.0, retry_after: std::time::Duration::from_secs(9) },
+            crate::Error::NoCapacity { budget: 1.0, retry_after: std::time::Duration::from_secs(5) },
+        ];
+        assert_eq!(refusals.map(|error| error.code()), names::REFUSED_OUTCOMES);
+        for outcome in names::REFUSED_OUTCOMES {
+            let zero = format!(r#"matte_gateway_requests_total{{outcome="{outcome}"}} 0"#);
+            assert!(text.contains(&zero), "{outcome} is exported from the start:\n{text}");
+        }
         assert!(text.contains(r#"matte_gateway_endpoints{state="ejected"} 0"#), "{text}");
         assert!(text.contains(r#"matte_gateway_upstream_retries_total{reason="pod_busy"} 1"#), "{text}");
     }

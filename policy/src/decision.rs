@@ -19,6 +19,13 @@
 //! only after a start-up, too late for the burst's first images, and it is started again
 //! for the next one. So once bursts come in a rhythm, the pods that drain a typical one
 //! within a start-up stay warm between them, until the rhythm breaks.
+//!
+//! With the gateway in front, requests that find every pod full wait in its queue
+//! instead of being refused: that queue is backlog like the pods' own, and it is what
+//! says a burst is on. It also lets a service run with no pod at all
+//! (`minReplicas: 0`): a request waiting in the gateway of an empty fleet starts pods
+//! at once, and a fleet that has had nothing queued and no traffic for the scale-down
+//! delay is given back entirely, its last pod on its own clock.
 
 use serde::{Deserialize, Serialize};
 
@@ -121,7 +128,8 @@ pub struct QueueMetrics {
     /// of the rate at each scrape, leaving out those with refusals, which a burst does
     /// not move.
     pub sustained_admitted_per_second: f64,
-    /// 429 responses per second over the rate window (a few scrape intervals).
+    /// Clients sent away to come back per second over the rate window (a few scrape
+    /// intervals): the pods' 429s, and the gateway's 429s and 503s.
     pub rejected_per_second: f64,
     /// 429 responses in one scrape interval, read over the last two: quick to see a
     /// burst begin, when the rate's window still holds the quiet before it. A refused
@@ -174,6 +182,11 @@ pub const BURSTS_REMEMBERED: usize = 8;
 /// Bursts needed before they count as a pattern worth keeping pods warm for.
 const BURSTS_FOR_A_PATTERN: usize = 3;
 
+/// Bursts further apart than this many start-ups are no rhythm worth paying for: a pod
+/// kept warm over such a gap costs more GPU time than this many start-ups, to save the
+/// burst one start-up's wait. Between them the fleet goes down to its minimum.
+const WARM_GAP_MAX_STARTUPS: f64 = 15.0;
+
 /// Pods kept warm for recurring bursts are given back once no burst has come for this
 /// many typical gaps between them: the pattern has likely ended.
 const GAPS_BEFORE_GIVING_UP: f64 = 2.0;
@@ -198,6 +211,9 @@ pub enum Reason {
     /// Fewer pods are needed now, but bursts keep coming: the pods that absorb a typical
     /// one stay warm.
     KeepWarmForBursts,
+    /// No pod is needed for the backlog, but traffic still arrives: with `minReplicas: 0`
+    /// the last pod stays until none has come for the scale-down delay.
+    KeepWhileTrafficArrives,
     /// No queue metrics: keep the last decision rather than scale on nothing.
     MetricsMissing,
     /// The queue metrics are too old to act on: keep the last decision.
@@ -208,7 +224,8 @@ pub enum Reason {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
-    /// Images queued in pods plus clients waiting to retry after a 429.
+    /// Images queued in pods and in the gateway, plus clients waiting to retry after a
+    /// pod's 429.
     pub backlog_images: f64,
     /// The clients among them waiting outside the queues.
     pub waiting_clients: f64,
@@ -250,12 +267,18 @@ pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> 
     }
 
     let mut plan = plan(spec, observation, queue, memory);
-    let (burst, recent_bursts) = remember_bursts(memory, observation.now_seconds, &plan);
+    let burst_on = plan.waiting_clients > 0.0 || queue.gateway_queue_depth > 0.0;
+    let (burst, recent_bursts) = remember_bursts(memory, observation.now_seconds, burst_on, &plan);
     plan.warm_replicas = warm_replicas(spec, observation.now_seconds, &recent_bursts, burst.as_ref(), &plan);
     let current = observation.replicas;
-    // Warm pods are kept, never started for their own sake: a pod started in the quiet
-    // costs a whole start-up for a burst that may not come.
-    let wanted = spec.clamp(plan.needed_replicas.max(plan.warm_replicas.min(current)));
+    // Anything queued, or an image that began inference within the rate window: a
+    // fleet allowed to go to zero keeps its last pod while traffic arrives.
+    let traffic = plan.backlog_images > 0.0 || queue.queue_wait_p95_seconds.is_some();
+    // Warm pods, and the pod kept for traffic, are kept, never started for their own
+    // sake: a pod started in the quiet costs a whole start-up for a burst that may not
+    // come.
+    let kept = plan.warm_replicas.max(u32::from(traffic)).min(current);
+    let wanted = spec.clamp(plan.needed_replicas.max(kept));
     let schedulable = current.saturating_sub(observation.unschedulable_pods);
     let mut next = Memory {
         replicas: Some(wanted),
@@ -284,12 +307,15 @@ pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> 
         if plan.needed_replicas > wanted {
             let message = format!("{summary}: {} pods needed, holding at maxReplicas {wanted}", plan.needed_replicas);
             (wanted, Reason::AtMaxReplicas, message)
-        } else if spec.clamp(plan.needed_replicas) < wanted {
+        } else if spec.clamp(plan.needed_replicas) < wanted && plan.warm_replicas >= wanted {
             let message = format!(
                 "{summary}: {} pods would do, keeping {wanted} warm for the bursts that keep coming",
                 plan.needed_replicas
             );
             (wanted, Reason::KeepWarmForBursts, message)
+        } else if spec.clamp(plan.needed_replicas) < wanted {
+            let message = format!("{summary}: nothing waits, but traffic still arrives; keeping {wanted}");
+            (wanted, Reason::KeepWhileTrafficArrives, message)
         } else {
             (wanted, Reason::Steady, format!("{summary}: {current} pods are what is needed"))
         }
@@ -339,9 +365,12 @@ fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memo
     // just begun the rate's window still holds the quiet before it, but every client
     // of the burst has just been refused once: the recent refusals say it.
     let waiting_clients = (queue.rejected_per_second * spec.retry_after_seconds).max(queue.rejected_recently);
-    let backlog_images = queue.queue_depth + waiting_clients;
+    // Behind a gateway, requests that find every pod full wait in its queue instead:
+    // backlog as much as the pods' queues, and the only one a fleet at zero has.
+    let backlog_images = queue.queue_depth + queue.gateway_queue_depth + waiting_clients;
     // The oldest image has been waiting since before the sample was taken.
-    let time_left = spec.target_queue_latency_seconds - (queue.oldest_queued_age_seconds + queue.age_seconds);
+    let oldest = queue.oldest_queued_age_seconds.max(queue.gateway_oldest_queued_age_seconds);
+    let time_left = spec.target_queue_latency_seconds - (oldest + queue.age_seconds);
     // No pod started now helps before it is ready: if the target is sooner than that,
     // aim for the earliest moment a new pod can do a useful amount of work.
     let deadline_seconds = time_left.max(startup_seconds + spec.min_useful_work_seconds.max(1.0));
@@ -359,7 +388,15 @@ fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memo
         &starting_ready_in,
         startup_seconds,
     );
-    let for_steady_traffic = (sustained_images_per_second / planned_per_pod).ceil();
+    // A fleet at zero sees all its traffic in the gateway's queue: with nothing there,
+    // a rate left over from ended pods' series is no reason to start one.
+    let for_steady_traffic = if observation.replicas == 0 && backlog_images <= 0.0 {
+        0.0
+    } else {
+        (sustained_images_per_second / planned_per_pod).ceil()
+    };
+    // Work waiting with no pod at all gets at least one, whatever the arithmetic says.
+    let for_an_empty_fleet = u32::from(backlog_images > 0.0 && observation.replicas == 0);
     Plan {
         backlog_images,
         waiting_clients,
@@ -367,15 +404,16 @@ fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memo
         images_per_pod_second,
         startup_seconds,
         sustained_images_per_second,
-        needed_replicas: for_backlog.max(to_count(for_steady_traffic)),
+        needed_replicas: for_backlog.max(to_count(for_steady_traffic)).max(for_an_empty_fleet),
         warm_replicas: 0,
     }
 }
 
-/// Follows the bursts: one starts when clients are refused and ends when none wait.
-fn remember_bursts(memory: &Memory, now: f64, plan: &Plan) -> (Option<Burst>, Vec<Burst>) {
+/// Follows the bursts: one is on while requests wait outside the pods' queues (clients
+/// refused by the pods, or requests in the gateway's queue) and ends when none do.
+fn remember_bursts(memory: &Memory, now: f64, burst_on: bool, plan: &Plan) -> (Option<Burst>, Vec<Burst>) {
     let mut recent = memory.recent_bursts.clone();
-    if plan.waiting_clients > 0.0 {
+    if burst_on {
         let burst = match memory.burst {
             Some(burst) => Burst { peak_backlog_images: burst.peak_backlog_images.max(plan.backlog_images), ..burst },
             None => Burst { started_seconds: now, peak_backlog_images: plan.backlog_images },
@@ -406,7 +444,9 @@ fn warm_replicas(spec: &PolicySpec, now: f64, recent: &[Burst], current: Option<
     else {
         return 0;
     };
-    if now - last_started > GAPS_BEFORE_GIVING_UP * typical_gap {
+    if now - last_started > GAPS_BEFORE_GIVING_UP * typical_gap
+        || typical_gap > WARM_GAP_MAX_STARTUPS * plan.startup_seconds
+    {
         return 0;
     }
     let per_pod_before_help_arrives =
@@ -475,6 +515,14 @@ fn scale_down_or_keep(
             "{summary}: {wanted} pods would do; keeping {current} until unneeded for {delay:.0}s ({unneeded_for:.0}s so far)"
         );
         (current, Reason::KeepUntilIdleLongEnough, message)
+    } else if wanted == 0 && current > 1 {
+        // The surplus clock may have started while traffic still arrived: the last pod
+        // goes only after a delay of its own with nothing to do.
+        memory.surplus_since_seconds = None;
+        let message = format!(
+            "{summary}: unneeded for {unneeded_for:.0}s, scaling down from {current} to 1; the last pod goes once idle for {delay:.0}s"
+        );
+        (1, Reason::ScaleDown, message)
     } else {
         memory.surplus_since_seconds = None;
         let message = format!("{summary}: unneeded for {unneeded_for:.0}s, scaling down from {current} to {wanted}");

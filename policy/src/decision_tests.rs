@@ -359,3 +359,139 @@ fn warm_pods_are_given_back_when_the_bursts_stop_coming() {
     let decision = decide(&spec(), &over, &memory);
     assert_eq!((decision.replicas, decision.reason), (1, Reason::ScaleDown));
 }
+
+/// The queue as seen with a gateway in front: `gateway` requests in its queue, the
+/// oldest `gateway_age` seconds old, and `pods` queued in the pods.
+fn behind_gateway(pods: f64, gateway: f64, gateway_age: f64) -> QueueMetrics {
+    QueueMetrics { gateway_queue_depth: gateway, gateway_oldest_queued_age_seconds: gateway_age, ..queue(pods) }
+}
+
+/// 0..10 replicas: the fleet may go to zero (the gateway holds requests meanwhile).
+fn to_zero() -> PolicySpec {
+    PolicySpec { min_replicas: 0, ..spec() }
+}
+
+/// No pod at all: nothing ready, nothing starting, no queue wait observed lately.
+fn empty_fleet(queue_metrics: QueueMetrics) -> Observation {
+    let idle = QueueMetrics { queue_wait_p95_seconds: None, ..queue_metrics };
+    observation(0, Some(idle))
+}
+
+#[test]
+fn the_gateways_queue_is_backlog_like_the_pods_queues() {
+    // 20 in the pods, 80 in the gateway: as many as 20 queued and 80 refused.
+    let decision = decide_fresh(&observation(1, Some(behind_gateway(20.0, 80.0, 0.0))));
+    let plan = decision.plan.expect("plan");
+    assert_eq!((plan.backlog_images, plan.waiting_clients), (100.0, 0.0));
+    assert_eq!((decision.replicas, decision.reason), (4, Reason::ScaleUp));
+}
+
+#[test]
+fn the_oldest_request_in_the_gateway_sets_the_deadline_when_it_is_older() {
+    let far = PolicySpec { target_queue_latency_seconds: 300.0, ..spec() };
+    let older_in_gateway = QueueMetrics { oldest_queued_age_seconds: 10.0, ..behind_gateway(16.0, 50.0, 100.0) };
+    let decision = decide(&far, &observation(1, Some(older_in_gateway)), &Memory::default());
+    assert_eq!(decision.plan.expect("plan").deadline_seconds, 200.0);
+    let older_in_pods = QueueMetrics { oldest_queued_age_seconds: 120.0, ..behind_gateway(16.0, 50.0, 100.0) };
+    let decision = decide(&far, &observation(1, Some(older_in_pods)), &Memory::default());
+    assert_eq!(decision.plan.expect("plan").deadline_seconds, 180.0);
+}
+
+#[test]
+fn with_no_refusals_the_gateways_queue_says_a_burst_is_on_and_how_large() {
+    let first = decide_fresh(&observation(1, Some(behind_gateway(16.0, 60.0, 2.0))));
+    assert_eq!(first.memory.burst, Some(Burst { started_seconds: 1000.0, peak_backlog_images: 76.0 }));
+    let growing = Observation { now_seconds: 1005.0, ..observation(4, Some(behind_gateway(16.0, 90.0, 7.0))) };
+    let second = decide(&spec(), &growing, &first.memory);
+    assert_eq!(second.memory.burst, Some(Burst { started_seconds: 1000.0, peak_backlog_images: 106.0 }));
+    let drained = Observation { now_seconds: 1070.0, ..observation(4, Some(behind_gateway(3.0, 0.0, 0.0))) };
+    let third = decide(&spec(), &drained, &second.memory);
+    assert_eq!(third.memory.burst, None, "the gateway's queue is empty: the burst is over");
+    assert_eq!(third.memory.recent_bursts, vec![Burst { started_seconds: 1000.0, peak_backlog_images: 106.0 }]);
+}
+
+#[test]
+fn a_request_waiting_at_zero_pods_starts_pods_at_once_sized_with_the_remembered_throughput() {
+    // 30 requests in the gateway, no throughput measured lately, 2.5 images/s
+    // remembered: a new pod does 25 between its start-up (60 s) and the deadline
+    // (70 s): 2 pods.
+    let waiting = QueueMetrics { images_per_pod_second: None, ..behind_gateway(0.0, 30.0, 4.0) };
+    let remembered = Memory { replicas: Some(0), images_per_pod_second: Some(2.5), ..Memory::default() };
+    let decision = decide(&to_zero(), &empty_fleet(waiting.clone()), &remembered);
+    assert_eq!((decision.replicas, decision.reason), (2, Reason::ScaleUp));
+    assert!(decision.message.contains("scaling up from 0 to 2"), "{}", decision.message);
+    // One request is enough to start one pod.
+    let one = QueueMetrics { gateway_queue_depth: 1.0, ..waiting };
+    let decision = decide(&to_zero(), &empty_fleet(one), &remembered);
+    assert_eq!((decision.replicas, decision.reason), (1, Reason::ScaleUp));
+}
+
+#[test]
+fn an_empty_fleet_with_nothing_waiting_stays_empty_whatever_old_rates_say() {
+    // Ended pods' series still give a steady rate in the long window; nothing waits.
+    let leftover = QueueMetrics { sustained_admitted_per_second: 3.0, ..behind_gateway(0.0, 0.0, 0.0) };
+    let decision = decide(&to_zero(), &empty_fleet(leftover), &Memory::default());
+    assert_eq!((decision.replicas, decision.reason), (0, Reason::Steady));
+}
+
+#[test]
+fn the_last_pod_goes_after_the_scale_down_delay_with_no_traffic() {
+    let idle = empty_fleet(queue(0.0));
+    let idle = Observation { replicas: 1, ready_pods: 1, ..idle };
+    let first = decide(&to_zero(), &idle, &Memory::default());
+    assert_eq!((first.replicas, first.reason), (1, Reason::KeepUntilIdleLongEnough));
+    let later = Observation { now_seconds: 1060.0, ..idle };
+    let second = decide(&to_zero(), &later, &first.memory);
+    assert_eq!((second.replicas, second.reason), (0, Reason::ScaleDown));
+    // The same fleet with min 1 keeps its pod.
+    let kept = decide(&spec(), &later, &first.memory);
+    assert_eq!(kept.replicas, 1);
+}
+
+#[test]
+fn traffic_with_nothing_queued_keeps_the_last_pod_and_restarts_the_idle_clock() {
+    // An image began inference within the rate window (a queue-wait p95 exists), none
+    // is queued, none is needed for a backlog.
+    let trickle = observation(1, Some(queue(0.0)));
+    let memory = Memory { surplus_since_seconds: Some(900.0), ..Memory::default() };
+    let decision = decide(&to_zero(), &trickle, &memory);
+    assert_eq!((decision.replicas, decision.reason), (1, Reason::KeepWhileTrafficArrives));
+    assert_eq!(decision.memory.surplus_since_seconds, None);
+    assert_eq!(decision.plan.expect("plan").needed_replicas, 0);
+    // Traffic never starts a pod for its own sake.
+    let at_zero = observation(0, Some(queue(0.0)));
+    assert_eq!(decide(&to_zero(), &at_zero, &Memory::default()).replicas, 0);
+}
+
+#[test]
+fn a_larger_idle_fleet_steps_down_to_one_before_zero() {
+    let idle = Observation { replicas: 3, ready_pods: 3, ..empty_fleet(queue(0.0)) };
+    let memory = Memory { surplus_since_seconds: Some(900.0), ..Memory::default() };
+    let first = decide(&to_zero(), &idle, &memory);
+    assert_eq!((first.replicas, first.reason), (1, Reason::ScaleDown));
+    assert!(first.message.contains("the last pod goes once idle for 60s"), "{}", first.message);
+    let one = Observation { replicas: 1, ready_pods: 1, now_seconds: 1005.0, ..idle };
+    let second = decide(&to_zero(), &one, &first.memory);
+    assert_eq!((second.replicas, second.reason), (1, Reason::KeepUntilIdleLongEnough));
+    let later = Observation { now_seconds: 1065.0, ..one };
+    let third = decide(&to_zero(), &later, &second.memory);
+    assert_eq!((third.replicas, third.reason), (0, Reason::ScaleDown));
+}
+
+#[test]
+fn bursts_far_apart_keep_no_pod_warm() {
+    // Bursts every 1000 s: more than fifteen 60 s start-ups apart.
+    let memory = Memory {
+        recent_bursts: bursts(&[0.0, 1000.0, 2000.0], 200.0),
+        surplus_since_seconds: Some(2100.0),
+        ..Memory::default()
+    };
+    let quiet = Observation { now_seconds: 2200.0, replicas: 4, ready_pods: 4, ..empty_fleet(queue(0.0)) };
+    let decision = decide(&to_zero(), &quiet, &memory);
+    assert_eq!(decision.plan.as_ref().map(|plan| plan.warm_replicas), Some(0));
+    assert_eq!((decision.replicas, decision.reason), (1, Reason::ScaleDown));
+    // Every 800 s they would be kept.
+    let rhythm = Memory { recent_bursts: bursts(&[400.0, 1200.0, 2000.0], 200.0), ..memory };
+    let decision = decide(&to_zero(), &quiet, &rhythm);
+    assert_eq!((decision.replicas, decision.reason), (4, Reason::KeepWarmForBursts));
+}

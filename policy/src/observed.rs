@@ -2,11 +2,12 @@
 //! function. The operator turns these into PromQL; the simulator computes them with
 //! [`queue_metrics`] from its scrapes of simulated pods, through Prometheus's own
 //! extrapolation ([`crate::promql`]) and interpolation ([`crate::stats`]). Each field of
-//! [`QueueMetrics`] is, in PromQL over the pods' series (`matte_common::metrics`):
+//! [`QueueMetrics`] is, in PromQL over the pods' series (`matte_common::metrics`) and
+//! the gateway's (`matte_common::gateway_metrics`, prefixed `gateway_` here):
 //!
 //! | field | query |
 //! | --- | --- |
-//! | `age_seconds` | `time() - max(timestamp(queue_depth))` |
+//! | `age_seconds` | `time() - max(timestamp(queue_depth) or timestamp(gateway_queue_depth))` |
 //! | `queue_depth` | `sum(queue_depth)` |
 //! | `oldest_queued_age_seconds` | `max(oldest_queued_age_seconds)` |
 //! | `queue_wait_p95_seconds` | `histogram_quantile(0.95, sum by (le) (rate(queue_wait_seconds_bucket[rate])))` |
@@ -14,9 +15,19 @@
 //! | `sustained_admitted_per_second` | `quantile_over_time(0.5, (sum(rate(admitted[rate])) unless sum(rate(refused[rate])) > 0)[long:scrape])` |
 //! | `rejected_per_second` | `sum(rate(refused[rate]))` |
 //! | `rejected_recently` | `sum(rate(refused[recent])) * scrape`: refusals per scrape interval |
+//! | `gateway_queue_depth` | `sum(gateway_queue_depth)`: requests waiting in the gateway's FIFO |
+//! | `gateway_oldest_queued_age_seconds` | `max(gateway_oldest_queued_age_seconds)` |
 //!
-//! where `refused` is `requests_total{outcome="queue_full"}` and `admitted` every other
-//! outcome.
+//! where `refused` is the pods' `requests_total{outcome="queue_full"}` together with the
+//! gateway's `gateway_requests_total{outcome=~"queue_full|no_capacity"}` (clients sent
+//! away to come back after `Retry-After`), and `admitted` every other outcome of the
+//! pods'. The gateway's two gauges are summed (depth) and maxed (age) over its
+//! replicas. There are metrics when either the pods' or the gateway's series have a
+//! current sample: a service scaled to zero has no pod series, and its observation
+//! comes from the gateway alone (the pods' gauges then read 0; their rates read what is
+//! left of ended pods' series in each window, as Prometheus's range vectors do, and
+//! nothing once those are out of every window). Without a gateway the gateway's fields
+//! read 0.
 
 use std::time::Duration;
 
@@ -149,28 +160,113 @@ impl Series {
     }
 }
 
+/// What one scrape of a gateway replica reads: its queue's two gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GatewayScrape {
+    /// `matte_gateway_queue_depth`.
+    pub queue_depth: f64,
+    /// `matte_gateway_oldest_queued_age_seconds`.
+    pub oldest_queued_age_seconds: f64,
+    /// `matte_gateway_requests_total{outcome=~"queue_full|no_capacity"}`: requests sent
+    /// away to come back after `Retry-After`, with 429 because their expected wait
+    /// exceeded their budget or with 503 because it ran out in the queue.
+    pub refused: f64,
+}
+
+/// One gateway replica's gauges as Prometheus stores them.
+#[derive(Debug, Clone, Default)]
+pub struct GatewaySeries {
+    queue_depth: Vec<Point>,
+    oldest_queued_age: Vec<Point>,
+    /// From the first scrape on: the gateway exports its refusals at 0 from the start
+    /// (`gateway_metrics::REFUSED_OUTCOMES`).
+    refused: Vec<Point>,
+    /// When the target vanished: Prometheus marks its series stale then.
+    stale_from: Option<f64>,
+}
+
+impl GatewaySeries {
+    /// Stores one scrape taken `at`.
+    pub fn record(&mut self, at: f64, scrape: &GatewayScrape) {
+        self.queue_depth.push((at, scrape.queue_depth));
+        self.oldest_queued_age.push((at, scrape.oldest_queued_age_seconds));
+        self.refused.push((at, scrape.refused));
+    }
+
+    /// The target is gone from `at` on.
+    pub fn mark_stale(&mut self, at: f64) {
+        self.stale_from.get_or_insert(at);
+    }
+
+    /// Whether nothing newer than `before` is left: the series can be dropped.
+    pub fn ended_before(&self, before: f64) -> bool {
+        self.stale_from.is_some() && self.queue_depth.last().is_none_or(|(at, _)| *at < before)
+    }
+
+    /// Drops samples older than `before`.
+    pub fn forget_before(&mut self, before: f64) {
+        for points in [&mut self.queue_depth, &mut self.oldest_queued_age, &mut self.refused] {
+            let old = points.partition_point(|(at, _)| *at < before);
+            points.drain(..old);
+        }
+    }
+
+    /// The depth's sample that an instant query at `at` sees.
+    fn depth_at(&self, at: f64) -> Option<Point> {
+        promql::instant(&self.queue_depth, self.stale_from, at)
+    }
+
+    fn oldest_age_at(&self, at: f64) -> Option<f64> {
+        promql::instant(&self.oldest_queued_age, self.stale_from, at).map(|(_, value)| value)
+    }
+}
+
 /// `sum(f(series))` over the series for which `f` has a value; `None` when none has.
 fn sum(fleet: &[&Series], f: impl Fn(&Series) -> Option<f64>) -> Option<f64> {
     fleet.iter().copied().filter_map(f).fold(None, |total, value| Some(total.unwrap_or(0.0) + value))
 }
 
-/// The fleet's queue as the operator's queries would find it at `at`; `None` when no
-/// target has a current sample (the operator's `sum(queue_depth)` is empty then).
-pub fn queue_metrics(fleet: &[&Series], at: f64, windows: &Windows) -> Option<QueueMetrics> {
+/// The service's queue as the operator's queries would find it at `at`, from the pods'
+/// series and the gateway replicas'; `None` when no target of either has a current
+/// sample (the operator's queries are empty then).
+pub fn queue_metrics(
+    fleet: &[&Series],
+    gateways: &[&GatewaySeries],
+    at: f64,
+    windows: &Windows,
+) -> Option<QueueMetrics> {
     let now =
         |series: &Series, points: fn(&Series) -> &Vec<Point>| promql::instant(points(series), series.stale_from, at);
-    let queue_depth = sum(fleet, |series| now(series, |s| &s.queue_depth).map(|(_, value)| value))?;
-    let newest_sample = fleet.iter().filter_map(|series| now(series, |s| &s.queue_depth)).map(|(time, _)| time);
+    let pods_depth = sum(fleet, |series| now(series, |s| &s.queue_depth).map(|(_, value)| value));
+    let gateway_depth = gateways
+        .iter()
+        .filter_map(|gateway| gateway.depth_at(at))
+        .fold(None, |total: Option<f64>, (_, value)| Some(total.unwrap_or(0.0) + value));
+    if pods_depth.is_none() && gateway_depth.is_none() {
+        return None;
+    }
+    let newest_sample = fleet
+        .iter()
+        .filter_map(|series| now(series, |s| &s.queue_depth))
+        .chain(gateways.iter().filter_map(|gateway| gateway.depth_at(at)))
+        .map(|(time, _)| time);
     let age_seconds = at - newest_sample.fold(f64::NEG_INFINITY, f64::max);
     let oldest_queued_age_seconds = fleet
         .iter()
         .filter_map(|series| now(series, |s| &s.oldest_queued_age))
         .map(|(_, value)| value)
         .fold(0.0, f64::max);
+    let gateway_oldest_queued_age_seconds =
+        gateways.iter().filter_map(|gateway| gateway.oldest_age_at(at)).fold(0.0, f64::max);
 
     let (rate, long, recent) = (windows.rate.as_secs_f64(), windows.long.as_secs_f64(), windows.recent.as_secs_f64());
     let sum_rate = |at: f64, range: f64, points: fn(&Series) -> &Vec<Point>| {
         sum(fleet, |series| promql::rate(points(series), at, range))
+    };
+    // Refusals by the pods and by the gateway alike.
+    let refused_rate = |at: f64, range: f64| {
+        let by_gateways = gateways.iter().filter_map(|gateway| promql::rate(&gateway.refused, at, range));
+        by_gateways.fold(sum_rate(at, range, |s| &s.refused), |total, value| Some(total.unwrap_or(0.0) + value))
     };
 
     let bucket_rates: Option<Vec<f64>> = (0..=SECONDS_BUCKETS.len())
@@ -189,21 +285,21 @@ pub fn queue_metrics(fleet: &[&Series], at: f64, windows: &Windows) -> Option<Qu
     // left out of the quantile.
     let step = windows.scrape_interval.as_secs_f64();
     let refusal_free: Vec<f64> = promql::subquery_steps(at, long, step)
-        .filter(|&step_at| !sum_rate(step_at, rate, |s| &s.refused).is_some_and(|refused| refused > 0.0))
+        .filter(|&step_at| !refused_rate(step_at, rate).is_some_and(|refused| refused > 0.0))
         .filter_map(|step_at| sum_rate(step_at, rate, |s| &s.admitted))
         .collect();
 
     Some(QueueMetrics {
         age_seconds,
-        queue_depth,
+        queue_depth: pods_depth.unwrap_or(0.0),
         oldest_queued_age_seconds,
         queue_wait_p95_seconds,
         images_per_pod_second,
         sustained_admitted_per_second: stats::quantile(SUSTAINED_QUANTILE, refusal_free).unwrap_or(0.0),
-        rejected_per_second: sum_rate(at, rate, |s| &s.refused).unwrap_or(0.0),
-        rejected_recently: sum(fleet, |series| promql::rate(&series.refused, at, recent)).unwrap_or(0.0) * step,
-        gateway_queue_depth: 0.0,
-        gateway_oldest_queued_age_seconds: 0.0,
+        rejected_per_second: refused_rate(at, rate).unwrap_or(0.0),
+        rejected_recently: refused_rate(at, recent).unwrap_or(0.0) * step,
+        gateway_queue_depth: gateway_depth.unwrap_or(0.0),
+        gateway_oldest_queued_age_seconds,
     })
 }
 
@@ -235,7 +331,7 @@ mod tests {
             b.record(at, &PodScrape { oldest_queued_age_seconds: 3.0, ..scrape(at, refused, 6.0) });
         }
         let fleet = [&a, &b];
-        let queue = queue_metrics(&fleet, 61.0, &windows).expect("live targets");
+        let queue = queue_metrics(&fleet, &[], 61.0, &windows).expect("live targets");
         assert_eq!(queue.age_seconds, 1.0);
         assert_eq!(queue.queue_depth, 10.0);
         assert_eq!(queue.oldest_queued_age_seconds, 3.0);
@@ -260,9 +356,61 @@ mod tests {
         gone.mark_stale(6.0);
         let mut live = Series::default();
         live.record(5.0, &scrape(0.0, 0.0, 1.0));
-        let queue = queue_metrics(&[&gone, &live], 7.0, &windows).expect("one live target");
+        let queue = queue_metrics(&[&gone, &live], &[], 7.0, &windows).expect("one live target");
         assert_eq!(queue.queue_depth, 1.0);
         assert!(queue.sustained_admitted_per_second > 0.0, "the gone pod's admissions still count");
-        assert!(queue_metrics(&[], 7.0, &windows).is_none());
+        assert!(queue_metrics(&[], &[], 7.0, &windows).is_none());
+    }
+
+    #[test]
+    fn the_gateway_alone_makes_an_observation_with_the_pods_at_zero() {
+        let windows = Windows::for_scrape_interval(Duration::from_secs(5));
+        let (mut first, mut second) = (GatewaySeries::default(), GatewaySeries::default());
+        first.record(0.0, &GatewayScrape { queue_depth: 2.0, oldest_queued_age_seconds: 1.0, refused: 0.0 });
+        first.record(5.0, &GatewayScrape { queue_depth: 7.0, oldest_queued_age_seconds: 6.0, refused: 0.0 });
+        second.record(4.0, &GatewayScrape { queue_depth: 3.0, oldest_queued_age_seconds: 9.0, refused: 0.0 });
+        let queue = queue_metrics(&[], &[&first, &second], 7.0, &windows).expect("the gateway's series");
+        assert_eq!((queue.gateway_queue_depth, queue.gateway_oldest_queued_age_seconds), (10.0, 9.0));
+        assert_eq!(queue.age_seconds, 2.0, "the newest sample, the gateway's");
+        assert_eq!((queue.queue_depth, queue.oldest_queued_age_seconds), (0.0, 0.0));
+        assert_eq!((queue.queue_wait_p95_seconds, queue.images_per_pod_second), (None, None));
+        assert_eq!((queue.sustained_admitted_per_second, queue.rejected_per_second), (0.0, 0.0));
+
+        first.mark_stale(8.0);
+        second.mark_stale(8.0);
+        assert!(queue_metrics(&[], &[&first, &second], 9.0, &windows).is_none(), "nothing current is left");
+    }
+
+    #[test]
+    fn the_gateway_and_the_pods_are_read_side_by_side() {
+        let windows = Windows::for_scrape_interval(Duration::from_secs(5));
+        let (mut pod, mut gateway) = (Series::default(), GatewaySeries::default());
+        pod.record(0.0, &PodScrape { oldest_queued_age_seconds: 4.0, ..scrape(1.0, 0.0, 5.0) });
+        gateway.record(3.0, &GatewayScrape { queue_depth: 40.0, oldest_queued_age_seconds: 2.0, refused: 0.0 });
+        let queue = queue_metrics(&[&pod], &[&gateway], 4.0, &windows).expect("both");
+        assert_eq!((queue.queue_depth, queue.oldest_queued_age_seconds), (5.0, 4.0));
+        assert_eq!((queue.gateway_queue_depth, queue.gateway_oldest_queued_age_seconds), (40.0, 2.0));
+        assert_eq!(queue.age_seconds, 1.0);
+        let without = queue_metrics(&[&pod], &[], 4.0, &windows).expect("the pod");
+        assert_eq!((without.gateway_queue_depth, without.age_seconds), (0.0, 4.0));
+    }
+
+    #[test]
+    fn the_gateways_refusals_count_with_the_pods() {
+        let windows = Windows::for_scrape_interval(Duration::from_secs(5));
+        let (mut pod, mut gateway) = (Series::default(), GatewaySeries::default());
+        for step in 0..=4 {
+            let at = 5.0 * f64::from(step);
+            pod.record(at, &scrape(at, 0.0, 16.0));
+            // 120 clients sent away between 15 s and 20 s, a counter exported at 0 from
+            // the start: its rate sees them at once.
+            let refused = if at >= 20.0 { 120.0 } else { 0.0 };
+            gateway.record(at, &GatewayScrape { queue_depth: 50.0, oldest_queued_age_seconds: 3.0, refused });
+        }
+        let queue = queue_metrics(&[&pod], &[&gateway], 20.0, &windows).expect("both");
+        // Read over the last two scrapes, per scrape interval: half of them.
+        assert!((queue.rejected_recently - 60.0).abs() < 1e-9, "{queue:?}");
+        assert!(queue.rejected_per_second > 0.0, "{queue:?}");
+        assert!(queue.sustained_admitted_per_second > 0.0, "the steps before the refusals count: {queue:?}");
     }
 }

@@ -81,6 +81,14 @@ pub struct Overrides {
     /// How the Service spreads requests.
     #[arg(long, value_enum)]
     pub routing: Option<Routing>,
+    /// The gateway's budget: the longest a request may wait in its queue (gateway
+    /// routing only).
+    #[arg(long, value_name = "SECONDS")]
+    pub max_wait: Option<f64>,
+    /// How long Matte's policy assumes a refused client waits before it comes back
+    /// (default: the pods' Retry-After plus the clients' mean jitter).
+    #[arg(long, value_name = "SECONDS")]
+    pub policy_retry_after: Option<f64>,
     /// Prometheus scrape interval.
     #[arg(long, value_name = "SECONDS")]
     pub scrape_interval: Option<f64>,
@@ -108,6 +116,8 @@ impl Overrides {
             queue_capacity: self.queue_capacity.unwrap_or(settings.queue_capacity),
             retry_after_seconds: self.retry_after.unwrap_or(settings.retry_after_seconds),
             routing: self.routing.unwrap_or(settings.routing),
+            max_wait_seconds: self.max_wait.unwrap_or(settings.max_wait_seconds),
+            policy_retry_after_seconds: self.policy_retry_after.or(settings.policy_retry_after_seconds),
             scrape_interval_seconds: self.scrape_interval.unwrap_or(settings.scrape_interval_seconds),
             min_replicas: self.min_replicas.unwrap_or(settings.min_replicas),
             max_replicas: self.max_replicas.unwrap_or(settings.max_replicas),

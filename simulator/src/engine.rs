@@ -13,6 +13,20 @@
 //! (Knative's activator, KEDA's HTTP interceptor) and that queue is in the metrics, so
 //! that a fleet scaled to zero can see its demand.
 //!
+//! With gateway routing the gateway is modelled as `matte-gateway` works
+//! (`gateway/src/dispatcher.rs`, `admission.rs`): a request takes a place on the ready
+//! pod with the fewest requests outstanding (ties to the first after the last chosen)
+//! if nobody waits and a pod is below its queue capacity; otherwise it joins one FIFO if
+//! its expected wait, `(ahead + 1) · per-image time / ready pods`, fits the budget (or
+//! cannot be known: no ready pod, nothing measured yet), and gets 429 with `Retry-After`
+//! (the expected wait in whole seconds) if not. The per-image time is the gateway's own
+//! measurement: a moving average of each served request's time on its pod divided by
+//! the requests outstanding there when it was sent. A place freed (an answer) or a pod
+//! turning ready goes to the head of the FIFO at once. A request still waiting when its
+//! budget runs out is answered 503 with `Retry-After` and its client comes back, as after
+//! a 429. Prometheus scrapes the gateway's queue depth and oldest age; the pods never
+//! refuse.
+//!
 //! Billing: a pod costs GPU-seconds from the moment it has a GPU (a free node, or one
 //! being added for it) until it ends. Unschedulable pods have no GPU and cost nothing.
 
@@ -56,6 +70,8 @@ pub struct PodRecord {
     pub images_served: u64,
     /// Whether anything was waiting (queued, held or retrying) when it became ready.
     pub backlog_when_ready: bool,
+    /// The most requests it held at once, queued or in inference.
+    pub peak_outstanding: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -71,7 +87,7 @@ pub struct ReplicaChange {
 #[serde(rename_all = "camelCase")]
 pub struct TimelinePoint {
     pub at_seconds: f64,
-    /// Requests queued in pods or held in front.
+    /// Requests queued in pods, held in front or waiting in the gateway.
     pub queued: usize,
     /// Clients refused and waiting to retry.
     pub retrying: usize,
@@ -86,7 +102,10 @@ pub struct RunRecord {
     pub pods: Vec<PodRecord>,
     pub changes: Vec<ReplicaChange>,
     pub timeline: Vec<TimelinePoint>,
+    /// 429s clients saw.
     pub rejections: u64,
+    /// 503s from the gateway: a request's budget ran out in its queue.
+    pub timeouts: u64,
     /// The first this many pods were running when the trace began.
     pub initial_pods: usize,
 }
@@ -126,6 +145,12 @@ enum Event {
     ScalerTick,
     /// Once a second: the timeline, and the samples KPA takes from its pods.
     Sample,
+    /// The budget of a request admitted to the gateway's queue on its `attempt`-th try
+    /// runs out.
+    GatewayDeadline {
+        request: usize,
+        attempt: u32,
+    },
 }
 
 /// An event at a time; the heap yields the earliest, ties in the order scheduled.
@@ -205,6 +230,7 @@ struct Pod {
     batch: Vec<usize>,
     served: u64,
     backlog_when_ready: bool,
+    peak_outstanding: usize,
     /// What its `/metrics` shows.
     counters: Counters,
 }
@@ -217,6 +243,54 @@ impl Pod {
     fn is_idle(&self) -> bool {
         self.outstanding() == 0
     }
+
+    fn note_outstanding(&mut self) {
+        self.peak_outstanding = self.peak_outstanding.max(self.outstanding());
+    }
+}
+
+/// Weight of the newest sample in the gateway's per-image estimate (as the gateway's).
+const PER_IMAGE_EWMA_WEIGHT: f64 = 0.2;
+
+/// `Retry-After` when the gateway cannot estimate the wait (as the gateway's).
+const UNKNOWN_WAIT_RETRY_AFTER_SECONDS: f64 = 5.0;
+
+/// The gateway's state, with gateway routing.
+#[derive(Default)]
+struct Gateway {
+    /// Requests waiting for a place on a pod, oldest first.
+    waiting: VecDeque<Queued>,
+    /// The measured seconds per image (moving average); `None` until a request is served.
+    per_image: Option<f64>,
+    /// Where the next tie-break starts.
+    rotation: usize,
+    /// `matte_gateway_requests_total`, every outcome.
+    requests_total: u64,
+    /// `matte_gateway_requests_total{outcome=~"queue_full|no_capacity"}`: clients sent
+    /// away to come back later.
+    refused: u64,
+}
+
+impl Gateway {
+    fn record(&mut self, on_pod: f64, outstanding_when_sent: u32) {
+        let sample = on_pod / f64::from(outstanding_when_sent.max(1));
+        self.per_image = Some(match self.per_image {
+            None => sample,
+            Some(previous) => previous + PER_IMAGE_EWMA_WEIGHT * (sample - previous),
+        });
+    }
+
+    /// The expected wait of a request with `ahead` waiting before it, as the gateway's
+    /// admission computes it; `None` with no ready pod or nothing measured.
+    fn expected_wait(&self, ahead: usize, ready: usize) -> Option<f64> {
+        let per_image = self.per_image?;
+        (ready > 0).then(|| per_image * (ahead + 1) as f64 / ready as f64)
+    }
+}
+
+/// Whole seconds until `wait` has passed, at least 1: the gateway's `Retry-After`.
+fn retry_after(wait: f64) -> f64 {
+    wait.ceil().max(1.0)
 }
 
 struct Engine<'a> {
@@ -233,8 +307,15 @@ struct Engine<'a> {
     held_in_front: VecDeque<Queued>,
     /// The front's counters: requests it held.
     front: Counters,
+    gateway: Gateway,
+    /// Per request: its tries so far.
+    attempts: Vec<u32>,
+    /// Per request: when the gateway sent it to a pod, and that pod's requests
+    /// outstanding from the gateway then (itself included).
+    sent: Vec<(f64, u32)>,
     gpus: GpuPool,
     rejections: u64,
+    timeouts: u64,
     prometheus: Prometheus,
     startups: Vec<f64>,
     changes: Vec<ReplicaChange>,
@@ -263,8 +344,12 @@ impl<'a> Engine<'a> {
             initial_pods: 0,
             held_in_front: VecDeque::new(),
             front: Counters::default(),
+            gateway: Gateway::default(),
+            attempts: vec![0; requests],
+            sent: vec![(0.0, 0); requests],
             gpus: GpuPool::new(settings.warm_gpus, settings.max_gpus, settings.node_idle_timeout_seconds),
             rejections: 0,
+            timeouts: 0,
             prometheus: Prometheus::new(settings.windows(), settings.rate_window_seconds),
             startups: Vec::new(),
             changes: Vec::new(),
@@ -316,8 +401,14 @@ impl<'a> Engine<'a> {
                 if std::mem::take(&mut self.retrying[request]) {
                     self.retrying_count -= 1;
                 }
-                self.route(request, false);
+                self.attempts[request] += 1;
+                if self.settings.routing == Routing::Gateway {
+                    self.gateway_arrival(request);
+                } else {
+                    self.route(request, false);
+                }
             }
+            Event::GatewayDeadline { request, attempt } => self.gateway_deadline(request, attempt),
             Event::BatchDone { pod, duration } => self.batch_done(pod, duration),
             Event::NodeReady(pod) => self.node_ready(pod),
             Event::PodReady(pod) => self.pod_ready(pod),
@@ -348,7 +439,9 @@ impl<'a> Engine<'a> {
         }
         let chosen = match self.settings.routing {
             Routing::Random => ready[self.routing_rng.index(ready.len())],
-            Routing::LeastOutstanding => {
+            // The gateway never routes here; least-outstanding is its routing without its
+            // queue.
+            Routing::LeastOutstanding | Routing::Gateway => {
                 ready.iter().copied().min_by_key(|&index| self.pods[index].outstanding()).unwrap_or(ready[0])
             }
         };
@@ -357,16 +450,97 @@ impl<'a> Engine<'a> {
         if self.pods[chosen].outstanding() >= self.settings.queue_capacity {
             self.pods[chosen].counters.refused += 1;
             self.rejections += 1;
-            self.retrying[request] = true;
-            self.retrying_count += 1;
-            let wait = self.settings.retry_after_seconds * (1.0 + 0.5 * self.routing_rng.uniform());
-            self.schedule(self.now + wait, Event::Arrival(request));
+            self.retry_later(request, self.settings.retry_after_seconds);
         } else {
             if !was_held {
                 self.pods[chosen].counters.admitted += 1;
             }
             self.pods[chosen].queue.push_back(Queued { request, since: self.now });
+            self.pods[chosen].note_outstanding();
             self.start_batch(chosen);
+        }
+    }
+
+    /// The client of a refused request comes back after `retry_after` plus up to half
+    /// again.
+    fn retry_later(&mut self, request: usize, retry_after: f64) {
+        self.retrying[request] = true;
+        self.retrying_count += 1;
+        let wait = retry_after * (1.0 + 0.5 * self.routing_rng.uniform());
+        self.schedule(self.now + wait, Event::Arrival(request));
+    }
+
+    fn ready_pods(&self) -> usize {
+        self.pods.iter().filter(|pod| pod.phase == Phase::Ready).count()
+    }
+
+    /// A request reaches the gateway: a place at once, a place in its queue, or 429.
+    fn gateway_arrival(&mut self, request: usize) {
+        self.gateway.requests_total += 1;
+        if self.gateway.waiting.is_empty()
+            && let Some(pod) = self.free_pod()
+        {
+            self.send(request, pod);
+            return;
+        }
+        let expected = self.gateway.expected_wait(self.gateway.waiting.len(), self.ready_pods());
+        if let Some(expected) = expected.filter(|&expected| expected > self.settings.max_wait_seconds) {
+            self.rejections += 1;
+            self.gateway.refused += 1;
+            self.retry_later(request, retry_after(expected));
+            return;
+        }
+        self.gateway.waiting.push_back(Queued { request, since: self.now });
+        let attempt = self.attempts[request];
+        self.schedule(self.now + self.settings.max_wait_seconds, Event::GatewayDeadline { request, attempt });
+    }
+
+    /// The budget of a request admitted on its `attempt`-th try has run out: if it
+    /// still waits, it leaves the queue with 503 and `Retry-After`.
+    fn gateway_deadline(&mut self, request: usize, attempt: u32) {
+        if self.attempts[request] != attempt {
+            return;
+        }
+        let Some(position) = self.gateway.waiting.iter().position(|queued| queued.request == request) else {
+            return;
+        };
+        self.gateway.waiting.remove(position);
+        self.timeouts += 1;
+        self.gateway.refused += 1;
+        let wait = self.gateway.expected_wait(self.gateway.waiting.len(), self.ready_pods());
+        self.retry_later(request, wait.map_or(UNKNOWN_WAIT_RETRY_AFTER_SECONDS, retry_after));
+    }
+
+    /// The gateway's pick: of the ready pods below their queue capacity, the one with
+    /// the fewest requests outstanding, ties to the first from the rotation on.
+    fn free_pod(&self) -> Option<usize> {
+        let count = self.pods.len();
+        (0..count)
+            .map(|offset| (self.gateway.rotation + offset) % count)
+            .filter(|&index| {
+                let pod = &self.pods[index];
+                pod.phase == Phase::Ready && pod.outstanding() < self.settings.queue_capacity
+            })
+            .min_by_key(|&index| self.pods[index].outstanding())
+    }
+
+    /// The gateway sends `request` to `pod`.
+    fn send(&mut self, request: usize, index: usize) {
+        let pod = &mut self.pods[index];
+        pod.counters.admitted += 1;
+        pod.queue.push_back(Queued { request, since: self.now });
+        pod.note_outstanding();
+        self.sent[request] = (self.now, u32::try_from(pod.outstanding()).unwrap_or(u32::MAX));
+        self.gateway.rotation = index + 1;
+        self.start_batch(index);
+    }
+
+    /// Free places go to the requests waiting in the gateway, oldest first.
+    fn hand_out(&mut self) {
+        while !self.gateway.waiting.is_empty() {
+            let Some(pod) = self.free_pod() else { return };
+            let Some(queued) = self.gateway.waiting.pop_front() else { return };
+            self.send(queued.request, pod);
         }
     }
 
@@ -395,6 +569,12 @@ impl<'a> Engine<'a> {
         for &request in &finished {
             self.answered[request] = Some(self.now - self.workload.arrivals[request]);
         }
+        if self.settings.routing == Routing::Gateway {
+            for &request in &finished {
+                let (sent_at, outstanding) = self.sent[request];
+                self.gateway.record(self.now - sent_at, outstanding);
+            }
+        }
         let count = u64::try_from(finished.len()).unwrap_or(u64::MAX);
         self.pods[index].served += count;
         self.pods[index].counters.images_processed += count;
@@ -402,6 +582,7 @@ impl<'a> Engine<'a> {
         if self.pods[index].phase == Phase::Draining && self.pods[index].is_idle() {
             self.end_pod(index);
         }
+        self.hand_out();
     }
 
     fn node_ready(&mut self, index: usize) {
@@ -424,6 +605,7 @@ impl<'a> Engine<'a> {
         }
         let backlog = self.retrying_count > 0
             || !self.held_in_front.is_empty()
+            || !self.gateway.waiting.is_empty()
             || self.pods.iter().any(|pod| !pod.queue.is_empty());
         let pod = &mut self.pods[index];
         pod.phase = Phase::Ready;
@@ -433,6 +615,7 @@ impl<'a> Engine<'a> {
         for held in std::mem::take(&mut self.held_in_front) {
             self.route(held.request, true);
         }
+        self.hand_out();
     }
 
     fn begin_startup(&mut self, index: usize) {
@@ -456,6 +639,7 @@ impl<'a> Engine<'a> {
             batch: Vec::new(),
             served: 0,
             backlog_when_ready: false,
+            peak_outstanding: 0,
             counters: Counters::default(),
         }
     }
@@ -536,7 +720,9 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Prometheus scrapes every pod that serves (draining ones too) and the front.
+    /// Prometheus scrapes every pod that serves (draining ones too) and the front: the
+    /// gateway's queue gauges with gateway routing, else the holding front as a target
+    /// like a pod.
     fn scrape(&mut self) {
         let gauges = |queue: &VecDeque<Queued>| Gauges {
             queue_depth: queue.len() as f64,
@@ -547,7 +733,13 @@ impl<'a> Engine<'a> {
                 self.prometheus.scrape(self.now, pod_target(index), gauges(&pod.queue), &pod.counters);
             }
         }
-        self.prometheus.scrape(self.now, FRONT, gauges(&self.held_in_front), &self.front);
+        if self.settings.routing == Routing::Gateway {
+            let waiting = gauges(&self.gateway.waiting);
+            let (received, refused) = (self.gateway.requests_total, self.gateway.refused);
+            self.prometheus.scrape_gateway(self.now, FRONT, waiting, received, refused);
+        } else {
+            self.prometheus.scrape(self.now, FRONT, gauges(&self.held_in_front), &self.front);
+        }
     }
 
     fn view(&self) -> ClusterView<'_> {
@@ -560,6 +752,7 @@ impl<'a> Engine<'a> {
             .collect();
         let inflight = self.pods.iter().filter(|pod| pod.phase.is_active()).map(Pod::outstanding).sum::<usize>()
             + self.held_in_front.len()
+            + self.gateway.waiting.len()
             + self.retrying_count;
         ClusterView {
             now: self.now,
@@ -582,7 +775,9 @@ impl<'a> Engine<'a> {
     }
 
     fn record_timeline(&mut self) {
-        let queued = self.pods.iter().map(|pod| pod.queue.len()).sum::<usize>() + self.held_in_front.len();
+        let queued = self.pods.iter().map(|pod| pod.queue.len()).sum::<usize>()
+            + self.held_in_front.len()
+            + self.gateway.waiting.len();
         let view = self.view();
         self.timeline.push(TimelinePoint {
             at_seconds: self.now,
@@ -605,6 +800,7 @@ impl<'a> Engine<'a> {
                 ended_seconds: pod.ended_at.unwrap_or(end),
                 images_served: pod.served,
                 backlog_when_ready: pod.backlog_when_ready,
+                peak_outstanding: pod.peak_outstanding,
             })
             .collect();
         RunRecord {
@@ -613,6 +809,7 @@ impl<'a> Engine<'a> {
             changes: self.changes,
             timeline: self.timeline,
             rejections: self.rejections,
+            timeouts: self.timeouts,
             initial_pods: self.initial_pods,
         }
     }

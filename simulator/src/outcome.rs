@@ -37,8 +37,12 @@ pub struct Outcome {
     pub reaction_median_seconds: Option<f64>,
     pub bursts_with_new_pods: usize,
     pub bursts: usize,
-    /// 429 answers (each retry refused counts again).
+    /// 429 answers clients saw (each retry refused counts again): from a pod whose
+    /// queue was full, or from the gateway when the expected wait exceeded its budget.
     pub rejections: u64,
+    /// 503 answers from the gateway: the budget ran out while the request waited in its
+    /// queue (no pod became free in time, as when scaling from zero).
+    pub timeouts: u64,
 }
 
 pub fn outcome(policy: PolicyName, settings: &Settings, bursts: &[Burst], run: &RunRecord) -> Outcome {
@@ -64,6 +68,7 @@ pub fn outcome(policy: PolicyName, settings: &Settings, bursts: &[Burst], run: &
         bursts_with_new_pods: reactions.len(),
         bursts: bursts.len(),
         rejections: run.rejections,
+        timeouts: run.timeouts,
     }
 }
 

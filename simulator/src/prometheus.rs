@@ -1,13 +1,13 @@
 //! The metrics pipeline as the autoscalers see it: Prometheus scrapes each ready pod
 //! every scrape interval and keeps one set of series per pod, marked stale when the pod
-//! goes. Matte's operator queries it at each reconcile; its quantities are computed here
+//! goes, and the gateway's queue gauges when one is in front. Matte's operator queries it at each reconcile; its quantities are computed here
 //! through `matte_policy::observed`, the definitions its PromQL is written from. The
 //! anchors read recording rules evaluated every rule interval, so they act on the last
 //! evaluation before they look.
 
 use matte_common::metrics::SECONDS_BUCKETS;
 use matte_policy::QueueMetrics;
-use matte_policy::observed::{self, PodScrape, Series, Windows};
+use matte_policy::observed::{self, GatewayScrape, GatewaySeries, PodScrape, Series, Windows};
 use matte_policy::promql;
 
 /// One pod's counters since it started, as its `/metrics` shows them.
@@ -45,7 +45,10 @@ pub struct Gauges {
 pub struct Snapshot {
     /// When the newest sample behind it was scraped.
     pub sampled_at: f64,
-    /// `sum(rate(matte_requests_total[window]))`: every request, admitted or refused.
+    /// `sum(rate(matte_requests_total[window]))`: every request, admitted or refused;
+    /// behind a gateway `sum(rate(matte_gateway_requests_total[window]))`, every request
+    /// the service received (the pods' count only what the gateway passed on, and none
+    /// while the fleet is at zero).
     pub requests_per_second: f64,
 }
 
@@ -57,13 +60,24 @@ pub struct Prometheus {
     /// The anchors' `rate()` window.
     request_rate_window: f64,
     targets: Vec<(Target, Series)>,
+    gateways: Vec<(Target, GatewaySeries)>,
+    /// The gateway's `requests_total`, every outcome, for the anchors' rule.
+    gateway_requests: Vec<promql::Point>,
     last_scrape: Option<f64>,
     latest: Option<Snapshot>,
 }
 
 impl Prometheus {
     pub fn new(windows: Windows, request_rate_window: f64) -> Self {
-        Self { windows, request_rate_window, targets: Vec::new(), last_scrape: None, latest: None }
+        Self {
+            windows,
+            request_rate_window,
+            targets: Vec::new(),
+            gateways: Vec::new(),
+            gateway_requests: Vec::new(),
+            last_scrape: None,
+            latest: None,
+        }
     }
 
     /// Stores one scrape of `target` taken `at`.
@@ -85,6 +99,30 @@ impl Prometheus {
             }
         };
         self.targets[index].1.record(at, &scrape);
+        self.scraped(at);
+    }
+
+    /// Stores one scrape of the gateway `target` taken `at`: its queue's gauges and how
+    /// many requests it has received.
+    pub fn scrape_gateway(&mut self, at: f64, target: Target, gauges: Gauges, requests_total: u64, refused: u64) {
+        let scrape = GatewayScrape {
+            queue_depth: gauges.queue_depth,
+            oldest_queued_age_seconds: gauges.oldest_queued_age_seconds,
+            refused: refused as f64,
+        };
+        let index = match self.gateways.iter().position(|(known, _)| *known == target) {
+            Some(index) => index,
+            None => {
+                self.gateways.push((target, GatewaySeries::default()));
+                self.gateways.len() - 1
+            }
+        };
+        self.gateways[index].1.record(at, &scrape);
+        self.gateway_requests.push((at, requests_total as f64));
+        self.scraped(at);
+    }
+
+    fn scraped(&mut self, at: f64) {
         if self.last_scrape != Some(at) {
             self.last_scrape = Some(at);
             self.forget(at);
@@ -105,12 +143,19 @@ impl Prometheus {
         for (_, series) in &mut self.targets {
             series.forget_before(before);
         }
+        self.gateways.retain(|(_, series)| !series.ended_before(before));
+        for (_, series) in &mut self.gateways {
+            series.forget_before(before);
+        }
+        let old = self.gateway_requests.partition_point(|(at, _)| *at < before);
+        self.gateway_requests.drain(..old);
     }
 
     /// The queue as Matte's operator reads it at `at`.
     pub fn queue_metrics(&self, at: f64) -> Option<QueueMetrics> {
         let fleet: Vec<&Series> = self.targets.iter().map(|(_, series)| series).collect();
-        observed::queue_metrics(&fleet, at, &self.windows)
+        let gateways: Vec<&GatewaySeries> = self.gateways.iter().map(|(_, series)| series).collect();
+        observed::queue_metrics(&fleet, &gateways, at, &self.windows)
     }
 
     /// Runs the anchors' recording rule at `at`; before any scrape the previous result
@@ -119,12 +164,15 @@ impl Prometheus {
         let Some(sampled_at) = self.last_scrape.filter(|scraped| *scraped <= at) else {
             return;
         };
-        let requests_per_second = self
-            .targets
-            .iter()
-            .flat_map(|(_, series)| series.requests())
-            .filter_map(|points| promql::rate(points, at, self.request_rate_window))
-            .sum();
+        let requests_per_second = if self.gateways.is_empty() {
+            self.targets
+                .iter()
+                .flat_map(|(_, series)| series.requests())
+                .filter_map(|points| promql::rate(points, at, self.request_rate_window))
+                .sum()
+        } else {
+            promql::rate(&self.gateway_requests, at, self.request_rate_window).unwrap_or(0.0)
+        };
         self.latest = Some(Snapshot { sampled_at, requests_per_second });
     }
 
@@ -186,5 +234,23 @@ mod tests {
         assert_eq!(prometheus.queue_metrics(3.0).map(|queue| queue.queue_depth), Some(0.0));
         prometheus.scrape(1000.0, 2, Gauges::default(), &Counters::default());
         assert_eq!(prometheus.targets.len(), 1);
+    }
+
+    #[test]
+    fn behind_the_gateway_the_operator_reads_its_queue_and_the_anchors_its_requests() {
+        let mut prometheus = prometheus();
+        let waiting = Gauges { queue_depth: 40.0, oldest_queued_age_seconds: 12.0 };
+        prometheus.scrape_gateway(0.0, 0, waiting, 0, 0);
+        prometheus.scrape_gateway(5.0, 0, waiting, 60, 0);
+        // No pod at all: the gateway alone makes the observation.
+        let queue = prometheus.queue_metrics(6.0).expect("the gateway's series");
+        assert_eq!((queue.gateway_queue_depth, queue.gateway_oldest_queued_age_seconds), (40.0, 12.0));
+        assert_eq!((queue.queue_depth, queue.age_seconds), (0.0, 1.0));
+        // A pod's requests are those the gateway passed on: the rule reads the gateway's.
+        prometheus.scrape(5.0, 1, Gauges::default(), &Counters { admitted: 16, ..Counters::default() });
+        prometheus.evaluate(6.0);
+        let rate = prometheus.latest().expect("evaluated").requests_per_second;
+        // 60 requests in 5 s, within a 60 s window from the counter's zero on.
+        assert!((rate - 60.0 * 6.0 / 5.0 / 60.0).abs() < 1e-9, "{rate}");
     }
 }

@@ -29,6 +29,11 @@ pub enum Scenario {
     /// Light background traffic and, once, a crowd that ramps up to 12 images/s over a
     /// minute, stays two minutes and fades over one.
     FlashCrowd,
+    /// A service allowed to scale to zero behind the gateway: nothing for the first 5–10
+    /// minutes, then bursts of ~60 images (log-normal sizes) within 1–5 s, 20–40 minutes
+    /// apart, so that the fleet goes back to zero between them and every burst waits for
+    /// a cold start.
+    ScaleFromZero,
 }
 
 /// The defaults every scenario starts from: pods and a cluster as the issue describes
@@ -53,6 +58,8 @@ fn base_settings() -> Settings {
         queue_capacity: 16,
         retry_after_seconds: 5.0,
         routing: Routing::Random,
+        max_wait_seconds: 30.0,
+        policy_retry_after_seconds: None,
         scrape_interval_seconds: 5.0,
         rule_interval_seconds: 5.0,
         rate_window_seconds: 60.0,
@@ -73,6 +80,13 @@ impl Scenario {
             Scenario::FlashCrowd => Settings { static_replicas: 4, ..base },
             Scenario::Diurnal => Settings { duration_seconds: 7200.0, static_replicas: 4, ..base },
             Scenario::RareHugeBurst => Settings { static_replicas: 4, ..base },
+            Scenario::ScaleFromZero => Settings {
+                duration_seconds: 7200.0,
+                routing: Routing::Gateway,
+                min_replicas: 0,
+                static_replicas: 1,
+                ..base
+            },
             Scenario::HundredInTen => Settings {
                 duration_seconds: 120.0,
                 tail_seconds: 120.0,
@@ -166,6 +180,17 @@ impl Scenario {
                 while start < duration {
                     burst(&mut arrivals, &mut rng, start, 300.0, 10.0, duration);
                     start += 600.0;
+                }
+                arrivals
+            }
+            Scenario::ScaleFromZero => {
+                let mut arrivals = Vec::new();
+                let mut start = rng.between(300.0, 600.0);
+                while start < duration {
+                    let images = rng.lognormal(60.0, 0.5).round().max(1.0);
+                    let spread = rng.between(1.0, 5.0);
+                    burst(&mut arrivals, &mut rng, start, images, spread, duration);
+                    start += rng.between(1200.0, 2400.0);
                 }
                 arrivals
             }

@@ -14,8 +14,25 @@ use crate::error::Error;
 pub enum Routing {
     /// A plain Kubernetes Service: each request goes to a ready pod at random.
     Random,
-    /// A gateway that sends each request to the pod with the fewest outstanding.
+    /// A balancer that sends each request to the pod with the fewest outstanding (pods
+    /// still refuse with 429 when full).
     LeastOutstanding,
+    /// `matte-gateway`: each request goes to the ready pod with the fewest requests
+    /// outstanding from it, never past the pod's queue capacity; the rest wait in one
+    /// FIFO, admitted only if their expected wait fits the budget (`max_wait_seconds`),
+    /// refused with 429 and `Retry-After` otherwise, answered 503 if the budget runs out
+    /// in the queue. Pods never refuse. With no ready pod requests wait within budget.
+    Gateway,
+}
+
+impl Routing {
+    pub fn label(self) -> &'static str {
+        match self {
+            Routing::Random => "random",
+            Routing::LeastOutstanding => "least-outstanding",
+            Routing::Gateway => "gateway",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -54,6 +71,14 @@ pub struct Settings {
     /// The `Retry-After` of a 429; clients wait this long plus up to half again.
     pub retry_after_seconds: f64,
     pub routing: Routing,
+    /// The gateway's budget (`spec.gateway.maxWaitSeconds`): the longest a request may
+    /// wait in its queue. Only with gateway routing.
+    pub max_wait_seconds: f64,
+    /// How long Matte's policy assumes a refused client waits before it comes back;
+    /// `None`: the pods' `Retry-After` plus the clients' mean jitter (what the operator
+    /// gives it today). Behind the gateway clients wait the gateway's `Retry-After`, the
+    /// expected wait, which is longer than the budget.
+    pub policy_retry_after_seconds: Option<f64>,
     /// Prometheus scrape interval of the pods.
     pub scrape_interval_seconds: f64,
     /// Prometheus rule evaluation interval: what the autoscalers query is this fresh.
@@ -105,6 +130,7 @@ impl Settings {
             ("start-up time", self.startup_seconds),
             ("node provisioning time", self.node_provision_seconds),
             ("retry-after", self.retry_after_seconds),
+            ("gateway's max wait", self.max_wait_seconds),
             ("scrape interval", self.scrape_interval_seconds),
             ("rule interval", self.rule_interval_seconds),
             ("rate window", self.rate_window_seconds),
@@ -122,6 +148,11 @@ impl Settings {
         ];
         if let Some((name, value)) = non_negative.iter().find(|(_, value)| !(value.is_finite() && *value >= 0.0)) {
             return Err(Error::InvalidSetting(format!("the {name} must be a finite number >= 0, not {value}")));
+        }
+        if let Some(value) = self.policy_retry_after_seconds.filter(|value| !(value.is_finite() && *value > 0.0)) {
+            return Err(Error::InvalidSetting(format!(
+                "the policy's retry-after must be a positive number of seconds, not {value}"
+            )));
         }
         if self.min_replicas > self.max_replicas {
             return Err(Error::InvalidSetting(format!(

@@ -38,6 +38,10 @@ pub struct PolicySummary {
     pub mean_pod_starts: f64,
     pub mean_wasted_starts: f64,
     pub mean_flaps: f64,
+    /// 429s clients saw, per run.
+    pub mean_rejections: f64,
+    /// 503s from the gateway's budget running out, per run.
+    pub mean_timeouts: f64,
 }
 
 /// Sums up reports of the same policies on different seeds; `None` for no reports.
@@ -72,6 +76,8 @@ pub fn summarize(reports: &[Report]) -> Option<Sweep> {
                 mean_pod_starts: mean_of(&|outcome| outcome.pod_starts as f64),
                 mean_wasted_starts: mean_of(&|outcome| outcome.wasted_starts as f64),
                 mean_flaps: mean_of(&|outcome| outcome.flaps as f64),
+                mean_rejections: mean_of(&|outcome| outcome.rejections as f64),
+                mean_timeouts: mean_of(&|outcome| outcome.timeouts as f64),
             }
         })
         .collect();
@@ -95,7 +101,19 @@ pub fn render(sweep: &Sweep) -> String {
         sweep.mean_images, sweep.mean_bursts, sweep.settings.duration_seconds
     );
     let mut text = heading(&sweep.source, &runs, &sweep.settings);
-    let headers = ["policy", "SLO % mean", "worst (seed)", ">=99 %", "p99 s", "GPU-s", "starts", "wasted", "flaps"];
+    let headers = [
+        "policy",
+        "SLO % mean",
+        "worst (seed)",
+        ">=99 %",
+        "p99 s",
+        "GPU-s",
+        "starts",
+        "wasted",
+        "flaps",
+        "429s",
+        "503s",
+    ];
     let rows: Vec<Vec<String>> = sweep
         .policies
         .iter()
@@ -110,12 +128,15 @@ pub fn render(sweep: &Sweep) -> String {
                 format!("{:.1}", summary.mean_pod_starts),
                 format!("{:.1}", summary.mean_wasted_starts),
                 format!("{:.1}", summary.mean_flaps),
+                format!("{:.0}", summary.mean_rejections),
+                format!("{:.0}", summary.mean_timeouts),
             ]
         })
         .collect();
     text.push_str(&aligned(&headers, &rows));
     text.push_str(
-        "\nmeans over the seeds; worst: the lowest SLO attainment and its seed; >=99 %: seeds with at least 99 % within the SLO.\n",
+        "\nmeans over the seeds; worst: the lowest SLO attainment and its seed; >=99 %: seeds with at least 99 % within the SLO;\n\
+         429s, 503s: refusals and gateway time-outs clients saw, per run.\n",
     );
     text
 }

@@ -13,6 +13,7 @@ pub fn render(report: &Report) -> String {
     let mut text = heading(&report.source, &runs, &report.settings);
     let headers = [
         "policy", "p50 s", "p95 s", "p99 s", "max s", "SLO %", "GPU-s", "starts", "wasted", "flaps", "react s", "429s",
+        "503s",
     ];
     let rows: Vec<Vec<String>> = report
         .outcomes
@@ -31,6 +32,7 @@ pub fn render(report: &Report) -> String {
                 outcome.flaps.to_string(),
                 outcome.reaction_median_seconds.map_or_else(|| "-".to_string(), |value| format!("{value:.0}")),
                 outcome.rejections.to_string(),
+                outcome.timeouts.to_string(),
             ]
         })
         .collect();
@@ -38,7 +40,8 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(
         text,
         "\nlatency: first try to answer; never = some image was not answered by the end. starts: pods created after t=0;\n\
-         wasted: never ready, served nothing, or ready when nothing waited. react: median burst start -> first new pod ready."
+         wasted: never ready, served nothing, or ready when nothing waited. react: median burst start -> first new pod ready.\n\
+         429s: refusals clients saw (a pod's full queue, or the gateway's admission); 503s: the gateway's budget ran out in its queue."
     );
     text
 }
@@ -46,12 +49,12 @@ pub fn render(report: &Report) -> String {
 /// Two lines: what ran (`runs`) and the settings every policy shared.
 pub fn heading(source: &str, runs: &str, settings: &Settings) -> String {
     let routing = match settings.routing {
-        Routing::Random => "random",
-        Routing::LeastOutstanding => "least-outstanding",
+        Routing::Gateway => format!("gateway (max wait {:.0}s)", settings.max_wait_seconds),
+        other => format!("{} routing", other.label()),
     };
     format!(
         "{source}: {runs}; SLO {:.0}s, target queue latency {:.0}s\n\
-         pods: {:.2}s/image (median), start-up {:.0}s (median), queue {}, {routing} routing; replicas {}..{}\n\n",
+         pods: {:.2}s/image (median), start-up {:.0}s (median), queue {}, {routing}; replicas {}..{}\n\n",
         settings.slo_seconds,
         settings.target_queue_latency_seconds,
         settings.service_seconds,

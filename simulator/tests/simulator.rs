@@ -5,7 +5,7 @@
 use matte_sim::outcome::Outcome;
 use matte_sim::scalers::PolicyName;
 use matte_sim::scenario::Scenario;
-use matte_sim::settings::Settings;
+use matte_sim::settings::{Routing, Settings};
 use matte_sim::sweep::summarize;
 use matte_sim::{Report, compare};
 
@@ -124,4 +124,118 @@ fn a_hundred_images_in_ten_seconds_need_eleven_warm_pods() {
     };
     assert_eq!(attainment(11), 1.0);
     assert!(attainment(10) < 1.0);
+}
+
+/// Every run of one policy, with what it recorded.
+fn runs(settings: &Settings, arrivals: Vec<f64>, policy: PolicyName) -> (Outcome, matte_sim::engine::RunRecord) {
+    let comparison = compare(settings, arrivals, &[policy], 1, "test".into()).expect("valid settings");
+    let outcome = comparison.report.outcomes[0].clone();
+    let run = comparison.runs.into_iter().next().expect("one run").1;
+    (outcome, run)
+}
+
+/// `count` images spread evenly over `spread` seconds from `start`.
+fn burst_at(start: f64, count: u32, spread: f64) -> Vec<f64> {
+    (0..count).map(|index| start + spread * f64::from(index) / f64::from(count)).collect()
+}
+
+fn behind_gateway(settings: Settings) -> Settings {
+    Settings { routing: Routing::Gateway, ..settings }
+}
+
+/// The gateway holds what the pods cannot take: no pod ever holds more than its queue
+/// capacity, the busy ones are filled to it, and no pod refuses.
+#[test]
+fn the_gateway_never_sends_a_pod_more_than_its_capacity() {
+    let settings = behind_gateway(Settings { duration_seconds: 300.0, ..Scenario::BurstTrain.settings() });
+    let (outcome, run) = runs(&settings, burst_at(30.0, 300, 2.0), PolicyName::Matte);
+    assert!(run.pods.iter().all(|pod| pod.peak_outstanding <= settings.queue_capacity), "{:?}", run.pods);
+    assert_eq!(run.pods[0].peak_outstanding, settings.queue_capacity, "the first pod was filled");
+    assert_eq!(outcome.unanswered, 0, "{outcome:?}");
+    // Least-outstanding routing without the gateway's queue fills pods to the same
+    // bound, but the pods turn the rest away every few seconds instead of the gateway
+    // holding 30 s of work and telling the rest when to come back.
+    let balancer = Settings { routing: Routing::LeastOutstanding, ..settings };
+    let (without, _) = runs(&balancer, burst_at(30.0, 300, 2.0), PolicyName::Matte);
+    assert!(without.rejections > 4 * outcome.rejections, "{without:?}\n{outcome:?}");
+}
+
+/// 60 images within a second on two pods of 0.6 s per image: the last one's expected
+/// wait (about 8 s) fits the 30 s budget, so every client is served at its first try;
+/// the pods alone refuse most of them.
+#[test]
+fn a_burst_within_the_budget_sees_no_refusal() {
+    let two = Settings { duration_seconds: 120.0, static_replicas: 2, ..Scenario::BurstTrain.settings() };
+    let (gateway, _) = runs(&behind_gateway(two.clone()), burst_at(20.0, 60, 1.0), PolicyName::Static);
+    assert_eq!((gateway.rejections, gateway.timeouts, gateway.unanswered), (0, 0, 0), "{gateway:?}");
+    assert!(gateway.max_seconds.expect("all answered") < 30.0, "{gateway:?}");
+    let (random, _) = runs(&two, burst_at(20.0, 60, 1.0), PolicyName::Static);
+    assert!(random.rejections >= 20, "{random:?}");
+}
+
+/// A burst beyond the budget: the gateway admits what fits and answers the rest 429
+/// with the expected wait as `Retry-After`; they come back and are all served.
+#[test]
+fn a_burst_beyond_the_budget_is_refused_in_part_and_served_on_retry() {
+    let one = Settings { duration_seconds: 300.0, static_replicas: 1, ..Scenario::BurstTrain.settings() };
+    // Served one by one, the first request measures the per-image time; the burst
+    // follows.
+    let mut arrivals = vec![5.0];
+    arrivals.extend(burst_at(20.0, 150, 1.0));
+    let (outcome, _) = runs(&behind_gateway(one), arrivals, PolicyName::Static);
+    assert_eq!(outcome.unanswered, 0, "{outcome:?}");
+    // One pod admits about 16 places plus 30 s of work (50 images) at once.
+    assert!(outcome.rejections >= 60, "{outcome:?}");
+}
+
+/// With `minReplicas: 0` behind the gateway the fleet goes back to zero after a burst
+/// and a request waiting in the gateway wakes it for the next, from the gateway's
+/// metrics alone.
+#[test]
+fn with_min_zero_the_fleet_returns_to_zero_and_wakes_on_the_next_burst() {
+    let settings = Settings { duration_seconds: 2400.0, ..Scenario::ScaleFromZero.settings() };
+    let mut arrivals = burst_at(300.0, 50, 2.0);
+    arrivals.extend(burst_at(1500.0, 50, 2.0));
+    let (outcome, run) = runs(&settings, arrivals, PolicyName::Matte);
+    assert_eq!(run.initial_pods, 0);
+    let replicas_at = |at: f64| {
+        run.timeline.iter().find(|point| point.at_seconds >= at).map(|point| point.replicas).expect("in the run")
+    };
+    assert_eq!(replicas_at(290.0), 0, "no pod before any traffic");
+    assert!(replicas_at(310.0) > 0, "the first burst woke the fleet");
+    assert_eq!(replicas_at(1400.0), 0, "back to zero between the bursts");
+    assert!(replicas_at(1510.0) > 0, "the second burst woke it again");
+    assert_eq!(replicas_at(2390.0), 0, "and back to zero after it");
+    assert_eq!(outcome.unanswered, 0, "{outcome:?}");
+    // Each burst waited for a cold start, about a minute, and no longer than the SLO.
+    let p50 = outcome.p50_seconds.expect("answered");
+    assert!(p50 > 40.0 && outcome.slo_attainment == 1.0, "{outcome:?}");
+}
+
+/// The scale-from-zero scenario over a few seeds: every image is answered, and the
+/// fleet is at zero most of the time.
+#[test]
+fn scale_from_zero_serves_every_burst_and_idles_at_zero() {
+    for seed in 1..=3 {
+        let settings = Scenario::ScaleFromZero.settings();
+        let arrivals = Scenario::ScaleFromZero.arrivals(&settings, seed);
+        let (outcome, run) = runs(&settings, arrivals, PolicyName::Matte);
+        assert_eq!(outcome.unanswered, 0, "seed {seed}: {outcome:?}");
+        let at_zero = run.timeline.iter().filter(|point| point.replicas == 0).count();
+        assert!(at_zero as f64 > 0.8 * run.timeline.len() as f64, "seed {seed}: {at_zero} of {}", run.timeline.len());
+    }
+}
+
+/// The same question behind the gateway: 11 warm pods answer all 100 within 10 s on
+/// every one of twelve seeds (10 on most), 9 cannot.
+#[test]
+fn a_hundred_images_in_ten_seconds_behind_the_gateway() {
+    let base = behind_gateway(Scenario::HundredInTen.settings());
+    let attainment = |replicas, seed| {
+        let settings = Settings { static_replicas: replicas, ..base.clone() };
+        let arrivals = Scenario::HundredInTen.arrivals(&settings, seed);
+        outcome(&run(&settings, arrivals, &[PolicyName::Static], seed), PolicyName::Static).slo_attainment
+    };
+    assert!((1..=12).all(|seed| attainment(11, seed) == 1.0));
+    assert!(attainment(9, 1) < 0.95);
 }

@@ -17,7 +17,7 @@ impl Matte {
     pub fn new(settings: &Settings) -> Self {
         let spec = PolicySpec {
             // The simulated clients wait Retry-After plus up to half again: 1.25x on average.
-            retry_after_seconds: 1.25 * settings.retry_after_seconds,
+            retry_after_seconds: settings.policy_retry_after_seconds.unwrap_or(1.25 * settings.retry_after_seconds),
             ..PolicySpec::new(settings.min_replicas, settings.max_replicas, settings.target_queue_latency_seconds)
         };
         Self { spec, memory: Memory::default(), interval_seconds: settings.scrape_interval_seconds }
