@@ -44,7 +44,17 @@ impl Queries {
         let step = seconds(windows.scrape_interval);
         let recent = seconds(windows.recent);
         let requests = names::REQUESTS_TOTAL;
-        let refused = series(requests, r#"outcome="queue_full""#);
+        // Clients sent away to come back: the pods' `queue_full` and the gateway's
+        // refusals, in one selector over both counters (the pods have no other outcome of
+        // those names), so that each rate is one `rate` and never empty for want of one side.
+        let refused = series(
+            "",
+            &format!(
+                r#"__name__=~"{requests}|{}",outcome=~"{}""#,
+                gateway_metrics::REQUESTS_TOTAL,
+                gateway_metrics::REFUSED_OUTCOMES.join("|")
+            ),
+        );
         let admitted = series(requests, r#"outcome!="queue_full""#);
         Queries {
             // The pods' samples, or the gateway's while no pod runs.
@@ -203,7 +213,7 @@ mod tests {
         );
         assert_eq!(
             q.rejected_per_second,
-            r#"sum(rate(matte_requests_total{namespace="shop",outcome="queue_full"}[20s]))"#
+            r#"sum(rate({namespace="shop",__name__=~"matte_requests_total|matte_gateway_requests_total",outcome=~"queue_full|no_capacity"}[20s]))"#
         );
         assert_eq!(
             q.images_per_pod_second,
@@ -218,7 +228,7 @@ mod tests {
         );
         assert_eq!(
             q.rejected_recently,
-            r#"sum(rate(matte_requests_total{namespace="shop",outcome="queue_full"}[10s])) * 5"#
+            r#"sum(rate({namespace="shop",__name__=~"matte_requests_total|matte_gateway_requests_total",outcome=~"queue_full|no_capacity"}[10s])) * 5"#
         );
     }
 
@@ -226,7 +236,7 @@ mod tests {
     fn an_empty_selector_still_makes_valid_matchers() {
         let q = Queries::new("", &Windows::for_scrape_interval(Duration::from_secs(1)));
         assert_eq!(q.queue_depth, "sum(matte_queue_depth{})");
-        assert!(q.rejected_per_second.contains(r#"{outcome="queue_full"}[10s]"#), "{}", q.rejected_per_second);
+        assert!(q.rejected_per_second.starts_with(r#"sum(rate({__name__=~"#), "{}", q.rejected_per_second);
     }
 
     #[test]
