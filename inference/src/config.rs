@@ -220,7 +220,6 @@ fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-
 fn parse_triple(text: &str) -> Result<[f32; 3], String> {
     let values: Vec<f32> = text
         .split(',')
@@ -255,7 +254,6 @@ mod tests {
         assert_eq!(config.std, [1.0; 3]);
     }
 
-
     #[test]
     fn gpu_tuning_defaults_to_the_fastest_steady_state_and_parses_overrides() {
         let config = Config::parse_from(["matte-inference", "--model", "m.onnx"]);
@@ -277,7 +275,8 @@ mod tests {
         assert_eq!(config.cudnn_conv_algo_search, ConvSearch::Heuristic);
         assert!(!config.cuda_tf32 && !config.tensorrt_fp16);
         assert_eq!(config.tensorrt_cache_dir, Some(PathBuf::from("/var/cache/matte/tensorrt")));
-        let refused = Config::try_parse_from(["matte-inference", "--model", "m", "--cudnn-conv-algo-search", "fastest"]);
+        let refused =
+            Config::try_parse_from(["matte-inference", "--model", "m", "--cudnn-conv-algo-search", "fastest"]);
         assert!(refused.is_err());
     }
 

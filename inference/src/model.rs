@@ -103,7 +103,11 @@ impl Model {
             .map_err(load_error)?
             .with_outputs(OutputSelector::no_default().with(shape.mask_output.clone()));
         // A CUDA graph replays on the addresses it was captured with: it needs the binding.
-        let bound = if options.io_binding || options.gpu.cuda_graph { Some(Bound::new(&session, &shape, options).map_err(load_error)?) } else { None };
+        let bound = if options.io_binding || options.gpu.cuda_graph {
+            Some(Bound::new(&session, &shape, options).map_err(load_error)?)
+        } else {
+            None
+        };
         Ok(Model { session, run_options, shape, bound, name: model_name(&options.model) })
     }
 
@@ -179,22 +183,28 @@ struct GraphBuffers {
 
 impl Bound {
     fn new(session: &Session, shape: &ModelShape, options: &ModelOptions) -> ort::Result<Bound> {
-        let memory = |device, memory_type| MemoryInfo::new(device, options.device_id, AllocatorType::Device, memory_type);
+        let memory =
+            |device, memory_type| MemoryInfo::new(device, options.device_id, AllocatorType::Device, memory_type);
         let on_gpu = !matches!(options.provider, Provider::Cpu);
         let allocator = |memory_type| -> ort::Result<Allocator> {
-            if on_gpu { Allocator::new(session, memory(AllocationDevice::CUDA_PINNED, memory_type)?) } else { Ok(Allocator::default()) }
+            if on_gpu {
+                Allocator::new(session, memory(AllocationDevice::CUDA_PINNED, memory_type)?)
+            } else {
+                Ok(Allocator::default())
+            }
         };
         let preprocess = shape.preprocess;
         let input_dims = [1, 3, preprocess.height as usize, preprocess.width as usize];
         let input_name = session.inputs()[0].name().to_owned();
         let input = Tensor::<f32>::new(&allocator(MemoryType::CPUInput)?, input_dims)?;
         let mut binding = session.create_binding()?;
-        let stated = session.outputs().iter().find(|output| output.name() == shape.mask_output).and_then(|output| {
-            match output.dtype() {
+        let stated =
+            session.outputs().iter().find(|output| output.name() == shape.mask_output).and_then(|output| match output
+                .dtype()
+            {
                 ValueType::Tensor { shape, .. } => one_image_shape(shape),
                 _ => None,
-            }
-        });
+            });
         let graph = if options.gpu.cuda_graph {
             let dims = stated.ok_or_else(|| {
                 ort::Error::new("CUDA graphs need the mask's shape stated in the model: its sides are dynamic")
@@ -235,7 +245,11 @@ impl Bound {
         let error = |e: ort::Error| Error::Inference(e.to_string());
         let (_, target) = self.input.extract_tensor_mut();
         if target.len() != values.len() {
-            return Err(Error::Inference(format!("input of {} values, the model takes {}", values.len(), target.len())));
+            return Err(Error::Inference(format!(
+                "input of {} values, the model takes {}",
+                values.len(),
+                target.len()
+            )));
         }
         target.copy_from_slice(values);
         match &mut self.graph {

@@ -13,11 +13,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
-use matte_serve::{self as connections, Stage, Timeouts, shutdown_signal};
 use crate::inference_loop::{self, LoopContext};
 use crate::model::{GpuTuning, Model, ModelOptions};
 use crate::state::AppState;
 use crate::{Error, http};
+use matte_serve::{self as connections, Stage, Timeouts, shutdown_signal};
 
 /// Binds the configured address and serves until SIGTERM or SIGINT and a completed
 /// drain.
@@ -201,4 +201,3 @@ fn load_and_warm_up(options: &ModelOptions, state: &AppState) -> Result<Model, E
     );
     Ok(model)
 }
-

@@ -15,7 +15,6 @@ use matte_serve::UploadPace;
 
 use crate::Error;
 
-
 /// How the image travels in the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyKind {

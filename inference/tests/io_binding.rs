@@ -16,7 +16,8 @@ use support::{TinyModel, setup_path};
 fn load(model: &Path, io_binding: bool) -> Model {
     let binding = io_binding.to_string();
     let model = model.to_str().expect("a UTF-8 path");
-    let args = ["matte-inference", "--model", model, "--provider", "cpu", "--intra-threads", "1", "--io-binding", &binding];
+    let args =
+        ["matte-inference", "--model", model, "--provider", "cpu", "--intra-threads", "1", "--io-binding", &binding];
     Model::load(&model_options(&Config::parse_from(args), setup_path("ORT_DYLIB_PATH"))).expect("the model loads")
 }
 
@@ -24,7 +25,9 @@ fn load(model: &Path, io_binding: bool) -> Model {
 fn input(model: &Model, seed: u32) -> Vec<f32> {
     let preprocess = model.shape().preprocess;
     let values = 3 * preprocess.width as usize * preprocess.height as usize;
-    (0..values).map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed * 977) % 1000) as f32 / 500.0 - 1.0).collect()
+    (0..values)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed * 977) % 1000) as f32 / 500.0 - 1.0)
+        .collect()
 }
 
 fn run(model: &mut Model, input: &[f32]) -> Mask {

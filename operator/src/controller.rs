@@ -279,8 +279,13 @@ async fn reconcile_one(brs: &BackgroundRemovalService, context: &Context) -> Res
     match (&applied, &existing, current) {
         (Err(_), _, _) => {} // the Degraded condition says so, with an Event when it changes
         (Ok(_), None, _) => {
-            let gateway = if valid.gateway.is_some() { format!(", and the gateway {}", desired::gateway_name(brs)) } else { String::new() };
-            let note = format!("created Deployment, Service and PodDisruptionBudget {name} with {replicas} replicas{gateway}");
+            let gateway = if valid.gateway.is_some() {
+                format!(", and the gateway {}", desired::gateway_name(brs))
+            } else {
+                String::new()
+            };
+            let note =
+                format!("created Deployment, Service and PodDisruptionBudget {name} with {replicas} replicas{gateway}");
             context.publish(brs, EventType::Normal, "Created", "Apply", note).await;
         }
         (Ok(_), Some(_), Some(current)) if current != replicas => {
@@ -391,12 +396,7 @@ impl Context {
     /// Applies every object `brs` needs (a PodMonitor only where its CRD exists), and
     /// removes the gateway's when it is turned off; returns the Deployment of the pods as
     /// the apiserver has it afterwards.
-    async fn apply_all(
-        &self,
-        brs: &BackgroundRemovalService,
-        valid: &Valid,
-        replicas: i32,
-    ) -> Result<Applied, Error> {
+    async fn apply_all(&self, brs: &BackgroundRemovalService, valid: &Valid, replicas: i32) -> Result<Applied, Error> {
         let namespace = brs.namespace().unwrap_or_default();
         let client = &self.client;
         let deployments = Api::<Deployment>::namespaced(client.clone(), &namespace);
@@ -562,7 +562,11 @@ where
         return Ok(());
     };
     let uid = brs.meta().uid.as_deref();
-    if !existing.owner_references().iter().any(|owner| owner.controller == Some(true) && Some(owner.uid.as_str()) == uid) {
+    if !existing
+        .owner_references()
+        .iter()
+        .any(|owner| owner.controller == Some(true) && Some(owner.uid.as_str()) == uid)
+    {
         return Ok(());
     }
     match api.delete(name, &Default::default()).await {

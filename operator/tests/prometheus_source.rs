@@ -177,10 +177,8 @@ async fn a_gateway_holding_requests_with_no_pod_is_seen_and_wakes_the_service() 
     let client = reqwest::Client::new();
     let held: Vec<_> = (0..5)
         .map(|_| {
-            let request = client
-                .post(format!("{gateway}/v1/remove"))
-                .header("content-type", "image/png")
-                .body(vec![0u8; 1024]);
+            let request =
+                client.post(format!("{gateway}/v1/remove")).header("content-type", "image/png").body(vec![0u8; 1024]);
             tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
         })
         .collect();

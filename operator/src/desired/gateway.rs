@@ -209,7 +209,11 @@ pub fn gateway_role(brs: &BackgroundRemovalService) -> Role {
 pub fn gateway_role_binding(brs: &BackgroundRemovalService) -> RoleBinding {
     RoleBinding {
         metadata: gateway_metadata(brs),
-        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: gateway_name(brs) },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: gateway_name(brs),
+        },
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".into(),
             name: gateway_name(brs),
@@ -235,7 +239,10 @@ mod tests {
         let gateway = valid_gateway(&brs);
         assert_golden("minimal.gateway.deployment.yaml", &gateway_deployment(&brs, &gateway));
         assert_golden("minimal.gateway.pdb.yaml", &gateway_disruption_budget(&brs));
-        assert_golden("minimal.gateway.rbac.yaml", &(gateway_service_account(&brs), gateway_role(&brs), gateway_role_binding(&brs)));
+        assert_golden(
+            "minimal.gateway.rbac.yaml",
+            &(gateway_service_account(&brs), gateway_role(&brs), gateway_role_binding(&brs)),
+        );
     }
 
     #[test]
@@ -269,7 +276,10 @@ mod tests {
         let binding = gateway_role_binding(&brs);
         assert_eq!(binding.role_ref.name, "portraits-gateway");
         let subject = &binding.subjects.expect("a subject")[0];
-        assert_eq!((subject.name.as_str(), subject.namespace.as_deref()), ("portraits-gateway", brs.namespace().as_deref()));
+        assert_eq!(
+            (subject.name.as_str(), subject.namespace.as_deref()),
+            ("portraits-gateway", brs.namespace().as_deref())
+        );
     }
 
     #[test]

@@ -19,7 +19,11 @@ pub fn service(brs: &BackgroundRemovalService) -> Service {
     let selector = if brs.spec.gateway.enabled { gateway_selector_labels(brs) } else { selector_labels(brs) };
     Service {
         metadata: metadata(brs),
-        spec: Some(ServiceSpec { selector: Some(selector), ports: Some(vec![http_port(80)]), ..ServiceSpec::default() }),
+        spec: Some(ServiceSpec {
+            selector: Some(selector),
+            ports: Some(vec![http_port(80)]),
+            ..ServiceSpec::default()
+        }),
         ..Service::default()
     }
 }

@@ -93,7 +93,8 @@ pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<V
                     0
                 }
                 None => {
-                    problems.push(format!("spec.gateway.memory {:?} is not a quantity of bytes such as 1Gi", quantity.0));
+                    problems
+                        .push(format!("spec.gateway.memory {:?} is not a quantity of bytes such as 1Gi", quantity.0));
                     0
                 }
             },
@@ -175,7 +176,14 @@ mod tests {
 
     #[test]
     fn memory_quantities_read_as_kubernetes_reads_them() {
-        for (text, expected) in [("1Gi", 1u64 << 30), ("512Mi", 512 << 20), ("1G", 1_000_000_000), ("1.5Gi", 3 << 29), ("2e9", 2_000_000_000), ("4096", 4096)] {
+        for (text, expected) in [
+            ("1Gi", 1u64 << 30),
+            ("512Mi", 512 << 20),
+            ("1G", 1_000_000_000),
+            ("1.5Gi", 3 << 29),
+            ("2e9", 2_000_000_000),
+            ("4096", 4096),
+        ] {
             assert_eq!(bytes(&Quantity(text.into())), Some(expected), "{text}");
         }
         for text in ["", "Gi", "1Gb", "-1Gi", "1e400"] {
