@@ -72,24 +72,9 @@ pub fn deployment(brs: &BackgroundRemovalService, valid: &Valid, replicas: i32) 
     requests.insert("memory".into(), memory.clone());
     limits.insert("memory".into(), memory);
 
-    let container = Container {
-        name: CONTAINER_NAME.into(),
-        image: Some(valid.image.clone()),
-        args: Some(inference_args(brs, &model_path, cores)),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: HTTP_PORT,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
-        resources: Some(ResourceRequirements { requests: Some(requests), limits: Some(limits), ..Default::default() }),
-        // One slow probe (a scrape during a long batch) does not take the pod out.
-        readiness_probe: Some(http_probe(paths::READYZ, 5, 2)),
-        liveness_probe: Some(http_probe(paths::HEALTHZ, 10, 3)),
-        security_context: Some(container_security()),
-        volume_mounts: Some(mounts),
-        ..Container::default()
-    };
+    let resources = ResourceRequirements { requests: Some(requests), limits: Some(limits), ..Default::default() };
+    let args = inference_args(brs, &model_path, cores);
+    let container = http_server_container(CONTAINER_NAME, &valid.image, args, resources, mounts);
 
     Deployment {
         metadata: metadata(brs),
@@ -296,7 +281,36 @@ fn model_source(brs: &BackgroundRemovalService, valid: &Valid) -> (String, Vec<V
     }
 }
 
-pub(super) fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+/// A container serving Matte's HTTP contract on port `http`: probed on `/readyz` and
+/// `/healthz` (one slow probe, such as a scrape during a long batch, does not take the
+/// pod out), locked down.
+pub(super) fn http_server_container(
+    name: &str,
+    image: &str,
+    args: Vec<String>,
+    resources: ResourceRequirements,
+    mounts: Vec<VolumeMount>,
+) -> Container {
+    Container {
+        name: name.into(),
+        image: Some(image.into()),
+        args: Some(args),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: HTTP_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        resources: Some(resources),
+        readiness_probe: Some(http_probe(paths::READYZ, 5, 2)),
+        liveness_probe: Some(http_probe(paths::HEALTHZ, 10, 3)),
+        security_context: Some(container_security()),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    }
+}
+
+fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -310,7 +324,7 @@ pub(super) fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32
     }
 }
 
-pub(super) fn container_security() -> SecurityContext {
+fn container_security() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         privileged: Some(false),

@@ -7,24 +7,25 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity,
+    Affinity, Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity,
     PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, ServiceAccount, WeightedPodAffinityTerm,
 };
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use matte_common::{gateway_flags as flags, paths};
+use matte_common::gateway_flags as flags;
 
 use crate::crd::BackgroundRemovalService;
 
 use super::deployment::{
-    ENDPOINT_PROPAGATION_SECONDS, HTTP_PORT, NON_ROOT_USER, container_security, drain_timeout_seconds, empty_dir,
-    http_probe, mebibytes, mount, runtime_default_seccomp,
+    ENDPOINT_PROPAGATION_SECONDS, HTTP_PORT, NON_ROOT_USER, drain_timeout_seconds, empty_dir, http_server_container,
+    mebibytes, mount, runtime_default_seccomp,
 };
+use super::service::one_at_a_time;
 use super::{ValidGateway, metadata_named, owned_labels, pods_service_name};
 
 /// CPU request of a gateway pod when the resource gives none: it copies bytes and
@@ -99,23 +100,11 @@ pub fn gateway_deployment(brs: &BackgroundRemovalService, gateway: &ValidGateway
         }),
         ..EnvVar::default()
     };
+    let resources = ResourceRequirements { requests: Some(requests), limits: Some(limits), ..Default::default() };
+    let mounts = vec![mount("tmp", "/tmp", false)];
     let container = Container {
-        name: "gateway".into(),
-        image: Some(gateway.image.clone()),
-        args: Some(gateway_args(brs, gateway)),
         env: Some(vec![namespace]),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: HTTP_PORT,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
-        resources: Some(ResourceRequirements { requests: Some(requests), limits: Some(limits), ..Default::default() }),
-        readiness_probe: Some(http_probe(paths::READYZ, 5, 2)),
-        liveness_probe: Some(http_probe(paths::HEALTHZ, 10, 3)),
-        security_context: Some(container_security()),
-        volume_mounts: Some(vec![mount("tmp", "/tmp", false)]),
-        ..Container::default()
+        ..http_server_container("gateway", &gateway.image, gateway_args(brs, gateway), resources, mounts)
     };
     // Two gateway pods on one node would go down together.
     let spread = PodAntiAffinity {
@@ -176,16 +165,7 @@ pub fn gateway_deployment(brs: &BackgroundRemovalService, gateway: &ValidGateway
 
 /// One gateway pod down at a time; an unready one can always be evicted.
 pub fn gateway_disruption_budget(brs: &BackgroundRemovalService) -> PodDisruptionBudget {
-    PodDisruptionBudget {
-        metadata: gateway_metadata(brs),
-        spec: Some(PodDisruptionBudgetSpec {
-            selector: Some(gateway_label_selector(brs)),
-            max_unavailable: Some(IntOrString::Int(1)),
-            unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
-            ..PodDisruptionBudgetSpec::default()
-        }),
-        ..PodDisruptionBudget::default()
-    }
+    one_at_a_time(gateway_metadata(brs), gateway_label_selector(brs))
 }
 
 pub fn gateway_service_account(brs: &BackgroundRemovalService) -> ServiceAccount {

@@ -5,6 +5,7 @@
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::crd::BackgroundRemovalService;
@@ -56,10 +57,16 @@ fn http_port(port: i32) -> ServicePort {
 /// At most one pod down at a time, and an unready pod can always be evicted: a pod that
 /// never became ready (no GPU, a bad model) must not block a node drain.
 pub fn pod_disruption_budget(brs: &BackgroundRemovalService) -> PodDisruptionBudget {
+    one_at_a_time(metadata(brs), label_selector(brs))
+}
+
+/// A PodDisruptionBudget letting voluntary evictions take one of `selector`'s pods at a
+/// time, an unready one always.
+pub(super) fn one_at_a_time(metadata: ObjectMeta, selector: LabelSelector) -> PodDisruptionBudget {
     PodDisruptionBudget {
-        metadata: metadata(brs),
+        metadata,
         spec: Some(PodDisruptionBudgetSpec {
-            selector: Some(label_selector(brs)),
+            selector: Some(selector),
             max_unavailable: Some(IntOrString::Int(1)),
             unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
             ..PodDisruptionBudgetSpec::default()
