@@ -44,8 +44,8 @@ pub fn reports_from_slices<'a>(slices: impl IntoIterator<Item = &'a EndpointSlic
         let Some(port) = slice_port(slice) else { continue };
         for endpoint in &slice.endpoints {
             let conditions = endpoint.conditions.as_ref();
-            let ready = conditions.and_then(|c| c.ready) != Some(false)
-                && conditions.and_then(|c| c.terminating) != Some(true);
+            let ready =
+                conditions.and_then(|c| c.ready) != Some(false) && conditions.and_then(|c| c.terminating) != Some(true);
             for address in &endpoint.addresses {
                 let Some(host) = host_of(&slice.address_type, address) else { continue };
                 *pods.entry(format!("{host}:{port}")).or_insert(false) |= ready;

@@ -12,12 +12,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use matte_serve::{self as connections, Stage, Timeouts, shutdown_signal};
 use crate::discovery::EndpointSliceSource;
 use crate::dispatcher::Dispatcher;
 use crate::endpoints::{EndpointSource, StaticSource};
 use crate::state::AppState;
 use crate::{Error, http};
+use matte_serve::{self as connections, Stage, Timeouts, shutdown_signal};
 
 /// Binds the configured address and serves until SIGTERM or SIGINT and a completed
 /// drain.
@@ -81,4 +81,3 @@ pub async fn run_with_source(
     tracing::info!("drained; exiting");
     Ok(())
 }
-

@@ -418,9 +418,11 @@ fn the_gateway_image_serves_through_an_inference_pod() {
     let inspect = |format: &str| podman_ok(&["inspect", "--format", format, &name]).trim().to_owned();
     assert_eq!(inspect("{{.Config.User}}"), "65532:65532");
     assert_eq!(inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
-    wait_for("the gateway to be ready", Duration::from_secs(60), || match http(port, "GET", "/readyz", b"", "text/plain") {
-        Some((200, _)) => Ok(()),
-        other => Err(other.map(|(status, _)| status)),
+    wait_for("the gateway to be ready", Duration::from_secs(60), || {
+        match http(port, "GET", "/readyz", b"", "text/plain") {
+            Some((200, _)) => Ok(()),
+            other => Err(other.map(|(status, _)| status)),
+        }
     });
 
     // The gateway holds a request until its probe finds the pod ready, then sends it.

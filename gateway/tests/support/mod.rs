@@ -81,9 +81,6 @@ impl Drop for Gateway {
     }
 }
 
-
-
-
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("client builds")
 }
