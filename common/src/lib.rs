@@ -86,10 +86,22 @@ pub mod gateway_metrics {
     pub const ENDPOINTS: &str = "matte_gateway_endpoints";
     /// Counter, label `reason`: requests sent again after a pod's 429, 503 or failure.
     pub const UPSTREAM_RETRIES_TOTAL: &str = "matte_gateway_upstream_retries_total";
+    /// Gauge: 1 while the gateway's set of pods is current, 0 while it serves on the last
+    /// one it had. With `--service`, whether the EndpointSlice watch is healthy (0 from
+    /// start until the first list, and while the apiserver cannot be reached); with
+    /// `--upstream` or neither, always 1.
+    pub const DISCOVERY_UP: &str = "matte_gateway_discovery_up";
 
     /// Every name above.
-    pub const ALL: [&str; 6] =
-        [QUEUE_DEPTH, OLDEST_QUEUED_AGE_SECONDS, QUEUE_WAIT_SECONDS, REQUESTS_TOTAL, ENDPOINTS, UPSTREAM_RETRIES_TOTAL];
+    pub const ALL: [&str; 7] = [
+        QUEUE_DEPTH,
+        OLDEST_QUEUED_AGE_SECONDS,
+        QUEUE_WAIT_SECONDS,
+        REQUESTS_TOTAL,
+        ENDPOINTS,
+        UPSTREAM_RETRIES_TOTAL,
+        DISCOVERY_UP,
+    ];
 
     /// Label of [`REQUESTS_TOTAL`].
     pub const OUTCOME_LABEL: &str = "outcome";

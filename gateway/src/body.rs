@@ -14,7 +14,6 @@ use matte_serve::UploadPace;
 
 use crate::Error;
 
-
 /// The bytes all held request bodies may take together.
 pub struct BufferBudget {
     limit: usize,

@@ -23,6 +23,16 @@ pub struct Config {
     #[arg(long = flags::UPSTREAM, env = "MATTE_GATEWAY_UPSTREAMS", value_delimiter = ',')]
     pub upstreams: Vec<String>,
 
+    /// The Service whose EndpointSlices list the pods (the operator's `<name>-pods`):
+    /// the pods come and go with its slices. Instead of --upstream.
+    #[arg(long = flags::SERVICE, env = "MATTE_GATEWAY_SERVICE", conflicts_with = "upstreams")]
+    pub service: Option<String>,
+
+    /// The namespace of --service; by default the gateway's own (`POD_NAMESPACE`), else
+    /// the client configuration's default namespace. Unused without --service.
+    #[arg(long = flags::NAMESPACE, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+
     /// Most requests outstanding from this gateway on one pod: the pod's queue capacity.
     #[arg(long = flags::UPSTREAM_CAPACITY, env = "MATTE_GATEWAY_UPSTREAM_CAPACITY", default_value_t = queue::DEFAULT_CAPACITY, value_parser = clap::value_parser!(u32).range(1..))]
     pub upstream_capacity: u32,
@@ -113,6 +123,22 @@ mod tests {
     fn upstreams_repeat() {
         let config = Config::parse_from(["matte-gateway", "--upstream", "a:1", "--upstream", "b:2"]);
         assert_eq!(config.upstreams, ["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn service_and_namespace() {
+        let config = Config::parse_from(["matte-gateway", "--service", "x-pods", "--namespace", "shop"]);
+        assert_eq!(config.service.as_deref(), Some("x-pods"));
+        assert_eq!(config.namespace.as_deref(), Some("shop"));
+        assert!(config.upstreams.is_empty());
+        let config = Config::parse_from(["matte-gateway", "--service", "x-pods"]);
+        assert_eq!(config.namespace, None, "the default is decided when connecting");
+    }
+
+    #[test]
+    fn service_and_upstream_exclude_each_other() {
+        let both = ["matte-gateway", "--service", "x-pods", "--upstream", "127.0.0.1:8081"];
+        assert!(Config::try_parse_from(both).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! its outstanding requests until they end.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,8 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub struct Dispatcher {
     capacity: u32,
     inner: Mutex<Inner>,
+    /// Whether the source's view of the pods is current (see [`Dispatcher::set_discovery_up`]).
+    discovery_up: AtomicBool,
 }
 
 struct Inner {
@@ -69,6 +72,8 @@ pub struct Snapshot {
     pub ready: usize,
     pub unready: usize,
     pub ejected: usize,
+    /// Whether the endpoint source's view is current.
+    pub discovery_up: bool,
 }
 
 impl Dispatcher {
@@ -82,7 +87,14 @@ impl Dispatcher {
                 next_waiter: 0,
                 rotation: 0,
             }),
+            discovery_up: AtomicBool::new(true),
         })
+    }
+
+    /// An endpoint source tells whether the pods it reported are current (true from the
+    /// start, for sources that cannot go stale) or the last it knew (false).
+    pub fn set_discovery_up(&self, up: bool) {
+        self.discovery_up.store(up, Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -259,6 +271,7 @@ impl Dispatcher {
             ready: count(EndpointState::Ready),
             unready: count(EndpointState::Unready),
             ejected: count(EndpointState::Ejected),
+            discovery_up: self.discovery_up.load(Ordering::Relaxed),
         }
     }
 

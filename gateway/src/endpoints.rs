@@ -1,7 +1,7 @@
 //! Where the set of pods comes from. A source reports every pod it knows and whether
 //! it is ready, as often as it learns something; the dispatcher keeps the rest (counts,
 //! failures, ejections). The static `--upstream` list probed on `/readyz` is one
-//! source; the EndpointSlices of `<name>-pods` will be another.
+//! source; the EndpointSlices of a Service ([`crate::discovery`]) are the other.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -14,6 +14,10 @@ pub enum Error {
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("upstream `{0}` is not HOST:PORT")]
     UpstreamAddress(String),
+    #[error("service `{0}` is not a Service name (lower-case letters, digits and `-`, at most 63)")]
+    ServiceName(String),
+    #[error("pod discovery: {0}")]
+    Discovery(String),
 
     // --- requests ---------------------------------------------------------------------
     #[error("the body is larger than the limit of {limit} bytes")]
@@ -56,7 +60,11 @@ impl Error {
             Error::BuffersFull { .. } | Error::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NoCapacity { .. } | Error::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Error::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
-            Error::Listen { .. } | Error::UpstreamAddress(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Listen { .. }
+            | Error::UpstreamAddress(_)
+            | Error::ServiceName(_)
+            | Error::Discovery(_)
+            | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -75,7 +83,11 @@ impl Error {
             Error::NoCapacity { .. } => "no_capacity",
             Error::Draining => "draining",
             Error::UpstreamFailed { .. } => "upstream_failed",
-            Error::Listen { .. } | Error::UpstreamAddress(_) | Error::Internal(_) => "internal",
+            Error::Listen { .. }
+            | Error::UpstreamAddress(_)
+            | Error::ServiceName(_)
+            | Error::Discovery(_)
+            | Error::Internal(_) => "internal",
         }
     }
 

@@ -7,7 +7,8 @@
 //! Reading order: [`config`] (the flags), [`server`] (lifecycle), [`http`] (the API and
 //! a request's way through), [`dispatcher`] (the queue and the places on pods), with
 //! its pure parts [`admission`] (expected wait, Retry-After) and [`upstream_state`]
-//! (picking a pod, ejection); [`endpoints`] (where pods come from), [`upstream`] (the
+//! (picking a pod, ejection); [`endpoints`] (where pods come from: a static list, or
+//! [`discovery`], a Service's EndpointSlices), [`upstream`] (the
 //! client to the pods), [`body`] (holding bodies within the memory bound),
 //! `matte_serve` (client connections and their timeouts), [`metrics`]; [`compat`]
 //! translates the rembg and remove.bg drop-in endpoints.
@@ -16,6 +17,7 @@ pub mod admission;
 pub mod body;
 pub mod compat;
 pub mod config;
+pub mod discovery;
 pub mod dispatcher;
 pub mod endpoints;
 pub mod error;

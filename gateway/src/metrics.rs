@@ -43,6 +43,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     endpoints: IntGaugeVec,
     retries: IntCounterVec,
+    discovery_up: IntGauge,
 }
 
 impl Default for Metrics {
@@ -76,14 +77,21 @@ impl Default for Metrics {
                 &[names::REASON_LABEL],
             )
             .expect("valid"),
+            discovery_up: IntGauge::new(
+                names::DISCOVERY_UP,
+                "1 while the gateway's set of pods is current; 0 while it serves on the last one it had \
+                 (the EndpointSlice watch is failing, or has not listed yet).",
+            )
+            .expect("valid"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 6] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 7] = [
             Box::new(metrics.queue_depth.clone()),
             Box::new(metrics.oldest_queued_age.clone()),
             Box::new(metrics.queue_wait.clone()),
             Box::new(metrics.requests.clone()),
             Box::new(metrics.endpoints.clone()),
             Box::new(metrics.retries.clone()),
+            Box::new(metrics.discovery_up.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector).expect("metric names are unique");
@@ -115,6 +123,7 @@ impl Metrics {
     pub fn render(&self, snapshot: &Snapshot) -> String {
         self.queue_depth.set(snapshot.queue_depth as i64);
         self.oldest_queued_age.set(snapshot.oldest_queued_age.as_secs_f64());
+        self.discovery_up.set(i64::from(snapshot.discovery_up));
         for (state, count) in [
             (EndpointState::Ready, snapshot.ready),
             (EndpointState::Unready, snapshot.unready),
@@ -137,7 +146,7 @@ mod tests {
         let metrics = Metrics::default();
         metrics.count_outcome("ok");
         metrics.count_retry(RetryReason::PodBusy);
-        let text = metrics.render(&Snapshot { queue_depth: 3, ready: 2, ..Snapshot::default() });
+        let text = metrics.render(&Snapshot { queue_depth: 3, ready: 2, discovery_up: true, ..Snapshot::default() });
         for name in names::ALL {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from\n{text}");
         }
@@ -154,5 +163,8 @@ mod tests {
         }
         assert!(text.contains(r#"matte_gateway_endpoints{state="ejected"} 0"#), "{text}");
         assert!(text.contains(r#"matte_gateway_upstream_retries_total{reason="pod_busy"} 1"#), "{text}");
+        assert!(text.contains("matte_gateway_discovery_up 1"), "{text}");
+        let stale = metrics.render(&Snapshot { discovery_up: false, ..Snapshot::default() });
+        assert!(stale.contains("matte_gateway_discovery_up 0"), "{stale}");
     }
 }

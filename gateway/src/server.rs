@@ -12,29 +12,39 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use matte_serve::{self as connections, Stage, Timeouts, shutdown_signal};
+use crate::discovery::EndpointSliceSource;
 use crate::dispatcher::Dispatcher;
 use crate::endpoints::{EndpointSource, StaticSource};
 use crate::state::AppState;
 use crate::{Error, http};
+use matte_serve::{self as connections, Stage, Timeouts, shutdown_signal};
 
 /// Binds the configured address and serves until SIGTERM or SIGINT and a completed
 /// drain.
 pub async fn serve(config: Config) -> Result<(), Error> {
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| Error::Listen { addr: config.listen, source })?;
-    tracing::info!(addr = %config.listen, upstreams = ?config.upstreams, "listening");
-    if config.upstreams.is_empty() {
-        tracing::warn!("no --upstream given: requests wait out their budget and get 503");
+    tracing::info!(addr = %config.listen, upstreams = ?config.upstreams, service = ?config.service, "listening");
+    if config.upstreams.is_empty() && config.service.is_none() {
+        tracing::warn!("neither --service nor --upstream given: requests wait out their budget and get 503");
     }
     run(listener, config, shutdown_signal()).await
 }
 
-/// Serves on `listener`, sending to the `--upstream` pods, until `shutdown` resolves;
-/// then drains.
+/// Serves on `listener`, sending to the pods of `--service` or `--upstream`, until
+/// `shutdown` resolves; then drains.
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let source = StaticSource::new(config.upstreams.clone(), config.probe_interval)?;
-    run_with_source(listener, config, source, shutdown).await
+    match config.service.clone() {
+        Some(service) => {
+            let source = EndpointSliceSource::connect(service.clone(), config.namespace.clone()).await?;
+            tracing::info!(%service, namespace = source.namespace(), "pods from the Service's EndpointSlices");
+            run_with_source(listener, config, source, shutdown).await
+        }
+        None => {
+            let source = StaticSource::new(config.upstreams.clone(), config.probe_interval)?;
+            run_with_source(listener, config, source, shutdown).await
+        }
+    }
 }
 
 /// [`run`] with the pods reported by `source`.
@@ -71,4 +81,3 @@ pub async fn run_with_source(
     tracing::info!("drained; exiting");
     Ok(())
 }
-

@@ -3,6 +3,7 @@
 # podman's local store and as OCI archives in $MATTE_CACHE/oci:
 #
 #   localhost/matte-operator:<version>        the operator
+#   localhost/matte-gateway:<version>         the gateway in front of a service's pods
 #   localhost/matte-inference:<version>       the inference server (CPU), also the model
 #                                             init container (matte-inference fetch-model)
 #   localhost/matte-inference:<version>-cuda  with --cuda: onnxruntime-gpu and the CUDA 13
@@ -89,9 +90,10 @@ cargo_profile=(--release)
 profile_dir=release
 if [[ $profile == dev ]]; then cargo_profile=(); profile_dir=debug; fi
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
-log "building matte-operator and matte-inference ($profile profile)"
+log "building matte-operator, matte-gateway and matte-inference ($profile profile)"
 (cd "$root" && cargo build --quiet --locked "${cargo_profile[@]}" \
-  -p matte-operator --bin matte-operator -p matte-inference --bin matte-inference)
+  -p matte-operator --bin matte-operator -p matte-gateway --bin matte-gateway \
+  -p matte-inference --bin matte-inference)
 bin_dir="$target_dir/$profile_dir"
 
 # --- one image: stage the context, hash it, build unless an image of that hash exists -
@@ -136,6 +138,14 @@ if $cpu; then
   rm -rf "$context" && mkdir -p "$context"
   stage_binary "$bin_dir/matte-operator" "$context/matte-operator"
   build_image matte-operator "$version" "$here/operator.Containerfile" "$context"
+fi
+
+# --- matte-gateway -------------------------------------------------------------------
+if $cpu; then
+  context="$oci/context/gateway"
+  rm -rf "$context" && mkdir -p "$context"
+  stage_binary "$bin_dir/matte-gateway" "$context/matte-gateway"
+  build_image matte-gateway "$version" "$here/gateway.Containerfile" "$context"
 fi
 
 # --- matte-inference (CPU) ---------------------------------------------------------------

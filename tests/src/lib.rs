@@ -15,6 +15,7 @@
 
 pub mod operator;
 pub mod podman;
+pub mod pods;
 
 use std::fmt::Debug;
 use std::fs;

@@ -14,6 +14,7 @@ use crate::{expect_success, repo_root};
 #[derive(Debug, Clone)]
 pub struct Images {
     pub operator: String,
+    pub gateway: String,
     pub inference: String,
     pub version: String,
 }
@@ -34,6 +35,7 @@ pub fn images() -> &'static Images {
         let version = env!("CARGO_PKG_VERSION").to_owned();
         Images {
             operator: format!("localhost/matte-operator:{version}"),
+            gateway: format!("localhost/matte-gateway:{version}"),
             inference: format!("localhost/matte-inference:{version}"),
             version,
         }

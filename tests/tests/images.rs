@@ -4,7 +4,8 @@
 //! model from a loopback HTTPS server through a private CA and checks its sha256; the
 //! server starts read-only as UID 65532 without capabilities, becomes ready, removes the
 //! background of a real photo, and drains on SIGTERM. Then the operator's image runs
-//! against a real control plane with the chart's ServiceAccount.
+//! against a real control plane with the chart's ServiceAccount, and the gateway's image
+//! serves through a real inference pod.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -13,6 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use matte_e2e::podman::{HttpsFileServer, images, podman, podman_ok};
+use matte_e2e::pods::{Pod, TinyModel};
 use matte_e2e::{Cluster, repo_root, wait_for};
 use matte_operator::crd::BackgroundRemovalService;
 use matte_operator::desired::{Defaults, deployment, validate};
@@ -200,6 +202,19 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A container removed on drop; its log printed first if the test is failing.
+struct RemoveContainer(String);
+
+impl Drop for RemoveContainer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = podman(&["logs", &self.0]);
+            eprintln!("--- container {} ---\n{}", self.0, String::from_utf8_lossy(&logs.stderr));
+        }
+        let _ = podman(&["rm", "--force", "--time", "5", &self.0]);
+    }
+}
+
 /// `Uid:` and `CapEff:` of the container's main process, read from the host's /proc.
 fn process_identity(pod: &PlayedPod) -> (String, String) {
     let pid = pod.inspect("inference", "{{.State.Pid}}");
@@ -349,17 +364,7 @@ fn the_operator_image_reconciles_with_the_charts_service_account() {
         &listen,
         &default_image,
     ]);
-    struct Remove(String);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            if std::thread::panicking() {
-                let logs = podman(&["logs", &self.0]);
-                eprintln!("--- operator container ---\n{}", String::from_utf8_lossy(&logs.stderr));
-            }
-            let _ = podman(&["rm", "--force", "--time", "5", &self.0]);
-        }
-    }
-    let _remove = Remove(name.clone());
+    let _remove = RemoveContainer(name.clone());
     assert_eq!(podman_ok(&["inspect", "--format", "{{.Config.User}}", &name]).trim(), "65532:65532");
 
     cluster.kubectl_ok(&["create", "namespace", "shop"]);
@@ -379,4 +384,65 @@ fn the_operator_image_reconciles_with_the_charts_service_account() {
     let pod = &made["spec"]["template"]["spec"];
     assert_eq!(pod["containers"][0]["image"], images.inference.as_str());
     assert_eq!(pod["initContainers"][0]["image"], images.inference.as_str(), "the inference image fetches the model");
+}
+
+/// The gateway's image, run by podman on the host network (read-only, no capabilities)
+/// with `--upstream` a real `matte-inference` process on loopback: a photo's background
+/// is removed through it, and its /metrics are the gateway's.
+#[test]
+fn the_gateway_image_serves_through_an_inference_pod() {
+    let images = images();
+    let model = TinyModel::generate();
+    let pod = Pod::start(&model.path, &[]);
+    let port = free_port();
+    let name = format!("matte-gateway-test-{}", std::process::id());
+    let listen = format!("127.0.0.1:{port}");
+    podman_ok(&[
+        "run",
+        "--detach",
+        "--name",
+        &name,
+        "--network",
+        "host",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        &images.gateway,
+        "--listen",
+        &listen,
+        "--upstream",
+        &pod.address,
+        "--log-format",
+        "text",
+    ]);
+    let _remove = RemoveContainer(name.clone());
+    let inspect = |format: &str| podman_ok(&["inspect", "--format", format, &name]).trim().to_owned();
+    assert_eq!(inspect("{{.Config.User}}"), "65532:65532");
+    assert_eq!(inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
+    wait_for("the gateway to be ready", Duration::from_secs(60), || {
+        match http(port, "GET", "/readyz", b"", "text/plain") {
+            Some((200, _)) => Ok(()),
+            other => Err(other.map(|(status, _)| status)),
+        }
+    });
+
+    // The gateway holds a request until its probe finds the pod ready, then sends it.
+    let photo = std::fs::read(setup_path("MATTE_SAMPLE_IMAGES").join("chelsea.png")).expect("a sample photo");
+    let (status, cutout) = http(port, "POST", "/v1/remove", &photo, "image/png").expect("an answer");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&cutout));
+    assert_eq!(&cutout[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
+
+    let (status, metrics) = http(port, "GET", "/metrics", b"", "text/plain").expect("metrics answer");
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert_eq!(status, 200);
+    for sample in [
+        r#"matte_gateway_requests_total{outcome="ok"} 1"#,
+        r#"matte_gateway_endpoints{state="ready"} 1"#,
+        "matte_gateway_discovery_up 1",
+        "matte_gateway_queue_depth 0",
+    ] {
+        assert!(metrics.lines().any(|line| line == sample), "no `{sample}` in\n{metrics}");
+    }
 }
