@@ -71,10 +71,7 @@ impl PlayedPod {
             server.port
         ))
         .expect("the resource parses");
-        let defaults = Defaults {
-            inference_image: images.inference.clone(),
-            gateway_image: format!("localhost/matte-gateway:{}", images.version),
-        };
+        let defaults = Defaults { inference_image: images.inference.clone(), gateway_image: images.gateway.clone() };
         let valid = validate(&brs, &defaults).expect("the resource is valid");
         let built = serde_json::to_value(deployment(&brs, &valid, 1)).expect("the Deployment serialises");
         let port = free_port();
