@@ -389,7 +389,9 @@ impl Context {
         let selector = configured.and_then(|m| m.selector.clone()).unwrap_or_else(|| {
             format!(r#"namespace="{}",job="{}""#, brs.namespace().unwrap_or_default(), brs.name_any())
         });
-        let windows = Windows::for_scrape_interval(self.settings.scrape_interval);
+        // The gateway's refusals are counted over its budget: none of those clients is back yet.
+        let budget = Duration::from_secs(u64::try_from(brs.spec.gateway.max_wait_seconds).unwrap_or(0).max(1));
+        let windows = Windows::for_scrape_interval(self.settings.scrape_interval).with_gateway_budget(budget);
         Some(PrometheusSource::new(self.settings.prometheus_http.clone(), &url, &selector, &windows))
     }
 

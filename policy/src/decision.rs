@@ -142,6 +142,13 @@ pub struct QueueMetrics {
     pub gateway_queue_depth: f64,
     /// `max(matte_gateway_oldest_queued_age_seconds)` (0 without a gateway).
     pub gateway_oldest_queued_age_seconds: f64,
+    /// Clients the gateway sent away (429, or 503 when the budget ran out in its queue)
+    /// over the last budget, `sum(increase(...[maxWaitSeconds]))` (0 without a gateway).
+    /// A 429 tells the client to come back after its expected wait, longer than the
+    /// budget, so none of them has come back yet: they are the clients waiting outside,
+    /// however long the overload has lasted, where a rate times a fixed `Retry-After`
+    /// would count only those of the last few seconds.
+    pub gateway_refused_over_budget: f64,
 }
 
 /// What the policy remembers between passes. The reconciler keeps it in the resource's
@@ -225,7 +232,7 @@ pub enum Reason {
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
     /// Images queued in pods and in the gateway, plus clients waiting to retry after a
-    /// pod's 429.
+    /// pod's 429 or the gateway's refusal.
     pub backlog_images: f64,
     /// The clients among them waiting outside the queues.
     pub waiting_clients: f64,
@@ -364,7 +371,12 @@ fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memo
     // interval is how many clients are waiting outside the queues. When a burst has
     // just begun the rate's window still holds the quiet before it, but every client
     // of the burst has just been refused once: the recent refusals say it.
-    let waiting_clients = (queue.rejected_per_second * spec.retry_after_seconds).max(queue.rejected_recently);
+    let from_refusal_rates = (queue.rejected_per_second * spec.retry_after_seconds).max(queue.rejected_recently);
+    // The gateway tells each client it refuses to come back after its expected wait,
+    // longer than its budget: every client it refused within the last budget is still
+    // outside, whether the refusals came at once (a burst) or over the whole budget (a
+    // sustained overload, which the rate times a fixed interval undercounts).
+    let waiting_clients = from_refusal_rates.max(queue.gateway_refused_over_budget);
     // Behind a gateway, requests that find every pod full wait in its queue instead:
     // backlog as much as the pods' queues, and the only one a fleet at zero has.
     let backlog_images = queue.queue_depth + queue.gateway_queue_depth + waiting_clients;

@@ -19,6 +19,7 @@ fn queue(queue_depth: f64) -> QueueMetrics {
         rejected_recently: 0.0,
         gateway_queue_depth: 0.0,
         gateway_oldest_queued_age_seconds: 0.0,
+        gateway_refused_over_budget: 0.0,
     }
 }
 
@@ -127,6 +128,41 @@ fn a_burst_just_refused_counts_before_the_rate_window_catches_up() {
     let just_refused = QueueMetrics { rejected_per_second: 1.0, rejected_recently: 80.0, ..queue(20.0) };
     let decision = decide_fresh(&observation(1, Some(just_refused)));
     assert_eq!(decision.plan.expect("plan").backlog_images, 100.0);
+}
+
+#[test]
+fn clients_the_gateway_refused_over_its_budget_are_all_still_waiting() {
+    // A sustained overload behind the gateway: 60 clients refused over the budget, at
+    // 2/s; the rate times the pods' Retry-After sees 10 of them, the recent refusals 10.
+    let overload = QueueMetrics {
+        rejected_per_second: 2.0,
+        rejected_recently: 10.0,
+        gateway_refused_over_budget: 60.0,
+        ..behind_gateway(16.0, 24.0, 20.0)
+    };
+    let plan = decide_fresh(&observation(1, Some(overload))).plan.expect("plan");
+    assert_eq!((plan.waiting_clients, plan.backlog_images), (60.0, 100.0));
+}
+
+#[test]
+fn the_pods_estimate_stands_where_it_counts_more_than_the_gateways_refusals() {
+    // Refusals that only just began: the recent ones count more than the budget's
+    // count, which a scrape's extrapolation has not caught up with.
+    let beginning = QueueMetrics { rejected_recently: 80.0, gateway_refused_over_budget: 48.0, ..queue(20.0) };
+    assert_eq!(decide_fresh(&observation(1, Some(beginning))).plan.expect("plan").waiting_clients, 80.0);
+    // Without a gateway the field reads 0 and the pods' refusals are counted as before.
+    let pods_only = QueueMetrics { rejected_per_second: 16.0, ..queue(20.0) };
+    assert_eq!(decide_fresh(&observation(1, Some(pods_only))).plan.expect("plan").waiting_clients, 80.0);
+}
+
+#[test]
+fn the_gateways_refusals_keep_a_burst_on_until_their_clients_are_back() {
+    // The gateway's queue is empty and nothing was refused lately, but clients refused
+    // within the budget have not come back yet: the burst is still on.
+    let away = QueueMetrics { gateway_refused_over_budget: 30.0, ..behind_gateway(4.0, 0.0, 0.0) };
+    let decision = decide_fresh(&observation(1, Some(away)));
+    assert!(decision.memory.burst.is_some(), "{decision:?}");
+    assert_eq!(decision.plan.expect("plan").backlog_images, 34.0);
 }
 
 #[test]

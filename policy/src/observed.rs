@@ -17,11 +17,12 @@
 //! | `rejected_recently` | `sum(rate(refused[recent])) * scrape`: refusals per scrape interval |
 //! | `gateway_queue_depth` | `sum(gateway_queue_depth)`: requests waiting in the gateway's FIFO |
 //! | `gateway_oldest_queued_age_seconds` | `max(gateway_oldest_queued_age_seconds)` |
+//! | `gateway_refused_over_budget` | `sum(increase(gateway_refused[budget]))`: the gateway's refusals over its last budget |
 //!
 //! where `refused` is the pods' `requests_total{outcome="queue_full"}` together with the
 //! gateway's `gateway_requests_total{outcome=~"queue_full|no_capacity"}` (clients sent
-//! away to come back after `Retry-After`), and `admitted` every other outcome of the
-//! pods'. The gateway's two gauges are summed (depth) and maxed (age) over its
+//! away to come back after `Retry-After`), `gateway_refused` the gateway's alone, and
+//! `admitted` every other outcome of the pods'. The gateway's two gauges are summed (depth) and maxed (age) over its
 //! replicas. There are metrics when either the pods' or the gateway's series have a
 //! current sample: a service scaled to zero has no pod series, and its observation
 //! comes from the gateway alone (the pods' gauges then read 0; their rates read what is
@@ -31,6 +32,7 @@
 
 use std::time::Duration;
 
+use matte_common::gateway_flags::DEFAULT_MAX_WAIT_SECONDS;
 use matte_common::metrics::SECONDS_BUCKETS;
 
 use crate::QueueMetrics;
@@ -54,25 +56,36 @@ pub struct Windows {
     pub long: Duration,
     /// The refusals counted as clients waiting right now, per scrape interval.
     pub recent: Duration,
+    /// The gateway's budget (`spec.gateway.maxWaitSeconds`): the clients it refused
+    /// within the last one are still away, since it refuses a request whose expected
+    /// wait exceeds the budget and tells it to come back after that wait.
+    pub gateway_budget: Duration,
 }
 
 impl Windows {
     /// Windows fitting a scrape interval: rates over four scrapes (at least 10 s), long
     /// figures over five minutes, recent refusals over two scrapes: the shortest window
-    /// that always holds the two samples `rate` needs.
+    /// that always holds the two samples `rate` needs; the gateway's budget at its
+    /// default ([`Windows::with_gateway_budget`] sets the service's).
     pub fn for_scrape_interval(scrape_interval: Duration) -> Windows {
         Windows {
             scrape_interval,
             rate: (scrape_interval * 4).max(Duration::from_secs(10)),
             long: Duration::from_secs(300),
             recent: scrape_interval * 2,
+            gateway_budget: Duration::from_secs(DEFAULT_MAX_WAIT_SECONDS),
         }
     }
 
+    /// The same windows for a gateway whose budget is `budget`.
+    pub fn with_gateway_budget(self, budget: Duration) -> Windows {
+        Windows { gateway_budget: budget, ..self }
+    }
+
     /// How much history [`queue_metrics`] reads: the long window, plus a rate window
-    /// for the subquery's oldest step.
+    /// for the subquery's oldest step, or the gateway's budget if that is longer.
     pub fn history_seconds(&self) -> f64 {
-        (self.long + self.rate).as_secs_f64()
+        (self.long + self.rate).max(self.gateway_budget).as_secs_f64()
     }
 }
 
@@ -260,6 +273,7 @@ pub fn queue_metrics(
         gateways.iter().filter_map(|gateway| gateway.oldest_age_at(at)).fold(0.0, f64::max);
 
     let (rate, long, recent) = (windows.rate.as_secs_f64(), windows.long.as_secs_f64(), windows.recent.as_secs_f64());
+    let budget = windows.gateway_budget.as_secs_f64();
     let sum_rate = |at: f64, range: f64, points: fn(&Series) -> &Vec<Point>| {
         sum(fleet, |series| promql::rate(points(series), at, range))
     };
@@ -300,6 +314,10 @@ pub fn queue_metrics(
         rejected_recently: refused_rate(at, recent).unwrap_or(0.0) * step,
         gateway_queue_depth: gateway_depth.unwrap_or(0.0),
         gateway_oldest_queued_age_seconds,
+        gateway_refused_over_budget: gateways
+            .iter()
+            .filter_map(|gateway| promql::increase(&gateway.refused, at, budget))
+            .sum(),
     })
 }
 
@@ -317,6 +335,16 @@ mod tests {
         assert_eq!(windows.rate, Duration::from_secs(20));
         assert_eq!(windows.recent, Duration::from_secs(10));
         assert_eq!(Windows::for_scrape_interval(Duration::from_secs(1)).rate, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_gateways_budget_is_a_window_of_its_own() {
+        let windows = Windows::for_scrape_interval(Duration::from_secs(5));
+        assert_eq!(windows.gateway_budget, Duration::from_secs(30), "the gateway's default budget");
+        assert_eq!(windows.history_seconds(), 320.0);
+        let long_budget = windows.with_gateway_budget(Duration::from_secs(600));
+        assert_eq!((long_budget.rate, long_budget.gateway_budget), (windows.rate, Duration::from_secs(600)));
+        assert_eq!(long_budget.history_seconds(), 600.0, "the store keeps a whole budget");
     }
 
     #[test]
@@ -412,5 +440,43 @@ mod tests {
         assert!((queue.rejected_recently - 60.0).abs() < 1e-9, "{queue:?}");
         assert!(queue.rejected_per_second > 0.0, "{queue:?}");
         assert!(queue.sustained_admitted_per_second > 0.0, "the steps before the refusals count: {queue:?}");
+    }
+
+    #[test]
+    fn the_gateways_refusals_over_its_budget_count_every_client_still_away() {
+        let windows = Windows::for_scrape_interval(Duration::from_secs(5));
+        let (mut first, mut second) = (GatewaySeries::default(), GatewaySeries::default());
+        let mut pod = Series::default();
+        for step in 0..=24 {
+            let at = 5.0 * f64::from(step);
+            // A sustained overload: replica one refuses 2 clients a second from 30 s on,
+            // replica two 10 at once at 100 s; the pods refuse nobody.
+            let refused = if at > 30.0 { 2.0 * (at - 30.0) } else { 0.0 };
+            first.record(at, &GatewayScrape { queue_depth: 40.0, oldest_queued_age_seconds: 20.0, refused });
+            let once = if at >= 100.0 { 10.0 } else { 0.0 };
+            second.record(at, &GatewayScrape { queue_depth: 0.0, oldest_queued_age_seconds: 0.0, refused: once });
+            pod.record(at, &scrape(at, 0.0, 16.0));
+        }
+        // At 120 s the window [90, 120] holds seven samples of each, 30 s apart: no
+        // extrapolation. 60 refusals by the first, 10 by the second.
+        let queue = queue_metrics(&[&pod], &[&first, &second], 120.0, &windows).expect("both");
+        assert!((queue.gateway_refused_over_budget - 70.0).abs() < 1e-9, "{queue:?}");
+        // The pods-side estimates see 10 (per scrape interval) and 12.5 (the rate times
+        // the simulated clients' 6.25 s) of those 70.
+        assert!((queue.rejected_recently - 10.0).abs() < 1e-9, "{queue:?}");
+        assert!((queue.rejected_per_second * 6.25 - 12.5).abs() < 1e-9, "{queue:?}");
+        // At 122 s the window [92, 122] holds the samples of 95..120: 25 s of them, 3 s
+        // and 2 s from its ends, extrapolated as Prometheus does: the first replica's to
+        // both ends, the second's not back past its counter's zero at 95 s.
+        let later = queue_metrics(&[&pod], &[&first, &second], 122.0, &windows).expect("both");
+        let expected = 50.0 * 30.0 / 25.0 + 10.0 * 27.0 / 25.0;
+        assert!((later.gateway_refused_over_budget - expected).abs() < 1e-9, "{later:?}");
+        // A longer budget looks further back.
+        let longer = windows.with_gateway_budget(Duration::from_secs(60));
+        let queue = queue_metrics(&[&pod], &[&first, &second], 120.0, &longer).expect("both");
+        assert!((queue.gateway_refused_over_budget - 130.0).abs() < 1e-9, "{queue:?}");
+        // Without a gateway the field reads 0.
+        let alone = queue_metrics(&[&pod], &[], 120.0, &windows).expect("the pod");
+        assert_eq!(alone.gateway_refused_over_budget, 0.0);
     }
 }

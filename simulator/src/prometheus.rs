@@ -253,4 +253,22 @@ mod tests {
         // 60 requests in 5 s, within a 60 s window from the counter's zero on.
         assert!((rate - 60.0 * 6.0 / 5.0 / 60.0).abs() < 1e-9, "{rate}");
     }
+
+    #[test]
+    fn the_gateways_refusals_are_read_over_its_budget_however_long() {
+        let windows = Windows::for_scrape_interval(std::time::Duration::from_secs(5));
+        let mut prometheus = Prometheus::new(windows.with_gateway_budget(std::time::Duration::from_secs(600)), 60.0);
+        let waiting = Gauges { queue_depth: 40.0, oldest_queued_age_seconds: 25.0 };
+        // 30 clients refused at once at the start, 20 more ten minutes later.
+        for step in 0..=120 {
+            let at = 5.0 * f64::from(step);
+            let refused = if step == 0 { 0 } else if step < 120 { 30 } else { 50 };
+            prometheus.scrape_gateway(at, 0, waiting, 100, refused);
+        }
+        // The whole budget is kept: the window [0, 600] holds every sample.
+        let queue = prometheus.queue_metrics(600.0).expect("the gateway's series");
+        assert!((queue.gateway_refused_over_budget - 50.0).abs() < 1e-9, "{queue:?}");
+        // The rate's window sees only the last 20.
+        assert!((queue.rejected_per_second - 1.0).abs() < 1e-9, "{queue:?}");
+    }
 }
