@@ -262,7 +262,13 @@ mod tests {
         // 30 clients refused at once at the start, 20 more ten minutes later.
         for step in 0..=120 {
             let at = 5.0 * f64::from(step);
-            let refused = if step == 0 { 0 } else if step < 120 { 30 } else { 50 };
+            let refused = if step == 0 {
+                0
+            } else if step < 120 {
+                30
+            } else {
+                50
+            };
             prometheus.scrape_gateway(at, 0, waiting, 100, refused);
         }
         // The whole budget is kept: the window [0, 600] holds every sample.
