@@ -129,6 +129,29 @@ pub async fn read(
     }
 }
 
+/// Reads a pod's whole answer, at most `limit` bytes, growing `reservation` to cover
+/// it: the answers the gateway translates are held within the same budget as bodies.
+pub async fn read_answer(body: Body, limit: usize, reservation: &mut Reservation) -> Result<Bytes, ReadFailure> {
+    let mut collected = Vec::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|error| ReadFailure::Request(Error::Internal(format!("the pod's answer broke off: {error}"))))?;
+        let total = collected.len() + chunk.len();
+        if total > limit {
+            return Err(ReadFailure::Request(Error::Internal(format!("the pod's answer is over {limit} bytes"))));
+        }
+        if !reservation.cover(total.max(collected.capacity())) {
+            return Err(ReadFailure::BudgetSpent);
+        }
+        collected.extend_from_slice(&chunk);
+        if !reservation.cover(collected.capacity()) {
+            return Err(ReadFailure::BudgetSpent);
+        }
+    }
+    Ok(Bytes::from(collected))
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -170,6 +193,22 @@ mod tests {
         let mut reservation = budget.reserve(0).unwrap();
         let read = read(body_of(vec![b"abc", b"def"]), None, 100, PACE, Instant::now(), &mut reservation).await;
         assert!(matches!(read, Err(ReadFailure::BudgetSpent)));
+    }
+
+    #[tokio::test]
+    async fn an_answer_held_for_translation_takes_its_share_of_the_budget() {
+        let budget = BufferBudget::new(8);
+        let mut reservation = budget.reserve(0).unwrap();
+        let answer = read_answer(body_of(vec![b"abc", b"def"]), 100, &mut reservation).await;
+        assert_eq!(&answer.unwrap()[..], b"abcdef");
+        assert!(budget.used() >= 6, "held while translated");
+        drop(reservation);
+        assert_eq!(budget.used(), 0);
+
+        let mut reservation = budget.reserve(0).unwrap();
+        let _other = budget.reserve(4).unwrap();
+        let answer = read_answer(body_of(vec![b"abc", b"def"]), 100, &mut reservation).await;
+        assert!(matches!(answer, Err(ReadFailure::BudgetSpent)), "no room left for it");
     }
 
     #[tokio::test]

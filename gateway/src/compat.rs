@@ -41,7 +41,8 @@ pub enum Dialect {
 pub enum Encoding {
     /// The pod's PNG as it is.
     Png,
-    /// The pod's PNG re-encoded as JPEG (remove.bg `format=jpg`, or `auto` without
+    /// A JPEG: the pod's own for a composite, the pod's PNG mask re-encoded for
+    /// `channels=alpha` (remove.bg `format=jpg`, or `auto` without
     /// transparency).
     Jpeg,
 }
@@ -159,11 +160,16 @@ pub fn remove_bg(form: Form) -> Result<Translated, Error> {
     let mut query = Vec::new();
     if alpha_only {
         query.push(("format", "mask".to_owned()));
-    } else if let Some(hex) = background {
-        query.push(("bg_color", hex));
-    } else if encoding == Encoding::Jpeg {
+    } else {
         // A JPEG has no transparency: remove.bg puts the subject on white.
-        query.push(("bg_color", "ffffff".to_owned()));
+        let background = background.or_else(|| (encoding == Encoding::Jpeg).then(|| "ffffff".to_owned()));
+        if let Some(hex) = background {
+            query.push(("bg_color", hex));
+        }
+        // The pod encodes the composite as JPEG itself: one encoding, none undone here.
+        if encoding == Encoding::Jpeg {
+            query.push(("format", "jpeg".to_owned()));
+        }
     }
     if let Some(size) = field("size")
         && let Some(max_dimension) = max_dimension_for_size(&size)?
@@ -228,12 +234,7 @@ pub fn sniff_content_type(image: &[u8]) -> &'static str {
 }
 
 /// The pods' answer (or the gateway's own error) as the dialect's client expects it.
-pub async fn answer(dialect: Dialect, encoding: Encoding, response: Response) -> Response {
-    let (parts, body) = response.into_parts();
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(bytes) => bytes,
-        Err(error) => return error_answer(dialect, Error::Internal(format!("the answer could not be read: {error}"))),
-    };
+pub fn answer(dialect: Dialect, encoding: Encoding, parts: axum::http::response::Parts, bytes: Bytes) -> Response {
     if !parts.status.is_success() {
         let (code, message) = native_error(&bytes);
         return in_dialect(dialect, parts, &code, &message);
@@ -272,7 +273,8 @@ fn image_answer(
         Encoding::Png => image,
         Encoding::Jpeg => {
             parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
-            to_jpeg(&image)?
+            // A composite comes from the pod as JPEG already; a mask comes as PNG.
+            if sniff_content_type(&image) == "image/jpeg" { image } else { to_jpeg(&image)? }
         }
     };
     if dialect == Dialect::RemoveBg {

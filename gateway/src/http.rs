@@ -162,7 +162,21 @@ async fn serve(state: &AppState, request: Request, dialect: Option<Dialect>) -> 
     };
     match dialect {
         None => response,
-        Some(dialect) => compat::answer(dialect, encoding, response).await,
+        Some(dialect) => translate_answer(state, dialect, encoding, response).await,
+    }
+}
+
+/// A pod's answer in a drop-in dialect. Its image is held whole to be translated, so
+/// it takes its share of the buffers as request bodies do: when none is left, 429.
+async fn translate_answer(state: &AppState, dialect: Dialect, encoding: Encoding, response: Response) -> Response {
+    let (parts, body) = response.into_parts();
+    let Some(mut reservation) = state.buffers.reserve(0) else {
+        return compat::error_answer(dialect, buffers_full(state));
+    };
+    match body::read_answer(body, upstream::RESPONSE_LIMIT, &mut reservation).await {
+        Ok(bytes) => compat::answer(dialect, encoding, parts, bytes),
+        Err(ReadFailure::BudgetSpent) => compat::error_answer(dialect, buffers_full(state)),
+        Err(ReadFailure::Request(error)) => compat::error_answer(dialect, error),
     }
 }
 
@@ -334,7 +348,7 @@ mod tests {
     }
 
     fn answer(status: u16) -> Attempt {
-        let mut response = axum::http::Response::new(Bytes::new());
+        let mut response = axum::http::Response::new(Body::empty());
         *response.status_mut() = StatusCode::from_u16(status).unwrap();
         Attempt::Answered(response)
     }

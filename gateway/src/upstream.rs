@@ -27,7 +27,9 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The largest response taken from a pod: an RGBA PNG of the largest output (2048²)
 /// is at most 16 MiB and change; anything far bigger is not a pod's answer.
-const RESPONSE_LIMIT: usize = 64 * 1024 * 1024;
+pub const RESPONSE_LIMIT: usize = 64 * 1024 * 1024;
+/// The largest error answer read whole (a pod's JSON error is a few hundred bytes).
+const ERROR_ANSWER_LIMIT: usize = 1024 * 1024;
 
 /// Headers that describe one connection, not the request, and are not passed on
 /// (RFC 9110 §7.6.1), plus the gateway's own budget header.
@@ -70,8 +72,11 @@ impl Forward {
 /// How one attempt on a pod went.
 #[derive(Debug)]
 pub enum Attempt {
-    /// The pod answered; the body is complete.
-    Answered(Response<Bytes>),
+    /// The pod answered. An error's body is read whole (it is small, and a 429 or 503
+    /// is dropped for a retry); a success's is streamed to the client as the pod sends
+    /// it, so a gateway holds no image it is not receiving right now, whatever the
+    /// number of pods behind it.
+    Answered(Response<Body>),
     /// The connection was refused or could not be made: nothing listens there.
     Refused(String),
     /// The connection failed or timed out before a complete answer.
@@ -84,7 +89,9 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    /// `timeout` bounds one attempt, from sending to the last byte of the answer.
+    /// `timeout` bounds one attempt, from sending to the answer's head (and an error
+    /// answer's last byte); a success's body then streams at the client's pace, which
+    /// the pod's write timeout bounds.
     pub fn new(timeout: Duration) -> UpstreamClient {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -118,21 +125,24 @@ impl UpstreamClient {
             Err(error) => return Attempt::Failed(error_chain(&error)),
         };
         let (parts, body) = response.into_parts();
-        match Limited::new(body, RESPONSE_LIMIT).collect().await {
-            Ok(collected) => Attempt::Answered(Response::from_parts(parts, collected.to_bytes())),
+        if parts.status.is_success() {
+            return Attempt::Answered(Response::from_parts(parts, Body::new(Limited::new(body, RESPONSE_LIMIT))));
+        }
+        match Limited::new(body, ERROR_ANSWER_LIMIT).collect().await {
+            Ok(collected) => Attempt::Answered(Response::from_parts(parts, Body::from(collected.to_bytes()))),
             Err(error) => Attempt::Failed(format!("reading the answer failed: {error}")),
         }
     }
 }
 
 /// The pod's answer as the client's: the same status, headers and body, less what
-/// described the pod's connection.
-pub fn to_client_response(answer: Response<Bytes>) -> axum::response::Response {
+/// described the pod's connection (the length is the body's own, which hyper sends).
+pub fn to_client_response(answer: Response<Body>) -> axum::response::Response {
     let (mut parts, body) = answer.into_parts();
     for name in HOP_BY_HOP.iter().chain([&header::CONTENT_LENGTH, &KEEP_ALIVE]) {
         parts.headers.remove(name);
     }
-    axum::response::Response::from_parts(parts, Body::from(body))
+    axum::response::Response::from_parts(parts, body)
 }
 
 /// Whether a pod's status asks for the request to go elsewhere.

@@ -89,6 +89,12 @@ async fn drop_in_endpoints_match_the_native_api_on_the_same_photo() {
     assert_eq!(jpeg.headers["x-width"], decoded.width().to_string().as_str());
     assert_eq!(jpeg.headers["x-height"], decoded.height().to_string().as_str());
     assert!(decoded.width().max(decoded.height()) <= 625, "size=preview caps the output");
+    // The pod's own JPEG, byte for byte: encoded once, on the pod.
+    let side = decoded.width().max(decoded.height());
+    let native = url(&format!("/v1/remove?bg_color=00ff00&format=jpeg&max_dimension={side}"));
+    let native_jpeg = post(&client, native, "image/png", photo.clone()).await;
+    assert_eq!(native_jpeg.content_type, "image/jpeg");
+    assert!(jpeg.body == native_jpeg.body, "remove.bg's JPEG is the pod's, not encoded again");
 
     // Errors in each dialect's shape.
     let (content_type, body) = form(&[("om", None, b"true")]);
