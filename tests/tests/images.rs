@@ -337,31 +337,9 @@ fn the_operator_image_reconciles_with_the_charts_service_account() {
     let mount = format!("{}:/etc/matte/kubeconfig:ro", kubeconfig.display());
     let listen = format!("127.0.0.1:{port}");
     let default_image = format!("--default-inference-image={}", images.inference);
-    podman_ok(&[
-        "run",
-        "--detach",
-        "--name",
-        &name,
-        "--network",
-        "host",
-        "--read-only",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges",
-        "--volume",
-        &mount,
-        "--env",
-        "KUBECONFIG=/etc/matte/kubeconfig",
-        "--env",
-        "POD_NAMESPACE=matte-system",
-        &images.operator,
-        "run",
-        "--listen",
-        &listen,
-        &default_image,
-    ]);
-    let _remove = RemoveContainer(name.clone());
+    let options =
+        ["--volume", &mount, "--env", "KUBECONFIG=/etc/matte/kubeconfig", "--env", "POD_NAMESPACE=matte-system"];
+    let _remove = run_locked_down(&name, &options, &images.operator, &["run", "--listen", &listen, &default_image]);
     assert_eq!(podman_ok(&["inspect", "--format", "{{.Config.User}}", &name]).trim(), "65532:65532");
 
     cluster.kubectl_ok(&["create", "namespace", "shop"]);
@@ -394,27 +372,8 @@ fn the_gateway_image_serves_through_an_inference_pod() {
     let port = free_port();
     let name = format!("matte-gateway-test-{}", std::process::id());
     let listen = format!("127.0.0.1:{port}");
-    podman_ok(&[
-        "run",
-        "--detach",
-        "--name",
-        &name,
-        "--network",
-        "host",
-        "--read-only",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges",
-        &images.gateway,
-        "--listen",
-        &listen,
-        "--upstream",
-        &pod.address,
-        "--log-format",
-        "text",
-    ]);
-    let _remove = RemoveContainer(name.clone());
+    let args = ["--listen", &listen, "--upstream", &pod.address, "--log-format", "text"];
+    let _remove = run_locked_down(&name, &[], &images.gateway, &args);
     let inspect = |format: &str| podman_ok(&["inspect", "--format", format, &name]).trim().to_owned();
     assert_eq!(inspect("{{.Config.User}}"), "65532:65532");
     assert_eq!(inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
@@ -442,4 +401,25 @@ fn the_gateway_image_serves_through_an_inference_pod() {
     ] {
         assert!(metrics.lines().any(|line| line == sample), "no `{sample}` in\n{metrics}");
     }
+}
+
+/// Starts `image` detached as container `name` the way Matte's containers are run:
+/// host network, read-only root filesystem, no capabilities, no privilege gain; with
+/// podman `options` before the image and `args` after it. Removed when the guard drops.
+fn run_locked_down(name: &str, options: &[&str], image: &str, args: &[&str]) -> RemoveContainer {
+    let locked_down = [
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+    ];
+    podman_ok(&[&locked_down[..], options, &[image], args].concat());
+    RemoveContainer(name.to_owned())
 }
