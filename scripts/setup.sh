@@ -156,6 +156,10 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 CONF
   containers_conf_line="export CONTAINERS_CONF=\"$cache/containers.conf\""
+elif [[ -f "$cache/containers.conf" ]]; then
+  # A plain set-up after one with images (the benchmarks run one) keeps the runtime's
+  # limits: without them runc refuses podman's default rlimits.
+  containers_conf_line="export CONTAINERS_CONF=\"$cache/containers.conf\""
 fi
 
 cat >"$cache/env.sh" <<EOF
