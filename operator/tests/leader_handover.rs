@@ -29,6 +29,7 @@ fn observation(now_seconds: f64, replicas: u32) -> Observation {
         gateway_queue_depth: 0.0,
         gateway_oldest_queued_age_seconds: 0.0,
         gateway_refused_over_budget: 0.0,
+        gateway_arrivals_per_second: 0.0,
     };
     Observation {
         now_seconds,

@@ -17,15 +17,20 @@
 //!
 //! Bursts that recur teach the policy one more thing: a pod started for a burst is ready
 //! only after a start-up, too late for the burst's first images, and it is started again
-//! for the next one. So once bursts come in a rhythm, the pods that drain a typical one
-//! within a start-up stay warm between them, until the rhythm breaks.
+//! for the next one. So once bursts recur, the pods that drain a typical one within a
+//! start-up stay warm between them, until none has come for longer than keeping them
+//! is worth (`WARM_GAP_MAX_STARTUPS` start-ups).
 //!
 //! With the gateway in front, requests that find every pod full wait in its queue
 //! instead of being refused: that queue is backlog like the pods' own, and it is what
 //! says a burst is on. It also lets a service run with no pod at all
 //! (`minReplicas: 0`): a request waiting in the gateway of an empty fleet starts pods
 //! at once, and a fleet that has had nothing queued and no traffic for the scale-down
-//! delay is given back entirely, its last pod on its own clock.
+//! delay is given back entirely, its last pod on its own clock. The gateway also counts
+//! every request it receives: arrivals that outrun the ready pods pass after pass are a
+//! flow (a crowd, a long batch upload) rather than a burst already in, and pods for
+//! their rate are started on top of those the backlog needs, since the backlog seen so
+//! far is only the flow's beginning.
 
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +60,11 @@ pub struct PolicySpec {
     pub planned_utilization: f64,
     /// Metrics older than this are not trusted.
     pub stale_after_seconds: f64,
+    /// Arrivals must outrun the ready pods for this long before pods are started for
+    /// their rate: the arrival rate's window and one scrape interval more (15 s at 5 s
+    /// scrapes), so that the arrivals that began the surge are out of the window by
+    /// then, and only arrivals that went on keep it.
+    pub surge_confirm_seconds: f64,
 }
 
 impl PolicySpec {
@@ -71,6 +81,7 @@ impl PolicySpec {
             retry_after_seconds: 2.0,
             planned_utilization: 0.8,
             stale_after_seconds: 60.0,
+            surge_confirm_seconds: 15.0,
         }
     }
 
@@ -149,6 +160,10 @@ pub struct QueueMetrics {
     /// however long the overload has lasted, where a rate times a fixed `Retry-After`
     /// would count only those of the last few seconds.
     pub gateway_refused_over_budget: f64,
+    /// Requests reaching the gateway per second over the last two scrapes, every
+    /// outcome (0 without a gateway): the arrival rate, refused clients coming back
+    /// included, seen a scrape after it changes.
+    pub gateway_arrivals_per_second: f64,
 }
 
 /// What the policy remembers between passes. The reconciler keeps it in the resource's
@@ -171,6 +186,9 @@ pub struct Memory {
     pub burst: Option<Burst>,
     /// The last few bursts, oldest first, at most eight (`BURSTS_REMEMBERED`).
     pub recent_bursts: Vec<Burst>,
+    /// Since when requests have been arriving faster than the ready pods serve them, if
+    /// they are.
+    pub surge_since_seconds: Option<f64>,
 }
 
 /// A time of refusals: the pods' queues were full and clients waited outside them.
@@ -193,10 +211,6 @@ const BURSTS_FOR_A_PATTERN: usize = 3;
 /// kept warm over such a gap costs more GPU time than this many start-ups, to save the
 /// burst one start-up's wait. Between them the fleet goes down to its minimum.
 const WARM_GAP_MAX_STARTUPS: f64 = 15.0;
-
-/// Pods kept warm for recurring bursts are given back once no burst has come for this
-/// many typical gaps between them: the pattern has likely ended.
-const GAPS_BEFORE_GIVING_UP: f64 = 2.0;
 
 /// Why the policy chose the replicas it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -246,6 +260,14 @@ pub struct Plan {
     pub needed_replicas: u32,
     /// Pods worth keeping warm for the bursts that keep coming; 0 when none do.
     pub warm_replicas: u32,
+    /// Requests arriving per second, as the gateway counts them.
+    pub arrivals_per_second: f64,
+    /// Pods needed for arrivals that have outrun the ready pods for long enough to be
+    /// a flow rather than one burst; included in `needed_replicas`.
+    pub surge_replicas: u32,
+    /// Carried into [`Memory::surge_since_seconds`].
+    #[serde(skip)]
+    surge_since_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -293,6 +315,7 @@ pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> 
         images_per_pod_second: Some(plan.images_per_pod_second),
         burst,
         recent_bursts,
+        surge_since_seconds: plan.surge_since_seconds,
     };
     let summary = summary(&plan, queue);
 
@@ -409,6 +432,19 @@ fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memo
     };
     // Work waiting with no pod at all gets at least one, whatever the arithmetic says.
     let for_an_empty_fleet = u32::from(backlog_images > 0.0 && observation.replicas == 0);
+    // Arrivals that keep outrunning the ready pods are a flow, not a burst that is
+    // already in: the backlog it leaves is only its beginning, and pods for its rate are
+    // started on top of those that drain what is queued. One burst, landing between two
+    // scrapes or across one, has left the rate's window by the time it is confirmed.
+    let arrivals_per_second = queue.gateway_arrivals_per_second;
+    let outrun = arrivals_per_second > f64::from(observation.ready_pods) * planned_per_pod;
+    let surge_since_seconds = outrun.then(|| memory.surge_since_seconds.unwrap_or(observation.now_seconds));
+    let surge_replicas = match surge_since_seconds {
+        Some(since) if observation.now_seconds - since >= spec.surge_confirm_seconds => {
+            to_count((arrivals_per_second / planned_per_pod).ceil())
+        }
+        _ => 0,
+    };
     Plan {
         backlog_images,
         waiting_clients,
@@ -416,8 +452,14 @@ fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memo
         images_per_pod_second,
         startup_seconds,
         sustained_images_per_second,
-        needed_replicas: for_backlog.max(to_count(for_steady_traffic)).max(for_an_empty_fleet),
+        needed_replicas: for_backlog
+            .saturating_add(surge_replicas)
+            .max(to_count(for_steady_traffic))
+            .max(for_an_empty_fleet),
         warm_replicas: 0,
+        arrivals_per_second,
+        surge_replicas,
+        surge_since_seconds,
     }
 }
 
@@ -456,9 +498,12 @@ fn warm_replicas(spec: &PolicySpec, now: f64, recent: &[Burst], current: Option<
     else {
         return 0;
     };
-    if now - last_started > GAPS_BEFORE_GIVING_UP * typical_gap
-        || typical_gap > WARM_GAP_MAX_STARTUPS * plan.startup_seconds
-    {
+    // Keeping pods warm pays up to a gap of `WARM_GAP_MAX_STARTUPS` start-ups, typical
+    // or current: bursts that come at random moments are no less likely to come after a
+    // long wait than after a short one, so only a wait past that break-even says the
+    // pattern is gone (or no longer worth its pods).
+    let break_even = WARM_GAP_MAX_STARTUPS * plan.startup_seconds;
+    if now - last_started > break_even || typical_gap > break_even {
         return 0;
     }
     let per_pod_before_help_arrives =

@@ -20,6 +20,7 @@ fn queue(queue_depth: f64) -> QueueMetrics {
         gateway_queue_depth: 0.0,
         gateway_oldest_queued_age_seconds: 0.0,
         gateway_refused_over_budget: 0.0,
+        gateway_arrivals_per_second: 0.0,
     }
 }
 
@@ -382,18 +383,65 @@ fn two_bursts_are_not_yet_a_pattern() {
 }
 
 #[test]
-fn warm_pods_are_given_back_when_the_bursts_stop_coming() {
-    // Bursts every 200 s, the last at 900: by 1100 one is overdue, by 1301 two are.
+fn warm_pods_are_given_back_when_no_burst_comes_for_longer_than_they_are_worth() {
+    // Bursts every 200 s, the last at 900. Bursts that come at random moments may well
+    // come after two or three typical gaps: the pods stay warm until the break-even of
+    // fifteen 60 s start-ups (900 s) has passed with none.
     let memory = Memory {
         recent_bursts: bursts(&[500.0, 700.0, 900.0], 200.0),
         surplus_since_seconds: Some(0.0),
         ..Memory::default()
     };
-    let overdue = Observation { now_seconds: 1100.0, ..observation(4, Some(queue(0.0))) };
+    let overdue = Observation { now_seconds: 1500.0, ..observation(4, Some(queue(0.0))) };
     assert_eq!(decide(&spec(), &overdue, &memory).reason, Reason::KeepWarmForBursts);
-    let over = Observation { now_seconds: 1301.0, ..observation(4, Some(queue(0.0))) };
+    let over = Observation { now_seconds: 1801.0, ..observation(4, Some(queue(0.0))) };
     let decision = decide(&spec(), &over, &memory);
     assert_eq!((decision.replicas, decision.reason), (1, Reason::ScaleDown));
+}
+
+/// Arrivals the gateway counts at `per_second`, with nothing queued yet.
+fn arriving(per_second: f64) -> QueueMetrics {
+    QueueMetrics { gateway_arrivals_per_second: per_second, ..queue(0.0) }
+}
+
+#[test]
+fn arrivals_that_keep_outrunning_the_pods_get_pods_for_their_rate() {
+    // 6 images/s on two pods of 1 image/s: outrun from the first pass on, pods for the
+    // rate only once it has lasted the confirmation time (15 s).
+    let at = |now_seconds: f64| Observation { now_seconds, ..observation(2, Some(arriving(6.0))) };
+    let first = decide(&spec(), &at(1000.0), &Memory::default());
+    assert_eq!(first.memory.surge_since_seconds, Some(1000.0));
+    assert_eq!(first.plan.as_ref().map(|plan| plan.surge_replicas), Some(0));
+    assert_eq!(first.replicas, 2, "one pass is no flow");
+    let early = decide(&spec(), &at(1010.0), &first.memory);
+    assert_eq!((early.replicas, early.memory.surge_since_seconds), (2, Some(1000.0)));
+    let confirmed = decide(&spec(), &at(1015.0), &early.memory);
+    assert_eq!(confirmed.plan.as_ref().map(|plan| plan.surge_replicas), Some(6));
+    assert_eq!((confirmed.replicas, confirmed.reason), (6, Reason::ScaleUp));
+}
+
+#[test]
+fn a_surge_that_stops_before_it_is_confirmed_starts_nothing_and_is_forgotten() {
+    let surging = Observation { now_seconds: 1000.0, ..observation(2, Some(arriving(30.0))) };
+    let first = decide(&spec(), &surging, &Memory::default());
+    // The burst is in: the rate falls within what the two pods serve.
+    let over = Observation { now_seconds: 1015.0, ..observation(2, Some(arriving(1.5))) };
+    let after = decide(&spec(), &over, &first.memory);
+    assert_eq!(after.memory.surge_since_seconds, None);
+    assert_eq!(after.plan.as_ref().map(|plan| plan.surge_replicas), Some(0));
+    assert_eq!(after.replicas, 2);
+}
+
+#[test]
+fn pods_for_a_flow_come_on_top_of_those_for_its_backlog() {
+    // 90 images queued on one pod need two new ones by the 70 s deadline (one start-up
+    // and 10 s: the ready pod does 70, each new one 10); a confirmed flow of 3 images/s
+    // needs 3 more.
+    let memory = Memory { surge_since_seconds: Some(900.0), ..Memory::default() };
+    let flowing = QueueMetrics { gateway_queue_depth: 90.0, ..arriving(3.0) };
+    let decision = decide(&spec(), &observation(1, Some(flowing)), &memory);
+    let plan = decision.plan.as_ref().expect("a plan");
+    assert_eq!((plan.surge_replicas, plan.needed_replicas), (3, 6), "{plan:?}");
 }
 
 /// The queue as seen with a gateway in front: `gateway` requests in its queue, the

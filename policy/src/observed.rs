@@ -18,6 +18,7 @@
 //! | `gateway_queue_depth` | `sum(gateway_queue_depth)`: requests waiting in the gateway's FIFO |
 //! | `gateway_oldest_queued_age_seconds` | `max(gateway_oldest_queued_age_seconds)` |
 //! | `gateway_refused_over_budget` | `sum(increase(gateway_refused[budget]))`: the gateway's refusals over its last budget |
+//! | `gateway_arrivals_per_second` | `sum(rate(gateway_requests[recent]))`: requests reaching the gateway, every outcome |
 //!
 //! where `refused` is the pods' `requests_total{outcome="queue_full"}` together with the
 //! gateway's `gateway_requests_total{outcome=~"queue_full|no_capacity"}` (clients sent
@@ -80,6 +81,13 @@ impl Windows {
     /// The same windows for a gateway whose budget is `budget`.
     pub fn with_gateway_budget(self, budget: Duration) -> Windows {
         Windows { gateway_budget: budget, ..self }
+    }
+
+    /// How long arrivals must outrun the ready pods before the policy starts pods for
+    /// their rate (`PolicySpec::surge_confirm_seconds`): the arrival rate's window and
+    /// one scrape more, by when the arrivals that began the surge have left the window.
+    pub fn surge_confirm(&self) -> Duration {
+        self.recent + self.scrape_interval
     }
 
     /// How much history [`queue_metrics`] reads: the long window, plus a rate window
@@ -184,6 +192,8 @@ pub struct GatewayScrape {
     /// away to come back after `Retry-After`, with 429 because their expected wait
     /// exceeded their budget or with 503 because it ran out in the queue.
     pub refused: f64,
+    /// `matte_gateway_requests_total` of every outcome: every request received.
+    pub requests: f64,
 }
 
 /// One gateway replica's gauges as Prometheus stores them.
@@ -194,6 +204,8 @@ pub struct GatewaySeries {
     /// From the first scrape on: the gateway exports its refusals at 0 from the start
     /// (`gateway_metrics::REFUSED_OUTCOMES`).
     refused: Vec<Point>,
+    /// Every request received, from the first scrape on like the refusals.
+    requests: Vec<Point>,
     /// When the target vanished: Prometheus marks its series stale then.
     stale_from: Option<f64>,
 }
@@ -204,6 +216,12 @@ impl GatewaySeries {
         self.queue_depth.push((at, scrape.queue_depth));
         self.oldest_queued_age.push((at, scrape.oldest_queued_age_seconds));
         self.refused.push((at, scrape.refused));
+        self.requests.push((at, scrape.requests));
+    }
+
+    /// `requests_total` of every outcome.
+    pub fn requests(&self) -> &[Point] {
+        &self.requests
     }
 
     /// The target is gone from `at` on.
@@ -218,7 +236,7 @@ impl GatewaySeries {
 
     /// Drops samples older than `before`.
     pub fn forget_before(&mut self, before: f64) {
-        for points in [&mut self.queue_depth, &mut self.oldest_queued_age, &mut self.refused] {
+        for points in [&mut self.queue_depth, &mut self.oldest_queued_age, &mut self.refused, &mut self.requests] {
             let old = points.partition_point(|(at, _)| *at < before);
             points.drain(..old);
         }
@@ -318,6 +336,10 @@ pub fn queue_metrics(
             .iter()
             .filter_map(|gateway| promql::increase(&gateway.refused, at, budget))
             .sum(),
+        gateway_arrivals_per_second: gateways
+            .iter()
+            .filter_map(|gateway| promql::rate(&gateway.requests, at, recent))
+            .sum(),
     })
 }
 
@@ -335,6 +357,12 @@ mod tests {
         assert_eq!(windows.rate, Duration::from_secs(20));
         assert_eq!(windows.recent, Duration::from_secs(10));
         assert_eq!(Windows::for_scrape_interval(Duration::from_secs(1)).rate, Duration::from_secs(10));
+        assert_eq!(windows.surge_confirm(), Duration::from_secs(15));
+        assert_eq!(
+            windows.surge_confirm().as_secs_f64(),
+            crate::PolicySpec::new(1, 2, 30.0).surge_confirm_seconds,
+            "the spec's default fits the default scrape interval"
+        );
     }
 
     #[test]
@@ -394,9 +422,18 @@ mod tests {
     fn the_gateway_alone_makes_an_observation_with_the_pods_at_zero() {
         let windows = Windows::for_scrape_interval(Duration::from_secs(5));
         let (mut first, mut second) = (GatewaySeries::default(), GatewaySeries::default());
-        first.record(0.0, &GatewayScrape { queue_depth: 2.0, oldest_queued_age_seconds: 1.0, refused: 0.0 });
-        first.record(5.0, &GatewayScrape { queue_depth: 7.0, oldest_queued_age_seconds: 6.0, refused: 0.0 });
-        second.record(4.0, &GatewayScrape { queue_depth: 3.0, oldest_queued_age_seconds: 9.0, refused: 0.0 });
+        first.record(
+            0.0,
+            &GatewayScrape { queue_depth: 2.0, oldest_queued_age_seconds: 1.0, refused: 0.0, requests: 0.0 },
+        );
+        first.record(
+            5.0,
+            &GatewayScrape { queue_depth: 7.0, oldest_queued_age_seconds: 6.0, refused: 0.0, requests: 0.0 },
+        );
+        second.record(
+            4.0,
+            &GatewayScrape { queue_depth: 3.0, oldest_queued_age_seconds: 9.0, refused: 0.0, requests: 0.0 },
+        );
         let queue = queue_metrics(&[], &[&first, &second], 7.0, &windows).expect("the gateway's series");
         assert_eq!((queue.gateway_queue_depth, queue.gateway_oldest_queued_age_seconds), (10.0, 9.0));
         assert_eq!(queue.age_seconds, 2.0, "the newest sample, the gateway's");
@@ -414,7 +451,10 @@ mod tests {
         let windows = Windows::for_scrape_interval(Duration::from_secs(5));
         let (mut pod, mut gateway) = (Series::default(), GatewaySeries::default());
         pod.record(0.0, &PodScrape { oldest_queued_age_seconds: 4.0, ..scrape(1.0, 0.0, 5.0) });
-        gateway.record(3.0, &GatewayScrape { queue_depth: 40.0, oldest_queued_age_seconds: 2.0, refused: 0.0 });
+        gateway.record(
+            3.0,
+            &GatewayScrape { queue_depth: 40.0, oldest_queued_age_seconds: 2.0, refused: 0.0, requests: 0.0 },
+        );
         let queue = queue_metrics(&[&pod], &[&gateway], 4.0, &windows).expect("both");
         assert_eq!((queue.queue_depth, queue.oldest_queued_age_seconds), (5.0, 4.0));
         assert_eq!((queue.gateway_queue_depth, queue.gateway_oldest_queued_age_seconds), (40.0, 2.0));
@@ -433,7 +473,10 @@ mod tests {
             // 120 clients sent away between 15 s and 20 s, a counter exported at 0 from
             // the start: its rate sees them at once.
             let refused = if at >= 20.0 { 120.0 } else { 0.0 };
-            gateway.record(at, &GatewayScrape { queue_depth: 50.0, oldest_queued_age_seconds: 3.0, refused });
+            gateway.record(
+                at,
+                &GatewayScrape { queue_depth: 50.0, oldest_queued_age_seconds: 3.0, refused, requests: 0.0 },
+            );
         }
         let queue = queue_metrics(&[&pod], &[&gateway], 20.0, &windows).expect("both");
         // Read over the last two scrapes, per scrape interval: half of them.
@@ -452,9 +495,15 @@ mod tests {
             // A sustained overload: replica one refuses 2 clients a second from 30 s on,
             // replica two 10 at once at 100 s; the pods refuse nobody.
             let refused = if at > 30.0 { 2.0 * (at - 30.0) } else { 0.0 };
-            first.record(at, &GatewayScrape { queue_depth: 40.0, oldest_queued_age_seconds: 20.0, refused });
+            first.record(
+                at,
+                &GatewayScrape { queue_depth: 40.0, oldest_queued_age_seconds: 20.0, refused, requests: 0.0 },
+            );
             let once = if at >= 100.0 { 10.0 } else { 0.0 };
-            second.record(at, &GatewayScrape { queue_depth: 0.0, oldest_queued_age_seconds: 0.0, refused: once });
+            second.record(
+                at,
+                &GatewayScrape { queue_depth: 0.0, oldest_queued_age_seconds: 0.0, refused: once, requests: 0.0 },
+            );
             pod.record(at, &scrape(at, 0.0, 16.0));
         }
         // At 120 s the window [90, 120] holds seven samples of each, 30 s apart: no

@@ -61,8 +61,6 @@ pub struct Prometheus {
     request_rate_window: f64,
     targets: Vec<(Target, Series)>,
     gateways: Vec<(Target, GatewaySeries)>,
-    /// The gateway's `requests_total`, every outcome, for the anchors' rule.
-    gateway_requests: Vec<promql::Point>,
     last_scrape: Option<f64>,
     latest: Option<Snapshot>,
 }
@@ -74,7 +72,6 @@ impl Prometheus {
             request_rate_window,
             targets: Vec::new(),
             gateways: Vec::new(),
-            gateway_requests: Vec::new(),
             last_scrape: None,
             latest: None,
         }
@@ -109,6 +106,7 @@ impl Prometheus {
             queue_depth: gauges.queue_depth,
             oldest_queued_age_seconds: gauges.oldest_queued_age_seconds,
             refused: refused as f64,
+            requests: requests_total as f64,
         };
         let index = match self.gateways.iter().position(|(known, _)| *known == target) {
             Some(index) => index,
@@ -118,7 +116,6 @@ impl Prometheus {
             }
         };
         self.gateways[index].1.record(at, &scrape);
-        self.gateway_requests.push((at, requests_total as f64));
         self.scraped(at);
     }
 
@@ -147,8 +144,6 @@ impl Prometheus {
         for (_, series) in &mut self.gateways {
             series.forget_before(before);
         }
-        let old = self.gateway_requests.partition_point(|(at, _)| *at < before);
-        self.gateway_requests.drain(..old);
     }
 
     /// The queue as Matte's operator reads it at `at`.
@@ -171,7 +166,10 @@ impl Prometheus {
                 .filter_map(|points| promql::rate(points, at, self.request_rate_window))
                 .sum()
         } else {
-            promql::rate(&self.gateway_requests, at, self.request_rate_window).unwrap_or(0.0)
+            self.gateways
+                .iter()
+                .filter_map(|(_, series)| promql::rate(series.requests(), at, self.request_rate_window))
+                .sum()
         };
         self.latest = Some(Snapshot { sampled_at, requests_per_second });
     }

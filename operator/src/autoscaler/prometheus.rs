@@ -30,6 +30,7 @@ pub struct Queries {
     pub gateway_queue_depth: String,
     pub gateway_oldest_queued_age: String,
     pub gateway_refused_over_budget: String,
+    pub gateway_arrivals_per_second: String,
 }
 
 impl Queries {
@@ -91,6 +92,11 @@ impl Queries {
             gateway_oldest_queued_age: format!("max({})", series(gateway_metrics::OLDEST_QUEUED_AGE_SECONDS, "")),
             // The clients the gateway sent away over its last budget: none is back yet.
             gateway_refused_over_budget: format!("sum(increase({refused_by_gateway}[{budget}]))"),
+            // Every request the gateway received, whatever became of it.
+            gateway_arrivals_per_second: format!(
+                "sum(rate({}[{recent}]))",
+                series(gateway_metrics::REQUESTS_TOTAL, "")
+            ),
         }
     }
 }
@@ -143,6 +149,7 @@ impl PrometheusSource {
             gateway_depth,
             gateway_oldest,
             gateway_refused,
+            gateway_arrivals,
         ) = futures::try_join!(
             self.scalar(&q.queue_depth),
             self.scalar(&q.sample_age),
@@ -155,6 +162,7 @@ impl PrometheusSource {
             self.scalar(&q.gateway_queue_depth),
             self.scalar(&q.gateway_oldest_queued_age),
             self.scalar(&q.gateway_refused_over_budget),
+            self.scalar(&q.gateway_arrivals_per_second),
         )?;
         if queue_depth.is_none() && gateway_depth.is_none() {
             return Ok(None);
@@ -172,6 +180,7 @@ impl PrometheusSource {
             gateway_queue_depth: gateway_depth.unwrap_or(0.0),
             gateway_oldest_queued_age_seconds: gateway_oldest.unwrap_or(0.0),
             gateway_refused_over_budget: gateway_refused.unwrap_or(0.0),
+            gateway_arrivals_per_second: gateway_arrivals.unwrap_or(0.0),
         }))
     }
 
@@ -257,6 +266,7 @@ mod tests {
             q.rejected_recently,
             r#"sum(rate({namespace="shop",__name__=~"matte_requests_total|matte_gateway_requests_total",outcome=~"queue_full|no_capacity"}[10s])) * 5"#
         );
+        assert_eq!(q.gateway_arrivals_per_second, r#"sum(rate(matte_gateway_requests_total{namespace="shop"}[10s]))"#);
     }
 
     #[test]
