@@ -82,6 +82,10 @@ pub mod gateway_metrics {
     pub const QUEUE_WAIT_SECONDS: &str = "matte_gateway_queue_wait_seconds";
     /// Counter, label `outcome`: every request to the removal endpoints by how it ended.
     pub const REQUESTS_TOTAL: &str = "matte_gateway_requests_total";
+    /// Counter: every request to the removal endpoints, counted as it arrives (the
+    /// outcomes are counted as requests end, which for a request held in the queue is
+    /// up to its budget later).
+    pub const RECEIVED_TOTAL: &str = "matte_gateway_received_total";
     /// Gauge, label `state` (`ready`, `unready`, `ejected`): upstream pods by state.
     pub const ENDPOINTS: &str = "matte_gateway_endpoints";
     /// Counter, label `reason`: requests sent again after a pod's 429, 503 or failure.
@@ -91,16 +95,26 @@ pub mod gateway_metrics {
     /// start until the first list, and while the apiserver cannot be reached); with
     /// `--upstream` or neither, always 1.
     pub const DISCOVERY_UP: &str = "matte_gateway_discovery_up";
+    /// Gauge: clients sent away with a `Retry-After` (the [`REFUSED_OUTCOMES`], and 429
+    /// for want of buffer memory) whose `Retry-After` has not passed: requests waiting
+    /// outside, counted once each however long they were told to stay away.
+    pub const DEFERRED_REQUESTS: &str = "matte_gateway_deferred_requests";
+    /// Counter: clients sent away whose `Retry-After` has passed, so that they may be
+    /// back; its rate is how many of the requests arriving are such returns.
+    pub const DEFERRED_DUE_TOTAL: &str = "matte_gateway_deferred_due_total";
 
     /// Every name above.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 10] = [
         QUEUE_DEPTH,
         OLDEST_QUEUED_AGE_SECONDS,
         QUEUE_WAIT_SECONDS,
         REQUESTS_TOTAL,
+        RECEIVED_TOTAL,
         ENDPOINTS,
         UPSTREAM_RETRIES_TOTAL,
         DISCOVERY_UP,
+        DEFERRED_REQUESTS,
+        DEFERRED_DUE_TOTAL,
     ];
 
     /// Label of [`REQUESTS_TOTAL`].

@@ -106,7 +106,8 @@ impl Error {
         }
     }
 
-    fn retry_after(&self) -> Option<Duration> {
+    /// How long the client is told to stay away, for the refusals that say so.
+    pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::BuffersFull { retry_after, .. }
             | Error::QueueFull { retry_after, .. }

@@ -92,15 +92,28 @@ fn answered_outcome(status: StatusCode) -> String {
 }
 
 /// Counts every removal request exactly once, by outcome, even when the client goes
-/// away mid-request and the handler is dropped.
+/// away mid-request and the handler is dropped, and each client sent away with a
+/// `Retry-After`.
 struct RequestRecord<'a> {
     metrics: &'a Metrics,
     outcome: String,
+    sent_away_for: Option<Duration>,
+}
+
+impl RequestRecord<'_> {
+    /// The request ends in `error`.
+    fn failed(&mut self, error: &Error) {
+        self.outcome = error.code().to_owned();
+        self.sent_away_for = error.retry_after();
+    }
 }
 
 impl Drop for RequestRecord<'_> {
     fn drop(&mut self) {
         self.metrics.count_outcome(&self.outcome);
+        if let Some(retry_after) = self.sent_away_for {
+            self.metrics.count_sent_away(retry_after);
+        }
     }
 }
 
@@ -120,7 +133,8 @@ async fn remove_for_remove_bg(State(state): State<Arc<AppState>>, request: Reque
 /// it and back.
 async fn serve(state: &AppState, request: Request, dialect: Option<Dialect>) -> Response {
     let arrived = Instant::now();
-    let mut record = RequestRecord { metrics: &state.metrics, outcome: "client_gone".to_owned() };
+    state.metrics.count_received();
+    let mut record = RequestRecord { metrics: &state.metrics, outcome: "client_gone".to_owned(), sent_away_for: None };
     let (parts, body) = request.into_parts();
     let in_dialect = |error: Error| match dialect {
         None => error.into_response(),
@@ -129,7 +143,7 @@ async fn serve(state: &AppState, request: Request, dialect: Option<Dialect>) -> 
     let (budget, declared, mut reservation) = match admit(state, &parts) {
         Ok(admitted) => admitted,
         Err(refusal) => {
-            record.outcome = refusal.code().to_owned();
+            record.failed(&refusal);
             return refuse_unread(in_dialect(refusal), &parts.headers, body).await;
         }
     };
@@ -143,7 +157,7 @@ async fn serve(state: &AppState, request: Request, dialect: Option<Dialect>) -> 
     let (forward, encoding) = match prepared {
         Ok(prepared) => prepared,
         Err(error) => {
-            record.outcome = error.code().to_owned();
+            record.failed(&error);
             return in_dialect(error);
         }
     };
@@ -156,7 +170,7 @@ async fn serve(state: &AppState, request: Request, dialect: Option<Dialect>) -> 
             response
         }
         Err(error) => {
-            record.outcome = error.code().to_owned();
+            record.failed(&error);
             error.into_response()
         }
     };

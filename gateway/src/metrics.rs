@@ -5,9 +5,14 @@
 use matte_common::gateway_metrics as names;
 use matte_common::metrics::SECONDS_BUCKETS;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::deferred::DeferredClients;
 use crate::dispatcher::Snapshot;
 use crate::upstream_state::EndpointState;
 
@@ -41,9 +46,13 @@ pub struct Metrics {
     oldest_queued_age: Gauge,
     pub queue_wait: Histogram,
     requests: IntCounterVec,
+    received: IntCounter,
     endpoints: IntGaugeVec,
     retries: IntCounterVec,
     discovery_up: IntGauge,
+    deferred: Mutex<DeferredClients>,
+    deferred_requests: IntGauge,
+    deferred_due: IntCounter,
 }
 
 impl Default for Metrics {
@@ -67,6 +76,11 @@ impl Default for Metrics {
                 &[names::OUTCOME_LABEL],
             )
             .expect("valid"),
+            received: IntCounter::new(
+                names::RECEIVED_TOTAL,
+                "Background-removal requests received, counted as they arrive.",
+            )
+            .expect("valid"),
             endpoints: IntGaugeVec::new(
                 Opts::new(names::ENDPOINTS, "Inference pods known to the gateway by state."),
                 &[names::STATE_LABEL],
@@ -83,15 +97,29 @@ impl Default for Metrics {
                  (the EndpointSlice watch is failing, or has not listed yet).",
             )
             .expect("valid"),
+            deferred: Mutex::new(DeferredClients::new(Instant::now())),
+            deferred_requests: IntGauge::new(
+                names::DEFERRED_REQUESTS,
+                "Clients sent away with a Retry-After that has not passed yet: requests waiting outside.",
+            )
+            .expect("valid"),
+            deferred_due: IntCounter::new(
+                names::DEFERRED_DUE_TOTAL,
+                "Clients sent away whose Retry-After has passed, so that they may be back.",
+            )
+            .expect("valid"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 7] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
             Box::new(metrics.queue_depth.clone()),
             Box::new(metrics.oldest_queued_age.clone()),
             Box::new(metrics.queue_wait.clone()),
             Box::new(metrics.requests.clone()),
+            Box::new(metrics.received.clone()),
             Box::new(metrics.endpoints.clone()),
             Box::new(metrics.retries.clone()),
             Box::new(metrics.discovery_up.clone()),
+            Box::new(metrics.deferred_requests.clone()),
+            Box::new(metrics.deferred_due.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector).expect("metric names are unique");
@@ -111,8 +139,23 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    pub fn count_received(&self) {
+        self.received.inc();
+    }
+
     pub fn count_outcome(&self, outcome: &str) {
         self.requests.with_label_values(&[outcome]).inc();
+    }
+
+    /// A client was sent away, told to come back after `retry_after`.
+    pub fn count_sent_away(&self, retry_after: Duration) {
+        self.deferred_clients().send_away(Instant::now(), retry_after);
+    }
+
+    fn deferred_clients(&self) -> std::sync::MutexGuard<'_, DeferredClients> {
+        // The counts stay consistent whatever a panicking holder left: every update is
+        // a few additions.
+        self.deferred.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn count_retry(&self, reason: RetryReason) {
@@ -124,6 +167,13 @@ impl Metrics {
         self.queue_depth.set(snapshot.queue_depth as i64);
         self.oldest_queued_age.set(snapshot.oldest_queued_age.as_secs_f64());
         self.discovery_up.set(i64::from(snapshot.discovery_up));
+        {
+            let mut deferred = self.deferred_clients();
+            deferred.advance(Instant::now());
+            self.deferred_requests.set(i64::try_from(deferred.away()).unwrap_or(i64::MAX));
+            let newly_due = deferred.due_total().saturating_sub(self.deferred_due.get());
+            self.deferred_due.inc_by(newly_due);
+        }
         for (state, count) in [
             (EndpointState::Ready, snapshot.ready),
             (EndpointState::Unready, snapshot.unready),
@@ -166,5 +216,19 @@ mod tests {
         assert!(text.contains("matte_gateway_discovery_up 1"), "{text}");
         let stale = metrics.render(&Snapshot { discovery_up: false, ..Snapshot::default() });
         assert!(stale.contains("matte_gateway_discovery_up 0"), "{stale}");
+    }
+
+    #[test]
+    fn clients_sent_away_are_away_until_their_retry_after_then_due() {
+        let metrics = Metrics::default();
+        metrics.count_sent_away(Duration::from_secs(600));
+        metrics.count_sent_away(Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(1100));
+        let text = metrics.render(&Snapshot::default());
+        assert!(text.contains("matte_gateway_deferred_requests 1"), "{text}");
+        assert!(text.contains("matte_gateway_deferred_due_total 1"), "{text}");
+        // Rendering again counts nobody twice.
+        let again = metrics.render(&Snapshot::default());
+        assert!(again.contains("matte_gateway_deferred_due_total 1"), "{again}");
     }
 }

@@ -341,7 +341,7 @@ impl Context {
 
     /// Asks the policy, with the pods as they are and the queue as Prometheus has it.
     async fn autoscale(&self, brs: &BackgroundRemovalService, census: &PodCensus, current: i32) -> Decision {
-        let spec = policy_spec(&brs.spec.autoscaling);
+        let spec = policy_spec(&brs.spec.autoscaling, &Windows::for_scrape_interval(self.settings.scrape_interval));
         let queue = match self.metrics_source(brs) {
             Some(source) => match source.queue_metrics().await {
                 Ok(queue) => queue,
@@ -389,9 +389,7 @@ impl Context {
         let selector = configured.and_then(|m| m.selector.clone()).unwrap_or_else(|| {
             format!(r#"namespace="{}",job="{}""#, brs.namespace().unwrap_or_default(), brs.name_any())
         });
-        // The gateway's refusals are counted over its budget: none of those clients is back yet.
-        let budget = Duration::from_secs(u64::try_from(brs.spec.gateway.max_wait_seconds).unwrap_or(0).max(1));
-        let windows = Windows::for_scrape_interval(self.settings.scrape_interval).with_gateway_budget(budget);
+        let windows = Windows::for_scrape_interval(self.settings.scrape_interval);
         Some(PrometheusSource::new(self.settings.prometheus_http.clone(), &url, &selector, &windows))
     }
 
@@ -579,10 +577,11 @@ where
 }
 
 /// The policy's settings from the resource's `autoscaling`.
-pub fn policy_spec(autoscaling: &AutoscalingSpec) -> PolicySpec {
+pub fn policy_spec(autoscaling: &AutoscalingSpec, windows: &Windows) -> PolicySpec {
     let count = |value: i32| u32::try_from(value).unwrap_or(0);
     PolicySpec {
         scale_down_delay_seconds: autoscaling.scale_down_delay_seconds.map(f64::from),
+        surge_confirm_seconds: windows.surge_confirm().as_secs_f64(),
         ..PolicySpec::new(
             count(autoscaling.min_replicas),
             count(autoscaling.max_replicas),

@@ -28,8 +28,8 @@ fn observation(now_seconds: f64, replicas: u32) -> Observation {
         rejected_recently: if in_burst { 300.0 } else { 0.0 },
         gateway_queue_depth: 0.0,
         gateway_oldest_queued_age_seconds: 0.0,
-        gateway_refused_over_budget: 0.0,
-        gateway_arrivals_per_second: 0.0,
+        gateway_deferred_requests: 0.0,
+        gateway_new_arrivals_per_second: 0.0,
     };
     Observation {
         now_seconds,

@@ -59,7 +59,6 @@ async fn prometheus_reports_what_the_pod_recorded_and_a_burst_scales_up() {
         rate: Duration::from_secs(300),
         long: Duration::from_secs(300),
         recent: Duration::from_secs(2),
-        gateway_budget: Duration::from_secs(30),
     };
     let source = PrometheusSource::new(http_client().unwrap(), &prometheus_url, r#"job="matte""#, &windows);
     let scraped_by = Instant::now() + Duration::from_secs(60);
@@ -187,14 +186,18 @@ async fn a_gateway_holding_requests_with_no_pod_is_seen_and_wakes_the_service() 
     let mut spec = PolicySpec::new(0, 4, 30.0);
     spec.min_useful_work_seconds = 1.0;
     let seen_by = Instant::now() + Duration::from_secs(60);
+    // The arrivals show in a rate over two scrapes, for about that long.
+    let mut most_arriving: f64 = 0.0;
     let queue = loop {
         let queue = source.queue_metrics().await.unwrap().expect("the gateway's series");
-        if queue.gateway_queue_depth == 5.0 && queue.gateway_oldest_queued_age_seconds > 1.0 {
+        most_arriving = most_arriving.max(queue.gateway_new_arrivals_per_second);
+        if queue.gateway_queue_depth == 5.0 && queue.gateway_oldest_queued_age_seconds > 1.0 && most_arriving > 0.0 {
             break queue;
         }
-        assert!(Instant::now() < seen_by, "Prometheus never showed the gateway's queue: {queue:?}");
+        assert!(Instant::now() < seen_by, "Prometheus never showed the gateway's queue and arrivals: {queue:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    assert!(most_arriving <= 5.0, "5 requests within two 1 s scrapes: {most_arriving}/s at most");
     assert_eq!(queue.queue_depth, 0.0, "no pod, no pod queue");
     let observation = Observation {
         now_seconds: 0.0,
@@ -208,6 +211,28 @@ async fn a_gateway_holding_requests_with_no_pod_is_seen_and_wakes_the_service() 
     let decision = decide(&spec, &observation, &Default::default());
     assert_eq!(decision.reason, Reason::ScaleUp, "{}", decision.message);
     assert!(decision.replicas >= 1, "{}", decision.message);
+
+    // A client whose own budget runs out in the queue is sent away with 503 and the
+    // Retry-After of an unknown wait (5 s): the gateway counts it away until then.
+    let impatient = client
+        .post(format!("{gateway}/v1/remove"))
+        .header("content-type", "image/png")
+        .header(matte_common::headers::MAX_WAIT_SECONDS, "1")
+        .body(vec![0u8; 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(impatient.status(), 503);
+    assert_eq!(impatient.headers()["retry-after"], "5");
+    let away_by = Instant::now() + Duration::from_secs(30);
+    loop {
+        let queue = source.queue_metrics().await.unwrap().expect("the gateway's series");
+        if queue.gateway_deferred_requests == 1.0 {
+            break;
+        }
+        assert!(Instant::now() < away_by, "the client sent away never showed: {queue:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     for request in held {
         request.abort();

@@ -75,7 +75,7 @@ impl PolicySpec {
             max_replicas,
             target_queue_latency_seconds,
             scale_down_delay_seconds: None,
-            min_useful_work_seconds: 10.0,
+            min_useful_work_seconds: std::env::var("USEFUL").ok().and_then(|v| v.parse().ok()).unwrap_or(10.0),
             default_startup_seconds: 60.0,
             default_images_per_pod_second: 1.0,
             retry_after_seconds: 2.0,
@@ -154,16 +154,15 @@ pub struct QueueMetrics {
     /// `max(matte_gateway_oldest_queued_age_seconds)` (0 without a gateway).
     pub gateway_oldest_queued_age_seconds: f64,
     /// Clients the gateway sent away (429, or 503 when the budget ran out in its queue)
-    /// over the last budget, `sum(increase(...[maxWaitSeconds]))` (0 without a gateway).
-    /// A 429 tells the client to come back after its expected wait, longer than the
-    /// budget, so none of them has come back yet: they are the clients waiting outside,
-    /// however long the overload has lasted, where a rate times a fixed `Retry-After`
-    /// would count only those of the last few seconds.
-    pub gateway_refused_over_budget: f64,
-    /// Requests reaching the gateway per second over the last two scrapes, every
-    /// outcome (0 without a gateway): the arrival rate, refused clients coming back
-    /// included, seen a scrape after it changes.
-    pub gateway_arrivals_per_second: f64,
+    /// whose `Retry-After` has not passed (0 without a gateway): the clients waiting
+    /// outside, each counted once however long it was told to stay away, where a rate
+    /// times a fixed `Retry-After` would count only those of the last few seconds.
+    pub gateway_deferred_requests: f64,
+    /// Requests reaching the gateway per second over the last two scrapes, less the
+    /// clients whose `Retry-After` passed in that time (0 without a gateway): the rate
+    /// of new work, seen a scrape after it changes. Clients coming back a little after
+    /// their `Retry-After` make it read a little low, then a little high.
+    pub gateway_new_arrivals_per_second: f64,
 }
 
 /// What the policy remembers between passes. The reconciler keeps it in the resource's
@@ -260,7 +259,7 @@ pub struct Plan {
     pub needed_replicas: u32,
     /// Pods worth keeping warm for the bursts that keep coming; 0 when none do.
     pub warm_replicas: u32,
-    /// Requests arriving per second, as the gateway counts them.
+    /// New requests arriving per second, as the gateway counts them.
     pub arrivals_per_second: f64,
     /// Pods needed for arrivals that have outrun the ready pods for long enough to be
     /// a flow rather than one burst; included in `needed_replicas`.
@@ -395,11 +394,11 @@ fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memo
     // just begun the rate's window still holds the quiet before it, but every client
     // of the burst has just been refused once: the recent refusals say it.
     let from_refusal_rates = (queue.rejected_per_second * spec.retry_after_seconds).max(queue.rejected_recently);
-    // The gateway tells each client it refuses to come back after its expected wait,
-    // longer than its budget: every client it refused within the last budget is still
-    // outside, whether the refusals came at once (a burst) or over the whole budget (a
-    // sustained overload, which the rate times a fixed interval undercounts).
-    let waiting_clients = from_refusal_rates.max(queue.gateway_refused_over_budget);
+    // The gateway knows how long it told each client it sent away to stay away: those
+    // whose time has not come are all outside, whether they were refused at once (a
+    // burst) or over minutes (a sustained overload, which a rate times a fixed interval
+    // undercounts).
+    let waiting_clients = from_refusal_rates.max(queue.gateway_deferred_requests);
     // Behind a gateway, requests that find every pod full wait in its queue instead:
     // backlog as much as the pods' queues, and the only one a fleet at zero has.
     let backlog_images = queue.queue_depth + queue.gateway_queue_depth + waiting_clients;
@@ -436,7 +435,7 @@ fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memo
     // already in: the backlog it leaves is only its beginning, and pods for its rate are
     // started on top of those that drain what is queued. One burst, landing between two
     // scrapes or across one, has left the rate's window by the time it is confirmed.
-    let arrivals_per_second = queue.gateway_arrivals_per_second;
+    let arrivals_per_second = queue.gateway_new_arrivals_per_second.max(0.0);
     let outrun = arrivals_per_second > f64::from(observation.ready_pods) * planned_per_pod;
     let surge_since_seconds = outrun.then(|| memory.surge_since_seconds.unwrap_or(observation.now_seconds));
     let surge_replicas = match surge_since_seconds {

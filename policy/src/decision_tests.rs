@@ -19,8 +19,8 @@ fn queue(queue_depth: f64) -> QueueMetrics {
         rejected_recently: 0.0,
         gateway_queue_depth: 0.0,
         gateway_oldest_queued_age_seconds: 0.0,
-        gateway_refused_over_budget: 0.0,
-        gateway_arrivals_per_second: 0.0,
+        gateway_deferred_requests: 0.0,
+        gateway_new_arrivals_per_second: 0.0,
     }
 }
 
@@ -132,13 +132,13 @@ fn a_burst_just_refused_counts_before_the_rate_window_catches_up() {
 }
 
 #[test]
-fn clients_the_gateway_refused_over_its_budget_are_all_still_waiting() {
-    // A sustained overload behind the gateway: 60 clients refused over the budget, at
-    // 2/s; the rate times the pods' Retry-After sees 10 of them, the recent refusals 10.
+fn clients_the_gateway_sent_away_are_all_still_waiting_until_their_time_comes() {
+    // A sustained overload behind the gateway: 60 clients away, refused at 2/s; the
+    // rate times the pods' Retry-After sees 10 of them, the recent refusals 10.
     let overload = QueueMetrics {
         rejected_per_second: 2.0,
         rejected_recently: 10.0,
-        gateway_refused_over_budget: 60.0,
+        gateway_deferred_requests: 60.0,
         ..behind_gateway(16.0, 24.0, 20.0)
     };
     let plan = decide_fresh(&observation(1, Some(overload))).plan.expect("plan");
@@ -146,10 +146,9 @@ fn clients_the_gateway_refused_over_its_budget_are_all_still_waiting() {
 }
 
 #[test]
-fn the_pods_estimate_stands_where_it_counts_more_than_the_gateways_refusals() {
-    // Refusals that only just began: the recent ones count more than the budget's
-    // count, which a scrape's extrapolation has not caught up with.
-    let beginning = QueueMetrics { rejected_recently: 80.0, gateway_refused_over_budget: 48.0, ..queue(20.0) };
+fn the_pods_estimate_stands_where_it_counts_more_than_the_gateways_gauge() {
+    // Refusals by the pods behind the gateway (their own queues full) count too.
+    let beginning = QueueMetrics { rejected_recently: 80.0, gateway_deferred_requests: 48.0, ..queue(20.0) };
     assert_eq!(decide_fresh(&observation(1, Some(beginning))).plan.expect("plan").waiting_clients, 80.0);
     // Without a gateway the field reads 0 and the pods' refusals are counted as before.
     let pods_only = QueueMetrics { rejected_per_second: 16.0, ..queue(20.0) };
@@ -157,10 +156,10 @@ fn the_pods_estimate_stands_where_it_counts_more_than_the_gateways_refusals() {
 }
 
 #[test]
-fn the_gateways_refusals_keep_a_burst_on_until_their_clients_are_back() {
-    // The gateway's queue is empty and nothing was refused lately, but clients refused
-    // within the budget have not come back yet: the burst is still on.
-    let away = QueueMetrics { gateway_refused_over_budget: 30.0, ..behind_gateway(4.0, 0.0, 0.0) };
+fn clients_away_keep_a_burst_on_until_they_are_back() {
+    // The gateway's queue is empty and nothing was refused lately, but clients sent
+    // away have not come back yet: the burst is still on.
+    let away = QueueMetrics { gateway_deferred_requests: 30.0, ..behind_gateway(4.0, 0.0, 0.0) };
     let decision = decide_fresh(&observation(1, Some(away)));
     assert!(decision.memory.burst.is_some(), "{decision:?}");
     assert_eq!(decision.plan.expect("plan").backlog_images, 34.0);
@@ -401,7 +400,7 @@ fn warm_pods_are_given_back_when_no_burst_comes_for_longer_than_they_are_worth()
 
 /// Arrivals the gateway counts at `per_second`, with nothing queued yet.
 fn arriving(per_second: f64) -> QueueMetrics {
-    QueueMetrics { gateway_arrivals_per_second: per_second, ..queue(0.0) }
+    QueueMetrics { gateway_new_arrivals_per_second: per_second, ..queue(0.0) }
 }
 
 #[test]

@@ -17,13 +17,13 @@
 //! | `rejected_recently` | `sum(rate(refused[recent])) * scrape`: refusals per scrape interval |
 //! | `gateway_queue_depth` | `sum(gateway_queue_depth)`: requests waiting in the gateway's FIFO |
 //! | `gateway_oldest_queued_age_seconds` | `max(gateway_oldest_queued_age_seconds)` |
-//! | `gateway_refused_over_budget` | `sum(increase(gateway_refused[budget]))`: the gateway's refusals over its last budget |
-//! | `gateway_arrivals_per_second` | `sum(rate(gateway_requests[recent]))`: requests reaching the gateway, every outcome |
+//! | `gateway_deferred_requests` | `sum(gateway_deferred_requests)`: clients sent away whose `Retry-After` has not passed |
+//! | `gateway_new_arrivals_per_second` | `sum(rate(gateway_received[recent])) - sum(rate(gateway_deferred_due[recent]))`: requests reaching the gateway, less those due back |
 //!
 //! where `refused` is the pods' `requests_total{outcome="queue_full"}` together with the
 //! gateway's `gateway_requests_total{outcome=~"queue_full|no_capacity"}` (clients sent
-//! away to come back after `Retry-After`), `gateway_refused` the gateway's alone, and
-//! `admitted` every other outcome of the pods'. The gateway's two gauges are summed (depth) and maxed (age) over its
+//! away to come back after `Retry-After`), `gateway_received` the gateway's requests
+//! counted as they arrive, and `admitted` every other outcome of the pods'. The gateway's two gauges are summed (depth) and maxed (age) over its
 //! replicas. There are metrics when either the pods' or the gateway's series have a
 //! current sample: a service scaled to zero has no pod series, and its observation
 //! comes from the gateway alone (the pods' gauges then read 0; their rates read what is
@@ -33,7 +33,6 @@
 
 use std::time::Duration;
 
-use matte_common::gateway_flags::DEFAULT_MAX_WAIT_SECONDS;
 use matte_common::metrics::SECONDS_BUCKETS;
 
 use crate::QueueMetrics;
@@ -55,32 +54,22 @@ pub struct Windows {
     /// Per-pod throughput and the sustained admission rate: long, so a burst does not
     /// move them.
     pub long: Duration,
-    /// The refusals counted as clients waiting right now, per scrape interval.
+    /// The refusals counted as clients waiting right now, per scrape interval, and the
+    /// gateway's arrivals: the shortest window that always holds two samples.
     pub recent: Duration,
-    /// The gateway's budget (`spec.gateway.maxWaitSeconds`): the clients it refused
-    /// within the last one are still away, since it refuses a request whose expected
-    /// wait exceeds the budget and tells it to come back after that wait.
-    pub gateway_budget: Duration,
 }
 
 impl Windows {
     /// Windows fitting a scrape interval: rates over four scrapes (at least 10 s), long
-    /// figures over five minutes, recent refusals over two scrapes: the shortest window
-    /// that always holds the two samples `rate` needs; the gateway's budget at its
-    /// default ([`Windows::with_gateway_budget`] sets the service's).
+    /// figures over five minutes, recent refusals and arrivals over two scrapes: the
+    /// shortest window that always holds the two samples `rate` needs.
     pub fn for_scrape_interval(scrape_interval: Duration) -> Windows {
         Windows {
             scrape_interval,
             rate: (scrape_interval * 4).max(Duration::from_secs(10)),
             long: Duration::from_secs(300),
             recent: scrape_interval * 2,
-            gateway_budget: Duration::from_secs(DEFAULT_MAX_WAIT_SECONDS),
         }
-    }
-
-    /// The same windows for a gateway whose budget is `budget`.
-    pub fn with_gateway_budget(self, budget: Duration) -> Windows {
-        Windows { gateway_budget: budget, ..self }
     }
 
     /// How long arrivals must outrun the ready pods before the policy starts pods for
@@ -91,9 +80,9 @@ impl Windows {
     }
 
     /// How much history [`queue_metrics`] reads: the long window, plus a rate window
-    /// for the subquery's oldest step, or the gateway's budget if that is longer.
+    /// for the subquery's oldest step.
     pub fn history_seconds(&self) -> f64 {
-        (self.long + self.rate).max(self.gateway_budget).as_secs_f64()
+        (self.long + self.rate).as_secs_f64()
     }
 }
 
@@ -192,8 +181,14 @@ pub struct GatewayScrape {
     /// away to come back after `Retry-After`, with 429 because their expected wait
     /// exceeded their budget or with 503 because it ran out in the queue.
     pub refused: f64,
-    /// `matte_gateway_requests_total` of every outcome: every request received.
-    pub requests: f64,
+    /// `matte_gateway_received_total`: every request received, counted as it arrives.
+    pub received: f64,
+    /// `matte_gateway_deferred_requests`: clients sent away whose `Retry-After` has
+    /// not passed yet.
+    pub deferred: f64,
+    /// `matte_gateway_deferred_due_total`: clients sent away whose `Retry-After` has
+    /// passed, so that they may be back.
+    pub deferred_due: f64,
 }
 
 /// One gateway replica's gauges as Prometheus stores them.
@@ -205,7 +200,9 @@ pub struct GatewaySeries {
     /// (`gateway_metrics::REFUSED_OUTCOMES`).
     refused: Vec<Point>,
     /// Every request received, from the first scrape on like the refusals.
-    requests: Vec<Point>,
+    received: Vec<Point>,
+    deferred: Vec<Point>,
+    deferred_due: Vec<Point>,
     /// When the target vanished: Prometheus marks its series stale then.
     stale_from: Option<f64>,
 }
@@ -216,12 +213,14 @@ impl GatewaySeries {
         self.queue_depth.push((at, scrape.queue_depth));
         self.oldest_queued_age.push((at, scrape.oldest_queued_age_seconds));
         self.refused.push((at, scrape.refused));
-        self.requests.push((at, scrape.requests));
+        self.received.push((at, scrape.received));
+        self.deferred.push((at, scrape.deferred));
+        self.deferred_due.push((at, scrape.deferred_due));
     }
 
-    /// `requests_total` of every outcome.
-    pub fn requests(&self) -> &[Point] {
-        &self.requests
+    /// `received_total`: every request, counted as it arrives.
+    pub fn received(&self) -> &[Point] {
+        &self.received
     }
 
     /// The target is gone from `at` on.
@@ -236,7 +235,15 @@ impl GatewaySeries {
 
     /// Drops samples older than `before`.
     pub fn forget_before(&mut self, before: f64) {
-        for points in [&mut self.queue_depth, &mut self.oldest_queued_age, &mut self.refused, &mut self.requests] {
+        let all = [
+            &mut self.queue_depth,
+            &mut self.oldest_queued_age,
+            &mut self.refused,
+            &mut self.received,
+            &mut self.deferred,
+            &mut self.deferred_due,
+        ];
+        for points in all {
             let old = points.partition_point(|(at, _)| *at < before);
             points.drain(..old);
         }
@@ -291,7 +298,6 @@ pub fn queue_metrics(
         gateways.iter().filter_map(|gateway| gateway.oldest_age_at(at)).fold(0.0, f64::max);
 
     let (rate, long, recent) = (windows.rate.as_secs_f64(), windows.long.as_secs_f64(), windows.recent.as_secs_f64());
-    let budget = windows.gateway_budget.as_secs_f64();
     let sum_rate = |at: f64, range: f64, points: fn(&Series) -> &Vec<Point>| {
         sum(fleet, |series| promql::rate(points(series), at, range))
     };
@@ -299,6 +305,10 @@ pub fn queue_metrics(
     let refused_rate = |at: f64, range: f64| {
         let by_gateways = gateways.iter().filter_map(|gateway| promql::rate(&gateway.refused, at, range));
         by_gateways.fold(sum_rate(at, range, |s| &s.refused), |total, value| Some(total.unwrap_or(0.0) + value))
+    };
+
+    let gateway_rate = |points: fn(&GatewaySeries) -> &Vec<Point>| -> f64 {
+        gateways.iter().filter_map(|gateway| promql::rate(points(gateway), at, recent)).sum()
     };
 
     let bucket_rates: Option<Vec<f64>> = (0..=SECONDS_BUCKETS.len())
@@ -332,14 +342,13 @@ pub fn queue_metrics(
         rejected_recently: refused_rate(at, recent).unwrap_or(0.0) * step,
         gateway_queue_depth: gateway_depth.unwrap_or(0.0),
         gateway_oldest_queued_age_seconds,
-        gateway_refused_over_budget: gateways
+        gateway_deferred_requests: gateways
             .iter()
-            .filter_map(|gateway| promql::increase(&gateway.refused, at, budget))
+            .filter_map(|gateway| promql::instant(&gateway.deferred, gateway.stale_from, at))
+            .map(|(_, value)| value)
             .sum(),
-        gateway_arrivals_per_second: gateways
-            .iter()
-            .filter_map(|gateway| promql::rate(&gateway.requests, at, recent))
-            .sum(),
+        gateway_new_arrivals_per_second: gateway_rate(|gateway| &gateway.received)
+            - gateway_rate(|gateway| &gateway.deferred_due),
     })
 }
 
@@ -363,16 +372,6 @@ mod tests {
             crate::PolicySpec::new(1, 2, 30.0).surge_confirm_seconds,
             "the spec's default fits the default scrape interval"
         );
-    }
-
-    #[test]
-    fn the_gateways_budget_is_a_window_of_its_own() {
-        let windows = Windows::for_scrape_interval(Duration::from_secs(5));
-        assert_eq!(windows.gateway_budget, Duration::from_secs(30), "the gateway's default budget");
-        assert_eq!(windows.history_seconds(), 320.0);
-        let long_budget = windows.with_gateway_budget(Duration::from_secs(600));
-        assert_eq!((long_budget.rate, long_budget.gateway_budget), (windows.rate, Duration::from_secs(600)));
-        assert_eq!(long_budget.history_seconds(), 600.0, "the store keeps a whole budget");
     }
 
     #[test]
@@ -424,15 +423,15 @@ mod tests {
         let (mut first, mut second) = (GatewaySeries::default(), GatewaySeries::default());
         first.record(
             0.0,
-            &GatewayScrape { queue_depth: 2.0, oldest_queued_age_seconds: 1.0, refused: 0.0, requests: 0.0 },
+            &GatewayScrape { queue_depth: 2.0, oldest_queued_age_seconds: 1.0, ..GatewayScrape::default() },
         );
         first.record(
             5.0,
-            &GatewayScrape { queue_depth: 7.0, oldest_queued_age_seconds: 6.0, refused: 0.0, requests: 0.0 },
+            &GatewayScrape { queue_depth: 7.0, oldest_queued_age_seconds: 6.0, ..GatewayScrape::default() },
         );
         second.record(
             4.0,
-            &GatewayScrape { queue_depth: 3.0, oldest_queued_age_seconds: 9.0, refused: 0.0, requests: 0.0 },
+            &GatewayScrape { queue_depth: 3.0, oldest_queued_age_seconds: 9.0, ..GatewayScrape::default() },
         );
         let queue = queue_metrics(&[], &[&first, &second], 7.0, &windows).expect("the gateway's series");
         assert_eq!((queue.gateway_queue_depth, queue.gateway_oldest_queued_age_seconds), (10.0, 9.0));
@@ -453,7 +452,7 @@ mod tests {
         pod.record(0.0, &PodScrape { oldest_queued_age_seconds: 4.0, ..scrape(1.0, 0.0, 5.0) });
         gateway.record(
             3.0,
-            &GatewayScrape { queue_depth: 40.0, oldest_queued_age_seconds: 2.0, refused: 0.0, requests: 0.0 },
+            &GatewayScrape { queue_depth: 40.0, oldest_queued_age_seconds: 2.0, ..GatewayScrape::default() },
         );
         let queue = queue_metrics(&[&pod], &[&gateway], 4.0, &windows).expect("both");
         assert_eq!((queue.queue_depth, queue.oldest_queued_age_seconds), (5.0, 4.0));
@@ -475,7 +474,12 @@ mod tests {
             let refused = if at >= 20.0 { 120.0 } else { 0.0 };
             gateway.record(
                 at,
-                &GatewayScrape { queue_depth: 50.0, oldest_queued_age_seconds: 3.0, refused, requests: 0.0 },
+                &GatewayScrape {
+                    queue_depth: 50.0,
+                    oldest_queued_age_seconds: 3.0,
+                    refused,
+                    ..GatewayScrape::default()
+                },
             );
         }
         let queue = queue_metrics(&[&pod], &[&gateway], 20.0, &windows).expect("both");
@@ -486,46 +490,35 @@ mod tests {
     }
 
     #[test]
-    fn the_gateways_refusals_over_its_budget_count_every_client_still_away() {
+    fn clients_away_are_the_gateways_gauge_and_new_arrivals_its_requests_less_those_due_back() {
         let windows = Windows::for_scrape_interval(Duration::from_secs(5));
         let (mut first, mut second) = (GatewaySeries::default(), GatewaySeries::default());
-        let mut pod = Series::default();
-        for step in 0..=24 {
+        for step in 0..=6 {
             let at = 5.0 * f64::from(step);
-            // A sustained overload: replica one refuses 2 clients a second from 30 s on,
-            // replica two 10 at once at 100 s; the pods refuse nobody.
-            let refused = if at > 30.0 { 2.0 * (at - 30.0) } else { 0.0 };
+            // Replica one receives 10 requests a second throughout, 4 of them clients
+            // coming back from 10 s on; replica two received 20 new ones by 10 s and no
+            // more. 70 and 5 clients are away at the end.
+            let due = if at > 10.0 { 4.0 * (at - 10.0) } else { 0.0 };
             first.record(
                 at,
-                &GatewayScrape { queue_depth: 40.0, oldest_queued_age_seconds: 20.0, refused, requests: 0.0 },
+                &GatewayScrape { received: 10.0 * at, deferred: 70.0, deferred_due: due, ..GatewayScrape::default() },
             );
-            let once = if at >= 100.0 { 10.0 } else { 0.0 };
-            second.record(
-                at,
-                &GatewayScrape { queue_depth: 0.0, oldest_queued_age_seconds: 0.0, refused: once, requests: 0.0 },
-            );
-            pod.record(at, &scrape(at, 0.0, 16.0));
+            let received = if at >= 10.0 { 20.0 } else { 2.0 * at };
+            second.record(at, &GatewayScrape { received, deferred: 5.0, ..GatewayScrape::default() });
         }
-        // At 120 s the window [90, 120] holds seven samples of each, 30 s apart: no
-        // extrapolation. 60 refusals by the first, 10 by the second.
-        let queue = queue_metrics(&[&pod], &[&first, &second], 120.0, &windows).expect("both");
-        assert!((queue.gateway_refused_over_budget - 70.0).abs() < 1e-9, "{queue:?}");
-        // The pods-side estimates see 10 (per scrape interval) and 12.5 (the rate times
-        // the simulated clients' 6.25 s) of those 70.
-        assert!((queue.rejected_recently - 10.0).abs() < 1e-9, "{queue:?}");
-        assert!((queue.rejected_per_second * 6.25 - 12.5).abs() < 1e-9, "{queue:?}");
-        // At 122 s the window [92, 122] holds the samples of 95..120: 25 s of them, 3 s
-        // and 2 s from its ends, extrapolated as Prometheus does: the first replica's to
-        // both ends, the second's not back past its counter's zero at 95 s.
-        let later = queue_metrics(&[&pod], &[&first, &second], 122.0, &windows).expect("both");
-        let expected = 50.0 * 30.0 / 25.0 + 10.0 * 27.0 / 25.0;
-        assert!((later.gateway_refused_over_budget - expected).abs() < 1e-9, "{later:?}");
-        // A longer budget looks further back.
-        let longer = windows.with_gateway_budget(Duration::from_secs(60));
-        let queue = queue_metrics(&[&pod], &[&first, &second], 120.0, &longer).expect("both");
-        assert!((queue.gateway_refused_over_budget - 130.0).abs() < 1e-9, "{queue:?}");
-        // Without a gateway the field reads 0.
-        let alone = queue_metrics(&[&pod], &[], 120.0, &windows).expect("the pod");
-        assert_eq!(alone.gateway_refused_over_budget, 0.0);
+        // At 30 s the window [20, 30] holds three samples of each, no extrapolation:
+        // 10/s new and returning at one replica, 4/s of them due back, none at the other.
+        let queue = queue_metrics(&[], &[&first, &second], 30.0, &windows).expect("the gateway's series");
+        assert_eq!(queue.gateway_deferred_requests, 75.0);
+        assert!((queue.gateway_new_arrivals_per_second - 6.0).abs() < 1e-9, "{queue:?}");
+        // A replica that is gone leaves the gauge at once.
+        second.mark_stale(31.0);
+        let later = queue_metrics(&[], &[&first, &second], 32.0, &windows).expect("one replica");
+        assert_eq!(later.gateway_deferred_requests, 70.0);
+        // Without a gateway both read 0.
+        let mut pod = Series::default();
+        pod.record(30.0, &scrape(1.0, 0.0, 1.0));
+        let alone = queue_metrics(&[&pod], &[], 30.0, &windows).expect("the pod");
+        assert_eq!((alone.gateway_deferred_requests, alone.gateway_new_arrivals_per_second), (0.0, 0.0));
     }
 }

@@ -40,6 +40,7 @@ use super::prometheus::{Counters, Gauges, Prometheus, Target};
 use super::random::{Stream, StreamName};
 use super::scalers::{ClusterView, Scaler};
 use super::settings::{BATCHED_IMAGE_COST, Routing, Settings};
+use matte_policy::observed::GatewayScrape;
 use matte_policy::stats::median;
 
 /// The work: when each image is first sent and how long it takes alone on a GPU. Drawn
@@ -264,14 +265,32 @@ struct Gateway {
     per_image: Option<f64>,
     /// Where the next tie-break starts.
     rotation: usize,
-    /// `matte_gateway_requests_total`, every outcome.
-    requests_total: u64,
+    /// `matte_gateway_received_total`: every request, counted as it arrives.
+    received: u64,
     /// `matte_gateway_requests_total{outcome=~"queue_full|no_capacity"}`: clients sent
     /// away to come back later.
     refused: u64,
+    /// When each client sent away was told to come back, soonest first, for those whose
+    /// time has not come: `matte_gateway_deferred_requests` is their count.
+    deferred_until: Vec<f64>,
+    /// `matte_gateway_deferred_due_total`: clients whose `Retry-After` has passed.
+    deferred_due: u64,
 }
 
 impl Gateway {
+    /// A client sent away now, told to come back after `retry_after`.
+    fn defer(&mut self, now: f64, retry_after: f64) {
+        self.refused += 1;
+        self.deferred_until.push(now + retry_after);
+    }
+
+    /// Counts the clients whose `Retry-After` has passed by `now` as due.
+    fn count_due(&mut self, now: f64) {
+        let before = self.deferred_until.len();
+        self.deferred_until.retain(|&due| due > now);
+        self.deferred_due += (before - self.deferred_until.len()) as u64;
+    }
+
     fn record(&mut self, on_pod: f64, outstanding_when_sent: u32) {
         let sample = on_pod / f64::from(outstanding_when_sent.max(1));
         self.per_image = Some(match self.per_image {
@@ -476,7 +495,7 @@ impl<'a> Engine<'a> {
 
     /// A request reaches the gateway: a place at once, a place in its queue, or 429.
     fn gateway_arrival(&mut self, request: usize) {
-        self.gateway.requests_total += 1;
+        self.gateway.received += 1;
         if self.gateway.waiting.is_empty()
             && let Some(pod) = self.free_pod()
         {
@@ -486,8 +505,9 @@ impl<'a> Engine<'a> {
         let expected = self.gateway.expected_wait(self.gateway.waiting.len(), self.ready_pods());
         if let Some(expected) = expected.filter(|&expected| expected > self.settings.max_wait_seconds) {
             self.rejections += 1;
-            self.gateway.refused += 1;
-            self.retry_later(request, retry_after(expected));
+            let after = retry_after(expected);
+            self.gateway.defer(self.now, after);
+            self.retry_later(request, after);
             return;
         }
         self.gateway.waiting.push_back(Queued { request, since: self.now });
@@ -506,9 +526,10 @@ impl<'a> Engine<'a> {
         };
         self.gateway.waiting.remove(position);
         self.timeouts += 1;
-        self.gateway.refused += 1;
         let wait = self.gateway.expected_wait(self.gateway.waiting.len(), self.ready_pods());
-        self.retry_later(request, wait.map_or(UNKNOWN_WAIT_RETRY_AFTER_SECONDS, retry_after));
+        let after = wait.map_or(UNKNOWN_WAIT_RETRY_AFTER_SECONDS, retry_after);
+        self.gateway.defer(self.now, after);
+        self.retry_later(request, after);
     }
 
     /// The gateway's pick: of the ready pods below their queue capacity, the one with
@@ -734,9 +755,16 @@ impl<'a> Engine<'a> {
             }
         }
         if self.settings.routing == Routing::Gateway {
-            let waiting = gauges(&self.gateway.waiting);
-            let (received, refused) = (self.gateway.requests_total, self.gateway.refused);
-            self.prometheus.scrape_gateway(self.now, FRONT, waiting, received, refused);
+            self.gateway.count_due(self.now);
+            let scrape = GatewayScrape {
+                queue_depth: self.gateway.waiting.len() as f64,
+                oldest_queued_age_seconds: self.gateway.waiting.front().map_or(0.0, |oldest| self.now - oldest.since),
+                refused: self.gateway.refused as f64,
+                received: self.gateway.received as f64,
+                deferred: self.gateway.deferred_until.len() as f64,
+                deferred_due: self.gateway.deferred_due as f64,
+            };
+            self.prometheus.scrape_gateway(self.now, FRONT, &scrape);
         } else {
             self.prometheus.scrape(self.now, FRONT, gauges(&self.held_in_front), &self.front);
         }
@@ -824,4 +852,22 @@ fn pod_target(index: usize) -> Target {
 
 fn to_u32(count: usize) -> u32 {
     u32::try_from(count).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gateway_counts_a_client_away_until_its_retry_after_then_due() {
+        let mut gateway = Gateway::default();
+        gateway.defer(10.0, 30.0);
+        gateway.defer(12.0, 5.0);
+        gateway.count_due(16.0);
+        assert_eq!((gateway.deferred_until.len(), gateway.deferred_due, gateway.refused), (2, 0, 2));
+        gateway.count_due(17.0);
+        assert_eq!((gateway.deferred_until.len(), gateway.deferred_due), (1, 1), "due at 17 s");
+        gateway.count_due(40.0);
+        assert_eq!((gateway.deferred_until.len(), gateway.deferred_due), (0, 2));
+    }
 }

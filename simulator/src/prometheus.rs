@@ -46,7 +46,7 @@ pub struct Snapshot {
     /// When the newest sample behind it was scraped.
     pub sampled_at: f64,
     /// `sum(rate(matte_requests_total[window]))`: every request, admitted or refused;
-    /// behind a gateway `sum(rate(matte_gateway_requests_total[window]))`, every request
+    /// behind a gateway `sum(rate(matte_gateway_received_total[window]))`, every request
     /// the service received (the pods' count only what the gateway passed on, and none
     /// while the fleet is at zero).
     pub requests_per_second: f64,
@@ -99,15 +99,8 @@ impl Prometheus {
         self.scraped(at);
     }
 
-    /// Stores one scrape of the gateway `target` taken `at`: its queue's gauges and how
-    /// many requests it has received.
-    pub fn scrape_gateway(&mut self, at: f64, target: Target, gauges: Gauges, requests_total: u64, refused: u64) {
-        let scrape = GatewayScrape {
-            queue_depth: gauges.queue_depth,
-            oldest_queued_age_seconds: gauges.oldest_queued_age_seconds,
-            refused: refused as f64,
-            requests: requests_total as f64,
-        };
+    /// Stores one scrape of the gateway `target` taken `at`.
+    pub fn scrape_gateway(&mut self, at: f64, target: Target, scrape: &GatewayScrape) {
         let index = match self.gateways.iter().position(|(known, _)| *known == target) {
             Some(index) => index,
             None => {
@@ -115,7 +108,7 @@ impl Prometheus {
                 self.gateways.len() - 1
             }
         };
-        self.gateways[index].1.record(at, &scrape);
+        self.gateways[index].1.record(at, scrape);
         self.scraped(at);
     }
 
@@ -168,7 +161,7 @@ impl Prometheus {
         } else {
             self.gateways
                 .iter()
-                .filter_map(|(_, series)| promql::rate(series.requests(), at, self.request_rate_window))
+                .filter_map(|(_, series)| promql::rate(series.received(), at, self.request_rate_window))
                 .sum()
         };
         self.latest = Some(Snapshot { sampled_at, requests_per_second });
@@ -237,9 +230,9 @@ mod tests {
     #[test]
     fn behind_the_gateway_the_operator_reads_its_queue_and_the_anchors_its_requests() {
         let mut prometheus = prometheus();
-        let waiting = Gauges { queue_depth: 40.0, oldest_queued_age_seconds: 12.0 };
-        prometheus.scrape_gateway(0.0, 0, waiting, 0, 0);
-        prometheus.scrape_gateway(5.0, 0, waiting, 60, 0);
+        let waiting = GatewayScrape { queue_depth: 40.0, oldest_queued_age_seconds: 12.0, ..GatewayScrape::default() };
+        prometheus.scrape_gateway(0.0, 0, &waiting);
+        prometheus.scrape_gateway(5.0, 0, &GatewayScrape { received: 60.0, ..waiting });
         // No pod at all: the gateway alone makes the observation.
         let queue = prometheus.queue_metrics(6.0).expect("the gateway's series");
         assert_eq!((queue.gateway_queue_depth, queue.gateway_oldest_queued_age_seconds), (40.0, 12.0));
@@ -250,29 +243,5 @@ mod tests {
         let rate = prometheus.latest().expect("evaluated").requests_per_second;
         // 60 requests in 5 s, within a 60 s window from the counter's zero on.
         assert!((rate - 60.0 * 6.0 / 5.0 / 60.0).abs() < 1e-9, "{rate}");
-    }
-
-    #[test]
-    fn the_gateways_refusals_are_read_over_its_budget_however_long() {
-        let windows = Windows::for_scrape_interval(std::time::Duration::from_secs(5));
-        let mut prometheus = Prometheus::new(windows.with_gateway_budget(std::time::Duration::from_secs(600)), 60.0);
-        let waiting = Gauges { queue_depth: 40.0, oldest_queued_age_seconds: 25.0 };
-        // 30 clients refused at once at the start, 20 more ten minutes later.
-        for step in 0..=120 {
-            let at = 5.0 * f64::from(step);
-            let refused = if step == 0 {
-                0
-            } else if step < 120 {
-                30
-            } else {
-                50
-            };
-            prometheus.scrape_gateway(at, 0, waiting, 100, refused);
-        }
-        // The whole budget is kept: the window [0, 600] holds every sample.
-        let queue = prometheus.queue_metrics(600.0).expect("the gateway's series");
-        assert!((queue.gateway_refused_over_budget - 50.0).abs() < 1e-9, "{queue:?}");
-        // The rate's window sees only the last 20.
-        assert!((queue.rejected_per_second - 1.0).abs() < 1e-9, "{queue:?}");
     }
 }

@@ -112,10 +112,9 @@ impl Settings {
     }
 
     /// The windows of Matte's quantities, as the operator sets them for this scrape
-    /// interval and the gateway's budget.
+    /// interval.
     pub fn windows(&self) -> Windows {
         Windows::for_scrape_interval(Duration::from_secs_f64(self.scrape_interval_seconds))
-            .with_gateway_budget(Duration::from_secs_f64(self.max_wait_seconds))
     }
 
     pub fn end_seconds(&self) -> f64 {

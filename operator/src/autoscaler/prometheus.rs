@@ -29,8 +29,8 @@ pub struct Queries {
     pub rejected_recently: String,
     pub gateway_queue_depth: String,
     pub gateway_oldest_queued_age: String,
-    pub gateway_refused_over_budget: String,
-    pub gateway_arrivals_per_second: String,
+    pub gateway_deferred_requests: String,
+    pub gateway_new_arrivals_per_second: String,
 }
 
 impl Queries {
@@ -45,7 +45,6 @@ impl Queries {
         let long = seconds(windows.long);
         let step = seconds(windows.scrape_interval);
         let recent = seconds(windows.recent);
-        let budget = seconds(windows.gateway_budget);
         let requests = names::REQUESTS_TOTAL;
         // Clients sent away to come back: the pods' `queue_full` and the gateway's
         // refusals, in one selector over both counters (the pods have no other outcome of
@@ -59,10 +58,6 @@ impl Queries {
             ),
         );
         let admitted = series(requests, r#"outcome!="queue_full""#);
-        let refused_by_gateway = series(
-            gateway_metrics::REQUESTS_TOTAL,
-            &format!(r#"outcome=~"{}""#, gateway_metrics::REFUSED_OUTCOMES.join("|")),
-        );
         Queries {
             // The pods' samples, or the gateway's while no pod runs.
             sample_age: format!(
@@ -90,12 +85,12 @@ impl Queries {
             rejected_recently: format!("sum(rate({refused}[{recent}])) * {}", windows.scrape_interval.as_secs_f64()),
             gateway_queue_depth: format!("sum({})", series(gateway_metrics::QUEUE_DEPTH, "")),
             gateway_oldest_queued_age: format!("max({})", series(gateway_metrics::OLDEST_QUEUED_AGE_SECONDS, "")),
-            // The clients the gateway sent away over its last budget: none is back yet.
-            gateway_refused_over_budget: format!("sum(increase({refused_by_gateway}[{budget}]))"),
-            // Every request the gateway received, whatever became of it.
-            gateway_arrivals_per_second: format!(
-                "sum(rate({}[{recent}]))",
-                series(gateway_metrics::REQUESTS_TOTAL, "")
+            gateway_deferred_requests: format!("sum({})", series(gateway_metrics::DEFERRED_REQUESTS, "")),
+            // Every request the gateway received, less the clients due back in the window.
+            gateway_new_arrivals_per_second: format!(
+                "sum(rate({}[{recent}])) - sum(rate({}[{recent}]))",
+                series(gateway_metrics::RECEIVED_TOTAL, ""),
+                series(gateway_metrics::DEFERRED_DUE_TOTAL, "")
             ),
         }
     }
@@ -148,7 +143,7 @@ impl PrometheusSource {
             recently,
             gateway_depth,
             gateway_oldest,
-            gateway_refused,
+            gateway_deferred,
             gateway_arrivals,
         ) = futures::try_join!(
             self.scalar(&q.queue_depth),
@@ -161,8 +156,8 @@ impl PrometheusSource {
             self.scalar(&q.rejected_recently),
             self.scalar(&q.gateway_queue_depth),
             self.scalar(&q.gateway_oldest_queued_age),
-            self.scalar(&q.gateway_refused_over_budget),
-            self.scalar(&q.gateway_arrivals_per_second),
+            self.scalar(&q.gateway_deferred_requests),
+            self.scalar(&q.gateway_new_arrivals_per_second),
         )?;
         if queue_depth.is_none() && gateway_depth.is_none() {
             return Ok(None);
@@ -179,8 +174,8 @@ impl PrometheusSource {
             rejected_recently: recently.unwrap_or(0.0),
             gateway_queue_depth: gateway_depth.unwrap_or(0.0),
             gateway_oldest_queued_age_seconds: gateway_oldest.unwrap_or(0.0),
-            gateway_refused_over_budget: gateway_refused.unwrap_or(0.0),
-            gateway_arrivals_per_second: gateway_arrivals.unwrap_or(0.0),
+            gateway_deferred_requests: gateway_deferred.unwrap_or(0.0),
+            gateway_new_arrivals_per_second: gateway_arrivals.unwrap_or(0.0),
         }))
     }
 
@@ -257,27 +252,15 @@ mod tests {
             q.sample_age,
             r#"time() - max(timestamp(matte_queue_depth{namespace="shop"}) or timestamp(matte_gateway_queue_depth{namespace="shop"}))"#
         );
-        assert_eq!(
-            q.gateway_refused_over_budget,
-            r#"sum(increase(matte_gateway_requests_total{namespace="shop",outcome=~"queue_full|no_capacity"}[30s]))"#,
-            "the gateway's default budget"
-        );
+        assert_eq!(q.gateway_deferred_requests, r#"sum(matte_gateway_deferred_requests{namespace="shop"})"#);
         assert_eq!(
             q.rejected_recently,
             r#"sum(rate({namespace="shop",__name__=~"matte_requests_total|matte_gateway_requests_total",outcome=~"queue_full|no_capacity"}[10s])) * 5"#
         );
-        assert_eq!(q.gateway_arrivals_per_second, r#"sum(rate(matte_gateway_requests_total{namespace="shop"}[10s]))"#);
-    }
-
-    #[test]
-    fn the_gateways_refusals_are_counted_over_its_budget() {
-        let windows = Windows::for_scrape_interval(Duration::from_secs(5)).with_gateway_budget(Duration::from_secs(45));
-        let q = Queries::new(r#"namespace="shop",job="cutouts""#, &windows);
         assert_eq!(
-            q.gateway_refused_over_budget,
-            r#"sum(increase(matte_gateway_requests_total{namespace="shop",job="cutouts",outcome=~"queue_full|no_capacity"}[45s]))"#
+            q.gateway_new_arrivals_per_second,
+            r#"sum(rate(matte_gateway_received_total{namespace="shop"}[10s])) - sum(rate(matte_gateway_deferred_due_total{namespace="shop"}[10s]))"#
         );
-        assert!(q.rejected_per_second.ends_with("[20s]))"), "the other windows stay: {}", q.rejected_per_second);
     }
 
     #[test]
