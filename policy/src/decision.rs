@@ -75,7 +75,7 @@ impl PolicySpec {
             max_replicas,
             target_queue_latency_seconds,
             scale_down_delay_seconds: None,
-            min_useful_work_seconds: std::env::var("USEFUL").ok().and_then(|v| v.parse().ok()).unwrap_or(10.0),
+            min_useful_work_seconds: 10.0,
             default_startup_seconds: 60.0,
             default_images_per_pod_second: 1.0,
             retry_after_seconds: 2.0,

@@ -775,7 +775,7 @@ impl<'a> Engine<'a> {
         let starting_ages = self
             .pods
             .iter()
-            .filter(|pod| matches!(pod.phase, Phase::WaitingForNode | Phase::Starting))
+            .filter(|pod| pod.phase == Phase::Starting)
             .map(|pod| self.now - pod.created)
             .collect();
         let inflight = self.pods.iter().filter(|pod| pod.phase.is_active()).map(Pod::outstanding).sum::<usize>()
@@ -787,7 +787,10 @@ impl<'a> Engine<'a> {
             replicas: to_u32(self.pods.iter().filter(|pod| pod.phase.is_active()).count()),
             ready: to_u32(count(Phase::Ready)),
             starting_ages,
-            unschedulable: to_u32(count(Phase::Unschedulable)),
+            // A pod waiting for a node that the cluster autoscaler adds is, to the
+            // operator's census, unschedulable like one that no node will take: its
+            // PodScheduled condition is False, reason Unschedulable, until the node is there.
+            unschedulable: to_u32(count(Phase::Unschedulable) + count(Phase::WaitingForNode)),
             measured_startup: self.measured_startup(),
             metrics: self.prometheus.latest(),
             prometheus: &self.prometheus,

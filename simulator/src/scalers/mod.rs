@@ -54,8 +54,9 @@ pub struct ClusterView<'a> {
     /// The Deployment's replicas.
     pub replicas: u32,
     pub ready: u32,
-    /// Ages of pods that have or await a GPU but are not ready.
+    /// Ages of pods that have a GPU but are not ready.
     pub starting_ages: Vec<f64>,
+    /// Pods without a GPU: none is free, and a node is being added for them or none can be.
     pub unschedulable: u32,
     /// Median scheduled-to-ready time of recent pods.
     pub measured_startup: Option<f64>,
