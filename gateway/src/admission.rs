@@ -1,6 +1,9 @@
 //! The arithmetic of admission, pure: how long a request can expect to wait in the
 //! gateway's queue, whether that fits its budget, and what `Retry-After` to give when
-//! it does not.
+//! it does not: the time until its wait would be down to half its budget, so that the
+//! client comes back to a queue with room for it. Told the whole expected wait, it
+//! would come back when its turn had come and gone, to the back of a queue that has
+//! filled again meanwhile, and wait a second time.
 //!
 //! The model: every ready pod works through its requests one after another, one every
 //! `per_image` on average, so together the pods free a place every
@@ -63,20 +66,25 @@ pub enum Admission {
 
 pub fn decide(expected: Option<Duration>, budget: Duration) -> Admission {
     match expected {
-        Some(expected) if expected > budget => Admission::Refuse { expected, retry_after: retry_after(expected) },
+        Some(expected) if expected > budget => {
+            Admission::Refuse { expected, retry_after: retry_after(expected, budget) }
+        }
         _ => Admission::Admit,
     }
 }
 
-/// Whole seconds until `wait` has passed, rounded up and at least 1: a client that
-/// comes back then finds its turn.
-pub fn retry_after(wait: Duration) -> Duration {
-    Duration::from_secs(wait.as_secs_f64().ceil().max(1.0) as u64)
+/// Whole seconds, rounded up and at least 1, until a wait of `expected` now is down
+/// to half of `budget`: a client that comes back then is admitted and waits about
+/// half its budget in the queue.
+pub fn retry_after(expected: Duration, budget: Duration) -> Duration {
+    let until_it_fits = expected.saturating_sub(budget / 2);
+    Duration::from_secs(until_it_fits.as_secs_f64().ceil().max(1.0) as u64)
 }
 
-/// `Retry-After` for a request refused or timed out now, behind `ahead` others.
-pub fn retry_after_behind(ahead: usize, per_image: Option<Duration>, ready_pods: usize) -> Duration {
-    expected_wait(ahead, per_image, ready_pods).map_or(UNKNOWN_WAIT_RETRY_AFTER, retry_after)
+/// `Retry-After` for a request with `budget` refused or timed out now, behind `ahead`
+/// others.
+pub fn retry_after_behind(ahead: usize, per_image: Option<Duration>, ready_pods: usize, budget: Duration) -> Duration {
+    expected_wait(ahead, per_image, ready_pods).map_or(UNKNOWN_WAIT_RETRY_AFTER, |wait| retry_after(wait, budget))
 }
 
 #[cfg(test)]
@@ -99,23 +107,30 @@ mod tests {
     }
 
     #[test]
-    fn a_wait_over_the_budget_is_refused_with_the_seconds_until_its_turn() {
+    fn a_wait_over_the_budget_is_refused_with_the_seconds_until_it_would_fit() {
         assert_eq!(decide(Some(SECOND), 30 * SECOND), Admission::Admit);
         assert_eq!(decide(Some(30 * SECOND), 30 * SECOND), Admission::Admit, "exactly the budget fits");
+        // 2.1 s expected against a 1 s budget: back in 1.6 s, rounded up.
         assert_eq!(
             decide(Some(Duration::from_millis(2100)), SECOND),
-            Admission::Refuse { expected: Duration::from_millis(2100), retry_after: 3 * SECOND }
+            Admission::Refuse { expected: Duration::from_millis(2100), retry_after: 2 * SECOND }
+        );
+        // 75 s against 30 s: back when 15 s are left, in 60 s, not after the whole 75.
+        assert_eq!(
+            decide(Some(75 * SECOND), 30 * SECOND),
+            Admission::Refuse { expected: 75 * SECOND, retry_after: 60 * SECOND }
         );
         assert_eq!(decide(None, SECOND), Admission::Admit, "unknown waits are admitted within the budget");
     }
 
     #[test]
     fn retry_after_is_whole_seconds_and_never_zero() {
-        assert_eq!(retry_after(Duration::ZERO), SECOND);
-        assert_eq!(retry_after(Duration::from_millis(10)), SECOND);
-        assert_eq!(retry_after(Duration::from_millis(1001)), 2 * SECOND);
-        assert_eq!(retry_after_behind(4, None, 1), UNKNOWN_WAIT_RETRY_AFTER);
-        assert_eq!(retry_after_behind(4, Some(SECOND), 2), 3 * SECOND);
+        assert_eq!(retry_after(Duration::ZERO, 30 * SECOND), SECOND);
+        assert_eq!(retry_after(Duration::from_millis(15_010), 30 * SECOND), SECOND);
+        assert_eq!(retry_after(Duration::from_millis(16_001), 30 * SECOND), 2 * SECOND);
+        assert_eq!(retry_after_behind(4, None, 1, 30 * SECOND), UNKNOWN_WAIT_RETRY_AFTER);
+        // Five turns of 1 s on 2 pods: 2.5 s, less half a 2 s budget.
+        assert_eq!(retry_after_behind(4, Some(SECOND), 2, 2 * SECOND), 2 * SECOND);
     }
 
     #[test]

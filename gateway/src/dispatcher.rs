@@ -134,13 +134,14 @@ impl Dispatcher {
         admission::expected_wait(inner.waiting.len(), inner.per_image.get(), inner.pods_taking_work(Instant::now()))
     }
 
-    /// `Retry-After` for a request turned away now.
-    pub fn retry_after(&self) -> Duration {
+    /// `Retry-After` for a request with `budget` turned away now.
+    pub fn retry_after(&self, budget: Duration) -> Duration {
         let inner = self.lock();
         admission::retry_after_behind(
             inner.waiting.len(),
             inner.per_image.get(),
             inner.pods_taking_work(Instant::now()),
+            budget,
         )
     }
 
@@ -188,7 +189,7 @@ impl Dispatcher {
             Ok(Ok(lease)) => Ok(lease),
             Ok(Err(_)) => Err(Error::Internal("the dispatcher dropped a waiting request".into())),
             Err(_) if waiting.leave() => {
-                Err(Error::NoCapacity { budget: budget.as_secs_f64(), retry_after: self.retry_after() })
+                Err(Error::NoCapacity { budget: budget.as_secs_f64(), retry_after: self.retry_after(budget) })
             }
             // A place was handed over just as the budget ran out: use it.
             Err(_) => reply.await.map_err(|_| Error::Internal("the dispatcher dropped a granted place".into())),

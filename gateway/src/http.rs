@@ -242,7 +242,10 @@ fn admit(state: &AppState, parts: &Parts) -> Result<(Duration, Option<u64>, Rese
 
 /// Bodies are freed as the queue moves, so a client comes back when it expects to.
 fn buffers_full(state: &AppState) -> Error {
-    Error::BuffersFull { limit: state.buffers.limit(), retry_after: state.dispatcher.retry_after() }
+    Error::BuffersFull {
+        limit: state.buffers.limit(),
+        retry_after: state.dispatcher.retry_after(state.limits.max_wait),
+    }
 }
 
 /// Sends the request to a pod, and again to another (or the same, later) while the

@@ -65,7 +65,8 @@ async fn a_budget_the_backlog_cannot_meet_gets_429_at_once() {
     // Three turns (two queued, then its own) of about one image each, on one pod.
     let expected = 3.0 * per_image.as_secs_f64();
     eprintln!("one image took {per_image:?}; Retry-After {retry_after} s for an expected {expected:.1} s");
-    assert!(retry_after >= 2, "the wait is over the 1 s budget: {retry_after}");
+    // Back when the wait is down to half the 1 s budget: no later than the whole wait.
+    assert!(retry_after >= 1, "{retry_after}");
     assert!(
         (retry_after as f64) < 3.0 * expected + 1.0,
         "Retry-After {retry_after} s is far above the expected wait of {expected:.1} s"

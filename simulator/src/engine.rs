@@ -307,9 +307,11 @@ impl Gateway {
     }
 }
 
-/// Whole seconds until `wait` has passed, at least 1: the gateway's `Retry-After`.
-fn retry_after(wait: f64) -> f64 {
-    wait.ceil().max(1.0)
+/// The gateway's `Retry-After` for an `expected` wait against a `budget`: whole
+/// seconds, at least 1, until the wait is down to half the budget
+/// (`matte_gateway::admission::retry_after`).
+fn retry_after(expected: f64, budget: f64) -> f64 {
+    (expected - budget / 2.0).ceil().max(1.0)
 }
 
 struct Engine<'a> {
@@ -505,7 +507,7 @@ impl<'a> Engine<'a> {
         let expected = self.gateway.expected_wait(self.gateway.waiting.len(), self.ready_pods());
         if let Some(expected) = expected.filter(|&expected| expected > self.settings.max_wait_seconds) {
             self.rejections += 1;
-            let after = retry_after(expected);
+            let after = retry_after(expected, self.settings.max_wait_seconds);
             self.gateway.defer(self.now, after);
             self.retry_later(request, after);
             return;
@@ -527,7 +529,8 @@ impl<'a> Engine<'a> {
         self.gateway.waiting.remove(position);
         self.timeouts += 1;
         let wait = self.gateway.expected_wait(self.gateway.waiting.len(), self.ready_pods());
-        let after = wait.map_or(UNKNOWN_WAIT_RETRY_AFTER_SECONDS, retry_after);
+        let budget = self.settings.max_wait_seconds;
+        let after = wait.map_or(UNKNOWN_WAIT_RETRY_AFTER_SECONDS, |wait| retry_after(wait, budget));
         self.gateway.defer(self.now, after);
         self.retry_later(request, after);
     }
@@ -772,12 +775,8 @@ impl<'a> Engine<'a> {
 
     fn view(&self) -> ClusterView<'_> {
         let count = |phase: Phase| self.pods.iter().filter(|pod| pod.phase == phase).count();
-        let starting_ages = self
-            .pods
-            .iter()
-            .filter(|pod| pod.phase == Phase::Starting)
-            .map(|pod| self.now - pod.created)
-            .collect();
+        let starting_ages =
+            self.pods.iter().filter(|pod| pod.phase == Phase::Starting).map(|pod| self.now - pod.created).collect();
         let inflight = self.pods.iter().filter(|pod| pod.phase.is_active()).map(Pod::outstanding).sum::<usize>()
             + self.held_in_front.len()
             + self.gateway.waiting.len()
