@@ -1,4 +1,7 @@
-//! Everything that can go wrong, each variant naming its cause.
+//! What can go wrong outside a reconcile pass (connecting, serving HTTP, leader
+//! election, Prometheus), each variant naming its cause; the pass's stages have their
+//! own errors (`crate::reconcile`). And what counts as the apiserver refusing a request,
+//! which all of them share.
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -29,20 +32,15 @@ impl Error {
         let object = object.into();
         move |source| Error::Kube { action, object, source: Box::new(source) }
     }
+}
 
-    /// Whether retrying cannot help until something changes: the apiserver refused the
-    /// request itself (a 4xx: invalid, forbidden, not found), rather than failing to answer
-    /// or asking to come back (timeouts, conflicts, throttling, 5xx).
-    pub fn is_refusal(&self) -> bool {
-        match self {
-            Error::Kube { source, .. } => match source.as_ref() {
-                kube::Error::Api(status) => {
-                    (400..500).contains(&status.code) && ![408, 409, 429].contains(&status.code)
-                }
-                _ => false,
-            },
-            _ => false,
-        }
+/// Whether retrying cannot help until something changes: the apiserver refused the
+/// request itself (a 4xx: invalid, forbidden, not found), rather than failing to answer
+/// or asking to come back (timeouts, conflicts, throttling, 5xx).
+pub fn is_refusal(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => (400..500).contains(&status.code) && ![408, 409, 429].contains(&status.code),
+        _ => false,
     }
 }
 
@@ -50,18 +48,18 @@ impl Error {
 mod tests {
     use super::*;
 
-    fn refused_with(code: u16) -> Error {
-        let status = kube::core::Status::failure("refused", "Invalid").with_code(code);
-        Error::kube("apply", "Deployment shop/x")(kube::Error::Api(Box::new(status)))
+    fn answered(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status::failure("refused", "Invalid").with_code(code)))
     }
 
     #[test]
     fn only_the_apiservers_own_refusals_are_final() {
-        assert!(refused_with(422).is_refusal());
-        assert!(refused_with(403).is_refusal());
+        assert!(is_refusal(&answered(422)));
+        assert!(is_refusal(&answered(403)));
         for transient in [408, 409, 429, 500, 503] {
-            assert!(!refused_with(transient).is_refusal(), "{transient}");
+            assert!(!is_refusal(&answered(transient)), "{transient}");
         }
-        assert!(!Error::Connect("connection refused".into()).is_refusal());
+        let unanswered = kube::Error::Service(Box::new(std::io::Error::other("connection refused")));
+        assert!(!is_refusal(&unanswered));
     }
 }

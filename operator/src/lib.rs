@@ -9,6 +9,7 @@ pub mod crd;
 pub mod desired;
 pub mod error;
 pub mod leader;
+pub mod reconcile;
 pub mod run;
 pub mod status;
 pub mod telemetry;

@@ -10,10 +10,11 @@ use tokio::sync::watch;
 
 use crate::autoscaler::prometheus;
 use crate::cli::RunArgs;
-use crate::controller::{self, Settings};
+use crate::controller;
 use crate::desired::Defaults;
 use crate::error::Error;
 use crate::leader::{LeaderElection, RENEW_DEADLINE, RETRY_PERIOD};
+use crate::reconcile::Settings;
 use crate::telemetry::{self, Metrics};
 
 pub async fn run(args: RunArgs) -> Result<(), Error> {

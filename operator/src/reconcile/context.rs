@@ -1,0 +1,111 @@
+//! What every pass shares: the operator's settings, the apiserver client, the Event
+//! recorder and the metrics, and what outlives a pass: per resource, the autoscaler's
+//! memory and the failures in a row; per process, whether PodMonitors can be made.
+//! Kept apart from the stages so that each of them reads as what it does to a resource.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+
+use crate::autoscaler::policy::{Decision, Memory};
+use crate::autoscaler::prometheus::Windows;
+use crate::crd::BackgroundRemovalService;
+use crate::desired::Defaults;
+use crate::telemetry::Metrics;
+
+/// How the operator was configured.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub defaults: Defaults,
+    /// The Prometheus the autoscaler asks when a resource names none.
+    pub prometheus_url: Option<String>,
+    /// The one HTTP client (and connection pool) every Prometheus query goes through
+    /// (`autoscaler::prometheus::http_client`).
+    pub prometheus_http: reqwest::Client,
+    /// The pods' scrape interval: how often the autoscaler looks again.
+    pub scrape_interval: Duration,
+    /// Only resources in this namespace; all when `None`.
+    pub watch_namespace: Option<String>,
+    /// The name Events are reported under, and this replica's identity.
+    pub reporter: Reporter,
+}
+
+impl Settings {
+    /// The windows the autoscaler reads the metrics through, for the scrape interval.
+    pub fn windows(&self) -> Windows {
+        Windows::for_scrape_interval(self.scrape_interval)
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub(super) client: Client,
+    pub(super) settings: Settings,
+    pub(super) recorder: Recorder,
+    pub(super) metrics: Arc<Metrics>,
+    /// Per resource: the autoscaler's memory and the failures in a row.
+    remembered: Mutex<HashMap<ObjectRef<BackgroundRemovalService>, Remembered>>,
+    /// Whether the PodMonitor CRD exists, and when that was last asked.
+    pub(super) pod_monitors: Mutex<Option<(Instant, bool)>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Remembered {
+    memory: Memory,
+    failures: u32,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Context {
+        Context {
+            recorder: Recorder::new(client.clone(), settings.reporter.clone()),
+            client,
+            settings,
+            metrics,
+            remembered: Mutex::default(),
+            pod_monitors: Mutex::default(),
+        }
+    }
+
+    fn remember<T>(&self, brs: &BackgroundRemovalService, change: impl FnOnce(&mut Remembered) -> T) -> T {
+        let mut remembered = self.remembered.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        change(remembered.entry(ObjectRef::from_obj(brs)).or_default())
+    }
+
+    /// The autoscaler's memory of `brs`: this process's, or after a leader change the
+    /// one the last leader left in status.
+    pub(super) fn memory(&self, brs: &BackgroundRemovalService) -> Memory {
+        let kept = self.remember(brs, |r| (r.memory != Memory::default()).then(|| r.memory.clone()));
+        kept.or_else(|| brs.status.as_ref().and_then(|s| s.autoscaler_memory.clone())).unwrap_or_default()
+    }
+
+    /// Keeps the memory `decision` passes on, counts its reason and logs it.
+    pub(super) fn decided(&self, brs: &BackgroundRemovalService, decision: &Decision) {
+        self.remember(brs, |r| r.memory = decision.memory.clone());
+        self.metrics.decided(brs, decision.reason);
+        tracing::info!(
+            resource = %ObjectRef::from_obj(brs),
+            replicas = decision.replicas,
+            reason = ?decision.reason,
+            message = %decision.message,
+            "scaling decision"
+        );
+    }
+
+    /// Counts one more failed pass of `brs` in a row; returns how many there are now.
+    pub(super) fn failed(&self, brs: &BackgroundRemovalService) -> u32 {
+        self.remember(brs, |r| {
+            r.failures = r.failures.saturating_add(1);
+            r.failures
+        })
+    }
+
+    /// A pass of `brs` that did not fail ends its failures in a row.
+    pub(super) fn succeeded(&self, brs: &BackgroundRemovalService) {
+        self.remember(brs, |r| r.failures = 0);
+    }
+}
