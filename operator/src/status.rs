@@ -379,15 +379,7 @@ mod tests {
     #[test]
     fn missing_metrics_hold_and_raise_a_condition() {
         use crate::autoscaler::policy::{Memory, Observation, PolicySpec, decide};
-        let observation = Observation {
-            now_seconds: 0.0,
-            replicas: 2,
-            ready_pods: 2,
-            starting_pod_ages_seconds: vec![],
-            unschedulable_pods: 0,
-            measured_startup_seconds: None,
-            queue: None,
-        };
+        let observation = Observation { replicas: 2, ready_pods: 2, ..Observation::default() };
         let decision = decide(&PolicySpec::new(1, 4, 30.0), &observation, &Memory::default());
         let ready = deployment(2, 2, 2);
         let status = compute(

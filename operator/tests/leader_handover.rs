@@ -23,13 +23,9 @@ fn observation(now_seconds: f64, replicas: u32) -> Observation {
         oldest_queued_age_seconds: if in_burst { 12.0 } else { 0.0 },
         queue_wait_p95_seconds: Some(if in_burst { 12.0 } else { 0.1 }),
         images_per_pod_second: Some(1.6),
-        sustained_admitted_per_second: 0.0,
         rejected_per_second: if in_burst { 40.0 } else { 0.0 },
         rejected_recently: if in_burst { 300.0 } else { 0.0 },
-        gateway_queue_depth: 0.0,
-        gateway_oldest_queued_age_seconds: 0.0,
-        gateway_deferred_requests: 0.0,
-        gateway_new_arrivals_per_second: 0.0,
+        ..QueueMetrics::default()
     };
     Observation {
         now_seconds,

@@ -97,8 +97,8 @@ impl PolicySpec {
     }
 }
 
-/// What the operator sees on one reconcile pass.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// What the operator sees on one reconcile pass (by default: no pod, no metrics).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Observation {
     /// Seconds on the clock of the [`Memory`]'s times (the operator: Unix time); only
@@ -119,8 +119,9 @@ pub struct Observation {
     pub queue: Option<QueueMetrics>,
 }
 
-/// The fleet's queue as Prometheus reports it (sums over pods, rates over windows).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The fleet's queue as Prometheus reports it (sums over pods, rates over windows); by
+/// default an empty queue, just sampled, with nothing measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueMetrics {
     /// How long ago the newest sample behind these numbers was taken.

@@ -9,18 +9,10 @@ fn spec() -> PolicySpec {
 
 fn queue(queue_depth: f64) -> QueueMetrics {
     QueueMetrics {
-        age_seconds: 0.0,
         queue_depth,
-        oldest_queued_age_seconds: 0.0,
         queue_wait_p95_seconds: Some(1.0),
         images_per_pod_second: Some(1.0),
-        sustained_admitted_per_second: 0.0,
-        rejected_per_second: 0.0,
-        rejected_recently: 0.0,
-        gateway_queue_depth: 0.0,
-        gateway_oldest_queued_age_seconds: 0.0,
-        gateway_deferred_requests: 0.0,
-        gateway_new_arrivals_per_second: 0.0,
+        ..QueueMetrics::default()
     }
 }
 

@@ -115,15 +115,8 @@ mod tests {
             age_seconds: 1.0,
             queue_depth: 3.0,
             oldest_queued_age_seconds: 0.5,
-            queue_wait_p95_seconds: None,
             images_per_pod_second: Some(2.0),
-            sustained_admitted_per_second: 0.0,
-            rejected_per_second: 0.0,
-            rejected_recently: 0.0,
-            gateway_queue_depth: 0.0,
-            gateway_oldest_queued_age_seconds: 0.0,
-            gateway_deferred_requests: 0.0,
-            gateway_new_arrivals_per_second: 0.0,
+            ..QueueMetrics::default()
         });
         let decision = decide(&spec, &current, &Memory::default(), &windows()).decision.expect("the policy decided");
         let seen = &decision.observation;

@@ -290,15 +290,7 @@ mod tests {
             replicas: 3,
             reason: Reason::ScaleUp,
             message: "the backlog needs 3 pods".into(),
-            observation: Observation {
-                now_seconds: 0.0,
-                replicas: 2,
-                ready_pods: 2,
-                starting_pod_ages_seconds: vec![],
-                unschedulable_pods: 0,
-                measured_startup_seconds: None,
-                queue: None,
-            },
+            observation: Observation { replicas: 2, ready_pods: 2, ..Observation::default() },
             plan: None,
             memory: Memory::default(),
         };
