@@ -240,13 +240,13 @@ fn a_hundred_images_in_ten_seconds_behind_the_gateway() {
     assert!(attainment(9, 1) < 0.95);
 }
 
-/// Behind the gateway a refused client comes back after its expected wait, over the
-/// budget: through a sustained overload the policy counts them by the gateway's
-/// refusals over the last budget, and meets at least the SLO it meets with random
-/// routing, where clients come back every few seconds (seeds 1-12; told the pods'
-/// Retry-After instead, flash-crowd fell to 53 % behind the gateway against 79 %).
+/// Behind the gateway the policy sees the new arrivals and the clients away: a crowd or
+/// a long batch upload that keeps outrunning the pods gets pods for its rate, where
+/// with random routing (no gateway) the policy sizes only for the backlog it sees
+/// (seeds 1-12: flash-crowd 94.0 % against 78.2 %, batch-uploads 95.3 % against 90.1 %;
+/// without the pods for the rate, 84.5 % and 93.0 % behind the gateway).
 #[test]
-fn behind_the_gateway_sustained_overloads_do_as_well_as_with_random_routing() {
+fn behind_the_gateway_a_sustained_overload_gets_pods_for_its_rate() {
     for overload in [Scenario::FlashCrowd, Scenario::BatchUploads] {
         let attainment = |routing| {
             let settings = Settings { routing, ..overload.settings() };
@@ -256,6 +256,6 @@ fn behind_the_gateway_sustained_overloads_do_as_well_as_with_random_routing() {
             summarize(&reports).expect("12 reports").policies[0].mean_slo_attainment
         };
         let (gateway, random) = (attainment(Routing::Gateway), attainment(Routing::Random));
-        assert!(gateway >= random, "{overload:?}: gateway {gateway}, random {random}");
+        assert!(gateway >= random + 0.03, "{overload:?}: gateway {gateway}, random {random}");
     }
 }
