@@ -1,5 +1,5 @@
-//! A request whose expected wait cannot fit its budget is refused at once with an
-//! honest Retry-After, instead of waiting to fail.
+//! A request whose expected wait cannot fit its budget is refused at once with a
+//! Retry-After for when its wait would fit, instead of waiting to fail.
 
 mod support;
 

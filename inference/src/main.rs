@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use matte_inference::config::{Config, LogFormat};
+use matte_inference::server::Drained;
 use matte_inference::{Error, fetch_model, server};
 
 fn main() -> ExitCode {
@@ -21,7 +22,14 @@ fn main() -> ExitCode {
             .block_on(server::serve(config, library))
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Drained::Completely) => ExitCode::SUCCESS,
+        Ok(Drained::LeavingTheModelRunning) => {
+            // Exiting runs the ONNX Runtime library's global destructors, which crash the
+            // process (SIGSEGV) while its thread is still inside a run. Everything worth
+            // keeping is out already (the logs go unbuffered to stderr): leave without them.
+            // SAFETY: `_exit` ends the process at once; nothing runs after it.
+            unsafe { libc::_exit(0) }
+        }
         Err(error) => {
             tracing::error!(%error, "matte-inference stopped");
             eprintln!("matte-inference: {error}");

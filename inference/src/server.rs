@@ -2,7 +2,7 @@
 //! load and warm the model on the inference thread, turn ready, and when told to shut
 //! down: turn unready, keep admitting for the drain delay while load balancers catch
 //! up, then refuse new work, finish everything accepted, close the connections and
-//! return.
+//! return, saying whether the model's thread stopped too.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -19,9 +19,19 @@ use crate::state::AppState;
 use crate::{Error, http};
 use matte_serve::{self as connections, Stage, Timeouts, shutdown_signal};
 
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Everything stopped, the model's thread too.
+    Completely,
+    /// The model's thread is still inside a run (a warm-up that never ends, or an image
+    /// past the drain deadline) and will not be waited for.
+    LeavingTheModelRunning,
+}
+
 /// Binds the configured address and serves until SIGTERM or SIGINT and a completed
 /// drain.
-pub async fn serve(config: Config, runtime_library: PathBuf) -> Result<(), Error> {
+pub async fn serve(config: Config, runtime_library: PathBuf) -> Result<Drained, Error> {
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| Error::Listen { addr: config.listen, source })?;
     tracing::info!(addr = %config.listen, "listening; loading the model");
@@ -35,7 +45,7 @@ pub async fn run(
     config: Config,
     runtime_library: PathBuf,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), Error> {
+) -> Result<Drained, Error> {
     let state = Arc::new(AppState::new(&config));
     tracing::info!(
         image_work_mib = config.sizing().image_work_bytes() >> 20,
@@ -78,17 +88,22 @@ pub async fn run(
     }
 
     state.queue.close();
-    if was_serving {
-        // The loop ends once the (closed) queue is empty; a warm-up in progress is
-        // not waited for, the process exits around it.
+    // The loop ends once the (closed) queue is empty; a warm-up in progress is not
+    // waited for, the process exits around it.
+    let drained = if !was_serving && !inference_thread.is_finished() {
+        Drained::LeavingTheModelRunning
+    } else {
         let joined = tokio::task::spawn_blocking(move || inference_thread.join());
         let last_run = deadline.max(Instant::now() + Duration::from_secs(1));
         if tokio::time::timeout_at(last_run.into(), joined).await.is_err() {
             tracing::warn!("the inference loop did not stop by the drain deadline");
+            Drained::LeavingTheModelRunning
+        } else {
+            Drained::Completely
         }
-    }
+    };
     tracing::info!("drained; exiting");
-    Ok(())
+    Ok(drained)
 }
 
 /// Starts the thread that owns the model: load, warm up, turn ready, run the loop.
