@@ -87,12 +87,15 @@ pub async fn apply(context: &Context, brs: &BackgroundRemovalService, desired: &
         // The Service first: clients move to the pods before the gateway goes.
         None => {
             apply_object(&services, "Service", &desired.service).await?;
-            let name = desired::gateway_name(brs);
-            delete_owned(&budgets, "PodDisruptionBudget", brs, &name).await?;
-            delete_owned(&deployments, "Deployment", brs, &name).await?;
-            delete_owned(&bindings, "RoleBinding", brs, &name).await?;
-            delete_owned(&roles, "Role", brs, &name).await?;
-            delete_owned(&accounts, "ServiceAccount", brs, &name).await?;
+            if context.gateway_may_linger(brs) {
+                let name = desired::gateway_name(brs);
+                delete_owned(&budgets, "PodDisruptionBudget", brs, &name).await?;
+                delete_owned(&deployments, "Deployment", brs, &name).await?;
+                delete_owned(&bindings, "RoleBinding", brs, &name).await?;
+                delete_owned(&roles, "Role", brs, &name).await?;
+                delete_owned(&accounts, "ServiceAccount", brs, &name).await?;
+                context.gateway_gone(brs);
+            }
         }
     }
     if pod_monitors_exist(context).await {

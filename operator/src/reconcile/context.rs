@@ -57,6 +57,8 @@ pub struct Context {
 struct Remembered {
     memory: Memory,
     failures: u32,
+    /// The resource's generation for which the gateway's objects were found gone.
+    gateway_gone_at: Option<i64>,
 }
 
 impl Context {
@@ -102,6 +104,20 @@ impl Context {
             r.failures = r.failures.saturating_add(1);
             r.failures
         })
+    }
+
+    /// Whether the gateway's objects, with the gateway off, may still exist and must be
+    /// looked for: not once they were found gone for this generation of `brs`. Five
+    /// reads a pass for every resource without a gateway would otherwise load the
+    /// apiserver for nothing; a new leader looks once.
+    pub(super) fn gateway_may_linger(&self, brs: &BackgroundRemovalService) -> bool {
+        let gone_at = self.remember(brs, |r| r.gateway_gone_at);
+        gone_at.is_none() || gone_at != brs.metadata.generation
+    }
+
+    /// The gateway's objects are gone for this generation of `brs`.
+    pub(super) fn gateway_gone(&self, brs: &BackgroundRemovalService) {
+        self.remember(brs, |r| r.gateway_gone_at = brs.metadata.generation);
     }
 
     /// A pass of `brs` that did not fail ends its failures in a row.
