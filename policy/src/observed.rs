@@ -23,8 +23,8 @@
 //! where `refused` is the pods' `requests_total{outcome="queue_full"}` together with the
 //! gateway's `gateway_requests_total{outcome=~"queue_full|no_capacity"}` (clients sent
 //! away to come back after `Retry-After`), `gateway_received` the gateway's requests
-//! counted as they arrive, and `admitted` every other outcome of the pods'. The gateway's two gauges are summed (depth) and maxed (age) over its
-//! replicas. There are metrics when either the pods' or the gateway's series have a
+//! counted as they arrive, and `admitted` every other outcome of the pods'. The gateway's gauges are summed (depth, clients away) and maxed (age)
+//! over its replicas. There are metrics when either the pods' or the gateway's series have a
 //! current sample: a service scaled to zero has no pod series, and its observation
 //! comes from the gateway alone (the pods' gauges then read 0; their rates read what is
 //! left of ended pods' series in each window, as Prometheus's range vectors do, and
@@ -170,7 +170,8 @@ impl Series {
     }
 }
 
-/// What one scrape of a gateway replica reads: its queue's two gauges.
+/// What one scrape of a gateway replica reads: its queue's gauges, its refusals, its
+/// arrivals and the clients it sent away.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct GatewayScrape {
     /// `matte_gateway_queue_depth`.

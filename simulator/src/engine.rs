@@ -270,8 +270,9 @@ struct Gateway {
     /// `matte_gateway_requests_total{outcome=~"queue_full|no_capacity"}`: clients sent
     /// away to come back later.
     refused: u64,
-    /// When each client sent away was told to come back, soonest first, for those whose
-    /// time has not come: `matte_gateway_deferred_requests` is their count.
+    /// When each client sent away was told to come back, in the order they were sent
+    /// away, for those whose time has not come: `matte_gateway_deferred_requests` is
+    /// their count.
     deferred_until: Vec<f64>,
     /// `matte_gateway_deferred_due_total`: clients whose `Retry-After` has passed.
     deferred_due: u64,
@@ -748,6 +749,10 @@ impl<'a> Engine<'a> {
     /// gateway's queue gauges with gateway routing, else the holding front as a target
     /// like a pod.
     fn scrape(&mut self) {
+        let behind_gateway = self.settings.routing == Routing::Gateway;
+        if behind_gateway {
+            self.gateway.count_due(self.now);
+        }
         let gauges = |queue: &VecDeque<Queued>| Gauges {
             queue_depth: queue.len() as f64,
             oldest_queued_age_seconds: queue.front().map_or(0.0, |oldest| self.now - oldest.since),
@@ -757,11 +762,11 @@ impl<'a> Engine<'a> {
                 self.prometheus.scrape(self.now, pod_target(index), gauges(&pod.queue), &pod.counters);
             }
         }
-        if self.settings.routing == Routing::Gateway {
-            self.gateway.count_due(self.now);
+        if behind_gateway {
+            let waiting = gauges(&self.gateway.waiting);
             let scrape = GatewayScrape {
-                queue_depth: self.gateway.waiting.len() as f64,
-                oldest_queued_age_seconds: self.gateway.waiting.front().map_or(0.0, |oldest| self.now - oldest.since),
+                queue_depth: waiting.queue_depth,
+                oldest_queued_age_seconds: waiting.oldest_queued_age_seconds,
                 refused: self.gateway.refused as f64,
                 received: self.gateway.received as f64,
                 deferred: self.gateway.deferred_until.len() as f64,
