@@ -60,11 +60,12 @@ pub struct PolicySpec {
     pub planned_utilization: f64,
     /// Metrics older than this are not trusted.
     pub stale_after_seconds: f64,
-    /// Arrivals must outrun the ready pods for this long before pods are started for
-    /// their rate: the arrival rate's window and one scrape interval more (15 s at 5 s
-    /// scrapes), so that the arrivals that began the surge are out of the window by
-    /// then, and only arrivals that went on keep it.
-    pub surge_confirm_seconds: f64,
+    /// How long a change must last before it is acted on: arrivals outrunning the ready
+    /// pods before pods are started for their rate, and nothing waiting anywhere before
+    /// pods still starting are given back. The recent window and one scrape more (15 s
+    /// at 5 s scrapes), so that the samples that first showed the change are out of the
+    /// window by then, and only a change that lasted keeps it.
+    pub confirm_seconds: f64,
 }
 
 impl PolicySpec {
@@ -81,7 +82,7 @@ impl PolicySpec {
             retry_after_seconds: 2.0,
             planned_utilization: 0.8,
             stale_after_seconds: 60.0,
-            surge_confirm_seconds: 15.0,
+            confirm_seconds: 15.0,
         }
     }
 
@@ -351,9 +352,9 @@ pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> 
         }
     } else {
         // The surplus clock runs from the first pass that found the fleet too large with
-        // no pod starting: pods still starting are not idle, and neither are the ones
-        // they were started to help.
-        let since = if observation.starting_pod_ages_seconds.is_empty() {
+        // no pod starting or nothing waiting: pods still starting for work that waits
+        // are not idle, and neither are the ones they were started to help.
+        let since = if observation.starting_pod_ages_seconds.is_empty() || plan.nothing_waits() {
             memory.surplus_since_seconds.unwrap_or(observation.now_seconds)
         } else {
             observation.now_seconds
@@ -440,7 +441,7 @@ fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memo
     let outrun = arrivals_per_second > f64::from(observation.ready_pods) * planned_per_pod;
     let surge_since_seconds = outrun.then(|| memory.surge_since_seconds.unwrap_or(observation.now_seconds));
     let surge_replicas = match surge_since_seconds {
-        Some(since) if observation.now_seconds - since >= spec.surge_confirm_seconds => {
+        Some(since) if observation.now_seconds - since >= spec.confirm_seconds => {
             to_count((arrivals_per_second / planned_per_pod).ceil())
         }
         _ => 0,
@@ -460,6 +461,14 @@ fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memo
         arrivals_per_second,
         surge_replicas,
         surge_since_seconds,
+    }
+}
+
+impl Plan {
+    /// Nothing queued, no client waiting outside and no flow outrunning the pods: the
+    /// fleet has caught up with everything that has arrived.
+    fn nothing_waits(&self) -> bool {
+        self.backlog_images <= 0.0 && self.surge_replicas == 0
     }
 }
 
@@ -563,7 +572,20 @@ fn scale_down_or_keep(
     let starting = observation.starting_pod_ages_seconds.len();
     let delay = spec.scale_down_delay_seconds.unwrap_or(plan.startup_seconds);
     let unneeded_for = observation.now_seconds - surplus_since;
-    if starting > 0 {
+    // Kubernetes removes pods that are not ready first, so scaling down to this gives
+    // back the pods still starting and no other.
+    let without_unneeded_starts = wanted.max(observation.ready_pods);
+    if starting > 0 && plan.nothing_waits() && unneeded_for >= spec.confirm_seconds && without_unneeded_starts < current
+    {
+        // The ready pods drained the work without them: a pod that becomes ready with
+        // nothing to do costs the rest of its start-up and a whole hold after it, and
+        // another burst gets pods started for it like any other.
+        let given_back = current - without_unneeded_starts;
+        let message = format!(
+            "{summary}: nothing has waited for {unneeded_for:.0}s; giving back {given_back} pods still starting, from {current} to {without_unneeded_starts}"
+        );
+        (without_unneeded_starts, Reason::ScaleDown, message)
+    } else if starting > 0 {
         let message =
             format!("{summary}: {wanted} pods would do, but {starting} are still starting; keeping {current}");
         (current, Reason::KeepWhileStarting, message)

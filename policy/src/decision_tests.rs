@@ -194,13 +194,52 @@ fn never_below_min_replicas() {
 }
 
 #[test]
-fn no_scale_down_while_pods_are_starting_and_the_idle_clock_waits_for_them() {
+fn no_scale_down_while_pods_start_for_work_that_waits_and_the_idle_clock_waits_for_them() {
+    // Five images: one ready pod would do, but they wait.
     let starting =
-        Observation { ready_pods: 2, starting_pod_ages_seconds: vec![30.0], ..observation(3, Some(queue(0.0))) };
+        Observation { ready_pods: 2, starting_pod_ages_seconds: vec![30.0], ..observation(3, Some(queue(5.0))) };
     let memory = Memory { surplus_since_seconds: Some(0.0), ..Memory::default() };
     let decision = decide(&spec(), &starting, &memory);
     assert_eq!((decision.replicas, decision.reason), (3, Reason::KeepWhileStarting));
     assert_eq!(decision.memory.surplus_since_seconds, Some(1000.0), "the clock restarts");
+}
+
+#[test]
+fn pods_still_starting_are_given_back_once_nothing_has_waited_for_the_confirm_window() {
+    let drained =
+        Observation { ready_pods: 2, starting_pod_ages_seconds: vec![30.0, 40.0], ..observation(4, Some(queue(0.0))) };
+    let first = decide_fresh(&drained);
+    assert_eq!((first.replicas, first.reason), (4, Reason::KeepWhileStarting));
+    assert_eq!(first.memory.surplus_since_seconds, Some(1000.0), "nothing waits: the clock runs");
+
+    let not_yet = Observation { now_seconds: 1014.0, ..drained.clone() };
+    let second = decide(&spec(), &not_yet, &first.memory);
+    assert_eq!((second.replicas, second.reason), (4, Reason::KeepWhileStarting));
+
+    // Kubernetes removes the pods that are not ready first: 4 → 2 gives back the two
+    // starting ones; the ready pods keep their own hold, on the same clock.
+    let confirmed = Observation { now_seconds: 1015.0, ..drained.clone() };
+    let third = decide(&spec(), &confirmed, &second.memory);
+    assert_eq!((third.replicas, third.reason), (2, Reason::ScaleDown));
+    assert!(third.message.contains("giving back 2 pods still starting"), "{}", third.message);
+    assert_eq!(third.memory.surplus_since_seconds, Some(1000.0), "the ready pods' clock keeps running");
+
+    let ready_only = Observation { now_seconds: 1060.0, ..observation(2, Some(queue(0.0))) };
+    let fourth = decide(&spec(), &ready_only, &third.memory);
+    assert_eq!((fourth.replicas, fourth.reason), (1, Reason::ScaleDown), "one start-up after the work drained");
+}
+
+#[test]
+fn pods_starting_for_a_flow_are_kept_while_it_outruns_the_ready_pods() {
+    // Nothing queued this instant, but 5 images/s have been arriving for two ready pods
+    // doing 1 image/s each since well before the confirm window.
+    let flowing = QueueMetrics { gateway_new_arrivals_per_second: 5.0, ..queue(0.0) };
+    let starting =
+        Observation { ready_pods: 2, starting_pod_ages_seconds: vec![30.0, 40.0], ..observation(4, Some(flowing)) };
+    let memory = Memory { surge_since_seconds: Some(900.0), surplus_since_seconds: Some(900.0), ..Memory::default() };
+    let decision = decide(&spec(), &starting, &memory);
+    assert_eq!(decision.plan.as_ref().map(|plan| plan.surge_replicas), Some(5));
+    assert_eq!((decision.replicas, decision.reason), (5, Reason::ScaleUp));
 }
 
 #[test]

@@ -72,10 +72,13 @@ impl Windows {
         }
     }
 
-    /// How long arrivals must outrun the ready pods before the policy starts pods for
-    /// their rate (`PolicySpec::surge_confirm_seconds`): the arrival rate's window and
-    /// one scrape more, by when the arrivals that began the surge have left the window.
-    pub fn surge_confirm(&self) -> Duration {
+    /// How long a change must last before the policy acts on it
+    /// (`PolicySpec::confirm_seconds`): arrivals outrunning the ready pods before pods
+    /// are started for their rate, and nothing waiting anywhere before pods still
+    /// starting are given back. The recent window and one scrape more: by then the
+    /// samples that showed the change first have left the window, and only a change
+    /// that lasted keeps it.
+    pub fn confirm(&self) -> Duration {
         self.recent + self.scrape_interval
     }
 
@@ -367,10 +370,10 @@ mod tests {
         assert_eq!(windows.rate, Duration::from_secs(20));
         assert_eq!(windows.recent, Duration::from_secs(10));
         assert_eq!(Windows::for_scrape_interval(Duration::from_secs(1)).rate, Duration::from_secs(10));
-        assert_eq!(windows.surge_confirm(), Duration::from_secs(15));
+        assert_eq!(windows.confirm(), Duration::from_secs(15));
         assert_eq!(
-            windows.surge_confirm().as_secs_f64(),
-            crate::PolicySpec::new(1, 2, 30.0).surge_confirm_seconds,
+            windows.confirm().as_secs_f64(),
+            crate::PolicySpec::new(1, 2, 30.0).confirm_seconds,
             "the spec's default fits the default scrape interval"
         );
     }

@@ -85,6 +85,23 @@ fn on_burst_train_matte_meets_the_slo_with_far_fewer_gpu_seconds_and_starts() {
     assert!(matte.mean_pod_starts <= 0.5 * fewest_starts, "{matte:?} vs {fewest_starts}");
 }
 
+/// The targets behind the gateway, as the operator deploys it: on burst-train
+/// over seeds 1-24, at least 99.5 % of images within the SLO on average, at no more
+/// than 1.3 times the GPU-seconds of the oracle that knows every arrival. Pods started
+/// for a burst that the ready pods drained without them are given back while still
+/// starting; without that, this took 1.31 times the oracle's.
+#[test]
+fn behind_the_gateway_burst_train_meets_the_slo_within_1_3_times_the_oracles_gpu_seconds() {
+    let settings = Settings { routing: Routing::Gateway, ..Scenario::BurstTrain.settings() };
+    let policies = [PolicyName::Matte, PolicyName::Oracle];
+    let reports: Vec<Report> =
+        (1..=24).map(|seed| run(&settings, Scenario::BurstTrain.arrivals(&settings, seed), &policies, seed)).collect();
+    let sweep = summarize(&reports).expect("24 reports");
+    let (matte, oracle) = (&sweep.policies[0], &sweep.policies[1]);
+    assert!(matte.mean_slo_attainment >= 0.995, "{matte:?}");
+    assert!(matte.mean_gpu_seconds <= 1.3 * oracle.mean_gpu_seconds, "{matte:?}\noracle {oracle:?}");
+}
+
 /// A sweep's figures are the means of its runs', and its worst seed is the one with the
 /// lowest SLO attainment.
 #[test]

@@ -42,7 +42,7 @@ pub fn policy_spec(autoscaling: &AutoscalingSpec, windows: &Windows) -> PolicySp
     let count = |value: i32| u32::try_from(value).unwrap_or(0);
     PolicySpec {
         scale_down_delay_seconds: autoscaling.scale_down_delay_seconds.map(f64::from),
-        surge_confirm_seconds: windows.surge_confirm().as_secs_f64(),
+        confirm_seconds: windows.confirm().as_secs_f64(),
         ..PolicySpec::new(
             count(autoscaling.min_replicas),
             count(autoscaling.max_replicas),
@@ -142,8 +142,8 @@ mod tests {
             (2, 7, 3.5, Some(90.0))
         );
         let every_second = Windows::for_scrape_interval(std::time::Duration::from_secs(1));
-        assert_eq!(spec.surge_confirm_seconds, 15.0, "two 5 s scrapes of rate window and one more");
-        assert_eq!(policy_spec(&autoscaling, &every_second).surge_confirm_seconds, 3.0);
+        assert_eq!(spec.confirm_seconds, 15.0, "two 5 s scrapes of rate window and one more");
+        assert_eq!(policy_spec(&autoscaling, &every_second).confirm_seconds, 3.0);
         autoscaling.min_replicas = -1;
         assert_eq!(policy_spec(&autoscaling, &windows()).min_replicas, 0);
     }

@@ -18,7 +18,7 @@ impl Matte {
         let spec = PolicySpec {
             // The simulated clients wait Retry-After plus up to half again: 1.25x on average.
             retry_after_seconds: settings.policy_retry_after_seconds.unwrap_or(1.25 * settings.retry_after_seconds),
-            surge_confirm_seconds: settings.windows().surge_confirm().as_secs_f64(),
+            confirm_seconds: settings.windows().confirm().as_secs_f64(),
             ..PolicySpec::new(settings.min_replicas, settings.max_replicas, settings.target_queue_latency_seconds)
         };
         Self { spec, memory: Memory::default(), interval_seconds: settings.scrape_interval_seconds }
