@@ -56,7 +56,11 @@ pub struct PolicySpec {
     /// pods' `Retry-After`, plus whatever jitter the clients add).
     pub retry_after_seconds: f64,
     /// Share of a pod's throughput that plans count on; below 1 because a pod is not
-    /// busy every second (random arrivals, refused clients coming back a little late).
+    /// busy every second (random arrivals, refused clients coming back a little late)
+    /// and the pods started together for a burst become ready over a spread of
+    /// start-up times. The default, 0.75, is the simulator's measured trade: each step
+    /// of 0.05 down buys tail attainment on every scenario for about 5 % more
+    /// GPU-seconds (the table in the simulator's README).
     pub planned_utilization: f64,
     /// Metrics older than this are not trusted.
     pub stale_after_seconds: f64,
@@ -80,7 +84,7 @@ impl PolicySpec {
             default_startup_seconds: 60.0,
             default_images_per_pod_second: 1.0,
             retry_after_seconds: 2.0,
-            planned_utilization: 0.8,
+            planned_utilization: 0.75,
             stale_after_seconds: 60.0,
             confirm_seconds: 15.0,
         }

@@ -86,10 +86,11 @@ fn on_burst_train_matte_meets_the_slo_with_far_fewer_gpu_seconds_and_starts() {
 }
 
 /// The targets behind the gateway, as the operator deploys it: on burst-train
-/// over seeds 1-24, at least 99.5 % of images within the SLO on average, at no more
-/// than 1.3 times the GPU-seconds of the oracle that knows every arrival. Pods started
-/// for a burst that the ready pods drained without them are given back while still
-/// starting; without that, this took 1.31 times the oracle's.
+/// over seeds 1-24, at least 99.5 % of images within the SLO on average and 98.5 % on
+/// every seed, at no more than 1.3 times the GPU-seconds of the oracle that knows every
+/// arrival. Without giving back pods still starting once the ready pods drained a burst
+/// without them, this took 1.31 times the oracle's; with plans at 80 % of a pod's
+/// throughput instead of 75 %, seed 5 ended at 97.2 %.
 #[test]
 fn behind_the_gateway_burst_train_meets_the_slo_within_1_3_times_the_oracles_gpu_seconds() {
     let settings = Settings { routing: Routing::Gateway, ..Scenario::BurstTrain.settings() };
@@ -99,6 +100,7 @@ fn behind_the_gateway_burst_train_meets_the_slo_within_1_3_times_the_oracles_gpu
     let sweep = summarize(&reports).expect("24 reports");
     let (matte, oracle) = (&sweep.policies[0], &sweep.policies[1]);
     assert!(matte.mean_slo_attainment >= 0.995, "{matte:?}");
+    assert!(matte.worst_slo_attainment >= 0.985, "{matte:?}");
     assert!(matte.mean_gpu_seconds <= 1.3 * oracle.mean_gpu_seconds, "{matte:?}\noracle {oracle:?}");
 }
 
