@@ -217,6 +217,11 @@ const BURSTS_FOR_A_PATTERN: usize = 3;
 /// burst one start-up's wait. Between them the fleet goes down to its minimum.
 const WARM_GAP_MAX_STARTUPS: f64 = 15.0;
 
+/// Bursts whose shortest gap is longer than this many start-ups come sparsely: pods
+/// left over from one are given back once the work is confirmed drained, not held a
+/// start-up for the next.
+const SPARSE_GAP_MIN_STARTUPS: f64 = 5.0;
+
 /// Why the policy chose the replicas it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Reason {
@@ -528,6 +533,14 @@ fn warm_replicas(spec: &PolicySpec, now: f64, recent: &[Burst], current: Option<
     to_count((typical_backlog / per_pod_before_help_arrives).ceil())
 }
 
+/// Whether the bursts remembered make a pattern (`BURSTS_FOR_A_PATTERN` or more) whose
+/// every gap, start to start, is longer than `SPARSE_GAP_MIN_STARTUPS` start-ups.
+fn bursts_come_sparsely(recent: &[Burst], startup_seconds: f64) -> bool {
+    let shortest_gap =
+        recent.windows(2).map(|pair| pair[1].started_seconds - pair[0].started_seconds).fold(f64::INFINITY, f64::min);
+    recent.len() >= BURSTS_FOR_A_PATTERN && shortest_gap > SPARSE_GAP_MIN_STARTUPS * startup_seconds
+}
+
 /// The fewest pods that finish `work` images within `deadline` seconds: ready pods
 /// first, then starting ones in the order they will be ready, then new ones.
 fn pods_to_finish(
@@ -574,7 +587,12 @@ fn scale_down_or_keep(
 ) -> (u32, Reason, String) {
     let current = observation.replicas;
     let starting = observation.starting_pod_ages_seconds.len();
-    let delay = spec.scale_down_delay_seconds.unwrap_or(plan.startup_seconds);
+    let sparse = bursts_come_sparsely(&memory.recent_bursts, plan.startup_seconds);
+    // Surplus pods are held for a start-up in case another burst comes (the cost of
+    // being wrong either way is the same); when the bursts remembered have all come
+    // far apart, one within a start-up is the exception, and the hold only costs.
+    let delay =
+        spec.scale_down_delay_seconds.unwrap_or(if sparse { spec.confirm_seconds } else { plan.startup_seconds });
     let unneeded_for = observation.now_seconds - surplus_since;
     // Kubernetes removes pods that are not ready first, so scaling down to this gives
     // back the pods still starting and no other.

@@ -389,6 +389,29 @@ fn recurring_bursts_keep_warm_the_pods_a_typical_one_needs_within_a_start_up() {
 }
 
 #[test]
+fn after_bursts_that_come_far_apart_the_surplus_goes_once_the_drain_is_confirmed() {
+    // Bursts 400 s apart, more than five 60 s start-ups: one within a start-up of the
+    // last is the exception, so the pods left over go after the 15 s confirm window.
+    let sparse = Memory {
+        recent_bursts: bursts(&[0.0, 400.0, 800.0], 30.0),
+        surplus_since_seconds: Some(985.0),
+        ..Memory::default()
+    };
+    let decision = decide(&spec(), &observation(4, Some(queue(0.0))), &sparse);
+    assert_eq!((decision.replicas, decision.reason), (1, Reason::ScaleDown));
+
+    // One gap of 250 s among them: held for a whole start-up as usual.
+    let one_close = Memory { recent_bursts: bursts(&[0.0, 550.0, 800.0], 30.0), ..sparse.clone() };
+    let held = decide(&spec(), &observation(4, Some(queue(0.0))), &one_close);
+    assert_eq!((held.replicas, held.reason), (4, Reason::KeepUntilIdleLongEnough));
+
+    // An explicit scaleDownDelaySeconds is the user's, whatever the bursts.
+    let explicit = PolicySpec { scale_down_delay_seconds: Some(120.0), ..spec() };
+    let kept = decide(&explicit, &observation(4, Some(queue(0.0))), &sparse);
+    assert_eq!((kept.replicas, kept.reason), (4, Reason::KeepUntilIdleLongEnough));
+}
+
+#[test]
 fn warm_pods_are_kept_but_never_started_for_their_own_sake() {
     let memory = Memory { recent_bursts: bursts(&[500.0, 700.0, 900.0], 200.0), ..Memory::default() };
     let decision = decide(&spec(), &observation(1, Some(queue(0.0))), &memory);
