@@ -29,6 +29,11 @@ pub enum Scenario {
     /// Light background traffic and, once, a crowd that ramps up to 12 images/s over a
     /// minute, stays two minutes and fades over one.
     FlashCrowd,
+    /// Everything at once, on no clock: light background traffic (0.3 images/s), bursts
+    /// of widely spread sizes (log-normal, median 150, σ 0.7: from a few dozen to
+    /// several hundred) arriving over 2–20 s, ~5 minutes apart (exponential gaps), and
+    /// once a crowd of 720 images over 90 s.
+    MixedTraffic,
     /// A service allowed to scale to zero behind the gateway: nothing for the first 5–10
     /// minutes, then bursts of ~60 images (log-normal sizes) within 1–5 s, 20–40 minutes
     /// apart, so that the fleet goes back to zero between them and every burst waits for
@@ -75,7 +80,7 @@ impl Scenario {
     pub fn settings(self) -> Settings {
         let base = base_settings();
         match self {
-            Scenario::BurstTrain | Scenario::PeriodicBursts | Scenario::BatchUploads => base,
+            Scenario::BurstTrain | Scenario::PeriodicBursts | Scenario::BatchUploads | Scenario::MixedTraffic => base,
             Scenario::CronBatches => Settings { duration_seconds: 7200.0, ..base },
             Scenario::FlashCrowd => Settings { static_replicas: 4, ..base },
             Scenario::Diurnal => Settings { duration_seconds: 7200.0, static_replicas: 4, ..base },
@@ -181,6 +186,24 @@ impl Scenario {
                     burst(&mut arrivals, &mut rng, start, 300.0, 10.0, duration);
                     start += 600.0;
                 }
+                arrivals
+            }
+            Scenario::MixedTraffic => {
+                let mut arrivals = Vec::new();
+                let mut time = rng.exponential(1.0 / 0.3);
+                while time < duration {
+                    arrivals.push(time);
+                    time += rng.exponential(1.0 / 0.3);
+                }
+                let mut start = rng.exponential(300.0);
+                while start < duration {
+                    let images = rng.lognormal(150.0, 0.7).round().max(1.0);
+                    let spread = rng.between(2.0, 20.0);
+                    burst(&mut arrivals, &mut rng, start, images, spread, duration);
+                    start += rng.exponential(300.0);
+                }
+                let crowd_at = rng.between(0.3, 0.7) * duration;
+                burst(&mut arrivals, &mut rng, crowd_at, 720.0, 90.0, duration);
                 arrivals
             }
             Scenario::ScaleFromZero => {
