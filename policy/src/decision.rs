@@ -13,13 +13,18 @@
 //! late, the deadline moves to the earliest time a new pod can do a useful amount of
 //! work, instead of starting pods that would find nothing to do. Pods that are no longer
 //! needed are kept for as long as a new one would take to start (the cost of being
-//! wrong either way is the same), and never given back while others are still starting.
+//! wrong either way is the same), and never given back while others are still starting
+//! for work that waits. Once nothing has waited for a little while, pods still starting
+//! that the ready ones did without are given back before they are ready: each would
+//! cost the rest of its start-up and a whole hold, for nothing.
 //!
 //! Bursts that recur teach the policy one more thing: a pod started for a burst is ready
 //! only after a start-up, too late for the burst's first images, and it is started again
 //! for the next one. So once bursts recur, the pods that drain a typical one within a
 //! start-up stay warm between them, until none has come for longer than keeping them
-//! is worth (`WARM_GAP_MAX_STARTUPS` start-ups).
+//! is worth (`WARM_GAP_MAX_STARTUPS` start-ups). When bursts come far apart instead
+//! (`SPARSE_GAP_MIN_STARTUPS`), the pods left over from one go as soon as its drain is
+//! confirmed, rather than being held a start-up for a next one that is not coming.
 //!
 //! With the gateway in front, requests that find every pod full wait in its queue
 //! instead of being refused: that queue is backlog like the pods' own, and it is what
@@ -59,7 +64,7 @@ pub struct PolicySpec {
     /// busy every second (random arrivals, refused clients coming back a little late)
     /// and the pods started together for a burst become ready over a spread of
     /// start-up times. The default, 0.75, is the simulator's measured trade: each step
-    /// of 0.05 down buys tail attainment on every scenario for about 5 % more
+    /// of 0.05 down buys tail attainment on nearly every scenario for about 5 % more
     /// GPU-seconds (the table in the simulator's README).
     pub planned_utilization: f64,
     /// Metrics older than this are not trusted.
@@ -604,7 +609,7 @@ fn scale_down_or_keep(
         // another burst gets pods started for it like any other.
         let given_back = current - without_unneeded_starts;
         let message = format!(
-            "{summary}: nothing has waited for {unneeded_for:.0}s; giving back {given_back} pods still starting, from {current} to {without_unneeded_starts}"
+            "{summary}: nothing has waited for {unneeded_for:.0}s; giving back {given_back} pods not yet ready, from {current} to {without_unneeded_starts}"
         );
         (without_unneeded_starts, Reason::ScaleDown, message)
     } else if starting > 0 {

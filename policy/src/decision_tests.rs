@@ -221,7 +221,7 @@ fn pods_still_starting_are_given_back_once_nothing_has_waited_for_the_confirm_wi
     let confirmed = Observation { now_seconds: 1015.0, ..drained.clone() };
     let third = decide(&spec(), &confirmed, &second.memory);
     assert_eq!((third.replicas, third.reason), (2, Reason::ScaleDown));
-    assert!(third.message.contains("giving back 2 pods still starting"), "{}", third.message);
+    assert!(third.message.contains("giving back 2 pods not yet ready"), "{}", third.message);
     assert_eq!(third.memory.surplus_since_seconds, Some(1000.0), "the ready pods' clock keeps running");
 
     let ready_only = Observation { now_seconds: 1060.0, ..observation(2, Some(queue(0.0))) };
