@@ -116,13 +116,12 @@ impl Scenario {
         let mut arrivals = match self {
             Scenario::BurstTrain => {
                 let mut arrivals = Vec::new();
-                let mut start = rng.exponential(180.0);
-                while start < duration {
-                    let images = rng.lognormal(100.0, 0.5).round().max(1.0);
-                    let spread = rng.between(1.0, 5.0);
-                    burst(&mut arrivals, &mut rng, start, images, spread, duration);
-                    start += rng.exponential(180.0);
-                }
+                random_bursts(
+                    &mut arrivals,
+                    &mut rng,
+                    RandomBursts { mean_gap: 180.0, median: 100.0, sigma: 0.5, spread: (1.0, 5.0) },
+                    duration,
+                );
                 arrivals
             }
             Scenario::PeriodicBursts => {
@@ -153,11 +152,7 @@ impl Scenario {
             }
             Scenario::RareHugeBurst => {
                 let mut arrivals = Vec::new();
-                let mut time = rng.exponential(20.0);
-                while time < duration {
-                    arrivals.push(time);
-                    time += rng.exponential(20.0);
-                }
+                poisson(&mut arrivals, &mut rng, 1.0 / 20.0, duration);
                 burst(&mut arrivals, &mut rng, duration / 3.0, 2000.0, 10.0, duration);
                 arrivals
             }
@@ -190,18 +185,13 @@ impl Scenario {
             }
             Scenario::MixedTraffic => {
                 let mut arrivals = Vec::new();
-                let mut time = rng.exponential(1.0 / 0.3);
-                while time < duration {
-                    arrivals.push(time);
-                    time += rng.exponential(1.0 / 0.3);
-                }
-                let mut start = rng.exponential(300.0);
-                while start < duration {
-                    let images = rng.lognormal(150.0, 0.7).round().max(1.0);
-                    let spread = rng.between(2.0, 20.0);
-                    burst(&mut arrivals, &mut rng, start, images, spread, duration);
-                    start += rng.exponential(300.0);
-                }
+                poisson(&mut arrivals, &mut rng, 0.3, duration);
+                random_bursts(
+                    &mut arrivals,
+                    &mut rng,
+                    RandomBursts { mean_gap: 300.0, median: 150.0, sigma: 0.7, spread: (2.0, 20.0) },
+                    duration,
+                );
                 let crowd_at = rng.between(0.3, 0.7) * duration;
                 burst(&mut arrivals, &mut rng, crowd_at, 720.0, 90.0, duration);
                 arrivals
@@ -249,6 +239,35 @@ impl Scenario {
         };
         arrivals.sort_by(f64::total_cmp);
         arrivals
+    }
+}
+
+/// Adds Poisson arrivals at `rate` per second from 0 to `end`.
+fn poisson(arrivals: &mut Vec<f64>, rng: &mut Stream, rate: f64, end: f64) {
+    let mut time = rng.exponential(1.0 / rate);
+    while time < end {
+        arrivals.push(time);
+        time += rng.exponential(1.0 / rate);
+    }
+}
+
+/// Bursts at random moments: exponential gaps, log-normal sizes, each spread uniformly
+/// over a duration drawn between the two bounds.
+struct RandomBursts {
+    mean_gap: f64,
+    median: f64,
+    sigma: f64,
+    spread: (f64, f64),
+}
+
+/// Adds `bursts` from 0 to `end`.
+fn random_bursts(arrivals: &mut Vec<f64>, rng: &mut Stream, bursts: RandomBursts, end: f64) {
+    let mut start = rng.exponential(bursts.mean_gap);
+    while start < end {
+        let images = rng.lognormal(bursts.median, bursts.sigma).round().max(1.0);
+        let spread = rng.between(bursts.spread.0, bursts.spread.1);
+        burst(arrivals, rng, start, images, spread, end);
+        start += rng.exponential(bursts.mean_gap);
     }
 }
 
