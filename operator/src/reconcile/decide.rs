@@ -40,14 +40,18 @@ pub fn decide(spec: &BackgroundRemovalServiceSpec, current: &Current, memory: &M
 /// metrics are read through.
 pub fn policy_spec(autoscaling: &AutoscalingSpec, windows: &Windows) -> PolicySpec {
     let count = |value: i32| u32::try_from(value).unwrap_or(0);
+    let defaults = PolicySpec::new(
+        count(autoscaling.min_replicas),
+        count(autoscaling.max_replicas),
+        autoscaling.target_queue_latency_seconds,
+    );
     PolicySpec {
         scale_down_delay_seconds: autoscaling.scale_down_delay_seconds.map(f64::from),
+        planned_utilization: autoscaling
+            .planned_utilization_percent
+            .map_or(defaults.planned_utilization, |percent| f64::from(percent) / 100.0),
         confirm_seconds: windows.confirm().as_secs_f64(),
-        ..PolicySpec::new(
-            count(autoscaling.min_replicas),
-            count(autoscaling.max_replicas),
-            autoscaling.target_queue_latency_seconds,
-        )
+        ..defaults
     }
 }
 
@@ -144,6 +148,9 @@ mod tests {
         let every_second = Windows::for_scrape_interval(std::time::Duration::from_secs(1));
         assert_eq!(spec.confirm_seconds, 15.0, "two 5 s scrapes of rate window and one more");
         assert_eq!(policy_spec(&autoscaling, &every_second).confirm_seconds, 3.0);
+        assert_eq!(spec.planned_utilization, 0.75, "the policy's default when the spec says nothing");
+        autoscaling.planned_utilization_percent = Some(60);
+        assert_eq!(policy_spec(&autoscaling, &windows()).planned_utilization, 0.6);
         autoscaling.min_replicas = -1;
         assert_eq!(policy_spec(&autoscaling, &windows()).min_replicas, 0);
     }
