@@ -3,13 +3,16 @@
 //! a generated model whose run is a fixed amount of work, ~0.1–0.2 s) scraped every
 //! second by a real Prometheus (Debian's), and the operator's metrics source is sampled
 //! once per scrape interval. Then the simulator runs the same arrivals on two pods with
-//! the real pods' measured service time and the same clients (random pod, retry after
-//! 1–1.5× `Retry-After` on a 429), and its Prometheus is sampled through the policy
+//! the real pods' measured service time and the same clients (retry after 1–1.5×
+//! `Retry-After` when refused), and its Prometheus is sampled through the policy
 //! crate's definitions at the same moments. Each input of `decide` must agree within
-//! the tolerances stated with each check below.
+//! the tolerances stated with each check below. Twice: with the clients picking a pod
+//! at random, as behind a plain Service, and behind a real `matte-gateway`, as the
+//! operator deploys it.
 //!
 //! Needs `scripts/setup.sh` (runtime, Python's `onnx`, prometheus) and the
-//! `matte-inference` binary, which `cargo test --workspace` builds.
+//! `matte-inference` and `matte-gateway` binaries, which `cargo test --workspace`
+//! builds.
 
 mod support;
 
@@ -18,6 +21,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use matte_common::gateway_metrics;
 use matte_operator::autoscaler::policy::QueueMetrics;
 use matte_operator::autoscaler::prometheus::{PrometheusSource, Windows, http_client};
 use matte_sim::engine::{self, Workload};
@@ -25,7 +29,7 @@ use matte_sim::random::{Stream, StreamName};
 use matte_sim::scalers::{ClusterView, Scaler};
 use matte_sim::scenario::Scenario;
 use matte_sim::settings::{Routing, Settings};
-use support::{free_port, pod_metric, setup_path, start_pod, start_prometheus, wait_for};
+use support::{Process, free_port, pod_metric, setup_path, start_pod, start_prometheus, wait_for, workspace_binary};
 
 const SCRAPE_SECONDS: u64 = 1;
 const PODS: u32 = 2;
@@ -37,6 +41,19 @@ const LEAD_SECONDS: f64 = 10.0;
 /// Seconds sampled after the last arrival: the burst's refusals leave every window
 /// but the long one.
 const TAIL_SECONDS: f64 = 30.0;
+/// The gateway's budget: short, so that the burst overflows it and clients are sent
+/// away with a `Retry-After` as well as held in its queue.
+const GATEWAY_MAX_WAIT_SECONDS: u64 = 3;
+
+/// Where the clients send each try, and how long they stay away when refused.
+#[derive(Clone)]
+enum Front {
+    /// A pod picked at random each try, as behind a plain Service; after a 429,
+    /// `RETRY_AFTER_SECONDS` (the simulated pods' fixed `Retry-After`).
+    Pods(Vec<String>),
+    /// The gateway; after its 429 or 503, the `Retry-After` it gives.
+    Gateway(String),
+}
 
 /// Arrivals from the trace's start: an image every 2 s for 90 s, and 100 more within
 /// 2 s at 25 s (about ten times what two pods hold).
@@ -60,8 +77,8 @@ fn slow_model(directory: &std::path::Path) -> PathBuf {
 /// One sample per second from the first scrape on: (seconds, the queue as read).
 type Samples = Vec<(f64, Option<QueueMetrics>)>;
 
-/// Replays the trace against the pods; returns the samples of the operator's source.
-async fn replay(pods: &[String], source: &PrometheusSource, photo: Vec<u8>) -> Samples {
+/// Replays the trace against `front`; returns the samples of the operator's source.
+async fn replay(front: &Front, source: &PrometheusSource, photo: Vec<u8>) -> Samples {
     let arrivals = trace();
     let end = arrivals.last().copied().unwrap_or(0.0) + TAIL_SECONDS;
     let start = Instant::now() + Duration::from_secs_f64(LEAD_SECONDS);
@@ -71,23 +88,33 @@ async fn replay(pods: &[String], source: &PrometheusSource, photo: Vec<u8>) -> S
     let requests: Vec<_> = arrivals
         .iter()
         .map(|&at| {
-            let (client, draws, pods, photo) = (client.clone(), draws.clone(), pods.to_vec(), photo.clone());
+            let (client, draws, front, photo) = (client.clone(), draws.clone(), front.clone(), photo.clone());
             tokio::spawn(async move {
                 tokio::time::sleep_until((start + Duration::from_secs_f64(at)).into()).await;
                 loop {
-                    let pod = &pods[draws.lock().unwrap().index(pods.len())];
+                    let target = match &front {
+                        Front::Pods(pods) => &pods[draws.lock().unwrap().index(pods.len())],
+                        Front::Gateway(gateway) => gateway,
+                    };
                     let response = client
-                        .post(format!("{pod}/v1/remove?format=mask&max_dimension=64"))
+                        .post(format!("{target}/v1/remove?format=mask&max_dimension=64"))
                         .header("content-type", "image/jpeg")
                         .body(photo.as_ref().clone())
                         .send()
                         .await
-                        .expect("the pod answers");
-                    if response.status() != 429 {
-                        return response.status().as_u16();
-                    }
+                        .expect("the server answers");
+                    let status = response.status().as_u16();
+                    let stay_away = match &front {
+                        Front::Pods(_) if status == 429 => RETRY_AFTER_SECONDS,
+                        Front::Gateway(_) if status == 429 || status == 503 => response
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|value| value.to_str().ok()?.parse::<f64>().ok())
+                            .expect("the gateway's refusals carry Retry-After"),
+                        _ => return status,
+                    };
                     let jitter = 1.0 + 0.5 * draws.lock().unwrap().uniform();
-                    tokio::time::sleep(Duration::from_secs_f64(RETRY_AFTER_SECONDS * jitter)).await;
+                    tokio::time::sleep(Duration::from_secs_f64(stay_away * jitter)).await;
                 }
             })
         })
@@ -128,8 +155,9 @@ impl Scaler for Recorder {
     }
 }
 
-/// The simulator on the same arrivals, pods of `service_seconds` per image.
-fn simulate(service_seconds: f64) -> (Samples, u64) {
+/// The simulator on the same arrivals, pods of `service_seconds` per image; the samples,
+/// and how many times clients were refused (429s, and the gateway's 503s).
+fn simulate(service_seconds: f64, routing: Routing) -> (Samples, u64) {
     let arrivals: Vec<f64> = trace().iter().map(|at| at + LEAD_SECONDS).collect();
     let last = arrivals.last().copied().unwrap_or(0.0);
     let settings = Settings {
@@ -142,7 +170,8 @@ fn simulate(service_seconds: f64) -> (Samples, u64) {
         max_gpus: PODS,
         queue_capacity: QUEUE_CAPACITY,
         retry_after_seconds: RETRY_AFTER_SECONDS,
-        routing: Routing::Random,
+        routing,
+        max_wait_seconds: GATEWAY_MAX_WAIT_SECONDS as f64,
         scrape_interval_seconds: SCRAPE_SECONDS as f64,
         rule_interval_seconds: SCRAPE_SECONDS as f64,
         min_replicas: PODS,
@@ -154,7 +183,25 @@ fn simulate(service_seconds: f64) -> (Samples, u64) {
     let workload = Workload::new(arrivals, &settings, 1);
     let mut recorder = Recorder { samples: Samples::new() };
     let run = engine::run(&settings, &workload, &mut recorder, 1);
-    (recorder.samples, run.rejections)
+    (recorder.samples, run.rejections + run.timeouts)
+}
+
+/// One quantity of the policy's input, by name.
+type Column = (&'static str, fn(&QueueMetrics) -> Option<f64>);
+
+/// The two worlds side by side, a line per sample, `real/simulated` in each column
+/// (shown with `--nocapture`).
+fn print_side_by_side(real: &Samples, simulated: &Samples, columns: &[Column]) {
+    let names: Vec<String> = columns.iter().map(|(name, _)| format!("{name} r/s")).collect();
+    eprintln!("  s | {}", names.join(" | "));
+    let show = |value: Option<f64>| value.map_or_else(|| "-".to_string(), |value| format!("{value:.2}"));
+    for ((second, r), (_, s)) in real.iter().zip(simulated) {
+        let pairs: Vec<String> = columns
+            .iter()
+            .map(|(_, value)| format!("{}/{}", show(r.as_ref().and_then(value)), show(s.as_ref().and_then(value))))
+            .collect();
+        eprintln!("{second:>3} | {}", pairs.join(" | "));
+    }
 }
 
 /// The values of one quantity over the samples (missing samples as `None`).
@@ -180,131 +227,294 @@ fn within(what: &str, real: f64, simulated: f64, absolute: f64, relative: f64) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_simulator_reads_what_the_operator_reads_on_a_real_fleet() {
-    let data = std::env::temp_dir().join(format!("matte-fidelity-{}", std::process::id()));
-    std::fs::create_dir_all(&data).unwrap();
-    let model = slow_model(&data);
-    let ports: Vec<u16> = (0..PODS).map(|_| free_port()).collect();
-    let capacity = QUEUE_CAPACITY.to_string();
-    let args = ["--queue-capacity", capacity.as_str(), "--intra-threads", "1", "--max-batch-size", "1"];
-    let _pods: Vec<_> = ports.iter().map(|port| start_pod(&model, *port, &args)).collect();
-    let pods: Vec<String> = ports.iter().map(|port| format!("http://127.0.0.1:{port}")).collect();
-    let prometheus_port = free_port();
-    let prometheus_url = format!("http://127.0.0.1:{prometheus_port}");
-    let _prometheus = start_prometheus(&data.join("prometheus"), prometheus_port, SCRAPE_SECONDS, &ports);
-    let ready: Vec<String> =
-        pods.iter().map(|pod| format!("{pod}/readyz")).chain([format!("{prometheus_url}/-/ready")]).collect();
-    tokio::task::spawn_blocking(move || ready.iter().for_each(|url| wait_for(url, Duration::from_secs(180))))
+/// The tests here load both cores for minutes: one at a time, so that neither slows the
+/// other's pods and moves their service time.
+static ONE_FLEET_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn run_alone(test: impl std::future::Future<Output = ()>) {
+    let _alone = ONE_FLEET_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(test);
+}
+
+/// Two real pods, a real gateway in front of them if asked for, and a real Prometheus
+/// scraping them all under one job, as the operator's PodMonitor does.
+struct Fleet {
+    data: PathBuf,
+    pods: Vec<String>,
+    gateway: Option<String>,
+    source: PrometheusSource,
+    photo: Vec<u8>,
+    _processes: Vec<Process>,
+}
+
+impl Fleet {
+    async fn start(with_gateway: bool) -> Fleet {
+        let data = std::env::temp_dir().join(format!("matte-fidelity-{}-{with_gateway}", std::process::id()));
+        std::fs::create_dir_all(&data).unwrap();
+        let model = slow_model(&data);
+        let ports: Vec<u16> = (0..PODS).map(|_| free_port()).collect();
+        let capacity = QUEUE_CAPACITY.to_string();
+        let args = ["--queue-capacity", capacity.as_str(), "--intra-threads", "1", "--max-batch-size", "1"];
+        let mut processes: Vec<Process> = ports.iter().map(|port| start_pod(&model, *port, &args)).collect();
+        let pods: Vec<String> = ports.iter().map(|port| format!("http://127.0.0.1:{port}")).collect();
+        let mut scraped = ports.clone();
+        let gateway = with_gateway.then(|| {
+            let port = free_port();
+            let upstreams = ports.iter().flat_map(|pod| ["--upstream".to_string(), format!("127.0.0.1:{pod}")]);
+            processes.push(Process(
+                Command::new(workspace_binary("matte-gateway"))
+                    .args(["--listen", &format!("127.0.0.1:{port}"), "--log-format", "text"])
+                    .args(["--upstream-capacity", &capacity])
+                    .args(["--max-wait-seconds", &GATEWAY_MAX_WAIT_SECONDS.to_string()])
+                    .args(upstreams)
+                    .env("RUST_LOG", "warn")
+                    .spawn()
+                    .expect("matte-gateway starts"),
+            ));
+            scraped.push(port);
+            format!("http://127.0.0.1:{port}")
+        });
+        let prometheus_port = free_port();
+        let prometheus_url = format!("http://127.0.0.1:{prometheus_port}");
+        processes.push(start_prometheus(&data.join("prometheus"), prometheus_port, SCRAPE_SECONDS, &scraped));
+        let ready: Vec<String> = pods
+            .iter()
+            .chain(&gateway)
+            .map(|server| format!("{server}/readyz"))
+            .chain([format!("{prometheus_url}/-/ready")])
+            .collect();
+        tokio::task::spawn_blocking(move || ready.iter().for_each(|url| wait_for(url, Duration::from_secs(180))))
+            .await
+            .unwrap();
+
+        let windows = Windows::for_scrape_interval(Duration::from_secs(SCRAPE_SECONDS));
+        let source = PrometheusSource::new(http_client().unwrap(), &prometheus_url, r#"job="matte""#, &windows);
+        let scraped_by = Instant::now() + Duration::from_secs(30);
+        while source.queue_metrics().await.unwrap().is_none() {
+            assert!(Instant::now() < scraped_by, "Prometheus never scraped the fleet");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let photo = std::fs::read(setup_path("MATTE_SAMPLE_IMAGES").join("rocket.jpg")).unwrap();
+        Fleet { data, pods, gateway, source, photo, _processes: processes }
+    }
+
+    /// The pods' mean time per image over the whole replay.
+    async fn service_seconds(&self) -> f64 {
+        let pods = self.pods.clone();
+        tokio::task::spawn_blocking(move || {
+            let sum = |name: &str| pods.iter().map(|pod| pod_metric(pod, name)).sum::<f64>();
+            sum("matte_inference_seconds_sum") / sum("matte_inference_seconds_count")
+        })
         .await
-        .unwrap();
-
-    let windows = Windows::for_scrape_interval(Duration::from_secs(SCRAPE_SECONDS));
-    let source = PrometheusSource::new(http_client().unwrap(), &prometheus_url, r#"job="matte""#, &windows);
-    let scraped_by = Instant::now() + Duration::from_secs(30);
-    while source.queue_metrics().await.unwrap().is_none() {
-        assert!(Instant::now() < scraped_by, "Prometheus never scraped the pods");
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        .unwrap()
     }
-    let photo = std::fs::read(setup_path("MATTE_SAMPLE_IMAGES").join("rocket.jpg")).unwrap();
-    let real = replay(&pods, &source, photo).await;
+}
 
-    let pods_read = pods.clone();
-    let (busy, runs, refused) = tokio::task::spawn_blocking(move || {
-        let sum = |name: &str| pods_read.iter().map(|pod| pod_metric(pod, name)).sum::<f64>();
-        (
-            sum("matte_inference_seconds_sum"),
-            sum("matte_inference_seconds_count"),
-            // Only 429s carry this outcome.
-            pods_read.iter().map(|pod| queue_full(pod)).sum::<f64>(),
-        )
-    })
-    .await
-    .unwrap();
-    let service_seconds = busy / runs;
-    let (simulated, simulated_refusals) = simulate(service_seconds);
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
 
-    eprintln!("service time {service_seconds:.3} s; refusals: real {refused}, simulated {simulated_refusals}");
-    eprintln!("  s | depth r/s | oldest r/s | p95 r/s | per pod r/s | sustained r/s | refused/s r/s | recent r/s");
-    let show = |value: Option<f64>| value.map_or_else(|| "-".to_string(), |value| format!("{value:.2}"));
-    for ((second, r), (_, s)) in real.iter().zip(&simulated) {
-        let pair = |f: &dyn Fn(&QueueMetrics) -> Option<f64>| {
-            format!("{}/{}", show(r.as_ref().and_then(f)), show(s.as_ref().and_then(f)))
-        };
-        eprintln!(
-            "{second:>3} | {} | {} | {} | {} | {} | {} | {}",
-            pair(&|q| Some(q.queue_depth)),
-            pair(&|q| Some(q.oldest_queued_age_seconds)),
-            pair(&|q| q.queue_wait_p95_seconds),
-            pair(&|q| q.images_per_pod_second),
-            pair(&|q| Some(q.sustained_admitted_per_second)),
-            pair(&|q| Some(q.rejected_per_second)),
-            pair(&|q| Some(q.rejected_recently)),
+/// Behind a plain Service: clients pick a pod at random and retry after its 429.
+#[test]
+fn the_simulator_reads_what_the_operator_reads_on_a_real_fleet() {
+    run_alone(async {
+        let fleet = Fleet::start(false).await;
+        let real = replay(&Front::Pods(fleet.pods.clone()), &fleet.source, fleet.photo.clone()).await;
+        let service_seconds = fleet.service_seconds().await;
+        let pods = fleet.pods.clone();
+        // Only 429s carry this outcome.
+        let refused =
+            tokio::task::spawn_blocking(move || pods.iter().map(|pod| queue_full(pod)).sum::<f64>()).await.unwrap();
+        let (simulated, simulated_refusals) = simulate(service_seconds, Routing::Random);
+
+        eprintln!("service time {service_seconds:.3} s; refusals: real {refused}, simulated {simulated_refusals}");
+        print_side_by_side(
+            &real,
+            &simulated,
+            &[
+                ("depth", |q| Some(q.queue_depth)),
+                ("oldest", |q| Some(q.oldest_queued_age_seconds)),
+                ("p95", |q| q.queue_wait_p95_seconds),
+                ("per pod", |q| q.images_per_pod_second),
+                ("sustained", |q| Some(q.sustained_admitted_per_second)),
+                ("refused/s", |q| Some(q.rejected_per_second)),
+                ("recent", |q| Some(q.rejected_recently)),
+            ],
         );
-    }
-    let samples = real.len().min(simulated.len());
-    let (real, simulated) = (&real[..samples], &simulated[..samples]);
-    let both = |value: fn(&QueueMetrics) -> Option<f64>| (series(real, value), series(simulated, value));
+        let samples = real.len().min(simulated.len());
+        let (real, simulated) = (&real[..samples], &simulated[..samples]);
+        let both = |value: fn(&QueueMetrics) -> Option<f64>| (series(real, value), series(simulated, value));
 
-    // Refusals: the same clients meet the same capacity, but which pod each picks and
-    // when each comes back are random draws, different in the two worlds: the totals
-    // agree within a third.
-    within("429 answers in total", refused, simulated_refusals as f64, 0.0, 0.34);
+        // Refusals: the same clients meet the same capacity, but which pod each picks and
+        // when each comes back are random draws, different in the two worlds: the totals
+        // agree within a third.
+        within("429 answers in total", refused, simulated_refusals as f64, 0.0, 0.34);
 
-    // Queue depth: the burst fills both pods' queues (capacity less the image in
-    // inference) in both worlds; the peak agrees within one image per pod.
-    let (depth_real, depth_simulated) = both(|q| Some(q.queue_depth));
-    within("peak queue depth", peak(&depth_real), peak(&depth_simulated), f64::from(PODS), 0.0);
+        // Queue depth: the burst fills both pods' queues (capacity less the image in
+        // inference) in both worlds; the peak agrees within one image per pod.
+        let (depth_real, depth_simulated) = both(|q| Some(q.queue_depth));
+        within("peak queue depth", peak(&depth_real), peak(&depth_simulated), f64::from(PODS), 0.0);
 
-    // Oldest queued age: a full queue's oldest image has waited for the images ahead of
-    // it; the peak agrees within one scrape interval (when the sample is taken in a
-    // pod's cycle) plus a quarter.
-    let (oldest_real, oldest_simulated) = both(|q| Some(q.oldest_queued_age_seconds));
-    within("peak oldest queued age", peak(&oldest_real), peak(&oldest_simulated), SCRAPE_SECONDS as f64, 0.25);
+        // Oldest queued age: a full queue's oldest image has waited for the images ahead of
+        // it; the peak agrees within one scrape interval (when the sample is taken in a
+        // pod's cycle) plus a quarter.
+        let (oldest_real, oldest_simulated) = both(|q| Some(q.oldest_queued_age_seconds));
+        within("peak oldest queued age", peak(&oldest_real), peak(&oldest_simulated), SCRAPE_SECONDS as f64, 0.25);
 
-    // Refusals as the policy reads them: both worlds see them begin within one scrape
-    // of each other plus one for the scrape phase, and end within five (the last
-    // retries are random, and the real pods drain the burst at their loaded speed, a
-    // little slower than the mean the simulated ones take); the peaks agree within the
-    // totals' third plus a tenth.
-    for (what, value) in [
-        ("refusal rate", (|q: &QueueMetrics| Some(q.rejected_per_second)) as fn(&QueueMetrics) -> Option<f64>),
-        ("recent refusals", |q: &QueueMetrics| Some(q.rejected_recently)),
-    ] {
-        let (real_values, simulated_values) = both(value);
-        let real_span = span(&real_values).unwrap_or_else(|| panic!("{what}: no refusals read from Prometheus"));
-        let simulated_span = span(&simulated_values).unwrap_or_else(|| panic!("{what}: no refusals simulated"));
-        within(&format!("{what}: first sample"), real_span.0 as f64, simulated_span.0 as f64, 2.0, 0.0);
-        within(&format!("{what}: last sample"), real_span.1 as f64, simulated_span.1 as f64, 5.0, 0.0);
-        within(&format!("{what}: peak"), peak(&real_values), peak(&simulated_values), 0.0, 0.45);
-    }
+        // Refusals as the policy reads them: both worlds see them begin within one scrape
+        // of each other plus one for the scrape phase, and end within five (the last
+        // retries are random, and the real pods drain the burst at their loaded speed, a
+        // little slower than the mean the simulated ones take); the peaks agree within the
+        // totals' third plus a tenth.
+        for (what, value) in [
+            ("refusal rate", (|q: &QueueMetrics| Some(q.rejected_per_second)) as fn(&QueueMetrics) -> Option<f64>),
+            ("recent refusals", |q: &QueueMetrics| Some(q.rejected_recently)),
+        ] {
+            let (real_values, simulated_values) = both(value);
+            let real_span = span(&real_values).unwrap_or_else(|| panic!("{what}: no refusals read from Prometheus"));
+            let simulated_span = span(&simulated_values).unwrap_or_else(|| panic!("{what}: no refusals simulated"));
+            within(&format!("{what}: first sample"), real_span.0 as f64, simulated_span.0 as f64, 2.0, 0.0);
+            within(&format!("{what}: last sample"), real_span.1 as f64, simulated_span.1 as f64, 5.0, 0.0);
+            within(&format!("{what}: peak"), peak(&real_values), peak(&simulated_values), 0.0, 0.45);
+        }
 
-    // Queue wait p95: the buckets are about 2–2.5× apart and Prometheus interpolates
-    // inside one, so the peaks agree within one bucket's width: a factor 2.5.
-    let (p95_real, p95_simulated) = both(|q| q.queue_wait_p95_seconds);
-    let (p95_real, p95_simulated) = (peak(&p95_real), peak(&p95_simulated));
-    assert!(
-        p95_real <= 2.5 * p95_simulated && p95_simulated <= 2.5 * p95_real,
-        "peak queue wait p95: real {p95_real:.3}, simulated {p95_simulated:.3}"
-    );
+        // Queue wait p95: the buckets are about 2–2.5× apart and Prometheus interpolates
+        // inside one, so the peaks agree within one bucket's width: a factor 2.5.
+        let (p95_real, p95_simulated) = both(|q| q.queue_wait_p95_seconds);
+        let (p95_real, p95_simulated) = (peak(&p95_real), peak(&p95_simulated));
+        assert!(
+            p95_real <= 2.5 * p95_simulated && p95_simulated <= 2.5 * p95_real,
+            "peak queue wait p95: real {p95_real:.3}, simulated {p95_simulated:.3}"
+        );
 
-    // Per-pod throughput: the simulated pods take the real pods' mean time per image.
-    // At the end, when the long window holds every run of both, the two agree within
-    // 10 % (the simulated runs spread around that mean). Along the way they do not
-    // have to: the real pods here share a loaded CPU, alone in the quiet and with
-    // each other's decoding in the burst, so a run takes from half to twice the mean;
-    // on a GPU a run's time does not depend on the neighbours.
-    let (per_pod_real, per_pod_simulated) = both(|q| q.images_per_pod_second);
-    let final_value = |values: &[Option<f64>]| values.iter().rev().flatten().next().copied().unwrap_or(0.0);
-    within("images per pod-second at the end", final_value(&per_pod_real), final_value(&per_pod_simulated), 0.0, 0.1);
+        // Per-pod throughput: the simulated pods take the real pods' mean time per image.
+        // At the end, when the long window holds every run of both, the two agree within
+        // 10 % (the simulated runs spread around that mean). Along the way they do not
+        // have to: the real pods here share a loaded CPU, alone in the quiet and with
+        // each other's decoding in the burst, so a run takes from half to twice the mean;
+        // on a GPU a run's time does not depend on the neighbours.
+        let (per_pod_real, per_pod_simulated) = both(|q| q.images_per_pod_second);
+        let final_value = |values: &[Option<f64>]| values.iter().rev().flatten().next().copied().unwrap_or(0.0);
+        within(
+            "images per pod-second at the end",
+            final_value(&per_pod_real),
+            final_value(&per_pod_simulated),
+            0.0,
+            0.1,
+        );
 
-    // Sustained admissions: the median of the refusal-free rates, 0.5 images/s of steady
-    // traffic in both; at the end (the long window holds the whole trace) they agree
-    // within a fifth, the weight of one image more or less in a 10 s window.
-    let (sustained_real, sustained_simulated) = both(|q| Some(q.sustained_admitted_per_second));
-    within("sustained admissions", final_value(&sustained_real), final_value(&sustained_simulated), 0.05, 0.2);
+        // Sustained admissions: the median of the refusal-free rates, 0.5 images/s of steady
+        // traffic in both; at the end (the long window holds the whole trace) they agree
+        // within a fifth, the weight of one image more or less in a 10 s window.
+        let (sustained_real, sustained_simulated) = both(|q| Some(q.sustained_admitted_per_second));
+        within("sustained admissions", final_value(&sustained_real), final_value(&sustained_simulated), 0.05, 0.2);
+    });
+}
 
-    std::fs::remove_dir_all(&data).unwrap();
+/// Behind a real gateway, as the operator deploys it: one queue within a 3 s budget in
+/// front of the pods, 429 with `Retry-After` for a request whose expected wait is over
+/// it, 503 for one whose budget runs out in the queue, and the clients back after
+/// 1–1.5× the `Retry-After` they were given. The gateway's own inputs of `decide` (its
+/// queue, its oldest request, the clients it sent away, the new arrivals) must agree
+/// with the simulated gateway's.
+#[test]
+fn the_simulator_reads_what_the_operator_reads_behind_a_real_gateway() {
+    run_alone(async {
+        let fleet = Fleet::start(true).await;
+        let gateway = fleet.gateway.clone().expect("started with a gateway");
+        let real = replay(&Front::Gateway(gateway.clone()), &fleet.source, fleet.photo.clone()).await;
+        let service_seconds = fleet.service_seconds().await;
+        let refused = tokio::task::spawn_blocking(move || gateway_refusals(&gateway)).await.unwrap();
+        let (simulated, simulated_refusals) = simulate(service_seconds, Routing::Gateway);
+
+        eprintln!("service time {service_seconds:.3} s; refusals: real {refused}, simulated {simulated_refusals}");
+        print_side_by_side(
+            &real,
+            &simulated,
+            &[
+                ("pods' depth", |q| Some(q.queue_depth)),
+                ("gateway depth", |q| Some(q.gateway_queue_depth)),
+                ("gateway oldest", |q| Some(q.gateway_oldest_queued_age_seconds)),
+                ("clients away", |q| Some(q.gateway_deferred_requests)),
+                ("new arrivals", |q| Some(q.gateway_new_arrivals_per_second)),
+            ],
+        );
+        let samples = real.len().min(simulated.len());
+        let (real, simulated) = (&real[..samples], &simulated[..samples]);
+        let both = |value: fn(&QueueMetrics) -> Option<f64>| (series(real, value), series(simulated, value));
+
+        // Refusals: the same clients meet the same budget, but when each comes back is a
+        // random draw, different in the two worlds: the totals agree within a third.
+        within("429 and 503 answers in total", refused, simulated_refusals as f64, 0.0, 0.34);
+
+        // The gateway's queue: each side admits a request while its expected wait fits
+        // the budget, from its own running estimate of the time per image (the runs on
+        // a pod divided by the requests it held), so how far the queue fills follows
+        // that estimate: the peaks agree within two requests and a third.
+        let (depth_real, depth_simulated) = both(|q| Some(q.gateway_queue_depth));
+        within("peak gateway queue depth", peak(&depth_real), peak(&depth_simulated), 2.0, 0.34);
+
+        // Its oldest request waits at most the budget in both; the peaks agree within a
+        // scrape interval plus a quarter.
+        let (oldest_real, oldest_simulated) = both(|q| Some(q.gateway_oldest_queued_age_seconds));
+        for (world, oldest) in [("real", &oldest_real), ("simulated", &oldest_simulated)] {
+            let limit = (GATEWAY_MAX_WAIT_SECONDS + SCRAPE_SECONDS) as f64;
+            assert!(peak(oldest) <= limit, "{world} gateway's oldest request waited over its budget");
+        }
+        within("peak gateway oldest age", peak(&oldest_real), peak(&oldest_simulated), SCRAPE_SECONDS as f64, 0.25);
+
+        // The pods behind it are kept full through the burst in both: the peaks agree
+        // within one image a pod.
+        let (pods_real, pods_simulated) = both(|q| Some(q.queue_depth));
+        within("peak pods' queue depth", peak(&pods_real), peak(&pods_simulated), f64::from(PODS), 0.0);
+
+        // The clients sent away: both worlds count them from within two samples of each
+        // other (the burst's first refusals fall either side of a scrape), and the peaks
+        // agree within the refusals' third plus a tenth.
+        let (away_real, away_simulated) = both(|q| Some(q.gateway_deferred_requests));
+        let real_span = span(&away_real).expect("the real gateway sent clients away");
+        let simulated_span = span(&away_simulated).expect("the simulated gateway sent clients away");
+        within("clients away: first sample", real_span.0 as f64, simulated_span.0 as f64, 2.0, 0.0);
+        within("clients away: peak", peak(&away_real), peak(&away_simulated), 0.0, 0.45);
+
+        // New arrivals: the burst's hundred images in 2 s read as the same peak within a
+        // third (how many returns fall due in the same window differs); before it, the
+        // steady image every 2 s reads as 0.5 a second in both, within a quarter.
+        let (arrivals_real, arrivals_simulated) = both(|q| Some(q.gateway_new_arrivals_per_second));
+        within("peak new arrivals", peak(&arrivals_real), peak(&arrivals_simulated), 0.0, 0.34);
+        let before_burst = |values: &[Option<f64>]| {
+            let steady: Vec<f64> =
+                values[(LEAD_SECONDS as usize + 4)..(LEAD_SECONDS as usize + 24)].iter().flatten().copied().collect();
+            steady.iter().sum::<f64>() / steady.len().max(1) as f64
+        };
+        within(
+            "new arrivals before the burst",
+            before_burst(&arrivals_real),
+            before_burst(&arrivals_simulated),
+            0.25,
+            0.0,
+        );
+    });
+}
+
+/// The gateway's refusals: its `requests_total` with the outcomes that send a client
+/// away (429 and 503).
+fn gateway_refusals(gateway: &str) -> f64 {
+    let text = reqwest::blocking::get(format!("{gateway}/metrics")).unwrap().text().unwrap();
+    gateway_metrics::REFUSED_OUTCOMES
+        .iter()
+        .map(|outcome| {
+            let series =
+                format!(r#"{}{{{}="{outcome}"}}"#, gateway_metrics::REQUESTS_TOTAL, gateway_metrics::OUTCOME_LABEL);
+            text.lines()
+                .filter(|line| line.starts_with(&series))
+                .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum::<f64>()
+        })
+        .sum()
 }
 
 /// The pod's `matte_requests_total{outcome="queue_full"}`.
