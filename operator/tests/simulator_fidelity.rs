@@ -245,7 +245,7 @@ struct Fleet {
     gateway: Option<String>,
     source: PrometheusSource,
     photo: Vec<u8>,
-    _processes: Vec<Process>,
+    processes: Vec<Process>,
 }
 
 impl Fleet {
@@ -296,7 +296,7 @@ impl Fleet {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let photo = std::fs::read(setup_path("MATTE_SAMPLE_IMAGES").join("rocket.jpg")).unwrap();
-        Fleet { data, pods, gateway, source, photo, _processes: processes }
+        Fleet { data, pods, gateway, source, photo, processes }
     }
 
     /// The pods' mean time per image over the whole replay.
@@ -313,6 +313,8 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
+        // The processes first: Prometheus writes into the folder until it ends.
+        self.processes.clear();
         let _ = std::fs::remove_dir_all(&self.data);
     }
 }
