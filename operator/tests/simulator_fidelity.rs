@@ -189,24 +189,37 @@ fn simulate(service_seconds: f64, routing: Routing) -> (Samples, u64) {
 /// One quantity of the policy's input, by name.
 type Column = (&'static str, fn(&QueueMetrics) -> Option<f64>);
 
-/// The two worlds side by side, a line per sample, `real/simulated` in each column
-/// (shown with `--nocapture`).
-fn print_side_by_side(real: &Samples, simulated: &Samples, columns: &[Column]) {
-    let names: Vec<String> = columns.iter().map(|(name, _)| format!("{name} r/s")).collect();
-    eprintln!("  s | {}", names.join(" | "));
-    let show = |value: Option<f64>| value.map_or_else(|| "-".to_string(), |value| format!("{value:.2}"));
-    for ((second, r), (_, s)) in real.iter().zip(simulated) {
-        let pairs: Vec<String> = columns
-            .iter()
-            .map(|(_, value)| format!("{}/{}", show(r.as_ref().and_then(value)), show(s.as_ref().and_then(value))))
-            .collect();
-        eprintln!("{second:>3} | {}", pairs.join(" | "));
-    }
+/// The two worlds' samples, paired second by second up to the shorter run.
+struct Paired {
+    real: Samples,
+    simulated: Samples,
 }
 
-/// The values of one quantity over the samples (missing samples as `None`).
-fn series(samples: &[(f64, Option<QueueMetrics>)], value: impl Fn(&QueueMetrics) -> Option<f64>) -> Vec<Option<f64>> {
-    samples.iter().map(|(_, queue)| queue.as_ref().and_then(&value)).collect()
+impl Paired {
+    /// Pairs them and prints them side by side, a line per sample, `real/simulated` in
+    /// each column (shown with `--nocapture`).
+    fn new(mut real: Samples, mut simulated: Samples, columns: &[Column]) -> Paired {
+        let samples = real.len().min(simulated.len());
+        real.truncate(samples);
+        simulated.truncate(samples);
+        let names: Vec<String> = columns.iter().map(|(name, _)| format!("{name} r/s")).collect();
+        eprintln!("  s | {}", names.join(" | "));
+        let show = |value: Option<f64>| value.map_or_else(|| "-".to_string(), |value| format!("{value:.2}"));
+        for ((second, r), (_, s)) in real.iter().zip(&simulated) {
+            let pairs: Vec<String> = columns
+                .iter()
+                .map(|(_, value)| format!("{}/{}", show(r.as_ref().and_then(value)), show(s.as_ref().and_then(value))))
+                .collect();
+            eprintln!("{second:>3} | {}", pairs.join(" | "));
+        }
+        Paired { real, simulated }
+    }
+
+    /// One quantity over the samples of each world (missing samples as `None`).
+    fn both(&self, value: fn(&QueueMetrics) -> Option<f64>) -> (Vec<Option<f64>>, Vec<Option<f64>>) {
+        let series = |samples: &Samples| samples.iter().map(|(_, queue)| queue.as_ref().and_then(value)).collect();
+        (series(&self.real), series(&self.simulated))
+    }
 }
 
 fn peak(values: &[Option<f64>]) -> f64 {
@@ -333,9 +346,9 @@ fn the_simulator_reads_what_the_operator_reads_on_a_real_fleet() {
         let (simulated, simulated_refusals) = simulate(service_seconds, Routing::Random);
 
         eprintln!("service time {service_seconds:.3} s; refusals: real {refused}, simulated {simulated_refusals}");
-        print_side_by_side(
-            &real,
-            &simulated,
+        let paired = Paired::new(
+            real,
+            simulated,
             &[
                 ("depth", |q| Some(q.queue_depth)),
                 ("oldest", |q| Some(q.oldest_queued_age_seconds)),
@@ -346,9 +359,6 @@ fn the_simulator_reads_what_the_operator_reads_on_a_real_fleet() {
                 ("recent", |q| Some(q.rejected_recently)),
             ],
         );
-        let samples = real.len().min(simulated.len());
-        let (real, simulated) = (&real[..samples], &simulated[..samples]);
-        let both = |value: fn(&QueueMetrics) -> Option<f64>| (series(real, value), series(simulated, value));
 
         // Refusals: the same clients meet the same capacity, but which pod each picks and
         // when each comes back are random draws, different in the two worlds: the totals
@@ -357,13 +367,13 @@ fn the_simulator_reads_what_the_operator_reads_on_a_real_fleet() {
 
         // Queue depth: the burst fills both pods' queues (capacity less the image in
         // inference) in both worlds; the peak agrees within one image per pod.
-        let (depth_real, depth_simulated) = both(|q| Some(q.queue_depth));
+        let (depth_real, depth_simulated) = paired.both(|q| Some(q.queue_depth));
         within("peak queue depth", peak(&depth_real), peak(&depth_simulated), f64::from(PODS), 0.0);
 
         // Oldest queued age: a full queue's oldest image has waited for the images ahead of
         // it; the peak agrees within one scrape interval (when the sample is taken in a
         // pod's cycle) plus a quarter.
-        let (oldest_real, oldest_simulated) = both(|q| Some(q.oldest_queued_age_seconds));
+        let (oldest_real, oldest_simulated) = paired.both(|q| Some(q.oldest_queued_age_seconds));
         within("peak oldest queued age", peak(&oldest_real), peak(&oldest_simulated), SCRAPE_SECONDS as f64, 0.25);
 
         // Refusals as the policy reads them: both worlds see them begin within one scrape
@@ -375,7 +385,7 @@ fn the_simulator_reads_what_the_operator_reads_on_a_real_fleet() {
             ("refusal rate", (|q: &QueueMetrics| Some(q.rejected_per_second)) as fn(&QueueMetrics) -> Option<f64>),
             ("recent refusals", |q: &QueueMetrics| Some(q.rejected_recently)),
         ] {
-            let (real_values, simulated_values) = both(value);
+            let (real_values, simulated_values) = paired.both(value);
             let real_span = span(&real_values).unwrap_or_else(|| panic!("{what}: no refusals read from Prometheus"));
             let simulated_span = span(&simulated_values).unwrap_or_else(|| panic!("{what}: no refusals simulated"));
             within(&format!("{what}: first sample"), real_span.0 as f64, simulated_span.0 as f64, 2.0, 0.0);
@@ -385,7 +395,7 @@ fn the_simulator_reads_what_the_operator_reads_on_a_real_fleet() {
 
         // Queue wait p95: the buckets are about 2–2.5× apart and Prometheus interpolates
         // inside one, so the peaks agree within one bucket's width: a factor 2.5.
-        let (p95_real, p95_simulated) = both(|q| q.queue_wait_p95_seconds);
+        let (p95_real, p95_simulated) = paired.both(|q| q.queue_wait_p95_seconds);
         let (p95_real, p95_simulated) = (peak(&p95_real), peak(&p95_simulated));
         assert!(
             p95_real <= 2.5 * p95_simulated && p95_simulated <= 2.5 * p95_real,
@@ -398,7 +408,7 @@ fn the_simulator_reads_what_the_operator_reads_on_a_real_fleet() {
         // have to: the real pods here share a loaded CPU, alone in the quiet and with
         // each other's decoding in the burst, so a run takes from half to twice the mean;
         // on a GPU a run's time does not depend on the neighbours.
-        let (per_pod_real, per_pod_simulated) = both(|q| q.images_per_pod_second);
+        let (per_pod_real, per_pod_simulated) = paired.both(|q| q.images_per_pod_second);
         let final_value = |values: &[Option<f64>]| values.iter().rev().flatten().next().copied().unwrap_or(0.0);
         within(
             "images per pod-second at the end",
@@ -411,7 +421,7 @@ fn the_simulator_reads_what_the_operator_reads_on_a_real_fleet() {
         // Sustained admissions: the median of the refusal-free rates, 0.5 images/s of steady
         // traffic in both; at the end (the long window holds the whole trace) they agree
         // within a fifth, the weight of one image more or less in a 10 s window.
-        let (sustained_real, sustained_simulated) = both(|q| Some(q.sustained_admitted_per_second));
+        let (sustained_real, sustained_simulated) = paired.both(|q| Some(q.sustained_admitted_per_second));
         within("sustained admissions", final_value(&sustained_real), final_value(&sustained_simulated), 0.05, 0.2);
     });
 }
@@ -433,9 +443,9 @@ fn the_simulator_reads_what_the_operator_reads_behind_a_real_gateway() {
         let (simulated, simulated_refusals) = simulate(service_seconds, Routing::Gateway);
 
         eprintln!("service time {service_seconds:.3} s; refusals: real {refused}, simulated {simulated_refusals}");
-        print_side_by_side(
-            &real,
-            &simulated,
+        let paired = Paired::new(
+            real,
+            simulated,
             &[
                 ("pods' depth", |q| Some(q.queue_depth)),
                 ("gateway depth", |q| Some(q.gateway_queue_depth)),
@@ -444,9 +454,6 @@ fn the_simulator_reads_what_the_operator_reads_behind_a_real_gateway() {
                 ("new arrivals", |q| Some(q.gateway_new_arrivals_per_second)),
             ],
         );
-        let samples = real.len().min(simulated.len());
-        let (real, simulated) = (&real[..samples], &simulated[..samples]);
-        let both = |value: fn(&QueueMetrics) -> Option<f64>| (series(real, value), series(simulated, value));
 
         // Refusals: the same clients meet the same budget, but when each comes back is a
         // random draw, different in the two worlds: the totals agree within a third.
@@ -456,12 +463,12 @@ fn the_simulator_reads_what_the_operator_reads_behind_a_real_gateway() {
         // the budget, from its own running estimate of the time per image (the runs on
         // a pod divided by the requests it held), so how far the queue fills follows
         // that estimate: the peaks agree within two requests and a third.
-        let (depth_real, depth_simulated) = both(|q| Some(q.gateway_queue_depth));
+        let (depth_real, depth_simulated) = paired.both(|q| Some(q.gateway_queue_depth));
         within("peak gateway queue depth", peak(&depth_real), peak(&depth_simulated), 2.0, 0.34);
 
         // Its oldest request waits at most the budget in both; the peaks agree within a
         // scrape interval plus a quarter.
-        let (oldest_real, oldest_simulated) = both(|q| Some(q.gateway_oldest_queued_age_seconds));
+        let (oldest_real, oldest_simulated) = paired.both(|q| Some(q.gateway_oldest_queued_age_seconds));
         for (world, oldest) in [("real", &oldest_real), ("simulated", &oldest_simulated)] {
             let limit = (GATEWAY_MAX_WAIT_SECONDS + SCRAPE_SECONDS) as f64;
             assert!(peak(oldest) <= limit, "{world} gateway's oldest request waited over its budget");
@@ -470,13 +477,13 @@ fn the_simulator_reads_what_the_operator_reads_behind_a_real_gateway() {
 
         // The pods behind it are kept full through the burst in both: the peaks agree
         // within one image a pod.
-        let (pods_real, pods_simulated) = both(|q| Some(q.queue_depth));
+        let (pods_real, pods_simulated) = paired.both(|q| Some(q.queue_depth));
         within("peak pods' queue depth", peak(&pods_real), peak(&pods_simulated), f64::from(PODS), 0.0);
 
         // The clients sent away: both worlds count them from within two samples of each
         // other (the burst's first refusals fall either side of a scrape), and the peaks
         // agree within the refusals' third plus a tenth.
-        let (away_real, away_simulated) = both(|q| Some(q.gateway_deferred_requests));
+        let (away_real, away_simulated) = paired.both(|q| Some(q.gateway_deferred_requests));
         let real_span = span(&away_real).expect("the real gateway sent clients away");
         let simulated_span = span(&away_simulated).expect("the simulated gateway sent clients away");
         within("clients away: first sample", real_span.0 as f64, simulated_span.0 as f64, 2.0, 0.0);
@@ -485,7 +492,7 @@ fn the_simulator_reads_what_the_operator_reads_behind_a_real_gateway() {
         // New arrivals: the burst's hundred images in 2 s read as the same peak within a
         // third (how many returns fall due in the same window differs); before it, the
         // steady image every 2 s reads as 0.5 a second in both, within a quarter.
-        let (arrivals_real, arrivals_simulated) = both(|q| Some(q.gateway_new_arrivals_per_second));
+        let (arrivals_real, arrivals_simulated) = paired.both(|q| Some(q.gateway_new_arrivals_per_second));
         within("peak new arrivals", peak(&arrivals_real), peak(&arrivals_simulated), 0.0, 0.34);
         let before_burst = |values: &[Option<f64>]| {
             let steady: Vec<f64> =
@@ -505,25 +512,26 @@ fn the_simulator_reads_what_the_operator_reads_behind_a_real_gateway() {
 /// The gateway's refusals: its `requests_total` with the outcomes that send a client
 /// away (429 and 503).
 fn gateway_refusals(gateway: &str) -> f64 {
-    let text = reqwest::blocking::get(format!("{gateway}/metrics")).unwrap().text().unwrap();
-    gateway_metrics::REFUSED_OUTCOMES
-        .iter()
-        .map(|outcome| {
-            let series =
-                format!(r#"{}{{{}="{outcome}"}}"#, gateway_metrics::REQUESTS_TOTAL, gateway_metrics::OUTCOME_LABEL);
-            text.lines()
-                .filter(|line| line.starts_with(&series))
-                .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-                .sum::<f64>()
-        })
-        .sum()
+    let text = metrics_text(gateway);
+    let series = |outcome: &str| {
+        format!(r#"{}{{{}="{outcome}"}}"#, gateway_metrics::REQUESTS_TOTAL, gateway_metrics::OUTCOME_LABEL)
+    };
+    gateway_metrics::REFUSED_OUTCOMES.iter().map(|outcome| series_total(&text, &series(outcome))).sum()
 }
 
 /// The pod's `matte_requests_total{outcome="queue_full"}`.
 fn queue_full(pod: &str) -> f64 {
-    let text = reqwest::blocking::get(format!("{pod}/metrics")).unwrap().text().unwrap();
+    series_total(&metrics_text(pod), r#"matte_requests_total{outcome="queue_full"}"#)
+}
+
+fn metrics_text(server: &str) -> String {
+    reqwest::blocking::get(format!("{server}/metrics")).unwrap().text().unwrap()
+}
+
+/// The sum of the lines of a `/metrics` text for `series` (a name and its labels).
+fn series_total(text: &str, series: &str) -> f64 {
     text.lines()
-        .filter(|line| line.starts_with(r#"matte_requests_total{outcome="queue_full"}"#))
+        .filter(|line| line.starts_with(series))
         .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum()
 }
