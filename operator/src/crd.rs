@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{Affinity, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
+use matte_policy::{PLANNED_UTILIZATION_PERCENT_MAX, PLANNED_UTILIZATION_PERCENT_MIN};
 use serde::{Deserialize, Serialize};
 
 /// The longest `metadata.name` accepted: a label value (at most 63 characters) on every
@@ -375,7 +376,7 @@ pub struct AutoscalingSpec {
     /// by default 75. Lower starts more pods for a burst: a better tail for more
     /// GPU-seconds (in the simulator, about 5 % more for every 5 points less).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 30, max = 100))]
+    #[schemars(range(min = PLANNED_UTILIZATION_PERCENT_MIN, max = PLANNED_UTILIZATION_PERCENT_MAX))]
     pub planned_utilization_percent: Option<i32>,
     /// Where the pods' metrics are read.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -77,7 +77,20 @@ pub struct PolicySpec {
     pub confirm_seconds: f64,
 }
 
+/// The planned utilization a resource may choose, in percent of a pod's throughput
+/// (`autoscaling.plannedUtilizationPercent`): below 30 a plan would start more than
+/// three pods for every one kept busy; above 100 it would count on more than a pod does.
+pub const PLANNED_UTILIZATION_PERCENT_MIN: u16 = 30;
+pub const PLANNED_UTILIZATION_PERCENT_MAX: u16 = 100;
+
 impl PolicySpec {
+    /// The spec with `planned_utilization` set from a percentage, if one is given
+    /// (`autoscaling.plannedUtilizationPercent`); the default stays otherwise.
+    pub fn with_planned_utilization_percent(self, percent: Option<u16>) -> Self {
+        let planned_utilization = percent.map_or(self.planned_utilization, |percent| f64::from(percent) / 100.0);
+        Self { planned_utilization, ..self }
+    }
+
     /// The spec with everything but the bounds and the target at its default.
     pub fn new(min_replicas: u32, max_replicas: u32, target_queue_latency_seconds: f64) -> Self {
         Self {

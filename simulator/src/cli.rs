@@ -89,6 +89,10 @@ pub struct Overrides {
     /// (default: the pods' Retry-After plus the clients' mean jitter).
     #[arg(long, value_name = "SECONDS")]
     pub policy_retry_after: Option<f64>,
+    /// Matte's planned utilization (`autoscaling.plannedUtilizationPercent`): the share
+    /// of a pod's throughput its plans count on (default: the policy's, 75).
+    #[arg(long, value_name = "PERCENT")]
+    pub planned_utilization: Option<u16>,
     /// Prometheus scrape interval.
     #[arg(long, value_name = "SECONDS")]
     pub scrape_interval: Option<f64>,
@@ -118,6 +122,7 @@ impl Overrides {
             routing: self.routing.unwrap_or(settings.routing),
             max_wait_seconds: self.max_wait.unwrap_or(settings.max_wait_seconds),
             policy_retry_after_seconds: self.policy_retry_after.or(settings.policy_retry_after_seconds),
+            planned_utilization_percent: self.planned_utilization.or(settings.planned_utilization_percent),
             scrape_interval_seconds: self.scrape_interval.unwrap_or(settings.scrape_interval_seconds),
             min_replicas: self.min_replicas.unwrap_or(settings.min_replicas),
             max_replicas: self.max_replicas.unwrap_or(settings.max_replicas),

@@ -65,6 +65,7 @@ fn base_settings() -> Settings {
         routing: Routing::Random,
         max_wait_seconds: 30.0,
         policy_retry_after_seconds: None,
+        planned_utilization_percent: None,
         scrape_interval_seconds: 5.0,
         rule_interval_seconds: 5.0,
         rate_window_seconds: 60.0,

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 use matte_policy::observed::Windows;
+use matte_policy::{PLANNED_UTILIZATION_PERCENT_MAX, PLANNED_UTILIZATION_PERCENT_MIN};
 use serde::Serialize;
 
 use crate::error::Error;
@@ -79,6 +80,8 @@ pub struct Settings {
     /// gives it today). Behind the gateway clients wait the gateway's `Retry-After`, the
     /// expected wait, which is longer than the budget.
     pub policy_retry_after_seconds: Option<f64>,
+    /// Matte's `autoscaling.plannedUtilizationPercent`; `None`: the policy's default.
+    pub planned_utilization_percent: Option<u16>,
     /// Prometheus scrape interval of the pods.
     pub scrape_interval_seconds: f64,
     /// Prometheus rule evaluation interval: what the autoscalers query is this fresh.
@@ -152,6 +155,13 @@ impl Settings {
         if let Some(value) = self.policy_retry_after_seconds.filter(|value| !(value.is_finite() && *value > 0.0)) {
             return Err(Error::InvalidSetting(format!(
                 "the policy's retry-after must be a positive number of seconds, not {value}"
+            )));
+        }
+        let utilization_percent = PLANNED_UTILIZATION_PERCENT_MIN..=PLANNED_UTILIZATION_PERCENT_MAX;
+        if let Some(percent) = self.planned_utilization_percent.filter(|percent| !utilization_percent.contains(percent))
+        {
+            return Err(Error::InvalidSetting(format!(
+                "the planned utilization must be from {PLANNED_UTILIZATION_PERCENT_MIN} to {PLANNED_UTILIZATION_PERCENT_MAX} percent, not {percent}"
             )));
         }
         if self.min_replicas > self.max_replicas {

@@ -104,6 +104,25 @@ fn behind_the_gateway_burst_train_meets_the_slo_within_1_3_times_the_oracles_gpu
     assert!(matte.mean_gpu_seconds <= 1.3 * oracle.mean_gpu_seconds, "{matte:?}\noracle {oracle:?}");
 }
 
+/// `autoscaling.plannedUtilizationPercent` reaches the policy: plans that count on half
+/// of a pod's throughput start more pods for the same burst than plans that count on all
+/// of it, and a share outside the CRD's range is refused as the apiserver refuses it.
+#[test]
+fn a_lower_planned_utilization_starts_more_pods_for_a_burst() {
+    let at = |percent| Settings {
+        planned_utilization_percent: Some(percent),
+        ..behind_gateway(Scenario::BurstTrain.settings())
+    };
+    let burst = burst_at(120.0, 300, 2.0);
+    let (half, _) = runs(&at(50), burst.clone(), PolicyName::Matte);
+    let (whole, _) = runs(&at(100), burst.clone(), PolicyName::Matte);
+    assert!(half.pod_starts > whole.pod_starts, "50 %: {half:?}\n100 %: {whole:?}");
+    for percent in [29, 101] {
+        let refused = compare(&at(percent), burst.clone(), &[PolicyName::Matte], 1, "test".into());
+        assert!(refused.is_err(), "{percent} % was accepted");
+    }
+}
+
 /// A sweep's figures are the means of its runs', and its worst seed is the one with the
 /// lowest SLO attainment.
 #[test]

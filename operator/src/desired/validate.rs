@@ -3,6 +3,7 @@
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use matte_common::memory::DEFAULT_MAX_BODY_BYTES;
+use matte_policy::{PLANNED_UTILIZATION_PERCENT_MAX, PLANNED_UTILIZATION_PERCENT_MIN};
 
 use crate::crd::BackgroundRemovalService;
 
@@ -72,6 +73,15 @@ pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<V
         problems.push(format!(
             "spec.autoscaling.minReplicas ({}) exceeds spec.autoscaling.maxReplicas ({})",
             autoscaling.min_replicas, autoscaling.max_replicas
+        ));
+    }
+    // The schema has the same range; a resource stored under an older CRD may not.
+    let utilization_percent = i32::from(PLANNED_UTILIZATION_PERCENT_MIN)..=i32::from(PLANNED_UTILIZATION_PERCENT_MAX);
+    if let Some(percent) = autoscaling.planned_utilization_percent
+        && !utilization_percent.contains(&percent)
+    {
+        problems.push(format!(
+            "spec.autoscaling.plannedUtilizationPercent ({percent}) must be from {PLANNED_UTILIZATION_PERCENT_MIN} to {PLANNED_UTILIZATION_PERCENT_MAX}"
         ));
     }
 
@@ -150,11 +160,30 @@ mod tests {
         brs.spec.gpu.resource_name = "gpu".into();
         brs.spec.model.std = Some(vec![1.0, 0.0, 1.0]);
         brs.spec.autoscaling.min_replicas = 5;
+        brs.spec.autoscaling.planned_utilization_percent = Some(101);
         let mut defaults = defaults();
         defaults.inference_image.clear();
         let problems = validate(&brs, &defaults).expect_err("invalid");
         let fields: Vec<&str> = problems.iter().map(|p| p.split(' ').next().unwrap_or_default()).collect();
-        assert_eq!(fields, ["spec.image", "spec.gpu.resourceName", "spec.model.std", "spec.autoscaling.minReplicas"]);
+        assert_eq!(
+            fields,
+            [
+                "spec.image",
+                "spec.gpu.resourceName",
+                "spec.model.std",
+                "spec.autoscaling.minReplicas",
+                "spec.autoscaling.plannedUtilizationPercent"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_planned_utilization_is_refused_outside_its_range_and_accepted_at_its_ends() {
+        for (percent, valid) in [(29, false), (30, true), (100, true), (101, false), (-75, false)] {
+            let mut brs = resource("minimal.yaml");
+            brs.spec.autoscaling.planned_utilization_percent = Some(percent);
+            assert_eq!(validate(&brs, &defaults()).is_ok(), valid, "plannedUtilizationPercent {percent}");
+        }
     }
 
     #[test]

@@ -45,13 +45,13 @@ pub fn policy_spec(autoscaling: &AutoscalingSpec, windows: &Windows) -> PolicySp
         count(autoscaling.max_replicas),
         autoscaling.target_queue_latency_seconds,
     );
+    // Validation has refused a percentage out of range before the policy runs.
+    let planned_utilization_percent =
+        autoscaling.planned_utilization_percent.and_then(|percent| u16::try_from(percent).ok());
     PolicySpec {
         scale_down_delay_seconds: autoscaling.scale_down_delay_seconds.map(f64::from),
-        planned_utilization: autoscaling
-            .planned_utilization_percent
-            .map_or(defaults.planned_utilization, |percent| f64::from(percent) / 100.0),
         confirm_seconds: windows.confirm().as_secs_f64(),
-        ..defaults
+        ..defaults.with_planned_utilization_percent(planned_utilization_percent)
     }
 }
 

@@ -20,6 +20,7 @@ impl Matte {
             retry_after_seconds: settings.policy_retry_after_seconds.unwrap_or(1.25 * settings.retry_after_seconds),
             confirm_seconds: settings.windows().confirm().as_secs_f64(),
             ..PolicySpec::new(settings.min_replicas, settings.max_replicas, settings.target_queue_latency_seconds)
+                .with_planned_utilization_percent(settings.planned_utilization_percent)
         };
         Self { spec, memory: Memory::default(), interval_seconds: settings.scrape_interval_seconds }
     }
