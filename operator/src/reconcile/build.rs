@@ -2,6 +2,8 @@
 //! builders and gathered in one value for `apply`. Pure: what the operator would apply
 //! for a resource is known without a cluster.
 
+use std::time::Duration;
+
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -38,15 +40,15 @@ pub struct GatewayObjects {
 }
 
 /// The objects `brs` needs with `replicas` inference pods, `valid` being what
-/// validation resolved of its spec.
-pub fn build(brs: &BackgroundRemovalService, valid: &Valid, replicas: i32) -> Desired {
+/// validation resolved of its spec, its pods scraped every `scrape_interval`.
+pub fn build(brs: &BackgroundRemovalService, valid: &Valid, replicas: i32, scrape_interval: Duration) -> Desired {
     Desired {
         deployment: desired::deployment(brs, valid, replicas),
         pods_service: desired::pods_service(brs),
         pod_disruption_budget: desired::pod_disruption_budget(brs),
         gateway: valid.gateway.as_ref().map(|gateway| gateway_objects(brs, gateway)),
         service: desired::service(brs),
-        pod_monitor: desired::pod_monitor(brs),
+        pod_monitor: desired::pod_monitor(brs, scrape_interval),
     }
 }
 
@@ -67,7 +69,7 @@ mod tests {
     use crate::desired::validate;
 
     fn built(brs: &BackgroundRemovalService, replicas: i32) -> Desired {
-        build(brs, &validate(brs, &defaults()).expect("a valid fixture"), replicas)
+        build(brs, &validate(brs, &defaults()).expect("a valid fixture"), replicas, Duration::from_secs(5))
     }
 
     fn name<K: kube::Resource>(object: &K) -> &str {

@@ -137,7 +137,7 @@ async fn pass(brs: &BackgroundRemovalService, context: &Context) -> Result<(Acti
     if let Some(decision) = &scale.decision {
         context.decided(brs, decision);
     }
-    let desired = build::build(brs, &valid, scale.replicas);
+    let desired = build::build(brs, &valid, scale.replicas, context.settings.scrape_interval);
     let applied = apply::apply(context, brs, &desired).await;
     report::report(context, brs, now, &current, &scale, &applied).await?;
     match applied {
