@@ -85,6 +85,29 @@ fn document<'a>(rendered: &'a str, kind: &str) -> Option<&'a str> {
     rendered.split("\n---\n").find(|document| document.contains(&format!("\nkind: {kind}\n")))
 }
 
+/// The operator's pass and query windows, and the PodMonitor it makes, follow the
+/// chart's scrape interval; one outside what the operator accepts is refused at install.
+#[test]
+fn the_chart_gives_the_operator_its_scrape_interval() {
+    let scratch = scratch("scrape-interval");
+    let interval_arg = |rendered: &str| {
+        let deployment = document(rendered, "Deployment").unwrap_or_else(|| panic!("no Deployment in:\n{rendered}"));
+        let (_, after) = deployment
+            .split_once("- --scrape-interval-seconds\n")
+            .unwrap_or_else(|| panic!("no --scrape-interval-seconds in:\n{deployment}"));
+        after.lines().next().map(|line| line.trim().to_owned()).unwrap_or_default()
+    };
+    assert_eq!(interval_arg(&helm_template(&scratch, &[])), "- \"5\"");
+    assert_eq!(interval_arg(&helm_template(&scratch, &["--set", "prometheus.scrapeIntervalSeconds=2"])), "- \"2\"");
+
+    let chart = repo_root().join("charts/matte");
+    let args = ["template", "matte", chart.to_str().expect("UTF-8"), "--set", "prometheus.scrapeIntervalSeconds=0"];
+    let refused = helm(&scratch).args(args).output().expect("helm runs");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("scrapeIntervalSeconds"), "{stderr}");
+    let _ = fs::remove_dir_all(&scratch);
+}
+
 #[test]
 fn the_charts_service_monitor_scrapes_the_operators_metrics_service_only_when_enabled() {
     let scratch = scratch("service-monitor");
