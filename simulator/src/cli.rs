@@ -96,6 +96,11 @@ pub struct Overrides {
     /// Prometheus scrape interval.
     #[arg(long, value_name = "SECONDS")]
     pub scrape_interval: Option<f64>,
+    /// How long after the scrape it reads each of Matte's passes runs, up to the scrape
+    /// interval (default: the whole interval, so that every pass reads samples one
+    /// interval old, the worst phase).
+    #[arg(long, value_name = "SECONDS")]
+    pub pass_after_scrape: Option<f64>,
     #[arg(long, value_name = "PODS")]
     pub min_replicas: Option<u32>,
     #[arg(long, value_name = "PODS")]
@@ -124,6 +129,7 @@ impl Overrides {
             policy_retry_after_seconds: self.policy_retry_after.or(settings.policy_retry_after_seconds),
             planned_utilization_percent: self.planned_utilization.or(settings.planned_utilization_percent),
             scrape_interval_seconds: self.scrape_interval.unwrap_or(settings.scrape_interval_seconds),
+            pass_after_scrape_seconds: self.pass_after_scrape.or(settings.pass_after_scrape_seconds),
             min_replicas: self.min_replicas.unwrap_or(settings.min_replicas),
             max_replicas: self.max_replicas.unwrap_or(settings.max_replicas),
             static_replicas: self.static_replicas.unwrap_or(settings.static_replicas),

@@ -119,7 +119,7 @@ pub fn run(settings: &Settings, workload: &Workload, scaler: &mut dyn Scaler, se
     // second after the scrapes so that they see them.
     engine.schedule(0.0, Event::Scrape);
     engine.schedule(1.0, Event::Evaluate);
-    engine.schedule(scaler.interval_seconds(), Event::ScalerTick);
+    engine.schedule(scaler.first_decision_seconds(), Event::ScalerTick);
     engine.schedule(0.0, Event::Sample);
     while let Some(Scheduled { at, event, .. }) = engine.events.pop() {
         if at > settings.end_seconds() {

@@ -67,6 +67,7 @@ fn base_settings() -> Settings {
         policy_retry_after_seconds: None,
         planned_utilization_percent: None,
         scrape_interval_seconds: 5.0,
+        pass_after_scrape_seconds: None,
         rule_interval_seconds: 5.0,
         rate_window_seconds: 60.0,
         min_replicas: 1,

@@ -84,6 +84,11 @@ pub struct Settings {
     pub planned_utilization_percent: Option<u16>,
     /// Prometheus scrape interval of the pods.
     pub scrape_interval_seconds: f64,
+    /// How long after the scrape it reads each of Matte's passes runs, at most one scrape
+    /// interval; `None`: a whole interval, so that every pass reads samples one interval
+    /// old (the worst phase). In a cluster the phase is arbitrary: the operator requeues
+    /// a resource one interval after its pass ends, so it drifts through every phase.
+    pub pass_after_scrape_seconds: Option<f64>,
     /// Prometheus rule evaluation interval: what the autoscalers query is this fresh.
     pub rule_interval_seconds: f64,
     /// The `rate()` window of the anchors' request-rate rule (Matte's windows follow
@@ -118,6 +123,11 @@ impl Settings {
     /// interval.
     pub fn windows(&self) -> Windows {
         Windows::for_scrape_interval(Duration::from_secs_f64(self.scrape_interval_seconds))
+    }
+
+    /// See [`Settings::pass_after_scrape_seconds`].
+    pub fn pass_after_scrape_seconds(&self) -> f64 {
+        self.pass_after_scrape_seconds.unwrap_or(self.scrape_interval_seconds)
     }
 
     pub fn end_seconds(&self) -> f64 {
@@ -155,6 +165,15 @@ impl Settings {
         if let Some(value) = self.policy_retry_after_seconds.filter(|value| !(value.is_finite() && *value > 0.0)) {
             return Err(Error::InvalidSetting(format!(
                 "the policy's retry-after must be a positive number of seconds, not {value}"
+            )));
+        }
+        if let Some(value) = self
+            .pass_after_scrape_seconds
+            .filter(|value| !(value.is_finite() && *value > 0.0 && *value <= self.scrape_interval_seconds))
+        {
+            return Err(Error::InvalidSetting(format!(
+                "a pass must run after the scrape it reads and before the next one: from 0 (exclusive) to the scrape interval, {}, not {value}",
+                self.scrape_interval_seconds
             )));
         }
         let utilization_percent = PLANNED_UTILIZATION_PERCENT_MIN..=PLANNED_UTILIZATION_PERCENT_MAX;

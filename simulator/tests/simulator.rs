@@ -123,6 +123,26 @@ fn a_lower_planned_utilization_starts_more_pods_for_a_burst() {
     }
 }
 
+/// Matte's passes read the newest scrape: one that runs a second after the scrape acts
+/// on a burst four seconds sooner than one that runs just before the next scrape, on
+/// samples a whole interval old; a pass outside the interval is refused.
+#[test]
+fn a_pass_acts_on_the_scrape_before_it() {
+    let burst = burst_at(121.5, 200, 1.0);
+    let first_scale_up = |after_scrape| {
+        let settings =
+            Settings { pass_after_scrape_seconds: after_scrape, ..behind_gateway(Scenario::BurstTrain.settings()) };
+        let (_, run) = runs(&settings, burst.clone(), PolicyName::Matte);
+        run.changes.iter().find(|change| change.to > change.from).map(|change| change.at_seconds)
+    };
+    // The burst is scraped at 125 s: read by the pass at 126 s, or at 130 s, before the
+    // scrape taken then.
+    assert_eq!(first_scale_up(Some(1.0)), Some(126.0));
+    assert_eq!(first_scale_up(None), Some(130.0));
+    let settings = Settings { pass_after_scrape_seconds: Some(0.0), ..behind_gateway(Scenario::BurstTrain.settings()) };
+    assert!(compare(&settings, burst, &[PolicyName::Matte], 1, "test".into()).is_err());
+}
+
 /// A sweep's figures are the means of its runs', and its worst seed is the one with the
 /// lowest SLO attainment.
 #[test]

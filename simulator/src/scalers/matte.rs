@@ -11,6 +11,8 @@ pub struct Matte {
     memory: Memory,
     /// The reconciler requeues each resource once per scrape interval.
     interval_seconds: f64,
+    /// How long after the scrape it reads each pass runs.
+    pass_after_scrape_seconds: f64,
 }
 
 impl Matte {
@@ -22,13 +24,24 @@ impl Matte {
             ..PolicySpec::new(settings.min_replicas, settings.max_replicas, settings.target_queue_latency_seconds)
                 .with_planned_utilization_percent(settings.planned_utilization_percent)
         };
-        Self { spec, memory: Memory::default(), interval_seconds: settings.scrape_interval_seconds }
+        Self {
+            spec,
+            memory: Memory::default(),
+            interval_seconds: settings.scrape_interval_seconds,
+            pass_after_scrape_seconds: settings.pass_after_scrape_seconds(),
+        }
     }
 }
 
 impl Scaler for Matte {
     fn interval_seconds(&self) -> f64 {
         self.interval_seconds
+    }
+
+    /// Scrapes are taken from 0 on, once per interval; a pass at the same instant as a
+    /// scrape runs before it, reading the previous one.
+    fn first_decision_seconds(&self) -> f64 {
+        self.pass_after_scrape_seconds
     }
 
     fn initial_replicas(&self) -> u32 {

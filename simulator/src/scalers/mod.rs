@@ -80,6 +80,10 @@ impl ClusterView<'_> {
 pub trait Scaler {
     /// Seconds between two decisions.
     fn interval_seconds(&self) -> f64;
+    /// When the first decision is made; the others follow every interval.
+    fn first_decision_seconds(&self) -> f64 {
+        self.interval_seconds()
+    }
     /// Pods already running when the trace starts.
     fn initial_replicas(&self) -> u32;
     /// Called every second; for autoscalers that collect their own samples.
