@@ -159,6 +159,9 @@ pub mod gateway_flags {
 pub mod paths {
     /// The port the inference pod listens on.
     pub const PORT: u16 = 8080;
+    /// That port's name in the pods, the Services and their EndpointSlices: the gateway
+    /// finds the pods' port by it, and the PodMonitor scrapes it.
+    pub const PORT_NAME: &str = "http";
     pub const REMOVE: &str = "/v1/remove";
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";

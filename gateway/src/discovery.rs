@@ -19,6 +19,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, DefaultBackoff, Event};
 use kube::{Api, Client, ResourceExt};
+use matte_common::paths::PORT_NAME;
 
 use crate::Error;
 use crate::dispatcher::Dispatcher;
@@ -26,8 +27,6 @@ use crate::endpoints::{EndpointReport, EndpointSource};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-/// The port the pods serve on, by name, when a slice lists more than one.
-pub const PORT_NAME: &str = "http";
 
 /// Every pod the slices list, once each, sorted by address: each address of each
 /// endpoint with the slice's port (the one named `http`, or the slice's only port).

@@ -296,7 +296,7 @@ pub(super) fn http_server_container(
         image: Some(image.into()),
         args: Some(args),
         ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
+            name: Some(paths::PORT_NAME.into()),
             container_port: HTTP_PORT,
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
@@ -314,7 +314,7 @@ fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe 
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("http".into()),
+            port: IntOrString::String(paths::PORT_NAME.into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period_seconds),

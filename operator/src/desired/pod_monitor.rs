@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use matte_common::paths;
 use serde_json::json;
 
 use crate::crd::BackgroundRemovalService;
@@ -31,8 +32,8 @@ pub fn pod_monitor(brs: &BackgroundRemovalService, scrape_interval: Duration) ->
             "selector": {"matchLabels": {SERVICE_LABEL: brs.name_any()}},
             "jobLabel": SERVICE_LABEL,
             "podMetricsEndpoints": [{
-                "port": "http",
-                "path": "/metrics",
+                "port": paths::PORT_NAME,
+                "path": paths::METRICS,
                 "interval": format!("{}s", scrape_interval.as_secs().max(1)),
             }],
         }

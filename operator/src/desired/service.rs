@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use matte_common::paths;
 
 use crate::crd::BackgroundRemovalService;
 
@@ -46,9 +47,9 @@ pub fn pods_service(brs: &BackgroundRemovalService) -> Service {
 
 fn http_port(port: i32) -> ServicePort {
     ServicePort {
-        name: Some("http".into()),
+        name: Some(paths::PORT_NAME.into()),
         port,
-        target_port: Some(IntOrString::String("http".into())),
+        target_port: Some(IntOrString::String(paths::PORT_NAME.into())),
         protocol: Some("TCP".into()),
         ..ServicePort::default()
     }
