@@ -101,6 +101,10 @@ pub struct Overrides {
     /// interval old, the worst phase).
     #[arg(long, value_name = "SECONDS")]
     pub pass_after_scrape: Option<f64>,
+    /// Scrape each pod at its own offset within the interval after the gateway, as
+    /// Prometheus spreads its targets, instead of every target at once.
+    #[arg(long)]
+    pub spread_scrapes: bool,
     #[arg(long, value_name = "PODS")]
     pub min_replicas: Option<u32>,
     #[arg(long, value_name = "PODS")]
@@ -130,6 +134,7 @@ impl Overrides {
             planned_utilization_percent: self.planned_utilization.or(settings.planned_utilization_percent),
             scrape_interval_seconds: self.scrape_interval.unwrap_or(settings.scrape_interval_seconds),
             pass_after_scrape_seconds: self.pass_after_scrape.or(settings.pass_after_scrape_seconds),
+            spread_scrapes: self.spread_scrapes || settings.spread_scrapes,
             min_replicas: self.min_replicas.unwrap_or(settings.min_replicas),
             max_replicas: self.max_replicas.unwrap_or(settings.max_replicas),
             static_replicas: self.static_replicas.unwrap_or(settings.static_replicas),

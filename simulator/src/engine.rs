@@ -117,7 +117,11 @@ pub fn run(settings: &Settings, workload: &Workload, scaler: &mut dyn Scaler, se
     engine.start(scaler.initial_replicas());
     // Periodic events: the first here, each next one when it is handled. Rules run a
     // second after the scrapes so that they see them.
-    engine.schedule(0.0, Event::Scrape);
+    if settings.spread_scrapes {
+        engine.schedule_first_scrape(FRONT);
+    } else {
+        engine.schedule(0.0, Event::Scrape);
+    }
     engine.schedule(1.0, Event::Evaluate);
     engine.schedule(scaler.first_decision_seconds(), Event::ScalerTick);
     engine.schedule(0.0, Event::Sample);
@@ -141,7 +145,10 @@ enum Event {
     },
     NodeReady(usize),
     PodReady(usize),
+    /// Every target at once.
     Scrape,
+    /// One target, at its own offset within the interval (`Settings::spread_scrapes`).
+    ScrapeTarget(Target),
     Evaluate,
     ScalerTick,
     /// Once a second: the timeline, and the samples KPA takes from its pods.
@@ -345,6 +352,7 @@ struct Engine<'a> {
     routing_rng: Stream,
     startup_rng: Stream,
     provisioning_rng: Stream,
+    scrape_offset_rng: Stream,
 }
 
 /// How many recent start-ups the measured start-up time is the median of.
@@ -379,6 +387,7 @@ impl<'a> Engine<'a> {
             routing_rng: Stream::new(seed, StreamName::Routing),
             startup_rng: Stream::new(seed, StreamName::PodStartups),
             provisioning_rng: Stream::new(seed, StreamName::NodeProvisioning),
+            scrape_offset_rng: Stream::new(seed, StreamName::ScrapeOffsets),
         }
     }
 
@@ -397,6 +406,7 @@ impl<'a> Engine<'a> {
                 pod.ready_at = Some(0.0);
             }
             self.pods.push(pod);
+            self.schedule_first_scrape(pod_target(self.pods.len() - 1));
         }
         for (request, &at) in self.workload.arrivals.iter().enumerate() {
             self.schedule(at, Event::Arrival(request));
@@ -435,6 +445,7 @@ impl<'a> Engine<'a> {
             Event::NodeReady(pod) => self.node_ready(pod),
             Event::PodReady(pod) => self.pod_ready(pod),
             Event::Scrape => self.scrape(),
+            Event::ScrapeTarget(target) => self.scrape_target(target),
             Event::Evaluate => self.prometheus.evaluate(self.now),
             Event::ScalerTick => {
                 let replicas = scaler.decide(&self.view());
@@ -707,6 +718,7 @@ impl<'a> Engine<'a> {
             for _ in current..replicas {
                 let pod = self.new_pod();
                 self.pods.push(pod);
+                self.schedule_first_scrape(pod_target(self.pods.len() - 1));
                 self.place(self.pods.len() - 1);
             }
             return;
@@ -749,21 +761,51 @@ impl<'a> Engine<'a> {
     /// gateway's queue gauges with gateway routing, else the holding front as a target
     /// like a pod.
     fn scrape(&mut self) {
-        let behind_gateway = self.settings.routing == Routing::Gateway;
-        if behind_gateway {
-            self.gateway.count_due(self.now);
+        for index in 0..self.pods.len() {
+            self.scrape_pod(index);
         }
-        let gauges = |queue: &VecDeque<Queued>| Gauges {
-            queue_depth: queue.len() as f64,
-            oldest_queued_age_seconds: queue.front().map_or(0.0, |oldest| self.now - oldest.since),
-        };
-        for (index, pod) in self.pods.iter().enumerate() {
-            if matches!(pod.phase, Phase::Ready | Phase::Draining) {
-                self.prometheus.scrape(self.now, pod_target(index), gauges(&pod.queue), &pod.counters);
+        self.scrape_front();
+    }
+
+    /// Schedules `target`'s first scrape at or after now, at its offset within the scrape
+    /// interval; only when scrapes are spread. Prometheus derives a target's offset from
+    /// its labels: a pod's is drawn. The front's is 0, the phase the others and
+    /// Matte's passes (`Settings::pass_after_scrape_seconds`) are counted from.
+    fn schedule_first_scrape(&mut self, target: Target) {
+        if !self.settings.spread_scrapes {
+            return;
+        }
+        let interval = self.settings.scrape_interval_seconds;
+        let offset = if target == FRONT { 0.0 } else { self.scrape_offset_rng.between(0.0, interval) };
+        let first = offset + ((self.now - offset) / interval).ceil().max(0.0) * interval;
+        self.schedule(first, Event::ScrapeTarget(target));
+    }
+
+    /// One target's scrape, and its next one an interval later while it exists.
+    fn scrape_target(&mut self, target: Target) {
+        if target == FRONT {
+            self.scrape_front();
+        } else {
+            let index = target - 1;
+            if self.pods[index].phase == Phase::Ended {
+                return;
             }
+            self.scrape_pod(index);
         }
-        if behind_gateway {
-            let waiting = gauges(&self.gateway.waiting);
+        self.schedule(self.now + self.settings.scrape_interval_seconds, Event::ScrapeTarget(target));
+    }
+
+    fn scrape_pod(&mut self, index: usize) {
+        let pod = &self.pods[index];
+        if matches!(pod.phase, Phase::Ready | Phase::Draining) {
+            self.prometheus.scrape(self.now, pod_target(index), queue_gauges(&pod.queue, self.now), &pod.counters);
+        }
+    }
+
+    fn scrape_front(&mut self) {
+        if self.settings.routing == Routing::Gateway {
+            self.gateway.count_due(self.now);
+            let waiting = queue_gauges(&self.gateway.waiting, self.now);
             let scrape = GatewayScrape {
                 queue_depth: waiting.queue_depth,
                 oldest_queued_age_seconds: waiting.oldest_queued_age_seconds,
@@ -774,7 +816,7 @@ impl<'a> Engine<'a> {
             };
             self.prometheus.scrape_gateway(self.now, FRONT, &scrape);
         } else {
-            self.prometheus.scrape(self.now, FRONT, gauges(&self.held_in_front), &self.front);
+            self.prometheus.scrape(self.now, FRONT, queue_gauges(&self.held_in_front, self.now), &self.front);
         }
     }
 
@@ -853,6 +895,14 @@ impl<'a> Engine<'a> {
 /// The front (activator, interceptor or gateway) is a scrape target of its own.
 const FRONT: Target = 0;
 
+/// A queue's gauges as its `/metrics` shows them at `now`.
+fn queue_gauges(queue: &VecDeque<Queued>, now: f64) -> Gauges {
+    Gauges {
+        queue_depth: queue.len() as f64,
+        oldest_queued_age_seconds: queue.front().map_or(0.0, |oldest| now - oldest.since),
+    }
+}
+
 fn pod_target(index: usize) -> Target {
     index + 1
 }
@@ -876,5 +926,40 @@ mod tests {
         assert_eq!((gateway.deferred_until.len(), gateway.deferred_due), (1, 1), "due at 17 s");
         gateway.count_due(40.0);
         assert_eq!((gateway.deferred_until.len(), gateway.deferred_due), (0, 2));
+    }
+
+    /// Spread scrapes: each target has its own offset within the interval, kept from
+    /// scrape to scrape, and a pod that ends is scraped no more.
+    #[test]
+    fn spread_scrapes_take_each_target_at_its_own_offset() {
+        let settings = Settings { spread_scrapes: true, ..crate::scenario::Scenario::BurstTrain.settings() };
+        let workload = Workload::new(Vec::new(), &settings, 7);
+        let mut engine = Engine::new(&settings, &workload, 7);
+        engine.start(3);
+        engine.schedule_first_scrape(FRONT);
+        let mut scrapes: Vec<(Target, f64)> = Vec::new();
+        while let Some(Scheduled { at, event, .. }) = engine.events.pop() {
+            let Event::ScrapeTarget(target) = event else { continue };
+            if at >= 20.0 {
+                break;
+            }
+            engine.now = at;
+            if target == pod_target(0) && at >= 10.0 {
+                engine.end_pod(0);
+            }
+            engine.scrape_target(target);
+            scrapes.push((target, at));
+        }
+        let times = |target| scrapes.iter().filter(|(of, _)| *of == target).map(|(_, at)| *at).collect::<Vec<f64>>();
+        assert_eq!(times(FRONT)[0], 0.0, "the phase the others are counted from");
+        let firsts: Vec<f64> = [pod_target(0), pod_target(1), pod_target(2)].map(|t| times(t)[0]).to_vec();
+        assert!(firsts.iter().all(|first| (0.0..5.0).contains(first)), "{firsts:?}");
+        assert!(firsts.windows(2).all(|pair| pair[0] != pair[1]), "one offset each: {firsts:?}");
+        for target in [FRONT, pod_target(1), pod_target(2)] {
+            let at = times(target);
+            assert_eq!(at.len(), 4, "every interval: {at:?}");
+            assert!(at.windows(2).all(|pair| (pair[1] - pair[0] - 5.0).abs() < 1e-9), "{at:?}");
+        }
+        assert_eq!(times(pod_target(0)).len(), 3, "none after the one that found it ended");
     }
 }

@@ -18,6 +18,7 @@ pub enum StreamName {
     PodStartups = 3,
     NodeProvisioning = 4,
     Routing = 5,
+    ScrapeOffsets = 6,
 }
 
 impl Stream {

@@ -68,6 +68,7 @@ fn base_settings() -> Settings {
         planned_utilization_percent: None,
         scrape_interval_seconds: 5.0,
         pass_after_scrape_seconds: None,
+        spread_scrapes: false,
         rule_interval_seconds: 5.0,
         rate_window_seconds: 60.0,
         min_replicas: 1,

@@ -84,6 +84,10 @@ pub struct Settings {
     pub planned_utilization_percent: Option<u16>,
     /// Prometheus scrape interval of the pods.
     pub scrape_interval_seconds: f64,
+    /// Each pod is scraped at its own offset within the interval after the gateway (or
+    /// the front), as Prometheus spreads its targets; otherwise every target is scraped
+    /// at once.
+    pub spread_scrapes: bool,
     /// How long after the scrape it reads each of Matte's passes runs, at most one scrape
     /// interval; `None`: a whole interval, so that every pass reads samples one interval
     /// old (the worst phase). In a cluster the phase is arbitrary: the operator requeues
