@@ -105,6 +105,10 @@ pub struct Overrides {
     /// Prometheus spreads its targets, instead of every target at once.
     #[arg(long)]
     pub spread_scrapes: bool,
+    /// Replicas of the gateway Prometheus scrapes, each reporting an equal share of its
+    /// one queue (with --spread-scrapes, each at its own offset; default 1).
+    #[arg(long, value_name = "REPLICAS", value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub gateway_replicas: Option<u32>,
     #[arg(long, value_name = "PODS")]
     pub min_replicas: Option<u32>,
     #[arg(long, value_name = "PODS")]
@@ -135,6 +139,7 @@ impl Overrides {
             scrape_interval_seconds: self.scrape_interval.unwrap_or(settings.scrape_interval_seconds),
             pass_after_scrape_seconds: self.pass_after_scrape.or(settings.pass_after_scrape_seconds),
             spread_scrapes: self.spread_scrapes || settings.spread_scrapes,
+            gateway_replicas: self.gateway_replicas.unwrap_or(settings.gateway_replicas),
             min_replicas: self.min_replicas.unwrap_or(settings.min_replicas),
             max_replicas: self.max_replicas.unwrap_or(settings.max_replicas),
             static_replicas: self.static_replicas.unwrap_or(settings.static_replicas),

@@ -118,7 +118,9 @@ pub fn run(settings: &Settings, workload: &Workload, scaler: &mut dyn Scaler, se
     // Periodic events: the first here, each next one when it is handled. Rules run a
     // second after the scrapes so that they see them.
     if settings.spread_scrapes {
-        engine.schedule_first_scrape(FRONT);
+        for replica in 0..settings.gateway_replicas {
+            engine.schedule_first_scrape(ScrapeOf::Front { replica });
+        }
     } else {
         engine.schedule(0.0, Event::Scrape);
     }
@@ -148,7 +150,7 @@ enum Event {
     /// Every target at once.
     Scrape,
     /// One target, at its own offset within the interval (`Settings::spread_scrapes`).
-    ScrapeTarget(Target),
+    ScrapeTarget(ScrapeOf),
     Evaluate,
     ScalerTick,
     /// Once a second: the timeline, and the samples KPA takes from its pods.
@@ -159,6 +161,16 @@ enum Event {
         request: usize,
         attempt: u32,
     },
+}
+
+/// A scrape target when each has its own offset.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ScrapeOf {
+    /// A replica of the gateway (or the front, which has one).
+    Front {
+        replica: u32,
+    },
+    Pod(usize),
 }
 
 /// An event at a time; the heap yields the earliest, ties in the order scheduled.
@@ -406,7 +418,7 @@ impl<'a> Engine<'a> {
                 pod.ready_at = Some(0.0);
             }
             self.pods.push(pod);
-            self.schedule_first_scrape(pod_target(self.pods.len() - 1));
+            self.schedule_first_scrape(ScrapeOf::Pod(self.pods.len() - 1));
         }
         for (request, &at) in self.workload.arrivals.iter().enumerate() {
             self.schedule(at, Event::Arrival(request));
@@ -718,7 +730,7 @@ impl<'a> Engine<'a> {
             for _ in current..replicas {
                 let pod = self.new_pod();
                 self.pods.push(pod);
-                self.schedule_first_scrape(pod_target(self.pods.len() - 1));
+                self.schedule_first_scrape(ScrapeOf::Pod(self.pods.len() - 1));
                 self.place(self.pods.len() - 1);
             }
             return;
@@ -764,33 +776,35 @@ impl<'a> Engine<'a> {
         for index in 0..self.pods.len() {
             self.scrape_pod(index);
         }
-        self.scrape_front();
+        for replica in 0..self.settings.gateway_replicas {
+            self.scrape_front(replica);
+        }
     }
 
     /// Schedules `target`'s first scrape at or after now, at its offset within the scrape
     /// interval; only when scrapes are spread. Prometheus derives a target's offset from
-    /// its labels: a pod's is drawn. The front's is 0, the phase the others and
-    /// Matte's passes (`Settings::pass_after_scrape_seconds`) are counted from.
-    fn schedule_first_scrape(&mut self, target: Target) {
+    /// its labels: each is drawn, but the first gateway replica's (or the front's), which
+    /// is 0, the phase Matte's passes (`Settings::pass_after_scrape_seconds`) are counted
+    /// from.
+    fn schedule_first_scrape(&mut self, target: ScrapeOf) {
         if !self.settings.spread_scrapes {
             return;
         }
         let interval = self.settings.scrape_interval_seconds;
-        let offset = if target == FRONT { 0.0 } else { self.scrape_offset_rng.between(0.0, interval) };
+        let offset = match target {
+            ScrapeOf::Front { replica: 0 } => 0.0,
+            _ => self.scrape_offset_rng.between(0.0, interval),
+        };
         let first = offset + ((self.now - offset) / interval).ceil().max(0.0) * interval;
         self.schedule(first, Event::ScrapeTarget(target));
     }
 
     /// One target's scrape, and its next one an interval later while it exists.
-    fn scrape_target(&mut self, target: Target) {
-        if target == FRONT {
-            self.scrape_front();
-        } else {
-            let index = target - 1;
-            if self.pods[index].phase == Phase::Ended {
-                return;
-            }
-            self.scrape_pod(index);
+    fn scrape_target(&mut self, target: ScrapeOf) {
+        match target {
+            ScrapeOf::Front { replica } => self.scrape_front(replica),
+            ScrapeOf::Pod(index) if self.pods[index].phase == Phase::Ended => return,
+            ScrapeOf::Pod(index) => self.scrape_pod(index),
         }
         self.schedule(self.now + self.settings.scrape_interval_seconds, Event::ScrapeTarget(target));
     }
@@ -802,20 +816,23 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn scrape_front(&mut self) {
+    /// The gateway's `replica`, reporting an equal share of its one queue and of its
+    /// counters; without a gateway, the holding front (one replica).
+    fn scrape_front(&mut self, replica: u32) {
         if self.settings.routing == Routing::Gateway {
             self.gateway.count_due(self.now);
+            let share = 1.0 / f64::from(self.settings.gateway_replicas);
             let waiting = queue_gauges(&self.gateway.waiting, self.now);
             let scrape = GatewayScrape {
-                queue_depth: waiting.queue_depth,
+                queue_depth: waiting.queue_depth * share,
                 oldest_queued_age_seconds: waiting.oldest_queued_age_seconds,
-                refused: self.gateway.refused as f64,
-                received: self.gateway.received as f64,
-                deferred: self.gateway.deferred_until.len() as f64,
-                deferred_due: self.gateway.deferred_due as f64,
+                refused: self.gateway.refused as f64 * share,
+                received: self.gateway.received as f64 * share,
+                deferred: self.gateway.deferred_until.len() as f64 * share,
+                deferred_due: self.gateway.deferred_due as f64 * share,
             };
-            self.prometheus.scrape_gateway(self.now, FRONT, &scrape);
-        } else {
+            self.prometheus.scrape_gateway(self.now, replica as Target, &scrape);
+        } else if replica == 0 {
             self.prometheus.scrape(self.now, FRONT, queue_gauges(&self.held_in_front, self.now), &self.front);
         }
     }
@@ -928,38 +945,44 @@ mod tests {
         assert_eq!((gateway.deferred_until.len(), gateway.deferred_due), (0, 2));
     }
 
-    /// Spread scrapes: each target has its own offset within the interval, kept from
-    /// scrape to scrape, and a pod that ends is scraped no more.
+    /// Spread scrapes: each target (two gateway replicas, three pods) has its own offset
+    /// within the interval, kept from scrape to scrape, and a pod that ends is scraped no
+    /// more.
     #[test]
     fn spread_scrapes_take_each_target_at_its_own_offset() {
-        let settings = Settings { spread_scrapes: true, ..crate::scenario::Scenario::BurstTrain.settings() };
+        let settings =
+            Settings { spread_scrapes: true, gateway_replicas: 2, ..crate::scenario::Scenario::BurstTrain.settings() };
         let workload = Workload::new(Vec::new(), &settings, 7);
         let mut engine = Engine::new(&settings, &workload, 7);
         engine.start(3);
-        engine.schedule_first_scrape(FRONT);
-        let mut scrapes: Vec<(Target, f64)> = Vec::new();
+        for replica in 0..2 {
+            engine.schedule_first_scrape(ScrapeOf::Front { replica });
+        }
+        let mut scrapes: Vec<(ScrapeOf, f64)> = Vec::new();
         while let Some(Scheduled { at, event, .. }) = engine.events.pop() {
             let Event::ScrapeTarget(target) = event else { continue };
             if at >= 20.0 {
                 break;
             }
             engine.now = at;
-            if target == pod_target(0) && at >= 10.0 {
+            if target == ScrapeOf::Pod(0) && at >= 10.0 {
                 engine.end_pod(0);
             }
             engine.scrape_target(target);
             scrapes.push((target, at));
         }
         let times = |target| scrapes.iter().filter(|(of, _)| *of == target).map(|(_, at)| *at).collect::<Vec<f64>>();
-        assert_eq!(times(FRONT)[0], 0.0, "the phase the others are counted from");
-        let firsts: Vec<f64> = [pod_target(0), pod_target(1), pod_target(2)].map(|t| times(t)[0]).to_vec();
+        let gateway = ScrapeOf::Front { replica: 0 };
+        assert_eq!(times(gateway)[0], 0.0, "the phase the others are counted from");
+        let others = [ScrapeOf::Front { replica: 1 }, ScrapeOf::Pod(0), ScrapeOf::Pod(1), ScrapeOf::Pod(2)];
+        let firsts: Vec<f64> = others.map(|target| times(target)[0]).to_vec();
         assert!(firsts.iter().all(|first| (0.0..5.0).contains(first)), "{firsts:?}");
         assert!(firsts.windows(2).all(|pair| pair[0] != pair[1]), "one offset each: {firsts:?}");
-        for target in [FRONT, pod_target(1), pod_target(2)] {
+        for target in [gateway, ScrapeOf::Front { replica: 1 }, ScrapeOf::Pod(1), ScrapeOf::Pod(2)] {
             let at = times(target);
             assert_eq!(at.len(), 4, "every interval: {at:?}");
             assert!(at.windows(2).all(|pair| (pair[1] - pair[0] - 5.0).abs() < 1e-9), "{at:?}");
         }
-        assert_eq!(times(pod_target(0)).len(), 3, "none after the one that found it ended");
+        assert_eq!(times(ScrapeOf::Pod(0)).len(), 3, "none after the one that found it ended");
     }
 }

@@ -69,6 +69,7 @@ fn base_settings() -> Settings {
         scrape_interval_seconds: 5.0,
         pass_after_scrape_seconds: None,
         spread_scrapes: false,
+        gateway_replicas: 1,
         rule_interval_seconds: 5.0,
         rate_window_seconds: 60.0,
         min_replicas: 1,

@@ -88,6 +88,9 @@ pub struct Settings {
     /// the front), as Prometheus spreads its targets; otherwise every target is scraped
     /// at once.
     pub spread_scrapes: bool,
+    /// Replicas of the gateway Prometheus scrapes, each reporting an equal share of its
+    /// one queue and of its counters: with spread scrapes, each at its own offset.
+    pub gateway_replicas: u32,
     /// How long after the scrape it reads each of Matte's passes runs, at most one scrape
     /// interval; `None`: a whole interval, so that every pass reads samples one interval
     /// old (the worst phase). In a cluster the phase is arbitrary: the operator requeues
@@ -195,6 +198,9 @@ impl Settings {
         }
         if self.max_replicas == 0 {
             return Err(Error::InvalidSetting("maxReplicas must be at least 1".into()));
+        }
+        if self.gateway_replicas == 0 {
+            return Err(Error::InvalidSetting("the gateway needs at least 1 replica".into()));
         }
         if self.queue_capacity == 0 || self.max_batch_size == 0 {
             return Err(Error::InvalidSetting("the queue capacity and the batch size must be at least 1".into()));
