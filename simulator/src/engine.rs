@@ -118,7 +118,7 @@ pub fn run(settings: &Settings, workload: &Workload, scaler: &mut dyn Scaler, se
     // Periodic events: the first here, each next one when it is handled. Rules run a
     // second after the scrapes so that they see them.
     if settings.spread_scrapes {
-        for replica in 0..settings.gateway_replicas {
+        for replica in 0..settings.front_replicas() {
             engine.schedule_first_scrape(ScrapeOf::Front { replica });
         }
     } else {
@@ -776,7 +776,7 @@ impl<'a> Engine<'a> {
         for index in 0..self.pods.len() {
             self.scrape_pod(index);
         }
-        for replica in 0..self.settings.gateway_replicas {
+        for replica in 0..self.settings.front_replicas() {
             self.scrape_front(replica);
         }
     }
@@ -817,7 +817,7 @@ impl<'a> Engine<'a> {
     }
 
     /// The gateway's `replica`, reporting an equal share of its one queue and of its
-    /// counters; without a gateway, the holding front (one replica).
+    /// counters; without a gateway, the holding front (its one replica).
     fn scrape_front(&mut self, replica: u32) {
         if self.settings.routing == Routing::Gateway {
             self.gateway.count_due(self.now);
@@ -832,7 +832,7 @@ impl<'a> Engine<'a> {
                 deferred_due: self.gateway.deferred_due as f64 * share,
             };
             self.prometheus.scrape_gateway(self.now, replica as Target, &scrape);
-        } else if replica == 0 {
+        } else {
             self.prometheus.scrape(self.now, FRONT, queue_gauges(&self.held_in_front, self.now), &self.front);
         }
     }
@@ -950,8 +950,12 @@ mod tests {
     /// more.
     #[test]
     fn spread_scrapes_take_each_target_at_its_own_offset() {
-        let settings =
-            Settings { spread_scrapes: true, gateway_replicas: 2, ..crate::scenario::Scenario::BurstTrain.settings() };
+        let settings = Settings {
+            spread_scrapes: true,
+            gateway_replicas: 2,
+            routing: Routing::Gateway,
+            ..crate::scenario::Scenario::BurstTrain.settings()
+        };
         let workload = Workload::new(Vec::new(), &settings, 7);
         let mut engine = Engine::new(&settings, &workload, 7);
         engine.start(3);

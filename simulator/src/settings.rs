@@ -84,16 +84,18 @@ pub struct Settings {
     pub planned_utilization_percent: Option<u16>,
     /// Prometheus scrape interval of the pods.
     pub scrape_interval_seconds: f64,
-    /// Each pod is scraped at its own offset within the interval after the gateway (or
-    /// the front), as Prometheus spreads its targets; otherwise every target is scraped
-    /// at once.
+    /// Each pod, and each gateway replica but the first, is scraped at its own offset
+    /// within the interval after the first gateway replica (or the front), as
+    /// Prometheus spreads its targets; otherwise every target is scraped at once.
     pub spread_scrapes: bool,
     /// Replicas of the gateway Prometheus scrapes, each reporting an equal share of its
-    /// one queue and of its counters: with spread scrapes, each at its own offset.
+    /// one queue and of its counters: with spread scrapes, each at its own offset. Only
+    /// with gateway routing.
     pub gateway_replicas: u32,
     /// How long after the scrape it reads each of Matte's passes runs, at most one scrape
     /// interval; `None`: a whole interval, so that every pass reads samples one interval
-    /// old (the worst phase). In a cluster the phase is arbitrary: the operator requeues
+    /// old (the worst phase). With spread scrapes, the scrape of the first gateway
+    /// replica (or the front). In a cluster the phase is arbitrary: the operator requeues
     /// a resource one interval after its pass ends, so it drifts through every phase.
     pub pass_after_scrape_seconds: Option<f64>,
     /// Prometheus rule evaluation interval: what the autoscalers query is this fresh.
@@ -130,6 +132,12 @@ impl Settings {
     /// interval.
     pub fn windows(&self) -> Windows {
         Windows::for_scrape_interval(Duration::from_secs_f64(self.scrape_interval_seconds))
+    }
+
+    /// The front's scrape targets: the gateway's replicas, or the one front that holds
+    /// requests without a gateway.
+    pub fn front_replicas(&self) -> u32 {
+        if self.routing == Routing::Gateway { self.gateway_replicas } else { 1 }
     }
 
     /// See [`Settings::pass_after_scrape_seconds`].
