@@ -123,6 +123,31 @@ if $with_cluster; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends openssl >/dev/null
   fi
   MATTE_CACHE="$cache" "$(dirname "$0")/cluster/build.sh"
+
+  # The Prometheus Operator's PodMonitor CRD, so that the operator's end-to-end test
+  # checks the PodMonitor it makes against the real schema: from that project's module
+  # on the Go module proxy, checked against the sha256 in versions.env.
+  crd_dir="$cache/k8s/crds"
+  crd_stamp="$crd_dir/.prometheus-operator-$PROMETHEUS_OPERATOR_VERSION"
+  if [[ ! -f "$crd_stamp" ]]; then
+    log "fetching the PodMonitor CRD of prometheus-operator $PROMETHEUS_OPERATOR_VERSION from the Go module proxy"
+    mkdir -p "$crd_dir"
+    module_zip="$cache/downloads/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION.zip"
+    curl -fsSL -o "$module_zip" \
+      "https://proxy.golang.org/github.com/prometheus-operator/prometheus-operator/@v/v$PROMETHEUS_OPERATOR_VERSION.zip"
+    echo "$PROMETHEUS_OPERATOR_ZIP_SHA256  $module_zip" | sha256sum --check --status \
+      || { log "$module_zip does not match PROMETHEUS_OPERATOR_ZIP_SHA256"; rm -f "$module_zip"; exit 1; }
+    "$venv/bin/python" - "$module_zip" "$crd_dir" "$PROMETHEUS_OPERATOR_VERSION" <<'PY'
+import sys, zipfile
+archive, directory, version = sys.argv[1:]
+name = "monitoring.coreos.com_podmonitors.yaml"
+member = f"github.com/prometheus-operator/prometheus-operator@v{version}/example/prometheus-operator-crd/{name}"
+with zipfile.ZipFile(archive) as module, open(f"{directory}/{name}", "wb") as crd:
+    crd.write(module.read(member))
+PY
+    rm -f "$module_zip"
+    touch "$crd_stamp"
+  fi
 fi
 # --- end of the local control plane ------------------------------------------------------
 

@@ -1,9 +1,13 @@
 //! The command line.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use matte_policy::observed::{DEFAULT_GATEWAY_SCRAPE_INTERVAL_SECONDS, DEFAULT_SCRAPE_INTERVAL_SECONDS};
 
+use crate::desired::ScrapeIntervals;
+use crate::error::Error;
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -59,7 +63,71 @@ pub struct RunArgs {
     /// The Prometheus the autoscaler asks when a resource names none.
     #[arg(long, env = "MATTE_PROMETHEUS_URL")]
     pub prometheus_url: Option<String>,
-    /// How often Prometheus scrapes the pods, and so how often the autoscaler looks.
-    #[arg(long, env = "MATTE_SCRAPE_INTERVAL_SECONDS", default_value_t = 5)]
+    /// How often Prometheus scrapes the inference pods, and so how often the autoscaler
+    /// looks and how long its query windows are.
+    #[arg(long, env = "MATTE_SCRAPE_INTERVAL_SECONDS", default_value_t = DEFAULT_SCRAPE_INTERVAL_SECONDS,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SCRAPE_INTERVAL_SECONDS))]
     pub scrape_interval_seconds: u64,
+    /// How often Prometheus scrapes the gateway's pods, at most --scrape-interval-seconds:
+    /// a burst shows in the gateway's queue first, so the fresher its samples, the
+    /// sooner a pass sees it.
+    #[arg(long, env = "MATTE_GATEWAY_SCRAPE_INTERVAL_SECONDS", default_value_t = DEFAULT_GATEWAY_SCRAPE_INTERVAL_SECONDS,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SCRAPE_INTERVAL_SECONDS))]
+    pub gateway_scrape_interval_seconds: u64,
+}
+
+/// The longest scrape interval the operator accepts (the chart's schema says the same):
+/// its windows and its passes follow the interval, and five minutes is already the
+/// long window.
+pub const MAX_SCRAPE_INTERVAL_SECONDS: u64 = 300;
+
+impl RunArgs {
+    /// The pods' and the gateway's scrape intervals; refused when the gateway's is the
+    /// longer, because the windows, which follow the pods' interval, would then miss the
+    /// gateway's samples.
+    pub fn scrape_intervals(&self) -> Result<ScrapeIntervals, Error> {
+        let (pods, gateway) = (self.scrape_interval_seconds, self.gateway_scrape_interval_seconds);
+        if gateway > pods {
+            return Err(Error::ScrapeIntervals { gateway_seconds: gateway, pods_seconds: pods });
+        }
+        Ok(ScrapeIntervals { pods: Duration::from_secs(pods), gateway: Duration::from_secs(gateway) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn run_args(flags: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from([&["matte-operator", "run"][..], flags].concat())?;
+        let Command::Run(args) = cli.command else { panic!("parsed as another command") };
+        Ok(*args)
+    }
+
+    #[test]
+    fn the_gateway_is_scraped_every_second_and_the_pods_every_five_unless_told_otherwise() {
+        let intervals = run_args(&[]).expect("no flag is required").scrape_intervals().expect("the defaults agree");
+        assert_eq!(intervals, ScrapeIntervals { pods: Duration::from_secs(5), gateway: Duration::from_secs(1) });
+    }
+
+    #[test]
+    fn a_gateway_scraped_less_often_than_the_pods_is_refused_naming_both_flags() {
+        let args = run_args(&["--scrape-interval-seconds", "2", "--gateway-scrape-interval-seconds", "3"])
+            .expect("each flag is in range");
+        let refusal = args.scrape_intervals().expect_err("the gateway's interval is the longer").to_string();
+        assert!(refusal.contains("--gateway-scrape-interval-seconds (3)"), "{refusal}");
+        assert!(refusal.contains("--scrape-interval-seconds (2)"), "{refusal}");
+        let equal = run_args(&["--scrape-interval-seconds", "2", "--gateway-scrape-interval-seconds", "2"]);
+        assert!(equal.expect("in range").scrape_intervals().is_ok());
+    }
+
+    #[test]
+    fn a_scrape_interval_outside_one_second_to_five_minutes_is_refused_by_name() {
+        for flags in [["--scrape-interval-seconds", "0"], ["--gateway-scrape-interval-seconds", "301"]] {
+            let refusal = run_args(&flags).expect_err("out of range").to_string();
+            assert!(refusal.contains(flags[0]), "{refusal}");
+        }
+    }
 }

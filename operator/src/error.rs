@@ -22,6 +22,11 @@ pub enum Error {
     #[error("cannot connect to the Kubernetes API: {0}")]
     Connect(String),
 
+    #[error(
+        "--gateway-scrape-interval-seconds ({gateway_seconds}) must not exceed --scrape-interval-seconds ({pods_seconds}): the autoscaler's windows follow the pods' interval and would miss the gateway's samples"
+    )]
+    ScrapeIntervals { gateway_seconds: u64, pods_seconds: u64 },
+
     #[error("cannot serve HTTP on {address}: {source}")]
     Listen { address: std::net::SocketAddr, source: std::io::Error },
 }

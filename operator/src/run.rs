@@ -2,7 +2,7 @@
 //! together, until SIGTERM.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kube::Client;
 use kube::runtime::events::Reporter;
@@ -18,6 +18,7 @@ use crate::reconcile::Settings;
 use crate::telemetry::{self, Metrics};
 
 pub async fn run(args: RunArgs) -> Result<(), Error> {
+    let scrape_intervals = args.scrape_intervals()?;
     let metrics = Arc::new(Metrics::new());
     let server = telemetry::serve(args.listen, metrics.clone()).await?;
     tokio::spawn(async move {
@@ -39,7 +40,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         },
         prometheus_url: args.prometheus_url.clone().filter(|u| !u.is_empty()),
         prometheus_http: prometheus::http_client()?,
-        scrape_interval: Duration::from_secs(args.scrape_interval_seconds.max(1)),
+        scrape_intervals,
         watch_namespace: args.watch_namespace.clone().filter(|n| !n.is_empty()),
         reporter: Reporter { controller: "matte-operator".into(), instance: Some(identity.clone()) },
     };

@@ -39,6 +39,16 @@ use crate::QueueMetrics;
 use crate::promql::{self, Point};
 use crate::stats;
 
+/// How often Prometheus scrapes the inference pods unless told otherwise: the operator's
+/// `--scrape-interval-seconds`, which its passes and [`Windows`] follow.
+pub const DEFAULT_SCRAPE_INTERVAL_SECONDS: u64 = 5;
+/// How often Prometheus scrapes the gateway's replicas unless told otherwise (at most the
+/// pods' interval). A burst lands in the gateway's queue first, so its samples are the
+/// ones a pass needs fresh: at 1 s a pass sees a burst a second after it lands, where at
+/// the pods' interval it could be that interval late. The windows keep following the
+/// pods' interval; the gateway's fill them with more samples.
+pub const DEFAULT_GATEWAY_SCRAPE_INTERVAL_SECONDS: u64 = 1;
+
 /// The quantile of queue waits reported with each decision.
 pub const QUEUE_WAIT_QUANTILE: f64 = 0.95;
 /// The quantile over time of the refusal-free admission rate taken as sustained traffic.

@@ -96,6 +96,11 @@ pub struct Overrides {
     /// Prometheus scrape interval.
     #[arg(long, value_name = "SECONDS")]
     pub scrape_interval: Option<f64>,
+    /// Prometheus scrape interval of the gateway's replicas, at most the pods' (default:
+    /// the operator's, 1, or the pods' when that is shorter). Matte's windows keep
+    /// following --scrape-interval.
+    #[arg(long, value_name = "SECONDS")]
+    pub gateway_scrape_interval: Option<f64>,
     /// How long after the scrape it reads each of Matte's passes runs, up to the scrape
     /// interval (default: the whole interval, so that every pass reads samples one
     /// interval old, the worst phase).
@@ -120,6 +125,7 @@ pub struct Overrides {
 
 impl Overrides {
     pub fn apply(&self, settings: Settings) -> Settings {
+        let scrape_interval_seconds = self.scrape_interval.unwrap_or(settings.scrape_interval_seconds);
         Settings {
             duration_seconds: self.duration.unwrap_or(settings.duration_seconds),
             slo_seconds: self.slo.unwrap_or(settings.slo_seconds),
@@ -136,7 +142,10 @@ impl Overrides {
             max_wait_seconds: self.max_wait.unwrap_or(settings.max_wait_seconds),
             policy_retry_after_seconds: self.policy_retry_after.or(settings.policy_retry_after_seconds),
             planned_utilization_percent: self.planned_utilization.or(settings.planned_utilization_percent),
-            scrape_interval_seconds: self.scrape_interval.unwrap_or(settings.scrape_interval_seconds),
+            scrape_interval_seconds,
+            gateway_scrape_interval_seconds: self
+                .gateway_scrape_interval
+                .unwrap_or(settings.gateway_scrape_interval_seconds.min(scrape_interval_seconds)),
             pass_after_scrape_seconds: self.pass_after_scrape.or(settings.pass_after_scrape_seconds),
             spread_scrapes: self.spread_scrapes || settings.spread_scrapes,
             gateway_replicas: self.gateway_replicas.unwrap_or(settings.gateway_replicas),

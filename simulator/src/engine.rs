@@ -123,6 +123,9 @@ pub fn run(settings: &Settings, workload: &Workload, scaler: &mut dyn Scaler, se
         }
     } else {
         engine.schedule(0.0, Event::Scrape);
+        for replica in 0..settings.front_replicas() {
+            engine.schedule(0.0, Event::ScrapeTarget(ScrapeOf::Front { replica }));
+        }
     }
     engine.schedule(1.0, Event::Evaluate);
     engine.schedule(scaler.first_decision_seconds(), Event::ScalerTick);
@@ -147,9 +150,10 @@ enum Event {
     },
     NodeReady(usize),
     PodReady(usize),
-    /// Every target at once.
+    /// Every pod at once.
     Scrape,
-    /// One target, at its own offset within the interval (`Settings::spread_scrapes`).
+    /// One target: a front replica at its own interval, or with spread scrapes
+    /// (`Settings::spread_scrapes`) any target at its own offset within its interval.
     ScrapeTarget(ScrapeOf),
     Evaluate,
     ScalerTick,
@@ -456,7 +460,7 @@ impl<'a> Engine<'a> {
             Event::BatchDone { pod, duration } => self.batch_done(pod, duration),
             Event::NodeReady(pod) => self.node_ready(pod),
             Event::PodReady(pod) => self.pod_ready(pod),
-            Event::Scrape => self.scrape(),
+            Event::Scrape => self.scrape_pods(),
             Event::ScrapeTarget(target) => self.scrape_target(target),
             Event::Evaluate => self.prometheus.evaluate(self.now),
             Event::ScalerTick => {
@@ -769,15 +773,19 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Prometheus scrapes every pod that serves (draining ones too) and the front: the
-    /// gateway's queue gauges with gateway routing, else the holding front as a target
-    /// like a pod.
-    fn scrape(&mut self) {
+    /// Prometheus scrapes every pod that serves (draining ones too) at once; the front
+    /// has scrapes of its own, at its own interval.
+    fn scrape_pods(&mut self) {
         for index in 0..self.pods.len() {
             self.scrape_pod(index);
         }
-        for replica in 0..self.settings.front_replicas() {
-            self.scrape_front(replica);
+    }
+
+    /// How often `target` is scraped.
+    fn scrape_interval(&self, target: ScrapeOf) -> f64 {
+        match target {
+            ScrapeOf::Front { .. } => self.settings.front_scrape_interval_seconds(),
+            ScrapeOf::Pod(_) => self.settings.scrape_interval_seconds,
         }
     }
 
@@ -790,7 +798,7 @@ impl<'a> Engine<'a> {
         if !self.settings.spread_scrapes {
             return;
         }
-        let interval = self.settings.scrape_interval_seconds;
+        let interval = self.scrape_interval(target);
         let offset = match target {
             ScrapeOf::Front { replica: 0 } => 0.0,
             _ => self.scrape_offset_rng.between(0.0, interval),
@@ -806,7 +814,7 @@ impl<'a> Engine<'a> {
             ScrapeOf::Pod(index) if self.pods[index].phase == Phase::Ended => return,
             ScrapeOf::Pod(index) => self.scrape_pod(index),
         }
-        self.schedule(self.now + self.settings.scrape_interval_seconds, Event::ScrapeTarget(target));
+        self.schedule(self.now + self.scrape_interval(target), Event::ScrapeTarget(target));
     }
 
     fn scrape_pod(&mut self, index: usize) {
@@ -946,13 +954,14 @@ mod tests {
     }
 
     /// Spread scrapes: each target (two gateway replicas, three pods) has its own offset
-    /// within the interval, kept from scrape to scrape, and a pod that ends is scraped no
-    /// more.
+    /// within its interval (the gateway's 2 s, the pods' 5 s), kept from scrape to
+    /// scrape, and a pod that ends is scraped no more.
     #[test]
-    fn spread_scrapes_take_each_target_at_its_own_offset() {
+    fn spread_scrapes_take_each_target_at_its_own_offset_and_interval() {
         let settings = Settings {
             spread_scrapes: true,
             gateway_replicas: 2,
+            gateway_scrape_interval_seconds: 2.0,
             routing: Routing::Gateway,
             ..crate::scenario::Scenario::BurstTrain.settings()
         };
@@ -978,14 +987,18 @@ mod tests {
         let times = |target| scrapes.iter().filter(|(of, _)| *of == target).map(|(_, at)| *at).collect::<Vec<f64>>();
         let gateway = ScrapeOf::Front { replica: 0 };
         assert_eq!(times(gateway)[0], 0.0, "the phase the others are counted from");
-        let others = [ScrapeOf::Front { replica: 1 }, ScrapeOf::Pod(0), ScrapeOf::Pod(1), ScrapeOf::Pod(2)];
+        let second_gateway = ScrapeOf::Front { replica: 1 };
+        assert!((0.0..2.0).contains(&times(second_gateway)[0]), "{:?}", times(second_gateway));
+        let others = [second_gateway, ScrapeOf::Pod(0), ScrapeOf::Pod(1), ScrapeOf::Pod(2)];
         let firsts: Vec<f64> = others.map(|target| times(target)[0]).to_vec();
         assert!(firsts.iter().all(|first| (0.0..5.0).contains(first)), "{firsts:?}");
         assert!(firsts.windows(2).all(|pair| pair[0] != pair[1]), "one offset each: {firsts:?}");
-        for target in [gateway, ScrapeOf::Front { replica: 1 }, ScrapeOf::Pod(1), ScrapeOf::Pod(2)] {
+        let every =
+            [(gateway, 2.0, 10), (second_gateway, 2.0, 10), (ScrapeOf::Pod(1), 5.0, 4), (ScrapeOf::Pod(2), 5.0, 4)];
+        for (target, interval, count) in every {
             let at = times(target);
-            assert_eq!(at.len(), 4, "every interval: {at:?}");
-            assert!(at.windows(2).all(|pair| (pair[1] - pair[0] - 5.0).abs() < 1e-9), "{at:?}");
+            assert_eq!(at.len(), count, "every interval: {at:?}");
+            assert!(at.windows(2).all(|pair| (pair[1] - pair[0] - interval).abs() < 1e-9), "{at:?}");
         }
         assert_eq!(times(ScrapeOf::Pod(0)).len(), 3, "none after the one that found it ended");
     }

@@ -1,6 +1,7 @@
 //! The built-in traffic scenarios and the settings each is meant to be run with.
 
 use clap::ValueEnum;
+use matte_policy::observed::{DEFAULT_GATEWAY_SCRAPE_INTERVAL_SECONDS, DEFAULT_SCRAPE_INTERVAL_SECONDS};
 use serde::Serialize;
 
 use super::random::{Stream, StreamName};
@@ -66,8 +67,9 @@ fn base_settings() -> Settings {
         max_wait_seconds: 30.0,
         policy_retry_after_seconds: None,
         planned_utilization_percent: None,
-        scrape_interval_seconds: 5.0,
+        scrape_interval_seconds: DEFAULT_SCRAPE_INTERVAL_SECONDS as f64,
         pass_after_scrape_seconds: None,
+        gateway_scrape_interval_seconds: DEFAULT_GATEWAY_SCRAPE_INTERVAL_SECONDS as f64,
         spread_scrapes: false,
         gateway_replicas: 1,
         rule_interval_seconds: 5.0,

@@ -84,6 +84,11 @@ pub struct Settings {
     pub planned_utilization_percent: Option<u16>,
     /// Prometheus scrape interval of the pods.
     pub scrape_interval_seconds: f64,
+    /// Prometheus scrape interval of the gateway's replicas, at most the pods' (only with
+    /// gateway routing; any other front is scraped with the pods). Matte's windows follow
+    /// the pods' interval whatever this is: a shorter one makes the gateway's samples
+    /// fresher, not its windows shorter.
+    pub gateway_scrape_interval_seconds: f64,
     /// Each pod, and each gateway replica but the first, is scraped at its own offset
     /// within the interval after the first gateway replica (or the front), as
     /// Prometheus spreads its targets; otherwise every target is scraped at once.
@@ -140,6 +145,16 @@ impl Settings {
         if self.routing == Routing::Gateway { self.gateway_replicas } else { 1 }
     }
 
+    /// How often the front's targets are scraped: see
+    /// [`Settings::gateway_scrape_interval_seconds`].
+    pub fn front_scrape_interval_seconds(&self) -> f64 {
+        if self.routing == Routing::Gateway {
+            self.gateway_scrape_interval_seconds
+        } else {
+            self.scrape_interval_seconds
+        }
+    }
+
     /// See [`Settings::pass_after_scrape_seconds`].
     pub fn pass_after_scrape_seconds(&self) -> f64 {
         self.pass_after_scrape_seconds.unwrap_or(self.scrape_interval_seconds)
@@ -188,6 +203,17 @@ impl Settings {
         {
             return Err(Error::InvalidSetting(format!(
                 "a pass must run after the scrape it reads and before the next one: from 0 (exclusive) to the scrape interval, {}, not {value}",
+                self.scrape_interval_seconds
+            )));
+        }
+        let gateway_interval = self.gateway_scrape_interval_seconds;
+        if self.routing == Routing::Gateway
+            && !(gateway_interval.is_finite()
+                && gateway_interval > 0.0
+                && gateway_interval <= self.scrape_interval_seconds)
+        {
+            return Err(Error::InvalidSetting(format!(
+                "the gateway's scrape interval must be positive and at most the pods', {}, so that every window holds its samples, not {gateway_interval}",
                 self.scrape_interval_seconds
             )));
         }

@@ -113,7 +113,8 @@ fn a_lower_planned_utilization_starts_more_pods_for_a_burst() {
         planned_utilization_percent: Some(percent),
         ..behind_gateway(Scenario::BurstTrain.settings())
     };
-    let burst = burst_at(120.0, 300, 2.0);
+    // Small enough that neither share asks for more than maxReplicas.
+    let burst = burst_at(120.0, 150, 2.0);
     let (half, _) = runs(&at(50), burst.clone(), PolicyName::Matte);
     let (whole, _) = runs(&at(100), burst.clone(), PolicyName::Matte);
     assert!(half.pod_starts > whole.pod_starts, "50 %: {half:?}\n100 %: {whole:?}");
@@ -123,24 +124,46 @@ fn a_lower_planned_utilization_starts_more_pods_for_a_burst() {
     }
 }
 
-/// Matte's passes read the newest scrape: one that runs a second after the scrape acts
-/// on a burst four seconds sooner than one that runs just before the next scrape, on
-/// samples a whole interval old; a pass outside the interval is refused.
+/// When the first pass after a burst scales up, behind the gateway.
+fn first_scale_up(settings: &Settings, burst: &[f64]) -> Option<f64> {
+    let (_, run) = runs(settings, burst.to_vec(), PolicyName::Matte);
+    run.changes.iter().find(|change| change.to > change.from).map(|change| change.at_seconds)
+}
+
+/// Matte's passes read the newest scrape: with every target scraped every 5 s, one that
+/// runs a second after the scrape acts on a burst four seconds sooner than one that runs
+/// just before the next scrape, on samples a whole interval old; a pass outside the
+/// interval is refused.
 #[test]
 fn a_pass_acts_on_the_scrape_before_it() {
     let burst = burst_at(121.5, 200, 1.0);
-    let first_scale_up = |after_scrape| {
-        let settings =
-            Settings { pass_after_scrape_seconds: after_scrape, ..behind_gateway(Scenario::BurstTrain.settings()) };
-        let (_, run) = runs(&settings, burst.clone(), PolicyName::Matte);
-        run.changes.iter().find(|change| change.to > change.from).map(|change| change.at_seconds)
+    let with_pass = |after_scrape| Settings {
+        pass_after_scrape_seconds: after_scrape,
+        gateway_scrape_interval_seconds: 5.0,
+        ..behind_gateway(Scenario::BurstTrain.settings())
     };
     // The burst is scraped at 125 s: read by the pass at 126 s, or at 130 s, before the
     // scrape taken then.
-    assert_eq!(first_scale_up(Some(1.0)), Some(126.0));
-    assert_eq!(first_scale_up(None), Some(130.0));
-    let settings = Settings { pass_after_scrape_seconds: Some(0.0), ..behind_gateway(Scenario::BurstTrain.settings()) };
-    assert!(compare(&settings, burst, &[PolicyName::Matte], 1, "test".into()).is_err());
+    assert_eq!(first_scale_up(&with_pass(Some(1.0)), &burst), Some(126.0));
+    assert_eq!(first_scale_up(&with_pass(None), &burst), Some(130.0));
+    assert!(compare(&with_pass(Some(0.0)), burst, &[PolicyName::Matte], 1, "test".into()).is_err());
+}
+
+/// The gateway scraped every second, as the operator's PodMonitor has it by default,
+/// shows a burst to the first pass after it lands: the pass at 125 s, where a gateway
+/// scraped with the pods every 5 s shows it only to the pass at 130 s. A gateway scraped
+/// less often than the pods is refused.
+#[test]
+fn a_gateway_scraped_every_second_shows_a_burst_to_the_next_pass() {
+    let burst = burst_at(121.5, 200, 1.0);
+    let with_gateway_every = |seconds| Settings {
+        gateway_scrape_interval_seconds: seconds,
+        ..behind_gateway(Scenario::BurstTrain.settings())
+    };
+    assert_eq!(with_gateway_every(1.0), behind_gateway(Scenario::BurstTrain.settings()), "the default");
+    assert_eq!(first_scale_up(&with_gateway_every(1.0), &burst), Some(125.0));
+    assert_eq!(first_scale_up(&with_gateway_every(5.0), &burst), Some(130.0));
+    assert!(compare(&with_gateway_every(6.0), burst, &[PolicyName::Matte], 1, "test".into()).is_err());
 }
 
 /// A sweep's figures are the means of its runs', and its worst seed is the one with the

@@ -86,25 +86,38 @@ fn document<'a>(rendered: &'a str, kind: &str) -> Option<&'a str> {
 }
 
 /// The operator's pass and query windows, and the PodMonitor it makes, follow the
-/// chart's scrape interval; one outside what the operator accepts is refused at install.
+/// chart's scrape intervals (the inference pods' and the gateway's); one outside what the
+/// operator accepts, or a gateway's longer than the pods', is refused at install.
 #[test]
-fn the_chart_gives_the_operator_its_scrape_interval() {
+fn the_chart_gives_the_operator_its_scrape_intervals() {
     let scratch = scratch("scrape-interval");
-    let interval_arg = |rendered: &str| {
+    let arg = |rendered: &str, flag: &str| {
         let deployment = document(rendered, "Deployment").unwrap_or_else(|| panic!("no Deployment in:\n{rendered}"));
-        let (_, after) = deployment
-            .split_once("- --scrape-interval-seconds\n")
-            .unwrap_or_else(|| panic!("no --scrape-interval-seconds in:\n{deployment}"));
+        let (_, after) =
+            deployment.split_once(&format!("- {flag}\n")).unwrap_or_else(|| panic!("no {flag} in:\n{deployment}"));
         after.lines().next().map(|line| line.trim().to_owned()).unwrap_or_default()
     };
-    assert_eq!(interval_arg(&helm_template(&scratch, &[])), "- \"5\"");
-    assert_eq!(interval_arg(&helm_template(&scratch, &["--set", "prometheus.scrapeIntervalSeconds=2"])), "- \"2\"");
+    let (pods, gateway) = ("--scrape-interval-seconds", "--gateway-scrape-interval-seconds");
+    let defaults = helm_template(&scratch, &[]);
+    assert_eq!((arg(&defaults, pods), arg(&defaults, gateway)), ("- \"5\"".to_owned(), "- \"1\"".to_owned()));
+    let set = ["--set", "prometheus.scrapeIntervalSeconds=4", "--set", "prometheus.gatewayScrapeIntervalSeconds=2"];
+    let rendered = helm_template(&scratch, &set);
+    assert_eq!((arg(&rendered, pods), arg(&rendered, gateway)), ("- \"4\"".to_owned(), "- \"2\"".to_owned()));
 
     let chart = repo_root().join("charts/matte");
-    let args = ["template", "matte", chart.to_str().expect("UTF-8"), "--set", "prometheus.scrapeIntervalSeconds=0"];
-    let refused = helm(&scratch).args(args).output().expect("helm runs");
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success() && stderr.contains("scrapeIntervalSeconds"), "{stderr}");
+    let refused = |values: &[&str], naming: &str| {
+        let mut args = vec!["template", "matte", chart.to_str().expect("UTF-8")];
+        args.extend(values.iter().flat_map(|value| ["--set", value]));
+        let output = helm(&scratch).args(&args).output().expect("helm runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains(naming), "{values:?}: {stderr}");
+    };
+    refused(&["prometheus.scrapeIntervalSeconds=0"], "scrapeIntervalSeconds");
+    refused(&["prometheus.gatewayScrapeIntervalSeconds=0"], "gatewayScrapeIntervalSeconds");
+    refused(
+        &["prometheus.scrapeIntervalSeconds=2", "prometheus.gatewayScrapeIntervalSeconds=3"],
+        "gatewayScrapeIntervalSeconds must not exceed",
+    );
     let _ = fs::remove_dir_all(&scratch);
 }
 

@@ -39,6 +39,50 @@ fn start_operator(cluster: &Cluster, identity: &str, args: &[&str]) -> Operator 
     Operator::start(&kubeconfig, identity, NAMESPACE, &[&election[..], args].concat())
 }
 
+/// The kinds of object made for a resource under its own name, which go with it.
+const OWNED: [&str; 4] = ["deployment", "service", "poddisruptionbudget", "podmonitor"];
+
+/// The Prometheus Operator's own PodMonitor CRD (`scripts/setup.sh --with-cluster` fetches
+/// it), so that the PodMonitors the operator makes are held to the real schema, with
+/// unknown fields refused rather than pruned.
+fn install_pod_monitor_crd(cluster: &Cluster) {
+    let crd = matte_e2e::bin_dir().with_file_name("crds").join("monitoring.coreos.com_podmonitors.yaml");
+    assert!(crd.is_file(), "{} is missing: run scripts/setup.sh --with-cluster", crd.display());
+    cluster.kubectl_ok(&["apply", "--server-side", "-f", crd.to_str().expect("a UTF-8 path")]);
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=established",
+        "--timeout=60s",
+        "crd/podmonitors.monitoring.coreos.com",
+    ]);
+    // The operator's golden PodMonitor passes strict validation; a misspelt field does not,
+    // so the check below would catch one.
+    let golden = repo_root().join("operator/tests/fixtures/minimal.podmonitor.yaml");
+    let golden = std::fs::read_to_string(&golden).expect("the golden PodMonitor (namespace shop)");
+    let strict = ["apply", "--dry-run=server", "--validate=strict", "-f", "-"];
+    let accepted = cluster.kubectl_with_input(&strict, &golden);
+    assert!(accepted.status.success(), "{}", String::from_utf8_lossy(&accepted.stderr));
+    let misspelt = cluster.kubectl_with_input(&strict, &golden.replace("relabelings:", "relabellings:"));
+    assert!(!misspelt.status.success(), "a PodMonitor with an unknown field was accepted");
+}
+
+/// `name`'s PodMonitor scrapes the inference pods and the gateway's, each at its interval
+/// (`intervals`: the inference pods', the gateway's), told apart by their app label.
+fn assert_pod_monitor_scrapes_each_kind_of_pod(cluster: &Cluster, name: &str, intervals: (&str, &str)) {
+    let monitor = get(cluster, "podmonitor", name).unwrap_or_else(|| panic!("no PodMonitor {name}"));
+    let endpoints = monitor["spec"]["podMetricsEndpoints"].as_array().cloned().unwrap_or_default();
+    let interval_of = |app: &str| {
+        let kept = endpoints.iter().find(|endpoint| endpoint["relabelings"][0]["regex"] == app);
+        kept.and_then(|endpoint| endpoint["interval"].as_str().map(str::to_owned))
+    };
+    assert_eq!(
+        (interval_of("matte-inference").as_deref(), interval_of("matte-gateway").as_deref()),
+        (Some(intervals.0), Some(intervals.1)),
+        "{monitor}"
+    );
+    assert_eq!(monitor["spec"]["selector"]["matchLabels"]["matte.dev/service"], name, "{monitor}");
+}
+
 /// Any digest: the model is never fetched here (kwok starts no container).
 const SHA256: &str = "b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb";
 
@@ -212,20 +256,23 @@ fn the_operator_reconciles_with_the_charts_rbac() {
     assert!(dry_run.status.success(), "{}", String::from_utf8_lossy(&dry_run.stderr));
 
     cluster.kubectl_ok(&["create", "namespace", "shop"]);
-    let operator = start_operator(&cluster, "operator-a", &[]);
+    install_pod_monitor_crd(&cluster);
+    let operator = start_operator(&cluster, "operator-a", &["--gateway-scrape-interval-seconds", "2"]);
 
-    // Created → Ready, with the objects owned by the resource.
+    // Created → Ready, with the objects owned by the resource (a PodMonitor too, its CRD
+    // being served).
     let created = Instant::now();
     cluster.apply_yaml_ok(&resource("portraits", 2, "nvidia.com/gpu"));
     let brs = wait_condition(&cluster, "portraits", "Ready", "True");
     eprintln!("portraits: created → Ready in {:.1} s", created.elapsed().as_secs_f64());
     assert_eq!((brs["status"]["replicas"].as_i64(), brs["status"]["readyReplicas"].as_i64()), (Some(2), Some(2)));
     let uid = brs["metadata"]["uid"].as_str().expect("a uid").to_owned();
-    for kind in ["deployment", "service", "poddisruptionbudget"] {
+    for kind in OWNED {
         let object = get(&cluster, kind, "portraits").unwrap_or_else(|| panic!("no {kind} portraits"));
         let owner = &object["metadata"]["ownerReferences"][0];
         assert_eq!((owner["uid"].as_str(), owner["controller"].as_bool()), (Some(uid.as_str()), Some(true)), "{kind}");
     }
+    assert_pod_monitor_scrapes_each_kind_of_pod(&cluster, "portraits", ("5s", "2s"));
     assert!(events(&cluster, "portraits").contains("Created"), "{}", events(&cluster, "portraits"));
     assert_gateway_in_front(&cluster, "portraits", &uid);
     wait_condition_metric(&operator, "portraits", "Ready", Some(1.0));
@@ -285,10 +332,7 @@ fn the_operator_reconciles_with_the_charts_rbac() {
     // Deleting the resource garbage-collects what the operator made.
     cluster.kubectl_ok(&["delete", "brs", "portraits", "-n", "shop"]);
     wait_for("the owned objects to be collected", WAIT, || {
-        let left: Vec<_> = ["deployment", "service", "poddisruptionbudget"]
-            .into_iter()
-            .filter(|kind| get(&cluster, kind, "portraits").is_some())
-            .collect();
+        let left: Vec<_> = OWNED.into_iter().filter(|kind| get(&cluster, kind, "portraits").is_some()).collect();
         if left.is_empty() { Ok(()) } else { Err(left) }
     });
     wait_condition_metric(&operator, "portraits", "Ready", None);

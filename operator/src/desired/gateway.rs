@@ -45,7 +45,7 @@ pub fn gateway_name(brs: &BackgroundRemovalService) -> String {
 /// The labels that select `brs`'s gateway pods.
 pub fn gateway_selector_labels(brs: &BackgroundRemovalService) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/name".to_owned(), "matte-gateway".to_owned()),
+        (super::APP_LABEL.to_owned(), super::GATEWAY_APP.to_owned()),
         (super::SERVICE_LABEL.to_owned(), brs.name_any()),
     ])
 }

@@ -20,12 +20,20 @@ pub use gateway::{
     gateway_deployment, gateway_disruption_budget, gateway_name, gateway_role, gateway_role_binding,
     gateway_service_account,
 };
-pub use pod_monitor::{pod_monitor, pod_monitor_resource};
+pub use pod_monitor::{ScrapeIntervals, pod_monitor, pod_monitor_resource};
 pub use service::{pod_disruption_budget, pods_service, service};
 pub use validate::{Valid, ValidGateway, validate};
 
 /// The field manager of every apply, and the `app.kubernetes.io/managed-by` label.
 pub const MANAGER: &str = "matte-operator";
+/// The label that says which of Matte's programs a pod runs: [`INFERENCE_APP`] or
+/// [`GATEWAY_APP`].
+pub const APP_LABEL: &str = "app.kubernetes.io/name";
+/// [`APP_LABEL`] of the inference pods.
+pub const INFERENCE_APP: &str = "matte-inference";
+/// [`APP_LABEL`] of the gateway's pods.
+pub const GATEWAY_APP: &str = "matte-gateway";
+
 /// The label that ties pods and the objects around them to their resource.
 pub const SERVICE_LABEL: &str = "matte.dev/service";
 
@@ -60,10 +68,7 @@ pub fn pods_service_name(brs: &BackgroundRemovalService) -> String {
 /// The labels that select `brs`'s pods; kept small because a Deployment's selector
 /// can never change.
 pub fn selector_labels(brs: &BackgroundRemovalService) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app.kubernetes.io/name".to_owned(), "matte-inference".to_owned()),
-        (SERVICE_LABEL.to_owned(), brs.name_any()),
-    ])
+    BTreeMap::from([(APP_LABEL.to_owned(), INFERENCE_APP.to_owned()), (SERVICE_LABEL.to_owned(), brs.name_any())])
 }
 
 /// `selector_labels` as the string the scale subresource and `kubectl` take.

@@ -2,8 +2,6 @@
 //! builders and gathered in one value for `apply`. Pure: what the operator would apply
 //! for a resource is known without a cluster.
 
-use std::time::Duration;
-
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -11,7 +9,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::DynamicObject;
 
 use crate::crd::BackgroundRemovalService;
-use crate::desired::{self, Valid, ValidGateway};
+use crate::desired::{self, ScrapeIntervals, Valid, ValidGateway};
 
 /// The objects of one resource, as they should be.
 #[derive(Debug, Clone)]
@@ -40,15 +38,20 @@ pub struct GatewayObjects {
 }
 
 /// The objects `brs` needs with `replicas` inference pods, `valid` being what
-/// validation resolved of its spec, its pods scraped every `scrape_interval`.
-pub fn build(brs: &BackgroundRemovalService, valid: &Valid, replicas: i32, scrape_interval: Duration) -> Desired {
+/// validation resolved of its spec, its pods and gateway scraped as `scrape_intervals` say.
+pub fn build(
+    brs: &BackgroundRemovalService,
+    valid: &Valid,
+    replicas: i32,
+    scrape_intervals: &ScrapeIntervals,
+) -> Desired {
     Desired {
         deployment: desired::deployment(brs, valid, replicas),
         pods_service: desired::pods_service(brs),
         pod_disruption_budget: desired::pod_disruption_budget(brs),
         gateway: valid.gateway.as_ref().map(|gateway| gateway_objects(brs, gateway)),
         service: desired::service(brs),
-        pod_monitor: desired::pod_monitor(brs, scrape_interval),
+        pod_monitor: desired::pod_monitor(brs, scrape_intervals),
     }
 }
 
@@ -68,8 +71,11 @@ mod tests {
     use crate::desired::fixtures::{defaults, resource};
     use crate::desired::validate;
 
+    const SCRAPE_INTERVALS: ScrapeIntervals =
+        ScrapeIntervals { pods: std::time::Duration::from_secs(5), gateway: std::time::Duration::from_secs(1) };
+
     fn built(brs: &BackgroundRemovalService, replicas: i32) -> Desired {
-        build(brs, &validate(brs, &defaults()).expect("a valid fixture"), replicas, Duration::from_secs(5))
+        build(brs, &validate(brs, &defaults()).expect("a valid fixture"), replicas, &SCRAPE_INTERVALS)
     }
 
     fn name<K: kube::Resource>(object: &K) -> &str {

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
@@ -14,7 +14,7 @@ use kube::runtime::reflector::ObjectRef;
 use crate::autoscaler::policy::{Decision, Memory};
 use crate::autoscaler::prometheus::Windows;
 use crate::crd::BackgroundRemovalService;
-use crate::desired::Defaults;
+use crate::desired::{Defaults, ScrapeIntervals};
 use crate::telemetry::Metrics;
 
 /// How the operator was configured.
@@ -26,8 +26,9 @@ pub struct Settings {
     /// The one HTTP client (and connection pool) every Prometheus query goes through
     /// (`autoscaler::prometheus::http_client`).
     pub prometheus_http: reqwest::Client,
-    /// The pods' scrape interval: how often the autoscaler looks again.
-    pub scrape_interval: Duration,
+    /// How often the pods and the gateway are scraped; the autoscaler looks again every
+    /// pods' interval.
+    pub scrape_intervals: ScrapeIntervals,
     /// Only resources in this namespace; all when `None`.
     pub watch_namespace: Option<String>,
     /// The name Events are reported under, and this replica's identity.
@@ -37,7 +38,7 @@ pub struct Settings {
 impl Settings {
     /// The windows the autoscaler reads the metrics through, for the scrape interval.
     pub fn windows(&self) -> Windows {
-        Windows::for_scrape_interval(self.scrape_interval)
+        Windows::for_scrape_interval(self.scrape_intervals.pods)
     }
 }
 

@@ -137,14 +137,14 @@ async fn pass(brs: &BackgroundRemovalService, context: &Context) -> Result<(Acti
     if let Some(decision) = &scale.decision {
         context.decided(brs, decision);
     }
-    let desired = build::build(brs, &valid, scale.replicas, context.settings.scrape_interval);
+    let desired = build::build(brs, &valid, scale.replicas, &context.settings.scrape_intervals);
     let applied = apply::apply(context, brs, &desired).await;
     report::report(context, brs, now, &current, &scale, &applied).await?;
     match applied {
         Err(error) if error.is_refusal() => Ok((Action::requeue(RESYNC), Outcome::Refused)),
         Err(error) => Err(error.into()),
         Ok(_) => {
-            let next = if brs.spec.autoscaling.enabled { context.settings.scrape_interval } else { RESYNC };
+            let next = if brs.spec.autoscaling.enabled { context.settings.scrape_intervals.pods } else { RESYNC };
             Ok((Action::requeue(next), Outcome::Done))
         }
     }
