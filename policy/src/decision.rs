@@ -71,9 +71,10 @@ pub struct PolicySpec {
     pub stale_after_seconds: f64,
     /// How long a change must last before it is acted on: arrivals outrunning the ready
     /// pods before pods are started for their rate, and nothing waiting anywhere before
-    /// pods still starting are given back. The recent window and one scrape more (15 s
-    /// at 5 s scrapes), so that the samples that first showed the change are out of the
-    /// window by then, and only a change that lasted keeps it.
+    /// pods still starting are given back. The gateway's arrivals window and one scrape
+    /// more (10 s at the default scrape intervals: `observed::Windows::confirm`), so that
+    /// the samples that first showed the change are out of the window by then, and only
+    /// a change that lasted keeps it.
     pub confirm_seconds: f64,
 }
 
@@ -104,7 +105,7 @@ impl PolicySpec {
             retry_after_seconds: 2.0,
             planned_utilization: 0.75,
             stale_after_seconds: 60.0,
-            confirm_seconds: 15.0,
+            confirm_seconds: 10.0,
         }
     }
 

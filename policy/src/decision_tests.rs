@@ -212,13 +212,13 @@ fn pods_still_starting_are_given_back_once_nothing_has_waited_for_the_confirm_wi
     assert_eq!((first.replicas, first.reason), (4, Reason::KeepWhileStarting));
     assert_eq!(first.memory.surplus_since_seconds, Some(1000.0), "nothing waits: the clock runs");
 
-    let not_yet = Observation { now_seconds: 1014.0, ..drained.clone() };
+    let not_yet = Observation { now_seconds: 1009.0, ..drained.clone() };
     let second = decide(&spec(), &not_yet, &first.memory);
     assert_eq!((second.replicas, second.reason), (4, Reason::KeepWhileStarting));
 
     // Kubernetes removes the pods that are not ready first: 4 → 2 gives back the two
     // starting ones; the ready pods keep their own hold, on the same clock.
-    let confirmed = Observation { now_seconds: 1015.0, ..drained.clone() };
+    let confirmed = Observation { now_seconds: 1010.0, ..drained.clone() };
     let third = decide(&spec(), &confirmed, &second.memory);
     assert_eq!((third.replicas, third.reason), (2, Reason::ScaleDown));
     assert!(third.message.contains("giving back 2 pods not yet ready"), "{}", third.message);
@@ -460,15 +460,15 @@ fn arriving(per_second: f64) -> QueueMetrics {
 #[test]
 fn arrivals_that_keep_outrunning_the_pods_get_pods_for_their_rate() {
     // 6 images/s on two pods of 1 image/s: outrun from the first pass on, pods for the
-    // rate only once it has lasted the confirmation time (15 s).
+    // rate only once it has lasted the confirmation time (10 s).
     let at = |now_seconds: f64| Observation { now_seconds, ..observation(2, Some(arriving(6.0))) };
     let first = decide(&spec(), &at(1000.0), &Memory::default());
     assert_eq!(first.memory.surge_since_seconds, Some(1000.0));
     assert_eq!(first.plan.as_ref().map(|plan| plan.surge_replicas), Some(0));
     assert_eq!(first.replicas, 2, "one pass is no flow");
-    let early = decide(&spec(), &at(1010.0), &first.memory);
+    let early = decide(&spec(), &at(1009.0), &first.memory);
     assert_eq!((early.replicas, early.memory.surge_since_seconds), (2, Some(1000.0)));
-    let confirmed = decide(&spec(), &at(1015.0), &early.memory);
+    let confirmed = decide(&spec(), &at(1010.0), &early.memory);
     assert_eq!(confirmed.plan.as_ref().map(|plan| plan.surge_replicas), Some(6));
     assert_eq!((confirmed.replicas, confirmed.reason), (6, Reason::ScaleUp));
 }

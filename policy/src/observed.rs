@@ -18,7 +18,7 @@
 //! | `gateway_queue_depth` | `sum(gateway_queue_depth)`: requests waiting in the gateway's FIFO |
 //! | `gateway_oldest_queued_age_seconds` | `max(gateway_oldest_queued_age_seconds)` |
 //! | `gateway_deferred_requests` | `sum(gateway_deferred_requests)`: clients sent away whose `Retry-After` has not passed |
-//! | `gateway_new_arrivals_per_second` | `sum(rate(gateway_received[recent])) - sum(rate(gateway_deferred_due[recent]))`: requests reaching the gateway, less those due back |
+//! | `gateway_new_arrivals_per_second` | `sum(rate(gateway_received[arrivals])) - sum(rate(gateway_deferred_due[arrivals]))`: requests reaching the gateway, less those due back |
 //!
 //! where `refused` is the pods' `requests_total{outcome="queue_full"}` together with the
 //! gateway's `gateway_requests_total{outcome=~"queue_full|no_capacity"}` (clients sent
@@ -64,32 +64,45 @@ pub struct Windows {
     /// Per-pod throughput and the sustained admission rate: long, so a burst does not
     /// move them.
     pub long: Duration,
-    /// The refusals counted as clients waiting right now, per scrape interval, and the
-    /// gateway's arrivals: the shortest window that always holds two samples.
+    /// The refusals counted as clients waiting right now, per scrape interval: the
+    /// shortest window that always holds two samples.
     pub recent: Duration,
+    /// The gateway's new arrivals: one pods' scrape interval, and at least two of the
+    /// gateway's scrapes, the shortest window that always holds the two samples `rate`
+    /// needs. Short, so that a burst, which lands within a few seconds, has left it by
+    /// the time a flow is confirmed ([`Windows::confirm`]).
+    pub arrivals: Duration,
 }
 
 impl Windows {
-    /// Windows fitting a scrape interval: rates over four scrapes (at least 10 s), long
-    /// figures over five minutes, recent refusals and arrivals over two scrapes: the
-    /// shortest window that always holds the two samples `rate` needs.
+    /// Windows fitting one scrape interval for every target (see
+    /// [`Windows::for_scrape_intervals`]).
     pub fn for_scrape_interval(scrape_interval: Duration) -> Windows {
+        Windows::for_scrape_intervals(scrape_interval, scrape_interval)
+    }
+
+    /// Windows fitting the pods' and the gateway's scrape intervals: rates over four of
+    /// the pods' scrapes (at least 10 s), long figures over five minutes, recent
+    /// refusals over two of the pods' scrapes, the gateway's arrivals over one pods'
+    /// interval and at least two of the gateway's scrapes.
+    pub fn for_scrape_intervals(pods: Duration, gateway: Duration) -> Windows {
         Windows {
-            scrape_interval,
-            rate: (scrape_interval * 4).max(Duration::from_secs(10)),
+            scrape_interval: pods,
+            rate: (pods * 4).max(Duration::from_secs(10)),
             long: Duration::from_secs(300),
-            recent: scrape_interval * 2,
+            recent: pods * 2,
+            arrivals: pods.max(gateway * 2),
         }
     }
 
     /// How long a change must last before the policy acts on it
     /// (`PolicySpec::confirm_seconds`): arrivals outrunning the ready pods before pods
     /// are started for their rate, and nothing waiting anywhere before pods still
-    /// starting are given back. The recent window and one scrape more: by then the
-    /// samples that showed the change first have left the window, and only a change
+    /// starting are given back. The arrivals' window and one pods' scrape more: by then
+    /// the samples that showed the change first have left the window, and only a change
     /// that lasted keeps it.
     pub fn confirm(&self) -> Duration {
-        self.recent + self.scrape_interval
+        self.arrivals + self.scrape_interval
     }
 
     /// How much history [`queue_metrics`] reads: the long window, plus a rate window
@@ -312,6 +325,7 @@ pub fn queue_metrics(
         gateways.iter().filter_map(|gateway| gateway.oldest_age_at(at)).fold(0.0, f64::max);
 
     let (rate, long, recent) = (windows.rate.as_secs_f64(), windows.long.as_secs_f64(), windows.recent.as_secs_f64());
+    let arrivals = windows.arrivals.as_secs_f64();
     let sum_rate = |at: f64, range: f64, points: fn(&Series) -> &Vec<Point>| {
         sum(fleet, |series| promql::rate(points(series), at, range))
     };
@@ -322,7 +336,7 @@ pub fn queue_metrics(
     };
 
     let gateway_rate = |points: fn(&GatewaySeries) -> &Vec<Point>| -> f64 {
-        gateways.iter().filter_map(|gateway| promql::rate(points(gateway), at, recent)).sum()
+        gateways.iter().filter_map(|gateway| promql::rate(points(gateway), at, arrivals)).sum()
     };
 
     let bucket_rates: Option<Vec<f64>> = (0..=SECONDS_BUCKETS.len())
@@ -375,16 +389,26 @@ mod tests {
     }
 
     #[test]
-    fn windows_follow_the_scrape_interval() {
-        let windows = Windows::for_scrape_interval(Duration::from_secs(5));
-        assert_eq!(windows.rate, Duration::from_secs(20));
-        assert_eq!(windows.recent, Duration::from_secs(10));
-        assert_eq!(Windows::for_scrape_interval(Duration::from_secs(1)).rate, Duration::from_secs(10));
-        assert_eq!(windows.confirm(), Duration::from_secs(15));
+    fn windows_follow_the_scrape_intervals() {
+        let seconds = Duration::from_secs;
+        let windows = Windows::for_scrape_intervals(seconds(5), seconds(1));
+        assert_eq!((windows.rate, windows.recent, windows.arrivals), (seconds(20), seconds(10), seconds(5)));
+        assert_eq!(windows.confirm(), seconds(10), "arrivals over 5 s, and one pods' scrape more");
+        let one_interval = Windows::for_scrape_interval(seconds(5));
         assert_eq!(
-            windows.confirm().as_secs_f64(),
+            (one_interval.arrivals, one_interval.confirm()),
+            (seconds(10), seconds(15)),
+            "two scrapes, and one more"
+        );
+        assert_eq!(Windows::for_scrape_interval(seconds(1)).rate, seconds(10));
+        let defaults = Windows::for_scrape_intervals(
+            seconds(DEFAULT_SCRAPE_INTERVAL_SECONDS),
+            seconds(DEFAULT_GATEWAY_SCRAPE_INTERVAL_SECONDS),
+        );
+        assert_eq!(
+            defaults.confirm().as_secs_f64(),
             crate::PolicySpec::new(1, 2, 30.0).confirm_seconds,
-            "the spec's default fits the default scrape interval"
+            "the spec's default fits the default scrape intervals"
         );
     }
 

@@ -133,10 +133,13 @@ impl Settings {
         1.0 / self.mean_service_seconds()
     }
 
-    /// The windows of Matte's quantities, as the operator sets them for this scrape
-    /// interval.
+    /// The windows of Matte's quantities, as the operator sets them for these scrape
+    /// intervals.
     pub fn windows(&self) -> Windows {
-        Windows::for_scrape_interval(Duration::from_secs_f64(self.scrape_interval_seconds))
+        Windows::for_scrape_intervals(
+            Duration::from_secs_f64(self.scrape_interval_seconds),
+            Duration::from_secs_f64(self.front_scrape_interval_seconds()),
+        )
     }
 
     /// The front's scrape targets: the gateway's replicas, or the one front that holds

@@ -45,6 +45,7 @@ impl Queries {
         let long = seconds(windows.long);
         let step = seconds(windows.scrape_interval);
         let recent = seconds(windows.recent);
+        let arrivals = seconds(windows.arrivals);
         let requests = names::REQUESTS_TOTAL;
         // Clients sent away to come back: the pods' `queue_full` and the gateway's
         // refusals, in one selector over both counters (the pods have no other outcome of
@@ -88,7 +89,7 @@ impl Queries {
             gateway_deferred_requests: format!("sum({})", series(gateway_metrics::DEFERRED_REQUESTS, "")),
             // Every request the gateway received, less the clients due back in the window.
             gateway_new_arrivals_per_second: format!(
-                "sum(rate({}[{recent}])) - sum(rate({}[{recent}]))",
+                "sum(rate({}[{arrivals}])) - sum(rate({}[{arrivals}]))",
                 series(gateway_metrics::RECEIVED_TOTAL, ""),
                 series(gateway_metrics::DEFERRED_DUE_TOTAL, "")
             ),

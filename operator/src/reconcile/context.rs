@@ -36,9 +36,12 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The windows the autoscaler reads the metrics through, for the scrape interval.
-    pub fn windows(&self) -> Windows {
-        Windows::for_scrape_interval(self.scrape_intervals.pods)
+    /// The windows the autoscaler reads `brs`'s metrics through: with its gateway in
+    /// front, the gateway's samples come at the gateway's interval; without it, every
+    /// sample comes at the pods'.
+    pub fn windows(&self, brs: &BackgroundRemovalService) -> Windows {
+        let gateway = if brs.spec.gateway.enabled { self.scrape_intervals.gateway } else { self.scrape_intervals.pods };
+        Windows::for_scrape_intervals(self.scrape_intervals.pods, gateway)
     }
 }
 
@@ -124,5 +127,33 @@ impl Context {
     /// A pass of `brs` that did not fail ends its failures in a row.
     pub(super) fn succeeded(&self, brs: &BackgroundRemovalService) {
         self.remember(brs, |r| r.failures = 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::desired::fixtures::{defaults, resource};
+
+    #[test]
+    fn a_resource_behind_its_gateway_reads_arrivals_at_the_gateways_interval_and_one_without_at_the_pods() {
+        let settings = Settings {
+            defaults: defaults(),
+            prometheus_url: None,
+            prometheus_http: reqwest::Client::new(),
+            scrape_intervals: ScrapeIntervals { pods: Duration::from_secs(5), gateway: Duration::from_secs(1) },
+            watch_namespace: None,
+            reporter: Reporter { controller: "matte-operator".into(), instance: None },
+        };
+        let mut brs = resource("minimal.yaml");
+        assert!(brs.spec.gateway.enabled, "the gateway is on by default");
+        let behind = settings.windows(&brs);
+        assert_eq!((behind.arrivals, behind.confirm()), (Duration::from_secs(5), Duration::from_secs(10)));
+        brs.spec.gateway.enabled = false;
+        let without = settings.windows(&brs);
+        assert_eq!((without.arrivals, without.confirm()), (Duration::from_secs(10), Duration::from_secs(15)));
+        assert_eq!((behind.rate, behind.recent), (without.rate, without.recent), "the pods' windows are the same");
     }
 }

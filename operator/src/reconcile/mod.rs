@@ -133,7 +133,7 @@ async fn pass(brs: &BackgroundRemovalService, context: &Context) -> Result<(Acti
         }
     };
     let current = observe::observe(context, brs, now).await?;
-    let scale = decide::decide(&brs.spec, &current, &context.memory(brs), &context.settings.windows());
+    let scale = decide::decide(&brs.spec, &current, &context.memory(brs), &context.settings.windows(brs));
     if let Some(decision) = &scale.decision {
         context.decided(brs, decision);
     }
