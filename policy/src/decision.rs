@@ -183,9 +183,10 @@ pub struct QueueMetrics {
     /// outside, each counted once however long it was told to stay away, where a rate
     /// times a fixed `Retry-After` would count only those of the last few seconds.
     pub gateway_deferred_requests: f64,
-    /// Requests reaching the gateway per second over the last two scrapes, less the
-    /// clients whose `Retry-After` passed in that time (0 without a gateway): the rate
-    /// of new work, seen a scrape after it changes. Clients coming back a little after
+    /// Requests reaching the gateway per second over the arrivals window
+    /// (`observed::Windows::arrivals`), less the clients whose `Retry-After` passed in
+    /// that time (0 without a gateway): the rate of new work, seen a scrape after it
+    /// changes. Clients coming back a little after
     /// their `Retry-After` make it read a little low, then a little high.
     pub gateway_new_arrivals_per_second: f64,
 }
@@ -463,8 +464,8 @@ fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memo
     let for_an_empty_fleet = u32::from(backlog_images > 0.0 && observation.replicas == 0);
     // Arrivals that keep outrunning the ready pods are a flow, not a burst that is
     // already in: the backlog it leaves is only its beginning, and pods for its rate are
-    // started on top of those that drain what is queued. One burst, landing between two
-    // scrapes or across one, has left the rate's window by the time it is confirmed.
+    // started on top of those that drain what is queued. One burst, landing within a few
+    // seconds, has left the arrivals window by the time it is confirmed.
     let arrivals_per_second = queue.gateway_new_arrivals_per_second.max(0.0);
     let outrun = arrivals_per_second > f64::from(observation.ready_pods) * planned_per_pod;
     let surge_since_seconds = outrun.then(|| memory.surge_since_seconds.unwrap_or(observation.now_seconds));

@@ -45,8 +45,9 @@ pub const DEFAULT_SCRAPE_INTERVAL_SECONDS: u64 = 5;
 /// How often Prometheus scrapes the gateway's replicas unless told otherwise (at most the
 /// pods' interval). A burst lands in the gateway's queue first, so its samples are the
 /// ones a pass needs fresh: at 1 s a pass sees a burst a second after it lands, where at
-/// the pods' interval it could be that interval late. The windows keep following the
-/// pods' interval; the gateway's fill them with more samples.
+/// the pods' interval it could be that interval late. The windows follow the pods'
+/// interval but for the gateway's arrivals ([`Windows::arrivals`]), which a shorter
+/// gateway interval lets read over a shorter window.
 pub const DEFAULT_GATEWAY_SCRAPE_INTERVAL_SECONDS: u64 = 1;
 
 /// The quantile of queue waits reported with each decision.

@@ -97,8 +97,9 @@ pub struct Overrides {
     #[arg(long, value_name = "SECONDS")]
     pub scrape_interval: Option<f64>,
     /// Prometheus scrape interval of the gateway's replicas, at most the pods' (default:
-    /// the operator's, 1, or the pods' when that is shorter). Matte's windows keep
-    /// following --scrape-interval.
+    /// the operator's, 1, or the pods' when that is shorter). Matte's windows follow
+    /// --scrape-interval but for the gateway's arrivals, read over at least two of
+    /// these.
     #[arg(long, value_name = "SECONDS")]
     pub gateway_scrape_interval: Option<f64>,
     /// How long after the scrape it reads each of Matte's passes runs, up to the scrape

@@ -86,8 +86,8 @@ pub struct Settings {
     pub scrape_interval_seconds: f64,
     /// Prometheus scrape interval of the gateway's replicas, at most the pods' (only with
     /// gateway routing; any other front is scraped with the pods). Matte's windows follow
-    /// the pods' interval whatever this is: a shorter one makes the gateway's samples
-    /// fresher, not its windows shorter.
+    /// the pods' interval but for the gateway's arrivals (`Windows::arrivals`): a shorter
+    /// one makes the gateway's samples fresher and its arrivals window shorter.
     pub gateway_scrape_interval_seconds: f64,
     /// Each pod, and each gateway replica but the first, is scraped at its own offset
     /// within the interval after the first gateway replica (or the front), as
