@@ -21,8 +21,9 @@
 //! Bursts that recur teach the policy one more thing: a pod started for a burst is ready
 //! only after a start-up, too late for the burst's first images, and it is started again
 //! for the next one. So once bursts recur, the pods that drain a typical one within a
-//! start-up stay warm between them, until none has come for longer than keeping them
-//! is worth (`WARM_GAP_MAX_STARTUPS` start-ups). When bursts come far apart instead
+//! start-up (and within twice the target when start-ups take longer) stay warm between
+//! them, until none has come for longer than keeping them is worth
+//! (`WARM_GAP_MAX_STARTUPS` start-ups). When bursts come far apart instead
 //! (`SPARSE_GAP_MIN_STARTUPS`), the pods left over from one go as soon as its drain is
 //! confirmed, rather than being held a start-up for a next one that is not coming.
 //!
@@ -32,10 +33,10 @@
 //! (`minReplicas: 0`): a request waiting in the gateway of an empty fleet starts pods
 //! at once, and a fleet that has had nothing queued and no traffic for the scale-down
 //! delay is given back entirely, its last pod on its own clock. The gateway also counts
-//! every request it receives: arrivals that outrun the ready pods pass after pass are a
-//! flow (a crowd, a long batch upload) rather than a burst already in, and pods for
-//! their rate are started on top of those the backlog needs, since the backlog seen so
-//! far is only the flow's beginning.
+//! every request it receives: arrivals that outrun the ready pods (faster than they
+//! serve at full throughput) pass after pass are a flow (a crowd, a long batch upload)
+//! rather than a burst already in, and pods for their rate are started on top of those
+//! the backlog needs, since the backlog seen so far is only the flow's beginning.
 
 use serde::{Deserialize, Serialize};
 
@@ -241,6 +242,13 @@ const WARM_GAP_MAX_STARTUPS: f64 = 15.0;
 /// left over from one are given back once the work is confirmed drained, not held a
 /// start-up for the next.
 const SPARSE_GAP_MIN_STARTUPS: f64 = 5.0;
+
+/// The warm pods drain a typical burst within one start-up, but within no more than
+/// this many targets: a burst drained evenly over twice the target has its images start
+/// inference within the target on average. Only start-ups longer than that move it:
+/// there a pod started for a burst arrives after it is over, so the warm pods are all
+/// it gets, and sizing them for a whole start-up left each burst waiting that long.
+const WARM_DRAIN_MAX_TARGETS: f64 = 2.0;
 
 /// Why the policy chose the replicas it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -465,9 +473,13 @@ fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memo
     // Arrivals that keep outrunning the ready pods are a flow, not a burst that is
     // already in: the backlog it leaves is only its beginning, and pods for its rate are
     // started on top of those that drain what is queued. One burst, landing within a few
-    // seconds, has left the arrivals window by the time it is confirmed.
+    // seconds, has left the arrivals window by the time it is confirmed. Outrunning is
+    // arriving faster than the ready pods serve at full throughput, so that the queue
+    // grows: the planned utilization is a margin for sizing, and steady traffic between
+    // the two is served. Read against the planned share, its noise alone made a flow
+    // every few minutes, each starting a pod given back before it was ready.
     let arrivals_per_second = queue.gateway_new_arrivals_per_second.max(0.0);
-    let outrun = arrivals_per_second > f64::from(observation.ready_pods) * planned_per_pod;
+    let outrun = arrivals_per_second > f64::from(observation.ready_pods) * images_per_pod_second;
     let surge_since_seconds = outrun.then(|| memory.surge_since_seconds.unwrap_or(observation.now_seconds));
     let surge_replicas = match surge_since_seconds {
         Some(since) if observation.now_seconds - since >= spec.confirm_seconds => {
@@ -521,9 +533,10 @@ fn remember_bursts(memory: &Memory, now: f64, burst_on: bool, plan: &Plan) -> (O
 }
 
 /// The pods worth keeping warm when bursts recur: enough for the typical one to drain
-/// within one start-up, the time a pod started for it would take to arrive. Those are
-/// the pods that would otherwise be started for every burst and arrive too late for its
-/// first images. Kept for as long as the bursts keep their rhythm.
+/// within one start-up, the time a pod started for it would take to arrive, or within
+/// `WARM_DRAIN_MAX_TARGETS` targets if that is sooner. Those are the pods that would
+/// otherwise be started for every burst and arrive too late for its first images. Kept
+/// for as long as the bursts keep their rhythm.
 fn warm_replicas(spec: &PolicySpec, now: f64, recent: &[Burst], current: Option<&Burst>, plan: &Plan) -> u32 {
     let bursts: Vec<&Burst> = recent.iter().chain(current).collect();
     if bursts.len() < BURSTS_FOR_A_PATTERN {
@@ -544,8 +557,9 @@ fn warm_replicas(spec: &PolicySpec, now: f64, recent: &[Burst], current: Option<
     if now - last_started > break_even || typical_gap > break_even {
         return 0;
     }
+    let drain_within = plan.startup_seconds.min(WARM_DRAIN_MAX_TARGETS * spec.target_queue_latency_seconds);
     let per_pod_before_help_arrives =
-        plan.images_per_pod_second * spec.planned_utilization.clamp(0.1, 1.0) * plan.startup_seconds;
+        plan.images_per_pod_second * spec.planned_utilization.clamp(0.1, 1.0) * drain_within;
     if per_pod_before_help_arrives <= 0.0 {
         // Pods that start at once need not wait warm.
         return 0;

@@ -389,6 +389,26 @@ fn recurring_bursts_keep_warm_the_pods_a_typical_one_needs_within_a_start_up() {
 }
 
 #[test]
+fn with_start_ups_longer_than_twice_the_target_warm_pods_drain_a_typical_burst_within_it() {
+    // Start-ups of 120 s, a 30 s target, bursts of 100 images every 200 s at 1 image/s
+    // per pod: within one start-up 1 pod would do, but the burst would wait 100 s, and a
+    // pod started for it arrives after it is over. Within twice the target (60 s): 2.
+    let memory = Memory {
+        recent_bursts: bursts(&[500.0, 700.0, 900.0], 100.0),
+        surplus_since_seconds: Some(0.0),
+        ..Memory::default()
+    };
+    let slow = Observation { measured_startup_seconds: Some(120.0), ..observation(4, Some(queue(0.0))) };
+    let decision = decide(&spec(), &slow, &memory);
+    assert_eq!(decision.plan.as_ref().map(|plan| plan.warm_replicas), Some(2));
+    assert_eq!((decision.replicas, decision.reason), (2, Reason::ScaleDown));
+    // A 90 s target leaves the start-up the shorter: 100 images in 120 s, 1 pod.
+    let lenient = PolicySpec { target_queue_latency_seconds: 90.0, ..spec() };
+    let decision = decide(&lenient, &slow, &memory);
+    assert_eq!(decision.plan.map(|plan| plan.warm_replicas), Some(1));
+}
+
+#[test]
 fn after_bursts_that_come_far_apart_the_surplus_goes_once_the_drain_is_confirmed() {
     // Bursts 400 s apart, more than five 60 s start-ups: one within a start-up of the
     // last is the exception, so the pods left over go after the 15 s confirm window.
@@ -471,6 +491,29 @@ fn arrivals_that_keep_outrunning_the_pods_get_pods_for_their_rate() {
     let confirmed = decide(&spec(), &at(1010.0), &early.memory);
     assert_eq!(confirmed.plan.as_ref().map(|plan| plan.surge_replicas), Some(6));
     assert_eq!((confirmed.replicas, confirmed.reason), (6, Reason::ScaleUp));
+}
+
+#[test]
+fn steady_traffic_the_ready_pods_serve_is_no_flow_even_above_their_planned_share() {
+    // Three pods of 1 image/s planned at 75 %: 2.25 images/s is their planned share, 3
+    // their throughput, and a sustained 2.2 images/s keeps them. Noise that reads 2.8
+    // images/s pass after pass is served (the queue does not grow): no flow, no pod
+    // started. 3.2 images/s outruns them and is a flow once confirmed.
+    let planned = PolicySpec { planned_utilization: 0.75, ..spec() };
+    let steady = |rate: f64| QueueMetrics { sustained_admitted_per_second: 2.2, ..arriving(rate) };
+    let at = |now_seconds: f64, rate: f64| Observation { now_seconds, ..observation(3, Some(steady(rate))) };
+    let mut memory = Memory::default();
+    for now in [1000.0, 1005.0, 1010.0, 1015.0, 1020.0] {
+        let served = decide(&planned, &at(now, 2.8), &memory);
+        assert_eq!(served.memory.surge_since_seconds, None);
+        assert_eq!((served.replicas, served.reason), (3, Reason::Steady), "{}", served.message);
+        memory = served.memory;
+    }
+    let outrun = decide(&planned, &at(1025.0, 3.2), &memory);
+    assert_eq!(outrun.memory.surge_since_seconds, Some(1025.0));
+    let confirmed = decide(&planned, &at(1035.0, 3.2), &outrun.memory);
+    // 3.2 images/s at 0.75 image/s planned per pod: 5 pods.
+    assert_eq!((confirmed.replicas, confirmed.reason), (5, Reason::ScaleUp));
 }
 
 #[test]

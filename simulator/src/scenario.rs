@@ -40,6 +40,14 @@ pub enum Scenario {
     /// apart, so that the fleet goes back to zero between them and every burst waits for
     /// a cold start.
     ScaleFromZero,
+    /// Poisson arrivals at a constant 3 images/s: a fleet that should find its size and
+    /// hold it.
+    SteadyTraffic,
+    /// Poisson arrivals whose rate climbs evenly from nothing to 10 images/s over the run.
+    Ramp,
+    /// Bursts of ~500 images (log-normal sizes, σ 0.3) arriving over 5–15 s, ~15 minutes
+    /// apart (exponential gaps): each more than the fleet between them takes in time.
+    LargeBursts,
 }
 
 /// The defaults every scenario starts from: pods and a cluster as the issue describes
@@ -86,7 +94,13 @@ impl Scenario {
     pub fn settings(self) -> Settings {
         let base = base_settings();
         match self {
-            Scenario::BurstTrain | Scenario::PeriodicBursts | Scenario::BatchUploads | Scenario::MixedTraffic => base,
+            Scenario::BurstTrain
+            | Scenario::PeriodicBursts
+            | Scenario::BatchUploads
+            | Scenario::MixedTraffic
+            | Scenario::SteadyTraffic
+            | Scenario::Ramp
+            | Scenario::LargeBursts => base,
             Scenario::CronBatches => Settings { duration_seconds: 7200.0, ..base },
             Scenario::FlashCrowd => Settings { static_replicas: 4, ..base },
             Scenario::Diurnal => Settings { duration_seconds: 7200.0, static_replicas: 4, ..base },
@@ -141,19 +155,11 @@ impl Scenario {
                 arrivals
             }
             Scenario::Diurnal => {
-                // Poisson arrivals whose rate goes from a fifth of the mean at the ends to
-                // 1.8 times it in the middle; drawn by thinning a constant-rate process.
+                // From a fifth of the mean rate at the ends to 1.8 times it in the middle.
                 let mean_rate = 2.0;
-                let peak_rate = 1.8 * mean_rate;
                 let rate_at = |time: f64| mean_rate * (1.0 - 0.8 * (std::f64::consts::TAU * time / duration).cos());
                 let mut arrivals = Vec::new();
-                let mut time = rng.exponential(1.0 / peak_rate);
-                while time < duration {
-                    if rng.uniform() < rate_at(time) / peak_rate {
-                        arrivals.push(time);
-                    }
-                    time += rng.exponential(1.0 / peak_rate);
-                }
+                varying_poisson(&mut arrivals, &mut rng, rate_at, 1.8 * mean_rate, duration);
                 arrivals
             }
             Scenario::RareHugeBurst => {
@@ -215,7 +221,7 @@ impl Scenario {
             }
             Scenario::FlashCrowd => {
                 // Poisson arrivals at 0.1/s, and the crowd on top from a random moment in
-                // the run's middle: drawn by thinning at the peak rate.
+                // the run's middle.
                 let (background, peak) = (0.1, 12.0);
                 let crowd_at = rng.between(0.25, 0.6) * duration;
                 let crowd = |time: f64| {
@@ -231,15 +237,29 @@ impl Scenario {
                     };
                     peak * share
                 };
-                let top = background + peak;
                 let mut arrivals = Vec::new();
-                let mut time = rng.exponential(1.0 / top);
-                while time < duration {
-                    if rng.uniform() < (background + crowd(time)) / top {
-                        arrivals.push(time);
-                    }
-                    time += rng.exponential(1.0 / top);
-                }
+                varying_poisson(&mut arrivals, &mut rng, |time| background + crowd(time), background + peak, duration);
+                arrivals
+            }
+            Scenario::SteadyTraffic => {
+                let mut arrivals = Vec::new();
+                poisson(&mut arrivals, &mut rng, 3.0, duration);
+                arrivals
+            }
+            Scenario::Ramp => {
+                let peak = 10.0;
+                let mut arrivals = Vec::new();
+                varying_poisson(&mut arrivals, &mut rng, |time| peak * time / duration, peak, duration);
+                arrivals
+            }
+            Scenario::LargeBursts => {
+                let mut arrivals = Vec::new();
+                random_bursts(
+                    &mut arrivals,
+                    &mut rng,
+                    RandomBursts { mean_gap: 900.0, median: 500.0, sigma: 0.3, spread: (5.0, 15.0) },
+                    duration,
+                );
                 arrivals
             }
         };
@@ -254,6 +274,18 @@ fn poisson(arrivals: &mut Vec<f64>, rng: &mut Stream, rate: f64, end: f64) {
     while time < end {
         arrivals.push(time);
         time += rng.exponential(1.0 / rate);
+    }
+}
+
+/// Adds Poisson arrivals whose rate at each moment is `rate_at`, never above `peak`,
+/// from 0 to `end`: drawn by thinning arrivals at the peak rate.
+fn varying_poisson(arrivals: &mut Vec<f64>, rng: &mut Stream, rate_at: impl Fn(f64) -> f64, peak: f64, end: f64) {
+    let mut time = rng.exponential(1.0 / peak);
+    while time < end {
+        if rng.uniform() < rate_at(time) / peak {
+            arrivals.push(time);
+        }
+        time += rng.exponential(1.0 / peak);
     }
 }
 
