@@ -55,11 +55,14 @@ enum Front {
     Gateway(String),
 }
 
-/// Arrivals from the trace's start: an image every 2 s for 90 s, and 100 more within
-/// 2 s at 25 s (about ten times what two pods hold).
+/// Images in the trace's burst.
+const BURST_IMAGES: u32 = 100;
+
+/// Arrivals from the trace's start: an image every 2 s for 90 s, and `BURST_IMAGES`
+/// more within 2 s at 25 s (about ten times what two pods hold).
 fn trace() -> Vec<f64> {
     let steady = (0..45).map(|index| 2.0 * f64::from(index));
-    let burst = (0..100).map(|index| 25.0 + f64::from(index) / 50.0);
+    let burst = (0..BURST_IMAGES).map(|index| 25.0 + f64::from(index) / 50.0);
     let mut arrivals: Vec<f64> = steady.chain(burst).collect();
     arrivals.sort_by(f64::total_cmp);
     arrivals
@@ -455,16 +458,27 @@ fn the_simulator_reads_what_the_operator_reads_behind_a_real_gateway() {
             ],
         );
 
-        // Refusals: the same clients meet the same budget, but when each comes back is a
-        // random draw, different in the two worlds: the totals agree within a third.
-        within("429 and 503 answers in total", refused, simulated_refusals as f64, 0.0, 0.34);
+        // Where the burst stops being admitted to the queue and starts being sent away
+        // hangs on each gateway's running estimate of the time per image: the budget
+        // holds 2 pods × 3 s ÷ 0.12 s ≈ 50 of the burst, and each tenth more on the
+        // estimate sends about five more away. The real gateway times the whole
+        // exchange with a pod, on two cores shared with the burst's hundred
+        // connections; the simulated one is given the pods' mean inference time. So the
+        // real one can be the stricter: in eight runs it queued 31-54 of the burst at
+        // most against the simulated 49-54, and sent 6-27 clients away against 6-12.
+        // The checks that hang on that boundary allow a fifth of the burst across it.
+        let boundary = f64::from(BURST_IMAGES) / 5.0;
+
+        // Refusals: beyond the boundary, when each refused client comes back is a random
+        // draw, different in the two worlds: the totals agree within a third more.
+        within("429 and 503 answers in total", refused, simulated_refusals as f64, boundary, 0.34);
 
         // The gateway's queue: each side admits a request while its expected wait fits
         // the budget, from its own running estimate of the time per image (the runs on
         // a pod divided by the requests it held), so how far the queue fills follows
-        // that estimate: the peaks agree within two requests and a third.
+        // that estimate: the peaks agree within the boundary's allowance.
         let (depth_real, depth_simulated) = paired.both(|q| Some(q.gateway_queue_depth));
-        within("peak gateway queue depth", peak(&depth_real), peak(&depth_simulated), 2.0, 0.34);
+        within("peak gateway queue depth", peak(&depth_real), peak(&depth_simulated), boundary, 0.0);
 
         // Its oldest request waits at most the budget in both; the peaks agree within a
         // scrape interval plus a quarter.
@@ -482,12 +496,12 @@ fn the_simulator_reads_what_the_operator_reads_behind_a_real_gateway() {
 
         // The clients sent away: both worlds count them from within two samples of each
         // other (the burst's first refusals fall either side of a scrape), and the peaks
-        // agree within the refusals' third plus a tenth.
+        // agree within the boundary's allowance and a little under half.
         let (away_real, away_simulated) = paired.both(|q| Some(q.gateway_deferred_requests));
         let real_span = span(&away_real).expect("the real gateway sent clients away");
         let simulated_span = span(&away_simulated).expect("the simulated gateway sent clients away");
         within("clients away: first sample", real_span.0 as f64, simulated_span.0 as f64, 2.0, 0.0);
-        within("clients away: peak", peak(&away_real), peak(&away_simulated), 0.0, 0.45);
+        within("clients away: peak", peak(&away_real), peak(&away_simulated), boundary, 0.45);
 
         // New arrivals: the burst's hundred images in 2 s read as the same peak within a
         // third (how many returns fall due in the same window differs); before it, the

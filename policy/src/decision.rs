@@ -133,7 +133,9 @@ pub struct Observation {
     pub replicas: u32,
     /// Pods that are Ready and not terminating.
     pub ready_pods: u32,
-    /// Age in seconds of each pod that has a GPU (or one on the way) but is not Ready yet.
+    /// Seconds since each pod that is not Ready yet was scheduled (given a GPU): counted
+    /// from where [`Observation::measured_startup_seconds`] counts, so that a pod that
+    /// waited for a node to be added is not taken for one nearly ready.
     pub starting_pod_ages_seconds: Vec<f64>,
     /// Pods the scheduler cannot place: no GPU is free and none can be added.
     pub unschedulable_pods: u32,

@@ -847,8 +847,12 @@ impl<'a> Engine<'a> {
 
     fn view(&self) -> ClusterView<'_> {
         let count = |phase: Phase| self.pods.iter().filter(|pod| pod.phase == phase).count();
-        let starting_ages =
-            self.pods.iter().filter(|pod| pod.phase == Phase::Starting).map(|pod| self.now - pod.created).collect();
+        let starting_ages = self
+            .pods
+            .iter()
+            .filter(|pod| pod.phase == Phase::Starting)
+            .map(|pod| self.now - pod.scheduled.unwrap_or(pod.created))
+            .collect();
         let inflight = self.pods.iter().filter(|pod| pod.phase.is_active()).map(Pod::outstanding).sum::<usize>()
             + self.held_in_front.len()
             + self.gateway.waiting.len()

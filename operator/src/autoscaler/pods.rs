@@ -17,7 +17,10 @@ pub const STARTUP_DEADLINE_SECONDS: f64 = 600.0;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PodCensus {
     pub ready: u32,
-    /// Age in seconds of each pod that is scheduled (or may still be) but not Ready.
+    /// Seconds since each pod that is scheduled (or may still be) but not Ready was
+    /// scheduled (created, if it is not yet): counted from the moment the start-ups are
+    /// measured from, so that a pod that waited for a node to be added does not look
+    /// nearly ready when its start-up has just begun.
     pub starting_ages_seconds: Vec<f64>,
     pub unschedulable: Unschedulable,
     /// Pods among the starting ones that will not become ready by themselves.
@@ -47,7 +50,8 @@ pub fn census(pods: &[Pod], now: Timestamp) -> PodCensus {
             }
         } else {
             let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
-            census.starting_ages_seconds.push(seconds_between(created, now));
+            let scheduled_at = scheduled.filter(|c| c.status == "True").and_then(transition);
+            census.starting_ages_seconds.push(seconds_between(scheduled_at.unwrap_or(created), now));
             let unready_since = find("Ready").and_then(transition).or_else(|| scheduled.and_then(transition));
             let unready_seconds = unready_since.map(|since| seconds_between(since, now));
             if let Some((reason, detail)) = failure(pod, unready_seconds) {
@@ -175,11 +179,17 @@ mod tests {
     conditions:
     - {type: PodScheduled, status: "True", lastTransitionTime: "2026-11-28T11:50:00Z"}
     - {type: Ready, status: "True", lastTransitionTime: "2026-11-28T11:50:40Z"}
-- metadata: {name: starting, creationTimestamp: "2026-11-28T11:59:30Z"}
+- metadata: {name: starting, creationTimestamp: "2026-11-28T11:59:29Z"}
   status:
     conditions:
-    - {type: PodScheduled, status: "True", lastTransitionTime: "2026-11-28T11:59:31Z"}
-    - {type: Ready, status: "False", lastTransitionTime: "2026-11-28T11:59:31Z"}
+    - {type: PodScheduled, status: "True", lastTransitionTime: "2026-11-28T11:59:30Z"}
+    - {type: Ready, status: "False", lastTransitionTime: "2026-11-28T11:59:30Z"}
+- metadata: {name: waited-for-a-node, creationTimestamp: "2026-11-28T11:57:00Z"}
+  status:
+    conditions:
+    - {type: PodScheduled, status: "True", lastTransitionTime: "2026-11-28T11:59:50Z"}
+    - {type: Ready, status: "False", lastTransitionTime: "2026-11-28T11:59:50Z"}
+- metadata: {name: just-created, creationTimestamp: "2026-11-28T11:59:55Z"}
 - metadata: {name: pending, creationTimestamp: "2026-11-28T11:59:00Z"}
   status:
     conditions:
@@ -195,7 +205,9 @@ mod tests {
         );
         let census = census(&pods, NOW.parse().expect("a time"));
         assert_eq!(census.ready, 2);
-        assert_eq!(census.starting_ages_seconds, vec![30.0]);
+        // Counted from scheduling, as start-ups are: the pod that waited 170 s for a node
+        // has been starting for 10 s; one not yet seen by the scheduler, from creation.
+        assert_eq!(census.starting_ages_seconds, vec![30.0, 10.0, 5.0]);
         assert_eq!(census.unschedulable.pods, 1);
         assert_eq!(census.unschedulable.message, "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.");
         // 60 s and 40 s: the median of two is their mean.

@@ -54,7 +54,8 @@ pub struct ClusterView<'a> {
     /// The Deployment's replicas.
     pub replicas: u32,
     pub ready: u32,
-    /// Ages of pods that have a GPU but are not ready.
+    /// Seconds since each pod that has a GPU but is not ready got it (its scheduling,
+    /// where the operator counts from too).
     pub starting_ages: Vec<f64>,
     /// Pods without a GPU: none is free, and a node is being added for them or none can be.
     pub unschedulable: u32,
