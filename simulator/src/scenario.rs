@@ -133,48 +133,38 @@ impl Scenario {
     pub fn arrivals(self, settings: &Settings, seed: u64) -> Vec<f64> {
         let mut rng = Stream::new(seed, StreamName::Arrivals);
         let duration = settings.duration_seconds;
-        let mut arrivals = match self {
+        let mut arrivals = Vec::new();
+        match self {
             Scenario::BurstTrain => {
-                let mut arrivals = Vec::new();
                 random_bursts(
                     &mut arrivals,
                     &mut rng,
                     RandomBursts { mean_gap: 180.0, median: 100.0, sigma: 0.5, spread: (1.0, 5.0) },
                     duration,
                 );
-                arrivals
             }
             Scenario::PeriodicBursts => {
-                let mut arrivals = Vec::new();
                 let mut start = 60.0;
                 while start < duration {
                     let images = rng.lognormal(100.0, 0.2).round().max(1.0);
                     burst(&mut arrivals, &mut rng, start, images, 2.0, duration);
                     start += 300.0;
                 }
-                arrivals
             }
             Scenario::Diurnal => {
                 // From a fifth of the mean rate at the ends to 1.8 times it in the middle.
                 let mean_rate = 2.0;
                 let rate_at = |time: f64| mean_rate * (1.0 - 0.8 * (std::f64::consts::TAU * time / duration).cos());
-                let mut arrivals = Vec::new();
                 varying_poisson(&mut arrivals, &mut rng, rate_at, 1.8 * mean_rate, duration);
-                arrivals
             }
             Scenario::RareHugeBurst => {
-                let mut arrivals = Vec::new();
                 poisson(&mut arrivals, &mut rng, 1.0 / 20.0, duration);
                 burst(&mut arrivals, &mut rng, duration / 3.0, 2000.0, 10.0, duration);
-                arrivals
             }
             Scenario::HundredInTen => {
-                let mut arrivals = Vec::new();
                 burst(&mut arrivals, &mut rng, 60.0, 100.0, 1.0, duration);
-                arrivals
             }
             Scenario::BatchUploads => {
-                let mut arrivals = Vec::new();
                 let mut start = rng.exponential(240.0);
                 while start < duration {
                     let images = rng.pareto(30.0, 1.1).min(600.0).round();
@@ -184,19 +174,15 @@ impl Scenario {
                 }
                 let crowd_at = rng.between(0.25, 0.75) * duration;
                 burst(&mut arrivals, &mut rng, crowd_at, 600.0, 60.0, duration);
-                arrivals
             }
             Scenario::CronBatches => {
-                let mut arrivals = Vec::new();
                 let mut start = 120.0;
                 while start < duration {
                     burst(&mut arrivals, &mut rng, start, 300.0, 10.0, duration);
                     start += 600.0;
                 }
-                arrivals
             }
             Scenario::MixedTraffic => {
-                let mut arrivals = Vec::new();
                 poisson(&mut arrivals, &mut rng, 0.3, duration);
                 random_bursts(
                     &mut arrivals,
@@ -206,10 +192,8 @@ impl Scenario {
                 );
                 let crowd_at = rng.between(0.3, 0.7) * duration;
                 burst(&mut arrivals, &mut rng, crowd_at, 720.0, 90.0, duration);
-                arrivals
             }
             Scenario::ScaleFromZero => {
-                let mut arrivals = Vec::new();
                 let mut start = rng.between(300.0, 600.0);
                 while start < duration {
                     let images = rng.lognormal(60.0, 0.5).round().max(1.0);
@@ -217,7 +201,6 @@ impl Scenario {
                     burst(&mut arrivals, &mut rng, start, images, spread, duration);
                     start += rng.between(1200.0, 2400.0);
                 }
-                arrivals
             }
             Scenario::FlashCrowd => {
                 // Poisson arrivals at 0.1/s, and the crowd on top from a random moment in
@@ -237,32 +220,24 @@ impl Scenario {
                     };
                     peak * share
                 };
-                let mut arrivals = Vec::new();
                 varying_poisson(&mut arrivals, &mut rng, |time| background + crowd(time), background + peak, duration);
-                arrivals
             }
             Scenario::SteadyTraffic => {
-                let mut arrivals = Vec::new();
                 poisson(&mut arrivals, &mut rng, 3.0, duration);
-                arrivals
             }
             Scenario::Ramp => {
                 let peak = 10.0;
-                let mut arrivals = Vec::new();
                 varying_poisson(&mut arrivals, &mut rng, |time| peak * time / duration, peak, duration);
-                arrivals
             }
             Scenario::LargeBursts => {
-                let mut arrivals = Vec::new();
                 random_bursts(
                     &mut arrivals,
                     &mut rng,
                     RandomBursts { mean_gap: 900.0, median: 500.0, sigma: 0.3, spread: (5.0, 15.0) },
                     duration,
                 );
-                arrivals
             }
-        };
+        }
         arrivals.sort_by(f64::total_cmp);
         arrivals
     }
