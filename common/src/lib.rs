@@ -102,9 +102,13 @@ pub mod gateway_metrics {
     /// Counter: clients sent away whose `Retry-After` has passed, so that they may be
     /// back; its rate is how many of the requests arriving are such returns.
     pub const DEFERRED_DUE_TOTAL: &str = "matte_gateway_deferred_due_total";
+    /// Gauge: the gateway's running estimate of the time a pod takes per image, from
+    /// which it admits requests (their expected wait against the budget) and sets
+    /// `Retry-After`; 0 until a pod has served one. Why it refuses, in one number.
+    pub const SECONDS_PER_IMAGE: &str = "matte_gateway_seconds_per_image";
 
     /// Every name above.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         QUEUE_DEPTH,
         OLDEST_QUEUED_AGE_SECONDS,
         QUEUE_WAIT_SECONDS,
@@ -115,6 +119,7 @@ pub mod gateway_metrics {
         DISCOVERY_UP,
         DEFERRED_REQUESTS,
         DEFERRED_DUE_TOTAL,
+        SECONDS_PER_IMAGE,
     ];
 
     /// Label of [`REQUESTS_TOTAL`].

@@ -74,6 +74,8 @@ pub struct Snapshot {
     pub ejected: usize,
     /// Whether the endpoint source's view is current.
     pub discovery_up: bool,
+    /// The time per image admission counts on, once a pod has served one.
+    pub per_image: Option<Duration>,
 }
 
 impl Dispatcher {
@@ -273,6 +275,7 @@ impl Dispatcher {
             unready: count(EndpointState::Unready),
             ejected: count(EndpointState::Ejected),
             discovery_up: self.discovery_up.load(Ordering::Relaxed),
+            per_image: inner.per_image.get(),
         }
     }
 

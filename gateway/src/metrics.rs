@@ -53,6 +53,7 @@ pub struct Metrics {
     deferred: Mutex<DeferredClients>,
     deferred_requests: IntGauge,
     deferred_due: IntCounter,
+    seconds_per_image: Gauge,
 }
 
 impl Default for Metrics {
@@ -108,8 +109,14 @@ impl Default for Metrics {
                 "Clients sent away whose Retry-After has passed, so that they may be back.",
             )
             .expect("valid"),
+            seconds_per_image: Gauge::new(
+                names::SECONDS_PER_IMAGE,
+                "The time a pod takes per image as the gateway estimates it, from which it admits requests \
+                 and sets Retry-After; 0 until a pod has served one.",
+            )
+            .expect("valid"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
             Box::new(metrics.queue_depth.clone()),
             Box::new(metrics.oldest_queued_age.clone()),
             Box::new(metrics.queue_wait.clone()),
@@ -120,6 +127,7 @@ impl Default for Metrics {
             Box::new(metrics.discovery_up.clone()),
             Box::new(metrics.deferred_requests.clone()),
             Box::new(metrics.deferred_due.clone()),
+            Box::new(metrics.seconds_per_image.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector).expect("metric names are unique");
@@ -167,6 +175,7 @@ impl Metrics {
         self.queue_depth.set(snapshot.queue_depth as i64);
         self.oldest_queued_age.set(snapshot.oldest_queued_age.as_secs_f64());
         self.discovery_up.set(i64::from(snapshot.discovery_up));
+        self.seconds_per_image.set(snapshot.per_image.map_or(0.0, |per_image| per_image.as_secs_f64()));
         {
             let mut deferred = self.deferred_clients();
             deferred.advance(Instant::now());
@@ -214,6 +223,10 @@ mod tests {
         assert!(text.contains(r#"matte_gateway_endpoints{state="ejected"} 0"#), "{text}");
         assert!(text.contains(r#"matte_gateway_upstream_retries_total{reason="pod_busy"} 1"#), "{text}");
         assert!(text.contains("matte_gateway_discovery_up 1"), "{text}");
+        assert!(text.contains("matte_gateway_seconds_per_image 0\n"), "nothing served yet:\n{text}");
+        let measured = Snapshot { per_image: Some(Duration::from_millis(600)), ..Snapshot::default() };
+        let text = metrics.render(&measured);
+        assert!(text.contains("matte_gateway_seconds_per_image 0.6\n"), "{text}");
         let stale = metrics.render(&Snapshot { discovery_up: false, ..Snapshot::default() });
         assert!(stale.contains("matte_gateway_discovery_up 0"), "{stale}");
     }
