@@ -146,7 +146,7 @@ mod tests {
             (2, 7, 3.5, Some(90.0))
         );
         let every_second = Windows::for_scrape_interval(std::time::Duration::from_secs(1));
-        assert_eq!(spec.confirm_seconds, 15.0, "two 5 s scrapes of arrivals window and one more");
+        assert_eq!(spec.confirm_seconds, 15.0, "an arrivals window of two 5 s scrapes, and one scrape more");
         assert_eq!(policy_spec(&autoscaling, &every_second).confirm_seconds, 3.0);
         assert_eq!(spec.planned_utilization, 0.75, "the policy's default when the spec says nothing");
         autoscaling.planned_utilization_percent = Some(60);
