@@ -8,15 +8,19 @@ use matte_operator::autoscaler::policy::{Decision, Memory, Observation, PolicySp
 use matte_operator::crd::BackgroundRemovalServiceStatus;
 use matte_operator::status::{Observed, compute};
 
-/// One pass every 5 s; a burst every 200 s from 1000 s on, refusing clients for 30 s.
+/// One pass every 5 s.
 const PASS_SECONDS: f64 = 5.0;
+
+/// Bursts some 200 s apart at random moments (keeping no clock, whose pods would be
+/// given back between them), each refusing clients for 30 s.
+const BURST_STARTS: [f64; 4] = [1000.0, 1230.0, 1400.0, 1650.0];
 
 fn spec() -> PolicySpec {
     PolicySpec::new(1, 10, 30.0)
 }
 
 fn observation(now_seconds: f64, replicas: u32) -> Observation {
-    let in_burst = now_seconds >= 1000.0 && (now_seconds - 1000.0) % 200.0 < 30.0;
+    let in_burst = BURST_STARTS.iter().any(|start| (*start..start + 30.0).contains(&now_seconds));
     let queue = QueueMetrics {
         age_seconds: 1.0,
         queue_depth: if in_burst { 16.0 * f64::from(replicas) } else { 0.0 },

@@ -26,6 +26,9 @@
 //! (`WARM_GAP_MAX_STARTUPS` start-ups). When bursts come far apart instead
 //! (`SPARSE_GAP_MIN_STARTUPS`), the pods left over from one go as soon as its drain is
 //! confirmed, rather than being held a start-up for a next one that is not coming.
+//! Bursts that keep a clock (a cron job's) say when the next is due: their pods are
+//! given back after each, like those of sparse bursts, and started again a lead ahead
+//! of the next ([`crate::clock`]), when the period is long enough for that to pay.
 //!
 //! With the gateway in front, requests that find every pod full wait in its queue
 //! instead of being refused: that queue is backlog like the pods' own, and it is what
@@ -40,6 +43,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
 use crate::stats::median;
 
 /// The user's settings, from the resource's `autoscaling` spec.
@@ -240,6 +244,10 @@ const BURSTS_FOR_A_PATTERN: usize = 3;
 /// burst one start-up's wait. Between them the fleet goes down to its minimum.
 const WARM_GAP_MAX_STARTUPS: f64 = 15.0;
 
+/// Start-ups of the period of bursts on a clock, beyond the lead, that following the
+/// clock needs: one for the burst's drain and the hold after it, one of idleness saved.
+const CLOCK_IDLE_MIN_STARTUPS: f64 = 2.0;
+
 /// Bursts whose shortest gap is longer than this many start-ups come sparsely: pods
 /// left over from one are given back once the work is confirmed drained, not held a
 /// start-up for the next.
@@ -272,6 +280,9 @@ pub enum Reason {
     /// Fewer pods are needed now, but bursts keep coming: the pods that absorb a typical
     /// one stay warm.
     KeepWarmForBursts,
+    /// Bursts keep a clock and the next is due within a lead (a start-up and some
+    /// margin): the pods that absorb a typical one are started ahead of it.
+    WarmUpForNextBurst,
     /// No pod is needed for the backlog, but traffic still arrives: with `minReplicas: 0`
     /// the last pod stays until none has come for the scale-down delay.
     KeepWhileTrafficArrives,
@@ -338,7 +349,16 @@ pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> 
     let mut plan = plan(spec, observation, queue, memory);
     let burst_on = plan.waiting_clients > 0.0 || queue.gateway_queue_depth > 0.0;
     let (burst, recent_bursts) = remember_bursts(memory, observation.now_seconds, burst_on, &plan);
-    plan.warm_replicas = warm_replicas(spec, observation.now_seconds, &recent_bursts, burst.as_ref(), &plan);
+    let now = observation.now_seconds;
+    let clock = clock_worth_following(spec, &recent_bursts, burst.as_ref(), &plan);
+    let warm = warm_replicas(spec, now, &recent_bursts, burst.as_ref(), &plan);
+    // Bursts on a clock need their pods only while one is on or the next is due: they
+    // are given back in between and started a lead ahead of the next.
+    let due_soon = clock.is_some_and(|clock| {
+        burst.is_none() && clock.due_window_open(now, clock_lead(spec, &clock, &plan), spec.confirm_seconds)
+    });
+    plan.warm_replicas = if clock.is_some() && burst.is_none() && !due_soon { 0 } else { warm };
+    let started_ahead = if due_soon { plan.warm_replicas } else { 0 };
     let current = observation.replicas;
     // Anything queued, or an image that began inference within the rate window: a
     // fleet allowed to go to zero keeps its last pod while traffic arrives.
@@ -347,7 +367,7 @@ pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> 
     // sake: a pod started in the quiet costs a whole start-up for a burst that may not
     // come.
     let kept = plan.warm_replicas.max(u32::from(traffic)).min(current);
-    let wanted = spec.clamp(plan.needed_replicas.max(kept));
+    let wanted = spec.clamp(plan.needed_replicas.max(kept).max(started_ahead));
     let schedulable = current.saturating_sub(observation.unschedulable_pods);
     let mut next = Memory {
         replicas: Some(wanted),
@@ -365,6 +385,13 @@ pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> 
             observation.unschedulable_pods
         );
         (spec.clamp(current), Reason::ScalingLimited, message)
+    } else if wanted > current && plan.needed_replicas.max(kept) < wanted {
+        let (period, due_in) = clock.map_or((0.0, 0.0), |clock| (clock.period_seconds, clock.next_due_seconds() - now));
+        let message = format!(
+            "{summary}: bursts come every {period:.0}s and the next is due in {due_in:.0}s; starting {} pods ahead of it, from {current} to {wanted}",
+            wanted - current
+        );
+        (wanted, Reason::WarmUpForNextBurst, message)
     } else if wanted > current {
         let capped = if plan.needed_replicas > wanted {
             format!(" (capped by maxReplicas, {} needed)", plan.needed_replicas)
@@ -569,6 +596,23 @@ fn warm_replicas(spec: &PolicySpec, now: f64, recent: &[Burst], current: Option<
     to_count((typical_backlog / per_pod_before_help_arrives).ceil())
 }
 
+/// The clock the bursts remembered (and the one going on) keep, when following it pays:
+/// pods given back after a burst come back a lead ahead of the next, so the period must
+/// leave them idle for more than a start-up after the burst's drain and its hold
+/// (about another start-up) for giving them back to save anything.
+fn clock_worth_following(spec: &PolicySpec, recent: &[Burst], current: Option<&Burst>, plan: &Plan) -> Option<Clock> {
+    let starts: Vec<f64> = recent.iter().chain(current).map(|burst| burst.started_seconds).collect();
+    Clock::of(&starts).filter(|clock| {
+        clock.period_seconds > clock_lead(spec, clock, plan) + CLOCK_IDLE_MIN_STARTUPS * plan.startup_seconds
+    })
+}
+
+/// How long before a burst on `clock` is due its pods are started: a start-up, the
+/// clock's jitter, and a confirmation time of margin.
+fn clock_lead(spec: &PolicySpec, clock: &Clock, plan: &Plan) -> f64 {
+    clock.lead_seconds(plan.startup_seconds, spec.confirm_seconds)
+}
+
 /// Whether the bursts remembered make a pattern (`BURSTS_FOR_A_PATTERN` or more) whose
 /// every gap, start to start, is longer than `SPARSE_GAP_MIN_STARTUPS` start-ups.
 fn bursts_come_sparsely(recent: &[Burst], startup_seconds: f64) -> bool {
@@ -623,12 +667,14 @@ fn scale_down_or_keep(
 ) -> (u32, Reason, String) {
     let current = observation.replicas;
     let starting = observation.starting_pod_ages_seconds.len();
-    let sparse = bursts_come_sparsely(&memory.recent_bursts, plan.startup_seconds);
     // Surplus pods are held for a start-up in case another burst comes (the cost of
     // being wrong either way is the same); when the bursts remembered have all come
-    // far apart, one within a start-up is the exception, and the hold only costs.
+    // far apart, or keep a clock that says when the next is due, one within a start-up
+    // is the exception, and the hold only costs.
+    let quick = clock_worth_following(spec, &memory.recent_bursts, memory.burst.as_ref(), plan).is_some()
+        || bursts_come_sparsely(&memory.recent_bursts, plan.startup_seconds);
     let delay =
-        spec.scale_down_delay_seconds.unwrap_or(if sparse { spec.confirm_seconds } else { plan.startup_seconds });
+        spec.scale_down_delay_seconds.unwrap_or(if quick { spec.confirm_seconds } else { plan.startup_seconds });
     let unneeded_for = observation.now_seconds - surplus_since;
     // Kubernetes removes pods that are not ready first, so scaling down to this gives
     // back the pods still starting and no other.

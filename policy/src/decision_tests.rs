@@ -371,10 +371,10 @@ fn only_the_last_bursts_are_remembered() {
 
 #[test]
 fn recurring_bursts_keep_warm_the_pods_a_typical_one_needs_within_a_start_up() {
-    // Bursts every 200 s with peaks of 90, 150 and 100 images: the typical one (100)
-    // takes two pods to drain within a 60 s start-up at 1 image/s.
+    // Bursts some 200 s apart, at random moments, with peaks of 90, 150 and 100 images:
+    // the typical one (100) takes two pods to drain within a 60 s start-up at 1 image/s.
     let recent = vec![
-        Burst { started_seconds: 500.0, peak_backlog_images: 90.0 },
+        Burst { started_seconds: 450.0, peak_backlog_images: 90.0 },
         Burst { started_seconds: 700.0, peak_backlog_images: 150.0 },
         Burst { started_seconds: 900.0, peak_backlog_images: 100.0 },
     ];
@@ -433,7 +433,7 @@ fn after_bursts_that_come_far_apart_the_surplus_goes_once_the_drain_is_confirmed
 
 #[test]
 fn warm_pods_are_kept_but_never_started_for_their_own_sake() {
-    let memory = Memory { recent_bursts: bursts(&[500.0, 700.0, 900.0], 200.0), ..Memory::default() };
+    let memory = Memory { recent_bursts: bursts(&[450.0, 700.0, 900.0], 200.0), ..Memory::default() };
     let decision = decide(&spec(), &observation(1, Some(queue(0.0))), &memory);
     assert_eq!(decision.plan.as_ref().map(|plan| plan.warm_replicas), Some(4));
     assert_eq!((decision.replicas, decision.reason), (1, Reason::Steady));
@@ -441,7 +441,7 @@ fn warm_pods_are_kept_but_never_started_for_their_own_sake() {
 
 #[test]
 fn pods_that_start_at_once_are_not_kept_warm() {
-    let memory = Memory { recent_bursts: bursts(&[500.0, 700.0, 900.0], 200.0), ..Memory::default() };
+    let memory = Memory { recent_bursts: bursts(&[450.0, 700.0, 900.0], 200.0), ..Memory::default() };
     let instant = Observation { measured_startup_seconds: Some(0.0), ..observation(3, Some(queue(0.0))) };
     let decision = decide(&spec(), &instant, &memory);
     assert_eq!(decision.plan.map(|plan| plan.warm_replicas), Some(0));
@@ -457,11 +457,11 @@ fn two_bursts_are_not_yet_a_pattern() {
 
 #[test]
 fn warm_pods_are_given_back_when_no_burst_comes_for_longer_than_they_are_worth() {
-    // Bursts every 200 s, the last at 900. Bursts that come at random moments may well
-    // come after two or three typical gaps: the pods stay warm until the break-even of
-    // fifteen 60 s start-ups (900 s) has passed with none.
+    // Bursts some 200 s apart, the last at 900. Bursts that come at random moments may
+    // well come after two or three typical gaps: the pods stay warm until the
+    // break-even of fifteen 60 s start-ups (900 s) has passed with none.
     let memory = Memory {
-        recent_bursts: bursts(&[500.0, 700.0, 900.0], 200.0),
+        recent_bursts: bursts(&[450.0, 700.0, 900.0], 200.0),
         surplus_since_seconds: Some(0.0),
         ..Memory::default()
     };
@@ -660,9 +660,10 @@ fn a_larger_idle_fleet_steps_down_to_one_before_zero() {
 
 #[test]
 fn bursts_far_apart_keep_no_pod_warm() {
-    // Bursts every 1000 s: more than fifteen 60 s start-ups apart.
+    // Bursts some 1000 s apart (at random moments: no clock), more than fifteen 60 s
+    // start-ups.
     let memory = Memory {
-        recent_bursts: bursts(&[0.0, 1000.0, 2000.0], 200.0),
+        recent_bursts: bursts(&[0.0, 1200.0, 2000.0], 200.0),
         surplus_since_seconds: Some(2100.0),
         ..Memory::default()
     };
@@ -670,8 +671,79 @@ fn bursts_far_apart_keep_no_pod_warm() {
     let decision = decide(&to_zero(), &quiet, &memory);
     assert_eq!(decision.plan.as_ref().map(|plan| plan.warm_replicas), Some(0));
     assert_eq!((decision.replicas, decision.reason), (1, Reason::ScaleDown));
-    // Every 800 s they would be kept.
-    let rhythm = Memory { recent_bursts: bursts(&[400.0, 1200.0, 2000.0], 200.0), ..memory };
+    // Some 800 s apart they would be kept.
+    let rhythm = Memory { recent_bursts: bursts(&[400.0, 1300.0, 2000.0], 200.0), ..memory };
     let decision = decide(&to_zero(), &quiet, &rhythm);
+    assert_eq!((decision.replicas, decision.reason), (4, Reason::KeepWarmForBursts));
+}
+
+#[test]
+fn bursts_on_a_clock_give_their_pods_back_between_them_and_get_them_back_a_lead_ahead_of_the_next() {
+    // Bursts of 200 images every 600 s: four pods drain one within a 60 s start-up.
+    let memory = Memory {
+        recent_bursts: bursts(&[0.0, 600.0, 1200.0], 200.0),
+        surplus_since_seconds: Some(1285.0),
+        ..Memory::default()
+    };
+    // Drained at 1300: the next is not due for 500 s, so the four go once the drain is
+    // confirmed instead of waiting warm.
+    let drained = Observation { now_seconds: 1300.0, ..observation(4, Some(queue(0.0))) };
+    let down = decide(&spec(), &drained, &memory);
+    assert_eq!(down.plan.as_ref().map(|plan| plan.warm_replicas), Some(0));
+    assert_eq!((down.replicas, down.reason), (1, Reason::ScaleDown));
+
+    // The next is due at 1800; its pods start a start-up (60 s) and a confirmation time
+    // (10 s) ahead of it, the clock having no jitter.
+    let early = Observation { now_seconds: 1729.0, ..observation(1, Some(queue(0.0))) };
+    assert_eq!(decide(&spec(), &early, &down.memory).replicas, 1);
+    let ahead = Observation { now_seconds: 1730.0, ..early };
+    let up = decide(&spec(), &ahead, &down.memory);
+    assert_eq!((up.replicas, up.reason), (4, Reason::WarmUpForNextBurst));
+    assert!(up.message.contains("every 600s and the next is due in 70s"), "{}", up.message);
+
+    // Started, they wait for it as warm pods do.
+    let waiting = Observation { now_seconds: 1800.0, ..observation(4, Some(queue(0.0))) };
+    let kept = decide(&spec(), &waiting, &up.memory);
+    assert_eq!((kept.replicas, kept.reason), (4, Reason::KeepWarmForBursts));
+}
+
+#[test]
+fn pods_started_for_a_burst_on_a_clock_that_does_not_come_are_given_back() {
+    // Due at 1800, it may come up to 10 s later; none by 1821, with the pods unneeded
+    // since the window closed: they go.
+    let memory = Memory {
+        recent_bursts: bursts(&[0.0, 600.0, 1200.0], 200.0),
+        surplus_since_seconds: Some(1811.0),
+        ..Memory::default()
+    };
+    let missed = Observation { now_seconds: 1821.0, ..observation(4, Some(queue(0.0))) };
+    let decision = decide(&spec(), &missed, &memory);
+    assert_eq!((decision.replicas, decision.reason), (1, Reason::ScaleDown));
+}
+
+#[test]
+fn bursts_on_a_clock_too_close_for_giving_back_to_pay_keep_their_pods_warm() {
+    // Every 150 s: pods given back after one would have to start again 70 s ahead of the
+    // next, after its drain and hold; less than a start-up of idleness saved.
+    let memory = Memory {
+        recent_bursts: bursts(&[600.0, 750.0, 900.0], 200.0),
+        surplus_since_seconds: Some(0.0),
+        ..Memory::default()
+    };
+    let decision = decide(&spec(), &observation(4, Some(queue(0.0))), &memory);
+    assert_eq!((decision.replicas, decision.reason), (4, Reason::KeepWarmForBursts));
+}
+
+#[test]
+fn a_burst_on_a_clock_keeps_its_warm_pods_while_it_is_on() {
+    let memory = Memory {
+        recent_bursts: bursts(&[0.0, 600.0, 1200.0], 200.0),
+        burst: Some(Burst { started_seconds: 1800.0, peak_backlog_images: 20.0 }),
+        surplus_since_seconds: Some(0.0),
+        ..Memory::default()
+    };
+    let on = Observation { now_seconds: 1830.0, ..observation(4, Some(refusing(16.0, 4.0))) };
+    let decision = decide(&spec(), &on, &memory);
+    assert_eq!(decision.plan.as_ref().map(|plan| plan.warm_replicas), Some(4));
     assert_eq!((decision.replicas, decision.reason), (4, Reason::KeepWarmForBursts));
 }
