@@ -59,7 +59,7 @@ impl Metrics {
         let reconciliations = IntCounterVec::new(
             Opts::new(
                 "matte_operator_reconciliations_total",
-                "Reconcile passes by result (ok, invalid_spec, refused, error)",
+                "Reconcile passes by result (ok, looked, invalid_spec, refused, error)",
             ),
             &["result"],
         )
@@ -120,8 +120,9 @@ impl Metrics {
         }
     }
 
-    /// Counts one pass: `ok`, `invalid_spec`, `refused` (by the apiserver, reported and
-    /// retried slowly) or `error` (retried with backoff).
+    /// Counts one pass: `ok`, `looked` (observed and decided with nothing to write),
+    /// `invalid_spec`, `refused` (by the apiserver, reported and retried slowly) or
+    /// `error` (retried with backoff).
     pub fn reconciled(&self, label: &str, took: Duration) {
         self.reconciliations.with_label_values(&[label]).inc();
         self.reconcile_seconds.with_label_values(&[label]).observe(took.as_secs_f64());

@@ -60,6 +60,7 @@ async fn prometheus_reports_what_the_pod_recorded_and_a_burst_scales_up() {
         long: Duration::from_secs(300),
         recent: Duration::from_secs(2),
         arrivals: Duration::from_secs(2),
+        pass: Duration::from_secs(1),
     };
     let source = PrometheusSource::new(http_client().unwrap(), &prometheus_url, r#"job="matte""#, &windows);
     let scraped_by = Instant::now() + Duration::from_secs(60);

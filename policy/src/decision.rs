@@ -319,6 +319,9 @@ pub struct Plan {
     /// Carried into [`Memory::surge_since_seconds`].
     #[serde(skip)]
     surge_since_seconds: Option<f64>,
+    /// `needed_replicas` but for the surge's.
+    #[serde(skip)]
+    needed_without_surge: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -359,6 +362,13 @@ pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> 
     });
     plan.warm_replicas = if clock.is_some() && burst.is_none() && !due_soon { 0 } else { warm };
     let started_ahead = if due_soon { plan.warm_replicas } else { 0 };
+    // A burst on a clock, no larger so far than the largest of those remembered, is the
+    // one the clock said was due, however fast it arrives: its pods were started ahead
+    // of it, and pods for its rate would be ready after it is in.
+    let largest_remembered = recent_bursts.iter().map(|burst| burst.peak_backlog_images).fold(0.0, f64::max);
+    if clock.is_some() && burst.is_some_and(|burst| burst.peak_backlog_images <= largest_remembered) {
+        plan.no_flow();
+    }
     let current = observation.replicas;
     // Anything queued, or an image that began inference within the rate window: a
     // fleet allowed to go to zero keeps its last pod while traffic arrives.
@@ -527,6 +537,7 @@ fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memo
             .saturating_add(surge_replicas)
             .max(to_count(for_steady_traffic))
             .max(for_an_empty_fleet),
+        needed_without_surge: for_backlog.max(to_count(for_steady_traffic)).max(for_an_empty_fleet),
         warm_replicas: 0,
         arrivals_per_second,
         surge_replicas,
@@ -535,6 +546,13 @@ fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memo
 }
 
 impl Plan {
+    /// Takes arrivals outrunning the ready pods for the burst they are, not a flow:
+    /// no pods for their rate.
+    fn no_flow(&mut self) {
+        self.surge_replicas = 0;
+        self.needed_replicas = self.needed_without_surge;
+    }
+
     /// Nothing queued, no client waiting outside and no flow outrunning the pods: the
     /// fleet has caught up with everything that has arrived.
     fn nothing_waits(&self) -> bool {

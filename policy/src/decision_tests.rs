@@ -747,3 +747,23 @@ fn a_burst_on_a_clock_keeps_its_warm_pods_while_it_is_on() {
     assert_eq!(decision.plan.as_ref().map(|plan| plan.warm_replicas), Some(4));
     assert_eq!((decision.replicas, decision.reason), (4, Reason::KeepWarmForBursts));
 }
+
+#[test]
+fn the_burst_a_clock_said_was_due_is_no_flow_however_fast_it_arrives() {
+    // Bursts of up to 200 images every 600 s; the one due at 1800 arrives at 30 images/s
+    // on four pods of 1 image/s, outrunning them since 1800.
+    let memory = |peak_so_far: f64| Memory {
+        recent_bursts: bursts(&[0.0, 600.0, 1200.0], 200.0),
+        burst: Some(Burst { started_seconds: 1800.0, peak_backlog_images: peak_so_far }),
+        surge_since_seconds: Some(1800.0),
+        ..Memory::default()
+    };
+    let arriving_fast = QueueMetrics { gateway_queue_depth: 100.0, ..arriving(30.0) };
+    let on = Observation { now_seconds: 1812.0, ..observation(4, Some(arriving_fast)) };
+    let expected = decide(&spec(), &on, &memory(100.0));
+    assert_eq!(expected.plan.as_ref().map(|plan| plan.surge_replicas), Some(0));
+    // Past the largest of the clock's bursts, it is more than the one due: a flow.
+    let larger = decide(&spec(), &on, &memory(250.0));
+    assert_eq!(larger.plan.as_ref().map(|plan| plan.surge_replicas), Some(30));
+    assert!(larger.replicas > expected.replicas, "{} vs {}", larger.replicas, expected.replicas);
+}

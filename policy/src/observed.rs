@@ -73,6 +73,11 @@ pub struct Windows {
     /// needs. Short, so that a burst, which lands within a few seconds, has left it by
     /// the time a flow is confirmed ([`Windows::confirm`]).
     pub arrivals: Duration,
+    /// How often the autoscaler decides: at each scrape of the freshest target it reads,
+    /// the gateway's when one is in front, so that a burst landing in the gateway's
+    /// queue is acted on a second after it shows rather than up to a pods' interval
+    /// later.
+    pub pass: Duration,
 }
 
 impl Windows {
@@ -85,7 +90,8 @@ impl Windows {
     /// Windows fitting the pods' and the gateway's scrape intervals: rates over four of
     /// the pods' scrapes (at least 10 s), long figures over five minutes, recent
     /// refusals over two of the pods' scrapes, the gateway's arrivals over one pods'
-    /// interval and at least two of the gateway's scrapes.
+    /// interval and at least two of the gateway's scrapes, a pass every gateway's
+    /// scrape (the shorter interval).
     pub fn for_scrape_intervals(pods: Duration, gateway: Duration) -> Windows {
         Windows {
             scrape_interval: pods,
@@ -93,6 +99,7 @@ impl Windows {
             long: Duration::from_secs(300),
             recent: pods * 2,
             arrivals: pods.max(gateway * 2),
+            pass: gateway.min(pods),
         }
     }
 
@@ -395,6 +402,8 @@ mod tests {
         let windows = Windows::for_scrape_intervals(seconds(5), seconds(1));
         assert_eq!((windows.rate, windows.recent, windows.arrivals), (seconds(20), seconds(10), seconds(5)));
         assert_eq!(windows.confirm(), seconds(10), "arrivals over 5 s, and one pods' scrape more");
+        assert_eq!(windows.pass, seconds(1), "a pass at every scrape of the gateway");
+        assert_eq!(Windows::for_scrape_interval(seconds(5)).pass, seconds(5), "and of the pods without one");
         let one_interval = Windows::for_scrape_interval(seconds(5));
         assert_eq!(
             (one_interval.arrivals, one_interval.confirm()),

@@ -99,12 +99,13 @@ pub struct Overrides {
     /// Prometheus scrape interval of the gateway's replicas, at most the pods' (default:
     /// the operator's, 1, or the pods' when that is shorter). Matte's windows follow
     /// --scrape-interval but for the gateway's arrivals, read over at least two of
-    /// these.
+    /// these, and it decides once per gateway's scrape.
     #[arg(long, value_name = "SECONDS")]
     pub gateway_scrape_interval: Option<f64>,
-    /// How long after the scrape it reads each of Matte's passes runs, up to the scrape
-    /// interval (default: the whole interval, so that every pass reads samples one
-    /// interval old, the worst phase).
+    /// How long after the scrape it reads each of Matte's passes runs, up to the pass
+    /// interval, the gateway's scrape interval behind the gateway and the pods' without
+    /// it (default: the whole interval, so that every pass reads samples one interval
+    /// old, the worst phase).
     #[arg(long, value_name = "SECONDS")]
     pub pass_after_scrape: Option<f64>,
     /// Scrape each pod at its own offset within the interval after the gateway, as

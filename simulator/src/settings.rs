@@ -97,11 +97,12 @@ pub struct Settings {
     /// one queue and of its counters: with spread scrapes, each at its own offset. Only
     /// with gateway routing.
     pub gateway_replicas: u32,
-    /// How long after the scrape it reads each of Matte's passes runs, at most one scrape
-    /// interval; `None`: a whole interval, so that every pass reads samples one interval
-    /// old (the worst phase). With spread scrapes, the scrape of the first gateway
-    /// replica (or the front). In a cluster the phase is arbitrary: the operator requeues
-    /// a resource one interval after its pass ends, so it drifts through every phase.
+    /// How long after the scrape it reads each of Matte's passes runs, at most one pass
+    /// interval (`Windows::pass`: the front's scrape interval); `None`: a whole
+    /// interval, so that every pass reads samples one interval old (the worst phase).
+    /// With spread scrapes, the scrape of the first gateway replica (or the front). In a
+    /// cluster the phase is arbitrary: the operator requeues a resource one interval
+    /// after its pass ends, so it drifts through every phase.
     pub pass_after_scrape_seconds: Option<f64>,
     /// Prometheus rule evaluation interval: what the autoscalers query is this fresh.
     pub rule_interval_seconds: f64,
@@ -158,9 +159,15 @@ impl Settings {
         }
     }
 
+    /// How often Matte decides, as the operator requeues a resource for these scrape
+    /// intervals.
+    pub fn pass_interval_seconds(&self) -> f64 {
+        self.windows().pass.as_secs_f64()
+    }
+
     /// See [`Settings::pass_after_scrape_seconds`].
     pub fn pass_after_scrape_seconds(&self) -> f64 {
-        self.pass_after_scrape_seconds.unwrap_or(self.scrape_interval_seconds)
+        self.pass_after_scrape_seconds.unwrap_or_else(|| self.pass_interval_seconds())
     }
 
     pub fn end_seconds(&self) -> f64 {
@@ -200,15 +207,6 @@ impl Settings {
                 "the policy's retry-after must be a positive number of seconds, not {value}"
             )));
         }
-        if let Some(value) = self
-            .pass_after_scrape_seconds
-            .filter(|value| !(value.is_finite() && *value > 0.0 && *value <= self.scrape_interval_seconds))
-        {
-            return Err(Error::InvalidSetting(format!(
-                "a pass must run after the scrape it reads and before the next one: from 0 (exclusive) to the scrape interval, {}, not {value}",
-                self.scrape_interval_seconds
-            )));
-        }
         let gateway_interval = self.gateway_scrape_interval_seconds;
         if self.routing == Routing::Gateway
             && !(gateway_interval.is_finite()
@@ -218,6 +216,15 @@ impl Settings {
             return Err(Error::InvalidSetting(format!(
                 "the gateway's scrape interval must be positive and at most the pods', {}, so that every window holds its samples, not {gateway_interval}",
                 self.scrape_interval_seconds
+            )));
+        }
+        let pass_interval = self.pass_interval_seconds();
+        if let Some(value) = self
+            .pass_after_scrape_seconds
+            .filter(|value| !(value.is_finite() && *value > 0.0 && *value <= pass_interval))
+        {
+            return Err(Error::InvalidSetting(format!(
+                "a pass must run after the scrape it reads and before the next one: from 0 (exclusive) to the pass interval, {pass_interval}, not {value}"
             )));
         }
         let utilization_percent = PLANNED_UTILIZATION_PERCENT_MIN..=PLANNED_UTILIZATION_PERCENT_MAX;

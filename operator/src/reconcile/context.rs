@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 
-use crate::autoscaler::policy::{Decision, Memory};
+use crate::autoscaler::policy::{Decision, Memory, Reason};
 use crate::autoscaler::prometheus::Windows;
 use crate::crd::BackgroundRemovalService;
 use crate::desired::{Defaults, ScrapeIntervals};
@@ -27,7 +27,8 @@ pub struct Settings {
     /// (`autoscaler::prometheus::http_client`).
     pub prometheus_http: reqwest::Client,
     /// How often the pods and the gateway are scraped; the autoscaler looks again every
-    /// pods' interval.
+    /// gateway's interval for a resource behind its gateway, every pods' otherwise
+    /// (`Windows::pass`).
     pub scrape_intervals: ScrapeIntervals,
     /// Only resources in this namespace; all when `None`.
     pub watch_namespace: Option<String>,
@@ -63,6 +64,28 @@ struct Remembered {
     failures: u32,
     /// The resource's generation for which the gateway's objects were found gone.
     gateway_gone_at: Option<i64>,
+    /// The last pass that applied the objects and wrote the status: when, and for
+    /// which generation of the resource.
+    written: Option<(Instant, Option<i64>)>,
+    /// The replicas and reason of the last decision, for logging only changes at `info`.
+    last_decision: Option<(u32, Reason)>,
+}
+
+/// Whether a pass must write (apply the objects and the status) rather than only look,
+/// the last write having been `since_written` ago for `written_generation`: when the
+/// replicas change, when the spec did, and at least once per pods' scrape interval
+/// (half a pass early, so that passes a pods' interval apart all write), so that drift
+/// is repaired and the status refreshed within it.
+fn write_due(
+    written: Option<(Duration, Option<i64>)>,
+    generation: Option<i64>,
+    replicas_change: bool,
+    windows: &Windows,
+) -> bool {
+    let Some((since_written, written_generation)) = written else {
+        return true;
+    };
+    replicas_change || written_generation != generation || since_written + windows.pass / 2 >= windows.scrape_interval
 }
 
 impl Context {
@@ -89,25 +112,48 @@ impl Context {
         kept.or_else(|| brs.status.as_ref().and_then(|s| s.autoscaler_memory.clone())).unwrap_or_default()
     }
 
-    /// Keeps the memory `decision` passes on, counts its reason and logs it.
+    /// Keeps the memory `decision` passes on, counts its reason and logs it: at `info`
+    /// when its replicas or reason differ from the last decision's, at `debug` when it
+    /// repeats it (a resource behind its gateway is decided every second).
     pub(super) fn decided(&self, brs: &BackgroundRemovalService, decision: &Decision) {
-        self.remember(brs, |r| r.memory = decision.memory.clone());
+        let last = self.remember(brs, |r| {
+            r.memory = decision.memory.clone();
+            r.last_decision.replace((decision.replicas, decision.reason))
+        });
         self.metrics.decided(brs, decision.reason);
-        tracing::info!(
-            resource = %ObjectRef::from_obj(brs),
-            replicas = decision.replicas,
-            reason = ?decision.reason,
-            message = %decision.message,
-            "scaling decision"
-        );
+        let resource = ObjectRef::from_obj(brs);
+        let (replicas, reason, message) = (decision.replicas, decision.reason, &decision.message);
+        if last == Some((replicas, reason)) {
+            tracing::debug!(%resource, replicas, ?reason, %message, "scaling decision");
+        } else {
+            tracing::info!(%resource, replicas, ?reason, %message, "scaling decision");
+        }
     }
 
     /// Counts one more failed pass of `brs` in a row; returns how many there are now.
+    /// The next pass writes whatever this one did.
     pub(super) fn failed(&self, brs: &BackgroundRemovalService) -> u32 {
         self.remember(brs, |r| {
             r.failures = r.failures.saturating_add(1);
+            r.written = None;
             r.failures
         })
+    }
+
+    /// Whether this pass of `brs`, changing the replicas or not, must apply the objects
+    /// and write the status, or only look ([`write_due`]). Without autoscaling every
+    /// pass writes: it runs only when something changed.
+    pub(super) fn write_due(&self, brs: &BackgroundRemovalService, replicas_change: bool) -> bool {
+        if !brs.spec.autoscaling.enabled {
+            return true;
+        }
+        let written = self.remember(brs, |r| r.written).map(|(at, generation)| (at.elapsed(), generation));
+        write_due(written, brs.metadata.generation, replicas_change, &self.settings.windows(brs))
+    }
+
+    /// This pass of `brs` applied its objects and wrote its status.
+    pub(super) fn written(&self, brs: &BackgroundRemovalService) {
+        self.remember(brs, |r| r.written = Some((Instant::now(), brs.metadata.generation)));
     }
 
     /// Whether the gateway's objects, with the gateway off, may still exist and must be
@@ -155,5 +201,21 @@ mod tests {
         let without = settings.windows(&brs);
         assert_eq!((without.arrivals, without.confirm()), (Duration::from_secs(10), Duration::from_secs(15)));
         assert_eq!((behind.rate, behind.recent), (without.rate, without.recent), "the pods' windows are the same");
+        assert_eq!((behind.pass, without.pass), (Duration::from_secs(1), Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn passes_between_writes_only_look_unless_the_replicas_or_the_spec_change() {
+        let behind = Windows::for_scrape_intervals(Duration::from_secs(5), Duration::from_secs(1));
+        let seconds = Duration::from_secs_f64;
+        assert!(write_due(None, Some(1), false, &behind), "the first pass writes");
+        assert!(!write_due(Some((seconds(1.0), Some(1))), Some(1), false, &behind), "a second later it looks");
+        assert!(!write_due(Some((seconds(4.4), Some(1))), Some(1), false, &behind));
+        assert!(write_due(Some((seconds(4.5), Some(1))), Some(1), false, &behind), "once a pods' interval");
+        assert!(write_due(Some((seconds(1.0), Some(1))), Some(1), true, &behind), "a change of replicas");
+        assert!(write_due(Some((seconds(1.0), Some(1))), Some(2), false, &behind), "an edited spec");
+        // Without the gateway a pass comes every pods' interval, and each writes.
+        let without = Windows::for_scrape_interval(Duration::from_secs(5));
+        assert!(write_due(Some((seconds(2.5), Some(1))), Some(1), false, &without));
     }
 }

@@ -10,6 +10,11 @@
 //! 5. `apply` them with server-side apply, removing the gateway's when it is off;
 //! 6. `report` what happened in Events and the status.
 //!
+//! A resource behind its gateway is passed over every gateway's scrape (a second by
+//! default), so that a burst is acted on as soon as it shows. Its passes write (apply
+//! and report) only when the replicas change, when the spec did, and once per pods'
+//! scrape interval; the others only look, two reads and the queries.
+//!
 //! Only the stages that talk to the apiserver fail, each with its own error type
 //! (`observe::Error`, `apply::Error`, `report::Error`), gathered in [`Error`].
 //! An invalid spec is no error: it is reported, and the pass waits for the next edit.
@@ -79,6 +84,8 @@ impl Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Done,
+    /// Observed and decided, with nothing to apply or write (`Context::write_due`).
+    Looked,
     /// Reported in the status; waits for the next edit.
     InvalidSpec,
     /// The apiserver refused a request: reported in the status and an Event once, then
@@ -91,6 +98,7 @@ impl Outcome {
     fn label(result: &Result<(Action, Outcome), Error>) -> &'static str {
         match result {
             Ok((_, Outcome::Done)) => "ok",
+            Ok((_, Outcome::Looked)) => "looked",
             Ok((_, Outcome::InvalidSpec)) => "invalid_spec",
             Ok((_, Outcome::Refused)) => "refused",
             Err(_) => "error",
@@ -133,9 +141,16 @@ async fn pass(brs: &BackgroundRemovalService, context: &Context) -> Result<(Acti
         }
     };
     let current = observe::observe(context, brs, now).await?;
-    let scale = decide::decide(&brs.spec, &current, &context.memory(brs), &context.settings.windows(brs));
+    let windows = context.settings.windows(brs);
+    let scale = decide::decide(&brs.spec, &current, &context.memory(brs), &windows);
     if let Some(decision) = &scale.decision {
         context.decided(brs, decision);
+    }
+    let next = if brs.spec.autoscaling.enabled { windows.pass } else { RESYNC };
+    if !context.write_due(brs, current.replicas() != Some(scale.replicas)) {
+        // Nothing to change, and the objects and status were written less than a
+        // pods' interval ago: the memory is kept in the context until the next write.
+        return Ok((Action::requeue(next), Outcome::Looked));
     }
     let desired = build::build(brs, &valid, scale.replicas, &context.settings.scrape_intervals);
     let applied = apply::apply(context, brs, &desired).await;
@@ -144,7 +159,7 @@ async fn pass(brs: &BackgroundRemovalService, context: &Context) -> Result<(Acti
         Err(error) if error.is_refusal() => Ok((Action::requeue(RESYNC), Outcome::Refused)),
         Err(error) => Err(error.into()),
         Ok(_) => {
-            let next = if brs.spec.autoscaling.enabled { context.settings.scrape_intervals.pods } else { RESYNC };
+            context.written(brs);
             Ok((Action::requeue(next), Outcome::Done))
         }
     }

@@ -9,7 +9,7 @@ use crate::settings::Settings;
 pub struct Matte {
     spec: PolicySpec,
     memory: Memory,
-    /// The reconciler requeues each resource once per scrape interval.
+    /// The reconciler requeues each resource once per pass interval (`Windows::pass`).
     interval_seconds: f64,
     /// How long after the scrape it reads each pass runs.
     pass_after_scrape_seconds: f64,
@@ -27,7 +27,7 @@ impl Matte {
         Self {
             spec,
             memory: Memory::default(),
-            interval_seconds: settings.scrape_interval_seconds,
+            interval_seconds: settings.pass_interval_seconds(),
             pass_after_scrape_seconds: settings.pass_after_scrape_seconds(),
         }
     }
