@@ -48,6 +48,9 @@ pub enum Scenario {
     /// Bursts of ~500 images (log-normal sizes, σ 0.3) arriving over 5–15 s, ~15 minutes
     /// apart (exponential gaps): each more than the fleet between them takes in time.
     LargeBursts,
+    /// A cron job as it runs in practice: every ten minutes, starting up to 30 s early or
+    /// late, ~300 images (log-normal sizes, σ 0.3) over 5–20 s, one run in ten skipped.
+    JitteryCron,
 }
 
 /// The defaults every scenario starts from: pods and a cluster as the issue describes
@@ -101,7 +104,7 @@ impl Scenario {
             | Scenario::SteadyTraffic
             | Scenario::Ramp
             | Scenario::LargeBursts => base,
-            Scenario::CronBatches => Settings { duration_seconds: 7200.0, ..base },
+            Scenario::CronBatches | Scenario::JitteryCron => Settings { duration_seconds: 7200.0, ..base },
             Scenario::FlashCrowd => Settings { static_replicas: 4, ..base },
             Scenario::Diurnal => Settings { duration_seconds: 7200.0, static_replicas: 4, ..base },
             Scenario::RareHugeBurst => Settings { static_replicas: 4, ..base },
@@ -180,6 +183,18 @@ impl Scenario {
                 while start < duration {
                     burst(&mut arrivals, &mut rng, start, 300.0, 10.0, duration);
                     start += 600.0;
+                }
+            }
+            Scenario::JitteryCron => {
+                let mut scheduled = 120.0;
+                while scheduled < duration {
+                    let start = scheduled + rng.between(-30.0, 30.0);
+                    let images = rng.lognormal(300.0, 0.3).round().max(1.0);
+                    let spread = rng.between(5.0, 20.0);
+                    if rng.uniform() >= 0.1 {
+                        burst(&mut arrivals, &mut rng, start, images, spread, duration);
+                    }
+                    scheduled += 600.0;
                 }
             }
             Scenario::MixedTraffic => {
