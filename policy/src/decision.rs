@@ -395,7 +395,7 @@ pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> 
             observation.unschedulable_pods
         );
         (spec.clamp(current), Reason::ScalingLimited, message)
-    } else if wanted > current && plan.needed_replicas.max(kept) < wanted {
+    } else if wanted > current && started_ahead > plan.needed_replicas.max(kept) {
         let (period, due_in) = clock.map_or((0.0, 0.0), |clock| (clock.period_seconds, clock.next_due_seconds() - now));
         let message = format!(
             "{summary}: bursts come every {period:.0}s and the next is due in {due_in:.0}s; starting {} pods ahead of it, from {current} to {wanted}",

@@ -767,3 +767,12 @@ fn the_burst_a_clock_said_was_due_is_no_flow_however_fast_it_arrives() {
     assert_eq!(larger.plan.as_ref().map(|plan| plan.surge_replicas), Some(30));
     assert!(larger.replicas > expected.replicas, "{} vs {}", larger.replicas, expected.replicas);
 }
+
+#[test]
+fn a_raised_minimum_between_bursts_on_a_clock_is_a_scale_up_not_a_warm_up() {
+    let memory = Memory { recent_bursts: bursts(&[0.0, 600.0, 1200.0], 200.0), ..Memory::default() };
+    let at_least_three = PolicySpec { min_replicas: 3, ..spec() };
+    let between = Observation { now_seconds: 1300.0, ..observation(1, Some(queue(0.0))) };
+    let decision = decide(&at_least_three, &between, &memory);
+    assert_eq!((decision.replicas, decision.reason), (3, Reason::ScaleUp));
+}

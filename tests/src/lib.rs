@@ -189,6 +189,19 @@ impl Cluster {
         expect_success("kubectl", args, &output)
     }
 
+    /// Waits up to a minute for the CRD `name` to be Established. Polled here rather
+    /// than with `kubectl wait`, which fails outright when its first read finds a CRD
+    /// just created with no conditions yet.
+    pub fn wait_crd_established(&self, name: &str) {
+        let crd = format!("crd/{name}");
+        let established = r#"jsonpath={.status.conditions[?(@.type=="Established")].status}"#;
+        wait_for(&format!("{crd} to be Established"), Duration::from_secs(60), || {
+            let output = self.kubectl(&["get", &crd, "-o", established]);
+            let status = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            if output.status.success() && status == "True" { Ok(()) } else { Err(status) }
+        });
+    }
+
     /// `kubectl ARGS` JSON output (add `-o json` yourself), parsed.
     pub fn kubectl_json(&self, args: &[&str]) -> serde_json::Value {
         let stdout = self.kubectl_ok(args);

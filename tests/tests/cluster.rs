@@ -100,13 +100,7 @@ fn crd_is_established_and_validates() {
     let cluster = start(0);
     let crds = repo_root().join("crds");
     cluster.kubectl_ok(&["apply", "--server-side", "-f", crds.to_str().unwrap()]);
-    cluster.kubectl_ok(&[
-        "wait",
-        "--for",
-        "condition=established",
-        "--timeout=60s",
-        "crd/backgroundremovalservices.matte.dev",
-    ]);
+    cluster.wait_crd_established("backgroundremovalservices.matte.dev");
 
     let fixtures = repo_root().join("tests/fixtures");
     let fixture = |name: &str| {

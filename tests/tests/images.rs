@@ -324,12 +324,7 @@ fn the_operator_image_reconciles_with_the_charts_service_account() {
     assert_eq!(operator_container["image"], images.operator.as_str(), "the chart runs the built image");
     let args = operator_container["args"].to_string();
     assert!(args.contains(&images.inference), "--default-inference-image is the built image: {args}");
-    cluster.kubectl_ok(&[
-        "wait",
-        "--for=condition=established",
-        "--timeout=60s",
-        "crd/backgroundremovalservices.matte.dev",
-    ]);
+    cluster.wait_crd_established("backgroundremovalservices.matte.dev");
 
     let kubeconfig = matte_e2e::operator::service_account_kubeconfig(&cluster, "matte-system", "matte");
     let port = free_port();

@@ -24,12 +24,7 @@ fn install_chart(cluster: &Cluster, values: &[&str]) {
     let chart = chart.to_str().expect("a UTF-8 path");
     let install = ["install", RELEASE, chart, "--namespace", NAMESPACE, "--create-namespace"];
     cluster.helm_ok(&[&install[..], values].concat());
-    cluster.kubectl_ok(&[
-        "wait",
-        "--for=condition=established",
-        "--timeout=60s",
-        "crd/backgroundremovalservices.matte.dev",
-    ]);
+    cluster.wait_crd_established("backgroundremovalservices.matte.dev");
 }
 
 /// The operator as the chart runs it, plus `args`.
@@ -49,12 +44,7 @@ fn install_pod_monitor_crd(cluster: &Cluster) {
     let crd = matte_e2e::bin_dir().with_file_name("crds").join("monitoring.coreos.com_podmonitors.yaml");
     assert!(crd.is_file(), "{} is missing: run scripts/setup.sh --with-cluster", crd.display());
     cluster.kubectl_ok(&["apply", "--server-side", "-f", crd.to_str().expect("a UTF-8 path")]);
-    cluster.kubectl_ok(&[
-        "wait",
-        "--for=condition=established",
-        "--timeout=60s",
-        "crd/podmonitors.monitoring.coreos.com",
-    ]);
+    cluster.wait_crd_established("podmonitors.monitoring.coreos.com");
     // The operator's golden PodMonitor passes strict validation; a misspelt field does not,
     // so the check below would catch one.
     let golden = repo_root().join("operator/tests/fixtures/minimal.podmonitor.yaml");
