@@ -322,6 +322,9 @@ pub struct Plan {
     /// `needed_replicas` but for the surge's.
     #[serde(skip)]
     needed_without_surge: u32,
+    /// The clock the bursts keep, when following it pays.
+    #[serde(skip)]
+    clock: Option<Clock>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -353,7 +356,8 @@ pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> 
     let burst_on = plan.waiting_clients > 0.0 || queue.gateway_queue_depth > 0.0;
     let (burst, recent_bursts) = remember_bursts(memory, observation.now_seconds, burst_on, &plan);
     let now = observation.now_seconds;
-    let clock = clock_worth_following(spec, &recent_bursts, burst.as_ref(), &plan);
+    plan.clock = clock_worth_following(spec, &recent_bursts, burst.as_ref(), &plan);
+    let clock = plan.clock;
     let warm = warm_replicas(spec, now, &recent_bursts, burst.as_ref(), &plan);
     // Bursts on a clock need their pods only while one is on or the next is due: they
     // are given back in between and started a lead ahead of the next.
@@ -538,6 +542,7 @@ fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memo
             .max(to_count(for_steady_traffic))
             .max(for_an_empty_fleet),
         needed_without_surge: for_backlog.max(to_count(for_steady_traffic)).max(for_an_empty_fleet),
+        clock: None,
         warm_replicas: 0,
         arrivals_per_second,
         surge_replicas,
@@ -689,8 +694,7 @@ fn scale_down_or_keep(
     // being wrong either way is the same); when the bursts remembered have all come
     // far apart, or keep a clock that says when the next is due, one within a start-up
     // is the exception, and the hold only costs.
-    let quick = clock_worth_following(spec, &memory.recent_bursts, memory.burst.as_ref(), plan).is_some()
-        || bursts_come_sparsely(&memory.recent_bursts, plan.startup_seconds);
+    let quick = plan.clock.is_some() || bursts_come_sparsely(&memory.recent_bursts, plan.startup_seconds);
     let delay =
         spec.scale_down_delay_seconds.unwrap_or(if quick { spec.confirm_seconds } else { plan.startup_seconds });
     let unneeded_for = observation.now_seconds - surplus_since;

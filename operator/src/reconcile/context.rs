@@ -140,15 +140,15 @@ impl Context {
         })
     }
 
-    /// Whether this pass of `brs`, changing the replicas or not, must apply the objects
-    /// and write the status, or only look ([`write_due`]). Without autoscaling every
+    /// Whether this pass of `brs`, read through `windows` and changing the replicas or
+    /// not, must apply the objects and write the status, or only look ([`write_due`]). Without autoscaling every
     /// pass writes: it runs only when something changed.
-    pub(super) fn write_due(&self, brs: &BackgroundRemovalService, replicas_change: bool) -> bool {
+    pub(super) fn write_due(&self, brs: &BackgroundRemovalService, windows: &Windows, replicas_change: bool) -> bool {
         if !brs.spec.autoscaling.enabled {
             return true;
         }
         let written = self.remember(brs, |r| r.written).map(|(at, generation)| (at.elapsed(), generation));
-        write_due(written, brs.metadata.generation, replicas_change, &self.settings.windows(brs))
+        write_due(written, brs.metadata.generation, replicas_change, windows)
     }
 
     /// This pass of `brs` applied its objects and wrote its status.

@@ -147,7 +147,7 @@ async fn pass(brs: &BackgroundRemovalService, context: &Context) -> Result<(Acti
         context.decided(brs, decision);
     }
     let next = if brs.spec.autoscaling.enabled { windows.pass } else { RESYNC };
-    if !context.write_due(brs, current.replicas() != Some(scale.replicas)) {
+    if !context.write_due(brs, &windows, current.replicas() != Some(scale.replicas)) {
         // Nothing to change, and the objects and status were written less than a
         // pods' interval ago: the memory is kept in the context until the next write.
         return Ok((Action::requeue(next), Outcome::Looked));
