@@ -3,12 +3,19 @@
 //! reads, so a failed read of the apiserver fails the pass here, before anything is
 //! applied; a failed Prometheus query does not (the autoscaler keeps its last decision,
 //! `MetricsMissing`).
+//!
+//! Both reads are answered from the apiserver's watch cache (`resourceVersion=0`), not
+//! read through to etcd: behind a gateway a pass comes every second, and a quorum read
+//! per pass per resource would put the autoscaler's cadence on etcd. The cache is at
+//! most as old as the watch events that wake the operator, the state every
+//! informer-driven controller acts on; a pass that finds the replicas it just wrote not
+//! yet there writes them again, which changes nothing.
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, GetParams, ListParams};
 use kube::runtime::reflector::ObjectRef;
 
 use crate::autoscaler::pods::{PodCensus, census};
@@ -65,13 +72,15 @@ pub async fn observe(context: &Context, brs: &BackgroundRemovalService, now: Tim
     let namespace = brs.namespace().unwrap_or_default();
     let name = brs.name_any();
     let deployments = Api::<Deployment>::namespaced(context.client.clone(), &namespace);
-    let deployment = deployments.get_opt(&name).await.map_err(|source| Error::ReadDeployment {
-        namespace: namespace.clone(),
-        name: name.clone(),
-        source: source.into(),
-    })?;
+    let deployment = match deployments.get_with(&name, &GetParams::any()).await {
+        Ok(deployment) => Some(deployment),
+        Err(kube::Error::Api(status)) if status.is_not_found() => None,
+        Err(source) => {
+            return Err(Error::ReadDeployment { namespace, name, source: source.into() });
+        }
+    };
     let pods = Api::<Pod>::namespaced(context.client.clone(), &namespace)
-        .list(&ListParams::default().labels(&desired::selector_string(brs)))
+        .list(&ListParams::default().labels(&desired::selector_string(brs)).match_any())
         .await
         .map_err(|source| Error::ListPods { namespace, name, source: source.into() })?;
     let census = census(&pods.items, now);
@@ -98,4 +107,88 @@ fn metrics_source(settings: &Settings, brs: &BackgroundRemovalService) -> Option
         .and_then(|m| m.selector.clone())
         .unwrap_or_else(|| format!(r#"namespace="{}",job="{}""#, brs.namespace().unwrap_or_default(), brs.name_any()));
     Some(PrometheusSource::new(settings.prometheus_http.clone(), &url, &selector, &settings.windows(brs)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use http::{Request, Response, StatusCode};
+    use kube::Client;
+    use kube::client::Body;
+    use kube::runtime::events::Reporter;
+    use serde_json::json;
+
+    use super::*;
+    use crate::desired::ScrapeIntervals;
+    use crate::desired::fixtures::{defaults, resource};
+    use crate::telemetry::Metrics;
+
+    fn context(client: Client) -> Context {
+        let settings = Settings {
+            defaults: defaults(),
+            prometheus_url: None,
+            prometheus_http: reqwest::Client::new(),
+            scrape_intervals: ScrapeIntervals { pods: Duration::from_secs(5), gateway: Duration::from_secs(1) },
+            watch_namespace: None,
+            reporter: Reporter { controller: "matte-operator".into(), instance: None },
+        };
+        Context::new(client, settings, Arc::new(Metrics::new()))
+    }
+
+    /// Answers the pass's two reads in turn, with `deployment` (404 when `None`) and
+    /// one ready pod, and returns the URIs they were sent to.
+    async fn observed_uris(deployment: Option<serde_json::Value>) -> (Result<Current, Error>, Vec<String>) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let apiserver = tokio::spawn(async move {
+            let mut uris = Vec::new();
+            let not_found =
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
+            let pods = json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [{
+                "metadata": {"name": "portraits-0", "namespace": "shop"},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+            }]});
+            let answers = [
+                deployment.map_or((StatusCode::NOT_FOUND, not_found), |d| (StatusCode::OK, d)),
+                (StatusCode::OK, pods),
+            ];
+            for (status, body) in answers {
+                let Some((request, respond)) = handle.next_request().await else { break };
+                uris.push(request.uri().to_string());
+                let response = Response::builder().status(status).body(Body::from(body.to_string().into_bytes()));
+                respond.send_response(response.expect("a valid response"));
+            }
+            uris
+        });
+        let read =
+            observe(&context(Client::new(service, "default")), &resource("minimal.yaml"), Timestamp::now()).await;
+        (read, apiserver.await.expect("the apiserver task ends"))
+    }
+
+    #[tokio::test]
+    async fn the_deployment_and_the_pods_are_read_from_the_apiservers_watch_cache() {
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "portraits", "namespace": "shop"}, "spec": {"replicas": 3, "selector": {}, "template": {}}});
+        let (read, uris) = observed_uris(Some(deployment)).await;
+        let current = read.expect("both reads answered");
+        assert_eq!(current.replicas(), Some(3));
+        assert_eq!(current.census.ready, 1);
+        assert_eq!(uris.len(), 2, "{uris:?}");
+        let (deployment, pods) = (&uris[0], &uris[1]);
+        assert!(deployment.starts_with("/apis/apps/v1/namespaces/shop/deployments/portraits?"), "{deployment}");
+        assert!(deployment.contains("resourceVersion=0"), "{deployment}");
+        assert!(pods.starts_with("/api/v1/namespaces/shop/pods?"), "{pods}");
+        for part in ["labelSelector=", "resourceVersion=0", "resourceVersionMatch=NotOlderThan"] {
+            assert!(pods.contains(part), "{part} in {pods}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deployment_not_there_yet_is_none_and_the_pods_are_still_read() {
+        let (read, uris) = observed_uris(None).await;
+        let current = read.expect("a missing Deployment is no error");
+        assert!(current.deployment.is_none());
+        assert_eq!((current.census.ready, uris.len()), (1, 2));
+    }
 }
