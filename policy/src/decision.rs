@@ -16,7 +16,10 @@
 //! wrong either way is the same), and never given back while others are still starting
 //! for work that waits. Once nothing has waited for a little while, pods still starting
 //! that the ready ones did without are given back before they are ready: each would
-//! cost the rest of its start-up and a whole hold, for nothing.
+//! cost the rest of its start-up and a whole hold, for nothing. Pods waiting for a GPU
+//! (a node being added) would be ready later still, a node's provisioning on top: once
+//! the pods with one have been enough for a while, they are given back before they
+//! have one.
 //!
 //! Bursts that recur teach the policy one more thing: a pod started for a burst is ready
 //! only after a start-up, too late for the burst's first images, and it is started again
@@ -283,8 +286,9 @@ pub enum Reason {
     /// Bursts keep a clock and the next is due within a lead (a start-up and some
     /// margin): the pods that absorb a typical one are started ahead of it.
     WarmUpForNextBurst,
-    /// No pod is needed for the backlog, but traffic still arrives: with `minReplicas: 0`
-    /// the last pod stays until none has come for the scale-down delay.
+    /// Fewer pods are needed for the backlog, but traffic still arrives: with
+    /// `minReplicas: 0` the last pod stays until none has come for the scale-down delay,
+    /// and no ready pod goes while requests arrive faster than the ready pods serve them.
     KeepWhileTrafficArrives,
     /// No queue metrics: keep the last decision rather than scale on nothing.
     MetricsMissing,
@@ -358,13 +362,18 @@ pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> 
     let now = observation.now_seconds;
     plan.clock = clock_worth_following(spec, &recent_bursts, burst.as_ref(), &plan);
     let clock = plan.clock;
-    let warm = warm_replicas(spec, now, &recent_bursts, burst.as_ref(), &plan);
     // Bursts on a clock need their pods only while one is on or the next is due: they
-    // are given back in between and started a lead ahead of the next.
+    // are given back in between and started a lead ahead of the next. Not being kept
+    // through the gaps, they owe nothing to the break-even of pods that are: an hourly
+    // job's pods come a lead ahead of each run like a ten-minute job's.
     let due_soon = clock.is_some_and(|clock| {
         burst.is_none() && clock.due_window_open(now, clock_lead(spec, &clock, &plan), spec.confirm_seconds)
     });
-    plan.warm_replicas = if clock.is_some() && burst.is_none() && !due_soon { 0 } else { warm };
+    plan.warm_replicas = match clock {
+        Some(_) if burst.is_some() || due_soon => typical_burst_replicas(spec, &recent_bursts, burst.as_ref(), &plan),
+        Some(_) => 0,
+        None => warm_replicas(spec, now, &recent_bursts, burst.as_ref(), &plan),
+    };
     let started_ahead = if due_soon { plan.warm_replicas } else { 0 };
     // A burst on a clock, no larger so far than the largest of those remembered, is the
     // one the clock said was due, however fast it arrives: its pods were started ahead
@@ -400,7 +409,9 @@ pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> 
         );
         (spec.clamp(current), Reason::ScalingLimited, message)
     } else if wanted > current && started_ahead > plan.needed_replicas.max(kept) {
-        let (period, due_in) = clock.map_or((0.0, 0.0), |clock| (clock.period_seconds, clock.next_due_seconds() - now));
+        let (period, due) = clock
+            .map_or((0.0, None), |clock| (clock.period_seconds, clock.next_due_seconds(now, spec.confirm_seconds)));
+        let due_in = due.map_or(0.0, |due| due - now);
         let message = format!(
             "{summary}: bursts come every {period:.0}s and the next is due in {due_in:.0}s; starting {} pods ahead of it, from {current} to {wanted}",
             wanted - current
@@ -432,9 +443,13 @@ pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> 
         }
     } else {
         // The surplus clock runs from the first pass that found the fleet too large with
-        // no pod starting or nothing waiting: pods still starting for work that waits
-        // are not idle, and neither are the ones they were started to help.
-        let since = if observation.starting_pod_ages_seconds.is_empty() || plan.nothing_waits() {
+        // no pod starting or nothing waiting, or with pods waiting for a GPU: pods still
+        // starting for work that waits are not idle, and neither are the ones they were
+        // started to help, but a pod without a GPU helps nobody until it has one.
+        let since = if observation.starting_pod_ages_seconds.is_empty()
+            || plan.nothing_waits()
+            || observation.unschedulable_pods > 0
+        {
             memory.surplus_since_seconds.unwrap_or(observation.now_seconds)
         } else {
             observation.now_seconds
@@ -591,14 +606,9 @@ fn remember_bursts(memory: &Memory, now: f64, burst_on: bool, plan: &Plan) -> (O
 /// for as long as the bursts keep their rhythm.
 fn warm_replicas(spec: &PolicySpec, now: f64, recent: &[Burst], current: Option<&Burst>, plan: &Plan) -> u32 {
     let bursts: Vec<&Burst> = recent.iter().chain(current).collect();
-    if bursts.len() < BURSTS_FOR_A_PATTERN {
-        return 0;
-    }
     let gaps: Vec<f64> = bursts.windows(2).map(|pair| pair[1].started_seconds - pair[0].started_seconds).collect();
     let last_started = bursts.last().map_or(now, |burst| burst.started_seconds);
-    let (Some(typical_gap), Some(typical_backlog)) =
-        (median(gaps), median(bursts.iter().map(|burst| burst.peak_backlog_images).collect()))
-    else {
+    let Some(typical_gap) = median(gaps) else {
         return 0;
     };
     // Keeping pods warm pays up to a gap of `WARM_GAP_MAX_STARTUPS` start-ups, typical
@@ -609,6 +619,20 @@ fn warm_replicas(spec: &PolicySpec, now: f64, recent: &[Burst], current: Option<
     if now - last_started > break_even || typical_gap > break_even {
         return 0;
     }
+    typical_burst_replicas(spec, recent, current, plan)
+}
+
+/// The pods that drain the typical burst remembered (the median peak backlog) within
+/// one start-up, or within `WARM_DRAIN_MAX_TARGETS` targets if that is sooner; none
+/// before the bursts make a pattern (`BURSTS_FOR_A_PATTERN`).
+fn typical_burst_replicas(spec: &PolicySpec, recent: &[Burst], current: Option<&Burst>, plan: &Plan) -> u32 {
+    let bursts: Vec<&Burst> = recent.iter().chain(current).collect();
+    if bursts.len() < BURSTS_FOR_A_PATTERN {
+        return 0;
+    }
+    let Some(typical_backlog) = median(bursts.iter().map(|burst| burst.peak_backlog_images).collect()) else {
+        return 0;
+    };
     let drain_within = plan.startup_seconds.min(WARM_DRAIN_MAX_TARGETS * spec.target_queue_latency_seconds);
     let per_pod_before_help_arrives =
         plan.images_per_pod_second * spec.planned_utilization.clamp(0.1, 1.0) * drain_within;
@@ -701,7 +725,25 @@ fn scale_down_or_keep(
     // Kubernetes removes pods that are not ready first, so scaling down to this gives
     // back the pods still starting and no other.
     let without_unneeded_starts = wanted.max(observation.ready_pods);
-    if starting > 0 && plan.nothing_waits() && unneeded_for >= spec.confirm_seconds && without_unneeded_starts < current
+    // Here the plan wants no more than the pods that have a GPU (more would have held
+    // the fleet as `ScalingLimited`).
+    let waiting_for_gpu = observation.unschedulable_pods;
+    let with_a_gpu = current.saturating_sub(waiting_for_gpu);
+    let served_with_a_gpu = f64::from(with_a_gpu) * plan.images_per_pod_second * spec.planned_utilization;
+    if waiting_for_gpu > 0 && unneeded_for >= spec.confirm_seconds && plan.arrivals_per_second <= served_with_a_gpu {
+        // A pod waiting for a GPU (a node being added) is ready a node's provisioning and
+        // a start-up from now, long after the pods with one: once those have been enough
+        // for a while, and new requests arrive no faster than they serve, it would come
+        // only to be held idle, and its node is better given to other work or removed.
+        // Kubernetes removes unscheduled pods first.
+        let message = format!(
+            "{summary}: {wanted} pods would do and {with_a_gpu} have a GPU; giving back the {waiting_for_gpu} waiting for one, from {current} to {with_a_gpu}"
+        );
+        (with_a_gpu, Reason::ScaleDown, message)
+    } else if starting > 0
+        && plan.nothing_waits()
+        && unneeded_for >= spec.confirm_seconds
+        && without_unneeded_starts < current
     {
         // The ready pods drained the work without them: a pod that becomes ready with
         // nothing to do costs the rest of its start-up and a whole hold after it, and
@@ -720,6 +762,16 @@ fn scale_down_or_keep(
             "{summary}: {wanted} pods would do; keeping {current} until unneeded for {delay:.0}s ({unneeded_for:.0}s so far)"
         );
         (current, Reason::KeepUntilIdleLongEnough, message)
+    } else if plan.surge_since_seconds.is_some() {
+        // Requests arriving faster than the ready pods serve them may be a flow that is
+        // not confirmed yet: the backlog says fewer pods would do only because it has
+        // not grown yet, and a pod given back now would be started again a few passes
+        // later, a whole start-up too late.
+        let message = format!(
+            "{summary}: {wanted} pods would do, but requests arrive faster than the {} ready pods serve them; keeping {current}",
+            observation.ready_pods
+        );
+        (current, Reason::KeepWhileTrafficArrives, message)
     } else if wanted == 0 && current > 1 {
         // The surplus clock may have started while traffic still arrived: the last pod
         // goes only after a delay of its own with nothing to do.

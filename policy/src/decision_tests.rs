@@ -187,6 +187,40 @@ fn unschedulable_pods_stop_further_scale_up() {
 }
 
 #[test]
+fn pods_waiting_for_a_gpu_are_given_back_once_those_with_one_have_been_enough_for_the_confirm_window() {
+    // 200 images, drain within 70 s: 3 ready pods do 210, so the 4 pods that asked for a
+    // GPU when the burst looked larger, and wait for a node, are not needed.
+    let waiting = |now_seconds: f64, arrivals: f64| Observation {
+        now_seconds,
+        ready_pods: 3,
+        unschedulable_pods: 4,
+        ..observation(7, Some(QueueMetrics { gateway_new_arrivals_per_second: arrivals, ..queue(200.0) }))
+    };
+    let first = decide_fresh(&waiting(1000.0, 0.0));
+    assert_eq!((first.replicas, first.reason), (7, Reason::KeepUntilIdleLongEnough));
+    assert_eq!(first.memory.surplus_since_seconds, Some(1000.0), "the clock runs while work waits");
+
+    let not_yet = decide(&spec(), &waiting(1009.0, 0.0), &first.memory);
+    assert_eq!(not_yet.replicas, 7, "not for a whole confirm window yet");
+
+    let confirmed = decide(&spec(), &waiting(1010.0, 0.0), &not_yet.memory);
+    assert_eq!((confirmed.replicas, confirmed.reason), (3, Reason::ScaleDown));
+    assert!(confirmed.message.contains("giving back the 4 waiting for one"), "{}", confirmed.message);
+
+    // Requests still arriving faster than the pods with a GPU serve them (3 images/s
+    // at 1 image/s each) will need those pods, node or not.
+    let flowing = decide(&spec(), &waiting(1010.0, 3.5), &not_yet.memory);
+    assert_eq!(flowing.replicas, 7);
+
+    // Wanting more than the pods with a GPU again restarts the clock.
+    let more = Observation { queue: Some(queue(600.0)), ..waiting(1005.0, 0.0) };
+    let limited = decide(&spec(), &more, &first.memory);
+    assert_eq!(limited.reason, Reason::ScalingLimited);
+    let after = decide(&spec(), &waiting(1012.0, 0.0), &limited.memory);
+    assert_eq!(after.replicas, 7, "the clock restarted at 1012");
+}
+
+#[test]
 fn never_below_min_replicas() {
     let at_least_two = PolicySpec { min_replicas: 2, ..spec() };
     let decision = decide(&at_least_two, &observation(2, Some(queue(0.0))), &Memory::default());
@@ -259,6 +293,24 @@ fn unneeded_pods_are_kept_for_one_start_up_then_given_back() {
     assert_eq!((third.replicas, third.reason), (1, Reason::ScaleDown));
     assert_eq!(third.memory.surplus_since_seconds, None);
     assert_eq!(third.memory.replicas, Some(1));
+}
+
+#[test]
+fn no_ready_pod_goes_while_requests_arrive_faster_than_the_ready_pods_serve_them() {
+    // Unneeded for a whole start-up by the backlog (10 images, one pod would do), but
+    // 4 images/s arrive at three pods of 1 image/s: perhaps a flow not confirmed yet.
+    let queued = |per_second: f64| QueueMetrics { queue_depth: 10.0, ..arriving(per_second) };
+    let arriving_fast = Observation { now_seconds: 1060.0, ..observation(3, Some(queued(4.0))) };
+    let memory = Memory { surplus_since_seconds: Some(1000.0), ..Memory::default() };
+    let kept = decide(&spec(), &arriving_fast, &memory);
+    assert_eq!((kept.replicas, kept.reason), (3, Reason::KeepWhileTrafficArrives));
+    assert!(kept.message.contains("faster than the 3 ready pods serve them"), "{}", kept.message);
+    assert_eq!(kept.memory.surplus_since_seconds, Some(1000.0), "the idle clock keeps running");
+
+    // Once they arrive no faster than the pods serve them, the surplus goes at once.
+    let served = Observation { now_seconds: 1061.0, ..observation(3, Some(queued(2.5))) };
+    let given_back = decide(&spec(), &served, &kept.memory);
+    assert_eq!((given_back.replicas, given_back.reason), (1, Reason::ScaleDown));
 }
 
 #[test]
@@ -705,6 +757,29 @@ fn bursts_on_a_clock_give_their_pods_back_between_them_and_get_them_back_a_lead_
     let waiting = Observation { now_seconds: 1800.0, ..observation(4, Some(queue(0.0))) };
     let kept = decide(&spec(), &waiting, &up.memory);
     assert_eq!((kept.replicas, kept.reason), (4, Reason::KeepWarmForBursts));
+}
+
+#[test]
+fn an_hourly_jobs_pods_come_a_lead_ahead_of_each_run_and_after_a_run_skipped_of_the_next() {
+    // Runs of 200 images every hour, the one due at 10800 skipped: far beyond the gap
+    // over which keeping pods warm pays, but on a clock, so nothing is kept through it.
+    let memory = Memory { recent_bursts: bursts(&[0.0, 3600.0, 7200.0], 200.0), ..Memory::default() };
+    let quiet = |now_seconds: f64| Observation { now_seconds, ..observation(1, Some(queue(0.0))) };
+    let between = decide(&spec(), &quiet(9000.0), &memory);
+    assert_eq!((between.replicas, between.plan.as_ref().map(|plan| plan.warm_replicas)), (1, Some(0)));
+    let ahead = decide(&spec(), &quiet(10730.0), &memory);
+    assert_eq!((ahead.replicas, ahead.reason), (4, Reason::WarmUpForNextBurst));
+
+    // The run due at 10800 never came: its window closed 10 s after it, and the pods
+    // were given back; the next run, at 14400, is prepared for all the same.
+    let skipped = decide(&spec(), &quiet(10811.0), &memory);
+    assert_eq!(skipped.replicas, 1);
+    let next = decide(&spec(), &quiet(14330.0), &memory);
+    assert_eq!((next.replicas, next.reason), (4, Reason::WarmUpForNextBurst));
+    assert!(next.message.contains("every 3600s and the next is due in 70s"), "{}", next.message);
+
+    // Three runs in a row missed: the job has stopped, and nothing is started for it.
+    assert_eq!(decide(&spec(), &quiet(21530.0), &memory).replicas, 1);
 }
 
 #[test]

@@ -51,6 +51,11 @@ pub enum Scenario {
     /// A cron job as it runs in practice: every ten minutes, starting up to 30 s early or
     /// late, ~300 images (log-normal sizes, σ 0.3) over 5–20 s, one run in ten skipped.
     JitteryCron,
+    /// An hourly job over eight hours: every hour, starting up to 30 s early or late,
+    /// ~300 images (log-normal sizes, σ 0.3) over 5–20 s, one run in four skipped: a
+    /// clock whose gaps are longer than keeping pods warm through them is worth, and
+    /// whose beats are sometimes missed.
+    HourlyBatches,
 }
 
 /// The defaults every scenario starts from: pods and a cluster as the issue describes
@@ -105,6 +110,7 @@ impl Scenario {
             | Scenario::Ramp
             | Scenario::LargeBursts => base,
             Scenario::CronBatches | Scenario::JitteryCron => Settings { duration_seconds: 7200.0, ..base },
+            Scenario::HourlyBatches => Settings { duration_seconds: 8.0 * 3600.0, ..base },
             Scenario::FlashCrowd => Settings { static_replicas: 4, ..base },
             Scenario::Diurnal => Settings { duration_seconds: 7200.0, static_replicas: 4, ..base },
             Scenario::RareHugeBurst => Settings { static_replicas: 4, ..base },
@@ -186,16 +192,12 @@ impl Scenario {
                 }
             }
             Scenario::JitteryCron => {
-                let mut scheduled = 120.0;
-                while scheduled < duration {
-                    let start = scheduled + rng.between(-30.0, 30.0);
-                    let images = rng.lognormal(300.0, 0.3).round().max(1.0);
-                    let spread = rng.between(5.0, 20.0);
-                    if rng.uniform() >= 0.1 {
-                        burst(&mut arrivals, &mut rng, start, images, spread, duration);
-                    }
-                    scheduled += 600.0;
-                }
+                let job = Job { first: 120.0, period: 600.0, skipped: 0.1 };
+                job_runs(&mut arrivals, &mut rng, job, duration);
+            }
+            Scenario::HourlyBatches => {
+                let job = Job { first: 600.0, period: 3600.0, skipped: 0.25 };
+                job_runs(&mut arrivals, &mut rng, job, duration);
             }
             Scenario::MixedTraffic => {
                 poisson(&mut arrivals, &mut rng, 0.3, duration);
@@ -296,6 +298,29 @@ fn random_bursts(arrivals: &mut Vec<f64>, rng: &mut Stream, bursts: RandomBursts
         let spread = rng.between(bursts.spread.0, bursts.spread.1);
         burst(arrivals, rng, start, images, spread, end);
         start += rng.exponential(bursts.mean_gap);
+    }
+}
+
+/// A job on a clock as it runs in practice: from `first`, every `period`, starting up to
+/// 30 s early or late, ~300 images (log-normal sizes, σ 0.3) over 5–20 s, a share
+/// `skipped` of its runs skipped.
+struct Job {
+    first: f64,
+    period: f64,
+    skipped: f64,
+}
+
+/// Adds the runs of `job` from 0 to `end`.
+fn job_runs(arrivals: &mut Vec<f64>, rng: &mut Stream, job: Job, end: f64) {
+    let mut scheduled = job.first;
+    while scheduled < end {
+        let start = scheduled + rng.between(-30.0, 30.0);
+        let images = rng.lognormal(300.0, 0.3).round().max(1.0);
+        let spread = rng.between(5.0, 20.0);
+        if rng.uniform() >= job.skipped {
+            burst(arrivals, rng, start, images, spread, end);
+        }
+        scheduled += job.period;
     }
 }
 

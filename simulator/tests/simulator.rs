@@ -411,3 +411,40 @@ fn behind_the_gateway_a_drifting_cron_job_is_still_followed() {
     assert!(matte.worst_slo_attainment >= 0.999, "{matte:?}");
     assert!(matte.mean_gpu_seconds < 0.85 * kpa.mean_gpu_seconds, "matte {matte:?}\nkpa {kpa:?}");
 }
+
+/// An hourly job that skips a run in four, its starts drifting by up to 30 s: far longer
+/// gaps than keeping pods warm through them is worth, but a clock all the same. From
+/// the fifth run on (a clock needs two gaps that agree, and a run skipped among the first
+/// leaves the median of two gaps between one period and two), every run finds pods
+/// started ahead of it, after a run skipped too, and the fleet is back at one between
+/// runs. On seeds 1-4 every seed answers at least 98.5 % within the SLO (98.72-100 %),
+/// the four together at least as many as KPA's (99.49 % against 97.32 % on average), at
+/// under 95 % of its GPU-seconds (76-89 %); before hourly clocks and skipped runs were
+/// followed, the pods came only after each run began.
+#[test]
+fn behind_the_gateway_an_hourly_job_that_skips_runs_gets_its_pods_ahead_of_each_run() {
+    let settings = behind_gateway(Scenario::HourlyBatches.settings());
+    let (mut matte_total, mut kpa_total) = (0.0, 0.0);
+    for seed in 1..=4 {
+        let arrivals = Scenario::HourlyBatches.arrivals(&settings, seed);
+        let runs_started: Vec<f64> = arrivals
+            .iter()
+            .zip(std::iter::once(f64::NEG_INFINITY).chain(arrivals.iter().copied()))
+            .filter(|(at, before)| *at - *before > 600.0)
+            .map(|(at, _)| *at)
+            .collect();
+        let (matte, record) = runs(&settings, arrivals.clone(), PolicyName::Matte);
+        let fleet_at = |at: f64| {
+            record.changes.iter().take_while(|change| change.at_seconds <= at).last().map_or(1, |change| change.to)
+        };
+        for start in runs_started.iter().skip(4) {
+            assert_eq!(fleet_at(start - 900.0), 1, "seed {seed}, run at {start}: given back since the last");
+            assert!(fleet_at(*start) >= 3, "seed {seed}, run at {start}: pods started ahead, {:?}", record.changes);
+        }
+        let (kpa, _) = runs(&settings, arrivals, PolicyName::Kpa);
+        assert!(matte.slo_attainment >= 0.985, "seed {seed}: {matte:?}");
+        assert!(matte.gpu_seconds < 0.95 * kpa.gpu_seconds, "seed {seed}: matte {matte:?}\nkpa {kpa:?}");
+        (matte_total, kpa_total) = (matte_total + matte.slo_attainment, kpa_total + kpa.slo_attainment);
+    }
+    assert!(matte_total >= kpa_total, "within the SLO over seeds 1-4: matte {matte_total}, KPA {kpa_total}");
+}
