@@ -176,23 +176,29 @@ impl Context {
     }
 }
 
+/// The operator's settings as the chart's defaults give them, with no Prometheus.
+#[cfg(test)]
+pub(super) fn test_settings() -> Settings {
+    Settings {
+        defaults: crate::desired::fixtures::defaults(),
+        prometheus_url: None,
+        prometheus_http: reqwest::Client::new(),
+        scrape_intervals: ScrapeIntervals { pods: Duration::from_secs(5), gateway: Duration::from_secs(1) },
+        watch_namespace: None,
+        reporter: Reporter { controller: "matte-operator".into(), instance: None },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::desired::fixtures::{defaults, resource};
+    use crate::desired::fixtures::resource;
 
     #[test]
     fn a_resource_behind_its_gateway_reads_arrivals_at_the_gateways_interval_and_one_without_at_the_pods() {
-        let settings = Settings {
-            defaults: defaults(),
-            prometheus_url: None,
-            prometheus_http: reqwest::Client::new(),
-            scrape_intervals: ScrapeIntervals { pods: Duration::from_secs(5), gateway: Duration::from_secs(1) },
-            watch_namespace: None,
-            reporter: Reporter { controller: "matte-operator".into(), instance: None },
-        };
+        let settings = test_settings();
         let mut brs = resource("minimal.yaml");
         assert!(brs.spec.gateway.enabled, "the gateway is on by default");
         let behind = settings.windows(&brs);

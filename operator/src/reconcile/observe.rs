@@ -112,29 +112,19 @@ fn metrics_source(settings: &Settings, brs: &BackgroundRemovalService) -> Option
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
 
     use http::{Request, Response, StatusCode};
     use kube::Client;
     use kube::client::Body;
-    use kube::runtime::events::Reporter;
     use serde_json::json;
 
     use super::*;
-    use crate::desired::ScrapeIntervals;
-    use crate::desired::fixtures::{defaults, resource};
+    use crate::desired::fixtures::resource;
+    use crate::reconcile::context::test_settings;
     use crate::telemetry::Metrics;
 
     fn context(client: Client) -> Context {
-        let settings = Settings {
-            defaults: defaults(),
-            prometheus_url: None,
-            prometheus_http: reqwest::Client::new(),
-            scrape_intervals: ScrapeIntervals { pods: Duration::from_secs(5), gateway: Duration::from_secs(1) },
-            watch_namespace: None,
-            reporter: Reporter { controller: "matte-operator".into(), instance: None },
-        };
-        Context::new(client, settings, Arc::new(Metrics::new()))
+        Context::new(client, test_settings(), Arc::new(Metrics::new()))
     }
 
     /// Answers the pass's two reads in turn, with `deployment` (404 when `None`) and
