@@ -123,6 +123,12 @@ impl PolicySpec {
         (self.min_replicas, self.max_replicas.max(self.min_replicas))
     }
 
+    /// The share of a pod's throughput plans count on, kept to the range a plan can use
+    /// (the CRD validates the percentage; the policy still must not divide by nothing).
+    fn planned_share(&self) -> f64 {
+        self.planned_utilization.clamp(0.1, 1.0)
+    }
+
     fn clamp(&self, replicas: u32) -> u32 {
         let (min, max) = self.bounds();
         replicas.clamp(min, max)
@@ -508,7 +514,7 @@ fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memo
     let sustained_images_per_second = queue.sustained_admitted_per_second;
     let starting_ready_in: Vec<f64> =
         observation.starting_pod_ages_seconds.iter().map(|age| (startup_seconds - age).max(0.0)).collect();
-    let planned_per_pod = images_per_pod_second * spec.planned_utilization.clamp(0.1, 1.0);
+    let planned_per_pod = images_per_pod_second * spec.planned_share();
     // Steady traffic is served on its own clock (each image within the target of its
     // arrival), so it sets a floor rather than adding to the work due by the deadline.
     let for_backlog = pods_to_finish(
@@ -634,8 +640,7 @@ fn typical_burst_replicas(spec: &PolicySpec, recent: &[Burst], current: Option<&
         return 0;
     };
     let drain_within = plan.startup_seconds.min(WARM_DRAIN_MAX_TARGETS * spec.target_queue_latency_seconds);
-    let per_pod_before_help_arrives =
-        plan.images_per_pod_second * spec.planned_utilization.clamp(0.1, 1.0) * drain_within;
+    let per_pod_before_help_arrives = plan.images_per_pod_second * spec.planned_share() * drain_within;
     if per_pod_before_help_arrives <= 0.0 {
         // Pods that start at once need not wait warm.
         return 0;
@@ -729,7 +734,7 @@ fn scale_down_or_keep(
     // the fleet as `ScalingLimited`).
     let waiting_for_gpu = observation.unschedulable_pods;
     let with_a_gpu = current.saturating_sub(waiting_for_gpu);
-    let served_with_a_gpu = f64::from(with_a_gpu) * plan.images_per_pod_second * spec.planned_utilization;
+    let served_with_a_gpu = f64::from(with_a_gpu) * plan.images_per_pod_second * spec.planned_share();
     if waiting_for_gpu > 0 && unneeded_for >= spec.confirm_seconds && plan.arrivals_per_second <= served_with_a_gpu {
         // A pod waiting for a GPU (a node being added) is ready a node's provisioning and
         // a start-up from now, long after the pods with one: once those have been enough
