@@ -12,7 +12,7 @@
 //! | `oldest_queued_age_seconds` | `max(oldest_queued_age_seconds)` |
 //! | `queue_wait_p95_seconds` | `histogram_quantile(0.95, sum by (le) (rate(queue_wait_seconds_bucket[rate])))` |
 //! | `images_per_pod_second` | `sum(rate(images_processed_total[long])) / sum(rate(inference_seconds_sum[long]))` |
-//! | `sustained_admitted_per_second` | `quantile_over_time(0.5, (sum(rate(admitted[rate])) unless sum(rate(refused[rate])) > 0)[long:scrape])` |
+//! | `sustained_admitted_per_second` | `quantile_over_time(0.5, (sum(rate(admitted[rate])) unless sum(rate(refused[rate])) > 0 unless sum(max_over_time(gateway_queue_depth[rate])) > 0)[long:scrape])` |
 //! | `rejected_per_second` | `sum(rate(refused[rate]))` |
 //! | `rejected_recently` | `sum(rate(refused[recent])) * scrape`: refusals per scrape interval |
 //! | `gateway_queue_depth` | `sum(gateway_queue_depth)`: requests waiting in the gateway's FIFO |
@@ -359,11 +359,17 @@ pub fn queue_metrics(
             _ => None,
         };
 
-    // While pods refuse work, admissions follow capacity, not demand: those steps are
-    // left out of the quantile.
+    // While pods refuse work, or the gateway holds requests back for want of a free
+    // slot, admissions follow capacity, not demand: those steps are left out of the
+    // quantile.
     let step = windows.scrape_interval.as_secs_f64();
+    let gateway_held = |step_at: f64| {
+        let held = gateways.iter().filter_map(|gateway| promql::max_over_time(&gateway.queue_depth, step_at, rate));
+        held.fold(None, |total: Option<f64>, value| Some(total.unwrap_or(0.0) + value)).is_some_and(|held| held > 0.0)
+    };
     let refusal_free: Vec<f64> = promql::subquery_steps(at, long, step)
         .filter(|&step_at| !refused_rate(step_at, rate).is_some_and(|refused| refused > 0.0))
+        .filter(|&step_at| !gateway_held(step_at))
         .filter_map(|step_at| sum_rate(step_at, rate, |s| &s.admitted))
         .collect();
 
@@ -518,12 +524,12 @@ mod tests {
             let at = 5.0 * f64::from(step);
             pod.record(at, &scrape(at, 0.0, 16.0));
             // 120 clients sent away between 15 s and 20 s, a counter exported at 0 from
-            // the start: its rate sees them at once.
+            // the start: its rate sees them at once. The queue fills from 15 s on.
             let refused = if at >= 20.0 { 120.0 } else { 0.0 };
             gateway.record(
                 at,
                 &GatewayScrape {
-                    queue_depth: 50.0,
+                    queue_depth: if at >= 15.0 { 50.0 } else { 0.0 },
                     oldest_queued_age_seconds: 3.0,
                     refused,
                     ..GatewayScrape::default()
@@ -535,6 +541,35 @@ mod tests {
         assert!((queue.rejected_recently - 60.0).abs() < 1e-9, "{queue:?}");
         assert!(queue.rejected_per_second > 0.0, "{queue:?}");
         assert!(queue.sustained_admitted_per_second > 0.0, "the steps before the refusals count: {queue:?}");
+    }
+
+    #[test]
+    fn admissions_while_the_gateway_holds_requests_are_capacity_not_sustained_traffic() {
+        let windows = Windows::for_scrape_interval(Duration::from_secs(5));
+        let (mut pod, mut gateway) = (Series::default(), GatewaySeries::default());
+        let mut admitted = 0.0;
+        for step in 0..=36 {
+            let at = 5.0 * f64::from(step);
+            // One image a second for the first minute; then a burst waits in the
+            // gateway for two minutes, and the pod admits as fast as it serves, 2/s.
+            let holding = at > 60.0;
+            admitted += if step == 0 {
+                0.0
+            } else if holding {
+                10.0
+            } else {
+                5.0
+            };
+            pod.record(at, &scrape(admitted, 0.0, 16.0));
+            let queue_depth = if holding { 30.0 } else { 0.0 };
+            gateway.record(at, &GatewayScrape { queue_depth, ..GatewayScrape::default() });
+        }
+        let queue = queue_metrics(&[&pod], &[&gateway], 180.0, &windows).expect("both");
+        assert!((queue.sustained_admitted_per_second - 1.0).abs() < 1e-9, "{queue:?}");
+        // The same admissions without a gateway in front are demand met: two minutes at
+        // 2/s outweigh one at 1/s.
+        let without = queue_metrics(&[&pod], &[], 180.0, &windows).expect("the pod");
+        assert!((without.sustained_admitted_per_second - 2.0).abs() < 1e-9, "{without:?}");
     }
 
     #[test]

@@ -57,6 +57,12 @@ pub fn rate(points: &[Point], at: f64, range: f64) -> Option<f64> {
     increase(points, at, range).map(|growth| growth / range)
 }
 
+/// `max_over_time(gauge[range])` at `at`: the largest sample in the range; `None` when
+/// the range holds none.
+pub fn max_over_time(points: &[Point], at: f64, range: f64) -> Option<f64> {
+    in_range(points, at, range).iter().map(|(_, value)| *value).reduce(f64::max)
+}
+
 /// The sample an instant selector yields at `at`: the newest at or before it, within the
 /// lookback delta; `None` when there is none or the series went stale (its target
 /// vanished) after it, at or before `at`.
@@ -83,6 +89,14 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn max_over_time_is_the_largest_sample_in_the_range() {
+        let gauge = [(0.0, 3.0), (5.0, 9.0), (10.0, 0.0), (15.0, 1.0)];
+        assert_eq!(max_over_time(&gauge, 15.0, 10.0), Some(9.0), "both ends included");
+        assert_eq!(max_over_time(&gauge, 15.0, 9.0), Some(1.0));
+        assert_eq!(max_over_time(&gauge, 40.0, 10.0), None, "nothing in the range");
     }
 
     #[test]

@@ -255,6 +255,18 @@ fn the_gateway_never_sends_a_pod_more_than_its_capacity() {
     assert!(without.rejections > 4 * outcome.rejections, "{without:?}\n{outcome:?}");
 }
 
+/// 70 images within 2 s on one pod of 0.6 s per image: it drains them in 42 s, each
+/// within the SLO, and needs no help. While the gateway holds the burst the pod admits
+/// as fast as it serves; read as sustained traffic, that rate over the planned share
+/// asked for a second pod, which came after the drain to find nothing to do.
+#[test]
+fn behind_the_gateway_a_burst_one_pod_drains_in_time_starts_no_pod() {
+    let settings = behind_gateway(Settings { duration_seconds: 300.0, ..Scenario::BurstTrain.settings() });
+    let (outcome, run) = runs(&settings, burst_at(30.0, 70, 2.0), PolicyName::Matte);
+    assert_eq!(outcome.slo_attainment, 1.0, "{outcome:?}");
+    assert_eq!(outcome.pod_starts, 0, "{:?}", run.pods);
+}
+
 /// 60 images within a second on two pods of 0.6 s per image: the last one's expected
 /// wait (about 8 s) fits the 30 s budget, so every client is served at its first try;
 /// the pods alone refuse most of them.

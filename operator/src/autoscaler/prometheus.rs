@@ -77,10 +77,12 @@ impl Queries {
                 series(names::IMAGES_PROCESSED_TOTAL, ""),
                 series(&format!("{}_sum", names::INFERENCE_SECONDS), "")
             ),
-            // While pods refuse work, admissions follow capacity, not demand: leave
-            // those moments out of the median.
+            // While pods refuse work, or the gateway holds requests back for want of a
+            // free slot, admissions follow capacity, not demand: leave those moments out
+            // of the median.
             sustained_admitted_per_second: format!(
-                "quantile_over_time({SUSTAINED_QUANTILE}, (sum(rate({admitted}[{rate}])) unless sum(rate({refused}[{rate}])) > 0)[{long}:{step}])"
+                "quantile_over_time({SUSTAINED_QUANTILE}, (sum(rate({admitted}[{rate}])) unless sum(rate({refused}[{rate}])) > 0 unless sum(max_over_time({}[{rate}])) > 0)[{long}:{step}])",
+                series(gateway_metrics::QUEUE_DEPTH, "")
             ),
             rejected_per_second: format!("sum(rate({refused}[{rate}]))"),
             rejected_recently: format!("sum(rate({refused}[{recent}])) * {}", windows.scrape_interval.as_secs_f64()),
@@ -246,7 +248,10 @@ mod tests {
             q.images_per_pod_second,
             r#"sum(rate(matte_images_processed_total{namespace="shop"}[300s])) / sum(rate(matte_inference_seconds_sum{namespace="shop"}[300s]))"#
         );
-        assert!(q.sustained_admitted_per_second.ends_with("[300s:5s])"), "{}", q.sustained_admitted_per_second);
+        assert_eq!(
+            q.sustained_admitted_per_second,
+            r#"quantile_over_time(0.5, (sum(rate(matte_requests_total{namespace="shop",outcome!="queue_full"}[20s])) unless sum(rate({namespace="shop",__name__=~"matte_requests_total|matte_gateway_requests_total",outcome=~"queue_full|no_capacity"}[20s])) > 0 unless sum(max_over_time(matte_gateway_queue_depth{namespace="shop"}[20s])) > 0)[300s:5s])"#
+        );
         assert_eq!(q.gateway_queue_depth, r#"sum(matte_gateway_queue_depth{namespace="shop"})"#);
         assert_eq!(q.gateway_oldest_queued_age, r#"max(matte_gateway_oldest_queued_age_seconds{namespace="shop"})"#);
         assert_eq!(
