@@ -13,8 +13,9 @@
 //! late, the deadline moves to the earliest time a new pod can do a useful amount of
 //! work, instead of starting pods that would find nothing to do. Pods that are no longer
 //! needed are kept for as long as a new one would take to start (the cost of being
-//! wrong either way is the same), and never given back while others are still starting
-//! for work that waits. Once nothing has waited for a little while, pods still starting
+//! wrong either way is the same), never given back while others are still starting
+//! for work that waits, and never below the pods that drain what is queued by the
+//! deadline while requests keep arriving at their present rate. Once nothing has waited for a little while, pods still starting
 //! that the ready ones did without are given back before they are ready: each would
 //! cost the rest of its start-up and a whole hold, for nothing. Pods waiting for a GPU
 //! (a node being added) would be ready later still, a node's provisioning on top: once
@@ -584,6 +585,19 @@ impl Plan {
     fn nothing_waits(&self) -> bool {
         self.backlog_images <= 0.0 && self.surge_replicas == 0
     }
+
+    /// The fewest pods that still drain the backlog by the deadline while new requests
+    /// keep arriving at their current rate; none with nothing queued. The backlog's
+    /// arithmetic alone counts on the pods serving only what is queued: during a crowd
+    /// the ready pods can be just faster than the arrivals, which is no flow, and giving
+    /// one back would leave a fleet the queue grows on.
+    fn draining_while_arriving(&self, spec: &PolicySpec) -> u32 {
+        if self.backlog_images <= 0.0 {
+            return 0;
+        }
+        let planned_per_pod = self.images_per_pod_second * spec.planned_share();
+        to_count(((self.backlog_images / self.deadline_seconds + self.arrivals_per_second) / planned_per_pod).ceil())
+    }
 }
 
 /// Follows the bursts: one is on while requests wait outside the pods' queues (clients
@@ -719,6 +733,7 @@ fn scale_down_or_keep(
 ) -> (u32, Reason, String) {
     let current = observation.replicas;
     let starting = observation.starting_pod_ages_seconds.len();
+    let draining = plan.draining_while_arriving(spec);
     // Surplus pods are held for a start-up in case another burst comes (the cost of
     // being wrong either way is the same); when the bursts remembered have all come
     // far apart, or keep a clock that says when the next is due, one within a start-up
@@ -777,6 +792,12 @@ fn scale_down_or_keep(
             observation.ready_pods
         );
         (current, Reason::KeepWhileTrafficArrives, message)
+    } else if draining >= current {
+        let message = format!(
+            "{summary}: {wanted} pods would drain what is queued, but not while requests keep arriving at {:.1}/s; keeping {current}",
+            plan.arrivals_per_second
+        );
+        (current, Reason::KeepWhileTrafficArrives, message)
     } else if wanted == 0 && current > 1 {
         // The surplus clock may have started while traffic still arrived: the last pod
         // goes only after a delay of its own with nothing to do.
@@ -787,8 +808,9 @@ fn scale_down_or_keep(
         (1, Reason::ScaleDown, message)
     } else {
         memory.surplus_since_seconds = None;
-        let message = format!("{summary}: unneeded for {unneeded_for:.0}s, scaling down from {current} to {wanted}");
-        (wanted, Reason::ScaleDown, message)
+        let to = wanted.max(draining);
+        let message = format!("{summary}: unneeded for {unneeded_for:.0}s, scaling down from {current} to {to}");
+        (to, Reason::ScaleDown, message)
     }
 }
 

@@ -308,9 +308,28 @@ fn no_ready_pod_goes_while_requests_arrive_faster_than_the_ready_pods_serve_them
     assert_eq!(kept.memory.surplus_since_seconds, Some(1000.0), "the idle clock keeps running");
 
     // Once they arrive no faster than the pods serve them, the surplus goes at once.
-    let served = Observation { now_seconds: 1061.0, ..observation(3, Some(queued(2.5))) };
+    let served = Observation { now_seconds: 1061.0, ..observation(3, Some(queued(0.5))) };
     let given_back = decide(&spec(), &served, &kept.memory);
     assert_eq!((given_back.replicas, given_back.reason), (1, Reason::ScaleDown));
+}
+
+#[test]
+fn no_ready_pod_goes_that_the_queue_needs_while_requests_keep_arriving() {
+    // A crowd at its peak: 480 images queued on eight pods of 1 image/s, 7.5 images/s
+    // arriving. That is no flow (the pods serve 8/s), and the backlog alone would drain
+    // by the 70 s deadline on seven; but with the arrivals, seven would serve 0.5/s
+    // more than arrive, and the queue would take 16 minutes to drain.
+    let crowd = |per_second: f64| QueueMetrics { queue_depth: 480.0, ..arriving(per_second) };
+    let memory = Memory { surplus_since_seconds: Some(900.0), ..Memory::default() };
+    let peak = decide(&spec(), &observation(8, Some(crowd(7.5))), &memory);
+    assert_eq!(peak.plan.as_ref().map(|plan| plan.needed_replicas), Some(7));
+    assert_eq!((peak.replicas, peak.reason), (8, Reason::KeepWhileTrafficArrives));
+    assert!(peak.message.contains("while requests keep arriving at 7.5/s"), "{}", peak.message);
+
+    // As it fades, the fleet shrinks to what drains the queue by the deadline on top of
+    // the arrivals (480 / 70 + 1 = 7.9 images/s), not to what the queue alone needs.
+    let fading = decide(&spec(), &observation(10, Some(crowd(1.0))), &memory);
+    assert_eq!((fading.replicas, fading.reason), (8, Reason::ScaleDown));
 }
 
 #[test]
