@@ -29,6 +29,9 @@
 //!
 //! Billing: a pod costs GPU-seconds from the moment it has a GPU (a free node, or one
 //! being added for it) until it ends. Unschedulable pods have no GPU and cost nothing.
+//! The nodes added on demand are counted apart, from launch to removal: a node the
+//! cluster keeps for its idle timeout after a burst is paid for whether or not a pod
+//! holds it, and a policy that asks for many leaves many to the next burst.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -109,6 +112,8 @@ pub struct RunRecord {
     pub timeouts: u64,
     /// The first this many pods were running when the trace began.
     pub initial_pods: usize,
+    /// GPU-seconds of the nodes the cluster added on demand, from launch to removal.
+    pub added_node_seconds: f64,
 }
 
 /// Runs `scaler` on `workload` and records what happened.
@@ -917,6 +922,7 @@ impl<'a> Engine<'a> {
             rejections: self.rejections,
             timeouts: self.timeouts,
             initial_pods: self.initial_pods,
+            added_node_seconds: self.gpus.added_node_seconds(end),
         }
     }
 }

@@ -7,13 +7,13 @@ enum NodeState {
     Free { since: f64 },
     Provisioning,
     Busy,
-    Removed,
+    Removed { at: f64 },
 }
 
 #[derive(Debug, Clone)]
 struct Node {
-    /// Warm nodes are never removed.
-    permanent: bool,
+    /// Warm nodes are never removed; the others were added at this time.
+    added_at: Option<f64>,
     state: NodeState,
 }
 
@@ -35,7 +35,7 @@ pub struct GpuPool {
 impl GpuPool {
     pub fn new(warm: u32, max: u32, idle_timeout: f64) -> Self {
         let warm = usize::try_from(warm).unwrap_or(usize::MAX);
-        let nodes = (0..warm).map(|_| Node { permanent: true, state: NodeState::Free { since: 0.0 } }).collect();
+        let nodes = (0..warm).map(|_| Node { added_at: None, state: NodeState::Free { since: 0.0 } }).collect();
         Self { nodes, max_nodes: usize::try_from(max).unwrap_or(usize::MAX).max(warm), idle_timeout }
     }
 
@@ -47,11 +47,11 @@ impl GpuPool {
             self.nodes[index].state = NodeState::Busy;
             return Some((index, Placement::Free));
         }
-        let existing = self.nodes.iter().filter(|node| node.state != NodeState::Removed).count();
+        let existing = self.nodes.iter().filter(|node| !matches!(node.state, NodeState::Removed { .. })).count();
         if existing >= self.max_nodes {
             return None;
         }
-        self.nodes.push(Node { permanent: false, state: NodeState::Provisioning });
+        self.nodes.push(Node { added_at: Some(now), state: NodeState::Provisioning });
         Some((self.nodes.len() - 1, Placement::Provisioning))
     }
 
@@ -72,12 +72,31 @@ impl GpuPool {
     fn remove_idle(&mut self, now: f64) {
         for node in &mut self.nodes {
             if let NodeState::Free { since } = node.state
-                && !node.permanent
+                && node.added_at.is_some()
                 && now - since >= self.idle_timeout
             {
-                node.state = NodeState::Removed;
+                node.state = NodeState::Removed { at: since + self.idle_timeout };
             }
         }
+    }
+
+    /// The GPU-seconds of the nodes added on demand, up to `end`: a cloud bills a node
+    /// from its launch to its removal, idle or not, provisioning included. Pods' GPU
+    /// time counts only what they hold; this counts what the cluster paid for the
+    /// capacity a policy asked for, the idle timeout after its last pod included.
+    pub fn added_node_seconds(&self, end: f64) -> f64 {
+        self.nodes
+            .iter()
+            .filter_map(|node| {
+                let added = node.added_at?;
+                let gone = match node.state {
+                    NodeState::Removed { at } => at,
+                    NodeState::Free { since } => since + self.idle_timeout,
+                    NodeState::Provisioning | NodeState::Busy => end,
+                };
+                Some((gone.min(end) - added).max(0.0))
+            })
+            .fold(0.0, |total, seconds| total + seconds)
     }
 }
 
@@ -106,5 +125,9 @@ mod tests {
         pool.release(added, 0.0);
         assert_eq!(pool.claim(1000.0), Some((warm, Placement::Free)));
         assert_eq!(pool.claim(1000.0), Some((2, Placement::Provisioning)), "the idle added node was removed");
+        // The first added node cost from 0 s to its removal at 600 s, idle for all of
+        // it; the second from 1000 s to the end.
+        assert_eq!(pool.added_node_seconds(1500.0), 600.0 + 500.0);
+        assert_eq!(pool.added_node_seconds(300.0), 300.0, "counted up to the end");
     }
 }

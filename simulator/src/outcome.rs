@@ -25,6 +25,9 @@ pub struct Outcome {
     pub slo_attainment: f64,
     /// Pods billed from getting a GPU to ending, summed.
     pub gpu_seconds: f64,
+    /// The nodes the cluster added on demand, from launch to removal, idle included
+    /// (the warm nodes are the same for every policy and not counted).
+    pub added_node_seconds: f64,
     /// Pods created after the start (the initial fleet is not counted).
     pub pod_starts: usize,
     /// Started pods that never became ready, served nothing, or became ready when
@@ -61,6 +64,7 @@ pub fn outcome(policy: PolicyName, settings: &Settings, bursts: &[Burst], run: &
         max_seconds: nearest_rank(&latencies, 1.0),
         slo_attainment: if latencies.is_empty() { 1.0 } else { within_slo as f64 / latencies.len() as f64 },
         gpu_seconds: run.pods.iter().map(billed_seconds).sum(),
+        added_node_seconds: run.added_node_seconds,
         pod_starts: started.len(),
         wasted_starts: started.iter().filter(|pod| is_wasted(pod)).count(),
         flaps: flaps(&run.changes, settings.flap_window_seconds),

@@ -35,6 +35,7 @@ pub struct PolicySummary {
     /// The mean p99 latency; `None` if on some seed the p99 image was never answered.
     pub mean_p99_seconds: Option<f64>,
     pub mean_gpu_seconds: f64,
+    pub mean_added_node_seconds: f64,
     pub mean_pod_starts: f64,
     pub mean_wasted_starts: f64,
     pub mean_flaps: f64,
@@ -73,6 +74,7 @@ pub fn summarize(reports: &[Report]) -> Option<Sweep> {
                 seeds_at_99_percent: runs.iter().filter(|(_, outcome)| outcome.slo_attainment >= 0.99).count(),
                 mean_p99_seconds: p99s.map(|p99s| p99s.iter().sum::<f64>() / count),
                 mean_gpu_seconds: mean_of(&|outcome| outcome.gpu_seconds),
+                mean_added_node_seconds: mean_of(&|outcome| outcome.added_node_seconds),
                 mean_pod_starts: mean_of(&|outcome| outcome.pod_starts as f64),
                 mean_wasted_starts: mean_of(&|outcome| outcome.wasted_starts as f64),
                 mean_flaps: mean_of(&|outcome| outcome.flaps as f64),
@@ -108,6 +110,7 @@ pub fn render(sweep: &Sweep) -> String {
         ">=99 %",
         "p99 s",
         "GPU-s",
+        "node-s",
         "starts",
         "wasted",
         "flaps",
@@ -125,6 +128,7 @@ pub fn render(sweep: &Sweep) -> String {
                 format!("{}/{}", summary.seeds_at_99_percent, sweep.seeds.len()),
                 summary.mean_p99_seconds.map_or_else(|| "never".to_string(), |p99| format!("{p99:.1}")),
                 format!("{:.0}", summary.mean_gpu_seconds),
+                format!("{:.0}", summary.mean_added_node_seconds),
                 format!("{:.1}", summary.mean_pod_starts),
                 format!("{:.1}", summary.mean_wasted_starts),
                 format!("{:.1}", summary.mean_flaps),
@@ -136,6 +140,7 @@ pub fn render(sweep: &Sweep) -> String {
     text.push_str(&aligned(&headers, &rows));
     text.push_str(
         "\nmeans over the seeds; worst: the lowest SLO attainment and its seed; >=99 %: seeds with at least 99 % within the SLO;\n\
+         node-s: GPU-seconds of the nodes added on demand, launch to removal, idle included;\n\
          429s, 503s: refusals and gateway time-outs clients saw, per run.\n",
     );
     text

@@ -12,8 +12,8 @@ pub fn render(report: &Report) -> String {
     );
     let mut text = heading(&report.source, &runs, &report.settings);
     let headers = [
-        "policy", "p50 s", "p95 s", "p99 s", "max s", "SLO %", "GPU-s", "starts", "wasted", "flaps", "react s", "429s",
-        "503s",
+        "policy", "p50 s", "p95 s", "p99 s", "max s", "SLO %", "GPU-s", "node-s", "starts", "wasted", "flaps",
+        "react s", "429s", "503s",
     ];
     let rows: Vec<Vec<String>> = report
         .outcomes
@@ -27,6 +27,7 @@ pub fn render(report: &Report) -> String {
                 seconds(outcome.max_seconds),
                 format!("{:.2}", 100.0 * outcome.slo_attainment),
                 format!("{:.0}", outcome.gpu_seconds),
+                format!("{:.0}", outcome.added_node_seconds),
                 outcome.pod_starts.to_string(),
                 outcome.wasted_starts.to_string(),
                 outcome.flaps.to_string(),
@@ -40,6 +41,7 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(
         text,
         "\nlatency: first try to answer; never = some image was not answered by the end. starts: pods created after t=0;\n\
+         node-s: GPU-seconds of the nodes added on demand, launch to removal, idle included.\n\
          wasted: never ready, served nothing, or ready when nothing waited. react: median burst start -> first new pod ready.\n\
          429s: refusals clients saw (a pod's full queue, or the gateway's admission); 503s: the gateway's budget ran out in its queue."
     );

@@ -52,6 +52,25 @@ fn kpa_overshoots_when_scaling_from_zero_with_slow_pods() {
     assert!(kpa.gpu_seconds > 1.5 * matte.gpu_seconds, "kpa {kpa:?}\nmatte {matte:?}");
 }
 
+/// Nodes the cluster adds for a burst are paid for from launch until its idle timeout
+/// after their last pod, used or not: a policy that asks for more pods than it keeps
+/// leaves that capacity billed. With enough warm nodes none is added.
+#[test]
+fn nodes_added_for_a_burst_are_counted_until_their_idle_timeout() {
+    let few_warm = Settings { duration_seconds: 1500.0, warm_gpus: 1, ..Scenario::BurstTrain.settings() };
+    let arrivals = burst_at(30.0, 400, 2.0);
+    let report = run(&few_warm, arrivals.clone(), &[PolicyName::Matte, PolicyName::Kpa], 1);
+    for policy in [PolicyName::Matte, PolicyName::Kpa] {
+        let outcome = outcome(&report, policy);
+        assert!(outcome.added_node_seconds >= few_warm.node_idle_timeout_seconds, "{outcome:?}");
+    }
+    let (matte, kpa) = (outcome(&report, PolicyName::Matte), outcome(&report, PolicyName::Kpa));
+    assert!(kpa.added_node_seconds > matte.added_node_seconds, "kpa {kpa:?}\nmatte {matte:?}");
+    let all_warm = Settings { warm_gpus: 32, ..few_warm };
+    let report = run(&all_warm, arrivals, &[PolicyName::Matte, PolicyName::Kpa], 1);
+    assert!(report.outcomes.iter().all(|outcome| outcome.added_node_seconds == 0.0), "{:?}", report.outcomes);
+}
+
 /// The HPA looks every 15 s at a one-minute rate: its first pod for a burst is ready
 /// well after the operator's, which looks every 5 s at the queue itself.
 #[test]
