@@ -15,12 +15,12 @@
 //! needed are kept for as long as a new one would take to start (the cost of being
 //! wrong either way is the same), never given back while others are still starting
 //! for work that waits, and never below the pods that drain what is queued by the
-//! deadline while requests keep arriving at their present rate. Once nothing has waited for a little while, pods still starting
-//! that the ready ones did without are given back before they are ready: each would
-//! cost the rest of its start-up and a whole hold, for nothing. Pods waiting for a GPU
-//! (a node being added) would be ready later still, a node's provisioning on top: once
-//! the pods with one have been enough for a while, they are given back before they
-//! have one.
+//! deadline while requests keep arriving at their present rate. Once nothing has
+//! waited for a little while, pods still starting that the ready ones did without are
+//! given back before they are ready: each would cost the rest of its start-up and a
+//! whole hold, for nothing. Pods waiting for a GPU (a node being added) would be ready
+//! later still, a node's provisioning on top: once the pods with one have been enough
+//! for a while, they are given back before they have one.
 //!
 //! Bursts that recur teach the policy one more thing: a pod started for a burst is ready
 //! only after a start-up, too late for the burst's first images, and it is started again

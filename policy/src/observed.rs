@@ -363,9 +363,12 @@ pub fn queue_metrics(
     // slot, admissions follow capacity, not demand: those steps are left out of the
     // quantile.
     let step = windows.scrape_interval.as_secs_f64();
+    // The depths are never negative: their sum is above 0 when any replica's is.
     let gateway_held = |step_at: f64| {
-        let held = gateways.iter().filter_map(|gateway| promql::max_over_time(&gateway.queue_depth, step_at, rate));
-        held.fold(None, |total: Option<f64>, value| Some(total.unwrap_or(0.0) + value)).is_some_and(|held| held > 0.0)
+        gateways
+            .iter()
+            .filter_map(|gateway| promql::max_over_time(&gateway.queue_depth, step_at, rate))
+            .any(|held| held > 0.0)
     };
     let refusal_free: Vec<f64> = promql::subquery_steps(at, long, step)
         .filter(|&step_at| !refused_rate(step_at, rate).is_some_and(|refused| refused > 0.0))

@@ -96,6 +96,7 @@ impl GpuPool {
                 };
                 Some((gone.min(end) - added).max(0.0))
             })
+            // From +0.0: an empty `sum` of f64 is -0.0, which the tables print as "-0".
             .fold(0.0, |total, seconds| total + seconds)
     }
 }
