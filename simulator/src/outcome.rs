@@ -33,6 +33,9 @@ pub struct Outcome {
     /// Started pods that never became ready, served nothing, or became ready when
     /// nothing was waiting anywhere: the need had passed.
     pub wasted_starts: usize,
+    /// Started pods that ended before they were ready: given back while starting or
+    /// while waiting for a GPU (counted among the wasted too).
+    pub cancelled_starts: usize,
     /// Replica changes that reverse the previous one within the flap window.
     pub flaps: usize,
     /// Median seconds from a burst's first image to the first pod started for it being
@@ -67,6 +70,7 @@ pub fn outcome(policy: PolicyName, settings: &Settings, bursts: &[Burst], run: &
         added_node_seconds: run.added_node_seconds,
         pod_starts: started.len(),
         wasted_starts: started.iter().filter(|pod| is_wasted(pod)).count(),
+        cancelled_starts: started.iter().filter(|pod| pod.ready_seconds.is_none()).count(),
         flaps: flaps(&run.changes, settings.flap_window_seconds),
         reaction_median_seconds: median(reactions.clone()),
         bursts_with_new_pods: reactions.len(),

@@ -7,7 +7,7 @@ use super::Report;
 use super::outcome::Outcome;
 use super::scalers::PolicyName;
 use super::settings::Settings;
-use super::table::{aligned, heading};
+use super::table::{COST_COLUMNS, aligned, heading};
 
 /// The summary (`--seeds N --json` prints exactly this).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -38,6 +38,7 @@ pub struct PolicySummary {
     pub mean_added_node_seconds: f64,
     pub mean_pod_starts: f64,
     pub mean_wasted_starts: f64,
+    pub mean_cancelled_starts: f64,
     pub mean_flaps: f64,
     /// 429s clients saw, per run.
     pub mean_rejections: f64,
@@ -77,6 +78,7 @@ pub fn summarize(reports: &[Report]) -> Option<Sweep> {
                 mean_added_node_seconds: mean_of(&|outcome| outcome.added_node_seconds),
                 mean_pod_starts: mean_of(&|outcome| outcome.pod_starts as f64),
                 mean_wasted_starts: mean_of(&|outcome| outcome.wasted_starts as f64),
+                mean_cancelled_starts: mean_of(&|outcome| outcome.cancelled_starts as f64),
                 mean_flaps: mean_of(&|outcome| outcome.flaps as f64),
                 mean_rejections: mean_of(&|outcome| outcome.rejections as f64),
                 mean_timeouts: mean_of(&|outcome| outcome.timeouts as f64),
@@ -103,20 +105,8 @@ pub fn render(sweep: &Sweep) -> String {
         sweep.mean_images, sweep.mean_bursts, sweep.settings.duration_seconds
     );
     let mut text = heading(&sweep.source, &runs, &sweep.settings);
-    let headers = [
-        "policy",
-        "SLO % mean",
-        "worst (seed)",
-        ">=99 %",
-        "p99 s",
-        "GPU-s",
-        "node-s",
-        "starts",
-        "wasted",
-        "flaps",
-        "429s",
-        "503s",
-    ];
+    let headers =
+        [&["policy", "SLO % mean", "worst (seed)", ">=99 %", "p99 s"][..], &COST_COLUMNS, &["429s", "503s"]].concat();
     let rows: Vec<Vec<String>> = sweep
         .policies
         .iter()
@@ -131,6 +121,7 @@ pub fn render(sweep: &Sweep) -> String {
                 format!("{:.0}", summary.mean_added_node_seconds),
                 format!("{:.1}", summary.mean_pod_starts),
                 format!("{:.1}", summary.mean_wasted_starts),
+                format!("{:.1}", summary.mean_cancelled_starts),
                 format!("{:.1}", summary.mean_flaps),
                 format!("{:.0}", summary.mean_rejections),
                 format!("{:.0}", summary.mean_timeouts),
@@ -141,6 +132,7 @@ pub fn render(sweep: &Sweep) -> String {
     text.push_str(
         "\nmeans over the seeds; worst: the lowest SLO attainment and its seed; >=99 %: seeds with at least 99 % within the SLO;\n\
          node-s: GPU-seconds of the nodes added on demand, launch to removal, idle included;\n\
+         wasted: pods never ready, serving nothing, or ready when nothing waited; cancelled: given back before ready;\n\
          429s, 503s: refusals and gateway time-outs clients saw, per run.\n",
     );
     text

@@ -11,10 +11,9 @@ pub fn render(report: &Report) -> String {
         report.images, report.bursts, report.settings.duration_seconds, report.seed
     );
     let mut text = heading(&report.source, &runs, &report.settings);
-    let headers = [
-        "policy", "p50 s", "p95 s", "p99 s", "max s", "SLO %", "GPU-s", "node-s", "starts", "wasted", "flaps",
-        "react s", "429s", "503s",
-    ];
+    let headers =
+        [&["policy", "p50 s", "p95 s", "p99 s", "max s", "SLO %"][..], &COST_COLUMNS, &["react s", "429s", "503s"]]
+            .concat();
     let rows: Vec<Vec<String>> = report
         .outcomes
         .iter()
@@ -30,6 +29,7 @@ pub fn render(report: &Report) -> String {
                 format!("{:.0}", outcome.added_node_seconds),
                 outcome.pod_starts.to_string(),
                 outcome.wasted_starts.to_string(),
+                outcome.cancelled_starts.to_string(),
                 outcome.flaps.to_string(),
                 outcome.reaction_median_seconds.map_or_else(|| "-".to_string(), |value| format!("{value:.0}")),
                 outcome.rejections.to_string(),
@@ -42,13 +42,18 @@ pub fn render(report: &Report) -> String {
         text,
         "\nlatency: first try to answer; never = some image was not answered by the end. starts: pods created after t=0;\n\
          node-s: GPU-seconds of the nodes added on demand, launch to removal, idle included.\n\
-         wasted: never ready, served nothing, or ready when nothing waited. react: median burst start -> first new pod ready.\n\
+         wasted: never ready, served nothing, or ready when nothing waited; cancelled: given back before ready.\n\
+         react: median burst start -> first new pod ready.\n\
          429s: refusals clients saw (a pod's full queue, or the gateway's admission); 503s: the gateway's budget ran out in its queue."
     );
     text
 }
 
 /// Two lines: what ran (`runs`) and the settings every policy shared.
+/// The columns of what a policy spent, in both tables: its pods' GPU-seconds, the
+/// nodes added for them, its starts, those wasted and cancelled, and its flaps.
+pub const COST_COLUMNS: [&str; 6] = ["GPU-s", "node-s", "starts", "wasted", "cancelled", "flaps"];
+
 pub fn heading(source: &str, runs: &str, settings: &Settings) -> String {
     let routing = match settings.routing {
         Routing::Gateway => format!("gateway (max wait {:.0}s)", settings.max_wait_seconds),

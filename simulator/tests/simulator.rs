@@ -286,6 +286,23 @@ fn behind_the_gateway_a_burst_one_pod_drains_in_time_starts_no_pod() {
     assert_eq!(outcome.pod_starts, 0, "{:?}", run.pods);
 }
 
+/// A burst one pod drains a little after the pods started for it would be ready: the
+/// plan, counting on three quarters of that pod's throughput, starts some, and those
+/// still starting once nothing waits are given back before they are ready. They are
+/// counted as cancelled, and as wasted.
+#[test]
+fn pods_given_back_before_they_are_ready_are_counted_as_cancelled_starts() {
+    let settings = behind_gateway(Settings { duration_seconds: 600.0, ..Scenario::BurstTrain.settings() });
+    let (outcome, run) = runs(&settings, burst_at(30.0, 130, 3.0), PolicyName::Matte);
+    let started = &run.pods[run.initial_pods..];
+    let never_ready: Vec<_> = started.iter().filter(|pod| pod.ready_seconds.is_none()).collect();
+    assert!(!never_ready.is_empty(), "{started:?}");
+    assert!(never_ready.iter().all(|pod| pod.images_served == 0 && pod.ended_seconds < 600.0), "{never_ready:?}");
+    assert_eq!(outcome.cancelled_starts, never_ready.len(), "{outcome:?}");
+    assert!(outcome.cancelled_starts < outcome.pod_starts, "some became ready: {outcome:?}");
+    assert!(outcome.wasted_starts >= outcome.cancelled_starts, "{outcome:?}");
+}
+
 /// 60 images within a second on two pods of 0.6 s per image: the last one's expected
 /// wait (about 8 s) fits the 30 s budget, so every client is served at its first try;
 /// the pods alone refuse most of them.
