@@ -16,8 +16,13 @@ use crate::settings::{Routing, Settings};
 )]
 pub struct Cli {
     /// A built-in traffic scenario.
-    #[arg(long, value_enum, required_unless_present = "trace", conflicts_with = "trace")]
+    #[arg(long, value_enum, required_unless_present_any = ["trace", "every_scenario"], conflicts_with = "trace")]
     pub scenario: Option<Scenario>,
+    /// Every scenario but burst-train and hundred-in-ten instead, Matte against the best
+    /// of the HPA, KEDA and KPA on each, each over its own number of seeds (48 for
+    /// scale-from-zero, 12 for the others) unless --seeds says otherwise.
+    #[arg(long, conflicts_with_all = ["scenario", "trace", "policies", "plots"])]
+    pub every_scenario: bool,
     /// A trace file instead: one arrival time in seconds per line; blank lines and lines
     /// starting with '#' are ignored. Runs with burst-train's pods unless overridden.
     #[arg(long, value_name = "FILE")]
@@ -29,9 +34,9 @@ pub struct Cli {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Run this many seeds, from --seed on, and report each policy's means over them and
-    /// its worst seed.
-    #[arg(long, default_value_t = 1, value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..=10_000), conflicts_with = "plots")]
-    pub seeds: u64,
+    /// its worst seed (default 1).
+    #[arg(long, value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..=10_000), conflicts_with = "plots")]
+    pub seeds: Option<u64>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -156,5 +161,27 @@ impl Overrides {
             static_replicas: self.static_replicas.unwrap_or(settings.static_replicas),
             ..settings
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn every_scenario_stands_alone_and_needs_no_scenario() {
+        let parsed = Cli::try_parse_from(["matte-sim", "--every-scenario", "--routing", "gateway"]).expect("valid");
+        assert!(parsed.every_scenario && parsed.scenario.is_none() && parsed.seeds.is_none());
+        for clash in
+            [["--scenario", "cron-batches"], ["--trace", "arrivals.txt"], ["--policy", "kpa"], ["--plots", "out"]]
+        {
+            let error =
+                Cli::try_parse_from(["matte-sim", "--every-scenario", clash[0], clash[1]]).expect_err("conflicts");
+            assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict, "{clash:?}: {error}");
+        }
+        let error = Cli::try_parse_from(["matte-sim", "--seeds", "3"]).expect_err("a scenario, a trace or every one");
+        assert_eq!(error.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{error}");
     }
 }

@@ -6,7 +6,7 @@ use crate::error::Error;
 use super::scalers::PolicyName;
 use super::scenario::Scenario;
 use super::settings::Settings;
-use super::{compare, plots, sweep, table, trace};
+use super::{against_anchors, compare, plots, sweep, table, trace};
 
 /// What the command prints: the report on stdout, notes (files written) on stderr.
 pub struct Printed {
@@ -15,14 +15,26 @@ pub struct Printed {
 }
 
 pub fn run(args: &Cli) -> Result<Printed, Error> {
+    if args.every_scenario {
+        let standings = against_anchors::scenarios()
+            .map(|scenario| against_anchors::stand(scenario, &args.overrides, args.seed, args.seeds))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let stdout = if args.json {
+            serde_json::to_string_pretty(&standings)? + "\n"
+        } else {
+            against_anchors::render(&standings)
+        };
+        return Ok(Printed { stdout, stderr: String::new() });
+    }
     let traffic = Traffic::from_args(args)?;
     let policies = if args.policies.is_empty() {
         <PolicyName as clap::ValueEnum>::value_variants().to_vec()
     } else {
         args.policies.clone()
     };
-    if args.seeds > 1 {
-        let seeds = args.seed..args.seed.saturating_add(args.seeds);
+    let seeds = args.seeds.unwrap_or(1);
+    if seeds > 1 {
+        let seeds = args.seed..args.seed.saturating_add(seeds);
         let reports = seeds
             .map(|seed| {
                 Ok(compare(&traffic.settings, traffic.arrivals(seed), &policies, seed, traffic.source())?.report)
@@ -86,8 +98,7 @@ impl Traffic {
     fn source(&self) -> String {
         match &self.source {
             Source::Trace { path, .. } => path.clone(),
-            Source::Scenario(scenario) => clap::ValueEnum::to_possible_value(scenario)
-                .map_or_else(String::new, |value| value.get_name().to_string()),
+            Source::Scenario(scenario) => scenario.name(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! what the operator reads: every quantity computed from simulated scrapes through the
 //! definitions of `matte_policy::observed`.
 
+pub mod against_anchors;
 pub mod cli;
 pub mod command;
 pub mod engine;

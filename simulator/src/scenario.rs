@@ -138,6 +138,21 @@ impl Scenario {
         }
     }
 
+    /// Its name on the command line.
+    pub fn name(self) -> String {
+        self.to_possible_value().map_or_else(String::new, |value| value.get_name().to_string())
+    }
+
+    /// How many seeds its figures against the anchors are measured over: enough for the
+    /// mean to settle. A run of scale-from-zero turns on a few cold starts, so it takes
+    /// more.
+    pub fn seeds_measured(self) -> u64 {
+        match self {
+            Scenario::ScaleFromZero => 48,
+            _ => 12,
+        }
+    }
+
     /// The arrival times, sorted, for a run of `settings.duration_seconds`.
     pub fn arrivals(self, settings: &Settings, seed: u64) -> Vec<f64> {
         let mut rng = Stream::new(seed, StreamName::Arrivals);
