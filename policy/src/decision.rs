@@ -201,10 +201,11 @@ pub struct QueueMetrics {
     /// times a fixed `Retry-After` would count only those of the last few seconds.
     pub gateway_deferred_requests: f64,
     /// Requests reaching the gateway per second over the arrivals window
-    /// (`observed::Windows::arrivals`), less the clients whose `Retry-After` passed in
-    /// that time (0 without a gateway): the rate of new work, seen a scrape after it
-    /// changes. Clients coming back a little after
-    /// their `Retry-After` make it read a little low, then a little high.
+    /// (`observed::Windows::arrivals`), less the clients whose `Retry-After` passed, per
+    /// second over the longer window their returns spread over
+    /// (`observed::Windows::dues`; 0 without a gateway): the rate of new work, seen a
+    /// scrape after it changes. Clients sent away together and coming back over more
+    /// than that window still make it read a little low, then a little high.
     pub gateway_new_arrivals_per_second: f64,
 }
 

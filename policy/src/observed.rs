@@ -18,7 +18,7 @@
 //! | `gateway_queue_depth` | `sum(gateway_queue_depth)`: requests waiting in the gateway's FIFO |
 //! | `gateway_oldest_queued_age_seconds` | `max(gateway_oldest_queued_age_seconds)` |
 //! | `gateway_deferred_requests` | `sum(gateway_deferred_requests)`: clients sent away whose `Retry-After` has not passed |
-//! | `gateway_new_arrivals_per_second` | `sum(rate(gateway_received[arrivals])) - sum(rate(gateway_deferred_due[arrivals]))`: requests reaching the gateway, less those due back |
+//! | `gateway_new_arrivals_per_second` | `sum(rate(gateway_received[arrivals])) - sum(rate(gateway_deferred_due[confirm]))`: requests reaching the gateway, less the clients due back (over the confirmation time: see [`Windows::dues`]) |
 //!
 //! where `refused` is the pods' `requests_total{outcome="queue_full"}` together with the
 //! gateway's `gateway_requests_total{outcome=~"queue_full|no_capacity"}` (clients sent
@@ -111,6 +111,18 @@ impl Windows {
     /// that lasted keeps it.
     pub fn confirm(&self) -> Duration {
         self.arrivals + self.scrape_interval
+    }
+
+    /// The clients due back, subtracted from the gateway's arrivals as their rate over
+    /// this window: the confirmation time ([`Windows::confirm`]), longer than the
+    /// arrivals' own window. A client comes back a little after its `Retry-After`, by
+    /// its own jitter, so the returns of clients sent away together spread over the
+    /// seconds after they fell due. Over the arrivals' short window the dues read first
+    /// (arrivals read low) and the returns after them (arrivals read high), long enough
+    /// for a flow that is not there to be confirmed; over the confirmation time the dues
+    /// are spread as the returns are.
+    pub fn dues(&self) -> Duration {
+        self.confirm()
     }
 
     /// How much history [`queue_metrics`] reads: the long window, plus a rate window
@@ -343,8 +355,8 @@ pub fn queue_metrics(
         by_gateways.fold(sum_rate(at, range, |s| &s.refused), |total, value| Some(total.unwrap_or(0.0) + value))
     };
 
-    let gateway_rate = |points: fn(&GatewaySeries) -> &Vec<Point>| -> f64 {
-        gateways.iter().filter_map(|gateway| promql::rate(points(gateway), at, arrivals)).sum()
+    let gateway_rate = |points: fn(&GatewaySeries) -> &Vec<Point>, range: f64| -> f64 {
+        gateways.iter().filter_map(|gateway| promql::rate(points(gateway), at, range)).sum()
     };
 
     let bucket_rates: Option<Vec<f64>> = (0..=SECONDS_BUCKETS.len())
@@ -392,8 +404,8 @@ pub fn queue_metrics(
             .filter_map(|gateway| promql::instant(&gateway.deferred, gateway.stale_from, at))
             .map(|(_, value)| value)
             .sum(),
-        gateway_new_arrivals_per_second: gateway_rate(|gateway| &gateway.received)
-            - gateway_rate(|gateway| &gateway.deferred_due),
+        gateway_new_arrivals_per_second: gateway_rate(|gateway| &gateway.received, arrivals)
+            - gateway_rate(|gateway| &gateway.deferred_due, windows.dues().as_secs_f64()),
     })
 }
 
@@ -411,6 +423,7 @@ mod tests {
         let windows = Windows::for_scrape_intervals(seconds(5), seconds(1));
         assert_eq!((windows.rate, windows.recent, windows.arrivals), (seconds(20), seconds(10), seconds(5)));
         assert_eq!(windows.confirm(), seconds(10), "arrivals over 5 s, and one pods' scrape more");
+        assert_eq!(windows.dues(), seconds(10), "the clients due back, over the confirmation time");
         assert_eq!(windows.pass, seconds(1), "a pass at every scrape of the gateway");
         assert_eq!(Windows::for_scrape_interval(seconds(5)).pass, seconds(5), "and of the pods without one");
         let one_interval = Windows::for_scrape_interval(seconds(5));
@@ -573,6 +586,44 @@ mod tests {
         // 2/s outweigh one at 1/s.
         let without = queue_metrics(&[&pod], &[], 180.0, &windows).expect("the pod");
         assert!((without.sustained_admitted_per_second - 2.0).abs() < 1e-9, "{without:?}");
+    }
+
+    #[test]
+    fn clients_coming_back_over_the_seconds_after_their_retry_after_are_not_read_as_a_flow() {
+        // 40 clients fall due at 20 s and come back over the next 12 (a 24 s
+        // `Retry-After` and up to half again of jitter); nothing new arrives. The
+        // gateway is scraped every second.
+        let windows = Windows::for_scrape_intervals(Duration::from_secs(5), Duration::from_secs(1));
+        let mut gateway = GatewaySeries::default();
+        for second in 0..=45 {
+            let at = f64::from(second);
+            let deferred_due = if at >= 20.0 { 40.0 } else { 0.0 };
+            let received = 40.0 * ((at - 20.0) / 12.0).clamp(0.0, 1.0);
+            gateway.record(at, &GatewayScrape { received, deferred_due, ..GatewayScrape::default() });
+        }
+        // How long the reading stays above what one pod serves (1.5/s) at a stretch.
+        let longest_above = |reading: &dyn Fn(f64) -> f64| {
+            (15..=45).map(f64::from).fold((0, 0), |(run, longest), at| {
+                let run = if reading(at) > 1.5 { run + 1 } else { 0 };
+                (run, longest.max(run))
+            })
+        };
+        let read = |at: f64| {
+            let queue = queue_metrics(&[], &[&gateway], at, &windows).expect("the gateway's series");
+            queue.gateway_new_arrivals_per_second
+        };
+        let (_, longest) = longest_above(&read);
+        assert!(longest <= 5, "above one pod's rate for {longest} s, half the confirmation time at most");
+        assert!((15..=45).all(|second| read(f64::from(second)) <= 40.0 / 12.0 + 1e-9));
+        // The dues over the arrivals' window alone read the returns as new work for the
+        // whole confirmation time: a flow that is not there.
+        let arrivals = windows.arrivals.as_secs_f64();
+        let over_arrivals_window = |at: f64| {
+            let rate = |points: &[Point]| promql::rate(points, at, arrivals).unwrap_or(0.0);
+            rate(&gateway.received) - rate(&gateway.deferred_due)
+        };
+        let (_, longest) = longest_above(&over_arrivals_window);
+        assert!(longest as f64 >= windows.confirm().as_secs_f64(), "{longest} s");
     }
 
     #[test]

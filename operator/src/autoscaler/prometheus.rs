@@ -46,6 +46,7 @@ impl Queries {
         let step = seconds(windows.scrape_interval);
         let recent = seconds(windows.recent);
         let arrivals = seconds(windows.arrivals);
+        let dues = seconds(windows.dues());
         let requests = names::REQUESTS_TOTAL;
         // Clients sent away to come back: the pods' `queue_full` and the gateway's
         // refusals, in one selector over both counters (the pods have no other outcome of
@@ -89,9 +90,10 @@ impl Queries {
             gateway_queue_depth: format!("sum({})", series(gateway_metrics::QUEUE_DEPTH, "")),
             gateway_oldest_queued_age: format!("max({})", series(gateway_metrics::OLDEST_QUEUED_AGE_SECONDS, "")),
             gateway_deferred_requests: format!("sum({})", series(gateway_metrics::DEFERRED_REQUESTS, "")),
-            // Every request the gateway received, less the clients due back in the window.
+            // Every request the gateway received, less the clients due back, read over the
+            // longer window their returns spread over.
             gateway_new_arrivals_per_second: format!(
-                "sum(rate({}[{arrivals}])) - sum(rate({}[{arrivals}]))",
+                "sum(rate({}[{arrivals}])) - sum(rate({}[{dues}]))",
                 series(gateway_metrics::RECEIVED_TOTAL, ""),
                 series(gateway_metrics::DEFERRED_DUE_TOTAL, "")
             ),
@@ -265,7 +267,7 @@ mod tests {
         );
         assert_eq!(
             q.gateway_new_arrivals_per_second,
-            r#"sum(rate(matte_gateway_received_total{namespace="shop"}[10s])) - sum(rate(matte_gateway_deferred_due_total{namespace="shop"}[10s]))"#
+            r#"sum(rate(matte_gateway_received_total{namespace="shop"}[10s])) - sum(rate(matte_gateway_deferred_due_total{namespace="shop"}[15s]))"#
         );
     }
 
