@@ -93,14 +93,10 @@ pub fn stand(
     let settings = overrides.apply(scenario.settings());
     let policies: Vec<PolicyName> = std::iter::once(PolicyName::Matte).chain(ANCHORS).collect();
     let count = seeds.unwrap_or_else(|| scenario.seeds_measured());
-    let reports = (first_seed..first_seed.saturating_add(count))
-        .map(|seed| {
-            let arrivals = scenario.arrivals(&settings, seed);
-            Ok(crate::compare(&settings, arrivals, &policies, seed, scenario.name())?.report)
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
     let summary =
-        sweep::summarize(&reports).ok_or_else(|| Error::InvalidSetting("--seeds must be at least 1".into()))?;
+        sweep::run(&settings, first_seed..first_seed.saturating_add(count), &policies, &scenario.name(), |seed| {
+            scenario.arrivals(&settings, seed)
+        })?;
     let find = |policy| summary.policies.iter().find(|summary| summary.policy == policy).cloned();
     let (Some(matte), Some(best_anchor)) = (find(PolicyName::Matte), best_anchor(&summary.policies).cloned()) else {
         return Err(Error::InvalidSetting(format!("{}: a policy reported nothing", scenario.name())));

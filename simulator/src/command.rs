@@ -35,13 +35,8 @@ pub fn run(args: &Cli) -> Result<Printed, Error> {
     let seeds = args.seeds.unwrap_or(1);
     if seeds > 1 {
         let seeds = args.seed..args.seed.saturating_add(seeds);
-        let reports = seeds
-            .map(|seed| {
-                Ok(compare(&traffic.settings, traffic.arrivals(seed), &policies, seed, traffic.source())?.report)
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
         let summary =
-            sweep::summarize(&reports).ok_or_else(|| Error::InvalidSetting("--seeds must be at least 1".into()))?;
+            sweep::run(&traffic.settings, seeds, &policies, &traffic.source(), |seed| traffic.arrivals(seed))?;
         let stdout = if args.json { serde_json::to_string_pretty(&summary)? + "\n" } else { sweep::render(&summary) };
         return Ok(Printed { stdout, stderr: String::new() });
     }

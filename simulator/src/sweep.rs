@@ -3,11 +3,14 @@
 
 use serde::Serialize;
 
-use super::Report;
+use std::ops::Range;
+
+use super::error::Error;
 use super::outcome::Outcome;
 use super::scalers::PolicyName;
 use super::settings::Settings;
 use super::table::{COST_COLUMNS, aligned, heading};
+use super::{Report, compare};
 
 /// The summary (`--seeds N --json` prints exactly this).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -44,6 +47,21 @@ pub struct PolicySummary {
     pub mean_rejections: f64,
     /// 503s from the gateway's budget running out, per run.
     pub mean_timeouts: f64,
+}
+
+/// Runs `policies` on every seed of `seeds`, each on the arrivals `arrivals` draws for
+/// it, and sums them up.
+pub fn run(
+    settings: &Settings,
+    seeds: Range<u64>,
+    policies: &[PolicyName],
+    source: &str,
+    arrivals: impl Fn(u64) -> Vec<f64>,
+) -> Result<Sweep, Error> {
+    let reports = seeds
+        .map(|seed| Ok(compare(settings, arrivals(seed), policies, seed, source.to_string())?.report))
+        .collect::<Result<Vec<_>, Error>>()?;
+    summarize(&reports).ok_or_else(|| Error::InvalidSetting("--seeds must be at least 1".into()))
 }
 
 /// Sums up reports of the same policies on different seeds; `None` for no reports.
