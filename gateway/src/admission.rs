@@ -3,7 +3,10 @@
 //! it does not: the time until its wait would be down to half its budget, so that the
 //! client comes back to a queue with room for it. Told the whole expected wait, it
 //! would come back when its turn had come and gone, to the back of a queue that has
-//! filled again meanwhile, and wait a second time.
+//! filled again meanwhile, and wait a second time. Never more than the budget, though:
+//! the wait counts the pods ready now, and a queue long enough to send clients away is
+//! what the autoscaler starts pods for, so a client sent away for longer than it was
+//! willing to wait would stay away past the pods that come up meanwhile.
 //!
 //! The model: every ready pod works through its requests one after another, one every
 //! `per_image` on average, so together the pods free a place every
@@ -75,9 +78,14 @@ pub fn decide(expected: Option<Duration>, budget: Duration) -> Admission {
 
 /// Whole seconds, rounded up and at least 1, until a wait of `expected` now is down
 /// to half of `budget`: a client that comes back then is admitted and waits about
-/// half its budget in the queue.
+/// half its budget in the queue. At most the budget: a wait counted on the pods ready
+/// now overstates it while the fleet grows (a burst on a fleet scaling from zero, told
+/// 45 s by its first ready pod, came back after six more were up and missed its
+/// deadline), and a client back sooner is weighed again. Capped at half the budget
+/// instead, every refused client came back after the same time, when most were refused
+/// again: a lottery in which the first to arrive could lose to later ones.
 pub fn retry_after(expected: Duration, budget: Duration) -> Duration {
-    let until_it_fits = expected.saturating_sub(budget / 2);
+    let until_it_fits = expected.saturating_sub(budget / 2).min(budget);
     Duration::from_secs(until_it_fits.as_secs_f64().ceil().max(1.0) as u64)
 }
 
@@ -110,17 +118,32 @@ mod tests {
     fn a_wait_over_the_budget_is_refused_with_the_seconds_until_it_would_fit() {
         assert_eq!(decide(Some(SECOND), 30 * SECOND), Admission::Admit);
         assert_eq!(decide(Some(30 * SECOND), 30 * SECOND), Admission::Admit, "exactly the budget fits");
-        // 2.1 s expected against a 1 s budget: back in 1.6 s, rounded up.
+        // 2.5 s expected against a 2 s budget: back in 1.5 s, rounded up.
         assert_eq!(
-            decide(Some(Duration::from_millis(2100)), SECOND),
-            Admission::Refuse { expected: Duration::from_millis(2100), retry_after: 2 * SECOND }
+            decide(Some(Duration::from_millis(2500)), 2 * SECOND),
+            Admission::Refuse { expected: Duration::from_millis(2500), retry_after: 2 * SECOND }
         );
-        // 75 s against 30 s: back when 15 s are left, in 60 s, not after the whole 75.
+        // 35.5 s against 30 s: back when 15 s are left, in 20.5 s, not after the whole
+        // 35.5.
         assert_eq!(
-            decide(Some(75 * SECOND), 30 * SECOND),
-            Admission::Refuse { expected: 75 * SECOND, retry_after: 60 * SECOND }
+            decide(Some(Duration::from_millis(35_500)), 30 * SECOND),
+            Admission::Refuse { expected: Duration::from_millis(35_500), retry_after: 21 * SECOND }
         );
         assert_eq!(decide(None, SECOND), Admission::Admit, "unknown waits are admitted within the budget");
+    }
+
+    #[test]
+    fn nobody_is_sent_away_for_longer_than_the_budget() {
+        // 75 s against 30 s: 60 s until it would fit on the pods ready now, but the
+        // fleet may grow meanwhile.
+        assert_eq!(
+            decide(Some(75 * SECOND), 30 * SECOND),
+            Admission::Refuse { expected: 75 * SECOND, retry_after: 30 * SECOND }
+        );
+        assert_eq!(retry_after(Duration::from_secs(3600), 3 * SECOND), 3 * SECOND);
+        // Its budget ran out with 19 ahead on 1 pod at 1 s, against a 10 s budget: 15 s
+        // until it would fit; 10.
+        assert_eq!(retry_after_behind(19, Some(SECOND), 1, 10 * SECOND), 10 * SECOND);
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //! if nobody waits and a pod is below its queue capacity; otherwise it joins one FIFO if
 //! its expected wait, `(ahead + 1) · per-image time / ready pods`, fits the budget (or
 //! cannot be known: no ready pod, nothing measured yet), and gets 429 with `Retry-After`
-//! (the expected wait in whole seconds) if not. The per-image time is the gateway's own
+//! (the whole seconds until that wait is down to half the budget, at most the budget)
+//! if not. The per-image time is the gateway's own
 //! measurement: a moving average of each served request's time on its pod divided by
 //! the requests outstanding there when it was sent. A place freed (an answer) or a pod
 //! turning ready goes to the head of the FIFO at once. A request still waiting when its
@@ -337,10 +338,10 @@ impl Gateway {
 }
 
 /// The gateway's `Retry-After` for an `expected` wait against a `budget`: whole
-/// seconds, at least 1, until the wait is down to half the budget
-/// (`matte_gateway::admission::retry_after`).
+/// seconds, at least 1, until the wait is down to half the budget, and at most the
+/// budget (`matte_gateway::admission::retry_after`).
 fn retry_after(expected: f64, budget: f64) -> f64 {
-    (expected - budget / 2.0).ceil().max(1.0)
+    (expected - budget / 2.0).min(budget).ceil().max(1.0)
 }
 
 struct Engine<'a> {
@@ -949,6 +950,16 @@ fn to_u32(count: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gateways_retry_after_is_the_time_until_the_wait_fits_and_at_most_the_budget() {
+        // As `matte_gateway::admission`'s tests: 35.5 s against a 30 s budget, 21 s; 75 s,
+        // 30 s rather than 60; whole seconds, at least 1.
+        assert_eq!(retry_after(35.5, 30.0), 21.0);
+        assert_eq!(retry_after(75.0, 30.0), 30.0);
+        assert_eq!(retry_after(3600.0, 3.0), 3.0);
+        assert_eq!(retry_after(0.0, 30.0), 1.0);
+    }
 
     #[test]
     fn the_gateway_counts_a_client_away_until_its_retry_after_then_due() {
