@@ -1,7 +1,11 @@
 //! What the inference server and the operator must agree on.
 //!
 //! The autoscaler reads the pods' metrics and nothing private, so the metric names are
-//! a contract: both sides take them from here.
+//! a contract: both sides take them from here. So is the gateway's admission
+//! ([`admission`]): the simulator's gateway admits and sends clients away by the same
+//! arithmetic as `matte-gateway`.
+
+pub mod admission;
 
 /// Names of the metrics every inference pod exports on `/metrics`.
 pub mod metrics {

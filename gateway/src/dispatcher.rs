@@ -2,7 +2,7 @@
 //! requests waiting for a place on one, and the hand-over of places ([`Lease`]s).
 //!
 //! A request takes a place at once when nobody waits and a pod has room; otherwise it
-//! joins the FIFO if its expected wait fits its budget (see [`crate::admission`]), and
+//! joins the FIFO if its expected wait fits its budget (see [`matte_common::admission`]), and
 //! is handed a place when one frees, a pod turns ready, or an ejection ends. Endpoint
 //! sources ([`crate::endpoints`]) replace the set of pods; a pod that disappears keeps
 //! its outstanding requests until they end.
@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::Error;
-use crate::admission::{self, Admission, PerImageTime};
 use crate::endpoints::EndpointReport;
 use crate::upstream_state::{self, BUSY_PAUSE, EndpointState, Upstream};
+use matte_common::admission::{self, Admission, PerImageTime};
 
 /// How often waiting requests are looked at without any other event, so that the end
 /// of an ejection or of a pause after a pod's 429 is noticed promptly.

@@ -25,13 +25,13 @@ use matte_common::headers::MAX_WAIT_SECONDS;
 use matte_common::paths;
 
 use crate::Error;
-use crate::admission::Admission;
 use crate::body::{self, ReadFailure, Reservation};
 use crate::compat::{self, Dialect, Encoding};
 use crate::dispatcher::AttemptOutcome;
 use crate::metrics::{Metrics, RetryReason};
 use crate::state::AppState;
 use crate::upstream::{self, Attempt, Forward};
+use matte_common::admission::Admission;
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()

@@ -6,7 +6,8 @@
 //!
 //! Reading order: [`config`] (the flags), [`server`] (lifecycle), [`http`] (the API and
 //! a request's way through), [`dispatcher`] (the queue and the places on pods), with
-//! its pure parts [`admission`] (expected wait, Retry-After) and [`upstream_state`]
+//! its pure parts `matte_common::admission` (expected wait, Retry-After, shared with
+//! the simulator's gateway) and [`upstream_state`]
 //! (picking a pod, ejection); [`endpoints`] (where pods come from: a static list, or
 //! [`discovery`], a Service's EndpointSlices), [`upstream`] (the
 //! client to the pods), [`body`] (holding bodies within the memory bound),
@@ -14,7 +15,6 @@
 //! [`deferred`] (the clients sent away, until they are due back); [`compat`]
 //! translates the rembg and remove.bg drop-in endpoints.
 
-pub mod admission;
 pub mod body;
 pub mod compat;
 pub mod config;
