@@ -46,7 +46,7 @@ use super::prometheus::{Counters, Gauges, Prometheus, Target};
 use super::random::{Stream, StreamName};
 use super::scalers::{ClusterView, Scaler};
 use super::settings::{BATCHED_IMAGE_COST, Routing, Settings};
-use matte_common::admission::{self, PerImageTime};
+use matte_common::admission::{self, Admission, PerImageTime};
 use matte_policy::observed::GatewayScrape;
 use matte_policy::stats::median;
 
@@ -321,23 +321,6 @@ impl Gateway {
     fn record(&mut self, on_pod: f64, outstanding_when_sent: u32) {
         self.per_image.record(Duration::from_secs_f64(on_pod), outstanding_when_sent);
     }
-
-    /// The expected wait of a request with `ahead` waiting before it, as the gateway's
-    /// admission computes it; `None` with no ready pod or nothing measured.
-    fn expected_wait(&self, ahead: usize, ready: usize) -> Option<f64> {
-        admission::expected_wait(ahead, self.per_image.get(), ready).map(|wait| wait.as_secs_f64())
-    }
-}
-
-/// The gateway's `Retry-After` for an `expected` wait against a `budget`, in seconds:
-/// [`admission::retry_after`], or [`admission::UNKNOWN_WAIT_RETRY_AFTER`] when the wait
-/// cannot be known.
-fn retry_after(expected: Option<f64>, budget: f64) -> f64 {
-    expected
-        .map_or(admission::UNKNOWN_WAIT_RETRY_AFTER, |expected| {
-            admission::retry_after(Duration::from_secs_f64(expected), Duration::from_secs_f64(budget))
-        })
-        .as_secs_f64()
 }
 
 struct Engine<'a> {
@@ -534,12 +517,12 @@ impl<'a> Engine<'a> {
             self.send(request, pod);
             return;
         }
-        let expected = self.gateway.expected_wait(self.gateway.waiting.len(), self.ready_pods());
-        if let Some(expected) = expected.filter(|&expected| expected > self.settings.max_wait_seconds) {
+        let expected =
+            admission::expected_wait(self.gateway.waiting.len(), self.gateway.per_image.get(), self.ready_pods());
+        if let Admission::Refuse { retry_after, .. } = admission::decide(expected, self.budget()) {
             self.rejections += 1;
-            let after = retry_after(Some(expected), self.settings.max_wait_seconds);
-            self.gateway.defer(self.now, after);
-            self.retry_later(request, after);
+            self.gateway.defer(self.now, retry_after.as_secs_f64());
+            self.retry_later(request, retry_after.as_secs_f64());
             return;
         }
         self.gateway.waiting.push_back(Queued { request, since: self.now });
@@ -558,11 +541,20 @@ impl<'a> Engine<'a> {
         };
         self.gateway.waiting.remove(position);
         self.timeouts += 1;
-        let wait = self.gateway.expected_wait(self.gateway.waiting.len(), self.ready_pods());
-        let budget = self.settings.max_wait_seconds;
-        let after = retry_after(wait, budget);
+        let after = admission::retry_after_behind(
+            self.gateway.waiting.len(),
+            self.gateway.per_image.get(),
+            self.ready_pods(),
+            self.budget(),
+        )
+        .as_secs_f64();
         self.gateway.defer(self.now, after);
         self.retry_later(request, after);
+    }
+
+    /// A request's budget in the gateway's queue (`--max-wait-seconds`).
+    fn budget(&self) -> Duration {
+        Duration::from_secs_f64(self.settings.max_wait_seconds)
     }
 
     /// The gateway's pick: of the ready pods below their queue capacity, the one with
@@ -946,19 +938,6 @@ fn to_u32(count: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_simulated_gateway_sends_clients_away_by_the_gateways_arithmetic() {
-        // `admission`'s own tests hold the rule; here, that the seconds cross over intact.
-        assert_eq!(retry_after(Some(35.5), 30.0), 21.0);
-        assert_eq!(retry_after(Some(75.0), 30.0), 30.0, "at most the budget");
-        assert_eq!(retry_after(None, 30.0), 5.0, "the wait unknown");
-        let mut gateway = Gateway::default();
-        assert_eq!(gateway.expected_wait(3, 2), None, "nothing measured");
-        gateway.record(1.5, 3);
-        assert_eq!(gateway.expected_wait(3, 2), Some(1.0), "four turns of 0.5 s on two pods");
-        assert_eq!(gateway.expected_wait(3, 0), None, "no ready pod");
-    }
 
     #[test]
     fn the_gateway_counts_a_client_away_until_its_retry_after_then_due() {
