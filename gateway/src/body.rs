@@ -10,7 +10,7 @@ use std::time::Instant;
 use axum::body::{Body, Bytes};
 use futures_util::StreamExt;
 
-use matte_serve::UploadPace;
+use matte_serve::{UploadPace, paced_chunks};
 
 use crate::Error;
 
@@ -98,28 +98,12 @@ pub async fn read(
 ) -> Result<Bytes, ReadFailure> {
     let capacity = declared.map_or(0, |length| length.min(limit as u64) as usize);
     let mut collected = Vec::with_capacity(capacity);
-    let mut stream = body.into_data_stream();
-    loop {
-        let next = tokio::time::timeout_at(pace.deadline(started, collected.len()).into(), stream.next()).await;
-        let chunk = match next {
-            Err(_) => {
-                return Err(ReadFailure::Request(Error::UploadTooSlow {
-                    received: collected.len(),
-                    seconds: started.elapsed().as_secs_f64(),
-                    min_bytes_per_second: pace.min_bytes_per_second,
-                }));
-            }
-            Ok(None) => return Ok(Bytes::from(collected)),
-            Ok(Some(Err(error))) => return Err(ReadFailure::Request(Error::BodyRead(error.to_string()))),
-            Ok(Some(Ok(chunk))) => chunk,
-        };
-        let total = collected.len() + chunk.len();
-        if total > limit {
-            return Err(ReadFailure::Request(Error::BodyTooLarge { limit }));
-        }
+    let mut chunks = std::pin::pin!(paced_chunks(body, limit, pace, started));
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|error| ReadFailure::Request(Error::Body(error)))?;
         // A body longer than declared (or of unknown length) must still fit, including
         // the spare room the buffer grows into.
-        if !reservation.cover(total.max(collected.capacity())) {
+        if !reservation.cover((collected.len() + chunk.len()).max(collected.capacity())) {
             return Err(ReadFailure::BudgetSpent);
         }
         collected.extend_from_slice(&chunk);
@@ -127,6 +111,7 @@ pub async fn read(
             return Err(ReadFailure::BudgetSpent);
         }
     }
+    Ok(Bytes::from(collected))
 }
 
 /// Reads a pod's whole answer, at most `limit` bytes, growing `reservation` to cover
@@ -155,6 +140,8 @@ pub async fn read_answer(body: Body, limit: usize, reservation: &mut Reservation
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use matte_serve::BodyError;
 
     use super::*;
 
@@ -216,6 +203,6 @@ mod tests {
         let budget = BufferBudget::new(100);
         let mut reservation = budget.reserve(0).unwrap();
         let read = read(body_of(vec![b"abc", b"def"]), None, 5, PACE, Instant::now(), &mut reservation).await;
-        assert!(matches!(read, Err(ReadFailure::Request(Error::BodyTooLarge { limit: 5 }))));
+        assert!(matches!(read, Err(ReadFailure::Request(Error::Body(BodyError::TooLarge { limit: 5 })))));
     }
 }

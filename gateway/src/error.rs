@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use matte_serve::BodyError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -20,12 +21,8 @@ pub enum Error {
     Discovery(String),
 
     // --- requests ---------------------------------------------------------------------
-    #[error("the body is larger than the limit of {limit} bytes")]
-    BodyTooLarge { limit: usize },
-    #[error("the upload fell below {min_bytes_per_second} bytes/s: {received} bytes in {seconds:.1} s")]
-    UploadTooSlow { received: usize, seconds: f64, min_bytes_per_second: u64 },
-    #[error("the body could not be read: {0}")]
-    BodyRead(String),
+    #[error(transparent)]
+    Body(#[from] BodyError),
     #[error("{0}")]
     BadRequest(String),
     #[error("no route for {0}; try POST /v1/remove")]
@@ -52,9 +49,8 @@ pub enum Error {
 impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::BadRequest(_) | Error::BodyRead(_) => StatusCode::BAD_REQUEST,
-            Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::UploadTooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Body(error) => error.status(),
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::BuffersFull { .. } | Error::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -72,9 +68,7 @@ impl Error {
     /// `matte_gateway_requests_total`. Codes the pod also uses mean the same here.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::BodyTooLarge { .. } => "body_too_large",
-            Error::UploadTooSlow { .. } => "upload_too_slow",
-            Error::BodyRead(_) => "body_read_failed",
+            Error::Body(error) => error.code(),
             Error::BadRequest(_) => "bad_request",
             Error::NotFound(_) => "not_found",
             Error::MethodNotAllowed { .. } => "method_not_allowed",

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use matte_common::headers::MAX_WAIT_SECONDS;
 use matte_common::paths;
+use matte_serve::{BodyError, exposition};
 
 use crate::Error;
 use crate::body::{self, ReadFailure, Reservation};
@@ -230,7 +231,7 @@ fn admit(state: &AppState, parts: &Parts) -> Result<(Duration, Option<u64>, Rese
     let declared = content_length(&parts.headers);
     let limit = state.limits.max_body_bytes;
     if declared.is_some_and(|length| length > limit as u64) {
-        return Err(Error::BodyTooLarge { limit });
+        return Err(Error::Body(BodyError::TooLarge { limit }));
     }
     if let Admission::Refuse { expected, retry_after } = state.dispatcher.admission(budget) {
         return Err(Error::QueueFull { expected: expected.as_secs_f64(), budget: budget.as_secs_f64(), retry_after });
@@ -324,11 +325,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let mut response = state.metrics.render(&state.dispatcher.snapshot()).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
-    response
+    exposition::response(state.metrics.render(&state.dispatcher.snapshot()))
 }
 
 async fn not_found(request: Request) -> Response {

@@ -4,10 +4,7 @@
 
 use matte_common::gateway_metrics as names;
 use matte_common::metrics::SECONDS_BUCKETS;
-use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -190,9 +187,7 @@ impl Metrics {
         ] {
             self.endpoints.with_label_values(&[state.label()]).set(count as i64);
         }
-        let mut buffer = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("encoding into a Vec cannot fail");
-        String::from_utf8(buffer).expect("the text format is UTF-8")
+        matte_serve::exposition::encode(&self.registry)
     }
 }
 

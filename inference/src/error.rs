@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use matte_serve::BodyError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -62,16 +63,12 @@ pub enum Error {
     TooManyPixels { width: u32, height: u32, pixels: u64, limit: u64 },
     #[error("the image is {width}×{height}: its longer side is over the limit of {limit} pixels")]
     SideTooLong { width: u32, height: u32, limit: u32 },
-    #[error("the body is larger than the limit of {limit} bytes")]
-    BodyTooLarge { limit: usize },
+    #[error(transparent)]
+    Body(#[from] BodyError),
     #[error("the image could not be decoded: {0}")]
     CorruptImage(String),
     #[error("the image needs more memory to decode than allowed: {0}")]
     DecoderLimit(String),
-    #[error("the upload fell below {min_bytes_per_second} bytes/s: {received} bytes in {seconds:.1} s")]
-    UploadTooSlow { received: usize, seconds: f64, min_bytes_per_second: u64 },
-    #[error("the body could not be read: {0}")]
-    BodyRead(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("no route for {0}; try POST /v1/remove")]
@@ -97,16 +94,13 @@ pub enum Error {
 impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::EmptyBody
-            | Error::NotAnImage
-            | Error::CorruptImage(_)
-            | Error::BadRequest(_)
-            | Error::BodyRead(_) => StatusCode::BAD_REQUEST,
-            Error::TooManyPixels { .. }
-            | Error::SideTooLong { .. }
-            | Error::BodyTooLarge { .. }
-            | Error::DecoderLimit(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::UploadTooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
+            Error::EmptyBody | Error::NotAnImage | Error::CorruptImage(_) | Error::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::TooManyPixels { .. } | Error::SideTooLong { .. } | Error::DecoderLimit(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Error::Body(error) => error.status(),
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::UnsupportedImageFormat(_) | Error::UnsupportedContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
@@ -128,11 +122,9 @@ impl Error {
             Error::UnsupportedContentType(_) => "unsupported_content_type",
             Error::TooManyPixels { .. } => "image_too_large",
             Error::SideTooLong { .. } => "side_too_long",
-            Error::BodyTooLarge { .. } => "body_too_large",
+            Error::Body(error) => error.code(),
             Error::CorruptImage(_) => "corrupt_image",
             Error::DecoderLimit(_) => "decoder_limit",
-            Error::UploadTooSlow { .. } => "upload_too_slow",
-            Error::BodyRead(_) => "body_read_failed",
             Error::BadRequest(_) => "bad_request",
             Error::NotFound(_) => "not_found",
             Error::MethodNotAllowed { .. } => "method_not_allowed",
@@ -200,13 +192,13 @@ mod tests {
             (Error::EmptyBody, 400),
             (Error::CorruptImage("x".into()), 400),
             (Error::TooManyPixels { width: 1, height: 1, pixels: 1, limit: 0 }, 413),
-            (Error::BodyTooLarge { limit: 1 }, 413),
+            (Error::Body(BodyError::TooLarge { limit: 1 }), 413),
             (Error::UnsupportedContentType("text/plain".into()), 415),
             (Error::UnsupportedImageFormat("gif"), 415),
             (Error::Draining, 503),
             (Error::DeadlineExceeded { waited: 2.0, deadline: 1.0 }, 504),
             (Error::Inference("x".into()), 500),
-            (Error::UploadTooSlow { received: 1, seconds: 9.0, min_bytes_per_second: 100 }, 408),
+            (Error::Body(BodyError::TooSlow { received: 1, seconds: 9.0, min_bytes_per_second: 100 }), 408),
             (Error::MethodNotAllowed { method: "GET".into(), path: "/v1/remove".into() }, 405),
             (Error::DecoderLimit("x".into()), 413),
         ];

@@ -21,6 +21,7 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use image::DynamicImage;
 use matte_common::paths;
+use matte_serve::{BodyError, exposition};
 use tokio::sync::oneshot;
 
 use crate::Error;
@@ -200,7 +201,7 @@ fn admit(state: &AppState, parts: &Parts) -> Result<Admitted, Error> {
     let declared_length = content_length(&parts.headers);
     let limit = state.limits.max_body_bytes;
     if declared_length.is_some_and(|length| length > limit as u64) {
-        return Err(Error::BodyTooLarge { limit });
+        return Err(Error::Body(BodyError::TooLarge { limit }));
     }
     let place = state.admit()?;
     Ok(Admitted { options, kind, declared_length, place })
@@ -355,11 +356,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     state.observe_queue();
-    let mut response = state.metrics.render().into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
-    response
+    exposition::response(state.metrics.render())
 }
 
 async fn not_found(request: Request) -> Response {

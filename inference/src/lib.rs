@@ -3,7 +3,8 @@
 //!
 //! Reading order: [`config`] (the flags), [`server`] (lifecycle), [`state`] (what
 //! handlers share: places, workers, health), `matte_serve` (accepting and timing
-//! out connections), [`http`] (the API), [`upload`] (reading bodies),
+//! out connections, reading bodies at their pace), [`http`] (the API), [`upload`]
+//! (the image in a raw or multipart body),
 //! [`imaging`] (pure image steps), [`queue`] and
 //! [`inference_loop`] (the hand-off to the one loop that owns the model), [`model`]
 //! (ONNX Runtime), [`metrics`] (what Prometheus sees); [`fetch_model`] is the pod's

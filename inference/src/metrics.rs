@@ -2,10 +2,7 @@
 //! the autoscaler reads; buckets span 10 ms to 5 min, the range a request can take.
 
 use matte_common::metrics as names;
-use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 
@@ -102,9 +99,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut buffer = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("encoding into a Vec cannot fail");
-        String::from_utf8(buffer).expect("the text format is UTF-8")
+        matte_serve::exposition::encode(&self.registry)
     }
 }
 

@@ -9,9 +9,9 @@
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 
-use matte_serve::UploadPace;
+use matte_serve::{BodyError, UploadPace, paced_chunks};
 
 use crate::Error;
 
@@ -35,14 +35,14 @@ pub async fn read_image(
     pace: UploadPace,
     started: Instant,
 ) -> Result<Bytes, Error> {
-    let chunks = guarded(body, limit, pace, started);
+    let chunks = paced_chunks(body, limit, pace, started);
     match kind {
         BodyKind::Raw => {
             let capacity = expected.map_or(0, |length| length.min(limit as u64) as usize);
             let mut collected = Vec::with_capacity(capacity);
             let mut chunks = std::pin::pin!(chunks);
             while let Some(chunk) = chunks.next().await {
-                collected.extend_from_slice(&chunk?);
+                collected.extend_from_slice(&chunk.map_err(Error::Body)?);
             }
             Ok(Bytes::from(collected))
         }
@@ -58,45 +58,13 @@ pub async fn read_image(
     }
 }
 
-/// The body's chunks, ending in an error once more than `limit` bytes arrived or the
-/// upload falls behind `pace`.
-fn guarded(
-    body: Body,
-    limit: usize,
-    pace: UploadPace,
-    started: Instant,
-) -> impl Stream<Item = Result<Bytes, Error>> + Send + 'static {
-    let state = (body.into_data_stream(), 0usize, false);
-    futures_util::stream::unfold(state, move |(mut stream, received, finished)| async move {
-        if finished {
-            return None;
-        }
-        let next = tokio::time::timeout_at(pace.deadline(started, received).into(), stream.next()).await;
-        let item = match next {
-            Err(_) => Err(Error::UploadTooSlow {
-                received,
-                seconds: started.elapsed().as_secs_f64(),
-                min_bytes_per_second: pace.min_bytes_per_second,
-            }),
-            Ok(None) => return None,
-            Ok(Some(Err(error))) => Err(Error::BodyRead(error.to_string())),
-            Ok(Some(Ok(chunk))) if received + chunk.len() > limit => Err(Error::BodyTooLarge { limit }),
-            Ok(Some(Ok(chunk))) => {
-                let received = received + chunk.len();
-                return Some((Ok(chunk), (stream, received, false)));
-            }
-        };
-        Some((item, (stream, received, true)))
-    })
-}
-
 /// Our own error when the body stream failed (too large, too slow), else a 400 naming
 /// what is malformed.
 fn multipart_error(error: multer::Error) -> Error {
     match error {
-        multer::Error::StreamReadFailed(source) => match source.downcast::<Error>() {
-            Ok(ours) => *ours,
-            Err(other) => Error::BodyRead(other.to_string()),
+        multer::Error::StreamReadFailed(source) => match source.downcast::<BodyError>() {
+            Ok(ours) => Error::Body(*ours),
+            Err(other) => Error::Body(BodyError::Read(other.to_string())),
         },
         other => Error::BadRequest(format!("malformed multipart body: {other}")),
     }
@@ -120,17 +88,7 @@ mod tests {
         let read = read_image(body_of(vec![b"abc", b"def"]), &BodyKind::Raw, Some(6), 6, pace, Instant::now());
         assert_eq!(read.await.unwrap(), Bytes::from_static(b"abcdef"));
         let read = read_image(body_of(vec![b"abc", b"defg"]), &BodyKind::Raw, None, 6, pace, Instant::now());
-        assert!(matches!(read.await, Err(Error::BodyTooLarge { limit: 6 })));
-    }
-
-    #[tokio::test]
-    async fn a_stalled_upload_is_cut_off_after_the_grace() {
-        let pace = UploadPace { grace: Duration::from_millis(50), min_bytes_per_second: 1000 };
-        let stalled = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"ab"))])
-            .chain(futures_util::stream::pending());
-        let read = read_image(Body::from_stream(stalled), &BodyKind::Raw, None, 100, pace, Instant::now());
-        let outcome = tokio::time::timeout(Duration::from_secs(5), read).await.expect("cut off in time");
-        assert!(matches!(outcome, Err(Error::UploadTooSlow { received: 2, .. })), "{outcome:?}");
+        assert!(matches!(read.await, Err(Error::Body(BodyError::TooLarge { limit: 6 }))));
     }
 
     #[tokio::test]
@@ -143,6 +101,6 @@ mod tests {
         let read = read_image(body_of(vec![form]), &kind, None, 1000, pace, Instant::now());
         assert_eq!(read.await.unwrap(), Bytes::from_static(b"PIXELS"));
         let read = read_image(body_of(vec![form]), &kind, None, 50, pace, Instant::now());
-        assert!(matches!(read.await, Err(Error::BodyTooLarge { limit: 50 })));
+        assert!(matches!(read.await, Err(Error::Body(BodyError::TooLarge { limit: 50 }))));
     }
 }
