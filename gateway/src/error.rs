@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use matte_serve::BodyError;
+use matte_serve::{BodyError, RouteError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,10 +25,8 @@ pub enum Error {
     Body(#[from] BodyError),
     #[error("{0}")]
     BadRequest(String),
-    #[error("no route for {0}; try POST /v1/remove")]
-    NotFound(String),
-    #[error("{method} is not allowed on {path}")]
-    MethodNotAllowed { method: String, path: String },
+    #[error(transparent)]
+    Route(#[from] RouteError),
     #[error("the gateway holds as many request bodies as it may ({limit} bytes); retry in {} s", retry_after.as_secs())]
     BuffersFull { limit: usize, retry_after: Duration },
     #[error(
@@ -51,8 +49,7 @@ impl Error {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Body(error) => error.status(),
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Route(error) => error.status(),
             Error::BuffersFull { .. } | Error::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NoCapacity { .. } | Error::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Error::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -70,8 +67,7 @@ impl Error {
         match self {
             Error::Body(error) => error.code(),
             Error::BadRequest(_) => "bad_request",
-            Error::NotFound(_) => "not_found",
-            Error::MethodNotAllowed { .. } => "method_not_allowed",
+            Error::Route(error) => error.code(),
             Error::BuffersFull { .. } => "buffers_full",
             Error::QueueFull { .. } => "queue_full",
             Error::NoCapacity { .. } => "no_capacity",
@@ -123,8 +119,10 @@ impl IntoResponse for Error {
         if let Some(retry_after) = self.retry_after() {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
         }
-        if let Error::MethodNotAllowed { .. } = &self {
-            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        if let Error::Route(route) = &self
+            && let Some(allow) = route.allow()
+        {
+            response.headers_mut().insert(header::ALLOW, allow);
         }
         if let Error::Draining = &self {
             // Tell clients and proxies not to reuse this connection for the retry.

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use matte_common::headers::MAX_WAIT_SECONDS;
 use matte_common::paths;
-use matte_serve::{BodyError, exposition};
+use matte_serve::{BodyError, RouteError, exposition};
 
 use crate::Error;
 use crate::body::{self, ReadFailure, Reservation};
@@ -329,12 +329,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn not_found(request: Request) -> Response {
-    Error::NotFound(request.uri().path().to_owned()).into_response()
+    Error::from(RouteError::not_found(&request)).into_response()
 }
 
 async fn method_not_allowed(request: Request) -> Response {
-    Error::MethodNotAllowed { method: request.method().to_string(), path: request.uri().path().to_owned() }
-        .into_response()
+    Error::from(RouteError::method_not_allowed(&request)).into_response()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use matte_serve::BodyError;
+use matte_serve::{BodyError, RouteError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -71,10 +71,8 @@ pub enum Error {
     DecoderLimit(String),
     #[error("{0}")]
     BadRequest(String),
-    #[error("no route for {0}; try POST /v1/remove")]
-    NotFound(String),
-    #[error("{method} is not allowed on {path}")]
-    MethodNotAllowed { method: String, path: String },
+    #[error(transparent)]
+    Route(#[from] RouteError),
     #[error("the queue is full ({capacity} requests); retry in {} s", retry_after.as_secs())]
     QueueFull { capacity: u32, retry_after: Duration },
     #[error("the model is still loading")]
@@ -101,9 +99,8 @@ impl Error {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             Error::Body(error) => error.status(),
-            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Route(error) => error.status(),
             Error::UnsupportedImageFormat(_) | Error::UnsupportedContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NotReady | Error::Draining | Error::InferenceUnhealthy | Error::NotLive => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -126,8 +123,7 @@ impl Error {
             Error::CorruptImage(_) => "corrupt_image",
             Error::DecoderLimit(_) => "decoder_limit",
             Error::BadRequest(_) => "bad_request",
-            Error::NotFound(_) => "not_found",
-            Error::MethodNotAllowed { .. } => "method_not_allowed",
+            Error::Route(error) => error.code(),
             Error::QueueFull { .. } => "queue_full",
             Error::NotReady => "not_ready",
             Error::Draining => "draining",
@@ -154,8 +150,10 @@ impl IntoResponse for Error {
         if let Error::QueueFull { retry_after, .. } = &self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
         }
-        if let Error::MethodNotAllowed { .. } = &self {
-            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        if let Error::Route(route) = &self
+            && let Some(allow) = route.allow()
+        {
+            response.headers_mut().insert(header::ALLOW, allow);
         }
         if matches!(self, Error::Draining | Error::NotReady | Error::InferenceUnhealthy) {
             // Tell clients and proxies not to reuse this connection for the retry.
@@ -199,7 +197,7 @@ mod tests {
             (Error::DeadlineExceeded { waited: 2.0, deadline: 1.0 }, 504),
             (Error::Inference("x".into()), 500),
             (Error::Body(BodyError::TooSlow { received: 1, seconds: 9.0, min_bytes_per_second: 100 }), 408),
-            (Error::MethodNotAllowed { method: "GET".into(), path: "/v1/remove".into() }, 405),
+            (Error::Route(RouteError::MethodNotAllowed { method: "GET".into(), path: "/v1/remove".into() }), 405),
             (Error::DecoderLimit("x".into()), 413),
         ];
         for (error, status) in cases {

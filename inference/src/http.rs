@@ -21,7 +21,7 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use image::DynamicImage;
 use matte_common::paths;
-use matte_serve::{BodyError, exposition};
+use matte_serve::{BodyError, RouteError, exposition};
 use tokio::sync::oneshot;
 
 use crate::Error;
@@ -360,12 +360,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn not_found(request: Request) -> Response {
-    Error::NotFound(request.uri().path().to_owned()).into_response()
+    Error::from(RouteError::not_found(&request)).into_response()
 }
 
 async fn method_not_allowed(request: Request) -> Response {
-    Error::MethodNotAllowed { method: request.method().to_string(), path: request.uri().path().to_owned() }
-        .into_response()
+    Error::from(RouteError::method_not_allowed(&request)).into_response()
 }
 
 #[cfg(test)]
