@@ -16,6 +16,9 @@
 pub mod operator;
 pub mod podman;
 pub mod pods;
+pub mod ports;
+#[cfg(test)]
+mod ports_tests;
 
 use std::fmt::Debug;
 use std::fs;

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -80,7 +80,7 @@ impl Operator {
     /// Starts the operator with `kubeconfig`, as pod `identity` of namespace `namespace`,
     /// with the HTTP endpoints on a free loopback port, plus `args`.
     pub fn start(kubeconfig: &Path, identity: &str, namespace: &str, args: &[&str]) -> Operator {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let port = crate::ports::free_port();
         let address = format!("127.0.0.1:{port}");
         let log = kubeconfig.with_file_name(format!("{identity}.log"));
         let out = fs::File::create(&log).expect("create the operator log");

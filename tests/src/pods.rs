@@ -8,7 +8,6 @@
 //! The models and sample images come from `scripts/setup.sh`
 //! (`source ~/.cache/matte/env.sh`).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -74,9 +73,7 @@ impl Drop for TinyModel {
     }
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port()
-}
+pub use crate::ports::free_port;
 
 /// One `matte-inference` process on a loopback port, CPU provider; killed on drop.
 pub struct Pod {

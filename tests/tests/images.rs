@@ -8,13 +8,14 @@
 //! serves through a real inference pod.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use matte_e2e::podman::{HttpsFileServer, images, podman, podman_ok};
 use matte_e2e::pods::{Pod, TinyModel};
+use matte_e2e::ports::free_port;
 use matte_e2e::{Cluster, repo_root, wait_for};
 use matte_operator::crd::BackgroundRemovalService;
 use matte_operator::desired::{Defaults, deployment, validate};
@@ -31,10 +32,6 @@ fn setup_path(variable: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{variable} is not set: source $MATTE_CACHE/env.sh (scripts/test.sh does)"));
     assert!(path.exists(), "{variable} points at {}, which does not exist", path.display());
     path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
 fn sha256_of(path: &Path) -> String {

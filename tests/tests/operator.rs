@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use matte_e2e::operator::{Operator, http_get, service_account_kubeconfig, workspace_binary};
+use matte_e2e::ports::free_port;
 use matte_e2e::{Cluster, condition, repo_root, wait_for};
 use serde_json::Value;
 
@@ -671,10 +672,6 @@ impl Drop for Process {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
 fn setup_path(variable: &str) -> std::path::PathBuf {

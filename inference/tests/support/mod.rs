@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test file uses a different part of this module
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -245,9 +245,9 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(300)).build().expect("client builds")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port()
-}
+#[path = "../../../tests/src/ports.rs"]
+mod ports;
+use ports::free_port;
 
 /// How a [`faulty_model`] goes wrong on every real image (see `fixtures/faulty_model.py`).
 #[derive(Debug, Clone, Copy)]

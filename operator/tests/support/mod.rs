@@ -5,7 +5,6 @@
 #![allow(dead_code)] // Each test file uses its own part.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,9 +19,9 @@ impl Drop for Process {
     }
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+#[path = "../../../tests/src/ports.rs"]
+mod ports;
+pub use ports::free_port;
 
 pub fn setup_path(variable: &str) -> PathBuf {
     let path = std::env::var_os(variable).map(PathBuf::from).unwrap_or_else(|| {
