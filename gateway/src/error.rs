@@ -119,11 +119,6 @@ impl IntoResponse for Error {
         if let Some(retry_after) = self.retry_after() {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
         }
-        if let Error::Route(route) = &self
-            && let Some(allow) = route.allow()
-        {
-            response.headers_mut().insert(header::ALLOW, allow);
-        }
         if let Error::Draining = &self {
             // Tell clients and proxies not to reuse this connection for the retry.
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));

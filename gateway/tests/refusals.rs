@@ -1,5 +1,5 @@
 //! What the gateway refuses itself, in the pods' error shape: a slow upload, a body
-//! over the limit, a malformed budget, an unknown path; and what it passes through
+//! over the limit, a malformed budget, an unknown path or method; and what it passes through
 //! unchanged: a pod's refusal of a client's mistake.
 
 mod support;
@@ -51,6 +51,13 @@ async fn the_gateway_refuses_like_a_pod() {
     let unknown = client.get(gateway.url("/v2/remove")).send().await.unwrap();
     assert_eq!(unknown.status(), 404);
     assert_eq!(error_code(&unknown.bytes().await.unwrap()), "not_found");
+
+    for (method, path, allow) in [("GET", "/v1/remove", "POST"), ("POST", "/metrics", "GET,HEAD")] {
+        let refused = client.request(method.parse().unwrap(), gateway.url(path)).send().await.unwrap();
+        assert_eq!(refused.status(), 405, "{method} {path}");
+        assert_eq!(refused.headers()["allow"], allow, "{method} {path}: the methods the path takes");
+        assert_eq!(error_code(&refused.bytes().await.unwrap()), "method_not_allowed");
+    }
 
     // Ten bytes of a declared hundred, then nothing: cut off once the grace is over.
     let address = gateway.base.trim_start_matches("http://").to_owned();

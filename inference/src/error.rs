@@ -150,11 +150,6 @@ impl IntoResponse for Error {
         if let Error::QueueFull { retry_after, .. } = &self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
         }
-        if let Error::Route(route) = &self
-            && let Some(allow) = route.allow()
-        {
-            response.headers_mut().insert(header::ALLOW, allow);
-        }
         if matches!(self, Error::Draining | Error::NotReady | Error::InferenceUnhealthy) {
             // Tell clients and proxies not to reuse this connection for the retry.
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -66,6 +66,9 @@ fn every_status_carries_the_json_error_and_repeated_parameters_are_refused() {
     assert_eq!(response.headers()["allow"], "POST");
     let body: serde_json::Value = response.json().expect("405 has a JSON body");
     assert_eq!(body["error"]["code"], "method_not_allowed");
+    let response = client.post(server.url("/metrics")).send().unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET,HEAD", "the methods the path takes");
 
     let photo = sample_image("coffee.png");
     let response = client

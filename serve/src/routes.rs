@@ -1,8 +1,9 @@
 //! The answers to a request that no route takes, the same from a pod and from the
-//! gateway: both serve their images on POST and their probes and metrics on GET.
+//! gateway. A 405's `Allow` header is axum's: the methods of the path's route, from the
+//! router itself.
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use matte_common::paths;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,18 +38,6 @@ impl RouteError {
             RouteError::MethodNotAllowed { .. } => "method_not_allowed",
         }
     }
-
-    /// The `Allow` header of a 405: the methods the path takes (a GET route takes
-    /// HEAD too).
-    pub fn allow(&self) -> Option<HeaderValue> {
-        match self {
-            RouteError::NotFound(_) => None,
-            RouteError::MethodNotAllowed { path, .. } => {
-                let read_only = [paths::HEALTHZ, paths::READYZ, paths::METRICS].contains(&path.as_str());
-                Some(HeaderValue::from_static(if read_only { "GET,HEAD" } else { "POST" }))
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -62,12 +51,10 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_method_is_told_the_ones_its_path_takes() {
+    fn a_refused_method_is_named_with_its_path() {
         let refused = RouteError::method_not_allowed(&request("GET", paths::REMOVE));
         assert_eq!((refused.status().as_u16(), refused.code()), (405, "method_not_allowed"));
         assert_eq!(refused.to_string(), "GET is not allowed on /v1/remove");
-        assert_eq!(refused.allow().unwrap(), "POST");
-        assert_eq!(RouteError::method_not_allowed(&request("POST", paths::METRICS)).allow().unwrap(), "GET,HEAD");
     }
 
     #[test]
@@ -75,6 +62,5 @@ mod tests {
         let missing = RouteError::not_found(&request("POST", "/v2/remove?x=1"));
         assert_eq!((missing.status().as_u16(), missing.code()), (404, "not_found"));
         assert_eq!(missing.to_string(), "no route for /v2/remove; try POST /v1/remove");
-        assert_eq!(missing.allow(), None);
     }
 }
