@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::ports::free_port;
 use crate::repo_root;
 
 /// A path from the environment `scripts/setup.sh` writes (`~/.cache/matte/env.sh`).
@@ -72,8 +73,6 @@ impl Drop for TinyModel {
         let _ = std::fs::remove_file(&self.path);
     }
 }
-
-pub use crate::ports::free_port;
 
 /// One `matte-inference` process on a loopback port, CPU provider; killed on drop.
 pub struct Pod {

@@ -17,7 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use matte_e2e::operator::{service_account_kubeconfig, workspace_binary};
-use matte_e2e::pods::{free_port, metric_value, scrape, wait_for_ok};
+use matte_e2e::pods::{metric_value, scrape, wait_for_ok};
+use matte_e2e::ports::free_port;
 use matte_e2e::{Cluster, wait_for};
 
 const READY: &str = r#"matte_gateway_endpoints{state="ready"}"#;

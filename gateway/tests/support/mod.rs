@@ -17,9 +17,9 @@ use matte_gateway::config::Config;
 use tokio::sync::oneshot;
 
 pub use matte_e2e::pods::{
-    Pod, TinyModel, blocking_client, free_port, inference_binary, metric_value, sample_image, scrape, setup_path,
-    wait_for_ok,
+    Pod, TinyModel, blocking_client, inference_binary, metric_value, sample_image, scrape, setup_path, wait_for_ok,
 };
+pub use matte_e2e::ports::free_port;
 
 /// Polls `url` until it answers 200, at most `limit`, from async code.
 pub async fn until_ok(url: &str, limit: Duration) {
