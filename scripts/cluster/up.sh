@@ -120,15 +120,39 @@ wait_until() { # seconds component description check...
 }
 
 # --- ports -----------------------------------------------------------------------------
-# Ask the kernel for free ports (bind to port 0) rather than using the well-known ones, so
-# two clusters never collide. The sockets are closed before the components bind them; the
-# kernel does not hand a port it just gave out to the next caller, which is what matters for
-# two clusters starting at the same moment.
+# Free loopback ports below the kernel's ephemeral range, rather than the well-known ones, so
+# two clusters never collide. Not bind(0): that hands out a port from the ephemeral range,
+# where outgoing connections take their source ports too, and one can take the port in the
+# moment between finding it free and etcd or the apiserver binding it. Each port is checked
+# free here; the starting point is random so clusters starting at once do not pick alike.
+# The test crates find theirs the same way (tests/src/ports.rs, from the same lowest port).
 read -r etcd_port etcd_peer_port api_port < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(3)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))')
+import random, socket
+LOWEST = 20000
+try:
+    start = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError, IndexError):
+    start = 32768
+if start < LOWEST + 4096:
+    start = 32768
+def free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+first = random.randrange(LOWEST, start)
+ports = []
+for step in range(start - LOWEST):
+    port = LOWEST + (first - LOWEST + step) % (start - LOWEST)
+    if free(port):
+        ports.append(port)
+        if len(ports) == 3:
+            break
+if len(ports) < 3:
+    raise SystemExit("no three free loopback ports between %d and %d" % (LOWEST, start))
+print(*ports)')
 server="https://127.0.0.1:$api_port"
 
 # --- certificates and keys -------------------------------------------------------------
