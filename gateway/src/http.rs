@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, BodyDataStream};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -20,10 +19,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use matte_common::headers::MAX_WAIT_SECONDS;
 use matte_common::paths;
-use matte_serve::{BodyError, RouteError, exposition};
+use matte_serve::{BodyError, RouteError, declared_length, exposition, refuse_unread};
 
 use crate::Error;
 use crate::body::{self, ReadFailure, Reservation};
@@ -58,18 +56,6 @@ pub fn budget(headers: &HeaderMap, max_wait: Duration) -> Result<Duration, Error
         }
         _ => Err(Error::BadRequest(format!("{MAX_WAIT_SECONDS} `{text}` is not a number of seconds of 0 or more"))),
     }
-}
-
-/// The declared `Content-Length`, if any and well-formed.
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
-
-fn expects_continue(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::EXPECT)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
 }
 
 /// How a pod's attempt counts for the pod, and whether the request goes elsewhere.
@@ -228,7 +214,7 @@ async fn prepare(parts: &Parts, body: Bytes, dialect: Option<Dialect>) -> Result
 /// over the budget, no room for the body.
 fn admit(state: &AppState, parts: &Parts) -> Result<(Duration, Option<u64>, Reservation), Error> {
     let budget = budget(&parts.headers, state.limits.max_wait)?;
-    let declared = content_length(&parts.headers);
+    let declared = declared_length(&parts.headers);
     let limit = state.limits.max_body_bytes;
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(Error::Body(BodyError::TooLarge { limit }));
@@ -275,39 +261,6 @@ async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: I
             Attempt::Refused(cause) | Attempt::Failed(cause) => Err(Error::UpstreamFailed { upstream: address, cause }),
         };
     }
-}
-
-/// Sends a refusal whose body was never read. A client waiting for `100 Continue`
-/// is answered at once and the connection closed, so it never sends the body; any
-/// other client is already sending, so a bounded part of the upload is taken off the
-/// wire first, or closing the socket on unread data resets it and the client never
-/// sees this answer.
-async fn refuse_unread(mut response: Response, headers: &HeaderMap, body: Body) -> Response {
-    if expects_continue(headers) {
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    } else {
-        discard(body.into_data_stream()).await;
-    }
-    response
-}
-
-/// The most a refused request's upload is read for nothing before the connection is
-/// simply closed.
-const DISCARD_LIMIT: usize = 64 * 1024 * 1024;
-
-/// Reads and drops up to [`DISCARD_LIMIT`] bytes of a body nobody will use, for at
-/// most a few seconds: a slow client must not hold the handler.
-async fn discard(mut stream: BodyDataStream) {
-    let drain = async {
-        let mut seen = 0;
-        while let Some(Ok(chunk)) = stream.next().await {
-            seen += chunk.len();
-            if seen > DISCARD_LIMIT {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
 }
 
 async fn healthz() -> Response {
@@ -361,7 +314,7 @@ mod tests {
     }
 
     fn answer(status: u16) -> Attempt {
-        let mut response = axum::http::Response::new(Body::empty());
+        let mut response = axum::http::Response::new(axum::body::Body::empty());
         *response.status_mut() = StatusCode::from_u16(status).unwrap();
         Attempt::Answered(response)
     }

@@ -11,17 +11,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use axum::body::{Body, BodyDataStream};
+use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::StreamExt;
 use image::DynamicImage;
 use matte_common::paths;
-use matte_serve::{BodyError, RouteError, exposition};
+use matte_serve::{BodyError, RouteError, declared_length, exposition, refuse_unread};
 use tokio::sync::oneshot;
 
 use crate::Error;
@@ -125,18 +124,6 @@ fn body_kind(headers: &HeaderMap) -> Result<BodyKind, Error> {
     }
 }
 
-/// The declared `Content-Length`, if any and well-formed.
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
-
-fn expects_continue(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::EXPECT)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
-}
-
 /// Counts every removal request exactly once, by outcome, even when the client goes
 /// away mid-request and the handler is dropped.
 struct RequestRecord<'a> {
@@ -175,7 +162,7 @@ async fn remove(State(state): State<Arc<AppState>>, request: Request) -> Respons
         }
         Err(refusal) => {
             record.outcome = refusal.code();
-            return refuse_unread(refusal, &parts.headers, body).await;
+            return refuse_unread(refusal.into_response(), &parts.headers, body).await;
         }
     };
     match outcome {
@@ -198,28 +185,13 @@ fn admit(state: &AppState, parts: &Parts) -> Result<Admitted, Error> {
         .map_err(|e| Error::BadRequest(format!("malformed query string: {e}")))?;
     let options = parse_options(&query_parameters(pairs)?, state.limits.max_dimension)?;
     let kind = body_kind(&parts.headers)?;
-    let declared_length = content_length(&parts.headers);
+    let declared_length = declared_length(&parts.headers);
     let limit = state.limits.max_body_bytes;
     if declared_length.is_some_and(|length| length > limit as u64) {
         return Err(Error::Body(BodyError::TooLarge { limit }));
     }
     let place = state.admit()?;
     Ok(Admitted { options, kind, declared_length, place })
-}
-
-/// Answers a refusal whose body was never read. A client waiting for `100 Continue`
-/// is answered at once and the connection closed, so it never sends the body; any
-/// other client is already sending, so a bounded part of the upload is taken off the
-/// wire first, or closing the socket on unread data resets it and the client never
-/// sees this answer.
-async fn refuse_unread(refusal: Error, headers: &HeaderMap, body: Body) -> Response {
-    let mut response = refusal.into_response();
-    if expects_continue(headers) {
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    } else {
-        discard(body.into_data_stream()).await;
-    }
-    response
 }
 
 async fn remove_background(
@@ -318,25 +290,6 @@ impl Drop for Queued<'_> {
 
 fn seconds_header(seconds: f64) -> HeaderValue {
     HeaderValue::from_str(&format!("{seconds:.4}")).expect("a number is a valid header value")
-}
-
-/// The most a refused request's upload is read for nothing before the connection is
-/// simply closed.
-const DISCARD_LIMIT: usize = 64 * 1024 * 1024;
-
-/// Reads and drops up to [`DISCARD_LIMIT`] bytes of a body nobody will use, for at
-/// most a few seconds: a slow client must not hold the handler.
-async fn discard(mut stream: BodyDataStream) {
-    let drain = async {
-        let mut seen = 0;
-        while let Some(Ok(chunk)) = stream.next().await {
-            seen += chunk.len();
-            if seen > DISCARD_LIMIT {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {

@@ -1,11 +1,14 @@
 //! Reading a request body off the wire within a size limit and at the minimum pace
 //! ([`UploadPace`]), with the errors a client is told when it does not: the same
-//! limits, codes and messages whether it talks to a pod or to the gateway.
+//! limits, codes and messages whether it talks to a pod or to the gateway; and
+//! refusing a request before its body is read, so that the client still sees the
+//! answer.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
 use futures_util::{Stream, StreamExt};
 
 use crate::UploadPace;
@@ -73,9 +76,61 @@ pub fn paced_chunks(
     })
 }
 
+/// The declared `Content-Length`, if any and well-formed.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Whether the client waits for `100 Continue` before it sends the body.
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("100-continue"))
+}
+
+/// Sends a refusal whose body was never read. A client waiting for `100 Continue`
+/// is answered at once and the connection closed, so it never sends the body; any
+/// other client is already sending, so a bounded part of the upload is taken off the
+/// wire first, or closing the socket on unread data resets it and the client never
+/// sees this answer.
+pub async fn refuse_unread(mut response: Response, headers: &HeaderMap, body: Body) -> Response {
+    if expects_continue(headers) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    } else {
+        discard(body).await;
+    }
+    response
+}
+
+/// The most a refused request's upload is read for nothing before the connection is
+/// simply closed.
+const DISCARD_LIMIT: usize = 64 * 1024 * 1024;
+
+/// How long a refused request's upload is read for nothing at most: a slow client
+/// must not hold the handler.
+const DISCARD_TIME: Duration = Duration::from_secs(5);
+
+/// Reads and drops up to [`DISCARD_LIMIT`] bytes of a body nobody will use, for at
+/// most [`DISCARD_TIME`].
+async fn discard(body: Body) {
+    let mut stream = body.into_data_stream();
+    let drain = async {
+        let mut seen = 0;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > DISCARD_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+}
+
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
 
@@ -119,5 +174,47 @@ mod tests {
         for (error, status, code) in cases {
             assert_eq!((error.status().as_u16(), error.code()), (status, code), "{error}");
         }
+    }
+
+    #[test]
+    fn the_declared_length_is_read_only_when_well_formed() {
+        let with_length = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static(value));
+            headers
+        };
+        assert_eq!(declared_length(&with_length("1024")), Some(1024));
+        assert_eq!(declared_length(&with_length("-1")), None);
+        assert_eq!(declared_length(&with_length("ten")), None);
+        assert_eq!(declared_length(&HeaderMap::new()), None);
+    }
+
+    /// A body of three chunks that counts how many were taken off it.
+    fn counted_body() -> (Body, Arc<AtomicUsize>) {
+        let taken = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&taken);
+        let chunks = futures_util::stream::iter([b"ab", b"cd", b"ef"]).map(move |chunk| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(Bytes::from_static(chunk))
+        });
+        (Body::from_stream(chunks), taken)
+    }
+
+    #[tokio::test]
+    async fn a_refusal_takes_the_body_off_the_wire_unless_the_client_waits_to_send_it() {
+        let refusal = || Response::builder().status(StatusCode::TOO_MANY_REQUESTS).body(Body::empty()).expect("valid");
+
+        let (body, taken) = counted_body();
+        let answer = refuse_unread(refusal(), &HeaderMap::new(), body).await;
+        assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(taken.load(Ordering::SeqCst), 3, "the upload under way is read to its end");
+        assert!(answer.headers().get(header::CONNECTION).is_none());
+
+        let mut waiting = HeaderMap::new();
+        waiting.insert(header::EXPECT, HeaderValue::from_static("100-Continue"));
+        let (body, taken) = counted_body();
+        let answer = refuse_unread(refusal(), &waiting, body).await;
+        assert_eq!(taken.load(Ordering::SeqCst), 0, "a client waiting for 100 Continue sends nothing");
+        assert_eq!(answer.headers().get(header::CONNECTION).map(HeaderValue::as_bytes), Some(&b"close"[..]));
     }
 }

@@ -2,9 +2,10 @@
 //! meets the same limits whichever it talks to: [`connections`] (accepting and
 //! serving connections with header and write timeouts, the two-step drain), [`pace`]
 //! (the minimum upload pace), [`body`] (reading a body within its limit and at that
-//! pace, and the errors of one that is not), [`routes`] (the answer to a request no
-//! route takes), [`exposition`] (their metrics in Prometheus's text format),
-//! [`durations`] (how their flags read seconds) and [`signals`] (the shutdown signal).
+//! pace, the errors of one that is not, and a refusal sent before it is read),
+//! [`routes`] (the answer to a request no route takes), [`exposition`] (their metrics
+//! in Prometheus's text format), [`durations`] (how their flags read seconds) and
+//! [`signals`] (the shutdown signal).
 
 pub mod body;
 pub mod connections;
@@ -14,7 +15,7 @@ pub mod pace;
 pub mod routes;
 pub mod signals;
 
-pub use body::{BodyError, paced_chunks};
+pub use body::{BodyError, declared_length, paced_chunks, refuse_unread};
 pub use connections::{Stage, Timeouts, serve};
 pub use pace::UploadPace;
 pub use routes::RouteError;
