@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use matte_operator::autoscaler::policy::stats::histogram_quantile;
 use matte_operator::autoscaler::policy::{Observation, PolicySpec, Reason, decide};
 use matte_operator::autoscaler::prometheus::{PrometheusSource, Windows, http_client};
-use support::{Process, free_port, setup_path, start_prometheus, wait_for, workspace_binary};
+use support::{Process, free_port, sample_image, setup_path, start_prometheus, wait_for, workspace_binary};
 
 /// Counts of the pod's own `matte_queue_wait_seconds` buckets: (upper bound, cumulative).
 fn pod_queue_wait_buckets(pod: &str) -> Vec<(f64, f64)> {
@@ -73,7 +73,7 @@ async fn prometheus_reports_what_the_pod_recorded_and_a_burst_scales_up() {
     assert!(idle.age_seconds < 10.0, "fresh samples: {}", idle.age_seconds);
 
     // A burst of eight photos: one is inferred at a time, so the queue builds.
-    let photo = std::fs::read(setup_path("MATTE_SAMPLE_IMAGES").join("astronaut.png")).unwrap();
+    let photo = sample_image("astronaut.png");
     let client = reqwest::Client::new();
     let burst: Vec<_> = (0..8)
         .map(|_| {

@@ -29,7 +29,9 @@ use matte_sim::random::{Stream, StreamName};
 use matte_sim::scalers::{ClusterView, Scaler};
 use matte_sim::scenario::Scenario;
 use matte_sim::settings::{Routing, Settings};
-use support::{Process, free_port, pod_metric, setup_path, start_pod, start_prometheus, wait_for, workspace_binary};
+use support::{
+    Process, free_port, pod_metric, sample_image, setup_path, start_pod, start_prometheus, wait_for, workspace_binary,
+};
 
 const SCRAPE_SECONDS: u64 = 1;
 const PODS: u32 = 2;
@@ -339,7 +341,7 @@ impl Fleet {
             assert!(Instant::now() < scraped_by, "Prometheus never scraped the fleet");
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        let photo = std::fs::read(setup_path("MATTE_SAMPLE_IMAGES").join("rocket.jpg")).unwrap();
+        let photo = sample_image("rocket.jpg");
         Fleet { data, pods, gateway, source, photo, processes }
     }
 

@@ -19,6 +19,7 @@ pub mod pods;
 pub mod ports;
 #[cfg(test)]
 mod ports_tests;
+pub mod setup_cache;
 
 use std::fmt::Debug;
 use std::fs;

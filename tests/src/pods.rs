@@ -14,18 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::ports::free_port;
 use crate::repo_root;
-
-/// A path from the environment `scripts/setup.sh` writes (`~/.cache/matte/env.sh`).
-pub fn setup_path(variable: &str) -> PathBuf {
-    let value = std::env::var_os(variable).unwrap_or_else(|| {
-        panic!(
-            "{variable} is not set: run `scripts/setup.sh` and `source ~/.cache/matte/env.sh`, or use scripts/test.sh"
-        )
-    });
-    let path = PathBuf::from(value);
-    assert!(path.exists(), "{variable} points at {}, which does not exist", path.display());
-    path
-}
+use crate::setup_cache::setup_path;
 
 /// The `matte-inference` binary: `MATTE_INFERENCE_BIN`, or the one next to this test's
 /// own directory in the target directory (`target/debug/deps/this-test` →
@@ -43,11 +32,6 @@ pub fn inference_binary() -> PathBuf {
         binary.display()
     );
     binary
-}
-
-/// A sample photograph from the setup cache, e.g. `chelsea.png`.
-pub fn sample_image(name: &str) -> Vec<u8> {
-    std::fs::read(setup_path("MATTE_SAMPLE_IMAGES").join(name)).expect("sample image is readable")
 }
 
 /// The tiny generated model of the inference tests (32×32 input, a mean and a

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use matte_e2e::podman::{HttpsFileServer, images, podman, podman_ok};
 use matte_e2e::pods::{Pod, TinyModel};
 use matte_e2e::ports::free_port;
+use matte_e2e::setup_cache::{sample_image, setup_path};
 use matte_e2e::{Cluster, repo_root, wait_for};
 use matte_operator::crd::BackgroundRemovalService;
 use matte_operator::desired::{Defaults, deployment, validate};
@@ -25,14 +26,6 @@ use serde_json::{Value, json};
 const READY_TIMEOUT: Duration = Duration::from_secs(240);
 /// The ConfigMap that carries the model server's CA, as a cluster would hold it.
 const CA_CONFIG_MAP: &str = "model-server-ca";
-
-fn setup_path(variable: &str) -> PathBuf {
-    let path = std::env::var_os(variable)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("{variable} is not set: source $MATTE_CACHE/env.sh (scripts/test.sh does)"));
-    assert!(path.exists(), "{variable} points at {}, which does not exist", path.display());
-    path
-}
 
 fn sha256_of(path: &Path) -> String {
     let output = Command::new("sha256sum").arg(path).output().expect("run sha256sum");
@@ -245,7 +238,7 @@ fn the_operators_pod_fetches_the_model_serves_and_drains_in_podman() {
     assert!(uid.split_whitespace().all(|id| id == "65532"), "Uid: {uid}");
     assert_eq!(capabilities, "0000000000000000", "every capability is dropped");
 
-    let photo = std::fs::read(setup_path("MATTE_SAMPLE_IMAGES").join("astronaut.png")).expect("a sample photo");
+    let photo = sample_image("astronaut.png");
     let (status, cutout) = pod.request("POST", "/v1/remove", &photo, "image/png").expect("an answer");
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&cutout));
     assert_eq!(&cutout[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
@@ -377,7 +370,7 @@ fn the_gateway_image_serves_through_an_inference_pod() {
     });
 
     // The gateway holds a request until its probe finds the pod ready, then sends it.
-    let photo = std::fs::read(setup_path("MATTE_SAMPLE_IMAGES").join("chelsea.png")).expect("a sample photo");
+    let photo = sample_image("chelsea.png");
     let (status, cutout) = http(port, "POST", "/v1/remove", &photo, "image/png").expect("an answer");
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&cutout));
     assert_eq!(&cutout[..8], b"\x89PNG\r\n\x1a\n", "a PNG");

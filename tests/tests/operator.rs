@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use matte_e2e::operator::{Operator, http_get, service_account_kubeconfig, workspace_binary};
 use matte_e2e::ports::free_port;
+use matte_e2e::setup_cache::{sample_image, setup_path};
 use matte_e2e::{Cluster, condition, repo_root, wait_for};
 use serde_json::Value;
 
@@ -674,12 +675,6 @@ impl Drop for Process {
     }
 }
 
-fn setup_path(variable: &str) -> std::path::PathBuf {
-    std::env::var_os(variable).map(std::path::PathBuf::from).unwrap_or_else(|| {
-        panic!("{variable} is not set: run scripts/test.sh, or scripts/setup.sh and source ~/.cache/matte/env.sh")
-    })
-}
-
 /// Every PromQL query of the chart's dashboard, with Grafana's variables given values:
 /// the panels' targets, and the variables' `label_values(metric, label)` as the query
 /// Grafana sends for them.
@@ -784,7 +779,7 @@ fn every_query_of_the_dashboard_returns_data() {
     wait_for("Prometheus to be ready", WAIT, || answers(&format!("{prometheus_url}/-/ready")).then_some(()).ok_or(()));
 
     // A burst of eight photos into a queue of two: some are served, the rest refused (429).
-    let photo = std::fs::read(setup_path("MATTE_SAMPLE_IMAGES").join("astronaut.png")).expect("a sample photo");
+    let photo = sample_image("astronaut.png");
     let statuses: Vec<u16> = std::thread::scope(|scope| {
         let requests: Vec<_> = (0..8)
             .map(|_| {

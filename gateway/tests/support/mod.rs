@@ -16,10 +16,9 @@ use clap::Parser;
 use matte_gateway::config::Config;
 use tokio::sync::oneshot;
 
-pub use matte_e2e::pods::{
-    Pod, TinyModel, blocking_client, inference_binary, metric_value, sample_image, scrape, setup_path, wait_for_ok,
-};
+pub use matte_e2e::pods::{Pod, TinyModel, blocking_client, inference_binary, metric_value, scrape, wait_for_ok};
 pub use matte_e2e::ports::free_port;
+pub use matte_e2e::setup_cache::{sample_image, setup_path};
 
 /// Polls `url` until it answers 200, at most `limit`, from async code.
 pub async fn until_ok(url: &str, limit: Duration) {

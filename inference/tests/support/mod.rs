@@ -8,25 +8,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// A path from the environment `scripts/setup.sh` writes (`~/.cache/matte/env.sh`).
-pub fn setup_path(variable: &str) -> PathBuf {
-    let value = std::env::var_os(variable).unwrap_or_else(|| {
-        panic!(
-            "{variable} is not set: run `scripts/setup.sh` and `source ~/.cache/matte/env.sh`, or use scripts/test.sh"
-        )
-    });
-    let path = PathBuf::from(value);
-    assert!(path.exists(), "{variable} points at {}, which does not exist", path.display());
-    path
-}
-
 pub fn model() -> PathBuf {
     setup_path("MATTE_MODEL")
-}
-
-/// A sample photograph from the setup cache, e.g. `astronaut.png`.
-pub fn sample_image(name: &str) -> Vec<u8> {
-    std::fs::read(setup_path("MATTE_SAMPLE_IMAGES").join(name)).expect("sample image is readable")
 }
 
 /// Starts `count` POSTs of a sample PNG at once, each on its own thread; each thread
@@ -248,6 +231,10 @@ pub fn client() -> reqwest::Client {
 #[path = "../../../tests/src/ports.rs"]
 mod ports;
 use ports::free_port;
+
+#[path = "../../../tests/src/setup_cache.rs"]
+mod setup_cache;
+pub use setup_cache::{sample_image, setup_path};
 
 /// How a [`faulty_model`] goes wrong on every real image (see `fixtures/faulty_model.py`).
 #[derive(Debug, Clone, Copy)]

@@ -23,13 +23,9 @@ impl Drop for Process {
 mod ports;
 pub use ports::free_port;
 
-pub fn setup_path(variable: &str) -> PathBuf {
-    let path = std::env::var_os(variable).map(PathBuf::from).unwrap_or_else(|| {
-        panic!("{variable} is not set: run scripts/test.sh, or scripts/setup.sh and source ~/.cache/matte/env.sh")
-    });
-    assert!(path.exists(), "{} does not exist", path.display());
-    path
-}
+#[path = "../../../tests/src/setup_cache.rs"]
+mod setup_cache;
+pub use setup_cache::{sample_image, setup_path};
 
 /// `target/<profile>/matte-inference`, next to this test's own `deps/` folder.
 pub fn inference_binary() -> PathBuf {
