@@ -21,7 +21,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use matte_common::headers::MAX_WAIT_SECONDS;
 use matte_common::paths;
-use matte_serve::{BodyError, RouteError, declared_length, exposition, refuse_unread};
+use matte_serve::{RouteError, declared_length, exposition, refuse_unread};
 
 use crate::Error;
 use crate::body::{self, ReadFailure, Reservation};
@@ -214,11 +214,7 @@ async fn prepare(parts: &Parts, body: Bytes, dialect: Option<Dialect>) -> Result
 /// over the budget, no room for the body.
 fn admit(state: &AppState, parts: &Parts) -> Result<(Duration, Option<u64>, Reservation), Error> {
     let budget = budget(&parts.headers, state.limits.max_wait)?;
-    let declared = declared_length(&parts.headers);
-    let limit = state.limits.max_body_bytes;
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(Error::Body(BodyError::TooLarge { limit }));
-    }
+    let declared = declared_length(&parts.headers, state.limits.max_body_bytes)?;
     if let Admission::Refuse { expected, retry_after } = state.dispatcher.admission(budget) {
         return Err(Error::QueueFull { expected: expected.as_secs_f64(), budget: budget.as_secs_f64(), retry_after });
     }

@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use image::DynamicImage;
 use matte_common::paths;
-use matte_serve::{BodyError, RouteError, declared_length, exposition, refuse_unread};
+use matte_serve::{RouteError, declared_length, exposition, refuse_unread};
 use tokio::sync::oneshot;
 
 use crate::Error;
@@ -185,11 +185,7 @@ fn admit(state: &AppState, parts: &Parts) -> Result<Admitted, Error> {
         .map_err(|e| Error::BadRequest(format!("malformed query string: {e}")))?;
     let options = parse_options(&query_parameters(pairs)?, state.limits.max_dimension)?;
     let kind = body_kind(&parts.headers)?;
-    let declared_length = declared_length(&parts.headers);
-    let limit = state.limits.max_body_bytes;
-    if declared_length.is_some_and(|length| length > limit as u64) {
-        return Err(Error::Body(BodyError::TooLarge { limit }));
-    }
+    let declared_length = declared_length(&parts.headers, state.limits.max_body_bytes)?;
     let place = state.admit()?;
     Ok(Admitted { options, kind, declared_length, place })
 }

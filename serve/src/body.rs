@@ -76,9 +76,14 @@ pub fn paced_chunks(
     })
 }
 
-/// The declared `Content-Length`, if any and well-formed.
-pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+/// The declared `Content-Length`, if any and well-formed; a body declared larger than
+/// `limit` is refused before a byte of it is read.
+pub fn declared_length(headers: &HeaderMap, limit: usize) -> Result<Option<u64>, BodyError> {
+    let declared: Option<u64> = headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse().ok());
+    match declared {
+        Some(length) if length > limit as u64 => Err(BodyError::TooLarge { limit }),
+        _ => Ok(declared),
+    }
 }
 
 /// Whether the client waits for `100 Continue` before it sends the body.
@@ -177,16 +182,17 @@ mod tests {
     }
 
     #[test]
-    fn the_declared_length_is_read_only_when_well_formed() {
+    fn the_declared_length_is_read_only_when_well_formed_and_refused_over_the_limit() {
         let with_length = |value: &'static str| {
             let mut headers = HeaderMap::new();
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static(value));
             headers
         };
-        assert_eq!(declared_length(&with_length("1024")), Some(1024));
-        assert_eq!(declared_length(&with_length("-1")), None);
-        assert_eq!(declared_length(&with_length("ten")), None);
-        assert_eq!(declared_length(&HeaderMap::new()), None);
+        assert_eq!(declared_length(&with_length("1024"), 1024), Ok(Some(1024)));
+        assert_eq!(declared_length(&with_length("1025"), 1024), Err(BodyError::TooLarge { limit: 1024 }));
+        assert_eq!(declared_length(&with_length("-1"), 1024), Ok(None));
+        assert_eq!(declared_length(&with_length("ten"), 1024), Ok(None));
+        assert_eq!(declared_length(&HeaderMap::new(), 1024), Ok(None));
     }
 
     /// A body of three chunks that counts how many were taken off it.
