@@ -196,7 +196,7 @@ impl Series {
 
     /// Whether nothing newer than `before` is left: the series can be dropped.
     pub fn ended_before(&self, before: f64) -> bool {
-        self.stale_from.is_some() && self.queue_depth.last().is_none_or(|(at, _)| *at < before)
+        ended_before(self.stale_from, &self.queue_depth, before)
     }
 
     /// Drops samples older than `before`.
@@ -209,10 +209,7 @@ impl Series {
             &mut self.images_processed,
             &mut self.inference_seconds,
         ];
-        for points in all.into_iter().chain(self.queue_wait_buckets.iter_mut()) {
-            let old = points.partition_point(|(at, _)| *at < before);
-            points.drain(..old);
-        }
+        drop_before(all.into_iter().chain(self.queue_wait_buckets.iter_mut()), before);
     }
 }
 
@@ -277,7 +274,7 @@ impl GatewaySeries {
 
     /// Whether nothing newer than `before` is left: the series can be dropped.
     pub fn ended_before(&self, before: f64) -> bool {
-        self.stale_from.is_some() && self.queue_depth.last().is_none_or(|(at, _)| *at < before)
+        ended_before(self.stale_from, &self.queue_depth, before)
     }
 
     /// Drops samples older than `before`.
@@ -290,10 +287,7 @@ impl GatewaySeries {
             &mut self.deferred,
             &mut self.deferred_due,
         ];
-        for points in all {
-            let old = points.partition_point(|(at, _)| *at < before);
-            points.drain(..old);
-        }
+        drop_before(all, before);
     }
 
     /// The depth's sample that an instant query at `at` sees.
@@ -303,6 +297,20 @@ impl GatewaySeries {
 
     fn oldest_age_at(&self, at: f64) -> Option<f64> {
         promql::instant(&self.oldest_queued_age, self.stale_from, at).map(|(_, value)| value)
+    }
+}
+
+/// Whether a target marked stale has no sample of `scraped` (a series it exports at
+/// every scrape) newer than `before`.
+fn ended_before(stale_from: Option<f64>, scraped: &[Point], before: f64) -> bool {
+    stale_from.is_some() && scraped.last().is_none_or(|(at, _)| *at < before)
+}
+
+/// Drops the samples older than `before` from each series, whose points are in time order.
+fn drop_before<'a>(series: impl IntoIterator<Item = &'a mut Vec<Point>>, before: f64) {
+    for points in series {
+        let old = points.partition_point(|(at, _)| *at < before);
+        points.drain(..old);
     }
 }
 
