@@ -21,7 +21,7 @@ pub struct Cli {
     /// Every scenario but burst-train and hundred-in-ten instead, Matte against the best
     /// of the HPA, KEDA and KPA on each, each over its own number of seeds (48 for
     /// scale-from-zero, 12 for the others) unless --seeds says otherwise.
-    #[arg(long, conflicts_with_all = ["scenario", "trace", "policies", "plots"])]
+    #[arg(long, conflicts_with_all = ["scenario", "trace", "policies", "plots", "decisions"])]
     pub every_scenario: bool,
     /// A trace file instead: one arrival time in seconds per line; blank lines and lines
     /// starting with '#' are ignored. Runs with burst-train's pods unless overridden.
@@ -40,6 +40,10 @@ pub struct Cli {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// After the table, every change of replicas each policy made, in time order, with
+    /// Matte's reason and message as the resource's status would show them (one seed).
+    #[arg(long, conflicts_with_all = ["seeds", "json"])]
+    pub decisions: bool,
     /// Write latency-cdf.svg and burst-timeline.svg into this directory.
     #[arg(long, value_name = "DIR")]
     pub plots: Option<PathBuf>,
@@ -183,5 +187,21 @@ mod tests {
         }
         let error = Cli::try_parse_from(["matte-sim", "--seeds", "3"]).expect_err("a scenario, a trace or every one");
         assert_eq!(error.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{error}");
+    }
+
+    #[test]
+    fn the_log_of_changes_is_for_one_seed_in_text() {
+        let parsed = Cli::try_parse_from(["matte-sim", "--scenario", "burst-train", "--decisions"]).expect("valid");
+        assert!(parsed.decisions);
+        let clashes = [
+            &["--scenario", "burst-train", "--seeds", "3"][..],
+            &["--scenario", "burst-train", "--json"],
+            &["--every-scenario"],
+        ];
+        for clash in clashes {
+            let args = [&["matte-sim", "--decisions"][..], clash].concat();
+            let error = Cli::try_parse_from(args).expect_err("conflicts");
+            assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict, "{clash:?}: {error}");
+        }
     }
 }

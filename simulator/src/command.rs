@@ -41,11 +41,14 @@ pub fn run(args: &Cli) -> Result<Printed, Error> {
         return Ok(Printed { stdout, stderr: String::new() });
     }
     let comparison = compare(&traffic.settings, traffic.arrivals(args.seed), &policies, args.seed, traffic.source())?;
-    let stdout = if args.json {
+    let mut stdout = if args.json {
         serde_json::to_string_pretty(&comparison.report)? + "\n"
     } else {
         table::render(&comparison.report)
     };
+    if args.decisions {
+        stdout.push_str(&table::replica_changes(&comparison.runs));
+    }
     let mut stderr = String::new();
     if let Some(directory) = &args.plots {
         for path in plots::write(&comparison, directory)? {

@@ -82,12 +82,15 @@ pub struct PodRecord {
     pub peak_outstanding: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicaChange {
     pub at_seconds: f64,
     pub from: u32,
     pub to: u32,
+    /// The policy's own account of the decision, if it gives one ([`Scaler::explain`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 /// The fleet once a second, for plots.
@@ -450,7 +453,7 @@ impl<'a> Engine<'a> {
             Event::Evaluate => self.prometheus.evaluate(self.now),
             Event::ScalerTick => {
                 let replicas = scaler.decide(&self.view());
-                self.scale_to(replicas);
+                self.scale_to(replicas, || scaler.explain());
             }
             Event::Sample => {
                 scaler.sample(&self.view());
@@ -717,13 +720,15 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn scale_to(&mut self, replicas: u32) {
+    /// Scales the fleet to `replicas`, recording the change with the policy's account of
+    /// it (asked for only when the replicas change).
+    fn scale_to(&mut self, replicas: u32, why: impl FnOnce() -> Option<String>) {
         let active: Vec<usize> = (0..self.pods.len()).filter(|&index| self.pods[index].phase.is_active()).collect();
         let current = u32::try_from(active.len()).unwrap_or(u32::MAX);
         if replicas == current {
             return;
         }
-        self.changes.push(ReplicaChange { at_seconds: self.now, from: current, to: replicas });
+        self.changes.push(ReplicaChange { at_seconds: self.now, from: current, to: replicas, why: why() });
         if replicas > current {
             for _ in current..replicas {
                 let pod = self.new_pod();

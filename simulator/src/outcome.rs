@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn a_reversal_within_the_window_is_a_flap() {
-        let change = |at_seconds, from, to| ReplicaChange { at_seconds, from, to };
+        let change = |at_seconds, from, to| ReplicaChange { at_seconds, from, to, why: None };
         let changes = [change(0.0, 1, 3), change(50.0, 3, 1), change(400.0, 1, 2), change(410.0, 2, 4)];
         assert_eq!(flaps(&changes, 120.0), 1);
     }

@@ -3,6 +3,8 @@
 use std::fmt::Write as _;
 
 use super::Report;
+use super::engine::RunRecord;
+use super::scalers::PolicyName;
 use super::settings::{Routing, Settings};
 
 pub fn render(report: &Report) -> String {
@@ -46,6 +48,23 @@ pub fn render(report: &Report) -> String {
          react: median burst start -> first new pod ready.\n\
          429s: refusals clients saw (a pod's full queue, or the gateway's admission); 503s: the gateway's budget ran out in its queue."
     );
+    text
+}
+
+/// Each policy's changes of replicas, one a line: when, from how many to how many, and
+/// the policy's account of it where it gives one.
+pub fn replica_changes(runs: &[(PolicyName, RunRecord)]) -> String {
+    let mut text = String::new();
+    for (policy, run) in runs {
+        let _ = writeln!(text, "\nreplica changes, {} ({}):", policy.label(), run.changes.len());
+        for change in &run.changes {
+            let (at, from, to) = (change.at_seconds, change.from, change.to);
+            let _ = match &change.why {
+                Some(why) => writeln!(text, "{at:>8.0}s {from:>3} -> {to:<3} {why}"),
+                None => writeln!(text, "{at:>8.0}s {from:>3} -> {to}"),
+            };
+        }
+    }
     text
 }
 

@@ -303,6 +303,25 @@ fn pods_given_back_before_they_are_ready_are_counted_as_cancelled_starts() {
     assert!(outcome.wasted_starts >= outcome.cancelled_starts, "{outcome:?}");
 }
 
+/// The log of replica changes says why Matte made each: the reason and the message the
+/// resource's status would carry, with the numbers the decision came from. The anchors'
+/// changes carry no account, as their real counterparts give none.
+#[test]
+fn each_change_of_matte_s_replicas_comes_with_its_reason() {
+    let settings = behind_gateway(Settings { duration_seconds: 600.0, ..Scenario::BurstTrain.settings() });
+    let (_, run) = runs(&settings, burst_at(30.0, 130, 3.0), PolicyName::Matte);
+    let first = run.changes.first().expect("the burst started pods");
+    let why = first.why.as_deref().expect("Matte explains its decisions");
+    assert!(why.starts_with("ScaleUp: backlog "), "{why}");
+    assert!(why.ends_with(&format!("scaling up from {} to {}", first.from, first.to)), "{why}");
+    assert!(run.changes.iter().all(|change| change.why.is_some()), "{:?}", run.changes);
+    let given_back = run.changes.iter().find(|change| change.to < change.from).expect("the pods went back");
+    assert!(given_back.why.as_deref().is_some_and(|why| why.starts_with("ScaleDown: ")), "{given_back:?}");
+
+    let (_, hpa) = runs(&settings, burst_at(30.0, 130, 3.0), PolicyName::Hpa);
+    assert!(!hpa.changes.is_empty() && hpa.changes.iter().all(|change| change.why.is_none()), "{:?}", hpa.changes);
+}
+
 /// 60 images within a second on two pods of 0.6 s per image: the last one's expected
 /// wait (about 8 s) fits the 30 s budget, so every client is served at its first try;
 /// the pods alone refuse most of them.

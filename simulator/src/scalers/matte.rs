@@ -1,7 +1,7 @@
 //! This operator's policy, called exactly as the reconciler calls it: every scrape
 //! interval, with the queue as the operator's queries find it at that moment.
 
-use matte_policy::{self as policy, Memory, Observation, PolicySpec};
+use matte_policy::{self as policy, Memory, Observation, PolicySpec, Reason};
 
 use super::{ClusterView, Scaler};
 use crate::settings::Settings;
@@ -13,6 +13,9 @@ pub struct Matte {
     interval_seconds: f64,
     /// How long after the scrape it reads each pass runs.
     pass_after_scrape_seconds: f64,
+    /// The last decision's reason and message, as the resource's status and Events
+    /// would show them.
+    last: Option<(Reason, String)>,
 }
 
 impl Matte {
@@ -29,6 +32,7 @@ impl Matte {
             memory: Memory::default(),
             interval_seconds: settings.pass_interval_seconds(),
             pass_after_scrape_seconds: settings.pass_after_scrape_seconds(),
+            last: None,
         }
     }
 }
@@ -60,6 +64,11 @@ impl Scaler for Matte {
         };
         let decision = policy::decide(&self.spec, &observation, &self.memory);
         self.memory = decision.memory;
+        self.last = Some((decision.reason, decision.message));
         decision.replicas
+    }
+
+    fn explain(&self) -> Option<String> {
+        self.last.as_ref().map(|(reason, message)| format!("{reason:?}: {message}"))
     }
 }

@@ -90,6 +90,11 @@ pub trait Scaler {
     /// Called every second; for autoscalers that collect their own samples.
     fn sample(&mut self, _view: &ClusterView) {}
     fn decide(&mut self, view: &ClusterView) -> u32;
+    /// Why the last decision chose what it did, for the log of replica changes; `None`
+    /// for the anchors, whose real counterparts say nothing more than the numbers.
+    fn explain(&self) -> Option<String> {
+        None
+    }
 }
 
 pub fn build(name: PolicyName, settings: &Settings, workload: &Workload) -> Box<dyn Scaler> {
