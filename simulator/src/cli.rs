@@ -21,7 +21,7 @@ pub struct Cli {
     /// Every scenario but burst-train and hundred-in-ten instead, Matte against the best
     /// of the HPA, KEDA and KPA on each, each over its own number of seeds (48 for
     /// scale-from-zero, 12 for the others) unless --seeds says otherwise.
-    #[arg(long, conflicts_with_all = ["scenario", "trace", "policies", "plots", "decisions"])]
+    #[arg(long, conflicts_with_all = ["scenario", "trace", "policies", "plots", "decisions", "bursts"])]
     pub every_scenario: bool,
     /// A trace file instead: one arrival time in seconds per line; blank lines and lines
     /// starting with '#' are ignored. Runs with burst-train's pods unless overridden.
@@ -44,6 +44,10 @@ pub struct Cli {
     /// Matte's reason and message as the resource's status would show them (one seed).
     #[arg(long, conflicts_with_all = ["seeds", "json"])]
     pub decisions: bool,
+    /// After the table, every burst of the run (start, end, images) with each policy's
+    /// images answered after the SLO in it and its slowest (one seed).
+    #[arg(long, conflicts_with_all = ["seeds", "json"])]
+    pub bursts: bool,
     /// Write latency-cdf.svg and burst-timeline.svg into this directory.
     #[arg(long, value_name = "DIR")]
     pub plots: Option<PathBuf>,
@@ -190,18 +194,19 @@ mod tests {
     }
 
     #[test]
-    fn the_log_of_changes_is_for_one_seed_in_text() {
-        let parsed = Cli::try_parse_from(["matte-sim", "--scenario", "burst-train", "--decisions"]).expect("valid");
-        assert!(parsed.decisions);
+    fn the_logs_of_one_run_are_for_one_seed_in_text() {
+        let parsed =
+            Cli::try_parse_from(["matte-sim", "--scenario", "burst-train", "--decisions", "--bursts"]).expect("valid");
+        assert!(parsed.decisions && parsed.bursts);
         let clashes = [
             &["--scenario", "burst-train", "--seeds", "3"][..],
             &["--scenario", "burst-train", "--json"],
             &["--every-scenario"],
         ];
-        for clash in clashes {
-            let args = [&["matte-sim", "--decisions"][..], clash].concat();
+        for (log, clash) in ["--decisions", "--bursts"].into_iter().flat_map(|log| clashes.map(|clash| (log, clash))) {
+            let args = [&["matte-sim", log][..], clash].concat();
             let error = Cli::try_parse_from(args).expect_err("conflicts");
-            assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict, "{clash:?}: {error}");
+            assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict, "{log} {clash:?}: {error}");
         }
     }
 }

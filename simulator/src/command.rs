@@ -46,6 +46,9 @@ pub fn run(args: &Cli) -> Result<Printed, Error> {
     } else {
         table::render(&comparison.report)
     };
+    if args.bursts {
+        stdout.push_str(&table::late_bursts(&comparison.bursts, &comparison.runs, traffic.settings.slo_seconds));
+    }
     if args.decisions {
         stdout.push_str(&table::replica_changes(&comparison.runs));
     }

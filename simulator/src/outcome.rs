@@ -84,6 +84,33 @@ fn billed_seconds(pod: &PodRecord) -> f64 {
     pod.billed_from_seconds.map_or(0.0, |from| (pod.ended_seconds - from).max(0.0))
 }
 
+/// How one burst's images fared under one policy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BurstLateness {
+    /// Images answered after the SLO, or never.
+    pub late: usize,
+    /// The slowest image's seconds from first try to answer; `None` when one was never
+    /// answered.
+    pub slowest_seconds: Option<f64>,
+}
+
+/// Each burst's lateness, given the run's latencies in arrival order: the bursts split
+/// the sorted arrivals into consecutive runs (`trace::bursts`), so the first burst's
+/// images are the first latencies, and so on.
+pub fn lateness_by_burst(bursts: &[Burst], latencies: &[Option<f64>], slo_seconds: f64) -> Vec<BurstLateness> {
+    let mut rest = latencies;
+    bursts
+        .iter()
+        .map(|burst| {
+            let (own, after) = rest.split_at(burst.images.min(rest.len()));
+            rest = after;
+            let late = own.iter().filter(|latency| latency.is_none_or(|seconds| seconds > slo_seconds)).count();
+            let slowest_seconds = own.iter().try_fold(0.0_f64, |slowest, latency| latency.map(|s| slowest.max(s)));
+            BurstLateness { late, slowest_seconds }
+        })
+        .collect()
+}
+
 fn is_wasted(pod: &PodRecord) -> bool {
     pod.ready_seconds.is_none() || pod.images_served == 0 || !pod.backlog_when_ready
 }
@@ -119,6 +146,17 @@ fn reactions(bursts: &[Burst], started: &[PodRecord]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_burst_is_judged_on_its_own_images() {
+        let burst = |start_seconds, images| Burst { start_seconds, end_seconds: start_seconds + 1.0, images };
+        let bursts = [burst(0.0, 2), burst(100.0, 3), burst(200.0, 1)];
+        let latencies = [Some(10.0), Some(95.0), Some(30.0), Some(90.0), Some(20.0), None];
+        let lateness = lateness_by_burst(&bursts, &latencies, 90.0);
+        assert_eq!(lateness[0], BurstLateness { late: 1, slowest_seconds: Some(95.0) });
+        assert_eq!(lateness[1], BurstLateness { late: 0, slowest_seconds: Some(90.0) }, "the SLO itself is met");
+        assert_eq!(lateness[2], BurstLateness { late: 1, slowest_seconds: None }, "never answered");
+    }
 
     #[test]
     fn a_reversal_within_the_window_is_a_flap() {

@@ -4,8 +4,10 @@ use std::fmt::Write as _;
 
 use super::Report;
 use super::engine::RunRecord;
+use super::outcome::{BurstLateness, lateness_by_burst};
 use super::scalers::PolicyName;
 use super::settings::{Routing, Settings};
+use super::trace::Burst;
 
 pub fn render(report: &Report) -> String {
     let runs = format!(
@@ -51,6 +53,39 @@ pub fn render(report: &Report) -> String {
     text
 }
 
+/// Every burst of the run, with each policy's images answered after the SLO in it and
+/// its slowest: which bursts a policy missed, and by how much.
+pub fn late_bursts(bursts: &[Burst], runs: &[(PolicyName, RunRecord)], slo_seconds: f64) -> String {
+    let by_policy: Vec<Vec<BurstLateness>> =
+        runs.iter().map(|(_, run)| lateness_by_burst(bursts, &run.latencies, slo_seconds)).collect();
+    let headers: Vec<&str> = ["burst", "start s", "end s", "images"]
+        .into_iter()
+        .chain(runs.iter().map(|(policy, _)| policy.label()))
+        .collect();
+    let rows: Vec<Vec<String>> = bursts
+        .iter()
+        .enumerate()
+        .map(|(index, burst)| {
+            let cells = by_policy.iter().map(|lateness| {
+                let BurstLateness { late, slowest_seconds } = lateness[index];
+                format!("{late} ({})", seconds(slowest_seconds))
+            });
+            let burst_cells = [
+                (index + 1).to_string(),
+                format!("{:.0}", burst.start_seconds),
+                format!("{:.0}", burst.end_seconds),
+                burst.images.to_string(),
+            ];
+            burst_cells.into_iter().chain(cells).collect()
+        })
+        .collect();
+    format!(
+        "\nbursts ({}): images answered after the {slo_seconds:.0}s SLO (the slowest, s), per policy\n{}",
+        bursts.len(),
+        aligned(&headers, &rows)
+    )
+}
+
 /// Each policy's changes of replicas, one a line: when, from how many to how many, and
 /// the policy's account of it where it gives one.
 pub fn replica_changes(runs: &[(PolicyName, RunRecord)]) -> String {
@@ -68,11 +103,11 @@ pub fn replica_changes(runs: &[(PolicyName, RunRecord)]) -> String {
     text
 }
 
-/// Two lines: what ran (`runs`) and the settings every policy shared.
 /// The columns of what a policy spent, in both tables: its pods' GPU-seconds, the
 /// nodes added for them, its starts, those wasted and cancelled, and its flaps.
 pub const COST_COLUMNS: [&str; 6] = ["GPU-s", "node-s", "starts", "wasted", "cancelled", "flaps"];
 
+/// Two lines: what ran (`runs`) and the settings every policy shared.
 pub fn heading(source: &str, runs: &str, settings: &Settings) -> String {
     let routing = match settings.routing {
         Routing::Gateway => format!("gateway (max wait {:.0}s)", settings.max_wait_seconds),

@@ -2,6 +2,7 @@
 //! reproduced, and the operator's policy beating them on bursts by the margins
 //! over many seeds.
 
+use clap::Parser;
 use matte_sim::outcome::Outcome;
 use matte_sim::scalers::PolicyName;
 use matte_sim::scenario::Scenario;
@@ -320,6 +321,29 @@ fn each_change_of_matte_s_replicas_comes_with_its_reason() {
 
     let (_, hpa) = runs(&settings, burst_at(30.0, 130, 3.0), PolicyName::Hpa);
     assert!(!hpa.changes.is_empty() && hpa.changes.iter().all(|change| change.why.is_none()), "{:?}", hpa.changes);
+}
+
+/// The bursts' late images add up to the run's: every image is in one burst, judged
+/// against the same SLO. And the command prints both logs after the table.
+#[test]
+fn the_late_images_of_the_bursts_are_the_runs() {
+    let settings = Scenario::BurstTrain.settings();
+    let arrivals = Scenario::BurstTrain.arrivals(&settings, 5);
+    let comparison =
+        compare(&settings, arrivals, &[PolicyName::Matte, PolicyName::Hpa], 5, "test".into()).expect("valid settings");
+    for ((policy, run), outcome) in comparison.runs.iter().zip(&comparison.report.outcomes) {
+        let lateness = matte_sim::outcome::lateness_by_burst(&comparison.bursts, &run.latencies, settings.slo_seconds);
+        let late: usize = lateness.iter().map(|burst| burst.late).sum();
+        let within = (outcome.slo_attainment * outcome.images as f64).round() as usize;
+        assert_eq!(late, outcome.images - within, "{policy:?}");
+        assert!(late > 0, "seed 5 has a burst that {policy:?} misses in part");
+    }
+
+    let args =
+        ["matte-sim", "--scenario", "burst-train", "--seed", "5", "--policy", "matte", "--bursts", "--decisions"];
+    let printed = matte_sim::command::run(&matte_sim::cli::Cli::try_parse_from(args).expect("valid")).expect("runs");
+    assert!(printed.stdout.contains("\nbursts ("), "{}", printed.stdout);
+    assert!(printed.stdout.contains("\nreplica changes, matte ("), "{}", printed.stdout);
 }
 
 /// 60 images within a second on two pods of 0.6 s per image: the last one's expected
