@@ -125,6 +125,11 @@ pub struct Overrides {
     /// Prometheus spreads its targets, instead of every target at once.
     #[arg(long)]
     pub spread_scrapes: bool,
+    /// Draw each pod's start-up by when it begins (the i-th in a 10 s bucket gets the
+    /// same draw under every policy) instead of in the order pods begin them: policies
+    /// starting pods for the same burst then get the same start-ups.
+    #[arg(long)]
+    pub matched_startups: bool,
     /// Replicas of the gateway Prometheus scrapes, each reporting an equal share of its
     /// one queue (with --spread-scrapes, each at its own offset; default 1).
     #[arg(long, value_name = "REPLICAS", value_parser = clap::value_parser!(u32).range(1..=16))]
@@ -163,6 +168,7 @@ impl Overrides {
                 .unwrap_or(settings.gateway_scrape_interval_seconds.min(scrape_interval_seconds)),
             pass_after_scrape_seconds: self.pass_after_scrape.or(settings.pass_after_scrape_seconds),
             spread_scrapes: self.spread_scrapes || settings.spread_scrapes,
+            matched_startups: self.matched_startups || settings.matched_startups,
             gateway_replicas: self.gateway_replicas.unwrap_or(settings.gateway_replicas),
             min_replicas: self.min_replicas.unwrap_or(settings.min_replicas),
             max_replicas: self.max_replicas.unwrap_or(settings.max_replicas),

@@ -46,6 +46,7 @@ use super::prometheus::{Counters, Gauges, Prometheus, Target};
 use super::random::{Stream, StreamName};
 use super::scalers::{ClusterView, Scaler};
 use super::settings::{BATCHED_IMAGE_COST, Routing, Settings};
+use super::startups::StartupDraws;
 use matte_common::admission::{self, Admission, PerImageTime};
 use matte_policy::observed::GatewayScrape;
 use matte_policy::stats::median;
@@ -354,7 +355,7 @@ struct Engine<'a> {
     changes: Vec<ReplicaChange>,
     timeline: Vec<TimelinePoint>,
     routing_rng: Stream,
-    startup_rng: Stream,
+    startup_draws: StartupDraws,
     provisioning_rng: Stream,
     scrape_offset_rng: Stream,
 }
@@ -389,7 +390,7 @@ impl<'a> Engine<'a> {
             changes: Vec::new(),
             timeline: Vec::new(),
             routing_rng: Stream::new(seed, StreamName::Routing),
-            startup_rng: Stream::new(seed, StreamName::PodStartups),
+            startup_draws: StartupDraws::new(seed, settings.matched_startups),
             provisioning_rng: Stream::new(seed, StreamName::NodeProvisioning),
             scrape_offset_rng: Stream::new(seed, StreamName::ScrapeOffsets),
         }
@@ -669,7 +670,8 @@ impl<'a> Engine<'a> {
 
     fn begin_startup(&mut self, index: usize) {
         let median = self.settings.startup_seconds;
-        let startup = self.startup_rng.lognormal(median, self.settings.startup_sigma).clamp(median / 3.0, median * 2.0);
+        let startup =
+            self.startup_draws.draw(self.now, median, self.settings.startup_sigma).clamp(median / 3.0, median * 2.0);
         self.pods[index].phase = Phase::Starting;
         self.pods[index].scheduled = Some(self.now);
         self.schedule(self.now + startup, Event::PodReady(index));

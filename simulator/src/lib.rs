@@ -16,6 +16,7 @@ pub mod random;
 pub mod scalers;
 pub mod scenario;
 pub mod settings;
+pub mod startups;
 pub mod sweep;
 pub mod table;
 pub mod trace;

@@ -28,6 +28,15 @@ impl Stream {
         Self(Pcg64Mcg::seed_from_u64(mixed))
     }
 
+    /// The stream of one item of a source (`key`: a pod's start-up, say), independent
+    /// of the order in which items are drawn.
+    pub fn keyed(seed: u64, name: StreamName, key: [u64; 2]) -> Self {
+        let mixed = key.iter().fold(seed ^ (name as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15), |state, part| {
+            splitmix(state ^ splitmix(*part))
+        });
+        Self(Pcg64Mcg::seed_from_u64(mixed))
+    }
+
     /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f64 {
         self.0.random::<f64>()
@@ -64,4 +73,13 @@ impl Stream {
         let radius = (-2.0 * (1.0 - self.uniform()).ln()).sqrt();
         radius * (std::f64::consts::TAU * self.uniform()).cos()
     }
+}
+
+/// SplitMix64's finalizer: every input bit moves every output bit, so that nearby keys
+/// seed unrelated streams.
+fn splitmix(value: u64) -> u64 {
+    let mut z = value.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }

@@ -87,6 +87,7 @@ fn base_settings() -> Settings {
         pass_after_scrape_seconds: None,
         gateway_scrape_interval_seconds: DEFAULT_GATEWAY_SCRAPE_INTERVAL_SECONDS as f64,
         spread_scrapes: false,
+        matched_startups: false,
         gateway_replicas: 1,
         rule_interval_seconds: 5.0,
         rate_window_seconds: 60.0,

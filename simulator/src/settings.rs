@@ -57,6 +57,11 @@ pub struct Settings {
     /// Median time for a pod to become ready once it has a GPU node (image, model, warm-up).
     pub startup_seconds: f64,
     pub startup_sigma: f64,
+    /// Each pod's start-up is drawn by when it begins (the i-th pod to begin one in a
+    /// 10 s bucket gets the same draw under every policy), so that policies starting
+    /// pods for the same burst get the same start-ups; otherwise they are drawn in the
+    /// order pods begin them, and a policy that started more pods before draws others.
+    pub matched_startups: bool,
     /// GPU nodes that exist from the start and are never removed.
     pub warm_gpus: u32,
     /// Most GPU nodes the cluster can have; pods beyond it are unschedulable.
