@@ -23,17 +23,13 @@ pub enum StreamName {
 
 impl Stream {
     pub fn new(seed: u64, name: StreamName) -> Self {
-        // Spread the stream number over all bits so that nearby seeds do not correlate.
-        let mixed = seed ^ (name as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        Self(Pcg64Mcg::seed_from_u64(mixed))
+        Self(Pcg64Mcg::seed_from_u64(source_seed(seed, name)))
     }
 
     /// The stream of one item of a source (`key`: a pod's start-up, say), independent
     /// of the order in which items are drawn.
     pub fn keyed(seed: u64, name: StreamName, key: [u64; 2]) -> Self {
-        let mixed = key.iter().fold(seed ^ (name as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15), |state, part| {
-            splitmix(state ^ splitmix(*part))
-        });
+        let mixed = key.iter().fold(source_seed(seed, name), |state, part| splitmix(state ^ splitmix(*part)));
         Self(Pcg64Mcg::seed_from_u64(mixed))
     }
 
@@ -73,6 +69,12 @@ impl Stream {
         let radius = (-2.0 * (1.0 - self.uniform()).ln()).sqrt();
         radius * (std::f64::consts::TAU * self.uniform()).cos()
     }
+}
+
+/// The seed of a source's stream: the stream number spread over all bits, so that
+/// nearby seeds do not correlate.
+fn source_seed(seed: u64, name: StreamName) -> u64 {
+    seed ^ (name as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// SplitMix64's finalizer: every input bit moves every output bit, so that nearby keys

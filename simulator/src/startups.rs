@@ -13,13 +13,14 @@ pub enum StartupDraws {
     InOrder(Stream),
     /// The i-th pod to begin a start-up within a bucket gets the same draw under every
     /// policy (`Settings::matched_startups`).
-    Matched { seed: u64, bucket: u64, begun_in_bucket: u64 },
+    /// `bucket` is the one of the last start-up begun, if any.
+    Matched { seed: u64, bucket: Option<u64>, begun_in_bucket: u64 },
 }
 
 impl StartupDraws {
     pub fn new(seed: u64, matched: bool) -> Self {
         if matched {
-            Self::Matched { seed, bucket: u64::MAX, begun_in_bucket: 0 }
+            Self::Matched { seed, bucket: None, begun_in_bucket: 0 }
         } else {
             Self::InOrder(Stream::new(seed, StreamName::PodStartups))
         }
@@ -33,8 +34,8 @@ impl StartupDraws {
             Self::Matched { seed, bucket, begun_in_bucket } => {
                 // Simulated time is finite and non-negative: the cast is exact enough.
                 let now_bucket = (now.max(0.0) / MATCHED_BUCKET_SECONDS) as u64;
-                if now_bucket != *bucket {
-                    *bucket = now_bucket;
+                if *bucket != Some(now_bucket) {
+                    *bucket = Some(now_bucket);
                     *begun_in_bucket = 0;
                 }
                 *begun_in_bucket += 1;
