@@ -651,4 +651,21 @@ mod tests {
             assert_eq!(bound["maximum"].as_f64(), Some(f64::from(MAX_REPLICAS)), "{bound}");
         }
     }
+
+    #[test]
+    fn the_policy_s_memory_in_status_is_bounded_in_the_schema() {
+        use crate::autoscaler::policy::{
+            BURSTS_REMEMBERED, PLAUSIBLE_IMAGES_PER_POD_SECOND_MAX, PLAUSIBLE_IMAGES_PER_POD_SECOND_MIN,
+        };
+        let crd = serde_json::to_value(<BackgroundRemovalService as kube::CustomResourceExt>::crd()).expect("JSON");
+        let status = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
+        let memory = &status["autoscalerMemory"]["properties"];
+        let bursts = &memory["recentBursts"];
+        assert_eq!(bursts["maxItems"].as_u64(), u64::try_from(BURSTS_REMEMBERED).ok());
+        assert_eq!(bursts["items"]["properties"]["peakBacklogImages"]["minimum"].as_f64(), Some(0.0));
+        assert_eq!(memory["burst"]["properties"]["peakBacklogImages"]["minimum"].as_f64(), Some(0.0));
+        let throughput = &memory["imagesPerPodSecond"];
+        assert_eq!(throughput["minimum"].as_f64(), Some(PLAUSIBLE_IMAGES_PER_POD_SECOND_MIN));
+        assert_eq!(throughput["maximum"].as_f64(), Some(PLAUSIBLE_IMAGES_PER_POD_SECOND_MAX));
+    }
 }

@@ -95,3 +95,39 @@ fn a_new_leader_reading_the_status_keeps_the_warm_pods_the_old_one_kept() {
     let forgot = lead(1450.0, 1600.0, last.replicas, Memory::default());
     assert_eq!(forgot.last().map(|decision| decision.replicas), Some(1), "without the memory the pods go");
 }
+
+#[test]
+fn a_new_leader_drops_what_no_leader_would_have_written_in_status() {
+    let mut status = BackgroundRemovalServiceStatus::default();
+    let before = lead(900.0, 1450.0, 1, Memory::default());
+    for decision in &before {
+        status = written(&status, decision);
+    }
+    let last = before.last().expect("passes were made");
+    // Whoever may write the status subresource sets the surplus clock a day ahead and
+    // the throughput to nearly nothing.
+    let mut json = serde_json::to_value(&status).unwrap();
+    json["autoscalerMemory"]["surplusSinceSeconds"] = (1450.0 + 86_400.0).into();
+    json["autoscalerMemory"]["imagesPerPodSecond"] = 1e-300.into();
+    let forged: BackgroundRemovalServiceStatus = serde_json::from_value(json).unwrap();
+
+    let took_over = lead(1450.0, 1600.0, last.replicas, forged.autoscaler_memory.expect("memory in status"));
+    let faults: Vec<String> = took_over[0].memory_faults.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        faults,
+        ["surplusSinceSeconds is 86400s ahead of now", "imagesPerPodSecond is 1e-300, outside 0.001..=1000"]
+    );
+    assert!(took_over[1..].iter().all(|decision| decision.memory_faults.is_empty()), "what it passes on is sound");
+    // The surplus clock starts again at the handover: the fleet goes down as the old
+    // leader's did, one hold (a start-up) later at most, not a day later.
+    let stayed = lead(1450.0, 1600.0, last.replicas, last.memory.clone());
+    let first_below = |decisions: &[Decision]| {
+        decisions.iter().position(|decision| decision.replicas < last.replicas).map(|pass| pass as f64 * PASS_SECONDS)
+    };
+    let (forged_down, stayed_down) = (first_below(&took_over), first_below(&stayed));
+    assert!(
+        forged_down.zip(stayed_down).is_some_and(|(forged, stayed)| forged <= stayed + 60.0),
+        "scaled down after {forged_down:?}s, the old leader after {stayed_down:?}s"
+    );
+    assert_eq!(took_over.last().map(|d| d.replicas), stayed.last().map(|d| d.replicas));
+}

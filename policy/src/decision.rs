@@ -45,9 +45,10 @@
 //! rather than a burst already in, and pods for their rate are started on top of those
 //! the backlog needs, since the backlog seen so far is only the flow's beginning.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::clock::Clock;
+use crate::memory::{BURSTS_REMEMBERED, Burst, Memory, MemoryFault, plausible_images_per_pod_second};
 use crate::stats::median;
 
 /// The user's settings, from the resource's `autoscaling` spec.
@@ -209,44 +210,6 @@ pub struct QueueMetrics {
     pub gateway_new_arrivals_per_second: f64,
 }
 
-/// What the policy remembers between passes. The reconciler keeps it in the resource's
-/// status, so that a new leader decides as the old one would; its times are on the
-/// clock of [`Observation::now_seconds`], which must therefore be shared by every
-/// replica of the operator (the wall clock).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(default, rename_all = "camelCase")]
-pub struct Memory {
-    /// The replicas last decided.
-    // Kubernetes schemas know no unsigned formats; the CRD's replica counts are int32.
-    #[cfg_attr(feature = "schema", schemars(with = "Option<i32>"))]
-    pub replicas: Option<u32>,
-    /// Since when the fleet has been larger than needed, if it is.
-    pub surplus_since_seconds: Option<f64>,
-    /// The last measured throughput, for passes when no image was processed.
-    pub images_per_pod_second: Option<f64>,
-    /// The burst going on now, if clients are being refused.
-    pub burst: Option<Burst>,
-    /// The last few bursts, oldest first, at most eight (`BURSTS_REMEMBERED`).
-    pub recent_bursts: Vec<Burst>,
-    /// Since when requests have been arriving faster than the ready pods serve them, if
-    /// they are.
-    pub surge_since_seconds: Option<f64>,
-}
-
-/// A time of refusals: the pods' queues were full and clients waited outside them.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct Burst {
-    pub started_seconds: f64,
-    /// The largest backlog seen during it.
-    pub peak_backlog_images: f64,
-}
-
-/// How many past bursts the policy remembers.
-pub const BURSTS_REMEMBERED: usize = 8;
-
 /// Bursts needed before they count as a pattern worth keeping pods warm for.
 const BURSTS_FOR_A_PATTERN: usize = 3;
 
@@ -351,10 +314,20 @@ pub struct Decision {
     pub plan: Option<Plan>,
     /// To pass back on the next call.
     pub memory: Memory,
+    /// What of the memory passed in could not be acted on, and was dropped.
+    #[serde(skip)]
+    pub memory_faults: Vec<MemoryFault>,
 }
 
 /// Decides the replicas for one pass.
+/// The memory passed in is checked first ([`Memory::checked`]): it may come back from
+/// the resource's status, written by anyone allowed to.
 pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> Decision {
+    let (memory, memory_faults) = memory.checked(observation.now_seconds);
+    Decision { memory_faults, ..decide_checked(spec, observation, &memory) }
+}
+
+fn decide_checked(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> Decision {
     let Some(queue) = &observation.queue else {
         return hold(spec, observation, memory, Reason::MetricsMissing, "no queue metrics".into());
     };
@@ -466,7 +439,15 @@ pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> 
         scale_down_or_keep(spec, observation, &plan, &summary, wanted, since, &mut next)
     };
     next.replicas = Some(replicas);
-    Decision { replicas, reason, message, observation: observation.clone(), plan: Some(plan), memory: next }
+    Decision {
+        replicas,
+        reason,
+        message,
+        observation: observation.clone(),
+        plan: Some(plan),
+        memory: next,
+        memory_faults: Vec::new(),
+    }
 }
 
 /// Keeps the decision of the last pass (or the current replicas on the first), within
@@ -481,16 +462,18 @@ fn hold(spec: &PolicySpec, observation: &Observation, memory: &Memory, reason: R
         observation: observation.clone(),
         plan: None,
         memory: Memory { replicas: Some(replicas), ..memory.clone() },
+        memory_faults: Vec::new(),
     }
 }
 
 /// The deadline and the number of pods that meet it.
 fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memory: &Memory) -> Plan {
-    let measured = |rate: &f64| rate.is_finite() && *rate > 0.0;
+    // A throughput outside the plausible range is no measurement (a pod's histogram gone
+    // wrong): the one remembered, checked like it, or the default stands in.
     let images_per_pod_second = queue
         .images_per_pod_second
-        .filter(measured)
-        .or(memory.images_per_pod_second.filter(measured))
+        .filter(|&rate| plausible_images_per_pod_second(rate))
+        .or(memory.images_per_pod_second)
         .unwrap_or(spec.default_images_per_pod_second)
         .max(f64::MIN_POSITIVE);
     let startup_seconds = observation.measured_startup_seconds.unwrap_or(spec.default_startup_seconds);

@@ -870,3 +870,38 @@ fn a_raised_minimum_between_bursts_on_a_clock_is_a_scale_up_not_a_warm_up() {
     let decision = decide(&at_least_three, &between, &memory);
     assert_eq!((decision.replicas, decision.reason), (3, Reason::ScaleUp));
 }
+
+#[test]
+fn a_forged_throughput_in_memory_does_not_scale_the_fleet_to_its_maximum() {
+    // No image processed in the window: the remembered throughput would stand in, and
+    // at 1e-300 images/s 20 queued images would need every pod there may be.
+    let unmeasured = QueueMetrics { images_per_pod_second: None, ..queue(20.0) };
+    let forged = Memory { images_per_pod_second: Some(1e-300), ..Memory::default() };
+    let decision = decide(&spec(), &observation(1, Some(unmeasured.clone())), &forged);
+    assert_eq!(decision.replicas, decide_fresh(&observation(1, Some(unmeasured))).replicas);
+    assert_eq!(decision.replicas, 1, "the default throughput drains 20 images in time on one pod");
+    assert!(matches!(decision.memory_faults.as_slice(), [MemoryFault::ImplausibleThroughput { .. }]));
+    assert_eq!(decision.memory.images_per_pod_second, Some(1.0), "the memory passed on is sound again");
+}
+
+#[test]
+fn a_measured_throughput_out_of_range_is_no_measurement() {
+    let broken = QueueMetrics { images_per_pod_second: Some(1e-9), ..queue(20.0) };
+    let memory = Memory { images_per_pod_second: Some(1.0), ..Memory::default() };
+    let decision = decide(&spec(), &observation(1, Some(broken)), &memory);
+    assert_eq!(decision.replicas, 1);
+    assert_eq!(decision.plan.map(|plan| plan.images_per_pod_second), Some(1.0), "the remembered one stands in");
+}
+
+#[test]
+fn a_surplus_clock_set_ahead_of_now_does_not_keep_unneeded_pods() {
+    // A day ahead, the surplus clock as remembered would keep the 3 pods for a day: it
+    // is dropped, and starts again now.
+    let idle = observation(3, Some(queue(0.0)));
+    let forged = Memory { surplus_since_seconds: Some(1000.0 + 86_400.0), ..Memory::default() };
+    let first = decide(&spec(), &idle, &forged);
+    assert_eq!(first.memory.surplus_since_seconds, Some(1000.0));
+    assert_eq!(first.memory_faults.len(), 1);
+    let after = decide(&spec(), &Observation { now_seconds: 1060.0, ..idle }, &first.memory);
+    assert_eq!((after.replicas, after.reason), (1, Reason::ScaleDown));
+}

@@ -5,8 +5,10 @@
 
 mod clock;
 mod decision;
+mod memory;
 pub mod observed;
 pub mod promql;
 pub mod stats;
 
 pub use decision::*;
+pub use memory::*;

@@ -144,6 +144,7 @@ async fn pass(brs: &BackgroundRemovalService, context: &Context) -> Result<(Acti
     let windows = context.settings.windows(brs);
     let scale = decide::decide(&brs.spec, &current, &context.memory(brs), &windows);
     if let Some(decision) = &scale.decision {
+        report::memory_dropped(context, brs, &decision.memory_faults).await;
         context.decided(brs, decision);
     }
     let next = if brs.spec.autoscaling.enabled { windows.pass } else { RESYNC };

@@ -1,7 +1,8 @@
 //! The report stage: what the pass found and did, told in the resource's status
 //! ([`crate::status`], written only when it changed) and in Events: `Created`, `Scaled`
 //! and `Updated` for what was applied, a Warning when `Degraded` turns to a new problem
-//! and `Recovered` when it clears. Also the status of a pass that stopped early, on an
+//! and `Recovered` when it clears, and `AutoscalerMemoryDropped` when the memory read
+//! back from status could not be acted on. Also the status of a pass that stopped early, on an
 //! invalid spec or a request the apiserver refused.
 
 use jiff::Timestamp;
@@ -12,6 +13,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
+use crate::autoscaler::policy::MemoryFault;
 use crate::crd::{BackgroundRemovalService, BackgroundRemovalServiceStatus};
 use crate::desired::{self, MANAGER};
 use crate::status::{self, Observed};
@@ -83,6 +85,24 @@ pub async fn refusal(context: &Context, brs: &BackgroundRemovalService, message:
     let previous = brs.status.clone().unwrap_or_default();
     let status = status::refused(&previous, brs.metadata.generation, message, &Time(Timestamp::now()));
     write_status(context, brs, &previous, status).await
+}
+
+/// A Warning Event when the policy dropped part of the memory it was handed (after a
+/// leader change, the one in status): someone or something wrote there what no
+/// operator would have, and the decision went on without it.
+pub async fn memory_dropped(context: &Context, brs: &BackgroundRemovalService, faults: &[MemoryFault]) {
+    if let Some(note) = memory_dropped_note(faults) {
+        publish(context, brs, EventType::Warning, "AutoscalerMemoryDropped", "Decide", note).await;
+    }
+}
+
+/// The note of `AutoscalerMemoryDropped`: every fault, in the status field's words.
+fn memory_dropped_note(faults: &[MemoryFault]) -> Option<String> {
+    if faults.is_empty() {
+        return None;
+    }
+    let what = faults.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    Some(format!("status.autoscalerMemory: {what}; decided without it"))
 }
 
 /// A Normal Event about what a pass changed.
@@ -293,6 +313,7 @@ mod tests {
             observation: Observation { replicas: 2, ready_pods: 2, ..Observation::default() },
             plan: None,
             memory: Memory::default(),
+            memory_faults: Vec::new(),
         };
         let scale = Scale { replicas: 3, decision: Some(decision) };
         let event = announcement(&brs, &was, &scale, Some(&after)).expect("an event");
@@ -336,6 +357,22 @@ mod tests {
         assert_eq!(seen.gateway, Some(None));
         assert_eq!(seen.apply_error, None);
         assert_eq!(seen.selector, "app.kubernetes.io/name=matte-inference,matte.dev/service=portraits");
+    }
+
+    #[test]
+    fn dropped_memory_is_told_field_by_field_and_nothing_when_none_was() {
+        assert_eq!(memory_dropped_note(&[]), None);
+        let faults = [
+            MemoryFault::InTheFuture { field: "surplusSinceSeconds", ahead_seconds: 86_400.0 },
+            MemoryFault::TooManyBursts { count: 12 },
+        ];
+        assert_eq!(
+            memory_dropped_note(&faults).as_deref(),
+            Some(
+                "status.autoscalerMemory: surplusSinceSeconds is 86400s ahead of now; recentBursts holds 12 bursts, \
+                 more than 8; the oldest are dropped; decided without it"
+            )
+        );
     }
 
     #[test]

@@ -1,0 +1,240 @@
+//! What the policy remembers between passes, and what of it is taken back.
+//!
+//! The reconciler keeps the memory in the resource's status, and a new leader reads it
+//! back from there: from the apiserver, where whoever may write the status subresource,
+//! an operator of another version or a clock gone wrong may have left anything the
+//! schema admits. [`Memory::checked`] keeps what can be trusted and names what it drops
+//! before [`crate::decide`] acts on it: a remembered throughput of 1e-300 images/s would
+//! otherwise scale the fleet to `maxReplicas`, and a surplus clock started a day ahead
+//! would keep every pod for a day.
+
+use serde::{Deserialize, Serialize};
+
+/// What the policy remembers between passes. The reconciler keeps it in the resource's
+/// status, so that a new leader decides as the old one would; its times are on the
+/// clock of [`crate::Observation::now_seconds`], which must therefore be shared by every
+/// replica of the operator (the wall clock).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(default, rename_all = "camelCase")]
+pub struct Memory {
+    /// The replicas last decided.
+    // Kubernetes schemas know no unsigned formats; the CRD's replica counts are int32.
+    #[cfg_attr(feature = "schema", schemars(with = "Option<i32>"))]
+    pub replicas: Option<u32>,
+    /// Since when the fleet has been larger than needed, if it is.
+    pub surplus_since_seconds: Option<f64>,
+    /// The last measured throughput, for passes when no image was processed.
+    #[cfg_attr(feature = "schema", schemars(range(min = PLAUSIBLE_IMAGES_PER_POD_SECOND_MIN, max = PLAUSIBLE_IMAGES_PER_POD_SECOND_MAX)))]
+    pub images_per_pod_second: Option<f64>,
+    /// The burst going on now, if clients are being refused.
+    pub burst: Option<Burst>,
+    /// The last few bursts, oldest first, at most eight (`BURSTS_REMEMBERED`).
+    #[cfg_attr(feature = "schema", schemars(length(max = BURSTS_REMEMBERED)))]
+    pub recent_bursts: Vec<Burst>,
+    /// Since when requests have been arriving faster than the ready pods serve them, if
+    /// they are.
+    pub surge_since_seconds: Option<f64>,
+}
+
+/// A time of refusals: the pods' queues were full and clients waited outside them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Burst {
+    pub started_seconds: f64,
+    /// The largest backlog seen during it.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0.0)))]
+    pub peak_backlog_images: f64,
+}
+
+/// How many past bursts the policy remembers.
+pub const BURSTS_REMEMBERED: usize = 8;
+
+/// How far ahead of now a remembered time is still taken as it is. The operator's
+/// replicas share the wall clock, and a skew between their clocks only delays a
+/// scale-down by as much; NTP keeps it well under a second. A time further ahead than
+/// this is no skew but a corrupted or forged status.
+pub const CLOCK_SKEW_TOLERATED_SECONDS: f64 = 60.0;
+
+/// The least throughput a pod is taken to have, images per pod-second: one image in
+/// 1,000 s. A measurement below it (a pod whose histogram counts hours of inference for
+/// one image) or a remembered value below it would make every plan ask for
+/// `maxReplicas`; no background-removal model on one GPU is that slow.
+pub const PLAUSIBLE_IMAGES_PER_POD_SECOND_MIN: f64 = 1e-3;
+
+/// The most throughput a pod is taken to have: 1,000 images per pod-second, a
+/// millisecond an image, faster than any background-removal model on one GPU; above
+/// it, every plan would ask for one pod whatever the backlog.
+pub const PLAUSIBLE_IMAGES_PER_POD_SECOND_MAX: f64 = 1e3;
+
+/// Whether a throughput, measured or remembered, can be planned with.
+pub fn plausible_images_per_pod_second(rate: f64) -> bool {
+    (PLAUSIBLE_IMAGES_PER_POD_SECOND_MIN..=PLAUSIBLE_IMAGES_PER_POD_SECOND_MAX).contains(&rate)
+}
+
+/// What [`Memory::checked`] dropped from a memory, and why, naming the status field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MemoryFault {
+    #[error("{field} is {ahead_seconds:.0}s ahead of now")]
+    InTheFuture { field: &'static str, ahead_seconds: f64 },
+    #[error("{field} is {value}, not a time")]
+    NotATime { field: &'static str, value: f64 },
+    #[error("{field} has a peak backlog of {value} images")]
+    ImpossibleBacklog { field: &'static str, value: f64 },
+    #[error(
+        "imagesPerPodSecond is {value:e}, outside {PLAUSIBLE_IMAGES_PER_POD_SECOND_MIN}..={PLAUSIBLE_IMAGES_PER_POD_SECOND_MAX}"
+    )]
+    ImplausibleThroughput { value: f64 },
+    #[error("recentBursts has a burst starting at {started_seconds}, before the one remembered before it")]
+    BurstsOutOfOrder { started_seconds: f64 },
+    #[error("recentBursts holds {count} bursts, more than {BURSTS_REMEMBERED}; the oldest are dropped")]
+    TooManyBursts { count: usize },
+}
+
+impl Memory {
+    /// This memory as it can be acted on at `now_seconds`, and what was dropped from it:
+    /// times ahead of now by more than `CLOCK_SKEW_TOLERATED_SECONDS` or not finite,
+    /// bursts with an impossible backlog, an implausible throughput, bursts out of order
+    /// and more of them than are remembered. A memory the policy wrote comes back whole.
+    pub fn checked(&self, now_seconds: f64) -> (Memory, Vec<MemoryFault>) {
+        let mut faults = Vec::new();
+        let mut sound = |fault: Option<MemoryFault>| match fault {
+            Some(fault) => {
+                faults.push(fault);
+                false
+            }
+            None => true,
+        };
+        let surplus_since_seconds =
+            self.surplus_since_seconds.filter(|&since| sound(time_fault("surplusSinceSeconds", since, now_seconds)));
+        let surge_since_seconds =
+            self.surge_since_seconds.filter(|&since| sound(time_fault("surgeSinceSeconds", since, now_seconds)));
+        let burst = self.burst.filter(|burst| sound(burst_fault("burst", burst, now_seconds)));
+        let mut recent_bursts: Vec<Burst> = Vec::with_capacity(self.recent_bursts.len());
+        for burst in &self.recent_bursts {
+            let out_of_order = recent_bursts.last().is_some_and(|last| burst.started_seconds < last.started_seconds);
+            let fault = burst_fault("recentBursts", burst, now_seconds).or_else(|| {
+                out_of_order.then_some(MemoryFault::BurstsOutOfOrder { started_seconds: burst.started_seconds })
+            });
+            if sound(fault) {
+                recent_bursts.push(*burst);
+            }
+        }
+        if recent_bursts.len() > BURSTS_REMEMBERED {
+            sound(Some(MemoryFault::TooManyBursts { count: recent_bursts.len() }));
+            recent_bursts.drain(..recent_bursts.len() - BURSTS_REMEMBERED);
+        }
+        let images_per_pod_second = self.images_per_pod_second.filter(|&rate| {
+            sound(
+                (!plausible_images_per_pod_second(rate)).then_some(MemoryFault::ImplausibleThroughput { value: rate }),
+            )
+        });
+        let memory = Memory {
+            replicas: self.replicas,
+            surplus_since_seconds,
+            images_per_pod_second,
+            burst,
+            recent_bursts,
+            surge_since_seconds,
+        };
+        (memory, faults)
+    }
+}
+
+/// Why a remembered time cannot be acted on at `now_seconds`, if it cannot.
+fn time_fault(field: &'static str, seconds: f64, now_seconds: f64) -> Option<MemoryFault> {
+    if !seconds.is_finite() {
+        Some(MemoryFault::NotATime { field, value: seconds })
+    } else if seconds - now_seconds > CLOCK_SKEW_TOLERATED_SECONDS {
+        Some(MemoryFault::InTheFuture { field, ahead_seconds: seconds - now_seconds })
+    } else {
+        None
+    }
+}
+
+/// Why a remembered burst cannot be acted on at `now_seconds`, if it cannot.
+fn burst_fault(field: &'static str, burst: &Burst, now_seconds: f64) -> Option<MemoryFault> {
+    let backlog = burst.peak_backlog_images;
+    time_fault(field, burst.started_seconds, now_seconds).or_else(|| {
+        (!backlog.is_finite() || backlog < 0.0).then_some(MemoryFault::ImpossibleBacklog { field, value: backlog })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: f64 = 1_800_000_000.0;
+
+    fn burst(started_seconds: f64, peak_backlog_images: f64) -> Burst {
+        Burst { started_seconds, peak_backlog_images }
+    }
+
+    fn remembered() -> Memory {
+        Memory {
+            replicas: Some(4),
+            surplus_since_seconds: Some(NOW - 30.0),
+            images_per_pod_second: Some(1.6),
+            burst: Some(burst(NOW - 5.0, 120.0)),
+            recent_bursts: (1..=BURSTS_REMEMBERED).rev().map(|ago| burst(NOW - 200.0 * ago as f64, 80.0)).collect(),
+            surge_since_seconds: Some(NOW - 10.0),
+        }
+    }
+
+    #[test]
+    fn a_memory_the_policy_could_have_written_comes_back_whole() {
+        let memory = remembered();
+        assert_eq!(memory.checked(NOW), (memory.clone(), Vec::new()));
+        let skewed = Memory { surplus_since_seconds: Some(NOW + CLOCK_SKEW_TOLERATED_SECONDS), ..memory };
+        assert_eq!(skewed.checked(NOW).1, Vec::new(), "a clock a little ahead is skew");
+    }
+
+    #[test]
+    fn times_far_ahead_of_now_or_not_finite_are_dropped() {
+        let memory = Memory {
+            surplus_since_seconds: Some(NOW + 86_400.0),
+            surge_since_seconds: Some(f64::INFINITY),
+            burst: Some(burst(NOW + 3_600.0, 50.0)),
+            ..remembered()
+        };
+        let (checked, faults) = memory.checked(NOW);
+        assert_eq!((checked.surplus_since_seconds, checked.surge_since_seconds, checked.burst), (None, None, None));
+        assert_eq!(checked.recent_bursts, remembered().recent_bursts, "the rest is kept");
+        assert_eq!(
+            faults,
+            vec![
+                MemoryFault::InTheFuture { field: "surplusSinceSeconds", ahead_seconds: 86_400.0 },
+                MemoryFault::NotATime { field: "surgeSinceSeconds", value: f64::INFINITY },
+                MemoryFault::InTheFuture { field: "burst", ahead_seconds: 3_600.0 },
+            ]
+        );
+        assert_eq!(faults[0].to_string(), "surplusSinceSeconds is 86400s ahead of now");
+    }
+
+    #[test]
+    fn an_implausible_throughput_is_dropped_for_the_measured_or_default_one() {
+        for rate in [1e-300, 0.0, -1.0, 1e9, f64::NAN] {
+            let (checked, faults) = Memory { images_per_pod_second: Some(rate), ..remembered() }.checked(NOW);
+            assert_eq!(checked.images_per_pod_second, None, "{rate}");
+            assert!(matches!(faults.as_slice(), [MemoryFault::ImplausibleThroughput { .. }]), "{rate}: {faults:?}");
+        }
+    }
+
+    #[test]
+    fn bursts_with_impossible_backlogs_out_of_order_or_too_many_are_dropped() {
+        let mut recent: Vec<Burst> = (0..20).map(|index| burst(NOW - 1_000.0 + f64::from(index), 10.0)).collect();
+        recent[3].peak_backlog_images = -5.0;
+        recent[4].started_seconds = NOW - 5_000.0;
+        let (checked, faults) = Memory { recent_bursts: recent.clone(), ..remembered() }.checked(NOW);
+        assert_eq!(
+            faults,
+            vec![
+                MemoryFault::ImpossibleBacklog { field: "recentBursts", value: -5.0 },
+                MemoryFault::BurstsOutOfOrder { started_seconds: NOW - 5_000.0 },
+                MemoryFault::TooManyBursts { count: 18 },
+            ]
+        );
+        assert_eq!(checked.recent_bursts, recent[12..].to_vec(), "the newest are kept, oldest first");
+    }
+}
