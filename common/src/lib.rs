@@ -67,6 +67,18 @@ pub mod headers {
     pub const MAX_WAIT_SECONDS: &str = "x-matte-max-wait-seconds";
 }
 
+/// The bounds of what a `BackgroundRemovalService` may ask for, which the CRD's schema
+/// enforces and the simulator holds its runs to.
+pub mod limits {
+    /// `replicas`, `autoscaling.minReplicas` and `maxReplicas`: one GPU each, more than
+    /// any one service has a use for, and far below what would overflow a sum.
+    pub const MAX_REPLICAS: u32 = 1000;
+    /// `queue.capacity`: requests one pod admits at once.
+    pub const MAX_QUEUE_CAPACITY: u32 = 10_000;
+    /// `batching.maxBatchSize`, and the pod's `--max-batch-size`.
+    pub const MAX_BATCH_SIZE: u32 = 64;
+}
+
 /// The inference pod's queue.
 pub mod queue {
     /// Default of the pod's `--queue-capacity` (requests admitted at once), which is

@@ -96,7 +96,7 @@ pub struct Config {
     pub max_body_bytes: usize,
 
     /// Images per inference run, used only when the model's batch dimension is dynamic.
-    #[arg(long, env = "MATTE_MAX_BATCH_SIZE", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, env = "MATTE_MAX_BATCH_SIZE", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(matte_common::limits::MAX_BATCH_SIZE)))]
     pub max_batch_size: u32,
 
     /// Longest wait for a batch to fill once its first image is ready, in milliseconds.

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{Affinity, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
+use matte_common::limits;
 use matte_policy::{PLANNED_UTILIZATION_PERCENT_MAX, PLANNED_UTILIZATION_PERCENT_MIN};
 use serde::{Deserialize, Serialize};
 
@@ -17,9 +18,9 @@ use serde::{Deserialize, Serialize};
 /// every derived name is a DNS-1035 label too. The CEL rule below spells the number out.
 pub const MAX_NAME_LENGTH: usize = 63 - "-gateway".len();
 
-/// The upper bound of `replicas`, `autoscaling.minReplicas` and `maxReplicas`: one GPU each,
-/// more than any one service has a use for, and far below what would overflow a sum.
-pub const MAX_REPLICAS: i32 = 1000;
+/// The upper bound of `replicas`, `autoscaling.minReplicas` and `maxReplicas`
+/// ([`limits::MAX_REPLICAS`], as the int32 the schema counts in; 1000 fits).
+pub const MAX_REPLICAS: i32 = limits::MAX_REPLICAS as i32;
 
 /// A well-formed image reference, `[registry[:port]/]path[:tag][@digest]`, after the grammar
 /// of the distribution project's `reference` package (IPv6 registries aside): what the
@@ -314,7 +315,7 @@ impl Default for GpuSpec {
 pub struct BatchingSpec {
     /// Images per inference run; used only with models whose batch dimension is dynamic.
     #[serde(default = "default_max_batch_size")]
-    #[schemars(range(min = 1, max = 64))]
+    #[schemars(range(min = 1, max = limits::MAX_BATCH_SIZE))]
     pub max_batch_size: i32,
     /// Longest wait for a batch to fill.
     #[serde(default = "default_max_delay_millis")]
@@ -333,7 +334,7 @@ impl Default for BatchingSpec {
 pub struct QueueSpec {
     /// Requests each pod admits at once; more get 429 with Retry-After.
     #[serde(default = "default_queue_capacity")]
-    #[schemars(range(min = 1, max = 10000))]
+    #[schemars(range(min = 1, max = limits::MAX_QUEUE_CAPACITY))]
     pub capacity: i32,
     /// A request not inferred this long after arriving gets 504.
     #[serde(default = "default_request_timeout")]

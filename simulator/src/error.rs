@@ -13,6 +13,11 @@ pub enum Error {
     #[error("the trace file {path} has no arrivals")]
     EmptyTrace { path: PathBuf },
 
+    #[error(
+        "the trace file {path} runs to {last_seconds}s, past a week ({max_seconds}s): its times are seconds from the trace's start, not Unix times"
+    )]
+    TraceTooLong { path: PathBuf, last_seconds: f64, max_seconds: f64 },
+
     #[error("invalid simulation setting: {0}")]
     InvalidSetting(String),
 

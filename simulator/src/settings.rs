@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::ValueEnum;
+use matte_common::limits::{MAX_BATCH_SIZE, MAX_QUEUE_CAPACITY, MAX_REPLICAS};
 use matte_policy::observed::Windows;
 use matte_policy::{PLANNED_UTILIZATION_PERCENT_MAX, PLANNED_UTILIZATION_PERCENT_MIN};
 use serde::Serialize;
@@ -35,6 +36,21 @@ impl Routing {
         }
     }
 }
+
+/// The longest time a setting may name, the run's duration included: a week. A run
+/// simulates its passes and scrapes one by one, so its length is computing time, and a
+/// duration past a week is more likely a trace in Unix times than a week of traffic.
+pub const MAX_SECONDS: f64 = 7.0 * 86_400.0;
+
+/// The most passes, scrapes or rule evaluations at its finest interval a run may take:
+/// a million, a week at the gateway's 1 s and its tail, some 3 s of computing a policy.
+/// Finer intervals over as long a run would take hours.
+pub const MAX_STEPS: f64 = 1e6;
+
+/// The widest spread of inference and start-up times (the standard deviation of their
+/// logarithm): at 3 the 99th percentile is a thousand times the median, and past it a
+/// draw overflows into times no run ends.
+pub const MAX_SIGMA: f64 = 3.0;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -193,24 +209,52 @@ impl Settings {
             ("rule interval", self.rule_interval_seconds),
             ("rate window", self.rate_window_seconds),
         ];
-        if let Some((name, value)) = positive.iter().find(|(_, value)| !(value.is_finite() && *value > 0.0)) {
-            return Err(Error::InvalidSetting(format!("the {name} must be a positive number of seconds, not {value}")));
+        if let Some((name, value)) =
+            positive.iter().find(|(_, value)| !(value.is_finite() && *value > 0.0 && *value <= MAX_SECONDS))
+        {
+            return Err(Error::InvalidSetting(format!(
+                "the {name} must be a positive number of seconds, at most a week ({MAX_SECONDS}), not {value}"
+            )));
         }
         let non_negative = [
             ("tail", self.tail_seconds),
-            ("service time spread", self.service_sigma),
-            ("start-up spread", self.startup_sigma),
             ("node idle timeout", self.node_idle_timeout_seconds),
             ("flap window", self.flap_window_seconds),
             ("burst quiet gap", self.burst_quiet_gap_seconds),
         ];
-        if let Some((name, value)) = non_negative.iter().find(|(_, value)| !(value.is_finite() && *value >= 0.0)) {
-            return Err(Error::InvalidSetting(format!("the {name} must be a finite number >= 0, not {value}")));
-        }
-        if let Some(value) = self.policy_retry_after_seconds.filter(|value| !(value.is_finite() && *value > 0.0)) {
+        if let Some((name, value)) =
+            non_negative.iter().find(|(_, value)| !(value.is_finite() && *value >= 0.0 && *value <= MAX_SECONDS))
+        {
             return Err(Error::InvalidSetting(format!(
-                "the policy's retry-after must be a positive number of seconds, not {value}"
+                "the {name} must be a number of seconds >= 0, at most a week ({MAX_SECONDS}), not {value}"
             )));
+        }
+        let spreads = [("service time spread", self.service_sigma), ("start-up spread", self.startup_sigma)];
+        if let Some((name, value)) =
+            spreads.iter().find(|(_, value)| !(value.is_finite() && *value >= 0.0 && *value <= MAX_SIGMA))
+        {
+            return Err(Error::InvalidSetting(format!("the {name} must be from 0 to {MAX_SIGMA}, not {value}")));
+        }
+        if let Some(value) = self
+            .policy_retry_after_seconds
+            .filter(|value| !(value.is_finite() && *value > 0.0 && *value <= MAX_SECONDS))
+        {
+            return Err(Error::InvalidSetting(format!(
+                "the policy's retry-after must be a positive number of seconds, at most a week ({MAX_SECONDS}), not {value}"
+            )));
+        }
+        let counts = [
+            ("minReplicas", self.min_replicas, MAX_REPLICAS),
+            ("maxReplicas", self.max_replicas, MAX_REPLICAS),
+            ("static replicas", self.static_replicas, MAX_REPLICAS),
+            ("warm GPU nodes", self.warm_gpus, MAX_REPLICAS),
+            ("most GPU nodes", self.max_gpus, MAX_REPLICAS),
+            ("gateway replicas", self.gateway_replicas, MAX_REPLICAS),
+            ("queue capacity", u32::try_from(self.queue_capacity).unwrap_or(u32::MAX), MAX_QUEUE_CAPACITY),
+            ("batch size", u32::try_from(self.max_batch_size).unwrap_or(u32::MAX), MAX_BATCH_SIZE),
+        ];
+        if let Some((name, value, max)) = counts.iter().find(|(_, value, max)| value > max) {
+            return Err(Error::InvalidSetting(format!("the {name} must be at most {max}, not {value}")));
         }
         let gateway_interval = self.gateway_scrape_interval_seconds;
         if self.routing == Routing::Gateway
@@ -230,6 +274,20 @@ impl Settings {
         {
             return Err(Error::InvalidSetting(format!(
                 "a pass must run after the scrape it reads and before the next one: from 0 (exclusive) to the pass interval, {pass_interval}, not {value}"
+            )));
+        }
+        let intervals = [
+            self.scrape_interval_seconds,
+            self.rule_interval_seconds,
+            self.front_scrape_interval_seconds(),
+            pass_interval,
+        ];
+        let finest = intervals.into_iter().fold(f64::INFINITY, f64::min);
+        let steps = self.end_seconds() / finest;
+        if steps > MAX_STEPS {
+            return Err(Error::InvalidSetting(format!(
+                "a run of {:.0}s at a {finest}s interval is {steps:.0} steps, more than {MAX_STEPS}: shorten the run or lengthen the interval",
+                self.end_seconds()
             )));
         }
         let utilization_percent = PLANNED_UTILIZATION_PERCENT_MIN..=PLANNED_UTILIZATION_PERCENT_MAX;
@@ -255,5 +313,55 @@ impl Settings {
             return Err(Error::InvalidSetting("the queue capacity and the batch size must be at least 1".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Scenario;
+
+    fn burst_train() -> Settings {
+        Scenario::BurstTrain.settings()
+    }
+
+    fn refusal(settings: &Settings) -> String {
+        settings.validate().expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn every_scenario_s_settings_are_valid() {
+        for scenario in Scenario::value_variants() {
+            let settings = scenario.settings();
+            assert_eq!(settings.validate().ok(), Some(()), "{}", scenario.name());
+        }
+    }
+
+    #[test]
+    fn settings_that_would_run_for_ever_are_refused_by_name() {
+        let forever = Settings { duration_seconds: 1e300, ..burst_train() };
+        assert!(refusal(&forever).contains("the duration must be a positive number of seconds, at most a week"));
+        // Past what a `Duration` holds: refused before any window is built from it.
+        let never_scraped = Settings { scrape_interval_seconds: 1e300, ..burst_train() };
+        assert!(refusal(&never_scraped).contains("the scrape interval"));
+        let spread = Settings { service_sigma: 50.0, ..burst_train() };
+        assert!(refusal(&spread).contains("the service time spread must be from 0 to 3"));
+        let fine = Settings { routing: Routing::Gateway, gateway_scrape_interval_seconds: 0.001, ..burst_train() };
+        assert!(refusal(&fine).contains("steps, more than 1000000"), "{}", refusal(&fine));
+        let week = Settings { duration_seconds: MAX_SECONDS, ..burst_train() };
+        assert_eq!(week.validate().ok(), Some(()), "a week at the defaults runs");
+    }
+
+    #[test]
+    fn counts_beyond_a_resource_s_bounds_are_refused_by_name() {
+        let nodes = Settings { warm_gpus: 4_000_000_000, ..burst_train() };
+        assert_eq!(
+            refusal(&nodes),
+            "invalid simulation setting: the warm GPU nodes must be at most 1000, not 4000000000"
+        );
+        let queue = Settings { queue_capacity: 1 << 40, ..burst_train() };
+        assert!(refusal(&queue).contains("the queue capacity must be at most 10000"));
+        let replicas = Settings { max_replicas: MAX_REPLICAS + 1, ..burst_train() };
+        assert!(refusal(&replicas).contains("maxReplicas must be at most 1000"));
     }
 }

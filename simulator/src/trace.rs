@@ -1,7 +1,7 @@
 //! Arrival traces: reading a user's file, and finding the bursts in one.
 //!
-//! A trace file has one arrival per line: the time in seconds (a decimal number >= 0)
-//! at which one image is sent. Lines may come in any order; blank lines and lines
+//! A trace file has one arrival per line: the time in seconds (a decimal number >= 0,
+//! at most a week) from the trace's start at which one image is sent. Lines may come in any order; blank lines and lines
 //! starting with `#` are ignored. For example:
 //!
 //! ```text
@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::settings::MAX_SECONDS;
 
 /// Reads a trace file into sorted arrival times.
 pub fn read_file(path: &Path) -> Result<Vec<f64>, Error> {
@@ -43,7 +44,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<f64>, Error> {
         return Err(Error::EmptyTrace { path: path.to_path_buf() });
     }
     arrivals.sort_by(f64::total_cmp);
-    Ok(arrivals)
+    match arrivals.last() {
+        Some(&last_seconds) if last_seconds > MAX_SECONDS => {
+            Err(Error::TraceTooLong { path: path.to_path_buf(), last_seconds, max_seconds: MAX_SECONDS })
+        }
+        _ => Ok(arrivals),
+    }
 }
 
 /// A run of arrivals with no quiet gap inside.
@@ -88,6 +94,14 @@ mod tests {
         assert!(matches!(error, Error::BadArrival { line: 1, .. }), "{error}");
         let error = parse("inf\n", Path::new("t.txt")).expect_err("infinite");
         assert!(matches!(error, Error::BadArrival { line: 1, .. }), "{error}");
+    }
+
+    #[test]
+    fn refuses_a_trace_in_unix_times_naming_it() {
+        let error = parse("1764806400\n1764806401\n", Path::new("t.txt")).expect_err("Unix times");
+        assert!(matches!(error, Error::TraceTooLong { last_seconds: 1_764_806_401.0, .. }), "{error}");
+        assert!(error.to_string().contains("not Unix times"), "{error}");
+        assert!(parse(&format!("0\n{MAX_SECONDS}\n"), Path::new("t.txt")).is_ok(), "a week is a trace");
     }
 
     #[test]
