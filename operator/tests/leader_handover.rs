@@ -68,15 +68,20 @@ fn lead(from: f64, to: f64, mut replicas: u32, mut memory: Memory) -> Vec<Decisi
     decisions
 }
 
-#[test]
-fn a_new_leader_reading_the_status_keeps_the_warm_pods_the_old_one_kept() {
-    // The old leader sees three bursts, writing status after every pass.
+/// The old leader sees three bursts, writing status after every pass: its last
+/// decision, and the status it leaves.
+fn three_bursts_led() -> (Decision, BackgroundRemovalServiceStatus) {
     let mut status = BackgroundRemovalServiceStatus::default();
     let before = lead(900.0, 1450.0, 1, Memory::default());
     for decision in &before {
         status = written(&status, decision);
     }
-    let last = before.last().expect("passes were made");
+    (before.last().expect("passes were made").clone(), status)
+}
+
+#[test]
+fn a_new_leader_reading_the_status_keeps_the_warm_pods_the_old_one_kept() {
+    let (last, status) = three_bursts_led();
     assert_eq!(status.autoscaler_memory.as_ref(), Some(&last.memory), "the memory is in status");
     assert_eq!(last.memory.recent_bursts.len(), 3, "three bursts ended: {:?}", last.memory);
 
@@ -98,12 +103,7 @@ fn a_new_leader_reading_the_status_keeps_the_warm_pods_the_old_one_kept() {
 
 #[test]
 fn a_new_leader_drops_what_no_leader_would_have_written_in_status() {
-    let mut status = BackgroundRemovalServiceStatus::default();
-    let before = lead(900.0, 1450.0, 1, Memory::default());
-    for decision in &before {
-        status = written(&status, decision);
-    }
-    let last = before.last().expect("passes were made");
+    let (last, status) = three_bursts_led();
     // Whoever may write the status subresource sets the surplus clock a day ahead and
     // the throughput to nearly nothing.
     let mut json = serde_json::to_value(&status).unwrap();
