@@ -196,7 +196,7 @@ impl PrometheusSource {
             .await
             .map_err(|e| failed(e.to_string()))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| failed(e.to_string()))?;
+        let body = bounded_body(response).await.map_err(failed)?;
         let answer: Answer = serde_json::from_slice(&body)
             .map_err(|e| failed(format!("HTTP {status}, not a Prometheus answer: {e}")))?;
         if answer.status != "success" {
@@ -204,6 +204,23 @@ impl PrometheusSource {
         }
         parse_vector(answer.data).map_err(failed).map(|value| value.filter(|v| v.is_finite()))
     }
+}
+
+/// The most of an answer read: one series is a few hundred bytes, and whatever answers
+/// at the configured address (a wrong URL, a hostile server) must not fill the
+/// operator's memory, twelve queries at a time, for the 10 s a request may take.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// The answer's body, read no further than `MAX_ANSWER_BYTES`.
+async fn bounded_body(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(format!("the answer is over {MAX_ANSWER_BYTES} bytes, not the one series asked for"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 #[derive(Deserialize)]
@@ -276,6 +293,29 @@ mod tests {
         let q = Queries::new("", &Windows::for_scrape_interval(Duration::from_secs(1)));
         assert_eq!(q.queue_depth, "sum(matte_queue_depth{})");
         assert!(q.rejected_per_second.starts_with(r#"sum(rate({__name__=~"#), "{}", q.rejected_per_second);
+    }
+
+    /// A server on loopback that answers every request with an endless body.
+    async fn endless_server() -> String {
+        use axum::body::{Body, Bytes};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let address = listener.local_addr().expect("its address");
+        let endless = || async {
+            let chunk = Bytes::from(vec![b' '; 64 * 1024]);
+            Body::from_stream(futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone())))
+        };
+        let app = axum::Router::new().fallback(endless);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{address}")
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_refused_without_reading_it_all() {
+        let url = endless_server().await;
+        let windows = Windows::for_scrape_interval(Duration::from_secs(5));
+        let source = PrometheusSource::new(http_client().expect("a client"), &url, "", &windows);
+        let error = source.scalar("up").await.expect_err("no answer that large is read");
+        assert!(error.to_string().contains("over 65536 bytes"), "{error}");
     }
 
     #[test]
