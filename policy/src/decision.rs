@@ -320,6 +320,7 @@ pub struct Decision {
 }
 
 /// Decides the replicas for one pass.
+///
 /// The memory passed in is checked first ([`Memory::checked`]): it may come back from
 /// the resource's status, written by anyone allowed to.
 pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> Decision {
@@ -327,6 +328,7 @@ pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> 
     Decision { memory_faults, ..decide_checked(spec, observation, &memory) }
 }
 
+/// The decision on a memory that can be trusted.
 fn decide_checked(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> Decision {
     let Some(queue) = &observation.queue else {
         return hold(spec, observation, memory, Reason::MetricsMissing, "no queue metrics".into());

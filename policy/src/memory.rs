@@ -55,7 +55,7 @@ pub const BURSTS_REMEMBERED: usize = 8;
 /// replicas share the wall clock, and a skew between their clocks only delays a
 /// scale-down by as much; NTP keeps it well under a second. A time further ahead than
 /// this is no skew but a corrupted or forged status.
-pub const CLOCK_SKEW_TOLERATED_SECONDS: f64 = 60.0;
+const CLOCK_SKEW_TOLERATED_SECONDS: f64 = 60.0;
 
 /// The least throughput a pod is taken to have, images per pod-second: one image in
 /// 1,000 s. A measurement below it (a pod whose histogram counts hours of inference for
