@@ -5,20 +5,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Gateway, Pod, TinyModel, client, metric_value, post_png, sample_image, scrape};
+use support::{Gateway, SLOW_POD_OF_TWO_PLACES, client, metric_value, post_png, sample_image, scrape, tiny_model_pod};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_the_backlog_cannot_meet_gets_429_at_once() {
-    // A slow pod whatever this machine's speed: every run waits 700 ms for a batch of
-    // 64 to fill, which two places never do, so the pod serves two images per 0.7 s.
-    let model = TinyModel::generate();
-    let pod = tokio::task::spawn_blocking(move || {
-        let flags = ["--queue-capacity", "2", "--max-batch-size", "64", "--max-batch-delay-ms", "700"];
-        (Pod::start(&model.path, &flags), model)
-    })
-    .await
-    .unwrap()
-    .0;
+    let pod = tiny_model_pod(&SLOW_POD_OF_TWO_PLACES).await;
     let gateway = Gateway::start(&["--upstream", &pod.address, "--upstream-capacity", "2"]).await;
     let url = gateway.url("/v1/remove");
     let metrics = gateway.url("/metrics");

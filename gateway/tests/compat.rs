@@ -4,7 +4,7 @@
 mod support;
 
 use base64::Engine;
-use support::{Gateway, Pod, TinyModel, client, sample_image};
+use support::{Gateway, client, sample_image, tiny_model_pod};
 
 /// A `multipart/form-data` body: `(name, file name, bytes)` for each field.
 fn form(fields: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
@@ -45,8 +45,7 @@ fn pixels(answer: &Answer) -> image::DynamicImage {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_in_endpoints_match_the_native_api_on_the_same_photo() {
-    let model = TinyModel::generate();
-    let pod = tokio::task::spawn_blocking(move || (Pod::start(&model.path, &[]), model)).await.unwrap().0;
+    let pod = tiny_model_pod(&[]).await;
     let gateway = Gateway::start(&["--upstream", &pod.address]).await;
     support::until_ok(&pod.url("/readyz"), std::time::Duration::from_secs(10)).await;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await; // a probe round

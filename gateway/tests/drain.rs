@@ -5,20 +5,13 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Gateway, Pod, TinyModel, client, metric_value, post_png, sample_image};
+use support::{Gateway, SLOW_POD_OF_TWO_PLACES, client, metric_value, post_png, sample_image, tiny_model_pod};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_finishes_the_queued_requests_and_then_refuses_connections() {
-    // A slow pod (each run waits 700 ms for a batch to fill) of two places, so that
-    // requests are still in the gateway's queue when the shutdown begins.
-    let model = TinyModel::generate();
-    let pod = tokio::task::spawn_blocking(move || {
-        let flags = ["--queue-capacity", "2", "--max-batch-size", "64", "--max-batch-delay-ms", "700"];
-        (Pod::start(&model.path, &flags), model)
-    })
-    .await
-    .unwrap()
-    .0;
+    // A slow pod, so that requests are still in the gateway's queue when the shutdown
+    // begins.
+    let pod = tiny_model_pod(&SLOW_POD_OF_TWO_PLACES).await;
     let gateway = Gateway::start(&["--upstream", &pod.address, "--upstream-capacity", "2"]).await;
     let metrics = gateway.url("/metrics");
     let client = client();

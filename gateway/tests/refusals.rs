@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use support::{Gateway, Pod, TinyModel, client, free_port};
+use support::{Gateway, client, free_port, tiny_model_pod};
 
 fn error_code(body: &[u8]) -> String {
     let error: serde_json::Value = serde_json::from_slice(body).expect("a JSON error");
@@ -80,8 +80,7 @@ async fn the_gateway_refuses_like_a_pod() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pods_refusal_of_a_bad_request_reaches_the_client_unchanged() {
-    let model = TinyModel::generate();
-    let pod = tokio::task::spawn_blocking(move || (Pod::start(&model.path, &[]), model)).await.unwrap().0;
+    let pod = tiny_model_pod(&[]).await;
     let gateway = Gateway::start(&["--upstream", &pod.address]).await;
     let client = client();
     let send = |base: String| {

@@ -20,6 +20,20 @@ pub use matte_e2e::pods::{Pod, TinyModel, blocking_client, inference_binary, met
 pub use matte_e2e::ports::free_port;
 pub use matte_e2e::setup_cache::{sample_image, setup_path};
 
+/// The flags of a pod that is slow whatever this machine's speed: two places, and every
+/// run waits 700 ms for a batch of 64 to fill, which two places never do, so it serves
+/// two images per 0.7 s and requests stay in the gateway's queue for seconds.
+pub const SLOW_POD_OF_TWO_PLACES: [&str; 6] =
+    ["--queue-capacity", "2", "--max-batch-size", "64", "--max-batch-delay-ms", "700"];
+
+/// One real pod serving a generated tiny model with these flags, started from async code
+/// (a pod's start blocks until it is ready).
+pub async fn tiny_model_pod(flags: &'static [&'static str]) -> Pod {
+    let model = TinyModel::generate();
+    // The model file is kept until the pod has loaded it.
+    tokio::task::spawn_blocking(move || (Pod::start(&model.path, flags), model)).await.expect("the pod starts").0
+}
+
 /// Polls `url` until it answers 200, at most `limit`, from async code.
 pub async fn until_ok(url: &str, limit: Duration) {
     let started = Instant::now();
