@@ -3,12 +3,10 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use matte_common::metrics as names;
-use support::{Server, blocking_client, metric_value, post_concurrently};
+use support::{Server, blocking_client, metric_value, post_concurrently, promtool_check};
 
 fn scrape(server: &Server) -> String {
     blocking_client().get(server.url("/metrics")).send().unwrap().text().unwrap()
@@ -62,20 +60,4 @@ fn metrics_follow_the_contract_and_move_with_traffic() {
     assert_eq!(metric_value(&scrape(&server), r#"matte_requests_total{outcome="unsupported_content_type"}"#), 1.0);
 
     promtool_check(&after);
-}
-
-/// `promtool check metrics` (Debian's prometheus package) prints nothing and exits 0
-/// for a clean exposition.
-fn promtool_check(exposition: &str) {
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed (scripts/setup.sh installs Debian's prometheus package)");
-    promtool.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
-    let output = promtool.wait_with_output().unwrap();
-    let complaints = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success() && complaints.trim().is_empty(), "promtool: {complaints}");
 }

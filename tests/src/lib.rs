@@ -19,7 +19,9 @@ pub mod pods;
 pub mod ports;
 #[cfg(test)]
 mod ports_tests;
+pub mod promtool;
 pub mod setup_cache;
+pub mod tiny_model;
 
 use std::fmt::Debug;
 use std::fs;
@@ -28,6 +30,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+// For the modules shared with other test crates by path, which find it in their parent.
+use setup_cache::setup_path;
 
 /// How long `up.sh` may take to report the cluster ready. It takes a few seconds alone, but
 /// tests run in parallel on small machines, where each apiserver competes for the CPU.

@@ -13,7 +13,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::ports::free_port;
-use crate::repo_root;
 use crate::setup_cache::setup_path;
 
 /// The `matte-inference` binary: `MATTE_INFERENCE_BIN`, or the one next to this test's
@@ -32,30 +31,6 @@ pub fn inference_binary() -> PathBuf {
         binary.display()
     );
     binary
-}
-
-/// The tiny generated model of the inference tests (32×32 input, a mean and a
-/// sigmoid): it loads and infers in milliseconds. The file is removed when dropped.
-pub struct TinyModel {
-    pub path: PathBuf,
-}
-
-impl TinyModel {
-    pub fn generate() -> TinyModel {
-        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("matte-tiny-{}-{n}.onnx", std::process::id()));
-        let script = repo_root().join("inference/tests/fixtures/tiny_model.py");
-        let status = Command::new(setup_path("MATTE_PYTHON")).arg(script).arg(&path).status().unwrap();
-        assert!(status.success(), "generating the tiny model failed");
-        TinyModel { path }
-    }
-}
-
-impl Drop for TinyModel {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
 }
 
 /// One `matte-inference` process on a loopback port, CPU provider; killed on drop.

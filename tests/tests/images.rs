@@ -14,9 +14,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use matte_e2e::podman::{HttpsFileServer, images, podman, podman_ok};
-use matte_e2e::pods::{Pod, TinyModel};
+use matte_e2e::pods::Pod;
 use matte_e2e::ports::free_port;
 use matte_e2e::setup_cache::{sample_image, setup_path};
+use matte_e2e::tiny_model::TinyModel;
 use matte_e2e::{Cluster, repo_root, wait_for};
 use matte_operator::crd::BackgroundRemovalService;
 use matte_operator::desired::{Defaults, deployment, validate};

@@ -16,9 +16,11 @@ use clap::Parser;
 use matte_gateway::config::Config;
 use tokio::sync::oneshot;
 
-pub use matte_e2e::pods::{Pod, TinyModel, blocking_client, inference_binary, metric_value, scrape, wait_for_ok};
+pub use matte_e2e::pods::{Pod, blocking_client, inference_binary, metric_value, scrape, wait_for_ok};
 pub use matte_e2e::ports::free_port;
+pub use matte_e2e::promtool::promtool_check;
 pub use matte_e2e::setup_cache::{sample_image, setup_path};
+pub use matte_e2e::tiny_model::TinyModel;
 
 /// The flags of a pod that is slow whatever this machine's speed: two places, and every
 /// run waits 700 ms for a batch of 64 to fill, which two places never do, so it serves
@@ -113,21 +115,4 @@ pub async fn post_png(
     let status = response.status().as_u16();
     let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
     (status, retry_after, response.bytes().await.expect("the body arrives"))
-}
-
-/// `promtool check metrics` (Debian's prometheus package) prints nothing and exits 0
-/// for a clean exposition.
-pub fn promtool_check(exposition: &str) {
-    use std::io::Write;
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed (scripts/setup.sh installs Debian's prometheus package)");
-    promtool.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
-    let output = promtool.wait_with_output().unwrap();
-    let complaints = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success() && complaints.trim().is_empty(), "promtool: {complaints}");
 }

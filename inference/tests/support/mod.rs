@@ -1,6 +1,6 @@
 //! Runs the real `matte-inference` binary on a loopback port, with the real ONNX
 //! Runtime and model that `scripts/setup.sh` fetched.
-#![allow(dead_code)] // each test file uses a different part of this module
+#![allow(dead_code, unused_imports)] // each test file uses a different part of this module
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -47,31 +47,6 @@ pub fn decompression_bomb() -> Vec<u8> {
     }
     png[29..33].copy_from_slice(&(!crc).to_be_bytes());
     png
-}
-
-/// A tiny generated model (dynamic batch, 32×32 input, a mean and a sigmoid): it loads
-/// and infers in milliseconds, for tests about the server rather than the model.
-/// The file is removed when this is dropped.
-pub struct TinyModel {
-    pub path: PathBuf,
-}
-
-impl TinyModel {
-    pub fn generate() -> TinyModel {
-        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("matte-tiny-{}-{n}.onnx", std::process::id()));
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny_model.py");
-        let status = Command::new(setup_path("MATTE_PYTHON")).arg(script).arg(&path).status().unwrap();
-        assert!(status.success(), "generating the tiny model failed");
-        TinyModel { path }
-    }
-}
-
-impl Drop for TinyModel {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
 }
 
 /// The process's peak and current resident memory, from /proc/<pid>/status.
@@ -235,6 +210,14 @@ use ports::free_port;
 #[path = "../../../tests/src/setup_cache.rs"]
 mod setup_cache;
 pub use setup_cache::{sample_image, setup_path};
+
+#[path = "../../../tests/src/tiny_model.rs"]
+mod tiny_model;
+pub use tiny_model::TinyModel;
+
+#[path = "../../../tests/src/promtool.rs"]
+mod promtool;
+pub use promtool::promtool_check;
 
 /// How a [`faulty_model`] goes wrong on every real image (see `fixtures/faulty_model.py`).
 #[derive(Debug, Clone, Copy)]
