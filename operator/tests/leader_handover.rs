@@ -4,7 +4,9 @@
 //! bursts, that means keeping warm the pods a leader starting from nothing gives back.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use matte_operator::autoscaler::policy::{Decision, Memory, Observation, PolicySpec, QueueMetrics, Reason, decide};
+use matte_operator::autoscaler::policy::{
+    Decision, Memory, Observation, PolicySpec, QueueMetrics, Reason, Startup, decide,
+};
 use matte_operator::crd::BackgroundRemovalServiceStatus;
 use matte_operator::status::{Observed, compute};
 
@@ -37,7 +39,7 @@ fn observation(now_seconds: f64, replicas: u32) -> Observation {
         ready_pods: replicas,
         starting_pod_ages_seconds: Vec::new(),
         unschedulable_pods: 0,
-        measured_startup_seconds: Some(60.0),
+        ready_pod_startups: vec![Startup { ready_seconds: 0.0, seconds: 60.0 }],
         queue: Some(queue),
     }
 }

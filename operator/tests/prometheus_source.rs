@@ -12,7 +12,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use matte_operator::autoscaler::policy::stats::histogram_quantile;
-use matte_operator::autoscaler::policy::{Observation, PolicySpec, Reason, decide};
+use matte_operator::autoscaler::policy::{Observation, PolicySpec, Reason, Startup, decide};
 use matte_operator::autoscaler::prometheus::{PrometheusSource, Windows, http_client};
 use support::{Process, free_port, sample_image, setup_path, start_prometheus, wait_for, workspace_binary};
 
@@ -97,7 +97,7 @@ async fn prometheus_reports_what_the_pod_recorded_and_a_burst_scales_up() {
                 ready_pods: 1,
                 starting_pod_ages_seconds: vec![],
                 unschedulable_pods: 0,
-                measured_startup_seconds: Some(2.0),
+                ready_pod_startups: vec![Startup { ready_seconds: 0.0, seconds: 2.0 }],
                 queue: Some(queue),
             };
             break decide(&spec, &observation, &Default::default());
@@ -207,7 +207,7 @@ async fn a_gateway_holding_requests_with_no_pod_is_seen_and_wakes_the_service() 
         ready_pods: 0,
         starting_pod_ages_seconds: vec![],
         unschedulable_pods: 0,
-        measured_startup_seconds: None,
+        ready_pod_startups: Vec::new(),
         queue: Some(queue),
     };
     let decision = decide(&spec, &observation, &Default::default());

@@ -49,6 +49,7 @@ use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::memory::{BURSTS_REMEMBERED, Burst, Memory, MemoryFault, plausible_images_per_pod_second};
+use crate::startup::{Startup, median_startup_seconds, remember_startups};
 use crate::stats::median;
 
 /// The user's settings, from the resource's `autoscaling` spec.
@@ -149,14 +150,15 @@ pub struct Observation {
     /// Pods that are Ready and not terminating.
     pub ready_pods: u32,
     /// Seconds since each pod that is not Ready yet was scheduled (given a GPU): counted
-    /// from where [`Observation::measured_startup_seconds`] counts, so that a pod that
+    /// from where [`Observation::ready_pod_startups`] count, so that a pod that
     /// waited for a node to be added is not taken for one nearly ready.
     pub starting_pod_ages_seconds: Vec<f64>,
     /// Pods the scheduler cannot place: no GPU is free and none can be added.
     pub unschedulable_pods: u32,
-    /// Median time from a pod being scheduled to Ready over recent starts (the pod's own
-    /// start-up, without waiting for a node); `None` before any.
-    pub measured_startup_seconds: Option<f64>,
+    /// The start-ups of the pods Ready now, from being scheduled to Ready (the pod's own
+    /// start-up, without waiting for a node): remembered with those seen before, their
+    /// median is the plan's start-up ([`crate::remember_startups`]).
+    pub ready_pod_startups: Vec<Startup>,
     /// The queue metrics from Prometheus; `None` when the query returned nothing.
     pub queue: Option<QueueMetrics>,
 }
@@ -339,7 +341,8 @@ fn decide_checked(spec: &PolicySpec, observation: &Observation, memory: &Memory)
         return hold(spec, observation, memory, Reason::MetricsStale, why);
     }
 
-    let mut plan = plan(spec, observation, queue, memory);
+    let recent_startups = remember_startups(&memory.recent_startups, &observation.ready_pod_startups);
+    let mut plan = plan(spec, observation, queue, memory, &recent_startups);
     let burst_on = plan.waiting_clients > 0.0 || queue.gateway_queue_depth > 0.0;
     let (burst, recent_bursts) = remember_bursts(memory, observation.now_seconds, burst_on, &plan);
     let now = observation.now_seconds;
@@ -382,6 +385,7 @@ fn decide_checked(spec: &PolicySpec, observation: &Observation, memory: &Memory)
         burst,
         recent_bursts,
         surge_since_seconds: plan.surge_since_seconds,
+        recent_startups,
     };
     let summary = summary(&plan, queue);
 
@@ -463,13 +467,23 @@ fn hold(spec: &PolicySpec, observation: &Observation, memory: &Memory, reason: R
         message: format!("{why}: keeping {replicas} replicas"),
         observation: observation.clone(),
         plan: None,
-        memory: Memory { replicas: Some(replicas), ..memory.clone() },
+        memory: Memory {
+            replicas: Some(replicas),
+            recent_startups: remember_startups(&memory.recent_startups, &observation.ready_pod_startups),
+            ..memory.clone()
+        },
         memory_faults: Vec::new(),
     }
 }
 
 /// The deadline and the number of pods that meet it.
-fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memory: &Memory) -> Plan {
+fn plan(
+    spec: &PolicySpec,
+    observation: &Observation,
+    queue: &QueueMetrics,
+    memory: &Memory,
+    recent_startups: &[Startup],
+) -> Plan {
     // A throughput outside the plausible range is no measurement (a pod's histogram gone
     // wrong): the one remembered, checked like it, or the default stands in.
     let images_per_pod_second = queue
@@ -478,7 +492,7 @@ fn plan(spec: &PolicySpec, observation: &Observation, queue: &QueueMetrics, memo
         .or(memory.images_per_pod_second)
         .unwrap_or(spec.default_images_per_pod_second)
         .max(f64::MIN_POSITIVE);
-    let startup_seconds = observation.measured_startup_seconds.unwrap_or(spec.default_startup_seconds);
+    let startup_seconds = median_startup_seconds(recent_startups).unwrap_or(spec.default_startup_seconds);
     // A refused client comes back once per Retry-After, so the refusal rate times that
     // interval is how many clients are waiting outside the queues. When a burst has
     // just begun the rate's window still holds the quiet before it, but every client

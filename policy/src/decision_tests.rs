@@ -1,6 +1,7 @@
 //! Every branch of the decision, each with numbers that make the expected answer clear.
 
 use super::*;
+use crate::startup::STARTUPS_REMEMBERED;
 
 /// 1..10 replicas, 30 s target, 60 s start-up, 1 image/s per pod, 10 s of useful work.
 fn spec() -> PolicySpec {
@@ -23,9 +24,14 @@ fn observation(replicas: u32, queue_metrics: Option<QueueMetrics>) -> Observatio
         ready_pods: replicas,
         starting_pod_ages_seconds: Vec::new(),
         unschedulable_pods: 0,
-        measured_startup_seconds: Some(60.0),
+        ready_pod_startups: started_in(60.0),
         queue: queue_metrics,
     }
+}
+
+/// One ready pod's start-up of `seconds`.
+fn started_in(seconds: f64) -> Vec<Startup> {
+    vec![Startup { ready_seconds: 0.0, seconds }]
 }
 
 fn decide_fresh(observation: &Observation) -> Decision {
@@ -361,8 +367,31 @@ fn throughput_falls_back_to_the_last_measured_then_to_the_spec() {
 }
 
 #[test]
+fn the_start_up_planned_with_is_the_median_of_the_last_pods_seen_ready() {
+    // A burst's ten pods started in 60 s and were given back; the one pod left after it
+    // started in 30 s. Its start-up alone would make a pod started now look ready in 30 s.
+    let burst_pods: Vec<Startup> =
+        (0..10).map(|index| Startup { ready_seconds: 100.0 + f64::from(index), seconds: 60.0 }).collect();
+    let memory = Memory { recent_startups: burst_pods, ..Memory::default() };
+    let the_one_left = Observation {
+        ready_pod_startups: vec![Startup { ready_seconds: 50.0, seconds: 30.0 }],
+        ..observation(1, Some(queue(0.0)))
+    };
+    let decision = decide(&spec(), &the_one_left, &memory);
+    assert_eq!(decision.plan.expect("plan").startup_seconds, 60.0);
+    assert_eq!(decision.memory.recent_startups.len(), STARTUPS_REMEMBERED);
+    assert_eq!(
+        decision.memory.recent_startups[0],
+        Startup { ready_seconds: 100.0, seconds: 60.0 },
+        "the pod ready before the burst's is the oldest, and forgotten"
+    );
+    let held = decide(&spec(), &Observation { queue: None, ..the_one_left.clone() }, &Memory::default());
+    assert_eq!(held.memory.recent_startups, the_one_left.ready_pod_startups, "a pass without metrics remembers too");
+}
+
+#[test]
 fn start_up_falls_back_to_the_spec_until_measured() {
-    let unmeasured = Observation { measured_startup_seconds: None, ..observation(1, Some(queue(0.0))) };
+    let unmeasured = Observation { ready_pod_startups: Vec::new(), ..observation(1, Some(queue(0.0))) };
     let slow = PolicySpec { default_startup_seconds: 100.0, ..spec() };
     let decision = decide(&slow, &unmeasured, &Memory::default());
     assert_eq!(decision.plan.expect("plan").deadline_seconds, 110.0);
@@ -469,7 +498,7 @@ fn with_start_ups_longer_than_twice_the_target_warm_pods_drain_a_typical_burst_w
         surplus_since_seconds: Some(0.0),
         ..Memory::default()
     };
-    let slow = Observation { measured_startup_seconds: Some(120.0), ..observation(4, Some(queue(0.0))) };
+    let slow = Observation { ready_pod_startups: started_in(120.0), ..observation(4, Some(queue(0.0))) };
     let decision = decide(&spec(), &slow, &memory);
     assert_eq!(decision.plan.as_ref().map(|plan| plan.warm_replicas), Some(2));
     assert_eq!((decision.replicas, decision.reason), (2, Reason::ScaleDown));
@@ -513,7 +542,7 @@ fn warm_pods_are_kept_but_never_started_for_their_own_sake() {
 #[test]
 fn pods_that_start_at_once_are_not_kept_warm() {
     let memory = Memory { recent_bursts: bursts(&[450.0, 700.0, 900.0], 200.0), ..Memory::default() };
-    let instant = Observation { measured_startup_seconds: Some(0.0), ..observation(3, Some(queue(0.0))) };
+    let instant = Observation { ready_pod_startups: started_in(0.0), ..observation(3, Some(queue(0.0))) };
     let decision = decide(&spec(), &instant, &memory);
     assert_eq!(decision.plan.map(|plan| plan.warm_replicas), Some(0));
 }

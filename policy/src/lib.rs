@@ -8,7 +8,9 @@ mod decision;
 mod memory;
 pub mod observed;
 pub mod promql;
+mod startup;
 pub mod stats;
 
 pub use decision::*;
 pub use memory::*;
+pub use startup::*;

@@ -10,6 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::startup::{STARTUPS_REMEMBERED, Startup, plausible_startup_seconds};
+
 /// What the policy remembers between passes. The reconciler keeps it in the resource's
 /// status, so that a new leader decides as the old one would; its times are on the
 /// clock of [`crate::Observation::now_seconds`], which must therefore be shared by every
@@ -35,6 +37,10 @@ pub struct Memory {
     /// Since when requests have been arriving faster than the ready pods serve them, if
     /// they are.
     pub surge_since_seconds: Option<f64>,
+    /// The start-ups of the last pods seen ready, oldest first, at most ten
+    /// (`STARTUPS_REMEMBERED`): the plan's start-up is their median.
+    #[cfg_attr(feature = "schema", schemars(length(max = STARTUPS_REMEMBERED)))]
+    pub recent_startups: Vec<Startup>,
 }
 
 /// A time of refusals: the pods' queues were full and clients waited outside them.
@@ -90,13 +96,18 @@ pub enum MemoryFault {
     BurstsOutOfOrder { started_seconds: f64 },
     #[error("recentBursts holds {count} bursts, more than {BURSTS_REMEMBERED}; the oldest are dropped")]
     TooManyBursts { count: usize },
+    #[error("recentStartups has a start-up of {seconds}s")]
+    ImplausibleStartup { seconds: f64 },
+    #[error("recentStartups holds {count} start-ups, more than {STARTUPS_REMEMBERED}; the oldest are dropped")]
+    TooManyStartups { count: usize },
 }
 
 impl Memory {
     /// This memory as it can be acted on at `now_seconds`, and what was dropped from it:
     /// times ahead of now by more than `CLOCK_SKEW_TOLERATED_SECONDS` or not finite,
     /// bursts with an impossible backlog, an implausible throughput, bursts out of order
-    /// and more of them than are remembered. A memory the policy wrote comes back whole.
+    /// and more of them than are remembered, start-ups that cannot be and more of them
+    /// than are remembered. A memory the policy wrote comes back whole.
     pub fn checked(&self, now_seconds: f64) -> (Memory, Vec<MemoryFault>) {
         let mut faults = Vec::new();
         let mut sound = |fault: Option<MemoryFault>| match fault {
@@ -125,6 +136,20 @@ impl Memory {
             sound(Some(MemoryFault::TooManyBursts { count: recent_bursts.len() }));
             recent_bursts.drain(..recent_bursts.len() - BURSTS_REMEMBERED);
         }
+        let mut recent_startups: Vec<Startup> = Vec::with_capacity(self.recent_startups.len());
+        for startup in &self.recent_startups {
+            let fault = time_fault("recentStartups", startup.ready_seconds, now_seconds).or_else(|| {
+                (!plausible_startup_seconds(startup.seconds))
+                    .then_some(MemoryFault::ImplausibleStartup { seconds: startup.seconds })
+            });
+            if sound(fault) {
+                recent_startups.push(*startup);
+            }
+        }
+        if recent_startups.len() > STARTUPS_REMEMBERED {
+            sound(Some(MemoryFault::TooManyStartups { count: recent_startups.len() }));
+            recent_startups.drain(..recent_startups.len() - STARTUPS_REMEMBERED);
+        }
         let images_per_pod_second = self.images_per_pod_second.filter(|&rate| {
             sound(
                 (!plausible_images_per_pod_second(rate)).then_some(MemoryFault::ImplausibleThroughput { value: rate }),
@@ -137,6 +162,7 @@ impl Memory {
             burst,
             recent_bursts,
             surge_since_seconds,
+            recent_startups,
         };
         (memory, faults)
     }
@@ -179,6 +205,10 @@ mod tests {
             burst: Some(burst(NOW - 5.0, 120.0)),
             recent_bursts: (1..=BURSTS_REMEMBERED).rev().map(|ago| burst(NOW - 200.0 * ago as f64, 80.0)).collect(),
             surge_since_seconds: Some(NOW - 10.0),
+            recent_startups: (1..=STARTUPS_REMEMBERED)
+                .rev()
+                .map(|ago| Startup { ready_seconds: NOW - 100.0 * ago as f64, seconds: 55.0 })
+                .collect(),
         }
     }
 
@@ -236,5 +266,26 @@ mod tests {
             ]
         );
         assert_eq!(checked.recent_bursts, recent[12..].to_vec(), "the newest are kept, oldest first");
+    }
+
+    #[test]
+    fn start_ups_that_cannot_be_or_too_many_are_dropped() {
+        let mut recent: Vec<Startup> =
+            (0..15).map(|index| Startup { ready_seconds: NOW - 1_000.0 + f64::from(index), seconds: 50.0 }).collect();
+        recent[2].seconds = 86_400.0;
+        recent[3].seconds = -1.0;
+        recent[4].ready_seconds = NOW + 3_600.0;
+        let (checked, faults) = Memory { recent_startups: recent.clone(), ..remembered() }.checked(NOW);
+        assert_eq!(
+            faults,
+            vec![
+                MemoryFault::ImplausibleStartup { seconds: 86_400.0 },
+                MemoryFault::ImplausibleStartup { seconds: -1.0 },
+                MemoryFault::InTheFuture { field: "recentStartups", ahead_seconds: 3_600.0 },
+                MemoryFault::TooManyStartups { count: 12 },
+            ]
+        );
+        assert_eq!(checked.recent_startups, recent[5..].to_vec(), "the newest are kept, oldest first");
+        assert_eq!(faults[0].to_string(), "recentStartups has a start-up of 86400s");
     }
 }

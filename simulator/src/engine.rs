@@ -48,8 +48,8 @@ use super::scalers::{ClusterView, Scaler};
 use super::settings::{BATCHED_IMAGE_COST, Routing, Settings};
 use super::startups::StartupDraws;
 use matte_common::admission::{self, Admission, PerImageTime};
+use matte_policy::Startup;
 use matte_policy::observed::GatewayScrape;
-use matte_policy::stats::median;
 
 /// The work: when each image is first sent and how long it takes alone on a GPU. Drawn
 /// once so that every policy gets exactly the same.
@@ -262,6 +262,9 @@ struct Pod {
     node: Option<usize>,
     billed_from: Option<f64>,
     ready_at: Option<f64>,
+    /// From being scheduled to Ready, once it was; the fleet running when the trace
+    /// begins started before it, and shows none.
+    startup_seconds: Option<f64>,
     ended_at: Option<f64>,
     queue: VecDeque<Queued>,
     batch: Vec<usize>,
@@ -351,7 +354,6 @@ struct Engine<'a> {
     rejections: u64,
     timeouts: u64,
     prometheus: Prometheus,
-    startups: Vec<f64>,
     changes: Vec<ReplicaChange>,
     timeline: Vec<TimelinePoint>,
     routing_rng: Stream,
@@ -359,9 +361,6 @@ struct Engine<'a> {
     provisioning_rng: Stream,
     scrape_offset_rng: Stream,
 }
-
-/// How many recent start-ups the measured start-up time is the median of.
-const STARTUPS_MEASURED: usize = 10;
 
 impl<'a> Engine<'a> {
     fn new(settings: &'a Settings, workload: &'a Workload, seed: u64) -> Self {
@@ -386,7 +385,6 @@ impl<'a> Engine<'a> {
             rejections: 0,
             timeouts: 0,
             prometheus: Prometheus::new(settings.windows(), settings.rate_window_seconds),
-            startups: Vec::new(),
             changes: Vec::new(),
             timeline: Vec::new(),
             routing_rng: Stream::new(seed, StreamName::Routing),
@@ -661,7 +659,7 @@ impl<'a> Engine<'a> {
         pod.phase = Phase::Ready;
         pod.ready_at = Some(self.now);
         pod.backlog_when_ready = backlog;
-        self.startups.push(self.now - pod.scheduled.unwrap_or(pod.created));
+        pod.startup_seconds = Some(self.now - pod.scheduled.unwrap_or(pod.created));
         for held in std::mem::take(&mut self.held_in_front) {
             self.route(held.request, true);
         }
@@ -685,6 +683,7 @@ impl<'a> Engine<'a> {
             node: None,
             billed_from: None,
             ready_at: None,
+            startup_seconds: None,
             ended_at: None,
             queue: VecDeque::new(),
             batch: Vec::new(),
@@ -867,18 +866,22 @@ impl<'a> Engine<'a> {
             // operator's census, unschedulable like one that no node will take: its
             // PodScheduled condition is False, reason Unschedulable, until the node is there.
             unschedulable: to_u32(count(Phase::Unschedulable) + count(Phase::WaitingForNode)),
-            measured_startup: self.measured_startup(),
+            ready_startups: self.ready_startups(),
             metrics: self.prometheus.latest(),
             prometheus: &self.prometheus,
             inflight: inflight as f64,
         }
     }
 
-    /// The median of the last few start-ups, as the operator measures them: from the
-    /// pod being scheduled to Ready, the pod's own part (a node being added is the
+    /// The start-ups of the pods ready now, as the operator's census reads them: from
+    /// the pod being scheduled to Ready, the pod's own part (a node being added is the
     /// cluster's, and would make the next pod on a free node look slower than it is).
-    fn measured_startup(&self) -> Option<f64> {
-        median(self.startups[self.startups.len().saturating_sub(STARTUPS_MEASURED)..].to_vec())
+    fn ready_startups(&self) -> Vec<Startup> {
+        self.pods
+            .iter()
+            .filter(|pod| pod.phase == Phase::Ready)
+            .filter_map(|pod| Some(Startup { ready_seconds: pod.ready_at?, seconds: pod.startup_seconds? }))
+            .collect()
     }
 
     fn record_timeline(&mut self) {

@@ -1,13 +1,13 @@
 //! What the autoscaler and the status need to know about a resource's pods, read off
 //! the pods themselves: which are ready, which are still starting and for how long,
 //! which the scheduler cannot place (and why), which fail (in the kubelet's words), and
-//! how long recent pods took to start.
+//! how long the ready ones took to start.
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition};
 
 use crate::status::{FailingPods, Unschedulable};
-use matte_policy::stats::median;
+use matte_policy::Startup;
 
 /// How long a scheduled pod may stay unready before it counts as failing: well past the
 /// slowest start-up the project plans for (a GPU node, a model download and warm-up take
@@ -25,14 +25,14 @@ pub struct PodCensus {
     pub unschedulable: Unschedulable,
     /// Pods among the starting ones that will not become ready by themselves.
     pub failing: FailingPods,
-    /// Median seconds from scheduled to Ready over the ready pods; `None` without any.
-    pub median_startup_seconds: Option<f64>,
+    /// The ready pods' start-ups: when each turned Ready, and how long after it was
+    /// scheduled.
+    pub ready_startups: Vec<Startup>,
 }
 
 /// Counts `pods` as of `now`; terminating pods are leaving and count for nothing.
 pub fn census(pods: &[Pod], now: Timestamp) -> PodCensus {
     let mut census = PodCensus::default();
-    let mut startups = Vec::new();
     for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
         let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default();
         let find = |type_: &str| conditions.iter().find(|c| c.type_ == type_);
@@ -41,7 +41,9 @@ pub fn census(pods: &[Pod], now: Timestamp) -> PodCensus {
         if let Some(ready) = ready {
             census.ready += 1;
             if let (Some(from), Some(to)) = (scheduled.and_then(transition), transition(ready)) {
-                startups.push(seconds_between(from, to));
+                census
+                    .ready_startups
+                    .push(Startup { ready_seconds: unix_seconds(to), seconds: seconds_between(from, to) });
             }
         } else if let Some(unschedulable) = scheduled.filter(|c| c.reason.as_deref() == Some("Unschedulable")) {
             census.unschedulable.pods += 1;
@@ -64,7 +66,6 @@ pub fn census(pods: &[Pod], now: Timestamp) -> PodCensus {
             }
         }
     }
-    census.median_startup_seconds = median(startups);
     census
 }
 
@@ -151,6 +152,11 @@ fn transition(condition: &PodCondition) -> Option<Timestamp> {
     condition.last_transition_time.as_ref().map(|t| t.0)
 }
 
+/// `at` on the clock the policy's times are on.
+pub fn unix_seconds(at: Timestamp) -> f64 {
+    at.as_millisecond() as f64 / 1000.0
+}
+
 fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
     (to.as_millisecond() - from.as_millisecond()).max(0) as f64 / 1000.0
 }
@@ -210,8 +216,14 @@ mod tests {
         assert_eq!(census.starting_ages_seconds, vec![30.0, 10.0, 5.0]);
         assert_eq!(census.unschedulable.pods, 1);
         assert_eq!(census.unschedulable.message, "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.");
-        // 60 s and 40 s: the median of two is their mean.
-        assert_eq!(census.median_startup_seconds, Some(50.0));
+        let ready_at = |time: &str| unix_seconds(time.parse().expect("a time"));
+        assert_eq!(
+            census.ready_startups,
+            vec![
+                Startup { ready_seconds: ready_at("2026-11-28T11:51:01Z"), seconds: 60.0 },
+                Startup { ready_seconds: ready_at("2026-11-28T11:50:40Z"), seconds: 40.0 },
+            ]
+        );
     }
 
     #[test]

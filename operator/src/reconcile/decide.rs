@@ -2,6 +2,7 @@
 //! autoscaling is off; otherwise from the policy (`matte_policy`), given what `observe`
 //! found and what the policy remembers. Pure, so that what reaches the policy is tested.
 
+use crate::autoscaler::pods::unix_seconds;
 use crate::autoscaler::policy::{self, Decision, Memory, Observation, PolicySpec};
 use crate::autoscaler::prometheus::Windows;
 use crate::crd::{AutoscalingSpec, BackgroundRemovalServiceSpec};
@@ -24,12 +25,12 @@ pub fn decide(spec: &BackgroundRemovalServiceSpec, current: &Current, memory: &M
     }
     let census = &current.census;
     let observation = Observation {
-        now_seconds: current.read_at.as_millisecond() as f64 / 1000.0,
+        now_seconds: unix_seconds(current.read_at),
         replicas: u32::try_from(current.replicas().unwrap_or(0)).unwrap_or(0),
         ready_pods: census.ready,
         starting_pod_ages_seconds: census.starting_ages_seconds.clone(),
         unschedulable_pods: u32::try_from(census.unschedulable.pods).unwrap_or(0),
-        measured_startup_seconds: census.median_startup_seconds,
+        ready_pod_startups: census.ready_startups.clone(),
         queue: current.queue.clone(),
     };
     let decision = policy::decide(&policy_spec(&spec.autoscaling, windows), &observation, memory);
@@ -61,7 +62,7 @@ mod tests {
     use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 
     use super::*;
-    use crate::autoscaler::policy::{QueueMetrics, Reason};
+    use crate::autoscaler::policy::{QueueMetrics, Reason, Startup};
     use crate::desired::fixtures::resource;
 
     fn windows() -> Windows {
@@ -114,7 +115,7 @@ mod tests {
         current.census.ready = 1;
         current.census.starting_ages_seconds = vec![12.0];
         current.census.unschedulable.pods = 2;
-        current.census.median_startup_seconds = Some(42.0);
+        current.census.ready_startups = vec![Startup { ready_seconds: 1_800_000_000.0, seconds: 42.0 }];
         current.queue = Some(QueueMetrics {
             age_seconds: 1.0,
             queue_depth: 3.0,
@@ -128,7 +129,9 @@ mod tests {
             (seen.ready_pods, seen.starting_pod_ages_seconds.as_slice(), seen.unschedulable_pods),
             (1, [12.0].as_slice(), 2)
         );
-        assert_eq!(seen.measured_startup_seconds, Some(42.0));
+        assert_eq!(seen.ready_pod_startups, current.census.ready_startups);
+        assert_eq!(decision.plan.as_ref().map(|plan| plan.startup_seconds), Some(42.0));
+        assert_eq!(decision.memory.recent_startups, current.census.ready_startups, "remembered in status");
         assert_eq!(seen.queue, current.queue);
         assert!(decision.plan.is_some(), "the metrics were used: {decision:?}");
     }

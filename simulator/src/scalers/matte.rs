@@ -59,7 +59,7 @@ impl Scaler for Matte {
             ready_pods: view.ready,
             starting_pod_ages_seconds: view.starting_ages.clone(),
             unschedulable_pods: view.unschedulable,
-            measured_startup_seconds: view.measured_startup,
+            ready_pod_startups: view.ready_startups.clone(),
             queue: view.prometheus.queue_metrics(view.now),
         };
         let decision = policy::decide(&self.spec, &observation, &self.memory);

@@ -10,6 +10,7 @@ mod matte;
 mod oracle;
 
 use clap::ValueEnum;
+use matte_policy::Startup;
 use serde::Serialize;
 
 use super::engine::Workload;
@@ -59,8 +60,8 @@ pub struct ClusterView<'a> {
     pub starting_ages: Vec<f64>,
     /// Pods without a GPU: none is free, and a node is being added for them or none can be.
     pub unschedulable: u32,
-    /// Median scheduled-to-ready time of recent pods.
-    pub measured_startup: Option<f64>,
+    /// The scheduled-to-ready times of the pods ready now.
+    pub ready_startups: Vec<Startup>,
     /// The anchors' recording rule, as of its last evaluation.
     pub metrics: Option<&'a Snapshot>,
     /// What Matte's operator queries directly.

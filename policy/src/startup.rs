@@ -1,0 +1,102 @@
+//! How long a pod takes to start, measured one way wherever the policy runs.
+//!
+//! The plan needs a pod's start-up: from being scheduled (given a GPU) to Ready. The
+//! pods that show it are the ready ones, and a fleet after a burst keeps one or two of
+//! them: a median over those alone rests on one or two draws, and a pod that happened
+//! to start fast made every plan count on that. So the start-ups of the pods seen
+//! ready are remembered ([`crate::Memory::recent_startups`], in the resource's status)
+//! and the plan takes the median of the last [`STARTUPS_REMEMBERED`], those of pods
+//! given back since included. The simulator feeds the same function with the pods it
+//! shows ready, so that what it measures is what the operator plans with.
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::median;
+
+/// One pod's start-up, as seen once it was ready.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Startup {
+    /// When it turned Ready, on the clock of the memory's other times (the operator's:
+    /// Unix time).
+    pub ready_seconds: f64,
+    /// From being scheduled to Ready.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = STARTUP_SECONDS_MAX)))]
+    pub seconds: f64,
+}
+
+/// How many start-ups the plan's median is taken over: enough that one fast or slow
+/// draw does not set it, few enough that a new image or node type shows within a burst
+/// or two.
+pub const STARTUPS_REMEMBERED: usize = 10;
+
+/// The longest time from scheduled to Ready taken for a start-up: a pod whose readiness
+/// went and came back hours after it started shows its age, not a start-up.
+pub const STARTUP_SECONDS_MAX: f64 = 3_600.0;
+
+/// Whether `seconds` can be a start-up.
+pub fn plausible_startup_seconds(seconds: f64) -> bool {
+    (0.0..=STARTUP_SECONDS_MAX).contains(&seconds)
+}
+
+/// The start-ups remembered, with those of the pods ready now that are not among them
+/// yet: the last [`STARTUPS_REMEMBERED`] to turn ready, oldest first. A pod is seen
+/// ready on pass after pass and counts once; one whose time is no start-up counts not
+/// at all.
+pub fn remember_startups(remembered: &[Startup], ready_now: &[Startup]) -> Vec<Startup> {
+    let mut startups = remembered.to_vec();
+    for startup in ready_now.iter().filter(|startup| plausible_startup_seconds(startup.seconds)) {
+        if !startups.contains(startup) {
+            startups.push(*startup);
+        }
+    }
+    startups.sort_by(|a, b| a.ready_seconds.total_cmp(&b.ready_seconds));
+    let forgotten = startups.len().saturating_sub(STARTUPS_REMEMBERED);
+    startups.drain(..forgotten);
+    startups
+}
+
+/// The median start-up of those remembered; `None` before any.
+pub fn median_startup_seconds(startups: &[Startup]) -> Option<f64> {
+    median(startups.iter().map(|startup| startup.seconds).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn startup(ready_seconds: f64, seconds: f64) -> Startup {
+        Startup { ready_seconds, seconds }
+    }
+
+    #[test]
+    fn a_pod_seen_ready_pass_after_pass_counts_once() {
+        let first = remember_startups(&[], &[startup(100.0, 50.0), startup(100.0, 70.0)]);
+        let again = remember_startups(&first, &[startup(100.0, 70.0)]);
+        assert_eq!(again, vec![startup(100.0, 50.0), startup(100.0, 70.0)]);
+        assert_eq!(median_startup_seconds(&again), Some(60.0));
+    }
+
+    #[test]
+    fn the_start_ups_of_pods_given_back_still_count_until_newer_ones_replace_them() {
+        // A burst's pods, ready at 100..=110 s, were given back; the one pod left started fast.
+        let burst: Vec<Startup> = (0..10).map(|i| startup(100.0 + f64::from(i), 60.0 + f64::from(i))).collect();
+        let remembered = remember_startups(&[], &burst);
+        let with_the_one_left = remember_startups(&remembered, &[startup(105.5, 30.0)]);
+        assert_eq!(
+            median_startup_seconds(&with_the_one_left),
+            Some(64.5),
+            "the oldest is forgotten, and one fast pod does not set the median"
+        );
+        let newer: Vec<Startup> = (0..10).map(|i| startup(500.0 + f64::from(i), 90.0)).collect();
+        assert_eq!(median_startup_seconds(&remember_startups(&with_the_one_left, &newer)), Some(90.0));
+    }
+
+    #[test]
+    fn a_time_that_is_no_start_up_is_not_counted() {
+        let seen = [startup(100.0, -1.0), startup(100.0, f64::NAN), startup(100.0, 7_200.0), startup(100.0, 45.0)];
+        assert_eq!(remember_startups(&[], &seen), vec![startup(100.0, 45.0)]);
+        assert_eq!(median_startup_seconds(&[]), None);
+    }
+}
