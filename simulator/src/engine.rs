@@ -962,6 +962,34 @@ mod tests {
         assert_eq!((gateway.deferred_until.len(), gateway.deferred_due), (0, 2));
     }
 
+    /// What Matte's policy is shown of start-ups is what the operator's census reads: the
+    /// pods ready now, each from being scheduled to Ready; the fleet running when the
+    /// trace begins started before it and shows none, and a pod that ends shows none.
+    #[test]
+    fn the_policy_is_shown_the_start_ups_of_the_pods_ready_now() {
+        let settings = crate::scenario::Scenario::BurstTrain.settings();
+        let workload = Workload::new(Vec::new(), &settings, 7);
+        let mut engine = Engine::new(&settings, &workload, 7);
+        engine.start(1);
+        assert_eq!(engine.view().ready_startups, Vec::new(), "the fleet at the start shows none");
+        engine.now = 100.0;
+        engine.scale_to(2, || None);
+        let ready = loop {
+            let Scheduled { at, event, .. } = engine.events.pop().expect("the new pod turns ready");
+            engine.now = at;
+            if let Event::PodReady(index) = event {
+                engine.pod_ready(index);
+                break index;
+            }
+        };
+        let startups = engine.view().ready_startups;
+        assert_eq!(startups.len(), 1, "{startups:?}");
+        assert_eq!(startups[0].ready_seconds, engine.now);
+        assert!((startups[0].seconds - (engine.now - 100.0)).abs() < 1e-9, "{startups:?} at {}", engine.now);
+        engine.end_pod(ready);
+        assert_eq!(engine.view().ready_startups, Vec::new(), "an ended pod shows none");
+    }
+
     /// Spread scrapes: each target (two gateway replicas, three pods) has its own offset
     /// within its interval (the gateway's 2 s, the pods' 5 s), kept from scrape to
     /// scrape, and a pod that ends is scraped no more.
