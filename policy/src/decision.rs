@@ -19,8 +19,10 @@
 //! waited for a little while, pods still starting that the ready ones did without are
 //! given back before they are ready: each would cost the rest of its start-up and a
 //! whole hold, for nothing. Pods waiting for a GPU (a node being added) would be ready
-//! later still, a node's provisioning on top: once the pods with one have been enough
-//! for a while, they are given back before they have one.
+//! later still, a node's provisioning on top: while they wait, more pods are asked for
+//! only for a flow that has outrun the pods with a GPU for longer than a burst lands,
+//! and once the pods with one have been enough for a while, they are given back before
+//! they have one.
 //!
 //! Bursts that recur teach the policy one more thing: a pod started for a burst is ready
 //! only after a start-up, too late for the burst's first images, and it is started again
@@ -236,6 +238,13 @@ const SPARSE_GAP_MIN_STARTUPS: f64 = 5.0;
 /// it gets, and sizing them for a whole start-up left each burst waiting that long.
 const WARM_DRAIN_MAX_TARGETS: f64 = 2.0;
 
+/// Confirmation times a flow must have outrun the ready pods before pods that wait for a
+/// node are asked for on its account. A pod that needs a node helps only a node's
+/// provisioning and a start-up later, and a burst landing over several seconds reads as
+/// a flow for a pass or two once confirmed: only arrivals that keep outrunning for
+/// longer are worth nodes.
+const CONFIRMATIONS_FOR_NODES: f64 = 2.0;
+
 /// Why the policy chose the replicas it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Reason {
@@ -389,7 +398,12 @@ fn decide_checked(spec: &PolicySpec, observation: &Observation, memory: &Memory)
     };
     let summary = summary(&plan, queue);
 
-    let (replicas, reason, message) = if observation.unschedulable_pods > 0 && wanted > schedulable {
+    // Pods waiting for a GPU are pods waiting for a node: more of them bring nothing
+    // sooner, unless a flow outruns even the pods that have one, when each asks the
+    // cluster for one more node now rather than after the last has come.
+    let flow_needs_nodes = plan.flow_outruns(spec, now, schedulable);
+    let (replicas, reason, message) = if observation.unschedulable_pods > 0 && wanted > schedulable && !flow_needs_nodes
+    {
         let message = format!(
             "{summary}: {wanted} pods wanted but {} cannot be scheduled (no free GPU); not adding more",
             observation.unschedulable_pods
@@ -410,7 +424,15 @@ fn decide_checked(spec: &PolicySpec, observation: &Observation, memory: &Memory)
         } else {
             String::new()
         };
-        let message = format!("{summary}: scaling up from {current} to {wanted}{capped}");
+        let nodes = if observation.unschedulable_pods > 0 {
+            format!(
+                " ({} wait for a GPU, but requests arrive at {:.1}/s, faster than the {schedulable} pods with one serve)",
+                observation.unschedulable_pods, plan.arrivals_per_second
+            )
+        } else {
+            String::new()
+        };
+        let message = format!("{summary}: scaling up from {current} to {wanted}{capped}{nodes}");
         (wanted, Reason::ScaleUp, message)
     } else if wanted == current {
         if plan.needed_replicas > wanted {
@@ -578,6 +600,17 @@ impl Plan {
     fn no_flow(&mut self) {
         self.surge_replicas = 0;
         self.needed_replicas = self.needed_without_surge;
+    }
+
+    /// Whether a flow has outrun the ready pods for `CONFIRMATIONS_FOR_NODES`
+    /// confirmation times and arrives faster than `pods` would serve at full
+    /// throughput: pods beyond them will find its work when they come.
+    fn flow_outruns(&self, spec: &PolicySpec, now: f64, pods: u32) -> bool {
+        let confirmed_twice = self.surge_replicas > 0
+            && self
+                .surge_since_seconds
+                .is_some_and(|since| now - since >= CONFIRMATIONS_FOR_NODES * spec.confirm_seconds);
+        confirmed_twice && self.arrivals_per_second > f64::from(pods) * self.images_per_pod_second
     }
 
     /// Nothing queued, no client waiting outside and no flow outrunning the pods: the

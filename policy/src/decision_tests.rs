@@ -193,6 +193,37 @@ fn unschedulable_pods_stop_further_scale_up() {
 }
 
 #[test]
+fn a_flow_that_outruns_the_pods_with_a_gpu_asks_for_nodes_while_others_wait_for_one() {
+    // 12 images/s on 6 pods of 1 image/s, 4 of them with a GPU and 2 waiting for a node.
+    // A flow confirmed once (10 s) still holds the fleet: a burst landing over several
+    // seconds reads like that for a pass or two. Confirmed twice (20 s) it outruns the 4
+    // pods with a GPU, and all 12 pods its rate needs are asked for now, each a node the
+    // cluster starts adding at once, rather than the next 6 after the first 2 nodes come.
+    let at = |now_seconds: f64, rate: f64| Observation {
+        now_seconds,
+        ready_pods: 4,
+        unschedulable_pods: 2,
+        ..observation(6, Some(arriving(rate)))
+    };
+    let memory = Memory { surge_since_seconds: Some(1000.0), ..Memory::default() };
+    let once = decide(&spec(), &at(1010.0, 12.0), &memory);
+    assert_eq!((once.replicas, once.reason), (6, Reason::ScalingLimited), "{}", once.message);
+    let twice = decide(&spec(), &at(1020.0, 12.0), &memory);
+    assert_eq!((twice.replicas, twice.reason), (10, Reason::ScaleUp), "{}", twice.message);
+    assert!(twice.message.contains("2 wait for a GPU"), "{}", twice.message);
+    // A flow that outruns the 3 ready pods but not the 4 with a GPU (one starting) needs
+    // no node for its sake, whatever its backlog wants.
+    let served_with_a_gpu = Observation {
+        ready_pods: 3,
+        starting_pod_ages_seconds: vec![30.0],
+        queue: Some(QueueMetrics { gateway_queue_depth: 200.0, ..arriving(3.5) }),
+        ..at(1020.0, 3.5)
+    };
+    let served = decide(&spec(), &served_with_a_gpu, &memory);
+    assert_eq!((served.replicas, served.reason), (6, Reason::ScalingLimited), "{}", served.message);
+}
+
+#[test]
 fn pods_waiting_for_a_gpu_are_given_back_once_those_with_one_have_been_enough_for_the_confirm_window() {
     // 200 images, drain within 70 s: 3 ready pods do 210, so the 4 pods that asked for a
     // GPU when the burst looked larger, and wait for a node, are not needed.
