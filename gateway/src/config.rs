@@ -7,8 +7,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use matte_common::{gateway_flags as flags, memory, paths, queue};
+use matte_serve::LogFormat;
 use matte_serve::durations::{parse_delay, parse_timeout};
 
 #[derive(Debug, Clone, Parser)]
@@ -88,12 +89,6 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "MATTE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Text,
 }
 
 impl Config {

@@ -1,12 +1,15 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use matte_gateway::config::{Config, LogFormat};
+use matte_gateway::config::Config;
 use matte_gateway::{Error, server};
+use matte_serve::init_logging;
+use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    init_logging(config.log_format);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_logging(filter, config.log_format);
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -19,15 +22,5 @@ fn main() -> ExitCode {
             eprintln!("matte-gateway: {error}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
     }
 }

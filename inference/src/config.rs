@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use matte_common::{flags, memory, paths};
+use matte_serve::LogFormat;
 use matte_serve::durations::{parse_delay, parse_timeout};
 
 #[derive(Debug, Clone, Parser)]
@@ -176,12 +177,6 @@ pub enum ConvSearch {
     Heuristic,
     /// cuDNN's default algorithm, whatever the shape.
     Default,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Text,
 }
 
 impl Config {

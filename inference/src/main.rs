@@ -2,9 +2,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use matte_inference::config::{Config, LogFormat};
+use matte_inference::config::Config;
 use matte_inference::server::Drained;
 use matte_inference::{Error, fetch_model, server};
+use matte_serve::init_logging;
+use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     // `matte-inference fetch-model …` is the model init container; anything else runs
@@ -13,7 +15,9 @@ fn main() -> ExitCode {
         return fetch_model::main(std::env::args_os().skip(1));
     }
     let config = Config::parse();
-    init_logging(config.log_format);
+    // `RUST_LOG` picks the events; by default ONNX Runtime's own only from warnings up.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    init_logging(filter, config.log_format);
     let result = runtime_library().and_then(|library| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -43,15 +47,5 @@ fn runtime_library() -> Result<PathBuf, Error> {
     match std::env::var_os("ORT_DYLIB_PATH") {
         Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
         _ => Err(Error::NoRuntimeLibrary),
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
     }
 }

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use matte_policy::observed::{DEFAULT_GATEWAY_SCRAPE_INTERVAL_SECONDS, DEFAULT_SCRAPE_INTERVAL_SECONDS};
+use matte_serve::LogFormat;
+use tracing_subscriber::EnvFilter;
 
 use crate::desired::ScrapeIntervals;
 use crate::error::Error;
-use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(name = "matte-operator", version, about = "Kubernetes operator for BackgroundRemovalService resources")]
@@ -47,7 +48,7 @@ pub struct RunArgs {
     #[arg(long, env = "POD_NAMESPACE")]
     pub pod_namespace: Option<String>,
     /// Log filter: a level (trace, debug, info, warn, error) or per-module directives.
-    #[arg(long, env = "MATTE_LOG_LEVEL", default_value = "info")]
+    #[arg(long, env = "MATTE_LOG_LEVEL", default_value = "info", value_parser = parse_log_filter)]
     pub log_level: String,
     #[arg(long, env = "MATTE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -80,6 +81,12 @@ pub struct RunArgs {
 /// its windows and its passes follow the interval, and five minutes is already the
 /// long window.
 pub const MAX_SCRAPE_INTERVAL_SECONDS: u64 = 300;
+
+/// A `--log-level` that a log filter reads: one the filter cannot read would otherwise
+/// leave the operator logging at its default, as if the flag had been taken.
+fn parse_log_filter(text: &str) -> Result<String, String> {
+    EnvFilter::try_new(text).map(|_| text.to_string()).map_err(|error| format!("not a log filter: {error}"))
+}
 
 impl RunArgs {
     /// The pods' and the gateway's scrape intervals; refused when the gateway's is the
@@ -121,6 +128,15 @@ mod tests {
         assert!(refusal.contains("--scrape-interval-seconds (2)"), "{refusal}");
         let equal = run_args(&["--scrape-interval-seconds", "2", "--gateway-scrape-interval-seconds", "2"]);
         assert!(equal.expect("in range").scrape_intervals().is_ok());
+    }
+
+    #[test]
+    fn a_log_level_no_filter_reads_is_refused_by_name() {
+        let refusal = run_args(&["--log-level", "matte_operator=loud"]).expect_err("not a level").to_string();
+        assert!(refusal.contains("--log-level"), "{refusal}");
+        assert!(refusal.contains("not a log filter"), "{refusal}");
+        let args = run_args(&["--log-level", "info,matte_operator=debug"]).expect("a level and a directive");
+        assert_eq!(args.log_level, "info,matte_operator=debug");
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use matte_operator::cli::{Cli, Command};
 use matte_operator::crd::crd_yaml;
+use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -13,7 +14,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run(args) => {
-            matte_operator::telemetry::init_logging(&args.log_level, args.log_format);
+            matte_serve::init_logging(EnvFilter::new(&args.log_level), args.log_format);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime,
                 Err(error) => {

@@ -1,5 +1,6 @@
-//! What the operator tells the people running it: JSON (or text) logs, Prometheus
-//! metrics about its reconciles and decisions, and health endpoints for its probes.
+//! What the operator tells the people running it besides its logs (`matte_serve::logging`,
+//! as every Matte process writes them): Prometheus metrics about its reconciles and
+//! decisions, and health endpoints for its probes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,25 +20,6 @@ use prometheus::{
 use crate::autoscaler::policy::Reason;
 use crate::crd::{BackgroundRemovalService, BackgroundRemovalServiceStatus};
 use crate::error::Error;
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
-/// Installs the global subscriber; `level` is an `EnvFilter` directive such as `info`
-/// or `matte_operator=debug,kube=info`.
-pub fn init_logging(level: &str, format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
-        LogFormat::Text => builder.init(),
-    }
-}
 
 /// The operator's own metrics (prefix `matte_operator_`).
 pub struct Metrics {

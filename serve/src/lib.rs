@@ -5,18 +5,21 @@
 //! pace, the errors of one that is not, and a refusal sent before it is read),
 //! [`routes`] (the answer to a request no route takes), [`exposition`] (their metrics
 //! in Prometheus's text format), [`durations`] (how their flags read seconds) and
-//! [`signals`] (the shutdown signal).
+//! [`signals`] (the shutdown signal); and, with the operator, [`logging`] (how every
+//! Matte process writes its logs).
 
 pub mod body;
 pub mod connections;
 pub mod durations;
 pub mod exposition;
+pub mod logging;
 pub mod pace;
 pub mod routes;
 pub mod signals;
 
 pub use body::{BodyError, declared_length, paced_chunks, refuse_unread};
 pub use connections::{Stage, Timeouts, serve};
+pub use logging::{LogFormat, init_logging};
 pub use pace::UploadPace;
 pub use routes::RouteError;
 pub use signals::shutdown_signal;
