@@ -13,8 +13,9 @@ mkdir -p out
 
 cargo build --release --locked -p matte-inference
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# No Service routes to this server, so on exit it has no endpoints to wait for.
 ./target/release/matte-inference --model "$MATTE_MODEL" --provider cpu \
-  --listen "127.0.0.1:$port" --log-format text &
+  --listen "127.0.0.1:$port" --log-format text --drain-delay-seconds 0 &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null' EXIT
 
