@@ -64,6 +64,12 @@ pub struct RunArgs {
     /// The Prometheus the autoscaler asks when a resource names none.
     #[arg(long, env = "MATTE_PROMETHEUS_URL")]
     pub prometheus_url: Option<String>,
+    /// Other Prometheus servers a resource may name in
+    /// `spec.autoscaling.metrics.prometheusUrl` (comma-separated, each matched whole):
+    /// the operator sends its queries, from inside the cluster, to whatever a resource
+    /// names, so by default a resource may name only --prometheus-url.
+    #[arg(long, env = "MATTE_ALLOWED_PROMETHEUS_URLS", value_delimiter = ',')]
+    pub allowed_prometheus_urls: Vec<String>,
     /// How often Prometheus scrapes the inference pods, and so how often the autoscaler
     /// looks and how long its query windows are.
     #[arg(long, env = "MATTE_SCRAPE_INTERVAL_SECONDS", default_value_t = DEFAULT_SCRAPE_INTERVAL_SECONDS,
@@ -89,6 +95,17 @@ fn parse_log_filter(text: &str) -> Result<String, String> {
 }
 
 impl RunArgs {
+    /// The Prometheus servers a resource may name: --prometheus-url and
+    /// --allowed-prometheus-urls, blanks left out.
+    pub fn allowed_prometheus_urls(&self) -> Vec<String> {
+        self.prometheus_url
+            .iter()
+            .chain(&self.allowed_prometheus_urls)
+            .map(|url| url.trim().to_owned())
+            .filter(|url| !url.is_empty())
+            .collect()
+    }
+
     /// The pods' and the gateway's scrape intervals; refused when the gateway's is the
     /// longer, because the windows, which follow the pods' interval, would then miss the
     /// gateway's samples.
@@ -128,6 +145,22 @@ mod tests {
         assert!(refusal.contains("--scrape-interval-seconds (2)"), "{refusal}");
         let equal = run_args(&["--scrape-interval-seconds", "2", "--gateway-scrape-interval-seconds", "2"]);
         assert!(equal.expect("in range").scrape_intervals().is_ok());
+    }
+
+    #[test]
+    fn a_resource_may_name_the_default_prometheus_and_the_ones_allowed_and_no_other_by_default() {
+        assert!(run_args(&[]).expect("no flag is required").allowed_prometheus_urls().is_empty());
+        let args = run_args(&[
+            "--prometheus-url",
+            "http://prometheus.monitoring:9090",
+            "--allowed-prometheus-urls",
+            "http://team-a.prometheus:9090, ,http://team-b.prometheus:9090",
+        ])
+        .expect("URLs");
+        assert_eq!(
+            args.allowed_prometheus_urls(),
+            ["http://prometheus.monitoring:9090", "http://team-a.prometheus:9090", "http://team-b.prometheus:9090"]
+        );
     }
 
     #[test]

@@ -403,6 +403,8 @@ impl Default for AutoscalingSpec {
 #[x_kube(validation = Rule::new("self.prometheusUrl.startsWith('http://') || self.prometheusUrl.startsWith('https://')")
     .message("autoscaling.metrics.prometheusUrl must be an http:// or https:// URL"))]
 pub struct MetricsSource {
+    /// The Prometheus that scrapes this service's pods: the operator's `--prometheus-url`
+    /// or one of its `--allowed-prometheus-urls`, or the resource is refused.
     pub prometheus_url: String,
     /// PromQL label matchers picking this service's pods, without braces; by default
     /// `namespace="<namespace>",job="<name>"`, the labels the operator's PodMonitor gives.

@@ -37,6 +37,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         defaults: Defaults {
             inference_image: args.default_inference_image.clone(),
             gateway_image: args.default_gateway_image.clone(),
+            allowed_prometheus_urls: args.allowed_prometheus_urls(),
         },
         prometheus_url: args.prometheus_url.clone().filter(|u| !u.is_empty()),
         prometheus_http: prometheus::http_client()?,

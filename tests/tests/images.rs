@@ -62,7 +62,11 @@ impl PlayedPod {
             server.port
         ))
         .expect("the resource parses");
-        let defaults = Defaults { inference_image: images.inference.clone(), gateway_image: images.gateway.clone() };
+        let defaults = Defaults {
+            inference_image: images.inference.clone(),
+            gateway_image: images.gateway.clone(),
+            allowed_prometheus_urls: Vec::new(),
+        };
         let valid = validate(&brs, &defaults).expect("the resource is valid");
         let built = serde_json::to_value(deployment(&brs, &valid, 1)).expect("the Deployment serialises");
         let port = free_port();

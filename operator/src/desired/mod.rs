@@ -44,6 +44,10 @@ pub struct Defaults {
     pub inference_image: String,
     /// The gateway image for resources that do not name one.
     pub gateway_image: String,
+    /// The Prometheus servers a resource may name in `spec.autoscaling.metrics` (the
+    /// operator's default among them): the operator sends queries to them from inside
+    /// the cluster, so a resource may not point it at any other address.
+    pub allowed_prometheus_urls: Vec<String>,
 }
 
 /// Labels on everything made for `brs`'s pods.
@@ -129,6 +133,8 @@ pub(crate) mod fixtures {
         Defaults {
             inference_image: "localhost/matte-inference:0.1.0".into(),
             gateway_image: "localhost/matte-gateway:0.1.0".into(),
+            // The one full.yaml names.
+            allowed_prometheus_urls: vec!["http://prometheus.monitoring:9090".into()],
         }
     }
 

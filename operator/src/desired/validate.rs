@@ -75,6 +75,15 @@ pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<V
             autoscaling.min_replicas, autoscaling.max_replicas
         ));
     }
+    if let Some(metrics) = autoscaling.metrics.as_ref().filter(|_| autoscaling.enabled)
+        && !is_allowed(&metrics.prometheus_url, &defaults.allowed_prometheus_urls)
+    {
+        problems.push(format!(
+            "spec.autoscaling.metrics.prometheusUrl {:?} is not a Prometheus this operator may query \
+             (its --prometheus-url or one of its --allowed-prometheus-urls)",
+            metrics.prometheus_url
+        ));
+    }
     // The schema has the same range; a resource stored under an older CRD may not.
     let utilization_percent = i32::from(PLANNED_UTILIZATION_PERCENT_MIN)..=i32::from(PLANNED_UTILIZATION_PERCENT_MAX);
     if let Some(percent) = autoscaling.planned_utilization_percent
@@ -113,6 +122,13 @@ pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<V
     });
 
     if problems.is_empty() { Ok(Valid { image, gateway }) } else { Err(problems) }
+}
+
+/// Whether `url` is one of `allowed`, a trailing slash aside. Whole URLs only: a prefix
+/// would let `http://prometheus.evil` through after `http://prometheus`.
+fn is_allowed(url: &str, allowed: &[String]) -> bool {
+    let url = url.trim_end_matches('/');
+    allowed.iter().any(|allowed| allowed.trim_end_matches('/') == url)
 }
 
 /// Bytes of a memory quantity (`1Gi`, `512Mi`, `1G`, `1e9`, `1048576`); `None` for any
@@ -175,6 +191,33 @@ mod tests {
                 "spec.autoscaling.plannedUtilizationPercent"
             ]
         );
+    }
+
+    #[test]
+    fn a_prometheus_the_operator_was_not_allowed_to_query_is_refused_naming_the_field() {
+        let mut brs = resource("full.yaml");
+        let allowed = brs.spec.autoscaling.metrics.clone().expect("full.yaml names a Prometheus").prometheus_url;
+        for (url, valid) in [
+            (allowed.clone(), true),
+            (format!("{allowed}/"), true),
+            ("http://prometheus.monitoring".to_owned(), false),
+            (format!("{allowed}.evil"), false),
+            ("http://169.254.169.254/latest".to_owned(), false),
+        ] {
+            brs.spec.autoscaling.metrics.as_mut().expect("metrics").prometheus_url = url.clone();
+            match validate(&brs, &defaults()) {
+                Ok(_) => assert!(valid, "{url} taken"),
+                Err(problems) => {
+                    assert!(!valid, "{url} refused: {problems:?}");
+                    assert_eq!(problems.len(), 1, "{problems:?}");
+                    assert!(problems[0].starts_with("spec.autoscaling.metrics.prometheusUrl"), "{problems:?}");
+                    assert!(problems[0].contains(&url), "{problems:?}");
+                }
+            }
+        }
+        // Without autoscaling the operator asks no Prometheus at all.
+        brs.spec.autoscaling.enabled = false;
+        assert!(validate(&brs, &defaults()).is_ok());
     }
 
     #[test]
