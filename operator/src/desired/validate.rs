@@ -75,13 +75,24 @@ pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<V
             autoscaling.min_replicas, autoscaling.max_replicas
         ));
     }
-    if let Some(metrics) = autoscaling.metrics.as_ref().filter(|_| autoscaling.enabled)
+    // The operator queries the Prometheus a resource names, with its selector spliced
+    // into every query, only while it autoscales.
+    let metrics = autoscaling.metrics.as_ref().filter(|_| autoscaling.enabled);
+    if let Some(metrics) = metrics
         && !is_allowed(&metrics.prometheus_url, &defaults.allowed_prometheus_urls)
     {
         problems.push(format!(
             "spec.autoscaling.metrics.prometheusUrl {:?} is not a Prometheus this operator may query \
              (its --prometheus-url or one of its --allowed-prometheus-urls)",
             metrics.prometheus_url
+        ));
+    }
+    if let Some(selector) = metrics.and_then(|metrics| metrics.selector.as_deref())
+        && let Err(problem) = label_matchers(selector)
+    {
+        problems.push(format!(
+            "spec.autoscaling.metrics.selector {selector:?} is not a list of label matchers such as \
+             namespace=\"shop\",job=\"cutouts\": {problem}"
         ));
     }
     // The schema has the same range; a resource stored under an older CRD may not.
@@ -129,6 +140,51 @@ pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<V
 fn is_allowed(url: &str, allowed: &[String]) -> bool {
     let url = url.trim_end_matches('/');
     allowed.iter().any(|allowed| allowed.trim_end_matches('/') == url)
+}
+
+/// Checks that `selector` is PromQL label matchers without braces (`name op "value"`,
+/// comma-separated, `op` one of `=`, `!=`, `=~`, `!~`), as the queries splice it between
+/// braces: anything else would be a broken query, or a different one.
+fn label_matchers(selector: &str) -> Result<(), String> {
+    let mut rest = selector.trim_start();
+    while !rest.is_empty() {
+        let name_end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+        let name = &rest[..name_end];
+        if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(format!("a label name is expected at {rest:?}"));
+        }
+        rest = rest[name_end..].trim_start();
+        let operator = ["=~", "!~", "!=", "="].into_iter().find(|operator| rest.starts_with(operator));
+        let Some(operator) = operator else {
+            return Err(format!("=, !=, =~ or !~ is expected after {name:?}"));
+        };
+        rest = rest[operator.len()..].trim_start();
+        rest = after_quoted(rest).ok_or_else(|| format!("a quoted value is expected after {name}{operator}"))?;
+        rest = rest.trim_start();
+        match rest.strip_prefix(',') {
+            Some(next) => rest = next.trim_start(),
+            None if rest.is_empty() => {}
+            None => return Err(format!("a comma is expected before {rest:?}")),
+        }
+    }
+    Ok(())
+}
+
+/// What follows the string literal `text` opens with (`"…"` or `'…'` with backslash
+/// escapes, or a raw `` `…` ``); `None` if it opens with none or never closes.
+fn after_quoted(text: &str) -> Option<&str> {
+    let quote = text.chars().next().filter(|c| matches!(c, '"' | '\'' | '`'))?;
+    let mut escaped = false;
+    for (at, c) in text.char_indices().skip(1) {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quote != '`' => escaped = true,
+            c if c == quote => return Some(&text[at + 1..]),
+            '\n' if quote != '`' => return None,
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Bytes of a memory quantity (`1Gi`, `512Mi`, `1G`, `1e9`, `1048576`); `None` for any
@@ -218,6 +274,34 @@ mod tests {
         // Without autoscaling the operator asks no Prometheus at all.
         brs.spec.autoscaling.enabled = false;
         assert!(validate(&brs, &defaults()).is_ok());
+    }
+
+    #[test]
+    fn a_selector_must_be_label_matchers_alone() {
+        for selector in [
+            "",
+            r#"namespace="shop",job="cutouts""#,
+            r#" namespace = "shop" , job=~"cut.*", pod!~'x\'y', env!=`a"b`, "#,
+            r#"service="a\"b""#,
+        ] {
+            assert_eq!(label_matchers(selector), Ok(()), "{selector}");
+        }
+        for selector in [
+            r#"job="a"} or vector(1000) or up{job="b""#,
+            r#"job="a" or vector(1)"#,
+            r#"job="unterminated"#,
+            r#"job=unquoted"#,
+            r#"1job="a""#,
+            r#"job="a" job="b""#,
+            r#"job=="a""#,
+            "job=\"a\nb\"",
+        ] {
+            assert!(label_matchers(selector).is_err(), "{selector} taken");
+        }
+        let mut brs = resource("full.yaml");
+        brs.spec.autoscaling.metrics.as_mut().expect("metrics").selector = Some(r#"job="a"} or vector(1)"#.into());
+        let problems = validate(&brs, &defaults()).expect_err("refused");
+        assert!(problems[0].starts_with("spec.autoscaling.metrics.selector"), "{problems:?}");
     }
 
     #[test]
