@@ -318,6 +318,29 @@ mod tests {
         assert!(error.to_string().contains("over 65536 bytes"), "{error}");
     }
 
+    /// The first byte of what an HTTPS client sends: a TLS handshake record (0x16).
+    const TLS_HANDSHAKE: u8 = 0x16;
+
+    #[tokio::test]
+    async fn an_https_prometheus_is_spoken_to_in_tls() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let address = listener.local_addr().expect("its address");
+        let first_byte = tokio::spawn(async move {
+            let (mut connection, _) = listener.accept().await.expect("the client connects");
+            connection.read_u8().await.expect("the client speaks first")
+        });
+        let windows = Windows::for_scrape_interval(Duration::from_secs(5));
+        let source =
+            PrometheusSource::new(http_client().expect("a client"), &format!("https://{address}"), "", &windows);
+        // The listener answers nothing, so the handshake fails once the byte is read.
+        let query = tokio::time::timeout(Duration::from_secs(20), source.scalar("up"));
+        let first = tokio::time::timeout(Duration::from_secs(20), first_byte);
+        let (_, first) = tokio::join!(query, first);
+        let first = first.expect("a connection within 20 s").expect("the listener task");
+        assert_eq!(first, TLS_HANDSHAKE, "the client did not open with a TLS handshake");
+    }
+
     #[test]
     fn vectors_parse_to_one_value_or_none() {
         let one = serde_json::json!({"resultType": "vector", "result": [{"metric": {}, "value": [1.5, "2.25"]}]});
