@@ -62,13 +62,13 @@ pub struct RunArgs {
     #[arg(long, env = "MATTE_DEFAULT_GATEWAY_IMAGE", default_value = concat!("localhost/matte-gateway:", env!("CARGO_PKG_VERSION")))]
     pub default_gateway_image: String,
     /// The Prometheus the autoscaler asks when a resource names none.
-    #[arg(long, env = "MATTE_PROMETHEUS_URL")]
+    #[arg(long, env = "MATTE_PROMETHEUS_URL", value_parser = parse_prometheus_url)]
     pub prometheus_url: Option<String>,
     /// Other Prometheus servers a resource may name in
     /// `spec.autoscaling.metrics.prometheusUrl` (comma-separated, each matched whole):
     /// the operator sends its queries, from inside the cluster, to whatever a resource
     /// names, so by default a resource may name only --prometheus-url.
-    #[arg(long, env = "MATTE_ALLOWED_PROMETHEUS_URLS", value_delimiter = ',')]
+    #[arg(long, env = "MATTE_ALLOWED_PROMETHEUS_URLS", value_delimiter = ',', value_parser = parse_prometheus_url)]
     pub allowed_prometheus_urls: Vec<String>,
     /// How often Prometheus scrapes the inference pods, and so how often the autoscaler
     /// looks and how long its query windows are.
@@ -87,6 +87,20 @@ pub struct RunArgs {
 /// its windows and its passes follow the interval, and five minutes is already the
 /// long window.
 pub const MAX_SCRAPE_INTERVAL_SECONDS: u64 = 300;
+
+/// A Prometheus URL: http:// or https:// with a host, or empty for none. Anything else
+/// would fail every query of every pass, and say so only in the logs.
+fn parse_prometheus_url(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(String::new());
+    }
+    let url = reqwest::Url::parse(text).map_err(|error| format!("not a URL: {error}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err("not an http:// or https:// URL with a host".to_owned());
+    }
+    Ok(text.to_owned())
+}
 
 /// A `--log-level` that a log filter reads: one the filter cannot read would otherwise
 /// leave the operator logging at its default, as if the flag had been taken.
@@ -161,6 +175,21 @@ mod tests {
             args.allowed_prometheus_urls(),
             ["http://prometheus.monitoring:9090", "http://team-a.prometheus:9090", "http://team-b.prometheus:9090"]
         );
+    }
+
+    #[test]
+    fn a_prometheus_url_without_a_scheme_or_host_is_refused_by_name() {
+        for (flag, url) in [
+            ("--prometheus-url", "prometheus.monitoring:9090"),
+            ("--prometheus-url", "ftp://prometheus"),
+            ("--allowed-prometheus-urls", "http://a:9090,http//b"),
+        ] {
+            let refusal = run_args(&[flag, url]).expect_err("not an http URL").to_string();
+            assert!(refusal.contains(flag), "{refusal}");
+        }
+        assert!(run_args(&["--prometheus-url", "https://prometheus.example/sub/"]).is_ok());
+        let blank = run_args(&["--prometheus-url", ""]).expect("blank is none");
+        assert!(blank.allowed_prometheus_urls().is_empty());
     }
 
     #[test]
