@@ -103,7 +103,15 @@ fn parse_positive_seconds(text: &str) -> Result<f64, String> {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+    use matte_serve::documented::flags_not_named_in;
+
     use super::*;
+
+    #[test]
+    fn the_readme_names_every_flag() {
+        assert_eq!(flags_not_named_in(&Config::command(), include_str!("../README.md")), Vec::<String>::new());
+    }
 
     #[test]
     fn defaults_match_the_pod() {

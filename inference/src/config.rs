@@ -228,7 +228,15 @@ fn parse_triple(text: &str) -> Result<[f32; 3], String> {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+    use matte_serve::documented::flags_not_named_in;
+
     use super::*;
+
+    #[test]
+    fn the_readme_names_every_flag() {
+        assert_eq!(flags_not_named_in(&Config::command(), include_str!("../../README.md")), Vec::<String>::new());
+    }
 
     #[test]
     fn triples_parse_and_refuse_malformed_input() {

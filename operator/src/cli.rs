@@ -134,7 +134,8 @@ impl RunArgs {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
+    use clap::{CommandFactory, Parser};
+    use matte_serve::documented::flags_not_named_in;
 
     use super::*;
 
@@ -142,6 +143,13 @@ mod tests {
         let cli = Cli::try_parse_from([&["matte-operator", "run"][..], flags].concat())?;
         let Command::Run(args) = cli.command else { panic!("parsed as another command") };
         Ok(*args)
+    }
+
+    #[test]
+    fn the_readme_names_every_flag() {
+        let cli = Cli::command();
+        let run = cli.find_subcommand("run").expect("a run subcommand");
+        assert_eq!(flags_not_named_in(run, include_str!("../../README.md")), Vec::<String>::new());
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //! [`routes`] (the answer to a request no route takes), [`exposition`] (their metrics
 //! in Prometheus's text format), [`durations`] (how their flags read seconds) and
 //! [`signals`] (the shutdown signal); and, with the operator, [`logging`] (how every
-//! Matte process writes its logs).
+//! Matte process writes its logs) and [`documented`] (the check that a README names every
+//! flag).
 
 pub mod body;
 pub mod connections;
+pub mod documented;
 pub mod durations;
 pub mod exposition;
 pub mod logging;
