@@ -5,6 +5,7 @@
 #   bench/gpu.sh run KIT         # on the GPU machine (nvidia-smi on PATH, CUDA 13 and
 #                                # cuDNN 9 installed, KIT/lib holding onnxruntime-gpu
 #                                # 1.31.1's libonnxruntime*.so)
+#   bench/gpu.sh run KIT cuda-fp16-graph ...   # only the variants named
 #   bench/gpu.sh run KIT --cpu   # the same steps on this CPU, to check the script
 #
 # For each of CUDA fp32 (the float32 build of the model, bench/fp32_model.py), CUDA fp16
@@ -14,12 +15,15 @@
 # page-locked memory allocated once) and with --cuda-graph (captured once, replayed), it
 # prints: a bare session.run loop's
 # images/s (inference/examples/raw_session.rs, the server's own session set-up), the
-# pod's images/s and latency through HTTP at concurrency 16 and 64 on 12 MP JPEGs
-# returned as ≤ 2048 px PNG cut-outs, pod ÷ raw, and the GPU's mean utilization
-# (nvidia-smi sampled every 500 ms while the load runs).
+# pod's images/s and latency through HTTP at concurrency 1, 16 and 64 on 12 MP JPEGs
+# returned as ≤ 2048 px PNG cut-outs, and at 64 on the small sample photos (where the
+# image work is light and the GPU is the limit), pod ÷ raw, and the GPU's mean
+# utilization (nvidia-smi sampled every 500 ms while the load runs), then each variant's
+# start-up to ready (session, convolution search, warm-up). TensorRT's variant
+# is skipped, saying so, where TensorRT (libnvinfer) is not on the library path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-usage="usage: bench/gpu.sh prepare KIT | run KIT [--cpu]"
+usage="usage: bench/gpu.sh prepare KIT | run KIT [--cpu | VARIANT...]"
 command="${1:-}"
 kit="${2:-}"
 [[ -n $kit ]] || { echo "$usage" >&2; exit 2; }
@@ -29,7 +33,8 @@ prepare() {
   source "${MATTE_CACHE:-$HOME/.cache/matte}/env.sh"
   source scripts/versions.env
   cargo build --release --locked -p matte-inference -p matte-load --bins --example raw_session
-  mkdir -p "$kit"/{bin,models,photos,lib}
+  mkdir -p "$kit"/{bin,models,photos,photos-small,lib}
+  cp "$MATTE_SAMPLE_IMAGES"/* "$kit/photos-small/"
   cp target/release/matte-inference target/release/matte-load target/release/examples/raw_session "$kit/bin/"
   cp "$MATTE_MODEL_FP16" "$kit/models/isnet-fp16.onnx"
   "$MATTE_PYTHON" bench/fp32_model.py "$MATTE_MODEL_FP16" "$kit/models/isnet-fp32.onnx"
@@ -43,6 +48,13 @@ PY
   echo "kit ready in $kit; put onnxruntime-gpu $ONNXRUNTIME_VERSION's libonnxruntime*.so in $kit/lib" >&2
 }
 
+tensorrt_installed() {
+  ldconfig -p | grep -q 'libnvinfer\.so\.10' && return 0
+  local dir
+  for dir in ${LD_LIBRARY_PATH//:/ }; do [[ -e $dir/libnvinfer.so.10 ]] && return 0; done
+  return 1
+}
+
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_ready() { # URL PID: TensorRT may build its engine for minutes before the pod is ready
   for _ in $(seq 1 1500); do
@@ -54,13 +66,13 @@ wait_ready() { # URL PID: TensorRT may build its engine for minutes before the p
 }
 
 run() {
-  local mode="${1:-gpu}" results="$kit/results"
-  local variants concurrencies raw_runs requests_per_client threads
+  local mode="${1:-gpu}" results="$kit/results" named=("$@")
+  local variants loads raw_runs requests_per_client threads
   mkdir -p "$results"
   if [[ $mode == --cpu ]]; then
     source "${MATTE_CACHE:-$HOME/.cache/matte}/env.sh"
     variants=("cpu cpu isnet-fp16.onnx false" "cpu-bound cpu isnet-fp16.onnx true")
-    concurrencies=(2)
+    loads=(photos:2 photos-small:2)
     raw_runs=2
     requests_per_client=2
   else
@@ -71,7 +83,20 @@ run() {
     variants=("cuda-fp32 cuda isnet-fp32.onnx false" "cuda-fp16 cuda isnet-fp16.onnx false"
       "cuda-fp16-bound cuda isnet-fp16.onnx true" "cuda-fp16-graph cuda isnet-fp16.onnx graph"
       "tensorrt-fp16 tensorrt isnet-fp32.onnx false")
-    concurrencies=(16 64)
+    if ((${#named[@]})); then
+      local variant wanted kept=()
+      for variant in "${variants[@]}"; do
+        for wanted in "${named[@]}"; do [[ ${variant%% *} == "$wanted" ]] && kept+=("$variant"); done
+      done
+      ((${#kept[@]})) || { echo "no variant named ${named[*]}" >&2; exit 2; }
+      variants=("${kept[@]}")
+    fi
+    if [[ ${variants[-1]} == tensorrt-* ]] && ! tensorrt_installed; then
+      echo "TensorRT (libnvinfer.so.10) is not on the library path: skipping tensorrt-fp16" >&2
+      unset 'variants[-1]'
+    fi
+    # photo set:concurrency; 12 MP photos at 1, 16 and 64 in flight, small ones at 64
+    loads=(photos:1 photos:16 photos:64 photos-small:64)
     raw_runs=100
     requests_per_client=4
   fi
@@ -87,46 +112,55 @@ run() {
     "$kit/bin/raw_session" --runs "$raw_runs" --model "$kit/models/$model" --provider "$provider" \
       --intra-threads "$threads" --io-binding "$io_binding" --cuda-graph "$cuda_graph" "${gpu_flags[@]}" >"$results/$name-raw.json"
     port=$(free_port)
+    local launched=$EPOCHREALTIME
     "$kit/bin/matte-inference" --model "$kit/models/$model" --provider "$provider" --intra-threads "$threads" \
       --cpu-workers "$threads" --listen "127.0.0.1:$port" --queue-capacity 256 --max-dimension 2048 \
       --io-binding "$io_binding" --cuda-graph "$cuda_graph" --log-format text "${gpu_flags[@]}" 2>"$results/$name-server.log" &
     server=$!
     trap 'kill -TERM $server 2>/dev/null || true' EXIT
     wait_ready "http://127.0.0.1:$port/readyz" $server
-    for concurrency in "${concurrencies[@]}"; do
-      echo "== $name: pod over HTTP at concurrency $concurrency" >&2
+    # start-up to ready: session, convolution search and warm-up, what the autoscaler waits
+    python3 -c "print(f'{$EPOCHREALTIME - $launched:.1f}')" >"$results/$name-ready.txt"
+    for load in "${loads[@]}"; do
+      local photos=${load%%:*} concurrency=${load##*:}
+      local label="$name-$photos-c$concurrency"
+      echo "== $name: pod over HTTP, $photos at concurrency $concurrency" >&2
       sampler=""
       if command -v nvidia-smi >/dev/null; then
-        nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 500 >"$results/$name-c$concurrency-gpu.txt" &
+        nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 500 >"$results/$label-gpu.txt" &
         sampler=$!
       fi
       "$kit/bin/matte-load" --url "http://127.0.0.1:$port" --concurrency "$concurrency" \
-        --requests $((concurrency * requests_per_client)) --warmup 2 --json "$kit"/photos/*.jpg >"$results/$name-c$concurrency.json"
+        --requests $((concurrency * requests_per_client)) --warmup 2 --json "$kit/$photos"/* >"$results/$label.json"
       [[ -n $sampler ]] && kill "$sampler" 2>/dev/null && wait "$sampler" 2>/dev/null || true
     done
     kill -TERM $server 2>/dev/null || true
     wait $server 2>/dev/null || true
   done
-  python3 - "$results" "${concurrencies[*]}" "${variants[@]}" <<'PY'
+  python3 - "$results" "${loads[*]}" "${variants[@]}" <<'PY'
 import json, os, sys
-results, concurrencies, variants = sys.argv[1], sys.argv[2].split(), [v.split()[0] for v in sys.argv[3:]]
-print(f"{'variant':<15}{'raw img/s':>10}{'c':>5}{'pod img/s':>11}{'p50 s':>8}{'p99 s':>8}{'pod/raw':>9}{'GPU busy %':>12}")
+results, loads, variants = sys.argv[1], sys.argv[2].split(), [v.split()[0] for v in sys.argv[3:]]
+print(f"{'variant':<17}{'raw img/s':>10}{'photos':>14}{'c':>4}{'pod img/s':>11}{'p50 s':>8}{'p99 s':>8}{'pod/raw':>9}{'GPU busy %':>12}")
 for name in variants:
     raw = json.load(open(f"{results}/{name}-raw.json"))["throughput_images_per_second"]
-    for concurrency in concurrencies:
-        pod = json.load(open(f"{results}/{name}-c{concurrency}.json"))
+    for load in loads:
+        photos, concurrency = load.split(":")
+        label = f"{results}/{name}-{photos}-c{concurrency}"
+        pod = json.load(open(f"{label}.json"))
         latency = pod["latency_seconds"] or {}
-        samples_file = f"{results}/{name}-c{concurrency}-gpu.txt"
-        samples = [float(line) for line in open(samples_file) if line.strip()] if os.path.exists(samples_file) else []
+        samples = [float(line) for line in open(f"{label}-gpu.txt") if line.strip()] if os.path.exists(f"{label}-gpu.txt") else []
         busy = f"{sum(samples) / len(samples):.0f}" if samples else "n/a"
         rate = pod["throughput_images_per_second"]
-        print(f"{name:<15}{raw:>10.2f}{concurrency:>5}{rate:>11.2f}{latency.get('p50', float('nan')):>8.2f}"
-              f"{latency.get('p99', float('nan')):>8.2f}{rate / raw:>9.2f}{busy:>12}")
+        print(f"{name:<17}{raw:>10.2f}{photos:>14}{concurrency:>4}{rate:>11.2f}{latency.get('p50', float('nan')):>8.3f}"
+              f"{latency.get('p99', float('nan')):>8.3f}{rate / raw:>9.2f}{busy:>12}")
+print()
+for name in variants:
+    print(f"{name:<17} start-up to ready {open(f'{results}/{name}-ready.txt').read().strip()} s")
 PY
 }
 
 case "$command" in
   prepare) prepare ;;
-  run) run "${3:-gpu}" ;;
+  run) run "${@:3}" ;;
   *) echo "$usage" >&2; exit 2 ;;
 esac

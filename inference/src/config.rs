@@ -53,8 +53,8 @@ pub struct Config {
     pub tensorrt_cache_dir: Option<PathBuf>,
 
     /// Runs of one image through an IoBinding: the input and the mask in memory
-    /// allocated once (page-locked on a GPU, so each copy is one DMA) instead of
-    /// per-run buffers.
+    /// allocated once (the input page-locked on a GPU, so its copy is one DMA) instead
+    /// of per-run buffers.
     #[arg(long = flags::IO_BINDING, env = "MATTE_IO_BINDING", default_value_t = false, action = clap::ArgAction::Set)]
     pub io_binding: bool,
 

@@ -158,15 +158,18 @@ fn environment(library: &Path) -> Result<Environment, Error> {
     }
 }
 
-/// One image's input and its mask in memory allocated once, where a GPU provider
-/// copies from and to without staging: page-locked host memory (`CudaPinned`) for
-/// `cuda` and `tensorrt`, so each copy is one DMA, plain memory on the CPU. The output
+/// One image's input and its mask in memory allocated once. On `cuda` and `tensorrt`
+/// the input is page-locked host memory (`CudaPinned`), so its copy to the GPU is one
+/// DMA; the mask is plain host memory: ONNX Runtime 1.31's CUDA provider fails every
+/// run whose output is bound to page-locked memory (it schedules a copy of that buffer
+/// onto itself, `dst_data != src_data`), seen on an H200 with `bench/gpu.sh`. The output
 /// is bound once, to a tensor of the mask's shape when the model states it, otherwise to
 /// a buffer ONNX Runtime allocates at the first run and reuses.
 ///
 /// With CUDA graphs (`--cuda-graph`) the graph replays on the same device addresses
 /// every run, so input and mask also live in device memory bound once, and each run
-/// copies the image in and the mask out around the replay.
+/// copies the image in and the mask out around the replay; the image is staged in
+/// plain host memory there, the placement seen to run.
 struct Bound {
     binding: IoBinding,
     input_name: String,
@@ -185,18 +188,16 @@ impl Bound {
     fn new(session: &Session, shape: &ModelShape, options: &ModelOptions) -> ort::Result<Bound> {
         let memory =
             |device, memory_type| MemoryInfo::new(device, options.device_id, AllocatorType::Device, memory_type);
-        let on_gpu = !matches!(options.provider, Provider::Cpu);
-        let allocator = |memory_type| -> ort::Result<Allocator> {
-            if on_gpu {
-                Allocator::new(session, memory(AllocationDevice::CUDA_PINNED, memory_type)?)
-            } else {
-                Ok(Allocator::default())
-            }
+        let pinned_input = !matches!(options.provider, Provider::Cpu) && !options.gpu.cuda_graph;
+        let input_allocator = if pinned_input {
+            Allocator::new(session, memory(AllocationDevice::CUDA_PINNED, MemoryType::CPUInput)?)?
+        } else {
+            Allocator::default()
         };
         let preprocess = shape.preprocess;
         let input_dims = [1, 3, preprocess.height as usize, preprocess.width as usize];
         let input_name = session.inputs()[0].name().to_owned();
-        let input = Tensor::<f32>::new(&allocator(MemoryType::CPUInput)?, input_dims)?;
+        let input = Tensor::<f32>::new(&input_allocator, input_dims)?;
         let mut binding = session.create_binding()?;
         let stated =
             session.outputs().iter().find(|output| output.name() == shape.mask_output).and_then(|output| match output
@@ -213,7 +214,7 @@ impl Bound {
             let buffers = GraphBuffers {
                 input: Tensor::<f32>::new(&device, input_dims)?,
                 output: Tensor::<f32>::new(&device, dims.clone())?,
-                mask: Tensor::<f32>::new(&allocator(MemoryType::CPUOutput)?, dims)?,
+                mask: Tensor::<f32>::new(&Allocator::default(), dims)?,
             };
             binding.bind_input(input_name.clone(), &buffers.input)?;
             let mut buffers = buffers;
@@ -222,17 +223,10 @@ impl Bound {
         } else {
             match stated {
                 Some(dims) => {
-                    let output = Tensor::<f32>::new(&allocator(MemoryType::CPUOutput)?, dims)?;
+                    let output = Tensor::<f32>::new(&Allocator::default(), dims)?;
                     binding.bind_output(shape.mask_output.clone(), output)?;
                 }
-                None => {
-                    let host = if on_gpu {
-                        memory(AllocationDevice::CUDA_PINNED, MemoryType::CPUOutput)?
-                    } else {
-                        MemoryInfo::default()
-                    };
-                    binding.bind_output_to_device(shape.mask_output.clone(), &host)?;
-                }
+                None => binding.bind_output_to_device(shape.mask_output.clone(), &MemoryInfo::default())?,
             }
             None
         };
