@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The pod at the GPU's limit, in one script that fits in a few minutes of a GPU machine.
 #
-#   bench/gpu.sh prepare KIT     # here: release binaries, ISNet fp16 and fp32, 12 MP JPEGs
+#   bench/gpu.sh prepare KIT     # here: release binaries, ISNet fp16, fp32 and batched,
+#                                # 12 MP JPEGs and the small sample photos
 #   bench/gpu.sh run KIT         # on the GPU machine (nvidia-smi on PATH, CUDA 13 and
 #                                # cuDNN 9 installed, KIT/lib holding onnxruntime-gpu
 #                                # 1.31.1's libonnxruntime*.so)
@@ -12,7 +13,9 @@
 # (the model as shipped: an fp16 conversion with float32 inputs and outputs) and TensorRT
 # fp16 (from the float32 build; engines and timing cache in KIT/tensorrt-cache, so a
 # second run loads them), and CUDA fp16 again with --io-binding (input and mask in
-# page-locked memory allocated once) and with --cuda-graph (captured once, replayed), it
+# page-locked memory allocated once) and with --cuda-graph (captured once, replayed), and
+# CUDA fp16 batching 4 and 8 images a run (bench/batch_model.py frees the batch dimension;
+# the bare loop still runs one image), it
 # prints: a bare session.run loop's
 # images/s (inference/examples/raw_session.rs, the server's own session set-up), the
 # pod's images/s and latency through HTTP at concurrency 1, 16 and 64 on 12 MP JPEGs
@@ -38,6 +41,7 @@ prepare() {
   cp target/release/matte-inference target/release/matte-load target/release/examples/raw_session "$kit/bin/"
   cp "$MATTE_MODEL_FP16" "$kit/models/isnet-fp16.onnx"
   "$MATTE_PYTHON" bench/fp32_model.py "$MATTE_MODEL_FP16" "$kit/models/isnet-fp32.onnx"
+  "$MATTE_PYTHON" bench/batch_model.py "$MATTE_MODEL_FP16" "$kit/models/isnet-batch.onnx" --check
   "$MATTE_PYTHON" - "$MATTE_SAMPLE_IMAGES" "$kit/photos" <<'PY'
 import sys
 from PIL import Image
@@ -71,7 +75,7 @@ run() {
   mkdir -p "$results"
   if [[ $mode == --cpu ]]; then
     source "${MATTE_CACHE:-$HOME/.cache/matte}/env.sh"
-    variants=("cpu cpu isnet-fp16.onnx false" "cpu-bound cpu isnet-fp16.onnx true")
+    variants=("cpu cpu isnet-fp16.onnx false 1" "cpu-bound cpu isnet-fp16.onnx true 1")
     loads=(photos:2 photos-small:2)
     raw_runs=2
     requests_per_client=2
@@ -79,10 +83,11 @@ run() {
     export ORT_DYLIB_PATH
     ORT_DYLIB_PATH=$(ls "$kit"/lib/libonnxruntime.so.* | head -1)
     export LD_LIBRARY_PATH="$kit/lib:${LD_LIBRARY_PATH:-}"
-    # name, provider, model, --io-binding (or `graph` for --cuda-graph)
-    variants=("cuda-fp32 cuda isnet-fp32.onnx false" "cuda-fp16 cuda isnet-fp16.onnx false"
-      "cuda-fp16-bound cuda isnet-fp16.onnx true" "cuda-fp16-graph cuda isnet-fp16.onnx graph"
-      "tensorrt-fp16 tensorrt isnet-fp32.onnx false")
+    # name, provider, model, --io-binding (or `graph` for --cuda-graph), --max-batch-size
+    variants=("cuda-fp32 cuda isnet-fp32.onnx false 1" "cuda-fp16 cuda isnet-fp16.onnx false 1"
+      "cuda-fp16-bound cuda isnet-fp16.onnx true 1" "cuda-fp16-graph cuda isnet-fp16.onnx graph 1"
+      "cuda-fp16-batch4 cuda isnet-batch.onnx false 4" "cuda-fp16-batch8 cuda isnet-batch.onnx false 8"
+      "tensorrt-fp16 tensorrt isnet-fp32.onnx false 1")
     if ((${#named[@]})); then
       local variant wanted kept=()
       for variant in "${variants[@]}"; do
@@ -104,7 +109,7 @@ run() {
   local gpu_flags=(--tensorrt-cache-dir "$kit/tensorrt-cache")
   mkdir -p "$kit/tensorrt-cache"
   for variant in "${variants[@]}"; do
-    read -r name provider model binding <<<"$variant"
+    read -r name provider model binding batch <<<"$variant"
     # `graph`: CUDA graphs, which bind the input and mask themselves.
     local io_binding=$binding cuda_graph=false
     if [[ $binding == graph ]]; then io_binding=false cuda_graph=true; fi
@@ -114,8 +119,9 @@ run() {
     port=$(free_port)
     local launched=$EPOCHREALTIME
     "$kit/bin/matte-inference" --model "$kit/models/$model" --provider "$provider" --intra-threads "$threads" \
-      --cpu-workers "$threads" --listen "127.0.0.1:$port" --queue-capacity 256 --max-dimension 2048 \
-      --io-binding "$io_binding" --cuda-graph "$cuda_graph" --log-format text "${gpu_flags[@]}" 2>"$results/$name-server.log" &
+      --cpu-workers "$threads" --listen "127.0.0.1:$port" --queue-capacity 256 --max-dimension 2048 --drain-delay-seconds 0 \
+      --io-binding "$io_binding" --cuda-graph "$cuda_graph" --max-batch-size "$batch" --log-format text \
+      "${gpu_flags[@]}" 2>"$results/$name-server.log" &
     server=$!
     trap 'kill -TERM $server 2>/dev/null || true' EXIT
     wait_ready "http://127.0.0.1:$port/readyz" $server
