@@ -7,6 +7,7 @@
 #                                # cuDNN 9 installed, KIT/lib holding onnxruntime-gpu
 #                                # 1.31.1's libonnxruntime*.so)
 #   bench/gpu.sh run KIT cuda-fp16-graph ...   # only the variants named
+#   CPU_WORKERS=8 bench/gpu.sh run KIT cuda-fp16   # the pod's --cpu-workers (default: every core)
 #   bench/gpu.sh run KIT --cpu   # the same steps on this CPU, to check the script
 #
 # For each of CUDA fp32 (the float32 build of the model, bench/fp32_model.py), CUDA fp16
@@ -119,7 +120,7 @@ run() {
     port=$(free_port)
     local launched=$EPOCHREALTIME
     "$kit/bin/matte-inference" --model "$kit/models/$model" --provider "$provider" --intra-threads "$threads" \
-      --cpu-workers "$threads" --listen "127.0.0.1:$port" --queue-capacity 256 --max-dimension 2048 --drain-delay-seconds 0 \
+      --cpu-workers "${CPU_WORKERS:-$threads}" --listen "127.0.0.1:$port" --queue-capacity 256 --max-dimension 2048 --drain-delay-seconds 0 \
       --io-binding "$io_binding" --cuda-graph "$cuda_graph" --max-batch-size "$batch" --log-format text \
       "${gpu_flags[@]}" 2>"$results/$name-server.log" &
     server=$!
