@@ -1,7 +1,8 @@
 //! `--io-binding`: runs of one image through an IoBinding to memory allocated once give
 //! the masks of plain runs, image after image (the bound input is rewritten each run,
 //! never stale), on the generated tiny model and on the real ISNet. On the CPU provider
-//! here; on a GPU the same path uses page-locked memory (`bench/gpu.sh` measures it).
+//! here; on a GPU the same path stages the input in page-locked memory (`bench/gpu.sh`
+//! runs it there).
 
 mod support;
 
