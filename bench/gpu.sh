@@ -3,9 +3,9 @@
 #
 #   bench/gpu.sh prepare KIT     # here: release binaries, ISNet fp16, fp32 and batched,
 #                                # 12 MP JPEGs and the small sample photos
+#                                # and onnxruntime-gpu's libraries (PyPI) in KIT/lib
 #   bench/gpu.sh run KIT         # on the GPU machine (nvidia-smi on PATH, CUDA 13 and
-#                                # cuDNN 9 installed, KIT/lib holding onnxruntime-gpu
-#                                # 1.31.1's libonnxruntime*.so)
+#                                # cuDNN 9 on the library path)
 #   bench/gpu.sh run KIT cuda-fp16-graph ...   # only the variants named
 #   CPU_WORKERS=8 bench/gpu.sh run KIT cuda-fp16   # the pod's --cpu-workers (default: every core)
 #   bench/gpu.sh run KIT --cpu   # the same steps on this CPU, to check the script
@@ -50,7 +50,10 @@ for name in ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"):
     image = Image.open(f"{sys.argv[1]}/{name}").convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC)
     image.save(f"{sys.argv[2]}/{name.split('.')[0]}-12mp.jpg", quality=90)
 PY
-  echo "kit ready in $kit; put onnxruntime-gpu $ONNXRUNTIME_VERSION's libonnxruntime*.so in $kit/lib" >&2
+  # ONNX Runtime's GPU build; CUDA 13 and cuDNN 9 are the GPU machine's own
+  bash scripts/wheel_libs.sh "${MATTE_CACHE:-$HOME/.cache/matte}/downloads/cuda-wheels" "$kit/lib" \
+    "onnxruntime-gpu==$ONNXRUNTIME_VERSION"
+  echo "kit ready in $kit" >&2
 }
 
 tensorrt_installed() {

@@ -163,37 +163,18 @@ fi
 
 # --- matte-inference (CUDA) --------------------------------------------------------------
 if $cuda; then
-  wheels="$cache/downloads/cuda-wheels"
-  mkdir -p "$wheels"
   # onnxruntime-gpu is built for CUDA 13 and cuDNN 9; these wheels carry what its CUDA
   # provider needs (versions in scripts/versions.env).
   cuda_wheels=("onnxruntime-gpu==$ONNXRUNTIME_VERSION" "nvidia-cuda-runtime==$CUDA_RUNTIME_VERSION"
     "nvidia-cuda-nvrtc==$CUDA_NVRTC_VERSION" "nvidia-cublas==$CUBLAS_VERSION" "nvidia-cufft==$CUFFT_VERSION"
     "nvidia-curand==$CURAND_VERSION" "nvidia-cudnn-cu13==$CUDNN_VERSION")
+  wheels="$cache/downloads/cuda-wheels"
   log "fetching ${cuda_wheels[*]} from PyPI (cached in $wheels)"
-  "$MATTE_PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-    --python-version 3.11 --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
-    --platform manylinux2014_x86_64 -d "$wheels" "${cuda_wheels[@]}"
   context="$oci/context/inference-cuda"
   rm -rf "$context" && mkdir -p "$context/bin" "$context/lib"
   stage_binary "$bin_dir/matte-inference" "$context/bin/matte-inference"
   # The shared libraries of each wheel, flattened into one directory on the library path.
-  "$MATTE_PYTHON" - "$wheels" "$context/lib" "${cuda_wheels[@]}" <<'PY'
-import glob, os, re, sys, zipfile
-wheels, out, *specs = sys.argv[1:]
-for spec in specs:
-    name, version = spec.split("==")
-    found = sorted(glob.glob(os.path.join(wheels, f"{name.replace('-', '_')}-{version}-*.whl")))
-    if not found:
-        sys.exit(f"no wheel {name} {version} in {wheels}")
-    with zipfile.ZipFile(found[-1]) as wheel:
-        for entry in wheel.namelist():
-            base = os.path.basename(entry)
-            # Shared libraries only: not the Python extension modules next to them.
-            if base.startswith("lib") and re.search(r"\.so(\.\d+)*$", base):
-                with wheel.open(entry) as src, open(os.path.join(out, base), "wb") as dst:
-                    dst.write(src.read())
-PY
+  bash "$root/scripts/wheel_libs.sh" "$wheels" "$context/lib" "${cuda_wheels[@]}"
   build_image matte-inference "$version-cuda" "$here/inference.Containerfile" "$context" \
     --build-arg ONNXRUNTIME_VERSION="$ONNXRUNTIME_VERSION" --build-arg PROVIDER=cuda
 fi
