@@ -14,7 +14,7 @@
 # (the model as shipped: an fp16 conversion with float32 inputs and outputs) and TensorRT
 # fp16 (from the float32 build; engines and timing cache in KIT/tensorrt-cache, so a
 # second run loads them), and CUDA fp16 again with --io-binding (input and mask in
-# page-locked memory allocated once) and with --cuda-graph (captured once, replayed), and
+# memory allocated once, the input page-locked) and with --cuda-graph (captured once, replayed), and
 # CUDA fp16 batching 4 and 8 images a run (bench/batch_model.py frees the batch dimension;
 # the bare loop still runs one image), it
 # prints: a bare session.run loop's
@@ -51,8 +51,7 @@ for name in ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"):
     image.save(f"{sys.argv[2]}/{name.split('.')[0]}-12mp.jpg", quality=90)
 PY
   # ONNX Runtime's GPU build; CUDA 13 and cuDNN 9 are the GPU machine's own
-  bash scripts/wheel_libs.sh "${MATTE_CACHE:-$HOME/.cache/matte}/downloads/cuda-wheels" "$kit/lib" \
-    "onnxruntime-gpu==$ONNXRUNTIME_VERSION"
+  bash scripts/wheel_libs.sh "$kit/lib" "onnxruntime-gpu==$ONNXRUNTIME_VERSION"
   echo "kit ready in $kit" >&2
 }
 
@@ -123,13 +122,14 @@ run() {
     port=$(free_port)
     local launched=$EPOCHREALTIME
     "$kit/bin/matte-inference" --model "$kit/models/$model" --provider "$provider" --intra-threads "$threads" \
-      --cpu-workers "${CPU_WORKERS:-$threads}" --listen "127.0.0.1:$port" --queue-capacity 256 --max-dimension 2048 --drain-delay-seconds 0 \
-      --io-binding "$io_binding" --cuda-graph "$cuda_graph" --max-batch-size "$batch" --log-format text \
+      --cpu-workers "${CPU_WORKERS:-$threads}" --listen "127.0.0.1:$port" --queue-capacity 256 \
+      --max-dimension 2048 --drain-delay-seconds 0 --io-binding "$io_binding" --cuda-graph "$cuda_graph" --max-batch-size "$batch" --log-format text \
       "${gpu_flags[@]}" 2>"$results/$name-server.log" &
     server=$!
     trap 'kill -TERM $server 2>/dev/null || true' EXIT
     wait_ready "http://127.0.0.1:$port/readyz" $server
-    # start-up to ready: session, convolution search and warm-up, what the autoscaler waits
+    # start-up to ready: session, convolution search and warm-up, the server's part of a
+    # pod's start-up
     python3 -c "print(f'{$EPOCHREALTIME - $launched:.1f}')" >"$results/$name-ready.txt"
     for load in "${loads[@]}"; do
       local photos=${load%%:*} concurrency=${load##*:}

@@ -2,13 +2,14 @@
 # Fetches wheels from PyPI into a cache and copies the shared libraries they carry (not
 # the Python extension modules beside them) into one directory: what the CUDA inference
 # image (scripts/images/build.sh --cuda) and the GPU benchmark's kit (bench/gpu.sh) put
-# on the library path. Needs $MATTE_PYTHON (scripts/setup.sh).
+# on the library path. Needs $MATTE_PYTHON (scripts/setup.sh); the wheels are kept in
+# $MATTE_CACHE/downloads/cuda-wheels.
 #
-#   scripts/wheel_libs.sh CACHE_DIR OUT_DIR NAME==VERSION...
+#   scripts/wheel_libs.sh OUT_DIR NAME==VERSION...
 set -euo pipefail
-[[ $# -ge 3 ]] || { echo "usage: scripts/wheel_libs.sh CACHE_DIR OUT_DIR NAME==VERSION..." >&2; exit 2; }
-wheels=$1 out=$2
-shift 2
+[[ $# -ge 2 ]] || { echo "usage: scripts/wheel_libs.sh OUT_DIR NAME==VERSION..." >&2; exit 2; }
+wheels="${MATTE_CACHE:-$HOME/.cache/matte}/downloads/cuda-wheels" out=$1
+shift
 mkdir -p "$wheels" "$out"
 "$MATTE_PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
   --python-version 3.11 --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \

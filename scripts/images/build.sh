@@ -168,13 +168,12 @@ if $cuda; then
   cuda_wheels=("onnxruntime-gpu==$ONNXRUNTIME_VERSION" "nvidia-cuda-runtime==$CUDA_RUNTIME_VERSION"
     "nvidia-cuda-nvrtc==$CUDA_NVRTC_VERSION" "nvidia-cublas==$CUBLAS_VERSION" "nvidia-cufft==$CUFFT_VERSION"
     "nvidia-curand==$CURAND_VERSION" "nvidia-cudnn-cu13==$CUDNN_VERSION")
-  wheels="$cache/downloads/cuda-wheels"
-  log "fetching ${cuda_wheels[*]} from PyPI (cached in $wheels)"
+  log "fetching ${cuda_wheels[*]} from PyPI (cached in $cache/downloads/cuda-wheels)"
   context="$oci/context/inference-cuda"
   rm -rf "$context" && mkdir -p "$context/bin" "$context/lib"
   stage_binary "$bin_dir/matte-inference" "$context/bin/matte-inference"
   # The shared libraries of each wheel, flattened into one directory on the library path.
-  bash "$root/scripts/wheel_libs.sh" "$wheels" "$context/lib" "${cuda_wheels[@]}"
+  bash "$root/scripts/wheel_libs.sh" "$context/lib" "${cuda_wheels[@]}"
   build_image matte-inference "$version-cuda" "$here/inference.Containerfile" "$context" \
     --build-arg ONNXRUNTIME_VERSION="$ONNXRUNTIME_VERSION" --build-arg PROVIDER=cuda
 fi
