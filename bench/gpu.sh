@@ -15,8 +15,8 @@
 # fp16 (from the float32 build; engines and timing cache in KIT/tensorrt-cache, so a
 # second run loads them), and CUDA fp16 again with --io-binding (input and mask in
 # memory allocated once, the input page-locked) and with --cuda-graph (captured once, replayed), and
-# CUDA fp16 batching 4 and 8 images a run (bench/batch_model.py frees the batch dimension;
-# the bare loop still runs one image), it
+# CUDA fp16 batching 2, 4 and 8 images a run (bench/batch_model.py frees the batch dimension;
+# the bare loop runs full batches), it
 # prints: a bare session.run loop's
 # images/s (inference/examples/raw_session.rs, the server's own session set-up), the
 # pod's images/s and latency through HTTP at concurrency 1, 16 and 64 on 12 MP JPEGs
@@ -89,7 +89,8 @@ run() {
     # name, provider, model, --io-binding (or `graph` for --cuda-graph), --max-batch-size
     variants=("cuda-fp32 cuda isnet-fp32.onnx false 1" "cuda-fp16 cuda isnet-fp16.onnx false 1"
       "cuda-fp16-bound cuda isnet-fp16.onnx true 1" "cuda-fp16-graph cuda isnet-fp16.onnx graph 1"
-      "cuda-fp16-batch4 cuda isnet-batch.onnx false 4" "cuda-fp16-batch8 cuda isnet-batch.onnx false 8"
+      "cuda-fp16-batch2 cuda isnet-batch.onnx false 2" "cuda-fp16-batch4 cuda isnet-batch.onnx false 4"
+      "cuda-fp16-batch8 cuda isnet-batch.onnx false 8"
       "tensorrt-fp16 tensorrt isnet-fp32.onnx false 1")
     if ((${#named[@]})); then
       local variant wanted kept=()
@@ -118,7 +119,7 @@ run() {
     if [[ $binding == graph ]]; then io_binding=false cuda_graph=true; fi
     echo "== $name: raw session.run" >&2
     "$kit/bin/raw_session" --runs "$raw_runs" --model "$kit/models/$model" --provider "$provider" \
-      --intra-threads "$threads" --io-binding "$io_binding" --cuda-graph "$cuda_graph" "${gpu_flags[@]}" >"$results/$name-raw.json"
+      --batch "$batch" --max-batch-size "$batch" --intra-threads "$threads" --io-binding "$io_binding" --cuda-graph "$cuda_graph" "${gpu_flags[@]}" >"$results/$name-raw.json"
     port=$(free_port)
     local launched=$EPOCHREALTIME
     "$kit/bin/matte-inference" --model "$kit/models/$model" --provider "$provider" --intra-threads "$threads" \

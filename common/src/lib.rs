@@ -241,17 +241,21 @@ pub mod memory {
         pub max_body_bytes: u64,
         pub max_dimension: u64,
         pub input_size: u64,
+        /// `--max-batch-size`: a run's images laid out together and its masks.
+        pub max_batch_size: u64,
     }
 
     impl Sizing {
         /// The most the image work can hold at once: every CPU worker decoding the
-        /// largest image, and every place holding a full body, an output-sized image
-        /// and its model input.
+        /// largest image, every place holding a full body, an output-sized image and
+        /// its model input, and the run in progress its batch's input and masks again.
         pub fn image_work_bytes(&self) -> u64 {
-            let per_place = self.max_body_bytes
-                + OUTPUT_BYTES_PER_PIXEL * self.max_dimension * self.max_dimension
-                + MODEL_BYTES_PER_PIXEL * self.input_size * self.input_size;
-            self.cpu_workers * DECODE_BYTES_PER_PIXEL * self.max_input_pixels + self.queue_capacity * per_place
+            let model_bytes = MODEL_BYTES_PER_PIXEL * self.input_size * self.input_size;
+            let per_place =
+                self.max_body_bytes + OUTPUT_BYTES_PER_PIXEL * self.max_dimension * self.max_dimension + model_bytes;
+            self.cpu_workers * DECODE_BYTES_PER_PIXEL * self.max_input_pixels
+                + self.queue_capacity * per_place
+                + self.max_batch_size * model_bytes
         }
 
         /// The pod's memory bound: the image work plus the runtime allowance.
@@ -273,6 +277,7 @@ pub mod memory {
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 max_dimension: 2048,
                 input_size: 1024,
+                max_batch_size: 1,
             };
             let gib = sizing.pod_bytes() as f64 / (1u64 << 30) as f64;
             assert!((6.0..8.0).contains(&gib), "{gib:.2} GiB");

@@ -54,13 +54,15 @@ pub struct Config {
 
     /// Runs of one image through an IoBinding: the input and the mask in memory
     /// allocated once (the input page-locked on a GPU, so its copy is one DMA) instead
-    /// of per-run buffers.
+    /// of per-run buffers. A model that batches (`--max-batch-size` above 1) has a
+    /// buffer of its own for that and no binding.
     #[arg(long = flags::IO_BINDING, env = "MATTE_IO_BINDING", default_value_t = false, action = clap::ArgAction::Set)]
     pub io_binding: bool,
 
     /// CUDA graphs (`cuda` only; implies `--io-binding`): the warm-up run is captured
     /// and every later run replays it, without launching each kernel again. Every node
-    /// of the model must run on the CUDA provider, or the capture fails at start-up.
+    /// of the model must run on the CUDA provider, or the capture fails at start-up; a
+    /// model that batches is refused.
     #[arg(long = flags::CUDA_GRAPH, env = "MATTE_CUDA_GRAPH", default_value_t = false, action = clap::ArgAction::Set)]
     pub cuda_graph: bool,
 
@@ -200,6 +202,7 @@ impl Config {
             max_body_bytes: self.max_body_bytes as u64,
             max_dimension: u64::from(self.max_dimension),
             input_size: u64::from(self.input_size),
+            max_batch_size: u64::from(self.max_batch_size),
         }
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
-use crate::config::Config;
+use crate::config::{Config, Provider};
 use crate::inference_loop::{self, LoopContext};
 use crate::model::{GpuTuning, Model, ModelOptions};
 use crate::state::AppState;
@@ -180,12 +180,14 @@ pub fn model_options(config: &Config, runtime_library: PathBuf) -> ModelOptions 
         std: config.std,
         mask_output: config.mask_output.clone(),
         max_batch_size: config.max_batch_size as usize,
+        pad_batches: config.provider != Provider::Cpu,
         io_binding: config.io_binding,
     }
 }
 
-/// Loads the model and runs one full-size batch of one image, so the first client does
-/// not pay for lazy initialisation (CUDA kernels, memory arenas), then turns ready.
+/// Loads the model and runs one batch of one image (padded to the full batch where
+/// batches are), so the first client does not pay for lazy initialisation (CUDA
+/// kernels, memory arenas, convolution plans), then turns ready.
 fn load_and_warm_up(options: &ModelOptions, state: &AppState) -> Result<Model, Error> {
     let started = Instant::now();
     let mut model = Model::load(options)?;

@@ -1,9 +1,11 @@
 //! Micro-batching: several images share one run when the model's batch dimension is
-//! dynamic (a tiny generated model), and never when it is fixed (the real ISNet).
+//! dynamic (a tiny generated model), and never when it is fixed (the real ISNet); each
+//! image of a batch gets the mask a run of its own gives.
 
 mod support;
 
-use support::{Server, TinyModel, post_concurrently};
+use matte_inference::model::Model;
+use support::{Server, TinyModel, load_model, model_options, post_concurrently, varied_input};
 
 fn send_concurrently(server: &Server, count: usize) {
     for request in post_concurrently(server, "coffee.png", count) {
@@ -29,4 +31,44 @@ fn a_fixed_batch_model_runs_one_image_at_a_time() {
     send_concurrently(&server, 2);
     assert_eq!(server.metric("matte_batch_size_count"), 2.0);
     assert_eq!(server.metric("matte_batch_size_sum"), 2.0);
+}
+
+#[test]
+fn each_image_of_a_batch_gets_the_mask_of_its_own_run() {
+    let tiny = TinyModel::generate();
+    batches_give_the_masks_of_single_runs(load_model(&tiny.path, &["--max-batch-size", "4"]));
+}
+
+/// As the GPU providers run batches (padded to the largest, so that the input's shape
+/// never changes); here on the CPU provider.
+#[test]
+fn each_image_of_a_padded_batch_gets_the_mask_of_its_own_run() {
+    let tiny = TinyModel::generate();
+    let mut options = model_options(&tiny.path, &["--max-batch-size", "4"]);
+    assert!(!options.pad_batches, "the CPU provider runs batches at their own size");
+    options.pad_batches = true;
+    batches_give_the_masks_of_single_runs(Model::load(&options).expect("the model loads"));
+}
+
+fn batches_give_the_masks_of_single_runs(mut model: Model) {
+    assert_eq!(model.shape().max_batch_size, 4);
+    let inputs: Vec<Vec<f32>> = (0..4).map(|seed| varied_input(&model, seed)).collect();
+    let alone: Vec<Vec<f32>> =
+        inputs.iter().map(|input| model.run(&[input]).expect("a single run").remove(0).values).collect();
+    assert_ne!(alone[0], alone[1], "different images, different masks");
+
+    // A full batch, then a shorter one in the same buffer: no image of the first is
+    // left over in the second (padding included: its masks are not given back).
+    for images in [0..4, 1..3] {
+        let views: Vec<&[f32]> = inputs[images.clone()].iter().map(Vec::as_slice).collect();
+        let masks = model.run(&views).expect("a batched run");
+        assert_eq!(masks.len(), images.len());
+        for (image, mask) in images.clone().zip(&masks) {
+            assert_eq!(mask.values, alone[image], "image {image} of the batch {images:?}");
+        }
+    }
+
+    let five: Vec<&[f32]> = inputs.iter().chain(&inputs[..1]).map(Vec::as_slice).collect();
+    let refused = model.run(&five).expect_err("more images than the model's batch").to_string();
+    assert!(refused.contains("5 images") && refused.contains("takes 4"), "{refused}");
 }

@@ -12,23 +12,10 @@ use clap::Parser;
 use matte_inference::config::Config;
 use matte_inference::model::{Mask, Model};
 use matte_inference::server::model_options;
-use support::{TinyModel, setup_path};
+use support::{TinyModel, load_model, setup_path, varied_input as input};
 
 fn load(model: &Path, io_binding: bool) -> Model {
-    let binding = io_binding.to_string();
-    let model = model.to_str().expect("a UTF-8 path");
-    let args =
-        ["matte-inference", "--model", model, "--provider", "cpu", "--intra-threads", "1", "--io-binding", &binding];
-    Model::load(&model_options(&Config::parse_from(args), setup_path("ORT_DYLIB_PATH"))).expect("the model loads")
-}
-
-/// An input whose every value depends on `seed`, as unlike the previous one as it gets.
-fn input(model: &Model, seed: u32) -> Vec<f32> {
-    let preprocess = model.shape().preprocess;
-    let values = 3 * preprocess.width as usize * preprocess.height as usize;
-    (0..values)
-        .map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed * 977) % 1000) as f32 / 500.0 - 1.0)
-        .collect()
+    load_model(model, &["--io-binding", &io_binding.to_string()])
 }
 
 fn run(model: &mut Model, input: &[f32]) -> Mask {

@@ -142,6 +142,7 @@ fn the_worst_inputs_stay_within_the_memory_bound_of_the_flags() {
         max_body_bytes: matte_common::memory::DEFAULT_MAX_BODY_BYTES,
         max_dimension: 2048,
         input_size: 32,
+        max_batch_size: 1,
     };
     let bomb = iccp_bomb(400 * 1024 * 1024);
     let long = long_png(40_000_000);

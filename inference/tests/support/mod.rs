@@ -230,6 +230,31 @@ pub enum Fault {
     Hang,
 }
 
+/// Loads `model` in-process on the CPU provider with one intra-op thread, as the server
+/// would with `extra` flags.
+pub fn load_model(model: &std::path::Path, extra: &[&str]) -> matte_inference::model::Model {
+    matte_inference::model::Model::load(&model_options(model, extra)).expect("the model loads")
+}
+
+/// The options [`load_model`] loads with, to change before loading.
+pub fn model_options(model: &std::path::Path, extra: &[&str]) -> matte_inference::model::ModelOptions {
+    use clap::Parser;
+    let model = model.to_str().expect("a UTF-8 path");
+    let args = ["matte-inference", "--model", model, "--provider", "cpu", "--intra-threads", "1"];
+    let config = matte_inference::config::Config::parse_from(args.iter().chain(extra));
+    matte_inference::server::model_options(&config, setup_path("ORT_DYLIB_PATH"))
+}
+
+/// An input for `model` whose every value depends on `seed`, as unlike another seed's
+/// as it gets.
+pub fn varied_input(model: &matte_inference::model::Model, seed: u32) -> Vec<f32> {
+    let preprocess = model.shape().preprocess;
+    let values = 3 * preprocess.width as usize * preprocess.height as usize;
+    (0..values)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed * 977) % 1000) as f32 / 500.0 - 1.0)
+        .collect()
+}
+
 /// A tiny model that passes its warm-up and then goes wrong on every real image.
 pub fn faulty_model(fault: Fault) -> TinyModel {
     let mode = match fault {

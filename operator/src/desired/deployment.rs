@@ -148,6 +148,7 @@ fn sizing(brs: &BackgroundRemovalService, cores: u32) -> memory::Sizing {
         max_body_bytes: memory::DEFAULT_MAX_BODY_BYTES,
         max_dimension: positive(spec.max_dimension),
         input_size: positive(spec.model.input_size),
+        max_batch_size: positive(spec.batching.max_batch_size),
     }
 }
 
