@@ -314,6 +314,8 @@ impl Default for GpuSpec {
 #[serde(rename_all = "camelCase")]
 pub struct BatchingSpec {
     /// Images per inference run; used only with models whose batch dimension is dynamic.
+    /// On a GPU every run is padded to this many images, so that the input's shape never
+    /// changes: 4 is where ISNet gains most.
     #[serde(default = "default_max_batch_size")]
     #[schemars(range(min = 1, max = limits::MAX_BATCH_SIZE))]
     pub max_batch_size: i32,
