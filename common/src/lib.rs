@@ -25,6 +25,10 @@ pub mod metrics {
     pub const REQUESTS_TOTAL: &str = "matte_requests_total";
     /// Counter: images that went through inference.
     pub const IMAGES_PROCESSED_TOTAL: &str = "matte_images_processed_total";
+    /// Counter: rows of the model's batch computed, each run's images and the padding a
+    /// GPU adds up to `--max-batch-size`; its rate over `matte_inference_seconds_sum`'s
+    /// is a busy pod's pace, which a lone image's padded run does not understate.
+    pub const INFERENCE_ROWS_TOTAL: &str = "matte_inference_rows_total";
     /// Gauge: requests admitted and not yet answered (queued, decoding, inferring, encoding).
     pub const INFLIGHT_REQUESTS: &str = "matte_inflight_requests";
     /// Gauge: 1 when the pod is ready to take work, 0 while loading or draining.
@@ -33,7 +37,7 @@ pub mod metrics {
     pub const MODEL_INFO: &str = "matte_model_info";
 
     /// Every name above.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         QUEUE_DEPTH,
         OLDEST_QUEUED_AGE_SECONDS,
         QUEUE_WAIT_SECONDS,
@@ -42,6 +46,7 @@ pub mod metrics {
         REQUEST_DURATION_SECONDS,
         REQUESTS_TOTAL,
         IMAGES_PROCESSED_TOTAL,
+        INFERENCE_ROWS_TOTAL,
         INFLIGHT_REQUESTS,
         READY,
         MODEL_INFO,

@@ -36,12 +36,14 @@ pub fn run(mut model: Model, context: &LoopContext<'_>) {
             metrics.queue_wait.observe((started - job.arrived).as_secs_f64());
         }
         let inputs: Vec<&[f32]> = jobs.iter().map(|job| job.tensor.as_slice()).collect();
+        let rows = model.rows(inputs.len());
         health.run_begins();
         let result = model.run(&inputs);
         health.run_ends(result.is_ok());
         let elapsed = started.elapsed();
         metrics.inference.observe(elapsed.as_secs_f64());
         metrics.batch_size.observe(jobs.len() as f64);
+        metrics.inference_rows.inc_by(rows as u64);
 
         match result {
             Ok(masks) => {

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub request_duration: Histogram,
     pub requests: IntCounterVec,
     pub images_processed: IntCounter,
+    pub inference_rows: IntCounter,
     pub inflight: IntGauge,
     pub ready: IntGauge,
     model_info: IntGaugeVec,
@@ -53,6 +54,11 @@ impl Default for Metrics {
             .expect("valid"),
             images_processed: IntCounter::new(names::IMAGES_PROCESSED_TOTAL, "Images that went through inference.")
                 .expect("valid"),
+            inference_rows: IntCounter::new(
+                names::INFERENCE_ROWS_TOTAL,
+                "Rows of the model's batch computed: each run's images and its padding.",
+            )
+            .expect("valid"),
             inflight: IntGauge::new(names::INFLIGHT_REQUESTS, "Requests admitted and not yet answered.")
                 .expect("valid"),
             ready: IntGauge::new(names::READY, "1 when the pod takes work, 0 while loading or draining.")
@@ -71,7 +77,7 @@ impl Default for Metrics {
 
 impl Metrics {
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
             Box::new(self.queue_depth.clone()),
             Box::new(self.oldest_queued_age.clone()),
             Box::new(self.queue_wait.clone()),
@@ -80,6 +86,7 @@ impl Metrics {
             Box::new(self.request_duration.clone()),
             Box::new(self.requests.clone()),
             Box::new(self.images_processed.clone()),
+            Box::new(self.inference_rows.clone()),
             Box::new(self.inflight.clone()),
             Box::new(self.ready.clone()),
             Box::new(self.model_info.clone()),

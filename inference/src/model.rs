@@ -130,6 +130,15 @@ impl Model {
         &self.shape
     }
 
+    /// The rows of the model's batch a run of `images` computes: the largest batch
+    /// where runs are padded to it, `images` otherwise.
+    pub fn rows(&self, images: usize) -> usize {
+        match &self.batch_input {
+            Some(batch_input) if batch_input.padded => self.shape.max_batch_size,
+            _ => images,
+        }
+    }
+
     /// Runs one batch; `inputs` are tensors made by [`crate::imaging::to_model_input`]
     /// with this model's [`Preprocess`], at most `max_batch_size` of them.
     pub fn run(&mut self, inputs: &[&[f32]]) -> Result<Vec<Mask>, Error> {
@@ -138,9 +147,10 @@ impl Model {
             return bound.run(&mut self.session, &self.shape.mask_output, single);
         }
         let limit = self.shape.max_batch_size;
-        let (values, rows) = match (inputs, self.batch_input.as_mut()) {
-            (_, Some(batch_input)) if inputs.len() <= limit => batch_input.fill(inputs)?,
-            ([single], None) => (*single, 1),
+        let rows = self.rows(inputs.len());
+        let values = match (inputs, self.batch_input.as_mut()) {
+            (_, Some(batch_input)) if inputs.len() <= limit => batch_input.fill(inputs, rows)?,
+            ([single], None) => *single,
             _ => return Err(Error::Inference(format!("a run of {} images, the model takes {limit}", inputs.len()))),
         };
         let preprocess = self.shape.preprocess;
@@ -310,8 +320,8 @@ impl BatchInput {
     }
 
     /// Copies `inputs` (at most the largest batch) into the buffer, one after another,
-    /// and gives back the part the run reads and its images, padding included.
-    fn fill(&mut self, inputs: &[&[f32]]) -> Result<(&[f32], usize), Error> {
+    /// and gives back the part a run of `rows` images reads, padding included.
+    fn fill(&mut self, inputs: &[&[f32]], rows: usize) -> Result<&[f32], Error> {
         let (_, buffer) = self.values.extract_tensor_mut();
         for (slot, input) in buffer.chunks_exact_mut(self.image_values).zip(inputs) {
             if input.len() != self.image_values {
@@ -323,8 +333,7 @@ impl BatchInput {
             }
             slot.copy_from_slice(input);
         }
-        let rows = if self.padded { buffer.len() / self.image_values } else { inputs.len() };
-        Ok((&buffer[..rows * self.image_values], rows))
+        Ok(&buffer[..rows * self.image_values])
     }
 }
 

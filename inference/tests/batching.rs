@@ -22,6 +22,7 @@ fn a_dynamic_batch_model_runs_several_images_at_once() {
     assert_eq!(server.metric("matte_images_processed_total"), 4.0);
     let runs = server.metric("matte_batch_size_count");
     assert_eq!(server.metric("matte_batch_size_sum"), 4.0);
+    assert_eq!(server.metric("matte_inference_rows_total"), 4.0, "the CPU does not pad its batches");
     assert!(runs < 4.0, "four concurrent images took {runs} runs; expected fewer");
 }
 
@@ -36,7 +37,9 @@ fn a_fixed_batch_model_runs_one_image_at_a_time() {
 #[test]
 fn each_image_of_a_batch_gets_the_mask_of_its_own_run() {
     let tiny = TinyModel::generate();
-    batches_give_the_masks_of_single_runs(load_model(&tiny.path, &["--max-batch-size", "4"]));
+    let model = load_model(&tiny.path, &["--max-batch-size", "4"]);
+    assert_eq!((model.rows(1), model.rows(3)), (1, 3), "a batch computes its own images");
+    batches_give_the_masks_of_single_runs(model);
 }
 
 /// As the GPU providers run batches (padded to the largest, so that the input's shape
@@ -47,7 +50,9 @@ fn each_image_of_a_padded_batch_gets_the_mask_of_its_own_run() {
     let mut options = model_options(&tiny.path, &["--max-batch-size", "4"]);
     assert!(!options.pad_batches, "the CPU provider runs batches at their own size");
     options.pad_batches = true;
-    batches_give_the_masks_of_single_runs(Model::load(&options).expect("the model loads"));
+    let model = Model::load(&options).expect("the model loads");
+    assert_eq!((model.rows(1), model.rows(3)), (4, 4), "every run computes the full batch");
+    batches_give_the_masks_of_single_runs(model);
 }
 
 fn batches_give_the_masks_of_single_runs(mut model: Model) {

@@ -179,8 +179,9 @@ pub struct QueueMetrics {
     /// 95th percentile of `matte_queue_wait_seconds` over the rate window, if any request
     /// started inference in it. Reported with the decision; the oldest age leads it.
     pub queue_wait_p95_seconds: Option<f64>,
-    /// Images per second of GPU time (`rate(images_processed) / rate(inference_seconds_sum)`
-    /// over the long window), if any image was processed in it: what one busy pod can do.
+    /// Images per second of GPU time (`rate(inference_rows) / rate(inference_seconds_sum)`
+    /// over the long window, padding counted), if any image was processed in it: what one
+    /// busy pod can do.
     pub images_per_pod_second: Option<f64>,
     /// Requests admitted per second when no burst is on: the median over a long window
     /// of the rate at each scrape, leaving out those with refusals, which a burst does

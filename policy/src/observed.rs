@@ -11,7 +11,7 @@
 //! | `queue_depth` | `sum(queue_depth)` |
 //! | `oldest_queued_age_seconds` | `max(oldest_queued_age_seconds)` |
 //! | `queue_wait_p95_seconds` | `histogram_quantile(0.95, sum by (le) (rate(queue_wait_seconds_bucket[rate])))` |
-//! | `images_per_pod_second` | `sum(rate(images_processed_total[long])) / sum(rate(inference_seconds_sum[long]))` |
+//! | `images_per_pod_second` | `sum(rate(inference_rows_total[long])) / sum(rate(inference_seconds_sum[long]))`: rows, padding included, so that a lone image's padded run does not understate a pod's pace |
 //! | `sustained_admitted_per_second` | `quantile_over_time(0.5, (sum(rate(admitted[rate])) unless sum(rate(refused[rate])) > 0 unless sum(max_over_time(gateway_queue_depth[rate])) > 0)[long:scrape])` |
 //! | `rejected_per_second` | `sum(rate(refused[rate]))` |
 //! | `rejected_recently` | `sum(rate(refused[recent])) * scrape`: refusals per scrape interval |
@@ -145,7 +145,8 @@ pub struct PodScrape {
     pub admitted: f64,
     /// `requests_total{outcome="queue_full"}`.
     pub refused: f64,
-    pub images_processed: f64,
+    /// `inference_rows_total`: each run's images and its padding.
+    pub inference_rows: f64,
     /// `inference_seconds_sum`.
     pub inference_seconds: f64,
     pub queue_wait_buckets: WaitBuckets,
@@ -159,7 +160,7 @@ pub struct Series {
     oldest_queued_age: Vec<Point>,
     admitted: Vec<Point>,
     refused: Vec<Point>,
-    images_processed: Vec<Point>,
+    inference_rows: Vec<Point>,
     inference_seconds: Vec<Point>,
     queue_wait_buckets: Vec<Vec<Point>>,
     /// When the target vanished: Prometheus marks its series stale then.
@@ -176,7 +177,7 @@ impl Series {
                 points.push((at, value));
             }
         }
-        self.images_processed.push((at, scrape.images_processed));
+        self.inference_rows.push((at, scrape.inference_rows));
         self.inference_seconds.push((at, scrape.inference_seconds));
         self.queue_wait_buckets.resize_with(scrape.queue_wait_buckets.len(), Vec::new);
         for (points, &count) in self.queue_wait_buckets.iter_mut().zip(&scrape.queue_wait_buckets) {
@@ -206,7 +207,7 @@ impl Series {
             &mut self.oldest_queued_age,
             &mut self.admitted,
             &mut self.refused,
-            &mut self.images_processed,
+            &mut self.inference_rows,
             &mut self.inference_seconds,
         ];
         drop_before(all.into_iter().chain(self.queue_wait_buckets.iter_mut()), before);
@@ -374,8 +375,8 @@ pub fn queue_metrics(
         .and_then(|cumulative| stats::histogram_quantile(QUEUE_WAIT_QUANTILE, &SECONDS_BUCKETS, &cumulative));
 
     let images_per_pod_second =
-        match (sum_rate(at, long, |s| &s.images_processed), sum_rate(at, long, |s| &s.inference_seconds)) {
-            (Some(images), Some(busy)) => Some(images / busy).filter(|value| value.is_finite()),
+        match (sum_rate(at, long, |s| &s.inference_rows), sum_rate(at, long, |s| &s.inference_seconds)) {
+            (Some(rows), Some(busy)) => Some(rows / busy).filter(|value| value.is_finite()),
             _ => None,
         };
 

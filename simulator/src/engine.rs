@@ -625,7 +625,7 @@ impl<'a> Engine<'a> {
         }
         let count = u64::try_from(finished.len()).unwrap_or(u64::MAX);
         self.pods[index].served += count;
-        self.pods[index].counters.images_processed += count;
+        self.pods[index].counters.inference_rows += count;
         self.start_batch(index);
         if self.pods[index].phase == Phase::Draining && self.pods[index].is_idle() {
             self.end_pod(index);

@@ -17,7 +17,9 @@ pub struct Counters {
     pub admitted: u64,
     /// Requests refused with 429 because the queue was full.
     pub refused: u64,
-    pub images_processed: u64,
+    /// Rows of the model's batch computed: the images, since simulated pods run batches
+    /// at their own size.
+    pub inference_rows: u64,
     /// Sum of `matte_inference_seconds`: the time the GPU was busy.
     pub inference_seconds: f64,
     /// Cumulative `matte_queue_wait_seconds` buckets, one per bound plus +Inf.
@@ -84,7 +86,7 @@ impl Prometheus {
             oldest_queued_age_seconds: gauges.oldest_queued_age_seconds,
             admitted: counters.admitted as f64,
             refused: counters.refused as f64,
-            images_processed: counters.images_processed as f64,
+            inference_rows: counters.inference_rows as f64,
             inference_seconds: counters.inference_seconds,
             queue_wait_buckets: counters.queue_wait_buckets.map(|count| count as f64),
         };

@@ -75,7 +75,7 @@ impl Queries {
             ),
             images_per_pod_second: format!(
                 "sum(rate({}[{long}])) / sum(rate({}[{long}]))",
-                series(names::IMAGES_PROCESSED_TOTAL, ""),
+                series(names::INFERENCE_ROWS_TOTAL, ""),
                 series(&format!("{}_sum", names::INFERENCE_SECONDS), "")
             ),
             // While pods refuse work, or the gateway holds requests back for want of a
@@ -265,7 +265,7 @@ mod tests {
         );
         assert_eq!(
             q.images_per_pod_second,
-            r#"sum(rate(matte_images_processed_total{namespace="shop"}[300s])) / sum(rate(matte_inference_seconds_sum{namespace="shop"}[300s]))"#
+            r#"sum(rate(matte_inference_rows_total{namespace="shop"}[300s])) / sum(rate(matte_inference_seconds_sum{namespace="shop"}[300s]))"#
         );
         assert_eq!(
             q.sustained_admitted_per_second,
