@@ -203,7 +203,14 @@ impl Drop for RemoveContainer {
             let logs = podman(&["logs", &self.0]);
             eprintln!("--- container {} ---\n{}", self.0, String::from_utf8_lossy(&logs.stderr));
         }
-        let _ = podman(&["rm", "--force", "--time", "5", &self.0]);
+        // A container that exits on its own just as the 5 s are up (the gateway drains
+        // for 5 s on SIGTERM) makes podman's SIGKILL, and with it the removal, fail:
+        // the second try finds it stopped and removes it.
+        for _ in 0..2 {
+            if podman(&["rm", "--force", "--time", "5", &self.0]).status.success() {
+                break;
+            }
+        }
     }
 }
 
