@@ -11,6 +11,7 @@ set -euo pipefail
 wheels="${MATTE_CACHE:-$HOME/.cache/matte}/downloads/cuda-wheels" out=$1
 shift
 mkdir -p "$wheels" "$out"
+echo "[wheel_libs] fetching $* from PyPI (cached in $wheels)" >&2
 "$MATTE_PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
   --python-version 3.11 --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
   --platform manylinux2014_x86_64 -d "$wheels" "$@"

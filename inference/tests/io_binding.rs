@@ -8,11 +8,8 @@ mod support;
 
 use std::path::Path;
 
-use clap::Parser;
-use matte_inference::config::Config;
 use matte_inference::model::{Mask, Model};
-use matte_inference::server::model_options;
-use support::{TinyModel, load_model, setup_path, varied_input as input};
+use support::{TinyModel, load_model, model_options, setup_path, varied_input as input};
 
 fn load(model: &Path, io_binding: bool) -> Model {
     load_model(model, &["--io-binding", &io_binding.to_string()])
@@ -55,9 +52,7 @@ fn the_real_model_gives_the_same_mask_bound_or_not() {
 #[test]
 fn cuda_graphs_are_refused_off_the_cuda_provider() {
     let tiny = TinyModel::generate();
-    let path = tiny.path.to_str().expect("a UTF-8 path");
-    let args = ["matte-inference", "--model", path, "--provider", "cpu", "--cuda-graph", "true"];
-    let refused = Model::load(&model_options(&Config::parse_from(args), setup_path("ORT_DYLIB_PATH")))
+    let refused = Model::load(&model_options(&tiny.path, &["--cuda-graph", "true"]))
         .err()
         .expect("refused on the CPU provider")
         .to_string();

@@ -168,7 +168,6 @@ if $cuda; then
   cuda_wheels=("onnxruntime-gpu==$ONNXRUNTIME_VERSION" "nvidia-cuda-runtime==$CUDA_RUNTIME_VERSION"
     "nvidia-cuda-nvrtc==$CUDA_NVRTC_VERSION" "nvidia-cublas==$CUBLAS_VERSION" "nvidia-cufft==$CUFFT_VERSION"
     "nvidia-curand==$CURAND_VERSION" "nvidia-cudnn-cu13==$CUDNN_VERSION")
-  log "fetching ${cuda_wheels[*]} from PyPI (cached in $cache/downloads/cuda-wheels)"
   context="$oci/context/inference-cuda"
   rm -rf "$context" && mkdir -p "$context/bin" "$context/lib"
   stage_binary "$bin_dir/matte-inference" "$context/bin/matte-inference"
