@@ -15,8 +15,8 @@
 # fp16 (from the float32 build; engines and timing cache in KIT/tensorrt-cache, so a
 # second run loads them), and CUDA fp16 again with --io-binding (input and mask in
 # memory allocated once, the input page-locked) and with --cuda-graph (captured once, replayed), and
-# CUDA fp16 batching 2, 4 and 8 images a run (bench/batch_model.py frees the batch dimension;
-# the bare loop runs full batches), it
+# CUDA fp16 batching 2, 4 and 8 images a run (the model as shipped: the pod frees its batch
+# dimension at load; the bare loop runs full batches), it
 # prints: a bare session.run loop's
 # images/s (inference/examples/raw_session.rs, the server's own session set-up), the
 # pod's images/s and latency through HTTP at concurrency 1, 16 and 64 on 12 MP JPEGs
@@ -43,7 +43,6 @@ prepare() {
   cp target/release/matte-inference target/release/matte-load target/release/examples/raw_session "$kit/bin/"
   cp "$MATTE_MODEL_FP16" "$kit/models/isnet-fp16.onnx"
   "$MATTE_PYTHON" bench/fp32_model.py "$MATTE_MODEL_FP16" "$kit/models/isnet-fp32.onnx"
-  "$MATTE_PYTHON" bench/batch_model.py "$MATTE_MODEL_FP16" "$kit/models/isnet-batch.onnx" --check
   "$MATTE_PYTHON" - "$MATTE_SAMPLE_IMAGES" "$kit/photos" <<'PY'
 import sys
 from PIL import Image
@@ -91,8 +90,8 @@ run() {
     # name, provider, model, --io-binding (or `graph` for --cuda-graph), --max-batch-size
     variants=("cuda-fp32 cuda isnet-fp32.onnx false 1" "cuda-fp16 cuda isnet-fp16.onnx false 1"
       "cuda-fp16-bound cuda isnet-fp16.onnx true 1" "cuda-fp16-graph cuda isnet-fp16.onnx graph 1"
-      "cuda-fp16-batch2 cuda isnet-batch.onnx false 2" "cuda-fp16-batch4 cuda isnet-batch.onnx false 4"
-      "cuda-fp16-batch8 cuda isnet-batch.onnx false 8"
+      "cuda-fp16-batch2 cuda isnet-fp16.onnx false 2" "cuda-fp16-batch4 cuda isnet-fp16.onnx false 4"
+      "cuda-fp16-batch8 cuda isnet-fp16.onnx false 8"
       "tensorrt-fp16 tensorrt isnet-fp32.onnx false 1")
     if ((${#named[@]})); then
       local variant wanted kept=()

@@ -98,7 +98,8 @@ pub struct Config {
     #[arg(long, env = "MATTE_MAX_BODY_BYTES", default_value_t = memory::DEFAULT_MAX_BODY_BYTES as usize)]
     pub max_body_bytes: usize,
 
-    /// Images per inference run, used only when the model's batch dimension is dynamic.
+    /// Images per inference run: a model that fixes its batch at 1 has it freed at load
+    /// and checked; one whose graph depends on it runs one image at a time.
     #[arg(long, env = "MATTE_MAX_BATCH_SIZE", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(matte_common::limits::MAX_BATCH_SIZE)))]
     pub max_batch_size: u32,
 

@@ -10,10 +10,12 @@ use std::sync::Mutex;
 use ort::environment::Environment;
 use ort::ep;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::builder::SessionBuilder;
 use ort::session::{HasSelectedOutputs, IoBinding, OutputSelector, RunOptions, Session};
 use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
 
 use crate::Error;
+use crate::batch_dimension;
 use crate::config::{ConvSearch, Provider};
 use crate::imaging::Preprocess;
 
@@ -58,8 +60,21 @@ pub struct GpuTuning {
 pub struct ModelShape {
     pub mask_output: String,
     pub preprocess: Preprocess,
-    /// Images per run: 1 unless the batch dimension is dynamic.
+    /// Images per run: 1 unless the batch dimension is dynamic (or freed).
     pub max_batch_size: usize,
+    pub batch_dimension: BatchDimension,
+}
+
+/// The model's batch dimension, as its authors left it and as loading made it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchDimension {
+    Dynamic,
+    /// Fixed at 1 by the model, freed at load and checked.
+    Freed,
+    /// Fixed at 1, one image a run; where more were asked for, why it was not freed.
+    Fixed {
+        kept_because: Option<String>,
+    },
 }
 
 pub struct Model {
@@ -82,26 +97,62 @@ pub struct Mask {
 }
 
 impl Model {
+    /// Loads the model. Where more than one image a run is asked for and the model fixes
+    /// its batch at 1, the batch is freed (see [`crate::batch_dimension`]) and checked
+    /// before it is used; a model that fails the check, or cannot be freed, is loaded as
+    /// it is and runs one image at a time, the reason in [`ModelShape::batch_dimension`].
     pub fn load(options: &ModelOptions) -> Result<Model, Error> {
         if options.gpu.cuda_graph && options.provider != Provider::Cuda {
             let reason = "CUDA graphs (--cuda-graph) are the CUDA provider's: use --provider cuda".to_owned();
             return Err(Error::Provider { provider: options.provider.as_str(), reason });
         }
         let environment = environment(&options.runtime_library)?;
-
-        let load_error = |e: ort::Error| Error::ModelLoad { path: options.model.clone(), reason: e.to_string() };
-        let mut builder = Session::builder(&environment)
-            .map_err(load_error)?
-            .with_intra_threads(options.intra_threads)
-            .map_err(|e| load_error(e.into()))?;
-        let providers = execution_providers(options.provider, options.device_id, &options.gpu);
-        if !providers.is_empty() {
-            builder = builder
-                .with_execution_providers(providers)
-                .map_err(|e| Error::Provider { provider: options.provider.as_str(), reason: e.to_string() })?;
+        let kept_because = if options.max_batch_size > 1 {
+            match Model::load_freed(&environment, options)? {
+                Freeing::Freed(model) => return Ok(*model),
+                Freeing::NothingToFree => None,
+                Freeing::Failed(reason) => Some(reason),
+            }
+        } else {
+            None
+        };
+        let session = session(&environment, options, |mut builder| builder.commit_from_file(&options.model))?;
+        let mut model = Model::from_session(session, options)?;
+        if let BatchDimension::Fixed { kept_because: reason } = &mut model.shape.batch_dimension {
+            *reason = kept_because;
         }
-        let session = builder.commit_from_file(&options.model).map_err(load_error)?;
+        Ok(model)
+    }
 
+    /// The model with its batch freed and checked; errors that loading it as it is
+    /// would meet again (the provider, the file) end the load.
+    fn load_freed(environment: &Environment, options: &ModelOptions) -> Result<Freeing, Error> {
+        let original = std::fs::read(&options.model)
+            .map_err(|e| Error::ModelLoad { path: options.model.clone(), reason: e.to_string() })?;
+        let freed = match batch_dimension::free(&original) {
+            Ok(Some(freed)) => freed,
+            Ok(None) => return Ok(Freeing::NothingToFree),
+            Err(cannot) => return Ok(Freeing::Failed(cannot.to_string())),
+        };
+        drop(original);
+        let session = match session(environment, options, |mut builder| builder.commit_from_memory(&freed)) {
+            Ok(session) => session,
+            Err(Error::ModelLoad { reason, .. }) => {
+                return Ok(Freeing::Failed(format!("freed, it does not load: {reason}")));
+            }
+            Err(error) => return Err(error),
+        };
+        drop(freed);
+        let mut model = Model::from_session(session, options)?;
+        model.shape.batch_dimension = BatchDimension::Freed;
+        Ok(match model.check_freed_batch() {
+            Ok(()) => Freeing::Freed(Box::new(model)),
+            Err(reason) => Freeing::Failed(reason),
+        })
+    }
+
+    fn from_session(session: Session, options: &ModelOptions) -> Result<Model, Error> {
+        let load_error = |e: ort::Error| Error::ModelLoad { path: options.model.clone(), reason: e.to_string() };
         let shape = read_shape(&session, options)
             .map_err(|reason| Error::ModelShape { path: options.model.clone(), reason })?;
         let run_options = RunOptions::new()
@@ -124,6 +175,31 @@ impl Model {
             None
         };
         Ok(Model { session, run_options, shape, bound, batch_input, name: model_name(&options.model) })
+    }
+
+    /// A blank image run alone, then beside a patterned one: a graph that fixes its
+    /// batch inside fails the batch of two, or mixes its images and changes the blank
+    /// one's mask.
+    fn check_freed_batch(&mut self) -> Result<(), String> {
+        let preprocess = self.shape.preprocess;
+        let values = 3 * preprocess.width as usize * preprocess.height as usize;
+        let blank = vec![0.0f32; values];
+        let pattern: Vec<f32> = (0..values).map(|i| (i % 251) as f32 / 125.0 - 1.0).collect();
+        let failed = |e: Error| format!("freed, a batch of two fails: {e}");
+        let alone = self.run(&[&blank]).map_err(failed)?;
+        let together = self.run(&[&blank, &pattern]).map_err(failed)?;
+        let difference = alone[0]
+            .values
+            .iter()
+            .zip(&together[0].values)
+            .map(|(alone, together)| (alone - together).abs())
+            .fold(0.0f32, f32::max);
+        if difference > FREED_BATCH_TOLERANCE {
+            return Err(format!(
+                "freed, a batch of two changes an image's mask by up to {difference:.3}: the graph mixes the images of a batch"
+            ));
+        }
+        Ok(())
     }
 
     pub fn shape(&self) -> &ModelShape {
@@ -163,6 +239,40 @@ impl Model {
         masks.truncate(inputs.len()); // the padding's masks
         Ok(masks)
     }
+}
+
+/// How far an image's mask may move when another image shares its run: batches of
+/// ISNet in fp16 differ from single runs by under 6e-4; an image mixed with another's
+/// moves by far more.
+const FREED_BATCH_TOLERANCE: f32 = 1e-2;
+
+/// What became of an attempt to free a model's batch.
+enum Freeing {
+    Freed(Box<Model>),
+    /// The model's batch is dynamic already, or fixed at a size other than 1.
+    NothingToFree,
+    Failed(String),
+}
+
+/// A session for `options` on its provider, committed by `commit` (from the file or
+/// from memory).
+fn session(
+    environment: &Environment,
+    options: &ModelOptions,
+    commit: impl FnOnce(SessionBuilder) -> ort::Result<Session>,
+) -> Result<Session, Error> {
+    let load_error = |e: ort::Error| Error::ModelLoad { path: options.model.clone(), reason: e.to_string() };
+    let mut builder = Session::builder(environment)
+        .map_err(load_error)?
+        .with_intra_threads(options.intra_threads)
+        .map_err(|e| load_error(e.into()))?;
+    let providers = execution_providers(options.provider, options.device_id, &options.gpu);
+    if !providers.is_empty() {
+        builder = builder
+            .with_execution_providers(providers)
+            .map_err(|e| Error::Provider { provider: options.provider.as_str(), reason: e.to_string() })?;
+    }
+    commit(builder).map_err(load_error)
 }
 
 /// The process's ONNX Runtime environment, made by the first load: the runtime allows
@@ -411,6 +521,9 @@ fn read_shape(session: &Session, options: &ModelOptions) -> Result<ModelShape, S
     if channels != 3 {
         return Err(format!("input `{}` has {channels} channels, expected 3 (RGB)", input.name()));
     }
+    if batch > 1 {
+        return Err(format!("input `{}` fixes its batch at {batch}; Matte runs one image or more a run", input.name()));
+    }
     let side = |dim: i64| if dim > 0 { dim as u32 } else { options.fallback_input_size };
 
     let mask_output = match &options.mask_output {
@@ -430,6 +543,7 @@ fn read_shape(session: &Session, options: &ModelOptions) -> Result<ModelShape, S
         mask_output,
         preprocess: Preprocess { width: side(width), height: side(height), mean: options.mean, std: options.std },
         max_batch_size: if batch < 0 { options.max_batch_size.max(1) } else { 1 },
+        batch_dimension: if batch < 0 { BatchDimension::Dynamic } else { BatchDimension::Fixed { kept_because: None } },
     })
 }
 

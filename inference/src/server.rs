@@ -14,7 +14,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::config::{Config, Provider};
 use crate::inference_loop::{self, LoopContext};
-use crate::model::{GpuTuning, Model, ModelOptions};
+use crate::model::{BatchDimension, GpuTuning, Model, ModelOptions};
 use crate::state::AppState;
 use crate::{Error, http};
 use matte_serve::{self as connections, Stage, Timeouts, shutdown_signal};
@@ -193,11 +193,17 @@ fn load_and_warm_up(options: &ModelOptions, state: &AppState) -> Result<Model, E
     let mut model = Model::load(options)?;
     let shape = model.shape().clone();
     let loaded_in = started.elapsed();
-    if options.max_batch_size > shape.max_batch_size {
-        tracing::warn!(
+    match &shape.batch_dimension {
+        BatchDimension::Fixed { kept_because } if options.max_batch_size > 1 => tracing::warn!(
             requested = options.max_batch_size,
+            reason = kept_because.as_deref().unwrap_or("the model fixes it"),
             "the model's batch dimension is fixed; running one image at a time"
-        );
+        ),
+        BatchDimension::Freed => tracing::info!(
+            max_batch_size = shape.max_batch_size,
+            "the model fixed its batch at 1; freed at load and checked on a batch of two"
+        ),
+        _ => {}
     }
     let blank = vec![0.0f32; 3 * (shape.preprocess.width * shape.preprocess.height) as usize];
     let warm_up = Instant::now();

@@ -1,11 +1,12 @@
 //! Micro-batching: several images share one run when the model's batch dimension is
-//! dynamic (a tiny generated model), and never when it is fixed (the real ISNet); each
-//! image of a batch gets the mask a run of its own gives.
+//! dynamic, or fixed at 1 by a graph that does not depend on it (freed at load: tiny
+//! generated models and the real ISNet), and never when the graph mixes the images of
+//! a batch; each image of a batch gets the mask a run of its own gives.
 
 mod support;
 
-use matte_inference::model::Model;
-use support::{Server, TinyModel, load_model, model_options, post_concurrently, varied_input};
+use matte_inference::model::{BatchDimension, Model};
+use support::{Server, TinyBatch, TinyModel, load_model, model_options, post_concurrently, varied_input};
 
 fn send_concurrently(server: &Server, count: usize) {
     for request in post_concurrently(server, "coffee.png", count) {
@@ -14,24 +15,65 @@ fn send_concurrently(server: &Server, count: usize) {
 }
 
 #[test]
-fn a_dynamic_batch_model_runs_several_images_at_once() {
-    let model = TinyModel::generate();
-    let server = Server::start_with_model(&model.path, &["--max-batch-size", "4", "--max-batch-delay-ms", "1000"]);
-    send_concurrently(&server, 4);
+fn a_dynamic_batch_model_or_one_fixed_at_one_runs_several_images_at_once() {
+    for batch in [TinyBatch::Dynamic, TinyBatch::FixedAtOne] {
+        let model = TinyModel::with_batch(batch);
+        let server = Server::start_with_model(&model.path, &["--max-batch-size", "4", "--max-batch-delay-ms", "1000"]);
+        send_concurrently(&server, 4);
 
-    assert_eq!(server.metric("matte_images_processed_total"), 4.0);
-    let runs = server.metric("matte_batch_size_count");
-    assert_eq!(server.metric("matte_batch_size_sum"), 4.0);
-    assert_eq!(server.metric("matte_inference_rows_total"), 4.0, "the CPU does not pad its batches");
-    assert!(runs < 4.0, "four concurrent images took {runs} runs; expected fewer");
+        assert_eq!(server.metric("matte_images_processed_total"), 4.0);
+        let runs = server.metric("matte_batch_size_count");
+        assert_eq!(server.metric("matte_batch_size_sum"), 4.0);
+        assert_eq!(server.metric("matte_inference_rows_total"), 4.0, "the CPU does not pad its batches");
+        assert!(runs < 4.0, "{batch:?}: four concurrent images took {runs} runs; expected fewer");
+    }
 }
 
 #[test]
-fn a_fixed_batch_model_runs_one_image_at_a_time() {
-    let server = Server::start(&["--max-batch-size", "4", "--max-batch-delay-ms", "1000"]);
+fn a_model_fixed_at_one_is_freed_only_when_batches_are_asked_for() {
+    let tiny = TinyModel::with_batch(TinyBatch::FixedAtOne);
+    let model = load_model(&tiny.path, &["--max-batch-size", "4"]);
+    assert_eq!(model.shape().batch_dimension, BatchDimension::Freed);
+    batches_give_the_masks_of_single_runs(model);
+
+    let model = load_model(&tiny.path, &[]);
+    assert_eq!(model.shape().batch_dimension, BatchDimension::Fixed { kept_because: None });
+    assert_eq!(model.shape().max_batch_size, 1);
+}
+
+#[test]
+fn a_model_whose_graph_mixes_the_images_of_a_batch_runs_one_image_at_a_time() {
+    let tiny = TinyModel::with_batch(TinyBatch::Mixed);
+    let model = load_model(&tiny.path, &["--max-batch-size", "4"]);
+    assert_eq!(model.shape().max_batch_size, 1);
+    let BatchDimension::Fixed { kept_because: Some(reason) } = &model.shape().batch_dimension else {
+        panic!("the check on a batch of two should have kept the batch fixed: {:?}", model.shape().batch_dimension);
+    };
+    assert!(reason.contains("mixes the images of a batch"), "{reason}");
+
+    let server = Server::start_with_model(&tiny.path, &["--max-batch-size", "4", "--max-batch-delay-ms", "1000"]);
     send_concurrently(&server, 2);
     assert_eq!(server.metric("matte_batch_size_count"), 2.0);
     assert_eq!(server.metric("matte_batch_size_sum"), 2.0);
+}
+
+/// ISNet as its authors ship it says `[1, 3, 1024, 1024]`; freed, a batch of two on the
+/// CPU gives each image the mask of its own run, within fp16 arithmetic.
+#[test]
+fn the_real_isnet_is_freed_and_each_image_of_a_batch_gets_the_mask_of_its_own_run() {
+    let mut model = load_model(&support::model(), &["--max-batch-size", "2"]);
+    assert_eq!((model.shape().batch_dimension.clone(), model.shape().max_batch_size), (BatchDimension::Freed, 2));
+    let inputs: Vec<Vec<f32>> = (0..2).map(|seed| varied_input(&model, seed)).collect();
+    let alone: Vec<Vec<f32>> =
+        inputs.iter().map(|input| model.run(&[input]).expect("a single run").remove(0).values).collect();
+    let together = model.run(&[&inputs[0], &inputs[1]]).expect("a batch of two");
+    for (image, (alone, together)) in alone.iter().zip(&together).enumerate() {
+        let difference = alone.iter().zip(&together.values).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        println!("image {image}: largest difference from its run alone {difference:.1e}");
+        assert!(difference < 2e-3, "image {image} of the batch differs from its run alone by {difference}");
+    }
+    let between = alone[0].iter().zip(&alone[1]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(between > 0.1, "the two images should have different masks (they differ by {between})");
 }
 
 #[test]

@@ -313,8 +313,9 @@ impl Default for GpuSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchingSpec {
-    /// Images per inference run; used only with models whose batch dimension is dynamic.
-    /// On a GPU every run is padded to this many images, so that the input's shape never
+    /// Images per inference run. A model that fixes its batch at 1 (as ISNet ships) has it
+    /// freed at load and checked on a batch of two; one whose graph depends on it runs one
+    /// image at a time, as the pod's log says. On a GPU every run is padded to this many images, so that the input's shape never
     /// changes: 4 is where ISNet gains most.
     #[serde(default = "default_max_batch_size")]
     #[schemars(range(min = 1, max = limits::MAX_BATCH_SIZE))]

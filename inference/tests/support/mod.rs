@@ -213,7 +213,7 @@ pub use setup_cache::{sample_image, setup_path};
 
 #[path = "../../../tests/src/tiny_model.rs"]
 mod tiny_model;
-pub use tiny_model::TinyModel;
+pub use tiny_model::{TinyBatch, TinyModel};
 
 #[path = "../../../tests/src/promtool.rs"]
 mod promtool;
