@@ -419,6 +419,38 @@ mod tests {
         assert_eq!(free(&external), Err(CannotFree::ExternalData));
     }
 
+    /// A model file is the user's, fetched from a URL: bytes changed anywhere in a valid
+    /// model give a freed model or an error, never a panic.
+    #[test]
+    fn any_corruption_of_a_model_is_an_error_or_a_model_never_a_panic() {
+        let original = model(&[
+            initializer("weight", false),
+            value_info(onnx::GRAPH_INPUT, "image", &[Some(1), Some(3), Some(64), Some(64)]),
+            value_info(onnx::GRAPH_OUTPUT, "mask", &[Some(1), Some(1), Some(64), Some(64)]),
+        ]);
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut freed, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let mut corrupted = original.clone();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() % corrupted.len() as u64) as usize;
+                corrupted[at] = next() as u8;
+            }
+            let cut = corrupted.len() - (next() % 4) as usize;
+            match free(&corrupted[..cut]) {
+                Ok(_) => freed += 1,
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(freed > 0 && refused > 0, "{freed} freed or left alone, {refused} refused");
+    }
+
     #[test]
     fn varints_round_trip_and_lengths_past_the_message_are_refused() {
         for value in [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
