@@ -102,6 +102,10 @@ impl Model {
     /// before it is used; a model that fails the check, or cannot be freed, is loaded as
     /// it is and runs one image at a time, the reason in [`ModelShape::batch_dimension`].
     pub fn load(options: &ModelOptions) -> Result<Model, Error> {
+        if options.gpu.cuda_graph && options.max_batch_size > 1 {
+            let reason = "CUDA graphs (--cuda-graph) replay runs of one image: use --max-batch-size 1".to_owned();
+            return Err(Error::Provider { provider: options.provider.as_str(), reason });
+        }
         if options.gpu.cuda_graph && options.provider != Provider::Cuda {
             let reason = "CUDA graphs (--cuda-graph) are the CUDA provider's: use --provider cuda".to_owned();
             return Err(Error::Provider { provider: options.provider.as_str(), reason });
@@ -158,11 +162,8 @@ impl Model {
         let run_options = RunOptions::new()
             .map_err(load_error)?
             .with_outputs(OutputSelector::no_default().with(shape.mask_output.clone()));
+        // `load` refused CUDA graphs with batches: a CUDA graph has no batch input.
         let batch_input = if shape.max_batch_size > 1 {
-            if options.gpu.cuda_graph {
-                let reason = "CUDA graphs (--cuda-graph) replay runs of one image: use --max-batch-size 1".to_owned();
-                return Err(Error::Provider { provider: options.provider.as_str(), reason });
-            }
             Some(BatchInput::new(&session, &shape, options).map_err(load_error)?)
         } else {
             None

@@ -58,3 +58,13 @@ fn cuda_graphs_are_refused_off_the_cuda_provider() {
         .to_string();
     assert!(refused.contains("--cuda-graph") && refused.contains("--provider cuda"), "{refused}");
 }
+
+#[test]
+fn cuda_graphs_are_refused_with_batches() {
+    let tiny = TinyModel::generate();
+    let refused = Model::load(&model_options(&tiny.path, &["--cuda-graph", "true", "--max-batch-size", "4"]))
+        .err()
+        .expect("refused: a graph replays runs of one image")
+        .to_string();
+    assert!(refused.contains("--cuda-graph") && refused.contains("--max-batch-size 1"), "{refused}");
+}
