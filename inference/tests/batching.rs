@@ -1,7 +1,8 @@
 //! Micro-batching: several images share one run when the model's batch dimension is
 //! dynamic, or fixed at 1 by a graph that does not depend on it (freed at load: tiny
 //! generated models and the real ISNet), and never when the graph mixes the images of
-//! a batch; each image of a batch gets the mask a run of its own gives.
+//! a batch or fixes it inside (the real quint8 build); each image of a batch gets the
+//! mask a run of its own gives.
 
 mod support;
 
@@ -118,4 +119,17 @@ fn batches_give_the_masks_of_single_runs(mut model: Model) {
     let five: Vec<&[f32]> = inputs.iter().chain(&inputs[..1]).map(Vec::as_slice).collect();
     let refused = model.run(&five).expect_err("more images than the model's batch").to_string();
     assert!(refused.contains("5 images") && refused.contains("takes 4"), "{refused}");
+}
+
+/// The quint8 build of ISNet had the sizes of its resizes folded into constants when it
+/// was quantized, batch 1 included: freed, a batch of two fails in its first Resize, and
+/// the model is loaded as it ships, one image a run, the reason kept for the log.
+#[test]
+fn the_real_quint8_build_fixes_its_batch_inside_and_runs_one_image_at_a_time() {
+    let model = load_model(&support::setup_path("MATTE_MODEL_QUINT8"), &["--max-batch-size", "2"]);
+    assert_eq!(model.shape().max_batch_size, 1);
+    let BatchDimension::Fixed { kept_because: Some(reason) } = &model.shape().batch_dimension else {
+        panic!("the batch of two should have failed: {:?}", model.shape().batch_dimension);
+    };
+    assert!(reason.contains("a batch of two fails") && reason.contains("Resize"), "{reason}");
 }
