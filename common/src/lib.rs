@@ -35,9 +35,12 @@ pub mod metrics {
     pub const READY: &str = "matte_ready";
     /// Gauge, labels `model` and `provider`: always 1, carries the loaded model.
     pub const MODEL_INFO: &str = "matte_model_info";
+    /// Gauge: the most images a run takes: `--max-batch-size` where the model's batch is
+    /// dynamic or was freed at load, 1 where it stays fixed (the pod's log says why).
+    pub const MAX_BATCH_SIZE: &str = "matte_max_batch_size";
 
     /// Every name above.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         QUEUE_DEPTH,
         OLDEST_QUEUED_AGE_SECONDS,
         QUEUE_WAIT_SECONDS,
@@ -50,6 +53,7 @@ pub mod metrics {
         INFLIGHT_REQUESTS,
         READY,
         MODEL_INFO,
+        MAX_BATCH_SIZE,
     ];
 
     /// Upper bounds of every histogram in seconds: from 10 ms (a warm GPU run) to five

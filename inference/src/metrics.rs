@@ -20,6 +20,7 @@ pub struct Metrics {
     pub inflight: IntGauge,
     pub ready: IntGauge,
     model_info: IntGaugeVec,
+    max_batch_size: IntGauge,
 }
 
 impl Default for Metrics {
@@ -68,6 +69,11 @@ impl Default for Metrics {
                 &["model", "provider"],
             )
             .expect("valid"),
+            max_batch_size: IntGauge::new(
+                names::MAX_BATCH_SIZE,
+                "The most images a run takes: --max-batch-size, or 1 where the model's batch stays fixed.",
+            )
+            .expect("valid"),
             registry,
         };
         metrics.register_all();
@@ -77,7 +83,7 @@ impl Default for Metrics {
 
 impl Metrics {
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
             Box::new(self.queue_depth.clone()),
             Box::new(self.oldest_queued_age.clone()),
             Box::new(self.queue_wait.clone()),
@@ -90,14 +96,17 @@ impl Metrics {
             Box::new(self.inflight.clone()),
             Box::new(self.ready.clone()),
             Box::new(self.model_info.clone()),
+            Box::new(self.max_batch_size.clone()),
         ];
         for collector in collectors {
             self.registry.register(collector).expect("metric names are unique");
         }
     }
 
-    pub fn set_model(&self, model: &str, provider: &str) {
+    /// What the loaded model is and runs on, and the most images a run of it takes.
+    pub fn set_model(&self, model: &str, provider: &str, max_batch_size: usize) {
         self.model_info.with_label_values(&[model, provider]).set(1);
+        self.max_batch_size.set(i64::try_from(max_batch_size).unwrap_or(i64::MAX));
     }
 
     pub fn count_outcome(&self, outcome: &str) {
@@ -117,13 +126,14 @@ mod tests {
     #[test]
     fn every_contract_metric_is_exported() {
         let metrics = Metrics::default();
-        metrics.set_model("isnet", "cpu");
+        metrics.set_model("isnet", "cpu", 4);
         metrics.count_outcome("ok");
         let text = metrics.render();
         for name in names::ALL {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from\n{text}");
         }
         assert!(text.contains(r#"matte_model_info{model="isnet",provider="cpu"} 1"#));
+        assert!(text.contains("matte_max_batch_size 4"), "{text}");
         assert!(text.contains(r#"matte_requests_total{outcome="ok"} 1"#));
         assert!(text.contains(r#"matte_queue_wait_seconds_bucket{le="60"} 0"#));
     }

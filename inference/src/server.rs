@@ -210,7 +210,7 @@ fn load_and_warm_up(options: &ModelOptions, state: &AppState) -> Result<Model, E
     model.run(&[&blank])?;
     let warm_up = warm_up.elapsed();
     state.service_time.record_first(warm_up);
-    state.metrics.set_model(&model.name, options.provider.as_str());
+    state.metrics.set_model(&model.name, options.provider.as_str(), shape.max_batch_size);
     let _ = state.preprocess.set(shape.preprocess);
     state.mark_ready();
     tracing::info!(
