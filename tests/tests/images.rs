@@ -44,7 +44,8 @@ struct PlayedPod {
 
 impl PlayedPod {
     /// Serves the real model over HTTPS, builds the pod for a resource whose model is
-    /// that URL with `sha256`, and `podman kube play`s it on the host network.
+    /// that URL with `sha256` (batching two images a run), and `podman kube play`s it on
+    /// the host network.
     fn play(name: &str, sha256: &str) -> (PlayedPod, std::process::Output, Duration) {
         let images = images();
         let dir = std::env::temp_dir().join(format!("matte-{name}-{}", std::process::id()));
@@ -58,7 +59,7 @@ impl PlayedPod {
              metadata: {{name: {name}, namespace: shop, uid: 6b1f0c1e-0000-4000-8000-00000000000a}}\n\
              spec:\n  executionProvider: cpu\n  model:\n    url: https://127.0.0.1:{}/isnet.onnx\n    sha256: {sha256}\n\
              \x20   download: {{caConfigMap: {{name: {CA_CONFIG_MAP}, key: ca.crt}}, sizeLimit: 1Gi}}\n\
-             \x20 queue: {{requestTimeoutSeconds: 120}}\n",
+             \x20 queue: {{requestTimeoutSeconds: 120}}\n  batching: {{maxBatchSize: 2}}\n",
             server.port
         ))
         .expect("the resource parses");
@@ -242,6 +243,10 @@ fn the_operators_pod_fetches_the_model_serves_and_drains_in_podman() {
         }
     });
     eprintln!("kube play to ready: {:.1} s (model fetched and loaded)", began.elapsed().as_secs_f64());
+    // ISNet as it ships fixes its batch at 1: the pod freed it, and runs two images a run.
+    let metrics = pod.request("GET", "/metrics", b"", "text/plain").expect("metrics").1;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(metrics.lines().any(|line| line == "matte_max_batch_size 2"), "{metrics}");
 
     let user = pod.inspect("inference", "{{.Config.User}}");
     assert!(user == "65532" || user == "65532:65532", "the container's user: {user}");
