@@ -91,9 +91,9 @@ pub fn free(model: &[u8]) -> Result<Option<Vec<u8>>, CannotFree> {
     }
     let mut graph = Some(graph);
     let model = rewrite(model, |field| {
-        Ok(match (field.number, graph.take()) {
-            (onnx::MODEL_GRAPH, Some(graph)) => Edit::Replace(graph),
-            (_, taken) => {
+        Ok(match (field.number, field.payload, graph.take()) {
+            (onnx::MODEL_GRAPH, Payload::Bytes(_), Some(graph)) => Edit::Replace(graph),
+            (_, _, taken) => {
                 graph = taken;
                 Edit::Keep
             }
