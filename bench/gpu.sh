@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The pod at the GPU's limit, in one script that fits in a few minutes of a GPU machine.
 #
-#   bench/gpu.sh prepare KIT     # here: release binaries, ISNet fp16, fp32 and batched,
+#   bench/gpu.sh prepare KIT     # here: release binaries, ISNet fp16 and fp32,
 #                                # 12 MP JPEGs and the small sample photos
 #                                # and onnxruntime-gpu's libraries (PyPI) in KIT/lib
 #   bench/gpu.sh run KIT         # on the GPU machine (nvidia-smi on PATH, CUDA 13 and
