@@ -3,7 +3,7 @@
 //! measures the pod against, on any provider. Prints one JSON object.
 //!
 //!     ORT_DYLIB_PATH=… raw_session --runs 50 --model m.onnx --provider cuda
-//!     ORT_DYLIB_PATH=… raw_session --batch 8 --max-batch-size 8 --model batched.onnx …
+//!     ORT_DYLIB_PATH=… raw_session --batch 4 --max-batch-size 4 --model m.onnx --provider cuda
 
 use std::path::PathBuf;
 use std::time::Instant;

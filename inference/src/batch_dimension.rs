@@ -89,17 +89,7 @@ pub fn free(model: &[u8]) -> Result<Option<Vec<u8>>, CannotFree> {
     if freed == 0 {
         return Ok(None);
     }
-    let mut graph = Some(graph);
-    let model = rewrite(model, |field| {
-        Ok(match (field.number, field.payload, graph.take()) {
-            (onnx::MODEL_GRAPH, Payload::Bytes(_), Some(graph)) => Edit::Replace(graph),
-            (_, _, taken) => {
-                graph = taken;
-                Edit::Keep
-            }
-        })
-    })?;
-    Ok(Some(model))
+    Ok(Some(replace_first(model, onnx::MODEL_GRAPH, graph)?))
 }
 
 /// A `TensorShapeProto.Dimension` of value 1 as the dimension `batch`, its denotation
@@ -172,17 +162,22 @@ fn edit_first(message: &[u8], path: &[u64], leaf: MessageEdit) -> Result<Option<
     let Some((&number, rest)) = path.split_first() else { return leaf(message) };
     let Some(inner) = first_message(message, number)? else { return Ok(None) };
     let Some(edited) = edit_first(inner, rest, leaf)? else { return Ok(None) };
-    let mut edited = Some(edited);
-    let message = rewrite(message, |field| {
-        Ok(match (field.number == number && matches!(field.payload, Payload::Bytes(_)), edited.take()) {
-            (true, Some(edited)) => Edit::Replace(edited),
-            (_, taken) => {
-                edited = taken;
+    Ok(Some(replace_first(message, number, edited)?))
+}
+
+/// `message` with the payload of its first length-delimited field `number` (the one
+/// [`first_message`] reads) replaced by `payload`.
+fn replace_first(message: &[u8], number: u64, payload: Vec<u8>) -> Result<Vec<u8>, Malformed> {
+    let mut payload = Some(payload);
+    rewrite(message, |field| {
+        Ok(match (field.number == number && matches!(field.payload, Payload::Bytes(_)), payload.take()) {
+            (true, Some(replacement)) => Edit::Replace(replacement),
+            (_, untouched) => {
+                payload = untouched;
                 Edit::Keep
             }
         })
-    })?;
-    Ok(Some(message))
+    })
 }
 
 // --- the wire format ------------------------------------------------------------------

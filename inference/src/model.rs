@@ -42,6 +42,13 @@ pub struct ModelOptions {
     pub io_binding: bool,
 }
 
+impl ModelOptions {
+    /// The model at `model` could not be loaded, for `reason`.
+    fn load_error(&self, reason: impl std::fmt::Display) -> Error {
+        Error::ModelLoad { path: self.model.clone(), reason: reason.to_string() }
+    }
+}
+
 /// How the GPU providers are set up (`--cudnn-conv-algo-search`, `--cuda-tf32`,
 /// `--cuda-graph`, `--tensorrt-fp16`, `--tensorrt-cache-dir`); the CPU provider ignores it.
 #[derive(Debug, Clone)]
@@ -131,8 +138,7 @@ impl Model {
     /// The model with its batch freed and checked; errors that loading it as it is
     /// would meet again (the provider, the file) end the load.
     fn load_freed(environment: &Environment, options: &ModelOptions) -> Result<Freeing, Error> {
-        let original = std::fs::read(&options.model)
-            .map_err(|e| Error::ModelLoad { path: options.model.clone(), reason: e.to_string() })?;
+        let original = std::fs::read(&options.model).map_err(|e| options.load_error(e))?;
         let freed = match batch_dimension::free(&original) {
             Ok(Some(freed)) => freed,
             Ok(None) => return Ok(Freeing::NothingToFree),
@@ -156,7 +162,7 @@ impl Model {
     }
 
     fn from_session(session: Session, options: &ModelOptions) -> Result<Model, Error> {
-        let load_error = |e: ort::Error| Error::ModelLoad { path: options.model.clone(), reason: e.to_string() };
+        let load_error = |e: ort::Error| options.load_error(e);
         let shape = read_shape(&session, options)
             .map_err(|reason| Error::ModelShape { path: options.model.clone(), reason })?;
         let run_options = RunOptions::new()
@@ -262,7 +268,7 @@ fn session(
     options: &ModelOptions,
     commit: impl FnOnce(SessionBuilder) -> ort::Result<Session>,
 ) -> Result<Session, Error> {
-    let load_error = |e: ort::Error| Error::ModelLoad { path: options.model.clone(), reason: e.to_string() };
+    let load_error = |e: ort::Error| options.load_error(e);
     let mut builder = Session::builder(environment)
         .map_err(load_error)?
         .with_intra_threads(options.intra_threads)
