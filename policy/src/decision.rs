@@ -29,9 +29,12 @@
 //! for the next one. So once bursts recur, the pods that drain a typical one within a
 //! start-up (and within twice the target when start-ups take longer) stay warm between
 //! them, until none has come for longer than keeping them is worth
-//! (`WARM_GAP_MAX_STARTUPS` start-ups). When bursts come far apart instead
-//! (`SPARSE_GAP_MIN_STARTUPS`), the pods left over from one go as soon as its drain is
-//! confirmed, rather than being held a start-up for a next one that is not coming.
+//! (`WARM_GAP_MAX_STARTUPS` start-ups). Only while start-ups are long against the
+//! target: pods that start well within it, started when a burst is seen, serve it in
+//! time, and pods kept warm (or started ahead of a clock) would only cost their wait.
+//! When bursts come far apart instead (`SPARSE_GAP_MIN_STARTUPS`), the pods left over
+//! from one go as soon as its drain is confirmed, rather than being held a start-up for
+//! a next one that is not coming.
 //! Bursts that keep a clock (a cron job's) say when the next is due: their pods are
 //! given back after each, like those of sparse bursts, and started again a lead ahead
 //! of the next ([`crate::clock`]), when the period is long enough for that to pay.
@@ -621,14 +624,12 @@ impl Plan {
     }
 
     /// The fewest pods that still drain the backlog by the deadline while new requests
-    /// keep arriving at their current rate; none with nothing queued. The backlog's
+    /// keep arriving at their current rate; with nothing queued, those that serve the
+    /// arrivals (a crowd the fleet keeps up with queues nothing). The backlog's
     /// arithmetic alone counts on the pods serving only what is queued: during a crowd
     /// the ready pods can be just faster than the arrivals, which is no flow, and giving
     /// one back would leave a fleet the queue grows on.
     fn draining_while_arriving(&self, spec: &PolicySpec) -> u32 {
-        if self.backlog_images <= 0.0 {
-            return 0;
-        }
         let planned_per_pod = self.images_per_pod_second * spec.planned_share();
         to_count(((self.backlog_images / self.deadline_seconds + self.arrivals_per_second) / planned_per_pod).ceil())
     }
@@ -678,10 +679,11 @@ fn warm_replicas(spec: &PolicySpec, now: f64, recent: &[Burst], current: Option<
 
 /// The pods that drain the typical burst remembered (the median peak backlog) within
 /// one start-up, or within `WARM_DRAIN_MAX_TARGETS` targets if that is sooner; none
-/// before the bursts make a pattern (`BURSTS_FOR_A_PATTERN`).
+/// before the bursts make a pattern (`BURSTS_FOR_A_PATTERN`), and none when pods started
+/// for a burst come in time for it.
 fn typical_burst_replicas(spec: &PolicySpec, recent: &[Burst], current: Option<&Burst>, plan: &Plan) -> u32 {
     let bursts: Vec<&Burst> = recent.iter().chain(current).collect();
-    if bursts.len() < BURSTS_FOR_A_PATTERN {
+    if bursts.len() < BURSTS_FOR_A_PATTERN || pods_started_for_a_burst_come_in_time(spec, plan) {
         return 0;
     }
     let Some(typical_backlog) = median(bursts.iter().map(|burst| burst.peak_backlog_images).collect()) else {
@@ -690,7 +692,7 @@ fn typical_burst_replicas(spec: &PolicySpec, recent: &[Burst], current: Option<&
     let drain_within = plan.startup_seconds.min(WARM_DRAIN_MAX_TARGETS * spec.target_queue_latency_seconds);
     let per_pod_before_help_arrives = plan.images_per_pod_second * spec.planned_share() * drain_within;
     if per_pod_before_help_arrives <= 0.0 {
-        // Pods that start at once need not wait warm.
+        // Pods that start at once need not wait warm, whatever the target.
         return 0;
     }
     to_count((typical_backlog / per_pod_before_help_arrives).ceil())
@@ -701,10 +703,21 @@ fn typical_burst_replicas(spec: &PolicySpec, recent: &[Burst], current: Option<&
 /// leave them idle for more than a start-up after the burst's drain and its hold
 /// (about another start-up) for giving them back to save anything.
 fn clock_worth_following(spec: &PolicySpec, recent: &[Burst], current: Option<&Burst>, plan: &Plan) -> Option<Clock> {
+    if pods_started_for_a_burst_come_in_time(spec, plan) {
+        return None;
+    }
     let starts: Vec<f64> = recent.iter().chain(current).map(|burst| burst.started_seconds).collect();
     Clock::of(&starts).filter(|clock| {
         clock.period_seconds > clock_lead(spec, clock, plan) + CLOCK_IDLE_MIN_STARTUPS * plan.startup_seconds
     })
+}
+
+/// Whether pods started when a burst is seen serve it within the target: a start-up,
+/// and a confirmation time of margin for the passes that see it and the drain, fit in
+/// the target. Then pods kept warm for bursts, or started ahead of one on a clock, buy
+/// nothing the burst's own pods would not bring in time, and cost their idle time.
+fn pods_started_for_a_burst_come_in_time(spec: &PolicySpec, plan: &Plan) -> bool {
+    plan.startup_seconds + spec.confirm_seconds <= spec.target_queue_latency_seconds
 }
 
 /// How long before a burst on `clock` is due its pods are started: a start-up, the

@@ -370,6 +370,19 @@ fn no_ready_pod_goes_that_the_queue_needs_while_requests_keep_arriving() {
 }
 
 #[test]
+fn a_fleet_keeping_up_with_a_crowd_keeps_the_pods_that_serve_it() {
+    // Eight pods of 1 image/s, nothing queued for a whole start-up, 6 images/s arriving:
+    // no flow (the pods serve 8/s) and no backlog, but one pod left would see the
+    // queue grow by 5 images a second.
+    let memory = Memory { surplus_since_seconds: Some(900.0), ..Memory::default() };
+    let crowd = decide(&spec(), &observation(8, Some(arriving(6.0))), &memory);
+    assert_eq!((crowd.replicas, crowd.reason), (6, Reason::ScaleDown));
+    // As it fades, the fleet follows it down.
+    let fading = decide(&spec(), &observation(6, Some(arriving(1.5))), &memory);
+    assert_eq!((fading.replicas, fading.reason), (2, Reason::ScaleDown));
+}
+
+#[test]
 fn an_explicit_scale_down_delay_overrides_the_start_up_time() {
     let quick = PolicySpec { scale_down_delay_seconds: Some(0.0), ..spec() };
     let decision = decide(&quick, &observation(3, Some(queue(0.0))), &Memory::default());
@@ -571,11 +584,32 @@ fn warm_pods_are_kept_but_never_started_for_their_own_sake() {
 }
 
 #[test]
-fn pods_that_start_at_once_are_not_kept_warm() {
+fn pods_that_start_within_the_target_are_not_kept_warm() {
+    // A start-up and the 10 s confirmation time within the 30 s target: pods started
+    // when a burst is seen serve it in time.
     let memory = Memory { recent_bursts: bursts(&[450.0, 700.0, 900.0], 200.0), ..Memory::default() };
-    let instant = Observation { ready_pod_startups: started_in(0.0), ..observation(3, Some(queue(0.0))) };
-    let decision = decide(&spec(), &instant, &memory);
-    assert_eq!(decision.plan.map(|plan| plan.warm_replicas), Some(0));
+    for (startup, warm) in [(0.0, 0), (20.0, 0), (21.0, 10)] {
+        let quick = Observation { ready_pod_startups: started_in(startup), ..observation(3, Some(queue(0.0))) };
+        let decision = decide(&spec(), &quick, &memory);
+        assert_eq!(decision.plan.map(|plan| plan.warm_replicas), Some(warm), "start-up {startup}s");
+    }
+}
+
+#[test]
+fn pods_that_start_within_the_target_are_not_started_ahead_of_a_clock() {
+    // Bursts of 200 images every 600 s, the next due at 1800: with 60 s start-ups their
+    // pods start at 1730 (the test above); with 20 s ones, when the burst is seen.
+    let memory = Memory { recent_bursts: bursts(&[0.0, 600.0, 1200.0], 200.0), ..Memory::default() };
+    let quick = |now_seconds: f64| Observation {
+        now_seconds,
+        ready_pod_startups: started_in(20.0),
+        ..observation(1, Some(queue(0.0)))
+    };
+    for now in [1770.0, 1790.0, 1800.0] {
+        let decision = decide(&spec(), &quick(now), &memory);
+        assert_eq!((decision.replicas, decision.reason), (1, Reason::Steady), "at {now}s");
+        assert_eq!(decision.plan.and_then(|plan| plan.clock), None);
+    }
 }
 
 #[test]
