@@ -503,6 +503,39 @@ fn behind_the_gateway_a_drifting_cron_job_is_still_followed() {
     assert!(matte.mean_gpu_seconds < 0.85 * kpa.mean_gpu_seconds, "matte {matte:?}\nkpa {kpa:?}");
 }
 
+/// Pods that start within the target (15 s: a start-up and the 10 s confirmation time
+/// within the 30 s target) are in time when started as a burst comes: a drifting cron
+/// job's pods are then not started ahead of it, through a tolerance of up to two
+/// minutes, and every run is answered within the SLO on seeds 1-4 at 0.62 of KPA's
+/// GPU-seconds (started ahead, as pods slower to start are, they took 1.25 of it). The
+/// plan's start-up is the median of those measured, and where it strays above 20 s a
+/// run is still prepared for: at a median of 20 s, some runs are and others not.
+#[test]
+fn behind_the_gateway_pods_that_start_within_the_target_are_started_when_a_job_comes() {
+    let settings = behind_gateway(Settings { startup_seconds: 15.0, ..Scenario::JitteryCron.settings() });
+    let policies = [PolicyName::Matte, PolicyName::Kpa];
+    let mut reports = Vec::new();
+    let mut started_ahead = 0;
+    for seed in 1..=4 {
+        let arrivals = Scenario::JitteryCron.arrivals(&settings, seed);
+        let comparison = compare(&settings, arrivals, &policies, seed, "test".into()).expect("valid settings");
+        let (_, matte) = comparison.runs.iter().find(|(policy, _)| *policy == PolicyName::Matte).expect("matte ran");
+        started_ahead += matte
+            .changes
+            .iter()
+            .filter(|change| change.why.as_deref().is_some_and(|why| why.starts_with("WarmUpForNextBurst")))
+            .count();
+        reports.push(comparison.report);
+    }
+    // Of the 46 runs, the one or two that follow pods measured slow (a median start-up
+    // above 20 s reads as one that does not fit) are still prepared for.
+    assert!(started_ahead <= 4, "pods started ahead of {started_ahead} runs");
+    let sweep = summarize(&reports).expect("4 reports");
+    let (matte, kpa) = (&sweep.policies[0], &sweep.policies[1]);
+    assert!(matte.worst_slo_attainment >= 0.999, "{matte:?}");
+    assert!(matte.mean_gpu_seconds < 0.8 * kpa.mean_gpu_seconds, "matte {matte:?}\nkpa {kpa:?}");
+}
+
 /// An hourly job that skips a run in four, its starts drifting by up to 30 s: far longer
 /// gaps than keeping pods warm through them is worth, but a clock all the same. From
 /// the fifth run on (a clock needs two gaps that agree, and a run skipped among the first
