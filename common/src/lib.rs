@@ -38,9 +38,12 @@ pub mod metrics {
     /// Gauge: the most images a run takes: `--max-batch-size` where the model's batch is
     /// dynamic or was freed at load, 1 where it stays fixed (the pod's log says why).
     pub const MAX_BATCH_SIZE: &str = "matte_max_batch_size";
+    /// Gauge: the images a run was asked to take (`--max-batch-size`); above
+    /// [`MAX_BATCH_SIZE`] where the model's batch stays fixed, which an alert watches.
+    pub const REQUESTED_MAX_BATCH_SIZE: &str = "matte_requested_max_batch_size";
 
     /// Every name above.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         QUEUE_DEPTH,
         OLDEST_QUEUED_AGE_SECONDS,
         QUEUE_WAIT_SECONDS,
@@ -54,6 +57,7 @@ pub mod metrics {
         READY,
         MODEL_INFO,
         MAX_BATCH_SIZE,
+        REQUESTED_MAX_BATCH_SIZE,
     ];
 
     /// Upper bounds of every histogram in seconds: from 10 ms (a warm GPU run) to five

@@ -6,6 +6,13 @@ use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, Int
 
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 
+/// The images a run of the loaded model takes at most, and how many it was asked to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelBatch {
+    pub max: usize,
+    pub requested: usize,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub queue_depth: IntGauge,
@@ -21,6 +28,7 @@ pub struct Metrics {
     pub ready: IntGauge,
     model_info: IntGaugeVec,
     max_batch_size: IntGauge,
+    requested_max_batch_size: IntGauge,
 }
 
 impl Default for Metrics {
@@ -74,6 +82,11 @@ impl Default for Metrics {
                 "The most images a run takes: --max-batch-size, or 1 where the model's batch stays fixed.",
             )
             .expect("valid"),
+            requested_max_batch_size: IntGauge::new(
+                names::REQUESTED_MAX_BATCH_SIZE,
+                "The images a run was asked to take (--max-batch-size).",
+            )
+            .expect("valid"),
             registry,
         };
         metrics.register_all();
@@ -83,7 +96,7 @@ impl Default for Metrics {
 
 impl Metrics {
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
             Box::new(self.queue_depth.clone()),
             Box::new(self.oldest_queued_age.clone()),
             Box::new(self.queue_wait.clone()),
@@ -97,16 +110,20 @@ impl Metrics {
             Box::new(self.ready.clone()),
             Box::new(self.model_info.clone()),
             Box::new(self.max_batch_size.clone()),
+            Box::new(self.requested_max_batch_size.clone()),
         ];
         for collector in collectors {
             self.registry.register(collector).expect("metric names are unique");
         }
     }
 
-    /// What the loaded model is and runs on, and the most images a run of it takes.
-    pub fn set_model(&self, model: &str, provider: &str, max_batch_size: usize) {
+    /// What the loaded model is and runs on, the most images a run of it takes, and how
+    /// many a run was asked to take.
+    pub fn set_model(&self, model: &str, provider: &str, batch: ModelBatch) {
+        let gauge = |count: usize| i64::try_from(count).unwrap_or(i64::MAX);
         self.model_info.with_label_values(&[model, provider]).set(1);
-        self.max_batch_size.set(i64::try_from(max_batch_size).unwrap_or(i64::MAX));
+        self.max_batch_size.set(gauge(batch.max));
+        self.requested_max_batch_size.set(gauge(batch.requested));
     }
 
     pub fn count_outcome(&self, outcome: &str) {
@@ -126,14 +143,15 @@ mod tests {
     #[test]
     fn every_contract_metric_is_exported() {
         let metrics = Metrics::default();
-        metrics.set_model("isnet", "cpu", 4);
+        metrics.set_model("isnet", "cpu", ModelBatch { max: 1, requested: 4 });
         metrics.count_outcome("ok");
         let text = metrics.render();
         for name in names::ALL {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from\n{text}");
         }
         assert!(text.contains(r#"matte_model_info{model="isnet",provider="cpu"} 1"#));
-        assert!(text.contains("matte_max_batch_size 4"), "{text}");
+        assert!(text.contains("matte_max_batch_size 1"), "{text}");
+        assert!(text.contains("matte_requested_max_batch_size 4"), "{text}");
         assert!(text.contains(r#"matte_requests_total{outcome="ok"} 1"#));
         assert!(text.contains(r#"matte_queue_wait_seconds_bucket{le="60"} 0"#));
     }

@@ -14,6 +14,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::config::{Config, Provider};
 use crate::inference_loop::{self, LoopContext};
+use crate::metrics::ModelBatch;
 use crate::model::{BatchDimension, GpuTuning, Model, ModelOptions};
 use crate::state::AppState;
 use crate::{Error, http};
@@ -210,7 +211,8 @@ fn load_and_warm_up(options: &ModelOptions, state: &AppState) -> Result<Model, E
     model.run(&[&blank])?;
     let warm_up = warm_up.elapsed();
     state.service_time.record_first(warm_up);
-    state.metrics.set_model(&model.name, options.provider.as_str(), shape.max_batch_size);
+    let batch = ModelBatch { max: shape.max_batch_size, requested: options.max_batch_size };
+    state.metrics.set_model(&model.name, options.provider.as_str(), batch);
     let _ = state.preprocess.set(shape.preprocess);
     state.mark_ready();
     tracing::info!(

@@ -28,6 +28,7 @@ fn a_dynamic_batch_model_or_one_fixed_at_one_runs_several_images_at_once() {
         assert_eq!(server.metric("matte_inference_rows_total"), 4.0, "the CPU does not pad its batches");
         assert!(runs < 4.0, "{batch:?}: four concurrent images took {runs} runs; expected fewer");
         assert_eq!(server.metric("matte_max_batch_size"), 4.0);
+        assert_eq!(server.metric("matte_requested_max_batch_size"), 4.0);
     }
 }
 
@@ -58,6 +59,7 @@ fn a_model_whose_graph_mixes_the_images_of_a_batch_runs_one_image_at_a_time() {
     assert_eq!(server.metric("matte_batch_size_count"), 2.0);
     assert_eq!(server.metric("matte_batch_size_sum"), 2.0);
     assert_eq!(server.metric("matte_max_batch_size"), 1.0, "asked for 4, the pod says it runs one");
+    assert_eq!(server.metric("matte_requested_max_batch_size"), 4.0, "and what it was asked for");
 }
 
 /// ISNet as its authors ship it says `[1, 3, 1024, 1024]`; freed, a batch of two on the
