@@ -247,6 +247,7 @@ fn the_operators_pod_fetches_the_model_serves_and_drains_in_podman() {
     let metrics = pod.request("GET", "/metrics", b"", "text/plain").expect("metrics").1;
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(metrics.lines().any(|line| line == "matte_max_batch_size 2"), "{metrics}");
+    assert!(metrics.lines().any(|line| line == "matte_requested_max_batch_size 2"), "{metrics}");
 
     let user = pod.inspect("inference", "{{.Config.User}}");
     assert!(user == "65532" || user == "65532:65532", "the container's user: {user}");
