@@ -29,8 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let library = std::env::var_os("ORT_DYLIB_PATH").ok_or("ORT_DYLIB_PATH names no ONNX Runtime library")?;
     let mut model = Model::load(&server::model_options(&args.server, PathBuf::from(library)))?;
-    let preprocess = model.shape().preprocess;
-    let values = 3 * preprocess.width as usize * preprocess.height as usize;
+    let values = model.shape().preprocess.input_values();
     let input: Vec<f32> = (0..values).map(|i| (i % 256) as f32 / 255.0 - 0.5).collect();
     // One buffer an image, as the server's queue holds them.
     let images = vec![input; args.batch.max(1)];

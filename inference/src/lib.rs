@@ -7,8 +7,8 @@
 //! (the image in a raw or multipart body),
 //! [`imaging`] (pure image steps), [`queue`] and
 //! [`inference_loop`] (the hand-off to the one loop that owns the model), [`model`]
-//! (ONNX Runtime; [`batch_dimension`] frees a model's batch of 1), [`metrics`] (what Prometheus sees); [`fetch_model`] is the pod's
-//! model init step.
+//! (ONNX Runtime; [`batch_dimension`] frees a model's batch of 1), [`metrics`] (what
+//! Prometheus sees); [`fetch_model`] is the pod's model init step.
 
 pub mod batch_dimension;
 pub mod config;

@@ -188,8 +188,7 @@ impl Model {
     /// batch inside fails the batch of two, or mixes its images and changes the blank
     /// one's mask.
     fn check_freed_batch(&mut self) -> Result<(), String> {
-        let preprocess = self.shape.preprocess;
-        let values = 3 * preprocess.width as usize * preprocess.height as usize;
+        let values = self.shape.preprocess.input_values();
         let blank = vec![0.0f32; values];
         let pattern: Vec<f32> = (0..values).map(|i| (i % 251) as f32 / 125.0 - 1.0).collect();
         let failed = |e: Error| format!("freed, a batch of two fails: {e}");
@@ -432,8 +431,7 @@ impl BatchInput {
         // Padding is read before any image has been there: zeros, not whatever the
         // allocation held.
         values.extract_tensor_mut().1.fill(0.0);
-        let image_values = 3 * preprocess.height as usize * preprocess.width as usize;
-        Ok(BatchInput { values, image_values, padded: options.pad_batches })
+        Ok(BatchInput { values, image_values: preprocess.input_values(), padded: options.pad_batches })
     }
 
     /// Copies `inputs` (at most the largest batch) into the buffer, one after another,

@@ -206,7 +206,7 @@ fn load_and_warm_up(options: &ModelOptions, state: &AppState) -> Result<Model, E
         ),
         _ => {}
     }
-    let blank = vec![0.0f32; 3 * (shape.preprocess.width * shape.preprocess.height) as usize];
+    let blank = vec![0.0f32; shape.preprocess.input_values()];
     let warm_up = Instant::now();
     model.run(&[&blank])?;
     let warm_up = warm_up.elapsed();

@@ -32,6 +32,13 @@ pub struct Preprocess {
     pub std: [f32; 3],
 }
 
+impl Preprocess {
+    /// The values of one image's model input: three planes of width × height.
+    pub fn input_values(&self) -> usize {
+        3 * self.width as usize * self.height as usize
+    }
+}
+
 /// An image at its output size and turned upright: RGB, or RGBA when the input had an
 /// alpha channel. Keeping RGB inputs in three channels spares a full-size RGBA copy
 /// until the cut-out itself needs one.

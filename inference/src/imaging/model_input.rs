@@ -28,7 +28,7 @@ pub fn to_model_input(image: &Upright, preprocess: &Preprocess) -> Vec<f32> {
 /// One pass from model-sized pixels to the normalised planes.
 fn normalised_chw(pixels: impl Iterator<Item = [u8; 3]>, preprocess: &Preprocess) -> Vec<f32> {
     let plane = (preprocess.width * preprocess.height) as usize;
-    let mut tensor = vec![0.0f32; 3 * plane];
+    let mut tensor = vec![0.0f32; preprocess.input_values()];
     let (red, rest) = tensor.split_at_mut(plane);
     let (green, blue) = rest.split_at_mut(plane);
     let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * preprocess.std[c]));

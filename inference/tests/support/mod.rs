@@ -248,8 +248,7 @@ pub fn model_options(model: &std::path::Path, extra: &[&str]) -> matte_inference
 /// An input for `model` whose every value depends on `seed`, as unlike another seed's
 /// as it gets.
 pub fn varied_input(model: &matte_inference::model::Model, seed: u32) -> Vec<f32> {
-    let preprocess = model.shape().preprocess;
-    let values = 3 * preprocess.width as usize * preprocess.height as usize;
+    let values = model.shape().preprocess.input_values();
     (0..values)
         .map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed * 977) % 1000) as f32 / 500.0 - 1.0)
         .collect()
