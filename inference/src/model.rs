@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use ort::environment::Environment;
 use ort::ep;
@@ -91,6 +92,9 @@ pub struct Model {
     bound: Option<Bound>,
     /// Where a batch of several images is laid out for its run (`--max-batch-size` > 1).
     batch_input: Option<BatchInput>,
+    /// How long a run of one image took at load, where loading ran the model already
+    /// (the freed batch's check): it is warmed up, and need not run again before serving.
+    warmed_up_in: Option<Duration>,
     /// A short name for metrics and logs: the model file's stem.
     pub name: String,
 }
@@ -181,19 +185,31 @@ impl Model {
         } else {
             None
         };
-        Ok(Model { session, run_options, shape, bound, batch_input, name: model_name(&options.model) })
+        Ok(Model {
+            session,
+            run_options,
+            shape,
+            bound,
+            batch_input,
+            warmed_up_in: None,
+            name: model_name(&options.model),
+        })
     }
 
-    /// A blank image run alone, then beside a patterned one: a graph that fixes its
-    /// batch inside fails the batch of two, or mixes its images and changes the blank
-    /// one's mask.
+    /// A blank image run beside a patterned one, then alone: a graph that fixes its
+    /// batch inside fails the batch of two (first, so that such a model costs one failed
+    /// run and not a whole one before it), or mixes its images and changes the blank
+    /// one's mask. The run alone, made once the pair has initialised the session, is the
+    /// model's warm-up: its time is kept in `warmed_up_in`.
     fn check_freed_batch(&mut self) -> Result<(), String> {
         let values = self.shape.preprocess.input_values();
         let blank = vec![0.0f32; values];
         let pattern: Vec<f32> = (0..values).map(|i| (i % 251) as f32 / 125.0 - 1.0).collect();
         let failed = |e: Error| format!("freed, a batch of two fails: {e}");
-        let alone = self.run(&[&blank]).map_err(failed)?;
         let together = self.run(&[&blank, &pattern]).map_err(failed)?;
+        let alone_started = Instant::now();
+        let alone = self.run(&[&blank]).map_err(failed)?;
+        let alone_took = alone_started.elapsed();
         let difference = alone[0]
             .values
             .iter()
@@ -205,7 +221,14 @@ impl Model {
                 "freed, a batch of two changes an image's mask by up to {difference:.3}: the graph mixes the images of a batch"
             ));
         }
+        self.warmed_up_in = Some(alone_took);
         Ok(())
+    }
+
+    /// How long a run of one image took when loading ran the model already (see
+    /// `warmed_up_in`); `None` when it has not run yet.
+    pub fn warmed_up_in(&self) -> Option<Duration> {
+        self.warmed_up_in
     }
 
     pub fn shape(&self) -> &ModelShape {

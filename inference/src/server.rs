@@ -188,7 +188,8 @@ pub fn model_options(config: &Config, runtime_library: PathBuf) -> ModelOptions 
 
 /// Loads the model and runs one batch of one image (padded to the full batch where
 /// batches are), so the first client does not pay for lazy initialisation (CUDA
-/// kernels, memory arenas, convolution plans), then turns ready.
+/// kernels, memory arenas, convolution plans), then turns ready. A model whose batch was
+/// freed has run already, in the check at load, and is not run again.
 fn load_and_warm_up(options: &ModelOptions, state: &AppState) -> Result<Model, Error> {
     let started = Instant::now();
     let mut model = Model::load(options)?;
@@ -206,10 +207,15 @@ fn load_and_warm_up(options: &ModelOptions, state: &AppState) -> Result<Model, E
         ),
         _ => {}
     }
-    let blank = vec![0.0f32; shape.preprocess.input_values()];
-    let warm_up = Instant::now();
-    model.run(&[&blank])?;
-    let warm_up = warm_up.elapsed();
+    let warm_up = match model.warmed_up_in() {
+        Some(run) => run,
+        None => {
+            let blank = vec![0.0f32; shape.preprocess.input_values()];
+            let started = Instant::now();
+            model.run(&[&blank])?;
+            started.elapsed()
+        }
+    };
     state.service_time.record_first(warm_up);
     let batch = ModelBatch { max: shape.max_batch_size, requested: options.max_batch_size };
     state.metrics.set_model(&model.name, options.provider.as_str(), batch);
@@ -222,6 +228,7 @@ fn load_and_warm_up(options: &ModelOptions, state: &AppState) -> Result<Model, E
         max_batch_size = shape.max_batch_size,
         load_seconds = loaded_in.as_secs_f64(),
         warm_up_seconds = warm_up.as_secs_f64(),
+        ready_seconds = started.elapsed().as_secs_f64(),
         "model loaded and warmed up; ready"
     );
     Ok(model)

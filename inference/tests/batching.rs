@@ -37,11 +37,13 @@ fn a_model_fixed_at_one_is_freed_only_when_batches_are_asked_for() {
     let tiny = TinyModel::with_batch(TinyBatch::FixedAtOne);
     let model = load_model(&tiny.path, &["--max-batch-size", "4"]);
     assert_eq!(model.shape().batch_dimension, BatchDimension::Freed);
+    assert!(model.warmed_up_in().is_some(), "the check at load ran the freed model: no warm-up is due");
     batches_give_the_masks_of_single_runs(model);
 
     let model = load_model(&tiny.path, &[]);
     assert_eq!(model.shape().batch_dimension, BatchDimension::Fixed { kept_because: None });
     assert_eq!(model.shape().max_batch_size, 1);
+    assert_eq!(model.warmed_up_in(), None, "loaded as it ships, the model has not run yet");
 }
 
 #[test]
@@ -136,4 +138,5 @@ fn the_real_quint8_build_fixes_its_batch_inside_and_runs_one_image_at_a_time() {
         panic!("the batch of two should have failed: {:?}", model.shape().batch_dimension);
     };
     assert!(reason.contains("a batch of two fails") && reason.contains("Resize"), "{reason}");
+    assert_eq!(model.warmed_up_in(), None, "the session that ran in the check is not the one loaded");
 }
