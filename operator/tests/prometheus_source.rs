@@ -87,6 +87,7 @@ async fn prometheus_reports_what_the_pod_recorded_and_a_burst_scales_up() {
     // images at CPU speed is more than one pod can clear in time.
     let mut spec = PolicySpec::new(1, 10, 5.0);
     spec.min_useful_work_seconds = 1.0;
+    spec.default_startup_seconds = 2.0;
     let seen_by = Instant::now() + Duration::from_secs(60);
     let decision = loop {
         let queue = source.queue_metrics().await.unwrap().unwrap();

@@ -54,7 +54,7 @@ use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::memory::{BURSTS_REMEMBERED, Burst, Memory, MemoryFault, plausible_images_per_pod_second};
-use crate::startup::{Startup, median_startup_seconds, remember_startups};
+use crate::startup::{Startup, planned_startup_seconds, remember_startups};
 use crate::stats::median;
 
 /// The user's settings, from the resource's `autoscaling` spec.
@@ -518,7 +518,7 @@ fn plan(
         .or(memory.images_per_pod_second)
         .unwrap_or(spec.default_images_per_pod_second)
         .max(f64::MIN_POSITIVE);
-    let startup_seconds = median_startup_seconds(recent_startups).unwrap_or(spec.default_startup_seconds);
+    let startup_seconds = planned_startup_seconds(recent_startups, spec.default_startup_seconds);
     // A refused client comes back once per Retry-After, so the refusal rate times that
     // interval is how many clients are waiting outside the queues. When a burst has
     // just begun the rate's window still holds the quiet before it, but every client

@@ -1,7 +1,7 @@
 //! Every branch of the decision, each with numbers that make the expected answer clear.
 
 use super::*;
-use crate::startup::STARTUPS_REMEMBERED;
+use crate::startup::{STARTUPS_REMEMBERED, STARTUPS_TO_OUTWEIGH_THE_DEFAULT};
 
 /// 1..10 replicas, 30 s target, 60 s start-up, 1 image/s per pod, 10 s of useful work.
 fn spec() -> PolicySpec {
@@ -30,8 +30,10 @@ fn observation(replicas: u32, queue_metrics: Option<QueueMetrics>) -> Observatio
 }
 
 /// One ready pod's start-up of `seconds`.
+/// Three pods seen ready, each after `seconds`: enough for the plan to count on
+/// `seconds` alone (`STARTUPS_TO_OUTWEIGH_THE_DEFAULT`).
 fn started_in(seconds: f64) -> Vec<Startup> {
-    vec![Startup { ready_seconds: 0.0, seconds }]
+    (0..STARTUPS_TO_OUTWEIGH_THE_DEFAULT).map(|pod| Startup { ready_seconds: pod as f64, seconds }).collect()
 }
 
 fn decide_fresh(observation: &Observation) -> Decision {

@@ -6,7 +6,8 @@
 //! to start fast made every plan count on that. So the start-ups of the pods seen
 //! ready are remembered ([`crate::Memory::recent_startups`], in the resource's status)
 //! and the plan takes the median of the last [`STARTUPS_REMEMBERED`], those of pods
-//! given back since included. The simulator feeds the same function with the pods it
+//! given back since included; until three are known, the start-up assumed counts as one
+//! of them. The simulator feeds the same function with the pods it
 //! shows ready, so that what it measures is what the operator plans with.
 
 use serde::{Deserialize, Serialize};
@@ -57,9 +58,18 @@ pub fn remember_startups(remembered: &[Startup], ready_now: &[Startup]) -> Vec<S
     startups
 }
 
-/// The median start-up of those remembered; `None` before any.
-pub fn median_startup_seconds(startups: &[Startup]) -> Option<f64> {
-    median(startups.iter().map(|startup| startup.seconds).collect())
+/// Start-ups remembered below which the one assumed (`PolicySpec::default_startup_seconds`)
+/// still counts among them: the median of one or two draws is one draw, and a first pod
+/// that happened to start fast would have every plan count on that.
+pub const STARTUPS_TO_OUTWEIGH_THE_DEFAULT: usize = 3;
+
+/// The start-up plans count on: the median of those remembered, with `assumed` counted
+/// as one more while fewer than [`STARTUPS_TO_OUTWEIGH_THE_DEFAULT`] are (so `assumed`
+/// alone before any).
+pub fn planned_startup_seconds(startups: &[Startup], assumed: f64) -> f64 {
+    let measured = startups.iter().map(|startup| startup.seconds);
+    let prior = (startups.len() < STARTUPS_TO_OUTWEIGH_THE_DEFAULT).then_some(assumed);
+    median(measured.chain(prior).collect()).unwrap_or(assumed)
 }
 
 #[cfg(test)]
@@ -75,7 +85,7 @@ mod tests {
         let first = remember_startups(&[], &[startup(100.0, 50.0), startup(100.0, 70.0)]);
         let again = remember_startups(&first, &[startup(100.0, 70.0)]);
         assert_eq!(again, vec![startup(100.0, 50.0), startup(100.0, 70.0)]);
-        assert_eq!(median_startup_seconds(&again), Some(60.0));
+        assert_eq!(planned_startup_seconds(&again, 60.0), 60.0);
     }
 
     #[test]
@@ -85,18 +95,27 @@ mod tests {
         let remembered = remember_startups(&[], &burst);
         let with_the_one_left = remember_startups(&remembered, &[startup(105.5, 30.0)]);
         assert_eq!(
-            median_startup_seconds(&with_the_one_left),
-            Some(64.5),
+            planned_startup_seconds(&with_the_one_left, 60.0),
+            64.5,
             "the oldest is forgotten, and one fast pod does not set the median"
         );
         let newer: Vec<Startup> = (0..10).map(|i| startup(500.0 + f64::from(i), 90.0)).collect();
-        assert_eq!(median_startup_seconds(&remember_startups(&with_the_one_left, &newer)), Some(90.0));
+        assert_eq!(planned_startup_seconds(&remember_startups(&with_the_one_left, &newer), 60.0), 90.0);
     }
 
     #[test]
     fn a_time_that_is_no_start_up_is_not_counted() {
         let seen = [startup(100.0, -1.0), startup(100.0, f64::NAN), startup(100.0, 7_200.0), startup(100.0, 45.0)];
         assert_eq!(remember_startups(&[], &seen), vec![startup(100.0, 45.0)]);
-        assert_eq!(median_startup_seconds(&[]), None);
+    }
+
+    #[test]
+    fn the_start_up_assumed_counts_until_three_are_measured() {
+        assert_eq!(planned_startup_seconds(&[], 60.0), 60.0, "none measured: the one assumed");
+        assert_eq!(planned_startup_seconds(&[startup(10.0, 20.0)], 60.0), 40.0, "one fast first pod moves it halfway");
+        let two = [startup(10.0, 20.0), startup(20.0, 24.0)];
+        assert_eq!(planned_startup_seconds(&two, 60.0), 24.0, "two measured outvote it");
+        let three = [startup(10.0, 20.0), startup(20.0, 24.0), startup(30.0, 22.0)];
+        assert_eq!(planned_startup_seconds(&three, 60.0), 22.0, "three alone make the median");
     }
 }

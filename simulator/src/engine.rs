@@ -360,6 +360,7 @@ struct Engine<'a> {
     startup_draws: StartupDraws,
     provisioning_rng: Stream,
     scrape_offset_rng: Stream,
+    initial_startups_rng: Stream,
 }
 
 impl<'a> Engine<'a> {
@@ -391,6 +392,7 @@ impl<'a> Engine<'a> {
             startup_draws: StartupDraws::new(seed, settings.matched_startups),
             provisioning_rng: Stream::new(seed, StreamName::NodeProvisioning),
             scrape_offset_rng: Stream::new(seed, StreamName::ScrapeOffsets),
+            initial_startups_rng: Stream::new(seed, StreamName::InitialStartups),
         }
     }
 
@@ -407,6 +409,12 @@ impl<'a> Engine<'a> {
                 pod.billed_from = Some(0.0);
                 pod.phase = Phase::Ready;
                 pod.ready_at = Some(0.0);
+                // The operator reads a start-up off every ready pod, those it found
+                // running included: these show one drawn as a pod's is, from a stream
+                // of their own, so that every other draw stays where it was.
+                let median = self.settings.startup_seconds;
+                let drawn = self.initial_startups_rng.lognormal(median, self.settings.startup_sigma);
+                pod.startup_seconds = Some(drawn.clamp(median / 3.0, median * 2.0));
             }
             self.pods.push(pod);
             self.schedule_first_scrape(ScrapeOf::Pod(self.pods.len() - 1));
@@ -964,14 +972,18 @@ mod tests {
 
     /// What Matte's policy is shown of start-ups is what the operator's census reads: the
     /// pods ready now, each from being scheduled to Ready; the fleet running when the
-    /// trace begins started before it and shows none, and a pod that ends shows none.
+    /// trace begins shows one drawn as a pod's is, ready at the start, and a pod that
+    /// ends shows none.
     #[test]
     fn the_policy_is_shown_the_start_ups_of_the_pods_ready_now() {
         let settings = crate::scenario::Scenario::BurstTrain.settings();
         let workload = Workload::new(Vec::new(), &settings, 7);
         let mut engine = Engine::new(&settings, &workload, 7);
         engine.start(1);
-        assert_eq!(engine.view().ready_startups, Vec::new(), "the fleet at the start shows none");
+        let at_the_start = engine.view().ready_startups;
+        assert_eq!(at_the_start.len(), 1, "the fleet at the start shows its start-up: {at_the_start:?}");
+        assert_eq!(at_the_start[0].ready_seconds, 0.0);
+        assert!((20.0..=120.0).contains(&at_the_start[0].seconds), "{at_the_start:?}");
         engine.now = 100.0;
         engine.scale_to(2, || None);
         let ready = loop {
@@ -983,11 +995,11 @@ mod tests {
             }
         };
         let startups = engine.view().ready_startups;
-        assert_eq!(startups.len(), 1, "{startups:?}");
-        assert_eq!(startups[0].ready_seconds, engine.now);
-        assert!((startups[0].seconds - (engine.now - 100.0)).abs() < 1e-9, "{startups:?} at {}", engine.now);
+        assert_eq!(startups.len(), 2, "{startups:?}");
+        let new = startups.iter().find(|startup| startup.ready_seconds == engine.now).expect("the new pod's");
+        assert!((new.seconds - (engine.now - 100.0)).abs() < 1e-9, "{startups:?} at {}", engine.now);
         engine.end_pod(ready);
-        assert_eq!(engine.view().ready_startups, Vec::new(), "an ended pod shows none");
+        assert_eq!(engine.view().ready_startups, at_the_start, "an ended pod shows none");
     }
 
     /// Spread scrapes: each target (two gateway replicas, three pods) has its own offset

@@ -19,6 +19,8 @@ pub enum StreamName {
     NodeProvisioning = 4,
     Routing = 5,
     ScrapeOffsets = 6,
+    /// The start-ups of the fleet running when a trace begins.
+    InitialStartups = 7,
 }
 
 impl Stream {

@@ -112,10 +112,14 @@ mod tests {
     fn the_census_and_the_queue_reach_the_policy() {
         let spec = resource("minimal.yaml").spec;
         let mut current = running(1);
-        current.census.ready = 1;
+        current.census.ready = 3;
         current.census.starting_ages_seconds = vec![12.0];
         current.census.unschedulable.pods = 2;
-        current.census.ready_startups = vec![Startup { ready_seconds: 1_800_000_000.0, seconds: 42.0 }];
+        current.census.ready_startups = [44.0, 40.0, 42.0]
+            .into_iter()
+            .enumerate()
+            .map(|(pod, seconds)| Startup { ready_seconds: 1_800_000_000.0 - pod as f64, seconds })
+            .collect();
         current.queue = Some(QueueMetrics {
             age_seconds: 1.0,
             queue_depth: 3.0,
@@ -127,11 +131,13 @@ mod tests {
         let seen = &decision.observation;
         assert_eq!(
             (seen.ready_pods, seen.starting_pod_ages_seconds.as_slice(), seen.unschedulable_pods),
-            (1, [12.0].as_slice(), 2)
+            (3, [12.0].as_slice(), 2)
         );
         assert_eq!(seen.ready_pod_startups, current.census.ready_startups);
-        assert_eq!(decision.plan.as_ref().map(|plan| plan.startup_seconds), Some(42.0));
-        assert_eq!(decision.memory.recent_startups, current.census.ready_startups, "remembered in status");
+        assert_eq!(decision.plan.as_ref().map(|plan| plan.startup_seconds), Some(42.0), "their median");
+        let mut remembered = current.census.ready_startups.clone();
+        remembered.reverse();
+        assert_eq!(decision.memory.recent_startups, remembered, "remembered in status, oldest first");
         assert_eq!(seen.queue, current.queue);
         assert!(decision.plan.is_some(), "the metrics were used: {decision:?}");
     }
