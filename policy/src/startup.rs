@@ -6,9 +6,9 @@
 //! to start fast made every plan count on that. So the start-ups of the pods seen
 //! ready are remembered ([`crate::Memory::recent_startups`], in the resource's status)
 //! and the plan takes the median of the last [`STARTUPS_REMEMBERED`], those of pods
-//! given back since included; until three are known, the start-up assumed counts as one
-//! of them. The simulator feeds the same function with the pods it
-//! shows ready, so that what it measures is what the operator plans with.
+//! given back since included; until [`STARTUPS_TO_OUTWEIGH_THE_DEFAULT`] are known, the
+//! start-up assumed counts as one of them. The simulator feeds the same function with
+//! the pods it shows ready, so that what it measures is what the operator plans with.
 
 use serde::{Deserialize, Serialize};
 
@@ -59,8 +59,8 @@ pub fn remember_startups(remembered: &[Startup], ready_now: &[Startup]) -> Vec<S
 }
 
 /// Start-ups remembered below which the one assumed (`PolicySpec::default_startup_seconds`)
-/// still counts among them: the median of one or two draws is one draw, and a first pod
-/// that happened to start fast would have every plan count on that.
+/// still counts among them: a median of one or two pods' start-ups rests on one or two
+/// draws, and a first pod that happened to start fast would have every plan count on it.
 pub const STARTUPS_TO_OUTWEIGH_THE_DEFAULT: usize = 3;
 
 /// The start-up plans count on: the median of those remembered, with `assumed` counted

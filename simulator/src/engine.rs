@@ -363,6 +363,12 @@ struct Engine<'a> {
     initial_startups_rng: Stream,
 }
 
+/// A drawn start-up kept within a third and twice the median: the log-normal's far
+/// tails are no pod's.
+fn within_startup_bounds(drawn: f64, median: f64) -> f64 {
+    drawn.clamp(median / 3.0, median * 2.0)
+}
+
 impl<'a> Engine<'a> {
     fn new(settings: &'a Settings, workload: &'a Workload, seed: u64) -> Self {
         let requests = workload.arrivals.len();
@@ -414,7 +420,7 @@ impl<'a> Engine<'a> {
                 // of their own, so that every other draw stays where it was.
                 let median = self.settings.startup_seconds;
                 let drawn = self.initial_startups_rng.lognormal(median, self.settings.startup_sigma);
-                pod.startup_seconds = Some(drawn.clamp(median / 3.0, median * 2.0));
+                pod.startup_seconds = Some(within_startup_bounds(drawn, median));
             }
             self.pods.push(pod);
             self.schedule_first_scrape(ScrapeOf::Pod(self.pods.len() - 1));
@@ -677,7 +683,7 @@ impl<'a> Engine<'a> {
     fn begin_startup(&mut self, index: usize) {
         let median = self.settings.startup_seconds;
         let startup =
-            self.startup_draws.draw(self.now, median, self.settings.startup_sigma).clamp(median / 3.0, median * 2.0);
+            within_startup_bounds(self.startup_draws.draw(self.now, median, self.settings.startup_sigma), median);
         self.pods[index].phase = Phase::Starting;
         self.pods[index].scheduled = Some(self.now);
         self.schedule(self.now + startup, Event::PodReady(index));
