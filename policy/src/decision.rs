@@ -32,6 +32,9 @@
 //! (`WARM_GAP_MAX_STARTUPS` start-ups). Only while start-ups are long against the
 //! target: pods that start well within it, started when a burst is seen, serve it in
 //! time, and pods kept warm (or started ahead of a clock) would only cost their wait.
+//! Behind the gateway, a pod started on top of the warm pods must find more work once
+//! ready than one started before the bursts made a pattern (`USEFUL_WORK_ON_A_WARM_FLEET`):
+//! the warm pods meet each burst, and the gateway keeps them busy.
 //! When bursts come far apart instead (`SPARSE_GAP_MIN_STARTUPS`), the pods left over
 //! from one go as soon as its drain is confirmed, rather than being held a start-up for
 //! a next one that is not coming.
@@ -67,7 +70,9 @@ pub struct PolicySpec {
     pub target_queue_latency_seconds: f64,
     /// How long unneeded pods are kept; `None` keeps them as long as a pod takes to start.
     pub scale_down_delay_seconds: Option<f64>,
-    /// A new pod is started only if it will have at least this much work once ready.
+    /// A new pod is started only if it will have at least this much work once ready
+    /// (more behind the gateway while pods are kept warm for bursts:
+    /// `USEFUL_WORK_ON_A_WARM_FLEET`).
     pub min_useful_work_seconds: f64,
     /// Pod start-up time assumed until one has been measured.
     pub default_startup_seconds: f64,
@@ -92,6 +97,10 @@ pub struct PolicySpec {
     /// the samples that first showed the change are out of the window by then, and only
     /// a change that lasted keeps it.
     pub confirm_seconds: f64,
+    /// Whether `matte-gateway` is in front of the pods, holding the requests no pod has
+    /// room for: then a ready pod finds its next image waiting whenever it finishes one,
+    /// where behind a plain Service it waits for refused clients to come back.
+    pub behind_gateway: bool,
 }
 
 /// The planned utilization a resource may choose, in percent of a pod's throughput
@@ -122,6 +131,7 @@ impl PolicySpec {
             planned_utilization: 0.75,
             stale_after_seconds: 60.0,
             confirm_seconds: 10.0,
+            behind_gateway: false,
         }
     }
 
@@ -249,6 +259,22 @@ const WARM_DRAIN_MAX_TARGETS: f64 = 2.0;
 /// longer are worth nodes.
 const CONFIRMATIONS_FOR_NODES: f64 = 2.0;
 
+/// The least useful work a new pod must find once ready, in multiples of
+/// `min_useful_work_seconds`, behind the gateway while pods are kept warm for bursts
+/// that recur off any clock. A backlog whose target is already out of reach is planned
+/// to drain a start-up and that work from now: the later that is, the more the pods
+/// already there count for and the fewer are started. Once bursts recur, warm pods meet
+/// each burst's first images, and behind the gateway, which keeps them busy, most pods
+/// started on burst-train to drain a burst within a start-up and 10 s came after the
+/// pods already there had drained it, or waited for a node it did not need: at half as
+/// much again a run starts 19.5 pods instead of 25.1, at 5 % fewer GPU-seconds, with
+/// its worst seed at 98.43 % instead of 97.60 %. Elsewhere the least useful work
+/// stands: before bursts make a pattern a fleet at its minimum needs its pods sooner
+/// (15 s everywhere lost scale-from-zero and mixed traffic), bursts on a clock have
+/// their pods started ahead of each, and behind a plain Service, whose pods idle while
+/// refused clients stay away, the pods on top were needed (99.17 % → 99.00 %).
+const USEFUL_WORK_ON_A_WARM_FLEET: f64 = 1.5;
+
 /// Why the policy chose the replicas it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Reason {
@@ -355,7 +381,7 @@ fn decide_checked(spec: &PolicySpec, observation: &Observation, memory: &Memory)
     }
 
     let recent_startups = remember_startups(&memory.recent_startups, &observation.ready_pod_startups);
-    let mut plan = plan(spec, observation, queue, memory, &recent_startups);
+    let mut plan = plan(spec, observation, queue, memory, &recent_startups, spec.min_useful_work_seconds);
     let burst_on = plan.waiting_clients > 0.0 || queue.gateway_queue_depth > 0.0;
     let (burst, recent_bursts) = remember_bursts(memory, observation.now_seconds, burst_on, &plan);
     let now = observation.now_seconds;
@@ -373,6 +399,14 @@ fn decide_checked(spec: &PolicySpec, observation: &Observation, memory: &Memory)
         Some(_) => 0,
         None => warm_replicas(spec, now, &recent_bursts, burst.as_ref(), &plan),
     };
+    if spec.behind_gateway && clock.is_none() && plan.warm_replicas > 0 {
+        let useful_work_seconds = USEFUL_WORK_ON_A_WARM_FLEET * spec.min_useful_work_seconds;
+        plan = Plan {
+            clock,
+            warm_replicas: plan.warm_replicas,
+            ..self::plan(spec, observation, queue, memory, &recent_startups, useful_work_seconds)
+        };
+    }
     let started_ahead = if due_soon { plan.warm_replicas } else { 0 };
     // A burst on a clock, no larger so far than the largest of those remembered, is the
     // one the clock said was due, however fast it arrives: its pods were started ahead
@@ -502,13 +536,15 @@ fn hold(spec: &PolicySpec, observation: &Observation, memory: &Memory, reason: R
     }
 }
 
-/// The deadline and the number of pods that meet it.
+/// The deadline and the number of pods that meet it, each new pod having at least
+/// `useful_work_seconds` of work once ready.
 fn plan(
     spec: &PolicySpec,
     observation: &Observation,
     queue: &QueueMetrics,
     memory: &Memory,
     recent_startups: &[Startup],
+    useful_work_seconds: f64,
 ) -> Plan {
     // A throughput outside the plausible range is no measurement (a pod's histogram gone
     // wrong): the one remembered, checked like it, or the default stands in.
@@ -537,7 +573,7 @@ fn plan(
     let time_left = spec.target_queue_latency_seconds - (oldest + queue.age_seconds);
     // No pod started now helps before it is ready: if the target is sooner than that,
     // aim for the earliest moment a new pod can do a useful amount of work.
-    let deadline_seconds = time_left.max(startup_seconds + spec.min_useful_work_seconds.max(1.0));
+    let deadline_seconds = time_left.max(startup_seconds + useful_work_seconds.max(1.0));
     let sustained_images_per_second = queue.sustained_admitted_per_second;
     let starting_ready_in: Vec<f64> =
         observation.starting_pod_ages_seconds.iter().map(|age| (startup_seconds - age).max(0.0)).collect();

@@ -535,6 +535,35 @@ fn recurring_bursts_keep_warm_the_pods_a_typical_one_needs_within_a_start_up() {
 }
 
 #[test]
+fn behind_the_gateway_a_pod_started_on_top_of_the_warm_pods_must_have_more_work_than_one_before_a_pattern() {
+    // 150 images on two ready pods with 60 s start-ups: without a pattern each new pod
+    // must have 10 s of work once ready, so the deadline is 70 s, the two pods do 140 by
+    // then and a third is started for the last 10 images. Kept warm for bursts of 100
+    // (two pods), a pod on top must have 15 s: the deadline is 75 s and the two do all
+    // 150 by then.
+    let gateway = PolicySpec { behind_gateway: true, ..spec() };
+    let backlog = observation(2, Some(queue(150.0)));
+    let before_a_pattern = decide(&gateway, &backlog, &Memory::default());
+    assert_eq!((before_a_pattern.replicas, before_a_pattern.reason), (3, Reason::ScaleUp));
+    assert_eq!(before_a_pattern.plan.map(|plan| plan.deadline_seconds), Some(70.0));
+
+    let memory = Memory { recent_bursts: bursts(&[450.0, 700.0, 900.0], 100.0), ..Memory::default() };
+    let warm = decide(&gateway, &backlog, &memory);
+    assert_eq!((warm.replicas, warm.reason), (2, Reason::Steady));
+    let plan = warm.plan.expect("plan");
+    assert_eq!((plan.warm_replicas, plan.deadline_seconds), (2, 75.0));
+
+    // A burst that needs more than the warm pods still gets them: 170 images leave 20
+    // past the deadline, two new pods' worth of 15 s.
+    let larger = decide(&gateway, &observation(2, Some(queue(170.0))), &memory);
+    assert_eq!((larger.replicas, larger.reason), (4, Reason::ScaleUp));
+
+    // Behind a plain Service the pods idle while refused clients stay away: 10 s stands.
+    let plain = decide(&spec(), &backlog, &memory);
+    assert_eq!((plain.replicas, plain.plan.map(|plan| plan.deadline_seconds)), (3, Some(70.0)));
+}
+
+#[test]
 fn with_start_ups_longer_than_twice_the_target_warm_pods_drain_a_typical_burst_within_it() {
     // Start-ups of 120 s, a 30 s target, bursts of 100 images every 200 s at 1 image/s
     // per pod: within one start-up 1 pod would do, but the burst would wait 100 s, and a

@@ -108,13 +108,15 @@ fn on_burst_train_matte_meets_the_slo_with_far_fewer_gpu_seconds_and_starts() {
 /// Burst-train behind the gateway, as the operator deploys it, over seeds 1-24 and at
 /// every phase of the passes against the scrapes (a quarter, half and a whole pass
 /// after the scrape they read): at least 99.5 % of images within the SLO on average, at
-/// no more than 1.3 times the GPU-seconds of the oracle that knows every arrival, and 22
-/// seeds of 24 at 99 % or more. The worst seed (2: a burst of 529 images, five typical
-/// ones, on two warm pods with six free GPUs) is on a knife-edge: it ends between 96.7 %
-/// and 97.6 % with the phase, as it ended between 96.3 % and 99.5 % when passes came
-/// every pods' interval, so every seed at 98.5 % is not held. Without giving back pods
-/// still starting once the ready pods drained a burst without them, this took 1.31
-/// times the oracle's GPU-seconds.
+/// no more than 1.3 times the GPU-seconds of the oracle that knows every arrival, 23
+/// seeds of 24 at 99 % or more and the worst at 98 % (98.43-98.75 % with the phase).
+/// The worst seed (5: a burst of 326 images on one pod, before the bursts make any
+/// pattern) does not reach the 98.5 % at every phase; seed 2 (a burst of 529
+/// images, five typical ones, on two warm pods with six free GPUs) ended between
+/// 97.60 % and 99.73 % with the phase while pods on top of the warm ones were started
+/// for 10 s of work, and is at 100 % at every phase now. Without giving back pods still
+/// starting once the ready pods drained a burst without them, this took 1.31 times the
+/// oracle's GPU-seconds.
 #[test]
 fn behind_the_gateway_burst_train_meets_the_slo_within_1_3_times_the_oracles_gpu_seconds() {
     let deployed = behind_gateway(Scenario::BurstTrain.settings());
@@ -131,8 +133,8 @@ fn behind_the_gateway_burst_train_meets_the_slo_within_1_3_times_the_oracles_gpu
         let sweep = summarize(&reports).expect("24 reports");
         let (matte, oracle) = (&sweep.policies[0], &sweep.policies[1]);
         assert!(matte.mean_slo_attainment >= 0.995, "phase {share}: {matte:?}");
-        assert!(matte.seeds_at_99_percent >= 22, "phase {share}: {matte:?}");
-        assert!(matte.worst_slo_attainment >= 0.965, "phase {share}: {matte:?}");
+        assert!(matte.seeds_at_99_percent >= 23, "phase {share}: {matte:?}");
+        assert!(matte.worst_slo_attainment >= 0.98, "phase {share}: {matte:?}");
         assert!(matte.mean_gpu_seconds <= 1.3 * oracle.mean_gpu_seconds, "phase {share}: {matte:?}\noracle {oracle:?}");
     }
 }

@@ -5,7 +5,7 @@
 use crate::autoscaler::pods::unix_seconds;
 use crate::autoscaler::policy::{self, Decision, Memory, Observation, PolicySpec};
 use crate::autoscaler::prometheus::Windows;
-use crate::crd::{AutoscalingSpec, BackgroundRemovalServiceSpec};
+use crate::crd::BackgroundRemovalServiceSpec;
 
 use super::observe::Current;
 
@@ -33,13 +33,14 @@ pub fn decide(spec: &BackgroundRemovalServiceSpec, current: &Current, memory: &M
         ready_pod_startups: census.ready_startups.clone(),
         queue: current.queue.clone(),
     };
-    let decision = policy::decide(&policy_spec(&spec.autoscaling, windows), &observation, memory);
+    let decision = policy::decide(&policy_spec(spec, windows), &observation, memory);
     Scale { replicas: i32::try_from(decision.replicas).unwrap_or(i32::MAX), decision: Some(decision) }
 }
 
-/// The policy's settings from the resource's `autoscaling`, and the windows its
-/// metrics are read through.
-pub fn policy_spec(autoscaling: &AutoscalingSpec, windows: &Windows) -> PolicySpec {
+/// The policy's settings from the resource's `autoscaling` and whether its gateway is
+/// on, and the windows its metrics are read through.
+pub fn policy_spec(spec: &BackgroundRemovalServiceSpec, windows: &Windows) -> PolicySpec {
+    let autoscaling = &spec.autoscaling;
     let count = |value: i32| u32::try_from(value).unwrap_or(0);
     let defaults = PolicySpec::new(
         count(autoscaling.min_replicas),
@@ -52,6 +53,7 @@ pub fn policy_spec(autoscaling: &AutoscalingSpec, windows: &Windows) -> PolicySp
     PolicySpec {
         scale_down_delay_seconds: autoscaling.scale_down_delay_seconds.map(f64::from),
         confirm_seconds: windows.confirm().as_secs_f64(),
+        behind_gateway: spec.gateway.enabled,
         ..defaults.with_planned_utilization_percent(planned_utilization_percent)
     }
 }
@@ -143,24 +145,28 @@ mod tests {
     }
 
     #[test]
-    fn the_policy_takes_the_bounds_target_and_delay_of_the_spec() {
-        let mut autoscaling = resource("minimal.yaml").spec.autoscaling;
+    fn the_policy_takes_the_bounds_target_delay_and_gateway_of_the_spec() {
+        let mut resource_spec = resource("minimal.yaml").spec;
+        let autoscaling = &mut resource_spec.autoscaling;
         autoscaling.min_replicas = 2;
         autoscaling.max_replicas = 7;
         autoscaling.target_queue_latency_seconds = 3.5;
         autoscaling.scale_down_delay_seconds = Some(90);
-        let spec = policy_spec(&autoscaling, &windows());
+        let spec = policy_spec(&resource_spec, &windows());
         assert_eq!(
             (spec.min_replicas, spec.max_replicas, spec.target_queue_latency_seconds, spec.scale_down_delay_seconds),
             (2, 7, 3.5, Some(90.0))
         );
         let every_second = Windows::for_scrape_interval(std::time::Duration::from_secs(1));
         assert_eq!(spec.confirm_seconds, 15.0, "an arrivals window of two 5 s scrapes, and one scrape more");
-        assert_eq!(policy_spec(&autoscaling, &every_second).confirm_seconds, 3.0);
+        assert_eq!(policy_spec(&resource_spec, &every_second).confirm_seconds, 3.0);
         assert_eq!(spec.planned_utilization, 0.75, "the policy's default when the spec says nothing");
-        autoscaling.planned_utilization_percent = Some(60);
-        assert_eq!(policy_spec(&autoscaling, &windows()).planned_utilization, 0.6);
-        autoscaling.min_replicas = -1;
-        assert_eq!(policy_spec(&autoscaling, &windows()).min_replicas, 0);
+        assert!(spec.behind_gateway, "the gateway is on by default");
+        resource_spec.autoscaling.planned_utilization_percent = Some(60);
+        assert_eq!(policy_spec(&resource_spec, &windows()).planned_utilization, 0.6);
+        resource_spec.autoscaling.min_replicas = -1;
+        assert_eq!(policy_spec(&resource_spec, &windows()).min_replicas, 0);
+        resource_spec.gateway.enabled = false;
+        assert!(!policy_spec(&resource_spec, &windows()).behind_gateway);
     }
 }

@@ -4,7 +4,7 @@
 use matte_policy::{self as policy, Memory, Observation, PolicySpec, Reason};
 
 use super::{ClusterView, Scaler};
-use crate::settings::Settings;
+use crate::settings::{Routing, Settings};
 
 pub struct Matte {
     spec: PolicySpec,
@@ -24,6 +24,7 @@ impl Matte {
             // The simulated clients wait Retry-After plus up to half again: 1.25x on average.
             retry_after_seconds: settings.policy_retry_after_seconds.unwrap_or(1.25 * settings.retry_after_seconds),
             confirm_seconds: settings.windows().confirm().as_secs_f64(),
+            behind_gateway: settings.routing == Routing::Gateway,
             ..PolicySpec::new(settings.min_replicas, settings.max_replicas, settings.target_queue_latency_seconds)
                 .with_planned_utilization_percent(settings.planned_utilization_percent)
         };
