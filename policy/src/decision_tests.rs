@@ -1,6 +1,7 @@
 //! Every branch of the decision, each with numbers that make the expected answer clear.
 
 use super::*;
+use crate::memory::{BURSTS_REMEMBERED, Burst};
 use crate::startup::{STARTUPS_REMEMBERED, STARTUPS_TO_OUTWEIGH_THE_DEFAULT};
 
 /// 1..10 replicas, 30 s target, 60 s start-up, 1 image/s per pod, 10 s of useful work.

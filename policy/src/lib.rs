@@ -3,6 +3,7 @@
 //! Prometheus functions behind them ([`promql`], [`stats`]). Pure: no Kubernetes, no
 //! I/O; the operator and the simulator both feed it.
 
+mod bursts;
 mod clock;
 mod decision;
 mod memory;

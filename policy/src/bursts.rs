@@ -1,0 +1,142 @@
+//! The bursts the policy follows: when one is on, which it remembers, and what their
+//! pattern buys: pods kept warm for the typical one, or started ahead of the next on a
+//! clock. Pure, like the decision that calls it.
+
+use crate::clock::Clock;
+use crate::decision::{Plan, PolicySpec, to_count};
+use crate::memory::{BURSTS_REMEMBERED, Burst, Memory};
+use crate::stats::median;
+
+/// Bursts needed before they count as a pattern worth keeping pods warm for.
+const BURSTS_FOR_A_PATTERN: usize = 3;
+
+/// Bursts further apart than this many start-ups are no rhythm worth paying for: a pod
+/// kept warm over such a gap costs more GPU time than this many start-ups, to save the
+/// burst one start-up's wait. Between them the fleet goes down to its minimum.
+const WARM_GAP_MAX_STARTUPS: f64 = 15.0;
+
+/// Start-ups of the period of bursts on a clock, beyond the lead, that following the
+/// clock needs: one for the burst's drain and the hold after it, one of idleness saved.
+const CLOCK_IDLE_MIN_STARTUPS: f64 = 2.0;
+
+/// Bursts whose shortest gap is longer than this many start-ups come sparsely: pods
+/// left over from one are given back once the work is confirmed drained, not held a
+/// start-up for the next.
+const SPARSE_GAP_MIN_STARTUPS: f64 = 5.0;
+
+/// The warm pods drain a typical burst within one start-up, but within no more than
+/// this many targets: a burst drained evenly over twice the target has its images start
+/// inference within the target on average. Only start-ups longer than that move it:
+/// there a pod started for a burst arrives after it is over, so the warm pods are all
+/// it gets, and sizing them for a whole start-up left each burst waiting that long.
+const WARM_DRAIN_MAX_TARGETS: f64 = 2.0;
+
+/// Follows the bursts: one is on while requests wait outside the pods' queues (clients
+/// refused by the pods, or requests in the gateway's queue) and ends when none do.
+pub(crate) fn remember_bursts(memory: &Memory, now: f64, burst_on: bool, plan: &Plan) -> (Option<Burst>, Vec<Burst>) {
+    let mut recent = memory.recent_bursts.clone();
+    if burst_on {
+        let burst = match memory.burst {
+            Some(burst) => Burst { peak_backlog_images: burst.peak_backlog_images.max(plan.backlog_images), ..burst },
+            None => Burst { started_seconds: now, peak_backlog_images: plan.backlog_images },
+        };
+        return (Some(burst), recent);
+    }
+    if let Some(ended) = memory.burst {
+        recent.push(ended);
+        let forgotten = recent.len().saturating_sub(BURSTS_REMEMBERED);
+        recent.drain(..forgotten);
+    }
+    (None, recent)
+}
+
+/// The pods worth keeping warm when bursts recur: enough for the typical one to drain
+/// within one start-up, the time a pod started for it would take to arrive, or within
+/// `WARM_DRAIN_MAX_TARGETS` targets if that is sooner. Those are the pods that would
+/// otherwise be started for every burst and arrive too late for its first images. Kept
+/// for as long as the bursts keep their rhythm.
+pub(crate) fn warm_replicas(
+    spec: &PolicySpec,
+    now: f64,
+    recent: &[Burst],
+    current: Option<&Burst>,
+    plan: &Plan,
+) -> u32 {
+    let bursts: Vec<&Burst> = recent.iter().chain(current).collect();
+    let gaps: Vec<f64> = bursts.windows(2).map(|pair| pair[1].started_seconds - pair[0].started_seconds).collect();
+    let last_started = bursts.last().map_or(now, |burst| burst.started_seconds);
+    let Some(typical_gap) = median(gaps) else {
+        return 0;
+    };
+    // Keeping pods warm pays up to a gap of `WARM_GAP_MAX_STARTUPS` start-ups, typical
+    // or current: bursts that come at random moments are no less likely to come after a
+    // long wait than after a short one, so only a wait past that break-even says the
+    // pattern is gone (or no longer worth its pods).
+    let break_even = WARM_GAP_MAX_STARTUPS * plan.startup_seconds;
+    if now - last_started > break_even || typical_gap > break_even {
+        return 0;
+    }
+    typical_burst_replicas(spec, recent, current, plan)
+}
+
+/// The pods that drain the typical burst remembered (the median peak backlog) within
+/// one start-up, or within `WARM_DRAIN_MAX_TARGETS` targets if that is sooner; none
+/// before the bursts make a pattern (`BURSTS_FOR_A_PATTERN`), and none when pods started
+/// for a burst come in time for it.
+pub(crate) fn typical_burst_replicas(spec: &PolicySpec, recent: &[Burst], current: Option<&Burst>, plan: &Plan) -> u32 {
+    let bursts: Vec<&Burst> = recent.iter().chain(current).collect();
+    if bursts.len() < BURSTS_FOR_A_PATTERN || pods_started_for_a_burst_come_in_time(spec, plan) {
+        return 0;
+    }
+    let Some(typical_backlog) = median(bursts.iter().map(|burst| burst.peak_backlog_images).collect()) else {
+        return 0;
+    };
+    let drain_within = plan.startup_seconds.min(WARM_DRAIN_MAX_TARGETS * spec.target_queue_latency_seconds);
+    let per_pod_before_help_arrives = plan.images_per_pod_second * spec.planned_share() * drain_within;
+    if per_pod_before_help_arrives <= 0.0 {
+        // Pods that start at once need not wait warm, whatever the target.
+        return 0;
+    }
+    to_count((typical_backlog / per_pod_before_help_arrives).ceil())
+}
+
+/// The clock the bursts remembered (and the one going on) keep, when following it pays:
+/// pods given back after a burst come back a lead ahead of the next, so the period must
+/// leave them idle for more than a start-up after the burst's drain and its hold
+/// (about another start-up) for giving them back to save anything.
+pub(crate) fn clock_worth_following(
+    spec: &PolicySpec,
+    recent: &[Burst],
+    current: Option<&Burst>,
+    plan: &Plan,
+) -> Option<Clock> {
+    if pods_started_for_a_burst_come_in_time(spec, plan) {
+        return None;
+    }
+    let starts: Vec<f64> = recent.iter().chain(current).map(|burst| burst.started_seconds).collect();
+    Clock::of(&starts).filter(|clock| {
+        clock.period_seconds > clock_lead(spec, clock, plan) + CLOCK_IDLE_MIN_STARTUPS * plan.startup_seconds
+    })
+}
+
+/// Whether pods started when a burst is seen serve it within the target: a start-up,
+/// and a confirmation time of margin for the passes that see it and the drain, fit in
+/// the target. Then pods kept warm for bursts, or started ahead of one on a clock, buy
+/// nothing the burst's own pods would not bring in time, and cost their idle time.
+fn pods_started_for_a_burst_come_in_time(spec: &PolicySpec, plan: &Plan) -> bool {
+    plan.startup_seconds + spec.confirm_seconds <= spec.target_queue_latency_seconds
+}
+
+/// How long before a burst on `clock` is due its pods are started: a start-up, the
+/// clock's jitter, and a confirmation time of margin.
+pub(crate) fn clock_lead(spec: &PolicySpec, clock: &Clock, plan: &Plan) -> f64 {
+    clock.lead_seconds(plan.startup_seconds, spec.confirm_seconds)
+}
+
+/// Whether the bursts remembered make a pattern (`BURSTS_FOR_A_PATTERN` or more) whose
+/// every gap, start to start, is longer than `SPARSE_GAP_MIN_STARTUPS` start-ups.
+pub(crate) fn bursts_come_sparsely(recent: &[Burst], startup_seconds: f64) -> bool {
+    let shortest_gap =
+        recent.windows(2).map(|pair| pair[1].started_seconds - pair[0].started_seconds).fold(f64::INFINITY, f64::min);
+    recent.len() >= BURSTS_FOR_A_PATTERN && shortest_gap > SPARSE_GAP_MIN_STARTUPS * startup_seconds
+}
