@@ -297,6 +297,10 @@ pub struct Plan {
     pub waiting_clients: f64,
     /// Seconds from now by which the backlog should be drained.
     pub deadline_seconds: f64,
+    /// The work a new pod must find once ready, when the target is too near for any
+    /// pod started now to help and the deadline is a start-up and this from now; `None`
+    /// when the target sets it.
+    pub useful_work_seconds: Option<f64>,
     pub images_per_pod_second: f64,
     pub startup_seconds: f64,
     /// Steady traffic expected to keep arriving, images per second.
@@ -551,7 +555,9 @@ fn plan(
     let time_left = spec.target_queue_latency_seconds - (oldest + queue.age_seconds);
     // No pod started now helps before it is ready: if the target is sooner than that,
     // aim for the earliest moment a new pod can do a useful amount of work.
-    let deadline_seconds = time_left.max(startup_seconds + useful_work_seconds.max(1.0));
+    let useful_work_seconds = useful_work_seconds.max(1.0);
+    let first_useful_moment = startup_seconds + useful_work_seconds;
+    let deadline_seconds = time_left.max(first_useful_moment);
     let sustained_images_per_second = queue.sustained_admitted_per_second;
     let starting_ready_in: Vec<f64> =
         observation.starting_pod_ages_seconds.iter().map(|age| (startup_seconds - age).max(0.0)).collect();
@@ -596,6 +602,7 @@ fn plan(
         backlog_images,
         waiting_clients,
         deadline_seconds,
+        useful_work_seconds: (time_left < first_useful_moment).then_some(useful_work_seconds),
         images_per_pod_second,
         startup_seconds,
         sustained_images_per_second,
@@ -779,8 +786,11 @@ fn scale_down_or_keep(
 fn summary(plan: &Plan, queue: &QueueMetrics) -> String {
     let wait =
         queue.queue_wait_p95_seconds.map_or_else(|| "no recent waits".to_string(), |p95| format!("p95 wait {p95:.1}s"));
+    // A deadline past the target says why: no pod started sooner would help.
+    let deadline =
+        plan.useful_work_seconds.map_or_else(String::new, |work| format!(" (a start-up and {work:.0}s of work)"));
     format!(
-        "backlog {:.0} images ({wait}), {:.2} images/s per pod, start-up {:.0}s, drain within {:.0}s",
+        "backlog {:.0} images ({wait}), {:.2} images/s per pod, start-up {:.0}s, drain within {:.0}s{deadline}",
         plan.backlog_images, plan.images_per_pod_second, plan.startup_seconds, plan.deadline_seconds
     )
 }

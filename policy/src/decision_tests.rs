@@ -99,7 +99,9 @@ fn a_far_target_is_the_deadline_when_pods_start_in_time() {
     let far = PolicySpec { target_queue_latency_seconds: 300.0, ..spec() };
     let decision = decide(&far, &observation(1, Some(queue(400.0))), &Memory::default());
     assert_eq!(decision.replicas, 2);
-    assert_eq!(decision.plan.expect("plan").deadline_seconds, 300.0);
+    assert!(decision.message.contains("drain within 300s:"), "the target sets it: {}", decision.message);
+    let plan = decision.plan.expect("plan");
+    assert_eq!((plan.deadline_seconds, plan.useful_work_seconds), (300.0, None));
 }
 
 #[test]
@@ -552,7 +554,8 @@ fn behind_the_gateway_a_pod_started_on_top_of_the_warm_pods_must_have_more_work_
     let warm = decide(&gateway, &backlog, &memory);
     assert_eq!((warm.replicas, warm.reason), (2, Reason::Steady));
     let plan = warm.plan.expect("plan");
-    assert_eq!((plan.warm_replicas, plan.deadline_seconds), (2, 75.0));
+    assert_eq!((plan.warm_replicas, plan.deadline_seconds, plan.useful_work_seconds), (2, 75.0, Some(15.0)));
+    assert!(warm.message.contains("drain within 75s (a start-up and 15s of work)"), "{}", warm.message);
 
     // A burst that needs more than the warm pods still gets them: 170 images leave 20
     // past the deadline, two new pods' worth of 15 s.
