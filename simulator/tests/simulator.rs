@@ -113,8 +113,8 @@ fn on_burst_train_matte_meets_the_slo_with_far_fewer_gpu_seconds_and_starts() {
 /// The worst seed (5: a burst of 326 images on one pod, before the bursts make any
 /// pattern) does not reach the 98.5 % at every phase; seed 2 (a burst of 529
 /// images, five typical ones, on two warm pods with six free GPUs) ended between
-/// 97.60 % and 99.73 % with the phase while pods on top of the warm ones were started
-/// for 10 s of work, and is at 100 % at every phase now. Without giving back pods still
+/// 97.60 % and 99.73 % with the phase while pods started once bursts recur needed only
+/// 10 s of work, and is at 100 % at every phase now. Without giving back pods still
 /// starting once the ready pods drained a burst without them, this took 1.31 times the
 /// oracle's GPU-seconds.
 #[test]
