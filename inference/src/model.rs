@@ -205,10 +205,9 @@ impl Model {
         let values = self.shape.preprocess.input_values();
         let blank = vec![0.0f32; values];
         let pattern: Vec<f32> = (0..values).map(|i| (i % 251) as f32 / 125.0 - 1.0).collect();
-        let failed = |e: Error| format!("freed, a batch of two fails: {e}");
-        let together = self.run(&[&blank, &pattern]).map_err(failed)?;
+        let together = self.run(&[&blank, &pattern]).map_err(|e| format!("freed, a batch of two fails: {e}"))?;
         let alone_started = Instant::now();
-        let alone = self.run(&[&blank]).map_err(failed)?;
+        let alone = self.run(&[&blank]).map_err(|e| format!("freed, a run of one image fails: {e}"))?;
         let alone_took = alone_started.elapsed();
         let difference = alone[0]
             .values

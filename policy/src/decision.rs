@@ -383,11 +383,14 @@ fn decide_checked(spec: &PolicySpec, observation: &Observation, memory: &Memory)
         Some(_) => 0,
         None => warm_replicas(spec, now, &recent_bursts, burst.as_ref(), &plan),
     };
+    // The warm pods follow from the plan's start-up and throughput, so the plan that
+    // asks more work of a new pod is made once they are known (off any clock: no clock
+    // to carry over).
     if spec.behind_gateway && clock.is_none() && plan.warm_replicas > 0 {
         let useful_work_seconds = USEFUL_WORK_ON_A_WARM_FLEET * spec.min_useful_work_seconds;
+        let warm_replicas = plan.warm_replicas;
         plan = Plan {
-            clock,
-            warm_replicas: plan.warm_replicas,
+            warm_replicas,
             ..self::plan(spec, observation, queue, memory, &recent_startups, useful_work_seconds)
         };
     }
