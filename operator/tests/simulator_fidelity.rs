@@ -1,6 +1,6 @@
 //! The simulator against reality. One short trace (steady traffic, a burst, a quiet
 //! spell) is replayed against two real inference pods (`matte-inference` on the CPU with
-//! a generated model whose run is a fixed amount of work, ~0.1–0.2 s) scraped every
+//! a generated model sized for a run of ~0.15 s on one thread of the machine) scraped every
 //! second by a real Prometheus (Debian's), and the operator's metrics source is sampled
 //! once per scrape interval. Then the simulator runs the same arrivals on two pods with
 //! the real pods' measured service time and the same clients (retry after 1–1.5×
@@ -70,7 +70,9 @@ fn trace() -> Vec<f64> {
     arrivals
 }
 
-/// A model whose run is a fixed amount of CPU work, made by `fixtures/slow_model.py`.
+/// A model whose run takes ~0.15 s on one thread of this machine, made by
+/// `fixtures/slow_model.py`: a fixed amount of work ran in 0.09 s on a fast machine,
+/// where the burst no longer overflowed the gateway's budget and no client was sent away.
 fn slow_model(directory: &std::path::Path) -> PathBuf {
     let path = directory.join("slow.onnx");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/slow_model.py");
