@@ -60,6 +60,7 @@ async fn prometheus_reports_what_the_pod_recorded_and_a_burst_scales_up() {
         long: Duration::from_secs(300),
         recent: Duration::from_secs(2),
         arrivals: Duration::from_secs(2),
+        latest: Duration::from_secs(2),
         pass: Duration::from_secs(1),
     };
     let source = PrometheusSource::new(http_client().unwrap(), &prometheus_url, r#"job="matte""#, &windows);
@@ -189,11 +190,13 @@ async fn a_gateway_holding_requests_with_no_pod_is_seen_and_wakes_the_service() 
     let mut spec = PolicySpec::new(0, 4, 30.0);
     spec.min_useful_work_seconds = 1.0;
     let seen_by = Instant::now() + Duration::from_secs(60);
-    // The arrivals show in a rate over two scrapes, for about that long.
-    let mut most_arriving: f64 = 0.0;
+    // The arrivals show in a rate over two scrapes, for about that long, and so do the
+    // latest arrivals.
+    let (mut most_arriving, mut most_latest): (f64, f64) = (0.0, 0.0);
     let queue = loop {
         let queue = source.queue_metrics().await.unwrap().expect("the gateway's series");
         most_arriving = most_arriving.max(queue.gateway_new_arrivals_per_second);
+        most_latest = most_latest.max(queue.gateway_latest_arrivals_per_second.unwrap_or(0.0));
         if queue.gateway_queue_depth == 5.0 && queue.gateway_oldest_queued_age_seconds > 1.0 && most_arriving > 0.0 {
             break queue;
         }
@@ -201,6 +204,7 @@ async fn a_gateway_holding_requests_with_no_pod_is_seen_and_wakes_the_service() 
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert!(most_arriving <= 5.0, "5 requests within two 1 s scrapes: {most_arriving}/s at most");
+    assert!(most_latest <= 5.0, "the latest arrivals, over the same window: {most_latest}/s");
     assert_eq!(queue.queue_depth, 0.0, "no pod, no pod queue");
     let observation = Observation {
         now_seconds: 0.0,
@@ -235,6 +239,19 @@ async fn a_gateway_holding_requests_with_no_pod_is_seen_and_wakes_the_service() 
         }
         assert!(Instant::now() < away_by, "the client sent away never showed: {queue:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Nothing has arrived since: the latest arrivals read none (the requests still held
+    // are in the queue, not arriving), the arrivals' window soon after.
+    let quiet_by = Instant::now() + Duration::from_secs(30);
+    loop {
+        let queue = source.queue_metrics().await.unwrap().expect("the gateway's series");
+        if queue.gateway_latest_arrivals_per_second == Some(0.0) {
+            assert_eq!(queue.gateway_queue_depth, 5.0, "still held: {queue:?}");
+            break;
+        }
+        assert!(Instant::now() < quiet_by, "the latest arrivals never went quiet: {queue:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
     for request in held {

@@ -494,6 +494,7 @@ fn the_simulator_reads_what_the_operator_reads_behind_a_real_gateway() {
                 ("gateway oldest", |q| Some(q.gateway_oldest_queued_age_seconds)),
                 ("clients away", |q| Some(q.gateway_deferred_requests)),
                 ("new arrivals", |q| Some(q.gateway_new_arrivals_per_second)),
+                ("latest arrivals", |q| q.gateway_latest_arrivals_per_second),
                 ("sustained", |q| Some(q.sustained_admitted_per_second)),
             ],
         );
@@ -595,6 +596,34 @@ fn the_simulator_reads_what_the_operator_reads_behind_a_real_gateway() {
             before_burst(&arrivals_real),
             before_burst(&arrivals_simulated),
             0.25,
+            0.0,
+        );
+
+        // Latest arrivals (every request over the last two scrapes, returns included):
+        // the burst's peak agrees within a third, the steady image every 2 s reads 0.5 a
+        // second before it within a quarter, and the burst leaves the window, falling
+        // below a fifth of its peak, within two samples of each other (the returns of
+        // the clients sent away spread differently in each world).
+        let (latest_real, latest_simulated) = paired.both(|q| q.gateway_latest_arrivals_per_second);
+        within("peak latest arrivals", peak(&latest_real), peak(&latest_simulated), 0.0, 0.34);
+        within(
+            "latest arrivals before the burst",
+            before_burst(&latest_real),
+            before_burst(&latest_simulated),
+            0.25,
+            0.0,
+        );
+        let burst_gone = |values: &[Option<f64>]| {
+            let top = peak(values);
+            let at_peak = values.iter().position(|value| *value == Some(top)).expect("a peak");
+            let below = values[at_peak..].iter().position(|value| value.is_some_and(|value| value < top / 5.0));
+            (at_peak + below.expect("the burst leaves the latest arrivals")) as f64
+        };
+        within(
+            "the burst gone from the latest arrivals",
+            burst_gone(&latest_real),
+            burst_gone(&latest_simulated),
+            2.0,
             0.0,
         );
 

@@ -694,6 +694,30 @@ fn arrivals_that_keep_outrunning_the_pods_get_pods_for_their_rate() {
 }
 
 #[test]
+fn a_burst_that_has_stopped_arriving_is_no_flow_when_it_is_confirmed() {
+    // 6 images/s over the arrivals window on two pods of 1 image/s, outrunning them since
+    // 1000 s: at 1010 s the confirmation time has passed. Over the gateway's latest two
+    // scrapes nothing came (the burst's last requests are in the arrivals window only):
+    // no pods for its rate, though the flow's clock keeps running, and its pods come as
+    // soon as requests are seen arriving again, at half the ready pods' pace or more.
+    let memory = Memory { surge_since_seconds: Some(1000.0), ..Memory::default() };
+    let latest = |per_second: Option<f64>| Observation {
+        now_seconds: 1010.0,
+        ..observation(2, Some(QueueMetrics { gateway_latest_arrivals_per_second: per_second, ..arriving(6.0) }))
+    };
+    let stopped = decide(&spec(), &latest(Some(0.0)), &memory);
+    assert_eq!(stopped.plan.as_ref().map(|plan| plan.surge_replicas), Some(0));
+    assert_eq!(stopped.replicas, 2, "{}", stopped.message);
+    assert_eq!(stopped.memory.surge_since_seconds, Some(1000.0));
+    let trickling = decide(&spec(), &latest(Some(0.9)), &memory);
+    assert_eq!(trickling.replicas, 2, "under half of the 2 images/s the ready pods serve");
+    for still in [Some(1.0), Some(6.0), None] {
+        let decision = decide(&spec(), &latest(still), &memory);
+        assert_eq!(decision.replicas, 6, "latest arrivals {still:?}: {}", decision.message);
+    }
+}
+
+#[test]
 fn steady_traffic_the_ready_pods_serve_is_no_flow_even_above_their_planned_share() {
     // Three pods of 1 image/s planned at 75 %: 2.25 images/s is their planned share, 3
     // their throughput, and a sustained 2.2 images/s keeps them. Noise that reads 2.8
@@ -928,6 +952,29 @@ fn an_hourly_jobs_pods_come_a_lead_ahead_of_each_run_and_after_a_run_skipped_of_
 
     // Three runs in a row missed: the job has stopped, and nothing is started for it.
     assert_eq!(decide(&spec(), &quiet(21530.0), &memory).replicas, 1);
+}
+
+#[test]
+fn the_short_hold_of_bursts_on_a_clock_starts_once_the_drain_is_done() {
+    // Bursts every 600 s. At 1240 the one of 1200 still drains from the pods' queues (40
+    // images, nothing in front of them): one pod would do by the deadline, and the pods
+    // have been more than enough since 1220, but the hold of bursts on a clock (the
+    // confirmation time) is for the pods left over once the drain is confirmed: its
+    // clock starts when nothing waits, not while the burst's own pods drain it.
+    let memory = Memory {
+        recent_bursts: bursts(&[0.0, 600.0, 1200.0], 200.0),
+        surplus_since_seconds: Some(1220.0),
+        ..Memory::default()
+    };
+    let draining = Observation { now_seconds: 1240.0, ..observation(4, Some(queue(40.0))) };
+    let kept = decide(&spec(), &draining, &memory);
+    assert_eq!((kept.replicas, kept.reason), (4, Reason::KeepUntilIdleLongEnough), "{}", kept.message);
+    assert_eq!(kept.memory.surplus_since_seconds, Some(1240.0));
+    let drained = |now_seconds: f64| Observation { now_seconds, ..observation(4, Some(queue(0.0))) };
+    let not_yet = decide(&spec(), &drained(1249.0), &kept.memory);
+    assert_eq!(not_yet.replicas, 4);
+    let down = decide(&spec(), &drained(1250.0), &not_yet.memory);
+    assert_eq!((down.replicas, down.reason), (1, Reason::ScaleDown), "{}", down.message);
 }
 
 #[test]

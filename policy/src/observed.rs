@@ -19,6 +19,7 @@
 //! | `gateway_oldest_queued_age_seconds` | `max(gateway_oldest_queued_age_seconds)` |
 //! | `gateway_deferred_requests` | `sum(gateway_deferred_requests)`: clients sent away whose `Retry-After` has not passed |
 //! | `gateway_new_arrivals_per_second` | `sum(rate(gateway_received[arrivals])) - sum(rate(gateway_deferred_due[confirm]))`: requests reaching the gateway, less the clients due back (over the confirmation time: see [`Windows::dues`]) |
+//! | `gateway_latest_arrivals_per_second` | `sum(rate(gateway_received[latest]))`: requests reaching the gateway over its latest two scrapes, returns included; none when the window holds fewer than two samples |
 //!
 //! where `refused` is the pods' `requests_total{outcome="queue_full"}` together with the
 //! gateway's `gateway_requests_total{outcome=~"queue_full|no_capacity"}` (clients sent
@@ -73,6 +74,11 @@ pub struct Windows {
     /// needs. Short, so that a burst, which lands within a few seconds, has left it by
     /// the time a flow is confirmed ([`Windows::confirm`]).
     pub arrivals: Duration,
+    /// Whether requests still reach the gateway: two of its scrapes, the shortest window
+    /// that always holds the two samples `rate` needs. A flow still arriving reads its
+    /// rate there, a burst whose last request came before it reads nothing, while the
+    /// longer arrivals window still holds the burst's last seconds.
+    pub latest: Duration,
     /// How often the autoscaler decides: at each scrape of the freshest target it reads,
     /// the gateway's when one is in front, so that a burst landing in the gateway's
     /// queue is acted on a second after it shows rather than up to a pods' interval
@@ -90,8 +96,8 @@ impl Windows {
     /// Windows fitting the pods' and the gateway's scrape intervals: rates over four of
     /// the pods' scrapes (at least 10 s), long figures over five minutes, recent
     /// refusals over two of the pods' scrapes, the gateway's arrivals over one pods'
-    /// interval and at least two of the gateway's scrapes, a pass every gateway's
-    /// scrape (the shorter interval).
+    /// interval and at least two of the gateway's scrapes, its latest arrivals over two
+    /// of its scrapes, a pass every gateway's scrape (the shorter interval).
     pub fn for_scrape_intervals(pods: Duration, gateway: Duration) -> Windows {
         Windows {
             scrape_interval: pods,
@@ -99,6 +105,7 @@ impl Windows {
             long: Duration::from_secs(300),
             recent: pods * 2,
             arrivals: pods.max(gateway * 2),
+            latest: gateway * 2,
             pass: gateway.min(pods),
         }
     }
@@ -415,6 +422,10 @@ pub fn queue_metrics(
             .sum(),
         gateway_new_arrivals_per_second: gateway_rate(|gateway| &gateway.received, arrivals)
             - gateway_rate(|gateway| &gateway.deferred_due, windows.dues().as_secs_f64()),
+        gateway_latest_arrivals_per_second: gateways
+            .iter()
+            .filter_map(|gateway| promql::rate(&gateway.received, at, windows.latest.as_secs_f64()))
+            .fold(None, |total, value| Some(total.unwrap_or(0.0) + value)),
     })
 }
 
@@ -433,6 +444,7 @@ mod tests {
         assert_eq!((windows.rate, windows.recent, windows.arrivals), (seconds(20), seconds(10), seconds(5)));
         assert_eq!(windows.confirm(), seconds(10), "arrivals over 5 s, and one pods' scrape more");
         assert_eq!(windows.dues(), seconds(10), "the clients due back, over the confirmation time");
+        assert_eq!(windows.latest, seconds(2), "two of the gateway's scrapes");
         assert_eq!(windows.pass, seconds(1), "a pass at every scrape of the gateway");
         assert_eq!(Windows::for_scrape_interval(seconds(5)).pass, seconds(5), "and of the pods without one");
         let one_interval = Windows::for_scrape_interval(seconds(5));
@@ -633,6 +645,32 @@ mod tests {
         };
         let (_, longest) = longest_above(&over_arrivals_window);
         assert!(longest as f64 >= windows.confirm().as_secs_f64(), "{longest} s");
+    }
+
+    #[test]
+    fn a_burst_over_leaves_the_latest_arrivals_while_the_arrivals_window_still_holds_it() {
+        // 20 requests a second from 10 s to 22 s, then nothing; the gateway is scraped
+        // every second.
+        let windows = Windows::for_scrape_intervals(Duration::from_secs(5), Duration::from_secs(1));
+        let mut gateway = GatewaySeries::default();
+        for second in 0..=30 {
+            let at = f64::from(second);
+            gateway.record(at, &GatewayScrape { received: 20.0 * (at.clamp(10.0, 22.0) - 10.0), ..Default::default() });
+        }
+        let read = |at: f64| queue_metrics(&[], &[&gateway], at, &windows).expect("the gateway's series");
+        let during = read(20.0);
+        assert_eq!(during.gateway_latest_arrivals_per_second, Some(20.0));
+        assert_eq!(during.gateway_new_arrivals_per_second, 20.0);
+        // Two seconds after the last request the arrivals window still reads the burst;
+        // the latest two scrapes read nothing.
+        let after = read(24.0);
+        assert!(after.gateway_new_arrivals_per_second >= 8.0, "{after:?}");
+        assert_eq!(after.gateway_latest_arrivals_per_second, Some(0.0));
+        // Without a gateway there is nothing to read.
+        let mut pod = Series::default();
+        pod.record(30.0, &scrape(1.0, 0.0, 1.0));
+        let alone = queue_metrics(&[&pod], &[], 30.0, &windows).expect("the pod");
+        assert_eq!(alone.gateway_latest_arrivals_per_second, None);
     }
 
     #[test]

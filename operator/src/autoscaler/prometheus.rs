@@ -31,6 +31,7 @@ pub struct Queries {
     pub gateway_oldest_queued_age: String,
     pub gateway_deferred_requests: String,
     pub gateway_new_arrivals_per_second: String,
+    pub gateway_latest_arrivals_per_second: String,
 }
 
 impl Queries {
@@ -46,6 +47,7 @@ impl Queries {
         let step = seconds(windows.scrape_interval);
         let recent = seconds(windows.recent);
         let arrivals = seconds(windows.arrivals);
+        let latest = seconds(windows.latest);
         let dues = seconds(windows.dues());
         let requests = names::REQUESTS_TOTAL;
         // Clients sent away to come back: the pods' `queue_full` and the gateway's
@@ -96,6 +98,12 @@ impl Queries {
                 "sum(rate({}[{arrivals}])) - sum(rate({}[{dues}]))",
                 series(gateway_metrics::RECEIVED_TOTAL, ""),
                 series(gateway_metrics::DEFERRED_DUE_TOTAL, "")
+            ),
+            // Whether requests still arrive: every request, returns included, over the
+            // gateway's latest two scrapes.
+            gateway_latest_arrivals_per_second: format!(
+                "sum(rate({}[{latest}]))",
+                series(gateway_metrics::RECEIVED_TOTAL, "")
             ),
         }
     }
@@ -150,6 +158,7 @@ impl PrometheusSource {
             gateway_oldest,
             gateway_deferred,
             gateway_arrivals,
+            gateway_latest_arrivals,
         ) = futures::try_join!(
             self.scalar(&q.queue_depth),
             self.scalar(&q.sample_age),
@@ -163,11 +172,14 @@ impl PrometheusSource {
             self.scalar(&q.gateway_oldest_queued_age),
             self.scalar(&q.gateway_deferred_requests),
             self.scalar(&q.gateway_new_arrivals_per_second),
+            self.scalar(&q.gateway_latest_arrivals_per_second),
         )?;
         if queue_depth.is_none() && gateway_depth.is_none() {
             return Ok(None);
         }
-        // An empty answer is a sum over no series: nothing happened in the window.
+        // An empty answer is a sum over no series: nothing happened in the window (the
+        // latest arrivals but: there, too few samples yet, which the policy reads as
+        // unknown).
         Ok(Some(QueueMetrics {
             age_seconds: age.unwrap_or(f64::INFINITY),
             queue_depth: queue_depth.unwrap_or(0.0),
@@ -181,6 +193,7 @@ impl PrometheusSource {
             gateway_oldest_queued_age_seconds: gateway_oldest.unwrap_or(0.0),
             gateway_deferred_requests: gateway_deferred.unwrap_or(0.0),
             gateway_new_arrivals_per_second: gateway_arrivals.unwrap_or(0.0),
+            gateway_latest_arrivals_per_second: gateway_latest_arrivals,
         }))
     }
 
@@ -285,6 +298,10 @@ mod tests {
         assert_eq!(
             q.gateway_new_arrivals_per_second,
             r#"sum(rate(matte_gateway_received_total{namespace="shop"}[10s])) - sum(rate(matte_gateway_deferred_due_total{namespace="shop"}[15s]))"#
+        );
+        assert_eq!(
+            q.gateway_latest_arrivals_per_second,
+            r#"sum(rate(matte_gateway_received_total{namespace="shop"}[10s]))"#
         );
     }
 
