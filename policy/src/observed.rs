@@ -322,9 +322,10 @@ fn drop_before<'a>(series: impl IntoIterator<Item = &'a mut Vec<Point>>, before:
     }
 }
 
-/// `sum(f(series))` over the series for which `f` has a value; `None` when none has.
-fn sum(fleet: &[&Series], f: impl Fn(&Series) -> Option<f64>) -> Option<f64> {
-    fleet.iter().copied().filter_map(f).fold(None, |total, value| Some(total.unwrap_or(0.0) + value))
+/// `sum(f(target))` over the targets for which `f` has a value; `None` when none has,
+/// as PromQL's `sum` over no series is empty.
+fn sum<T>(targets: &[&T], f: impl Fn(&T) -> Option<f64>) -> Option<f64> {
+    targets.iter().copied().filter_map(f).fold(None, |total, value| Some(total.unwrap_or(0.0) + value))
 }
 
 /// The service's queue as the operator's queries would find it at `at`, from the pods'
@@ -339,10 +340,7 @@ pub fn queue_metrics(
     let now =
         |series: &Series, points: fn(&Series) -> &Vec<Point>| promql::instant(points(series), series.stale_from, at);
     let pods_depth = sum(fleet, |series| now(series, |s| &s.queue_depth).map(|(_, value)| value));
-    let gateway_depth = gateways
-        .iter()
-        .filter_map(|gateway| gateway.depth_at(at))
-        .fold(None, |total: Option<f64>, (_, value)| Some(total.unwrap_or(0.0) + value));
+    let gateway_depth = sum(gateways, |gateway| gateway.depth_at(at).map(|(_, value)| value));
     if pods_depth.is_none() && gateway_depth.is_none() {
         return None;
     }
@@ -422,10 +420,9 @@ pub fn queue_metrics(
             .sum(),
         gateway_new_arrivals_per_second: gateway_rate(|gateway| &gateway.received, arrivals)
             - gateway_rate(|gateway| &gateway.deferred_due, windows.dues().as_secs_f64()),
-        gateway_latest_arrivals_per_second: gateways
-            .iter()
-            .filter_map(|gateway| promql::rate(&gateway.received, at, windows.latest.as_secs_f64()))
-            .fold(None, |total, value| Some(total.unwrap_or(0.0) + value)),
+        gateway_latest_arrivals_per_second: sum(gateways, |gateway| {
+            promql::rate(&gateway.received, at, windows.latest.as_secs_f64())
+        }),
     })
 }
 

@@ -177,9 +177,9 @@ impl PrometheusSource {
         if queue_depth.is_none() && gateway_depth.is_none() {
             return Ok(None);
         }
-        // An empty answer is a sum over no series: nothing happened in the window (the
-        // latest arrivals but: there, too few samples yet, which the policy reads as
-        // unknown).
+        // An empty answer is a sum over no series: nothing happened in the window. The
+        // latest arrivals are kept as they come: their window is two scrapes, so an
+        // empty answer there means too few samples yet, which the policy reads as unknown.
         Ok(Some(QueueMetrics {
             age_seconds: age.unwrap_or(f64::INFINITY),
             queue_depth: queue_depth.unwrap_or(0.0),
