@@ -3,8 +3,9 @@
 //! clock. Pure, like the decision that calls it.
 
 use crate::clock::Clock;
-use crate::decision::{Plan, PolicySpec, to_count};
 use crate::memory::{BURSTS_REMEMBERED, Burst, Memory};
+use crate::plan::{Plan, to_count};
+use crate::spec::PolicySpec;
 use crate::stats::median;
 
 /// Bursts needed before they count as a pattern worth keeping pods warm for.

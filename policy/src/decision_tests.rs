@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::memory::{BURSTS_REMEMBERED, Burst};
-use crate::startup::{STARTUPS_REMEMBERED, STARTUPS_TO_OUTWEIGH_THE_DEFAULT};
+use crate::startup::{STARTUPS_REMEMBERED, STARTUPS_TO_OUTWEIGH_THE_DEFAULT, Startup};
 
 /// 1..10 replicas, 30 s target, 60 s start-up, 1 image/s per pod, 10 s of useful work.
 fn spec() -> PolicySpec {
@@ -461,22 +461,6 @@ fn the_decision_carries_its_inputs() {
     let json = serde_json::to_value(&decision).expect("serializable for status");
     assert_eq!(json["reason"], "ScaleUp");
     assert_eq!(json["plan"]["neededReplicas"], 4);
-}
-
-#[test]
-fn pods_to_finish_fills_ready_then_starting_then_new_pods() {
-    assert_eq!(pods_to_finish(0.0, 70.0, 1.0, 3, &[], 60.0), 0);
-    assert_eq!(pods_to_finish(70.0, 70.0, 1.0, 3, &[], 60.0), 1);
-    assert_eq!(pods_to_finish(90.0, 70.0, 1.0, 1, &[50.0, 10.0], 60.0), 2, "the sooner-ready pod first");
-    assert_eq!(pods_to_finish(100.0, 70.0, 1.0, 1, &[], 60.0), 4);
-}
-
-#[test]
-fn counts_saturate_instead_of_overflowing() {
-    assert_eq!(to_count(f64::NAN), 0);
-    assert_eq!(to_count(-3.0), 0);
-    assert_eq!(to_count(1e30), u32::MAX);
-    assert_eq!(pods_to_finish(1e30, 70.0, 1e-300, u32::MAX, &[], 60.0), u32::MAX);
 }
 
 /// Bursts started at `starts`, each with a peak backlog of `peak` images.

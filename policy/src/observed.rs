@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use matte_common::metrics::SECONDS_BUCKETS;
 
-use crate::QueueMetrics;
+use crate::observation::QueueMetrics;
 use crate::promql::{self, Point};
 use crate::stats;
 

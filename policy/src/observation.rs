@@ -1,0 +1,85 @@
+//! What the policy is told on each pass: the fleet as the apiserver shows it and the
+//! queue as Prometheus reports it.
+
+use serde::Serialize;
+
+use crate::startup::Startup;
+
+/// What the operator sees on one reconcile pass (by default: no pod, no metrics).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Observation {
+    /// Seconds on the clock of the [`Memory`](crate::Memory)'s times (the operator: Unix time); only
+    /// differences matter.
+    pub now_seconds: f64,
+    /// The Deployment's `spec.replicas` right now.
+    pub replicas: u32,
+    /// Pods that are Ready and not terminating.
+    pub ready_pods: u32,
+    /// Seconds since each pod that is not Ready yet was scheduled (given a GPU): counted
+    /// from where [`Observation::ready_pod_startups`] count, so that a pod that
+    /// waited for a node to be added is not taken for one nearly ready.
+    pub starting_pod_ages_seconds: Vec<f64>,
+    /// Pods the scheduler cannot place: no GPU is free and none can be added.
+    pub unschedulable_pods: u32,
+    /// The start-ups of the pods Ready now, from being scheduled to Ready (the pod's own
+    /// start-up, without waiting for a node): remembered with those seen before, their
+    /// median is the plan's start-up ([`crate::remember_startups`]).
+    pub ready_pod_startups: Vec<Startup>,
+    /// The queue metrics from Prometheus; `None` when the query returned nothing.
+    pub queue: Option<QueueMetrics>,
+}
+
+/// The fleet's queue as Prometheus reports it (sums over pods, rates over windows); by
+/// default an empty queue, just sampled, with nothing measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueMetrics {
+    /// How long ago the newest sample behind these numbers was taken.
+    pub age_seconds: f64,
+    /// `sum(matte_queue_depth)`.
+    pub queue_depth: f64,
+    /// `max(matte_oldest_queued_age_seconds)`, as of the sample.
+    pub oldest_queued_age_seconds: f64,
+    /// 95th percentile of `matte_queue_wait_seconds` over the rate window, if any request
+    /// started inference in it. Reported with the decision; the oldest age leads it.
+    pub queue_wait_p95_seconds: Option<f64>,
+    /// Images per second of GPU time (`rate(inference_rows) / rate(inference_seconds_sum)`
+    /// over the long window, padding counted), if any image was processed in it: what one
+    /// busy pod can do.
+    pub images_per_pod_second: Option<f64>,
+    /// Requests admitted per second when no burst is on: the median over a long window
+    /// of the rate at each scrape, leaving out those with refusals, which a burst does
+    /// not move.
+    pub sustained_admitted_per_second: f64,
+    /// Clients sent away to come back per second over the rate window (a few scrape
+    /// intervals): the pods' 429s, and the gateway's 429s and 503s.
+    pub rejected_per_second: f64,
+    /// 429 responses in one scrape interval, read over the last two: quick to see a
+    /// burst begin, when the rate's window still holds the quiet before it. A refused
+    /// client comes back no sooner than one `Retry-After`, at least a scrape interval
+    /// (the pods' is at least 1 s, the simulated 5 s), so each counts once.
+    pub rejected_recently: f64,
+    /// `sum(matte_gateway_queue_depth)`: requests waiting in the gateway's queue for a
+    /// place on a pod (0 without a gateway). With the gateway in front, this is the
+    /// backlog the pods' queues cannot show, and the only one when no pod runs.
+    pub gateway_queue_depth: f64,
+    /// `max(matte_gateway_oldest_queued_age_seconds)` (0 without a gateway).
+    pub gateway_oldest_queued_age_seconds: f64,
+    /// Clients the gateway sent away (429, or 503 when the budget ran out in its queue)
+    /// whose `Retry-After` has not passed (0 without a gateway): the clients waiting
+    /// outside, each counted once however long it was told to stay away, where a rate
+    /// times a fixed `Retry-After` would count only those of the last few seconds.
+    pub gateway_deferred_requests: f64,
+    /// Requests reaching the gateway per second over the arrivals window
+    /// (`observed::Windows::arrivals`), less the clients whose `Retry-After` passed, per
+    /// second over the longer window their returns spread over
+    /// (`observed::Windows::dues`; 0 without a gateway): the rate of new work, seen a
+    /// scrape after it changes. Clients sent away together and coming back over more
+    /// than that window still make it read a little low, then a little high.
+    pub gateway_new_arrivals_per_second: f64,
+    /// Requests reaching the gateway per second over its latest two scrapes
+    /// (`observed::Windows::latest`), returns included: whether a flow still arrives.
+    /// `None` without a gateway, or when the window holds fewer than two samples.
+    pub gateway_latest_arrivals_per_second: Option<f64>,
+}

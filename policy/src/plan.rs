@@ -1,0 +1,278 @@
+//! The plan of one pass: the backlog, the deadline it should drain by, and the pods
+//! that meet it, counting pods still starting from when they will be ready; and the
+//! rate of arrivals that outrun the ready pods, when they are a flow.
+
+use serde::Serialize;
+
+use crate::clock::Clock;
+use crate::memory::{Memory, plausible_images_per_pod_second};
+use crate::observation::{Observation, QueueMetrics};
+use crate::spec::PolicySpec;
+use crate::startup::{Startup, planned_startup_seconds};
+
+/// Confirmation times a flow must have outrun the ready pods before pods that wait for a
+/// node are asked for on its account. A pod that needs a node helps only a node's
+/// provisioning and a start-up later, and a burst landing over several seconds reads as
+/// a flow for a pass or two once confirmed: only arrivals that keep outrunning for
+/// longer are worth nodes.
+const CONFIRMATIONS_FOR_NODES: f64 = 2.0;
+
+/// The share of the ready pods' pace at which requests must still reach the gateway,
+/// over its latest two scrapes, for arrivals that have outrun them to be confirmed as a
+/// flow. A burst landing over ten or twenty seconds outruns the pods until its last
+/// seconds leave the arrivals window, a scrape or two after it is over: pods started
+/// then for its rate came for nothing, most of them asking for a node (on burst-train
+/// 19.5 starts a run → 16.8, 2,420 node-seconds → 1,561, at the same 99.88 %), while a
+/// flow that goes on still reads its rate. Half that pace, not all of it, because two
+/// seconds of arrivals are few: a flow just outrunning the pods can read below their
+/// pace by chance.
+const STILL_ARRIVING_SHARE: f64 = 0.5;
+
+/// The numbers the decision was derived from, for status and Events.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// Images queued in pods and in the gateway, plus clients waiting to retry after a
+    /// pod's 429 or the gateway's refusal.
+    pub backlog_images: f64,
+    /// The clients among them waiting outside the queues.
+    pub waiting_clients: f64,
+    /// Seconds from now by which the backlog should be drained.
+    pub deadline_seconds: f64,
+    /// The work a new pod must find once ready, when the target is too near for any
+    /// pod started now to help and the deadline is a start-up and this from now; `None`
+    /// when the target sets it.
+    pub useful_work_seconds: Option<f64>,
+    pub images_per_pod_second: f64,
+    pub startup_seconds: f64,
+    /// Steady traffic expected to keep arriving, images per second.
+    pub sustained_images_per_second: f64,
+    /// Pods needed for the backlog and steady traffic, before the replica bounds.
+    pub needed_replicas: u32,
+    /// Pods worth keeping warm for the bursts that keep coming; 0 when none do.
+    pub warm_replicas: u32,
+    /// New requests arriving per second, as the gateway counts them.
+    pub arrivals_per_second: f64,
+    /// Pods needed for arrivals that have outrun the ready pods for long enough to be
+    /// a flow rather than one burst; included in `needed_replicas`.
+    pub surge_replicas: u32,
+    /// Carried into [`Memory::surge_since_seconds`].
+    #[serde(skip)]
+    pub(crate) surge_since_seconds: Option<f64>,
+    /// `needed_replicas` but for the surge's.
+    #[serde(skip)]
+    pub(crate) needed_without_surge: u32,
+    /// The clock the bursts keep, when following it pays.
+    #[serde(skip)]
+    pub(crate) clock: Option<Clock>,
+}
+
+/// The deadline and the number of pods that meet it, each new pod having at least
+/// `useful_work_seconds` of work once ready.
+pub(crate) fn plan(
+    spec: &PolicySpec,
+    observation: &Observation,
+    queue: &QueueMetrics,
+    memory: &Memory,
+    recent_startups: &[Startup],
+    useful_work_seconds: f64,
+) -> Plan {
+    // A throughput outside the plausible range is no measurement (a pod's histogram gone
+    // wrong): the one remembered, checked like it, or the default stands in.
+    let images_per_pod_second = queue
+        .images_per_pod_second
+        .filter(|&rate| plausible_images_per_pod_second(rate))
+        .or(memory.images_per_pod_second)
+        .unwrap_or(spec.default_images_per_pod_second)
+        .max(f64::MIN_POSITIVE);
+    let startup_seconds = planned_startup_seconds(recent_startups, spec.default_startup_seconds);
+    // A refused client comes back once per Retry-After, so the refusal rate times that
+    // interval is how many clients are waiting outside the queues. When a burst has
+    // just begun the rate's window still holds the quiet before it, but every client
+    // of the burst has just been refused once: the recent refusals say it.
+    let from_refusal_rates = (queue.rejected_per_second * spec.retry_after_seconds).max(queue.rejected_recently);
+    // The gateway knows how long it told each client it sent away to stay away: those
+    // whose time has not come are all outside, whether they were refused at once (a
+    // burst) or over minutes (a sustained overload, which a rate times a fixed interval
+    // undercounts).
+    let waiting_clients = from_refusal_rates.max(queue.gateway_deferred_requests);
+    // Behind a gateway, requests that find every pod full wait in its queue instead:
+    // backlog as much as the pods' queues, and the only one a fleet at zero has.
+    let backlog_images = queue.queue_depth + queue.gateway_queue_depth + waiting_clients;
+    // The oldest image has been waiting since before the sample was taken.
+    let oldest = queue.oldest_queued_age_seconds.max(queue.gateway_oldest_queued_age_seconds);
+    let time_left = spec.target_queue_latency_seconds - (oldest + queue.age_seconds);
+    // No pod started now helps before it is ready: if the target is sooner than that,
+    // aim for the earliest moment a new pod can do a useful amount of work.
+    let useful_work_seconds = useful_work_seconds.max(1.0);
+    let first_useful_moment = startup_seconds + useful_work_seconds;
+    let deadline_seconds = time_left.max(first_useful_moment);
+    let sustained_images_per_second = queue.sustained_admitted_per_second;
+    let starting_ready_in: Vec<f64> =
+        observation.starting_pod_ages_seconds.iter().map(|age| (startup_seconds - age).max(0.0)).collect();
+    let planned_per_pod = images_per_pod_second * spec.planned_share();
+    // Steady traffic is served on its own clock (each image within the target of its
+    // arrival), so it sets a floor rather than adding to the work due by the deadline.
+    let for_backlog = pods_to_finish(
+        backlog_images,
+        deadline_seconds,
+        planned_per_pod,
+        observation.ready_pods,
+        &starting_ready_in,
+        startup_seconds,
+    );
+    // A fleet at zero sees all its traffic in the gateway's queue: with nothing there,
+    // a rate left over from ended pods' series is no reason to start one.
+    let for_steady_traffic = if observation.replicas == 0 && backlog_images <= 0.0 {
+        0.0
+    } else {
+        (sustained_images_per_second / planned_per_pod).ceil()
+    };
+    // Work waiting with no pod at all gets at least one, whatever the arithmetic says.
+    let for_an_empty_fleet = u32::from(backlog_images > 0.0 && observation.replicas == 0);
+    // Arrivals that keep outrunning the ready pods are a flow, not a burst that is
+    // already in: the backlog it leaves is only its beginning, and pods for its rate are
+    // started on top of those that drain what is queued. One burst, landing within a few
+    // seconds, has left the arrivals window by the time it is confirmed. Outrunning is
+    // arriving faster than the ready pods serve at full throughput, so that the queue
+    // grows: the planned utilization is a margin for sizing, and steady traffic between
+    // the two is served. Read against the planned share, its noise alone made a flow
+    // every few minutes, each starting a pod given back before it was ready.
+    let arrivals_per_second = queue.gateway_new_arrivals_per_second.max(0.0);
+    let ready_pace = f64::from(observation.ready_pods) * images_per_pod_second;
+    let outrun = arrivals_per_second > ready_pace;
+    let surge_since_seconds = outrun.then(|| memory.surge_since_seconds.unwrap_or(observation.now_seconds));
+    // Unknown (too few samples yet) is no reason to hold a flow back.
+    let still_arriving =
+        queue.gateway_latest_arrivals_per_second.is_none_or(|latest| latest >= STILL_ARRIVING_SHARE * ready_pace);
+    let surge_replicas = match surge_since_seconds {
+        Some(since) if observation.now_seconds - since >= spec.confirm_seconds && still_arriving => {
+            to_count((arrivals_per_second / planned_per_pod).ceil())
+        }
+        _ => 0,
+    };
+    Plan {
+        backlog_images,
+        waiting_clients,
+        deadline_seconds,
+        useful_work_seconds: (time_left < first_useful_moment).then_some(useful_work_seconds),
+        images_per_pod_second,
+        startup_seconds,
+        sustained_images_per_second,
+        needed_replicas: for_backlog
+            .saturating_add(surge_replicas)
+            .max(to_count(for_steady_traffic))
+            .max(for_an_empty_fleet),
+        needed_without_surge: for_backlog.max(to_count(for_steady_traffic)).max(for_an_empty_fleet),
+        clock: None,
+        warm_replicas: 0,
+        arrivals_per_second,
+        surge_replicas,
+        surge_since_seconds,
+    }
+}
+
+impl Plan {
+    /// Takes arrivals outrunning the ready pods for the burst they are, not a flow:
+    /// no pods for their rate.
+    pub(crate) fn no_flow(&mut self) {
+        self.surge_replicas = 0;
+        self.needed_replicas = self.needed_without_surge;
+    }
+
+    /// Whether a flow has outrun the ready pods for `CONFIRMATIONS_FOR_NODES`
+    /// confirmation times and arrives faster than `pods` would serve at full
+    /// throughput: pods beyond them will find its work when they come.
+    pub(crate) fn flow_outruns(&self, spec: &PolicySpec, now: f64, pods: u32) -> bool {
+        let confirmed_twice = self.surge_replicas > 0
+            && self
+                .surge_since_seconds
+                .is_some_and(|since| now - since >= CONFIRMATIONS_FOR_NODES * spec.confirm_seconds);
+        confirmed_twice && self.arrivals_per_second > f64::from(pods) * self.images_per_pod_second
+    }
+
+    /// Nothing queued, no client waiting outside and no flow outrunning the pods: the
+    /// fleet has caught up with everything that has arrived.
+    pub(crate) fn nothing_waits(&self) -> bool {
+        self.backlog_images <= 0.0 && self.surge_replicas == 0
+    }
+
+    /// The fewest pods that still drain the backlog by the deadline while new requests
+    /// keep arriving at their current rate; with nothing queued, those that serve the
+    /// arrivals (a crowd the fleet keeps up with queues nothing). The backlog's
+    /// arithmetic alone counts on the pods serving only what is queued: during a crowd
+    /// the ready pods can be just faster than the arrivals, which is no flow, and giving
+    /// one back would leave a fleet the queue grows on.
+    pub(crate) fn draining_while_arriving(&self, spec: &PolicySpec) -> u32 {
+        let planned_per_pod = self.images_per_pod_second * spec.planned_share();
+        to_count(((self.backlog_images / self.deadline_seconds + self.arrivals_per_second) / planned_per_pod).ceil())
+    }
+}
+
+/// The fewest pods that finish `work` images within `deadline` seconds: ready pods
+/// first, then starting ones in the order they will be ready, then new ones.
+fn pods_to_finish(
+    work: f64,
+    deadline: f64,
+    images_per_pod_second: f64,
+    ready: u32,
+    starting_ready_in: &[f64],
+    startup: f64,
+) -> u32 {
+    let per_ready_pod = images_per_pod_second * deadline;
+    let ready_needed = (work / per_ready_pod).ceil();
+    if ready_needed <= f64::from(ready) {
+        return to_count(ready_needed);
+    }
+    let mut done = per_ready_pod * f64::from(ready);
+    let mut pods = ready;
+    let mut ready_in = starting_ready_in.to_vec();
+    ready_in.sort_by(f64::total_cmp);
+    for wait in ready_in {
+        if done >= work {
+            return pods;
+        }
+        done += images_per_pod_second * (deadline - wait).max(0.0);
+        pods = pods.saturating_add(1);
+    }
+    if done >= work {
+        return pods;
+    }
+    // The deadline is at least one start-up plus some useful work away, so a new pod
+    // always contributes.
+    let per_new_pod = images_per_pod_second * (deadline - startup);
+    pods.saturating_add(to_count(((work - done) / per_new_pod).ceil()))
+}
+
+/// A non-negative, finite count as `u32`, saturating.
+pub(crate) fn to_count(value: f64) -> u32 {
+    if value.is_nan() || value <= 0.0 {
+        0
+    } else if value >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        // In range and non-negative: the conversion is exact after `ceil`.
+        value as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_to_finish_fills_ready_then_starting_then_new_pods() {
+        assert_eq!(pods_to_finish(0.0, 70.0, 1.0, 3, &[], 60.0), 0);
+        assert_eq!(pods_to_finish(70.0, 70.0, 1.0, 3, &[], 60.0), 1);
+        assert_eq!(pods_to_finish(90.0, 70.0, 1.0, 1, &[50.0, 10.0], 60.0), 2, "the sooner-ready pod first");
+        assert_eq!(pods_to_finish(100.0, 70.0, 1.0, 1, &[], 60.0), 4);
+    }
+
+    #[test]
+    fn counts_saturate_instead_of_overflowing() {
+        assert_eq!(to_count(f64::NAN), 0);
+        assert_eq!(to_count(-3.0), 0);
+        assert_eq!(to_count(1e30), u32::MAX);
+        assert_eq!(pods_to_finish(1e30, 70.0, 1e-300, u32::MAX, &[], 60.0), u32::MAX);
+    }
+}
