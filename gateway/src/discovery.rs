@@ -23,7 +23,8 @@ use matte_common::paths::PORT_NAME;
 
 use crate::Error;
 use crate::dispatcher::Dispatcher;
-use crate::endpoints::{EndpointReport, EndpointSource};
+use crate::endpoints::EndpointSource;
+use crate::upstream_state::EndpointReport;
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::Error;
-use crate::endpoints::EndpointReport;
-use crate::upstream_state::{self, BUSY_PAUSE, EndpointState, Upstream};
+use crate::upstream_state::{self, BUSY_PAUSE, EndpointReport, EndpointState, Upstream};
 use matte_common::admission::{self, Admission, PerImageTime};
 
 /// How often waiting requests are looked at without any other event, so that the end

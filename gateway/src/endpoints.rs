@@ -16,17 +16,10 @@ use matte_common::paths;
 
 use crate::Error;
 use crate::dispatcher::Dispatcher;
+use crate::upstream_state::EndpointReport;
 
 /// Probe connections idle longer than this are closed (see [`StaticSource::new`]).
 const PROBE_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One pod as a source sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EndpointReport {
-    /// `HOST:PORT`.
-    pub address: String,
-    pub ready: bool,
-}
 
 /// Something that tells the dispatcher which pods exist and which are ready, until the
 /// gateway stops (the future is dropped then).

@@ -21,6 +21,14 @@ pub fn ejection_period(times: u32) -> Duration {
     FIRST_EJECTION.saturating_mul(1 << doublings).min(LONGEST_EJECTION)
 }
 
+/// One pod as an endpoint source ([`crate::endpoints`]) reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointReport {
+    /// `HOST:PORT`.
+    pub address: String,
+    pub ready: bool,
+}
+
 /// A pod's state as `matte_gateway_endpoints{state}` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EndpointState {

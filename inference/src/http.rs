@@ -26,8 +26,9 @@ use tokio::sync::oneshot;
 use crate::Error;
 use crate::imaging::{self, OutputFormat};
 use crate::metrics::Metrics;
+use crate::place::Place;
 use crate::queue::{Inferred, Job, JobId, JobQueue};
-use crate::state::{AppState, Place};
+use crate::state::AppState;
 use crate::upload::{self, BodyKind};
 
 pub fn router(state: Arc<AppState>) -> Router {

@@ -3,14 +3,13 @@
 //! waits. Requests whose client has gone or whose deadline has passed are dropped
 //! here, before they cost a run.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Error;
 use crate::metrics::Metrics;
 use crate::model::Model;
 use crate::queue::{Inferred, Job, JobQueue};
-use crate::state::LoopHealth;
 
 /// What the loop reads from and reports to.
 #[derive(Clone, Copy)]
@@ -90,6 +89,65 @@ fn still_wanted(batch: Vec<Job>, now: Instant) -> Vec<Job> {
         .collect()
 }
 
+/// What the inference loop reports about itself, so that health tells the truth.
+pub struct LoopHealth {
+    running: AtomicBool,
+    /// When the current run began, in milliseconds since `epoch` plus one; 0 when idle.
+    run_started: AtomicU64,
+    consecutive_failures: AtomicU32,
+    epoch: Instant,
+}
+
+impl LoopHealth {
+    /// Failed runs in a row after which the pod stops taking work and asks to be
+    /// restarted: no new run will tell whether it recovered. The probes' thresholds
+    /// make it unready (2 × 5 s) well before it is restarted (3 × 10 s).
+    pub const FAILURES_UNHEALTHY: u32 = 3;
+
+    pub(crate) fn new() -> LoopHealth {
+        LoopHealth {
+            running: AtomicBool::new(false),
+            run_started: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub fn set_running(&self, running: bool) {
+        self.running.store(running, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    pub fn run_begins(&self) {
+        let since_epoch = self.epoch.elapsed().as_millis() as u64 + 1;
+        self.run_started.store(since_epoch, Ordering::SeqCst);
+    }
+
+    pub fn run_ends(&self, succeeded: bool) {
+        self.run_started.store(0, Ordering::SeqCst);
+        if succeeded {
+            self.consecutive_failures.store(0, Ordering::SeqCst);
+        } else {
+            self.consecutive_failures.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// How long the current run has taken so far, if one is under way.
+    pub(crate) fn current_run(&self) -> Option<Duration> {
+        match self.run_started.load(Ordering::SeqCst) {
+            0 => None,
+            started => Some(self.epoch.elapsed().saturating_sub(Duration::from_millis(started - 1))),
+        }
+    }
+
+    pub(crate) fn failures(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::SeqCst)
+    }
+}
+
 /// A moving average of inference time per image, which `Retry-After` is computed from.
 pub struct ServiceTime {
     /// Seconds as `f64` bits; written by the loop, read by handlers.
@@ -158,7 +216,7 @@ mod tests {
                     deadline,
                     reply,
                     started: Default::default(),
-                    place: crate::state::Place::detached(),
+                    place: crate::place::Place::detached(),
                 },
                 receiver,
             )

@@ -2,7 +2,7 @@
 //! honest HTTP queue.
 //!
 //! Reading order: [`config`] (the flags), [`server`] (lifecycle), [`state`] (what
-//! handlers share: places, workers, health), `matte_serve` (accepting and timing
+//! handlers share: [`place`]s, workers, health), `matte_serve` (accepting and timing
 //! out connections, reading bodies at their pace), [`http`] (the API), [`upload`]
 //! (the image in a raw or multipart body),
 //! [`imaging`] (pure image steps), [`queue`] and
@@ -19,6 +19,7 @@ pub mod imaging;
 pub mod inference_loop;
 pub mod metrics;
 pub mod model;
+pub mod place;
 pub mod queue;
 pub mod server;
 pub mod state;

@@ -36,7 +36,7 @@ pub struct ModelOptions {
     pub mask_output: Option<String>,
     pub max_batch_size: usize,
     /// Every run of a dynamic-batch model is padded to `max_batch_size`, so that its
-    /// input's shape never changes (the GPU providers: see [`BatchInput`]).
+    /// input's shape never changes (the GPU providers: see `BatchInput`).
     pub pad_batches: bool,
     /// Runs of one image go through an [`IoBinding`] to memory allocated once
     /// (`--io-binding`).

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::Error;
 use crate::model::Mask;
-use crate::state::Place;
+use crate::place::Place;
 
 /// One image waiting for inference.
 pub struct Job {

@@ -6,17 +6,18 @@
 //! queue), and a CPU worker is held by the blocking task itself. A client that hangs up
 //! therefore frees nothing that is still in use, and nothing stays taken once unused.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 
 use crate::Error;
 use crate::config::Config;
 use crate::imaging::Preprocess;
-use crate::inference_loop::ServiceTime;
+use crate::inference_loop::{LoopHealth, ServiceTime};
 use crate::metrics::Metrics;
+use crate::place::Place;
 use crate::queue::JobQueue;
 use matte_serve::UploadPace;
 
@@ -30,34 +31,6 @@ pub struct Limits {
     pub upload_pace: UploadPace,
 }
 
-/// One of the `queue_capacity` places. Clones share the place; it is free again once
-/// the last clone is gone.
-#[derive(Clone)]
-pub struct Place {
-    _shared: Arc<PlaceInner>,
-}
-
-impl Place {
-    /// A place of its own, outside any server's capacity, for unit tests.
-    #[cfg(test)]
-    pub(crate) fn detached() -> Place {
-        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().expect("a fresh semaphore has a permit");
-        Place { _shared: Arc::new(PlaceInner { permit: Some(permit), released: Arc::new(Notify::new()) }) }
-    }
-}
-
-struct PlaceInner {
-    permit: Option<OwnedSemaphorePermit>,
-    released: Arc<Notify>,
-}
-
-impl Drop for PlaceInner {
-    fn drop(&mut self) {
-        drop(self.permit.take());
-        self.released.notify_waiters();
-    }
-}
-
 /// How the pod stands in its life: loading, serving, or draining (first still
 /// admitting while endpoints catch up, then refusing).
 #[derive(Default)]
@@ -65,61 +38,6 @@ struct Lifecycle {
     ready: AtomicBool,
     unready_for_drain: AtomicBool,
     refusing: AtomicBool,
-}
-
-/// What the inference loop reports about itself, so that health tells the truth.
-pub struct LoopHealth {
-    running: AtomicBool,
-    /// When the current run began, in milliseconds since `epoch` plus one; 0 when idle.
-    run_started: AtomicU64,
-    consecutive_failures: AtomicU32,
-    epoch: Instant,
-}
-
-impl LoopHealth {
-    /// Failed runs in a row after which the pod stops taking work and asks to be
-    /// restarted: no new run will tell whether it recovered. The probes' thresholds
-    /// make it unready (2 × 5 s) well before it is restarted (3 × 10 s).
-    pub const FAILURES_UNHEALTHY: u32 = 3;
-
-    fn new() -> LoopHealth {
-        LoopHealth {
-            running: AtomicBool::new(false),
-            run_started: AtomicU64::new(0),
-            consecutive_failures: AtomicU32::new(0),
-            epoch: Instant::now(),
-        }
-    }
-
-    pub fn set_running(&self, running: bool) {
-        self.running.store(running, Ordering::SeqCst);
-    }
-
-    pub fn run_begins(&self) {
-        let since_epoch = self.epoch.elapsed().as_millis() as u64 + 1;
-        self.run_started.store(since_epoch, Ordering::SeqCst);
-    }
-
-    pub fn run_ends(&self, succeeded: bool) {
-        self.run_started.store(0, Ordering::SeqCst);
-        if succeeded {
-            self.consecutive_failures.store(0, Ordering::SeqCst);
-        } else {
-            self.consecutive_failures.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    /// How long the current run has taken so far, if one is under way.
-    fn current_run(&self) -> Option<Duration> {
-        match self.run_started.load(Ordering::SeqCst) {
-            0 => None,
-            started => Some(self.epoch.elapsed().saturating_sub(Duration::from_millis(started - 1))),
-        }
-    }
-
-    fn failures(&self) -> u32 {
-        self.consecutive_failures.load(Ordering::SeqCst)
-    }
 }
 
 pub struct AppState {
@@ -173,8 +91,7 @@ impl AppState {
             capacity: self.capacity,
             retry_after: self.service_time.retry_after(self.inflight()),
         })?;
-        let place =
-            Place { _shared: Arc::new(PlaceInner { permit: Some(permit), released: self.place_released.clone() }) };
+        let place = Place::new(permit, self.place_released.clone());
         // Refusal may have begun between the check and the permit; the drain waits
         // only for places it can see, so re-check now that this one is visible.
         if self.lifecycle.refusing.load(Ordering::SeqCst) {
@@ -218,7 +135,7 @@ impl AppState {
     fn refusal(&self) -> Option<Error> {
         if self.lifecycle.refusing.load(Ordering::SeqCst) {
             Some(Error::Draining)
-        } else if !self.lifecycle.ready.load(Ordering::SeqCst) || !self.loop_health.running.load(Ordering::SeqCst) {
+        } else if !self.lifecycle.ready.load(Ordering::SeqCst) || !self.loop_health.is_running() {
             Some(Error::NotReady)
         } else if self.loop_is_failing() {
             Some(Error::InferenceUnhealthy)
@@ -251,9 +168,7 @@ impl AppState {
             return true;
         }
         let stuck = self.loop_health.current_run().is_some_and(|run| run > 2 * self.limits.request_timeout);
-        self.loop_health.running.load(Ordering::SeqCst)
-            && !stuck
-            && self.loop_health.failures() < LoopHealth::FAILURES_UNHEALTHY
+        self.loop_health.is_running() && !stuck && self.loop_health.failures() < LoopHealth::FAILURES_UNHEALTHY
     }
 
     /// Turns ready after warm-up, unless a drain has begun meanwhile.

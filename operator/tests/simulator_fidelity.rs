@@ -24,11 +24,12 @@ use std::time::{Duration, Instant};
 use matte_common::gateway_metrics;
 use matte_operator::autoscaler::policy::QueueMetrics;
 use matte_operator::autoscaler::prometheus::{PrometheusSource, Windows, http_client};
-use matte_sim::engine::{self, Workload};
+use matte_sim::engine;
 use matte_sim::random::{Stream, StreamName};
 use matte_sim::scalers::{ClusterView, Scaler};
 use matte_sim::scenario::Scenario;
 use matte_sim::settings::{Routing, Settings};
+use matte_sim::workload::Workload;
 use support::{
     Process, free_port, pod_metric, sample_image, setup_path, start_pod, start_prometheus, wait_for, workspace_binary,
 };

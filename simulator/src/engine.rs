@@ -47,25 +47,10 @@ use super::random::{Stream, StreamName};
 use super::scalers::{ClusterView, Scaler};
 use super::settings::{BATCHED_IMAGE_COST, Routing, Settings};
 use super::startups::StartupDraws;
+use super::workload::Workload;
 use matte_common::admission::{self, Admission, PerImageTime};
 use matte_policy::Startup;
 use matte_policy::observed::GatewayScrape;
-
-/// The work: when each image is first sent and how long it takes alone on a GPU. Drawn
-/// once so that every policy gets exactly the same.
-pub struct Workload {
-    pub arrivals: Vec<f64>,
-    pub service_seconds: Vec<f64>,
-}
-
-impl Workload {
-    pub fn new(arrivals: Vec<f64>, settings: &Settings, seed: u64) -> Self {
-        let mut rng = Stream::new(seed, StreamName::ServiceTimes);
-        let service_seconds =
-            arrivals.iter().map(|_| rng.lognormal(settings.service_seconds, settings.service_sigma)).collect();
-        Self { arrivals, service_seconds }
-    }
-}
 
 /// What happened to one pod.
 #[derive(Debug, Clone, PartialEq, Serialize)]

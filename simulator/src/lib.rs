@@ -20,15 +20,17 @@ pub mod startups;
 pub mod sweep;
 pub mod table;
 pub mod trace;
+pub mod workload;
 
 use serde::Serialize;
 
 use crate::error::Error;
-use engine::{RunRecord, Workload};
+use engine::RunRecord;
 use outcome::Outcome;
 use scalers::PolicyName;
 use settings::Settings;
 use trace::Burst;
+use workload::Workload;
 
 /// The comparison as reported (`--json` prints exactly this).
 #[derive(Debug, Clone, Serialize)]

@@ -13,7 +13,7 @@ pub enum OutputFormat {
     Png,
     /// Lossless WebP, RGBA or RGB like `Png`.
     Webp,
-    /// JPEG (quality [`JPEG_QUALITY`]); only for a composite onto a background colour,
+    /// JPEG (quality `JPEG_QUALITY`); only for a composite onto a background colour,
     /// as JPEG has no alpha.
     Jpeg,
     /// The mask alone as an 8-bit greyscale PNG.

@@ -4,7 +4,7 @@
 //!
 //! Reading order: [`decode`] (bytes to pixels, no more of them than the output keeps:
 //! JPEGs shrink while decoding, see [`jpeg`]), [`Decoded::into_upright`] (output size,
-//! EXIF orientation), [`model_input`] (the tensor), [`cut_out`] (mask back to size and
+//! EXIF orientation), `model_input` (the tensor), `cut_out` (mask back to size and
 //! composed in place), [`encode`] (PNG, WebP, JPEG).
 
 mod cut_out;

@@ -25,8 +25,7 @@ use super::deployment::{
     ENDPOINT_PROPAGATION_SECONDS, HTTP_PORT, NON_ROOT_USER, drain_timeout_seconds, empty_dir, http_server_container,
     mebibytes, mount, runtime_default_seccomp,
 };
-use super::service::one_at_a_time;
-use super::{ValidGateway, metadata_named, owned_labels, pods_service_name};
+use super::{ValidGateway, gateway_selector_labels, metadata_named, one_at_a_time, owned_labels, pods_service_name};
 
 /// CPU request of a gateway pod when the resource gives none: it copies bytes and
 /// keeps a queue; half a core carries hundreds of images a second.
@@ -40,14 +39,6 @@ const BUFFERED_SHARE: u64 = 2;
 /// `<name>-gateway`: the gateway's Deployment, budget, account and role.
 pub fn gateway_name(brs: &BackgroundRemovalService) -> String {
     format!("{}-gateway", brs.name_any())
-}
-
-/// The labels that select `brs`'s gateway pods.
-pub fn gateway_selector_labels(brs: &BackgroundRemovalService) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (super::APP_LABEL.to_owned(), super::GATEWAY_APP.to_owned()),
-        (super::SERVICE_LABEL.to_owned(), brs.name_any()),
-    ])
 }
 
 fn gateway_label_selector(brs: &BackgroundRemovalService) -> LabelSelector {

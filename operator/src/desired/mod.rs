@@ -10,7 +10,9 @@ mod validate;
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::BackgroundRemovalService;
@@ -75,6 +77,11 @@ pub fn selector_labels(brs: &BackgroundRemovalService) -> BTreeMap<String, Strin
     BTreeMap::from([(APP_LABEL.to_owned(), INFERENCE_APP.to_owned()), (SERVICE_LABEL.to_owned(), brs.name_any())])
 }
 
+/// The labels that select `brs`'s gateway pods.
+pub fn gateway_selector_labels(brs: &BackgroundRemovalService) -> BTreeMap<String, String> {
+    BTreeMap::from([(APP_LABEL.to_owned(), GATEWAY_APP.to_owned()), (SERVICE_LABEL.to_owned(), brs.name_any())])
+}
+
 /// `selector_labels` as the string the scale subresource and `kubectl` take.
 pub fn selector_string(brs: &BackgroundRemovalService) -> String {
     selector_labels(brs).iter().map(|(key, value)| format!("{key}={value}")).collect::<Vec<_>>().join(",")
@@ -82,6 +89,21 @@ pub fn selector_string(brs: &BackgroundRemovalService) -> String {
 
 fn label_selector(brs: &BackgroundRemovalService) -> LabelSelector {
     LabelSelector { match_labels: Some(selector_labels(brs)), ..LabelSelector::default() }
+}
+
+/// A PodDisruptionBudget letting voluntary evictions take one of `selector`'s pods at a
+/// time, an unready one always.
+fn one_at_a_time(metadata: ObjectMeta, selector: LabelSelector) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata,
+        spec: Some(PodDisruptionBudgetSpec {
+            selector: Some(selector),
+            max_unavailable: Some(IntOrString::Int(1)),
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
 }
 
 /// Name, namespace, labels and the controller reference through which Kubernetes

@@ -4,16 +4,17 @@
 //! from taking more than one GPU pod at a time.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use matte_common::paths;
 
 use crate::crd::BackgroundRemovalService;
 
 use super::deployment::HTTP_PORT;
-use super::gateway::gateway_selector_labels;
-use super::{label_selector, labels, metadata, metadata_named, pods_service_name, selector_labels};
+use super::{
+    gateway_selector_labels, label_selector, labels, metadata, metadata_named, one_at_a_time, pods_service_name,
+    selector_labels,
+};
 
 /// A ClusterIP Service named after the resource, port 80 to the `http` port of the
 /// gateway's pods, or of the inference pods when the gateway is off.
@@ -59,21 +60,6 @@ fn http_port(port: i32) -> ServicePort {
 /// never became ready (no GPU, a bad model) must not block a node drain.
 pub fn pod_disruption_budget(brs: &BackgroundRemovalService) -> PodDisruptionBudget {
     one_at_a_time(metadata(brs), label_selector(brs))
-}
-
-/// A PodDisruptionBudget letting voluntary evictions take one of `selector`'s pods at a
-/// time, an unready one always.
-pub(super) fn one_at_a_time(metadata: ObjectMeta, selector: LabelSelector) -> PodDisruptionBudget {
-    PodDisruptionBudget {
-        metadata,
-        spec: Some(PodDisruptionBudgetSpec {
-            selector: Some(selector),
-            max_unavailable: Some(IntOrString::Int(1)),
-            unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
-            ..PodDisruptionBudgetSpec::default()
-        }),
-        ..PodDisruptionBudget::default()
-    }
 }
 
 #[cfg(test)]

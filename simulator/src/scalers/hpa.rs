@@ -10,7 +10,7 @@
 //! target of [`TARGET_UTILIZATION`] of what one pod processes per second. The same
 //! utilization as Knative's default, so that the anchors differ only in their algorithms.
 
-use super::{ClusterView, Scaler};
+use super::{ClusterView, Scaler, ceil_u32};
 use crate::settings::Settings;
 
 const SYNC_PERIOD_SECONDS: f64 = 15.0;
@@ -152,19 +152,6 @@ impl Scaler for Hpa {
             self.target_per_pod,
         );
         self.controller.normalize(view.now, view.replicas, desired)
-    }
-}
-
-/// Rounds up to a replica count, saturating; negative and NaN give 0.
-pub fn ceil_u32(value: f64) -> u32 {
-    let rounded = value.ceil();
-    if rounded.is_nan() || rounded <= 0.0 {
-        0
-    } else if rounded >= f64::from(u32::MAX) {
-        u32::MAX
-    } else {
-        // Integral and in range after the checks above.
-        rounded as u32
     }
 }
 

@@ -10,8 +10,7 @@
 
 use std::collections::VecDeque;
 
-use super::hpa::ceil_u32;
-use super::{ClusterView, Scaler};
+use super::{ClusterView, Scaler, ceil_u32};
 use crate::settings::Settings;
 
 const TICK_SECONDS: f64 = 2.0;

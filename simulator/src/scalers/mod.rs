@@ -13,9 +13,9 @@ use clap::ValueEnum;
 use matte_policy::Startup;
 use serde::Serialize;
 
-use super::engine::Workload;
 use super::prometheus::{Prometheus, Snapshot};
 use super::settings::Settings;
+use super::workload::Workload;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -95,6 +95,20 @@ pub trait Scaler {
     /// for the anchors, whose real counterparts say nothing more than the numbers.
     fn explain(&self) -> Option<String> {
         None
+    }
+}
+
+/// Rounds up to a replica count, saturating; negative and NaN give 0: the anchors'
+/// arithmetic of pods from a ratio.
+fn ceil_u32(value: f64) -> u32 {
+    let rounded = value.ceil();
+    if rounded.is_nan() || rounded <= 0.0 {
+        0
+    } else if rounded >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        // Integral and in range after the checks above.
+        rounded as u32
     }
 }
 

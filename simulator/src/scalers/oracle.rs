@@ -5,8 +5,7 @@
 //! new one would cost as much). It bounds what reacting faster could gain; it is not a
 //! lower bound on cost.
 
-use super::hpa::ceil_u32;
-use super::{ClusterView, Scaler};
+use super::{ClusterView, Scaler, ceil_u32};
 use crate::settings::Settings;
 
 /// The start-up quantile the oracle plans for, as a multiple of the log-normal's sigma
