@@ -56,6 +56,15 @@ pub enum Scenario {
     /// clock whose gaps are longer than keeping pods warm through them is worth, and
     /// whose beats are sometimes missed.
     HourlyBatches,
+    /// Steady Poisson traffic at 2 images/s, more than one pod serves, and on top of it
+    /// bursts of ~200 images (log-normal sizes, σ 0.4) within 1–4 s, ~5 minutes apart
+    /// (exponential gaps), some of them close together by chance: an API's own load and
+    /// the batch jobs of its users.
+    BurstsOnSteadyTraffic,
+    /// Two cron jobs on clocks of their own: ~300 images every ten minutes and ~150
+    /// every seven, each starting up to 30 s early or late and landing over seconds, so
+    /// that their runs sometimes coincide.
+    TwoJobs,
 }
 
 /// The defaults every scenario starts from: pods and a cluster as the issue describes
@@ -109,8 +118,11 @@ impl Scenario {
             | Scenario::MixedTraffic
             | Scenario::SteadyTraffic
             | Scenario::Ramp
-            | Scenario::LargeBursts => base,
-            Scenario::CronBatches | Scenario::JitteryCron => Settings { duration_seconds: 7200.0, ..base },
+            | Scenario::LargeBursts
+            | Scenario::BurstsOnSteadyTraffic => base,
+            Scenario::CronBatches | Scenario::JitteryCron | Scenario::TwoJobs => {
+                Settings { duration_seconds: 7200.0, ..base }
+            }
             Scenario::HourlyBatches => Settings { duration_seconds: 8.0 * 3600.0, ..base },
             Scenario::FlashCrowd => Settings { static_replicas: 4, ..base },
             Scenario::Diurnal => Settings { duration_seconds: 7200.0, static_replicas: 4, ..base },
@@ -270,6 +282,27 @@ impl Scenario {
                     duration,
                 );
             }
+            Scenario::BurstsOnSteadyTraffic => {
+                poisson(&mut arrivals, &mut rng, 2.0, duration);
+                random_bursts(
+                    &mut arrivals,
+                    &mut rng,
+                    RandomBursts { mean_gap: 300.0, median: 200.0, sigma: 0.4, spread: (1.0, 4.0) },
+                    duration,
+                );
+            }
+            Scenario::TwoJobs => {
+                for (period, median, spread) in [(600.0, 300.0, (5.0, 20.0)), (420.0, 150.0, (2.0, 10.0))] {
+                    let mut scheduled = rng.between(60.0, period);
+                    while scheduled < duration {
+                        let start = scheduled + rng.between(-30.0, 30.0);
+                        let images = rng.lognormal(median, 0.3).round().max(1.0);
+                        let over = rng.between(spread.0, spread.1);
+                        burst(&mut arrivals, &mut rng, start, images, over, duration);
+                        scheduled += period;
+                    }
+                }
+            }
         }
         arrivals.sort_by(f64::total_cmp);
         arrivals
@@ -349,5 +382,45 @@ fn burst(arrivals: &mut Vec<f64>, rng: &mut Stream, start: f64, images: f64, spr
             arrivals.push(time);
         }
         added += 1.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The runs of a trace: groups of arrivals separated by at least `quiet` seconds.
+    fn runs(arrivals: &[f64], quiet: f64) -> usize {
+        1 + arrivals.windows(2).filter(|pair| pair[1] - pair[0] >= quiet).count()
+    }
+
+    #[test]
+    fn bursts_on_steady_traffic_keep_the_steady_rate_between_bursts() {
+        let settings = Scenario::BurstsOnSteadyTraffic.settings();
+        for seed in 1..=3 {
+            let arrivals = Scenario::BurstsOnSteadyTraffic.arrivals(&settings, seed);
+            let mut per_minute = vec![0_u32; 60];
+            for &time in &arrivals {
+                per_minute[(time / 60.0) as usize] += 1;
+            }
+            per_minute.sort_unstable();
+            // 2 images/s is 120 a minute; most minutes hold no burst.
+            let median = per_minute[30];
+            assert!((100..=140).contains(&median), "seed {seed}: median minute {median}");
+            assert!(per_minute[59] >= 250, "seed {seed}: no minute with a burst ({})", per_minute[59]);
+        }
+    }
+
+    #[test]
+    fn two_jobs_run_on_their_own_clocks() {
+        let settings = Scenario::TwoJobs.settings();
+        for seed in 1..=3 {
+            let arrivals = Scenario::TwoJobs.arrivals(&settings, seed);
+            // 12 runs of ~300 images and 17 of ~150 in two hours, a few landing together.
+            let images = arrivals.len();
+            assert!((5_000..=7_500).contains(&images), "seed {seed}: {images} images");
+            let runs = runs(&arrivals, 30.0);
+            assert!((22..=29).contains(&runs), "seed {seed}: {runs} runs");
+        }
     }
 }
