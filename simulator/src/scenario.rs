@@ -220,12 +220,10 @@ impl Scenario {
                 }
             }
             Scenario::JitteryCron => {
-                let job = Job { first: 120.0, period: 600.0, skipped: 0.1 };
-                job_runs(&mut arrivals, &mut rng, job, duration);
+                job_runs(&mut arrivals, &mut rng, Job::of_300_images(120.0, 600.0, 0.1), duration);
             }
             Scenario::HourlyBatches => {
-                let job = Job { first: 600.0, period: 3600.0, skipped: 0.25 };
-                job_runs(&mut arrivals, &mut rng, job, duration);
+                job_runs(&mut arrivals, &mut rng, Job::of_300_images(600.0, 3600.0, 0.25), duration);
             }
             Scenario::MixedTraffic => {
                 poisson(&mut arrivals, &mut rng, 0.3, duration);
@@ -292,15 +290,10 @@ impl Scenario {
                 );
             }
             Scenario::TwoJobs => {
-                for (period, median, spread) in [(600.0, 300.0, (5.0, 20.0)), (420.0, 150.0, (2.0, 10.0))] {
-                    let mut scheduled = rng.between(60.0, period);
-                    while scheduled < duration {
-                        let start = scheduled + rng.between(-30.0, 30.0);
-                        let images = rng.lognormal(median, 0.3).round().max(1.0);
-                        let over = rng.between(spread.0, spread.1);
-                        burst(&mut arrivals, &mut rng, start, images, over, duration);
-                        scheduled += period;
-                    }
+                for (period, median_images, spread) in [(600.0, 300.0, (5.0, 20.0)), (420.0, 150.0, (2.0, 10.0))] {
+                    let first = rng.between(60.0, period);
+                    let job = Job { first, period, median_images, spread, skipped: 0.0 };
+                    job_runs(&mut arrivals, &mut rng, job, duration);
                 }
             }
         }
@@ -351,12 +344,21 @@ fn random_bursts(arrivals: &mut Vec<f64>, rng: &mut Stream, bursts: RandomBursts
 }
 
 /// A job on a clock as it runs in practice: from `first`, every `period`, starting up to
-/// 30 s early or late, ~300 images (log-normal sizes, σ 0.3) over 5–20 s, a share
-/// `skipped` of its runs skipped.
+/// 30 s early or late, with `median_images` (log-normal sizes, σ 0.3) landing over a
+/// time drawn within `spread`, a share `skipped` of its runs skipped.
 struct Job {
     first: f64,
     period: f64,
+    median_images: f64,
+    spread: (f64, f64),
     skipped: f64,
+}
+
+impl Job {
+    /// The job of ~300 images over 5–20 s that the cron scenarios run.
+    fn of_300_images(first: f64, period: f64, skipped: f64) -> Job {
+        Job { first, period, median_images: 300.0, spread: (5.0, 20.0), skipped }
+    }
 }
 
 /// Adds the runs of `job` from 0 to `end`.
@@ -364,9 +366,11 @@ fn job_runs(arrivals: &mut Vec<f64>, rng: &mut Stream, job: Job, end: f64) {
     let mut scheduled = job.first;
     while scheduled < end {
         let start = scheduled + rng.between(-30.0, 30.0);
-        let images = rng.lognormal(300.0, 0.3).round().max(1.0);
-        let spread = rng.between(5.0, 20.0);
-        if rng.uniform() >= job.skipped {
+        let images = rng.lognormal(job.median_images, 0.3).round().max(1.0);
+        let spread = rng.between(job.spread.0, job.spread.1);
+        // A job that never skips draws nothing for it.
+        let skipped = job.skipped > 0.0 && rng.uniform() < job.skipped;
+        if !skipped {
             burst(arrivals, rng, start, images, spread, end);
         }
         scheduled += job.period;
