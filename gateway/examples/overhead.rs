@@ -9,6 +9,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use matte_common::paths;
 use support::{Gateway, Pod, TinyModel, client, post_png, sample_image};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -17,12 +18,12 @@ async fn main() {
     let model = TinyModel::generate();
     let pod = tokio::task::spawn_blocking(move || (Pod::start(&model.path, &[]), model)).await.unwrap().0;
     let gateway = Gateway::start(&["--upstream", &pod.address]).await;
-    support::until_ok(&gateway.url("/readyz"), Duration::from_secs(10)).await;
+    support::until_ok(&gateway.url(paths::READYZ), Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await; // the first probe round
 
     let photo = sample_image("chelsea.png");
     let client = client();
-    let (direct_url, gateway_url) = (pod.url("/v1/remove"), gateway.url("/v1/remove"));
+    let (direct_url, gateway_url) = (pod.url(paths::REMOVE), gateway.url(paths::REMOVE));
     let time = |url: String| {
         let (client, photo) = (client.clone(), photo.clone());
         async move {

@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
+use matte_common::paths;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -207,10 +208,10 @@ pub async fn serve(
 ) -> Result<impl std::future::Future<Output = std::io::Result<()>>, Error> {
     let listener = tokio::net::TcpListener::bind(address).await.map_err(|source| Error::Listen { address, source })?;
     let app = Router::new()
-        .route("/metrics", get(|State(m): State<Arc<Metrics>>| async move { m.render() }))
-        .route("/healthz", get(|| async { "ok" }))
+        .route(paths::METRICS, get(|State(m): State<Arc<Metrics>>| async move { m.render() }))
+        .route(paths::HEALTHZ, get(|| async { "ok" }))
         .route(
-            "/readyz",
+            paths::READYZ,
             get(|State(m): State<Arc<Metrics>>| async move {
                 if m.ready.load(Ordering::Relaxed) {
                     (StatusCode::OK, "ready")
