@@ -90,6 +90,7 @@ impl PolicySpec {
         self.planned_utilization.clamp(0.1, 1.0)
     }
 
+    /// `replicas` within the resource's bounds.
     pub(crate) fn clamp(&self, replicas: u32) -> u32 {
         let (min, max) = self.bounds();
         replicas.clamp(min, max)
