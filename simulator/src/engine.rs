@@ -39,11 +39,10 @@ use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::Duration;
 
-use serde::Serialize;
-
 use super::gpus::{GpuPool, Placement};
 use super::prometheus::{Counters, Gauges, Prometheus, Target};
 use super::random::{Stream, StreamName};
+use super::record::{PodRecord, ReplicaChange, RunRecord, TimelinePoint};
 use super::scalers::{ClusterView, Scaler};
 use super::settings::{BATCHED_IMAGE_COST, Routing, Settings};
 use super::startups::StartupDraws;
@@ -51,63 +50,6 @@ use super::workload::Workload;
 use matte_common::admission::{self, Admission, PerImageTime};
 use matte_policy::Startup;
 use matte_policy::observed::GatewayScrape;
-
-/// What happened to one pod.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PodRecord {
-    pub created_seconds: f64,
-    /// When it got a GPU; `None` if it never did.
-    pub billed_from_seconds: Option<f64>,
-    pub ready_seconds: Option<f64>,
-    pub ended_seconds: f64,
-    pub images_served: u64,
-    /// Whether anything was waiting (queued, held or retrying) when it became ready.
-    pub backlog_when_ready: bool,
-    /// The most requests it held at once, queued or in inference.
-    pub peak_outstanding: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReplicaChange {
-    pub at_seconds: f64,
-    pub from: u32,
-    pub to: u32,
-    /// The policy's own account of the decision, if it gives one ([`Scaler::explain`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub why: Option<String>,
-}
-
-/// The fleet once a second, for plots.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TimelinePoint {
-    pub at_seconds: f64,
-    /// Requests queued in pods, held in front or waiting in the gateway.
-    pub queued: usize,
-    /// Clients refused and waiting to retry.
-    pub retrying: usize,
-    pub replicas: u32,
-    pub ready: u32,
-}
-
-/// Everything a run produced, for the report.
-pub struct RunRecord {
-    /// Per image: seconds from first try to answer; `None` if never answered.
-    pub latencies: Vec<Option<f64>>,
-    pub pods: Vec<PodRecord>,
-    pub changes: Vec<ReplicaChange>,
-    pub timeline: Vec<TimelinePoint>,
-    /// 429s clients saw.
-    pub rejections: u64,
-    /// 503s from the gateway: a request's budget ran out in its queue.
-    pub timeouts: u64,
-    /// The first this many pods were running when the trace began.
-    pub initial_pods: usize,
-    /// GPU-seconds of the nodes the cluster added on demand, from launch to removal.
-    pub added_node_seconds: f64,
-}
 
 /// Runs `scaler` on `workload` and records what happened.
 pub fn run(settings: &Settings, workload: &Workload, scaler: &mut dyn Scaler, seed: u64) -> RunRecord {

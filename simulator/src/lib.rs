@@ -13,6 +13,7 @@ pub mod outcome;
 pub mod plots;
 pub mod prometheus;
 pub mod random;
+pub mod record;
 pub mod scalers;
 pub mod scenario;
 pub mod settings;
@@ -25,8 +26,8 @@ pub mod workload;
 use serde::Serialize;
 
 use crate::error::Error;
-use engine::RunRecord;
 use outcome::Outcome;
+use record::RunRecord;
 use scalers::PolicyName;
 use settings::Settings;
 use trace::Burst;

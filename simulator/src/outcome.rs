@@ -3,7 +3,7 @@
 use matte_policy::stats::{median, nearest_rank};
 use serde::Serialize;
 
-use super::engine::{PodRecord, ReplicaChange, RunRecord};
+use super::record::{PodRecord, ReplicaChange, RunRecord};
 use super::scalers::PolicyName;
 use super::settings::Settings;
 use super::trace::Burst;

@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 
 use super::Report;
-use super::engine::RunRecord;
 use super::outcome::{BurstLateness, lateness_by_burst};
+use super::record::RunRecord;
 use super::scalers::PolicyName;
 use super::settings::{Routing, Settings};
 use super::trace::Burst;

@@ -244,7 +244,7 @@ fn a_hundred_images_in_ten_seconds_need_eleven_warm_pods() {
 }
 
 /// Every run of one policy, with what it recorded.
-fn runs(settings: &Settings, arrivals: Vec<f64>, policy: PolicyName) -> (Outcome, matte_sim::engine::RunRecord) {
+fn runs(settings: &Settings, arrivals: Vec<f64>, policy: PolicyName) -> (Outcome, matte_sim::record::RunRecord) {
     runs_drawing(settings, arrivals, policy, 1)
 }
 
@@ -255,7 +255,7 @@ fn runs_drawing(
     arrivals: Vec<f64>,
     policy: PolicyName,
     seed: u64,
-) -> (Outcome, matte_sim::engine::RunRecord) {
+) -> (Outcome, matte_sim::record::RunRecord) {
     let comparison = compare(settings, arrivals, &[policy], seed, "test".into()).expect("valid settings");
     let outcome = comparison.report.outcomes[0].clone();
     let run = comparison.runs.into_iter().next().expect("one run").1;
