@@ -133,14 +133,22 @@ fn imports(modules: &BTreeMap<String, PathBuf>) -> BTreeMap<String, BTreeSet<Str
                 let parent = parent(module);
                 if parent.is_empty() { path } else { format!("{parent}::{path}") }
             });
-            let reached = from_crate
-                .into_iter()
-                .chain(from_parent)
-                .filter_map(|path| module_of(&path, modules))
-                .filter(|target| target != module && !is_ancestor(target, module))
-                .collect();
-            (module.clone(), reached)
+            (module.clone(), reached(module, from_crate.into_iter().chain(from_parent), modules))
         })
+        .collect()
+}
+
+/// The modules `paths` (from the crate's root) lead `module` to, but itself and its
+/// ancestors.
+fn reached(
+    module: &str,
+    paths: impl IntoIterator<Item = String>,
+    modules: &BTreeMap<String, PathBuf>,
+) -> BTreeSet<String> {
+    paths
+        .into_iter()
+        .filter_map(|path| module_of(&path, modules))
+        .filter(|target| target != module && !is_ancestor(target, module))
         .collect()
 }
 
@@ -213,19 +221,12 @@ fn no_module_imports_a_module_that_imports_it() {
 fn a_cycle_between_two_modules_is_found_and_a_child_using_its_parent_is_not() {
     let modules: BTreeMap<String, PathBuf> =
         ["", "a", "b", "c", "c::d"].into_iter().map(|module| (module.to_owned(), PathBuf::new())).collect();
-    let reached = |paths: &[&str], module: &str| -> BTreeSet<String> {
-        paths
-            .iter()
-            .filter_map(|path| module_of(path, &modules))
-            .filter(|target| target != module && !is_ancestor(target, module))
-            .collect()
-    };
-    let graph = BTreeMap::from([
-        ("a".to_owned(), reached(&["b::Thing"], "a")),
-        ("b".to_owned(), reached(&["a::helper"], "b")),
-        ("c".to_owned(), reached(&["c::d::Item"], "c")),
-        ("c::d".to_owned(), reached(&["c::shared"], "c::d")),
-    ]);
+    let graph: BTreeMap<String, BTreeSet<String>> =
+        [("a", "b::Thing"), ("b", "a::helper"), ("c", "c::d::Item"), ("c::d", "c::shared")]
+            .into_iter()
+            .map(|(module, path)| (module.to_owned(), reached(module, [path.to_owned()], &modules)))
+            .collect();
+    assert!(graph["c::d"].is_empty(), "a child using its parent reaches nothing: {graph:?}");
     assert_eq!(cycles(&graph), vec![vec!["a".to_owned(), "b".to_owned()]]);
     assert_eq!(
         paths_after("use crate::{a::X, b::{c, d::{E, F}}, g};\nlet y = crate::c::d::f();", "crate::"),
