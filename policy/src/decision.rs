@@ -7,8 +7,9 @@
 //!
 //! The idea: a GPU pod takes tens of seconds to become useful, so a pod is only worth
 //! starting if the work will still be there when it is ready. The policy therefore asks
-//! how many pods are needed for the backlog to drain by a deadline, counting pods that
-//! are still starting as capacity from the moment they will be ready, and starts exactly
+//! how many pods are needed for the backlog to drain by a deadline, with the steady
+//! traffic that keeps arriving meanwhile, counting pods that are still starting as
+//! capacity from the moment they will be ready, and starts exactly
 //! that many, at once. When the target cannot be met because new pods would arrive too
 //! late, the deadline moves to the earliest time a new pod can do a useful amount of
 //! work, instead of starting pods that would find nothing to do. Pods that are no longer

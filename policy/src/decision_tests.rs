@@ -177,6 +177,39 @@ fn steady_traffic_gets_pods_for_its_rate_at_the_planned_utilization() {
 }
 
 #[test]
+fn a_backlog_on_steady_traffic_gets_pods_for_both() {
+    // Two pods serve 2 images/s of steady traffic. 70 images queue on top: the deadline
+    // is a start-up and 10 s away (70 s), by which 140 more steady images arrive behind
+    // them; the two ready pods do 140 of the 210, and each new pod 10.
+    let burst_on_steady = QueueMetrics { sustained_admitted_per_second: 2.0, ..queue(70.0) };
+    let decision = decide_fresh(&observation(2, Some(burst_on_steady)));
+    let plan = decision.plan.expect("plan");
+    assert_eq!((plan.deadline_seconds, plan.needed_replicas), (70.0, 9));
+    assert_eq!((decision.replicas, decision.reason), (9, Reason::ScaleUp));
+    // The same backlog on an idle fleet: one of the two pods drains it on its own.
+    let decision = decide_fresh(&observation(2, Some(queue(70.0))));
+    assert_eq!(decision.plan.expect("plan").needed_replicas, 1);
+    assert_eq!(decision.replicas, 2, "{}", decision.message);
+}
+
+#[test]
+fn a_fleet_sized_for_steady_traffic_drains_a_few_queued_images_in_its_margin() {
+    // At half their throughput, four pods are planned for 2 images/s; the other half is
+    // the margin. Five images queued by chance are no reason for a fifth pod: the
+    // steady traffic takes half of each pod's throughput, and what is left drains them.
+    let half = PolicySpec { planned_utilization: 0.5, ..spec() };
+    let a_few_queued = QueueMetrics { sustained_admitted_per_second: 2.0, ..queue(5.0) };
+    let decision = decide(&half, &observation(4, Some(a_few_queued)), &Memory::default());
+    assert_eq!(decision.plan.expect("plan").needed_replicas, 4);
+    assert_eq!(decision.replicas, 4, "{}", decision.message);
+    // A burst on top is another matter: 100 images more than the margin drains by the
+    // deadline (70 s: 4 pods x 35 images, less the 70 the steady traffic takes).
+    let burst = QueueMetrics { sustained_admitted_per_second: 2.0, ..queue(170.0) };
+    let decision = decide(&half, &observation(4, Some(burst)), &Memory::default());
+    assert_eq!((decision.replicas, decision.reason), (10, Reason::ScaleUp), "{}", decision.message);
+}
+
+#[test]
 fn scale_up_is_capped_by_max_replicas_and_says_so() {
     let decision = decide_fresh(&observation(1, Some(queue(1000.0))));
     assert_eq!((decision.replicas, decision.reason), (10, Reason::ScaleUp));

@@ -39,7 +39,9 @@ fn the_same_seed_gives_the_same_numbers_and_another_seed_other_ones() {
 
 /// KPA sizes on concurrency over ready pods and ignores pods that are starting: with
 /// slow pods, traffic that keeps arriving while the first pods start keeps raising its
-/// count (and panic mode only ratchets up), so it starts far more pods than needed.
+/// count (and panic mode only ratchets up), so it starts more pods than needed, most of
+/// them for nothing, and still answers fewer images in time than a plan that counts
+/// the starting pods and the traffic that keeps arriving.
 #[test]
 fn kpa_overshoots_when_scaling_from_zero_with_slow_pods() {
     let settings =
@@ -48,9 +50,9 @@ fn kpa_overshoots_when_scaling_from_zero_with_slow_pods() {
     let arrivals: Vec<f64> = (0..240).map(|index| 30.0 + 0.5 * f64::from(index)).collect();
     let report = run(&settings, arrivals, &[PolicyName::Matte, PolicyName::Kpa], 1);
     let (matte, kpa) = (outcome(&report, PolicyName::Matte), outcome(&report, PolicyName::Kpa));
-    assert!(kpa.pod_starts >= 2 * matte.pod_starts, "kpa {kpa:?}\nmatte {matte:?}");
-    assert!(kpa.wasted_starts > matte.wasted_starts, "kpa {kpa:?}\nmatte {matte:?}");
-    assert!(kpa.gpu_seconds > 1.5 * matte.gpu_seconds, "kpa {kpa:?}\nmatte {matte:?}");
+    assert!(kpa.pod_starts > matte.pod_starts, "kpa {kpa:?}\nmatte {matte:?}");
+    assert!(kpa.wasted_starts >= 2 * matte.wasted_starts, "kpa {kpa:?}\nmatte {matte:?}");
+    assert!(kpa.slo_attainment < matte.slo_attainment, "kpa {kpa:?}\nmatte {matte:?}");
 }
 
 /// Nodes the cluster adds for a burst are paid for from launch until its idle timeout
@@ -464,7 +466,7 @@ fn behind_the_gateway_a_sustained_overload_gets_pods_for_its_rate() {
 /// (seeds 1-4 of 3 images/s, and of a simulated day whose rate rises and falls). Read
 /// against the planned share instead of the pods' throughput, the noise made a flow
 /// every few minutes, each starting a pod given back before it was ready: 8 flaps a run
-/// on steady traffic and 35 on the day, where there are now 1 and 5.
+/// on steady traffic and 35 on the day, where there are now 1 and 2.
 #[test]
 fn behind_the_gateway_steady_traffic_is_followed_without_flapping() {
     for (scenario, most_flaps) in [(Scenario::SteadyTraffic, 2.0), (Scenario::Diurnal, 10.0)] {
