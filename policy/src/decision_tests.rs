@@ -555,6 +555,23 @@ fn recurring_bursts_keep_warm_the_pods_a_typical_one_needs_within_a_start_up() {
 }
 
 #[test]
+fn warm_pods_for_bursts_on_steady_traffic_drain_a_typical_one_on_top_of_it() {
+    // The bursts above on 1 image/s of steady traffic: within the 60 s start-up the
+    // steady traffic takes 60 images of the pods, so the typical burst (100) needs three
+    // pods, not two.
+    let recent = vec![
+        Burst { started_seconds: 450.0, peak_backlog_images: 90.0 },
+        Burst { started_seconds: 700.0, peak_backlog_images: 150.0 },
+        Burst { started_seconds: 900.0, peak_backlog_images: 100.0 },
+    ];
+    let memory = Memory { recent_bursts: recent, surplus_since_seconds: Some(0.0), ..Memory::default() };
+    let steady = QueueMetrics { sustained_admitted_per_second: 1.0, ..queue(0.0) };
+    let down = decide(&spec(), &observation(5, Some(steady)), &memory);
+    assert_eq!(down.plan.as_ref().map(|plan| plan.warm_replicas), Some(3));
+    assert_eq!((down.replicas, down.reason), (3, Reason::ScaleDown));
+}
+
+#[test]
 fn behind_the_gateway_a_pod_started_on_top_of_the_warm_pods_must_have_more_work_than_one_before_a_pattern() {
     // 150 images on two ready pods with 60 s start-ups: without a pattern each new pod
     // must have 10 s of work once ready, so the deadline is 70 s, the two pods do 140 by

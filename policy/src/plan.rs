@@ -117,15 +117,13 @@ pub(crate) fn plan(
     // the backlog alone, a burst on a fleet sized for its steady traffic got the pods the
     // burst needs on an idle fleet, and the steady images queued behind it came late
     // (bursts-on-steady-traffic 99.52 % → 99.80 % of images within 90 s; behind a plain
-    // Service steady-traffic 98.30 % → 99.51 %). The plan counts a pod at its planned
-    // share of its throughput, the rest a margin for the backlog; the steady traffic
-    // takes its rate out of the pods' whole throughput, which in the plan's units is
-    // that share of it. Counted whole, a fleet sized for its steady traffic read every
-    // few images queued by chance as a pod more (12.5 flaps a run of diurnal traffic
-    // instead of 2). With nothing queued, the steady traffic's own floor below is the
-    // plan.
-    let taken_by_steady_traffic = sustained_images_per_second * spec.planned_share() * deadline_seconds;
-    let work_by_deadline = if backlog_images > 0.0 { backlog_images + taken_by_steady_traffic } else { 0.0 };
+    // Service steady-traffic 98.30 % → 99.51 %). With nothing queued, the steady
+    // traffic's own floor below is the plan.
+    let work_by_deadline = if backlog_images > 0.0 {
+        backlog_images + taken_by_steady_traffic(spec, sustained_images_per_second, deadline_seconds)
+    } else {
+        0.0
+    };
     let for_backlog = pods_to_finish(
         work_by_deadline,
         deadline_seconds,
@@ -220,6 +218,17 @@ impl Plan {
         let planned_per_pod = self.images_per_pod_second * spec.planned_share();
         to_count(((self.backlog_images / self.deadline_seconds + self.arrivals_per_second) / planned_per_pod).ceil())
     }
+}
+
+/// What steady traffic at `images_per_second` takes of the pods over `seconds`, in the
+/// plans' units: images a pod counted at its planned share would otherwise have served.
+/// A plan counts a pod at its planned share of its throughput, the rest a margin for
+/// the backlog; the steady traffic takes its rate out of the pods' whole throughput,
+/// which in the plan's units is that share of it. Counted whole, a fleet sized for its
+/// steady traffic read every few images queued by chance as a pod more (12.5 flaps a
+/// run of diurnal traffic instead of 2).
+pub(crate) fn taken_by_steady_traffic(spec: &PolicySpec, images_per_second: f64, seconds: f64) -> f64 {
+    images_per_second * spec.planned_share() * seconds
 }
 
 /// The fewest pods that finish `work` images within `deadline` seconds: ready pods
