@@ -535,16 +535,21 @@ fn only_the_last_bursts_are_remembered() {
     assert_eq!(remembered.last().map(|burst| burst.started_seconds), Some(900.0));
 }
 
-#[test]
-fn recurring_bursts_keep_warm_the_pods_a_typical_one_needs_within_a_start_up() {
-    // Bursts some 200 s apart, at random moments, with peaks of 90, 150 and 100 images:
-    // the typical one (100) takes two pods to drain within a 60 s start-up at 1 image/s.
+/// Bursts some 200 s apart, at random moments, with peaks of 90, 150 and 100 images, and
+/// pods unneeded since they drained the last.
+fn after_bursts_200_s_apart() -> Memory {
     let recent = vec![
         Burst { started_seconds: 450.0, peak_backlog_images: 90.0 },
         Burst { started_seconds: 700.0, peak_backlog_images: 150.0 },
         Burst { started_seconds: 900.0, peak_backlog_images: 100.0 },
     ];
-    let memory = Memory { recent_bursts: recent, surplus_since_seconds: Some(0.0), ..Memory::default() };
+    Memory { recent_bursts: recent, surplus_since_seconds: Some(0.0), ..Memory::default() }
+}
+
+#[test]
+fn recurring_bursts_keep_warm_the_pods_a_typical_one_needs_within_a_start_up() {
+    // The typical burst (100) takes two pods to drain within a 60 s start-up at 1 image/s.
+    let memory = after_bursts_200_s_apart();
     let down = decide(&spec(), &observation(5, Some(queue(0.0))), &memory);
     assert_eq!((down.replicas, down.reason), (2, Reason::ScaleDown));
     assert_eq!(down.plan.as_ref().map(|plan| plan.warm_replicas), Some(2));
@@ -559,12 +564,7 @@ fn warm_pods_for_bursts_on_steady_traffic_drain_a_typical_one_on_top_of_it() {
     // The bursts above on 1 image/s of steady traffic: within the 60 s start-up the
     // steady traffic takes 60 images of the pods, so the typical burst (100) needs three
     // pods, not two.
-    let recent = vec![
-        Burst { started_seconds: 450.0, peak_backlog_images: 90.0 },
-        Burst { started_seconds: 700.0, peak_backlog_images: 150.0 },
-        Burst { started_seconds: 900.0, peak_backlog_images: 100.0 },
-    ];
-    let memory = Memory { recent_bursts: recent, surplus_since_seconds: Some(0.0), ..Memory::default() };
+    let memory = after_bursts_200_s_apart();
     let steady = QueueMetrics { sustained_admitted_per_second: 1.0, ..queue(0.0) };
     let down = decide(&spec(), &observation(5, Some(steady)), &memory);
     assert_eq!(down.plan.as_ref().map(|plan| plan.warm_replicas), Some(3));
