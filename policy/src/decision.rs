@@ -9,40 +9,39 @@
 //! starting if the work will still be there when it is ready. The policy therefore asks
 //! how many pods are needed for the backlog to drain by a deadline, with the steady
 //! traffic that keeps arriving meanwhile, counting pods that are still starting as
-//! capacity from the moment they will be ready, and starts exactly
-//! that many, at once. When the target cannot be met because new pods would arrive too
-//! late, the deadline moves to the earliest time a new pod can do a useful amount of
-//! work, instead of starting pods that would find nothing to do. Pods that are no longer
-//! needed are kept for as long as a new one would take to start (the cost of being
-//! wrong either way is the same), never given back while others are still starting
-//! for work that waits, and never below the pods that drain what is queued by the
-//! deadline while requests keep arriving at their present rate. Once nothing has
-//! waited for a little while, pods still starting that the ready ones did without are
-//! given back before they are ready: each would cost the rest of its start-up and a
-//! whole hold, for nothing. Pods waiting for a GPU (a node being added) would be ready
-//! later still, a node's provisioning on top: while they wait, more pods are asked for
-//! only for a flow that has outrun the pods with a GPU for longer than a burst lands,
-//! and once the pods with one have been enough for a while, they are given back before
-//! they have one.
+//! capacity from the moment they will be ready, and starts exactly that many, at once.
+//! When the target cannot be met because new pods would arrive too late, the deadline
+//! moves to the earliest time a new pod can do a useful amount of work, instead of
+//! starting pods that would find nothing to do. Pods that are no longer needed are kept
+//! for as long as a new one would take to start (the cost of being wrong either way is
+//! the same), never given back while others are still starting for work that waits, and
+//! never below the pods that drain what is queued by the deadline while requests keep
+//! arriving at their present rate. Once nothing has waited for a little while, pods
+//! still starting that the ready ones did without are given back before they are ready:
+//! each would cost the rest of its start-up and a whole hold, for nothing. Pods waiting
+//! for a GPU (a node being added) would be ready later still, a node's provisioning on
+//! top: while they wait, more pods are asked for only for a flow that has outrun the
+//! pods with a GPU for longer than a burst lands, and once the pods with one have been
+//! enough for a while, they are given back before they have one.
 //!
-//! Bursts that recur teach the policy one more thing: a pod started for a burst is ready
-//! only after a start-up, too late for the burst's first images, and it is started again
-//! for the next one. So once bursts recur, the pods that drain a typical one within a
-//! start-up (and within twice the target when start-ups take longer) stay warm between
-//! them, until none has come for longer than keeping them is worth
-//! (`WARM_GAP_MAX_STARTUPS` start-ups). Only while start-ups are long against the
-//! target: pods that start well within it, started when a burst is seen, serve it in
-//! time, and pods kept warm (or started ahead of a clock) would only cost their wait.
-//! Behind the gateway, once bursts make that pattern, a pod started for one must find
-//! more work once ready than before (`USEFUL_WORK_ON_A_WARM_FLEET`): the gateway keeps
-//! the pods already there busy, and most pods started for the last few seconds of a
-//! burst came after they had drained it.
-//! When bursts come far apart instead (`SPARSE_GAP_MIN_STARTUPS`), the pods left over
-//! from one go as soon as its drain is confirmed, rather than being held a start-up for
-//! a next one that is not coming.
-//! Bursts that keep a clock (a cron job's) say when the next is due: their pods are
-//! given back after each, like those of sparse bursts, and started again a lead ahead
-//! of the next ([`crate::clock`]), when the period is long enough for that to pay.
+//! Bursts that recur teach the policy one more thing: a pod started for a burst is
+//! ready only after a start-up, too late for the burst's first images, and it is
+//! started again for the next one. So once bursts recur, the pods that drain a typical
+//! one within a start-up on top of any steady traffic (and within twice the target when
+//! start-ups take longer) stay warm between them, until none has come for longer than
+//! keeping them is worth (`WARM_GAP_MAX_STARTUPS` start-ups). Only while start-ups are
+//! long against the target: pods that start well within it, started when a burst is
+//! seen, serve it in time, and pods kept warm (or started ahead of a clock) would only
+//! cost their wait. Behind the gateway, once bursts make that pattern, a pod started
+//! for one must find more work once ready than before (`USEFUL_WORK_ON_A_WARM_FLEET`):
+//! the gateway keeps the pods already there busy, and most pods started for the last
+//! few seconds of a burst came after they had drained it. When bursts come far apart
+//! instead (`SPARSE_GAP_MIN_STARTUPS`), the pods left over from one go as soon as its
+//! drain is confirmed, rather than being held a start-up for a next one that is not
+//! coming. Bursts that keep a clock (a cron job's) say when the next is due: their pods
+//! are given back after each, like those of sparse bursts, and started again a lead
+//! ahead of the next ([`crate::clock`]), when the period is long enough for that to
+//! pay.
 //!
 //! With the gateway in front, requests that find every pod full wait in its queue
 //! instead of being refused: that queue is backlog like the pods' own, and it is what
@@ -423,8 +422,15 @@ fn summary(plan: &Plan, queue: &QueueMetrics) -> String {
     // A deadline past the target says why: no pod started sooner would help.
     let deadline =
         plan.useful_work_seconds.map_or_else(String::new, |work| format!(" (a start-up and {work:.0}s of work)"));
+    // Steady traffic is served by the same pods by the same deadline: a plan that asks
+    // more pods than the backlog alone would says what else they serve.
+    let steady = if plan.sustained_images_per_second > 0.0 {
+        format!(" on {:.1} images/s of steady traffic", plan.sustained_images_per_second)
+    } else {
+        String::new()
+    };
     format!(
-        "backlog {:.0} images ({wait}), {:.2} images/s per pod, start-up {:.0}s, drain within {:.0}s{deadline}",
+        "backlog {:.0} images{steady} ({wait}), {:.2} images/s per pod, start-up {:.0}s, drain within {:.0}s{deadline}",
         plan.backlog_images, plan.images_per_pod_second, plan.startup_seconds, plan.deadline_seconds
     )
 }

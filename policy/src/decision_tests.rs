@@ -186,6 +186,7 @@ fn a_backlog_on_steady_traffic_gets_pods_for_both() {
     let plan = decision.plan.expect("plan");
     assert_eq!((plan.deadline_seconds, plan.needed_replicas), (70.0, 9));
     assert_eq!((decision.replicas, decision.reason), (9, Reason::ScaleUp));
+    assert!(decision.message.contains("backlog 70 images on 2.0 images/s of steady traffic"), "{}", decision.message);
     // The same backlog on an idle fleet: one of the two pods drains it on its own.
     let decision = decide_fresh(&observation(2, Some(queue(70.0))));
     assert_eq!(decision.plan.expect("plan").needed_replicas, 1);
