@@ -194,6 +194,27 @@ fn a_backlog_on_steady_traffic_gets_pods_for_both() {
 }
 
 #[test]
+fn negative_queue_metrics_take_nothing_off_a_plan() {
+    // No count, depth, age or rate is below 0: series that read so are broken or forged,
+    // and 100 queued images on one pod still need the pods they alone do.
+    let forged = QueueMetrics {
+        sustained_admitted_per_second: -50.0,
+        gateway_queue_depth: -80.0,
+        gateway_deferred_requests: -20.0,
+        rejected_per_second: -1.0,
+        rejected_recently: f64::NAN,
+        oldest_queued_age_seconds: -300.0,
+        gateway_new_arrivals_per_second: -5.0,
+        ..queue(100.0)
+    };
+    let with_forged = decide_fresh(&observation(1, Some(forged)));
+    let honest = decide_fresh(&observation(1, Some(queue(100.0))));
+    assert_eq!((with_forged.replicas, with_forged.reason), (honest.replicas, honest.reason));
+    assert_eq!(with_forged.plan, honest.plan);
+    assert_eq!(with_forged.observation.queue, honest.observation.queue, "the decision reports what it used");
+}
+
+#[test]
 fn a_fleet_sized_for_steady_traffic_drains_a_few_queued_images_in_its_margin() {
     // At half their throughput, four pods are planned for 2 images/s; the other half is
     // the margin. Five images queued by chance are no reason for a fifth pod: the

@@ -83,3 +83,31 @@ pub struct QueueMetrics {
     /// `None` without a gateway, or when the window holds fewer than two samples.
     pub gateway_latest_arrivals_per_second: Option<f64>,
 }
+
+impl QueueMetrics {
+    /// The metrics with every count, depth, age and rate at least 0 (and any that is not
+    /// a number at 0): none can be below, and one that reads so, from a broken or forged
+    /// series, must not take work off a plan. The new arrivals, less the clients coming
+    /// back, can read below 0 for a moment when more come back than arrive: no new work
+    /// either. The sample's own age is left as it is: a clock a little ahead of the
+    /// sample's reads it a little below 0, which is fresh, and the throughput is checked
+    /// against its plausible range by the plan.
+    pub fn non_negative(&self) -> Self {
+        let at_least_0 = |value: f64| value.max(0.0);
+        Self {
+            age_seconds: self.age_seconds,
+            queue_depth: at_least_0(self.queue_depth),
+            oldest_queued_age_seconds: at_least_0(self.oldest_queued_age_seconds),
+            queue_wait_p95_seconds: self.queue_wait_p95_seconds.map(at_least_0),
+            images_per_pod_second: self.images_per_pod_second,
+            sustained_admitted_per_second: at_least_0(self.sustained_admitted_per_second),
+            rejected_per_second: at_least_0(self.rejected_per_second),
+            rejected_recently: at_least_0(self.rejected_recently),
+            gateway_queue_depth: at_least_0(self.gateway_queue_depth),
+            gateway_oldest_queued_age_seconds: at_least_0(self.gateway_oldest_queued_age_seconds),
+            gateway_deferred_requests: at_least_0(self.gateway_deferred_requests),
+            gateway_new_arrivals_per_second: at_least_0(self.gateway_new_arrivals_per_second),
+            gateway_latest_arrivals_per_second: self.gateway_latest_arrivals_per_second.map(at_least_0),
+        }
+    }
+}

@@ -149,7 +149,7 @@ pub(crate) fn plan(
     // grows: the planned utilization is a margin for sizing, and steady traffic between
     // the two is served. Read against the planned share, its noise alone made a flow
     // every few minutes, each starting a pod given back before it was ready.
-    let arrivals_per_second = queue.gateway_new_arrivals_per_second.max(0.0);
+    let arrivals_per_second = queue.gateway_new_arrivals_per_second;
     let ready_pace = f64::from(observation.ready_pods) * images_per_pod_second;
     let outrun = arrivals_per_second > ready_pace;
     let surge_since_seconds = outrun.then(|| memory.surge_since_seconds.unwrap_or(observation.now_seconds));
