@@ -125,6 +125,21 @@ pub(crate) fn clock_worth_following(
     })
 }
 
+/// Whether the clock the bursts before `burst` kept, if following it paid, said `burst`
+/// was due when it began: the pods for it were started a lead ahead
+/// ([`crate::clock::Clock::due_window_open`]). The burst that makes a clock was due on
+/// none, and neither was one after the clock had stopped (more beats missed in a row
+/// than `CLOCK_MISSED_BEATS_MAX`): nothing was started ahead of them. Taken as expected
+/// too, the third phase of traffic on a clock (`on-off-phases`) found the one pod left
+/// and got only the backlog's pods while 5 images/s kept arriving, as did each phase
+/// after two that the pods started ahead had served without a backlog, which a clock
+/// does not see (seeds 1–12: 99.44 % of images within 90 s instead of 99.98 %).
+pub(crate) fn said_due_by_a_clock(spec: &PolicySpec, before: &[Burst], burst: &Burst, plan: &Plan) -> bool {
+    clock_worth_following(spec, before, None, plan).is_some_and(|clock| {
+        clock.due_window_open(burst.started_seconds, clock_lead(spec, &clock, plan), spec.confirm_seconds)
+    })
+}
+
 /// Whether pods started when a burst is seen serve it within the target: a start-up,
 /// and a confirmation time of margin for the passes that see it and the drain, fit in
 /// the target. Then pods kept warm for bursts, or started ahead of one on a clock, buy

@@ -58,7 +58,8 @@
 use serde::Serialize;
 
 use crate::bursts::{
-    bursts_come_sparsely, clock_lead, clock_worth_following, remember_bursts, typical_burst_replicas, warm_replicas,
+    bursts_come_sparsely, clock_lead, clock_worth_following, remember_bursts, said_due_by_a_clock,
+    typical_burst_replicas, warm_replicas,
 };
 use crate::memory::{Burst, Memory, MemoryFault};
 use crate::observation::{Observation, QueueMetrics};
@@ -187,11 +188,17 @@ fn decide_checked(spec: &PolicySpec, observation: &Observation, memory: &Memory)
         };
     }
     let started_ahead = if due_soon { plan.warm_replicas } else { 0 };
-    // A burst on a clock, no larger so far than the largest of those remembered, is the
-    // one the clock said was due, however fast it arrives: its pods were started ahead
-    // of it, and pods for its rate would be ready after it is in.
+    // A burst the clock said was due, no larger so far than the largest of those
+    // remembered, is the one expected, however fast it arrives: its pods were started
+    // ahead of it, and pods for its rate would be ready after it is in. One no clock said
+    // was due (the burst that makes the clock, or one after it stopped) had nothing
+    // started ahead of it, and a flow it brings gets pods for its rate like any other.
     let largest_remembered = recent_bursts.iter().map(|burst| burst.peak_backlog_images).fold(0.0, f64::max);
-    if clock.is_some() && burst.is_some_and(|burst| burst.peak_backlog_images <= largest_remembered) {
+    if clock.is_some()
+        && burst.is_some_and(|burst| {
+            said_due_by_a_clock(spec, &recent_bursts, &burst, &plan) && burst.peak_backlog_images <= largest_remembered
+        })
+    {
         plan.no_flow();
     }
     let current = observation.replicas;

@@ -1095,6 +1095,36 @@ fn the_burst_a_clock_said_was_due_is_no_flow_however_fast_it_arrives() {
 }
 
 #[test]
+fn a_burst_no_clock_said_was_due_brings_a_flow_like_any_other() {
+    // Phases of traffic on a 600 s clock; one begins at `started` and takes 5 images/s on
+    // the one pod there, outrunning it since it began.
+    let decide_phase = |starts: &[f64], started: f64| {
+        let memory = Memory {
+            recent_bursts: bursts(starts, 200.0),
+            burst: Some(Burst { started_seconds: started, peak_backlog_images: 30.0 }),
+            surge_since_seconds: Some(started),
+            ..Memory::default()
+        };
+        let flowing = QueueMetrics { gateway_queue_depth: 30.0, ..arriving(5.0) };
+        decide(&spec(), &Observation { now_seconds: started + 12.0, ..observation(1, Some(flowing)) }, &memory)
+    };
+    let surge = |decision: &Decision| decision.plan.as_ref().map(|plan| plan.surge_replicas);
+    // The third phase makes the clock: none said it was due, nothing was started ahead.
+    let making_the_clock = decide_phase(&[0.0, 600.0], 1200.0);
+    assert!(making_the_clock.plan.as_ref().is_some_and(|plan| plan.clock.is_some()), "three phases keep a clock");
+    assert_eq!(surge(&making_the_clock), Some(5), "a flow like any other");
+    assert_eq!((making_the_clock.replicas, making_the_clock.reason), (6, Reason::ScaleUp));
+    // Three beats passed without a burst: the clock had stopped, and started nothing
+    // ahead of this one, though it falls on a beat.
+    let after_the_clock_stopped = decide_phase(&[0.0, 600.0, 1200.0], 3600.0);
+    assert_eq!(surge(&after_the_clock_stopped), Some(5));
+    // The same phase, when the clock said it was due, is the one expected.
+    let on_the_clock = decide_phase(&[-600.0, 0.0, 600.0], 1200.0);
+    assert_eq!(surge(&on_the_clock), Some(0));
+    assert!(on_the_clock.replicas < making_the_clock.replicas);
+}
+
+#[test]
 fn a_raised_minimum_between_bursts_on_a_clock_is_a_scale_up_not_a_warm_up() {
     let memory = Memory { recent_bursts: bursts(&[0.0, 600.0, 1200.0], 200.0), ..Memory::default() };
     let at_least_three = PolicySpec { min_replicas: 3, ..spec() };

@@ -65,6 +65,11 @@ pub enum Scenario {
     /// every seven, each starting up to 30 s early or late and landing over seconds, so
     /// that their runs sometimes coincide.
     TwoJobs,
+    /// A pipeline that works in phases on a clock: Poisson arrivals at 5 images/s for
+    /// five minutes, then nothing for five, over two hours, the first phase beginning
+    /// within the first ten minutes: each phase a flow that outlasts a start-up, on a
+    /// clock like a cron job's bursts.
+    OnOffPhases,
 }
 
 /// The defaults every scenario starts from: pods and a cluster as the issue describes
@@ -123,6 +128,7 @@ impl Scenario {
             Scenario::CronBatches | Scenario::JitteryCron | Scenario::TwoJobs => {
                 Settings { duration_seconds: 7200.0, ..base }
             }
+            Scenario::OnOffPhases => Settings { duration_seconds: 7200.0, static_replicas: 4, ..base },
             Scenario::HourlyBatches => Settings { duration_seconds: 8.0 * 3600.0, ..base },
             Scenario::FlashCrowd => Settings { static_replicas: 4, ..base },
             Scenario::Diurnal => Settings { duration_seconds: 7200.0, static_replicas: 4, ..base },
@@ -296,6 +302,12 @@ impl Scenario {
                     job_runs(&mut arrivals, &mut rng, job, duration);
                 }
             }
+            Scenario::OnOffPhases => {
+                let (rate, period, on_for) = (5.0, 600.0, 300.0);
+                let first = rng.between(60.0, period);
+                let rate_at = |time: f64| if time >= first && (time - first) % period < on_for { rate } else { 0.0 };
+                varying_poisson(&mut arrivals, &mut rng, rate_at, rate, duration);
+            }
         }
         arrivals.sort_by(f64::total_cmp);
         arrivals
@@ -425,6 +437,22 @@ mod tests {
             assert!((5_000..=7_500).contains(&images), "seed {seed}: {images} images");
             let runs = runs(&arrivals, 30.0);
             assert!((22..=29).contains(&runs), "seed {seed}: {runs} runs");
+        }
+    }
+
+    #[test]
+    fn on_off_phases_arrive_for_five_minutes_in_every_ten() {
+        let settings = Scenario::OnOffPhases.settings();
+        for seed in 1..=3 {
+            let arrivals = Scenario::OnOffPhases.arrivals(&settings, seed);
+            // Twelve phases at most in two hours, the first within ten minutes; five minutes
+            // of quiet between them.
+            let phases = runs(&arrivals, 240.0);
+            assert!((11..=12).contains(&phases), "seed {seed}: {phases} phases");
+            assert!(arrivals[0] < 600.0, "seed {seed}: first at {}", arrivals[0]);
+            // 5 images/s for 300 s a phase.
+            let per_phase = arrivals.len() as f64 / phases as f64;
+            assert!((1_350.0..=1_650.0).contains(&per_phase), "seed {seed}: {per_phase} images a phase");
         }
     }
 }
