@@ -2,12 +2,13 @@
 """Matte against the HPA, KEDA and KPA on traffic it was not tuned on.
 
 Draws each family of `traces.py` over a few seeds, runs `matte-sim --trace` on every
-trace (behind the gateway unless `--routing` says otherwise), and holds Matte to the bar `--every-scenario` holds it to:
-the best anchor's attainment (the share of images answered within the SLO, a mean
-over the seeds), at fewer GPU-seconds than that anchor.
+trace (behind the gateway unless `--routing` says otherwise), and holds Matte to the
+bar `--every-scenario` holds it to: the best anchor's attainment (the share of images
+answered within the SLO, a mean over the seeds), at fewer GPU-seconds than that anchor.
 
     cargo build --release -p matte-sim
-    simulator/held-out/compare.py [--seed FIRST] [--seeds N] [--routing R] [--bin PATH] [FAMILY ...] [-- MATTE-SIM FLAGS]
+    simulator/held-out/compare.py [--seed FIRST] [--seeds N] [--routing R] [--bin PATH]
+                                  [FAMILY ...] [-- MATTE-SIM FLAGS]
 """
 
 import argparse
@@ -63,7 +64,8 @@ def main():
     parser.add_argument("--seed", type=int, default=1, help="the first seed of each family (default 1)")
     parser.add_argument("--seeds", type=int, default=12, help="how many seeds of each family (default 12)")
     parser.add_argument("--routing", default="gateway", help="matte-sim's --routing (default gateway)")
-    parser.add_argument("--bin", default="target/release/matte-sim", help="the matte-sim binary")
+    built = Path(__file__).resolve().parents[2] / "target" / "release" / "matte-sim"
+    parser.add_argument("--bin", default=str(built), help="the matte-sim binary (default: the workspace's release build)")
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     args, extra = parser.parse_args(argv[:split]), argv[split + 1 :]
