@@ -72,6 +72,9 @@ pub fn best_anchor(summaries: &[PolicySummary]) -> Option<&PolicySummary> {
     })
 }
 
+/// Whether Matte clears the bar against `anchor`. `simulator/held-out/compare.py`
+/// applies this rule, and [`best_anchor`]'s, to traces of its own: a change here is a
+/// change there.
 pub fn verdict(matte: &PolicySummary, anchor: &PolicySummary) -> Verdict {
     if matte.mean_slo_attainment < anchor.mean_slo_attainment {
         Verdict::LowerAttainment
