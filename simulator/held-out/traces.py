@@ -1,18 +1,24 @@
 #!/usr/bin/env python3
-"""Traffic the autoscaler was not tuned on, as trace files for `matte-sim --trace`.
+"""Traffic the autoscaler was not tuned on, as trace files for `matte-sim`.
 
 Each family is a shape of traffic no built-in scenario has (or has only in part),
 drawn from a seed: the same family and seed give the same arrivals on every machine
 (`random.Random` seeded with a string). A trace is one arrival time in seconds per
-line, sorted, after a comment naming what it is.
+line, sorted, after a comment naming what it is. `--write` lays out every family's
+traces as `matte-sim --every-family` reads them, DIR/FAMILY/SEED.txt, in a folder
+that is new or empty (a trace left from an earlier write would count as a seed).
 
     simulator/held-out/traces.py FAMILY SEED > trace.txt
     simulator/held-out/traces.py --list
+    simulator/held-out/traces.py --write DIR [--seed FIRST] [--seeds N] [FAMILY ...]
+    matte-sim --every-family DIR --routing gateway
 """
 
+import argparse
 import math
 import random
 import sys
+from pathlib import Path
 
 
 def poisson(rng, rate, start, end):
@@ -197,16 +203,39 @@ def text(family, seed):
     return "\n".join(lines) + "\n"
 
 
+def write(folder, families, seeds):
+    """Every family's traces of `seeds` under `folder`, one folder a family."""
+    for family in families:
+        (folder / family).mkdir(parents=True)
+        for seed in seeds:
+            (folder / family / f"{seed}.txt").write_text(text(family, seed))
+
+
 def main(args):
-    if args == ["--list"]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--list", action="store_true", help="name and describe every family")
+    parser.add_argument("--write", metavar="DIR", type=Path, help="write every family's traces under DIR")
+    parser.add_argument("--seed", type=int, default=1, help="with --write: the first seed (default 1)")
+    parser.add_argument("--seeds", type=int, default=12, help="with --write: how many seeds a family (default 12)")
+    parser.add_argument("trace", nargs="*", help="FAMILY SEED: print one trace; with --write, the families to write")
+    options = parser.parse_args(args)
+    if options.list:
         for name, (what, _) in FAMILIES.items():
             print(f"{name}: {what}")
         return 0
-    if len(args) != 2 or args[0] not in FAMILIES or not args[1].isdigit():
-        families = ", ".join(FAMILIES)
-        print(f"usage: traces.py FAMILY SEED | --list\nfamilies: {families}", file=sys.stderr)
-        return 2
-    sys.stdout.write(text(args[0], int(args[1])))
+    unknown = [name for name in options.trace[:1 if options.write is None else None] if name not in FAMILIES]
+    if unknown:
+        parser.error(f"unknown families: {', '.join(unknown)} (families: {', '.join(FAMILIES)})")
+    if options.write is not None:
+        if options.seeds < 1 or options.seed < 0:
+            parser.error("--seed must be at least 0 and --seeds at least 1")
+        if options.write.exists() and any(options.write.iterdir()):
+            parser.error(f"{options.write} is not empty: write the traces into a new folder")
+        write(options.write, options.trace or list(FAMILIES), range(options.seed, options.seed + options.seeds))
+        return 0
+    if len(options.trace) != 2 or not options.trace[1].isdigit():
+        parser.error("print one trace with FAMILY SEED, or write many with --write DIR")
+    sys.stdout.write(text(options.trace[0], int(options.trace[1])))
     return 0
 
 

@@ -3,17 +3,23 @@
 //! traffic a policy was not tuned on is the best anchor's attainment (the share of
 //! images answered within the SLO), at fewer GPU-seconds than that anchor. A static
 //! fleet, sized for each scenario by hand, and the oracle are references, not anchors.
+//! Families of traces (`--every-family`) are held to the same bar, each family as a
+//! scenario, each of its traces as a seed.
 
 use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
 use crate::cli::Overrides;
 use crate::error::Error;
+use crate::families::Family;
 use crate::scalers::PolicyName;
 use crate::scenario::Scenario;
-use crate::sweep::{self, PolicySummary};
+use crate::sweep::{self, PolicySummary, Sweep};
 use crate::table::aligned;
+use crate::trace;
 
 /// The autoscalers Matte is held against.
 pub const ANCHORS: [PolicyName; 3] = [PolicyName::Hpa, PolicyName::Keda, PolicyName::Kpa];
@@ -40,11 +46,12 @@ impl Verdict {
     }
 }
 
-/// Matte and the best anchor on one scenario.
+/// Matte and the best anchor on one scenario or family of traces.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Standing {
-    pub scenario: Scenario,
+    /// The scenario's or the family's name.
+    pub traffic: String,
     pub seeds: Vec<u64>,
     pub matte: PolicySummary,
     pub best_anchor: PolicySummary,
@@ -72,9 +79,7 @@ pub fn best_anchor(summaries: &[PolicySummary]) -> Option<&PolicySummary> {
     })
 }
 
-/// Whether Matte clears the bar against `anchor`. `simulator/held-out/compare.py`
-/// applies this rule, and [`best_anchor`]'s, to traces of its own: a change here is a
-/// change there.
+/// Whether Matte clears the bar against `anchor`.
 pub fn verdict(matte: &PolicySummary, anchor: &PolicySummary) -> Verdict {
     if matte.mean_slo_attainment < anchor.mean_slo_attainment {
         Verdict::LowerAttainment
@@ -83,6 +88,19 @@ pub fn verdict(matte: &PolicySummary, anchor: &PolicySummary) -> Verdict {
     } else {
         Verdict::Met
     }
+}
+
+/// Matte and the anchors.
+fn held_to_the_bar() -> Vec<PolicyName> {
+    std::iter::once(PolicyName::Matte).chain(ANCHORS).collect()
+}
+
+/// Every scenario held to the bar ([`scenarios`]), with `overrides`, over `seeds` seeds
+/// from `first_seed` on (each scenario's own count when `None`), the scenarios spread
+/// over the machine's cores.
+pub fn stand_scenarios(overrides: &Overrides, first_seed: u64, seeds: Option<u64>) -> Result<Vec<Standing>, Error> {
+    let scenarios: Vec<Scenario> = scenarios().collect();
+    on_every_core(&scenarios, |&scenario| stand(scenario, overrides, first_seed, seeds))
 }
 
 /// Runs Matte and the anchors on `scenario` with `overrides`, over `seeds` seeds from
@@ -94,24 +112,69 @@ pub fn stand(
     seeds: Option<u64>,
 ) -> Result<Standing, Error> {
     let settings = overrides.apply(scenario.settings());
-    let policies: Vec<PolicyName> = std::iter::once(PolicyName::Matte).chain(ANCHORS).collect();
     let count = seeds.unwrap_or_else(|| scenario.seeds_measured());
-    let summary =
-        sweep::run(&settings, first_seed..first_seed.saturating_add(count), &policies, &scenario.name(), |seed| {
-            scenario.arrivals(&settings, seed)
-        })?;
-    let find = |policy| summary.policies.iter().find(|summary| summary.policy == policy).cloned();
-    let (Some(matte), Some(best_anchor)) = (find(PolicyName::Matte), best_anchor(&summary.policies).cloned()) else {
-        return Err(Error::InvalidSetting(format!("{}: a policy reported nothing", scenario.name())));
-    };
-    let verdict = verdict(&matte, &best_anchor);
-    Ok(Standing { scenario, seeds: summary.seeds, matte, best_anchor, verdict })
+    let summary = sweep::run(
+        &settings,
+        first_seed..first_seed.saturating_add(count),
+        &held_to_the_bar(),
+        &scenario.name(),
+        |seed| scenario.arrivals(&settings, seed),
+    )?;
+    standing(scenario.name(), summary)
 }
 
-/// One line per scenario, and how many clear the bar.
-pub fn render(standings: &[Standing]) -> String {
+/// Every family held to the bar, each of its traces run with burst-train's pods (as
+/// `--trace` runs one) and `overrides`, on its seed's draws; the families spread over
+/// the machine's cores.
+pub fn stand_families(families: &[Family], overrides: &Overrides) -> Result<Vec<Standing>, Error> {
+    on_every_core(families, |family| {
+        let runs = family
+            .traces
+            .iter()
+            .map(|(&seed, arrivals)| (seed, trace::settings(arrivals, overrides), arrivals.clone()));
+        let summary = sweep::run_each(runs, &held_to_the_bar(), &family.name)?;
+        standing(family.name.clone(), summary)
+    })
+}
+
+/// Matte's standing in a sweep of it and the anchors.
+fn standing(traffic: String, summary: Sweep) -> Result<Standing, Error> {
+    let find = |policy| summary.policies.iter().find(|summary| summary.policy == policy).cloned();
+    let (Some(matte), Some(best_anchor)) = (find(PolicyName::Matte), best_anchor(&summary.policies).cloned()) else {
+        return Err(Error::InvalidSetting(format!("{traffic}: a policy reported nothing")));
+    };
+    let verdict = verdict(&matte, &best_anchor);
+    Ok(Standing { traffic, seeds: summary.seeds, matte, best_anchor, verdict })
+}
+
+/// `work` on every item, on as many threads as the machine has cores (each run is
+/// independent and seeded, so the results are those of one thread), in the items'
+/// order; the first item's error if any fails.
+fn on_every_core<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> Result<R, Error> + Sync) -> Result<Vec<R>, Error> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(items.len()).max(1);
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<(usize, Result<R, Error>)>> = Mutex::new(Vec::with_capacity(items.len()));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(index) else { break };
+                    let result = work(item);
+                    done.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((index, result));
+                }
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    done.sort_by_key(|(index, _)| *index);
+    done.into_iter().map(|(_, result)| result).collect()
+}
+
+/// One line per scenario (or family, as `traffic` says), and how many clear the bar.
+pub fn render(standings: &[Standing], traffic: &str) -> String {
     let headers = [
-        "scenario",
+        traffic,
         "seeds",
         "matte SLO % (worst)",
         "GPU-s",
@@ -135,7 +198,7 @@ pub fn render(standings: &[Standing]) -> String {
     let rows: Vec<Vec<String>> = standings
         .iter()
         .map(|standing| {
-            let mut row = vec![standing.scenario.name(), standing.seeds.len().to_string()];
+            let mut row = vec![standing.traffic.clone(), standing.seeds.len().to_string()];
             row.extend(figures(&standing.matte));
             row.push(standing.best_anchor.policy.label().to_string());
             row.extend(figures(&standing.best_anchor));
@@ -209,12 +272,24 @@ mod tests {
         assert_eq!(standing.matte.policy, PolicyName::Matte);
         assert!(ANCHORS.contains(&standing.best_anchor.policy), "{standing:?}");
         assert_eq!(standing.verdict, verdict(&standing.matte, &standing.best_anchor));
-        let text = render(std::slice::from_ref(&standing));
+        let text = render(std::slice::from_ref(&standing), "scenario");
         assert!(
-            text.contains("cron-batches")
+            text.starts_with("scenario")
+                && text.contains("cron-batches")
                 && text.contains(&format!("met on {} of 1", u8::from(standing.verdict == Verdict::Met))),
             "{text}"
         );
+    }
+
+    #[test]
+    fn work_spread_over_the_cores_comes_back_in_the_items_order_or_as_the_first_error() {
+        let items: Vec<u64> = (0..50).collect();
+        let squares = on_every_core(&items, |&item| Ok(item * item)).expect("no error");
+        assert_eq!(squares, items.iter().map(|item| item * item).collect::<Vec<u64>>());
+        let failed = on_every_core(&items, |&item| {
+            if item % 20 == 7 { Err(Error::InvalidSetting(format!("item {item}"))) } else { Ok(item) }
+        });
+        assert!(matches!(failed, Err(Error::InvalidSetting(ref what)) if what == "item 7"), "{failed:?}");
     }
 
     #[test]

@@ -16,13 +16,23 @@ use crate::settings::{Routing, Settings};
 )]
 pub struct Cli {
     /// A built-in traffic scenario.
-    #[arg(long, value_enum, required_unless_present_any = ["trace", "every_scenario"], conflicts_with = "trace")]
+    #[arg(long, value_enum, required_unless_present_any = ["trace", "every_scenario", "every_family"], conflicts_with = "trace")]
     pub scenario: Option<Scenario>,
     /// Every scenario but burst-train and hundred-in-ten instead, Matte against the best
     /// of the HPA, KEDA and KPA on each, each over its own number of seeds (48 for
     /// scale-from-zero, 12 for the others) unless --seeds says otherwise.
-    #[arg(long, conflicts_with_all = ["scenario", "trace", "policies", "plots", "decisions", "bursts"])]
+    #[arg(long, conflicts_with_all = ["scenario", "trace", "policies", "plots", "decisions", "bursts", "every_family"])]
     pub every_scenario: bool,
+    /// Every family of traces in DIR instead, held to the bar as --every-scenario holds
+    /// the scenarios: each folder of DIR is a family, each file in it one trace (as
+    /// --trace reads it) named by the seed whose draws it runs on (1.txt, 2.txt, ...),
+    /// with burst-train's pods unless overridden (`held-out/traces.py --write DIR`).
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with_all = ["scenario", "trace", "policies", "plots", "decisions", "bursts", "seed", "seeds"]
+    )]
+    pub every_family: Option<PathBuf>,
     /// A trace file instead: one arrival time in seconds per line; blank lines and lines
     /// starting with '#' are ignored. Runs with burst-train's pods unless overridden.
     #[arg(long, value_name = "FILE")]
@@ -197,6 +207,18 @@ mod tests {
         }
         let error = Cli::try_parse_from(["matte-sim", "--seeds", "3"]).expect_err("a scenario, a trace or every one");
         assert_eq!(error.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{error}");
+    }
+
+    #[test]
+    fn every_family_stands_alone_and_takes_its_seeds_from_the_traces_names() {
+        let parsed =
+            Cli::try_parse_from(["matte-sim", "--every-family", "traces", "--routing", "gateway"]).expect("valid");
+        assert_eq!(parsed.every_family.as_deref(), Some(std::path::Path::new("traces")));
+        for clash in [&["--every-scenario"][..], &["--seed", "13"], &["--seeds", "4"], &["--trace", "arrivals.txt"]] {
+            let args = [&["matte-sim", "--every-family", "traces"][..], clash].concat();
+            let error = Cli::try_parse_from(args).expect_err("conflicts");
+            assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict, "{clash:?}: {error}");
+        }
     }
 
     #[test]

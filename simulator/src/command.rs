@@ -6,7 +6,7 @@ use crate::error::Error;
 use super::scalers::PolicyName;
 use super::scenario::Scenario;
 use super::settings::Settings;
-use super::{against_anchors, compare, plots, sweep, table, trace};
+use super::{against_anchors, compare, families, plots, sweep, table, trace};
 
 /// What the command prints: the report on stdout, notes (files written) on stderr.
 pub struct Printed {
@@ -15,14 +15,18 @@ pub struct Printed {
 }
 
 pub fn run(args: &Cli) -> Result<Printed, Error> {
-    if args.every_scenario {
-        let standings = against_anchors::scenarios()
-            .map(|scenario| against_anchors::stand(scenario, &args.overrides, args.seed, args.seeds))
-            .collect::<Result<Vec<_>, Error>>()?;
+    if args.every_scenario || args.every_family.is_some() {
+        let (standings, held_to_the_bar) = match &args.every_family {
+            Some(directory) => {
+                let families = families::read(directory)?;
+                (against_anchors::stand_families(&families, &args.overrides)?, "family")
+            }
+            None => (against_anchors::stand_scenarios(&args.overrides, args.seed, args.seeds)?, "scenario"),
+        };
         let stdout = if args.json {
             serde_json::to_string_pretty(&standings)? + "\n"
         } else {
-            against_anchors::render(&standings)
+            against_anchors::render(&standings, held_to_the_bar)
         };
         return Ok(Printed { stdout, stderr: String::new() });
     }
@@ -77,9 +81,7 @@ impl Traffic {
     fn from_args(args: &Cli) -> Result<Self, Error> {
         if let Some(path) = &args.trace {
             let arrivals = trace::read_file(path)?;
-            let last = arrivals.last().copied().unwrap_or(0.0);
-            let base = Scenario::BurstTrain.settings();
-            let settings = args.overrides.apply(Settings { duration_seconds: last.floor() + 1.0, ..base });
+            let settings = trace::settings(&arrivals, &args.overrides);
             return Ok(Self { settings, source: Source::Trace { path: path.display().to_string(), arrivals } });
         }
         let scenario = args.scenario.unwrap_or(Scenario::BurstTrain);

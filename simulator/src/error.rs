@@ -18,6 +18,24 @@ pub enum Error {
     )]
     TraceTooLong { path: PathBuf, last_seconds: f64, max_seconds: f64 },
 
+    #[error("cannot read the families of traces in {path}: {source}")]
+    ReadFamilies { path: PathBuf, source: std::io::Error },
+
+    #[error("{path} holds no family of traces (a folder of traces named by their seeds: 1.txt, 2.txt, ...)")]
+    NoFamilies { path: PathBuf },
+
+    #[error("{path} is not a family of traces: a family is a folder of traces named by their seeds")]
+    NotAFamily { path: PathBuf },
+
+    #[error("the family {path} has no traces")]
+    EmptyFamily { path: PathBuf },
+
+    #[error("the trace {path} is not named by the seed it runs on (1.txt, 2.txt, ...)")]
+    TraceNotNamedBySeed { path: PathBuf },
+
+    #[error("the family {family} has two traces for seed {seed}")]
+    SeedTracedTwice { family: PathBuf, seed: u64 },
+
     #[error("invalid simulation setting: {0}")]
     InvalidSetting(String),
 

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod command;
 pub mod engine;
 pub mod error;
+pub mod families;
 pub mod gpus;
 pub mod outcome;
 pub mod plots;

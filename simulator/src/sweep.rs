@@ -58,8 +58,19 @@ pub fn run(
     source: &str,
     arrivals: impl Fn(u64) -> Vec<f64>,
 ) -> Result<Sweep, Error> {
-    let reports = seeds
-        .map(|seed| Ok(compare(settings, arrivals(seed), policies, seed, source.to_string())?.report))
+    run_each(seeds.map(|seed| (seed, settings.clone(), arrivals(seed))), policies, source)
+}
+
+/// Runs `policies` on each run's arrivals with its settings and its seed's draws (traces
+/// of one family, each as long as it lasts), and sums them up.
+pub fn run_each(
+    runs: impl IntoIterator<Item = (u64, Settings, Vec<f64>)>,
+    policies: &[PolicyName],
+    source: &str,
+) -> Result<Sweep, Error> {
+    let reports = runs
+        .into_iter()
+        .map(|(seed, settings, arrivals)| Ok(compare(&settings, arrivals, policies, seed, source.to_string())?.report))
         .collect::<Result<Vec<_>, Error>>()?;
     summarize(&reports).ok_or_else(|| Error::InvalidSetting("--seeds must be at least 1".into()))
 }

@@ -16,8 +16,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::cli::Overrides;
 use crate::error::Error;
-use crate::settings::MAX_SECONDS;
+use crate::scenario::Scenario;
+use crate::settings::{MAX_SECONDS, Settings};
 
 /// Reads a trace file into sorted arrival times.
 pub fn read_file(path: &Path) -> Result<Vec<f64>, Error> {
@@ -50,6 +52,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<f64>, Error> {
         }
         _ => Ok(arrivals),
     }
+}
+
+/// The settings a trace runs with: burst-train's pods, for as long as the trace lasts,
+/// and then the overrides.
+pub fn settings(arrivals: &[f64], overrides: &Overrides) -> Settings {
+    let last = arrivals.last().copied().unwrap_or(0.0);
+    overrides.apply(Settings { duration_seconds: last.floor() + 1.0, ..Scenario::BurstTrain.settings() })
 }
 
 /// A run of arrivals with no quiet gap inside.
