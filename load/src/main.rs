@@ -206,3 +206,16 @@ fn print_distribution(name: &str, d: Option<&Distribution>) {
         None => println!("{name:<13} -"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use matte_serve::documented::flags_not_named_in;
+
+    use super::*;
+
+    #[test]
+    fn the_readme_names_every_flag() {
+        assert_eq!(flags_not_named_in(&Cli::command(), include_str!("../README.md")), Vec::<String>::new());
+    }
+}

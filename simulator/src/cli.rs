@@ -190,9 +190,15 @@ impl Overrides {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
+    use clap::{CommandFactory, Parser};
+    use matte_serve::documented::flags_not_named_in;
 
     use super::*;
+
+    #[test]
+    fn the_readme_names_every_flag() {
+        assert_eq!(flags_not_named_in(&Cli::command(), include_str!("../README.md")), Vec::<String>::new());
+    }
 
     #[test]
     fn every_scenario_stands_alone_and_needs_no_scenario() {
