@@ -62,6 +62,7 @@ async fn prometheus_reports_what_the_pod_recorded_and_a_burst_scales_up() {
         arrivals: Duration::from_secs(2),
         latest: Duration::from_secs(2),
         pass: Duration::from_secs(1),
+        client_return: Duration::from_secs(2),
     };
     let source = PrometheusSource::new(http_client().unwrap(), &prometheus_url, r#"job="matte""#, &windows);
     let scraped_by = Instant::now() + Duration::from_secs(60);
@@ -195,7 +196,7 @@ async fn a_gateway_holding_requests_with_no_pod_is_seen_and_wakes_the_service() 
     let (mut most_arriving, mut most_latest): (f64, f64) = (0.0, 0.0);
     let queue = loop {
         let queue = source.queue_metrics().await.unwrap().expect("the gateway's series");
-        most_arriving = most_arriving.max(queue.gateway_new_arrivals_per_second);
+        most_arriving = most_arriving.max(queue.new_arrivals_per_second);
         most_latest = most_latest.max(queue.gateway_latest_arrivals_per_second.unwrap_or(0.0));
         if queue.gateway_queue_depth == 5.0 && queue.gateway_oldest_queued_age_seconds > 1.0 && most_arriving > 0.0 {
             break queue;

@@ -204,7 +204,7 @@ fn negative_queue_metrics_take_nothing_off_a_plan() {
         rejected_per_second: -1.0,
         rejected_recently: f64::NAN,
         oldest_queued_age_seconds: -300.0,
-        gateway_new_arrivals_per_second: -5.0,
+        new_arrivals_per_second: -5.0,
         ..queue(100.0)
     };
     let with_forged = decide_fresh(&observation(1, Some(forged)));
@@ -291,7 +291,7 @@ fn pods_waiting_for_a_gpu_are_given_back_once_those_with_one_have_been_enough_fo
         now_seconds,
         ready_pods: 3,
         unschedulable_pods: 4,
-        ..observation(7, Some(QueueMetrics { gateway_new_arrivals_per_second: arrivals, ..queue(200.0) }))
+        ..observation(7, Some(QueueMetrics { new_arrivals_per_second: arrivals, ..queue(200.0) }))
     };
     let first = decide_fresh(&waiting(1000.0, 0.0));
     assert_eq!((first.replicas, first.reason), (7, Reason::KeepUntilIdleLongEnough));
@@ -364,7 +364,7 @@ fn pods_still_starting_are_given_back_once_nothing_has_waited_for_the_confirm_wi
 fn pods_starting_for_a_flow_are_kept_while_it_outruns_the_ready_pods() {
     // Nothing queued this instant, but 5 images/s have been arriving for two ready pods
     // doing 1 image/s each since well before the confirm window.
-    let flowing = QueueMetrics { gateway_new_arrivals_per_second: 5.0, ..queue(0.0) };
+    let flowing = QueueMetrics { new_arrivals_per_second: 5.0, ..queue(0.0) };
     let starting =
         Observation { ready_pods: 2, starting_pod_ages_seconds: vec![30.0, 40.0], ..observation(4, Some(flowing)) };
     let memory = Memory { surge_since_seconds: Some(900.0), surplus_since_seconds: Some(900.0), ..Memory::default() };
@@ -730,7 +730,7 @@ fn warm_pods_are_given_back_when_no_burst_comes_for_longer_than_they_are_worth()
 
 /// Arrivals the gateway counts at `per_second`, with nothing queued yet.
 fn arriving(per_second: f64) -> QueueMetrics {
-    QueueMetrics { gateway_new_arrivals_per_second: per_second, ..queue(0.0) }
+    QueueMetrics { new_arrivals_per_second: per_second, ..queue(0.0) }
 }
 
 #[test]

@@ -71,13 +71,17 @@ pub struct QueueMetrics {
     /// outside, each counted once however long it was told to stay away, where a rate
     /// times a fixed `Retry-After` would count only those of the last few seconds.
     pub gateway_deferred_requests: f64,
-    /// Requests reaching the gateway per second over the arrivals window
-    /// (`observed::Windows::arrivals`), less the clients whose `Retry-After` passed, per
-    /// second over the longer window their returns spread over
-    /// (`observed::Windows::dues`; 0 without a gateway): the rate of new work, seen a
-    /// scrape after it changes. Clients sent away together and coming back over more
-    /// than that window still make it read a little low, then a little high.
-    pub gateway_new_arrivals_per_second: f64,
+    /// New work per second, seen a scrape after it changes: behind a gateway, the
+    /// requests reaching it over the arrivals window (`observed::Windows::arrivals`),
+    /// less the clients whose `Retry-After` passed, per second over the longer window
+    /// their returns spread over (`observed::Windows::dues`); clients sent away together
+    /// and coming back over more than that window still make it read a little low, then
+    /// a little high. Without one, every request the pods answered over the arrivals
+    /// window less the refusals of one client return earlier
+    /// (`observed::Windows::client_return`), which are the clients trying again now: a
+    /// crowd the pods keep refusing reads as the pods' admissions, one growing as new
+    /// clients join it.
+    pub new_arrivals_per_second: f64,
     /// Requests reaching the gateway per second over its latest two scrapes
     /// (`observed::Windows::latest`), returns included: whether a flow still arrives.
     /// `None` without a gateway, or when the window holds fewer than two samples.
@@ -106,7 +110,7 @@ impl QueueMetrics {
             gateway_queue_depth: at_least_0(self.gateway_queue_depth),
             gateway_oldest_queued_age_seconds: at_least_0(self.gateway_oldest_queued_age_seconds),
             gateway_deferred_requests: at_least_0(self.gateway_deferred_requests),
-            gateway_new_arrivals_per_second: at_least_0(self.gateway_new_arrivals_per_second),
+            new_arrivals_per_second: at_least_0(self.new_arrivals_per_second),
             gateway_latest_arrivals_per_second: self.gateway_latest_arrivals_per_second.map(at_least_0),
         }
     }

@@ -18,7 +18,7 @@
 //! | `gateway_queue_depth` | `sum(gateway_queue_depth)`: requests waiting in the gateway's FIFO |
 //! | `gateway_oldest_queued_age_seconds` | `max(gateway_oldest_queued_age_seconds)` |
 //! | `gateway_deferred_requests` | `sum(gateway_deferred_requests)`: clients sent away whose `Retry-After` has not passed |
-//! | `gateway_new_arrivals_per_second` | `sum(rate(gateway_received[arrivals])) - sum(rate(gateway_deferred_due[confirm]))`: requests reaching the gateway, less the clients due back (over the confirmation time: see [`Windows::dues`]) |
+//! | `new_arrivals_per_second` | behind a gateway (its queue depth has a sample): `sum(rate(gateway_received[arrivals])) - sum(rate(gateway_deferred_due[confirm]))`, requests reaching the gateway, less the clients due back (over the confirmation time: see [`Windows::dues`]); without one: `sum(rate(requests_total[arrivals])) - (sum(rate(refused[arrivals] offset client_return)) or vector(0))`, every request the pods answered, less the refusals one client return earlier, which are the clients trying again now (see [`Windows::client_return`]) |
 //! | `gateway_latest_arrivals_per_second` | `sum(rate(gateway_received[latest]))`: requests reaching the gateway over its latest two scrapes, returns included; none when the window holds fewer than two samples |
 //!
 //! where `refused` is the pods' `requests_total{outcome="queue_full"}` together with the
@@ -30,7 +30,7 @@
 //! comes from the gateway alone (the pods' gauges then read 0; their rates read what is
 //! left of ended pods' series in each window, as Prometheus's range vectors do, and
 //! nothing once those are out of every window). Without a gateway the gateway's fields
-//! read 0.
+//! read 0, and the new arrivals are estimated from the pods' requests.
 
 use std::time::Duration;
 
@@ -50,6 +50,11 @@ pub const DEFAULT_SCRAPE_INTERVAL_SECONDS: u64 = 5;
 /// interval but for the gateway's arrivals ([`Windows::arrivals`]), which a shorter
 /// gateway interval lets read over a shorter window.
 pub const DEFAULT_GATEWAY_SCRAPE_INTERVAL_SECONDS: u64 = 1;
+
+/// How long a client a pod refused stays away before it tries again, on average, unless
+/// told otherwise: the pods' `Retry-After` and the clients' own jitter
+/// ([`Windows::client_return`], and the policy's `PolicySpec::retry_after_seconds`).
+pub const DEFAULT_CLIENT_RETURN: Duration = Duration::from_secs(2);
 
 /// The quantile of queue waits reported with each decision.
 pub const QUEUE_WAIT_QUANTILE: f64 = 0.95;
@@ -84,6 +89,12 @@ pub struct Windows {
     /// queue is acted on a second after it shows rather than up to a pods' interval
     /// later.
     pub pass: Duration,
+    /// How long a client refused by a pod stays away before trying again, on average
+    /// ([`DEFAULT_CLIENT_RETURN`] unless set): without a gateway to count arrivals, the
+    /// pods' refusals of one return earlier are the clients trying again now, and the
+    /// rest of what the pods answer is new. The policy plans with the same figure
+    /// (`PolicySpec::retry_after_seconds`).
+    pub client_return: Duration,
 }
 
 impl Windows {
@@ -107,7 +118,13 @@ impl Windows {
             arrivals: pods.max(gateway * 2),
             latest: gateway * 2,
             pass: gateway.min(pods),
+            client_return: DEFAULT_CLIENT_RETURN,
         }
+    }
+
+    /// These windows with refused clients taken to come back after `client_return`.
+    pub fn with_client_return(self, client_return: Duration) -> Windows {
+        Windows { client_return, ..self }
     }
 
     /// How long a change must last before the policy acts on it
@@ -418,8 +435,16 @@ pub fn queue_metrics(
             .filter_map(|gateway| promql::instant(&gateway.deferred, gateway.stale_from, at))
             .map(|(_, value)| value)
             .sum(),
-        gateway_new_arrivals_per_second: gateway_rate(|gateway| &gateway.received, arrivals)
-            - gateway_rate(|gateway| &gateway.deferred_due, windows.dues().as_secs_f64()),
+        new_arrivals_per_second: if gateway_depth.is_some() {
+            gateway_rate(|gateway| &gateway.received, arrivals)
+                - gateway_rate(|gateway| &gateway.deferred_due, windows.dues().as_secs_f64())
+        } else {
+            // Behind a plain Service every try reaches a pod: the refusals of one client
+            // return ago are the tries now that are not new.
+            let answered = sum_rate(at, arrivals, |s| &s.admitted).unwrap_or(0.0)
+                + sum_rate(at, arrivals, |s| &s.refused).unwrap_or(0.0);
+            answered - sum_rate(at - windows.client_return.as_secs_f64(), arrivals, |s| &s.refused).unwrap_or(0.0)
+        },
         gateway_latest_arrivals_per_second: sum(gateways, |gateway| {
             promql::rate(&gateway.received, at, windows.latest.as_secs_f64())
         }),
@@ -628,7 +653,7 @@ mod tests {
         };
         let read = |at: f64| {
             let queue = queue_metrics(&[], &[&gateway], at, &windows).expect("the gateway's series");
-            queue.gateway_new_arrivals_per_second
+            queue.new_arrivals_per_second
         };
         let (_, longest) = longest_above(&read);
         assert!(longest <= 5, "above one pod's rate for {longest} s, half the confirmation time at most");
@@ -657,11 +682,11 @@ mod tests {
         let read = |at: f64| queue_metrics(&[], &[&gateway], at, &windows).expect("the gateway's series");
         let during = read(20.0);
         assert_eq!(during.gateway_latest_arrivals_per_second, Some(20.0));
-        assert_eq!(during.gateway_new_arrivals_per_second, 20.0);
+        assert_eq!(during.new_arrivals_per_second, 20.0);
         // Two seconds after the last request the arrivals window still reads the burst;
         // the latest two scrapes read nothing.
         let after = read(24.0);
-        assert!(after.gateway_new_arrivals_per_second >= 8.0, "{after:?}");
+        assert!(after.new_arrivals_per_second >= 8.0, "{after:?}");
         assert_eq!(after.gateway_latest_arrivals_per_second, Some(0.0));
         // Without a gateway there is nothing to read.
         let mut pod = Series::default();
@@ -691,15 +716,41 @@ mod tests {
         // 10/s new and returning at one replica, 4/s of them due back, none at the other.
         let queue = queue_metrics(&[], &[&first, &second], 30.0, &windows).expect("the gateway's series");
         assert_eq!(queue.gateway_deferred_requests, 75.0);
-        assert!((queue.gateway_new_arrivals_per_second - 6.0).abs() < 1e-9, "{queue:?}");
+        assert!((queue.new_arrivals_per_second - 6.0).abs() < 1e-9, "{queue:?}");
         // A replica that is gone leaves the gauge at once.
         second.mark_stale(31.0);
         let later = queue_metrics(&[], &[&first, &second], 32.0, &windows).expect("one replica");
         assert_eq!(later.gateway_deferred_requests, 70.0);
-        // Without a gateway both read 0.
+        // Without a gateway no client is counted away, and one sample of a pod's
+        // requests makes no rate of arrivals.
         let mut pod = Series::default();
         pod.record(30.0, &scrape(1.0, 0.0, 1.0));
         let alone = queue_metrics(&[&pod], &[], 30.0, &windows).expect("the pod");
-        assert_eq!((alone.gateway_deferred_requests, alone.gateway_new_arrivals_per_second), (0.0, 0.0));
+        assert_eq!((alone.gateway_deferred_requests, alone.new_arrivals_per_second), (0.0, 0.0));
+    }
+
+    #[test]
+    fn without_a_gateway_new_arrivals_are_what_the_pods_answer_less_the_refusals_one_return_earlier() {
+        // One pod admits an image a second throughout and refuses 8 tries a second until
+        // 30 s, 13 after: clients it refused, coming back every 5 s, and from 30 s on new
+        // ones it refuses too. Scraped every 5 s.
+        let windows = Windows::for_scrape_interval(Duration::from_secs(5)).with_client_return(Duration::from_secs(5));
+        let mut pod = Series::default();
+        for step in 0..=12 {
+            let at = 5.0 * f64::from(step);
+            let refused = if at <= 30.0 { 8.0 * at } else { 240.0 + 13.0 * (at - 30.0) };
+            pod.record(at, &scrape(at, refused, 4.0));
+        }
+        let read = |at: f64| queue_metrics(&[&pod], &[], at, &windows).expect("the pod").new_arrivals_per_second;
+        // A steady crowd trying again is no new work: only the admitted image a second.
+        assert!((read(30.0) - 1.0).abs() < 1e-9, "{}", read(30.0));
+        // The refusals grow by 5 a second: new clients, read as such until the refusals
+        // of one return earlier have grown as much (the window's 10 s, 5 s later).
+        for at in [35.0, 40.0] {
+            assert!((read(at) - 3.5).abs() < 1e-9, "at {at}: {}", read(at));
+        }
+        assert!((read(45.0) - 1.0).abs() < 1e-9, "the larger crowd steady again: {}", read(45.0));
+        assert_eq!(windows.client_return, Duration::from_secs(5));
+        assert_eq!(Windows::for_scrape_interval(Duration::from_secs(5)).client_return, DEFAULT_CLIENT_RETURN);
     }
 }

@@ -51,7 +51,8 @@ pub struct Plan {
     pub needed_replicas: u32,
     /// Pods worth keeping warm for the bursts that keep coming; 0 when none do.
     pub warm_replicas: u32,
-    /// New requests arriving per second, as the gateway counts them.
+    /// New requests arriving per second, as the gateway counts them, or without one as
+    /// the pods' requests show them (`QueueMetrics::new_arrivals_per_second`).
     pub arrivals_per_second: f64,
     /// Pods needed for arrivals that have outrun the ready pods for long enough to be
     /// a flow rather than one burst; included in `needed_replicas`.
@@ -149,11 +150,12 @@ pub(crate) fn plan(
     // grows: the planned utilization is a margin for sizing, and steady traffic between
     // the two is served. Read against the planned share, its noise alone made a flow
     // every few minutes, each starting a pod given back before it was ready.
-    let arrivals_per_second = queue.gateway_new_arrivals_per_second;
+    let arrivals_per_second = queue.new_arrivals_per_second;
     let ready_pace = f64::from(observation.ready_pods) * images_per_pod_second;
     let outrun = arrivals_per_second > ready_pace;
     let surge_since_seconds = outrun.then(|| memory.surge_since_seconds.unwrap_or(observation.now_seconds));
-    // Unknown (too few samples yet) is no reason to hold a flow back.
+    // Unknown (too few samples yet, or no gateway to count them) is no reason to hold a
+    // flow back.
     let still_arriving =
         queue.gateway_latest_arrivals_per_second.is_none_or(|latest| latest >= STILL_ARRIVING_SHARE * ready_pace);
     let surge_replicas = match surge_since_seconds {

@@ -162,6 +162,14 @@ impl Settings {
             Duration::from_secs_f64(self.scrape_interval_seconds),
             Duration::from_secs_f64(self.front_scrape_interval_seconds()),
         )
+        .with_client_return(Duration::from_secs_f64(self.policy_client_return_seconds()))
+    }
+
+    /// How long Matte's policy takes a refused client to stay away: `--policy-retry-after`,
+    /// or the pods' `Retry-After` with the simulated clients' mean jitter (they wait 1 to
+    /// 1.5 times it).
+    pub fn policy_client_return_seconds(&self) -> f64 {
+        self.policy_retry_after_seconds.unwrap_or(1.25 * self.retry_after_seconds)
     }
 
     /// The front's scrape targets: the gateway's replicas, or the one front that holds

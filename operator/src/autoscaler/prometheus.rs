@@ -31,6 +31,7 @@ pub struct Queries {
     pub gateway_oldest_queued_age: String,
     pub gateway_deferred_requests: String,
     pub gateway_new_arrivals_per_second: String,
+    pub pods_new_arrivals_per_second: String,
     pub gateway_latest_arrivals_per_second: String,
 }
 
@@ -49,6 +50,7 @@ impl Queries {
         let arrivals = seconds(windows.arrivals);
         let latest = seconds(windows.latest);
         let dues = seconds(windows.dues());
+        let client_return = format!("{}ms", windows.client_return.as_millis().max(1));
         let requests = names::REQUESTS_TOTAL;
         // Clients sent away to come back: the pods' `queue_full` and the gateway's
         // refusals, in one selector over both counters (the pods have no other outcome of
@@ -98,6 +100,14 @@ impl Queries {
                 "sum(rate({}[{arrivals}])) - sum(rate({}[{dues}]))",
                 series(gateway_metrics::RECEIVED_TOTAL, ""),
                 series(gateway_metrics::DEFERRED_DUE_TOTAL, "")
+            ),
+            // Without a gateway: every request the pods answered, less their refusals of
+            // one client return earlier (the clients trying again now; none before the
+            // first refusal).
+            pods_new_arrivals_per_second: format!(
+                "sum(rate({}[{arrivals}])) - (sum(rate({}[{arrivals}] offset {client_return})) or vector(0))",
+                series(requests, ""),
+                series(requests, r#"outcome="queue_full""#)
             ),
             // Whether requests still arrive: every request, returns included, over the
             // gateway's latest two scrapes.
@@ -158,6 +168,7 @@ impl PrometheusSource {
             gateway_oldest,
             gateway_deferred,
             gateway_arrivals,
+            pods_arrivals,
             gateway_latest_arrivals,
         ) = futures::try_join!(
             self.scalar(&q.queue_depth),
@@ -172,6 +183,7 @@ impl PrometheusSource {
             self.scalar(&q.gateway_oldest_queued_age),
             self.scalar(&q.gateway_deferred_requests),
             self.scalar(&q.gateway_new_arrivals_per_second),
+            self.scalar(&q.pods_new_arrivals_per_second),
             self.scalar(&q.gateway_latest_arrivals_per_second),
         )?;
         if queue_depth.is_none() && gateway_depth.is_none() {
@@ -192,7 +204,10 @@ impl PrometheusSource {
             gateway_queue_depth: gateway_depth.unwrap_or(0.0),
             gateway_oldest_queued_age_seconds: gateway_oldest.unwrap_or(0.0),
             gateway_deferred_requests: gateway_deferred.unwrap_or(0.0),
-            gateway_new_arrivals_per_second: gateway_arrivals.unwrap_or(0.0),
+            // The gateway counts the arrivals where it has a sample; the pods' requests
+            // estimate them otherwise (`matte_policy::observed`).
+            new_arrivals_per_second: if gateway_depth.is_some() { gateway_arrivals } else { pods_arrivals }
+                .unwrap_or(0.0),
             gateway_latest_arrivals_per_second: gateway_latest_arrivals,
         }))
     }
@@ -299,6 +314,12 @@ mod tests {
             q.gateway_new_arrivals_per_second,
             r#"sum(rate(matte_gateway_received_total{namespace="shop"}[10s])) - sum(rate(matte_gateway_deferred_due_total{namespace="shop"}[15s]))"#
         );
+        assert_eq!(
+            q.pods_new_arrivals_per_second,
+            r#"sum(rate(matte_requests_total{namespace="shop"}[10s])) - (sum(rate(matte_requests_total{namespace="shop",outcome="queue_full"}[10s] offset 2000ms)) or vector(0))"#
+        );
+        let returning_later = Queries::new("", &windows.with_client_return(Duration::from_millis(6250)));
+        assert!(returning_later.pods_new_arrivals_per_second.contains("offset 6250ms"));
         assert_eq!(
             q.gateway_latest_arrivals_per_second,
             r#"sum(rate(matte_gateway_received_total{namespace="shop"}[10s]))"#

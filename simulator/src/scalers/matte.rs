@@ -21,8 +21,7 @@ pub struct Matte {
 impl Matte {
     pub fn new(settings: &Settings) -> Self {
         let spec = PolicySpec {
-            // The simulated clients wait Retry-After plus up to half again: 1.25x on average.
-            retry_after_seconds: settings.policy_retry_after_seconds.unwrap_or(1.25 * settings.retry_after_seconds),
+            retry_after_seconds: settings.windows().client_return.as_secs_f64(),
             confirm_seconds: settings.windows().confirm().as_secs_f64(),
             behind_gateway: settings.routing == Routing::Gateway,
             ..PolicySpec::new(settings.min_replicas, settings.max_replicas, settings.target_queue_latency_seconds)
