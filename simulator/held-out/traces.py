@@ -223,7 +223,9 @@ def main(args):
         for name, (what, _) in FAMILIES.items():
             print(f"{name}: {what}")
         return 0
-    unknown = [name for name in options.trace[:1 if options.write is None else None] if name not in FAMILIES]
+    # With --write every name is a family; without, the first is and the second a seed.
+    families = options.trace if options.write is not None else options.trace[:1]
+    unknown = [name for name in families if name not in FAMILIES]
     if unknown:
         parser.error(f"unknown families: {', '.join(unknown)} (families: {', '.join(FAMILIES)})")
     if options.write is not None:

@@ -16,7 +16,7 @@ pub struct Printed {
 
 pub fn run(args: &Cli) -> Result<Printed, Error> {
     if args.every_scenario || args.every_family.is_some() {
-        let (standings, held_to_the_bar) = match &args.every_family {
+        let (standings, kind) = match &args.every_family {
             Some(directory) => {
                 let families = families::read(directory)?;
                 (against_anchors::stand_families(&families, &args.overrides)?, "family")
@@ -26,7 +26,7 @@ pub fn run(args: &Cli) -> Result<Printed, Error> {
         let stdout = if args.json {
             serde_json::to_string_pretty(&standings)? + "\n"
         } else {
-            against_anchors::render(&standings, held_to_the_bar)
+            against_anchors::render(&standings, kind)
         };
         return Ok(Printed { stdout, stderr: String::new() });
     }

@@ -168,7 +168,7 @@ impl Settings {
     /// How long Matte's policy takes a refused client to stay away: `--policy-retry-after`,
     /// or the pods' `Retry-After` with the simulated clients' mean jitter (they wait 1 to
     /// 1.5 times it).
-    pub fn policy_client_return_seconds(&self) -> f64 {
+    fn policy_client_return_seconds(&self) -> f64 {
         self.policy_retry_after_seconds.unwrap_or(1.25 * self.retry_after_seconds)
     }
 
