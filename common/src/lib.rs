@@ -6,6 +6,8 @@
 //! arithmetic as `matte-gateway`.
 
 pub mod admission;
+pub mod deferred;
+pub mod queue;
 
 /// Names of the metrics every inference pod exports on `/metrics`.
 pub mod metrics {
@@ -41,9 +43,17 @@ pub mod metrics {
     /// Gauge: the images a run was asked to take (`--max-batch-size`); above
     /// [`MAX_BATCH_SIZE`] where the model's batch stays fixed, which an alert watches.
     pub const REQUESTED_MAX_BATCH_SIZE: &str = "matte_requested_max_batch_size";
+    /// Gauge: clients the pod refused with 429 (`outcome="queue_full"`) whose
+    /// `Retry-After` has not passed: requests waiting outside, counted once each. Behind
+    /// a plain Service, the clients the autoscaler counts as waiting.
+    pub const DEFERRED_REQUESTS: &str = "matte_deferred_requests";
+    /// Counter: clients the pod refused whose `Retry-After` has passed, so that they may
+    /// be back; behind a plain Service, its rate is how many of the requests arriving
+    /// are such returns.
+    pub const DEFERRED_DUE_TOTAL: &str = "matte_deferred_due_total";
 
     /// Every name above.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 16] = [
         QUEUE_DEPTH,
         OLDEST_QUEUED_AGE_SECONDS,
         QUEUE_WAIT_SECONDS,
@@ -58,6 +68,8 @@ pub mod metrics {
         MODEL_INFO,
         MAX_BATCH_SIZE,
         REQUESTED_MAX_BATCH_SIZE,
+        DEFERRED_REQUESTS,
+        DEFERRED_DUE_TOTAL,
     ];
 
     /// Upper bounds of every histogram in seconds: from 10 ms (a warm GPU run) to five
@@ -90,14 +102,6 @@ pub mod limits {
     pub const MAX_QUEUE_CAPACITY: u32 = 10_000;
     /// `batching.maxBatchSize`, and the pod's `--max-batch-size`.
     pub const MAX_BATCH_SIZE: u32 = 64;
-}
-
-/// The inference pod's queue.
-pub mod queue {
-    /// Default of the pod's `--queue-capacity` (requests admitted at once), which is
-    /// also the gateway's default `--upstream-capacity`: the gateway never holds more
-    /// outstanding on a pod than the pod admits.
-    pub const DEFAULT_CAPACITY: u32 = 32;
 }
 
 /// Names of the metrics `matte-gateway` exports on `/metrics`; the autoscaler adds the

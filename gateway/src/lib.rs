@@ -11,14 +11,13 @@
 //! (picking a pod, ejection); [`endpoints`] (where pods come from: a static list, or
 //! [`discovery`], a Service's EndpointSlices), [`upstream`] (the
 //! client to the pods), [`body`] (holding bodies within the memory bound),
-//! `matte_serve` (client connections and their timeouts), [`metrics`] with
-//! [`deferred`] (the clients sent away, until they are due back); [`compat`]
+//! `matte_serve` (client connections and their timeouts, the clients sent away until
+//! they are due back), [`metrics`]; [`compat`]
 //! translates the rembg and remove.bg drop-in endpoints.
 
 pub mod body;
 pub mod compat;
 pub mod config;
-pub mod deferred;
 pub mod discovery;
 pub mod dispatcher;
 pub mod endpoints;

@@ -6,10 +6,10 @@ use matte_common::gateway_metrics as names;
 use matte_common::metrics::SECONDS_BUCKETS;
 use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::deferred::DeferredClients;
+use matte_serve::sent_away::SentAway;
+
 use crate::dispatcher::Snapshot;
 use crate::upstream_state::EndpointState;
 
@@ -47,9 +47,7 @@ pub struct Metrics {
     endpoints: IntGaugeVec,
     retries: IntCounterVec,
     discovery_up: IntGauge,
-    deferred: Mutex<DeferredClients>,
-    deferred_requests: IntGauge,
-    deferred_due: IntCounter,
+    sent_away: SentAway,
     seconds_per_image: Gauge,
 }
 
@@ -95,17 +93,7 @@ impl Default for Metrics {
                  (the EndpointSlice watch is failing, or has not listed yet).",
             )
             .expect("valid"),
-            deferred: Mutex::new(DeferredClients::new(Instant::now())),
-            deferred_requests: IntGauge::new(
-                names::DEFERRED_REQUESTS,
-                "Clients sent away with a Retry-After that has not passed yet: requests waiting outside.",
-            )
-            .expect("valid"),
-            deferred_due: IntCounter::new(
-                names::DEFERRED_DUE_TOTAL,
-                "Clients sent away whose Retry-After has passed, so that they may be back.",
-            )
-            .expect("valid"),
+            sent_away: SentAway::new(names::DEFERRED_REQUESTS, names::DEFERRED_DUE_TOTAL),
             seconds_per_image: Gauge::new(
                 names::SECONDS_PER_IMAGE,
                 "The time a pod takes per image as the gateway estimates it, from which it admits requests \
@@ -113,7 +101,7 @@ impl Default for Metrics {
             )
             .expect("valid"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
             Box::new(metrics.queue_depth.clone()),
             Box::new(metrics.oldest_queued_age.clone()),
             Box::new(metrics.queue_wait.clone()),
@@ -122,11 +110,9 @@ impl Default for Metrics {
             Box::new(metrics.endpoints.clone()),
             Box::new(metrics.retries.clone()),
             Box::new(metrics.discovery_up.clone()),
-            Box::new(metrics.deferred_requests.clone()),
-            Box::new(metrics.deferred_due.clone()),
             Box::new(metrics.seconds_per_image.clone()),
         ];
-        for collector in collectors {
+        for collector in collectors.into_iter().chain(metrics.sent_away.collectors()) {
             metrics.registry.register(collector).expect("metric names are unique");
         }
         // Every state shows from the start, 0 included, so that a sum over states and
@@ -154,13 +140,7 @@ impl Metrics {
 
     /// A client was sent away, told to come back after `retry_after`.
     pub fn count_sent_away(&self, retry_after: Duration) {
-        self.deferred_clients().send_away(Instant::now(), retry_after);
-    }
-
-    fn deferred_clients(&self) -> std::sync::MutexGuard<'_, DeferredClients> {
-        // The counts stay consistent whatever a panicking holder left: every update is
-        // a few additions.
-        self.deferred.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.sent_away.send_away(retry_after);
     }
 
     pub fn count_retry(&self, reason: RetryReason) {
@@ -173,13 +153,7 @@ impl Metrics {
         self.oldest_queued_age.set(snapshot.oldest_queued_age.as_secs_f64());
         self.discovery_up.set(i64::from(snapshot.discovery_up));
         self.seconds_per_image.set(snapshot.per_image.map_or(0.0, |per_image| per_image.as_secs_f64()));
-        {
-            let mut deferred = self.deferred_clients();
-            deferred.advance(Instant::now());
-            self.deferred_requests.set(i64::try_from(deferred.away()).unwrap_or(i64::MAX));
-            let newly_due = deferred.due_total().saturating_sub(self.deferred_due.get());
-            self.deferred_due.inc_by(newly_due);
-        }
+        self.sent_away.refresh();
         for (state, count) in [
             (EndpointState::Ready, snapshot.ready),
             (EndpointState::Unready, snapshot.unready),

@@ -163,6 +163,9 @@ async fn remove(State(state): State<Arc<AppState>>, request: Request) -> Respons
         }
         Err(refusal) => {
             record.outcome = refusal.code();
+            if let Error::QueueFull { retry_after, .. } = &refusal {
+                state.metrics.count_sent_away(*retry_after);
+            }
             return refuse_unread(refusal.into_response(), &parts.headers, body).await;
         }
     };

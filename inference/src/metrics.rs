@@ -1,7 +1,10 @@
 //! The pod's Prometheus metrics. Names come from `matte_common::metrics`, the contract
 //! the autoscaler reads; buckets span 10 ms to 5 min, the range a request can take.
 
+use std::time::Duration;
+
 use matte_common::metrics as names;
+use matte_serve::sent_away::SentAway;
 use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
@@ -29,6 +32,7 @@ pub struct Metrics {
     model_info: IntGaugeVec,
     max_batch_size: IntGauge,
     requested_max_batch_size: IntGauge,
+    sent_away: SentAway,
 }
 
 impl Default for Metrics {
@@ -87,6 +91,7 @@ impl Default for Metrics {
                 "The images a run was asked to take (--max-batch-size).",
             )
             .expect("valid"),
+            sent_away: SentAway::new(names::DEFERRED_REQUESTS, names::DEFERRED_DUE_TOTAL),
             registry,
         };
         metrics.register_all();
@@ -112,7 +117,7 @@ impl Metrics {
             Box::new(self.max_batch_size.clone()),
             Box::new(self.requested_max_batch_size.clone()),
         ];
-        for collector in collectors {
+        for collector in collectors.into_iter().chain(self.sent_away.collectors()) {
             self.registry.register(collector).expect("metric names are unique");
         }
     }
@@ -130,8 +135,14 @@ impl Metrics {
         self.requests.with_label_values(&[outcome]).inc();
     }
 
+    /// A client was refused, told to come back after `retry_after`.
+    pub fn count_sent_away(&self, retry_after: Duration) {
+        self.sent_away.send_away(retry_after);
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.sent_away.refresh();
         matte_serve::exposition::encode(&self.registry)
     }
 }
@@ -154,5 +165,9 @@ mod tests {
         assert!(text.contains("matte_requested_max_batch_size 4"), "{text}");
         assert!(text.contains(r#"matte_requests_total{outcome="ok"} 1"#));
         assert!(text.contains(r#"matte_queue_wait_seconds_bucket{le="60"} 0"#));
+        assert!(text.contains("matte_deferred_requests 0\n"), "exported from the start:\n{text}");
+        assert!(text.contains("matte_deferred_due_total 0\n"), "exported from the start:\n{text}");
+        metrics.count_sent_away(Duration::from_secs(600));
+        assert!(metrics.render().contains("matte_deferred_requests 1\n"));
     }
 }

@@ -29,7 +29,7 @@ fn observation(now_seconds: f64, replicas: u32) -> Observation {
         oldest_queued_age_seconds: if in_burst { 12.0 } else { 0.0 },
         queue_wait_p95_seconds: Some(if in_burst { 12.0 } else { 0.1 }),
         images_per_pod_second: Some(1.6),
-        rejected_per_second: if in_burst { 40.0 } else { 0.0 },
+        deferred_requests: if in_burst { 80.0 } else { 0.0 },
         rejected_recently: if in_burst { 300.0 } else { 0.0 },
         ..QueueMetrics::default()
     };

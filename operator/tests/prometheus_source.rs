@@ -62,7 +62,6 @@ async fn prometheus_reports_what_the_pod_recorded_and_a_burst_scales_up() {
         arrivals: Duration::from_secs(2),
         latest: Duration::from_secs(2),
         pass: Duration::from_secs(1),
-        client_return: Duration::from_secs(2),
     };
     let source = PrometheusSource::new(http_client().unwrap(), &prometheus_url, r#"job="matte""#, &windows);
     let scraped_by = Instant::now() + Duration::from_secs(60);
@@ -235,7 +234,7 @@ async fn a_gateway_holding_requests_with_no_pod_is_seen_and_wakes_the_service() 
     let away_by = Instant::now() + Duration::from_secs(30);
     loop {
         let queue = source.queue_metrics().await.unwrap().expect("the gateway's series");
-        if queue.gateway_deferred_requests == 1.0 {
+        if queue.deferred_requests == 1.0 {
             break;
         }
         assert!(Instant::now() < away_by, "the client sent away never showed: {queue:?}");

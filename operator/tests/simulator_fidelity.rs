@@ -3,8 +3,8 @@
 //! a generated model sized for a run of ~0.15 s on one thread of the machine) scraped every
 //! second by a real Prometheus (Debian's), and the operator's metrics source is sampled
 //! once per scrape interval. Then the simulator runs the same arrivals on two pods with
-//! the real pods' measured service time and the same clients (retry after 1–1.5×
-//! `Retry-After` when refused), and its Prometheus is sampled through the policy
+//! the real pods' measured service time and the same clients (back after 1–1.5× the
+//! `Retry-After` they were given when refused), and its Prometheus is sampled through the policy
 //! crate's definitions at the same moments. Each input of `decide` must agree within
 //! the tolerances stated with each check below. Twice: with the clients picking a pod
 //! at random, as behind a plain Service, and behind a real `matte-gateway`, as the
@@ -37,10 +37,6 @@ use support::{
 const SCRAPE_SECONDS: u64 = 1;
 const PODS: u32 = 2;
 const QUEUE_CAPACITY: usize = 4;
-/// What the clients of both worlds wait after a 429, before their jitter.
-const RETRY_AFTER_SECONDS: f64 = 1.0;
-/// What they wait on average, with their jitter of up to half again.
-const CLIENT_RETURN_SECONDS: f64 = 1.25 * RETRY_AFTER_SECONDS;
 /// Scrapes before the first arrival, in both worlds.
 const LEAD_SECONDS: f64 = 10.0;
 /// Seconds sampled after the last arrival: the burst's refusals leave every window
@@ -50,13 +46,13 @@ const TAIL_SECONDS: f64 = 30.0;
 /// away with a `Retry-After` as well as held in its queue.
 const GATEWAY_MAX_WAIT_SECONDS: u64 = 3;
 
-/// Where the clients send each try, and how long they stay away when refused.
+/// Where the clients send each try. Refused, they stay away for the `Retry-After`
+/// given, and up to half again.
 #[derive(Clone)]
 enum Front {
-    /// A pod picked at random each try, as behind a plain Service; after a 429,
-    /// `RETRY_AFTER_SECONDS` (the simulated pods' fixed `Retry-After`).
+    /// A pod picked at random each try, as behind a plain Service; it refuses with 429.
     Pods(Vec<String>),
-    /// The gateway; after its 429 or 503, the `Retry-After` it gives.
+    /// The gateway; it refuses with 429, or 503 when a request's budget runs out.
     Gateway(String),
 }
 
@@ -114,15 +110,18 @@ async fn replay(front: &Front, source: &PrometheusSource, photo: Vec<u8>) -> Sam
                         .await
                         .expect("the server answers");
                     let status = response.status().as_u16();
-                    let stay_away = match &front {
-                        Front::Pods(_) if status == 429 => RETRY_AFTER_SECONDS,
-                        Front::Gateway(_) if status == 429 || status == 503 => response
-                            .headers()
-                            .get("retry-after")
-                            .and_then(|value| value.to_str().ok()?.parse::<f64>().ok())
-                            .expect("the gateway's refusals carry Retry-After"),
-                        _ => return status,
+                    let refused = match &front {
+                        Front::Pods(_) => status == 429,
+                        Front::Gateway(_) => status == 429 || status == 503,
                     };
+                    if !refused {
+                        return status;
+                    }
+                    let stay_away = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|value| value.to_str().ok()?.parse::<f64>().ok())
+                        .expect("refusals carry Retry-After");
                     let jitter = 1.0 + 0.5 * draws.lock().unwrap().uniform();
                     tokio::time::sleep(Duration::from_secs_f64(stay_away * jitter)).await;
                 }
@@ -179,7 +178,6 @@ fn simulate(service_seconds: f64, routing: Routing) -> (Samples, u64) {
         warm_gpus: PODS,
         max_gpus: PODS,
         queue_capacity: QUEUE_CAPACITY,
-        retry_after_seconds: RETRY_AFTER_SECONDS,
         routing,
         max_wait_seconds: GATEWAY_MAX_WAIT_SECONDS as f64,
         scrape_interval_seconds: SCRAPE_SECONDS as f64,
@@ -350,9 +348,7 @@ impl Fleet {
             .await
             .unwrap();
 
-        // The simulated policy takes a refused client to come back after its mean wait.
-        let windows = Windows::for_scrape_interval(Duration::from_secs(SCRAPE_SECONDS))
-            .with_client_return(Duration::from_secs_f64(CLIENT_RETURN_SECONDS));
+        let windows = Windows::for_scrape_interval(Duration::from_secs(SCRAPE_SECONDS));
         let source = PrometheusSource::new(http_client().unwrap(), &prometheus_url, r#"job="matte""#, &windows);
         let scraped_by = Instant::now() + Duration::from_secs(30);
         while source.queue_metrics().await.unwrap().is_none() {
@@ -383,7 +379,8 @@ impl Drop for Fleet {
     }
 }
 
-/// Behind a plain Service: clients pick a pod at random and retry after its 429.
+/// Behind a plain Service: clients pick a pod at random and come back after its 429's
+/// `Retry-After`, which each pod works out from its queue and its time per image.
 #[test]
 fn the_simulator_reads_what_the_operator_reads_on_a_real_fleet() {
     run_alone(async {
@@ -406,8 +403,8 @@ fn the_simulator_reads_what_the_operator_reads_on_a_real_fleet() {
                 ("p95", |q| q.queue_wait_p95_seconds),
                 ("per pod", |q| q.images_per_pod_second),
                 ("sustained", |q| Some(q.sustained_admitted_per_second)),
-                ("refused/s", |q| Some(q.rejected_per_second)),
                 ("recent", |q| Some(q.rejected_recently)),
+                ("clients away", |q| Some(q.deferred_requests)),
                 ("new arrivals", |q| Some(q.new_arrivals_per_second)),
             ],
         );
@@ -428,14 +425,15 @@ fn the_simulator_reads_what_the_operator_reads_on_a_real_fleet() {
         let (oldest_real, oldest_simulated) = paired.both(|q| Some(q.oldest_queued_age_seconds));
         within("peak oldest queued age", peak(&oldest_real), peak(&oldest_simulated), SCRAPE_SECONDS as f64, 0.25);
 
-        // Refusals as the policy reads them: both worlds see them begin within one scrape
-        // of each other plus one for the scrape phase, and end within five (the last
-        // retries are random, and the real pods drain the burst at their loaded speed, a
-        // little slower than the mean the simulated ones take); the peaks agree within the
-        // totals' third plus a tenth.
+        // Refusals as the policy reads them, the refusals of the last scrapes and the
+        // clients the pods sent away: both worlds see them begin within one scrape of each
+        // other plus one for the scrape phase, and end within five (the last retries are
+        // random, and the real pods drain the burst at their loaded speed, a little slower
+        // than the mean the simulated ones take); the peaks agree within the totals'
+        // third plus a tenth.
         for (what, value) in [
-            ("refusal rate", (|q: &QueueMetrics| Some(q.rejected_per_second)) as fn(&QueueMetrics) -> Option<f64>),
-            ("recent refusals", |q: &QueueMetrics| Some(q.rejected_recently)),
+            ("recent refusals", (|q: &QueueMetrics| Some(q.rejected_recently)) as fn(&QueueMetrics) -> Option<f64>),
+            ("clients away", |q: &QueueMetrics| Some(q.deferred_requests)),
         ] {
             let (real_values, simulated_values) = paired.both(value);
             let real_span = span(&real_values).unwrap_or_else(|| panic!("{what}: no refusals read from Prometheus"));
@@ -475,8 +473,8 @@ fn the_simulator_reads_what_the_operator_reads_on_a_real_fleet() {
         let (sustained_real, sustained_simulated) = paired.both(|q| Some(q.sustained_admitted_per_second));
         within("sustained admissions", final_value(&sustained_real), final_value(&sustained_simulated), 0.05, 0.2);
 
-        // New arrivals, estimated from the pods' requests (every request answered, less
-        // the refusals of one client return earlier): before the burst the steady image
+        // New arrivals, from the pods' requests (every request answered, less the clients
+        // they refused whose `Retry-After` has passed): before the burst the steady image
         // every 2 s reads 0.5 a second in both, within a quarter; the burst's hundred
         // images in 2 s read as the same peak within the refusals' 0.45 (which pod each
         // try meets and when each client comes back are each world's own draws); and once
@@ -528,7 +526,7 @@ fn the_simulator_reads_what_the_operator_reads_behind_a_real_gateway() {
                 ("pods' depth", |q| Some(q.queue_depth)),
                 ("gateway depth", |q| Some(q.gateway_queue_depth)),
                 ("gateway oldest", |q| Some(q.gateway_oldest_queued_age_seconds)),
-                ("clients away", |q| Some(q.gateway_deferred_requests)),
+                ("clients away", |q| Some(q.deferred_requests)),
                 ("new arrivals", |q| Some(q.new_arrivals_per_second)),
                 ("latest arrivals", |q| q.gateway_latest_arrivals_per_second),
                 ("sustained", |q| Some(q.sustained_admitted_per_second)),
@@ -582,7 +580,7 @@ fn the_simulator_reads_what_the_operator_reads_behind_a_real_gateway() {
         // Sample by sample, queue and clients away together peak alike in both worlds,
         // within what the pods drain in one scrape interval (the samples fall at another
         // moment of the drain in each world) and a tenth.
-        let (away_real, away_simulated) = paired.both(|q| Some(q.gateway_deferred_requests));
+        let (away_real, away_simulated) = paired.both(|q| Some(q.deferred_requests));
         let held = |depth: &[Option<f64>], away: &[Option<f64>]| -> Vec<Option<f64>> {
             depth.iter().zip(away).map(|(depth, away)| Some((*depth)? + (*away)?)).collect()
         };

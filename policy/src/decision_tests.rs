@@ -6,7 +6,7 @@ use crate::startup::{STARTUPS_REMEMBERED, STARTUPS_TO_OUTWEIGH_THE_DEFAULT, Star
 
 /// 1..10 replicas, 30 s target, 60 s start-up, 1 image/s per pod, 10 s of useful work.
 fn spec() -> PolicySpec {
-    PolicySpec { retry_after_seconds: 5.0, planned_utilization: 1.0, ..PolicySpec::new(1, 10, 30.0) }
+    PolicySpec { planned_utilization: 1.0, ..PolicySpec::new(1, 10, 30.0) }
 }
 
 fn queue(queue_depth: f64) -> QueueMetrics {
@@ -120,49 +120,35 @@ fn pods_still_starting_count_from_when_they_will_be_ready() {
 
 #[test]
 fn clients_refused_with_429_count_as_backlog() {
-    // 20 queued, 80 waiting outside: 16 refusals/s with a 5 s Retry-After.
-    let refused = QueueMetrics { rejected_per_second: 16.0, ..queue(20.0) };
+    // 20 queued in the pods, 80 clients they refused waiting outside.
+    let refused = QueueMetrics { deferred_requests: 80.0, ..queue(20.0) };
     let decision = decide_fresh(&observation(1, Some(refused)));
     assert_eq!(decision.plan.expect("plan").backlog_images, 100.0);
     assert_eq!(decision.replicas, 4);
 }
 
 #[test]
-fn a_burst_just_refused_counts_before_the_rate_window_catches_up() {
-    let just_refused = QueueMetrics { rejected_per_second: 1.0, rejected_recently: 80.0, ..queue(20.0) };
+fn a_burst_just_refused_counts_before_a_scrape_shows_the_clients_away() {
+    let just_refused = QueueMetrics { deferred_requests: 10.0, rejected_recently: 80.0, ..queue(20.0) };
     let decision = decide_fresh(&observation(1, Some(just_refused)));
     assert_eq!(decision.plan.expect("plan").backlog_images, 100.0);
 }
 
 #[test]
-fn clients_the_gateway_sent_away_are_all_still_waiting_until_their_time_comes() {
+fn clients_sent_away_are_all_still_waiting_until_their_time_comes() {
     // A sustained overload behind the gateway: 60 clients away, refused at 2/s; the
-    // rate times the pods' Retry-After sees 10 of them, the recent refusals 10.
-    let overload = QueueMetrics {
-        rejected_per_second: 2.0,
-        rejected_recently: 10.0,
-        gateway_deferred_requests: 60.0,
-        ..behind_gateway(16.0, 24.0, 20.0)
-    };
+    // recent refusals see 10 of them.
+    let overload =
+        QueueMetrics { rejected_recently: 10.0, deferred_requests: 60.0, ..behind_gateway(16.0, 24.0, 20.0) };
     let plan = decide_fresh(&observation(1, Some(overload))).plan.expect("plan");
     assert_eq!((plan.waiting_clients, plan.backlog_images), (60.0, 100.0));
-}
-
-#[test]
-fn the_pods_estimate_stands_where_it_counts_more_than_the_gateways_gauge() {
-    // Refusals by the pods behind the gateway (their own queues full) count too.
-    let beginning = QueueMetrics { rejected_recently: 80.0, gateway_deferred_requests: 48.0, ..queue(20.0) };
-    assert_eq!(decide_fresh(&observation(1, Some(beginning))).plan.expect("plan").waiting_clients, 80.0);
-    // Without a gateway the field reads 0 and the pods' refusals are counted as before.
-    let pods_only = QueueMetrics { rejected_per_second: 16.0, ..queue(20.0) };
-    assert_eq!(decide_fresh(&observation(1, Some(pods_only))).plan.expect("plan").waiting_clients, 80.0);
 }
 
 #[test]
 fn clients_away_keep_a_burst_on_until_they_are_back() {
     // The gateway's queue is empty and nothing was refused lately, but clients sent
     // away have not come back yet: the burst is still on.
-    let away = QueueMetrics { gateway_deferred_requests: 30.0, ..behind_gateway(4.0, 0.0, 0.0) };
+    let away = QueueMetrics { deferred_requests: 30.0, ..behind_gateway(4.0, 0.0, 0.0) };
     let decision = decide_fresh(&observation(1, Some(away)));
     assert!(decision.memory.burst.is_some(), "{decision:?}");
     assert_eq!(decision.plan.expect("plan").backlog_images, 34.0);
@@ -200,8 +186,7 @@ fn negative_queue_metrics_take_nothing_off_a_plan() {
     let forged = QueueMetrics {
         sustained_admitted_per_second: -50.0,
         gateway_queue_depth: -80.0,
-        gateway_deferred_requests: -20.0,
-        rejected_per_second: -1.0,
+        deferred_requests: -20.0,
         rejected_recently: f64::NAN,
         oldest_queued_age_seconds: -300.0,
         new_arrivals_per_second: -5.0,

@@ -52,9 +52,6 @@ pub struct QueueMetrics {
     /// of the rate at each scrape, leaving out those with refusals, which a burst does
     /// not move.
     pub sustained_admitted_per_second: f64,
-    /// Clients sent away to come back per second over the rate window (a few scrape
-    /// intervals): the pods' 429s, and the gateway's 429s and 503s.
-    pub rejected_per_second: f64,
     /// 429 responses in one scrape interval, read over the last two: quick to see a
     /// burst begin, when the rate's window still holds the quiet before it. A refused
     /// client comes back no sooner than one `Retry-After`, at least a scrape interval
@@ -66,21 +63,20 @@ pub struct QueueMetrics {
     pub gateway_queue_depth: f64,
     /// `max(matte_gateway_oldest_queued_age_seconds)` (0 without a gateway).
     pub gateway_oldest_queued_age_seconds: f64,
-    /// Clients the gateway sent away (429, or 503 when the budget ran out in its queue)
-    /// whose `Retry-After` has not passed (0 without a gateway): the clients waiting
-    /// outside, each counted once however long it was told to stay away, where a rate
-    /// times a fixed `Retry-After` would count only those of the last few seconds.
-    pub gateway_deferred_requests: f64,
+    /// Clients sent away whose `Retry-After` has not passed: by the gateway (429, or 503
+    /// when the budget ran out in its queue) where one is in front, else by the pods
+    /// (429). The clients waiting outside, each counted once however long it was told to
+    /// stay away, where a rate times a fixed `Retry-After` would count only those of the
+    /// last few seconds.
+    pub deferred_requests: f64,
     /// New work per second, seen a scrape after it changes: behind a gateway, the
     /// requests reaching it over the arrivals window (`observed::Windows::arrivals`),
     /// less the clients whose `Retry-After` passed, per second over the longer window
     /// their returns spread over (`observed::Windows::dues`); clients sent away together
     /// and coming back over more than that window still make it read a little low, then
-    /// a little high. Without one, every request the pods answered over the arrivals
-    /// window less the refusals of one client return earlier
-    /// (`observed::Windows::client_return`), which are the clients trying again now: a
-    /// crowd the pods keep refusing reads as the pods' admissions, one growing as new
-    /// clients join it.
+    /// a little high. Without one the same of the pods: every request they answered,
+    /// less the clients they refused whose `Retry-After` passed: a crowd the pods keep
+    /// refusing reads as the pods' admissions, one growing as new clients join it.
     pub new_arrivals_per_second: f64,
     /// Requests reaching the gateway per second over its latest two scrapes
     /// (`observed::Windows::latest`), returns included: whether a flow still arrives.
@@ -105,11 +101,10 @@ impl QueueMetrics {
             queue_wait_p95_seconds: self.queue_wait_p95_seconds.map(at_least_0),
             images_per_pod_second: self.images_per_pod_second,
             sustained_admitted_per_second: at_least_0(self.sustained_admitted_per_second),
-            rejected_per_second: at_least_0(self.rejected_per_second),
             rejected_recently: at_least_0(self.rejected_recently),
             gateway_queue_depth: at_least_0(self.gateway_queue_depth),
             gateway_oldest_queued_age_seconds: at_least_0(self.gateway_oldest_queued_age_seconds),
-            gateway_deferred_requests: at_least_0(self.gateway_deferred_requests),
+            deferred_requests: at_least_0(self.deferred_requests),
             new_arrivals_per_second: at_least_0(self.new_arrivals_per_second),
             gateway_latest_arrivals_per_second: self.gateway_latest_arrivals_per_second.map(at_least_0),
         }

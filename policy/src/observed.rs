@@ -13,12 +13,11 @@
 //! | `queue_wait_p95_seconds` | `histogram_quantile(0.95, sum by (le) (rate(queue_wait_seconds_bucket[rate])))` |
 //! | `images_per_pod_second` | `sum(rate(inference_rows_total[long])) / sum(rate(inference_seconds_sum[long]))`: rows, padding included, so that a lone image's padded run does not understate a pod's pace |
 //! | `sustained_admitted_per_second` | `quantile_over_time(0.5, (sum(rate(admitted[rate])) unless sum(rate(refused[rate])) > 0 unless sum(max_over_time(gateway_queue_depth[rate])) > 0)[long:scrape])` |
-//! | `rejected_per_second` | `sum(rate(refused[rate]))` |
 //! | `rejected_recently` | `sum(rate(refused[recent])) * scrape`: refusals per scrape interval |
 //! | `gateway_queue_depth` | `sum(gateway_queue_depth)`: requests waiting in the gateway's FIFO |
 //! | `gateway_oldest_queued_age_seconds` | `max(gateway_oldest_queued_age_seconds)` |
-//! | `gateway_deferred_requests` | `sum(gateway_deferred_requests)`: clients sent away whose `Retry-After` has not passed |
-//! | `new_arrivals_per_second` | behind a gateway (its queue depth has a sample): `sum(rate(gateway_received[arrivals])) - sum(rate(gateway_deferred_due[confirm]))`, requests reaching the gateway, less the clients due back (over the confirmation time: see [`Windows::dues`]); without one: `sum(rate(requests_total[arrivals])) - (sum(rate(refused[arrivals] offset client_return)) or vector(0))`, every request the pods answered, less the refusals one client return earlier, which are the clients trying again now (see [`Windows::client_return`]) |
+//! | `deferred_requests` | `sum(gateway_deferred_requests) or sum(deferred_requests)`: clients sent away whose `Retry-After` has not passed, by the gateway where one is in front (its series exist), else by the pods |
+//! | `new_arrivals_per_second` | behind a gateway: `sum(rate(gateway_received[arrivals])) - sum(rate(gateway_deferred_due[confirm]))`, requests reaching the gateway, less the clients due back (over the confirmation time: see [`Windows::dues`]); without one the same of the pods: `sum(rate(requests_total[arrivals])) - sum(rate(deferred_due[confirm]))`, every request the pods answered, less the clients they refused whose `Retry-After` has passed |
 //! | `gateway_latest_arrivals_per_second` | `sum(rate(gateway_received[latest]))`: requests reaching the gateway over its latest two scrapes, returns included; none when the window holds fewer than two samples |
 //!
 //! where `refused` is the pods' `requests_total{outcome="queue_full"}` together with the
@@ -30,7 +29,9 @@
 //! comes from the gateway alone (the pods' gauges then read 0; their rates read what is
 //! left of ended pods' series in each window, as Prometheus's range vectors do, and
 //! nothing once those are out of every window). Without a gateway the gateway's fields
-//! read 0, and the new arrivals are estimated from the pods' requests.
+//! read 0, and the clients away and the new arrivals are the pods'. Behind a gateway the
+//! pods' own refusals are not counted as clients away: the gateway tries another pod or
+//! holds the request, and never waits out a pod's `Retry-After`.
 
 use std::time::Duration;
 
@@ -50,11 +51,6 @@ pub const DEFAULT_SCRAPE_INTERVAL_SECONDS: u64 = 5;
 /// interval but for the gateway's arrivals ([`Windows::arrivals`]), which a shorter
 /// gateway interval lets read over a shorter window.
 pub const DEFAULT_GATEWAY_SCRAPE_INTERVAL_SECONDS: u64 = 1;
-
-/// How long a client a pod refused stays away before it tries again, on average, unless
-/// told otherwise: the pods' `Retry-After` and the clients' own jitter
-/// ([`Windows::client_return`], and the policy's `PolicySpec::retry_after_seconds`).
-pub const DEFAULT_CLIENT_RETURN: Duration = Duration::from_secs(2);
 
 /// The quantile of queue waits reported with each decision.
 pub const QUEUE_WAIT_QUANTILE: f64 = 0.95;
@@ -89,12 +85,6 @@ pub struct Windows {
     /// queue is acted on a second after it shows rather than up to a pods' interval
     /// later.
     pub pass: Duration,
-    /// How long a client refused by a pod stays away before trying again, on average
-    /// ([`DEFAULT_CLIENT_RETURN`] unless set): without a gateway to count arrivals, the
-    /// pods' refusals of one return earlier are the clients trying again now, and the
-    /// rest of what the pods answer is new. The policy plans with the same figure
-    /// (`PolicySpec::retry_after_seconds`).
-    pub client_return: Duration,
 }
 
 impl Windows {
@@ -118,13 +108,7 @@ impl Windows {
             arrivals: pods.max(gateway * 2),
             latest: gateway * 2,
             pass: gateway.min(pods),
-            client_return: DEFAULT_CLIENT_RETURN,
         }
-    }
-
-    /// These windows with refused clients taken to come back after `client_return`.
-    pub fn with_client_return(self, client_return: Duration) -> Windows {
-        Windows { client_return, ..self }
     }
 
     /// How long a change must last before the policy acts on it
@@ -137,7 +121,7 @@ impl Windows {
         self.arrivals + self.scrape_interval
     }
 
-    /// The clients due back, subtracted from the gateway's arrivals as their rate over
+    /// The clients due back, subtracted from the arrivals as their rate over
     /// this window: the confirmation time ([`Windows::confirm`]), longer than the
     /// arrivals' own window. A client comes back a little after its `Retry-After`, by
     /// its own jitter, so the returns of clients sent away together spread over the
@@ -169,6 +153,10 @@ pub struct PodScrape {
     pub admitted: f64,
     /// `requests_total{outcome="queue_full"}`.
     pub refused: f64,
+    /// `deferred_requests`: clients refused whose `Retry-After` has not passed.
+    pub deferred: f64,
+    /// `deferred_due_total`: clients refused whose `Retry-After` has passed.
+    pub deferred_due: f64,
     /// `inference_rows_total`: each run's images and its padding.
     pub inference_rows: f64,
     /// `inference_seconds_sum`.
@@ -186,6 +174,8 @@ pub struct Series {
     refused: Vec<Point>,
     inference_rows: Vec<Point>,
     inference_seconds: Vec<Point>,
+    deferred: Vec<Point>,
+    deferred_due: Vec<Point>,
     queue_wait_buckets: Vec<Vec<Point>>,
     /// When the target vanished: Prometheus marks its series stale then.
     stale_from: Option<f64>,
@@ -203,6 +193,8 @@ impl Series {
         }
         self.inference_rows.push((at, scrape.inference_rows));
         self.inference_seconds.push((at, scrape.inference_seconds));
+        self.deferred.push((at, scrape.deferred));
+        self.deferred_due.push((at, scrape.deferred_due));
         self.queue_wait_buckets.resize_with(scrape.queue_wait_buckets.len(), Vec::new);
         for (points, &count) in self.queue_wait_buckets.iter_mut().zip(&scrape.queue_wait_buckets) {
             points.push((at, count));
@@ -233,6 +225,8 @@ impl Series {
             &mut self.refused,
             &mut self.inference_rows,
             &mut self.inference_seconds,
+            &mut self.deferred,
+            &mut self.deferred_due,
         ];
         drop_before(all.into_iter().chain(self.queue_wait_buckets.iter_mut()), before);
     }
@@ -419,6 +413,24 @@ pub fn queue_metrics(
         .filter_map(|step_at| sum_rate(step_at, rate, |s| &s.admitted))
         .collect();
 
+    // Behind a gateway (its depth has a sample) the clients away and coming back are the
+    // gateway's; behind a plain Service every try reaches a pod, and they are the pods'.
+    let dues = windows.dues().as_secs_f64();
+    let (deferred_requests, new_arrivals_per_second) = if gateway_depth.is_some() {
+        let away = gateways.iter().filter_map(|gateway| promql::instant(&gateway.deferred, gateway.stale_from, at));
+        (
+            away.map(|(_, value)| value).sum(),
+            gateway_rate(|gateway| &gateway.received, arrivals) - gateway_rate(|gateway| &gateway.deferred_due, dues),
+        )
+    } else {
+        let answered = sum_rate(at, arrivals, |s| &s.admitted).unwrap_or(0.0)
+            + sum_rate(at, arrivals, |s| &s.refused).unwrap_or(0.0);
+        (
+            sum(fleet, |series| now(series, |s| &s.deferred).map(|(_, value)| value)).unwrap_or(0.0),
+            answered - sum_rate(at, dues, |s| &s.deferred_due).unwrap_or(0.0),
+        )
+    };
+
     Some(QueueMetrics {
         age_seconds,
         queue_depth: pods_depth.unwrap_or(0.0),
@@ -426,25 +438,11 @@ pub fn queue_metrics(
         queue_wait_p95_seconds,
         images_per_pod_second,
         sustained_admitted_per_second: stats::quantile(SUSTAINED_QUANTILE, refusal_free).unwrap_or(0.0),
-        rejected_per_second: refused_rate(at, rate).unwrap_or(0.0),
         rejected_recently: refused_rate(at, recent).unwrap_or(0.0) * step,
         gateway_queue_depth: gateway_depth.unwrap_or(0.0),
         gateway_oldest_queued_age_seconds,
-        gateway_deferred_requests: gateways
-            .iter()
-            .filter_map(|gateway| promql::instant(&gateway.deferred, gateway.stale_from, at))
-            .map(|(_, value)| value)
-            .sum(),
-        new_arrivals_per_second: if gateway_depth.is_some() {
-            gateway_rate(|gateway| &gateway.received, arrivals)
-                - gateway_rate(|gateway| &gateway.deferred_due, windows.dues().as_secs_f64())
-        } else {
-            // Behind a plain Service every try reaches a pod: the refusals of one client
-            // return ago are the tries now that are not new.
-            let answered = sum_rate(at, arrivals, |s| &s.admitted).unwrap_or(0.0)
-                + sum_rate(at, arrivals, |s| &s.refused).unwrap_or(0.0);
-            answered - sum_rate(at - windows.client_return.as_secs_f64(), arrivals, |s| &s.refused).unwrap_or(0.0)
-        },
+        deferred_requests,
+        new_arrivals_per_second,
         gateway_latest_arrivals_per_second: sum(gateways, |gateway| {
             promql::rate(&gateway.received, at, windows.latest.as_secs_f64())
         }),
@@ -503,10 +501,7 @@ mod tests {
         assert_eq!(queue.age_seconds, 1.0);
         assert_eq!(queue.queue_depth, 10.0);
         assert_eq!(queue.oldest_queued_age_seconds, 3.0);
-        // Refusals 15, 30, 45, 60, 75 at 40..60: the window [41, 61] holds 30..75 over
-        // 15 s sampled, 4 s and 1 s from its ends: 45 · 20 / 15 in 20 s.
-        assert!((queue.rejected_per_second - 3.0).abs() < 1e-9, "{queue:?}");
-        // [51, 61] holds 60 and 75, 4 s and 1 s from its ends: 30 in 10 s, 15 a scrape.
+        // Refusals 15, 30, 45, 60, 75 at 40..60: [51, 61] holds 60 and 75, 4 s and 1 s from its ends: 30 in 10 s, 15 a scrape.
         assert!((queue.rejected_recently - 15.0).abs() < 1e-9, "{queue:?}");
         // Steps up to 40 s have no refusal rate; the first of them see the series begin
         // (a counter appears at its first request), the rest the full 3/s.
@@ -551,7 +546,7 @@ mod tests {
         assert_eq!(queue.age_seconds, 2.0, "the newest sample, the gateway's");
         assert_eq!((queue.queue_depth, queue.oldest_queued_age_seconds), (0.0, 0.0));
         assert_eq!((queue.queue_wait_p95_seconds, queue.images_per_pod_second), (None, None));
-        assert_eq!((queue.sustained_admitted_per_second, queue.rejected_per_second), (0.0, 0.0));
+        assert_eq!((queue.sustained_admitted_per_second, queue.rejected_recently), (0.0, 0.0));
 
         first.mark_stale(8.0);
         second.mark_stale(8.0);
@@ -598,7 +593,6 @@ mod tests {
         let queue = queue_metrics(&[&pod], &[&gateway], 20.0, &windows).expect("both");
         // Read over the last two scrapes, per scrape interval: half of them.
         assert!((queue.rejected_recently - 60.0).abs() < 1e-9, "{queue:?}");
-        assert!(queue.rejected_per_second > 0.0, "{queue:?}");
         assert!(queue.sustained_admitted_per_second > 0.0, "the steps before the refusals count: {queue:?}");
     }
 
@@ -715,42 +709,47 @@ mod tests {
         // At 30 s the window [20, 30] holds three samples of each, no extrapolation:
         // 10/s new and returning at one replica, 4/s of them due back, none at the other.
         let queue = queue_metrics(&[], &[&first, &second], 30.0, &windows).expect("the gateway's series");
-        assert_eq!(queue.gateway_deferred_requests, 75.0);
+        assert_eq!(queue.deferred_requests, 75.0);
         assert!((queue.new_arrivals_per_second - 6.0).abs() < 1e-9, "{queue:?}");
         // A replica that is gone leaves the gauge at once.
         second.mark_stale(31.0);
         let later = queue_metrics(&[], &[&first, &second], 32.0, &windows).expect("one replica");
-        assert_eq!(later.gateway_deferred_requests, 70.0);
-        // Without a gateway no client is counted away, and one sample of a pod's
-        // requests makes no rate of arrivals.
+        assert_eq!(later.deferred_requests, 70.0);
+        // Without a gateway, one sample of a pod's requests makes no rate of arrivals.
         let mut pod = Series::default();
         pod.record(30.0, &scrape(1.0, 0.0, 1.0));
         let alone = queue_metrics(&[&pod], &[], 30.0, &windows).expect("the pod");
-        assert_eq!((alone.gateway_deferred_requests, alone.new_arrivals_per_second), (0.0, 0.0));
+        assert_eq!((alone.deferred_requests, alone.new_arrivals_per_second), (0.0, 0.0));
     }
 
     #[test]
-    fn without_a_gateway_new_arrivals_are_what_the_pods_answer_less_the_refusals_one_return_earlier() {
+    fn without_a_gateway_clients_away_and_new_arrivals_are_the_pods() {
         // One pod admits an image a second throughout and refuses 8 tries a second until
-        // 30 s, 13 after: clients it refused, coming back every 5 s, and from 30 s on new
-        // ones it refuses too. Scraped every 5 s.
-        let windows = Windows::for_scrape_interval(Duration::from_secs(5)).with_client_return(Duration::from_secs(5));
+        // 30 s, 13 after, each client told to come back 5 s later: a crowd it keeps
+        // refusing, joined by 5 new clients a second from 30 s on. Scraped every 5 s.
+        let windows = Windows::for_scrape_interval(Duration::from_secs(5));
+        let refused = |at: f64| if at <= 30.0 { 8.0 * at } else { 240.0 + 13.0 * (at - 30.0) };
         let mut pod = Series::default();
         for step in 0..=12 {
             let at = 5.0 * f64::from(step);
-            let refused = if at <= 30.0 { 8.0 * at } else { 240.0 + 13.0 * (at - 30.0) };
-            pod.record(at, &scrape(at, refused, 4.0));
+            let away = refused(at) - refused((at - 5.0).max(0.0));
+            let due = refused((at - 5.0).max(0.0));
+            pod.record(at, &PodScrape { deferred: away, deferred_due: due, ..scrape(at, refused(at), 4.0) });
         }
-        let read = |at: f64| queue_metrics(&[&pod], &[], at, &windows).expect("the pod").new_arrivals_per_second;
+        let read = |at: f64| queue_metrics(&[&pod], &[], at, &windows).expect("the pod");
         // A steady crowd trying again is no new work: only the admitted image a second.
-        assert!((read(30.0) - 1.0).abs() < 1e-9, "{}", read(30.0));
-        // The refusals grow by 5 a second: new clients, read as such until the refusals
-        // of one return earlier have grown as much (the window's 10 s, 5 s later).
+        assert!((read(30.0).new_arrivals_per_second - 1.0).abs() < 1e-9, "{:?}", read(30.0));
+        assert_eq!(read(30.0).deferred_requests, 40.0);
+        // The new clients read as new until their returns fall due over the dues window.
         for at in [35.0, 40.0] {
-            assert!((read(at) - 3.5).abs() < 1e-9, "at {at}: {}", read(at));
+            assert!(read(at).new_arrivals_per_second > 3.0, "at {at}: {:?}", read(at));
         }
-        assert!((read(45.0) - 1.0).abs() < 1e-9, "the larger crowd steady again: {}", read(45.0));
-        assert_eq!(windows.client_return, Duration::from_secs(5));
-        assert_eq!(Windows::for_scrape_interval(Duration::from_secs(5)).client_return, DEFAULT_CLIENT_RETURN);
+        assert!((read(50.0).new_arrivals_per_second - 1.0).abs() < 1e-9, "the larger crowd steady: {:?}", read(50.0));
+        assert_eq!(read(50.0).deferred_requests, 65.0);
+        // Behind a gateway the pods' own refusals are not clients away: the gateway
+        // tried another pod or held the request.
+        let mut gateway = GatewaySeries::default();
+        gateway.record(50.0, &GatewayScrape { deferred: 3.0, ..GatewayScrape::default() });
+        assert_eq!(queue_metrics(&[&pod], &[&gateway], 50.0, &windows).expect("both").deferred_requests, 3.0);
     }
 }

@@ -87,16 +87,11 @@ pub(crate) fn plan(
         .unwrap_or(spec.default_images_per_pod_second)
         .max(f64::MIN_POSITIVE);
     let startup_seconds = planned_startup_seconds(recent_startups, spec.default_startup_seconds);
-    // A refused client comes back once per Retry-After, so the refusal rate times that
-    // interval is how many clients are waiting outside the queues. When a burst has
-    // just begun the rate's window still holds the quiet before it, but every client
-    // of the burst has just been refused once: the recent refusals say it.
-    let from_refusal_rates = (queue.rejected_per_second * spec.retry_after_seconds).max(queue.rejected_recently);
-    // The gateway knows how long it told each client it sent away to stay away: those
-    // whose time has not come are all outside, whether they were refused at once (a
-    // burst) or over minutes (a sustained overload, which a rate times a fixed interval
-    // undercounts).
-    let waiting_clients = from_refusal_rates.max(queue.gateway_deferred_requests);
+    // Whoever refused a client (the gateway, or the pods behind a plain Service) knows
+    // how long it told it to stay away: those whose time has not come are all outside,
+    // whether they were refused at once (a burst) or over minutes (a sustained
+    // overload). The refusals of the last scrapes stand in until a scrape shows them.
+    let waiting_clients = queue.rejected_recently.max(queue.deferred_requests);
     // Behind a gateway, requests that find every pod full wait in its queue instead:
     // backlog as much as the pods' queues, and the only one a fleet at zero has.
     let backlog_images = queue.queue_depth + queue.gateway_queue_depth + waiting_clients;

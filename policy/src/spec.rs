@@ -21,11 +21,6 @@ pub struct PolicySpec {
     pub default_startup_seconds: f64,
     /// Images per second one pod processes, assumed until measured.
     pub default_images_per_pod_second: f64,
-    /// How long a client refused with 429 waits on average before it tries again (the
-    /// pods' `Retry-After`, plus whatever jitter the clients add): the windows'
-    /// `observed::Windows::client_return`, through which the new arrivals behind a plain
-    /// Service are read.
-    pub retry_after_seconds: f64,
     /// Share of a pod's throughput that plans count on; below 1 because a pod is not
     /// busy every second (random arrivals, refused clients coming back a little late)
     /// and the pods started together for a burst become ready over a spread of
@@ -72,7 +67,6 @@ impl PolicySpec {
             min_useful_work_seconds: 10.0,
             default_startup_seconds: 60.0,
             default_images_per_pod_second: 1.0,
-            retry_after_seconds: crate::observed::DEFAULT_CLIENT_RETURN.as_secs_f64(),
             planned_utilization: 0.75,
             stale_after_seconds: 60.0,
             confirm_seconds: 10.0,

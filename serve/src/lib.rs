@@ -4,7 +4,8 @@
 //! (the minimum upload pace), [`body`] (reading a body within its limit and at that
 //! pace, the errors of one that is not, and a refusal sent before it is read),
 //! [`routes`] (the answer to a request no route takes), [`exposition`] (their metrics
-//! in Prometheus's text format), [`durations`] (how their flags read seconds) and
+//! in Prometheus's text format), [`sent_away`] (the clients sent away with a
+//! `Retry-After`, as metrics), [`durations`] (how their flags read seconds) and
 //! [`signals`] (the shutdown signal); and, with the operator, [`logging`] (how every
 //! Matte process writes its logs) and [`documented`] (the check that a README names every
 //! flag).
@@ -17,6 +18,7 @@ pub mod exposition;
 pub mod logging;
 pub mod pace;
 pub mod routes;
+pub mod sent_away;
 pub mod signals;
 
 pub use body::{BodyError, declared_length, paced_chunks, refuse_unread};

@@ -98,9 +98,6 @@ pub struct Overrides {
     /// Requests a pod queues before answering 429.
     #[arg(long, value_name = "REQUESTS")]
     pub queue_capacity: Option<usize>,
-    /// Retry-After of a 429.
-    #[arg(long, value_name = "SECONDS")]
-    pub retry_after: Option<f64>,
     /// How the Service spreads requests.
     #[arg(long, value_enum)]
     pub routing: Option<Routing>,
@@ -108,10 +105,6 @@ pub struct Overrides {
     /// routing only).
     #[arg(long, value_name = "SECONDS")]
     pub max_wait: Option<f64>,
-    /// How long Matte's policy assumes a refused client waits before it comes back
-    /// (default: the pods' Retry-After plus the clients' mean jitter).
-    #[arg(long, value_name = "SECONDS")]
-    pub policy_retry_after: Option<f64>,
     /// Matte's planned utilization (`autoscaling.plannedUtilizationPercent`): the share
     /// of a pod's throughput its plans count on (default: the policy's, 75).
     #[arg(long, value_name = "PERCENT")]
@@ -167,10 +160,8 @@ impl Overrides {
             max_gpus: self.max_gpus.unwrap_or(settings.max_gpus),
             node_provision_seconds: self.node_provision_time.unwrap_or(settings.node_provision_seconds),
             queue_capacity: self.queue_capacity.unwrap_or(settings.queue_capacity),
-            retry_after_seconds: self.retry_after.unwrap_or(settings.retry_after_seconds),
             routing: self.routing.unwrap_or(settings.routing),
             max_wait_seconds: self.max_wait.unwrap_or(settings.max_wait_seconds),
-            policy_retry_after_seconds: self.policy_retry_after.or(settings.policy_retry_after_seconds),
             planned_utilization_percent: self.planned_utilization.or(settings.planned_utilization_percent),
             scrape_interval_seconds,
             gateway_scrape_interval_seconds: self

@@ -6,9 +6,11 @@
 //! scale-down a ReplicaSet removes pods that are not ready first, then the newest; a
 //! ready pod being removed drains its queue before it ends (graceful termination).
 //!
-//! Requests: routed by the Service to a ready pod. A full queue answers 429 and the
-//! client comes back after `Retry-After` plus up to half again (jitter, so refused
-//! clients do not return in lockstep); it keeps trying until served, and its latency
+//! Requests: routed by the Service to a ready pod. A full queue answers 429 with the
+//! `Retry-After` a real pod gives (`matte_common::queue::retry_after`: the requests it
+//! holds at its measured time per image), counts the client away until then, and the
+//! client comes back after it plus up to half again (jitter, so refused clients do not
+//! return in lockstep); it keeps trying until served, and its latency
 //! counts from its first try. While no pod at all is ready, requests are held in front
 //! (Knative's activator, KEDA's HTTP interceptor) and that queue is in the metrics, so
 //! that a fleet scaled to zero can see its demand.
@@ -48,6 +50,8 @@ use super::settings::{BATCHED_IMAGE_COST, Routing, Settings};
 use super::startups::StartupDraws;
 use super::workload::Workload;
 use matte_common::admission::{self, Admission, PerImageTime};
+use matte_common::deferred::DeferredClients;
+use matte_common::queue;
 use matte_policy::Startup;
 use matte_policy::observed::GatewayScrape;
 
@@ -198,6 +202,11 @@ struct Pod {
     served: u64,
     backlog_when_ready: bool,
     peak_outstanding: usize,
+    /// Its time per image, as the pod measures it (`matte_common::queue`): the
+    /// `Retry-After` it gives follows it.
+    per_image: Duration,
+    /// The clients it refused, by when they may be back.
+    sent_away: DeferredClients,
     /// What its `/metrics` shows.
     counters: Counters,
 }
@@ -213,6 +222,15 @@ impl Pod {
 
     fn note_outstanding(&mut self) {
         self.peak_outstanding = self.peak_outstanding.max(self.outstanding());
+    }
+
+    /// Refuses a client at `now`: the `Retry-After` it is given, the time the requests
+    /// it holds take at its pace, as a real pod's.
+    fn refuse(&mut self, now: f64) -> Duration {
+        let retry_after = queue::retry_after(self.outstanding(), self.per_image);
+        self.counters.refused += 1;
+        self.sent_away.send_away(Duration::from_secs_f64(now), retry_after);
+        retry_after
     }
 }
 
@@ -230,26 +248,16 @@ struct Gateway {
     /// `matte_gateway_requests_total{outcome=~"queue_full|no_capacity"}`: clients sent
     /// away to come back later.
     refused: u64,
-    /// When each client sent away was told to come back, in the order they were sent
-    /// away, for those whose time has not come: `matte_gateway_deferred_requests` is
-    /// their count.
-    deferred_until: Vec<f64>,
-    /// `matte_gateway_deferred_due_total`: clients whose `Retry-After` has passed.
-    deferred_due: u64,
+    /// The clients sent away, by when they may be back: `matte_gateway_deferred_requests`
+    /// and `matte_gateway_deferred_due_total`.
+    sent_away: DeferredClients,
 }
 
 impl Gateway {
     /// A client sent away now, told to come back after `retry_after`.
-    fn defer(&mut self, now: f64, retry_after: f64) {
+    fn defer(&mut self, now: f64, retry_after: Duration) {
         self.refused += 1;
-        self.deferred_until.push(now + retry_after);
-    }
-
-    /// Counts the clients whose `Retry-After` has passed by `now` as due.
-    fn count_due(&mut self, now: f64) {
-        let before = self.deferred_until.len();
-        self.deferred_until.retain(|&due| due > now);
-        self.deferred_due += (before - self.deferred_until.len()) as u64;
+        self.sent_away.send_away(Duration::from_secs_f64(now), retry_after);
     }
 
     fn record(&mut self, on_pod: f64, outstanding_when_sent: u32) {
@@ -425,9 +433,9 @@ impl<'a> Engine<'a> {
         // As the pods' admission: every request it holds, queued or in inference, takes
         // one of the capacity's places.
         if self.pods[chosen].outstanding() >= self.settings.queue_capacity {
-            self.pods[chosen].counters.refused += 1;
+            let retry_after = self.pods[chosen].refuse(self.now);
             self.rejections += 1;
-            self.retry_later(request, self.settings.retry_after_seconds);
+            self.retry_later(request, retry_after.as_secs_f64());
         } else {
             if !was_held {
                 self.pods[chosen].counters.admitted += 1;
@@ -464,7 +472,7 @@ impl<'a> Engine<'a> {
             admission::expected_wait(self.gateway.waiting.len(), self.gateway.per_image.get(), self.ready_pods());
         if let Admission::Refuse { retry_after, .. } = admission::decide(expected, self.budget()) {
             self.rejections += 1;
-            self.gateway.defer(self.now, retry_after.as_secs_f64());
+            self.gateway.defer(self.now, retry_after);
             self.retry_later(request, retry_after.as_secs_f64());
             return;
         }
@@ -489,10 +497,9 @@ impl<'a> Engine<'a> {
             self.gateway.per_image.get(),
             self.ready_pods(),
             self.budget(),
-        )
-        .as_secs_f64();
+        );
         self.gateway.defer(self.now, after);
-        self.retry_later(request, after);
+        self.retry_later(request, after.as_secs_f64());
     }
 
     /// A request's budget in the gateway's queue (`--max-wait-seconds`).
@@ -555,6 +562,8 @@ impl<'a> Engine<'a> {
         // Like the pods' histogram, the inference time is observed when the run ends.
         self.pods[index].counters.inference_seconds += duration;
         let finished = std::mem::take(&mut self.pods[index].batch);
+        let per_image = Duration::from_secs_f64(duration / finished.len().max(1) as f64);
+        self.pods[index].per_image = queue::updated_service_time(self.pods[index].per_image, per_image);
         for &request in &finished {
             self.answered[request] = Some(self.now - self.workload.arrivals[request]);
         }
@@ -631,6 +640,9 @@ impl<'a> Engine<'a> {
             served: 0,
             backlog_when_ready: false,
             peak_outstanding: 0,
+            // A real pod's first measurement is its warm-up run of one image.
+            per_image: Duration::from_secs_f64(self.settings.service_seconds),
+            sent_away: DeferredClients::default(),
             counters: Counters::default(),
         }
     }
@@ -759,7 +771,9 @@ impl<'a> Engine<'a> {
     }
 
     fn scrape_pod(&mut self, index: usize) {
-        let pod = &self.pods[index];
+        let pod = &mut self.pods[index];
+        pod.sent_away.advance(Duration::from_secs_f64(self.now));
+        (pod.counters.deferred, pod.counters.deferred_due) = (pod.sent_away.away(), pod.sent_away.due_total());
         if matches!(pod.phase, Phase::Ready | Phase::Draining) {
             self.prometheus.scrape(self.now, pod_target(index), queue_gauges(&pod.queue, self.now), &pod.counters);
         }
@@ -769,7 +783,7 @@ impl<'a> Engine<'a> {
     /// counters; without a gateway, the holding front (its one replica).
     fn scrape_front(&mut self, replica: u32) {
         if self.settings.routing == Routing::Gateway {
-            self.gateway.count_due(self.now);
+            self.gateway.sent_away.advance(Duration::from_secs_f64(self.now));
             let share = 1.0 / f64::from(self.settings.gateway_replicas);
             let waiting = queue_gauges(&self.gateway.waiting, self.now);
             let scrape = GatewayScrape {
@@ -777,8 +791,8 @@ impl<'a> Engine<'a> {
                 oldest_queued_age_seconds: waiting.oldest_queued_age_seconds,
                 refused: self.gateway.refused as f64 * share,
                 received: self.gateway.received as f64 * share,
-                deferred: self.gateway.deferred_until.len() as f64 * share,
-                deferred_due: self.gateway.deferred_due as f64 * share,
+                deferred: self.gateway.sent_away.away() as f64 * share,
+                deferred_due: self.gateway.sent_away.due_total() as f64 * share,
             };
             self.prometheus.scrape_gateway(self.now, replica as Target, &scrape);
         } else {
@@ -890,17 +904,40 @@ fn to_u32(count: usize) -> u32 {
 mod tests {
     use super::*;
 
+    const SECOND: Duration = Duration::from_secs(1);
+
     #[test]
     fn the_gateway_counts_a_client_away_until_its_retry_after_then_due() {
         let mut gateway = Gateway::default();
-        gateway.defer(10.0, 30.0);
-        gateway.defer(12.0, 5.0);
-        gateway.count_due(16.0);
-        assert_eq!((gateway.deferred_until.len(), gateway.deferred_due, gateway.refused), (2, 0, 2));
-        gateway.count_due(17.0);
-        assert_eq!((gateway.deferred_until.len(), gateway.deferred_due), (1, 1), "due at 17 s");
-        gateway.count_due(40.0);
-        assert_eq!((gateway.deferred_until.len(), gateway.deferred_due), (0, 2));
+        gateway.defer(10.0, Duration::from_secs(30));
+        gateway.defer(12.0, Duration::from_secs(5));
+        gateway.sent_away.advance(Duration::from_secs(16));
+        assert_eq!((gateway.sent_away.away(), gateway.sent_away.due_total(), gateway.refused), (2, 0, 2));
+        gateway.sent_away.advance(Duration::from_secs(17));
+        assert_eq!((gateway.sent_away.away(), gateway.sent_away.due_total()), (1, 1), "due at 17 s");
+    }
+
+    /// A full pod refuses as a real one does: `Retry-After` is the requests it holds at
+    /// its measured pace, which follows the runs it has done.
+    #[test]
+    fn a_full_pod_gives_the_retry_after_its_queue_and_pace_make() {
+        let settings = crate::scenario::Scenario::BurstTrain.settings();
+        let workload = Workload::new(vec![0.0; 16], &settings, 7);
+        let mut engine = Engine::new(&settings, &workload, 7);
+        let mut pod = engine.new_pod();
+        assert_eq!(pod.per_image, Duration::from_secs_f64(settings.service_seconds), "its warm-up run");
+        pod.queue.extend((0..16).map(|request| Queued { request, since: 0.0 }));
+        let retry_after = pod.refuse(3.0);
+        assert_eq!(retry_after, queue::retry_after(16, pod.per_image));
+        assert_eq!((pod.counters.refused, pod.sent_away.away()), (1, 1));
+        pod.sent_away.advance(Duration::from_secs(3) + retry_after);
+        assert_eq!((pod.sent_away.away(), pod.sent_away.due_total()), (0, 1));
+
+        engine.pods.push(pod);
+        engine.pods[0].batch = vec![0, 1];
+        engine.batch_done(0, 4.0);
+        let expected = queue::updated_service_time(Duration::from_secs_f64(settings.service_seconds), 2 * SECOND);
+        assert_eq!(engine.pods[0].per_image, expected, "a run of two images in 4 s");
     }
 
     /// What Matte's policy is shown of start-ups is what the operator's census reads: the

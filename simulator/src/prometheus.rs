@@ -24,6 +24,10 @@ pub struct Counters {
     pub inference_seconds: f64,
     /// Cumulative `matte_queue_wait_seconds` buckets, one per bound plus +Inf.
     pub queue_wait_buckets: [u64; SECONDS_BUCKETS.len() + 1],
+    /// `matte_deferred_requests`: clients refused whose `Retry-After` has not passed.
+    pub deferred: u64,
+    /// `matte_deferred_due_total`: clients refused whose `Retry-After` has passed.
+    pub deferred_due: u64,
 }
 
 impl Counters {
@@ -89,6 +93,8 @@ impl Prometheus {
             inference_rows: counters.inference_rows as f64,
             inference_seconds: counters.inference_seconds,
             queue_wait_buckets: counters.queue_wait_buckets.map(|count| count as f64),
+            deferred: counters.deferred as f64,
+            deferred_due: counters.deferred_due as f64,
         };
         let index = match self.targets.iter().position(|(known, _)| *known == target) {
             Some(index) => index,

@@ -92,10 +92,8 @@ fn base_settings() -> Settings {
         // Honest queues: about 10 s of work; the rest waits in the clients, where a new pod
         // can take it, instead of behind one pod.
         queue_capacity: 16,
-        retry_after_seconds: 5.0,
         routing: Routing::Random,
         max_wait_seconds: 30.0,
-        policy_retry_after_seconds: None,
         planned_utilization_percent: None,
         scrape_interval_seconds: DEFAULT_SCRAPE_INTERVAL_SECONDS as f64,
         pass_after_scrape_seconds: None,

@@ -90,17 +90,10 @@ pub struct Settings {
     /// Requests a pod holds, queued or in inference, before it answers 429 (the pods'
     /// `--queue-capacity`).
     pub queue_capacity: usize,
-    /// The `Retry-After` of a 429; clients wait this long plus up to half again.
-    pub retry_after_seconds: f64,
     pub routing: Routing,
     /// The gateway's budget (`spec.gateway.maxWaitSeconds`): the longest a request may
     /// wait in its queue. Only with gateway routing.
     pub max_wait_seconds: f64,
-    /// How long Matte's policy assumes a refused client waits before it comes back;
-    /// `None`: the pods' `Retry-After` plus the clients' mean jitter (what the operator
-    /// gives it today). Behind the gateway clients wait the gateway's `Retry-After`, the
-    /// expected wait, which is longer than the budget.
-    pub policy_retry_after_seconds: Option<f64>,
     /// Matte's `autoscaling.plannedUtilizationPercent`; `None`: the policy's default.
     pub planned_utilization_percent: Option<u16>,
     /// Prometheus scrape interval of the pods.
@@ -162,14 +155,6 @@ impl Settings {
             Duration::from_secs_f64(self.scrape_interval_seconds),
             Duration::from_secs_f64(self.front_scrape_interval_seconds()),
         )
-        .with_client_return(Duration::from_secs_f64(self.policy_client_return_seconds()))
-    }
-
-    /// How long Matte's policy takes a refused client to stay away: `--policy-retry-after`,
-    /// or the pods' `Retry-After` with the simulated clients' mean jitter (they wait 1 to
-    /// 1.5 times it).
-    fn policy_client_return_seconds(&self) -> f64 {
-        self.policy_retry_after_seconds.unwrap_or(1.25 * self.retry_after_seconds)
     }
 
     /// The front's scrape targets: the gateway's replicas, or the one front that holds
@@ -211,7 +196,6 @@ impl Settings {
             ("service time", self.service_seconds),
             ("start-up time", self.startup_seconds),
             ("node provisioning time", self.node_provision_seconds),
-            ("retry-after", self.retry_after_seconds),
             ("gateway's max wait", self.max_wait_seconds),
             ("scrape interval", self.scrape_interval_seconds),
             ("rule interval", self.rule_interval_seconds),
@@ -242,14 +226,6 @@ impl Settings {
             spreads.iter().find(|(_, value)| !(value.is_finite() && *value >= 0.0 && *value <= MAX_SIGMA))
         {
             return Err(Error::InvalidSetting(format!("the {name} must be from 0 to {MAX_SIGMA}, not {value}")));
-        }
-        if let Some(value) = self
-            .policy_retry_after_seconds
-            .filter(|value| !(value.is_finite() && *value > 0.0 && *value <= MAX_SECONDS))
-        {
-            return Err(Error::InvalidSetting(format!(
-                "the policy's retry-after must be a positive number of seconds, at most a week ({MAX_SECONDS}), not {value}"
-            )));
         }
         let counts = [
             ("minReplicas", self.min_replicas, MAX_REPLICAS),

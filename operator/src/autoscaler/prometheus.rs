@@ -25,11 +25,11 @@ pub struct Queries {
     pub queue_wait_p95: String,
     pub images_per_pod_second: String,
     pub sustained_admitted_per_second: String,
-    pub rejected_per_second: String,
     pub rejected_recently: String,
     pub gateway_queue_depth: String,
     pub gateway_oldest_queued_age: String,
     pub gateway_deferred_requests: String,
+    pub pods_deferred_requests: String,
     pub gateway_new_arrivals_per_second: String,
     pub pods_new_arrivals_per_second: String,
     pub gateway_latest_arrivals_per_second: String,
@@ -50,7 +50,6 @@ impl Queries {
         let arrivals = seconds(windows.arrivals);
         let latest = seconds(windows.latest);
         let dues = seconds(windows.dues());
-        let client_return = format!("{}ms", windows.client_return.as_millis().max(1));
         let requests = names::REQUESTS_TOTAL;
         // Clients sent away to come back: the pods' `queue_full` and the gateway's
         // refusals, in one selector over both counters (the pods have no other outcome of
@@ -89,11 +88,11 @@ impl Queries {
                 "quantile_over_time({SUSTAINED_QUANTILE}, (sum(rate({admitted}[{rate}])) unless sum(rate({refused}[{rate}])) > 0 unless sum(max_over_time({}[{rate}])) > 0)[{long}:{step}])",
                 series(gateway_metrics::QUEUE_DEPTH, "")
             ),
-            rejected_per_second: format!("sum(rate({refused}[{rate}]))"),
             rejected_recently: format!("sum(rate({refused}[{recent}])) * {}", windows.scrape_interval.as_secs_f64()),
             gateway_queue_depth: format!("sum({})", series(gateway_metrics::QUEUE_DEPTH, "")),
             gateway_oldest_queued_age: format!("max({})", series(gateway_metrics::OLDEST_QUEUED_AGE_SECONDS, "")),
             gateway_deferred_requests: format!("sum({})", series(gateway_metrics::DEFERRED_REQUESTS, "")),
+            pods_deferred_requests: format!("sum({})", series(names::DEFERRED_REQUESTS, "")),
             // Every request the gateway received, less the clients due back, read over the
             // longer window their returns spread over.
             gateway_new_arrivals_per_second: format!(
@@ -101,13 +100,13 @@ impl Queries {
                 series(gateway_metrics::RECEIVED_TOTAL, ""),
                 series(gateway_metrics::DEFERRED_DUE_TOTAL, "")
             ),
-            // Without a gateway: every request the pods answered, less their refusals of
-            // one client return earlier (the clients trying again now; none before the
-            // first refusal).
+            // Without a gateway the same of the pods: every request they answered, less
+            // the clients they refused whose Retry-After has passed (none from pods that
+            // do not count them).
             pods_new_arrivals_per_second: format!(
-                "sum(rate({}[{arrivals}])) - (sum(rate({}[{arrivals}] offset {client_return})) or vector(0))",
+                "sum(rate({}[{arrivals}])) - (sum(rate({}[{dues}])) or vector(0))",
                 series(requests, ""),
-                series(requests, r#"outcome="queue_full""#)
+                series(names::DEFERRED_DUE_TOTAL, "")
             ),
             // Whether requests still arrive: every request, returns included, over the
             // gateway's latest two scrapes.
@@ -162,11 +161,11 @@ impl PrometheusSource {
             p95,
             per_pod,
             sustained,
-            rejected,
             recently,
             gateway_depth,
             gateway_oldest,
             gateway_deferred,
+            pods_deferred,
             gateway_arrivals,
             pods_arrivals,
             gateway_latest_arrivals,
@@ -177,11 +176,11 @@ impl PrometheusSource {
             self.scalar(&q.queue_wait_p95),
             self.scalar(&q.images_per_pod_second),
             self.scalar(&q.sustained_admitted_per_second),
-            self.scalar(&q.rejected_per_second),
             self.scalar(&q.rejected_recently),
             self.scalar(&q.gateway_queue_depth),
             self.scalar(&q.gateway_oldest_queued_age),
             self.scalar(&q.gateway_deferred_requests),
+            self.scalar(&q.pods_deferred_requests),
             self.scalar(&q.gateway_new_arrivals_per_second),
             self.scalar(&q.pods_new_arrivals_per_second),
             self.scalar(&q.gateway_latest_arrivals_per_second),
@@ -192,6 +191,9 @@ impl PrometheusSource {
         // An empty answer is a sum over no series: nothing happened in the window. The
         // latest arrivals are kept as they come: their window is two scrapes, so an
         // empty answer there means too few samples yet, which the policy reads as unknown.
+        // The clients away and coming back are the gateway's where it has a sample, the
+        // pods' otherwise (`matte_policy::observed`).
+        let behind_gateway = gateway_depth.is_some();
         Ok(Some(QueueMetrics {
             age_seconds: age.unwrap_or(f64::INFINITY),
             queue_depth: queue_depth.unwrap_or(0.0),
@@ -199,15 +201,11 @@ impl PrometheusSource {
             queue_wait_p95_seconds: p95,
             images_per_pod_second: per_pod,
             sustained_admitted_per_second: sustained.unwrap_or(0.0),
-            rejected_per_second: rejected.unwrap_or(0.0),
             rejected_recently: recently.unwrap_or(0.0),
             gateway_queue_depth: gateway_depth.unwrap_or(0.0),
             gateway_oldest_queued_age_seconds: gateway_oldest.unwrap_or(0.0),
-            gateway_deferred_requests: gateway_deferred.unwrap_or(0.0),
-            // The gateway counts the arrivals where it has a sample; the pods' requests
-            // estimate them otherwise (`matte_policy::observed`).
-            new_arrivals_per_second: if gateway_depth.is_some() { gateway_arrivals } else { pods_arrivals }
-                .unwrap_or(0.0),
+            deferred_requests: if behind_gateway { gateway_deferred } else { pods_deferred }.unwrap_or(0.0),
+            new_arrivals_per_second: if behind_gateway { gateway_arrivals } else { pods_arrivals }.unwrap_or(0.0),
             gateway_latest_arrivals_per_second: gateway_latest_arrivals,
         }))
     }
@@ -288,10 +286,6 @@ mod tests {
             r#"histogram_quantile(0.95, sum by (le) (rate(matte_queue_wait_seconds_bucket{namespace="shop"}[20s])))"#
         );
         assert_eq!(
-            q.rejected_per_second,
-            r#"sum(rate({namespace="shop",__name__=~"matte_requests_total|matte_gateway_requests_total",outcome=~"queue_full|no_capacity"}[20s]))"#
-        );
-        assert_eq!(
             q.images_per_pod_second,
             r#"sum(rate(matte_inference_rows_total{namespace="shop"}[300s])) / sum(rate(matte_inference_seconds_sum{namespace="shop"}[300s]))"#
         );
@@ -306,6 +300,7 @@ mod tests {
             r#"time() - max(timestamp(matte_queue_depth{namespace="shop"}) or timestamp(matte_gateway_queue_depth{namespace="shop"}))"#
         );
         assert_eq!(q.gateway_deferred_requests, r#"sum(matte_gateway_deferred_requests{namespace="shop"})"#);
+        assert_eq!(q.pods_deferred_requests, r#"sum(matte_deferred_requests{namespace="shop"})"#);
         assert_eq!(
             q.rejected_recently,
             r#"sum(rate({namespace="shop",__name__=~"matte_requests_total|matte_gateway_requests_total",outcome=~"queue_full|no_capacity"}[10s])) * 5"#
@@ -316,10 +311,8 @@ mod tests {
         );
         assert_eq!(
             q.pods_new_arrivals_per_second,
-            r#"sum(rate(matte_requests_total{namespace="shop"}[10s])) - (sum(rate(matte_requests_total{namespace="shop",outcome="queue_full"}[10s] offset 2000ms)) or vector(0))"#
+            r#"sum(rate(matte_requests_total{namespace="shop"}[10s])) - (sum(rate(matte_deferred_due_total{namespace="shop"}[15s])) or vector(0))"#
         );
-        let returning_later = Queries::new("", &windows.with_client_return(Duration::from_millis(6250)));
-        assert!(returning_later.pods_new_arrivals_per_second.contains("offset 6250ms"));
         assert_eq!(
             q.gateway_latest_arrivals_per_second,
             r#"sum(rate(matte_gateway_received_total{namespace="shop"}[10s]))"#
@@ -330,7 +323,7 @@ mod tests {
     fn an_empty_selector_still_makes_valid_matchers() {
         let q = Queries::new("", &Windows::for_scrape_interval(Duration::from_secs(1)));
         assert_eq!(q.queue_depth, "sum(matte_queue_depth{})");
-        assert!(q.rejected_per_second.starts_with(r#"sum(rate({__name__=~"#), "{}", q.rejected_per_second);
+        assert!(q.rejected_recently.starts_with(r#"sum(rate({__name__=~"#), "{}", q.rejected_recently);
     }
 
     /// A server on loopback that answers every request with an endless body.

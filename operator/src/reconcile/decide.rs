@@ -53,7 +53,6 @@ pub fn policy_spec(spec: &BackgroundRemovalServiceSpec, windows: &Windows) -> Po
     PolicySpec {
         scale_down_delay_seconds: autoscaling.scale_down_delay_seconds.map(f64::from),
         confirm_seconds: windows.confirm().as_secs_f64(),
-        retry_after_seconds: windows.client_return.as_secs_f64(),
         behind_gateway: spec.gateway.enabled,
         ..defaults.with_planned_utilization_percent(planned_utilization_percent)
     }
@@ -161,12 +160,6 @@ mod tests {
         let every_second = Windows::for_scrape_interval(std::time::Duration::from_secs(1));
         assert_eq!(spec.confirm_seconds, 15.0, "an arrivals window of two 5 s scrapes, and one scrape more");
         assert_eq!(policy_spec(&resource_spec, &every_second).confirm_seconds, 3.0);
-        let returning_later = windows().with_client_return(std::time::Duration::from_millis(6250));
-        assert_eq!(
-            policy_spec(&resource_spec, &returning_later).retry_after_seconds,
-            6.25,
-            "the policy plans with the client return its arrivals are read through"
-        );
         assert_eq!(spec.planned_utilization, 0.75, "the policy's default when the spec says nothing");
         assert!(spec.behind_gateway, "the gateway is on by default");
         resource_spec.autoscaling.planned_utilization_percent = Some(60);

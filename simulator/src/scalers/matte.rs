@@ -21,7 +21,6 @@ pub struct Matte {
 impl Matte {
     pub fn new(settings: &Settings) -> Self {
         let spec = PolicySpec {
-            retry_after_seconds: settings.windows().client_return.as_secs_f64(),
             confirm_seconds: settings.windows().confirm().as_secs_f64(),
             behind_gateway: settings.routing == Routing::Gateway,
             ..PolicySpec::new(settings.min_replicas, settings.max_replicas, settings.target_queue_latency_seconds)

@@ -1,24 +1,26 @@
-//! The clients the gateway sent away with a `Retry-After`, by the second they may be
-//! back. The autoscaler reads two figures from it: how many are away now (requests that
-//! wait outside, each counted once however long it was told to stay away) and how many
-//! have become due (so that the requests arriving can be told apart from the clients
-//! coming back). Only the gateway knows when it told each client to return.
+//! The clients a server sent away with a `Retry-After`, by the second they may be back:
+//! the gateway's and, behind a plain Service, the pods'. The autoscaler reads two
+//! figures from it: how many are away now (requests that wait outside, each counted
+//! once however long it was told to stay away) and how many have become due (so that
+//! the requests arriving can be told apart from the clients coming back). Only the
+//! server that refused knows when it told each client to return. The simulator counts
+//! its simulated servers' clients with the same type, on its own clock.
 //!
-//! Memory is bounded: one count per second up to [`LONGEST_TRACKED_AWAY`] ahead, however
-//! many clients are sent away.
+//! Time is the [`Duration`] since a start the caller keeps (a server's `Instant` at
+//! start-up, the simulation's zero). Memory is bounded: one count per second up to
+//! [`LONGEST_TRACKED_AWAY`] ahead, however many clients are sent away.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A client told to stay away longer is counted due after this long: an hour's counts
 /// are 3600 numbers.
 pub const LONGEST_TRACKED_AWAY: Duration = Duration::from_secs(3600);
 
-/// The clients away, counted by the whole second (since `origin`) at which their
+/// The clients away, counted by the whole second (since the start) at which their
 /// `Retry-After` passes.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct DeferredClients {
-    origin: Instant,
     /// The second the front of `counts` stands for.
     first_second: u64,
     counts: VecDeque<u64>,
@@ -27,14 +29,10 @@ pub struct DeferredClients {
 }
 
 impl DeferredClients {
-    pub fn new(origin: Instant) -> DeferredClients {
-        DeferredClients { origin, first_second: 0, counts: VecDeque::new(), away: 0, due_total: 0 }
-    }
-
-    /// A client was sent away at `now` with `retry_after`.
-    pub fn send_away(&mut self, now: Instant, retry_after: Duration) {
+    /// A client was sent away `now` (since the start) with `retry_after`.
+    pub fn send_away(&mut self, now: Duration, retry_after: Duration) {
         self.advance(now);
-        let back_at = now.saturating_duration_since(self.origin) + retry_after.min(LONGEST_TRACKED_AWAY);
+        let back_at = now + retry_after.min(LONGEST_TRACKED_AWAY);
         // Due from the whole second at or after its time: never counted back early.
         let second = back_at.as_secs() + u64::from(back_at.subsec_nanos() > 0);
         let index = usize::try_from(second.saturating_sub(self.first_second)).unwrap_or(usize::MAX);
@@ -45,9 +43,9 @@ impl DeferredClients {
         self.away += 1;
     }
 
-    /// Counts the clients whose time has come by `now` as due.
-    pub fn advance(&mut self, now: Instant) {
-        let now_second = now.saturating_duration_since(self.origin).as_secs();
+    /// Counts the clients whose time has come by `now` (since the start) as due.
+    pub fn advance(&mut self, now: Duration) {
+        let now_second = now.as_secs();
         while self.first_second <= now_second {
             let Some(count) = self.counts.pop_front() else {
                 // Nothing is away: jump to now rather than walk an idle hour by seconds.
@@ -79,8 +77,8 @@ mod tests {
 
     #[test]
     fn a_client_is_away_until_its_retry_after_has_passed_then_due() {
-        let start = Instant::now();
-        let mut clients = DeferredClients::new(start);
+        let start = Duration::ZERO;
+        let mut clients = DeferredClients::default();
         clients.send_away(start, 30 * SECOND);
         clients.send_away(start + 2 * SECOND, 5 * SECOND);
         clients.advance(start + 6 * SECOND);
@@ -95,8 +93,8 @@ mod tests {
 
     #[test]
     fn a_retry_after_within_a_second_is_due_at_the_next_whole_second() {
-        let start = Instant::now();
-        let mut clients = DeferredClients::new(start);
+        let start = Duration::ZERO;
+        let mut clients = DeferredClients::default();
         clients.send_away(start + SECOND / 2, SECOND);
         clients.advance(start + SECOND + SECOND / 2 - Duration::from_millis(1));
         assert_eq!(clients.away(), 1);
@@ -106,8 +104,8 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_by_the_longest_tracked_absence_however_many_are_sent_away() {
-        let start = Instant::now();
-        let mut clients = DeferredClients::new(start);
+        let start = Duration::ZERO;
+        let mut clients = DeferredClients::default();
         for _ in 0..10_000 {
             clients.send_away(start, Duration::from_secs(86_400));
         }
@@ -118,9 +116,9 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_gateway_catches_up_at_once() {
-        let start = Instant::now();
-        let mut clients = DeferredClients::new(start);
+    fn an_idle_server_catches_up_at_once() {
+        let start = Duration::ZERO;
+        let mut clients = DeferredClients::default();
         clients.send_away(start, SECOND);
         clients.advance(start + Duration::from_secs(1_000_000));
         assert_eq!((clients.away(), clients.due_total()), (0, 1));
