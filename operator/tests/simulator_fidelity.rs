@@ -21,7 +21,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use matte_common::gateway_metrics;
+use matte_common::{gateway_metrics, metrics};
 use matte_operator::autoscaler::policy::QueueMetrics;
 use matte_operator::autoscaler::prometheus::{PrometheusSource, Windows, http_client};
 use matte_sim::engine;
@@ -388,9 +388,20 @@ fn the_simulator_reads_what_the_operator_reads_on_a_real_fleet() {
         let real = replay(&Front::Pods(fleet.pods.clone()), &fleet.source, fleet.photo.clone()).await;
         let service_seconds = fleet.service_seconds().await;
         let pods = fleet.pods.clone();
-        // Only 429s carry this outcome.
-        let refused =
-            tokio::task::spawn_blocking(move || pods.iter().map(|pod| queue_full(pod)).sum::<f64>()).await.unwrap();
+        // Only 429s carry this outcome. Each client a pod refused is counted away until
+        // its `Retry-After` has passed, then due: by the end of the quiet tail, longer
+        // than any `Retry-After` given here, every one is due and none away.
+        let (refused, due, away) = tokio::task::spawn_blocking(move || {
+            let sum = |name: &str| pods.iter().map(|pod| pod_metric(pod, name)).sum::<f64>();
+            (
+                pods.iter().map(|pod| queue_full(pod)).sum::<f64>(),
+                sum(metrics::DEFERRED_DUE_TOTAL),
+                sum(metrics::DEFERRED_REQUESTS),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!((due, away), (refused, 0.0), "every refused client due by the end, none away");
         let (simulated, simulated_refusals) = simulate(service_seconds, Routing::Random);
 
         eprintln!("service time {service_seconds:.3} s; refusals: real {refused}, simulated {simulated_refusals}");
