@@ -392,9 +392,10 @@ fn the_simulator_reads_what_the_operator_reads_on_a_real_fleet() {
         // its `Retry-After` has passed, then due: by the end of the quiet tail, longer
         // than any `Retry-After` given here, every one is due and none away.
         let (refused, due, away) = tokio::task::spawn_blocking(move || {
-            let sum = |name: &str| pods.iter().map(|pod| pod_metric(pod, name)).sum::<f64>();
+            let texts: Vec<String> = pods.iter().map(|pod| metrics_text(pod)).collect();
+            let sum = |series: &str| texts.iter().map(|text| series_total(text, series)).sum::<f64>();
             (
-                pods.iter().map(|pod| queue_full(pod)).sum::<f64>(),
+                sum(&format!(r#"{}{{{}="queue_full"}}"#, metrics::REQUESTS_TOTAL, metrics::OUTCOME_LABEL)),
                 sum(metrics::DEFERRED_DUE_TOTAL),
                 sum(metrics::DEFERRED_REQUESTS),
             )
@@ -673,11 +674,7 @@ fn gateway_refusals(text: &str) -> f64 {
     gateway_metrics::REFUSED_OUTCOMES.iter().map(|outcome| series_total(text, &series(outcome))).sum()
 }
 
-/// The pod's `matte_requests_total{outcome="queue_full"}`.
-fn queue_full(pod: &str) -> f64 {
-    series_total(&metrics_text(pod), r#"matte_requests_total{outcome="queue_full"}"#)
-}
-
+/// A server's `/metrics` text.
 fn metrics_text(server: &str) -> String {
     reqwest::blocking::get(format!("{server}/metrics")).unwrap().text().unwrap()
 }

@@ -53,9 +53,9 @@ pub struct QueueMetrics {
     /// not move.
     pub sustained_admitted_per_second: f64,
     /// 429 responses in one scrape interval, read over the last two: quick to see a
-    /// burst begin, when the rate's window still holds the quiet before it. A refused
-    /// client comes back no sooner than one `Retry-After`, at least a scrape interval
-    /// (the pods' is at least 1 s, the simulated 5 s), so each counts once.
+    /// burst begin, before a scrape shows its clients away (`deferred_requests`), for
+    /// which they stand in until then. A client refused again within the window counts
+    /// again; a full pod's `Retry-After` (the time its queue holds) is usually longer.
     pub rejected_recently: f64,
     /// `sum(matte_gateway_queue_depth)`: requests waiting in the gateway's queue for a
     /// place on a pod (0 without a gateway). With the gateway in front, this is the

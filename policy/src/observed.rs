@@ -16,8 +16,8 @@
 //! | `rejected_recently` | `sum(rate(refused[recent])) * scrape`: refusals per scrape interval |
 //! | `gateway_queue_depth` | `sum(gateway_queue_depth)`: requests waiting in the gateway's FIFO |
 //! | `gateway_oldest_queued_age_seconds` | `max(gateway_oldest_queued_age_seconds)` |
-//! | `deferred_requests` | `sum(gateway_deferred_requests) or sum(deferred_requests)`: clients sent away whose `Retry-After` has not passed, by the gateway where one is in front (its series exist), else by the pods |
-//! | `new_arrivals_per_second` | behind a gateway: `sum(rate(gateway_received[arrivals])) - sum(rate(gateway_deferred_due[confirm]))`, requests reaching the gateway, less the clients due back (over the confirmation time: see [`Windows::dues`]); without one the same of the pods: `sum(rate(requests_total[arrivals])) - sum(rate(deferred_due[confirm]))`, every request the pods answered, less the clients they refused whose `Retry-After` has passed |
+//! | `deferred_requests` | behind a gateway (its queue depth has a sample): `sum(gateway_deferred_requests)`; without one: `sum(deferred_requests)`. Clients sent away whose `Retry-After` has not passed |
+//! | `new_arrivals_per_second` | behind a gateway: `sum(rate(gateway_received[arrivals])) - sum(rate(gateway_deferred_due[confirm]))`, requests reaching the gateway, less the clients due back (over the confirmation time: see [`Windows::dues`]); without one the same of the pods: `sum(rate(requests_total[arrivals])) - (sum(rate(deferred_due[confirm])) or vector(0))`, every request the pods answered, less the clients they refused whose `Retry-After` has passed (none from pods that do not count them) |
 //! | `gateway_latest_arrivals_per_second` | `sum(rate(gateway_received[latest]))`: requests reaching the gateway over its latest two scrapes, returns included; none when the window holds fewer than two samples |
 //!
 //! where `refused` is the pods' `requests_total{outcome="queue_full"}` together with the
@@ -501,7 +501,8 @@ mod tests {
         assert_eq!(queue.age_seconds, 1.0);
         assert_eq!(queue.queue_depth, 10.0);
         assert_eq!(queue.oldest_queued_age_seconds, 3.0);
-        // Refusals 15, 30, 45, 60, 75 at 40..60: [51, 61] holds 60 and 75, 4 s and 1 s from its ends: 30 in 10 s, 15 a scrape.
+        // Refusals 15, 30, 45, 60, 75 at 40..60: [51, 61] holds 60 and 75, 4 s and 1 s
+        // from its ends: 30 in 10 s, 15 a scrape.
         assert!((queue.rejected_recently - 15.0).abs() < 1e-9, "{queue:?}");
         // Steps up to 40 s have no refusal rate; the first of them see the series begin
         // (a counter appears at its first request), the rest the full 3/s.
