@@ -5,8 +5,14 @@ use crate::memory::{BURSTS_REMEMBERED, Burst};
 use crate::startup::{STARTUPS_REMEMBERED, STARTUPS_TO_OUTWEIGH_THE_DEFAULT, Startup};
 
 /// 1..10 replicas, 30 s target, 60 s start-up, 1 image/s per pod, 10 s of useful work.
+/// Behind the gateway, where a pod drains a backlog at the whole planned pace; the tests
+/// of a plain Service say so.
 fn spec() -> PolicySpec {
-    PolicySpec { planned_utilization: 1.0, ..PolicySpec::new(1, 10, 30.0) }
+    PolicySpec { planned_utilization: 1.0, behind_gateway: true, ..PolicySpec::new(1, 10, 30.0) }
+}
+
+fn plain_service() -> PolicySpec {
+    PolicySpec { behind_gateway: false, ..spec() }
 }
 
 fn queue(queue_depth: f64) -> QueueMetrics {
@@ -585,7 +591,7 @@ fn behind_the_gateway_a_pod_started_on_top_of_the_warm_pods_must_have_more_work_
     // then and a third is started for the last 10 images. Kept warm for bursts of 100
     // (two pods), a pod on top must have 15 s: the deadline is 75 s and the two do all
     // 150 by then.
-    let gateway = PolicySpec { behind_gateway: true, ..spec() };
+    let gateway = spec();
     let backlog = observation(2, Some(queue(150.0)));
     let before_a_pattern = decide(&gateway, &backlog, &Memory::default());
     assert_eq!((before_a_pattern.replicas, before_a_pattern.reason), (3, Reason::ScaleUp));
@@ -603,9 +609,29 @@ fn behind_the_gateway_a_pod_started_on_top_of_the_warm_pods_must_have_more_work_
     let larger = decide(&gateway, &observation(2, Some(queue(170.0))), &memory);
     assert_eq!((larger.replicas, larger.reason), (4, Reason::ScaleUp));
 
-    // Behind a plain Service the pods idle while refused clients stay away: 10 s stands.
-    let plain = decide(&spec(), &backlog, &memory);
-    assert_eq!((plain.replicas, plain.plan.map(|plan| plan.deadline_seconds)), (3, Some(70.0)));
+    // Behind a plain Service the pods idle while refused clients stay away: 10 s stands
+    // (and the pods drain at 0.75 of their pace: the two do 105 by 70 s, the rest takes
+    // six new pods' 7.5 each).
+    let plain = decide(&plain_service(), &backlog, &memory);
+    assert_eq!((plain.replicas, plain.plan.map(|plan| plan.deadline_seconds)), (8, Some(70.0)));
+}
+
+#[test]
+fn behind_a_plain_service_pods_drain_a_backlog_at_a_lower_pace() {
+    // 100 images on one ready pod at 1 image/s, 60 s start-ups: the deadline is 70 s.
+    // Behind the gateway the pod does 70 and three new pods 10 each; behind a plain
+    // Service, where the pods idle while refused clients stay away, the pod does 52.5
+    // and each new one 7.5: seven more.
+    let backlog = observation(1, Some(queue(100.0)));
+    let gateway = decide_fresh(&backlog);
+    assert_eq!((gateway.replicas, gateway.reason), (4, Reason::ScaleUp));
+    let plain = decide(&plain_service(), &backlog, &Memory::default());
+    assert_eq!((plain.replicas, plain.reason), (8, Reason::ScaleUp));
+    assert_eq!(plain.plan.map(|plan| plan.deadline_seconds), Some(70.0));
+    // Steady traffic alone is sized alike behind either: 3 images/s are three pods.
+    let steady = observation(1, Some(QueueMetrics { sustained_admitted_per_second: 3.0, ..queue(0.0) }));
+    let (gateway, plain) = (decide_fresh(&steady), decide(&plain_service(), &steady, &Memory::default()));
+    assert_eq!((gateway.replicas, plain.replicas), (3, 3));
 }
 
 #[test]
@@ -803,6 +829,13 @@ fn pods_for_a_flow_come_on_top_of_those_for_its_backlog() {
     let decision = decide(&spec(), &observation(1, Some(flowing)), &memory);
     let plan = decision.plan.as_ref().expect("a plan");
     assert_eq!((plan.surge_replicas, plan.needed_replicas), (3, 6), "{plan:?}");
+
+    // Behind a plain Service both at 0.75 of the pace, the pods idling while refused
+    // clients stay away: five new pods for the 90 (52.5 + 5 x 7.5), four for the flow.
+    let plain =
+        decide(&plain_service(), &observation(1, Some(QueueMetrics { queue_depth: 90.0, ..arriving(3.0) })), &memory);
+    let plan = plain.plan.as_ref().expect("a plan");
+    assert_eq!((plan.surge_replicas, plan.needed_replicas), (4, 10), "{plan:?}");
 }
 
 /// The queue as seen with a gateway in front: `gateway` requests in its queue, the
