@@ -26,7 +26,8 @@ pub struct PolicySpec {
     /// and the pods started together for a burst become ready over a spread of
     /// start-up times. The default, 0.75, is the simulator's measured trade: each step
     /// of 0.05 down buys tail attainment on nearly every scenario for about 5 % more
-    /// GPU-seconds (the table in the simulator's README).
+    /// GPU-seconds (the table in the simulator's README). Behind a plain Service a
+    /// backlog or a flow is planned at a share of this (`plan::PLAIN_SERVICE_PACE`).
     pub planned_utilization: f64,
     /// Metrics older than this are not trusted.
     pub stale_after_seconds: f64,
