@@ -2,7 +2,8 @@
 //! spell) is replayed against two real inference pods (`matte-inference` on the CPU with
 //! a generated model sized for a run of ~0.15 s on one thread of the machine) scraped every
 //! second by a real Prometheus (Debian's), and the operator's metrics source is sampled
-//! once per scrape interval. Then the simulator runs the same arrivals on two pods with
+//! once per scrape interval. Then the simulator runs the same arrivals (as the real
+//! clients sent them, which a busy machine can make a little late) on two pods with
 //! the real pods' measured service time and the same clients (back after 1–1.5× the
 //! `Retry-After` they were given when refused), and its Prometheus is sampled through the policy
 //! crate's definitions at the same moments. Each input of `decide` must agree within
@@ -83,8 +84,17 @@ fn slow_model(directory: &std::path::Path) -> PathBuf {
 /// One sample per second from the first scrape on: (seconds, the queue as read).
 type Samples = Vec<(f64, Option<QueueMetrics>)>;
 
-/// Replays the trace against `front`; returns the samples of the operator's source.
-async fn replay(front: &Front, source: &PrometheusSource, photo: Vec<u8>) -> Samples {
+/// What a replay saw: the samples of the operator's source, and when each request's
+/// first try went out, in seconds from the first sample. A machine busy with the pods
+/// can send a burst's requests later than the trace says (its timers fire late); the
+/// simulator runs on these, so that both worlds see the same arrivals.
+struct Replay {
+    samples: Samples,
+    sent: Vec<f64>,
+}
+
+/// Replays the trace against `front`.
+async fn replay(front: &Front, source: &PrometheusSource, photo: Vec<u8>) -> Replay {
     let arrivals = trace();
     let end = arrivals.last().copied().unwrap_or(0.0) + TAIL_SECONDS;
     let start = Instant::now() + Duration::from_secs_f64(LEAD_SECONDS);
@@ -97,6 +107,7 @@ async fn replay(front: &Front, source: &PrometheusSource, photo: Vec<u8>) -> Sam
             let (client, draws, front, photo) = (client.clone(), draws.clone(), front.clone(), photo.clone());
             tokio::spawn(async move {
                 tokio::time::sleep_until((start + Duration::from_secs_f64(at)).into()).await;
+                let sent = Instant::now();
                 loop {
                     let target = match &front {
                         Front::Pods(pods) => &pods[draws.lock().unwrap().index(pods.len())],
@@ -115,7 +126,7 @@ async fn replay(front: &Front, source: &PrometheusSource, photo: Vec<u8>) -> Sam
                         Front::Gateway(_) => status == 429 || status == 503,
                     };
                     if !refused {
-                        return status;
+                        return (status, sent);
                     }
                     let stay_away = response
                         .headers()
@@ -137,10 +148,14 @@ async fn replay(front: &Front, source: &PrometheusSource, photo: Vec<u8>) -> Sam
         samples.push((second, source.queue_metrics().await.expect("Prometheus answers")));
         second += SCRAPE_SECONDS as f64;
     }
+    let mut sent = Vec::with_capacity(requests.len());
     for request in requests {
-        assert_eq!(request.await.unwrap(), 200, "every image is answered in the end");
+        let (status, at) = request.await.unwrap();
+        assert_eq!(status, 200, "every image is answered in the end");
+        sent.push(at.duration_since(first).as_secs_f64());
     }
-    samples
+    sent.sort_by(f64::total_cmp);
+    Replay { samples, sent }
 }
 
 /// Reads what the operator's source would read, every scrape interval, and keeps the
@@ -164,10 +179,19 @@ impl Scaler for Recorder {
     }
 }
 
-/// The simulator on the same arrivals, pods of `service_seconds` per image; the samples,
-/// and how many times clients were refused (429s, and the gateway's 503s).
-fn simulate(service_seconds: f64, routing: Routing) -> (Samples, u64) {
-    let arrivals: Vec<f64> = trace().iter().map(|at| at + LEAD_SECONDS).collect();
+/// How late the real clients sent their requests against the trace, for the report.
+fn lateness(sent: &[f64]) -> String {
+    let planned = trace().into_iter().map(|at| at + LEAD_SECONDS);
+    let late: Vec<f64> = sent.iter().zip(planned).map(|(sent, planned)| sent - planned).collect();
+    let most = late.iter().copied().fold(0.0, f64::max);
+    format!("requests sent up to {most:.3} s after the trace's time")
+}
+
+/// The simulator on the arrivals the real clients sent (`Replay::sent`), pods of
+/// `service_seconds` per image; the samples, and how many times clients were refused
+/// (429s, and the gateway's 503s).
+fn simulate(arrivals: &[f64], service_seconds: f64, routing: Routing) -> (Samples, u64) {
+    let arrivals = arrivals.to_vec();
     let last = arrivals.last().copied().unwrap_or(0.0);
     let settings = Settings {
         duration_seconds: last + 1.0,
@@ -403,11 +427,14 @@ fn the_simulator_reads_what_the_operator_reads_on_a_real_fleet() {
         .await
         .unwrap();
         assert_eq!((due, away), (refused, 0.0), "every refused client due by the end, none away");
-        let (simulated, simulated_refusals) = simulate(service_seconds, Routing::Random);
+        let (simulated, simulated_refusals) = simulate(&real.sent, service_seconds, Routing::Random);
 
-        eprintln!("service time {service_seconds:.3} s; refusals: real {refused}, simulated {simulated_refusals}");
+        eprintln!(
+            "service time {service_seconds:.3} s; refusals: real {refused}, simulated {simulated_refusals}; {}",
+            lateness(&real.sent)
+        );
         let paired = Paired::new(
-            real,
+            real.samples,
             simulated,
             &[
                 ("depth", |q| Some(q.queue_depth)),
@@ -525,14 +552,15 @@ fn the_simulator_reads_what_the_operator_reads_behind_a_real_gateway() {
         })
         .await
         .unwrap();
-        let (simulated, simulated_refusals) = simulate(service_seconds, Routing::Gateway);
+        let (simulated, simulated_refusals) = simulate(&real.sent, service_seconds, Routing::Gateway);
 
         eprintln!(
             "service time {service_seconds:.3} s, the real gateway's estimate {per_image:.3} s; \
-             refusals: real {refused}, simulated {simulated_refusals}"
+             refusals: real {refused}, simulated {simulated_refusals}; {}",
+            lateness(&real.sent)
         );
         let paired = Paired::new(
-            real,
+            real.samples,
             simulated,
             &[
                 ("pods' depth", |q| Some(q.queue_depth)),
