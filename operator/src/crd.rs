@@ -379,8 +379,8 @@ pub struct AutoscalingSpec {
     /// Share of a pod's measured throughput the autoscaler's plans count on, in percent;
     /// by default 75. Lower starts more pods for a burst: a better tail for more
     /// GPU-seconds (in the simulator, about 5 % more for every 5 points less). With the
-    /// gateway off, plans for a backlog count on three quarters of this share: the pods
-    /// idle while the clients they refused wait out their Retry-After.
+    /// gateway off, plans for a backlog or a flow count on three quarters of this share:
+    /// the pods idle while the clients they refused wait out their Retry-After.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = PLANNED_UTILIZATION_PERCENT_MIN, max = PLANNED_UTILIZATION_PERCENT_MAX))]
     pub planned_utilization_percent: Option<i32>,
