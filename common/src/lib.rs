@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod deferred;
 pub mod queue;
+pub mod stats;
 
 /// Names of the metrics every inference pod exports on `/metrics`.
 pub mod metrics {
@@ -139,9 +140,13 @@ pub mod gateway_metrics {
     /// which it admits requests (their expected wait against the budget) and sets
     /// `Retry-After`; 0 until a pod has served one. Why it refuses, in one number.
     pub const SECONDS_PER_IMAGE: &str = "matte_gateway_seconds_per_image";
+    /// Gauge: the start-up the gateway counts on for the pods it sees starting, the
+    /// upper quartile of the last it saw (first seen not ready to ready); 0 until it has
+    /// seen one. Its admission counts a starting pod from when it is expected ready.
+    pub const POD_STARTUP_SECONDS: &str = "matte_gateway_pod_startup_seconds";
 
     /// Every name above.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         QUEUE_DEPTH,
         OLDEST_QUEUED_AGE_SECONDS,
         QUEUE_WAIT_SECONDS,
@@ -153,6 +158,7 @@ pub mod gateway_metrics {
         DEFERRED_REQUESTS,
         DEFERRED_DUE_TOTAL,
         SECONDS_PER_IMAGE,
+        POD_STARTUP_SECONDS,
     ];
 
     /// Label of [`REQUESTS_TOTAL`].

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::Error;
 use crate::upstream_state::{self, BUSY_PAUSE, EndpointReport, EndpointState, Upstream};
-use matte_common::admission::{self, Admission, PerImageTime};
+use matte_common::admission::{self, Admission, Fleet, PerImageTime, StartupTimes};
 
 /// How often waiting requests are looked at without any other event, so that the end
 /// of an ejection or of a pause after a pod's 429 is noticed promptly.
@@ -33,6 +33,8 @@ struct Inner {
     upstreams: Vec<Upstream>,
     waiting: VecDeque<Waiter>,
     per_image: PerImageTime,
+    /// The start-ups of the pods this gateway saw start, first seen not ready to ready.
+    startups: StartupTimes,
     next_waiter: u64,
     /// Where the next tie-break starts, so that equally loaded pods take turns.
     rotation: usize,
@@ -75,6 +77,8 @@ pub struct Snapshot {
     pub discovery_up: bool,
     /// The time per image admission counts on, once a pod has served one.
     pub per_image: Option<Duration>,
+    /// The start-up admission counts on for the pods starting, once one has been seen.
+    pub pod_startup: Option<Duration>,
 }
 
 impl Dispatcher {
@@ -85,6 +89,7 @@ impl Dispatcher {
                 upstreams: Vec::new(),
                 waiting: VecDeque::new(),
                 per_image: PerImageTime::default(),
+                startups: StartupTimes::default(),
                 next_waiter: 0,
                 rotation: 0,
             }),
@@ -105,15 +110,24 @@ impl Dispatcher {
     }
 
     /// Replaces the set of pods with what a source reports; counts and failure history
-    /// of the pods that stay are kept.
+    /// of the pods that stay are kept. A pod seen starting that turns ready shows how
+    /// long pods take to start.
     pub fn update_endpoints(self: &Arc<Self>, reports: &[EndpointReport]) {
         let mut inner = self.lock();
+        let now = Instant::now();
         let mut next = Vec::with_capacity(reports.len());
         for report in reports {
             let existing = inner.upstreams.iter().position(|upstream| upstream.address == report.address);
             let upstream = match existing {
-                Some(index) => Upstream { ready: report.ready, ..inner.upstreams.swap_remove(index) },
-                None => Upstream::new(report.address.clone(), report.ready),
+                Some(index) => {
+                    let known = inner.upstreams.swap_remove(index);
+                    let starting_since = known.starting_since.filter(|_| !report.ready);
+                    if let Some(since) = known.starting_since.filter(|_| report.ready) {
+                        inner.startups.record(now - since);
+                    }
+                    Upstream { ready: report.ready, starting_since, ..known }
+                }
+                None => Upstream::new(report.address.clone(), report.ready, now),
             };
             next.push(upstream);
         }
@@ -129,21 +143,17 @@ impl Dispatcher {
     }
 
     fn expected_wait_of_newcomer(&self, inner: &Inner) -> Option<Duration> {
-        if inner.waiting.is_empty() && self.free_pod(inner, Instant::now()).is_some() {
+        let now = Instant::now();
+        if inner.waiting.is_empty() && self.free_pod(inner, now).is_some() {
             return Some(Duration::ZERO);
         }
-        admission::expected_wait(inner.waiting.len(), inner.per_image.get(), inner.pods_taking_work(Instant::now()))
+        inner.expected_wait_at_the_back(now)
     }
 
     /// `Retry-After` for a request with `budget` turned away now.
     pub fn retry_after(&self, budget: Duration) -> Duration {
         let inner = self.lock();
-        admission::retry_after_behind(
-            inner.waiting.len(),
-            inner.per_image.get(),
-            inner.pods_taking_work(Instant::now()),
-            budget,
-        )
+        admission::retry_after_expecting(inner.expected_wait_at_the_back(Instant::now()), budget)
     }
 
     fn free_pod(&self, inner: &Inner, now: Instant) -> Option<usize> {
@@ -275,6 +285,7 @@ impl Dispatcher {
             ejected: count(EndpointState::Ejected),
             discovery_up: self.discovery_up.load(Ordering::Relaxed),
             per_image: inner.per_image.get(),
+            pod_startup: inner.startups.counted(),
         }
     }
 
@@ -294,6 +305,20 @@ impl Inner {
 
     fn pods_taking_work(&self, now: Instant) -> usize {
         self.upstreams.iter().filter(|upstream| upstream.takes_work(now)).count()
+    }
+
+    /// The expected wait of a request joining the back of the queue: on the pods taking
+    /// work, and those still starting from when each is expected ready
+    /// ([`StartupTimes::ready_in`]).
+    fn expected_wait_at_the_back(&self, now: Instant) -> Option<Duration> {
+        let starting_ready_in: Vec<Duration> = self
+            .upstreams
+            .iter()
+            .filter_map(|upstream| upstream.starting_since)
+            .filter_map(|since| self.startups.ready_in(now - since))
+            .collect();
+        let fleet = Fleet { ready: self.pods_taking_work(now), starting_ready_in: &starting_ready_in };
+        admission::expected_wait(self.waiting.len(), self.per_image.get(), fleet)
     }
 }
 
@@ -431,6 +456,30 @@ mod tests {
             Error::QueueFull { retry_after, .. } => assert_eq!(retry_after, Duration::from_secs(1)),
             other => panic!("{other}"),
         }
+        drop(busy);
+    }
+
+    #[tokio::test]
+    async fn a_pod_seen_starting_shows_the_start_up_and_counts_from_when_it_is_expected_ready() {
+        let dispatcher = Dispatcher::new(1);
+        dispatcher.update_endpoints(&reports(&[false]));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        dispatcher.update_endpoints(&reports(&[true]));
+        let startup = dispatcher.snapshot().pod_startup.expect("a start-up seen");
+        assert!((Duration::from_millis(100)..Duration::from_secs(1)).contains(&startup), "{startup:?}");
+        // Ten seconds an image and the one pod busy: a newcomer would wait 10 s.
+        dispatcher.lock().per_image.record(Duration::from_secs(10), 1);
+        let busy = dispatcher.acquire(soon(), false).await.unwrap();
+        let budget = Duration::from_secs(6);
+        assert!(matches!(dispatcher.admission(budget), Admission::Refuse { .. }));
+        // A second pod starting, expected within a second: the first does 1 s of the
+        // work alone, the two share the other 9: 5.5 s.
+        dispatcher.update_endpoints(&reports(&[true, false]));
+        assert_eq!(dispatcher.admission(budget), Admission::Admit);
+        // A pod that was ready and is no longer (draining, failing) is not starting.
+        dispatcher.update_endpoints(&reports(&[true, true]));
+        dispatcher.update_endpoints(&reports(&[true, false]));
+        assert!(matches!(dispatcher.admission(budget), Admission::Refuse { .. }));
         drop(busy);
     }
 

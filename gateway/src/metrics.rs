@@ -49,6 +49,7 @@ pub struct Metrics {
     discovery_up: IntGauge,
     sent_away: SentAway,
     seconds_per_image: Gauge,
+    pod_startup: Gauge,
 }
 
 impl Default for Metrics {
@@ -100,8 +101,14 @@ impl Default for Metrics {
                  and sets Retry-After; 0 until a pod has served one.",
             )
             .expect("valid"),
+            pod_startup: Gauge::new(
+                names::POD_STARTUP_SECONDS,
+                "The start-up the gateway counts on for pods starting (the upper quartile of the last it \
+                 saw, first seen not ready to ready); 0 until it has seen one.",
+            )
+            .expect("valid"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
             Box::new(metrics.queue_depth.clone()),
             Box::new(metrics.oldest_queued_age.clone()),
             Box::new(metrics.queue_wait.clone()),
@@ -111,6 +118,7 @@ impl Default for Metrics {
             Box::new(metrics.retries.clone()),
             Box::new(metrics.discovery_up.clone()),
             Box::new(metrics.seconds_per_image.clone()),
+            Box::new(metrics.pod_startup.clone()),
         ];
         for collector in collectors.into_iter().chain(metrics.sent_away.collectors()) {
             metrics.registry.register(collector).expect("metric names are unique");
@@ -153,6 +161,7 @@ impl Metrics {
         self.oldest_queued_age.set(snapshot.oldest_queued_age.as_secs_f64());
         self.discovery_up.set(i64::from(snapshot.discovery_up));
         self.seconds_per_image.set(snapshot.per_image.map_or(0.0, |per_image| per_image.as_secs_f64()));
+        self.pod_startup.set(snapshot.pod_startup.map_or(0.0, |startup| startup.as_secs_f64()));
         self.sent_away.refresh();
         for (state, count) in [
             (EndpointState::Ready, snapshot.ready),
@@ -193,9 +202,15 @@ mod tests {
         assert!(text.contains(r#"matte_gateway_upstream_retries_total{reason="pod_busy"} 1"#), "{text}");
         assert!(text.contains("matte_gateway_discovery_up 1"), "{text}");
         assert!(text.contains("matte_gateway_seconds_per_image 0\n"), "nothing served yet:\n{text}");
-        let measured = Snapshot { per_image: Some(Duration::from_millis(600)), ..Snapshot::default() };
+        assert!(text.contains("matte_gateway_pod_startup_seconds 0\n"), "no pod seen starting yet:\n{text}");
+        let measured = Snapshot {
+            per_image: Some(Duration::from_millis(600)),
+            pod_startup: Some(Duration::from_secs(45)),
+            ..Snapshot::default()
+        };
         let text = metrics.render(&measured);
         assert!(text.contains("matte_gateway_seconds_per_image 0.6\n"), "{text}");
+        assert!(text.contains("matte_gateway_pod_startup_seconds 45\n"), "{text}");
         let stale = metrics.render(&Snapshot { discovery_up: false, ..Snapshot::default() });
         assert!(stale.contains("matte_gateway_discovery_up 0"), "{stale}");
     }

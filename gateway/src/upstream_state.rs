@@ -64,10 +64,14 @@ pub struct Upstream {
     pub times_ejected: u32,
     pub ejected_until: Option<Instant>,
     pub paused_until: Option<Instant>,
+    /// When it was first seen, if it has not been ready since: a pod starting, whose
+    /// start-up this gateway will see whole.
+    pub starting_since: Option<Instant>,
 }
 
 impl Upstream {
-    pub fn new(address: String, ready: bool) -> Upstream {
+    /// A pod first seen `now`.
+    pub fn new(address: String, ready: bool, now: Instant) -> Upstream {
         Upstream {
             address,
             ready,
@@ -76,6 +80,7 @@ impl Upstream {
             times_ejected: 0,
             ejected_until: None,
             paused_until: None,
+            starting_since: (!ready).then_some(now),
         }
     }
 
@@ -130,7 +135,7 @@ mod tests {
         outstanding
             .iter()
             .enumerate()
-            .map(|(i, &n)| Upstream { outstanding: n, ..Upstream::new(format!("pod-{i}:8080"), true) })
+            .map(|(i, &n)| Upstream { outstanding: n, ..Upstream::new(format!("pod-{i}:8080"), true, Instant::now()) })
             .collect()
     }
 
@@ -170,7 +175,7 @@ mod tests {
     #[test]
     fn repeated_failures_eject_for_longer_each_time() {
         let now = Instant::now();
-        let mut pod = Upstream::new("pod:8080".into(), true);
+        let mut pod = Upstream::new("pod:8080".into(), true, now);
         for _ in 0..FAILURES_BEFORE_EJECTION - 1 {
             pod.record_failure(now);
         }

@@ -15,7 +15,8 @@ mod plan;
 pub mod promql;
 mod spec;
 mod startup;
-pub mod stats;
+
+pub use matte_common::stats;
 
 pub use decision::*;
 pub use memory::*;

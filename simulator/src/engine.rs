@@ -20,7 +20,9 @@
 //! here too): a request takes a place on the ready
 //! pod with the fewest requests outstanding (ties to the first after the last chosen)
 //! if nobody waits and a pod is below its queue capacity; otherwise it joins one FIFO if
-//! its expected wait, `(ahead + 1) · per-image time / ready pods`, fits the budget (or
+//! its expected wait, `(ahead + 1)` images' work on the ready pods and on the pods
+//! starting from when they are expected ready (the upper quartile of the start-ups the
+//! gateway saw, scheduled to ready), fits the budget (or
 //! cannot be known: no ready pod, nothing measured yet), and gets 429 with `Retry-After`
 //! (the whole seconds until that wait is down to half the budget, at most the budget)
 //! if not. The per-image time is the gateway's own
@@ -49,7 +51,7 @@ use super::scalers::{ClusterView, Scaler};
 use super::settings::{BATCHED_IMAGE_COST, Routing, Settings};
 use super::startups::StartupDraws;
 use super::workload::Workload;
-use matte_common::admission::{self, Admission, PerImageTime};
+use matte_common::admission::{self, Admission, Fleet, PerImageTime, StartupTimes};
 use matte_common::deferred::DeferredClients;
 use matte_common::queue;
 use matte_policy::Startup;
@@ -241,6 +243,9 @@ struct Gateway {
     waiting: VecDeque<Queued>,
     /// The measured time per image (moving average), as the gateway measures it.
     per_image: PerImageTime,
+    /// The start-ups of the pods it saw start, from scheduled (an endpoint, not ready)
+    /// to ready.
+    startups: StartupTimes,
     /// Where the next tie-break starts.
     rotation: usize,
     /// `matte_gateway_received_total`: every request, counted as it arrives.
@@ -468,9 +473,7 @@ impl<'a> Engine<'a> {
             self.send(request, pod);
             return;
         }
-        let expected =
-            admission::expected_wait(self.gateway.waiting.len(), self.gateway.per_image.get(), self.ready_pods());
-        if let Admission::Refuse { retry_after, .. } = admission::decide(expected, self.budget()) {
+        if let Admission::Refuse { retry_after, .. } = admission::decide(self.gateway_expected_wait(), self.budget()) {
             self.rejections += 1;
             self.gateway.defer(self.now, retry_after);
             self.retry_later(request, retry_after.as_secs_f64());
@@ -492,14 +495,24 @@ impl<'a> Engine<'a> {
         };
         self.gateway.waiting.remove(position);
         self.timeouts += 1;
-        let after = admission::retry_after_behind(
-            self.gateway.waiting.len(),
-            self.gateway.per_image.get(),
-            self.ready_pods(),
-            self.budget(),
-        );
+        let after = admission::retry_after_expecting(self.gateway_expected_wait(), self.budget());
         self.gateway.defer(self.now, after);
         self.retry_later(request, after.as_secs_f64());
+    }
+
+    /// The expected wait of a request joining the back of the gateway's queue: on the
+    /// ready pods, and those starting from when the start-ups the gateway saw say they
+    /// will be ready.
+    fn gateway_expected_wait(&self) -> Option<Duration> {
+        let starting_ready_in: Vec<Duration> = self
+            .pods
+            .iter()
+            .filter(|pod| pod.phase == Phase::Starting)
+            .filter_map(|pod| pod.scheduled)
+            .filter_map(|scheduled| self.gateway.startups.ready_in(Duration::from_secs_f64(self.now - scheduled)))
+            .collect();
+        let fleet = Fleet { ready: self.ready_pods(), starting_ready_in: &starting_ready_in };
+        admission::expected_wait(self.gateway.waiting.len(), self.gateway.per_image.get(), fleet)
     }
 
     /// A request's budget in the gateway's queue (`--max-wait-seconds`).
@@ -610,6 +623,9 @@ impl<'a> Engine<'a> {
         pod.ready_at = Some(self.now);
         pod.backlog_when_ready = backlog;
         pod.startup_seconds = Some(self.now - pod.scheduled.unwrap_or(pod.created));
+        if let Some(scheduled) = pod.scheduled {
+            self.gateway.startups.record(Duration::from_secs_f64(self.now - scheduled));
+        }
         for held in std::mem::take(&mut self.held_in_front) {
             self.route(held.request, true);
         }

@@ -1,5 +1,6 @@
 //! The statistics Matte computes, each with the convention it follows stated once: the
-//! policy, the simulator's metrics and its reports all use these.
+//! policy, the simulator's metrics and its reports, and the gateway's admission all use
+//! these.
 
 /// Prometheus's `quantile` and `quantile_over_time`: linear interpolation between the
 /// two values around rank `q·(n−1)`; `None` for no values. `q` outside 0..=1 is clamped.
