@@ -100,15 +100,16 @@ impl StartupTimes {
     }
 
     /// The start-up a starting pod is counted on to beat: the upper quartile of the
-    /// last seen ([`COUNTED_STARTUP_QUANTILE`]); `None` before the first.
+    /// last seen; `None` before the first.
     pub fn counted(&self) -> Option<Duration> {
         let seconds = self.recent.iter().map(Duration::as_secs_f64).collect();
         quantile(COUNTED_STARTUP_QUANTILE, seconds).map(Duration::from_secs_f64)
     }
 
     /// How long until a pod that began starting `starting_for` ago is expected ready:
-    /// the counted start-up less that, at least [`LATE_POD_READY_IN`]; `None` before any
-    /// start-up has been seen, or once the pod is overdue ([`OVERDUE_STARTUPS`]).
+    /// the counted start-up less that, at least a second (it is late: any moment now);
+    /// `None` before any start-up has been seen, or once it has been starting for twice
+    /// the counted start-up (it may never turn ready).
     pub fn ready_in(&self, starting_for: Duration) -> Option<Duration> {
         let counted = self.counted()?;
         (starting_for < counted.mul_f64(OVERDUE_STARTUPS))
