@@ -34,25 +34,26 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 ///
 /// An endpoint is ready when `conditions.ready` is true or absent (absent means ready,
 /// as for Kubernetes) and it is not terminating. An address listed twice (in two slices,
-/// or twice in one) is one pod, ready if any listing says so. IPv6 addresses come
+/// or twice in one) is one pod, ready if any listing says so, terminating if any does. IPv6 addresses come
 /// bracketed (`[fd00::1]:8080`); FQDN addresses are kept as host names, resolved when
 /// connecting. What cannot be a pod's address is left out: a slice without a usable port,
 /// an address that does not match its slice's address type, an unknown address type.
 pub fn reports_from_slices<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> Vec<EndpointReport> {
-    let mut pods: BTreeMap<String, bool> = BTreeMap::new();
+    let mut pods: BTreeMap<String, (bool, bool)> = BTreeMap::new();
     for slice in slices {
         let Some(port) = slice_port(slice) else { continue };
         for endpoint in &slice.endpoints {
             let conditions = endpoint.conditions.as_ref();
-            let ready =
-                conditions.and_then(|c| c.ready) != Some(false) && conditions.and_then(|c| c.terminating) != Some(true);
+            let terminating = conditions.and_then(|c| c.terminating) == Some(true);
+            let ready = conditions.and_then(|c| c.ready) != Some(false) && !terminating;
             for address in &endpoint.addresses {
                 let Some(host) = host_of(&slice.address_type, address) else { continue };
-                *pods.entry(format!("{host}:{port}")).or_insert(false) |= ready;
+                let pod = pods.entry(format!("{host}:{port}")).or_insert((false, false));
+                *pod = (pod.0 || ready, pod.1 || terminating);
             }
         }
     }
-    pods.into_iter().map(|(address, ready)| EndpointReport { address, ready }).collect()
+    pods.into_iter().map(|(address, (ready, terminating))| EndpointReport { address, ready, terminating }).collect()
 }
 
 /// The port of a slice's endpoints: the TCP port named `http`, else the slice's only
@@ -301,7 +302,11 @@ mod tests {
     }
 
     fn report(address: &str, ready: bool) -> EndpointReport {
-        EndpointReport { address: address.to_owned(), ready }
+        EndpointReport { address: address.to_owned(), ready, terminating: false }
+    }
+
+    fn terminating(address: &str) -> EndpointReport {
+        EndpointReport { address: address.to_owned(), ready: false, terminating: true }
     }
 
     #[test]
@@ -314,8 +319,8 @@ mod tests {
                 report("10.0.0.2:8080", false), // ready: false
                 report("10.0.0.3:8080", true),  // no conditions at all
                 report("10.0.0.4:8080", true),  // conditions without ready
-                report("10.0.0.5:8080", false), // terminating, still serving
-                report("10.0.0.6:8080", false), // terminating with ready absent
+                terminating("10.0.0.5:8080"),   // terminating, still serving
+                terminating("10.0.0.6:8080"),   // terminating with ready absent
             ]
         );
     }

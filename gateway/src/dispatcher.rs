@@ -121,13 +121,13 @@ impl Dispatcher {
             let upstream = match existing {
                 Some(index) => {
                     let known = inner.upstreams.swap_remove(index);
-                    let starting_since = known.starting_since.filter(|_| !report.ready);
+                    let starting_since = known.starting_since.filter(|_| !report.ready && !report.terminating);
                     if let Some(since) = known.starting_since.filter(|_| report.ready) {
                         inner.startups.record(now - since);
                     }
                     Upstream { ready: report.ready, starting_since, ..known }
                 }
-                None => Upstream::new(report.address.clone(), report.ready, now),
+                None => Upstream::new(report, now),
             };
             next.push(upstream);
         }
@@ -386,7 +386,11 @@ mod tests {
     use super::*;
 
     fn reports(ready: &[bool]) -> Vec<EndpointReport> {
-        ready.iter().enumerate().map(|(i, &ready)| EndpointReport { address: format!("pod-{i}:8080"), ready }).collect()
+        ready
+            .iter()
+            .enumerate()
+            .map(|(i, &ready)| EndpointReport { address: format!("pod-{i}:8080"), ready, terminating: false })
+            .collect()
     }
 
     fn soon() -> Instant {
@@ -476,7 +480,14 @@ mod tests {
         // work alone, the two share the other 9: 5.5 s.
         dispatcher.update_endpoints(&reports(&[true, false]));
         assert_eq!(dispatcher.admission(budget), Admission::Admit);
-        // A pod that was ready and is no longer (draining, failing) is not starting.
+        // Given back before it was ready, it is not starting any more, and shows no
+        // start-up.
+        let mut given_back = reports(&[true, false]);
+        given_back[1].terminating = true;
+        dispatcher.update_endpoints(&given_back);
+        assert!(matches!(dispatcher.admission(budget), Admission::Refuse { .. }));
+        assert_eq!(dispatcher.snapshot().pod_startup, Some(startup), "no start-up from a pod that never started");
+        // Nor is a pod that was ready and is no longer (draining, failing).
         dispatcher.update_endpoints(&reports(&[true, true]));
         dispatcher.update_endpoints(&reports(&[true, false]));
         assert!(matches!(dispatcher.admission(budget), Admission::Refuse { .. }));

@@ -70,7 +70,8 @@ impl EndpointSource for StaticSource {
             ticks.tick().await;
             let source = &self;
             let probes = self.addresses.iter().map(|address| async move {
-                EndpointReport { address: address.clone(), ready: source.probe(address).await }
+                // A probe cannot tell a pod being deleted from one not answering yet.
+                EndpointReport { address: address.clone(), ready: source.probe(address).await, terminating: false }
             });
             let reports = futures_util::future::join_all(probes).await;
             dispatcher.update_endpoints(&reports);

@@ -27,6 +27,9 @@ pub struct EndpointReport {
     /// `HOST:PORT`.
     pub address: String,
     pub ready: bool,
+    /// Being deleted (given back, or replaced in a rollout): not ready, and not starting
+    /// either, whatever it was before.
+    pub terminating: bool,
 }
 
 /// A pod's state as `matte_gateway_endpoints{state}` reports it.
@@ -70,17 +73,17 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// A pod first seen `now`.
-    pub fn new(address: String, ready: bool, now: Instant) -> Upstream {
+    /// A pod first seen `now`, as its source reports it.
+    pub fn new(report: &EndpointReport, now: Instant) -> Upstream {
         Upstream {
-            address,
-            ready,
+            address: report.address.clone(),
+            ready: report.ready,
             outstanding: 0,
             consecutive_failures: 0,
             times_ejected: 0,
             ejected_until: None,
             paused_until: None,
-            starting_since: (!ready).then_some(now),
+            starting_since: (!report.ready && !report.terminating).then_some(now),
         }
     }
 
@@ -131,11 +134,18 @@ pub fn pick(upstreams: &[Upstream], capacity: u32, start: usize, now: Instant) -
 mod tests {
     use super::*;
 
+    fn ready_pod(address: String) -> EndpointReport {
+        EndpointReport { address, ready: true, terminating: false }
+    }
+
     fn pods(outstanding: &[u32]) -> Vec<Upstream> {
         outstanding
             .iter()
             .enumerate()
-            .map(|(i, &n)| Upstream { outstanding: n, ..Upstream::new(format!("pod-{i}:8080"), true, Instant::now()) })
+            .map(|(i, &n)| Upstream {
+                outstanding: n,
+                ..Upstream::new(&ready_pod(format!("pod-{i}:8080")), Instant::now())
+            })
             .collect()
     }
 
@@ -175,7 +185,7 @@ mod tests {
     #[test]
     fn repeated_failures_eject_for_longer_each_time() {
         let now = Instant::now();
-        let mut pod = Upstream::new("pod:8080".into(), true, now);
+        let mut pod = Upstream::new(&ready_pod("pod:8080".into()), now);
         for _ in 0..FAILURES_BEFORE_EJECTION - 1 {
             pod.record_failure(now);
         }
