@@ -63,9 +63,10 @@ impl PerImageTime {
     }
 }
 
-/// How many start-ups are remembered: the count the autoscaler's plan takes its median
-/// over, enough that one slow node does not set the figure, few enough that a new image
-/// or node type shows within a scale-up or two.
+/// How many start-ups are remembered: enough that one slow node does not set the figure
+/// counted on, few enough that a new image or node type shows within a scale-up or two
+/// (the autoscaler's plan, `matte_policy::STARTUPS_REMEMBERED`, keeps as many for its
+/// own reasons; neither reads the other's).
 const STARTUPS_REMEMBERED: usize = 10;
 
 /// The quantile of the start-ups remembered that a starting pod is counted on to beat:

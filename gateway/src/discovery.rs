@@ -34,10 +34,11 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 ///
 /// An endpoint is ready when `conditions.ready` is true or absent (absent means ready,
 /// as for Kubernetes) and it is not terminating. An address listed twice (in two slices,
-/// or twice in one) is one pod, ready if any listing says so, terminating if any does. IPv6 addresses come
-/// bracketed (`[fd00::1]:8080`); FQDN addresses are kept as host names, resolved when
-/// connecting. What cannot be a pod's address is left out: a slice without a usable port,
-/// an address that does not match its slice's address type, an unknown address type.
+/// or twice in one) is one pod, ready if any listing says so, terminating if any does.
+/// IPv6 addresses come bracketed (`[fd00::1]:8080`); FQDN addresses are kept as host
+/// names, resolved when connecting. What cannot be a pod's address is left out: a slice
+/// without a usable port, an address that does not match its slice's address type, an
+/// unknown address type.
 pub fn reports_from_slices<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> Vec<EndpointReport> {
     let mut pods: BTreeMap<String, (bool, bool)> = BTreeMap::new();
     for slice in slices {

@@ -22,8 +22,8 @@
 //! if nobody waits and a pod is below its queue capacity; otherwise it joins one FIFO if
 //! its expected wait, `(ahead + 1)` images' work on the ready pods and on the pods
 //! starting from when they are expected ready (the upper quartile of the start-ups the
-//! gateway saw, scheduled to ready), fits the budget (or
-//! cannot be known: no ready pod, nothing measured yet), and gets 429 with `Retry-After`
+//! gateway saw, scheduled to ready), fits the budget (or cannot be known: no ready pod,
+//! nothing measured yet), and gets 429 with `Retry-After`
 //! (the whole seconds until that wait is down to half the budget, at most the budget)
 //! if not. The per-image time is the gateway's own
 //! measurement: a moving average of each served request's time on its pod divided by
