@@ -35,6 +35,8 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// An endpoint is ready when `conditions.ready` is true or absent (absent means ready,
 /// as for Kubernetes) and it is not terminating. An address listed twice (in two slices,
 /// or twice in one) is one pod, ready if any listing says so, terminating if any does.
+/// One neither ready nor terminating is starting: a slice lists a new pod before its
+/// readiness probe passes.
 /// IPv6 addresses come bracketed (`[fd00::1]:8080`); FQDN addresses are kept as host
 /// names, resolved when connecting. What cannot be a pod's address is left out: a slice
 /// without a usable port, an address that does not match its slice's address type, an
@@ -54,7 +56,9 @@ pub fn reports_from_slices<'a>(slices: impl IntoIterator<Item = &'a EndpointSlic
             }
         }
     }
-    pods.into_iter().map(|(address, (ready, terminating))| EndpointReport { address, ready, terminating }).collect()
+    pods.into_iter()
+        .map(|(address, (ready, terminating))| EndpointReport { address, ready, starting: !ready && !terminating })
+        .collect()
 }
 
 /// The port of a slice's endpoints: the TCP port named `http`, else the slice's only
@@ -303,11 +307,11 @@ mod tests {
     }
 
     fn report(address: &str, ready: bool) -> EndpointReport {
-        EndpointReport { address: address.to_owned(), ready, terminating: false }
+        EndpointReport { address: address.to_owned(), ready, starting: !ready }
     }
 
     fn terminating(address: &str) -> EndpointReport {
-        EndpointReport { address: address.to_owned(), ready: false, terminating: true }
+        EndpointReport { address: address.to_owned(), ready: false, starting: false }
     }
 
     #[test]
@@ -317,7 +321,7 @@ mod tests {
             reports_from_slices(&slices),
             [
                 report("10.0.0.1:8080", true),  // ready: true
-                report("10.0.0.2:8080", false), // ready: false
+                report("10.0.0.2:8080", false), // ready: false: starting
                 report("10.0.0.3:8080", true),  // no conditions at all
                 report("10.0.0.4:8080", true),  // conditions without ready
                 terminating("10.0.0.5:8080"),   // terminating, still serving

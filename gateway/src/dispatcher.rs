@@ -121,7 +121,7 @@ impl Dispatcher {
             let upstream = match existing {
                 Some(index) => {
                     let known = inner.upstreams.swap_remove(index);
-                    let starting_since = known.starting_since.filter(|_| !report.ready && !report.terminating);
+                    let starting_since = known.starting_since.filter(|_| report.starting);
                     if let Some(since) = known.starting_since.filter(|_| report.ready) {
                         inner.startups.record(now - since);
                     }
@@ -389,7 +389,7 @@ mod tests {
         ready
             .iter()
             .enumerate()
-            .map(|(i, &ready)| EndpointReport { address: format!("pod-{i}:8080"), ready, terminating: false })
+            .map(|(i, &ready)| EndpointReport { address: format!("pod-{i}:8080"), ready, starting: !ready })
             .collect()
     }
 
@@ -483,7 +483,7 @@ mod tests {
         // Given back before it was ready, it is not starting any more, and shows no
         // start-up.
         let mut given_back = reports(&[true, false]);
-        given_back[1].terminating = true;
+        given_back[1].starting = false;
         dispatcher.update_endpoints(&given_back);
         assert!(matches!(dispatcher.admission(budget), Admission::Refuse { .. }));
         assert_eq!(dispatcher.snapshot().pod_startup, Some(startup), "no start-up from a pod that never started");
@@ -492,6 +492,18 @@ mod tests {
         dispatcher.update_endpoints(&reports(&[true, false]));
         assert!(matches!(dispatcher.admission(budget), Admission::Refuse { .. }));
         drop(busy);
+    }
+
+    #[tokio::test]
+    async fn a_pod_not_reported_starting_shows_no_start_up_when_it_turns_ready() {
+        let dispatcher = Dispatcher::new(1);
+        // As the static list reports a pod its probe finds not answering: down, for all
+        // the gateway knows.
+        let down = EndpointReport { address: "pod-0:8080".into(), ready: false, starting: false };
+        dispatcher.update_endpoints(&[down]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        dispatcher.update_endpoints(&reports(&[true]));
+        assert_eq!(dispatcher.snapshot().pod_startup, None);
     }
 
     #[tokio::test]

@@ -70,8 +70,9 @@ impl EndpointSource for StaticSource {
             ticks.tick().await;
             let source = &self;
             let probes = self.addresses.iter().map(|address| async move {
-                // A probe cannot tell a pod being deleted from one not answering yet.
-                EndpointReport { address: address.clone(), ready: source.probe(address).await, terminating: false }
+                // A probe cannot tell a pod starting from one down or being deleted: none
+                // is reported starting, so none is counted on before it answers.
+                EndpointReport { address: address.clone(), ready: source.probe(address).await, starting: false }
             });
             let reports = futures_util::future::join_all(probes).await;
             dispatcher.update_endpoints(&reports);

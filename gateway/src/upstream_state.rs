@@ -27,9 +27,12 @@ pub struct EndpointReport {
     /// `HOST:PORT`.
     pub address: String,
     pub ready: bool,
-    /// Being deleted (given back, or replaced in a rollout): not ready, and not starting
-    /// either, whatever it was before.
-    pub terminating: bool,
+    /// Not ready and coming up: a pod its source lists before it is ready, as an
+    /// EndpointSlice lists a new pod. Not one being deleted (given back, or replaced in a
+    /// rollout), whatever it was before, nor one a probe finds not answering, which may as
+    /// well be down: counted as starting, such a pod would have requests admitted on its
+    /// account, and its time until it answers again would be taken for a start-up.
+    pub starting: bool,
 }
 
 /// A pod's state as `matte_gateway_endpoints{state}` reports it.
@@ -67,8 +70,8 @@ pub struct Upstream {
     pub times_ejected: u32,
     pub ejected_until: Option<Instant>,
     pub paused_until: Option<Instant>,
-    /// When it was first seen, if it has not been ready since: a pod starting, whose
-    /// start-up this gateway will see whole.
+    /// When it was first seen, if its source reported it starting then and since: a pod
+    /// whose start-up this gateway will see whole.
     pub starting_since: Option<Instant>,
 }
 
@@ -83,7 +86,7 @@ impl Upstream {
             times_ejected: 0,
             ejected_until: None,
             paused_until: None,
-            starting_since: (!report.ready && !report.terminating).then_some(now),
+            starting_since: report.starting.then_some(now),
         }
     }
 
@@ -135,7 +138,7 @@ mod tests {
     use super::*;
 
     fn ready_pod(address: String) -> EndpointReport {
-        EndpointReport { address, ready: true, terminating: false }
+        EndpointReport { address, ready: true, starting: false }
     }
 
     fn pods(outstanding: &[u32]) -> Vec<Upstream> {

@@ -42,6 +42,11 @@ async fn requests_wait_for_the_first_pod_and_all_succeed() {
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     }
     eprintln!("six requests sent to no pod all served after {:.1} s", sent.elapsed().as_secs_f64());
+    // A probe cannot tell a pod starting from one down: the time the pod took to answer
+    // is no start-up for admission to count on.
+    let text = tokio::task::spawn_blocking(move || scrape(&metrics)).await.unwrap();
+    assert_eq!(metric_value(&text, r#"matte_gateway_endpoints{state="ready"}"#), 1.0);
+    assert_eq!(metric_value(&text, "matte_gateway_pod_startup_seconds"), 0.0);
     drop(pod);
 }
 
