@@ -704,8 +704,9 @@ fn dashboard_queries(dashboard: &Value, namespace: &str, service: &str) -> Vec<(
 
 /// The chart's Grafana dashboard: off by default, a ConfigMap for the Grafana sidecar when
 /// on, and every one of its queries returns data from a real Prometheus scraping a real
-/// inference pod (`matte-inference` on the CPU, the real model) and the operator managing
-/// that service on the local control plane; none errors.
+/// inference pod (`matte-inference` on the CPU, the real model), a real `matte-gateway` in
+/// front of it, and the operator managing that service on the local control plane; none
+/// errors.
 #[test]
 fn every_query_of_the_dashboard_returns_data() {
     let chart = repo_root().join("charts/matte");
@@ -735,6 +736,16 @@ fn every_query_of_the_dashboard_returns_data() {
             .spawn()
             .expect("matte-inference starts"),
     );
+    // The gateway in front of it, the pod's queue capacity its own.
+    let gateway_port = free_port();
+    let _gateway = Process(
+        std::process::Command::new(matte_e2e::operator::workspace_binary("matte-gateway", "matte-gateway"))
+            .args(["--listen", &format!("127.0.0.1:{gateway_port}"), "--upstream", &format!("127.0.0.1:{pod_port}")])
+            .args(["--upstream-capacity", "2", "--log-format", "text"])
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("matte-gateway starts"),
+    );
 
     let cluster = cluster(1);
     install_chart(&cluster, &[]);
@@ -743,13 +754,13 @@ fn every_query_of_the_dashboard_returns_data() {
     let prometheus_url = format!("http://127.0.0.1:{prometheus_port}");
     let operator = start_operator(&cluster, "operator-a", &["--prometheus-url", &prometheus_url]);
 
-    // Prometheus labels the pod as the operator's PodMonitor would (namespace, job = the
-    // resource's name), and scrapes the operator.
+    // Prometheus labels the pod and the gateway as the operator's PodMonitor would
+    // (namespace, job = the resource's name), and scrapes the operator.
     let data = cluster.state_dir().join("prometheus");
     std::fs::create_dir_all(&data).expect("a Prometheus directory");
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n\
-         - job_name: portraits\n  static_configs:\n  - targets: ['127.0.0.1:{pod_port}']\n    labels: {{namespace: shop}}\n\
+         - job_name: portraits\n  static_configs:\n  - targets: ['127.0.0.1:{pod_port}', '127.0.0.1:{gateway_port}']\n    labels: {{namespace: shop}}\n\
          - job_name: matte-operator\n  static_configs:\n  - targets: ['{}']\n",
         operator.address()
     );
@@ -797,6 +808,14 @@ fn every_query_of_the_dashboard_returns_data() {
         requests.into_iter().map(|r| r.join().unwrap_or(0)).collect()
     });
     assert!(statuses.contains(&200) && statuses.contains(&429), "served and refused: {statuses:?}");
+    // And one through the gateway, which times it.
+    let through_the_gateway = client
+        .post(format!("http://127.0.0.1:{gateway_port}/v1/remove"))
+        .header("content-type", "image/png")
+        .body(photo.clone())
+        .send()
+        .map(|r| r.status().as_u16());
+    assert_eq!(through_the_gateway.ok(), Some(200), "served through the gateway");
 
     let queries = dashboard_queries(&dashboard, "shop", "portraits");
     assert!(queries.len() >= 12, "{queries:?}");
