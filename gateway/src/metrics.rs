@@ -27,6 +27,13 @@ pub enum RetryReason {
 }
 
 impl RetryReason {
+    pub const ALL: [RetryReason; 4] = [
+        RetryReason::PodBusy,
+        RetryReason::PodUnavailable,
+        RetryReason::ConnectionRefused,
+        RetryReason::ConnectionFailed,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             RetryReason::PodBusy => "pod_busy",
@@ -133,6 +140,11 @@ impl Default for Metrics {
         for outcome in names::REFUSED_OUTCOMES {
             metrics.requests.with_label_values(&[outcome]).reset();
         }
+        // And every reason a request is sent on to another pod, so that a dashboard's
+        // rate by reason has a series before the first retry.
+        for reason in RetryReason::ALL {
+            metrics.retries.with_label_values(&[reason.label()]).reset();
+        }
         metrics
     }
 }
@@ -200,6 +212,10 @@ mod tests {
         }
         assert!(text.contains(r#"matte_gateway_endpoints{state="ejected"} 0"#), "{text}");
         assert!(text.contains(r#"matte_gateway_upstream_retries_total{reason="pod_busy"} 1"#), "{text}");
+        for reason in [RetryReason::PodUnavailable, RetryReason::ConnectionRefused, RetryReason::ConnectionFailed] {
+            let zero = format!(r#"matte_gateway_upstream_retries_total{{reason="{}"}} 0"#, reason.label());
+            assert!(text.contains(&zero), "{zero} is exported from the start:\n{text}");
+        }
         assert!(text.contains("matte_gateway_discovery_up 1"), "{text}");
         assert!(text.contains("matte_gateway_seconds_per_image 0\n"), "nothing served yet:\n{text}");
         assert!(text.contains("matte_gateway_pod_startup_seconds 0\n"), "no pod seen starting yet:\n{text}");
