@@ -42,7 +42,10 @@ struct Inner {
 
 struct Waiter {
     id: u64,
-    since: Instant,
+    /// When its request arrived at the gateway, whether it waits for the first time or
+    /// again after a pod turned it away: the oldest age is what its client has waited,
+    /// as the queue-wait histogram counts it.
+    arrived: Instant,
     reply: oneshot::Sender<Lease>,
 }
 
@@ -160,10 +163,15 @@ impl Dispatcher {
         upstream_state::pick(&inner.upstreams, self.capacity, inner.rotation, now)
     }
 
-    /// A place on a pod for a request, waiting for one until `deadline`. A request
-    /// `requeued` after a pod turned it away goes to the head of the queue and is not
-    /// admitted again.
-    pub async fn acquire(self: &Arc<Self>, deadline: Instant, requeued: bool) -> Result<Lease, Error> {
+    /// A place on a pod for a request that `arrived` at the gateway, waiting for one
+    /// until `deadline`. A request `requeued` after a pod turned it away goes to the head
+    /// of the queue and is not admitted again.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        arrived: Instant,
+        deadline: Instant,
+        requeued: bool,
+    ) -> Result<Lease, Error> {
         let budget = deadline.saturating_duration_since(Instant::now());
         let (id, reply) = {
             let mut inner = self.lock();
@@ -186,7 +194,7 @@ impl Dispatcher {
             let (reply, received) = oneshot::channel();
             let id = inner.next_waiter;
             inner.next_waiter += 1;
-            let waiter = Waiter { id, since: now, reply };
+            let waiter = Waiter { id, arrived, reply };
             if requeued {
                 inner.waiting.push_front(waiter);
             } else {
@@ -279,7 +287,10 @@ impl Dispatcher {
         let count = |state: EndpointState| inner.upstreams.iter().filter(|u| u.state(now) == state).count();
         Snapshot {
             queue_depth: inner.waiting.len(),
-            oldest_queued_age: inner.waiting.front().map_or(Duration::ZERO, |waiter| now - waiter.since),
+            oldest_queued_age: inner
+                .waiting
+                .front()
+                .map_or(Duration::ZERO, |waiter| now.saturating_duration_since(waiter.arrived)),
             ready: count(EndpointState::Ready),
             unready: count(EndpointState::Unready),
             ejected: count(EndpointState::Ejected),
@@ -403,7 +414,7 @@ mod tests {
         dispatcher.update_endpoints(&reports(&[true, true]));
         let mut leases = Vec::new();
         for _ in 0..4 {
-            leases.push(dispatcher.acquire(soon(), false).await.unwrap());
+            leases.push(dispatcher.acquire(Instant::now(), soon(), false).await.unwrap());
         }
         assert_eq!(dispatcher.outstanding(), [("pod-0:8080".into(), 2), ("pod-1:8080".into(), 2)]);
         leases.pop().unwrap().end(AttemptOutcome::Served);
@@ -414,10 +425,10 @@ mod tests {
     async fn a_waiting_request_gets_the_next_free_place() {
         let dispatcher = Dispatcher::new(1);
         dispatcher.update_endpoints(&reports(&[true]));
-        let first = dispatcher.acquire(soon(), false).await.unwrap();
+        let first = dispatcher.acquire(Instant::now(), soon(), false).await.unwrap();
         let waiting = tokio::spawn({
             let dispatcher = dispatcher.clone();
-            async move { dispatcher.acquire(soon(), false).await.map(|lease| lease.address().to_owned()) }
+            async move { dispatcher.acquire(Instant::now(), soon(), false).await.map(|lease| lease.address().to_owned()) }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(dispatcher.snapshot().queue_depth, 1);
@@ -430,7 +441,7 @@ mod tests {
     async fn with_no_pod_a_request_waits_out_its_budget_then_gets_503() {
         let dispatcher = Dispatcher::new(1);
         let deadline = Instant::now() + Duration::from_millis(100);
-        let error = dispatcher.acquire(deadline, false).await.err().unwrap();
+        let error = dispatcher.acquire(Instant::now(), deadline, false).await.err().unwrap();
         assert!(matches!(error, Error::NoCapacity { .. }), "{error}");
         assert_eq!(dispatcher.snapshot().queue_depth, 0, "it left the queue");
     }
@@ -441,7 +452,7 @@ mod tests {
         dispatcher.update_endpoints(&reports(&[false]));
         let waiting = tokio::spawn({
             let dispatcher = dispatcher.clone();
-            async move { dispatcher.acquire(soon(), false).await.is_ok() }
+            async move { dispatcher.acquire(Instant::now(), soon(), false).await.is_ok() }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         dispatcher.update_endpoints(&reports(&[true]));
@@ -452,10 +463,11 @@ mod tests {
     async fn a_wait_over_the_budget_is_refused_at_once() {
         let dispatcher = Dispatcher::new(1);
         dispatcher.update_endpoints(&reports(&[true]));
-        let busy = dispatcher.acquire(soon(), false).await.unwrap();
+        let busy = dispatcher.acquire(Instant::now(), soon(), false).await.unwrap();
         // One image per second, measured.
         dispatcher.lock().per_image.record(Duration::from_secs(1), 1);
-        let error = dispatcher.acquire(Instant::now() + Duration::from_millis(500), false).await.err().unwrap();
+        let error =
+            dispatcher.acquire(Instant::now(), Instant::now() + Duration::from_millis(500), false).await.err().unwrap();
         match error {
             Error::QueueFull { retry_after, .. } => assert_eq!(retry_after, Duration::from_secs(1)),
             other => panic!("{other}"),
@@ -473,7 +485,7 @@ mod tests {
         assert!((Duration::from_millis(100)..Duration::from_secs(1)).contains(&startup), "{startup:?}");
         // Ten seconds an image and the one pod busy: a newcomer would wait 10 s.
         dispatcher.lock().per_image.record(Duration::from_secs(10), 1);
-        let busy = dispatcher.acquire(soon(), false).await.unwrap();
+        let busy = dispatcher.acquire(Instant::now(), soon(), false).await.unwrap();
         let budget = Duration::from_secs(6);
         assert!(matches!(dispatcher.admission(budget), Admission::Refuse { .. }));
         // A second pod starting, expected within a second: the first does 1 s of the
@@ -510,15 +522,45 @@ mod tests {
     async fn refused_and_busy_pods_are_passed_over() {
         let dispatcher = Dispatcher::new(4);
         dispatcher.update_endpoints(&reports(&[true, true]));
-        let lease = dispatcher.acquire(soon(), false).await.unwrap();
+        let lease = dispatcher.acquire(Instant::now(), soon(), false).await.unwrap();
         let refused = lease.address().to_owned();
         lease.end(AttemptOutcome::Refused);
-        let lease = dispatcher.acquire(soon(), true).await.unwrap();
+        let lease = dispatcher.acquire(Instant::now(), soon(), true).await.unwrap();
         assert_ne!(lease.address(), refused);
         lease.end(AttemptOutcome::Busy);
         assert_eq!(dispatcher.snapshot().unready, 1);
-        let error = dispatcher.acquire(Instant::now() + Duration::from_millis(50), false).await.err().unwrap();
+        let error =
+            dispatcher.acquire(Instant::now(), Instant::now() + Duration::from_millis(50), false).await.err().unwrap();
         assert!(matches!(error, Error::NoCapacity { .. }), "both pods are out for now: {error}");
+    }
+
+    #[tokio::test]
+    async fn a_request_sent_again_waits_at_the_head_and_its_age_counts_from_its_arrival() {
+        let dispatcher = Dispatcher::new(1);
+        dispatcher.update_endpoints(&reports(&[true]));
+        let busy = dispatcher.acquire(Instant::now(), soon(), false).await.unwrap();
+        let newcomer = tokio::spawn({
+            let dispatcher = dispatcher.clone();
+            async move { dispatcher.acquire(Instant::now(), soon(), false).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Arrived two seconds ago, turned away by a pod, back in the queue.
+        let arrived = Instant::now() - Duration::from_secs(2);
+        let requeued = tokio::spawn({
+            let dispatcher = dispatcher.clone();
+            async move { dispatcher.acquire(arrived, soon(), true).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let snapshot = dispatcher.snapshot();
+        assert_eq!(snapshot.queue_depth, 2);
+        assert!(snapshot.oldest_queued_age >= Duration::from_secs(2), "{:?}", snapshot.oldest_queued_age);
+        // It is served before the newcomer that was waiting already.
+        busy.end(AttemptOutcome::Served);
+        let lease = requeued.await.unwrap().unwrap();
+        assert_eq!(dispatcher.snapshot().queue_depth, 1, "the newcomer still waits");
+        assert!(!newcomer.is_finished());
+        lease.end(AttemptOutcome::Served);
+        assert!(newcomer.await.unwrap());
     }
 
     #[tokio::test]
@@ -526,7 +568,7 @@ mod tests {
         let dispatcher = Dispatcher::new(1);
         let waiting = tokio::spawn({
             let dispatcher = dispatcher.clone();
-            async move { dispatcher.acquire(soon(), false).await.is_ok() }
+            async move { dispatcher.acquire(Instant::now(), soon(), false).await.is_ok() }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(dispatcher.snapshot().queue_depth, 1);
@@ -539,7 +581,7 @@ mod tests {
     async fn an_abandoned_lease_gives_its_place_back() {
         let dispatcher = Dispatcher::new(1);
         dispatcher.update_endpoints(&reports(&[true]));
-        drop(dispatcher.acquire(soon(), false).await.unwrap());
+        drop(dispatcher.acquire(Instant::now(), soon(), false).await.unwrap());
         assert_eq!(dispatcher.outstanding()[0].1, 0);
     }
 }

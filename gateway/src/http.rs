@@ -236,7 +236,7 @@ fn buffers_full(state: &AppState) -> Error {
 async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: Instant) -> Result<Response, Error> {
     let mut requeued = false;
     loop {
-        let lease = state.dispatcher.acquire(deadline, requeued).await?;
+        let lease = state.dispatcher.acquire(arrived, deadline, requeued).await?;
         if !requeued {
             state.metrics.queue_wait.observe(lease.granted().duration_since(arrived).as_secs_f64());
         }

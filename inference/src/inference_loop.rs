@@ -50,15 +50,14 @@ pub fn run(mut model: Model, context: &LoopContext<'_>) {
                 service_time.record(elapsed / jobs.len() as u32);
                 for (job, mask) in jobs.into_iter().zip(masks) {
                     let queue_wait = started - job.arrived;
-                    // The handler may have gone since; nothing to do about it then.
-                    let _ = job.reply.send(Ok(Inferred { mask, queue_wait, inference: elapsed }));
+                    job.answer(Ok(Inferred { mask, queue_wait, inference: elapsed }));
                 }
             }
             Err(error) => {
                 tracing::error!(%error, batch = jobs.len(), "inference run failed");
                 let reason = error.to_string();
                 for job in jobs {
-                    let _ = job.reply.send(Err(Error::Inference(reason.clone())));
+                    job.answer(Err(Error::Inference(reason.clone())));
                 }
             }
         }
@@ -80,7 +79,7 @@ fn still_wanted(batch: Vec<Job>, now: Instant) -> Vec<Job> {
                     waited: (now - job.arrived).as_secs_f64(),
                     deadline: (job.deadline - job.arrived).as_secs_f64(),
                 };
-                let _ = job.reply.send(Err(error));
+                job.answer(Err(error));
                 None
             } else {
                 Some(job)

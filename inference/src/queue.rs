@@ -34,6 +34,20 @@ pub struct Job {
     pub place: Place,
 }
 
+impl Job {
+    /// Sends the job's result to its handler. The job's hold on the place ends first:
+    /// the handler holds the place itself until its answer is encoded, and a client that
+    /// sends its next request the moment it has this answer (the gateway, which keeps at
+    /// most as many requests on a pod as it has places) must find the place free, not
+    /// held a moment longer by a job the loop has yet to drop.
+    pub fn answer(self, result: Result<Inferred, Error>) {
+        let Job { reply, place, .. } = self;
+        drop(place);
+        // The handler may have gone since; nothing to do about it then.
+        let _ = reply.send(result);
+    }
+}
+
 /// What the loop sends back for one job.
 #[derive(Debug)]
 pub struct Inferred {
