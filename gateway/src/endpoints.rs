@@ -21,6 +21,12 @@ use crate::upstream_state::EndpointReport;
 /// Probe connections idle longer than this are closed (see [`StaticSource::new`]).
 const PROBE_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Probes in a row left unanswered within the interval before a ready pod is counted
+/// unready, as Kubernetes' default `failureThreshold`: a pod whose machine is busy can
+/// answer a probe late, and one late answer must not take its places away. A pod that
+/// answers not ready, or refuses the connection, is unready at once: it said so.
+const UNANSWERED_PROBES_BEFORE_UNREADY: u32 = 3;
+
 /// Something that tells the dispatcher which pods exist and which are ready, until the
 /// gateway stops (the future is dropped then).
 pub trait EndpointSource: Send + 'static {
@@ -53,11 +59,49 @@ impl StaticSource {
         Ok(StaticSource { addresses, interval, client })
     }
 
-    async fn probe(&self, address: &str) -> bool {
-        let Ok(uri) = format!("http://{address}{}", paths::READYZ).parse::<hyper::Uri>() else { return false };
+    async fn probe(&self, address: &str) -> Probe {
+        let Ok(uri) = format!("http://{address}{}", paths::READYZ).parse::<hyper::Uri>() else {
+            return Probe::NotReady;
+        };
         match tokio::time::timeout(self.interval, self.client.get(uri)).await {
-            Ok(Ok(response)) => response.status().is_success(),
-            _ => false,
+            Ok(Ok(response)) if response.status().is_success() => Probe::Ready,
+            Ok(Ok(_)) => Probe::NotReady,
+            Ok(Err(error)) if error.is_connect() => Probe::NotReady,
+            Ok(Err(_)) | Err(_) => Probe::Unanswered,
+        }
+    }
+}
+
+/// What one probe of a pod found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// `/readyz` answered 2xx.
+    Ready,
+    /// It answered otherwise, or nothing listens there.
+    NotReady,
+    /// No complete answer within the interval.
+    Unanswered,
+}
+
+/// A pod's readiness as the probes have found it so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Standing {
+    ready: bool,
+    /// Probes in a row left unanswered.
+    unanswered: u32,
+}
+
+impl Standing {
+    /// The standing after `probe`: a ready pod stays ready through fewer than
+    /// [`UNANSWERED_PROBES_BEFORE_UNREADY`] unanswered probes in a row.
+    fn after(self, probe: Probe) -> Standing {
+        match probe {
+            Probe::Ready => Standing { ready: true, unanswered: 0 },
+            Probe::NotReady => Standing { ready: false, unanswered: 0 },
+            Probe::Unanswered => {
+                let unanswered = self.unanswered + 1;
+                Standing { ready: self.ready && unanswered < UNANSWERED_PROBES_BEFORE_UNREADY, unanswered }
+            }
         }
     }
 }
@@ -66,15 +110,24 @@ impl EndpointSource for StaticSource {
     async fn run(self, dispatcher: Arc<Dispatcher>) {
         let mut ticks = tokio::time::interval(self.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut standings = vec![Standing::default(); self.addresses.len()];
         loop {
             ticks.tick().await;
             let source = &self;
-            let probes = self.addresses.iter().map(|address| async move {
-                // A probe cannot tell a pod starting from one down or being deleted: none
-                // is reported starting, so none is counted on before it answers.
-                EndpointReport { address: address.clone(), ready: source.probe(address).await, starting: false }
-            });
-            let reports = futures_util::future::join_all(probes).await;
+            let probes =
+                futures_util::future::join_all(self.addresses.iter().map(|address| source.probe(address))).await;
+            let reports: Vec<EndpointReport> = self
+                .addresses
+                .iter()
+                .zip(standings.iter_mut())
+                .zip(probes)
+                .map(|((address, standing), probe)| {
+                    *standing = standing.after(probe);
+                    // A probe cannot tell a pod starting from one down or being deleted:
+                    // none is reported starting, so none is counted on before it answers.
+                    EndpointReport { address: address.clone(), ready: standing.ready, starting: false }
+                })
+                .collect();
             dispatcher.update_endpoints(&reports);
         }
     }
@@ -92,6 +145,28 @@ fn check_address(address: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ready_pod_stays_ready_through_probes_answered_late_until_too_many_in_a_row() {
+        let ready = Standing::default().after(Probe::Ready);
+        let mut standing = ready;
+        for _ in 1..UNANSWERED_PROBES_BEFORE_UNREADY {
+            standing = standing.after(Probe::Unanswered);
+            assert!(standing.ready, "{standing:?}");
+        }
+        assert!(!standing.after(Probe::Unanswered).ready);
+        // An answer starts the count again.
+        let answered = standing.after(Probe::Ready).after(Probe::Unanswered);
+        assert!(answered.ready);
+    }
+
+    #[test]
+    fn a_pod_that_says_it_is_not_ready_or_refuses_is_unready_at_once() {
+        let ready = Standing::default().after(Probe::Ready);
+        assert!(!ready.after(Probe::NotReady).ready);
+        // Never answered: not ready, however few probes went unanswered.
+        assert!(!Standing::default().after(Probe::Unanswered).ready);
+    }
 
     #[test]
     fn addresses_must_be_host_and_port() {

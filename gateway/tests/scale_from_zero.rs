@@ -59,7 +59,8 @@ async fn with_no_pod_a_request_gets_503_when_its_budget_runs_out() {
         post_png(&client(), &gateway.url("/v1/remove"), sample_image("chelsea.png"), &[]).await;
     let waited = started.elapsed();
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
-    assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(3), "{waited:?}");
+    // The budget is 1 s; the default (30 s) would be far later.
+    assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(4), "{waited:?}");
     let seconds: u64 = retry_after.expect("503 carries Retry-After").parse().unwrap();
     assert!(seconds >= 1);
     let error: serde_json::Value = serde_json::from_slice(&body).unwrap();

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::{Server, blocking_client, sample_image};
 
@@ -25,7 +25,13 @@ fn post_photo(url: String, timeout: Duration) -> std::thread::JoinHandle<Result<
 fn a_client_that_hangs_up_while_queued_is_not_inferred() {
     let server = Server::start(&[]);
     let first = post_photo(server.url("/v1/remove"), Duration::from_secs(300));
-    std::thread::sleep(Duration::from_millis(300)); // the first is being inferred
+    // The loop records a job's queue wait as it takes it into a run: once it has, the
+    // first is being inferred and the impatient ones queue behind it.
+    let running_by = Instant::now() + Duration::from_secs(60);
+    while server.metric("matte_queue_wait_seconds_count") < 1.0 {
+        assert!(Instant::now() < running_by, "the first request never reached the model");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let impatient: Vec<_> = (0..2).map(|_| post_photo(server.url("/v1/remove"), Duration::from_millis(500))).collect();
     for client in impatient {
         assert!(client.join().unwrap().is_err(), "the impatient clients time out and hang up");

@@ -21,7 +21,6 @@ fn sigterm_finishes_every_accepted_request_then_exits_cleanly() {
         std::thread::sleep(Duration::from_millis(20));
     }
     server.sigterm();
-    let signalled = Instant::now();
 
     let client = blocking_client();
     let unready_by = Instant::now() + Duration::from_secs(5);
@@ -33,8 +32,12 @@ fn sigterm_finishes_every_accepted_request_then_exits_cleanly() {
         assert!(Instant::now() < unready_by, "still ready after SIGTERM");
         std::thread::sleep(Duration::from_millis(10));
     }
+    // The drain delay runs from when the server handled the signal, which a machine busy
+    // with the three runs can make a while after it was sent, and at the latest when it
+    // was seen unready.
+    let seen_unready = Instant::now();
     let during_delay = post_concurrently(&server, "astronaut.png", 1);
-    std::thread::sleep((signalled + Duration::from_millis(2500)).saturating_duration_since(Instant::now()));
+    std::thread::sleep((seen_unready + Duration::from_millis(2500)).saturating_duration_since(Instant::now()));
     let late = client.post(server.url("/v1/remove")).header("content-type", "image/png").body(photo).send().unwrap();
     assert_eq!(late.status(), 503, "new work is refused while draining");
     let body: serde_json::Value = late.json().unwrap();

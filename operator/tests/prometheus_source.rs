@@ -203,8 +203,11 @@ async fn a_gateway_holding_requests_with_no_pod_is_seen_and_wakes_the_service() 
         assert!(Instant::now() < seen_by, "Prometheus never showed the gateway's queue and arrivals: {queue:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    assert!(most_arriving <= 5.0, "5 requests within two 1 s scrapes: {most_arriving}/s at most");
-    assert!(most_latest <= 5.0, "the latest arrivals, over the same window: {most_latest}/s");
+    // 5 requests within two 1 s scrapes: 5 a second, and up to a quarter more where
+    // `rate` extrapolates a window whose scrapes came unevenly (a busy machine's); twice
+    // that would be requests counted twice.
+    assert!(most_arriving <= 6.25, "5 requests within two 1 s scrapes: {most_arriving}/s at most");
+    assert!(most_latest <= 6.25, "the latest arrivals, over the same window: {most_latest}/s");
     assert_eq!(queue.queue_depth, 0.0, "no pod, no pod queue");
     let observation = Observation {
         now_seconds: 0.0,

@@ -1,8 +1,6 @@
 //! The local control plane itself: what the operator's end-to-end tests rely on.
 
-use std::time::Duration;
-
-use matte_e2e::{Cluster, condition, repo_root, wait_for};
+use matte_e2e::{Cluster, START_TIMEOUT, condition, repo_root, wait_for};
 use serde_json::Value;
 
 fn start(gpu_nodes: usize) -> Cluster {
@@ -53,7 +51,7 @@ fn gpu_nodes_take_one_gpu_pod_each() {
     }
 
     cluster.apply_yaml_ok(GPU_DEPLOYMENT);
-    let (running, pending) = wait_for("2 Running+Ready GPU pods and 1 unschedulable", Duration::from_secs(60), || {
+    let (running, pending) = wait_for("2 Running+Ready GPU pods and 1 unschedulable", START_TIMEOUT, || {
         let pods = cluster.kubectl_json(&["get", "pods", "-l", "app=gpu-hungry", "-o", "json"]);
         let running: Vec<Value> =
             items(&pods).iter().filter(|p| p["status"]["phase"] == "Running" && is_true(p, "Ready")).cloned().collect();
@@ -84,7 +82,7 @@ fn gpu_nodes_take_one_gpu_pod_each() {
     assert!(message.contains("nvidia.com/gpu"), "unexpected message: {message}");
 
     // The Deployment controller counts what kwok reports.
-    wait_for("the Deployment to report 2 available replicas", Duration::from_secs(30), || {
+    wait_for("the Deployment to report 2 available replicas", START_TIMEOUT, || {
         let deployment = cluster.kubectl_json(&["get", "deployment", "gpu-hungry", "-o", "json"]);
         match deployment["status"]["availableReplicas"].as_i64() {
             Some(2) => Ok(()),
