@@ -576,21 +576,19 @@ fn the_simulator_reads_what_the_operator_reads_behind_a_real_gateway() {
 
         // Where the burst stops being admitted to the queue and starts being sent away
         // hangs on each gateway's running estimate of the time per image: the budget
-        // holds 2 pods × 3 s ÷ 0.12 s ≈ 50 of the burst, and each tenth more on the
-        // estimate sends about five more away. The real gateway times the whole
+        // holds 2 pods × 3 s ÷ 0.15 s ≈ 40 of the burst, and each tenth more on the
+        // estimate sends about four more away. The real gateway times the whole
         // exchange with a pod, on two cores shared with the burst's hundred
-        // connections (the estimate it exports ended 5-16 % above the pods' mean
-        // inference time in three runs, after the quiet tail; in the burst it is what
-        // the shared cores made it); the simulated one is given the pods' mean
-        // inference time. So the real one can be the stricter: in eight runs it queued
-        // 31-54 of the burst at most against the simulated 49-54, and sent 6-27 clients
-        // away against 6-12. The checks that hang on that boundary allow a fifth of the
-        // burst across it. The mean counts the burst's runs, the estimate after the
-        // quiet tail mostly the tail's: with another process keeping a core busy
-        // throughout, the burst's runs slow the most and the estimate ended at 0.79 of
-        // the mean, so it is held within 0.7-2 of it.
+        // connections; the simulated one is given the pods' mean inference time. Here
+        // the two agree (four runs: the real estimate within 2 % of the mean, 37-38
+        // queued at most against 37, 31-32 clients away against 32); on a busier
+        // machine the exchange's share grows, so the checks that hang on that boundary
+        // allow a fifth of the burst across it. The mean counts the burst's runs, the
+        // estimate after the quiet tail mostly the tail's: with another process keeping
+        // a core busy throughout, the burst's runs slow the most and the estimate ended
+        // at 0.74-0.79 of the mean, so it is held within half to twice of it.
         assert!(
-            (0.7 * service_seconds..=2.0 * service_seconds).contains(&per_image),
+            (0.5 * service_seconds..=2.0 * service_seconds).contains(&per_image),
             "the real gateway's estimate, {per_image:.3} s per image, is the pods' inference time \
              ({service_seconds:.3} s) and an exchange's overhead"
         );
