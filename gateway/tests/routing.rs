@@ -123,3 +123,49 @@ async fn one_keep_alive_client_is_spread_over_every_pod() {
         assert!(*images >= 5.0, "each pod took a fair share: {per_pod:?}");
     }
 }
+
+/// Several gateway replicas in front of the same pods, as the operator deploys them, each
+/// with its share of a pod's places: together they never send a pod more than it admits,
+/// so no pod turns a replica away, whichever replica each request reaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_replicas_sharing_a_pods_places_are_never_turned_away() {
+    let model = TinyModel::generate();
+    let pod = tokio::task::spawn_blocking(move || (Pod::start(&model.path, &["--queue-capacity", "4"]), model))
+        .await
+        .unwrap()
+        .0;
+    let share = ["--upstream-capacity", "2", "--upstream", pod.address.as_str()];
+    let replicas = [Gateway::start(&share).await, Gateway::start(&share).await];
+    let photo = sample_image("chelsea.png");
+    let client = client();
+    let burst = 24;
+    let requests: Vec<_> = (0..burst)
+        .map(|index| {
+            let (client, url, photo) = (client.clone(), replicas[index % 2].url("/v1/remove"), photo.clone());
+            tokio::spawn(async move { post_png(&client, &url, photo, &[]).await.0 })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    let urls: Vec<String> = replicas.iter().map(|replica| replica.url("/metrics")).collect();
+    let (refused, retries) = tokio::task::spawn_blocking(move || {
+        let retries: f64 = urls
+            .iter()
+            .map(|url| {
+                let text = scrape(url);
+                text.lines()
+                    .filter(|line| line.starts_with(names::UPSTREAM_RETRIES_TOTAL))
+                    .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+                    .sum::<f64>()
+            })
+            .sum();
+        (pod.metric(r#"matte_requests_total{outcome="queue_full"}"#), retries)
+    })
+    .await
+    .unwrap();
+    assert_eq!((refused, retries), (0.0, 0.0), "the pod turned a replica away");
+    for replica in replicas {
+        replica.stop().await.unwrap();
+    }
+}

@@ -49,8 +49,18 @@ fn gateway_metadata(brs: &BackgroundRemovalService) -> ObjectMeta {
     metadata_named(brs, gateway_name(brs), owned_labels(brs, gateway_selector_labels(brs)))
 }
 
+/// Each gateway replica's share of a pod's places, so that the replicas together never
+/// hold more on a pod than its queue admits (at least one each). Each replica with all
+/// of them would have the pods turn the replicas away in every burst: an upload each
+/// time, the pod passed over for a moment, and under sustained load the pods' refusals
+/// (`MatteRequestsRefused`) paging for clients nobody refused. Half of the default 32
+/// places still keeps a GPU fed when one replica takes all of the traffic.
+pub fn upstream_capacity(brs: &BackgroundRemovalService) -> i32 {
+    (brs.spec.queue.capacity / brs.spec.gateway.replicas.max(1)).max(1)
+}
+
 /// The gateway's `matte-gateway` command line: it follows `<name>-pods`, never holds
-/// more on a pod than the pod's queue admits, and waits for a pod as long as an
+/// more on a pod than its share of the pod's queue, and waits for a pod as long as an
 /// attempt on one may take.
 fn gateway_args(brs: &BackgroundRemovalService, gateway: &ValidGateway) -> Vec<String> {
     let spec = &brs.spec;
@@ -61,7 +71,7 @@ fn gateway_args(brs: &BackgroundRemovalService, gateway: &ValidGateway) -> Vec<S
     vec![
         format!("--{}=0.0.0.0:{HTTP_PORT}", flags::LISTEN),
         format!("--{}={}", flags::SERVICE, pods_service_name(brs)),
-        format!("--{}={}", flags::UPSTREAM_CAPACITY, spec.queue.capacity),
+        format!("--{}={}", flags::UPSTREAM_CAPACITY, upstream_capacity(brs)),
         format!("--{}={max_wait}", flags::MAX_WAIT_SECONDS),
         format!("--{}={}", flags::MAX_BUFFERED_BYTES, gateway.memory_bytes / BUFFERED_SHARE),
         format!("--{}={upstream_timeout}", flags::UPSTREAM_TIMEOUT_SECONDS),
@@ -217,14 +227,26 @@ mod tests {
     }
 
     #[test]
+    fn the_replicas_share_a_pods_places_and_each_has_one_at_least() {
+        let mut brs = resource("minimal.yaml");
+        for (capacity, replicas, share) in [(32, 2, 16), (32, 3, 10), (32, 1, 32), (4, 8, 1), (1, 2, 1)] {
+            brs.spec.queue.capacity = capacity;
+            brs.spec.gateway.replicas = replicas;
+            assert_eq!(upstream_capacity(&brs), share, "{capacity} places, {replicas} replicas");
+        }
+    }
+
+    #[test]
     fn the_gateway_follows_the_pods_service_within_the_pods_capacity_and_the_budget() {
         let brs = resource("full.yaml");
         let gateway = valid_gateway(&brs);
         let deployment = gateway_deployment(&brs, &gateway);
         let pod = deployment.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("a pod template");
         let args = pod.containers[0].args.clone().unwrap_or_default();
-        let capacity = format!("--upstream-capacity={}", brs.spec.queue.capacity);
-        for expected in ["--service=catalogue-pods", capacity.as_str(), "--max-wait-seconds=20"] {
+        // full.yaml: 3 replicas sharing a pod's 64 places, 21 each.
+        assert_eq!((brs.spec.queue.capacity, brs.spec.gateway.replicas), (64, 3));
+        let capacity = "--upstream-capacity=21";
+        for expected in ["--service=catalogue-pods", capacity, "--max-wait-seconds=20"] {
             assert!(args.iter().any(|a| a == expected), "{expected} in {args:?}");
         }
         // Bodies fill at most half the memory limit (full.yaml: 2Gi).
