@@ -52,9 +52,10 @@ fn gateway_metadata(brs: &BackgroundRemovalService) -> ObjectMeta {
 /// Each gateway replica's share of a pod's places, so that the replicas together never
 /// hold more on a pod than its queue admits (at least one each). Each replica with all
 /// of them would have the pods turn the replicas away in every burst: an upload each
-/// time, the pod passed over for a moment, and under sustained load the pods' refusals
-/// (`MatteRequestsRefused`) paging for clients nobody refused. Half of the default 32
-/// places still keeps a GPU fed when one replica takes all of the traffic.
+/// time, the pod passed over for a moment, the autoscaler reading the pods' refusals as
+/// clients turned away (demand), and under sustained load `MatteRequestsRefused` paging
+/// for clients nobody refused. Half of the default 32 places still keeps a GPU fed when
+/// one replica takes all of the traffic.
 pub fn upstream_capacity(brs: &BackgroundRemovalService) -> i32 {
     (brs.spec.queue.capacity / brs.spec.gateway.replicas.max(1)).max(1)
 }
