@@ -49,17 +49,6 @@ fn gateway_metadata(brs: &BackgroundRemovalService) -> ObjectMeta {
     metadata_named(brs, gateway_name(brs), owned_labels(brs, gateway_selector_labels(brs)))
 }
 
-/// Each gateway replica's share of a pod's places, so that the replicas together never
-/// hold more on a pod than its queue admits (at least one each). Each replica with all
-/// of them would have the pods turn the replicas away in every burst: an upload each
-/// time, the pod passed over for a moment, the autoscaler reading the pods' refusals as
-/// clients turned away (demand), and under sustained load `MatteRequestsRefused` paging
-/// for clients nobody refused. Half of the default 32 places still keeps a GPU fed when
-/// one replica takes all of the traffic.
-pub fn upstream_capacity(brs: &BackgroundRemovalService) -> i32 {
-    (brs.spec.queue.capacity / brs.spec.gateway.replicas.max(1)).max(1)
-}
-
 /// The gateway's `matte-gateway` command line: it follows `<name>-pods`, never holds
 /// more on a pod than its share of the pod's queue, and waits for a pod as long as an
 /// attempt on one may take.
@@ -72,7 +61,7 @@ fn gateway_args(brs: &BackgroundRemovalService, gateway: &ValidGateway) -> Vec<S
     vec![
         format!("--{}=0.0.0.0:{HTTP_PORT}", flags::LISTEN),
         format!("--{}={}", flags::SERVICE, pods_service_name(brs)),
-        format!("--{}={}", flags::UPSTREAM_CAPACITY, upstream_capacity(brs)),
+        format!("--{}={}", flags::UPSTREAM_CAPACITY, gateway.upstream_capacity),
         format!("--{}={max_wait}", flags::MAX_WAIT_SECONDS),
         format!("--{}={}", flags::MAX_BUFFERED_BYTES, gateway.memory_bytes / BUFFERED_SHARE),
         format!("--{}={upstream_timeout}", flags::UPSTREAM_TIMEOUT_SECONDS),
@@ -225,16 +214,6 @@ mod tests {
             "minimal.gateway.rbac.yaml",
             &(gateway_service_account(&brs), gateway_role(&brs), gateway_role_binding(&brs)),
         );
-    }
-
-    #[test]
-    fn the_replicas_share_a_pods_places_and_each_has_one_at_least() {
-        let mut brs = resource("minimal.yaml");
-        for (capacity, replicas, share) in [(32, 2, 16), (32, 3, 10), (32, 1, 32), (4, 8, 1), (1, 2, 1)] {
-            brs.spec.queue.capacity = capacity;
-            brs.spec.gateway.replicas = replicas;
-            assert_eq!(upstream_capacity(&brs), share, "{capacity} places, {replicas} replicas");
-        }
     }
 
     #[test]

@@ -26,6 +26,14 @@ pub struct ValidGateway {
     pub image: String,
     /// The memory limit of a gateway pod, in bytes.
     pub memory_bytes: u64,
+    /// Each replica's share of a pod's places (`--upstream-capacity`), so that the
+    /// replicas together never hold more on a pod than its queue admits. Each replica
+    /// with all of them would have the pods turn the replicas away in every burst: an
+    /// upload each time, the pod passed over for a moment, the autoscaler reading the
+    /// pods' refusals as clients turned away (demand), and under sustained load
+    /// `MatteRequestsRefused` paging for clients nobody refused. Half of the default 32
+    /// places still keeps a GPU fed when one replica takes all of the traffic.
+    pub upstream_capacity: i32,
 }
 
 /// A gateway pod's memory must hold, in its buffered half, two of the largest requests.
@@ -129,7 +137,16 @@ pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<V
                 }
             },
         };
-        ValidGateway { image, memory_bytes }
+        let replicas = spec.gateway.replicas.max(1);
+        let upstream_capacity = spec.queue.capacity / replicas;
+        if upstream_capacity < 1 {
+            problems.push(format!(
+                "spec.gateway.replicas ({replicas}) exceeds spec.queue.capacity ({}): the gateway's replicas \
+                 share each pod's places, and each needs one at least",
+                spec.queue.capacity
+            ));
+        }
+        ValidGateway { image, memory_bytes, upstream_capacity }
     });
 
     if problems.is_empty() { Ok(Valid { image, gateway }) } else { Err(problems) }
@@ -328,6 +345,29 @@ mod tests {
             let problems = validate(&brs, &defaults()).expect_err(memory);
             assert!(problems[0].starts_with("spec.gateway.memory") && problems[0].contains(problem), "{problems:?}");
         }
+    }
+
+    #[test]
+    fn the_gateway_replicas_share_a_pods_places_and_each_needs_one() {
+        for (capacity, replicas, share) in
+            [(32, 2, Some(16)), (32, 3, Some(10)), (32, 1, Some(32)), (4, 4, Some(1)), (4, 8, None)]
+        {
+            let mut brs = resource("minimal.yaml");
+            brs.spec.queue.capacity = capacity;
+            brs.spec.gateway.replicas = replicas;
+            match (validate(&brs, &defaults()), share) {
+                (Ok(valid), Some(share)) => assert_eq!(valid.gateway.expect("on").upstream_capacity, share),
+                (Err(problems), None) => assert!(
+                    problems[0].starts_with("spec.gateway.replicas (8) exceeds spec.queue.capacity (4)"),
+                    "{problems:?}"
+                ),
+                (outcome, _) => panic!("{capacity} places, {replicas} replicas: {outcome:?}"),
+            }
+        }
+        // Without a gateway there is nothing to share.
+        let mut brs = resource("minimal.yaml");
+        (brs.spec.queue.capacity, brs.spec.gateway.replicas, brs.spec.gateway.enabled) = (4, 8, false);
+        assert!(validate(&brs, &defaults()).is_ok());
     }
 
     #[test]
