@@ -125,10 +125,12 @@ wait_until() { # seconds component description check...
 # where outgoing connections take their source ports too, and one can take the port in the
 # moment between finding it free and etcd or the apiserver binding it. Each port is checked
 # free here; the starting point is random so clusters starting at once do not pick alike.
-# The test crates find theirs the same way (tests/src/ports.rs, from the same lowest port).
+# The test crates find theirs the same way (tests/src/ports.rs) below the lowest port they
+# hand this script in MATTE_CLUSTER_LOWEST_PORT, so that a cluster starting never takes a
+# port a test has found free for a server that has yet to bind it.
 read -r etcd_port etcd_peer_port api_port < <(python3 -c '
-import random, socket
-LOWEST = 20000
+import os, random, socket
+LOWEST = int(os.environ.get("MATTE_CLUSTER_LOWEST_PORT", "20000"))
 try:
     start = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
 except (OSError, ValueError, IndexError):

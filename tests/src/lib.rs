@@ -96,6 +96,7 @@ impl Cluster {
             .arg("--state-dir")
             .arg(&state)
             .env("MATTE_CACHE", bin.parent().and_then(Path::parent).expect("bin dir is <cache>/k8s/bin"))
+            .env("MATTE_CLUSTER_LOWEST_PORT", ports::CLUSTER_LOWEST.to_string())
             .stdin(Stdio::piped())
             .stdout(log)
             .stderr(log_err)

@@ -13,12 +13,19 @@ use std::sync::atomic::{AtomicU16, Ordering};
 /// The lowest port handed out.
 pub const LOWEST: u16 = 20_000;
 
+/// The lowest port of the local control planes the tests start (`scripts/cluster/up.sh`
+/// is given it as `MATTE_CLUSTER_LOWEST_PORT`): tests hand out ports below it, clusters
+/// take theirs above. A cluster starting while a test's server, given a port found
+/// free, still loads its model before binding it would otherwise find the same port
+/// free and take it for etcd or the apiserver.
+pub const CLUSTER_LOWEST: u16 = 26_000;
+
 /// A loopback port no other call of this process has returned, free when checked.
 /// Ports are handed out upwards from an offset of this process's own, so that tests
 /// running at once within a process never share one and processes rarely do.
 pub fn free_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let span = ephemeral_range_start() - LOWEST;
+    let span = CLUSTER_LOWEST.min(ephemeral_range_start()) - LOWEST;
     let offset = (std::process::id() % 64) as u16 * 128;
     for _ in 0..span {
         let step = NEXT.fetch_add(1, Ordering::Relaxed);
