@@ -18,7 +18,7 @@ pub const LOWEST: u16 = 20_000;
 /// take theirs above. A cluster starting while a test's server, given a port found
 /// free, still loads its model before binding it would otherwise find the same port
 /// free and take it for etcd or the apiserver.
-pub const CLUSTER_LOWEST: u16 = 26_000;
+pub const CLUSTER_LOWEST: u16 = 28_500;
 
 /// A loopback port no other call of this process has returned, free when checked.
 /// Ports are handed out upwards from an offset of this process's own, so that tests
@@ -26,7 +26,8 @@ pub const CLUSTER_LOWEST: u16 = 26_000;
 pub fn free_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let span = CLUSTER_LOWEST.min(ephemeral_range_start()) - LOWEST;
-    let offset = (std::process::id() % 64) as u16 * 128;
+    // Offsets 128 apart that never wrap round onto another's.
+    let offset = (std::process::id() % u32::from((span / 128).max(1))) as u16 * 128;
     for _ in 0..span {
         let step = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = LOWEST + (offset.wrapping_add(step)) % span;
