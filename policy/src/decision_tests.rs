@@ -548,40 +548,51 @@ fn only_the_last_bursts_are_remembered() {
     assert_eq!(remembered.last().map(|burst| burst.started_seconds), Some(900.0));
 }
 
-/// Bursts some 200 s apart, at random moments, with peaks of 90, 150 and 100 images, and
+/// Bursts some 200 s apart, at random moments, with peaks of 90, 200 and 100 images, and
 /// pods unneeded since they drained the last.
 fn after_bursts_200_s_apart() -> Memory {
     let recent = vec![
         Burst { started_seconds: 450.0, peak_backlog_images: 90.0 },
-        Burst { started_seconds: 700.0, peak_backlog_images: 150.0 },
+        Burst { started_seconds: 700.0, peak_backlog_images: 200.0 },
         Burst { started_seconds: 900.0, peak_backlog_images: 100.0 },
     ];
     Memory { recent_bursts: recent, surplus_since_seconds: Some(0.0), ..Memory::default() }
 }
 
 #[test]
-fn recurring_bursts_keep_warm_the_pods_a_typical_one_needs_within_a_start_up() {
-    // The typical burst (100) takes two pods to drain within a 60 s start-up at 1 image/s.
+fn recurring_bursts_keep_warm_the_pods_a_large_one_needs_within_a_start_up() {
+    // A large burst, larger than seven in ten of the peaks 90, 100 and 200 (140, where
+    // the median is 100), takes three pods to drain within a 60 s start-up at 1 image/s:
+    // the typical one would take two.
     let memory = after_bursts_200_s_apart();
     let down = decide(&spec(), &observation(5, Some(queue(0.0))), &memory);
-    assert_eq!((down.replicas, down.reason), (2, Reason::ScaleDown));
-    assert_eq!(down.plan.as_ref().map(|plan| plan.warm_replicas), Some(2));
+    assert_eq!((down.replicas, down.reason), (3, Reason::ScaleDown));
+    assert_eq!(down.plan.as_ref().map(|plan| plan.warm_replicas), Some(3));
 
-    let kept = decide(&spec(), &observation(2, Some(queue(0.0))), &down.memory);
-    assert_eq!((kept.replicas, kept.reason), (2, Reason::KeepWarmForBursts));
-    assert!(kept.message.contains("keeping 2 warm"), "{}", kept.message);
+    let kept = decide(&spec(), &observation(3, Some(queue(0.0))), &down.memory);
+    assert_eq!((kept.replicas, kept.reason), (3, Reason::KeepWarmForBursts));
+    assert!(kept.message.contains("keeping 3 warm"), "{}", kept.message);
+
+    // Bursts of one size are sized on it: 100 images, two pods.
+    let even = Memory { recent_bursts: bursts(&[450.0, 700.0, 900.0], 100.0), ..after_bursts_200_s_apart() };
+    let down = decide(&spec(), &observation(5, Some(queue(0.0))), &even);
+    assert_eq!(down.plan.map(|plan| plan.warm_replicas), Some(2));
+
+    // Behind a plain Service the warm pods are sized for the typical burst (100): two.
+    let plain = decide(&plain_service(), &observation(5, Some(queue(0.0))), &memory);
+    assert_eq!(plain.plan.map(|plan| plan.warm_replicas), Some(2));
 }
 
 #[test]
-fn warm_pods_for_bursts_on_steady_traffic_drain_a_typical_one_on_top_of_it() {
+fn warm_pods_for_bursts_on_steady_traffic_drain_a_large_one_on_top_of_it() {
     // The bursts above on 1 image/s of steady traffic: within the 60 s start-up the
-    // steady traffic takes 60 images of the pods, so the typical burst (100) needs three
-    // pods, not two.
+    // steady traffic takes 60 images of the pods, so the large burst (140) needs four
+    // pods, not three.
     let memory = after_bursts_200_s_apart();
     let steady = QueueMetrics { sustained_admitted_per_second: 1.0, ..queue(0.0) };
     let down = decide(&spec(), &observation(5, Some(steady)), &memory);
-    assert_eq!(down.plan.as_ref().map(|plan| plan.warm_replicas), Some(3));
-    assert_eq!((down.replicas, down.reason), (3, Reason::ScaleDown));
+    assert_eq!(down.plan.as_ref().map(|plan| plan.warm_replicas), Some(4));
+    assert_eq!((down.replicas, down.reason), (4, Reason::ScaleDown));
 }
 
 #[test]
@@ -635,7 +646,7 @@ fn behind_a_plain_service_pods_drain_a_backlog_at_a_lower_pace() {
 }
 
 #[test]
-fn with_start_ups_longer_than_twice_the_target_warm_pods_drain_a_typical_burst_within_it() {
+fn with_start_ups_longer_than_twice_the_target_warm_pods_drain_a_large_burst_within_it() {
     // Start-ups of 120 s, a 30 s target, bursts of 100 images every 200 s at 1 image/s
     // per pod: within one start-up 1 pod would do, but the burst would wait 100 s, and a
     // pod started for it arrives after it is over. Within twice the target (60 s): 2.
