@@ -81,6 +81,14 @@ pub(crate) fn remember_bursts(memory: &Memory, now: f64, burst_on: bool, plan: &
     (None, recent)
 }
 
+/// Pods sized for the bursts that recur: how many, and the burst they drain (its peak
+/// backlog), for status to say what they are kept for.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct SizedForBursts {
+    pub replicas: u32,
+    pub burst_images: f64,
+}
+
 /// The pods worth keeping warm when bursts recur: enough for a large one to drain
 /// within one start-up, the time a pod started for it would take to arrive, or within
 /// `WARM_DRAIN_MAX_TARGETS` targets if that is sooner. Those are the pods that would
@@ -92,12 +100,12 @@ pub(crate) fn warm_replicas(
     recent: &[Burst],
     current: Option<&Burst>,
     plan: &Plan,
-) -> u32 {
+) -> SizedForBursts {
     let bursts: Vec<&Burst> = recent.iter().chain(current).collect();
     let gaps: Vec<f64> = bursts.windows(2).map(|pair| pair[1].started_seconds - pair[0].started_seconds).collect();
     let last_started = bursts.last().map_or(now, |burst| burst.started_seconds);
     let Some(typical_gap) = median(gaps) else {
-        return 0;
+        return SizedForBursts::default();
     };
     // Keeping pods warm pays up to a gap of `WARM_GAP_MAX_STARTUPS` start-ups, typical
     // or current: bursts that come at random moments are no less likely to come after a
@@ -105,7 +113,7 @@ pub(crate) fn warm_replicas(
     // pattern is gone (or no longer worth its pods).
     let break_even = WARM_GAP_MAX_STARTUPS * plan.startup_seconds;
     if now - last_started > break_even || typical_gap > break_even {
-        return 0;
+        return SizedForBursts::default();
     }
     large_burst_replicas(spec, recent, current, plan)
 }
@@ -116,28 +124,34 @@ pub(crate) fn warm_replicas(
 /// `WARM_DRAIN_MAX_TARGETS` targets if that is sooner; none before the bursts make a
 /// pattern (`BURSTS_FOR_A_PATTERN`), and none when pods started for a burst come in time
 /// for it.
-pub(crate) fn large_burst_replicas(spec: &PolicySpec, recent: &[Burst], current: Option<&Burst>, plan: &Plan) -> u32 {
+pub(crate) fn large_burst_replicas(
+    spec: &PolicySpec,
+    recent: &[Burst],
+    current: Option<&Burst>,
+    plan: &Plan,
+) -> SizedForBursts {
     let bursts: Vec<&Burst> = recent.iter().chain(current).collect();
     if bursts.len() < BURSTS_FOR_A_PATTERN || pods_started_for_a_burst_come_in_time(spec, plan) {
-        return 0;
+        return SizedForBursts::default();
     }
     let peaks = bursts.iter().map(|burst| burst.peak_backlog_images).collect();
     let sized_for = if spec.behind_gateway { LARGE_BURST_QUANTILE_BEHIND_GATEWAY } else { TYPICAL_BURST_QUANTILE };
     let Some(large_backlog) = quantile(sized_for, peaks) else {
-        return 0;
+        return SizedForBursts::default();
     };
     let drain_within = plan.startup_seconds.min(WARM_DRAIN_MAX_TARGETS * spec.target_queue_latency_seconds);
     let per_pod_before_help_arrives = plan.images_per_pod_second * spec.planned_share() * drain_within;
     if per_pod_before_help_arrives <= 0.0 {
         // Pods that start at once need not wait warm, whatever the target.
-        return 0;
+        return SizedForBursts::default();
     }
     // Steady traffic between the bursts keeps the warm pods busy for its share: they
     // drain a large burst within a start-up on top of it, as a plan drains a backlog
     // (bursts-on-steady-traffic over 48 seeds 99.74 % → 99.81 % of images within 90 s, at
     // 16,488 → 18,015 GPU-seconds and 42.9 → 31.3 starts).
     let steady = taken_by_steady_traffic(spec, plan.sustained_images_per_second, drain_within);
-    to_count(((large_backlog + steady) / per_pod_before_help_arrives).ceil())
+    let replicas = to_count(((large_backlog + steady) / per_pod_before_help_arrives).ceil());
+    SizedForBursts { replicas, burst_images: large_backlog }
 }
 
 /// The clock the bursts remembered (and the one going on) keep, when following it pays:

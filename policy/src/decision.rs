@@ -59,7 +59,7 @@
 use serde::Serialize;
 
 use crate::bursts::{
-    bursts_come_sparsely, clock_lead, clock_worth_following, large_burst_replicas, remember_bursts,
+    SizedForBursts, bursts_come_sparsely, clock_lead, clock_worth_following, large_burst_replicas, remember_bursts,
     said_due_by_a_clock, warm_replicas,
 };
 use crate::memory::{Burst, Memory, MemoryFault};
@@ -176,19 +176,21 @@ fn decide_checked(spec: &PolicySpec, observation: &Observation, memory: &Memory)
     let due_soon = clock.is_some_and(|clock| {
         burst.is_none() && clock.due_window_open(now, clock_lead(spec, &clock, &plan), spec.confirm_seconds)
     });
-    plan.warm_replicas = match clock {
+    let warm = match clock {
         Some(_) if burst.is_some() || due_soon => large_burst_replicas(spec, &recent_bursts, burst.as_ref(), &plan),
-        Some(_) => 0,
+        Some(_) => SizedForBursts::default(),
         None => warm_replicas(spec, now, &recent_bursts, burst.as_ref(), &plan),
     };
+    plan.warm_replicas = warm.replicas;
+    plan.warm_burst_images = warm.burst_images;
     // The warm pods follow from the plan's start-up and throughput, so the plan that
     // asks more work of a new pod is made once they are known (off any clock: no clock
     // to carry over).
     if spec.behind_gateway && clock.is_none() && plan.warm_replicas > 0 {
         let useful_work_seconds = USEFUL_WORK_ON_A_WARM_FLEET * spec.min_useful_work_seconds;
-        let warm_replicas = plan.warm_replicas;
         plan = Plan {
-            warm_replicas,
+            warm_replicas: warm.replicas,
+            warm_burst_images: warm.burst_images,
             ..self::plan(spec, observation, queue, memory, &recent_startups, useful_work_seconds)
         };
     }
@@ -243,8 +245,9 @@ fn decide_checked(spec: &PolicySpec, observation: &Observation, memory: &Memory)
             .map_or((0.0, None), |clock| (clock.period_seconds, clock.next_due_seconds(now, spec.confirm_seconds)));
         let due_in = due.map_or(0.0, |due| due - now);
         let message = format!(
-            "{summary}: bursts come every {period:.0}s and the next is due in {due_in:.0}s; starting {} pods ahead of it, from {current} to {wanted}",
-            wanted - current
+            "{summary}: bursts come every {period:.0}s and the next is due in {due_in:.0}s; starting {} pods ahead of it, from {current} to {wanted} (pods for a burst of {:.0} images)",
+            wanted - current,
+            plan.warm_burst_images
         );
         (wanted, Reason::WarmUpForNextBurst, message)
     } else if wanted > current {
@@ -269,8 +272,8 @@ fn decide_checked(spec: &PolicySpec, observation: &Observation, memory: &Memory)
             (wanted, Reason::AtMaxReplicas, message)
         } else if spec.clamp(plan.needed_replicas) < wanted && plan.warm_replicas >= wanted {
             let message = format!(
-                "{summary}: {} pods would do, keeping {wanted} warm for the bursts that keep coming",
-                plan.needed_replicas
+                "{summary}: {} pods would do, keeping {wanted} warm for the bursts that keep coming (pods for a burst of {:.0} images)",
+                plan.needed_replicas, plan.warm_burst_images
             );
             (wanted, Reason::KeepWarmForBursts, message)
         } else if spec.clamp(plan.needed_replicas) < wanted {

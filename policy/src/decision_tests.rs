@@ -572,6 +572,7 @@ fn recurring_bursts_keep_warm_the_pods_a_large_one_needs_within_a_start_up() {
     let kept = decide(&spec(), &observation(3, Some(queue(0.0))), &down.memory);
     assert_eq!((kept.replicas, kept.reason), (3, Reason::KeepWarmForBursts));
     assert!(kept.message.contains("keeping 3 warm"), "{}", kept.message);
+    assert!(kept.message.contains("(pods for a burst of 140 images)"), "{}", kept.message);
 
     // Bursts of one size are sized on it: 100 images, two pods.
     let even = Memory { recent_bursts: bursts(&[450.0, 700.0, 900.0], 100.0), ..after_bursts_200_s_apart() };
@@ -1034,6 +1035,7 @@ fn an_hourly_jobs_pods_come_a_lead_ahead_of_each_run_and_after_a_run_skipped_of_
     let next = decide(&spec(), &quiet(14330.0), &memory);
     assert_eq!((next.replicas, next.reason), (4, Reason::WarmUpForNextBurst));
     assert!(next.message.contains("every 3600s and the next is due in 70s"), "{}", next.message);
+    assert!(next.message.contains("from 1 to 4 (pods for a burst of 200 images)"), "{}", next.message);
 
     // Three runs in a row missed: the job has stopped, and nothing is started for it.
     assert_eq!(decide(&spec(), &quiet(21530.0), &memory).replicas, 1);

@@ -66,6 +66,8 @@ pub struct Plan {
     pub needed_replicas: u32,
     /// Pods worth keeping warm for the bursts that keep coming; 0 when none do.
     pub warm_replicas: u32,
+    /// The burst the warm pods are sized for, images (its peak backlog); 0 when none.
+    pub warm_burst_images: f64,
     /// New requests arriving per second, as the gateway counts them, or without one as
     /// the pods' requests show them (`QueueMetrics::new_arrivals_per_second`).
     pub arrivals_per_second: f64,
@@ -190,6 +192,7 @@ pub(crate) fn plan(
         needed_without_surge: for_backlog.max(to_count(for_steady_traffic)).max(for_an_empty_fleet),
         clock: None,
         warm_replicas: 0,
+        warm_burst_images: 0.0,
         arrivals_per_second,
         surge_replicas,
         surge_since_seconds,
