@@ -33,10 +33,11 @@
 //! longer than keeping them is worth (`WARM_GAP_MAX_STARTUPS` start-ups). Only while
 //! start-ups are long against the target: pods that start well within it, started when
 //! a burst is seen, serve it in time, and pods kept warm (or started ahead of a clock)
-//! would only cost their wait. Behind the gateway, once bursts make that pattern, a pod started
-//! for one must find more work once ready than before (`USEFUL_WORK_ON_A_WARM_FLEET`):
-//! the gateway keeps the pods already there busy, and most pods started for the last
-//! few seconds of a burst came after they had drained it. When bursts come far apart
+//! would only cost their wait. Behind the gateway, once bursts make that pattern, a pod
+//! started for one must find more work once ready than before
+//! (`USEFUL_WORK_ON_A_WARM_FLEET`): the gateway keeps the pods already there busy, and
+//! most pods started for the last few seconds of a burst came after they had drained
+//! it. When bursts come far apart
 //! instead (`SPARSE_GAP_MIN_STARTUPS`), the pods left over from one go as soon as its
 //! drain is confirmed, rather than being held a start-up for a next one that is not
 //! coming. Bursts that keep a clock (a cron job's) say when the next is due: their pods
@@ -181,19 +182,15 @@ fn decide_checked(spec: &PolicySpec, observation: &Observation, memory: &Memory)
         Some(_) => SizedForBursts::default(),
         None => warm_replicas(spec, now, &recent_bursts, burst.as_ref(), &plan),
     };
-    plan.warm_replicas = warm.replicas;
-    plan.warm_burst_images = warm.burst_images;
     // The warm pods follow from the plan's start-up and throughput, so the plan that
     // asks more work of a new pod is made once they are known (off any clock: no clock
     // to carry over).
-    if spec.behind_gateway && clock.is_none() && plan.warm_replicas > 0 {
+    if spec.behind_gateway && clock.is_none() && warm.replicas > 0 {
         let useful_work_seconds = USEFUL_WORK_ON_A_WARM_FLEET * spec.min_useful_work_seconds;
-        plan = Plan {
-            warm_replicas: warm.replicas,
-            warm_burst_images: warm.burst_images,
-            ..self::plan(spec, observation, queue, memory, &recent_startups, useful_work_seconds)
-        };
+        plan = self::plan(spec, observation, queue, memory, &recent_startups, useful_work_seconds);
     }
+    plan.warm_replicas = warm.replicas;
+    plan.warm_burst_images = warm.burst_images;
     let started_ahead = if due_soon { plan.warm_replicas } else { 0 };
     // A burst the clock said was due, no larger so far than the largest of those
     // remembered, is the one expected, however fast it arrives: its pods were started
