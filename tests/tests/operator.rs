@@ -291,12 +291,15 @@ fn the_operator_reconciles_with_the_charts_rbac() {
     assert_deleted_deployment_comes_back(&cluster, "portraits");
     assert_gateway_turns_off_and_on(&cluster, "portraits");
 
-    // A changed spec rolls the pods over, and an Event says so.
-    let patch = r#"{"spec":{"maxDimension":1024}}"#;
+    // A changed spec rolls the pods over, and an Event says so; a spec that works against
+    // itself (each of the two gateway replicas with 3 of a pod's 6 places, less than two
+    // batches of 4) is built, with a Warning that says what to change.
+    let patch = r#"{"spec":{"maxDimension":1024,"queue":{"capacity":6},"batching":{"maxBatchSize":4}}}"#;
     cluster.kubectl_ok(&["patch", "brs", "portraits", "-n", "shop", "--type=merge", "-p", patch]);
-    wait_for("an Updated Event", WAIT, || {
+    wait_for("an Updated Event and the advice", WAIT, || {
         let listed = events(&cluster, "portraits");
-        if listed.contains("Updated") { Ok(()) } else { Err(listed) }
+        let advised = listed.contains("SpecAdvice") && listed.contains("a capacity of 16 or fewer replicas");
+        if listed.contains("Updated") && advised { Ok(()) } else { Err(listed) }
     });
     let deployment = get(&cluster, "deployment", "portraits").expect("the Deployment");
     let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].to_string();

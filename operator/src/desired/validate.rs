@@ -17,6 +17,9 @@ pub struct Valid {
     pub image: String,
     /// The gateway, unless `spec.gateway.enabled` is false.
     pub gateway: Option<ValidGateway>,
+    /// What builds and runs but works against itself, each naming its fields and what
+    /// to change: told in a Warning Event, never refused.
+    pub advice: Vec<String>,
 }
 
 /// What validation resolved of `spec.gateway`.
@@ -43,6 +46,7 @@ const MIN_GATEWAY_MEMORY_BYTES: u64 = 4 * DEFAULT_MAX_BODY_BYTES;
 pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<Valid, Vec<String>> {
     let spec = &brs.spec;
     let mut problems = Vec::new();
+    let mut advised = Vec::new();
 
     let image = spec.image.clone().unwrap_or_else(|| defaults.inference_image.clone());
     if image.trim().is_empty() {
@@ -146,10 +150,32 @@ pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<V
                 spec.queue.capacity
             ));
         }
+        if let Some(advice) = share_advice(spec.queue.capacity, replicas, spec.batching.max_batch_size) {
+            advised.push(advice);
+        }
         ValidGateway { image, memory_bytes, upstream_capacity }
     });
 
-    if problems.is_empty() { Ok(Valid { image, gateway }) } else { Err(problems) }
+    if problems.is_empty() { Ok(Valid { image, gateway, advice: advised }) } else { Err(problems) }
+}
+
+/// Advice when each of `replicas` gateway replicas has fewer than two batches of
+/// `max_batch_size` among its share of a pod's `capacity` places (a share of none is a
+/// problem, reported apart). A pod whose requests come through one replica, as those of
+/// a few kept-alive clients do, then has no batch queued when one ends: its GPU waits
+/// for the answers to go out and the next uploads to come in, every batch.
+fn share_advice(capacity: i32, replicas: i32, max_batch_size: i32) -> Option<String> {
+    let share = capacity / replicas.max(1);
+    let two_batches = max_batch_size.saturating_mul(2);
+    (share >= 1 && share < two_batches).then(|| {
+        format!(
+            "spec.queue.capacity ({capacity}) shared among spec.gateway.replicas ({replicas}) leaves each \
+             replica {share} places on a pod, fewer than two batches of spec.batching.maxBatchSize \
+             ({max_batch_size}): a pod fed by one replica waits between batches for its next requests; \
+             a capacity of {} or fewer replicas keeps it fed",
+            two_batches.saturating_mul(replicas)
+        )
+    })
 }
 
 /// Whether `url` is one of `allowed`, a trailing slash aside. Whole URLs only: a prefix
@@ -235,6 +261,26 @@ mod tests {
     fn the_example_is_valid_and_takes_the_default_image() {
         let valid = validate(&resource("minimal.yaml"), &defaults()).expect("valid");
         assert_eq!(valid.image, defaults().inference_image);
+        assert_eq!(valid.advice, Vec::<String>::new(), "the defaults need no advice");
+    }
+
+    #[test]
+    fn a_gateway_share_below_two_batches_is_advised_against_not_refused() {
+        let mut brs = resource("minimal.yaml");
+        (brs.spec.queue.capacity, brs.spec.gateway.replicas, brs.spec.batching.max_batch_size) = (24, 4, 4);
+        let valid = validate(&brs, &defaults()).expect("valid: it builds and runs");
+        assert_eq!(
+            valid.advice,
+            ["spec.queue.capacity (24) shared among spec.gateway.replicas (4) leaves each replica 6 places on a \
+              pod, fewer than two batches of spec.batching.maxBatchSize (4): a pod fed by one replica waits \
+              between batches for its next requests; a capacity of 32 or fewer replicas keeps it fed"]
+        );
+        // Two batches each, exactly: fed.
+        brs.spec.queue.capacity = 32;
+        assert!(validate(&brs, &defaults()).expect("valid").advice.is_empty());
+        // Without a gateway the pod's queue is all its own.
+        (brs.spec.queue.capacity, brs.spec.gateway.enabled) = (4, false);
+        assert!(validate(&brs, &defaults()).expect("valid").advice.is_empty());
     }
 
     #[test]

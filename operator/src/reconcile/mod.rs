@@ -3,7 +3,8 @@
 //! stage it came from:
 //!
 //! 1. validate the spec ([`desired::validate`]; pure). First, so that an invalid spec
-//!    costs no request and its problems are reported whatever the cluster's state;
+//!    costs no request and its problems are reported whatever the cluster's state (and
+//!    a valid one's advice told once per edit);
 //! 2. `observe` the Deployment, the pods and, with autoscaling, the queue in Prometheus;
 //! 3. `decide` the replicas: `spec.replicas`, or the autoscaling policy (pure);
 //! 4. `build` the desired objects with the [`desired`] builders (pure);
@@ -140,6 +141,7 @@ async fn pass(brs: &BackgroundRemovalService, context: &Context) -> Result<(Acti
             return Ok((Action::await_change(), Outcome::InvalidSpec));
         }
     };
+    report::advise(context, brs, &valid.advice).await;
     let current = observe::observe(context, brs, now).await?;
     let windows = context.settings.windows(brs);
     let scale = decide::decide(&brs.spec, &current, &context.memory(brs), &windows);

@@ -1,8 +1,9 @@
 //! The report stage: what the pass found and did, told in the resource's status
 //! ([`crate::status`], written only when it changed) and in Events: `Created`, `Scaled`
 //! and `Updated` for what was applied, a Warning when `Degraded` turns to a new problem
-//! and `Recovered` when it clears, and `AutoscalerMemoryDropped` when the memory read
-//! back from status could not be acted on. Also the status of a pass that stopped early, on an
+//! and `Recovered` when it clears, `AutoscalerMemoryDropped` when the memory read
+//! back from status could not be acted on, and `SpecAdvice` for a spec that builds but
+//! works against itself. Also the status of a pass that stopped early, on an
 //! invalid spec or a request the apiserver refused.
 
 use jiff::Timestamp;
@@ -85,6 +86,24 @@ pub async fn refusal(context: &Context, brs: &BackgroundRemovalService, message:
     let previous = brs.status.clone().unwrap_or_default();
     let status = status::refused(&previous, brs.metadata.generation, message, &Time(Timestamp::now()));
     write_status(context, brs, &previous, status).await
+}
+
+/// A Warning Event `SpecAdvice` for each piece of `advice` on a spec that builds but
+/// works against itself ([`desired::Valid::advice`]), on the first pass over each
+/// generation of the spec: once per edit, not once per pass.
+pub async fn advise(context: &Context, brs: &BackgroundRemovalService, advice: &[String]) {
+    if reported_on(brs) {
+        return;
+    }
+    for note in advice {
+        publish(context, brs, EventType::Warning, "SpecAdvice", "Validate", note.clone()).await;
+    }
+}
+
+/// Whether the status already reports on this generation of the spec.
+fn reported_on(brs: &BackgroundRemovalService) -> bool {
+    let observed = brs.status.as_ref().and_then(|status| status.observed_generation);
+    observed.is_some() && observed == brs.metadata.generation
 }
 
 /// A Warning Event when the policy dropped part of the memory it was handed (after a
@@ -280,6 +299,21 @@ mod tests {
 
     fn applied(deployment: Deployment, gateway: bool) -> Applied {
         Applied { deployment, gateway: gateway.then(Deployment::default) }
+    }
+
+    #[test]
+    fn advice_is_told_on_the_first_pass_over_each_generation_of_the_spec() {
+        let mut brs = resource("minimal.yaml");
+        brs.metadata.generation = Some(3);
+        assert!(!reported_on(&brs), "no status yet");
+        let status =
+            |generation| BackgroundRemovalServiceStatus { observed_generation: generation, ..Default::default() };
+        brs.status = Some(status(Some(2)));
+        assert!(!reported_on(&brs), "an edit not yet reported on");
+        brs.status = Some(status(Some(3)));
+        assert!(reported_on(&brs), "told already");
+        brs.status = Some(status(None));
+        assert!(!reported_on(&brs));
     }
 
     #[test]
