@@ -337,8 +337,8 @@ impl Default for BatchingSpec {
 pub struct QueueSpec {
     /// Requests each pod admits at once; more get 429 with Retry-After. Behind the
     /// gateway its replicas share them, each sending a pod at most its share; with
-    /// batching, keep a replica's share at two batches or more so that one replica alone
-    /// keeps a GPU fed (a Warning Event `SpecAdvice` says so otherwise).
+    /// batching, keep them (behind the gateway, each replica's share) at two batches or
+    /// more so that a GPU is fed (a Warning Event `SpecAdvice` says so otherwise).
     #[serde(default = "default_queue_capacity")]
     #[schemars(range(min = 1, max = limits::MAX_QUEUE_CAPACITY))]
     pub capacity: i32,

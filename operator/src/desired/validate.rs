@@ -46,7 +46,6 @@ const MIN_GATEWAY_MEMORY_BYTES: u64 = 4 * DEFAULT_MAX_BODY_BYTES;
 pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<Valid, Vec<String>> {
     let spec = &brs.spec;
     let mut problems = Vec::new();
-    let mut advised = Vec::new();
 
     let image = spec.image.clone().unwrap_or_else(|| defaults.inference_image.clone());
     if image.trim().is_empty() {
@@ -150,32 +149,43 @@ pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<V
                 spec.queue.capacity
             ));
         }
-        if let Some(advice) = share_advice(spec.queue.capacity, replicas, spec.batching.max_batch_size) {
-            advised.push(advice);
-        }
         ValidGateway { image, memory_bytes, upstream_capacity }
     });
+    let gateway_replicas = spec.gateway.enabled.then_some(spec.gateway.replicas.max(1));
+    let advice = batching_advice(spec.queue.capacity, gateway_replicas, spec.batching.max_batch_size);
 
-    if problems.is_empty() { Ok(Valid { image, gateway, advice: advised }) } else { Err(problems) }
+    if problems.is_empty() { Ok(Valid { image, gateway, advice: advice.into_iter().collect() }) } else { Err(problems) }
 }
 
-/// Advice when each of `replicas` gateway replicas has fewer than two batches of
-/// `max_batch_size` among its share of a pod's `capacity` places (a share of none is a
-/// problem, reported apart). A pod whose requests come through one replica, as those of
-/// a few kept-alive clients do, then has no batch queued when one ends: its GPU waits
-/// for the answers to go out and the next uploads to come in, every batch.
-fn share_advice(capacity: i32, replicas: i32, max_batch_size: i32) -> Option<String> {
-    let share = capacity / replicas.max(1);
+/// Advice when a pod's places, or with a gateway each replica's share of them, hold
+/// fewer than two batches of `max_batch_size` (a share of none is a problem, reported
+/// apart). A pod then has no batch queued when one ends: its GPU waits for the answers
+/// to go out and the next requests to come in, every batch. Behind the gateway this is
+/// the pod whose requests come through one replica, as those of a few kept-alive
+/// clients do; without it, every pod, whose clients stay away after its 429.
+fn batching_advice(capacity: i32, gateway_replicas: Option<i32>, max_batch_size: i32) -> Option<String> {
     let two_batches = max_batch_size.saturating_mul(2);
-    (share >= 1 && share < two_batches).then(|| {
-        format!(
-            "spec.queue.capacity ({capacity}) shared among spec.gateway.replicas ({replicas}) leaves each \
-             replica {share} places on a pod, fewer than two batches of spec.batching.maxBatchSize \
-             ({max_batch_size}): a pod fed by one replica waits between batches for its next requests; \
-             a capacity of {} or fewer replicas keeps it fed",
-            two_batches.saturating_mul(replicas)
-        )
-    })
+    match gateway_replicas {
+        Some(replicas) => {
+            let share = capacity / replicas;
+            (share >= 1 && share < two_batches).then(|| {
+                format!(
+                    "spec.queue.capacity ({capacity}) shared among spec.gateway.replicas ({replicas}) leaves each \
+                     replica {share} places on a pod, fewer than two batches of spec.batching.maxBatchSize \
+                     ({max_batch_size}): a pod fed by one replica waits between batches for its next requests; \
+                     a capacity of {} or fewer replicas keeps it fed",
+                    two_batches.saturating_mul(replicas)
+                )
+            })
+        }
+        None => (capacity < two_batches).then(|| {
+            format!(
+                "spec.queue.capacity ({capacity}) holds fewer than two batches of spec.batching.maxBatchSize \
+                 ({max_batch_size}): a pod cannot queue a batch while it runs one, and waits between batches \
+                 for refused clients to come back; a capacity of {two_batches} keeps it fed"
+            )
+        }),
+    }
 }
 
 /// Whether `url` is one of `allowed`, a trailing slash aside. Whole URLs only: a prefix
@@ -265,7 +275,7 @@ mod tests {
     }
 
     #[test]
-    fn a_gateway_share_below_two_batches_is_advised_against_not_refused() {
+    fn places_for_fewer_than_two_batches_are_advised_against_not_refused() {
         let mut brs = resource("minimal.yaml");
         (brs.spec.queue.capacity, brs.spec.gateway.replicas, brs.spec.batching.max_batch_size) = (24, 4, 4);
         let valid = validate(&brs, &defaults()).expect("valid: it builds and runs");
@@ -278,9 +288,16 @@ mod tests {
         // Two batches each, exactly: fed.
         brs.spec.queue.capacity = 32;
         assert!(validate(&brs, &defaults()).expect("valid").advice.is_empty());
-        // Without a gateway the pod's queue is all its own.
-        (brs.spec.queue.capacity, brs.spec.gateway.enabled) = (4, false);
+        // Without a gateway the pod's queue is all its own: two batches of it.
+        (brs.spec.queue.capacity, brs.spec.gateway.enabled) = (8, false);
         assert!(validate(&brs, &defaults()).expect("valid").advice.is_empty());
+        brs.spec.queue.capacity = 6;
+        assert_eq!(
+            validate(&brs, &defaults()).expect("valid").advice,
+            ["spec.queue.capacity (6) holds fewer than two batches of spec.batching.maxBatchSize (4): a pod \
+              cannot queue a batch while it runs one, and waits between batches for refused clients to come \
+              back; a capacity of 8 keeps it fed"]
+        );
     }
 
     #[test]
