@@ -8,6 +8,7 @@ use matte_policy::observed::{DEFAULT_GATEWAY_SCRAPE_INTERVAL_SECONDS, DEFAULT_SC
 use matte_serve::LogFormat;
 use tracing_subscriber::EnvFilter;
 
+use crate::autoscaler::prometheus::DEFAULT_MAX_CONCURRENT_QUERIES;
 use crate::desired::ScrapeIntervals;
 use crate::error::Error;
 
@@ -70,6 +71,12 @@ pub struct RunArgs {
     /// names, so by default a resource may name only --prometheus-url.
     #[arg(long, env = "MATTE_ALLOWED_PROMETHEUS_URLS", value_delimiter = ',', value_parser = parse_prometheus_url)]
     pub allowed_prometheus_urls: Vec<String>,
+    /// Most Prometheus queries in flight at once, across every resource: a pass asks
+    /// 14, and passes beyond the bound wait their turn, so that many services cannot
+    /// overload Prometheus (whose own --query.max-concurrency is 20 by default).
+    #[arg(long, env = "MATTE_PROMETHEUS_MAX_CONCURRENT_QUERIES", default_value_t = DEFAULT_MAX_CONCURRENT_QUERIES,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub prometheus_max_concurrent_queries: u16,
     /// How often Prometheus scrapes the inference pods, and so how often the autoscaler
     /// looks and how long its query windows are.
     #[arg(long, env = "MATTE_SCRAPE_INTERVAL_SECONDS", default_value_t = DEFAULT_SCRAPE_INTERVAL_SECONDS,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use matte_operator::autoscaler::policy::stats::histogram_quantile;
 use matte_operator::autoscaler::policy::{Observation, PolicySpec, Reason, Startup, decide};
-use matte_operator::autoscaler::prometheus::{PrometheusSource, Windows, http_client};
+use matte_operator::autoscaler::prometheus::{DEFAULT_MAX_CONCURRENT_QUERIES, PrometheusSource, Windows, http_client};
 use support::{Process, free_port, sample_image, setup_path, start_prometheus, wait_for, workspace_binary};
 
 /// Counts of the pod's own `matte_queue_wait_seconds` buckets: (upper bound, cumulative).
@@ -63,7 +63,12 @@ async fn prometheus_reports_what_the_pod_recorded_and_a_burst_scales_up() {
         latest: Duration::from_secs(2),
         pass: Duration::from_secs(1),
     };
-    let source = PrometheusSource::new(http_client().unwrap(), &prometheus_url, r#"job="matte""#, &windows);
+    let source = PrometheusSource::new(
+        http_client(DEFAULT_MAX_CONCURRENT_QUERIES).unwrap(),
+        &prometheus_url,
+        r#"job="matte""#,
+        &windows,
+    );
     let scraped_by = Instant::now() + Duration::from_secs(60);
     while source.queue_metrics().await.unwrap().is_none() {
         assert!(Instant::now() < scraped_by, "Prometheus never scraped the pod");
@@ -165,7 +170,12 @@ async fn a_gateway_holding_requests_with_no_pod_is_seen_and_wakes_the_service() 
     .unwrap();
 
     let windows = Windows::for_scrape_interval(Duration::from_secs(1));
-    let source = PrometheusSource::new(http_client().unwrap(), &prometheus_url, r#"job="matte""#, &windows);
+    let source = PrometheusSource::new(
+        http_client(DEFAULT_MAX_CONCURRENT_QUERIES).unwrap(),
+        &prometheus_url,
+        r#"job="matte""#,
+        &windows,
+    );
     // The gateway's series alone make an observation: no pod series exists.
     let scraped_by = Instant::now() + Duration::from_secs(60);
     let idle = loop {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use matte_common::{gateway_metrics, metrics};
 use matte_operator::autoscaler::policy::QueueMetrics;
-use matte_operator::autoscaler::prometheus::{PrometheusSource, Windows, http_client};
+use matte_operator::autoscaler::prometheus::{DEFAULT_MAX_CONCURRENT_QUERIES, PrometheusSource, Windows, http_client};
 use matte_sim::engine;
 use matte_sim::random::{Stream, StreamName};
 use matte_sim::scalers::{ClusterView, Scaler};
@@ -373,7 +373,12 @@ impl Fleet {
             .unwrap();
 
         let windows = Windows::for_scrape_interval(Duration::from_secs(SCRAPE_SECONDS));
-        let source = PrometheusSource::new(http_client().unwrap(), &prometheus_url, r#"job="matte""#, &windows);
+        let source = PrometheusSource::new(
+            http_client(DEFAULT_MAX_CONCURRENT_QUERIES).unwrap(),
+            &prometheus_url,
+            r#"job="matte""#,
+            &windows,
+        );
         let scraped_by = Instant::now() + Duration::from_secs(30);
         while source.queue_metrics().await.unwrap().is_none() {
             assert!(Instant::now() < scraped_by, "Prometheus never scraped the fleet");

@@ -86,10 +86,11 @@ fn document<'a>(rendered: &'a str, kind: &str) -> Option<&'a str> {
 }
 
 /// The operator's pass and query windows, and the PodMonitor it makes, follow the
-/// chart's scrape intervals (the inference pods' and the gateway's); one outside what the
-/// operator accepts, or a gateway's longer than the pods', is refused at install.
+/// chart's scrape intervals (the inference pods' and the gateway's), and its queries in
+/// flight the chart's bound; one outside what the operator accepts, or a gateway's
+/// interval longer than the pods', is refused at install.
 #[test]
-fn the_chart_gives_the_operator_its_scrape_intervals() {
+fn the_chart_gives_the_operator_its_scrape_intervals_and_its_bound_on_queries() {
     let scratch = scratch("scrape-interval");
     let arg = |rendered: &str, flag: &str| {
         let deployment = document(rendered, "Deployment").unwrap_or_else(|| panic!("no Deployment in:\n{rendered}"));
@@ -98,11 +99,21 @@ fn the_chart_gives_the_operator_its_scrape_intervals() {
         after.lines().next().map(|line| line.trim().to_owned()).unwrap_or_default()
     };
     let (pods, gateway) = ("--scrape-interval-seconds", "--gateway-scrape-interval-seconds");
+    let queries = "--prometheus-max-concurrent-queries";
     let defaults = helm_template(&scratch, &[]);
     assert_eq!((arg(&defaults, pods), arg(&defaults, gateway)), ("- \"5\"".to_owned(), "- \"1\"".to_owned()));
-    let set = ["--set", "prometheus.scrapeIntervalSeconds=4", "--set", "prometheus.gatewayScrapeIntervalSeconds=2"];
+    assert_eq!(arg(&defaults, queries), "- \"10\"");
+    let set = [
+        "--set",
+        "prometheus.scrapeIntervalSeconds=4",
+        "--set",
+        "prometheus.gatewayScrapeIntervalSeconds=2",
+        "--set",
+        "prometheus.maxConcurrentQueries=4",
+    ];
     let rendered = helm_template(&scratch, &set);
     assert_eq!((arg(&rendered, pods), arg(&rendered, gateway)), ("- \"4\"".to_owned(), "- \"2\"".to_owned()));
+    assert_eq!(arg(&rendered, queries), "- \"4\"");
 
     let chart = repo_root().join("charts/matte");
     let refused = |values: &[&str], naming: &str| {
@@ -114,6 +125,7 @@ fn the_chart_gives_the_operator_its_scrape_intervals() {
     };
     refused(&["prometheus.scrapeIntervalSeconds=0"], "scrapeIntervalSeconds");
     refused(&["prometheus.gatewayScrapeIntervalSeconds=0"], "gatewayScrapeIntervalSeconds");
+    refused(&["prometheus.maxConcurrentQueries=0"], "maxConcurrentQueries");
     refused(
         &["prometheus.scrapeIntervalSeconds=2", "prometheus.gatewayScrapeIntervalSeconds=3"],
         "gatewayScrapeIntervalSeconds must not exceed",

@@ -4,8 +4,10 @@
 //! functions), which the simulator computes from its scrapes.
 //!
 //! The queries are built by a pure function ([`Queries::new`]), so what the autoscaler
-//! asks Prometheus is unit-tested; [`PrometheusSource`] only sends them, concurrently.
+//! asks Prometheus is unit-tested; [`PrometheusSource`] only sends them, concurrently,
+//! within the operator's bound on queries in flight ([`PrometheusClient`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use matte_common::{gateway_metrics, metrics as names};
@@ -13,6 +15,7 @@ use matte_policy::QueueMetrics;
 pub use matte_policy::observed::Windows;
 use matte_policy::observed::{QUEUE_WAIT_QUANTILE, SUSTAINED_QUANTILE};
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 
 use crate::error::Error;
 
@@ -122,18 +125,39 @@ fn seconds(duration: Duration) -> String {
     format!("{}s", duration.as_secs().max(1))
 }
 
-/// The HTTP client every [`PrometheusSource`] shares: one connection pool for the
-/// operator's whole life, not a new one (and a new TLS set-up) for every pass.
-pub fn http_client() -> Result<reqwest::Client, Error> {
-    reqwest::Client::builder()
+/// The queries in flight at once, across every resource, unless `--prometheus-max-
+/// concurrent-queries` says otherwise: half of Prometheus's own default
+/// `--query.max-concurrency` (20), leaving the rest to its rules and dashboards. A pass
+/// asks [`QUERIES_PER_PASS`] at once; a cluster of many services behind their gateways
+/// (a pass a second each) would otherwise send Prometheus a few thousand queries a
+/// second, and when it slowed, every pass's queries would time out together and every
+/// autoscaler go blind. Bounded, passes wait their turn and come less often instead.
+pub const DEFAULT_MAX_CONCURRENT_QUERIES: u16 = 10;
+
+/// The queries of one pass ([`Queries`]).
+pub const QUERIES_PER_PASS: usize = 14;
+
+/// The way to Prometheus every [`PrometheusSource`] shares: one HTTP client (one
+/// connection pool for the operator's whole life, not a new one and a new TLS set-up
+/// for every pass), and the turns that bound the queries in flight across them all.
+#[derive(Debug, Clone)]
+pub struct PrometheusClient {
+    http: reqwest::Client,
+    turns: Arc<Semaphore>,
+}
+
+/// The client for every query, with at most `max_concurrent_queries` in flight at once.
+pub fn http_client(max_concurrent_queries: u16) -> Result<PrometheusClient, Error> {
+    let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
-        .map_err(|e| Error::Prometheus { url: "(any)".to_owned(), reason: e.to_string() })
+        .map_err(|e| Error::Prometheus { url: "(any)".to_owned(), reason: e.to_string() })?;
+    Ok(PrometheusClient { http, turns: Arc::new(Semaphore::new(usize::from(max_concurrent_queries.max(1)))) })
 }
 
 /// A Prometheus server to ask about one fleet.
 pub struct PrometheusSource {
-    client: reqwest::Client,
+    client: PrometheusClient,
     query_url: String,
     queries: Queries,
 }
@@ -141,7 +165,7 @@ pub struct PrometheusSource {
 impl PrometheusSource {
     /// `base_url` is the server, e.g. `http://prometheus.monitoring:9090`; `client`
     /// comes from [`http_client`].
-    pub fn new(client: reqwest::Client, base_url: &str, selector: &str, windows: &Windows) -> PrometheusSource {
+    pub fn new(client: PrometheusClient, base_url: &str, selector: &str, windows: &Windows) -> PrometheusSource {
         PrometheusSource {
             client,
             query_url: format!("{}/api/v1/query", base_url.trim_end_matches('/')),
@@ -214,8 +238,11 @@ impl PrometheusSource {
     /// value that is not a finite number (0/0 when nothing happened in the window).
     pub async fn scalar(&self, query: &str) -> Result<Option<f64>, Error> {
         let failed = |reason: String| Error::PrometheusQuery { query: query.to_owned(), reason };
+        // The semaphore is never closed: its turn always comes.
+        let _turn = self.client.turns.acquire().await.map_err(|e| failed(e.to_string()))?;
         let response = self
             .client
+            .http
             .get(&self.query_url)
             .query(&[("query", query)])
             .send()
@@ -274,6 +301,8 @@ fn parse_vector(data: Option<serde_json::Value>) -> Result<Option<f64>, String> 
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
     #[test]
@@ -344,9 +373,48 @@ mod tests {
     async fn an_endless_answer_is_refused_without_reading_it_all() {
         let url = endless_server().await;
         let windows = Windows::for_scrape_interval(Duration::from_secs(5));
-        let source = PrometheusSource::new(http_client().expect("a client"), &url, "", &windows);
+        let source =
+            PrometheusSource::new(http_client(DEFAULT_MAX_CONCURRENT_QUERIES).expect("a client"), &url, "", &windows);
         let error = source.scalar("up").await.expect_err("no answer that large is read");
         assert!(error.to_string().contains("over 65536 bytes"), "{error}");
+    }
+
+    /// A Prometheus on loopback that answers every query with no series after `delay`;
+    /// it counts the queries it answered, and the most it was ever answering at once.
+    async fn slow_server(delay: Duration) -> (String, Arc<[AtomicUsize; 2]>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let address = listener.local_addr().expect("its address");
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let counts = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let seen = counts.clone();
+        let answer = move || {
+            let (in_flight, counts) = (in_flight.clone(), counts.clone());
+            async move {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                counts[1].fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                counts[0].fetch_add(1, Ordering::SeqCst);
+                axum::Json(serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": []}}))
+            }
+        };
+        let app = axum::Router::new().fallback(answer);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{address}"), seen)
+    }
+
+    #[tokio::test]
+    async fn the_queries_in_flight_stay_within_the_bound_across_every_resource() {
+        let (url, counts) = slow_server(Duration::from_millis(50)).await;
+        let windows = Windows::for_scrape_interval(Duration::from_secs(5));
+        let client = http_client(3).expect("a client");
+        let shop = PrometheusSource::new(client.clone(), &url, r#"namespace="shop""#, &windows);
+        let studio = PrometheusSource::new(client, &url, r#"namespace="studio""#, &windows);
+        let (shop, studio) = tokio::join!(shop.queue_metrics(), studio.queue_metrics());
+        // Every query answered, none of them with a series.
+        assert_eq!((shop.expect("answered"), studio.expect("answered")), (None, None));
+        let (answered, most) = (counts[0].load(Ordering::SeqCst), counts[1].load(Ordering::SeqCst));
+        assert_eq!((answered, most), (2 * QUERIES_PER_PASS, 3), "two passes' queries, 3 at a time");
     }
 
     /// The first byte of what an HTTPS client sends: a TLS handshake record (0x16).
@@ -362,8 +430,12 @@ mod tests {
             connection.read_u8().await.expect("the client speaks first")
         });
         let windows = Windows::for_scrape_interval(Duration::from_secs(5));
-        let source =
-            PrometheusSource::new(http_client().expect("a client"), &format!("https://{address}"), "", &windows);
+        let source = PrometheusSource::new(
+            http_client(DEFAULT_MAX_CONCURRENT_QUERIES).expect("a client"),
+            &format!("https://{address}"),
+            "",
+            &windows,
+        );
         // The listener answers nothing, so the handshake fails once the byte is read.
         let query = tokio::time::timeout(Duration::from_secs(20), source.scalar("up"));
         let first = tokio::time::timeout(Duration::from_secs(20), first_byte);

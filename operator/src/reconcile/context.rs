@@ -12,7 +12,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 
 use crate::autoscaler::policy::{Decision, Memory, Reason};
-use crate::autoscaler::prometheus::Windows;
+use crate::autoscaler::prometheus::{PrometheusClient, Windows};
 use crate::crd::BackgroundRemovalService;
 use crate::desired::{Defaults, ScrapeIntervals};
 use crate::telemetry::Metrics;
@@ -23,9 +23,9 @@ pub struct Settings {
     pub defaults: Defaults,
     /// The Prometheus the autoscaler asks when a resource names none.
     pub prometheus_url: Option<String>,
-    /// The one HTTP client (and connection pool) every Prometheus query goes through
-    /// (`autoscaler::prometheus::http_client`).
-    pub prometheus_http: reqwest::Client,
+    /// The one client (a connection pool and the bound on queries in flight) every
+    /// Prometheus query goes through (`autoscaler::prometheus::http_client`).
+    pub prometheus_http: PrometheusClient,
     /// How often the pods and the gateway are scraped; the autoscaler looks again every
     /// gateway's interval for a resource behind its gateway, every pods' otherwise
     /// (`Windows::pass`).
@@ -182,7 +182,10 @@ pub(super) fn test_settings() -> Settings {
     Settings {
         defaults: crate::desired::fixtures::defaults(),
         prometheus_url: None,
-        prometheus_http: reqwest::Client::new(),
+        prometheus_http: crate::autoscaler::prometheus::http_client(
+            crate::autoscaler::prometheus::DEFAULT_MAX_CONCURRENT_QUERIES,
+        )
+        .expect("a client"),
         scrape_intervals: ScrapeIntervals { pods: Duration::from_secs(5), gateway: Duration::from_secs(1) },
         watch_namespace: None,
         reporter: Reporter { controller: "matte-operator".into(), instance: None },
