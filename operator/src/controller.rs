@@ -45,7 +45,7 @@ pub async fn run(
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
 
-    let context = Arc::new(Context::new(client.clone(), settings, metrics.clone()));
+    let context = Arc::new(Context::new(client.clone(), settings, metrics.clone(), Some(reader.clone())));
 
     metrics.follow_resources(Some(reader.clone()));
     Controller::for_stream(resources, reader)

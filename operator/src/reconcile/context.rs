@@ -1,15 +1,16 @@
 //! What every pass shares: the operator's settings, the apiserver client, the Event
 //! recorder and the metrics, and what outlives a pass: per resource, the autoscaler's
-//! memory and the failures in a row; per process, whether PodMonitors can be made.
+//! memory and the failures in a row (for as long as the resource is cached, and for
+//! that object only); per process, whether PodMonitors can be made.
 //! Kept apart from the stages so that each of them reads as what it does to a resource.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
 
 use crate::autoscaler::policy::{Decision, Memory, Reason};
 use crate::autoscaler::prometheus::{PrometheusClient, Windows};
@@ -53,13 +54,54 @@ pub struct Context {
     pub(super) recorder: Recorder,
     pub(super) metrics: Arc<Metrics>,
     /// Per resource: the autoscaler's memory and the failures in a row.
-    remembered: Mutex<HashMap<ObjectRef<BackgroundRemovalService>, Remembered>>,
+    remembered: Mutex<Remembering>,
+    /// The resources the controller caches, whose absence says what to forget; `None`
+    /// where nothing caches them (tests of one pass).
+    resources: Option<Store<BackgroundRemovalService>>,
     /// Whether the PodMonitor CRD exists, and when that was last asked.
     pub(super) pod_monitors: Mutex<Option<(Instant, bool)>>,
 }
 
+/// How often what is kept for resources no longer cached is dropped: a map of a few
+/// hundred entries walked once a minute, so that a cluster whose resources come and go
+/// (one per branch, per test run) does not grow the operator's memory for ever.
+const FORGET_EVERY: Duration = Duration::from_secs(60);
+
+/// What outlives a pass, per resource, for the object it was kept for: a resource
+/// deleted and made again under its name is another object (another uid), whose
+/// autoscaler starts from its own status, not from its predecessor's bursts and writes.
+#[derive(Debug, Default)]
+struct Remembering {
+    by_resource: HashMap<ObjectRef<BackgroundRemovalService>, Remembered>,
+    forgotten_at: Option<Instant>,
+}
+
+impl Remembering {
+    /// What is kept for `brs`, afresh if what was kept is another object's.
+    fn of(&mut self, brs: &BackgroundRemovalService) -> &mut Remembered {
+        let uid = brs.uid();
+        let remembered = self.by_resource.entry(ObjectRef::from_obj(brs)).or_default();
+        if remembered.uid != uid {
+            *remembered = Remembered { uid, ..Remembered::default() };
+        }
+        remembered
+    }
+
+    /// Drops what is kept for objects that `exists` no longer finds, by reference and
+    /// uid; at most once every `FORGET_EVERY`.
+    fn forget_absent(&mut self, exists: impl Fn(&ObjectRef<BackgroundRemovalService>, Option<&str>) -> bool) {
+        if self.forgotten_at.is_some_and(|at| at.elapsed() < FORGET_EVERY) {
+            return;
+        }
+        self.forgotten_at = Some(Instant::now());
+        self.by_resource.retain(|resource, remembered| exists(resource, remembered.uid.as_deref()));
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 struct Remembered {
+    /// The object this is kept for.
+    uid: Option<String>,
     memory: Memory,
     failures: u32,
     /// The resource's generation for which the gateway's objects were found gone.
@@ -89,20 +131,37 @@ fn write_due(
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Context {
+    /// `resources`: the controller's cache of the resources, if any.
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        resources: Option<Store<BackgroundRemovalService>>,
+    ) -> Context {
         Context {
             recorder: Recorder::new(client.clone(), settings.reporter.clone()),
             client,
             settings,
             metrics,
             remembered: Mutex::default(),
+            resources,
             pod_monitors: Mutex::default(),
         }
     }
 
     fn remember<T>(&self, brs: &BackgroundRemovalService, change: impl FnOnce(&mut Remembered) -> T) -> T {
         let mut remembered = self.remembered.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        change(remembered.entry(ObjectRef::from_obj(brs)).or_default())
+        change(remembered.of(brs))
+    }
+
+    /// Drops what is kept for resources the cache no longer holds (deleted, or made
+    /// again as another object), at most once every `FORGET_EVERY`.
+    pub(super) fn forget_deleted(&self) {
+        let Some(resources) = &self.resources else { return };
+        let mut remembered = self.remembered.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        remembered.forget_absent(|resource, uid| {
+            resources.get(resource).is_some_and(|cached| cached.uid().as_deref() == uid)
+        });
     }
 
     /// The autoscaler's memory of `brs`: this process's, or after a leader change the
@@ -211,6 +270,41 @@ mod tests {
         assert_eq!((without.arrivals, without.confirm()), (Duration::from_secs(10), Duration::from_secs(15)));
         assert_eq!((behind.rate, behind.recent), (without.rate, without.recent), "the pods' windows are the same");
         assert_eq!((behind.pass, without.pass), (Duration::from_secs(1), Duration::from_secs(5)));
+    }
+
+    fn with_uid(uid: &str) -> BackgroundRemovalService {
+        let mut brs = resource("minimal.yaml");
+        brs.metadata.uid = Some(uid.to_owned());
+        brs
+    }
+
+    #[test]
+    fn a_resource_made_again_under_its_name_starts_afresh() {
+        let mut remembering = Remembering::default();
+        let first = with_uid("0001");
+        remembering.of(&first).failures = 3;
+        assert_eq!(remembering.of(&first).failures, 3, "the same object: kept");
+        let again = with_uid("0002");
+        assert_eq!(remembering.of(&again).failures, 0, "another object under the same name");
+        assert_eq!(remembering.by_resource.len(), 1);
+    }
+
+    #[test]
+    fn what_is_kept_for_a_resource_no_longer_cached_is_forgotten() {
+        let mut remembering = Remembering::default();
+        let (kept, deleted) = (with_uid("0001"), {
+            let mut other = with_uid("0002");
+            other.metadata.name = Some("sketches".into());
+            other
+        });
+        remembering.of(&kept).failures = 1;
+        remembering.of(&deleted).failures = 1;
+        let cached = ObjectRef::from_obj(&kept);
+        remembering.forget_absent(|resource, uid| resource == &cached && uid == Some("0001"));
+        assert_eq!(remembering.by_resource.keys().collect::<Vec<_>>(), [&cached]);
+        // Not again before `FORGET_EVERY`: every pass asks, one in a minute walks the map.
+        remembering.forget_absent(|_, _| false);
+        assert_eq!(remembering.by_resource.len(), 1);
     }
 
     #[test]

@@ -118,6 +118,7 @@ pub async fn reconcile(brs: Arc<BackgroundRemovalService>, context: Arc<Context>
     if result.is_ok() {
         context.succeeded(&brs);
     }
+    context.forget_deleted();
     result.map(|(action, _)| action)
 }
 

@@ -124,7 +124,7 @@ mod tests {
     use crate::telemetry::Metrics;
 
     fn context(client: Client) -> Context {
-        Context::new(client, test_settings(), Arc::new(Metrics::new()))
+        Context::new(client, test_settings(), Arc::new(Metrics::new()), None)
     }
 
     /// Answers the pass's two reads in turn, with `deployment` (404 when `None`) and
