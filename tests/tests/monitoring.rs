@@ -1,7 +1,8 @@
 //! The chart's monitoring: `charts/matte/alerts/rules.yaml` is valid and passes its
 //! promtool unit tests (each alert firing where it must and silent where it must not), the
 //! chart's PrometheusRule carries exactly those rules, and its ServiceMonitor scrapes the
-//! operator's metrics Service. No cluster needed: helm renders offline.
+//! operator's metrics Service; and the operator takes every flag the chart gives it. No
+//! cluster needed: helm renders offline.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -130,6 +131,44 @@ fn the_chart_gives_the_operator_its_scrape_intervals_and_its_bound_on_queries() 
         &["prometheus.scrapeIntervalSeconds=2", "prometheus.gatewayScrapeIntervalSeconds=3"],
         "gatewayScrapeIntervalSeconds must not exceed",
     );
+    let _ = fs::remove_dir_all(&scratch);
+}
+
+/// Every flag the chart passes, in every branch of its template, is one the operator's
+/// binary takes with the value given: a flag renamed on one side alone would otherwise
+/// pass every test here and stop the operator at its first start in a cluster.
+#[test]
+fn the_operator_takes_every_flag_the_chart_gives_it() {
+    use clap::Parser;
+    use matte_operator::cli::{Cli, Command as Subcommand};
+    let scratch = scratch("operator-flags");
+    let every_branch = [
+        "--set",
+        "watchNamespace=shop",
+        "--set",
+        "prometheus.allowedUrls={http://team-a.prometheus:9090}",
+        "--set",
+        "prometheus.maxConcurrentQueries=4",
+    ];
+    for values in [&[][..], &every_branch[..], &["--set", "leaderElection.enabled=false"][..]] {
+        let rendered = helm_template(&scratch, values);
+        let deployment = document(&rendered, "Deployment").unwrap_or_else(|| panic!("no Deployment in:\n{rendered}"));
+        let deployment: serde_json::Value = serde_yaml::from_str(deployment).expect("the Deployment is YAML");
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let words = |field: &str| -> Vec<String> {
+            let list = container[field].as_array().unwrap_or_else(|| panic!("no {field} in {container}"));
+            list.iter().map(|word| word.as_str().expect("a string").to_owned()).collect()
+        };
+        let line = [words("command"), words("args")].concat();
+        let parsed = Cli::try_parse_from(&line).unwrap_or_else(|error| panic!("{values:?}: {line:?}: {error}"));
+        let Subcommand::Run(args) = parsed.command else { panic!("{line:?} is not `run`") };
+        assert_eq!(args.leader_elect, !values.contains(&"leaderElection.enabled=false"), "{line:?}");
+        if values == every_branch {
+            assert_eq!(args.watch_namespace.as_deref(), Some("shop"));
+            assert_eq!(args.allowed_prometheus_urls, ["http://team-a.prometheus:9090"]);
+            assert_eq!(args.prometheus_max_concurrent_queries, 4);
+        }
+    }
     let _ = fs::remove_dir_all(&scratch);
 }
 
