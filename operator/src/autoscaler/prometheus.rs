@@ -379,22 +379,29 @@ mod tests {
         assert!(error.to_string().contains("over 65536 bytes"), "{error}");
     }
 
-    /// A Prometheus on loopback that answers every query with no series after `delay`;
-    /// it counts the queries it answered, and the most it was ever answering at once.
-    async fn slow_server(delay: Duration) -> (String, Arc<[AtomicUsize; 2]>) {
+    /// What [`slow_server`] saw: the queries it answered, and the most it was ever
+    /// answering at once.
+    #[derive(Default)]
+    struct Served {
+        answered: AtomicUsize,
+        most_at_once: AtomicUsize,
+    }
+
+    /// A Prometheus on loopback that answers every query with no series after `delay`.
+    async fn slow_server(delay: Duration) -> (String, Arc<Served>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
         let address = listener.local_addr().expect("its address");
         let in_flight = Arc::new(AtomicUsize::new(0));
-        let counts = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
-        let seen = counts.clone();
+        let served = Arc::new(Served::default());
+        let seen = served.clone();
         let answer = move || {
-            let (in_flight, counts) = (in_flight.clone(), counts.clone());
+            let (in_flight, served) = (in_flight.clone(), served.clone());
             async move {
                 let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                counts[1].fetch_max(now, Ordering::SeqCst);
+                served.most_at_once.fetch_max(now, Ordering::SeqCst);
                 tokio::time::sleep(delay).await;
                 in_flight.fetch_sub(1, Ordering::SeqCst);
-                counts[0].fetch_add(1, Ordering::SeqCst);
+                served.answered.fetch_add(1, Ordering::SeqCst);
                 axum::Json(serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": []}}))
             }
         };
@@ -405,7 +412,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_queries_in_flight_stay_within_the_bound_across_every_resource() {
-        let (url, counts) = slow_server(Duration::from_millis(50)).await;
+        let (url, served) = slow_server(Duration::from_millis(50)).await;
         let windows = Windows::for_scrape_interval(Duration::from_secs(5));
         let client = http_client(3).expect("a client");
         let shop = PrometheusSource::new(client.clone(), &url, r#"namespace="shop""#, &windows);
@@ -413,7 +420,7 @@ mod tests {
         let (shop, studio) = tokio::join!(shop.queue_metrics(), studio.queue_metrics());
         // Every query answered, none of them with a series.
         assert_eq!((shop.expect("answered"), studio.expect("answered")), (None, None));
-        let (answered, most) = (counts[0].load(Ordering::SeqCst), counts[1].load(Ordering::SeqCst));
+        let (answered, most) = (served.answered.load(Ordering::SeqCst), served.most_at_once.load(Ordering::SeqCst));
         assert_eq!((answered, most), (2 * QUERIES_PER_PASS, 3), "two passes' queries, 3 at a time");
     }
 
