@@ -40,7 +40,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             allowed_prometheus_urls: args.allowed_prometheus_urls(),
         },
         prometheus_url: args.prometheus_url.clone().filter(|u| !u.is_empty()),
-        prometheus_http: prometheus::http_client(args.prometheus_max_concurrent_queries)?,
+        prometheus_client: prometheus::http_client(args.prometheus_max_concurrent_queries)?,
         scrape_intervals,
         watch_namespace: args.watch_namespace.clone().filter(|n| !n.is_empty()),
         reporter: Reporter { controller: "matte-operator".into(), instance: Some(identity.clone()) },

@@ -26,7 +26,7 @@ pub struct Settings {
     pub prometheus_url: Option<String>,
     /// The one client (a connection pool and the bound on queries in flight) every
     /// Prometheus query goes through (`autoscaler::prometheus::http_client`).
-    pub prometheus_http: PrometheusClient,
+    pub prometheus_client: PrometheusClient,
     /// How often the pods and the gateway are scraped; the autoscaler looks again every
     /// gateway's interval for a resource behind its gateway, every pods' otherwise
     /// (`Windows::pass`).
@@ -241,7 +241,7 @@ pub(super) fn test_settings() -> Settings {
     Settings {
         defaults: crate::desired::fixtures::defaults(),
         prometheus_url: None,
-        prometheus_http: crate::autoscaler::prometheus::http_client(
+        prometheus_client: crate::autoscaler::prometheus::http_client(
             crate::autoscaler::prometheus::DEFAULT_MAX_CONCURRENT_QUERIES,
         )
         .expect("a client"),

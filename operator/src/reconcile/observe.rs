@@ -106,7 +106,7 @@ fn metrics_source(settings: &Settings, brs: &BackgroundRemovalService) -> Option
     let selector = configured
         .and_then(|m| m.selector.clone())
         .unwrap_or_else(|| format!(r#"namespace="{}",job="{}""#, brs.namespace().unwrap_or_default(), brs.name_any()));
-    Some(PrometheusSource::new(settings.prometheus_http.clone(), &url, &selector, &settings.windows(brs)))
+    Some(PrometheusSource::new(settings.prometheus_client.clone(), &url, &selector, &settings.windows(brs)))
 }
 
 #[cfg(test)]
