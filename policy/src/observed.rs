@@ -13,16 +13,17 @@
 //! | `queue_wait_p95_seconds` | `histogram_quantile(0.95, sum by (le) (rate(queue_wait_seconds_bucket[rate])))` |
 //! | `images_per_pod_second` | `sum(rate(inference_rows_total[long])) / sum(rate(inference_seconds_sum[long]))`: rows, padding included, so that a lone image's padded run does not understate a pod's pace |
 //! | `sustained_admitted_per_second` | `quantile_over_time(0.5, (sum(rate(admitted[rate])) unless sum(rate(refused[rate])) > 0 unless sum(max_over_time(gateway_queue_depth[rate])) > 0)[long:scrape])` |
-//! | `rejected_recently` | `sum(rate(refused[recent])) * scrape`: refusals per scrape interval |
+//! | `rejected_recently` | `(sum(rate(gateway_refused[recent])) or sum(rate(pods_refused[recent]))) * scrape`: clients refused per scrape interval, the gateway's where it has a rate, the pods' otherwise |
 //! | `gateway_queue_depth` | `sum(gateway_queue_depth)`: requests waiting in the gateway's FIFO |
 //! | `gateway_oldest_queued_age_seconds` | `max(gateway_oldest_queued_age_seconds)` |
 //! | `deferred_requests` | behind a gateway (its queue depth has a sample): `sum(gateway_deferred_requests)`; without one: `sum(deferred_requests)`. Clients sent away whose `Retry-After` has not passed |
 //! | `new_arrivals_per_second` | behind a gateway: `sum(rate(gateway_received[arrivals])) - sum(rate(gateway_deferred_due[confirm]))`, requests reaching the gateway, less the clients due back (over the confirmation time: see [`Windows::dues`]); without one the same of the pods: `sum(rate(requests_total[arrivals])) - (sum(rate(deferred_due[confirm])) or vector(0))`, every request the pods answered, less the clients they refused whose `Retry-After` has passed (none from pods that do not count them) |
 //! | `gateway_latest_arrivals_per_second` | `sum(rate(gateway_received[latest]))`: requests reaching the gateway over its latest two scrapes, returns included; none when the window holds fewer than two samples |
 //!
-//! where `refused` is the pods' `requests_total{outcome="queue_full"}` together with the
-//! gateway's `gateway_requests_total{outcome=~"queue_full|no_capacity"}` (clients sent
-//! away to come back after `Retry-After`), `gateway_received` the gateway's requests
+//! where `refused` is `pods_refused`, the pods' `requests_total{outcome="queue_full"}`,
+//! together with `gateway_refused`, the gateway's
+//! `gateway_requests_total{outcome=~"queue_full|no_capacity"}` (clients sent away to
+//! come back after `Retry-After`), `gateway_received` the gateway's requests
 //! counted as they arrive, and `admitted` every other outcome of the pods'. The gateway's gauges are summed (depth, clients away) and maxed (age)
 //! over its replicas. There are metrics when either the pods' or the gateway's series have a
 //! current sample: a service scaled to zero has no pod series, and its observation
@@ -30,8 +31,11 @@
 //! left of ended pods' series in each window, as Prometheus's range vectors do, and
 //! nothing once those are out of every window). Without a gateway the gateway's fields
 //! read 0, and the clients away and the new arrivals are the pods'. Behind a gateway the
-//! pods' own refusals are not counted as clients away: the gateway tries another pod or
-//! holds the request, and never waits out a pod's `Retry-After`.
+//! pods' own refusals are not counted as clients away, nor as clients refused: the
+//! gateway tries another pod or holds the request (in its queue's depth already), and
+//! never waits out a pod's `Retry-After`. Counted, they made each rollout of the gateway
+//! a burst: its replicas' shares of a pod's places overlap while an old replica drains
+//! and a new one takes traffic, and the pods refuse the difference.
 
 use std::time::Duration;
 
@@ -379,6 +383,11 @@ pub fn queue_metrics(
         let by_gateways = gateways.iter().filter_map(|gateway| promql::rate(&gateway.refused, at, range));
         by_gateways.fold(sum_rate(at, range, |s| &s.refused), |total, value| Some(total.unwrap_or(0.0) + value))
     };
+    // The gateway's alone, as `sum` gives it: none where no replica has a rate.
+    let gateway_refused_rate = |range: f64| {
+        let by_gateways = gateways.iter().filter_map(|gateway| promql::rate(&gateway.refused, at, range));
+        by_gateways.fold(None, |total: Option<f64>, value| Some(total.unwrap_or(0.0) + value))
+    };
 
     let gateway_rate = |points: fn(&GatewaySeries) -> &Vec<Point>, range: f64| -> f64 {
         gateways.iter().filter_map(|gateway| promql::rate(points(gateway), at, range)).sum()
@@ -438,7 +447,8 @@ pub fn queue_metrics(
         queue_wait_p95_seconds,
         images_per_pod_second,
         sustained_admitted_per_second: stats::quantile(SUSTAINED_QUANTILE, refusal_free).unwrap_or(0.0),
-        rejected_recently: refused_rate(at, recent).unwrap_or(0.0) * step,
+        rejected_recently: gateway_refused_rate(recent).or_else(|| sum_rate(at, recent, |s| &s.refused)).unwrap_or(0.0)
+            * step,
         gateway_queue_depth: gateway_depth.unwrap_or(0.0),
         gateway_oldest_queued_age_seconds,
         deferred_requests,
@@ -572,12 +582,15 @@ mod tests {
     }
 
     #[test]
-    fn the_gateways_refusals_count_with_the_pods() {
+    fn behind_the_gateway_the_clients_refused_are_the_gateways_not_the_pods() {
         let windows = Windows::for_scrape_interval(Duration::from_secs(5));
         let (mut pod, mut gateway) = (Series::default(), GatewaySeries::default());
         for step in 0..=4 {
             let at = 5.0 * f64::from(step);
-            pod.record(at, &scrape(at, 0.0, 16.0));
+            // From 5 s on the pod turns away 4 of the gateway's requests a second (a
+            // rollout of the gateway, its replicas' shares overlapping), which the gateway
+            // holds in its queue.
+            pod.record(at, &scrape(at, if at >= 10.0 { 4.0 * (at - 5.0) } else { 0.0 }, 16.0));
             // 120 clients sent away between 15 s and 20 s, a counter exported at 0 from
             // the start: its rate sees them at once. The queue fills from 15 s on.
             let refused = if at >= 20.0 { 120.0 } else { 0.0 };
@@ -592,9 +605,12 @@ mod tests {
             );
         }
         let queue = queue_metrics(&[&pod], &[&gateway], 20.0, &windows).expect("both");
-        // Read over the last two scrapes, per scrape interval: half of them.
+        // Read over the last two scrapes, per scrape interval: half of the gateway's.
         assert!((queue.rejected_recently - 60.0).abs() < 1e-9, "{queue:?}");
         assert!(queue.sustained_admitted_per_second > 0.0, "the steps before the refusals count: {queue:?}");
+        // Without the gateway the pod's refusals are the clients refused: 4/s, 20 a scrape.
+        let without = queue_metrics(&[&pod], &[], 20.0, &windows).expect("the pod");
+        assert!((without.rejected_recently - 20.0).abs() < 1e-9, "{without:?}");
     }
 
     #[test]

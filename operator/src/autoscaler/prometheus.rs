@@ -91,7 +91,17 @@ impl Queries {
                 "quantile_over_time({SUSTAINED_QUANTILE}, (sum(rate({admitted}[{rate}])) unless sum(rate({refused}[{rate}])) > 0 unless sum(max_over_time({}[{rate}])) > 0)[{long}:{step}])",
                 series(gateway_metrics::QUEUE_DEPTH, "")
             ),
-            rejected_recently: format!("sum(rate({refused}[{recent}])) * {}", windows.scrape_interval.as_secs_f64()),
+            // Behind a gateway its refusals alone: a pod's 429 sends the gateway's request
+            // back to its queue, no client away. `or` keeps the pods' where it has none.
+            rejected_recently: format!(
+                "(sum(rate({}[{recent}])) or sum(rate({}[{recent}]))) * {}",
+                series(
+                    gateway_metrics::REQUESTS_TOTAL,
+                    &format!(r#"outcome=~"{}""#, gateway_metrics::REFUSED_OUTCOMES.join("|"))
+                ),
+                series(requests, r#"outcome="queue_full""#),
+                windows.scrape_interval.as_secs_f64()
+            ),
             gateway_queue_depth: format!("sum({})", series(gateway_metrics::QUEUE_DEPTH, "")),
             gateway_oldest_queued_age: format!("max({})", series(gateway_metrics::OLDEST_QUEUED_AGE_SECONDS, "")),
             gateway_deferred_requests: format!("sum({})", series(gateway_metrics::DEFERRED_REQUESTS, "")),
@@ -332,7 +342,7 @@ mod tests {
         assert_eq!(q.pods_deferred_requests, r#"sum(matte_deferred_requests{namespace="shop"})"#);
         assert_eq!(
             q.rejected_recently,
-            r#"sum(rate({namespace="shop",__name__=~"matte_requests_total|matte_gateway_requests_total",outcome=~"queue_full|no_capacity"}[10s])) * 5"#
+            r#"(sum(rate(matte_gateway_requests_total{namespace="shop",outcome=~"queue_full|no_capacity"}[10s])) or sum(rate(matte_requests_total{namespace="shop",outcome="queue_full"}[10s]))) * 5"#
         );
         assert_eq!(
             q.gateway_new_arrivals_per_second,
@@ -352,7 +362,11 @@ mod tests {
     fn an_empty_selector_still_makes_valid_matchers() {
         let q = Queries::new("", &Windows::for_scrape_interval(Duration::from_secs(1)));
         assert_eq!(q.queue_depth, "sum(matte_queue_depth{})");
-        assert!(q.rejected_recently.starts_with(r#"sum(rate({__name__=~"#), "{}", q.rejected_recently);
+        assert!(
+            q.rejected_recently.starts_with(r#"(sum(rate(matte_gateway_requests_total{outcome=~"#),
+            "{}",
+            q.rejected_recently
+        );
     }
 
     /// A server on loopback that answers every request with an endless body.
