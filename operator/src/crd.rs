@@ -459,6 +459,10 @@ pub struct BackgroundRemovalServiceStatus {
     /// bursts; times in Unix seconds), so that a new leader decides as the old one would.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaler_memory: Option<matte_policy::Memory>,
+    /// What in the spec builds and runs but works against itself, and what to change:
+    /// kept while the spec stands (the Warning Event `SpecAdvice` says it once per edit).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub advice: Vec<String>,
 }
 
 fn default_max_dimension() -> i32 {

@@ -49,6 +49,8 @@ pub struct Observed<'a> {
     pub selector: String,
     /// Spec problems found by validation; nothing was applied when there are any.
     pub problems: &'a [String],
+    /// What validation advises against in a spec that builds.
+    pub advice: &'a [String],
     /// Why applying the desired objects failed, if it did.
     pub apply_error: Option<String>,
     pub desired_replicas: i32,
@@ -198,6 +200,7 @@ pub fn compute(
             (false, _) => previous.last_scale_reason.clone(),
         },
         autoscaler_memory: observed.decision.map(|d| d.memory.clone()).or_else(|| previous.autoscaler_memory.clone()),
+        advice: observed.advice.to_vec(),
     }
 }
 
@@ -344,6 +347,18 @@ mod tests {
         assert_eq!(state(&status, READY), ("False".into(), "InvalidSpec".into()));
         let message = &condition(&status, DEGRADED).map(|c| c.message.clone()).unwrap_or_default();
         assert!(message.contains("spec.image") && message.contains("spec.model.std"), "{message}");
+    }
+
+    #[test]
+    fn advice_stays_in_the_status_while_the_spec_stands_and_goes_with_it() {
+        let ready = deployment(2, 2, 2);
+        let advice = vec!["spec.queue.capacity (6) holds fewer than two batches".to_owned()];
+        let advised =
+            compute(&Default::default(), &Observed { advice: &advice, ..observed(2, Some(&ready)) }, &time(0));
+        assert_eq!(advised.advice, advice);
+        assert_eq!(state(&advised, READY), ("True".into(), "AllPodsReady".into()), "advice degrades nothing");
+        let heeded = compute(&advised, &observed(2, Some(&ready)), &time(60));
+        assert!(heeded.advice.is_empty(), "{heeded:?}");
     }
 
     #[test]

@@ -301,6 +301,14 @@ fn the_operator_reconciles_with_the_charts_rbac() {
         let advised = listed.contains("SpecAdvice") && listed.contains("a capacity of 16 or fewer replicas");
         if listed.contains("Updated") && advised { Ok(()) } else { Err(listed) }
     });
+    wait_for("the advice in the status", WAIT, || {
+        let advice = get(&cluster, "brs", "portraits").map(|brs| brs["status"]["advice"].to_string());
+        if advice.as_ref().is_some_and(|advice| advice.contains("a capacity of 16 or fewer replicas")) {
+            Ok(())
+        } else {
+            Err(advice)
+        }
+    });
     let deployment = get(&cluster, "deployment", "portraits").expect("the Deployment");
     let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
     assert!(args.contains("1024"), "the new maxDimension reaches the pods: {args}");

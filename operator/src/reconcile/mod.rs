@@ -158,7 +158,8 @@ async fn pass(brs: &BackgroundRemovalService, context: &Context) -> Result<(Acti
     }
     let desired = build::build(brs, &valid, scale.replicas, &context.settings.scrape_intervals);
     let applied = apply::apply(context, brs, &desired).await;
-    report::report(context, brs, now, &current, &scale, &applied).await?;
+    let findings = report::Findings { current: &current, scale: &scale, applied: &applied, advice: &valid.advice };
+    report::report(context, brs, now, &findings).await?;
     match applied {
         Err(error) if error.is_refusal() => Ok((Action::requeue(RESYNC), Outcome::Refused)),
         Err(error) => Err(error.into()),

@@ -43,22 +43,28 @@ impl Error {
     }
 }
 
-/// A pass that ran to the end: the Event for what `applied` changed, if anything did,
-/// then the status from what was `current` at `now`, the `scale` decided, and how the
-/// apply went.
+/// What a pass that ran to the end reports on: what was `current`, the `scale` decided,
+/// how the apply went and the spec's `advice`.
+pub struct Findings<'a> {
+    pub current: &'a Current,
+    pub scale: &'a Scale,
+    pub applied: &'a Result<Applied, apply::Error>,
+    pub advice: &'a [String],
+}
+
+/// A pass that ran to the end: the Event for what it applied changed, if anything did,
+/// then the status from its `findings` at `now`.
 pub async fn report(
     context: &Context,
     brs: &BackgroundRemovalService,
     now: Timestamp,
-    current: &Current,
-    scale: &Scale,
-    applied: &Result<Applied, apply::Error>,
+    findings: &Findings<'_>,
 ) -> Result<(), Error> {
-    if let Some(event) = announcement(brs, current, scale, applied.as_ref().ok()) {
+    if let Some(event) = announcement(brs, findings.current, findings.scale, findings.applied.as_ref().ok()) {
         publish(context, brs, EventType::Normal, event.reason, event.action, event.note).await;
     }
     let previous = brs.status.clone().unwrap_or_default();
-    let status = status::compute(&previous, &observed(brs, current, scale, applied), &Time(now));
+    let status = status::compute(&previous, &observed(brs, findings), &Time(now));
     write_status(context, brs, &previous, status).await
 }
 
@@ -175,12 +181,8 @@ fn generation(deployment: &Deployment) -> Option<i64> {
 
 /// What the status reports of a pass that ran to the end. After a failed apply, the
 /// Deployment as it was, and the gateway unknown: `Degraded` says why.
-fn observed<'a>(
-    brs: &BackgroundRemovalService,
-    current: &'a Current,
-    scale: &'a Scale,
-    applied: &'a Result<Applied, apply::Error>,
-) -> Observed<'a> {
+fn observed<'a>(brs: &BackgroundRemovalService, findings: &Findings<'a>) -> Observed<'a> {
+    let Findings { current, scale, applied, advice } = *findings;
     let deployment = match applied {
         Ok(applied) => Some(&applied.deployment),
         Err(_) => current.deployment.as_ref(),
@@ -189,6 +191,7 @@ fn observed<'a>(
         generation: brs.metadata.generation,
         selector: desired::selector_string(brs),
         problems: &[],
+        advice,
         apply_error: applied.as_ref().err().map(ToString::to_string),
         desired_replicas: scale.replicas,
         deployment: deployment.and_then(|d| d.status.as_ref()),
@@ -378,7 +381,8 @@ mod tests {
             name: "portraits".into(),
             source: Box::new(kube::Error::Api(Box::new(refused))),
         });
-        let seen = observed(&brs, &current, &scale, &failed);
+        let findings = |applied| Findings { current: &current, scale: &scale, applied, advice: &[] };
+        let seen = observed(&brs, &findings(&failed));
         assert_eq!(seen.deployment.and_then(|s| s.ready_replicas), Some(1));
         assert_eq!(seen.gateway, None);
         assert_eq!(seen.desired_replicas, 3);
@@ -386,7 +390,7 @@ mod tests {
         assert!(message.starts_with("cannot apply Deployment shop/portraits: "), "{message}");
 
         let done = Ok(applied(deployment(3, 2, 3), true));
-        let seen = observed(&brs, &current, &scale, &done);
+        let seen = observed(&brs, &findings(&done));
         assert_eq!(seen.deployment.and_then(|s| s.ready_replicas), Some(3));
         assert_eq!(seen.gateway, Some(None));
         assert_eq!(seen.apply_error, None);
