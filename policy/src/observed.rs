@@ -378,16 +378,17 @@ pub fn queue_metrics(
     let sum_rate = |at: f64, range: f64, points: fn(&Series) -> &Vec<Point>| {
         sum(fleet, |series| promql::rate(points(series), at, range))
     };
-    // Refusals by the pods and by the gateway alike.
-    let refused_rate = |at: f64, range: f64| {
-        let by_gateways = gateways.iter().filter_map(|gateway| promql::rate(&gateway.refused, at, range));
-        by_gateways.fold(sum_rate(at, range, |s| &s.refused), |total, value| Some(total.unwrap_or(0.0) + value))
-    };
-    // The gateway's alone, as `sum` gives it: none where no replica has a rate.
-    let gateway_refused_rate = |range: f64| {
+    // The gateway's refusals, as `sum` gives them: none where no replica has a rate.
+    let gateway_refused_rate = |at: f64, range: f64| {
         let by_gateways = gateways.iter().filter_map(|gateway| promql::rate(&gateway.refused, at, range));
         by_gateways.fold(None, |total: Option<f64>, value| Some(total.unwrap_or(0.0) + value))
     };
+    // Refusals by the pods and by the gateway alike.
+    let refused_rate =
+        |at: f64, range: f64| match (sum_rate(at, range, |s| &s.refused), gateway_refused_rate(at, range)) {
+            (Some(pods), Some(gateways)) => Some(pods + gateways),
+            (pods, gateways) => pods.or(gateways),
+        };
 
     let gateway_rate = |points: fn(&GatewaySeries) -> &Vec<Point>, range: f64| -> f64 {
         gateways.iter().filter_map(|gateway| promql::rate(points(gateway), at, range)).sum()
@@ -447,7 +448,9 @@ pub fn queue_metrics(
         queue_wait_p95_seconds,
         images_per_pod_second,
         sustained_admitted_per_second: stats::quantile(SUSTAINED_QUANTILE, refusal_free).unwrap_or(0.0),
-        rejected_recently: gateway_refused_rate(recent).or_else(|| sum_rate(at, recent, |s| &s.refused)).unwrap_or(0.0)
+        rejected_recently: gateway_refused_rate(at, recent)
+            .or_else(|| sum_rate(at, recent, |s| &s.refused))
+            .unwrap_or(0.0)
             * step,
         gateway_queue_depth: gateway_depth.unwrap_or(0.0),
         gateway_oldest_queued_age_seconds,

@@ -54,17 +54,12 @@ impl Queries {
         let latest = seconds(windows.latest);
         let dues = seconds(windows.dues());
         let requests = names::REQUESTS_TOTAL;
+        let refused_outcomes = format!(r#"outcome=~"{}""#, gateway_metrics::REFUSED_OUTCOMES.join("|"));
         // Clients sent away to come back: the pods' `queue_full` and the gateway's
         // refusals, in one selector over both counters (the pods have no other outcome of
         // those names), so that each rate is one `rate` and never empty for want of one side.
-        let refused = series(
-            "",
-            &format!(
-                r#"__name__=~"{requests}|{}",outcome=~"{}""#,
-                gateway_metrics::REQUESTS_TOTAL,
-                gateway_metrics::REFUSED_OUTCOMES.join("|")
-            ),
-        );
+        let refused =
+            series("", &format!(r#"__name__=~"{requests}|{}",{refused_outcomes}"#, gateway_metrics::REQUESTS_TOTAL));
         let admitted = series(requests, r#"outcome!="queue_full""#);
         Queries {
             // The pods' samples, or the gateway's while no pod runs.
@@ -95,10 +90,7 @@ impl Queries {
             // back to its queue, no client away. `or` keeps the pods' where it has none.
             rejected_recently: format!(
                 "(sum(rate({}[{recent}])) or sum(rate({}[{recent}]))) * {}",
-                series(
-                    gateway_metrics::REQUESTS_TOTAL,
-                    &format!(r#"outcome=~"{}""#, gateway_metrics::REFUSED_OUTCOMES.join("|"))
-                ),
+                series(gateway_metrics::REQUESTS_TOTAL, &refused_outcomes),
                 series(requests, r#"outcome="queue_full""#),
                 windows.scrape_interval.as_secs_f64()
             ),

@@ -18,7 +18,7 @@ pub struct Valid {
     /// The gateway, unless `spec.gateway.enabled` is false.
     pub gateway: Option<ValidGateway>,
     /// What builds and runs but works against itself, each naming its fields and what
-    /// to change: told in a Warning Event, never refused.
+    /// to change: told in a Warning Event and `status.advice`, never refused.
     pub advice: Vec<String>,
 }
 
