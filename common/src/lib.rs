@@ -212,6 +212,28 @@ pub mod paths {
     pub const METRICS: &str = "/metrics";
 }
 
+/// The readiness probe the operator gives every server container (the pods' and the
+/// gateway's `/readyz`), and what follows from it for those that route to the pods.
+pub mod readiness {
+    use std::time::Duration;
+
+    /// How often the kubelet probes `/readyz`.
+    pub const PERIOD_SECONDS: u16 = 5;
+    /// Failed probes in a row that make the pod unready.
+    pub const FAILURE_THRESHOLD: u16 = 2;
+    /// Time for a pod's change of readiness to reach every EndpointSlice and its
+    /// watchers once the kubelet has seen it.
+    pub const ENDPOINT_PROPAGATION_SECONDS: u16 = 5;
+
+    /// How long after a pod stops serving its EndpointSlices say so at the latest: the
+    /// kubelet's failed probes in a row, and the propagation. A pod that answered 503, or
+    /// refused a connection, and is still listed ready after this was only briefly
+    /// unable to serve.
+    pub fn listed_unready_within() -> Duration {
+        Duration::from_secs(u64::from(PERIOD_SECONDS * FAILURE_THRESHOLD + ENDPOINT_PROPAGATION_SECONDS))
+    }
+}
+
 /// Command-line flags of `matte-inference` that the operator's pod builder sets, by
 /// their long names (without the leading `--`).
 pub mod flags {

@@ -128,7 +128,8 @@ impl Dispatcher {
                     if let Some(since) = known.starting_since.filter(|_| report.ready) {
                         inner.startups.record(now - since);
                     }
-                    Upstream { ready: report.ready, starting_since, ..known }
+                    // A new report is the source's word on it again.
+                    Upstream { ready: report.ready, unavailable_until: None, starting_since, ..known }
                 }
                 None => Upstream::new(report, now),
             };
@@ -269,9 +270,9 @@ impl Dispatcher {
                     upstream.record_answer();
                     upstream.paused_until = Some(now + BUSY_PAUSE);
                 }
-                AttemptOutcome::Unavailable => upstream.ready = false,
+                AttemptOutcome::Unavailable => upstream.record_unavailable(now),
                 AttemptOutcome::Refused => {
-                    upstream.ready = false;
+                    upstream.record_unavailable(now);
                     upstream.record_failure(now);
                 }
                 AttemptOutcome::Failed => upstream.record_failure(now),

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use matte_common::readiness;
+
 /// Failures in a row (connection errors, 5xx other than 503) after which a pod is
 /// taken out for a while: one failure may be a pooled connection closed under us, three
 /// in a row is the pod.
@@ -60,9 +62,13 @@ impl EndpointState {
 pub struct Upstream {
     /// `HOST:PORT`.
     pub address: String,
-    /// The last readiness its source reported, or false since it refused a connection
-    /// or answered 503 (until the source reports it ready again).
+    /// The last readiness its source reported.
     pub ready: bool,
+    /// Since it refused a connection or answered 503, until the source reports it again
+    /// or `readiness::listed_unready_within` has passed: a pod going down is listed
+    /// unready by then, and one still listed ready was only briefly unable to serve. A
+    /// source that reports only changes (EndpointSlices) may never report it again.
+    pub unavailable_until: Option<Instant>,
     /// Requests sent to it by this gateway and not yet answered.
     pub outstanding: u32,
     pub consecutive_failures: u32,
@@ -81,6 +87,7 @@ impl Upstream {
         Upstream {
             address: report.address.clone(),
             ready: report.ready,
+            unavailable_until: None,
             outstanding: 0,
             consecutive_failures: 0,
             times_ejected: 0,
@@ -93,7 +100,7 @@ impl Upstream {
     pub fn state(&self, now: Instant) -> EndpointState {
         if self.ejected_until.is_some_and(|until| now < until) {
             EndpointState::Ejected
-        } else if self.ready {
+        } else if self.ready && self.unavailable_until.is_none_or(|until| now >= until) {
             EndpointState::Ready
         } else {
             EndpointState::Unready
@@ -113,6 +120,12 @@ impl Upstream {
             self.times_ejected += 1;
             self.ejected_until = Some(now + ejection_period(self.times_ejected));
         }
+    }
+
+    /// It refused a connection or answered 503: unready until its source says otherwise,
+    /// or for as long as a pod going down takes to be listed unready.
+    pub fn record_unavailable(&mut self, now: Instant) {
+        self.unavailable_until = Some(now + readiness::listed_unready_within());
     }
 
     /// An answer from the pod: it is reachable and working.
@@ -183,6 +196,18 @@ mod tests {
         assert_eq!(three[2].state(now), EndpointState::Ready, "a paused pod is still ready");
         let later = now + Duration::from_secs(2);
         assert_eq!(pick(&three, 4, 0, later), Some(1), "the ejection and the pause have ended");
+    }
+
+    #[test]
+    fn a_pod_that_answered_unavailable_is_unready_until_it_would_have_been_listed_so() {
+        let now = Instant::now();
+        let mut pod = Upstream::new(&ready_pod("pod:8080".into()), now);
+        pod.record_unavailable(now);
+        assert_eq!(pod.state(now), EndpointState::Unready);
+        let listed_by = now + readiness::listed_unready_within();
+        assert_eq!(pod.state(listed_by - Duration::from_millis(1)), EndpointState::Unready);
+        assert_eq!(pod.state(listed_by), EndpointState::Ready, "still listed ready: back in rotation");
+        assert!(pod.takes_work(listed_by));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use matte_common::{fetch_model, flags, memory, paths};
+use matte_common::{fetch_model, flags, memory, paths, readiness};
 
 use crate::crd::{BackgroundRemovalService, ExecutionProvider};
 
@@ -37,7 +37,7 @@ pub(super) const NON_ROOT_USER: i64 = 65532;
 /// Time for a terminating pod's address to leave every Service endpoint before the
 /// server stops admitting work (its drain delay), so that no client is sent to a
 /// closing pod.
-pub(super) const ENDPOINT_PROPAGATION_SECONDS: i64 = 5;
+pub(super) const ENDPOINT_PROPAGATION_SECONDS: i64 = readiness::ENDPOINT_PROPAGATION_SECONDS as i64;
 /// Beyond the request timeout, time for a drain to finish what was admitted last:
 /// its decode, inference and encode.
 const DRAIN_MARGIN_SECONDS: i64 = 30;
@@ -303,7 +303,11 @@ pub(super) fn http_server_container(
             ..ContainerPort::default()
         }]),
         resources: Some(resources),
-        readiness_probe: Some(http_probe(paths::READYZ, 5, 2)),
+        readiness_probe: Some(http_probe(
+            paths::READYZ,
+            i32::from(readiness::PERIOD_SECONDS),
+            i32::from(readiness::FAILURE_THRESHOLD),
+        )),
         liveness_probe: Some(http_probe(paths::HEALTHZ, 10, 3)),
         security_context: Some(container_security()),
         volume_mounts: Some(mounts),
