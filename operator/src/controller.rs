@@ -65,13 +65,31 @@ pub async fn run(
         .trigger_backoff(NoSharedPause)
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "reconcile did not complete");
-            }
+        .for_each(|result| {
+            let metrics = metrics.clone();
+            async move { report_outcome(&metrics, result) }
         })
         .await;
     metrics.follow_resources(None);
+}
+
+/// What the Controller yields for each pass, as the operator's logs and metrics show it.
+/// A failed list or watch is a warning and counted: while it fails the operator does
+/// not see what changes, and one resource that cannot be read (a status that does not
+/// parse) fails the list of every resource. A pass that failed was reported with its
+/// resource by the reconciler and `error_policy` already.
+fn report_outcome<T, R: std::fmt::Display>(
+    metrics: &Metrics,
+    result: Result<T, controller::Error<R, watcher::Error>>,
+) {
+    match result {
+        Err(controller::Error::QueueError(error)) => {
+            metrics.watch_failed();
+            tracing::warn!(%error, "a list or watch of the apiserver failed; retrying");
+        }
+        Err(error) => tracing::debug!(%error, "reconcile did not complete"),
+        Ok(_) => {}
+    }
 }
 
 /// How long a watch waits before trying again after an error: from 250 ms up to 3 s.

@@ -457,12 +457,23 @@ pub struct BackgroundRemovalServiceStatus {
     pub last_scale_reason: Option<String>,
     /// What the autoscaling policy remembers between passes (the idle clock, the recent
     /// bursts; times in Unix seconds), so that a new leader decides as the old one would.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "memory_or_none")]
     pub autoscaler_memory: Option<matte_policy::Memory>,
     /// What in the spec builds and runs but works against itself, and what to change:
     /// kept while the spec stands (the Warning Event `SpecAdvice` says it once per edit).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub advice: Vec<String>,
+}
+
+/// The policy's memory as the status holds it, or none if it does not read as one. The
+/// resources are watched as a whole: one that fails to read fails the whole list, and
+/// with it every resource the operator manages, where a memory forgotten only costs that
+/// one resource what it had learnt.
+fn memory_or_none<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<matte_policy::Memory>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(deserializer)?;
+    Ok(value.and_then(|value| serde_json::from_value(value).ok()))
 }
 
 fn default_max_dimension() -> i32 {
@@ -682,5 +693,23 @@ mod tests {
         let throughput = &memory["imagesPerPodSecond"];
         assert_eq!(throughput["minimum"].as_f64(), Some(PLAUSIBLE_IMAGES_PER_POD_SECOND_MIN));
         assert_eq!(throughput["maximum"].as_f64(), Some(PLAUSIBLE_IMAGES_PER_POD_SECOND_MAX));
+        assert_eq!(memory["replicas"]["minimum"].as_f64(), Some(0.0), "{}", memory["replicas"]);
+    }
+
+    #[test]
+    fn a_memory_that_does_not_read_is_forgotten_not_the_resource() {
+        let with_status = |memory: &str| {
+            let yaml = format!(
+                "{{apiVersion: matte.dev/v1alpha1, kind: BackgroundRemovalService, metadata: {{name: portraits}}, spec: {{{MINIMAL}}}, status: {{replicas: 2, autoscalerMemory: {memory}}}}}"
+            );
+            serde_yaml::from_str::<BackgroundRemovalService>(&yaml).expect("the resource reads")
+        };
+        let status = |resource: BackgroundRemovalService| resource.status.expect("a status");
+        // Written before the schema bounded it, or by someone who may write the status.
+        let forged = status(with_status("{replicas: -1, surplusSinceSeconds: 5}"));
+        assert_eq!((forged.replicas, forged.autoscaler_memory), (2, None));
+        let remembered = status(with_status("{replicas: 3, surplusSinceSeconds: 5}")).autoscaler_memory;
+        let remembered = remembered.expect("a memory that reads is kept");
+        assert_eq!((remembered.replicas, remembered.surplus_since_seconds), (Some(3), Some(5.0)));
     }
 }

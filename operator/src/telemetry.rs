@@ -15,7 +15,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 use matte_common::paths;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::autoscaler::policy::Reason;
@@ -28,6 +28,7 @@ pub struct Metrics {
     reconciliations: IntCounterVec,
     reconcile_seconds: HistogramVec,
     decisions: IntCounterVec,
+    watch_errors: IntCounter,
     leader: IntGauge,
     conditions: IntGaugeVec,
     replicas: IntGaugeVec,
@@ -58,6 +59,12 @@ impl Metrics {
             &["resource_namespace", "resource_name", "reason"],
         )
         .expect("a valid metric");
+        let watch_errors = IntCounter::new(
+            "matte_operator_watch_errors_total",
+            "Lists and watches of the apiserver that failed (each is retried, backing off up to 3 s): \
+             while they fail, the operator does not see what changes",
+        )
+        .expect("a valid metric");
         let leader = IntGauge::new("matte_operator_leader", "1 while this replica holds the leader lease")
             .expect("a valid metric");
         // Not `namespace`/`name`: Prometheus gives the scraped pod's own namespace that
@@ -84,6 +91,7 @@ impl Metrics {
             Box::new(reconciliations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reconcile_seconds.clone()),
             Box::new(decisions.clone()),
+            Box::new(watch_errors.clone()),
             Box::new(leader.clone()),
             Box::new(conditions.clone()),
             Box::new(replicas.clone()),
@@ -95,6 +103,7 @@ impl Metrics {
             reconciliations,
             reconcile_seconds,
             decisions,
+            watch_errors,
             leader,
             conditions,
             replicas,
@@ -114,6 +123,11 @@ impl Metrics {
     pub fn decided(&self, resource: &BackgroundRemovalService, reason: Reason) {
         let (namespace, name) = (resource.namespace().unwrap_or_default(), resource.name_any());
         self.decisions.with_label_values(&[&namespace, &name, &format!("{reason:?}")]).inc();
+    }
+
+    /// Counts a list or watch of the apiserver that failed.
+    pub fn watch_failed(&self) {
+        self.watch_errors.inc();
     }
 
     pub fn set_leader(&self, leader: bool) {

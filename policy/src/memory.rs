@@ -22,7 +22,7 @@ use crate::startup::{STARTUPS_REMEMBERED, Startup, plausible_startup_seconds};
 pub struct Memory {
     /// The replicas last decided.
     // Kubernetes schemas know no unsigned formats; the CRD's replica counts are int32.
-    #[cfg_attr(feature = "schema", schemars(with = "Option<i32>"))]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<i32>", range(min = 0)))]
     pub replicas: Option<u32>,
     /// Since when the fleet has been larger than needed, if it is.
     pub surplus_since_seconds: Option<f64>,
