@@ -2,7 +2,7 @@
 //! together, until SIGTERM.
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use kube::Client;
 use kube::runtime::events::Reporter;
@@ -32,7 +32,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     tracing::info!(apiserver = %version.git_version, "connected");
     metrics.set_ready();
 
-    let identity = args.pod_name.clone().unwrap_or_else(|| format!("matte-operator-{}", std::process::id()));
+    let identity = identity(args.pod_name.as_deref());
     let settings = Settings {
         defaults: Defaults {
             inference_image: args.default_inference_image.clone(),
@@ -88,8 +88,10 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             Err(_) => LeaderElection::new(client.clone(), &namespace, &args.lease_name, &identity),
         };
         if *stop.borrow() {
-            if let Err(error) = election.release().await {
-                tracing::warn!(%error, "cannot release the leader lease");
+            match tokio::time::timeout(RETRY_PERIOD, election.release()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "cannot release the leader lease"),
+                Err(_) => tracing::warn!("the apiserver did not answer the lease's release; it expires by itself"),
             }
             return Ok(());
         }
@@ -100,10 +102,13 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
 /// Tries for the Lease every retry period; `false` when told to stop first.
 async fn acquire(election: &mut LeaderElection, mut stop: watch::Receiver<bool>) -> bool {
     loop {
-        match election.try_acquire_or_renew().await {
-            Ok(true) => return true,
-            Ok(false) => {}
-            Err(error) => tracing::warn!(%error, "cannot take part in leader election"),
+        // The client waits for an answer as long as the connection lasts: a request to an
+        // apiserver that never answers would stop the tries.
+        match tokio::time::timeout(RENEW_DEADLINE, election.try_acquire_or_renew()).await {
+            Ok(Ok(true)) => return true,
+            Ok(Ok(false)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "cannot take part in leader election"),
+            Err(_) => tracing::warn!("the apiserver did not answer a leader election request in time"),
         }
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return false,
@@ -125,19 +130,40 @@ async fn renew(
             _ = stop.wait_for(|s| *s) => return election,
             _ = tokio::time::sleep(RETRY_PERIOD) => {}
         }
-        match election.try_acquire_or_renew().await {
-            Ok(true) => renewed = Instant::now(),
-            Ok(false) => {
+        // Past the deadline the lease is lost whether or not a request is still waiting
+        // for an answer: another replica may hold it by then.
+        let left = RENEW_DEADLINE.saturating_sub(renewed.elapsed());
+        match tokio::time::timeout(left, election.try_acquire_or_renew()).await {
+            Ok(Ok(true)) => renewed = Instant::now(),
+            Ok(Ok(false)) => {
                 let _ = lost.send(true);
                 return election;
             }
-            Err(error) => tracing::warn!(%error, "cannot renew the leader lease"),
+            Ok(Err(error)) => tracing::warn!(%error, "cannot renew the leader lease"),
+            Err(_) => tracing::warn!("the apiserver did not answer the lease's renewal before its deadline"),
         }
         if renewed.elapsed() > RENEW_DEADLINE {
             let _ = lost.send(true);
             return election;
         }
     }
+}
+
+/// This replica's name in the Lease and in its Events: its pod's, or else one that no
+/// other replica shares. In a container every replica is process 1, and replicas with
+/// one identity would each take the Lease for their own and all act at once.
+fn identity(pod_name: Option<&str>) -> String {
+    if let Some(name) = pod_name.map(str::trim).filter(|name| !name.is_empty()) {
+        return name.to_owned();
+    }
+    let host = std::env::var("HOSTNAME").ok().filter(|host| !host.trim().is_empty());
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!(
+        "{}-{}-{:x}",
+        host.as_deref().unwrap_or("matte-operator"),
+        std::process::id(),
+        started.as_nanos() % (1 << 48)
+    )
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {
@@ -156,5 +182,52 @@ async fn wait_for_signal() {
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{Request, Response};
+    use kube::client::Body;
+
+    use super::*;
+
+    #[test]
+    fn a_replica_without_a_pod_name_has_an_identity_of_its_own() {
+        assert_eq!(identity(Some("matte-7f9c-abcde")), "matte-7f9c-abcde");
+        for unnamed in [None, Some(""), Some("  ")] {
+            let name = identity(unnamed);
+            assert!(!name.trim().is_empty(), "{unnamed:?}");
+            assert!(name.contains(&format!("-{}-", std::process::id())), "{name}");
+        }
+        let first = identity(None);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        assert_ne!(first, identity(None), "two replicas of one process id, two names");
+    }
+
+    /// An apiserver that takes every request and never answers (a dead instance behind
+    /// a pooled connection): the leader stops acting by the renew deadline all the same,
+    /// before the Lease expires for the others.
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_never_answered_loses_the_lease_by_its_deadline() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let apiserver = tokio::spawn(async move {
+            let mut unanswered = Vec::new();
+            while let Some(request) = handle.next_request().await {
+                unanswered.push(request);
+            }
+        });
+        let election = LeaderElection::new(Client::new(service, "default"), "ops", "matte-operator", "matte-a");
+        let (_stop_sender, stop) = watch::channel(false);
+        let (lost_sender, mut lost) = watch::channel(false);
+        let started = tokio::time::Instant::now();
+        let renewing = tokio::spawn(renew(election, stop, lost_sender));
+        let signalled = tokio::time::timeout(crate::leader::LEASE_DURATION * 2, lost.wait_for(|lost| *lost)).await;
+        assert!(matches!(signalled, Ok(Ok(_))), "the lease was never given up");
+        let waited = started.elapsed();
+        assert!(waited > RENEW_DEADLINE, "not before the deadline: {waited:?}");
+        assert!(waited < crate::leader::LEASE_DURATION, "before the others may take the Lease: {waited:?}");
+        renewing.await.expect("the renewal hands the election back");
+        apiserver.abort();
     }
 }

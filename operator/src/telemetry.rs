@@ -197,11 +197,14 @@ impl Metrics {
 
 /// A status's pod counts by state; `starting` is what is neither ready nor stuck.
 fn replica_states(status: &BackgroundRemovalServiceStatus) -> [(&'static str, i32); 5] {
-    let stuck = status.unschedulable_replicas + status.failing_replicas;
+    // Read back from the apiserver, where whoever may write the status may have left any
+    // int32: saturating, a forged count cannot overflow the scrape.
+    let stuck = status.unschedulable_replicas.saturating_add(status.failing_replicas);
+    let starting = status.replicas.saturating_sub(status.ready_replicas).saturating_sub(stuck);
     [
         ("wanted", status.desired_replicas),
         ("ready", status.ready_replicas),
-        ("starting", (status.replicas - status.ready_replicas - stuck).max(0)),
+        ("starting", starting.max(0)),
         ("unschedulable", status.unschedulable_replicas),
         ("failing", status.failing_replicas),
     ]
@@ -288,6 +291,20 @@ mod tests {
 
         metrics.follow_resources(None);
         assert!(!metrics.render().contains("matte_operator_condition{"), "no longer acting: none");
+    }
+
+    #[test]
+    fn forged_counts_in_a_status_do_not_overflow_the_scrape() {
+        let status = BackgroundRemovalServiceStatus {
+            replicas: i32::MIN,
+            ready_replicas: i32::MAX,
+            unschedulable_replicas: i32::MAX,
+            failing_replicas: i32::MAX,
+            ..BackgroundRemovalServiceStatus::default()
+        };
+        let states = replica_states(&status);
+        assert_eq!(states[2], ("starting", 0), "{states:?}");
+        assert_eq!(states[3], ("unschedulable", i32::MAX), "{states:?}");
     }
 
     #[test]

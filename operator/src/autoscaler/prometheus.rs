@@ -42,6 +42,9 @@ impl Queries {
     /// `selector` picks the fleet's series, e.g. `namespace="shop",service="cutouts"`
     /// (label matchers without braces; empty for every Matte pod Prometheus knows).
     pub fn new(selector: &str, windows: &Windows) -> Queries {
+        // PromQL takes a trailing comma before the closing brace, not before the matchers
+        // joined after it: `{job="a", ,outcome="queue_full"}` is no query.
+        let selector = selector.trim().trim_end_matches(',').trim_end();
         let series = |name: &str, extra: &str| {
             let matchers: Vec<&str> = [selector, extra].into_iter().filter(|m| !m.is_empty()).collect();
             format!("{name}{{{}}}", matchers.join(","))
@@ -356,6 +359,18 @@ mod tests {
         assert_eq!(q.queue_depth, "sum(matte_queue_depth{})");
         assert!(
             q.rejected_recently.starts_with(r#"(sum(rate(matte_gateway_requests_total{outcome=~"#),
+            "{}",
+            q.rejected_recently
+        );
+    }
+
+    #[test]
+    fn a_selector_s_trailing_comma_is_not_doubled() {
+        let windows = Windows::for_scrape_interval(Duration::from_secs(5));
+        let q = Queries::new(" namespace=\"shop\", job=\"cutouts\" ,  ", &windows);
+        assert_eq!(q.queue_depth, r#"sum(matte_queue_depth{namespace="shop", job="cutouts"})"#);
+        assert!(
+            q.rejected_recently.contains(r#"{namespace="shop", job="cutouts",outcome=~"queue_full|no_capacity"}"#),
             "{}",
             q.rejected_recently
         );

@@ -47,6 +47,12 @@ pub use context::{Context, Settings};
 /// drift aside, and after a refusal. Also the longest wait after a failure.
 const RESYNC: Duration = Duration::from_secs(300);
 
+/// The longest one pass may take. Its calls to the apiserver wait for an answer as long
+/// as their connection lasts, and one to an apiserver that never answers would hold
+/// the resource's reconciles for good; its Prometheus queries time out by themselves
+/// (after their turn, when many passes query at once).
+const PASS_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A pass that failed, by the stage that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -58,6 +64,9 @@ pub enum Error {
 
     #[error("report: {0}")]
     Report(#[from] report::Error),
+
+    #[error("the pass took longer than {}s: the apiserver or Prometheus did not answer in time", .0.as_secs())]
+    TimedOut(Duration),
 }
 
 impl Error {
@@ -68,6 +77,7 @@ impl Error {
             Error::Observe(error) => error.is_refusal(),
             Error::Apply(error) => error.is_refusal(),
             Error::Report(error) => error.is_refusal(),
+            Error::TimedOut(_) => false,
         }
     }
 
@@ -77,6 +87,7 @@ impl Error {
             Error::Observe(error) => error.to_string(),
             Error::Apply(error) => error.to_string(),
             Error::Report(error) => error.to_string(),
+            Error::TimedOut(_) => self.to_string(),
         }
     }
 }
@@ -110,7 +121,8 @@ impl Outcome {
 /// The Controller's reconciler: one pass over `brs`, counted in the metrics.
 pub async fn reconcile(brs: Arc<BackgroundRemovalService>, context: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = match pass(&brs, &context).await {
+    let bounded = tokio::time::timeout(PASS_TIMEOUT, pass(&brs, &context));
+    let result = match bounded.await.unwrap_or(Err(Error::TimedOut(PASS_TIMEOUT))) {
         Err(error) if error.is_refusal() => refused(&brs, &context, &error).await,
         other => other,
     };
