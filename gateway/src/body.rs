@@ -86,8 +86,15 @@ pub enum ReadFailure {
     BudgetSpent,
 }
 
+/// The room a body's buffer takes when its first bytes arrive.
+const FIRST_ROOM: usize = 64 * 1024;
+
 /// Reads the whole body within `limit` bytes and `pace`, growing `reservation` to
-/// cover it. `declared` (the `Content-Length`) sizes the buffer once.
+/// cover it. The buffer's room grows with what has arrived, doubling up to `declared`
+/// (the `Content-Length`), and the budget covers it before it is allocated: the memory
+/// a client takes is at most twice what it has sent, whatever it declared. A body the
+/// budget cannot take is read to its end (within a bound) and dropped before the
+/// refusal, so that its client, still sending, sees it.
 pub async fn read(
     body: Body,
     declared: Option<u64>,
@@ -96,18 +103,29 @@ pub async fn read(
     started: Instant,
     reservation: &mut Reservation,
 ) -> Result<Bytes, ReadFailure> {
-    let capacity = declared.map_or(0, |length| length.min(limit as u64) as usize);
-    let mut collected = Vec::with_capacity(capacity);
+    // The most the body can be: its declared length, and never more than the limit.
+    let most = declared.map_or(limit, |length| usize::try_from(length).unwrap_or(usize::MAX).min(limit));
+    let mut collected: Vec<u8> = Vec::new();
     let mut chunks = std::pin::pin!(paced_chunks(body, limit, pace, started));
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|error| ReadFailure::Request(Error::Body(error)))?;
-        // A body longer than declared (or of unknown length) must still fit, including
-        // the spare room the buffer grows into.
-        if !reservation.cover((collected.len() + chunk.len()).max(collected.capacity())) {
-            return Err(ReadFailure::BudgetSpent);
+        let needed = collected.len() + chunk.len();
+        if needed > collected.capacity() {
+            let doubled = collected.capacity().saturating_mul(2).max(FIRST_ROOM);
+            // A body longer than declared must still fit.
+            let room = doubled.min(most).max(needed);
+            if !reservation.cover(room) {
+                drop(collected);
+                matte_serve::discard_rest(chunks).await;
+                return Err(ReadFailure::BudgetSpent);
+            }
+            collected.reserve_exact(room - collected.len());
         }
         collected.extend_from_slice(&chunk);
+        // The allocator's own rounding, if any, is held too.
         if !reservation.cover(collected.capacity()) {
+            drop(collected);
+            matte_serve::discard_rest(chunks).await;
             return Err(ReadFailure::BudgetSpent);
         }
     }
@@ -166,6 +184,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_body_longer_than_declared_grows_its_reservation_before_its_buffer() {
+        let budget = BufferBudget::new(FIRST_ROOM + 10);
+        let mut reservation = budget.reserve(3).unwrap();
+        let body = read(body_of(vec![b"abc", b"def"]), Some(3), 100, PACE, Instant::now(), &mut reservation).await;
+        assert_eq!(&body.unwrap()[..], b"abcdef");
+        assert_eq!(budget.used(), 6, "the room it needed, covered as it grew");
+    }
+
+    #[tokio::test]
+    async fn a_body_the_budget_cannot_take_is_read_to_its_end_before_the_refusal() {
+        let budget = BufferBudget::new(4);
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counted = sent.clone();
+        let chunks = futures_util::stream::iter(vec![b"abc"; 5]).map(move |chunk: &'static [u8; 3]| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(Bytes::from_static(chunk))
+        });
+        let mut reservation = budget.reserve(0).unwrap();
+        let read = read(Body::from_stream(chunks), None, 100, PACE, Instant::now(), &mut reservation).await;
+        assert!(matches!(read, Err(ReadFailure::BudgetSpent)));
+        assert_eq!(sent.load(Ordering::SeqCst), 5, "the rest of the upload taken off the wire");
+        assert_eq!(budget.used(), 0, "the part read given back at once");
+    }
+
+    #[tokio::test]
     async fn a_body_is_read_within_its_reservation() {
         let budget = BufferBudget::new(100);
         let mut reservation = budget.reserve(6).unwrap();
@@ -193,7 +236,8 @@ mod tests {
         assert_eq!(budget.used(), 0);
 
         let mut reservation = budget.reserve(0).unwrap();
-        let _other = budget.reserve(4).unwrap();
+        let mut other = budget.reserve(0).unwrap();
+        assert!(other.cover(4));
         let answer = read_answer(body_of(vec![b"abc", b"def"]), 100, &mut reservation).await;
         assert!(matches!(answer, Err(ReadFailure::BudgetSpent)), "no room left for it");
     }

@@ -120,6 +120,11 @@ impl Dispatcher {
         let now = Instant::now();
         let mut next = Vec::with_capacity(reports.len());
         for report in reports {
+            // One pod is one entry, whose count its requests' leases find by address: a
+            // second would take requests past the pod's places (`--upstream a:1,a:1`).
+            if next.iter().any(|upstream: &Upstream| upstream.address == report.address) {
+                continue;
+            }
             let existing = inner.upstreams.iter().position(|upstream| upstream.address == report.address);
             let upstream = match existing {
                 Some(index) => {
@@ -420,6 +425,20 @@ mod tests {
         assert_eq!(dispatcher.outstanding(), [("pod-0:8080".into(), 2), ("pod-1:8080".into(), 2)]);
         leases.pop().unwrap().end(AttemptOutcome::Served);
         assert_eq!(dispatcher.outstanding().iter().map(|(_, n)| n).sum::<u32>(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_pod_listed_twice_is_one_pod_with_its_capacity() {
+        let dispatcher = Dispatcher::new(2);
+        let twice = [reports(&[true]), reports(&[true])].concat();
+        dispatcher.update_endpoints(&twice);
+        let mut leases = Vec::new();
+        for _ in 0..2 {
+            leases.push(dispatcher.acquire(Instant::now(), soon(), false).await.unwrap());
+        }
+        assert_eq!(dispatcher.outstanding(), [("pod-0:8080".into(), 2)]);
+        let third = dispatcher.acquire(Instant::now(), Instant::now() + Duration::from_millis(50), false).await;
+        assert!(third.is_err(), "no third place on a pod of two");
     }
 
     #[tokio::test]

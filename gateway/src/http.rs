@@ -161,23 +161,33 @@ async fn serve(state: &AppState, request: Request, dialect: Option<Dialect>) -> 
             error.into_response()
         }
     };
-    match dialect {
-        None => response,
-        Some(dialect) => translate_answer(state, dialect, encoding, response).await,
+    let Some(dialect) = dialect else {
+        return response;
+    };
+    // Counted as the client is answered: a 429 here sends it away like any other.
+    match translate_answer(state, dialect, encoding, response).await {
+        Ok(translated) => translated,
+        Err(error) => {
+            record.failed(&error);
+            compat::error_answer(dialect, error)
+        }
     }
 }
 
 /// A pod's answer in a drop-in dialect. Its image is held whole to be translated, so
 /// it takes its share of the buffers as request bodies do: when none is left, 429.
-async fn translate_answer(state: &AppState, dialect: Dialect, encoding: Encoding, response: Response) -> Response {
+async fn translate_answer(
+    state: &AppState,
+    dialect: Dialect,
+    encoding: Encoding,
+    response: Response,
+) -> Result<Response, Error> {
     let (parts, body) = response.into_parts();
-    let Some(mut reservation) = state.buffers.reserve(0) else {
-        return compat::error_answer(dialect, buffers_full(state));
-    };
+    let mut reservation = state.buffers.reserve(0).ok_or_else(|| buffers_full(state))?;
     match body::read_answer(body, upstream::RESPONSE_LIMIT, &mut reservation).await {
-        Ok(bytes) => compat::answer(dialect, encoding, parts, bytes),
-        Err(ReadFailure::BudgetSpent) => compat::error_answer(dialect, buffers_full(state)),
-        Err(ReadFailure::Request(error)) => compat::error_answer(dialect, error),
+        Ok(bytes) => Ok(compat::answer(dialect, encoding, parts, bytes)),
+        Err(ReadFailure::BudgetSpent) => Err(buffers_full(state)),
+        Err(ReadFailure::Request(error)) => Err(error),
     }
 }
 

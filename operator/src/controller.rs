@@ -78,10 +78,7 @@ pub async fn run(
 /// not see what changes, and one resource that cannot be read (a status that does not
 /// parse) fails the list of every resource. A pass that failed was reported with its
 /// resource by the reconciler and `error_policy` already.
-fn report_outcome<T, R: std::fmt::Display>(
-    metrics: &Metrics,
-    result: Result<T, controller::Error<R, watcher::Error>>,
-) {
+fn report_outcome<T, R: std::fmt::Display>(metrics: &Metrics, result: Result<T, controller::Error<R, watcher::Error>>) {
     match result {
         Err(controller::Error::QueueError(error)) => {
             metrics.watch_failed();

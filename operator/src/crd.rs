@@ -469,9 +469,7 @@ pub struct BackgroundRemovalServiceStatus {
 /// resources are watched as a whole: one that fails to read fails the whole list, and
 /// with it every resource the operator manages, where a memory forgotten only costs that
 /// one resource what it had learnt.
-fn memory_or_none<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<matte_policy::Memory>, D::Error> {
+fn memory_or_none<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<matte_policy::Memory>, D::Error> {
     let value = Option::<serde_json::Value>::deserialize(deserializer)?;
     Ok(value.and_then(|value| serde_json::from_value(value).ok()))
 }

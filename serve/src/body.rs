@@ -119,7 +119,14 @@ const DISCARD_TIME: Duration = Duration::from_secs(5);
 /// Reads and drops up to [`DISCARD_LIMIT`] bytes of a body nobody will use, for at
 /// most [`DISCARD_TIME`].
 async fn discard(body: Body) {
-    let mut stream = body.into_data_stream();
+    discard_rest(body.into_data_stream()).await;
+}
+
+/// Reads and drops what is left of an upload that is refused part-way (up to
+/// [`DISCARD_LIMIT`] bytes, for at most [`DISCARD_TIME`]), so that the client, still
+/// sending, sees the refusal rather than a reset connection.
+pub async fn discard_rest<E>(stream: impl Stream<Item = Result<Bytes, E>>) {
+    let mut stream = std::pin::pin!(stream);
     let drain = async {
         let mut seen = 0;
         while let Some(Ok(chunk)) = stream.next().await {

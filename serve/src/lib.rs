@@ -21,7 +21,7 @@ pub mod routes;
 pub mod sent_away;
 pub mod signals;
 
-pub use body::{BodyError, declared_length, paced_chunks, refuse_unread};
+pub use body::{BodyError, declared_length, discard_rest, paced_chunks, refuse_unread};
 pub use connections::{Stage, Timeouts, serve};
 pub use logging::{LogFormat, init_logging};
 pub use pace::UploadPace;
