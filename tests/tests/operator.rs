@@ -685,6 +685,25 @@ spec:
     ]);
     wait_condition(&cluster, "frozen", "Degraded", "False");
     assert!(get(&cluster, "deployment", "frozen").is_some());
+
+    // A Service of the resource's name that someone else made is neither taken over
+    // (its selector moved to these pods, then deleted with the resource) nor built
+    // around: the resource is refused whole, naming it.
+    cluster.apply_yaml_ok(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: taken, namespace: shop}\nspec:\n  selector: {app: theirs}\n  ports: [{port: 80}]\n",
+    );
+    cluster.apply_yaml_ok(&resource("taken", 1, "nvidia.com/gpu"));
+    assert_degraded(
+        &cluster,
+        &operator,
+        "taken",
+        "ApplyFailed",
+        "Service shop/taken exists and is not this resource's",
+    );
+    let theirs = get(&cluster, "service", "taken").expect("their Service");
+    assert_eq!(theirs["spec"]["selector"], serde_json::json!({"app": "theirs"}), "{theirs:#}");
+    assert!(theirs["metadata"]["ownerReferences"].is_null(), "{theirs:#}");
+    assert!(get(&cluster, "deployment", "taken").is_none(), "nothing built around it");
 }
 
 /// A child process killed when the test ends, however it ends.

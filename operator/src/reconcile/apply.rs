@@ -9,6 +9,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -35,6 +36,14 @@ pub enum Error {
 
     #[error("cannot delete {kind} {namespace}/{name}: {source}")]
     Delete { kind: &'static str, namespace: String, name: String, source: Box<kube::Error> },
+
+    /// An object the resource would make exists and is someone else's: applied, it would
+    /// be taken over (a Service's selector moved to these pods) and, once owned,
+    /// deleted with the resource.
+    #[error(
+        "{kind} {namespace}/{name} exists and is not this resource's ({holder}): rename the resource, or delete or rename the {kind}"
+    )]
+    Taken { kind: &'static str, namespace: String, name: String, holder: String },
 }
 
 impl Error {
@@ -44,6 +53,8 @@ impl Error {
             Error::Apply { source, .. } | Error::Read { source, .. } | Error::Delete { source, .. } => {
                 crate::error::is_refusal(source)
             }
+            // Nothing changes until someone renames or deletes one of the two.
+            Error::Taken { .. } => true,
         }
     }
 }
@@ -69,24 +80,45 @@ pub async fn apply(context: &Context, brs: &BackgroundRemovalService, desired: &
     let roles = Api::<Role>::namespaced(client.clone(), &namespace);
     let bindings = Api::<RoleBinding>::namespaced(client.clone(), &namespace);
 
-    let deployment = apply_object(&deployments, "Deployment", &desired.deployment).await?;
-    apply_object(&services, "Service", &desired.pods_service).await?;
-    apply_object(&budgets, "PodDisruptionBudget", &desired.pod_disruption_budget).await?;
+    // Nothing is applied while any of the objects is someone else's: the resource is
+    // refused whole, not half made.
+    check_ours(context, brs, &deployments, "Deployment", &desired.deployment).await?;
+    check_ours(context, brs, &services, "Service", &desired.pods_service).await?;
+    check_ours(context, brs, &budgets, "PodDisruptionBudget", &desired.pod_disruption_budget).await?;
+    check_ours(context, brs, &services, "Service", &desired.service).await?;
+    if let Some(gateway) = &desired.gateway {
+        check_ours(context, brs, &accounts, "ServiceAccount", &gateway.service_account).await?;
+        check_ours(context, brs, &roles, "Role", &gateway.role).await?;
+        check_ours(context, brs, &bindings, "RoleBinding", &gateway.role_binding).await?;
+        check_ours(context, brs, &deployments, "Deployment", &gateway.deployment).await?;
+        check_ours(context, brs, &budgets, "PodDisruptionBudget", &gateway.disruption_budget).await?;
+    }
+    let pod_monitors = pod_monitors_exist(context)
+        .await
+        .then(|| Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &desired::pod_monitor_resource()));
+    if let Some(api) = &pod_monitors {
+        check_ours(context, brs, api, "PodMonitor", &desired.pod_monitor).await?;
+    }
+
+    let deployment = apply_object(context, brs, &deployments, "Deployment", &desired.deployment).await?;
+    apply_object(context, brs, &services, "Service", &desired.pods_service).await?;
+    apply_object(context, brs, &budgets, "PodDisruptionBudget", &desired.pod_disruption_budget).await?;
     let mut gateway_deployment = None;
     match &desired.gateway {
         // The gateway's account and rights first, so that its pods can watch at once;
         // the Service last, so that clients move to a gateway that exists.
         Some(gateway) => {
-            apply_object(&accounts, "ServiceAccount", &gateway.service_account).await?;
-            apply_object(&roles, "Role", &gateway.role).await?;
-            apply_object(&bindings, "RoleBinding", &gateway.role_binding).await?;
-            gateway_deployment = Some(apply_object(&deployments, "Deployment", &gateway.deployment).await?);
-            apply_object(&budgets, "PodDisruptionBudget", &gateway.disruption_budget).await?;
-            apply_object(&services, "Service", &desired.service).await?;
+            apply_object(context, brs, &accounts, "ServiceAccount", &gateway.service_account).await?;
+            apply_object(context, brs, &roles, "Role", &gateway.role).await?;
+            apply_object(context, brs, &bindings, "RoleBinding", &gateway.role_binding).await?;
+            gateway_deployment =
+                Some(apply_object(context, brs, &deployments, "Deployment", &gateway.deployment).await?);
+            apply_object(context, brs, &budgets, "PodDisruptionBudget", &gateway.disruption_budget).await?;
+            apply_object(context, brs, &services, "Service", &desired.service).await?;
         }
         // The Service first: clients move to the pods before the gateway goes.
         None => {
-            apply_object(&services, "Service", &desired.service).await?;
+            apply_object(context, brs, &services, "Service", &desired.service).await?;
             if context.gateway_may_linger(brs) {
                 let name = desired::gateway_name(brs);
                 delete_owned(&budgets, "PodDisruptionBudget", brs, &name).await?;
@@ -98,27 +130,80 @@ pub async fn apply(context: &Context, brs: &BackgroundRemovalService, desired: &
             }
         }
     }
-    if pod_monitors_exist(context).await {
-        let api = Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &desired::pod_monitor_resource());
-        apply_object(&api, "PodMonitor", &desired.pod_monitor).await?;
+    if let Some(api) = &pod_monitors {
+        apply_object(context, brs, api, "PodMonitor", &desired.pod_monitor).await?;
     }
     Ok(Applied { deployment, gateway: gateway_deployment })
 }
 
 /// Server-side apply of `object` under the operator's field manager, taking over
-/// fields someone else changed (that is what repairing drift means); returns it as the
-/// apiserver has it afterwards.
-async fn apply_object<K>(api: &Api<K>, kind: &'static str, object: &K) -> Result<K, Error>
+/// fields someone else changed (that is what repairing drift means), once it is known
+/// to be `brs`'s or not to exist ([`check_ours`]); returns it as the apiserver has it
+/// afterwards.
+async fn apply_object<K>(
+    context: &Context,
+    brs: &BackgroundRemovalService,
+    api: &Api<K>,
+    kind: &'static str,
+    object: &K,
+) -> Result<K, Error>
 where
     K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
     let name = object.meta().name.clone().unwrap_or_default();
-    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(object)).await.map_err(|source| Error::Apply {
+    let applied =
+        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(object)).await.map_err(|source| {
+            Error::Apply {
+                kind,
+                namespace: object.meta().namespace.clone().unwrap_or_default(),
+                name: name.clone(),
+                source: source.into(),
+            }
+        })?;
+    context.found_ours(brs, kind, &name);
+    Ok(applied)
+}
+
+/// Fails with [`Error::Taken`] if `object` exists and `brs` does not control it; asks
+/// the apiserver only until `brs` has applied it (once per resource and process).
+async fn check_ours<K>(
+    context: &Context,
+    brs: &BackgroundRemovalService,
+    api: &Api<K>,
+    kind: &'static str,
+    object: &K,
+) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let name = object.meta().name.as_deref().unwrap_or_default();
+    if context.known_ours(brs, kind, name) {
+        return Ok(());
+    }
+    let namespace = || brs.namespace().unwrap_or_default();
+    let existing = api.get_metadata_opt(name).await.map_err(|source| Error::Read {
         kind,
-        namespace: object.meta().namespace.clone().unwrap_or_default(),
-        name: name.clone(),
+        namespace: namespace(),
+        name: name.to_owned(),
         source: source.into(),
-    })
+    })?;
+    let Some(existing) = existing else {
+        return Ok(());
+    };
+    if controlled_by(existing.owner_references(), brs) {
+        return Ok(());
+    }
+    let holder = existing.owner_references().iter().find(|owner| owner.controller == Some(true)).map_or_else(
+        || "controlled by nothing".to_owned(),
+        |owner| format!("controlled by {} {}", owner.kind, owner.name),
+    );
+    Err(Error::Taken { kind, namespace: namespace(), name: name.to_owned(), holder })
+}
+
+/// Whether `brs` is the controller among `owners`.
+fn controlled_by(owners: &[OwnerReference], brs: &BackgroundRemovalService) -> bool {
+    let uid = brs.meta().uid.as_deref();
+    owners.iter().any(|owner| owner.controller == Some(true) && Some(owner.uid.as_str()) == uid)
 }
 
 /// Deletes `name` if it exists and `brs` owns it: an object of that name someone else
@@ -142,12 +227,7 @@ where
     let Some(existing) = existing else {
         return Ok(());
     };
-    let uid = brs.meta().uid.as_deref();
-    if !existing
-        .owner_references()
-        .iter()
-        .any(|owner| owner.controller == Some(true) && Some(owner.uid.as_str()) == uid)
-    {
+    if !controlled_by(existing.owner_references(), brs) {
         return Ok(());
     }
     match api.delete(name, &Default::default()).await {
@@ -173,4 +253,77 @@ async fn pod_monitors_exist(context: &Context) -> bool {
     };
     *context.pod_monitors.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((Instant::now(), exists));
     exists
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{Request, Response, StatusCode};
+    use kube::Client;
+    use kube::client::Body;
+    use serde_json::json;
+
+    use std::sync::Arc;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+    use crate::desired::fixtures::resource;
+    use crate::reconcile::context::test_settings;
+    use crate::telemetry::Metrics;
+
+    /// Whether `check_ours` lets the resource apply over a Service the apiserver shows
+    /// with `owners` (`None`: there is none), and the error's words when it does not.
+    async fn check_over(owners: Option<serde_json::Value>) -> Result<(), String> {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let apiserver = tokio::spawn(async move {
+            let Some((request, respond)) = handle.next_request().await else { return };
+            assert_eq!(request.uri().path(), "/api/v1/namespaces/shop/services/portraits");
+            let (status, body) = match owners {
+                None => (
+                    StatusCode::NOT_FOUND,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+                ),
+                Some(owners) => (
+                    StatusCode::OK,
+                    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                           "metadata": {"name": "portraits", "namespace": "shop", "ownerReferences": owners}}),
+                ),
+            };
+            let response = Response::builder().status(status).body(Body::from(body.to_string().into_bytes()));
+            respond.send_response(response.expect("a valid response"));
+        });
+        let brs = resource("minimal.yaml");
+        let client = Client::new(service, "default");
+        let context = Context::new(client.clone(), test_settings(), Arc::new(Metrics::new()), None);
+        let api = Api::<Service>::namespaced(client, "shop");
+        let portraits = Service {
+            metadata: ObjectMeta { name: Some("portraits".into()), ..ObjectMeta::default() },
+            ..Service::default()
+        };
+        let checked = check_ours(&context, &brs, &api, "Service", &portraits).await;
+        apiserver.await.expect("the apiserver answered");
+        checked.map_err(|error| {
+            assert!(error.is_refusal(), "retrying cannot help: {error}");
+            error.to_string()
+        })
+    }
+
+    fn owner(kind: &str, name: &str, uid: &str) -> serde_json::Value {
+        json!({"apiVersion": "v1", "kind": kind, "name": name, "uid": uid, "controller": true})
+    }
+
+    #[tokio::test]
+    async fn an_object_of_the_resource_s_name_is_applied_over_only_if_it_is_the_resource_s() {
+        let brs = resource("minimal.yaml");
+        let uid = brs.metadata.uid.clone().expect("a uid");
+        assert_eq!(check_over(None).await, Ok(()), "none yet: made");
+        assert_eq!(check_over(Some(json!([owner("BackgroundRemovalService", "portraits", &uid)]))).await, Ok(()));
+        let someone_else_s = check_over(Some(json!([]))).await.expect_err("someone's own Service");
+        assert_eq!(
+            someone_else_s,
+            "Service shop/portraits exists and is not this resource's (controlled by nothing): rename the resource, or delete or rename the Service"
+        );
+        let another_s = check_over(Some(json!([owner("HelmRelease", "web", "0000")]))).await.expect_err("another's");
+        assert!(another_s.contains("(controlled by HelmRelease web)"), "{another_s}");
+    }
 }

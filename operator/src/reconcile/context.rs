@@ -4,7 +4,7 @@
 //! that object only); per process, whether PodMonitors can be made.
 //! Kept apart from the stages so that each of them reads as what it does to a resource.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -111,6 +111,9 @@ struct Remembered {
     written: Option<(Instant, Option<i64>)>,
     /// The replicas and reason of the last decision, for logging only changes at `info`.
     last_decision: Option<(u32, Reason)>,
+    /// The objects (kind, name) found to be the resource's own, or made by it: looked
+    /// up once, before the first apply, not on every pass.
+    ours: HashSet<(&'static str, String)>,
 }
 
 /// Whether a pass must write (apply the objects and the status) rather than only look,
@@ -226,7 +229,23 @@ impl Context {
 
     /// The gateway's objects are gone for this generation of `brs`.
     pub(super) fn gateway_gone(&self, brs: &BackgroundRemovalService) {
-        self.remember(brs, |r| r.gateway_gone_at = brs.metadata.generation);
+        // Its names are free again: whoever takes one before the gateway comes back is
+        // not taken over.
+        let gateway = crate::desired::gateway_name(brs);
+        self.remember(brs, |r| {
+            r.gateway_gone_at = brs.metadata.generation;
+            r.ours.retain(|(_, name)| *name != gateway);
+        });
+    }
+
+    /// Whether the `kind` named `name` is known to be `brs`'s own.
+    pub(super) fn known_ours(&self, brs: &BackgroundRemovalService, kind: &'static str, name: &str) -> bool {
+        self.remember(brs, |r| r.ours.contains(&(kind, name.to_owned())))
+    }
+
+    /// The `kind` named `name` is `brs`'s own (it controls it, or just made it).
+    pub(super) fn found_ours(&self, brs: &BackgroundRemovalService, kind: &'static str, name: &str) {
+        self.remember(brs, |r| r.ours.insert((kind, name.to_owned())));
     }
 
     /// A pass of `brs` that did not fail ends its failures in a row.
