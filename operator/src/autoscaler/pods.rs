@@ -132,6 +132,16 @@ fn container_failure(container: &ContainerStatus) -> Option<(&'static str, Strin
             _ => None,
         };
     }
+    // A container that keeps failing is, between its back-offs, starting again (running,
+    // not ready) or just exited: the same loop throughout, told as one, or `Degraded`
+    // would clear and come back, with a Warning each time, at every restart.
+    let exited = state.terminated.as_ref().or(last_exit).filter(|exited| exited.exit_code != 0);
+    if container.restart_count > 0 && !container.ready {
+        if let Some(exited) = exited {
+            let reason = if exited.reason.as_deref() == Some("OOMKilled") { "OOMKilled" } else { "CrashLoopBackOff" };
+            return Some((reason, format!("CrashLoopBackOff, last exit {}", exit(exited))));
+        }
+    }
     match &state.terminated {
         Some(terminated) if terminated.exit_code != 0 => {
             let reason =
@@ -293,6 +303,40 @@ mod tests {
         waiting:
           reason: CrashLoopBackOff
           message: "back-off 20s restarting failed container=inference pod=portraits-6f7d9c-crash_shop(7c2a)"
+- metadata: {name: portraits-6f7d9c-between, creationTimestamp: "2026-11-28T11:55:00Z"}
+  status:
+    phase: Running
+    conditions:
+    - {type: Ready, status: "False", lastTransitionTime: "2026-11-28T11:55:01Z", reason: ContainersNotReady}
+    - {type: PodScheduled, status: "True", lastTransitionTime: "2026-11-28T11:55:00Z"}
+    containerStatuses:
+    - name: inference
+      image: ghcr.io/matte-dev/matte-inference:0.1.0
+      imageID: ghcr.io/matte-dev/matte-inference@sha256:0123
+      ready: false
+      restartCount: 3
+      started: true
+      lastState:
+        terminated: {exitCode: 1, reason: Error, message: "cannot load the model /models/isnet.onnx: not an ONNX file\n"}
+      state:
+        running: {startedAt: "2026-11-28T11:59:30Z"}
+- metadata: {name: portraits-6f7d9c-exited, creationTimestamp: "2026-11-28T11:55:00Z"}
+  status:
+    phase: Running
+    conditions:
+    - {type: Ready, status: "False", lastTransitionTime: "2026-11-28T11:55:01Z", reason: ContainersNotReady}
+    - {type: PodScheduled, status: "True", lastTransitionTime: "2026-11-28T11:55:00Z"}
+    containerStatuses:
+    - name: inference
+      image: ghcr.io/matte-dev/matte-inference:0.1.0
+      imageID: ghcr.io/matte-dev/matte-inference@sha256:0123
+      ready: false
+      restartCount: 3
+      started: false
+      lastState:
+        terminated: {exitCode: 1, reason: Error}
+      state:
+        terminated: {exitCode: 137, reason: OOMKilled, startedAt: "2026-11-28T11:59:30Z", finishedAt: "2026-11-28T11:59:50Z"}
 - metadata: {name: portraits-6f7d9c-sha, creationTimestamp: "2026-11-28T11:56:00Z"}
   status:
     phase: Pending
@@ -391,6 +435,13 @@ mod tests {
                 .ends_with("last exit Error (exit code 1): cannot load the model /models/isnet.onnx: not an ONNX file"),
             "{message}"
         );
+        // The same loop caught running between its crashes, and just exited: told alike.
+        let (pods, reason, message) = one("portraits-6f7d9c-between");
+        assert_eq!((pods, reason.as_str()), (1, "CrashLoopBackOff"));
+        assert!(message.ends_with("CrashLoopBackOff, last exit Error (exit code 1): cannot load the model /models/isnet.onnx: not an ONNX file"), "{message}");
+        let (_, reason, message) = one("portraits-6f7d9c-exited");
+        assert_eq!(reason, "OOMKilled");
+        assert!(message.ends_with("CrashLoopBackOff, last exit OOMKilled (exit code 137)"), "{message}");
         let (_, reason, message) = one("portraits-6f7d9c-sha");
         assert_eq!(reason, "InitContainerFailed");
         assert!(
@@ -409,8 +460,8 @@ mod tests {
         assert_eq!(one("portraits-6f7d9c-creating").0, 0, "creating containers is starting, not failing");
 
         let census = census(&all, now);
-        assert_eq!(census.failing.pods, 6);
+        assert_eq!(census.failing.pods, 8);
         assert_eq!(census.failing.reason, "ImagePullFailed", "the first pod speaks for all");
-        assert_eq!(census.starting_ages_seconds.len(), 7, "failing pods still count as not ready");
+        assert_eq!(census.starting_ages_seconds.len(), 9, "failing pods still count as not ready");
     }
 }
