@@ -55,8 +55,9 @@ pub struct Config {
     #[arg(long = flags::PROBE_INTERVAL_SECONDS, env = "MATTE_GATEWAY_PROBE_INTERVAL_SECONDS", default_value = "1", value_parser = parse_timeout)]
     pub probe_interval: Duration,
 
-    /// Longest one attempt on a pod may take, from sending to the whole response; the
-    /// pod answers 504 itself after its own request timeout (60 s by default).
+    /// Longest one attempt on a pod may take, from sending to the answer's head (the pod
+    /// answers 504 itself after its own request timeout, 60 s by default); and longest
+    /// the answer's image may then stop coming before it is cut.
     #[arg(long = flags::UPSTREAM_TIMEOUT_SECONDS, env = "MATTE_GATEWAY_UPSTREAM_TIMEOUT_SECONDS", default_value = "120", value_parser = parse_timeout)]
     pub upstream_timeout: Duration,
 

@@ -13,11 +13,14 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, Method, Response, StatusCode, Uri, header};
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use matte_common::headers::MAX_WAIT_SECONDS;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Idle pooled connections are closed after this, well before the pod's 10 s header
 /// timeout closes them from its side.
@@ -118,6 +121,10 @@ impl UpstreamClient {
         }
     }
 
+    /// The answer, a success's body streamed as long as the pod keeps sending: one whose
+    /// node is cut off mid-answer sends nothing more and no reset, and the client (and a
+    /// drain) would wait on it for ever. Its silence is what is bounded, not the whole
+    /// body's time, which a slow client's reading sets.
     async fn exchange(&self, request: hyper::Request<Full<Bytes>>) -> Attempt {
         let response = match self.client.request(request).await {
             Ok(response) => response,
@@ -126,13 +133,29 @@ impl UpstreamClient {
         };
         let (parts, body) = response.into_parts();
         if parts.status.is_success() {
-            return Attempt::Answered(Response::from_parts(parts, Body::new(Limited::new(body, RESPONSE_LIMIT))));
+            let sent = while_sending(self.timeout, Limited::new(body, RESPONSE_LIMIT).into_data_stream());
+            return Attempt::Answered(Response::from_parts(parts, Body::from_stream(sent)));
         }
         match Limited::new(body, ERROR_ANSWER_LIMIT).collect().await {
             Ok(collected) => Attempt::Answered(Response::from_parts(parts, Body::from(collected.to_bytes()))),
             Err(error) => Attempt::Failed(format!("reading the answer failed: {error}")),
         }
     }
+}
+
+/// The chunks of `data`, ending in an error once one is awaited for longer than `silence`.
+fn while_sending<S>(silence: Duration, data: S) -> impl Stream<Item = Result<Bytes, BoxError>> + Send + 'static
+where
+    S: Stream<Item = Result<Bytes, BoxError>> + Send + Unpin + 'static,
+{
+    futures_util::stream::unfold(Some(data), move |data| async move {
+        let mut data = data?;
+        match tokio::time::timeout(silence, data.next()).await {
+            Ok(Some(chunk)) => Some((chunk, Some(data))),
+            Ok(None) => None,
+            Err(_) => Some((Err(BoxError::from(format!("the pod's answer stopped for {silence:?}"))), None)),
+        }
+    })
 }
 
 /// The pod's answer as the client's: the same status, headers and body, less what
@@ -181,6 +204,47 @@ mod tests {
         let mut names: Vec<&str> = forwarded.keys().map(|name| name.as_str()).collect();
         names.sort();
         assert_eq!(names, ["content-type", "x-request-id"]);
+    }
+
+    /// A pod that sends its answer's head and a few bytes of its body, then nothing more
+    /// and no reset (its node cut off).
+    async fn stalling_pod() -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let address = listener.local_addr().expect("its address").to_string();
+        tokio::spawn(async move {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-length: 1000\r\n\r\nPNG")
+                .await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_stalls_mid_body_ends_after_the_upstream_timeout_of_silence() {
+        let address = stalling_pod().await;
+        let forward = Forward {
+            method: Method::POST,
+            path_and_query: "/v1/remove".into(),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        };
+        let started = std::time::Instant::now();
+        let Attempt::Answered(answer) = UpstreamClient::new(Duration::from_millis(500)).send(&address, &forward).await
+        else {
+            panic!("the head came");
+        };
+        let read = answer.into_body().collect().await;
+        assert!(read.is_err(), "the body cannot be whole");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "cut at the timeout, not left hanging: {:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

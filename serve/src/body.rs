@@ -122,9 +122,9 @@ async fn discard(body: Body) {
     discard_rest(body.into_data_stream()).await;
 }
 
-/// Reads and drops what is left of an upload that is refused part-way (up to
-/// [`DISCARD_LIMIT`] bytes, for at most [`DISCARD_TIME`]), so that the client, still
-/// sending, sees the refusal rather than a reset connection.
+/// Reads and drops what is left of an upload that is refused part-way (up to 64 MiB,
+/// for at most 5 s), so that the client, still sending, sees the refusal rather than a
+/// reset connection.
 pub async fn discard_rest<E>(stream: impl Stream<Item = Result<Bytes, E>>) {
     let mut stream = std::pin::pin!(stream);
     let drain = async {

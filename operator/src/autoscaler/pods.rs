@@ -136,11 +136,12 @@ fn container_failure(container: &ContainerStatus) -> Option<(&'static str, Strin
     // not ready) or just exited: the same loop throughout, told as one, or `Degraded`
     // would clear and come back, with a Warning each time, at every restart.
     let exited = state.terminated.as_ref().or(last_exit).filter(|exited| exited.exit_code != 0);
-    if container.restart_count > 0 && !container.ready {
-        if let Some(exited) = exited {
-            let reason = if exited.reason.as_deref() == Some("OOMKilled") { "OOMKilled" } else { "CrashLoopBackOff" };
-            return Some((reason, format!("CrashLoopBackOff, last exit {}", exit(exited))));
-        }
+    if container.restart_count > 0
+        && !container.ready
+        && let Some(exited) = exited
+    {
+        let reason = if exited.reason.as_deref() == Some("OOMKilled") { "OOMKilled" } else { "CrashLoopBackOff" };
+        return Some((reason, format!("CrashLoopBackOff, last exit {}", exit(exited))));
     }
     match &state.terminated {
         Some(terminated) if terminated.exit_code != 0 => {
