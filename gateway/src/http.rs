@@ -184,11 +184,16 @@ async fn translate_answer(
 ) -> Result<Response, Error> {
     let (parts, body) = response.into_parts();
     let mut reservation = state.buffers.reserve(0).ok_or_else(|| buffers_full(state))?;
-    match body::read_answer(body, upstream::RESPONSE_LIMIT, &mut reservation).await {
-        Ok(bytes) => Ok(compat::answer(dialect, encoding, parts, bytes)),
-        Err(ReadFailure::BudgetSpent) => Err(buffers_full(state)),
-        Err(ReadFailure::Request(error)) => Err(error),
-    }
+    let bytes = match body::read_answer(body, upstream::RESPONSE_LIMIT, &mut reservation).await {
+        Ok(bytes) => bytes,
+        Err(ReadFailure::BudgetSpent) => return Err(buffers_full(state)),
+        Err(ReadFailure::Request(error)) => return Err(error),
+    };
+    // Re-encoding an image (a mask to JPEG) is a few hundred milliseconds of work that
+    // must not hold a runtime thread the other connections are served on.
+    tokio::task::spawn_blocking(move || compat::answer(dialect, encoding, parts, bytes))
+        .await
+        .map_err(|error| Error::Internal(format!("translating the answer failed: {error}")))
 }
 
 /// The request as it goes to the pods: the body and query as they came, or a drop-in

@@ -44,8 +44,9 @@ impl BodyError {
     }
 }
 
-/// The body's chunks, ending in an error once more than `limit` bytes have arrived or
-/// the upload, begun at `started`, falls behind `pace`.
+/// The body's chunks, ending in an error once more than `limit` bytes have arrived (the
+/// rest read and dropped first, within a bound) or the upload, begun at `started`,
+/// falls behind `pace`.
 pub fn paced_chunks(
     body: Body,
     limit: usize,
@@ -66,7 +67,12 @@ pub fn paced_chunks(
             }),
             Ok(None) => return None,
             Ok(Some(Err(error))) => Err(BodyError::Read(error.to_string())),
-            Ok(Some(Ok(chunk))) if received + chunk.len() > limit => Err(BodyError::TooLarge { limit }),
+            Ok(Some(Ok(chunk))) if received + chunk.len() > limit => {
+                // The client is still sending: the rest is taken off the wire (within a
+                // bound) before the 413 goes out, or it would see a reset instead.
+                discard_rest(&mut stream).await;
+                Err(BodyError::TooLarge { limit })
+            }
             Ok(Some(Ok(chunk))) => {
                 let received = received + chunk.len();
                 return Some((Ok(chunk), (stream, received, false)));
@@ -163,6 +169,15 @@ mod tests {
         assert_eq!(read, vec![Ok(Bytes::from_static(b"abc")), Ok(Bytes::from_static(b"def"))]);
         let read = collect(paced_chunks(body_of(vec![b"abc", b"defg", b"h"]), 6, pace, Instant::now())).await;
         assert_eq!(read, vec![Ok(Bytes::from_static(b"abc")), Err(BodyError::TooLarge { limit: 6 })]);
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_taken_off_the_wire_before_its_error() {
+        let pace = UploadPace { grace: Duration::from_secs(5), min_bytes_per_second: 1 };
+        let (body, taken) = counted_body();
+        let read = collect(paced_chunks(body, 3, pace, Instant::now())).await;
+        assert_eq!(read, vec![Ok(Bytes::from_static(b"ab")), Err(BodyError::TooLarge { limit: 3 })]);
+        assert_eq!(taken.load(Ordering::SeqCst), 3, "the third chunk was read and dropped too");
     }
 
     #[tokio::test]
