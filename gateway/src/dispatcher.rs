@@ -36,6 +36,8 @@ struct Inner {
     /// The start-ups of the pods this gateway saw start, first seen not ready to ready.
     startups: StartupTimes,
     next_waiter: u64,
+    /// The id the next pod first seen gets ([`Upstream::id`]).
+    next_upstream: u64,
     /// Where the next tie-break starts, so that equally loaded pods take turns.
     rotation: usize,
 }
@@ -94,6 +96,7 @@ impl Dispatcher {
                 per_image: PerImageTime::default(),
                 startups: StartupTimes::default(),
                 next_waiter: 0,
+                next_upstream: 0,
                 rotation: 0,
             }),
             discovery_up: AtomicBool::new(true),
@@ -136,7 +139,10 @@ impl Dispatcher {
                     // A new report is the source's word on it again.
                     Upstream { ready: report.ready, unavailable_until: None, starting_since, ..known }
                 }
-                None => Upstream::new(report, now),
+                None => {
+                    inner.next_upstream += 1;
+                    Upstream { id: inner.next_upstream, ..Upstream::new(report, now) }
+                }
             };
             next.push(upstream);
         }
@@ -227,6 +233,7 @@ impl Dispatcher {
         let lease = Lease {
             dispatcher: self.clone(),
             address: upstream.address.clone(),
+            upstream: upstream.id,
             outstanding_when_sent: upstream.outstanding,
             granted: now,
             ended: false,
@@ -245,7 +252,7 @@ impl Dispatcher {
             if let Err(mut unwanted) = waiter.reply.send(lease) {
                 // Its client is gone: the place goes back without taking the lock again.
                 unwanted.ended = true;
-                inner.release(&unwanted.address);
+                inner.release(unwanted.upstream);
             }
         }
     }
@@ -261,14 +268,14 @@ impl Dispatcher {
         }
     }
 
-    fn end(self: &Arc<Self>, address: &str, outcome: AttemptOutcome, on_pod: Duration, outstanding_when_sent: u32) {
+    fn end(self: &Arc<Self>, upstream: u64, outcome: AttemptOutcome, on_pod: Duration, outstanding_when_sent: u32) {
         let mut inner = self.lock();
         let now = Instant::now();
-        inner.release(address);
+        inner.release(upstream);
         if outcome == AttemptOutcome::Served {
             inner.per_image.record(on_pod, outstanding_when_sent);
         }
-        if let Some(upstream) = inner.upstreams.iter_mut().find(|upstream| upstream.address == address) {
+        if let Some(upstream) = inner.upstreams.iter_mut().find(|pod| pod.id == upstream) {
             match outcome {
                 AttemptOutcome::Served | AttemptOutcome::Answered => upstream.record_answer(),
                 AttemptOutcome::Busy => {
@@ -314,8 +321,8 @@ impl Dispatcher {
 }
 
 impl Inner {
-    fn release(&mut self, address: &str) {
-        if let Some(upstream) = self.upstreams.iter_mut().find(|upstream| upstream.address == address) {
+    fn release(&mut self, upstream: u64) {
+        if let Some(upstream) = self.upstreams.iter_mut().find(|pod| pod.id == upstream) {
             upstream.outstanding = upstream.outstanding.saturating_sub(1);
         }
     }
@@ -368,6 +375,8 @@ impl Drop for Waiting<'_> {
 pub struct Lease {
     dispatcher: Arc<Dispatcher>,
     address: String,
+    /// The pod's [`Upstream::id`].
+    upstream: u64,
     outstanding_when_sent: u32,
     granted: Instant,
     ended: bool,
@@ -386,14 +395,14 @@ impl Lease {
     pub fn end(mut self, outcome: AttemptOutcome) {
         self.ended = true;
         let on_pod = self.granted.elapsed();
-        self.dispatcher.end(&self.address, outcome, on_pod, self.outstanding_when_sent);
+        self.dispatcher.end(self.upstream, outcome, on_pod, self.outstanding_when_sent);
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         if !self.ended {
-            self.dispatcher.end(&self.address, AttemptOutcome::Abandoned, Duration::ZERO, 1);
+            self.dispatcher.end(self.upstream, AttemptOutcome::Abandoned, Duration::ZERO, 1);
         }
     }
 }
@@ -439,6 +448,21 @@ mod tests {
         assert_eq!(dispatcher.outstanding(), [("pod-0:8080".into(), 2)]);
         let third = dispatcher.acquire(Instant::now(), Instant::now() + Duration::from_millis(50), false).await;
         assert!(third.is_err(), "no third place on a pod of two");
+    }
+
+    #[tokio::test]
+    async fn a_new_pod_at_an_old_pod_s_address_keeps_its_own_count() {
+        let dispatcher = Dispatcher::new(2);
+        dispatcher.update_endpoints(&reports(&[true]));
+        let to_the_old_pod = dispatcher.acquire(Instant::now(), soon(), false).await.unwrap();
+        // The pod goes, and a new one gets its IP while that request is still ending.
+        dispatcher.update_endpoints(&[]);
+        dispatcher.update_endpoints(&reports(&[true]));
+        let to_the_new_pod = dispatcher.acquire(Instant::now(), soon(), false).await.unwrap();
+        to_the_old_pod.end(AttemptOutcome::Failed);
+        assert_eq!(dispatcher.outstanding(), [("pod-0:8080".into(), 1)], "the new pod's request still counts");
+        drop(to_the_new_pod);
+        assert_eq!(dispatcher.outstanding(), [("pod-0:8080".into(), 0)]);
     }
 
     #[tokio::test]

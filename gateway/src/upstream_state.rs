@@ -62,6 +62,9 @@ impl EndpointState {
 pub struct Upstream {
     /// `HOST:PORT`.
     pub address: String,
+    /// Which pod at that address: a pod's IP can go to a new pod while requests sent to
+    /// the old one are still ending, and those must not count the new one's places down.
+    pub id: u64,
     /// The last readiness its source reported.
     pub ready: bool,
     /// Since it refused a connection or answered 503, until the source reports it again
@@ -86,6 +89,7 @@ impl Upstream {
     pub fn new(report: &EndpointReport, now: Instant) -> Upstream {
         Upstream {
             address: report.address.clone(),
+            id: 0,
             ready: report.ready,
             unavailable_until: None,
             outstanding: 0,
