@@ -115,3 +115,39 @@ async fn drop_in_endpoints_match_the_native_api_on_the_same_photo() {
     let error: serde_json::Value = serde_json::from_slice(&not_an_image.body).unwrap();
     assert_eq!(error["errors"][0]["code"], "unsupported_content_type", "{error}");
 }
+
+/// A pod on loopback that is ready and answers every removal with `size` bytes of image.
+async fn pod_answering(size: usize) -> String {
+    use axum::routing::{get, post};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let address = listener.local_addr().expect("its address").to_string();
+    let image = vec![0x89u8; size];
+    let app = axum::Router::new().route("/readyz", get(|| async { "ready" })).route(
+        "/v1/remove",
+        post(move || {
+            let image = image.clone();
+            async move { ([("content-type", "image/png")], image) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_in_answer_with_no_buffers_left_is_a_429_counted_as_a_client_sent_away() {
+    let pod = pod_answering(300_000).await;
+    // Room for the request, not for the answer the rembg client's image is held whole in.
+    let gateway = Gateway::start(&["--upstream", &pod, "--max-buffered-bytes", "100000"]).await;
+    support::until_ok(&format!("http://{pod}/readyz"), std::time::Duration::from_secs(10)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await; // a probe round
+    let client = client();
+    let (content_type, body) = form(&[("file", Some("cat.png"), b"\x89PNG\r\n\x1a\n a small image")]);
+    let answer = post(&client, gateway.url("/api/remove"), &content_type, body).await;
+    assert_eq!(answer.status, 429, "{}", String::from_utf8_lossy(&answer.body));
+    assert!(answer.headers.contains_key("retry-after"));
+    let detail: serde_json::Value = serde_json::from_slice(&answer.body).expect("rembg's error shape");
+    assert!(detail["detail"].is_string(), "{detail}");
+    let metrics = client.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("matte_gateway_requests_total{outcome=\"buffers_full\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("matte_gateway_deferred_requests 1\n"), "sent away, so counted away: {metrics}");
+}
