@@ -110,20 +110,21 @@ pub async fn read(
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|error| ReadFailure::Request(Error::Body(error)))?;
         let needed = collected.len() + chunk.len();
-        if needed > collected.capacity() {
-            let doubled = collected.capacity().saturating_mul(2).max(FIRST_ROOM);
-            // A body longer than declared must still fit.
-            let room = doubled.min(most).max(needed);
-            if !reservation.cover(room) {
-                drop(collected);
-                matte_serve::discard_rest(chunks).await;
-                return Err(ReadFailure::BudgetSpent);
+        let held = 'held: {
+            if needed > collected.capacity() {
+                let doubled = collected.capacity().saturating_mul(2).max(FIRST_ROOM);
+                // A body longer than declared must still fit.
+                let room = doubled.min(most).max(needed);
+                if !reservation.cover(room) {
+                    break 'held false;
+                }
+                collected.reserve_exact(room - collected.len());
             }
-            collected.reserve_exact(room - collected.len());
-        }
-        collected.extend_from_slice(&chunk);
-        // The allocator's own rounding, if any, is held too.
-        if !reservation.cover(collected.capacity()) {
+            collected.extend_from_slice(&chunk);
+            // The allocator's own rounding, if any, is held too.
+            reservation.cover(collected.capacity())
+        };
+        if !held {
             drop(collected);
             matte_serve::discard_rest(chunks).await;
             return Err(ReadFailure::BudgetSpent);

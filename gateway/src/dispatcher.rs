@@ -123,8 +123,8 @@ impl Dispatcher {
         let now = Instant::now();
         let mut next = Vec::with_capacity(reports.len());
         for report in reports {
-            // One pod is one entry, whose count its requests' leases find by address: a
-            // second would take requests past the pod's places (`--upstream a:1,a:1`).
+            // One address is one pod: a second entry for it would give the pod its
+            // places twice over (`--upstream a:1,a:1`).
             if next.iter().any(|upstream: &Upstream| upstream.address == report.address) {
                 continue;
             }

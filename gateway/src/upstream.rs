@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use axum::BoxError;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, Method, Response, StatusCode, Uri, header};
 use bytes::Bytes;
@@ -19,8 +20,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use matte_common::headers::MAX_WAIT_SECONDS;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Idle pooled connections are closed after this, well before the pod's 10 s header
 /// timeout closes them from its side.

@@ -30,7 +30,8 @@ pub enum Error {
     #[error("cannot apply {kind} {namespace}/{name}: {source}")]
     Apply { kind: &'static str, namespace: String, name: String, source: Box<kube::Error> },
 
-    /// Reading an object of the gateway's, to learn whether it is the resource's to delete.
+    /// Reading an object, to learn whether it is the resource's: to apply over, or to
+    /// delete when the gateway is turned off.
     #[error("cannot read {kind} {namespace}/{name}: {source}")]
     Read { kind: &'static str, namespace: String, name: String, source: Box<kube::Error> },
 
@@ -180,24 +181,37 @@ where
     if context.known_ours(brs, kind, name) {
         return Ok(());
     }
-    let namespace = || brs.namespace().unwrap_or_default();
-    let existing = api.get_metadata_opt(name).await.map_err(|source| Error::Read {
-        kind,
-        namespace: namespace(),
-        name: name.to_owned(),
-        source: source.into(),
-    })?;
-    let Some(existing) = existing else {
+    let Some(owners) = owners_of(api, kind, brs, name).await? else {
         return Ok(());
     };
-    if controlled_by(existing.owner_references(), brs) {
+    if controlled_by(&owners, brs) {
         return Ok(());
     }
-    let holder = existing.owner_references().iter().find(|owner| owner.controller == Some(true)).map_or_else(
+    let holder = owners.iter().find(|owner| owner.controller == Some(true)).map_or_else(
         || "controlled by nothing".to_owned(),
         |owner| format!("controlled by {} {}", owner.kind, owner.name),
     );
-    Err(Error::Taken { kind, namespace: namespace(), name: name.to_owned(), holder })
+    Err(Error::Taken { kind, namespace: brs.namespace().unwrap_or_default(), name: name.to_owned(), holder })
+}
+
+/// The owner references of the `kind` named `name` in `brs`'s namespace, or `None`
+/// where there is no such object.
+async fn owners_of<K>(
+    api: &Api<K>,
+    kind: &'static str,
+    brs: &BackgroundRemovalService,
+    name: &str,
+) -> Result<Option<Vec<OwnerReference>>, Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let existing = api.get_metadata_opt(name).await.map_err(|source| Error::Read {
+        kind,
+        namespace: brs.namespace().unwrap_or_default(),
+        name: name.to_owned(),
+        source: source.into(),
+    })?;
+    Ok(existing.map(|existing| existing.owner_references().to_vec()))
 }
 
 /// Whether `brs` is the controller among `owners`.
@@ -217,25 +231,18 @@ async fn delete_owned<K>(
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let namespace = || brs.namespace().unwrap_or_default();
-    let existing = api.get_metadata_opt(name).await.map_err(|source| Error::Read {
-        kind,
-        namespace: namespace(),
-        name: name.to_owned(),
-        source: source.into(),
-    })?;
-    let Some(existing) = existing else {
-        return Ok(());
-    };
-    if !controlled_by(existing.owner_references(), brs) {
+    if !owners_of(api, kind, brs, name).await?.is_some_and(|owners| controlled_by(&owners, brs)) {
         return Ok(());
     }
     match api.delete(name, &Default::default()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(response)) if response.code == 404 => Ok(()),
-        Err(source) => {
-            Err(Error::Delete { kind, namespace: namespace(), name: name.to_owned(), source: source.into() })
-        }
+        Err(source) => Err(Error::Delete {
+            kind,
+            namespace: brs.namespace().unwrap_or_default(),
+            name: name.to_owned(),
+            source: source.into(),
+        }),
     }
 }
 
