@@ -1,10 +1,8 @@
 //! Holding request bodies in memory within a stated bound: each body within
-//! `--max-body-bytes`, all of them together within `--max-buffered-bytes`, and each
-//! upload at the pod's minimum pace, so that a burst of large or slow uploads cannot
-//! exhaust the gateway's memory or its places.
+//! `--max-body-bytes`, all of them together within `--max-buffered-bytes` (the
+//! [`crate::budget`]), and each upload at the pod's minimum pace, so that a burst of
+//! large or slow uploads cannot exhaust the gateway's memory or its places.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
@@ -13,69 +11,7 @@ use futures_util::StreamExt;
 use matte_serve::{UploadPace, paced_chunks};
 
 use crate::Error;
-
-/// The bytes all held request bodies may take together.
-pub struct BufferBudget {
-    limit: usize,
-    used: AtomicUsize,
-}
-
-impl BufferBudget {
-    pub fn new(limit: usize) -> Arc<BufferBudget> {
-        Arc::new(BufferBudget { limit, used: AtomicUsize::new(0) })
-    }
-
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
-    #[cfg(test)]
-    fn used(&self) -> usize {
-        self.used.load(Ordering::SeqCst)
-    }
-
-    /// Takes `bytes` of the budget, if that many are left.
-    fn take(&self, bytes: usize) -> bool {
-        self.used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
-                used.checked_add(bytes).filter(|&total| total <= self.limit)
-            })
-            .is_ok()
-    }
-
-    /// A reservation of `bytes` (the declared length, or 0 for a body of unknown
-    /// length, which then grows as it arrives); `None` when the budget is spent.
-    pub fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
-        self.take(bytes).then(|| Reservation { budget: self.clone(), bytes })
-    }
-}
-
-/// Part of the [`BufferBudget`], given back when dropped.
-pub struct Reservation {
-    budget: Arc<BufferBudget>,
-    bytes: usize,
-}
-
-impl Reservation {
-    /// Grows the reservation to at least `bytes`.
-    fn cover(&mut self, bytes: usize) -> bool {
-        if bytes <= self.bytes {
-            return true;
-        }
-        if self.budget.take(bytes - self.bytes) {
-            self.bytes = bytes;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        self.budget.used.fetch_sub(self.bytes, Ordering::SeqCst);
-    }
-}
+use crate::budget::{Reservation, Shortfall};
 
 /// Why a body could not be held.
 #[derive(Debug)]
@@ -84,6 +20,18 @@ pub enum ReadFailure {
     Request(Error),
     /// The body did not fit in what is left of the budget.
     BudgetSpent,
+    /// The upload was arriving too slowly to be served in time, and its room went to
+    /// requests that could be.
+    Overtaken,
+}
+
+impl From<Shortfall> for ReadFailure {
+    fn from(shortfall: Shortfall) -> ReadFailure {
+        match shortfall {
+            Shortfall::Spent => ReadFailure::BudgetSpent,
+            Shortfall::Overtaken => ReadFailure::Overtaken,
+        }
+    }
 }
 
 /// The room a body's buffer takes when its first bytes arrive.
@@ -110,26 +58,26 @@ pub async fn read(
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|error| ReadFailure::Request(Error::Body(error)))?;
         let needed = collected.len() + chunk.len();
-        let held = 'held: {
+        reservation.received(needed);
+        let held = (|| {
             if needed > collected.capacity() {
                 let doubled = collected.capacity().saturating_mul(2).max(FIRST_ROOM);
                 // A body longer than declared must still fit.
                 let room = doubled.min(most).max(needed);
-                if !reservation.cover(room) {
-                    break 'held false;
-                }
+                reservation.cover(room)?;
                 collected.reserve_exact(room - collected.len());
             }
             collected.extend_from_slice(&chunk);
             // The allocator's own rounding, if any, is held too.
             reservation.cover(collected.capacity())
-        };
-        if !held {
+        })();
+        if let Err(shortfall) = held {
             drop(collected);
             matte_serve::discard_rest(chunks).await;
-            return Err(ReadFailure::BudgetSpent);
+            return Err(shortfall.into());
         }
     }
+    reservation.settle(collected.capacity());
     Ok(Bytes::from(collected))
 }
 
@@ -145,24 +93,27 @@ pub async fn read_answer(body: Body, limit: usize, reservation: &mut Reservation
         if total > limit {
             return Err(ReadFailure::Request(Error::Internal(format!("the pod's answer is over {limit} bytes"))));
         }
-        if !reservation.cover(total.max(collected.capacity())) {
-            return Err(ReadFailure::BudgetSpent);
-        }
+        reservation.cover(total.max(collected.capacity()))?;
         collected.extend_from_slice(&chunk);
-        if !reservation.cover(collected.capacity()) {
-            return Err(ReadFailure::BudgetSpent);
-        }
+        reservation.cover(collected.capacity())?;
     }
     Ok(Bytes::from(collected))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     use matte_serve::BodyError;
 
     use super::*;
+    use crate::budget::BufferBudget;
+
+    fn due() -> Instant {
+        Instant::now() + Duration::from_secs(90)
+    }
 
     const PACE: UploadPace = UploadPace { grace: Duration::from_secs(5), min_bytes_per_second: 1000 };
 
@@ -172,22 +123,10 @@ mod tests {
         ))
     }
 
-    #[test]
-    fn reservations_share_the_budget_and_give_it_back() {
-        let budget = BufferBudget::new(100);
-        let first = budget.reserve(60).unwrap();
-        assert!(budget.reserve(50).is_none());
-        let second = budget.reserve(40).unwrap();
-        assert_eq!(budget.used(), 100);
-        drop(first);
-        drop(second);
-        assert_eq!(budget.used(), 0);
-    }
-
     #[tokio::test]
     async fn a_body_longer_than_declared_grows_its_reservation_before_its_buffer() {
         let budget = BufferBudget::new(FIRST_ROOM + 10);
-        let mut reservation = budget.reserve(3).unwrap();
+        let mut reservation = budget.reserve_upload(3, due()).unwrap();
         let body = read(body_of(vec![b"abc", b"def"]), Some(3), 100, PACE, Instant::now(), &mut reservation).await;
         assert_eq!(&body.unwrap()[..], b"abcdef");
         assert_eq!(budget.used(), 6, "the room it needed, covered as it grew");
@@ -202,7 +141,7 @@ mod tests {
             counted.fetch_add(1, Ordering::SeqCst);
             Ok::<_, std::io::Error>(Bytes::from_static(chunk))
         });
-        let mut reservation = budget.reserve(0).unwrap();
+        let mut reservation = budget.reserve_upload(0, due()).unwrap();
         let read = read(Body::from_stream(chunks), None, 100, PACE, Instant::now(), &mut reservation).await;
         assert!(matches!(read, Err(ReadFailure::BudgetSpent)));
         assert_eq!(sent.load(Ordering::SeqCst), 5, "the rest of the upload taken off the wire");
@@ -212,7 +151,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_is_read_within_its_reservation() {
         let budget = BufferBudget::new(100);
-        let mut reservation = budget.reserve(6).unwrap();
+        let mut reservation = budget.reserve_upload(6, due()).unwrap();
         let body = read(body_of(vec![b"abc", b"def"]), Some(6), 100, PACE, Instant::now(), &mut reservation).await;
         assert_eq!(&body.unwrap()[..], b"abcdef");
         assert_eq!(budget.used(), 6);
@@ -221,7 +160,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_of_unknown_length_grows_until_the_budget_is_spent() {
         let budget = BufferBudget::new(4);
-        let mut reservation = budget.reserve(0).unwrap();
+        let mut reservation = budget.reserve_upload(0, due()).unwrap();
         let read = read(body_of(vec![b"abc", b"def"]), None, 100, PACE, Instant::now(), &mut reservation).await;
         assert!(matches!(read, Err(ReadFailure::BudgetSpent)));
     }
@@ -238,7 +177,7 @@ mod tests {
 
         let mut reservation = budget.reserve(0).unwrap();
         let mut other = budget.reserve(0).unwrap();
-        assert!(other.cover(4));
+        assert!(other.cover(4).is_ok());
         let answer = read_answer(body_of(vec![b"abc", b"def"]), 100, &mut reservation).await;
         assert!(matches!(answer, Err(ReadFailure::BudgetSpent)), "no room left for it");
     }
@@ -246,7 +185,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_over_the_limit_is_refused() {
         let budget = BufferBudget::new(100);
-        let mut reservation = budget.reserve(0).unwrap();
+        let mut reservation = budget.reserve_upload(0, due()).unwrap();
         let read = read(body_of(vec![b"abc", b"def"]), None, 5, PACE, Instant::now(), &mut reservation).await;
         assert!(matches!(read, Err(ReadFailure::Request(Error::Body(BodyError::TooLarge { limit: 5 })))));
     }

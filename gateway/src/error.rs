@@ -30,6 +30,12 @@ pub enum Error {
     #[error("the gateway holds as many request bodies as it may ({limit} bytes); retry in {} s", retry_after.as_secs())]
     BuffersFull { limit: usize, retry_after: Duration },
     #[error(
+        "the body was arriving too slowly to be served within this request's budget of {budget:.1} s, and its \
+         room in the gateway's buffers went to requests that could be; retry in {} s",
+        retry_after.as_secs()
+    )]
+    UploadTooSlow { budget: f64, retry_after: Duration },
+    #[error(
         "the expected wait of {expected:.1} s is over this request's budget of {budget:.1} s; retry in {} s",
         retry_after.as_secs()
     )]
@@ -50,7 +56,9 @@ impl Error {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Body(error) => error.status(),
             Error::Route(error) => error.status(),
-            Error::BuffersFull { .. } | Error::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::BuffersFull { .. } | Error::UploadTooSlow { .. } | Error::QueueFull { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Error::NoCapacity { .. } | Error::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Error::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             Error::Listen { .. }
@@ -69,6 +77,7 @@ impl Error {
             Error::BadRequest(_) => "bad_request",
             Error::Route(error) => error.code(),
             Error::BuffersFull { .. } => "buffers_full",
+            Error::UploadTooSlow { .. } => "upload_too_slow",
             Error::QueueFull { .. } => "queue_full",
             Error::NoCapacity { .. } => "no_capacity",
             Error::Draining => "draining",
@@ -100,6 +109,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::BuffersFull { retry_after, .. }
+            | Error::UploadTooSlow { retry_after, .. }
             | Error::QueueFull { retry_after, .. }
             | Error::NoCapacity { retry_after, .. } => Some(*retry_after),
             _ => None,

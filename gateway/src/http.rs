@@ -24,7 +24,8 @@ use matte_common::paths;
 use matte_serve::{RouteError, declared_length, exposition, refuse_unread};
 
 use crate::Error;
-use crate::body::{self, ReadFailure, Reservation};
+use crate::body::{self, ReadFailure};
+use crate::budget::Reservation;
 use crate::compat::{self, Dialect, Encoding};
 use crate::dispatcher::AttemptOutcome;
 use crate::metrics::{Metrics, RetryReason};
@@ -127,7 +128,7 @@ async fn serve(state: &AppState, request: Request, dialect: Option<Dialect>) -> 
         None => error.into_response(),
         Some(dialect) => compat::error_answer(dialect, error),
     };
-    let (budget, declared, mut reservation) = match admit(state, &parts) {
+    let (budget, declared, mut reservation) = match admit(state, &parts, arrived) {
         Ok(admitted) => admitted,
         Err(refusal) => {
             record.failed(&refusal);
@@ -140,6 +141,10 @@ async fn serve(state: &AppState, request: Request, dialect: Option<Dialect>) -> 
         Ok(body) => prepare(&parts, body, dialect).await,
         Err(ReadFailure::Request(error)) => Err(error),
         Err(ReadFailure::BudgetSpent) => Err(buffers_full(state)),
+        Err(ReadFailure::Overtaken) => Err(Error::UploadTooSlow {
+            budget: budget.as_secs_f64(),
+            retry_after: state.dispatcher.retry_after(state.limits.max_wait),
+        }),
     };
     let (forward, encoding) = match prepared {
         Ok(prepared) => prepared,
@@ -186,7 +191,7 @@ async fn translate_answer(
     let mut reservation = state.buffers.reserve(0).ok_or_else(|| buffers_full(state))?;
     let bytes = match body::read_answer(body, upstream::RESPONSE_LIMIT, &mut reservation).await {
         Ok(bytes) => bytes,
-        Err(ReadFailure::BudgetSpent) => return Err(buffers_full(state)),
+        Err(ReadFailure::BudgetSpent | ReadFailure::Overtaken) => return Err(buffers_full(state)),
         Err(ReadFailure::Request(error)) => return Err(error),
     };
     // Re-encoding an image (a mask to JPEG) is a few hundred milliseconds of work that
@@ -227,14 +232,14 @@ async fn prepare(parts: &Parts, body: Bytes, dialect: Option<Dialect>) -> Result
 /// Everything decided from the request line and headers alone, in the order that
 /// costs the client least: malformed budget, declared length over the limit, a wait
 /// over the budget, no room for the body.
-fn admit(state: &AppState, parts: &Parts) -> Result<(Duration, Option<u64>, Reservation), Error> {
+fn admit(state: &AppState, parts: &Parts, arrived: Instant) -> Result<(Duration, Option<u64>, Reservation), Error> {
     let budget = budget(&parts.headers, state.limits.max_wait)?;
     let declared = declared_length(&parts.headers, state.limits.max_body_bytes)?;
     if let Admission::Refuse { expected, retry_after } = state.dispatcher.admission(budget) {
         return Err(Error::QueueFull { expected: expected.as_secs_f64(), budget: budget.as_secs_f64(), retry_after });
     }
     let wanted = declared.map_or(0, |length| length as usize);
-    let reservation = state.buffers.reserve(wanted).ok_or_else(|| buffers_full(state))?;
+    let reservation = state.buffers.reserve_upload(wanted, arrived + budget).ok_or_else(|| buffers_full(state))?;
     Ok((budget, declared, reservation))
 }
 

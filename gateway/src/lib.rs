@@ -16,6 +16,7 @@
 //! translates the rembg and remove.bg drop-in endpoints.
 
 pub mod body;
+pub mod budget;
 pub mod compat;
 pub mod config;
 pub mod discovery;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use matte_serve::UploadPace;
 
-use crate::body::BufferBudget;
+use crate::budget::BufferBudget;
 use crate::config::Config;
 use crate::dispatcher::Dispatcher;
 use crate::metrics::Metrics;

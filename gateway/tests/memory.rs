@@ -1,14 +1,17 @@
 //! The gateway's memory stays within its stated bound under a burst of large bodies:
 //! it holds at most `--max-buffered-bytes` of them, and turns the rest away with 429
-//! before reading them.
+//! before reading them. And the room it promises to bodies not yet arrived goes to
+//! others when those bodies do not come.
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use std::process::{Child, Command, Stdio};
 
-use support::{client, free_port, post_png, wait_for_ok};
+use support::{Gateway, client, free_port, post_png, wait_for_ok};
 
 const MIB: usize = 1024 * 1024;
 const BODY: usize = 4 * MIB;
@@ -79,6 +82,75 @@ async fn a_burst_of_large_bodies_is_held_within_the_buffer_bound() {
     assert_eq!(held, BUFFERED / BODY, "exactly as many as the buffer bound allows");
     assert_eq!(refused, BURST - BUFFERED / BODY);
     assert!(peak_mib < bound, "peak RSS {peak_mib:.0} MiB is over the bound of {bound:.0} MiB");
+}
+
+/// Headers declaring a body of `length` bytes, and none of it yet.
+fn declare_body(address: &str, length: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head =
+        format!("POST /v1/remove HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\nContent-Length: {length}\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream
+}
+
+/// Sends the rest of a body declared by [`declare_body`] and reads the answer's code.
+fn send_body_and_read_code(mut stream: TcpStream, length: usize) -> String {
+    // The gateway may answer before it has read it all: a write cut short is fine.
+    let _ = stream.write_all(&vec![0u8; length]);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let start = body.find('{').unwrap_or(0);
+    let error: serde_json::Value =
+        serde_json::from_str(&body[start..body.rfind('}').map_or(body.len(), |end| end + 1)]).unwrap_or_default();
+    error["error"]["code"].as_str().unwrap_or(&answer).to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_promised_to_bodies_that_do_not_come_goes_to_one_that_does() {
+    // Two declared bodies fill the buffers; the pace's grace is long enough that only
+    // giving their room away can let another request in.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let buffered = (8 * MIB).to_string();
+    let flags = ["--upstream", &nowhere, "--max-buffered-bytes", &buffered, "--max-wait-seconds", "2"];
+    let gateway = Gateway::start(&[&flags[..], &["--upload-grace-seconds", "60"]].concat()).await;
+    let address = gateway.base.trim_start_matches("http://").to_owned();
+    let client = client();
+    let remove = gateway.url("/v1/remove");
+
+    let declared = 4 * MIB;
+    let stalled: Vec<TcpStream> = (0..2).map(|_| declare_body(&address, declared)).collect();
+    let (status, _, body) = post_png(&client, &remove, vec![0u8; MIB], &[]).await;
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (429, Some("buffers_full")),
+        "bodies just declared keep their room"
+    );
+
+    // Past a second with nothing sent, one of them gives its room up.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, _, body) = post_png(&client, &remove, vec![0u8; MIB], &[]).await;
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (503, Some("no_capacity")),
+        "admitted and held for its budget"
+    );
+
+    let codes = tokio::task::spawn_blocking(move || {
+        let mut codes: Vec<String> =
+            stalled.into_iter().map(|stream| send_body_and_read_code(stream, declared)).collect();
+        codes.sort();
+        codes
+    })
+    .await
+    .unwrap();
+    assert_eq!(codes, ["no_capacity", "upload_too_slow"], "the one whose room was taken is told why");
+    let metrics = client.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("matte_gateway_requests_total{outcome=\"upload_too_slow\"} 1\n"), "{metrics}");
 }
 
 /// The `matte-gateway` binary on a loopback port, killed when dropped.
