@@ -138,7 +138,7 @@ async fn serve(state: &AppState, request: Request, dialect: Option<Dialect>) -> 
     let limits = state.limits;
     let read = body::read(body, declared, limits.max_body_bytes, limits.upload_pace, arrived, &mut reservation).await;
     let prepared = match read {
-        Ok(body) => prepare(&parts, body, dialect).await,
+        Ok(body) => prepare(state, &parts, body, dialect).await,
         Err(ReadFailure::Request(error)) => Err(error),
         Err(ReadFailure::BudgetSpent) => Err(buffers_full(state)),
         Err(ReadFailure::Overtaken) => Err(Error::UploadTooSlow {
@@ -201,9 +201,19 @@ async fn translate_answer(
         .map_err(|error| Error::Internal(format!("translating the answer failed: {error}")))
 }
 
+/// What reading a drop-in form holds beyond the body, as a multiple of the body: the
+/// parser's copy of it, and a file field gathered from its chunks (or a base64 field's
+/// text and the image decoded from it).
+const FORM_COPIES: usize = 2;
+
 /// The request as it goes to the pods: the body and query as they came, or a drop-in
-/// form translated to them.
-async fn prepare(parts: &Parts, body: Bytes, dialect: Option<Dialect>) -> Result<(Forward, Encoding), Error> {
+/// form translated to them, the copies that takes held within the buffers too.
+async fn prepare(
+    state: &AppState,
+    parts: &Parts,
+    body: Bytes,
+    dialect: Option<Dialect>,
+) -> Result<(Forward, Encoding), Error> {
     let Some(dialect) = dialect else {
         let forward = Forward {
             method: parts.method.clone(),
@@ -213,11 +223,14 @@ async fn prepare(parts: &Parts, body: Bytes, dialect: Option<Dialect>) -> Result
         };
         return Ok((forward, Encoding::Png));
     };
+    let copies = state.buffers.reserve(FORM_COPIES.saturating_mul(body.len())).ok_or_else(|| buffers_full(state))?;
     let form = compat::parse_form(&parts.headers, body).await?;
     let translated = match dialect {
         Dialect::Rembg => compat::rembg(form)?,
         Dialect::RemoveBg => compat::remove_bg(form)?,
     };
+    // What is left is the image, within the body's own room.
+    drop(copies);
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(compat::sniff_content_type(&translated.image)));
     let forward = Forward {

@@ -151,3 +151,22 @@ async fn a_drop_in_answer_with_no_buffers_left_is_a_429_counted_as_a_client_sent
     assert!(metrics.contains("matte_gateway_requests_total{outcome=\"buffers_full\"} 1\n"), "{metrics}");
     assert!(metrics.contains("matte_gateway_deferred_requests 1\n"), "sent away, so counted away: {metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_in_form_is_read_only_with_room_for_the_copies_reading_it_takes() {
+    let pod = pod_answering(1_000).await;
+    // Room for a 40 kB body, and not for it and the parser's two copies of it.
+    let gateway = Gateway::start(&["--upstream", &pod, "--max-buffered-bytes", "100000"]).await;
+    support::until_ok(&format!("http://{pod}/readyz"), std::time::Duration::from_secs(10)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await; // a probe round
+    let client = client();
+    let image = vec![7u8; 40_000];
+
+    let native = client.post(gateway.url("/v1/remove")).header("content-type", "image/png").body(image.clone());
+    assert_eq!(native.send().await.unwrap().status(), 200, "the body alone fits");
+    let (content_type, body) = form(&[("file", Some("cat.png"), &image)]);
+    let answer = post(&client, gateway.url("/api/remove"), &content_type, body).await;
+    assert_eq!(answer.status, 429, "{}", String::from_utf8_lossy(&answer.body));
+    let metrics = client.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("matte_gateway_requests_total{outcome=\"buffers_full\"} 1\n"), "{metrics}");
+}
