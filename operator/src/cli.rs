@@ -71,6 +71,13 @@ pub struct RunArgs {
     /// names, so by default a resource may name only --prometheus-url.
     #[arg(long, env = "MATTE_ALLOWED_PROMETHEUS_URLS", value_delimiter = ',', value_parser = parse_prometheus_url)]
     pub allowed_prometheus_urls: Vec<String>,
+    /// The label that carries a series' namespace in those Prometheus servers: each
+    /// resource reads only the series of its own namespace (`LABEL="<namespace>"` is
+    /// added to its `spec.autoscaling.metrics.selector`, and a selector matching the
+    /// label otherwise is refused), so that none can read, or scale on, another
+    /// namespace's queue. Empty: selectors are taken as they are.
+    #[arg(long, env = "MATTE_METRICS_NAMESPACE_LABEL", default_value = "namespace", value_parser = parse_label_name)]
+    pub metrics_namespace_label: String,
     /// Most Prometheus queries in flight at once, across every resource: a pass asks
     /// 14, and passes beyond the bound wait their turn, so that many services cannot
     /// overload Prometheus (whose own --query.max-concurrency is 20 by default).
@@ -109,6 +116,15 @@ fn parse_prometheus_url(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// A Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`), or empty for none.
+fn parse_label_name(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let mut chars = text.chars();
+    let valid = chars.next().is_none_or(|first| first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid { Ok(text.to_owned()) } else { Err("not a Prometheus label name".to_owned()) }
+}
+
 /// A `--log-level` that a log filter reads: one the filter cannot read would otherwise
 /// leave the operator logging at its default, as if the flag had been taken.
 fn parse_log_filter(text: &str) -> Result<String, String> {
@@ -116,6 +132,11 @@ fn parse_log_filter(text: &str) -> Result<String, String> {
 }
 
 impl RunArgs {
+    /// The label a resource's series are confined to its namespace by, if any.
+    pub fn metrics_namespace_label(&self) -> Option<String> {
+        Some(self.metrics_namespace_label.clone()).filter(|label| !label.is_empty())
+    }
+
     /// The Prometheus servers a resource may name: --prometheus-url and
     /// --allowed-prometheus-urls, blanks left out.
     pub fn allowed_prometheus_urls(&self) -> Vec<String> {
@@ -205,6 +226,17 @@ mod tests {
         assert!(run_args(&["--prometheus-url", "https://prometheus.example/sub/"]).is_ok());
         let blank = run_args(&["--prometheus-url", ""]).expect("blank is none");
         assert!(blank.allowed_prometheus_urls().is_empty());
+    }
+
+    #[test]
+    fn series_are_confined_by_the_namespace_label_unless_it_is_emptied() {
+        assert_eq!(run_args(&[]).unwrap().metrics_namespace_label().as_deref(), Some("namespace"));
+        let other = run_args(&["--metrics-namespace-label", "kubernetes_namespace"]).unwrap();
+        assert_eq!(other.metrics_namespace_label().as_deref(), Some("kubernetes_namespace"));
+        assert_eq!(run_args(&["--metrics-namespace-label", ""]).unwrap().metrics_namespace_label(), None);
+        for invalid in ["name space", "1st", "ns\"", "a-b"] {
+            assert!(run_args(&["--metrics-namespace-label", invalid]).is_err(), "{invalid} taken");
+        }
     }
 
     #[test]

@@ -416,6 +416,9 @@ pub struct MetricsSource {
     pub prometheus_url: String,
     /// PromQL label matchers picking this service's pods, without braces; by default
     /// `namespace="<namespace>",job="<name>"`, the labels the operator's PodMonitor gives.
+    /// Confined to this resource's namespace: the operator adds `namespace="<namespace>"`
+    /// (its `--metrics-namespace-label`) and refuses a selector matching that label
+    /// otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
 }

@@ -38,6 +38,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             inference_image: args.default_inference_image.clone(),
             gateway_image: args.default_gateway_image.clone(),
             allowed_prometheus_urls: args.allowed_prometheus_urls(),
+            metrics_namespace_label: args.metrics_namespace_label(),
         },
         prometheus_url: args.prometheus_url.clone().filter(|u| !u.is_empty()),
         prometheus_client: prometheus::http_client(args.prometheus_max_concurrent_queries)?,

@@ -111,6 +111,8 @@ fn the_chart_gives_the_operator_its_scrape_intervals_and_its_bound_on_queries() 
         "prometheus.gatewayScrapeIntervalSeconds=2",
         "--set",
         "prometheus.maxConcurrentQueries=4",
+        "--set",
+        "prometheus.namespaceLabel=kubernetes_namespace",
     ];
     let rendered = helm_template(&scratch, &set);
     assert_eq!((arg(&rendered, pods), arg(&rendered, gateway)), ("- \"4\"".to_owned(), "- \"2\"".to_owned()));
@@ -149,6 +151,8 @@ fn the_operator_takes_every_flag_the_chart_gives_it() {
         "prometheus.allowedUrls={http://team-a.prometheus:9090}",
         "--set",
         "prometheus.maxConcurrentQueries=4",
+        "--set",
+        "prometheus.namespaceLabel=kubernetes_namespace",
     ];
     for values in [&[][..], &every_branch[..], &["--set", "leaderElection.enabled=false"][..]] {
         let rendered = helm_template(&scratch, values);
@@ -167,6 +171,9 @@ fn the_operator_takes_every_flag_the_chart_gives_it() {
             assert_eq!(args.watch_namespace.as_deref(), Some("shop"));
             assert_eq!(args.allowed_prometheus_urls, ["http://team-a.prometheus:9090"]);
             assert_eq!(args.prometheus_max_concurrent_queries, 4);
+            assert_eq!(args.metrics_namespace_label, "kubernetes_namespace");
+        } else {
+            assert_eq!(args.metrics_namespace_label, "namespace", "{line:?}");
         }
     }
     let _ = fs::remove_dir_all(&scratch);

@@ -50,6 +50,9 @@ pub struct Defaults {
     /// operator's default among them): the operator sends queries to them from inside
     /// the cluster, so a resource may not point it at any other address.
     pub allowed_prometheus_urls: Vec<String>,
+    /// The label that carries a series' namespace: a resource's selector is confined
+    /// to its own namespace by it; `None` takes selectors as they are.
+    pub metrics_namespace_label: Option<String>,
 }
 
 /// Labels on everything made for `brs`'s pods.
@@ -157,6 +160,7 @@ pub(crate) mod fixtures {
             gateway_image: "localhost/matte-gateway:0.1.0".into(),
             // The one full.yaml names.
             allowed_prometheus_urls: vec!["http://prometheus.monitoring:9090".into()],
+            metrics_namespace_label: Some("namespace".into()),
         }
     }
 

@@ -98,13 +98,25 @@ pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<V
             metrics.prometheus_url
         ));
     }
-    if let Some(selector) = metrics.and_then(|metrics| metrics.selector.as_deref())
-        && let Err(problem) = label_matchers(selector)
-    {
-        problems.push(format!(
-            "spec.autoscaling.metrics.selector {selector:?} is not a list of label matchers such as \
-             namespace=\"shop\",job=\"cutouts\": {problem}"
-        ));
+    if let Some(selector) = metrics.and_then(|metrics| metrics.selector.as_deref()) {
+        match label_matchers(selector) {
+            Err(problem) => problems.push(format!(
+                "spec.autoscaling.metrics.selector {selector:?} is not a list of label matchers such as \
+                 namespace=\"shop\",job=\"cutouts\": {problem}"
+            )),
+            Ok(matchers) => {
+                if let Some(label) = &defaults.metrics_namespace_label {
+                    let namespace = brs.metadata.namespace.as_deref().unwrap_or_default();
+                    if let Some(other) = matchers.iter().find(|m| m.name == label && !m.is_exactly(namespace)) {
+                        problems.push(format!(
+                            "spec.autoscaling.metrics.selector matches {}{}{}: a resource reads only its own \
+                             namespace's series ({label}=\"{namespace}\", which the operator adds)",
+                            other.name, other.operator, other.value
+                        ));
+                    }
+                }
+            }
+        }
     }
     // The schema has the same range; a resource stored under an older CRD may not.
     let utilization_percent = i32::from(PLANNED_UTILIZATION_PERCENT_MIN)..=i32::from(PLANNED_UTILIZATION_PERCENT_MAX);
@@ -195,10 +207,26 @@ fn is_allowed(url: &str, allowed: &[String]) -> bool {
     allowed.iter().any(|allowed| allowed.trim_end_matches('/') == url)
 }
 
-/// Checks that `selector` is PromQL label matchers without braces (`name op "value"`,
+/// One PromQL label matcher as written: `name`, `operator`, and `value` with its quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Matcher<'a> {
+    name: &'a str,
+    operator: &'a str,
+    value: &'a str,
+}
+
+impl Matcher<'_> {
+    /// Whether it matches the one value `text` (a namespace: nothing in it to escape).
+    fn is_exactly(&self, text: &str) -> bool {
+        self.operator == "=" && &self.value[1..self.value.len() - 1] == text
+    }
+}
+
+/// Reads `selector` as PromQL label matchers without braces (`name op "value"`,
 /// comma-separated, `op` one of `=`, `!=`, `=~`, `!~`), as the queries splice it between
 /// braces: anything else would be a broken query, or a different one.
-fn label_matchers(selector: &str) -> Result<(), String> {
+fn label_matchers(selector: &str) -> Result<Vec<Matcher<'_>>, String> {
+    let mut matchers = Vec::new();
     let mut rest = selector.trim_start();
     while !rest.is_empty() {
         let name_end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
@@ -212,15 +240,16 @@ fn label_matchers(selector: &str) -> Result<(), String> {
             return Err(format!("=, !=, =~ or !~ is expected after {name:?}"));
         };
         rest = rest[operator.len()..].trim_start();
-        rest = after_quoted(rest).ok_or_else(|| format!("a quoted value is expected after {name}{operator}"))?;
-        rest = rest.trim_start();
+        let after = after_quoted(rest).ok_or_else(|| format!("a quoted value is expected after {name}{operator}"))?;
+        matchers.push(Matcher { name, operator, value: &rest[..rest.len() - after.len()] });
+        rest = after.trim_start();
         match rest.strip_prefix(',') {
             Some(next) => rest = next.trim_start(),
             None if rest.is_empty() => {}
             None => return Err(format!("a comma is expected before {rest:?}")),
         }
     }
-    Ok(())
+    Ok(matchers)
 }
 
 /// What follows the string literal `text` opens with (`"…"` or `'…'` with backslash
@@ -364,7 +393,7 @@ mod tests {
             r#" namespace = "shop" , job=~"cut.*", pod!~'x\'y', env!=`a"b`, "#,
             r#"service="a\"b""#,
         ] {
-            assert_eq!(label_matchers(selector), Ok(()), "{selector}");
+            assert!(label_matchers(selector).is_ok(), "{selector}");
         }
         for selector in [
             r#"job="a"} or vector(1000) or up{job="b""#,
@@ -382,6 +411,35 @@ mod tests {
         brs.spec.autoscaling.metrics.as_mut().expect("metrics").selector = Some(r#"job="a"} or vector(1)"#.into());
         let problems = validate(&brs, &defaults()).expect_err("refused");
         assert!(problems[0].starts_with("spec.autoscaling.metrics.selector"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_selector_reads_only_its_own_namespace() {
+        let matchers = label_matchers(r#"job="a", namespace = 'shop',x=~`y`"#).unwrap();
+        assert_eq!(matchers[1], Matcher { name: "namespace", operator: "=", value: "'shop'" });
+        assert_eq!(matchers[2].value, "`y`");
+        let mut brs = resource("full.yaml");
+        let namespace = brs.metadata.namespace.clone().unwrap();
+        for (selector, own) in [
+            (r#"job="catalogue""#.to_owned(), true),
+            (format!(r#"namespace="{namespace}",job="catalogue""#), true),
+            (format!("job=\"catalogue\", namespace=`{namespace}`"), true),
+            (r#"namespace="billing",job="catalogue""#.to_owned(), false),
+            (r#"namespace=~".+",job="catalogue""#.to_owned(), false),
+            (format!(r#"namespace!="{namespace}""#), false),
+        ] {
+            brs.spec.autoscaling.metrics.as_mut().expect("metrics").selector = Some(selector.clone());
+            match validate(&brs, &defaults()) {
+                Ok(_) => assert!(own, "{selector} taken"),
+                Err(problems) => {
+                    assert!(!own, "{selector} refused: {problems:?}");
+                    assert!(problems[0].contains("its own namespace's series"), "{problems:?}");
+                }
+            }
+            // With no label to confine them by, every selector is its author's.
+            let unconfined = Defaults { metrics_namespace_label: None, ..defaults() };
+            assert!(validate(&brs, &unconfined).is_ok(), "{selector}");
+        }
     }
 
     #[test]

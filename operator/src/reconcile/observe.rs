@@ -103,10 +103,20 @@ async fn queue(settings: &Settings, brs: &BackgroundRemovalService) -> Option<Qu
 fn metrics_source(settings: &Settings, brs: &BackgroundRemovalService) -> Option<PrometheusSource> {
     let configured = brs.spec.autoscaling.metrics.as_ref();
     let url = configured.map(|m| m.prometheus_url.clone()).or_else(|| settings.prometheus_url.clone())?;
-    let selector = configured
-        .and_then(|m| m.selector.clone())
-        .unwrap_or_else(|| format!(r#"namespace="{}",job="{}""#, brs.namespace().unwrap_or_default(), brs.name_any()));
+    let selector = series_selector(brs, settings.defaults.metrics_namespace_label.as_deref());
     Some(PrometheusSource::new(settings.prometheus_client.clone(), &url, &selector, &settings.windows(brs)))
+}
+
+/// The matchers picking `brs`'s series: the labels the operator's PodMonitor gives, or
+/// the resource's own selector confined to its namespace by `namespace_label`.
+fn series_selector(brs: &BackgroundRemovalService, namespace_label: Option<&str>) -> String {
+    let namespace = brs.namespace().unwrap_or_default();
+    let configured = brs.spec.autoscaling.metrics.as_ref().and_then(|m| m.selector.as_deref());
+    match (configured, namespace_label) {
+        (None, _) => format!(r#"namespace="{namespace}",job="{}""#, brs.name_any()),
+        (Some(selector), Some(label)) => format!(r#"{label}="{namespace}",{selector}"#),
+        (Some(selector), None) => selector.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -180,5 +190,16 @@ mod tests {
         let current = read.expect("a missing Deployment is no error");
         assert!(current.deployment.is_none());
         assert_eq!((current.census.ready, uris.len()), (1, 2));
+    }
+
+    #[test]
+    fn a_resource_s_series_are_its_namespace_s() {
+        let mut brs = resource("full.yaml");
+        let metrics = brs.spec.autoscaling.metrics.as_mut().expect("metrics");
+        metrics.selector = None;
+        assert_eq!(series_selector(&brs, Some("namespace")), r#"namespace="shop",job="catalogue""#);
+        brs.spec.autoscaling.metrics.as_mut().expect("metrics").selector = Some(r#"app="cutouts""#.into());
+        assert_eq!(series_selector(&brs, Some("kubernetes_namespace")), r#"kubernetes_namespace="shop",app="cutouts""#);
+        assert_eq!(series_selector(&brs, None), r#"app="cutouts""#, "taken as it is");
     }
 }
