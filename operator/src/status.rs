@@ -61,6 +61,41 @@ pub struct Observed<'a> {
     pub decision: Option<&'a Decision>,
     /// The gateway's Deployment, when the gateway is on (`Some(None)` before it exists).
     pub gateway: Option<Option<&'a DeploymentStatus>>,
+    /// The gateway's pods that will not become ready by themselves.
+    pub gateway_failing: FailingPods,
+}
+
+/// Why a Deployment's pods do not run, if they do not: the apiserver refuses them
+/// (copied by the Deployment controller from its ReplicaSet: a missing PriorityClass,
+/// an exhausted quota, an admission webhook's refusal), some fail, or its rollout
+/// stalled; a reason and a message.
+fn deployment_problem(status: &DeploymentStatus, failing: &FailingPods) -> Option<(String, String)> {
+    if let Some(refused) = pods_refused(status) {
+        return Some((refused.reason.clone().unwrap_or_else(|| "FailedCreate".into()), refused_message(refused)));
+    }
+    if failing.pods > 0 {
+        let replicas = status.replicas.unwrap_or(0).max(failing.pods);
+        let message = format!("{} of {replicas} pod(s) failing; {}", failing.pods, failing.message);
+        return Some((failing.reason.clone(), message));
+    }
+    let stalled = rollout_stalled(status)?;
+    Some(("ProgressDeadlineExceeded".into(), stalled.message.clone().unwrap_or_else(|| "the rollout stalled".into())))
+}
+
+fn rollout_stalled(status: &DeploymentStatus) -> Option<&DeploymentCondition> {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+}
+
+fn pods_refused(status: &DeploymentStatus) -> Option<&DeploymentCondition> {
+    status.conditions.iter().flatten().find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
+}
+
+fn refused_message(condition: &DeploymentCondition) -> String {
+    format!("pods cannot be created: {}", condition.message.as_deref().unwrap_or("the ReplicaSet reports no reason"))
 }
 
 /// The new status, keeping from `previous` what has not changed.
@@ -74,17 +109,8 @@ pub fn compute(
     let ready = deployment.ready_replicas.unwrap_or(0);
     let updated = deployment.updated_replicas.unwrap_or(0);
     let desired = observed.desired_replicas;
-    let stalled = deployment
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"));
-    // Copied by the Deployment controller from its ReplicaSet when the apiserver refuses a
-    // pod: a missing PriorityClass, an exhausted quota, an admission webhook's refusal.
-    let refused = deployment.conditions.iter().flatten().find(|c| c.type_ == "ReplicaFailure" && c.status == "True");
-    let refused_message = |c: &DeploymentCondition| {
-        format!("pods cannot be created: {}", c.message.as_deref().unwrap_or("the ReplicaSet reports no reason"))
-    };
+    let stalled = rollout_stalled(&deployment);
+    let refused = pods_refused(&deployment);
     let failing = &observed.failing;
     let gateway_ready = observed.gateway.map(|status| status.and_then(|s| s.ready_replicas).unwrap_or(0));
 
@@ -134,24 +160,23 @@ pub fn compute(
                 format!("{updated}/{desired} pods up to date, {ready} ready, {replicas} running or starting"),
             ),
         }
-        match (&observed.apply_error, refused, stalled) {
-            (Some(error), _, _) => set(DEGRADED, true, "ApplyFailed", error.clone()),
-            (None, Some(refused), _) => {
-                set(DEGRADED, true, refused.reason.as_deref().unwrap_or("FailedCreate"), refused_message(refused))
-            }
-            (None, None, _) if failing.pods > 0 => set(
-                DEGRADED,
-                true,
-                &failing.reason,
-                format!("{} of {} pod(s) failing; {}", failing.pods, replicas.max(failing.pods), failing.message),
-            ),
-            (None, None, Some(stalled)) => set(
-                DEGRADED,
-                true,
-                "ProgressDeadlineExceeded",
-                stalled.message.clone().unwrap_or_else(|| "the rollout stalled".into()),
-            ),
-            (None, None, None) => set(DEGRADED, false, "AsExpected", "no problem found".into()),
+        // Without a gateway pod ready the service is down whatever its pods do: the
+        // gateway's problem first then, and after the pods' own otherwise.
+        let gateway = observed.gateway.flatten().and_then(|status| {
+            let (reason, message) = deployment_problem(status, &observed.gateway_failing)?;
+            Some((format!("Gateway{reason}"), format!("the gateway: {message}")))
+        });
+        let (gateway_first, gateway_last) = if gateway_ready == Some(0) { (gateway, None) } else { (None, gateway) };
+        let problem = observed
+            .apply_error
+            .clone()
+            .map(|error| ("ApplyFailed".to_owned(), error))
+            .or(gateway_first)
+            .or_else(|| deployment_problem(&deployment, failing))
+            .or(gateway_last);
+        match problem {
+            Some((reason, message)) => set(DEGRADED, true, &reason, message),
+            None => set(DEGRADED, false, "AsExpected", "no problem found".into()),
         }
     }
 
@@ -438,6 +463,57 @@ mod tests {
         assert_eq!(state(&status, READY), ("True".into(), "ScaledToZero".into()), "the gateway wakes it");
         let without = compute(&Default::default(), &observed(2, Some(&pods)), &time(0));
         assert_eq!(without.gateway_ready_replicas, None);
+    }
+
+    #[test]
+    fn a_gateway_that_cannot_run_degrades_the_service_first_when_none_of_it_is_ready() {
+        let pods = deployment(2, 2, 2);
+        let pulling = FailingPods {
+            pods: 2,
+            reason: "ImagePullFailed".into(),
+            message: "pod x-gateway-1, container gateway: ImagePullBackOff".into(),
+        };
+        let down = deployment(2, 2, 0);
+        let unreachable =
+            Observed { gateway: Some(Some(&down)), gateway_failing: pulling.clone(), ..observed(2, Some(&pods)) };
+        let status = compute(&Default::default(), &unreachable, &time(0));
+        assert_eq!(state(&status, DEGRADED), ("True".into(), "GatewayImagePullFailed".into()));
+        let message = &condition(&status, DEGRADED).unwrap().message;
+        assert!(message.starts_with("the gateway: 2 of 2 pod(s) failing; pod x-gateway-1"), "{message}");
+
+        // Refused by a quota, it has no pod to fail.
+        let mut refused = deployment(0, 0, 0);
+        refused.conditions = Some(vec![DeploymentCondition {
+            type_: "ReplicaFailure".into(),
+            status: "True".into(),
+            reason: Some("FailedCreate".into()),
+            message: Some("exceeded quota: compute".into()),
+            ..DeploymentCondition::default()
+        }]);
+        let status = compute(
+            &Default::default(),
+            &Observed { gateway: Some(Some(&refused)), ..observed(2, Some(&pods)) },
+            &time(0),
+        );
+        assert_eq!(state(&status, DEGRADED), ("True".into(), "GatewayFailedCreate".into()));
+
+        // With a gateway pod still serving, the pods' own failure comes first.
+        let serving = deployment(2, 2, 1);
+        let crashing = FailingPods { pods: 1, reason: "CrashLoopBackOff".into(), message: "pod x-0".into() };
+        let both = Observed {
+            gateway: Some(Some(&serving)),
+            gateway_failing: pulling,
+            failing: crashing,
+            ..observed(2, Some(&pods))
+        };
+        assert_eq!(
+            state(&compute(&Default::default(), &both, &time(0)), DEGRADED),
+            ("True".into(), "CrashLoopBackOff".into())
+        );
+        let gateway_only = Observed { failing: FailingPods::default(), ..both };
+        let status = compute(&Default::default(), &gateway_only, &time(0));
+        assert_eq!(state(&status, DEGRADED), ("True".into(), "GatewayImagePullFailed".into()));
+        assert_eq!(state(&status, READY), ("True".into(), "AllPodsReady".into()), "still served");
     }
 
     #[test]

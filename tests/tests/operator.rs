@@ -554,7 +554,7 @@ fn assert_degraded(cluster: &Cluster, operator: &Operator, name: &str, reason: &
 fn failing_pods_are_reported_with_their_own_reason() {
     // A one-pod service rolls out by surging (its new pod starts before the old one
     // stops), so each of the four faulty rollouts needs a second GPU node.
-    let cluster = cluster(10);
+    let cluster = cluster(11);
     install_chart(&cluster, &[]);
     cluster.kubectl_ok(&["create", "namespace", "shop"]);
     let operator = start_operator(&cluster, "operator-a", &[]);
@@ -578,15 +578,24 @@ fn failing_pods_are_reported_with_their_own_reason() {
     for (name, _, _, _) in faults {
         cluster.apply_yaml_ok(&resource(name, 1, "nvidia.com/gpu"));
     }
+    // And one whose gateway's new pods cannot pull their image: its clients' way in.
+    cluster.apply_yaml_ok(&resource("unreachable", 1, "nvidia.com/gpu"));
     for (name, _, _, _) in faults {
         wait_condition(&cluster, name, "Ready", "True");
     }
+    wait_condition(&cluster, "unreachable", "Ready", "True");
     for (name, fault, _, _) in faults {
         annotate_pod_template(&cluster, name, serde_json::json!({"kwok.matte.dev/fault": fault}));
     }
+    annotate_pod_template(
+        &cluster,
+        "unreachable-gateway",
+        serde_json::json!({"kwok.matte.dev/fault": "ImagePullBackOff"}),
+    );
     for (name, _, reason, words) in faults {
         assert_degraded(&cluster, &operator, name, reason, words);
     }
+    assert_degraded(&cluster, &operator, "unreachable", "GatewayImagePullFailed", "the gateway: 1 of ");
     let tampered = get(&cluster, "brs", "tampered").unwrap_or_default();
     let (_, _, message) = condition_of(&tampered, "Degraded").expect("the condition");
     assert!(message.contains("sha256 mismatch"), "the init container's own words: {message}");

@@ -22,7 +22,8 @@ use crate::autoscaler::pods::{PodCensus, census};
 use crate::autoscaler::policy::QueueMetrics;
 use crate::autoscaler::prometheus::PrometheusSource;
 use crate::crd::BackgroundRemovalService;
-use crate::desired;
+use crate::desired::{APP_LABEL, GATEWAY_APP, INFERENCE_APP, SERVICE_LABEL};
+use crate::status::FailingPods;
 
 use super::Context;
 use super::context::Settings;
@@ -34,6 +35,9 @@ pub struct Current {
     pub deployment: Option<Deployment>,
     /// The inference pods, counted as of the pass's start.
     pub census: PodCensus,
+    /// The gateway's pods that will not become ready by themselves: with none of them
+    /// ready, clients reach nothing, whatever the inference pods do.
+    pub gateway_failing: FailingPods,
     /// The queue, when autoscaling is on and Prometheus answered with series for it.
     pub queue: Option<QueueMetrics>,
     /// When the last read answered: the autoscaler's clock. The wall clock, since the
@@ -79,13 +83,23 @@ pub async fn observe(context: &Context, brs: &BackgroundRemovalService, now: Tim
             return Err(Error::ReadDeployment { namespace, name, source: source.into() });
         }
     };
+    // The inference and the gateway pods in one read, told apart by their program.
     let pods = Api::<Pod>::namespaced(context.client.clone(), &namespace)
-        .list(&ListParams::default().labels(&desired::selector_string(brs)).match_any())
+        .list(&ListParams::default().labels(&format!("{SERVICE_LABEL}={name}")).match_any())
         .await
         .map_err(|source| Error::ListPods { namespace, name, source: source.into() })?;
-    let census = census(&pods.items, now);
+    let program = |pod: &Pod| pod.metadata.labels.as_ref().and_then(|labels| labels.get(APP_LABEL)).cloned();
+    let (inference, others): (Vec<Pod>, Vec<Pod>) =
+        pods.items.into_iter().partition(|pod| program(pod).as_deref() == Some(INFERENCE_APP));
+    let gateway: Vec<Pod> = others.into_iter().filter(|pod| program(pod).as_deref() == Some(GATEWAY_APP)).collect();
     let queue = if brs.spec.autoscaling.enabled { queue(&context.settings, brs).await } else { None };
-    Ok(Current { deployment, census, queue, read_at: Timestamp::now() })
+    Ok(Current {
+        deployment,
+        census: census(&inference, now),
+        gateway_failing: census(&gateway, now).failing,
+        queue,
+        read_at: Timestamp::now(),
+    })
 }
 
 /// The fleet's queue; `None`, logged, when Prometheus cannot be asked or fails to answer.
@@ -146,8 +160,14 @@ mod tests {
             let not_found =
                 json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
             let pods = json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [{
-                "metadata": {"name": "portraits-0", "namespace": "shop"},
+                "metadata": {"name": "portraits-0", "namespace": "shop",
+                    "labels": {APP_LABEL: INFERENCE_APP, SERVICE_LABEL: "portraits"}},
                 "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+            }, {
+                "metadata": {"name": "portraits-gateway-0", "namespace": "shop",
+                    "labels": {APP_LABEL: GATEWAY_APP, SERVICE_LABEL: "portraits"}},
+                "status": {"containerStatuses": [{"name": "gateway", "image": "g", "imageID": "", "ready": false,
+                    "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}
             }]});
             let answers = [
                 deployment.map_or((StatusCode::NOT_FOUND, not_found), |d| (StatusCode::OK, d)),
@@ -174,6 +194,8 @@ mod tests {
         let current = read.expect("both reads answered");
         assert_eq!(current.replicas(), Some(3));
         assert_eq!(current.census.ready, 1);
+        assert_eq!(current.census.starting_ages_seconds.len(), 0, "the gateway's pods are not the fleet");
+        assert_eq!((current.gateway_failing.pods, current.gateway_failing.reason.as_str()), (1, "ImagePullFailed"));
         assert_eq!(uris.len(), 2, "{uris:?}");
         let (deployment, pods) = (&uris[0], &uris[1]);
         assert!(deployment.starts_with("/apis/apps/v1/namespaces/shop/deployments/portraits?"), "{deployment}");

@@ -199,6 +199,7 @@ fn observed<'a>(brs: &BackgroundRemovalService, findings: &Findings<'a>) -> Obse
         failing: current.census.failing.clone(),
         decision: scale.decision.as_ref(),
         gateway: applied.as_ref().ok().and_then(|a| a.gateway.as_ref()).map(|g| g.status.as_ref()),
+        gateway_failing: current.gateway_failing.clone(),
     }
 }
 
