@@ -52,12 +52,13 @@ pub fn decode(bytes: &[u8], max_pixels: u64, max_side: u32) -> Result<Decoded, E
 }
 
 fn decode_jpeg(bytes: &[u8], max_pixels: u64, max_side: u32) -> Result<Decoded, Error> {
-    let length = jpeg::jpeg_length(bytes).ok_or_else(|| {
+    let extent = jpeg::jpeg_extent(bytes).ok_or_else(|| {
         Error::CorruptImage("the JPEG is truncated: no end-of-image marker after its last scan".into())
     })?;
-    let jpeg_bytes = &bytes[..length];
+    let jpeg_bytes = &bytes[..extent.length];
     let header = jpeg::read_header(jpeg_bytes)?;
     check_size(header.width, header.height, max_pixels)?;
+    check_scans(extent.scans, header.width, header.height, max_pixels)?;
     let output = output_size(header.width, header.height, max_side);
     let shrink = jpeg::shrink_for(header.width, header.height, output);
     if shrink > 1 && header.shrinkable {
@@ -87,6 +88,29 @@ fn decode_in_full(bytes: &[u8], format: ImageFormat, max_pixels: u64, max_side: 
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
     Ok(Decoded { image, orientation, output: output_size(width, height, max_side) })
+}
+
+/// The most scans a JPEG may have: zune-jpeg's own bound, ten times what encoders
+/// write (libjpeg's progressive script has 10 for colour, 6 for grey).
+const MAX_JPEG_SCANS: u32 = 100;
+
+/// The most pixels a JPEG's scans may walk together, as a multiple of the largest image
+/// taken: each scan of a progressive JPEG walks the whole image again, however few
+/// bytes it holds, so that a file of a few kilobytes with thousands of empty scans would
+/// hold a CPU worker for hours. At the default 50 MP, 16 scans (about 1.5 s); a 12 MP
+/// photo may have 66.
+const MAX_SCANNED_IMAGES: u64 = 16;
+
+/// Refuses a JPEG whose scans would take far more decoding than its size.
+fn check_scans(scans: u32, width: u32, height: u32, max_pixels: u64) -> Result<(), Error> {
+    let scanned = u64::from(scans) * u64::from(width) * u64::from(height);
+    if scans > MAX_JPEG_SCANS || scanned > MAX_SCANNED_IMAGES.saturating_mul(max_pixels) {
+        return Err(Error::DecoderLimit(format!(
+            "the JPEG has {scans} scans of {width}x{height} pixels: at most {MAX_JPEG_SCANS} scans, and \
+             {MAX_SCANNED_IMAGES} of the largest image taken ({max_pixels} pixels), are decoded"
+        )));
+    }
+    Ok(())
 }
 
 fn check_size(width: u32, height: u32, max_pixels: u64) -> Result<(), Error> {
@@ -185,6 +209,42 @@ mod tests {
         app1.extend_from_slice(b"Exif\0\0");
         app1.extend_from_slice(&tiff);
         [&jpeg[..2], &app1, &jpeg[2..]].concat()
+    }
+
+    /// A greyscale progressive JPEG of `side`×`side` whose first scan is followed by
+    /// `empty_scans` AC scans of no data: a few bytes each, a walk of the whole image each.
+    fn scan_bomb(side: u16, empty_scans: usize) -> Vec<u8> {
+        let segment =
+            |marker: u8, body: &[u8]| [&[0xFF, marker][..], &((body.len() + 2) as u16).to_be_bytes(), body].concat();
+        let size = [side.to_be_bytes(), side.to_be_bytes()].concat();
+        let huffman = [&[0x00, 1][..], &[0; 15], &[0], &[0x10, 1], &[0; 15], &[0xE0]].concat();
+        [
+            vec![0xFF, 0xD8],
+            segment(0xDB, &[&[0][..], &[1; 64]].concat()),
+            segment(0xC2, &[&[8][..], &size, &[1, 1, 0x11, 0]].concat()),
+            segment(0xC4, &huffman),
+            segment(0xDA, &[1, 1, 0, 0, 0, 0]),
+            segment(0xDA, &[1, 1, 0, 1, 63, 1]).repeat(empty_scans),
+            vec![0xFF, 0xD9],
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn a_jpeg_whose_scans_would_take_far_more_decoding_than_its_size_is_refused_unread() {
+        // 2,000 scans of 49 MP in 20 kB: minutes of decoding, were it decoded.
+        let bomb = scan_bomb(7000, 2000);
+        assert!(bomb.len() < 25_000);
+        let started = std::time::Instant::now();
+        let refused = decode(&bomb, 50_000_000, 1024).map(|_| ());
+        assert!(matches!(&refused, Err(Error::DecoderLimit(message)) if message.contains("2001 scans")), "{refused:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "refused before decoding");
+        // As many scans of a small image are still too many for any encoder to write.
+        assert!(matches!(decode(&scan_bomb(64, 200), 50_000_000, 1024), Err(Error::DecoderLimit(_))));
+        // A few scans of it are walked like any progressive JPEG's.
+        assert!(!matches!(decode(&scan_bomb(64, 9), 50_000_000, 1024), Err(Error::DecoderLimit(_))));
+        let progressive = jpeg_of(&photo_like(640, 480), true);
+        assert!(decode(&progressive, 50_000_000, 1024).is_ok(), "an encoder's progressive JPEG decodes");
     }
 
     /// Left half red, right half blue.

@@ -92,12 +92,22 @@ fn corrupt(error: jpeg_decoder::Error) -> Error {
     Error::CorruptImage(error.to_string())
 }
 
-/// The length of a JPEG up to and including its end-of-image marker, found by walking
-/// its segments (entropy-coded data cannot hold a marker: 0xFF is escaped there);
-/// `None` when the stream ends first. Decoders fill a truncated scan with grey rather
-/// than failing, so this is also the truncation check.
-pub fn jpeg_length(bytes: &[u8]) -> Option<usize> {
+/// Where a JPEG ends, and how many scans it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// Its length up to and including its end-of-image marker.
+    pub length: usize,
+    /// Its start-of-scan markers: a progressive JPEG's decoder walks every block of the
+    /// image once per scan, however few bytes the scan holds.
+    pub scans: u32,
+}
+
+/// A JPEG's [`Extent`], found by walking its segments (entropy-coded data cannot hold a
+/// marker: 0xFF is escaped there); `None` when the stream ends first. Decoders fill a
+/// truncated scan with grey rather than failing, so this is also the truncation check.
+pub fn jpeg_extent(bytes: &[u8]) -> Option<Extent> {
     let mut at = 2; // after SOI
+    let mut scans = 0u32;
     loop {
         if *bytes.get(at)? != 0xFF {
             return None;
@@ -107,12 +117,13 @@ pub fn jpeg_length(bytes: &[u8]) -> Option<usize> {
         }
         let marker = bytes[at + 1];
         match marker {
-            0xD9 => return Some(at + 2),
+            0xD9 => return Some(Extent { length: at + 2, scans }),
             0x01 | 0xD0..=0xD7 => at += 2,
             _ => {
                 let length = usize::from(u16::from_be_bytes([*bytes.get(at + 2)?, *bytes.get(at + 3)?]));
                 at += 2 + length;
                 if marker == 0xDA {
+                    scans = scans.saturating_add(1);
                     at = next_marker_after_scan(bytes, at)?;
                 }
             }
@@ -192,7 +203,7 @@ mod tests {
         // A trailer as a Motion Photo has one: another stream, markers and all.
         let trailer = [b"\0\0\0\x18ftypmp42".as_slice(), &[0xFF, 0xDA, 0x00, 0x02, 0xFF, 0xD8], &jpeg[..40]].concat();
         let with_trailer = [jpeg.as_slice(), &trailer].concat();
-        assert_eq!(jpeg_length(&with_trailer), Some(jpeg.len()));
-        assert_eq!(jpeg_length(&jpeg[..jpeg.len() - 1]), None);
+        assert_eq!(jpeg_extent(&with_trailer), Some(Extent { length: jpeg.len(), scans: 1 }));
+        assert_eq!(jpeg_extent(&jpeg[..jpeg.len() - 1]), None);
     }
 }
