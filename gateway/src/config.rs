@@ -69,11 +69,13 @@ pub struct Config {
     #[arg(long = "upload-grace-seconds", env = "MATTE_GATEWAY_UPLOAD_GRACE_SECONDS", default_value = "5", value_parser = parse_timeout)]
     pub upload_grace: Duration,
 
-    /// After the grace period an upload must have kept up this average rate, or 408.
+    /// After the grace period an upload must have kept up this average rate, or 408;
+    /// and a client's answer is taken at least this fast once its socket is full.
     #[arg(long = "min-upload-bytes-per-second", env = "MATTE_GATEWAY_MIN_UPLOAD_BYTES_PER_SECOND", default_value_t = 32 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub min_upload_bytes_per_second: u64,
 
-    /// A response write that makes no progress for this many seconds closes the connection.
+    /// Once a client's socket is full, it must take its answer at
+    /// --min-upload-bytes-per-second after this many seconds, or the connection is closed.
     #[arg(long = "write-timeout-seconds", env = "MATTE_GATEWAY_WRITE_TIMEOUT_SECONDS", default_value = "30", value_parser = parse_timeout)]
     pub write_timeout: Duration,
 

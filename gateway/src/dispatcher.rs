@@ -236,7 +236,8 @@ impl Dispatcher {
             upstream: upstream.id,
             outstanding_when_sent: upstream.outstanding,
             granted: now,
-            ended: false,
+            recorded: false,
+            given_back: false,
         };
         inner.rotation = index + 1;
         lease
@@ -251,7 +252,7 @@ impl Dispatcher {
             let lease = self.lease(inner, index, now);
             if let Err(mut unwanted) = waiter.reply.send(lease) {
                 // Its client is gone: the place goes back without taking the lock again.
-                unwanted.ended = true;
+                unwanted.given_back = true;
                 inner.release(unwanted.upstream);
             }
         }
@@ -268,10 +269,9 @@ impl Dispatcher {
         }
     }
 
-    fn end(self: &Arc<Self>, upstream: u64, outcome: AttemptOutcome, on_pod: Duration, outstanding_when_sent: u32) {
+    fn record(&self, upstream: u64, outcome: AttemptOutcome, on_pod: Duration, outstanding_when_sent: u32) {
         let mut inner = self.lock();
         let now = Instant::now();
-        inner.release(upstream);
         if outcome == AttemptOutcome::Served {
             inner.per_image.record(on_pod, outstanding_when_sent);
         }
@@ -291,6 +291,12 @@ impl Dispatcher {
                 AttemptOutcome::Abandoned => {}
             }
         }
+    }
+
+    /// Gives a place on `upstream` back, and hands it out.
+    fn release(self: &Arc<Self>, upstream: u64) {
+        let mut inner = self.lock();
+        inner.release(upstream);
         self.hand_out(&mut inner);
     }
 
@@ -379,7 +385,10 @@ pub struct Lease {
     upstream: u64,
     outstanding_when_sent: u32,
     granted: Instant,
-    ended: bool,
+    /// How the attempt went has been told.
+    recorded: bool,
+    /// The place was given back already (unused, under the dispatcher's lock).
+    given_back: bool,
 }
 
 impl Lease {
@@ -391,19 +400,32 @@ impl Lease {
         self.granted
     }
 
-    /// Gives the place back, telling the dispatcher how the attempt went.
+    /// Tells the dispatcher how the attempt went, and gives the place back.
     pub fn end(mut self, outcome: AttemptOutcome) {
-        self.ended = true;
-        let on_pod = self.granted.elapsed();
-        self.dispatcher.end(self.upstream, outcome, on_pod, self.outstanding_when_sent);
+        self.record(outcome);
+    }
+
+    /// Tells the dispatcher how the attempt went, keeping the place until the lease is
+    /// dropped: a pod holds a request's place until its answer has left it, so the
+    /// place is counted until the answer has arrived whole.
+    pub fn record(&mut self, outcome: AttemptOutcome) {
+        if !self.recorded {
+            self.recorded = true;
+            let on_pod = self.granted.elapsed();
+            self.dispatcher.record(self.upstream, outcome, on_pod, self.outstanding_when_sent);
+        }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if !self.ended {
-            self.dispatcher.end(self.upstream, AttemptOutcome::Abandoned, Duration::ZERO, 1);
+        if self.given_back {
+            return;
         }
+        if !self.recorded {
+            self.dispatcher.record(self.upstream, AttemptOutcome::Abandoned, Duration::ZERO, 1);
+        }
+        self.dispatcher.release(self.upstream);
     }
 }
 

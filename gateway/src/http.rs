@@ -276,6 +276,15 @@ async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: I
         let address = lease.address().to_owned();
         let attempt = state.client.send(&address, forward).await;
         let (outcome, retry) = judge(&attempt);
+        let attempt = match attempt {
+            // The pod holds the place until its answer has left it: so does the gateway.
+            Attempt::Answered(answer) if retry.is_none() && answer.status().is_success() => {
+                let mut lease = lease;
+                lease.record(outcome);
+                return Ok(upstream::to_client_response(answer, lease));
+            }
+            attempt => attempt,
+        };
         lease.end(outcome);
         if let Some(reason) = retry
             && Instant::now() < deadline
@@ -286,7 +295,7 @@ async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: I
             continue;
         }
         return match attempt {
-            Attempt::Answered(answer) => Ok(upstream::to_client_response(answer)),
+            Attempt::Answered(answer) => Ok(upstream::to_client_response(answer, ())),
             Attempt::Refused(cause) | Attempt::Failed(cause) => Err(Error::UpstreamFailed { upstream: address, cause }),
         };
     }

@@ -60,7 +60,11 @@ pub async fn run_with_source(
     let ticker = tokio::spawn(dispatcher.clone().keep_handing_out());
 
     let (stage, stage_rx) = watch::channel(Stage::Serving);
-    let timeouts = Timeouts { header_read: config.header_read_timeout, write: config.write_timeout };
+    let timeouts = Timeouts {
+        header_read: config.header_read_timeout,
+        write: config.write_timeout,
+        min_write_bytes_per_second: config.min_upload_bytes_per_second,
+    };
     let mut connections = tokio::spawn(connections::serve(listener, http::router(state.clone()), timeouts, stage_rx));
 
     shutdown.await;

@@ -158,12 +158,17 @@ where
 }
 
 /// The pod's answer as the client's: the same status, headers and body, less what
-/// described the pod's connection (the length is the body's own, which hyper sends).
-pub fn to_client_response(answer: Response<Body>) -> axum::response::Response {
+/// described the pod's connection (the length is the body's own, which hyper sends),
+/// with `held` kept until the body has been sent or dropped.
+pub fn to_client_response<H: Send + 'static>(answer: Response<Body>, held: H) -> axum::response::Response {
     let (mut parts, body) = answer.into_parts();
     for name in HOP_BY_HOP.iter().chain([&header::CONTENT_LENGTH, &KEEP_ALIVE]) {
         parts.headers.remove(name);
     }
+    let body = Body::from_stream(body.into_data_stream().map(move |chunk| {
+        let _ = &held;
+        chunk
+    }));
     axum::response::Response::from_parts(parts, body)
 }
 

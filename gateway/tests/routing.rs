@@ -169,3 +169,60 @@ async fn gateway_replicas_sharing_a_pods_places_are_never_turned_away() {
         replica.stop().await.unwrap();
     }
 }
+
+/// A stub pod whose answers are `size` bytes, sent as the gateway takes them; it counts
+/// the answers it has not handed over whole, and the most at once.
+async fn pod_counting_answers_in_flight(size: usize) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// One answer in flight, counted down when its body is dropped.
+    struct InFlight(Arc<AtomicUsize>);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    let (current, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let address = listener.local_addr().expect("its address").to_string();
+    let counted = most.clone();
+    let answer = axum::routing::post(move || {
+        let (current, most) = (current.clone(), counted.clone());
+        async move {
+            most.fetch_max(current.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            let in_flight = InFlight(current);
+            let chunks = futures_util::stream::iter((0..size / 65_536).map(move |_| {
+                let _ = &in_flight;
+                Ok::<_, std::io::Error>(bytes::Bytes::from(vec![0x89u8; 65_536]))
+            }));
+            ([("content-type", "image/png")], axum::body::Body::from_stream(chunks))
+        }
+    });
+    let app =
+        axum::Router::new().route("/readyz", axum::routing::get(|| async { "ready" })).route("/v1/remove", answer);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (address, most)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pods_place_is_taken_until_its_answer_has_arrived_whole() {
+    // 48 MiB: more than every buffer between the pod and a client that does not read.
+    let (pod, most_in_flight) = pod_counting_answers_in_flight(48 * 1024 * 1024).await;
+    let gateway = Gateway::start(&["--upstream", &pod, "--upstream-capacity", "1"]).await;
+    support::until_ok(&format!("http://{pod}/readyz"), std::time::Duration::from_secs(10)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await; // a probe round
+    let client = client();
+    let remove = gateway.url("/v1/remove");
+
+    let slow = client.post(&remove).header("content-type", "image/png").body(vec![1u8; 100]).send().await.unwrap();
+    assert_eq!(slow.status(), 200);
+    // While that answer is still on its way, the pod's one place is not free.
+    let (status, _, _) = post_png(&client, &remove, vec![1u8; 100], &[("x-matte-max-wait-seconds", "2")]).await;
+    assert_eq!(status, 503, "waited in the gateway for the place, not sent to the pod");
+    assert_eq!(slow.bytes().await.unwrap().len(), 48 * 1024 * 1024);
+    let (status, _, _) = post_png(&client, &remove, vec![1u8; 100], &[]).await;
+    assert_eq!(status, 200, "the place is free once the answer has arrived");
+    assert_eq!(most_in_flight.load(std::sync::atomic::Ordering::SeqCst), 1, "never two answers at once on one place");
+}

@@ -130,12 +130,14 @@ pub struct Config {
     pub upload_grace: Duration,
 
     /// After the grace period an upload must have kept up this average rate since it
-    /// began, or it is cut off with 408.
+    /// began, or it is cut off with 408; and a client's answer is taken at least this
+    /// fast once its socket is full (see --write-timeout-seconds).
     #[arg(long = flags::MIN_UPLOAD_BYTES_PER_SECOND, env = "MATTE_MIN_UPLOAD_BYTES_PER_SECOND", default_value_t = 32 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub min_upload_bytes_per_second: u64,
 
-    /// A response write that makes no progress for this many seconds closes the
-    /// connection (a client that stopped reading).
+    /// Once a client's socket is full (it reads slower than the answer comes), it must
+    /// take the answer at --min-upload-bytes-per-second after this many seconds, until it
+    /// catches up, or the connection is closed (a client that stopped reading).
     #[arg(long = flags::WRITE_TIMEOUT_SECONDS, env = "MATTE_WRITE_TIMEOUT_SECONDS", default_value = "30", value_parser = parse_timeout)]
     pub write_timeout: Duration,
 

@@ -20,13 +20,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use image::DynamicImage;
 use matte_common::paths;
-use matte_serve::{RouteError, declared_length, exposition, refuse_unread};
+use matte_serve::{BodyError, RouteError, declared_length, exposition, refuse_unread};
 use tokio::sync::oneshot;
 
 use crate::Error;
 use crate::imaging::{self, OutputFormat};
 use crate::metrics::Metrics;
-use crate::place::Place;
+use crate::place::{Place, PlacedAnswer};
 use crate::queue::{Inferred, Job, JobId, JobQueue};
 use crate::state::AppState;
 use crate::upload::{self, BodyKind};
@@ -202,8 +202,13 @@ async fn remove_background(
 ) -> Result<Response, Error> {
     let Admitted { options, kind, declared_length, place } = admitted;
     let limits = state.limits;
-    let bytes =
-        upload::read_image(body, &kind, declared_length, limits.max_body_bytes, limits.upload_pace, arrived).await?;
+    let deadline = arrived + limits.request_timeout;
+    // An upload at the minimum pace may go on far longer than the request may: one still
+    // arriving at the deadline could only be answered 504, and holds a place until then.
+    let read = upload::read_image(body, &kind, declared_length, limits.max_body_bytes, limits.upload_pace, arrived);
+    let bytes = tokio::time::timeout_at(deadline.into(), read)
+        .await
+        .map_err(|_| Error::Body(BodyError::PastDeadline { seconds: limits.request_timeout.as_secs_f64() }))??;
     let preprocess = *state.preprocess.get().ok_or(Error::NotReady)?;
     let max_pixels = limits.max_input_pixels;
     let working = place.clone();
@@ -218,7 +223,6 @@ async fn remove_background(
         })
         .await??;
 
-    let deadline = arrived + limits.request_timeout;
     let (reply, mut result) = oneshot::channel();
     let started = Arc::new(AtomicBool::new(false));
     let job = Job { tensor, arrived, deadline, reply, started: started.clone(), place: place.clone() };
@@ -240,7 +244,7 @@ async fn remove_background(
 
     let queue_wait = inferred.queue_wait;
     let inference = inferred.inference;
-    let working = place;
+    let working = place.clone();
     let body = state
         .on_cpu(move || -> Result<Vec<u8>, Error> {
             let _place = working;
@@ -263,7 +267,7 @@ async fn remove_background(
         inference.as_secs_f64() * 1e3,
         arrived.elapsed().as_secs_f64() * 1e3
     );
-    let mut response = Response::new(Body::from(body));
+    let mut response = Response::new(Body::new(PlacedAnswer::new(body, place)));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(options.format.content_type()));
     headers.insert(matte_common::headers::QUEUE_WAIT_SECONDS, seconds_header(queue_wait.as_secs_f64()));

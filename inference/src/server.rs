@@ -56,7 +56,11 @@ pub async fn run(
     let inference_thread = spawn_inference_thread(&config, runtime_library, state.clone(), loaded_tx)?;
 
     let (stage, stage_rx) = watch::channel(Stage::Serving);
-    let timeouts = Timeouts { header_read: config.header_read_timeout, write: config.write_timeout };
+    let timeouts = Timeouts {
+        header_read: config.header_read_timeout,
+        write: config.write_timeout,
+        min_write_bytes_per_second: config.min_upload_bytes_per_second,
+    };
     let mut connections = tokio::spawn(connections::serve(listener, http::router(state.clone()), timeouts, stage_rx));
 
     tokio::select! {

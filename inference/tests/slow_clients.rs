@@ -1,6 +1,8 @@
 //! Clients too slow to be served cannot hold the pod: headers must arrive within the
 //! header timeout, an upload that trickles or stalls loses its place after the
-//! upload grace, and a drain closes whatever is still open at its deadline.
+//! upload grace, an answer its client does not take holds its place until the client
+//! is cut at the write timeout, and a drain closes whatever is still open at its
+//! deadline.
 
 mod support;
 
@@ -112,4 +114,106 @@ fn a_drain_cuts_off_clients_that_never_finish_their_request() {
     eprintln!("drained with two stuck clients in {took:.1?} (drain timeout 2 s)");
     assert!(took < Duration::from_secs(30), "the drain took {took:?}");
     drop((in_headers, in_upload));
+}
+
+/// A PNG of random pixels: its cut-out does not compress, so its answer is as large as
+/// its pixels.
+fn noisy_png(side: u32) -> Vec<u8> {
+    let mut state = 0x2545_F491_u32;
+    let image = image::RgbImage::from_fn(side, side, |_, _| {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let [r, g, b, _] = state.to_le_bytes();
+        image::Rgb([r, g, b])
+    });
+    let mut png = Vec::new();
+    image.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    png
+}
+
+#[test]
+fn an_answer_its_client_does_not_take_holds_its_place_until_the_client_is_cut() {
+    let model = TinyModel::generate();
+    let server = Server::start_with_model(
+        &model.path,
+        &["--queue-capacity", "1", "--write-timeout-seconds", "2", "--max-body-bytes", "33554432"],
+    );
+    // A client that takes the head of its answer and nothing more, through a receive
+    // buffer too small for the answer (17 MB: a 2048² cut-out of noise).
+    let photo = noisy_png(2048);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let address: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    socket.connect(&address.into()).unwrap();
+    let mut parked: std::net::TcpStream = socket.into();
+    parked.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    send_head(&mut parked, "image/png", photo.len(), "");
+    parked.write_all(&photo).unwrap();
+    let head = read_head(&mut parked);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    let client = blocking_client();
+    let small = sample_image("coffee.png");
+    let post = || client.post(server.url("/v1/remove")).header("content-type", "image/png").body(small.clone()).send();
+    let refused = post().expect("answered");
+    assert_eq!(refused.status(), 429, "the one place is still the unread answer's");
+    let parked_at = Instant::now();
+    let served = loop {
+        let answer = post().expect("answered");
+        if answer.status() == 200 || parked_at.elapsed() > Duration::from_secs(20) {
+            break answer.status();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(served, 200, "the place is free once its client is cut");
+    eprintln!("an unread answer held its place for {:.1?} (write timeout 2 s)", parked_at.elapsed());
+    let mut rest = Vec::new();
+    let _ = parked.read_to_end(&mut rest);
+    assert!(rest.len() < 17_000_000, "the unread answer was cut, not sent whole: {} bytes", rest.len());
+}
+
+#[test]
+fn an_upload_at_the_pace_but_past_the_request_deadline_is_cut_at_the_deadline() {
+    let model = TinyModel::generate();
+    let server = Server::start_with_model(
+        &model.path,
+        &[
+            "--queue-capacity",
+            "1",
+            "--request-timeout-seconds",
+            "3",
+            "--upload-grace-seconds",
+            "1",
+            "--min-upload-bytes-per-second",
+            "1000",
+        ],
+    );
+    // 48 kB at 3.2 kB/s, three times the minimum pace: 15 s, far past the 3 s deadline.
+    let body = vec![0u8; 48_000];
+    let mut slow = connect(&server);
+    send_head(&mut slow, "image/png", body.len(), "");
+    slow.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    for piece in body.chunks(320) {
+        let mut buffer = [0u8; 1024];
+        if let Ok(read) = slow.read(&mut buffer) {
+            answer.extend_from_slice(&buffer[..read]);
+            break;
+        }
+        if slow.write_all(piece).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cut_after = started.elapsed();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    if !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        answer.extend_from_slice(read_head(&mut slow).as_bytes());
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(cut_after < Duration::from_secs(6), "cut at the 3 s deadline, not after the whole upload: {cut_after:?}");
+    assert_eq!(server.metric("matte_inflight_requests"), 0.0, "its place is free");
 }

@@ -20,6 +20,8 @@ pub enum BodyError {
     TooLarge { limit: usize },
     #[error("the upload fell below {min_bytes_per_second} bytes/s: {received} bytes in {seconds:.1} s")]
     TooSlow { received: usize, seconds: f64, min_bytes_per_second: u64 },
+    #[error("the upload was still arriving when the request's deadline of {seconds:.0} s passed")]
+    PastDeadline { seconds: f64 },
     #[error("the body could not be read: {0}")]
     Read(String),
 }
@@ -28,7 +30,7 @@ impl BodyError {
     pub fn status(&self) -> StatusCode {
         match self {
             BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            BodyError::TooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
+            BodyError::TooSlow { .. } | BodyError::PastDeadline { .. } => StatusCode::REQUEST_TIMEOUT,
             BodyError::Read(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -38,7 +40,7 @@ impl BodyError {
     pub fn code(&self) -> &'static str {
         match self {
             BodyError::TooLarge { .. } => "body_too_large",
-            BodyError::TooSlow { .. } => "upload_too_slow",
+            BodyError::TooSlow { .. } | BodyError::PastDeadline { .. } => "upload_too_slow",
             BodyError::Read(_) => "body_read_failed",
         }
     }

@@ -1,7 +1,8 @@
 //! Accepting and serving HTTP/1.1 connections with timeouts a slow or vanished client
-//! cannot outlast: request headers must arrive within the header timeout, a response
-//! write that makes no progress fails after the write timeout, and a drain first asks
-//! every connection to finish its current exchange, then cuts whatever is left.
+//! cannot outlast: request headers must arrive within the header timeout, a client whose
+//! socket is full must take its answer at a minimum pace after the write timeout, and a
+//! drain first asks every connection to finish its current exchange, then cuts whatever
+//! is left.
 //!
 //! The inference server and the gateway both serve through it, so that a client meets
 //! the same limits whether the gateway is in front of the pods or not.
@@ -25,7 +26,12 @@ use tower_service::Service;
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub header_read: Duration,
+    /// How long writes may wait on a client that does not read, beyond the time its
+    /// pace earns.
     pub write: Duration,
+    /// The slowest a client may take its answer once its socket is full (the pace an
+    /// upload must keep too).
+    pub min_write_bytes_per_second: u64,
 }
 
 /// Where the server stands in its shutdown, as the connections see it.
@@ -77,7 +83,7 @@ async fn reached(watching: &mut watch::Receiver<Stage>, stage: Stage) {
 
 async fn serve_connection(stream: TcpStream, router: Router, timeouts: Timeouts, mut stage: watch::Receiver<Stage>) {
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(WriteTimeout::new(stream, timeouts.write));
+    let io = TokioIo::new(WriteTimeout::new(stream, timeouts.write, timeouts.min_write_bytes_per_second));
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| router.clone().call(request));
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(timeouts.header_read);
@@ -98,38 +104,84 @@ async fn serve_connection(stream: TcpStream, router: Router, timeouts: Timeouts,
     }
 }
 
-/// A stream whose writes fail once they have made no progress for `limit`: a client
-/// that stops reading its response cannot hold the connection, its memory or a
-/// drain.
+/// A stream whose writes fail once the client has fallen behind a minimum pace: from
+/// the first write that must wait for the client to read (its socket is full), the
+/// client must take `min_bytes_per_second` of what follows, after `limit` of grace,
+/// until a write goes through without waiting. A client that stops reading, or reads a
+/// byte now and then, cannot hold the connection, its buffers or whatever its answer
+/// holds (a place in the pod's queue) beyond that.
 struct WriteTimeout<S> {
     inner: S,
     limit: Duration,
-    /// Armed while a write is pending.
-    stalled_since: Option<Pin<Box<Sleep>>>,
+    min_bytes_per_second: u64,
+    /// Since the first write that waited, while the client is behind.
+    behind: Option<Behind>,
+    /// Whether the last write waited for the client.
+    waited: bool,
+}
+
+struct Behind {
+    since: Instant,
+    /// Bytes the client has taken since.
+    taken: u64,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Behind {
+    /// When the client must have taken more, at its minimum pace.
+    fn deadline(&self, limit: Duration, min_bytes_per_second: u64) -> Instant {
+        self.since + limit + Duration::from_secs_f64(self.taken as f64 / min_bytes_per_second as f64)
+    }
 }
 
 impl<S> WriteTimeout<S> {
-    fn new(inner: S, limit: Duration) -> WriteTimeout<S> {
-        WriteTimeout { inner, limit, stalled_since: None }
+    fn new(inner: S, limit: Duration, min_bytes_per_second: u64) -> WriteTimeout<S> {
+        WriteTimeout { inner, limit, min_bytes_per_second: min_bytes_per_second.max(1), behind: None, waited: false }
     }
 
-    /// Passes on a write's progress; a pending write arms the timer, and a timer that
-    /// has run out turns the pending write into an error.
-    fn watch<T>(&mut self, cx: &mut Context<'_>, progress: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    /// Passes on a write's progress: what a write that had waited took counts toward
+    /// the pace, a write that did not wait means the client keeps up, and a write that
+    /// waits past the pace's deadline fails.
+    fn watch_write(&mut self, cx: &mut Context<'_>, progress: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
         match progress {
-            Poll::Ready(result) => {
-                self.stalled_since = None;
-                Poll::Ready(result)
+            Poll::Ready(Ok(written)) => {
+                match (&mut self.behind, self.waited) {
+                    (Some(behind), true) => behind.taken += written as u64,
+                    _ => self.behind = None,
+                }
+                self.waited = false;
+                Poll::Ready(Ok(written))
             }
-            Poll::Pending => {
-                let limit = self.limit;
-                let timer = self
-                    .stalled_since
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + limit)));
-                ready!(timer.as_mut().poll(cx));
-                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading the response")))
-            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => self.wait(cx),
         }
+    }
+
+    /// A flush or shutdown: only its waiting counts.
+    fn watch_other(&mut self, cx: &mut Context<'_>, progress: Poll<io::Result<()>>) -> Poll<io::Result<()>> {
+        match progress {
+            Poll::Ready(result) => Poll::Ready(result),
+            Poll::Pending => self.wait(cx).map_ok(|_| ()),
+        }
+    }
+
+    /// A write waits for the client: pending until the pace's deadline, an error after.
+    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.waited = true;
+        let (limit, pace) = (self.limit, self.min_bytes_per_second);
+        let behind = self.behind.get_or_insert_with(|| {
+            let since = Instant::now();
+            Behind { since, taken: 0, timer: Box::pin(tokio::time::sleep_until(since + limit)) }
+        });
+        let deadline = behind.deadline(limit, pace);
+        if behind.timer.deadline() != deadline {
+            behind.timer.as_mut().reset(deadline);
+        }
+        ready!(behind.timer.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client is not reading its answer at the minimum pace",
+        )))
     }
 }
 
@@ -142,7 +194,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for WriteTimeout<S> {
 impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let progress = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.watch(cx, progress)
+        self.watch_write(cx, progress)
     }
 
     fn poll_write_vectored(
@@ -151,7 +203,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let progress = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.watch(cx, progress)
+        self.watch_write(cx, progress)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -160,11 +212,62 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let progress = Pin::new(&mut self.inner).poll_flush(cx);
-        self.watch(cx, progress)
+        self.watch_other(cx, progress)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let progress = Pin::new(&mut self.inner).poll_shutdown(cx);
-        self.watch(cx, progress)
+        self.watch_other(cx, progress)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Writes 1 MB through a 1 kB pipe whose reader takes `bytes` every 100 ms; how long
+    /// the writes went on, and whether they were cut.
+    async fn write_to_a_reader_taking(bytes: usize) -> (Duration, bool) {
+        let (near, mut far) = tokio::io::duplex(1024);
+        let mut writer = WriteTimeout::new(near, Duration::from_secs(2), 1000);
+        tokio::spawn(async move {
+            let mut buffer = vec![0u8; bytes];
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if far.read_exact(&mut buffer).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let started = Instant::now();
+        let mut cut = false;
+        for _ in 0..1000 {
+            if writer.write_all(&[7u8; 1000]).await.is_err() {
+                cut = true;
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+        }
+        (started.elapsed(), cut)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_reading_a_byte_now_and_then_is_cut_after_the_grace() {
+        // 10 bytes every 100 ms: 100 B/s, a tenth of the pace.
+        let (lasted, cut) = write_to_a_reader_taking(10).await;
+        assert!(cut, "still writing after {lasted:?}");
+        assert!(lasted < Duration::from_secs(3), "cut after the 2 s grace and the little it took: {lasted:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_reading_at_the_pace_is_not_cut() {
+        // 200 bytes every 100 ms: twice the pace, for the minute the test writes.
+        let (lasted, cut) = write_to_a_reader_taking(200).await;
+        assert!(!cut, "cut after {lasted:?}");
+        assert!(lasted > Duration::from_secs(30), "{lasted:?}");
     }
 }
