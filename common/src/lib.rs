@@ -342,6 +342,11 @@ pub mod fetch_model {
     pub const CONNECT_TIMEOUT_FLAG: &str = "connect-timeout-seconds";
     pub const TIMEOUT_FLAG: &str = "timeout-seconds";
     pub const CA_FILE_FLAG: &str = "ca-file";
+    pub const MAX_BYTES_FLAG: &str = "max-bytes";
+    /// The largest model fetched unless a resource says otherwise
+    /// (`spec.model.download.sizeLimit`): the largest background-removal models are a
+    /// few GB, and a server sending without end must not fill the node's disk.
+    pub const DEFAULT_MAX_BYTES: u64 = 8 << 30;
     /// The environment variable carrying the `Authorization` header's value, which the
     /// pod fills from a Secret (never a flag, which `ps` and the pod spec would show).
     pub const AUTHORIZATION_ENV: &str = "MATTE_MODEL_AUTHORIZATION";

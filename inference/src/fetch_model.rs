@@ -38,6 +38,10 @@ pub struct FetchArgs {
     /// Longest time for the whole download, connection included.
     #[arg(long = flags::TIMEOUT_FLAG, default_value_t = 600)]
     pub timeout_seconds: u64,
+    /// The most bytes the model may have: a larger announced length is refused before
+    /// anything is written, and a body without one is cut once past it.
+    #[arg(long = flags::MAX_BYTES_FLAG, default_value_t = flags::DEFAULT_MAX_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_bytes: u64,
     /// PEM certificates of a private CA trusted besides the system's roots.
     #[arg(long = flags::CA_FILE_FLAG)]
     pub ca_file: Option<PathBuf>,
@@ -67,6 +71,8 @@ pub enum FetchError {
     Transfer { url: String, reason: String },
     #[error("downloading {url} took longer than {seconds} s")]
     Timeout { url: String, seconds: u64 },
+    #[error("{url} is larger than --max-bytes {limit} (the resource's model.download.sizeLimit)")]
+    TooLarge { url: String, limit: u64 },
     #[error("{url} sent {received} bytes but announced {announced}")]
     Truncated { url: String, received: u64, announced: u64 },
     #[error(
@@ -138,7 +144,8 @@ pub async fn fetch(args: &FetchArgs) -> Result<Outcome, FetchError> {
     let total = Duration::from_secs(args.timeout_seconds);
     let began = Instant::now();
     let partial = partial_path(&args.output);
-    let result = tokio::time::timeout(total, download(&client, url, args.authorization.as_deref(), &partial, &shown))
+    let request = Request { url, authorization: args.authorization.as_deref(), max_bytes: args.max_bytes };
+    let result = tokio::time::timeout(total, download(&client, request, &partial, &shown))
         .await
         .unwrap_or_else(|_| Err(FetchError::Timeout { url: shown.clone(), seconds: args.timeout_seconds }));
     let (actual, bytes) = match result {
@@ -157,15 +164,23 @@ pub async fn fetch(args: &FetchArgs) -> Result<Outcome, FetchError> {
     Ok(Outcome::Downloaded { path: args.output.clone(), bytes, elapsed: began.elapsed() })
 }
 
+/// What to download, and how much of it at most.
+struct Request<'a> {
+    url: reqwest::Url,
+    authorization: Option<&'a str>,
+    max_bytes: u64,
+}
+
 /// Streams the body into `partial`, hashing as it goes; the digest and the length.
 async fn download(
     client: &reqwest::Client,
-    url: reqwest::Url,
-    authorization: Option<&str>,
+    request: Request<'_>,
     partial: &Path,
     shown: &str,
 ) -> Result<(String, u64), FetchError> {
     let transfer = |error: reqwest::Error| FetchError::Transfer { url: shown.to_owned(), reason: describe(error) };
+    let too_large = || FetchError::TooLarge { url: shown.to_owned(), limit: request.max_bytes };
+    let Request { url, authorization, max_bytes } = request;
     let mut request = client.get(url);
     if let Some(value) = authorization {
         let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|_| FetchError::BadAuthorization)?;
@@ -177,14 +192,20 @@ async fn download(
         return Err(FetchError::Status { url: shown.to_owned(), status: response.status() });
     }
     let announced = response.content_length();
+    if announced.is_some_and(|length| length > max_bytes) {
+        return Err(too_large());
+    }
     let write_error = |source| FetchError::Write { path: partial.to_owned(), source };
     let mut file = std::fs::File::create(partial).map_err(write_error)?;
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     let mut received = 0u64;
     while let Some(chunk) = response.chunk().await.map_err(transfer)? {
+        received += chunk.len() as u64;
+        if received > max_bytes {
+            return Err(too_large());
+        }
         digest.update(&chunk);
         file.write_all(&chunk).map_err(write_error)?;
-        received += chunk.len() as u64;
     }
     file.sync_all().map_err(write_error)?;
     if let Some(announced) = announced

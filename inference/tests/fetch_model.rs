@@ -203,3 +203,34 @@ fn a_download_that_outlasts_its_timeout_is_abandoned() {
     assert!(stderr(&run).contains("took longer than 2 s"), "{}", stderr(&run));
     assert!(leftovers(&server).is_empty(), "the partial file is removed: {:?}", leftovers(&server));
 }
+
+#[test]
+fn a_model_larger_than_the_limit_is_refused_and_an_endless_one_cut_at_it() {
+    let model = model_bytes();
+    let server = HttpsServer::start("too-large", &[("isnet.onnx", &model)], None);
+    let (ca, output) = (server.ca(), server.output());
+    let digest = sha256(&model);
+    let run = |path: &str, max_bytes: &str| {
+        let url = server.url(path);
+        let args = ["--url", &url, "--sha256", &digest, "--ca-file", ca.to_str().unwrap()];
+        fetch(&[&args[..], &["--output", output.to_str().unwrap(), "--max-bytes", max_bytes]].concat(), None)
+    };
+
+    // Announced larger than the limit: refused before anything is written.
+    let refused = run("isnet.onnx", "1000000");
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("larger than --max-bytes 1000000"), "{}", stderr(&refused));
+    assert!(leftovers(&server).is_empty(), "{:?}", leftovers(&server));
+
+    // No length, no end: cut once past the limit, long before the download's timeout.
+    let started = std::time::Instant::now();
+    let cut = run("endless", "2000000");
+    assert!(!cut.status.success());
+    assert!(stderr(&cut).contains("larger than --max-bytes 2000000"), "{}", stderr(&cut));
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "{:?}", started.elapsed());
+    assert!(leftovers(&server).is_empty(), "the partial file is removed: {:?}", leftovers(&server));
+
+    // At the limit exactly, it is the model.
+    let fits = run("isnet.onnx", &model.len().to_string());
+    assert!(fits.status.success(), "{}", stderr(&fits));
+}

@@ -217,7 +217,9 @@ pub struct ModelDownload {
     /// server's certificate, trusted besides the image's system roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_config_map: Option<KeyReference>,
-    /// Size limit of the emptyDir the model is downloaded into; unlimited when unset.
+    /// The most the model may take (8Gi by default): a larger announced length is
+    /// refused before anything is written, a body without one is cut past it, and the
+    /// emptyDir it is downloaded into is limited to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_limit: Option<Quantity>,
     /// Longest wait for the TCP and TLS connection.

@@ -29,6 +29,11 @@ const MODEL_FILE: &str = "model.onnx";
 /// Where the fetcher finds the private CA of `model.download.caConfigMap`.
 const MODEL_CA_DIR: &str = "/etc/matte/model-ca";
 const MODEL_CA_FILE: &str = "ca.pem";
+/// The model fetcher's requests and memory limit: a download streamed to a file,
+/// hashed as it goes.
+const FETCHER_CPU: &str = "100m";
+const FETCHER_MEMORY: &str = "64Mi";
+const FETCHER_MEMORY_LIMIT: &str = "256Mi";
 /// TensorRT's engines and timing cache: an emptyDir lives as long as the pod, so a
 /// container that restarts loads its engine instead of building it again for minutes.
 const TENSORRT_CACHE_DIR: &str = "/var/cache/matte/tensorrt";
@@ -210,9 +215,11 @@ fn model_source(brs: &BackgroundRemovalService, valid: &Valid) -> (String, Vec<V
     if let Some(url) = &model.url {
         let target = format!("{MODEL_DIR}/{MODEL_FILE}");
         let download = model.download.clone().unwrap_or_default();
+        // Bounded by default: a server sending without end must not fill the node's disk.
+        let size_limit = download.size_limit.clone().unwrap_or_else(|| mebibytes(valid.model_max_bytes));
         let mut volumes = vec![Volume {
             name: "model".into(),
-            empty_dir: Some(EmptyDirVolumeSource { size_limit: download.size_limit.clone(), ..Default::default() }),
+            empty_dir: Some(EmptyDirVolumeSource { size_limit: Some(size_limit), ..Default::default() }),
             ..Volume::default()
         }];
         let mut mounts = vec![mount("model", MODEL_DIR, false)];
@@ -224,6 +231,7 @@ fn model_source(brs: &BackgroundRemovalService, valid: &Valid) -> (String, Vec<V
             format!("--{}={target}", fetch_model::OUTPUT_FLAG),
             format!("--{}={}", fetch_model::CONNECT_TIMEOUT_FLAG, download.connect_timeout_seconds),
             format!("--{}={}", fetch_model::TIMEOUT_FLAG, download.timeout_seconds),
+            format!("--{}={}", fetch_model::MAX_BYTES_FLAG, valid.model_max_bytes),
         ];
         if let Some(ca) = &download.ca_config_map {
             volumes.push(Volume {
@@ -262,6 +270,16 @@ fn model_source(brs: &BackgroundRemovalService, valid: &Valid) -> (String, Vec<V
             env,
             volume_mounts: Some(mounts),
             security_context: Some(container_security()),
+            // A stream to a file: little CPU and memory, declared so that a namespace's
+            // compute quota, which every container must declare for, admits the pod.
+            resources: Some(ResourceRequirements {
+                requests: Some(BTreeMap::from([
+                    ("cpu".to_owned(), Quantity(FETCHER_CPU.into())),
+                    ("memory".to_owned(), Quantity(FETCHER_MEMORY.into())),
+                ])),
+                limits: Some(BTreeMap::from([("memory".to_owned(), Quantity(FETCHER_MEMORY_LIMIT.into()))])),
+                ..ResourceRequirements::default()
+            }),
             // A failed download's last log line (why) becomes the pod's status message.
             termination_message_policy: Some("FallbackToLogsOnError".into()),
             ..Container::default()
@@ -367,6 +385,37 @@ mod tests {
 
     fn pod(deployment: &Deployment) -> &PodSpec {
         deployment.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("a pod template")
+    }
+
+    #[test]
+    fn every_container_declares_what_a_compute_quota_asks_for() {
+        for fixture in ["minimal.yaml", "full.yaml"] {
+            let brs = resource(fixture);
+            let valid = validate(&brs, &defaults()).expect("the fixture is valid");
+            let gateway = super::super::gateway::gateway_deployment(&brs, valid.gateway.as_ref().expect("a gateway"));
+            for deployment in [deployment(&brs, &valid, 1), gateway] {
+                let pod = pod(&deployment);
+                for container in pod.containers.iter().chain(pod.init_containers.iter().flatten()) {
+                    let resources = container.resources.as_ref().expect("resources");
+                    let requests = resources.requests.as_ref().expect("requests");
+                    let limits = resources.limits.as_ref().expect("limits");
+                    assert!(requests.contains_key("cpu") && requests.contains_key("memory"), "{}", container.name);
+                    assert!(limits.contains_key("memory"), "{fixture}: {}", container.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_download_is_bounded_by_its_size_limit_or_by_default() {
+        let fetcher_args =
+            |deployment: &Deployment| pod(deployment).init_containers.as_ref().expect("a fetcher")[0].args.clone();
+        let bounded = fetcher_args(&build("minimal.yaml", 1)).expect("arguments");
+        assert!(bounded.contains(&format!("--max-bytes={}", fetch_model::DEFAULT_MAX_BYTES)), "{bounded:?}");
+        let mut brs = resource("full.yaml");
+        brs.spec.model.download.as_mut().expect("download").size_limit = Some(Quantity("a lot".into()));
+        let problems = validate(&brs, &defaults()).expect_err("refused");
+        assert!(problems[0].starts_with("spec.model.download.sizeLimit \"a lot\""), "{problems:?}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! invalid spec becomes a `Degraded` condition and a Warning Event, not a retry loop.
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use matte_common::fetch_model::DEFAULT_MAX_BYTES as DEFAULT_MODEL_MAX_BYTES;
 use matte_common::memory::DEFAULT_MAX_BODY_BYTES;
 use matte_policy::{PLANNED_UTILIZATION_PERCENT_MAX, PLANNED_UTILIZATION_PERCENT_MIN};
 
@@ -20,6 +21,9 @@ pub struct Valid {
     /// What builds and runs but works against itself, each naming its fields and what
     /// to change: told in a Warning Event and `status.advice`, never refused.
     pub advice: Vec<String>,
+    /// The most bytes a downloaded model may have: `spec.model.download.sizeLimit`, or
+    /// the fetcher's default.
+    pub model_max_bytes: u64,
 }
 
 /// What validation resolved of `spec.gateway`.
@@ -70,6 +74,15 @@ pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<V
     {
         problems.push(format!("spec.model.path {path:?} must be an absolute path inside the image"));
     }
+    let size_limit = spec.model.download.as_ref().and_then(|download| download.size_limit.as_ref());
+    let model_max_bytes = match size_limit.map(|quantity| (quantity, bytes(quantity))) {
+        None => DEFAULT_MODEL_MAX_BYTES,
+        Some((_, Some(limit))) if limit > 0 => limit,
+        Some((quantity, _)) => {
+            problems.push(format!("spec.model.download.sizeLimit {:?} is not a size in bytes such as 2Gi", quantity.0));
+            DEFAULT_MODEL_MAX_BYTES
+        }
+    };
     if let Some(volume) = &spec.model.persistent_volume_claim
         && (volume.path.starts_with('/') || volume.path.split('/').any(|part| part == ".."))
     {
@@ -166,7 +179,11 @@ pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<V
     let gateway_replicas = spec.gateway.enabled.then_some(spec.gateway.replicas.max(1));
     let advice = batching_advice(spec.queue.capacity, gateway_replicas, spec.batching.max_batch_size);
 
-    if problems.is_empty() { Ok(Valid { image, gateway, advice: advice.into_iter().collect() }) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(Valid { image, gateway, advice: advice.into_iter().collect(), model_max_bytes })
+    } else {
+        Err(problems)
+    }
 }
 
 /// Advice when a pod's places, or with a gateway each replica's share of them, hold
