@@ -38,8 +38,11 @@ use jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
+use crate::autoscaler::prometheus::Windows;
 use crate::crd::BackgroundRemovalService;
 use crate::desired;
+use crate::desired::ScrapeIntervals;
+use observe::Current;
 
 pub use context::{Context, Settings};
 
@@ -162,7 +165,7 @@ async fn pass(brs: &BackgroundRemovalService, context: &Context) -> Result<(Acti
         report::memory_dropped(context, brs, &decision.memory_faults).await;
         context.decided(brs, decision);
     }
-    let next = if brs.spec.autoscaling.enabled { windows.pass } else { RESYNC };
+    let next = next_pass(brs, &current, &windows, &context.settings.scrape_intervals);
     if !context.write_due(brs, &windows, current.replicas() != Some(scale.replicas)) {
         // Nothing to change, and the objects and status were written less than a
         // pods' interval ago: the memory is kept in the context until the next write.
@@ -179,6 +182,23 @@ async fn pass(brs: &BackgroundRemovalService, context: &Context) -> Result<(Acti
             context.written(brs);
             Ok((Action::requeue(next), Outcome::Done))
         }
+    }
+}
+
+/// When to look again: at the windows' pace while autoscaling (behind a gateway, its
+/// scrape's), but at the pods' while no gateway pod is ready, which export no queue to
+/// act on a second sooner (a resource whose gateway cannot run must not cost a pass a
+/// second); at `RESYNC` otherwise.
+fn next_pass(
+    brs: &BackgroundRemovalService,
+    current: &Current,
+    windows: &Windows,
+    intervals: &ScrapeIntervals,
+) -> Duration {
+    match () {
+        _ if !brs.spec.autoscaling.enabled => RESYNC,
+        _ if brs.spec.gateway.enabled && current.gateway_ready == 0 => windows.pass.max(intervals.pods),
+        _ => windows.pass,
     }
 }
 
@@ -210,6 +230,19 @@ mod tests {
 
     fn write_status(code: u16) -> Error {
         report::Error::WriteStatus { namespace: "shop".into(), name: "x".into(), source: answered(code) }.into()
+    }
+
+    #[test]
+    fn a_resource_is_looked_at_every_gateway_scrape_only_while_a_gateway_pod_is_ready() {
+        let intervals = ScrapeIntervals { pods: Duration::from_secs(5), gateway: Duration::from_secs(1) };
+        let windows = Windows::for_scrape_intervals(intervals.pods, intervals.gateway);
+        let mut brs = crate::desired::fixtures::resource("minimal.yaml");
+        let serving = Current { gateway_ready: 1, ..Current::default() };
+        let down = Current::default();
+        assert_eq!(next_pass(&brs, &serving, &windows, &intervals), Duration::from_secs(1));
+        assert_eq!(next_pass(&brs, &down, &windows, &intervals), Duration::from_secs(5), "no gateway to read");
+        brs.spec.autoscaling.enabled = false;
+        assert_eq!(next_pass(&brs, &serving, &windows, &intervals), RESYNC);
     }
 
     #[test]
