@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, Toleration};
+use k8s_openapi::api::core::v1::{Affinity, LocalObjectReference, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -82,6 +82,12 @@ pub struct BackgroundRemovalServiceSpec {
          name@sha256:<digest>: no spaces, upper-case repository names or empty parts"
     ))]
     pub image: Option<String>,
+    /// Secrets of the resource's namespace to pull the inference and gateway images
+    /// with, from a private registry. Both pods carry them: the gateway runs as a
+    /// ServiceAccount of its own, which has none of the namespace default's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
     #[serde(default)]
     pub execution_provider: ExecutionProvider,
     #[serde(default)]

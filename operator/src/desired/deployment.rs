@@ -93,6 +93,7 @@ pub fn deployment(brs: &BackgroundRemovalService, valid: &Valid, replicas: i32) 
                     containers: vec![container],
                     init_containers: fetcher.map(|fetcher| vec![fetcher]),
                     volumes: Some(volumes),
+                    image_pull_secrets: brs.spec.image_pull_secrets.clone(),
                     // The pods never talk to the apiserver.
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),

@@ -131,6 +131,7 @@ pub fn gateway_deployment(brs: &BackgroundRemovalService, gateway: &ValidGateway
                     containers: vec![container],
                     volumes: Some(vec![empty_dir("tmp")]),
                     service_account_name: Some(gateway_name(brs)),
+                    image_pull_secrets: brs.spec.image_pull_secrets.clone(),
                     // The gateway watches EndpointSlices: it needs its token.
                     automount_service_account_token: Some(true),
                     enable_service_links: Some(false),
@@ -262,5 +263,18 @@ mod tests {
         let pods = super::super::selector_labels(&brs);
         assert_eq!(gateway.get(super::super::SERVICE_LABEL), pods.get(super::super::SERVICE_LABEL));
         assert_ne!(gateway.get("app.kubernetes.io/name"), pods.get("app.kubernetes.io/name"));
+    }
+
+    #[test]
+    fn both_pods_pull_with_the_resources_secrets() {
+        let brs = resource("full.yaml");
+        let valid = validate(&brs, &defaults()).expect("valid");
+        let secrets = |deployment: &Deployment| {
+            let pod = deployment.spec.as_ref().and_then(|s| s.template.spec.clone()).expect("a pod");
+            pod.image_pull_secrets.unwrap_or_default().into_iter().map(|s| s.name).collect::<Vec<_>>()
+        };
+        let gateway = gateway_deployment(&brs, valid.gateway.as_ref().expect("a gateway"));
+        assert_eq!(secrets(&gateway), ["registry-example"], "its own ServiceAccount has none");
+        assert_eq!(secrets(&super::super::deployment(&brs, &valid, 1)), ["registry-example"]);
     }
 }
