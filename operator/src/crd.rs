@@ -191,7 +191,7 @@ pub struct ModelSpec {
     pub persistent_volume_claim: Option<ModelVolume>,
     /// A file baked into the inference image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 4096))]
     pub path: Option<String>,
     /// Hex SHA-256 the model file must have.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -255,19 +255,19 @@ impl Default for ModelDownload {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyReference {
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253))]
     pub key: String,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelVolume {
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253))]
     pub claim_name: String,
     /// The model file's path inside the volume.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 4096))]
     pub path: String,
 }
 
@@ -286,15 +286,18 @@ pub enum ExecutionProvider {
 pub struct GpuSpec {
     /// The extended resource that is one GPU.
     #[serde(default = "default_gpu_resource")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253))]
     pub resource_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64))]
     pub node_selector: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub tolerations: Option<Vec<Toleration>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub priority_class_name: Option<String>,
     /// CPU request of each pod (decoding and encoding run there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -421,6 +424,7 @@ impl Default for AutoscalingSpec {
 pub struct MetricsSource {
     /// The Prometheus that scrapes this service's pods: the operator's `--prometheus-url`
     /// or one of its `--allowed-prometheus-urls`, or the resource is refused.
+    #[schemars(length(max = 2048))]
     pub prometheus_url: String,
     /// PromQL label matchers picking this service's pods, without braces; by default
     /// `namespace="<namespace>",job="<name>"`, the labels the operator's PodMonitor gives.
@@ -428,6 +432,7 @@ pub struct MetricsSource {
     /// (its `--metrics-namespace-label`) and refuses a selector matching that label
     /// otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub selector: Option<String>,
 }
 
@@ -574,6 +579,49 @@ mod tests {
             assert!(yaml.contains(needle), "the CRD lacks `{needle}`");
         }
         assert!(!yaml.contains("format: uint"), "no unsigned formats in a Kubernetes schema");
+    }
+
+    /// Every string, list and map under `spec` that a client writes, except within the
+    /// Kubernetes types the spec embeds whole (`affinity`), walked from `schema` at `path`.
+    fn unbounded(schema: &serde_json::Value, path: &str, found: &mut Vec<String>) {
+        if path.ends_with(".affinity") {
+            return;
+        }
+        let has = |key: &str| schema.get(key).is_some();
+        match schema.get("type").and_then(|t| t.as_str()) {
+            Some("string")
+                if !has("maxLength") && !has("enum") && !has("pattern") && !has("x-kubernetes-int-or-string") =>
+            {
+                found.push(path.to_owned())
+            }
+            Some("array") if !has("maxItems") => found.push(path.to_owned()),
+            Some("object") if has("additionalProperties") && !has("maxProperties") => found.push(path.to_owned()),
+            _ => {}
+        }
+        for (name, property) in schema.get("properties").and_then(|p| p.as_object()).into_iter().flatten() {
+            unbounded(property, &format!("{path}.{name}"), found);
+        }
+        if let Some(items) = schema.get("items") {
+            unbounded(items, &format!("{path}[]"), found);
+        }
+    }
+
+    #[test]
+    fn every_field_a_client_writes_is_bounded() {
+        // The operator holds every resource of the cluster in memory: one tenant's
+        // resources of megabytes each must not be able to exhaust it.
+        let crd = serde_json::to_value(<BackgroundRemovalService as kube::CustomResourceExt>::crd())
+            .expect("the CRD serialises");
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let mut found = Vec::new();
+        unbounded(spec, "spec", &mut found);
+        // Quantities are strings Kubernetes parses and bounds itself; the fields of a
+        // Toleration and a LocalObjectReference are Kubernetes' own, bounded by their count.
+        found.retain(|path| !path.ends_with(".cpu") && !path.ends_with(".memory") && !path.ends_with(".sizeLimit"));
+        found.retain(|path| {
+            !path.starts_with("spec.gpu.tolerations[].") && !path.starts_with("spec.imagePullSecrets[].")
+        });
+        assert!(found.is_empty(), "unbounded: {found:?}");
     }
 
     #[test]
