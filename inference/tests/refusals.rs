@@ -9,7 +9,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::multipart;
-use support::{Server, TinyModel, blocking_client, connect, read_head, sample_image, send_head};
+use support::{Server, TinyModel, blocking_client, connect, noisy_png, read_head, sample_image, send_head};
 
 const BODY_LIMIT: usize = 8 * 1024 * 1024;
 
@@ -83,19 +83,6 @@ fn every_status_carries_the_json_error_and_repeated_parameters_are_refused() {
 }
 
 /// A PNG of noise: it does not compress, so it is about 3 bytes a pixel.
-fn noisy_png(width: u32, height: u32) -> Vec<u8> {
-    let mut state = 0x2545_F491_u32;
-    let image = image::RgbImage::from_fn(width, height, |_, _| {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        let [r, g, b, _] = state.to_le_bytes();
-        image::Rgb([r, g, b])
-    });
-    let mut png = Vec::new();
-    image.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
-    png
-}
 
 #[test]
 fn a_multipart_upload_may_be_as_large_as_the_body_limit() {

@@ -9,7 +9,7 @@ mod support;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use support::{Server, TinyModel, blocking_client, connect, read_head, sample_image, send_head};
+use support::{Server, TinyModel, blocking_client, connect, noisy_png, read_head, sample_image, send_head};
 
 /// Sends `bytes` one at a time, `gap` apart, until the server answers or closes the
 /// connection or `limit` passes; returns the answer's head ("" if none came) and how
@@ -116,22 +116,6 @@ fn a_drain_cuts_off_clients_that_never_finish_their_request() {
     drop((in_headers, in_upload));
 }
 
-/// A PNG of random pixels: its cut-out does not compress, so its answer is as large as
-/// its pixels.
-fn noisy_png(side: u32) -> Vec<u8> {
-    let mut state = 0x2545_F491_u32;
-    let image = image::RgbImage::from_fn(side, side, |_, _| {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        let [r, g, b, _] = state.to_le_bytes();
-        image::Rgb([r, g, b])
-    });
-    let mut png = Vec::new();
-    image.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
-    png
-}
-
 #[test]
 fn an_answer_its_client_does_not_take_holds_its_place_until_the_client_is_cut() {
     let model = TinyModel::generate();
@@ -141,7 +125,7 @@ fn an_answer_its_client_does_not_take_holds_its_place_until_the_client_is_cut() 
     );
     // A client that takes the head of its answer and nothing more, through a receive
     // buffer too small for the answer (17 MB: a 2048² cut-out of noise).
-    let photo = noisy_png(2048);
+    let photo = noisy_png(2048, 2048);
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(16 * 1024).unwrap();
     let address: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();

@@ -610,6 +610,32 @@ fn failing_pods_are_reported_with_their_own_reason() {
     });
 }
 
+/// The chart adds BackgroundRemovalServices to Kubernetes' `edit` and `view` roles: who
+/// may edit the namespace may write them, who may view it may only read them.
+fn assert_users_roles_carry_the_resource(cluster: &Cluster) {
+    cluster.kubectl_ok(&["create", "rolebinding", "alice-edits", "--clusterrole=edit", "--user=alice", "-n", "shop"]);
+    cluster.kubectl_ok(&["create", "rolebinding", "bob-views", "--clusterrole=view", "--user=bob", "-n", "shop"]);
+    let can = |verb: &str, user: &str| {
+        let answer = cluster.kubectl(&[
+            "auth",
+            "can-i",
+            verb,
+            "backgroundremovalservices.matte.dev",
+            "-n",
+            "shop",
+            "--as",
+            user,
+        ]);
+        String::from_utf8_lossy(&answer.stdout).trim() == "yes"
+    };
+    // The aggregation controller fills the roles in within seconds of the chart's install.
+    wait_for("edit and view to carry BackgroundRemovalServices", WAIT, || {
+        if can("create", "alice") && can("list", "bob") { Ok(()) } else { Err("not yet") }
+    });
+    assert!(!can("create", "bob"), "view reads only");
+    assert!(!can("create", "carol"), "nobody else");
+}
+
 /// The apiserver refusing what the operator applies (here a ValidatingAdmissionPolicy) is
 /// a condition and one Event, retried slowly rather than in a loop; an edit tries again.
 #[test]
@@ -617,6 +643,7 @@ fn a_refused_apply_is_reported_once_not_retried_in_a_loop() {
     let cluster = cluster(1);
     install_chart(&cluster, &[]);
     cluster.kubectl_ok(&["create", "namespace", "shop"]);
+    assert_users_roles_carry_the_resource(&cluster);
     cluster.apply_yaml_ok(
         r#"
 apiVersion: admissionregistration.k8s.io/v1

@@ -267,3 +267,19 @@ pub fn faulty_model(fault: Fault) -> TinyModel {
     assert!(status.success(), "generating the {mode} model failed");
     TinyModel { path }
 }
+
+/// A PNG of random pixels: it does not compress, so its cut-out, and the answer, are
+/// as large as its pixels.
+pub fn noisy_png(width: u32, height: u32) -> Vec<u8> {
+    let mut state = 0x2545_F491_u32;
+    let image = image::RgbImage::from_fn(width, height, |_, _| {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let [r, g, b, _] = state.to_le_bytes();
+        image::Rgb([r, g, b])
+    });
+    let mut png = Vec::new();
+    image.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    png
+}
