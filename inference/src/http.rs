@@ -212,16 +212,22 @@ async fn remove_background(
     let preprocess = *state.preprocess.get().ok_or(Error::NotReady)?;
     let max_pixels = limits.max_input_pixels;
     let working = place.clone();
-    let (image, tensor) = state
-        .on_cpu(move || -> Result<_, Error> {
-            // The place stays taken until the work is done, whether or not anyone waits.
-            let _place = working;
-            let image = imaging::decode(&bytes, max_pixels, options.max_dimension)?.into_upright();
-            drop(bytes);
-            let tensor = imaging::to_model_input(&image, &preprocess);
-            Ok((image, tensor))
-        })
-        .await??;
+    let decoding = state.on_cpu(move || -> Result<_, Error> {
+        // The place stays taken until the work is done, whether or not anyone waits.
+        let _place = working;
+        let image = imaging::decode(&bytes, max_pixels, options.max_dimension)?.into_upright();
+        drop(bytes);
+        let tensor = imaging::to_model_input(&image, &preprocess);
+        Ok((image, tensor))
+    });
+    let past_deadline = || Error::DeadlineExceeded {
+        waited: arrived.elapsed().as_secs_f64(),
+        deadline: limits.request_timeout.as_secs_f64(),
+    };
+    // Waiting for a CPU worker counts too: an image decoded after its deadline could
+    // only be answered 504.
+    let (image, tensor) =
+        tokio::time::timeout_at(deadline.into(), decoding).await.map_err(|_| past_deadline())???;
 
     let (reply, mut result) = oneshot::channel();
     let started = Arc::new(AtomicBool::new(false));
@@ -232,12 +238,7 @@ async fn remove_background(
         // Its run began in time: see it through.
         Err(_) if started.load(Ordering::SeqCst) => result.await,
         // Still waiting: answer now, and take the job out of the queue.
-        Err(_) => {
-            return Err(Error::DeadlineExceeded {
-                waited: arrived.elapsed().as_secs_f64(),
-                deadline: limits.request_timeout.as_secs_f64(),
-            });
-        }
+        Err(_) => return Err(past_deadline()),
     };
     drop(queued);
     let inferred: Inferred = answer.map_err(|_| Error::InferenceLoopStopped)??;
