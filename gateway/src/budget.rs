@@ -12,7 +12,7 @@
 //! uploads that cannot arrive in time — nothing arrived a second after admission, or
 //! at their pace so far the rest would arrive after their request's wait budget ends
 //! — slowest first, and only if that makes room. Such an upload is refused the next
-//! time it needs room (`upload_too_slow`, 429). The bytes a body has already been
+//! time it needs room (`buffers_reclaimed`, 429). The bytes a body has already been
 //! given a buffer for are never taken back.
 
 use std::collections::HashMap;

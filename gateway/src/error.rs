@@ -34,7 +34,7 @@ pub enum Error {
          room in the gateway's buffers went to requests that could be; retry in {} s",
         retry_after.as_secs()
     )]
-    UploadTooSlow { budget: f64, retry_after: Duration },
+    BuffersReclaimed { budget: f64, retry_after: Duration },
     #[error(
         "the expected wait of {expected:.1} s is over this request's budget of {budget:.1} s; retry in {} s",
         retry_after.as_secs()
@@ -56,7 +56,7 @@ impl Error {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Body(error) => error.status(),
             Error::Route(error) => error.status(),
-            Error::BuffersFull { .. } | Error::UploadTooSlow { .. } | Error::QueueFull { .. } => {
+            Error::BuffersFull { .. } | Error::BuffersReclaimed { .. } | Error::QueueFull { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Error::NoCapacity { .. } | Error::Draining => StatusCode::SERVICE_UNAVAILABLE,
@@ -77,7 +77,7 @@ impl Error {
             Error::BadRequest(_) => "bad_request",
             Error::Route(error) => error.code(),
             Error::BuffersFull { .. } => "buffers_full",
-            Error::UploadTooSlow { .. } => "upload_too_slow",
+            Error::BuffersReclaimed { .. } => "buffers_reclaimed",
             Error::QueueFull { .. } => "queue_full",
             Error::NoCapacity { .. } => "no_capacity",
             Error::Draining => "draining",
@@ -109,7 +109,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::BuffersFull { retry_after, .. }
-            | Error::UploadTooSlow { retry_after, .. }
+            | Error::BuffersReclaimed { retry_after, .. }
             | Error::QueueFull { retry_after, .. }
             | Error::NoCapacity { retry_after, .. } => Some(*retry_after),
             _ => None,

@@ -141,7 +141,7 @@ async fn serve(state: &AppState, request: Request, dialect: Option<Dialect>) -> 
         Ok(body) => prepare(state, &parts, body, dialect).await,
         Err(ReadFailure::Request(error)) => Err(error),
         Err(ReadFailure::BudgetSpent) => Err(buffers_full(state)),
-        Err(ReadFailure::Overtaken) => Err(Error::UploadTooSlow {
+        Err(ReadFailure::Overtaken) => Err(Error::BuffersReclaimed {
             budget: budget.as_secs_f64(),
             retry_after: state.dispatcher.retry_after(state.limits.max_wait),
         }),
