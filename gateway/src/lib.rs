@@ -10,7 +10,8 @@
 //! the simulator's gateway) and [`upstream_state`]
 //! (picking a pod, ejection); [`endpoints`] (where pods come from: a static list, or
 //! [`discovery`], a Service's EndpointSlices), [`upstream`] (the
-//! client to the pods), [`body`] (holding bodies within the memory bound),
+//! client to the pods), [`body`] (holding bodies within the memory bound) and
+//! [`budget`] (the bound, and who gets it when it runs out),
 //! `matte_serve` (client connections and their timeouts, the clients sent away until
 //! they are due back), [`metrics`]; [`compat`]
 //! translates the rembg and remove.bg drop-in endpoints.
