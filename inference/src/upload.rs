@@ -48,12 +48,16 @@ pub async fn read_image(
         }
         BodyKind::Multipart { boundary } => {
             let mut multipart = multer::Multipart::new(chunks, boundary.clone());
+            let mut image = None;
+            // Read to the end, the fields after the image too (skipped, not held): a
+            // client still sending them when the answer goes out would see its
+            // connection reset instead of the answer.
             while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
-                if field.name() == Some("image") {
-                    return field.bytes().await.map_err(multipart_error);
+                if field.name() == Some("image") && image.is_none() {
+                    image = Some(field.bytes().await.map_err(multipart_error)?);
                 }
             }
-            Err(Error::BadRequest("the multipart body has no field named `image`".into()))
+            image.ok_or_else(|| Error::BadRequest("the multipart body has no field named `image`".into()))
         }
     }
 }
@@ -102,5 +106,32 @@ mod tests {
         assert_eq!(read.await.unwrap(), Bytes::from_static(b"PIXELS"));
         let read = read_image(body_of(vec![form]), &kind, None, 50, pace, Instant::now());
         assert!(matches!(read.await, Err(Error::Body(BodyError::TooLarge { limit: 50 }))));
+    }
+
+    #[tokio::test]
+    async fn the_fields_after_the_image_are_read_to_the_end_of_the_body() {
+        let pace = UploadPace { grace: Duration::from_secs(5), min_bytes_per_second: 1 };
+        let image: &'static [u8] = b"--XX\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nPIXELS\r\n";
+        let next: &'static [u8] = b"--XX\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n";
+        let filler: &'static [u8] = b"a later note, ";
+        // Only the field after the image needs this one, several chunks further.
+        let after: &'static [u8] = b"its end\r\n--XX--\r\n";
+        let read_after = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = read_after.clone();
+        // Each chunk after a pause, as from a network: the parser cannot read ahead.
+        let chunks = futures_util::stream::iter([image, next, filler, filler, filler, after]).then(move |chunk| {
+            let seen = seen.clone();
+            async move {
+                tokio::task::yield_now().await;
+                if std::ptr::eq(chunk, after) {
+                    seen.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                Ok::<_, std::io::Error>(Bytes::from_static(chunk))
+            }
+        });
+        let kind = BodyKind::Multipart { boundary: "XX".into() };
+        let read = read_image(Body::from_stream(chunks), &kind, None, 1000, pace, Instant::now()).await;
+        assert_eq!(read.unwrap(), Bytes::from_static(b"PIXELS"));
+        assert!(read_after.load(std::sync::atomic::Ordering::SeqCst), "the body was read to its end");
     }
 }
