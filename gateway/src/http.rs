@@ -252,7 +252,11 @@ fn admit(state: &AppState, parts: &Parts, arrived: Instant) -> Result<(Duration,
         return Err(Error::QueueFull { expected: expected.as_secs_f64(), budget: budget.as_secs_f64(), retry_after });
     }
     let wanted = declared.map_or(0, |length| length as usize);
-    let reservation = state.buffers.reserve_upload(wanted, arrived + budget).ok_or_else(|| buffers_full(state))?;
+    // Its upload is due by the end of its budget, and is given at least the grace a
+    // stalled upload has: a client that will not wait in the queue (a budget of 0) is
+    // still served when a place is free once its body is in.
+    let due = arrived + budget.max(state.limits.upload_pace.grace);
+    let reservation = state.buffers.reserve_upload(wanted, due).ok_or_else(|| buffers_full(state))?;
     Ok((budget, declared, reservation))
 }
 
