@@ -16,6 +16,11 @@ pub const SERVICE_TIME_WEIGHT: f64 = 0.2;
 /// The longest `Retry-After` a pod gives, however long its queue.
 pub const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(300);
 
+/// The `Retry-After` of a server that is shutting down (a pod, or a gateway replica):
+/// the retry, on a new connection, reaches another behind the Service, whose endpoints
+/// stop sending clients here within a second or two.
+pub const DRAINING_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// A pod's time per image with one more run's, `per_image`, taken in.
 pub fn updated_service_time(average: Duration, per_image: Duration) -> Duration {
     let average = average.as_secs_f64();

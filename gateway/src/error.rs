@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use matte_common::queue;
 use matte_serve::{BodyError, RouteError};
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +113,7 @@ impl Error {
             | Error::BuffersReclaimed { retry_after, .. }
             | Error::QueueFull { retry_after, .. }
             | Error::NoCapacity { retry_after, .. } => Some(*retry_after),
+            Error::Draining => Some(queue::DRAINING_RETRY_AFTER),
             _ => None,
         }
     }
@@ -150,6 +152,9 @@ mod tests {
         let response = Error::NoCapacity { budget: 30.0, retry_after: Duration::from_secs(5) }.into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        let response = Error::Draining.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1", "another replica takes the retry");
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use matte_common::{admission, queue};
 use matte_serve::{BodyError, RouteError};
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +111,19 @@ impl Error {
         }
     }
 
+    /// How long the client is told to stay away: every refusal of work the pod could
+    /// do later says when to try again, so that no client retries in a tight loop.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::QueueFull { retry_after, .. } => Some(*retry_after),
+            Error::Draining => Some(queue::DRAINING_RETRY_AFTER),
+            // Loading the model, or a loop that fails or is stuck: how long it lasts the
+            // pod cannot tell, and a few seconds is what a small model takes to load.
+            Error::NotReady | Error::InferenceUnhealthy | Error::NotLive => Some(admission::UNKNOWN_WAIT_RETRY_AFTER),
+            _ => None,
+        }
+    }
+
     /// Stable, machine-readable name; also the `outcome` label of `matte_requests_total`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -147,7 +161,7 @@ impl IntoResponse for Error {
         };
         let body = serde_json::json!({ "error": { "code": self.code(), "message": message } });
         let mut response = (status, Json(body)).into_response();
-        if let Error::QueueFull { retry_after, .. } = &self {
+        if let Some(retry_after) = self.retry_after() {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
         }
         if matches!(self, Error::Draining | Error::NotReady | Error::InferenceUnhealthy) {
@@ -163,10 +177,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn queue_full_carries_retry_after() {
+    fn every_refusal_of_work_says_when_to_retry() {
         let response = Error::QueueFull { capacity: 4, retry_after: Duration::from_secs(3) }.into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        let draining = Error::Draining.into_response();
+        assert_eq!(draining.headers()[header::RETRY_AFTER], "1", "another pod takes the retry");
+        for unavailable in [Error::NotReady, Error::InferenceUnhealthy] {
+            let response = unavailable.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        }
+        let invalid = Error::EmptyBody.into_response();
+        assert!(invalid.headers().get(header::RETRY_AFTER).is_none(), "the same request fails again");
     }
 
     #[tokio::test]

@@ -40,6 +40,7 @@ fn sigterm_finishes_every_accepted_request_then_exits_cleanly() {
     std::thread::sleep((seen_unready + Duration::from_millis(2500)).saturating_duration_since(Instant::now()));
     let late = client.post(server.url("/v1/remove")).header("content-type", "image/png").body(photo).send().unwrap();
     assert_eq!(late.status(), 503, "new work is refused while draining");
+    assert_eq!(late.headers()["retry-after"], "1", "another pod takes the retry at once");
     let body: serde_json::Value = late.json().unwrap();
     assert_eq!(body["error"]["code"], "draining");
 
