@@ -103,6 +103,11 @@ pub mod limits {
     pub const MAX_QUEUE_CAPACITY: u32 = 10_000;
     /// `batching.maxBatchSize`, and the pod's `--max-batch-size`.
     pub const MAX_BATCH_SIZE: u32 = 64;
+    /// `queue.requestTimeoutSeconds`: an hour. A pod's termination grace is its
+    /// request timeout and a margin, so that a rollout or a node drain waits for the
+    /// requests it holds; a day's timeout would let one resource hold its old pods, and
+    /// their GPUs, for a day. No client waits an hour for one image.
+    pub const MAX_REQUEST_TIMEOUT_SECONDS: u32 = 3_600;
 }
 
 /// Names of the metrics `matte-gateway` exports on `/metrics`; the autoscaler adds the

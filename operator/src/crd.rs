@@ -295,6 +295,7 @@ pub struct GpuSpec {
     #[schemars(length(max = 64))]
     pub tolerations: Option<Vec<Toleration>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = bound_every_field)]
     pub affinity: Option<Affinity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
@@ -305,6 +306,51 @@ pub struct GpuSpec {
     /// Memory request and limit of each pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Quantity>,
+}
+
+/// Bounds for the fields of a Kubernetes type the spec embeds whole, which its own
+/// schema leaves unbounded: the most items of a list and entries of a map (an affinity's
+/// terms, expressions and values), and the longest string (a qualified label key, the
+/// longest string an affinity holds: a 253-character prefix, `/` and a 63-character
+/// name).
+const EMBEDDED_MAX_ITEMS: u64 = 64;
+const EMBEDDED_MAX_LENGTH: u64 = 317;
+
+/// Bounds every list, map and free string within `schema` (see [`EMBEDDED_MAX_ITEMS`]).
+fn bound_every_field(schema: &mut schemars::Schema) {
+    if let Some(object) = schema.as_object_mut() {
+        bound_object(object);
+    }
+}
+
+fn bound_object(object: &mut serde_json::Map<String, serde_json::Value>) {
+    match object.get("type").and_then(|t| t.as_str()) {
+        Some("array") => {
+            object.entry("maxItems").or_insert(EMBEDDED_MAX_ITEMS.into());
+        }
+        Some("object") if object.contains_key("additionalProperties") => {
+            object.entry("maxProperties").or_insert(EMBEDDED_MAX_ITEMS.into());
+        }
+        Some("string") if !object.contains_key("enum") => {
+            object.entry("maxLength").or_insert(EMBEDDED_MAX_LENGTH.into());
+        }
+        _ => {}
+    }
+    for (key, child) in object.iter_mut() {
+        if !["properties", "items", "additionalProperties", "anyOf", "oneOf", "allOf"].contains(&key.as_str()) {
+            continue;
+        }
+        let nested: Vec<&mut serde_json::Value> = match child {
+            serde_json::Value::Object(properties) if key == "properties" => properties.values_mut().collect(),
+            serde_json::Value::Array(schemas) => schemas.iter_mut().collect(),
+            schema => vec![schema],
+        };
+        for schema in nested {
+            if let serde_json::Value::Object(schema) = schema {
+                bound_object(schema);
+            }
+        }
+    }
 }
 
 impl Default for GpuSpec {
@@ -355,7 +401,7 @@ pub struct QueueSpec {
     pub capacity: i32,
     /// A request not inferred this long after arriving gets 504.
     #[serde(default = "default_request_timeout")]
-    #[schemars(range(min = 1, max = 86400))]
+    #[schemars(range(min = 1, max = limits::MAX_REQUEST_TIMEOUT_SECONDS))]
     pub request_timeout_seconds: i32,
 }
 
@@ -581,12 +627,9 @@ mod tests {
         assert!(!yaml.contains("format: uint"), "no unsigned formats in a Kubernetes schema");
     }
 
-    /// Every string, list and map under `spec` that a client writes, except within the
-    /// Kubernetes types the spec embeds whole (`affinity`), walked from `schema` at `path`.
+    /// Every string, list and map under `spec` that a client writes, walked from `schema`
+    /// at `path`.
     fn unbounded(schema: &serde_json::Value, path: &str, found: &mut Vec<String>) {
-        if path.ends_with(".affinity") {
-            return;
-        }
         let has = |key: &str| schema.get(key).is_some();
         match schema.get("type").and_then(|t| t.as_str()) {
             Some("string")
