@@ -6,10 +6,12 @@
 //! period, the bytes received must keep up a minimum average rate (see
 //! [`UploadPace::deadline`]).
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 
 use matte_serve::{BodyError, UploadPace, paced_chunks};
 
@@ -36,9 +38,11 @@ pub async fn read_image(
     started: Instant,
 ) -> Result<Bytes, Error> {
     let chunks = paced_chunks(body, limit, pace, started);
+    // Sized once from the declared length, the image is held once: a buffer grown as
+    // bytes come holds its old and new allocations at once, up to 2.6 times the body.
+    let capacity = expected.map_or(0, |length| length.min(limit as u64) as usize);
     match kind {
         BodyKind::Raw => {
-            let capacity = expected.map_or(0, |length| length.min(limit as u64) as usize);
             let mut collected = Vec::with_capacity(capacity);
             let mut chunks = std::pin::pin!(chunks);
             while let Some(chunk) = chunks.next().await {
@@ -47,18 +51,50 @@ pub async fn read_image(
             Ok(Bytes::from(collected))
         }
         BodyKind::Multipart { boundary } => {
+            let chunks = OneChunkAtATime { chunks: Box::pin(chunks), just_handed: false };
             let mut multipart = multer::Multipart::new(chunks, boundary.clone());
             let mut image = None;
             // Read to the end, the fields after the image too (skipped, not held): a
             // client still sending them when the answer goes out would see its
             // connection reset instead of the answer.
-            while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+            while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
                 if field.name() == Some("image") && image.is_none() {
-                    image = Some(field.bytes().await.map_err(multipart_error)?);
+                    // The field is the body less its framing: the body's length bounds it.
+                    let mut collected = Vec::with_capacity(capacity);
+                    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                        collected.extend_from_slice(&chunk);
+                    }
+                    image = Some(Bytes::from(collected));
                 }
             }
             image.ok_or_else(|| Error::BadRequest("the multipart body has no field named `image`".into()))
         }
+    }
+}
+
+/// The body handed to the multipart parser one chunk per poll. The parser copies every
+/// chunk that is ready into one buffer, grown as it fills, before the field's bytes are
+/// taken out of it: a client sending faster than the image was copied out had its form
+/// held in that buffer and in the image at once (a 20 MiB image peaked at 52 MiB).
+/// Handed one at a time, each chunk is taken out before the next is read.
+struct OneChunkAtATime<S> {
+    chunks: Pin<Box<S>>,
+    just_handed: bool,
+}
+
+impl<S: Stream> Stream for OneChunkAtATime<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if std::mem::take(&mut self.just_handed) {
+            // Not waiting for anything: polled again at once, after the parser has taken
+            // in the chunk it was just handed.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let next = self.chunks.as_mut().poll_next(cx);
+        self.just_handed = matches!(next, Poll::Ready(Some(_)));
+        next
     }
 }
 
