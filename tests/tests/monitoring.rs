@@ -1,7 +1,8 @@
 //! The chart's monitoring: `charts/matte/alerts/rules.yaml` is valid and passes its
 //! promtool unit tests (each alert firing where it must and silent where it must not), the
 //! chart's PrometheusRule carries exactly those rules, and its ServiceMonitor scrapes the
-//! operator's metrics Service; and the operator takes every flag the chart gives it. No
+//! operator's metrics Service; the operator takes every flag the chart gives it, and a
+//! single replica gets no disruption budget that would block its node's drain. No
 //! cluster needed: helm renders offline.
 
 use std::fs;
@@ -199,5 +200,17 @@ fn the_charts_service_monitor_scrapes_the_operators_metrics_service_only_when_en
     for label in &wanted {
         assert!(labels.lines().any(|line| line.trim() == *label), "the Service lacks {label}:\n{service}");
     }
+    let _ = fs::remove_dir_all(&scratch);
+}
+
+#[test]
+fn only_standby_replicas_get_a_disruption_budget() {
+    let scratch = scratch("budget");
+    let budget = |values: &[&str]| document(&helm_template(&scratch, values), "PodDisruptionBudget").map(str::to_owned);
+    let two = budget(&[]).unwrap_or_else(|| panic!("two replicas by default, and a budget for them"));
+    assert!(two.contains("maxUnavailable: 1\n"), "{two}");
+    assert_eq!(budget(&["--set", "replicaCount=1"]), None, "one replica: its eviction must not be blocked");
+    // Without leader election the chart runs one pod whatever replicaCount says.
+    assert_eq!(budget(&["--set", "leaderElection.enabled=false"]), None);
     let _ = fs::remove_dir_all(&scratch);
 }

@@ -91,7 +91,11 @@ fn resource_in(namespace: &str, name: &str, replicas: i32, gpu_resource: &str) -
 }
 
 fn get(cluster: &Cluster, kind: &str, name: &str) -> Option<Value> {
-    let output = cluster.kubectl(&["get", kind, name, "-n", "shop", "-o", "json"]);
+    get_in(cluster, kind, name, "shop")
+}
+
+fn get_in(cluster: &Cluster, kind: &str, name: &str, namespace: &str) -> Option<Value> {
+    let output = cluster.kubectl(&["get", kind, name, "-n", namespace, "-o", "json"]);
     output.status.success().then(|| serde_json::from_slice(&output.stdout).ok()).flatten()
 }
 
@@ -242,6 +246,12 @@ fn the_operator_reconciles_with_the_charts_rbac() {
     }
     cluster.kubectl_ok(&["get", "clusterrole", RELEASE]);
     cluster.kubectl_ok(&["get", "clusterrolebinding", RELEASE]);
+    // A drain evicts the operator's replicas one at a time: the budget covers exactly
+    // the Deployment's pods.
+    let budget = get_in(&cluster, "poddisruptionbudget", RELEASE, NAMESPACE).expect("the operator's budget");
+    let deployment = get_in(&cluster, "deployment", RELEASE, NAMESPACE).expect("the operator's Deployment");
+    assert_eq!(budget["spec"]["maxUnavailable"], 1, "{budget}");
+    assert_eq!(budget["spec"]["selector"], deployment["spec"]["selector"], "{budget}");
     // Everything the chart renders is valid for this apiserver's schemas.
     let rendered = cluster.helm_ok(&["template", RELEASE, chart, "--namespace", NAMESPACE]);
     let dry_run = cluster.kubectl_with_input(&["apply", "--dry-run=server", "-f", "-"], &rendered);
