@@ -273,34 +273,32 @@ fn buffers_full(state: &AppState) -> Error {
 async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: Instant) -> Result<Response, Error> {
     let mut requeued = false;
     loop {
-        let lease = state.dispatcher.acquire(arrived, deadline, requeued).await?;
+        let mut lease = state.dispatcher.acquire(arrived, deadline, requeued).await?;
         if !requeued {
             state.metrics.queue_wait.observe(lease.granted().duration_since(arrived).as_secs_f64());
         }
         let address = lease.address().to_owned();
         let attempt = state.client.send(&address, forward).await;
         let (outcome, retry) = judge(&attempt);
-        let attempt = match attempt {
-            // The pod holds the place until its answer has left it: so does the gateway.
-            Attempt::Answered(answer) if retry.is_none() && answer.status().is_success() => {
-                let mut lease = lease;
-                lease.record(outcome);
-                return Ok(upstream::to_client_response(answer, lease));
-            }
-            attempt => attempt,
-        };
-        lease.end(outcome);
         if let Some(reason) = retry
             && Instant::now() < deadline
         {
+            lease.end(outcome);
             tracing::debug!(upstream = address, reason = reason.label(), "sending the request again");
             state.metrics.count_retry(reason);
             requeued = true;
             continue;
         }
         return match attempt {
-            Attempt::Answered(answer) => Ok(upstream::to_client_response(answer, ())),
-            Attempt::Refused(cause) | Attempt::Failed(cause) => Err(Error::UpstreamFailed { upstream: address, cause }),
+            // The pod holds the place until its answer has left it: so does the gateway.
+            Attempt::Answered(answer) => {
+                lease.record(outcome);
+                Ok(upstream::to_client_response(answer, lease))
+            }
+            Attempt::Refused(cause) | Attempt::Failed(cause) => {
+                lease.end(outcome);
+                Err(Error::UpstreamFailed { upstream: address, cause })
+            }
         };
     }
 }

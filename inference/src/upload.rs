@@ -38,18 +38,9 @@ pub async fn read_image(
     started: Instant,
 ) -> Result<Bytes, Error> {
     let chunks = paced_chunks(body, limit, pace, started);
-    // Sized once from the declared length, the image is held once: a buffer grown as
-    // bytes come holds its old and new allocations at once, up to 2.6 times the body.
     let capacity = expected.map_or(0, |length| length.min(limit as u64) as usize);
     match kind {
-        BodyKind::Raw => {
-            let mut collected = Vec::with_capacity(capacity);
-            let mut chunks = std::pin::pin!(chunks);
-            while let Some(chunk) = chunks.next().await {
-                collected.extend_from_slice(&chunk.map_err(Error::Body)?);
-            }
-            Ok(Bytes::from(collected))
-        }
+        BodyKind::Raw => collect(chunks, capacity, Error::Body).await,
         BodyKind::Multipart { boundary } => {
             let chunks = OneChunkAtATime { chunks: Box::pin(chunks), just_handed: false };
             let mut multipart = multer::Multipart::new(chunks, boundary.clone());
@@ -57,19 +48,31 @@ pub async fn read_image(
             // Read to the end, the fields after the image too (skipped, not held): a
             // client still sending them when the answer goes out would see its
             // connection reset instead of the answer.
-            while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+            while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
                 if field.name() == Some("image") && image.is_none() {
                     // The field is the body less its framing: the body's length bounds it.
-                    let mut collected = Vec::with_capacity(capacity);
-                    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                        collected.extend_from_slice(&chunk);
-                    }
-                    image = Some(Bytes::from(collected));
+                    image = Some(collect(field, capacity, multipart_error).await?);
                 }
             }
             image.ok_or_else(|| Error::BadRequest("the multipart body has no field named `image`".into()))
         }
     }
+}
+
+/// The bytes of `chunks` in one buffer of `capacity` (the declared length), so that
+/// they are held once: a buffer grown as they come holds its old and new allocations
+/// at once while it grows.
+async fn collect<E>(
+    chunks: impl Stream<Item = Result<Bytes, E>>,
+    capacity: usize,
+    error: impl Fn(E) -> Error,
+) -> Result<Bytes, Error> {
+    let mut collected = Vec::with_capacity(capacity);
+    let mut chunks = std::pin::pin!(chunks);
+    while let Some(chunk) = chunks.next().await {
+        collected.extend_from_slice(&chunk.map_err(&error)?);
+    }
+    Ok(Bytes::from(collected))
 }
 
 /// The body handed to the multipart parser one chunk per poll. The parser copies every

@@ -78,8 +78,11 @@ fn deployment_problem(status: &DeploymentStatus, failing: &FailingPods) -> Optio
         let message = format!("{} of {replicas} pod(s) failing; {}", failing.pods, failing.message);
         return Some((failing.reason.clone(), message));
     }
-    let stalled = rollout_stalled(status)?;
-    Some(("ProgressDeadlineExceeded".into(), stalled.message.clone().unwrap_or_else(|| "the rollout stalled".into())))
+    Some(("ProgressDeadlineExceeded".into(), stalled_message(rollout_stalled(status)?)))
+}
+
+fn stalled_message(condition: &DeploymentCondition) -> String {
+    condition.message.clone().unwrap_or_else(|| "the rollout stalled".into())
 }
 
 fn rollout_stalled(status: &DeploymentStatus) -> Option<&DeploymentCondition> {
@@ -146,12 +149,7 @@ pub fn compute(
         }
         let settled = replicas == desired && updated == desired && ready == desired;
         match (stalled, settled) {
-            (Some(stalled), _) => set(
-                PROGRESSING,
-                false,
-                "ProgressDeadlineExceeded",
-                stalled.message.clone().unwrap_or_else(|| "the rollout stalled".into()),
-            ),
+            (Some(stalled), _) => set(PROGRESSING, false, "ProgressDeadlineExceeded", stalled_message(stalled)),
             (None, true) => set(PROGRESSING, false, "Complete", format!("{desired} pods up to date and ready")),
             (None, false) => set(
                 PROGRESSING,
@@ -401,6 +399,21 @@ mod tests {
         assert_eq!(state(&freed, SCALING_LIMITED), ("False".into(), "AsExpected".into()));
     }
 
+    /// A Deployment none of whose pods the apiserver admits, as the Deployment controller
+    /// copies it from its ReplicaSet.
+    fn refused_pods(message: &str) -> DeploymentStatus {
+        DeploymentStatus {
+            conditions: Some(vec![DeploymentCondition {
+                type_: "ReplicaFailure".into(),
+                status: "True".into(),
+                reason: Some("FailedCreate".into()),
+                message: Some(message.into()),
+                ..DeploymentCondition::default()
+            }]),
+            ..deployment(0, 0, 0)
+        }
+    }
+
     #[test]
     fn a_stalled_rollout_is_degraded() {
         let mut stalled = deployment(2, 1, 1);
@@ -482,14 +495,7 @@ mod tests {
         assert!(message.starts_with("the gateway: 2 of 2 pod(s) failing; pod x-gateway-1"), "{message}");
 
         // Refused by a quota, it has no pod to fail.
-        let mut refused = deployment(0, 0, 0);
-        refused.conditions = Some(vec![DeploymentCondition {
-            type_: "ReplicaFailure".into(),
-            status: "True".into(),
-            reason: Some("FailedCreate".into()),
-            message: Some("exceeded quota: compute".into()),
-            ..DeploymentCondition::default()
-        }]);
+        let refused = refused_pods("exceeded quota: compute");
         let status = compute(
             &Default::default(),
             &Observed { gateway: Some(Some(&refused)), ..observed(2, Some(&pods)) },
@@ -530,17 +536,8 @@ mod tests {
 
     #[test]
     fn pods_the_apiserver_refuses_are_degraded_and_limit_scaling() {
-        // As the Deployment controller copies it from a ReplicaSet whose pods are refused.
-        let mut refused = deployment(0, 0, 0);
-        refused.conditions = Some(vec![DeploymentCondition {
-            type_: "ReplicaFailure".into(),
-            status: "True".into(),
-            reason: Some("FailedCreate".into()),
-            message: Some(
-                "pods \"portraits-5d8f7c9b4-\" is forbidden: no PriorityClass with name gpu-urgent was found".into(),
-            ),
-            ..DeploymentCondition::default()
-        }]);
+        let refused =
+            refused_pods("pods \"portraits-5d8f7c9b4-\" is forbidden: no PriorityClass with name gpu-urgent was found");
         let status = compute(&Default::default(), &observed(2, Some(&refused)), &time(0));
         assert_eq!(state(&status, DEGRADED), ("True".into(), "FailedCreate".into()));
         assert_eq!(state(&status, SCALING_LIMITED), ("True".into(), "FailedCreate".into()));

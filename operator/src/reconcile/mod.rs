@@ -195,10 +195,12 @@ fn next_pass(
     windows: &Windows,
     intervals: &ScrapeIntervals,
 ) -> Duration {
-    match () {
-        _ if !brs.spec.autoscaling.enabled => RESYNC,
-        _ if brs.spec.gateway.enabled && current.gateway_ready == 0 => windows.pass.max(intervals.pods),
-        _ => windows.pass,
+    if !brs.spec.autoscaling.enabled {
+        RESYNC
+    } else if brs.spec.gateway.enabled && current.gateway_ready == 0 {
+        windows.pass.max(intervals.pods)
+    } else {
+        windows.pass
     }
 }
 
