@@ -65,17 +65,20 @@ pub struct Config {
     #[arg(long = "header-read-timeout-seconds", env = "MATTE_GATEWAY_HEADER_READ_TIMEOUT_SECONDS", default_value = "10", value_parser = parse_timeout)]
     pub header_read_timeout: Duration,
 
-    /// Seconds an upload may take before the minimum rate applies.
+    /// Seconds an upload may take before the minimum rate applies, and the most time it
+    /// may have in hand: how long a stalled upload keeps its place, wherever it stalls.
     #[arg(long = "upload-grace-seconds", env = "MATTE_GATEWAY_UPLOAD_GRACE_SECONDS", default_value = "5", value_parser = parse_timeout)]
     pub upload_grace: Duration,
 
-    /// After the grace period an upload must have kept up this average rate, or 408;
-    /// and a client's answer is taken at least this fast once its socket is full.
+    /// After the grace period an upload must keep up this rate, with at most the grace in
+    /// hand, or 408; and a client's answer is taken at least this fast once its socket is
+    /// full.
     #[arg(long = "min-upload-bytes-per-second", env = "MATTE_GATEWAY_MIN_UPLOAD_BYTES_PER_SECOND", default_value_t = 32 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub min_upload_bytes_per_second: u64,
 
     /// Once a client's socket is full, it must take its answer at
-    /// --min-upload-bytes-per-second after this many seconds, or the connection is closed.
+    /// --min-upload-bytes-per-second, with at most this many seconds in hand, or the
+    /// connection is closed.
     #[arg(long = "write-timeout-seconds", env = "MATTE_GATEWAY_WRITE_TIMEOUT_SECONDS", default_value = "30", value_parser = parse_timeout)]
     pub write_timeout: Duration,
 

@@ -124,20 +124,23 @@ pub struct Config {
     #[arg(long = flags::HEADER_READ_TIMEOUT_SECONDS, env = "MATTE_HEADER_READ_TIMEOUT_SECONDS", default_value = "10", value_parser = parse_timeout)]
     pub header_read_timeout: Duration,
 
-    /// Seconds an upload may take before the minimum rate applies: how long a stalled
-    /// upload keeps its place in the queue.
+    /// Seconds an upload may take before the minimum rate applies, and the most time it
+    /// may have in hand: how long a stalled upload keeps its place in the queue, wherever
+    /// it stalls.
     #[arg(long = flags::UPLOAD_GRACE_SECONDS, env = "MATTE_UPLOAD_GRACE_SECONDS", default_value = "5", value_parser = parse_timeout)]
     pub upload_grace: Duration,
 
-    /// After the grace period an upload must have kept up this average rate since it
-    /// began, or it is cut off with 408; and a client's answer is taken at least this
-    /// fast once its socket is full (see --write-timeout-seconds).
+    /// After the grace period an upload must keep up this rate, with at most the grace in
+    /// hand (bytes sent fast earn no licence to stall later), or it is cut off with 408;
+    /// and a client's answer is taken at least this fast once its socket is full (see
+    /// --write-timeout-seconds).
     #[arg(long = flags::MIN_UPLOAD_BYTES_PER_SECOND, env = "MATTE_MIN_UPLOAD_BYTES_PER_SECOND", default_value_t = 32 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub min_upload_bytes_per_second: u64,
 
     /// Once a client's socket is full (it reads slower than the answer comes), it must
-    /// take the answer at --min-upload-bytes-per-second after this many seconds, until it
-    /// catches up, or the connection is closed (a client that stopped reading).
+    /// take the answer at --min-upload-bytes-per-second, with at most this many seconds in
+    /// hand, or the connection is closed (a client that stopped reading, or reads in
+    /// bursts just before its time runs out).
     #[arg(long = flags::WRITE_TIMEOUT_SECONDS, env = "MATTE_WRITE_TIMEOUT_SECONDS", default_value = "30", value_parser = parse_timeout)]
     pub write_timeout: Duration,
 

@@ -3,8 +3,8 @@
 //!
 //! A request holds its place while it uploads, so an upload that stalls or trickles
 //! must lose that place within seconds, not when the client gives up: after a grace
-//! period, the bytes received must keep up a minimum average rate (see
-//! [`UploadPace::deadline`]).
+//! period, the bytes received must keep up a minimum rate, with at most the grace in
+//! hand (see [`matte_serve::pace`]).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -55,12 +55,12 @@ pub fn paced_chunks(
     pace: UploadPace,
     started: Instant,
 ) -> impl Stream<Item = Result<Bytes, BodyError>> + Send + 'static {
-    let state = (body.into_data_stream(), 0usize, false);
-    futures_util::stream::unfold(state, move |(mut stream, received, finished)| async move {
+    let state = (body.into_data_stream(), 0usize, pace.credit(started), false);
+    futures_util::stream::unfold(state, move |(mut stream, received, mut credit, finished)| async move {
         if finished {
             return None;
         }
-        let next = tokio::time::timeout_at(pace.deadline(started, received).into(), stream.next()).await;
+        let next = tokio::time::timeout_at(credit.deadline(), stream.next()).await;
         let item = match next {
             Err(_) => Err(BodyError::TooSlow {
                 received,
@@ -76,11 +76,12 @@ pub fn paced_chunks(
                 Err(BodyError::TooLarge { limit })
             }
             Ok(Some(Ok(chunk))) => {
+                credit.moved(chunk.len(), tokio::time::Instant::now());
                 let received = received + chunk.len();
-                return Some((Ok(chunk), (stream, received, false)));
+                return Some((Ok(chunk), (stream, received, credit, false)));
             }
         };
-        Some((item, (stream, received, true)))
+        Some((item, (stream, received, credit, true)))
     })
 }
 
@@ -191,6 +192,19 @@ mod tests {
         let outcome = tokio::time::timeout(Duration::from_secs(5), read).await.expect("cut off in time");
         assert_eq!(outcome.len(), 2, "{outcome:?}");
         assert!(matches!(outcome[1], Err(BodyError::TooSlow { received: 2, min_bytes_per_second: 1000, .. })));
+    }
+
+    #[tokio::test]
+    async fn an_upload_that_sent_much_at_once_and_stalls_is_cut_off_after_the_grace() {
+        // 100 kB at once would have earned 100 s at the rate averaged since the start.
+        let pace = UploadPace { grace: Duration::from_millis(50), min_bytes_per_second: 1000 };
+        let front_loaded = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 100_000]))])
+            .chain(futures_util::stream::pending());
+        let started = Instant::now();
+        let read = collect(paced_chunks(Body::from_stream(front_loaded), 200_000, pace, started));
+        let outcome = tokio::time::timeout(Duration::from_secs(5), read).await.expect("cut off in time");
+        assert!(matches!(outcome[1], Err(BodyError::TooSlow { received: 100_000, .. })), "{outcome:?}");
+        assert!(started.elapsed() < Duration::from_secs(1), "cut after {:?}", started.elapsed());
     }
 
     #[test]

@@ -23,6 +23,8 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
+use crate::pace::PaceCredit;
+
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub header_read: Duration,
@@ -104,50 +106,39 @@ async fn serve_connection(stream: TcpStream, router: Router, timeouts: Timeouts,
     }
 }
 
-/// A stream whose writes fail once the client has fallen behind a minimum pace: from
-/// the first write that must wait for the client to read (its socket is full), the
-/// client must take `min_bytes_per_second` of what follows, after `limit` of grace,
-/// until a write goes through without waiting. A client that stops reading, or reads a
-/// byte now and then, cannot hold the connection, its buffers or whatever its answer
-/// holds (a place in the pod's queue) beyond that.
+/// A stream whose writes fail once the client has fallen behind a minimum pace: while a
+/// write waits for the client to read (its socket is full), the time it waits is spent
+/// from a [`PaceCredit`] of `limit` that every byte the client takes refills at
+/// `min_bytes_per_second`, up to `limit`. A client that stops reading, reads a byte now
+/// and then, or takes a socketful just before its time runs out, again and again, cannot
+/// hold the connection, its buffers or whatever its answer holds (a place in the pod's
+/// queue) beyond that.
 struct WriteTimeout<S> {
     inner: S,
-    limit: Duration,
-    min_bytes_per_second: u64,
-    /// Since the first write that waited, while the client is behind.
-    behind: Option<Behind>,
+    credit: PaceCredit,
     /// Whether the last write waited for the client.
     waited: bool,
-}
-
-struct Behind {
-    since: Instant,
-    /// Bytes the client has taken since.
-    taken: u64,
+    /// Fires at the credit's deadline while a write waits.
     timer: Pin<Box<Sleep>>,
-}
-
-impl Behind {
-    /// When the client must have taken more, at its minimum pace.
-    fn deadline(&self, limit: Duration, min_bytes_per_second: u64) -> Instant {
-        self.since + limit + Duration::from_secs_f64(self.taken as f64 / min_bytes_per_second as f64)
-    }
 }
 
 impl<S> WriteTimeout<S> {
     fn new(inner: S, limit: Duration, min_bytes_per_second: u64) -> WriteTimeout<S> {
-        WriteTimeout { inner, limit, min_bytes_per_second: min_bytes_per_second.max(1), behind: None, waited: false }
+        let now = Instant::now();
+        let credit = PaceCredit::new(limit, min_bytes_per_second, now);
+        WriteTimeout { inner, credit, waited: false, timer: Box::pin(tokio::time::sleep_until(credit.deadline())) }
     }
 
-    /// Passes on a write's progress: what a write that had waited took counts toward
-    /// the pace, a write that did not wait means the client keeps up, and a write that
-    /// waits past the pace's deadline fails.
+    /// Passes on a write's progress: what a write took after waiting is paid for by the
+    /// wait, what it took at once only earns time, and a write that waits past the
+    /// credit's deadline fails.
     fn watch_write(&mut self, cx: &mut Context<'_>, progress: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
         match progress {
             Poll::Ready(Ok(written)) => {
-                match (&mut self.behind, self.waited) {
-                    (Some(behind), true) => behind.taken += written as u64,
-                    _ => self.behind = None,
+                if self.waited {
+                    self.credit.moved(written, Instant::now());
+                } else {
+                    self.credit.moved_without_waiting(written);
                 }
                 self.waited = false;
                 Poll::Ready(Ok(written))
@@ -165,19 +156,17 @@ impl<S> WriteTimeout<S> {
         }
     }
 
-    /// A write waits for the client: pending until the pace's deadline, an error after.
+    /// A write waits for the client: pending until the credit's deadline, an error after.
     fn wait(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        self.waited = true;
-        let (limit, pace) = (self.limit, self.min_bytes_per_second);
-        let behind = self.behind.get_or_insert_with(|| {
-            let since = Instant::now();
-            Behind { since, taken: 0, timer: Box::pin(tokio::time::sleep_until(since + limit)) }
-        });
-        let deadline = behind.deadline(limit, pace);
-        if behind.timer.deadline() != deadline {
-            behind.timer.as_mut().reset(deadline);
+        if !self.waited {
+            self.credit.start_waiting(Instant::now());
+            self.waited = true;
         }
-        ready!(behind.timer.as_mut().poll(cx));
+        let deadline = self.credit.deadline();
+        if self.timer.deadline() != deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        ready!(self.timer.as_mut().poll(cx));
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
             "the client is not reading its answer at the minimum pace",
@@ -261,6 +250,32 @@ mod tests {
         let (lasted, cut) = write_to_a_reader_taking(10).await;
         assert!(cut, "still writing after {lasted:?}");
         assert!(lasted < Duration::from_secs(3), "cut after the 2 s grace and the little it took: {lasted:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_taking_a_socketful_just_before_its_time_runs_out_is_cut() {
+        // 1 kB every 1.9 s, within the 2 s grace each time: 540 B/s, half the pace.
+        let (near, mut far) = tokio::io::duplex(1024);
+        let mut writer = WriteTimeout::new(near, Duration::from_secs(2), 1000);
+        tokio::spawn(async move {
+            let mut buffer = vec![0u8; 1024];
+            loop {
+                tokio::time::sleep(Duration::from_millis(1900)).await;
+                if far.read_exact(&mut buffer).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let started = Instant::now();
+        let mut cut = false;
+        while started.elapsed() < Duration::from_secs(60) {
+            if writer.write_all(&[7u8; 1000]).await.is_err() {
+                cut = true;
+                break;
+            }
+        }
+        assert!(cut, "still writing after {:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(10), "cut after {:?}", started.elapsed());
     }
 
     #[tokio::test(start_paused = true)]
