@@ -42,7 +42,8 @@ const FIRST_ROOM: usize = 64 * 1024;
 /// (the `Content-Length`), and the budget covers it before it is allocated: the memory
 /// a client takes is at most twice what it has sent, whatever it declared. A body the
 /// budget cannot take is read to its end (within a bound) and dropped before the
-/// refusal, so that its client, still sending, sees it.
+/// refusal, so that its client, still sending, sees it; one cut off to make room for
+/// others ([`crate::budget`]) is dropped at once.
 pub async fn read(
     body: Body,
     declared: Option<u64>,
@@ -55,11 +56,18 @@ pub async fn read(
     let most = declared.map_or(limit, |length| usize::try_from(length).unwrap_or(usize::MAX).min(limit));
     let mut collected: Vec<u8> = Vec::new();
     let mut chunks = std::pin::pin!(paced_chunks(body, limit, pace, started));
-    while let Some(chunk) = chunks.next().await {
+    loop {
+        // An upload cut off to make room drops its buffer at once, not when its client
+        // next sends something.
+        let next = tokio::select! {
+            next = chunks.next() => next,
+            () = reservation.cut_off() => return Err(ReadFailure::Overtaken),
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|error| ReadFailure::Request(Error::Body(error)))?;
         let needed = collected.len() + chunk.len();
-        reservation.received(needed);
         let held = (|| {
+            reservation.received(needed)?;
             if needed > collected.capacity() {
                 let doubled = collected.capacity().saturating_mul(2).max(FIRST_ROOM);
                 // A body longer than declared must still fit.
@@ -77,7 +85,7 @@ pub async fn read(
             return Err(shortfall.into());
         }
     }
-    reservation.settle(collected.capacity());
+    reservation.settle(collected.capacity())?;
     Ok(Bytes::from(collected))
 }
 

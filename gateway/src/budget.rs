@@ -12,13 +12,20 @@
 //! uploads that cannot arrive in time — nothing arrived a second after admission, or
 //! at their pace so far the rest would arrive after their request's wait budget ends
 //! — slowest first, and only if that makes room. Such an upload is refused the next
-//! time it needs room (`buffers_reclaimed`, 429). The bytes a body has already been
-//! given a buffer for are never taken back.
+//! time it needs room (`buffers_reclaimed`, 429). When that room is not enough, such
+//! uploads are cut off whole, their buffers with them, slowest first: a client that
+//! sent half of a large body at once, and the rest at the minimum pace, holds a buffer
+//! of its whole length for as long as the rest takes (minutes), and a few dozen such
+//! clients would otherwise hold every buffer for little bandwidth. Its reader is woken
+//! at once ([`Reservation::cut_off`]), drops the buffer and answers 429
+//! `buffers_reclaimed`; the budget counts the buffer as free from the moment it is cut.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 /// How soon after admission an upload's first bytes arrive: well over a round trip,
 /// and over the second curl waits for `100 Continue`, which the gateway sends as it
@@ -50,6 +57,11 @@ struct Upload {
     due: Instant,
     /// Its promised room was taken back: it may not grow any more.
     overtaken: bool,
+    /// It was cut off whole, its buffer's room given to another request: its reader
+    /// must drop the buffer and give up.
+    cut: bool,
+    /// Wakes its reader when it is cut off.
+    cut_off: Arc<Notify>,
 }
 
 impl Upload {
@@ -100,8 +112,11 @@ impl BufferBudget {
     /// A reservation of `bytes` that grows as asked ([`Reservation::cover`]): for an
     /// answer held to be translated. `None` when the budget is spent.
     pub fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
-        (self.take(bytes) || self.take_making_room(bytes, &mut self.lock_uploads(), None))
-            .then(|| Reservation { budget: self.clone(), held: Held::Bytes(bytes) })
+        (self.take(bytes) || self.take_making_room(bytes, &mut self.lock_uploads(), None)).then(|| Reservation {
+            budget: self.clone(),
+            held: Held::Bytes(bytes),
+            cut_off: None,
+        })
     }
 
     /// A reservation for an upload declared `declared` bytes long (0 for a body of
@@ -114,10 +129,19 @@ impl BufferBudget {
             return None;
         }
         let id = self.next_upload.fetch_add(1, Ordering::Relaxed);
-        let upload =
-            Upload { reserved: declared, allocated: 0, received: 0, admitted: Instant::now(), due, overtaken: false };
+        let cut_off = Arc::new(Notify::new());
+        let upload = Upload {
+            reserved: declared,
+            allocated: 0,
+            received: 0,
+            admitted: Instant::now(),
+            due,
+            overtaken: false,
+            cut: false,
+            cut_off: cut_off.clone(),
+        };
         uploads.insert(id, upload);
-        Some(Reservation { budget: self.clone(), held: Held::Upload(id) })
+        Some(Reservation { budget: self.clone(), held: Held::Upload(id), cut_off: Some(cut_off) })
     }
 
     fn lock_uploads(&self) -> MutexGuard<'_, HashMap<u64, Upload>> {
@@ -135,7 +159,8 @@ impl BufferBudget {
     }
 
     /// Takes `bytes`, taking back first, if that is what it needs, the room promised
-    /// to uploads that cannot arrive in time (never `asking`'s own).
+    /// to uploads that cannot arrive in time (never `asking`'s own), and then, if that
+    /// is not enough, those uploads whole.
     fn take_making_room(&self, bytes: usize, uploads: &mut HashMap<u64, Upload>, asking: Option<u64>) -> bool {
         if self.take(bytes) {
             return true;
@@ -143,11 +168,11 @@ impl BufferBudget {
         let now = Instant::now();
         let mut behind: Vec<(u64, Option<Instant>)> = uploads
             .iter()
-            .filter(|&(&id, upload)| Some(id) != asking && upload.promised() > 0 && upload.is_behind(now))
+            .filter(|&(&id, upload)| Some(id) != asking && upload.reserved > 0 && upload.is_behind(now))
             .map(|(&id, upload)| (id, upload.expected_end(now)))
             .collect();
         let free = self.limit.saturating_sub(self.used.load(Ordering::SeqCst));
-        let reclaimable: usize = behind.iter().map(|(id, _)| uploads[id].promised()).sum();
+        let reclaimable: usize = behind.iter().map(|(id, _)| uploads[id].reserved).sum();
         if free.saturating_add(reclaimable) < bytes {
             // Refusing them would not make room: the request is refused alone.
             return false;
@@ -159,12 +184,17 @@ impl BufferBudget {
             (Some(_), None) => std::cmp::Ordering::Greater,
             (Some(a), Some(b)) => b.cmp(&a),
         });
-        for (id, _) in behind {
+        // Their promised room first, which costs nobody a byte received; their buffers
+        // only if that is not enough.
+        for (id, _) in &behind {
             if self.take(bytes) {
                 return true;
             }
-            let Some(upload) = uploads.get_mut(&id) else { continue };
+            let Some(upload) = uploads.get_mut(id) else { continue };
             let promised = upload.promised();
+            if promised == 0 {
+                continue;
+            }
             upload.reserved = upload.allocated;
             upload.overtaken = true;
             self.used.fetch_sub(promised, Ordering::SeqCst);
@@ -172,6 +202,24 @@ impl BufferBudget {
                 promised,
                 received = upload.received,
                 "an upload that cannot arrive in time gave up its room in the buffers"
+            );
+        }
+        for (id, _) in &behind {
+            if self.take(bytes) {
+                return true;
+            }
+            let Some(upload) = uploads.get_mut(id) else { continue };
+            let buffer = upload.reserved;
+            upload.reserved = 0;
+            upload.allocated = 0;
+            upload.overtaken = true;
+            upload.cut = true;
+            upload.cut_off.notify_one();
+            self.used.fetch_sub(buffer, Ordering::SeqCst);
+            tracing::info!(
+                buffer,
+                received = upload.received,
+                "an upload that cannot arrive in time was cut off and gave up its buffer"
             );
         }
         self.take(bytes)
@@ -182,6 +230,8 @@ impl BufferBudget {
 pub struct Reservation {
     budget: Arc<BufferBudget>,
     held: Held,
+    /// An upload's: notified when it is cut off.
+    cut_off: Option<Arc<Notify>>,
 }
 
 enum Held {
@@ -219,6 +269,9 @@ impl Reservation {
                 let id = *id;
                 let mut uploads = self.budget.lock_uploads();
                 let Some(upload) = uploads.get(&id) else { return Err(Shortfall::Spent) };
+                if upload.cut {
+                    return Err(Shortfall::Overtaken);
+                }
                 if bytes > upload.reserved {
                     if upload.overtaken {
                         return Err(Shortfall::Overtaken);
@@ -236,25 +289,46 @@ impl Reservation {
         }
     }
 
-    /// Records that `total` bytes of the upload have arrived: its pace so far.
-    pub fn received(&self, total: usize) {
+    /// Records that `total` bytes of the upload have arrived: its pace so far. An upload
+    /// cut off gets `Overtaken`: its buffer's room is no longer its own.
+    pub fn received(&self, total: usize) -> Result<(), Shortfall> {
         if let Held::Upload(id) = self.held
             && let Some(upload) = self.budget.lock_uploads().get_mut(&id)
         {
+            if upload.cut {
+                return Err(Shortfall::Overtaken);
+            }
             upload.received = total;
+        }
+        Ok(())
+    }
+
+    /// Resolves once the upload is cut off (never for a reservation of bytes): its
+    /// reader, waiting on a stalled client, drops its buffer at once.
+    pub async fn cut_off(&self) {
+        match &self.cut_off {
+            Some(cut_off) => cut_off.notified().await,
+            None => std::future::pending().await,
         }
     }
 
     /// The upload has arrived whole in a buffer of `allocated` bytes: it keeps that
-    /// much, gives back the rest of what was promised, and can no longer be overtaken.
-    pub fn settle(&mut self, allocated: usize) {
+    /// much, gives back the rest of what was promised, and can no longer be overtaken;
+    /// `Overtaken` if it was cut off first.
+    pub fn settle(&mut self, allocated: usize) -> Result<(), Shortfall> {
         if let Held::Upload(id) = self.held {
-            let upload = self.budget.lock_uploads().remove(&id);
-            let reserved = upload.map_or(0, |upload| upload.reserved);
+            let mut uploads = self.budget.lock_uploads();
+            if uploads.get(&id).is_some_and(|upload| upload.cut) {
+                return Err(Shortfall::Overtaken);
+            }
+            let reserved = uploads.remove(&id).map_or(0, |upload| upload.reserved);
+            drop(uploads);
             let kept = allocated.min(reserved);
             self.budget.used.fetch_sub(reserved - kept, Ordering::SeqCst);
             self.held = Held::Bytes(kept);
+            self.cut_off = None;
         }
+        Ok(())
     }
 }
 
@@ -335,15 +409,47 @@ mod tests {
     }
 
     #[test]
-    fn a_buffer_already_allocated_is_never_taken_back() {
+    fn a_buffer_is_taken_back_only_when_the_promised_room_is_not_enough() {
         let budget = BufferBudget::new(100);
         let mut stalled = upload(&budget, 80, Duration::from_secs(5), Duration::from_secs(60), 0);
         stalled.cover(40).unwrap();
-        // Only the 40 promised beyond its buffer could be taken back: not enough for 70,
-        // so nothing is taken.
-        assert!(budget.reserve(70).is_none());
-        assert_eq!(stalled.cover(80), Ok(()), "its room left alone");
-        assert!(budget.reserve(20).is_some());
+        // The 40 promised beyond its buffer make room for 20 more: its buffer stays.
+        let small = budget.reserve(40);
+        assert!(small.is_some());
+        assert_eq!(stalled.received(0), Ok(()), "not cut off");
+        assert_eq!(stalled.cover(50), Err(Shortfall::Overtaken), "but it may not grow");
+        drop(small);
+        // 70 needs its buffer too: it is cut off, and its reader told so.
+        let large = budget.reserve(70);
+        assert!(large.is_some());
+        assert_eq!(budget.used(), 70, "its buffer counted free at once");
+        assert_eq!(stalled.received(10), Err(Shortfall::Overtaken));
+        assert_eq!(stalled.settle(40), Err(Shortfall::Overtaken));
+        drop(stalled);
+        assert_eq!(budget.used(), 70, "nothing given back twice");
+    }
+
+    #[tokio::test]
+    async fn a_cut_off_upload_wakes_its_reader() {
+        let budget = BufferBudget::new(100);
+        let mut stalled = upload(&budget, 100, Duration::from_secs(5), Duration::from_secs(60), 0);
+        stalled.cover(100).unwrap();
+        let reader = async { stalled.cut_off().await };
+        let cutter = async { budget.reserve(60).is_some() };
+        let ((), made_room) = tokio::time::timeout(Duration::from_secs(5), futures_util::future::join(reader, cutter))
+            .await
+            .expect("the reader was woken");
+        assert!(made_room);
+    }
+
+    #[test]
+    fn an_upload_arriving_in_time_keeps_its_buffer() {
+        let budget = BufferBudget::new(100);
+        // 50 of 80 bytes in 1 s: the rest in under a second.
+        let mut steady = upload(&budget, 80, Duration::from_secs(1), Duration::from_secs(30), 50);
+        steady.cover(80).unwrap();
+        assert!(budget.reserve(30).is_none());
+        assert_eq!(steady.received(60), Ok(()));
     }
 
     #[test]
@@ -351,7 +457,7 @@ mod tests {
         let budget = BufferBudget::new(100);
         let mut reservation = budget.reserve_upload(80, Instant::now() + Duration::from_secs(90)).unwrap();
         reservation.cover(30).unwrap();
-        reservation.settle(30);
+        reservation.settle(30).unwrap();
         assert_eq!(budget.used(), 30);
         drop(reservation);
         assert_eq!(budget.used(), 0);

@@ -1,7 +1,8 @@
 //! The gateway's memory stays within its stated bound under a burst of large bodies:
 //! it holds at most `--max-buffered-bytes` of them, and turns the rest away with 429
 //! before reading them. And the room it promises to bodies not yet arrived goes to
-//! others when those bodies do not come.
+//! others when those bodies do not come, as do the buffers of bodies that came in part
+//! and will not be whole before their budget ends.
 
 mod support;
 
@@ -145,6 +146,62 @@ async fn room_promised_to_bodies_that_do_not_come_goes_to_one_that_does() {
     assert_eq!(codes, ["buffers_reclaimed", "no_capacity"], "the one whose room was taken is told why");
     let metrics = client.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("matte_gateway_requests_total{outcome=\"buffers_reclaimed\"} 1\n"), "{metrics}");
+}
+
+/// The code of the answer a client gets within `within` without sending anything
+/// more, or "" if none comes.
+fn code_answered_within(mut stream: TcpStream, within: Duration) -> String {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    let Some(body) = answer.split("\r\n\r\n").nth(1) else { return String::new() };
+    let error: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    error["error"]["code"].as_str().unwrap_or(&answer).to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffers_of_bodies_that_cannot_be_whole_in_time_go_to_one_that_can() {
+    // Two bodies sent half at once fill the buffers (each one's grows to its declared
+    // length) and then stall, due by the end of the 8 s grace they are given at least:
+    // 5 s later, at their pace so far, they would be whole after that.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let buffered = (8 * MIB).to_string();
+    let flags = ["--upstream", &nowhere, "--max-buffered-bytes", &buffered, "--max-wait-seconds", "2"];
+    let gateway = Gateway::start(&[&flags[..], &["--upload-grace-seconds", "8"]].concat()).await;
+    let address = gateway.base.trim_start_matches("http://").to_owned();
+    let client = client();
+
+    let declared = 4 * MIB;
+    let half_sent: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = declare_body(&address, declared);
+            stream.write_all(&vec![0u8; declared / 2 + 1]).unwrap();
+            stream
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Their buffers hold at least the half that came: the room promised beyond them is
+    // not enough for a body of the whole length.
+    let (status, _, body) = post_png(&client, &gateway.url("/v1/remove"), vec![0u8; declared], &[]).await;
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (status, error["error"]["code"].as_str().unwrap_or_default()),
+        (503, "no_capacity"),
+        "admitted and held for its budget (no pod listens)"
+    );
+
+    let codes = tokio::task::spawn_blocking(move || {
+        let mut codes: Vec<String> =
+            half_sent.into_iter().map(|stream| code_answered_within(stream, Duration::from_secs(5))).collect();
+        codes.sort();
+        codes
+    })
+    .await
+    .unwrap();
+    // The one cut off is told at once, without sending more; the other, stalled for
+    // the grace since its bytes came, however many they were, is cut off by the pace.
+    assert_eq!(codes, ["buffers_reclaimed", "upload_too_slow"]);
 }
 
 /// The `matte-gateway` binary on a loopback port, killed when dropped.
