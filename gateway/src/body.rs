@@ -91,8 +91,17 @@ pub async fn read(
 
 /// Reads a pod's whole answer, at most `limit` bytes, growing `reservation` to cover
 /// it: the answers the gateway translates are held within the same budget as bodies.
-pub async fn read_answer(body: Body, limit: usize, reservation: &mut Reservation) -> Result<Bytes, ReadFailure> {
-    let mut collected = Vec::new();
+/// The buffer is sized once from `declared` (the answer's `Content-Length`, within the
+/// limit), so that growing by doubling does not hold up to twice the answer.
+pub async fn read_answer(
+    body: Body,
+    declared: Option<u64>,
+    limit: usize,
+    reservation: &mut Reservation,
+) -> Result<Bytes, ReadFailure> {
+    let expected = declared.map_or(0, |length| usize::try_from(length).unwrap_or(usize::MAX).min(limit));
+    reservation.cover(expected)?;
+    let mut collected = Vec::with_capacity(expected);
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk
@@ -177,7 +186,7 @@ mod tests {
     async fn an_answer_held_for_translation_takes_its_share_of_the_budget() {
         let budget = BufferBudget::new(8);
         let mut reservation = budget.reserve(0).unwrap();
-        let answer = read_answer(body_of(vec![b"abc", b"def"]), 100, &mut reservation).await;
+        let answer = read_answer(body_of(vec![b"abc", b"def"]), None, 100, &mut reservation).await;
         assert_eq!(&answer.unwrap()[..], b"abcdef");
         assert!(budget.used() >= 6, "held while translated");
         drop(reservation);
@@ -186,8 +195,18 @@ mod tests {
         let mut reservation = budget.reserve(0).unwrap();
         let mut other = budget.reserve(0).unwrap();
         assert!(other.cover(4).is_ok());
-        let answer = read_answer(body_of(vec![b"abc", b"def"]), 100, &mut reservation).await;
+        let answer = read_answer(body_of(vec![b"abc", b"def"]), None, 100, &mut reservation).await;
         assert!(matches!(answer, Err(ReadFailure::BudgetSpent)), "no room left for it");
+    }
+
+    #[tokio::test]
+    async fn an_answer_of_a_declared_length_is_held_in_one_buffer_of_that_length() {
+        let budget = BufferBudget::new(1000);
+        let mut reservation = budget.reserve(0).unwrap();
+        let chunks: Vec<&'static [u8]> = vec![&[1u8; 300], &[2u8; 300], &[3u8; 400]];
+        let answer = read_answer(body_of(chunks), Some(1000), 1000, &mut reservation).await.unwrap();
+        assert_eq!(answer.len(), 1000);
+        assert_eq!(budget.used(), 1000, "a buffer grown by doubling would have needed 1,200");
     }
 
     #[tokio::test]

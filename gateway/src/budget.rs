@@ -289,6 +289,17 @@ impl Reservation {
         }
     }
 
+    /// Gives back what is held beyond `bytes`, once that is all that is left to hold
+    /// (for an upload, only once settled).
+    pub fn shrink_to(&mut self, bytes: usize) {
+        if let Held::Bytes(held) = &mut self.held
+            && *held > bytes
+        {
+            self.budget.used.fetch_sub(*held - bytes, Ordering::SeqCst);
+            *held = bytes;
+        }
+    }
+
     /// Records that `total` bytes of the upload have arrived: its pace so far. An upload
     /// cut off gets `Overtaken`: its buffer's room is no longer its own.
     pub fn received(&self, total: usize) -> Result<(), Shortfall> {
@@ -450,6 +461,18 @@ mod tests {
         steady.cover(80).unwrap();
         assert!(budget.reserve(30).is_none());
         assert_eq!(steady.received(60), Ok(()));
+    }
+
+    #[test]
+    fn a_reservation_shrinks_to_what_is_left_to_hold() {
+        let budget = BufferBudget::new(100);
+        let mut reservation = budget.reserve(80).unwrap();
+        reservation.shrink_to(30);
+        assert_eq!(budget.used(), 30);
+        reservation.shrink_to(50);
+        assert_eq!(budget.used(), 30, "shrinking never grows it");
+        drop(reservation);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

@@ -233,6 +233,30 @@ pub fn sniff_content_type(image: &[u8]) -> &'static str {
     }
 }
 
+/// What translating a pod's `answer` for `encoding` takes beyond the answer itself: for
+/// a PNG made JPEG, its decoded pixels (as its header declares them), their RGB copy
+/// and the JPEG, at most three bytes a pixel each; nothing for an answer passed on as it
+/// is. Read from the PNG's header alone, so that the room is held before a hostile or
+/// broken pod's image, declaring millions of pixels in a few kilobytes, is decoded.
+pub fn translation_room(status: axum::http::StatusCode, encoding: Encoding, answer: &[u8]) -> Result<usize, Error> {
+    if !status.is_success() || !needs_reencoding(encoding, answer) {
+        return Ok(0);
+    }
+    let decoder = image::ImageReader::with_format(Cursor::new(answer), image::ImageFormat::Png)
+        .into_decoder()
+        .map_err(|error| Error::Internal(format!("the pod's PNG could not be read: {error}")))?;
+    let (width, height) = image::ImageDecoder::dimensions(&decoder);
+    let decoded = image::ImageDecoder::total_bytes(&decoder);
+    let rgb_and_jpeg = 2 * 3 * u64::from(width) * u64::from(height);
+    Ok(usize::try_from(decoded.saturating_add(rgb_and_jpeg)).unwrap_or(usize::MAX))
+}
+
+/// Whether the answer is a PNG to be made JPEG: a composite comes from the pod as JPEG
+/// already; a mask comes as PNG.
+fn needs_reencoding(encoding: Encoding, answer: &[u8]) -> bool {
+    encoding == Encoding::Jpeg && sniff_content_type(answer) != "image/jpeg"
+}
+
 /// The pods' answer (or the gateway's own error) as the dialect's client expects it.
 pub fn answer(dialect: Dialect, encoding: Encoding, parts: axum::http::response::Parts, bytes: Bytes) -> Response {
     if !parts.status.is_success() {
@@ -273,8 +297,7 @@ fn image_answer(
         Encoding::Png => image,
         Encoding::Jpeg => {
             parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
-            // A composite comes from the pod as JPEG already; a mask comes as PNG.
-            if sniff_content_type(&image) == "image/jpeg" { image } else { to_jpeg(&image)? }
+            if needs_reencoding(encoding, &image) { to_jpeg(&image)? } else { image }
         }
     };
     if dialect == Dialect::RemoveBg {
@@ -305,8 +328,15 @@ fn native_error(body: &[u8]) -> (String, String) {
 const JPEG_QUALITY: u8 = 90;
 
 fn to_jpeg(png: &[u8]) -> Result<Bytes, Error> {
-    let decoded = image::load_from_memory_with_format(png, image::ImageFormat::Png)
-        .map_err(|error| Error::Internal(format!("the pod's PNG could not be decoded: {error}")))?;
+    // Its room was held from its header (`translation_room`): the decoder may allocate
+    // what the header declares and no more.
+    let room = translation_room(axum::http::StatusCode::OK, Encoding::Jpeg, png)?;
+    let mut reader = image::ImageReader::with_format(Cursor::new(png), image::ImageFormat::Png);
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(u64::try_from(room).unwrap_or(u64::MAX));
+    reader.limits(limits);
+    let decoded =
+        reader.decode().map_err(|error| Error::Internal(format!("the pod's PNG could not be decoded: {error}")))?;
     // JPEG has no alpha: the pod already composited onto the background, so the alpha
     // is opaque (or this is a grey mask).
     let flattened = match decoded {

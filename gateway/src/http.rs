@@ -180,7 +180,9 @@ async fn serve(state: &AppState, request: Request, dialect: Option<Dialect>) -> 
 }
 
 /// A pod's answer in a drop-in dialect. Its image is held whole to be translated, so
-/// it takes its share of the buffers as request bodies do: when none is left, 429.
+/// it takes its share of the buffers as request bodies do, with the memory its
+/// translation works in, and what is sent keeps its share until the client has taken
+/// it: when none is left, 429.
 async fn translate_answer(
     state: &AppState,
     dialect: Dialect,
@@ -189,16 +191,30 @@ async fn translate_answer(
 ) -> Result<Response, Error> {
     let (parts, body) = response.into_parts();
     let mut reservation = state.buffers.reserve(0).ok_or_else(|| buffers_full(state))?;
-    let bytes = match body::read_answer(body, upstream::RESPONSE_LIMIT, &mut reservation).await {
+    let declared = parts.extensions.get::<upstream::PodContentLength>().map(|length| length.0);
+    let bytes = match body::read_answer(body, declared, upstream::RESPONSE_LIMIT, &mut reservation).await {
         Ok(bytes) => bytes,
         Err(ReadFailure::BudgetSpent | ReadFailure::Overtaken) => return Err(buffers_full(state)),
         Err(ReadFailure::Request(error)) => return Err(error),
     };
+    let working = bytes.len().saturating_add(compat::translation_room(parts.status, encoding, &bytes)?);
+    if working > state.buffers.limit() {
+        // No pod answers that: its image declares more pixels than any it makes.
+        return Err(Error::Internal(format!(
+            "translating the pod's answer would take {working} bytes, more than all the buffers"
+        )));
+    }
+    reservation.cover(working).map_err(|_| buffers_full(state))?;
     // Re-encoding an image (a mask to JPEG) is a few hundred milliseconds of work that
     // must not hold a runtime thread the other connections are served on.
-    tokio::task::spawn_blocking(move || compat::answer(dialect, encoding, parts, bytes))
+    let translated = tokio::task::spawn_blocking(move || compat::answer(dialect, encoding, parts, bytes))
         .await
-        .map_err(|error| Error::Internal(format!("translating the answer failed: {error}")))
+        .map_err(|error| Error::Internal(format!("translating the answer failed: {error}")))?;
+    let (parts, body) = translated.into_parts();
+    if let Some(length) = axum::body::HttpBody::size_hint(&body).exact() {
+        reservation.shrink_to(usize::try_from(length).unwrap_or(usize::MAX));
+    }
+    Ok(Response::from_parts(parts, upstream::holding(body, reservation)))
 }
 
 /// What reading a drop-in form holds beyond the body, as a multiple of the body: the

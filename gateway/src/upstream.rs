@@ -162,15 +162,31 @@ where
 /// with `held` kept until the body has been sent or dropped.
 pub fn to_client_response<H: Send + 'static>(answer: Response<Body>, held: H) -> axum::response::Response {
     let (mut parts, body) = answer.into_parts();
+    if let Some(length) = parts.headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse().ok())
+    {
+        parts.extensions.insert(PodContentLength(length));
+    }
     for name in HOP_BY_HOP.iter().chain([&header::CONTENT_LENGTH, &KEEP_ALIVE]) {
         parts.headers.remove(name);
     }
-    let body = Body::from_stream(body.into_data_stream().map(move |chunk| {
+    axum::response::Response::from_parts(parts, holding(body, held))
+}
+
+/// `body`, holding `held` (a pod's place, a room in the buffers) until it has been sent
+/// whole or dropped with its connection: a client that reads its answer slowly holds
+/// them, not the gateway's other clients.
+pub fn holding<H: Send + 'static>(body: Body, held: H) -> Body {
+    Body::from_stream(body.into_data_stream().map(move |chunk| {
         let _ = &held;
         chunk
-    }));
-    axum::response::Response::from_parts(parts, body)
+    }))
 }
+
+/// The `Content-Length` a pod's answer came with, kept as an extension of the answer
+/// passed on, whose header is gone (its body is streamed): an answer read whole to be
+/// translated gets a buffer of that length at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodContentLength(pub u64);
 
 /// Whether a pod's status asks for the request to go elsewhere.
 pub fn is_retryable(status: StatusCode) -> bool {

@@ -118,19 +118,7 @@ async fn drop_in_endpoints_match_the_native_api_on_the_same_photo() {
 
 /// A pod on loopback that is ready and answers every removal with `size` bytes of image.
 async fn pod_answering(size: usize) -> String {
-    use axum::routing::{get, post};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
-    let address = listener.local_addr().expect("its address").to_string();
-    let image = vec![0x89u8; size];
-    let app = axum::Router::new().route("/readyz", get(|| async { "ready" })).route(
-        "/v1/remove",
-        post(move || {
-            let image = image.clone();
-            async move { ([("content-type", "image/png")], image) }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    address
+    pod_answering_with(vec![0x89u8; size]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,4 +157,78 @@ async fn a_drop_in_form_is_read_only_with_room_for_the_copies_reading_it_takes()
     assert_eq!(answer.status, 429, "{}", String::from_utf8_lossy(&answer.body));
     let metrics = client.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("matte_gateway_requests_total{outcome=\"buffers_full\"} 1\n"), "{metrics}");
+}
+
+/// A pod on loopback that is ready and answers every removal with `image`.
+async fn pod_answering_with(image: Vec<u8>) -> String {
+    use axum::routing::{get, post};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let address = listener.local_addr().expect("its address").to_string();
+    let app = axum::Router::new().route("/readyz", get(|| async { "ready" })).route(
+        "/v1/remove",
+        post(move || {
+            let image = image.clone();
+            async move { ([("content-type", "image/png")], image) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_in_answer_keeps_its_buffers_until_its_client_has_taken_it() {
+    const MIB: usize = 1024 * 1024;
+    let pod = pod_answering_with(vec![0x89u8; 8 * MIB]).await;
+    let gateway = Gateway::start(&["--upstream", &pod, "--max-buffered-bytes", &(12 * MIB).to_string()]).await;
+    support::until_ok(&format!("http://{pod}/readyz"), std::time::Duration::from_secs(10)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await; // a probe round
+
+    // A rembg client that reads its answer's first bytes and then nothing, through a
+    // small receive window: most of the 8 MiB answer stays in the gateway.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let address = gateway.base.trim_start_matches("http://").parse().unwrap();
+    let mut slow = socket.connect(address).await.unwrap();
+    let (content_type, body) = form(&[("file", Some("cat.png"), b"\x89PNG\r\n\x1a\n a small image")]);
+    let head = format!(
+        "POST /api/remove HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body).await.unwrap();
+    let mut first = [0u8; 12];
+    slow.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200", "the answer has begun");
+
+    let client = client();
+    let native = client.post(gateway.url("/v1/remove")).header("content-type", "image/png").body(vec![7u8; 6 * MIB]);
+    let answer = native.send().await.unwrap();
+    assert_eq!(answer.status(), 429, "8 MiB of 12 are the slow client's until it takes them");
+    let error: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "buffers_full", "{error}");
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_png_from_a_pod_declaring_more_pixels_than_the_buffers_hold_is_never_decoded() {
+    // 4096 × 4096 grey pixels in a few kilobytes: 16 MiB decoded, more to re-encode as
+    // JPEG, against 32 MiB of buffers.
+    let mut png = Vec::new();
+    image::GrayImage::new(4096, 4096).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    assert!(png.len() < 1024 * 1024, "{} bytes", png.len());
+    let pod = pod_answering_with(png).await;
+    let gateway = Gateway::start(&["--upstream", &pod, "--max-buffered-bytes", &(32 * 1024 * 1024).to_string()]).await;
+    support::until_ok(&format!("http://{pod}/readyz"), std::time::Duration::from_secs(10)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await; // a probe round
+    let client = client();
+    let (content_type, body) = form(&[
+        ("image_file", Some("cat.png"), b"\x89PNG\r\n\x1a\n a small image"),
+        ("format", None, b"jpg"),
+        ("channels", None, b"alpha"),
+    ]);
+    let answer = post(&client, gateway.url("/v1.0/removebg"), &content_type, body).await;
+    assert_eq!(answer.status, 500, "{}", String::from_utf8_lossy(&answer.body));
+    let error: serde_json::Value = serde_json::from_slice(&answer.body).expect("remove.bg's error shape");
+    assert_eq!(error["errors"][0]["code"], "internal", "{error}");
 }
