@@ -61,6 +61,12 @@ pub struct Config {
     #[arg(long = flags::UPSTREAM_TIMEOUT_SECONDS, env = "MATTE_GATEWAY_UPSTREAM_TIMEOUT_SECONDS", default_value = "120", value_parser = parse_timeout)]
     pub upstream_timeout: Duration,
 
+    /// Connections served at once; more wait in the listen backlog until one closes. Each
+    /// may hold a request head of up to 64 KiB beside its body, outside
+    /// --max-buffered-bytes: at the default, 256 MiB at most.
+    #[arg(long = "max-connections", env = "MATTE_GATEWAY_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
     /// A client must send its request line and headers within this many seconds.
     #[arg(long = "header-read-timeout-seconds", env = "MATTE_GATEWAY_HEADER_READ_TIMEOUT_SECONDS", default_value = "10", value_parser = parse_timeout)]
     pub header_read_timeout: Duration,

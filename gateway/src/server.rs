@@ -17,7 +17,7 @@ use crate::dispatcher::Dispatcher;
 use crate::endpoints::{EndpointSource, StaticSource};
 use crate::state::AppState;
 use crate::{Error, http};
-use matte_serve::{self as connections, Stage, Timeouts, shutdown_signal};
+use matte_serve::{self as connections, ConnectionLimits, Stage, shutdown_signal};
 
 /// Binds the configured address and serves until SIGTERM or SIGINT and a completed
 /// drain.
@@ -60,12 +60,13 @@ pub async fn run_with_source(
     let ticker = tokio::spawn(dispatcher.clone().keep_handing_out());
 
     let (stage, stage_rx) = watch::channel(Stage::Serving);
-    let timeouts = Timeouts {
+    let limits = ConnectionLimits {
+        max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
         header_read: config.header_read_timeout,
         write: config.write_timeout,
         min_write_bytes_per_second: config.min_upload_bytes_per_second,
     };
-    let mut connections = tokio::spawn(connections::serve(listener, http::router(state.clone()), timeouts, stage_rx));
+    let mut connections = tokio::spawn(connections::serve(listener, http::router(state.clone()), limits, stage_rx));
 
     shutdown.await;
     state.begin_drain();

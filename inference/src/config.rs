@@ -119,6 +119,11 @@ pub struct Config {
     #[arg(long = flags::CPU_WORKERS, env = "MATTE_CPU_WORKERS", default_value_t = 0)]
     pub cpu_workers: usize,
 
+    /// Connections served at once; more wait in the listen backlog until one closes. Each
+    /// may hold a request head of up to 64 KiB: at the default, 64 MiB at most.
+    #[arg(long = "max-connections", env = "MATTE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
     /// A client must send its request line and headers within this many seconds of
     /// starting them (or of the previous response, on a kept-alive connection).
     #[arg(long = flags::HEADER_READ_TIMEOUT_SECONDS, env = "MATTE_HEADER_READ_TIMEOUT_SECONDS", default_value = "10", value_parser = parse_timeout)]

@@ -18,7 +18,7 @@ use crate::metrics::ModelBatch;
 use crate::model::{BatchDimension, GpuTuning, Model, ModelOptions};
 use crate::state::AppState;
 use crate::{Error, http};
-use matte_serve::{self as connections, Stage, Timeouts, shutdown_signal};
+use matte_serve::{self as connections, ConnectionLimits, Stage, shutdown_signal};
 
 /// How a drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,12 +56,13 @@ pub async fn run(
     let inference_thread = spawn_inference_thread(&config, runtime_library, state.clone(), loaded_tx)?;
 
     let (stage, stage_rx) = watch::channel(Stage::Serving);
-    let timeouts = Timeouts {
+    let limits = ConnectionLimits {
+        max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
         header_read: config.header_read_timeout,
         write: config.write_timeout,
         min_write_bytes_per_second: config.min_upload_bytes_per_second,
     };
-    let mut connections = tokio::spawn(connections::serve(listener, http::router(state.clone()), timeouts, stage_rx));
+    let mut connections = tokio::spawn(connections::serve(listener, http::router(state.clone()), limits, stage_rx));
 
     tokio::select! {
         () = shutdown => {}

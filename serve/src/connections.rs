@@ -1,8 +1,9 @@
-//! Accepting and serving HTTP/1.1 connections with timeouts a slow or vanished client
-//! cannot outlast: request headers must arrive within the header timeout, a client whose
-//! socket is full must take its answer at a minimum pace after the write timeout, and a
-//! drain first asks every connection to finish its current exchange, then cuts whatever
-//! is left.
+//! Accepting and serving HTTP/1.1 connections within limits a slow, vanished or greedy
+//! client cannot outlast: at most so many connections at once (past that, new ones wait
+//! in the listen backlog), request heads of at most [`MAX_HEAD_BYTES`] (431 past it)
+//! that must arrive within the header timeout, a client whose socket is full must take
+//! its answer at a minimum pace, and a drain first asks every connection to finish its
+//! current exchange, then cuts whatever is left.
 //!
 //! The inference server and the gateway both serve through it, so that a client meets
 //! the same limits whether the gateway is in front of the pods or not.
@@ -18,15 +19,24 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::pace::PaceCredit;
 
+/// The most a request's line and headers may take: a head past it is answered 431 and
+/// its connection closed. Browsers and HTTP libraries send a
+/// few hundred bytes, cookies included a few kilobytes; hyper's default (about 400 KiB)
+/// let every connection, and every request waiting in the gateway's queue, hold that
+/// much.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub struct ConnectionLimits {
+    /// Connections served at once; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
     pub header_read: Duration,
     /// How long writes may wait on a client that does not read, beyond the time its
     /// pace earns.
@@ -46,16 +56,43 @@ pub enum Stage {
     Cut,
 }
 
+/// How often reaching `max_connections` is logged at most.
+const AT_CAPACITY_LOGGED_EVERY: Duration = Duration::from_secs(60);
+
 /// Serves `router` on the connections `listener` accepts until the stage leaves
 /// `Serving`; returns once every connection has closed or been cut.
-pub async fn serve(listener: TcpListener, router: Router, timeouts: Timeouts, stage: watch::Receiver<Stage>) {
+pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimits, stage: watch::Receiver<Stage>) {
     let mut connections = JoinSet::new();
     let mut watching = stage.clone();
+    let open = std::sync::Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut logged_at_capacity: Option<Instant> = None;
     loop {
+        // A place first, then a connection: at capacity, clients wait in the backlog.
+        let place = tokio::select! {
+            place = open.clone().acquire_owned() => match place {
+                Ok(place) => place,
+                Err(_) => break,
+            },
+            Some(_) = connections.join_next() => continue,
+            () = reached(&mut watching, Stage::Closing) => break,
+        };
+        if open.available_permits() == 0
+            && logged_at_capacity.is_none_or(|logged| logged.elapsed() >= AT_CAPACITY_LOGGED_EVERY)
+        {
+            logged_at_capacity = Some(Instant::now());
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                "serving as many connections as allowed; new ones wait to be accepted"
+            );
+        }
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(serve_connection(stream, router.clone(), timeouts, stage.clone()));
+                    let serving = serve_connection(stream, router.clone(), limits, stage.clone());
+                    connections.spawn(async move {
+                        serving.await;
+                        drop(place);
+                    });
                 }
                 Err(error) => {
                     // Out of file descriptors, most likely: let some connections end.
@@ -83,12 +120,17 @@ async fn reached(watching: &mut watch::Receiver<Stage>, stage: Stage) {
     let _ = watching.wait_for(|current| *current >= stage).await;
 }
 
-async fn serve_connection(stream: TcpStream, router: Router, timeouts: Timeouts, mut stage: watch::Receiver<Stage>) {
+async fn serve_connection(
+    stream: TcpStream,
+    router: Router,
+    limits: ConnectionLimits,
+    mut stage: watch::Receiver<Stage>,
+) {
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(WriteTimeout::new(stream, timeouts.write, timeouts.min_write_bytes_per_second));
+    let io = TokioIo::new(WriteTimeout::new(stream, limits.write, limits.min_write_bytes_per_second));
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| router.clone().call(request));
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(timeouts.header_read);
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read).max_header_size(MAX_HEAD_BYTES);
     let connection = builder.serve_connection(io, service);
     let mut connection = std::pin::pin!(connection);
     tokio::select! {
@@ -215,6 +257,68 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    /// A server answering `GET /` with "ok" on a loopback port, serving at most
+    /// `max_connections` at once; its address.
+    async fn server(max_connections: usize) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let limits = ConnectionLimits {
+            max_connections,
+            header_read: Duration::from_secs(30),
+            write: Duration::from_secs(30),
+            min_write_bytes_per_second: 1000,
+        };
+        let (stage, watching) = watch::channel(Stage::Serving);
+        tokio::spawn(async move {
+            serve(listener, router, limits, watching).await;
+            drop(stage);
+        });
+        address
+    }
+
+    /// Sends `GET /` with `extra` headers on `stream` and reads the status line's code,
+    /// if one comes within `within`.
+    async fn status_within(stream: &mut TcpStream, extra: &str, within: Duration) -> Option<String> {
+        let request = format!("GET / HTTP/1.1\r\nHost: t\r\n{extra}\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 12];
+        tokio::time::timeout(within, stream.read_exact(&mut head)).await.ok()?.ok()?;
+        Some(String::from_utf8_lossy(&head[9..12]).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_request_head_past_the_limit_is_refused_with_431() {
+        let address = server(8).await;
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let cookie = format!("Cookie: {}\r\n", "c".repeat(MAX_HEAD_BYTES));
+        assert_eq!(status_within(&mut stream, &cookie, Duration::from_secs(5)).await.as_deref(), Some("431"));
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let cookie = format!("Cookie: {}\r\n", "c".repeat(4096));
+        assert_eq!(status_within(&mut stream, &cookie, Duration::from_secs(5)).await.as_deref(), Some("200"));
+    }
+
+    #[tokio::test]
+    async fn past_the_most_connections_a_new_one_waits_until_one_closes() {
+        let address = server(2).await;
+        let mut first = TcpStream::connect(address).await.unwrap();
+        let mut second = TcpStream::connect(address).await.unwrap();
+        assert_eq!(status_within(&mut first, "", Duration::from_secs(5)).await.as_deref(), Some("200"));
+        assert_eq!(status_within(&mut second, "", Duration::from_secs(5)).await.as_deref(), Some("200"));
+        // Both kept alive: a third is not served...
+        let mut third = TcpStream::connect(address).await.unwrap();
+        let request = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+        third.write_all(request.as_bytes()).await.unwrap();
+        let mut head = [0u8; 12];
+        let waited = tokio::time::timeout(Duration::from_millis(500), third.read_exact(&mut head)).await;
+        assert!(waited.is_err(), "served beyond the limit");
+        // ...until one of them closes.
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(5), third.read_exact(&mut head)).await.unwrap().unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        drop(second);
+    }
 
     /// Writes 1 MB through a 1 kB pipe whose reader takes `bytes` every 100 ms; how long
     /// the writes went on, and whether they were cut.
