@@ -48,6 +48,22 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// Not in `http::header`, but hop-by-hop all the same (RFC 9112 §9.3).
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
+/// Takes off `headers` those that describe one connection: the fixed ones, and those the
+/// sender named in its `Connection` header (RFC 9110 §7.6.1), which a client or a pod
+/// may use for what it means only for the next hop.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain([&KEEP_ALIVE]).chain(&named) {
+        headers.remove(name);
+    }
+}
+
 /// A request as it is sent to a pod, held so it can be sent again.
 #[derive(Debug, Clone)]
 pub struct Forward {
@@ -63,9 +79,9 @@ impl Forward {
     /// gateway, its length is the body's).
     pub fn headers_from(client_headers: &HeaderMap) -> HeaderMap {
         let mut headers = client_headers.clone();
-        for name in HOP_BY_HOP.iter().chain([&header::EXPECT, &header::CONTENT_LENGTH, &KEEP_ALIVE]) {
-            headers.remove(name);
-        }
+        remove_hop_by_hop(&mut headers);
+        headers.remove(header::EXPECT);
+        headers.remove(header::CONTENT_LENGTH);
         headers.remove(MAX_WAIT_SECONDS);
         headers
     }
@@ -166,9 +182,8 @@ pub fn to_client_response<H: Send + 'static>(answer: Response<Body>, held: H) ->
     {
         parts.extensions.insert(PodContentLength(length));
     }
-    for name in HOP_BY_HOP.iter().chain([&header::CONTENT_LENGTH, &KEEP_ALIVE]) {
-        parts.headers.remove(name);
-    }
+    remove_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::CONTENT_LENGTH);
     axum::response::Response::from_parts(parts, holding(body, held))
 }
 
@@ -215,7 +230,8 @@ mod tests {
     fn connection_headers_and_the_budget_stay_behind() {
         let mut client = HeaderMap::new();
         client.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
-        client.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        client.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Hop"));
+        client.insert("x-hop", HeaderValue::from_static("for the gateway alone"));
         client.insert(header::HOST, HeaderValue::from_static("gateway"));
         client.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
         client.insert(MAX_WAIT_SECONDS, HeaderValue::from_static("3"));
@@ -224,6 +240,21 @@ mod tests {
         let mut names: Vec<&str> = forwarded.keys().map(|name| name.as_str()).collect();
         names.sort();
         assert_eq!(names, ["content-type", "x-request-id"]);
+    }
+
+    #[test]
+    fn headers_a_pod_names_in_connection_stay_behind() {
+        let answer = Response::builder()
+            .header(header::CONNECTION, "x-pod-internal")
+            .header("x-pod-internal", "1")
+            .header(header::CONTENT_TYPE, "image/png")
+            .header(header::CONTENT_LENGTH, "3")
+            .body(Body::from("png"))
+            .unwrap();
+        let passed = to_client_response(answer, ());
+        let names: Vec<&str> = passed.headers().keys().map(|name| name.as_str()).collect();
+        assert_eq!(names, ["content-type"]);
+        assert_eq!(passed.extensions().get::<PodContentLength>(), Some(&PodContentLength(3)));
     }
 
     /// A pod that sends its answer's head and a few bytes of its body, then nothing more
