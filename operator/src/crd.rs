@@ -71,6 +71,7 @@ const IMAGE_REFERENCE_RULE: &str = "self.matches('^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = bound_every_integer)]
 pub struct BackgroundRemovalServiceSpec {
     /// Where the ONNX model comes from and how its input is prepared.
     pub model: ModelSpec,
@@ -336,6 +337,49 @@ fn bound_object(object: &mut serde_json::Map<String, serde_json::Value>) {
         }
         _ => {}
     }
+    for_each_subschema(object, bound_object);
+}
+
+/// Bounds every integer within `schema` that has none to the range of its format (an
+/// `int64` to the integers a JSON number holds exactly). The apiserver checks a number's
+/// type but not its format: it stores 2147483648 in an `int32` field, and the operator,
+/// reading it into an `i32`, cannot read the page of the list that holds it, so that
+/// one resource written so would stop every resource of the cluster from being
+/// reconciled. `maximum` and `minimum` it checks.
+fn bound_every_integer(schema: &mut schemars::Schema) {
+    if let Some(object) = schema.as_object_mut() {
+        bound_integers(object);
+    }
+}
+
+/// The most an `int64` of the CRD may hold: 2^53, beyond which a JSON number, which the
+/// apiserver compares as a float, no longer holds every integer exactly.
+const INT64_MAGNITUDE_MAX: i64 = 1 << 53;
+
+fn bound_integers(object: &mut serde_json::Map<String, serde_json::Value>) {
+    // An optional field's type is `["integer", "null"]` here; the CRD says `nullable`.
+    let integer = match object.get("type") {
+        Some(serde_json::Value::String(type_)) => type_ == "integer",
+        Some(serde_json::Value::Array(types)) => types.iter().any(|type_| type_ == "integer"),
+        _ => false,
+    };
+    if integer {
+        let (min, max) = match object.get("format").and_then(|f| f.as_str()) {
+            Some("int32") => (i64::from(i32::MIN), i64::from(i32::MAX)),
+            _ => (-INT64_MAGNITUDE_MAX, INT64_MAGNITUDE_MAX),
+        };
+        object.entry("minimum").or_insert(min.into());
+        object.entry("maximum").or_insert(max.into());
+    }
+    for_each_subschema(object, bound_integers);
+}
+
+/// Calls `visit` on each schema nested in `object`: its properties, items, additional
+/// properties and alternatives.
+fn for_each_subschema(
+    object: &mut serde_json::Map<String, serde_json::Value>,
+    visit: fn(&mut serde_json::Map<String, serde_json::Value>),
+) {
     for (key, child) in object.iter_mut() {
         if !["properties", "items", "additionalProperties", "anyOf", "oneOf", "allOf"].contains(&key.as_str()) {
             continue;
@@ -347,7 +391,7 @@ fn bound_object(object: &mut serde_json::Map<String, serde_json::Value>) {
         };
         for schema in nested {
             if let serde_json::Value::Object(schema) = schema {
-                bound_object(schema);
+                visit(schema);
             }
         }
     }
@@ -432,9 +476,10 @@ pub struct AutoscalingSpec {
     #[serde(default = "default_target_latency")]
     #[schemars(range(min = 0.1, max = 3600.0))]
     pub target_queue_latency_seconds: f64,
-    /// How long unneeded pods are kept; by default as long as a pod takes to start.
+    /// How long unneeded pods are kept; by default as long as a pod takes to start. At
+    /// most a day: a GPU kept idle longer is no scale-down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 86_400))]
     pub scale_down_delay_seconds: Option<i32>,
     /// Share of a pod's measured throughput the autoscaler's plans count on, in percent;
     /// by default 75. Lower starts more pods for a burst: a better tail for more
@@ -485,6 +530,7 @@ pub struct MetricsSource {
 /// What the operator observed and decided, for `kubectl get` and for people.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = bound_every_integer)]
 pub struct BackgroundRemovalServiceStatus {
     #[serde(default)]
     pub replicas: i32,
@@ -664,6 +710,38 @@ mod tests {
         found.retain(|path| {
             !path.starts_with("spec.gpu.tolerations[].") && !path.starts_with("spec.imagePullSecrets[].")
         });
+        assert!(found.is_empty(), "unbounded: {found:?}");
+    }
+
+    /// Every integer of `schema` at `path` without both bounds, or with bounds past
+    /// those of its format.
+    fn integers_out_of_format(schema: &serde_json::Value, path: &str, found: &mut Vec<String>) {
+        if schema.get("type").and_then(|t| t.as_str()) == Some("integer") {
+            let (min, max) = match schema.get("format").and_then(|f| f.as_str()) {
+                Some("int32") => (f64::from(i32::MIN), f64::from(i32::MAX)),
+                _ => (-(2f64.powi(53)), 2f64.powi(53)),
+            };
+            let bound = |key: &str| schema.get(key).and_then(serde_json::Value::as_f64);
+            if !matches!((bound("minimum"), bound("maximum")), (Some(low), Some(high)) if low >= min && high <= max) {
+                found.push(path.to_owned());
+            }
+        }
+        for (name, property) in schema.get("properties").and_then(|p| p.as_object()).into_iter().flatten() {
+            integers_out_of_format(property, &format!("{path}.{name}"), found);
+        }
+        if let Some(items) = schema.get("items") {
+            integers_out_of_format(items, &format!("{path}[]"), found);
+        }
+    }
+
+    #[test]
+    fn every_integer_is_bounded_within_what_the_operator_reads() {
+        // An integer the apiserver stores but the operator cannot read into its type
+        // breaks the list that holds it, and with it every resource's reconcile.
+        let crd = serde_json::to_value(<BackgroundRemovalService as kube::CustomResourceExt>::crd())
+            .expect("the CRD serialises");
+        let mut found = Vec::new();
+        integers_out_of_format(&crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"], "", &mut found);
         assert!(found.is_empty(), "unbounded: {found:?}");
     }
 

@@ -125,6 +125,7 @@ fn crd_is_established_and_validates() {
         ("brs-invalid-scale-to-zero.yaml", "spec.autoscaling", "minReplicas 0 needs spec.gateway.enabled"),
         ("brs-invalid-utilization.yaml", "spec.autoscaling.plannedUtilizationPercent", "less than or equal to 100"),
         ("brs-invalid-request-timeout.yaml", "spec.queue.requestTimeoutSeconds", "less than or equal to 3600"),
+        ("brs-invalid-scale-down-delay.yaml", "spec.autoscaling.scaleDownDelaySeconds", "less than or equal to 86400"),
     ] {
         let output = cluster.apply_yaml(&fixture(file));
         let stderr = String::from_utf8_lossy(&output.stderr);
