@@ -53,7 +53,9 @@ pub fn decode(bytes: &[u8], max_pixels: u64, max_side: u32) -> Result<Decoded, E
 
 fn decode_jpeg(bytes: &[u8], max_pixels: u64, max_side: u32) -> Result<Decoded, Error> {
     let extent = jpeg::jpeg_extent(bytes).ok_or_else(|| {
-        Error::CorruptImage("the JPEG is truncated: no end-of-image marker after its last scan".into())
+        Error::CorruptImage(
+            "the JPEG is truncated or malformed: its segments do not lead to an end-of-image marker".into(),
+        )
     })?;
     let jpeg_bytes = &bytes[..extent.length];
     let header = jpeg::read_header(jpeg_bytes)?;
@@ -228,6 +230,33 @@ mod tests {
             vec![0xFF, 0xD9],
         ]
         .concat()
+    }
+
+    /// [`scan_bomb`]'s scans hidden from a walk by segment lengths: behind `FF 00` and a
+    /// length that spans them, then a comment, where a decoder looking for the next
+    /// marker byte by byte finds every one.
+    fn hidden_scan_bomb(side: u16, empty_scans: usize) -> Vec<u8> {
+        let bomb = scan_bomb(side, empty_scans);
+        let first_scan = bomb.windows(2).position(|pair| pair == [0xFF, 0xDA]).unwrap();
+        let scans = &bomb[first_scan..bomb.len() - 2];
+        let hidden = [&[0xFF, 0x00][..], &((scans.len() + 2) as u16).to_be_bytes(), scans].concat();
+        [&bomb[..first_scan], &hidden, &[0xFF, 0xFE, 0x00, 0x02, 0xFF, 0xD9]].concat()
+    }
+
+    #[test]
+    fn scans_hidden_from_a_walk_by_segment_lengths_are_found() {
+        let hidden = hidden_scan_bomb(7000, 2000);
+        assert!(hidden.len() < 25_000);
+        assert_eq!(jpeg::jpeg_extent(&hidden), None, "no segment begins with FF 00");
+        let started = std::time::Instant::now();
+        let refused = decode(&hidden, 50_000_000, 1024).map(|_| ());
+        assert!(matches!(&refused, Err(Error::CorruptImage(_))), "{refused:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "refused before decoding");
+        // Start-of-scan pairs inside a segment a walk skips count as scans too.
+        let mut in_a_comment = scan_bomb(64, 0);
+        let comment = [&[0xFF, 0xFE][..], &(2u16 + 2 * 200).to_be_bytes(), &[0xFF, 0xDA].repeat(200)].concat();
+        in_a_comment.splice(2..2, comment);
+        assert_eq!(jpeg::jpeg_extent(&in_a_comment).map(|extent| extent.scans), Some(201));
     }
 
     #[test]

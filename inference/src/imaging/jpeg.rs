@@ -103,8 +103,15 @@ pub struct Extent {
 }
 
 /// A JPEG's [`Extent`], found by walking its segments (entropy-coded data cannot hold a
-/// marker: 0xFF is escaped there); `None` when the stream ends first. Decoders fill a
-/// truncated scan with grey rather than failing, so this is also the truncation check.
+/// marker: 0xFF is escaped there); `None` when the stream ends first, or a segment
+/// begins with a byte pair that is no marker. Decoders fill a truncated scan with grey
+/// rather than failing, so this is also the truncation check.
+///
+/// Its scans are the most of those the walk met and of every start-of-scan byte pair
+/// up to the end: a decoder that meets something it does not expect between segments
+/// (jpeg-decoder) looks for the next marker byte by byte, and finds scans inside what a
+/// walk by lengths skipped (a payload behind `FF 00` and a length, thousands of empty
+/// scans of a few bytes each). No decoder can find a scan that is not such a pair.
 pub fn jpeg_extent(bytes: &[u8]) -> Option<Extent> {
     let mut at = 2; // after SOI
     let mut scans = 0u32;
@@ -117,8 +124,15 @@ pub fn jpeg_extent(bytes: &[u8]) -> Option<Extent> {
         }
         let marker = bytes[at + 1];
         match marker {
-            0xD9 => return Some(Extent { length: at + 2, scans }),
+            0xD9 => {
+                let length = at + 2;
+                let scan_markers = bytes[..length].windows(2).filter(|pair| pair == &[0xFF, 0xDA]).count();
+                let scans = scans.max(u32::try_from(scan_markers).unwrap_or(u32::MAX));
+                return Some(Extent { length, scans });
+            }
             0x01 | 0xD0..=0xD7 => at += 2,
+            // Stuffing or a reserved code: no segment begins so.
+            0x00 | 0x02..=0xBF => return None,
             _ => {
                 let length = usize::from(u16::from_be_bytes([*bytes.get(at + 2)?, *bytes.get(at + 3)?]));
                 at += 2 + length;
