@@ -69,20 +69,18 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         tracing::info!(identity, lease = %args.lease_name, "became the leader");
         metrics.set_leader(true);
 
-        // The controller runs until SIGTERM or until the Lease could not be renewed in
-        // time; then it stops before anyone else can take over.
+        // The controller runs until SIGTERM, finishing its passes, or until the Lease
+        // could not be renewed in time, when it stops at once, before anyone else can
+        // take over.
         let (lost_sender, lost) = watch::channel(false);
         let renewing = tokio::spawn(renew(election, stop.clone(), lost_sender));
-        let either = {
-            let (mut stop, mut lost) = (stop.clone(), lost.clone());
+        let stopped = {
+            let mut stop = stop.clone();
             async move {
-                tokio::select! {
-                    _ = stop.wait_for(|s| *s) => {},
-                    _ = lost.wait_for(|l| *l) => {},
-                }
+                let _ = stop.wait_for(|s| *s).await;
             }
         };
-        controller::run(client.clone(), settings.clone(), metrics.clone(), either).await;
+        while_leading(controller::run(client.clone(), settings.clone(), metrics.clone(), stopped), lost).await;
         metrics.set_leader(false);
         election = match renewing.await {
             Ok(election) => election,
@@ -97,6 +95,19 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             return Ok(());
         }
         tracing::warn!(identity, "lost the leader lease; standing by");
+    }
+}
+
+/// Runs `controller` until it returns, or drops it the moment the Lease is `lost`: its
+/// passes in flight are dropped with it. Left to finish, as on SIGTERM, a pass waiting
+/// on a slow Prometheus (up to its two-minute time-out) would apply Deployments and
+/// write statuses from what it saw long after another replica leads.
+async fn while_leading(controller: impl Future<Output = ()>, mut lost: watch::Receiver<bool>) {
+    tokio::select! {
+        () = controller => {}
+        _ = lost.wait_for(|lost| *lost) => {
+            tracing::warn!("the leader lease is lost: the passes in flight are dropped, their writes unmade");
+        }
     }
 }
 
@@ -204,6 +215,28 @@ mod tests {
         let first = identity(None);
         std::thread::sleep(std::time::Duration::from_millis(1));
         assert_ne!(first, identity(None), "two replicas of one process id, two names");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_lease_drops_the_passes_in_flight_at_once() {
+        // A pass that would go on for its whole time-out, then write.
+        let wrote = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pass = {
+            let wrote = wrote.clone();
+            async move {
+                tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+                wrote.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        };
+        let (lost_sender, lost) = watch::channel(false);
+        let leading = tokio::spawn(while_leading(pass, lost));
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        let lost_at = tokio::time::Instant::now();
+        lost_sender.send(true).unwrap();
+        leading.await.unwrap();
+        assert!(lost_at.elapsed() < std::time::Duration::from_secs(1), "{:?}", lost_at.elapsed());
+        tokio::time::sleep(std::time::Duration::from_secs(300)).await;
+        assert!(!wrote.load(std::sync::atomic::Ordering::SeqCst), "the pass was dropped, not left to write");
     }
 
     /// An apiserver that takes every request and never answers (a dead instance behind
