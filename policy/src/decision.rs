@@ -163,7 +163,8 @@ fn decide_checked(spec: &PolicySpec, observation: &Observation, memory: &Memory)
         return hold(spec, observation, memory, Reason::MetricsStale, why);
     }
 
-    let recent_startups = remember_startups(&memory.recent_startups, &observation.ready_pod_startups);
+    let recent_startups =
+        remember_startups(&memory.recent_startups, &observation.ready_pod_startups, observation.now_seconds);
     let mut plan = plan(spec, observation, queue, memory, &recent_startups, spec.min_useful_work_seconds);
     let burst_on = plan.waiting_clients > 0.0 || queue.gateway_queue_depth > 0.0;
     let (burst, recent_bursts) = remember_bursts(memory, observation.now_seconds, burst_on, &plan);
@@ -325,7 +326,11 @@ fn hold(spec: &PolicySpec, observation: &Observation, memory: &Memory, reason: R
         plan: None,
         memory: Memory {
             replicas: Some(replicas),
-            recent_startups: remember_startups(&memory.recent_startups, &observation.ready_pod_startups),
+            recent_startups: remember_startups(
+                &memory.recent_startups,
+                &observation.ready_pod_startups,
+                observation.now_seconds,
+            ),
             ..memory.clone()
         },
         memory_faults: Vec::new(),

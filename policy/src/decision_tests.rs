@@ -485,6 +485,21 @@ fn the_start_up_planned_with_is_the_median_of_the_last_pods_seen_ready() {
 }
 
 #[test]
+fn a_node_clock_far_ahead_drops_nothing_from_the_memory_pass_after_pass() {
+    // The kubelet stamped the pod ready ten minutes ahead of the operator's clock: were
+    // it remembered, every next pass would drop it from the memory again, and say so.
+    let observed = observation(1, Some(queue(0.0)));
+    let ahead = Observation {
+        ready_pod_startups: vec![Startup { ready_seconds: observed.now_seconds + 600.0, seconds: 30.0 }],
+        ..observed
+    };
+    let first = decide(&spec(), &ahead, &Memory::default());
+    let second = decide(&spec(), &ahead, &first.memory);
+    assert_eq!((first.memory_faults, second.memory_faults), (Vec::new(), Vec::new()));
+    assert!(second.memory.recent_startups.is_empty());
+}
+
+#[test]
 fn start_up_falls_back_to_the_spec_until_measured() {
     let unmeasured = Observation { ready_pod_startups: Vec::new(), ..observation(1, Some(queue(0.0))) };
     let slow = PolicySpec { default_startup_seconds: 100.0, ..spec() };

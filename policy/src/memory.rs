@@ -168,6 +168,12 @@ impl Memory {
     }
 }
 
+/// Whether a time can be acted on at `now_seconds`: finite, and not ahead of now by more
+/// than a skew between clocks.
+pub(crate) fn plausible_time(seconds: f64, now_seconds: f64) -> bool {
+    time_fault("", seconds, now_seconds).is_none()
+}
+
 /// Why a remembered time cannot be acted on at `now_seconds`, if it cannot.
 fn time_fault(field: &'static str, seconds: f64, now_seconds: f64) -> Option<MemoryFault> {
     if !seconds.is_finite() {

@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::memory::plausible_time;
 use crate::stats::median;
 
 /// One pod's start-up, as seen once it was ready.
@@ -44,10 +45,15 @@ pub fn plausible_startup_seconds(seconds: f64) -> bool {
 /// The start-ups remembered, with those of the pods ready now that are not among them
 /// yet: the last [`STARTUPS_REMEMBERED`] to turn ready, oldest first. A pod is seen
 /// ready on pass after pass and counts once; one whose time is no start-up counts not
-/// at all.
-pub fn remember_startups(remembered: &[Startup], ready_now: &[Startup]) -> Vec<Startup> {
+/// at all, nor one ready ahead of `now_seconds` by more than a skew between clocks (its
+/// node's clock, which the kubelet stamps it with, gone wrong): remembered, it would be
+/// dropped from the memory and reported on every pass.
+pub fn remember_startups(remembered: &[Startup], ready_now: &[Startup], now_seconds: f64) -> Vec<Startup> {
     let mut startups = remembered.to_vec();
-    for startup in ready_now.iter().filter(|startup| plausible_startup_seconds(startup.seconds)) {
+    let plausible = |startup: &&Startup| {
+        plausible_startup_seconds(startup.seconds) && plausible_time(startup.ready_seconds, now_seconds)
+    };
+    for startup in ready_now.iter().filter(plausible) {
         if !startups.contains(startup) {
             startups.push(*startup);
         }
@@ -76,14 +82,16 @@ pub fn planned_startup_seconds(startups: &[Startup], assumed: f64) -> f64 {
 mod tests {
     use super::*;
 
+    const NOW: f64 = 1_000.0;
+
     fn startup(ready_seconds: f64, seconds: f64) -> Startup {
         Startup { ready_seconds, seconds }
     }
 
     #[test]
     fn a_pod_seen_ready_pass_after_pass_counts_once() {
-        let first = remember_startups(&[], &[startup(100.0, 50.0), startup(100.0, 70.0)]);
-        let again = remember_startups(&first, &[startup(100.0, 70.0)]);
+        let first = remember_startups(&[], &[startup(100.0, 50.0), startup(100.0, 70.0)], NOW);
+        let again = remember_startups(&first, &[startup(100.0, 70.0)], NOW);
         assert_eq!(again, vec![startup(100.0, 50.0), startup(100.0, 70.0)]);
         assert_eq!(planned_startup_seconds(&again, 60.0), 60.0);
     }
@@ -92,21 +100,31 @@ mod tests {
     fn the_start_ups_of_pods_given_back_still_count_until_newer_ones_replace_them() {
         // A burst's pods, ready at 100..=110 s, were given back; the one pod left started fast.
         let burst: Vec<Startup> = (0..10).map(|i| startup(100.0 + f64::from(i), 60.0 + f64::from(i))).collect();
-        let remembered = remember_startups(&[], &burst);
-        let with_the_one_left = remember_startups(&remembered, &[startup(105.5, 30.0)]);
+        let remembered = remember_startups(&[], &burst, NOW);
+        let with_the_one_left = remember_startups(&remembered, &[startup(105.5, 30.0)], NOW);
         assert_eq!(
             planned_startup_seconds(&with_the_one_left, 60.0),
             64.5,
             "the oldest is forgotten, and one fast pod does not set the median"
         );
         let newer: Vec<Startup> = (0..10).map(|i| startup(500.0 + f64::from(i), 90.0)).collect();
-        assert_eq!(planned_startup_seconds(&remember_startups(&with_the_one_left, &newer), 60.0), 90.0);
+        assert_eq!(planned_startup_seconds(&remember_startups(&with_the_one_left, &newer, NOW), 60.0), 90.0);
     }
 
     #[test]
     fn a_time_that_is_no_start_up_is_not_counted() {
         let seen = [startup(100.0, -1.0), startup(100.0, f64::NAN), startup(100.0, 7_200.0), startup(100.0, 45.0)];
-        assert_eq!(remember_startups(&[], &seen), vec![startup(100.0, 45.0)]);
+        assert_eq!(remember_startups(&[], &seen, NOW), vec![startup(100.0, 45.0)]);
+    }
+
+    #[test]
+    fn a_start_up_stamped_by_a_clock_far_ahead_is_not_counted() {
+        let seen = [startup(NOW + 600.0, 50.0), startup(NOW + 30.0, 55.0), startup(NOW - 5.0, 45.0)];
+        assert_eq!(
+            remember_startups(&[], &seen, NOW),
+            vec![startup(NOW - 5.0, 45.0), startup(NOW + 30.0, 55.0)],
+            "a little ahead is skew"
+        );
     }
 
     #[test]
