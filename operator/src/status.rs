@@ -18,6 +18,11 @@ pub const SCALING_LIMITED: &str = "ScalingLimited";
 /// Set while autoscaling is on: whether the queue metrics could be used.
 pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
 
+/// The conditions the operator sets: any other in the status (written by whoever may
+/// write the status subresource) is dropped, not applied again pass after pass, nor made
+/// a metric series of its own.
+const OWN_CONDITIONS: [&str; 5] = [READY, PROGRESSING, DEGRADED, SCALING_LIMITED, METRICS_AVAILABLE];
+
 /// Pods the scheduler could not place, with its own words for the first of them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Unschedulable {
@@ -117,7 +122,12 @@ pub fn compute(
     let failing = &observed.failing;
     let gateway_ready = observed.gateway.map(|status| status.and_then(|s| s.ready_replicas).unwrap_or(0));
 
-    let mut conditions = previous.conditions.clone();
+    let mut conditions: Vec<Condition> = previous
+        .conditions
+        .iter()
+        .filter(|condition| OWN_CONDITIONS.contains(&condition.type_.as_str()))
+        .cloned()
+        .collect();
     let mut set = |type_: &str, status: bool, reason: &str, message: String| {
         set_condition(&mut conditions, type_, status, reason, message, observed.generation, now);
     };
@@ -346,6 +356,20 @@ mod tests {
         assert_eq!(state(&second, READY), ("True".into(), "AllPodsReady".into()));
         assert_eq!(state(&second, PROGRESSING), ("False".into(), "Complete".into()));
         assert_eq!(condition(&second, READY).map(|c| c.last_transition_time.clone()), Some(time(30)));
+    }
+
+    #[test]
+    fn conditions_the_operator_does_not_set_are_dropped() {
+        let ready = deployment(2, 2, 2);
+        let first = compute(&Default::default(), &observed(2, Some(&ready)), &time(0));
+        let mut written = first.clone();
+        for index in 0..100 {
+            let mut foreign = written.conditions[0].clone();
+            foreign.type_ = format!("Foo{index}");
+            written.conditions.push(foreign);
+        }
+        let next = compute(&written, &observed(2, Some(&ready)), &time(30));
+        assert_eq!(next.conditions, first.conditions);
     }
 
     #[test]
