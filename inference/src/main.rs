@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use matte_inference::config::Config;
-use matte_inference::server::Drained;
+use matte_inference::server::{Drained, Stopped};
 use matte_inference::{Error, fetch_model, server};
 use matte_serve::init_logging;
 use tracing_subscriber::EnvFilter;
@@ -26,13 +26,27 @@ fn main() -> ExitCode {
             .block_on(server::serve(config, library))
     });
     match result {
-        Ok(Drained::Completely) => ExitCode::SUCCESS,
-        Ok(Drained::LeavingTheModelRunning) => {
-            // Exiting runs the ONNX Runtime library's global destructors, which crash the
-            // process (SIGSEGV) while its thread is still inside a run. Everything worth
-            // keeping is out already (the logs go unbuffered to stderr): leave without them.
-            // SAFETY: `_exit` ends the process at once; nothing runs after it.
-            unsafe { libc::_exit(0) }
+        Ok(Stopped { drained, not_live }) => {
+            // A restart for the liveness probe is a failure, said on the last line (the
+            // container's termination message), not a pod that completed.
+            let code = match not_live {
+                Some(why) => {
+                    eprintln!("matte-inference: restarted while not live: {why}");
+                    1
+                }
+                None => 0,
+            };
+            match drained {
+                Drained::Completely => ExitCode::from(code),
+                Drained::LeavingTheModelRunning => {
+                    // Exiting runs the ONNX Runtime library's global destructors, which
+                    // crash the process (SIGSEGV) while its thread is still inside a
+                    // run. Everything worth keeping is out already (the logs go
+                    // unbuffered to stderr): leave without them.
+                    // SAFETY: `_exit` ends the process at once; nothing runs after it.
+                    unsafe { libc::_exit(i32::from(code)) }
+                }
+            }
         }
         Err(error) => {
             tracing::error!(%error, "matte-inference stopped");

@@ -20,6 +20,17 @@ use crate::state::AppState;
 use crate::{Error, http};
 use matte_serve::{self as connections, ConnectionLimits, Stage, shutdown_signal};
 
+/// How the server stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopped {
+    pub drained: Drained,
+    /// Why the pod was not live when it was told to stop, if it was not: the kubelet
+    /// restarting it for its liveness probe. The process then exits as a failure, with
+    /// this as its last line, so that the pod's status and the operator say why it
+    /// restarts; a clean exit would read as a pod that completed.
+    pub not_live: Option<String>,
+}
+
 /// How a drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drained {
@@ -32,7 +43,7 @@ pub enum Drained {
 
 /// Binds the configured address and serves until SIGTERM or SIGINT and a completed
 /// drain.
-pub async fn serve(config: Config, runtime_library: PathBuf) -> Result<Drained, Error> {
+pub async fn serve(config: Config, runtime_library: PathBuf) -> Result<Stopped, Error> {
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| Error::Listen { addr: config.listen, source })?;
     tracing::info!(addr = %config.listen, "listening; loading the model");
@@ -46,7 +57,7 @@ pub async fn run(
     config: Config,
     runtime_library: PathBuf,
     shutdown: impl Future<Output = ()>,
-) -> Result<Drained, Error> {
+) -> Result<Stopped, Error> {
     let state = Arc::new(AppState::new(&config));
     tracing::info!(
         image_work_mib = config.sizing().image_work_bytes() >> 20,
@@ -73,6 +84,10 @@ pub async fn run(
         }
     }
 
+    let not_live = state.liveness_failure();
+    if let Some(why) = &not_live {
+        tracing::error!(why = %why, "told to stop while not live: the liveness probe restarts the pod");
+    }
     let was_serving = state.is_ready();
     state.begin_drain();
     if was_serving {
@@ -109,7 +124,7 @@ pub async fn run(
         }
     };
     tracing::info!("drained; exiting");
-    Ok(drained)
+    Ok(Stopped { drained, not_live })
 }
 
 /// Starts the thread that owns the model: load, warm up, turn ready, run the loop.

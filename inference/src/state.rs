@@ -163,12 +163,29 @@ impl AppState {
     /// request timeout, or has failed its last runs, while the pod was meant to be
     /// serving: a restart is then the only cure.
     pub fn is_live(&self) -> bool {
+        self.liveness_failure().is_none()
+    }
+
+    /// Why the pod is not live ([`AppState::is_live`]), if it is not.
+    pub fn liveness_failure(&self) -> Option<String> {
         let serving = self.lifecycle.ready.load(Ordering::SeqCst) && !self.lifecycle.refusing.load(Ordering::SeqCst);
         if !serving {
-            return true;
+            return None;
         }
-        let stuck = self.loop_health.current_run().is_some_and(|run| run > 2 * self.limits.request_timeout);
-        self.loop_health.is_running() && !stuck && self.loop_health.failures() < LoopHealth::FAILURES_UNHEALTHY
+        if !self.loop_health.is_running() {
+            return Some("the inference loop has stopped".into());
+        }
+        let timeout = self.limits.request_timeout;
+        if let Some(run) = self.loop_health.current_run().filter(|run| *run > 2 * timeout) {
+            return Some(format!(
+                "the inference loop has been in one run for {:.0} s, over twice the request timeout of {:.0} s",
+                run.as_secs_f64(),
+                timeout.as_secs_f64()
+            ));
+        }
+        let failures = self.loop_health.failures();
+        (failures >= LoopHealth::FAILURES_UNHEALTHY)
+            .then(|| format!("the inference loop failed its last {failures} runs"))
     }
 
     /// Turns ready after warm-up, unless a drain has begun meanwhile.

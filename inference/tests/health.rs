@@ -1,7 +1,7 @@
 //! Health tells the truth: an inference loop that fails every run, or hangs in one, turns
 //! the pod unready (no new work is sent to it) and not live (the kubelet restarts it
-//! after its longer liveness threshold), instead of staying Ready while it serves nothing
-//! but errors, or nothing at all.
+//! after its longer liveness threshold, and the restart exits as a failure that says
+//! why), instead of staying Ready while it serves nothing but errors, or nothing at all.
 
 mod support;
 
@@ -12,7 +12,7 @@ use support::{Fault, Server, blocking_client, faulty_model, sample_image};
 #[test]
 fn a_loop_that_always_fails_turns_the_pod_unready_then_not_live() {
     let model = faulty_model(Fault::Fail);
-    let server = Server::start_with_model(&model.path, &[]);
+    let mut server = Server::start_with_model(&model.path, &[]);
     let client = blocking_client();
     let photo = sample_image("coffee.png");
     let mut statuses = Vec::new();
@@ -38,6 +38,10 @@ fn a_loop_that_always_fails_turns_the_pod_unready_then_not_live() {
     assert_eq!(live.status(), 503, "and the pod asks to be restarted");
     let body: serde_json::Value = live.json().unwrap();
     assert_eq!(body["error"]["code"], "not_live");
+    // The kubelet's restart: a failure, saying why, not a pod that completed.
+    server.sigterm();
+    let exit = server.wait_for_exit(Duration::from_secs(60));
+    assert_eq!(exit.code(), Some(1), "{exit:?}");
 }
 
 /// Polls `path` until it answers `status`; returns the JSON body of that answer.

@@ -330,6 +330,9 @@ pub(super) fn http_server_container(
         liveness_probe: Some(http_probe(paths::HEALTHZ, 10, 3)),
         security_context: Some(container_security()),
         volume_mounts: Some(mounts),
+        // Why a failed server exited (its last log line, such as a restart for its
+        // liveness probe) becomes the pod's status message, and the operator's.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
     }
 }
