@@ -21,12 +21,25 @@ pub struct ScrapeIntervals {
     pub gateway: Duration,
 }
 
+/// The most samples one scrape of one pod may bring: a pod exports a few hundred (its
+/// histograms' buckets, the gateway's outcomes), and past this Prometheus drops the
+/// scrape. The pods run an image the resource's author chooses, and its series go into
+/// the Prometheus every resource's autoscaler asks.
+const SAMPLE_LIMIT: u64 = 10_000;
+
+/// The most labels a series may carry: Matte's have at most three beside the target's.
+const LABEL_LIMIT: u64 = 32;
+
+/// The series kept from a scrape: Matte's own, and nothing else an image exports.
+const KEPT_SERIES: &str = "matte_.*";
+
 /// The PodMonitor's API type, for discovery and for applying it.
 pub fn pod_monitor_resource() -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk("monitoring.coreos.com", "v1", "PodMonitor"))
 }
 
-/// Scrapes every pod of `brs`, and sets the `job` label to the resource's name, which the
+/// Scrapes every pod of `brs`, within limits on what one scrape may bring and keeping
+/// only Matte's series (`SAMPLE_LIMIT`), and sets the `job` label to the resource's name, which the
 /// default PromQL selector uses: the autoscaler reads the gateway's queue with the pods'
 /// queues under one selector. The inference pods are scraped at the operator's interval
 /// (its windows and passes follow it, so samples at any other would not be what they
@@ -39,6 +52,8 @@ pub fn pod_monitor(brs: &BackgroundRemovalService, intervals: &ScrapeIntervals) 
         "spec": {
             "selector": {"matchLabels": {SERVICE_LABEL: brs.name_any()}},
             "jobLabel": SERVICE_LABEL,
+            "sampleLimit": SAMPLE_LIMIT,
+            "labelLimit": LABEL_LIMIT,
             "podMetricsEndpoints": [
                 endpoint(INFERENCE_APP, intervals.pods),
                 endpoint(GATEWAY_APP, intervals.gateway),
@@ -58,6 +73,11 @@ fn endpoint(app: &str, interval: Duration) -> Value {
             "action": "keep",
             "sourceLabels": [pod_label_meta(APP_LABEL)],
             "regex": app,
+        }],
+        "metricRelabelings": [{
+            "action": "keep",
+            "sourceLabels": ["__name__"],
+            "regex": KEPT_SERIES,
         }],
     })
 }
