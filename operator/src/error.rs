@@ -11,7 +11,7 @@ pub enum Error {
     #[error("Prometheus query `{query}` failed: {reason}")]
     PrometheusQuery { query: String, reason: String },
 
-    #[error("cannot {action} {object}: {source}")]
+    #[error("cannot {action} {object}: {}", apiserver_said(source))]
     Kube {
         action: &'static str,
         /// `Kind namespace/name`.
@@ -39,6 +39,17 @@ impl Error {
     }
 }
 
+/// What the apiserver said, as status messages and Events tell it: its message and code
+/// for an answer (kube's own text adds the answer's whole debug dump, which a
+/// resource's status would show its readers), the error for a request it never
+/// answered.
+pub fn apiserver_said(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
+        other => other.to_string(),
+    }
+}
+
 /// Whether retrying cannot help until something changes: the apiserver refused the
 /// request itself (a 4xx: invalid, forbidden, not found), rather than failing to answer
 /// or asking to come back (timeouts, conflicts, throttling, 5xx).
@@ -55,6 +66,17 @@ mod tests {
 
     fn answered(code: u16) -> kube::Error {
         kube::Error::Api(Box::new(kube::core::Status::failure("refused", "Invalid").with_code(code)))
+    }
+
+    #[test]
+    fn an_answer_is_told_by_its_message_and_code_alone() {
+        let denied =
+            kube::core::Status::failure("admission webhook \"policy\" denied the request", "Forbidden").with_code(403);
+        let error = Error::kube("apply", "Deployment shop/portraits")(kube::Error::Api(Box::new(denied)));
+        assert_eq!(
+            error.to_string(),
+            "cannot apply Deployment shop/portraits: admission webhook \"policy\" denied the request (403)"
+        );
     }
 
     #[test]

@@ -546,6 +546,7 @@ fn assert_degraded(cluster: &Cluster, operator: &Operator, name: &str, reason: &
     eprintln!("{name}: Degraded/{reason} seen after {:.1} s of waiting", began.elapsed().as_secs_f64());
     let (_, _, message) = condition_of(&brs, "Degraded").expect("the condition");
     assert!(message.contains(words), "{name}: the message lacks '{words}': {message}");
+    assert!(!message.contains("Status {"), "{name}: the apiserver's answer dumped whole: {message}");
     let listed = cluster.kubectl_ok(&["get", "brs", name, "-n", "shop"]);
     assert!(listed.contains("STATUS") && listed.contains(reason), "kubectl get brs:\n{listed}");
     let described = cluster.kubectl_ok(&["describe", "brs", name, "-n", "shop"]);

@@ -3,6 +3,7 @@
 //! The pass's only writes besides the status; a failure here is still reported in the
 //! status (`Degraded`, `ApplyFailed`) before the pass ends.
 
+use crate::error::apiserver_said;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -27,15 +28,15 @@ const DISCOVERY_TTL: Duration = Duration::from_secs(60);
 /// A write the apiserver did not take, naming the object (`kind namespace/name`).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot apply {kind} {namespace}/{name}: {source}")]
+    #[error("cannot apply {kind} {namespace}/{name}: {}", apiserver_said(source))]
     Apply { kind: &'static str, namespace: String, name: String, source: Box<kube::Error> },
 
     /// Reading an object, to learn whether it is the resource's: to apply over, or to
     /// delete when the gateway is turned off.
-    #[error("cannot read {kind} {namespace}/{name}: {source}")]
+    #[error("cannot read {kind} {namespace}/{name}: {}", apiserver_said(source))]
     Read { kind: &'static str, namespace: String, name: String, source: Box<kube::Error> },
 
-    #[error("cannot delete {kind} {namespace}/{name}: {source}")]
+    #[error("cannot delete {kind} {namespace}/{name}: {}", apiserver_said(source))]
     Delete { kind: &'static str, namespace: String, name: String, source: Box<kube::Error> },
 
     /// An object the resource would make exists and is someone else's: applied, it would

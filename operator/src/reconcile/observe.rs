@@ -11,6 +11,7 @@
 //! informer-driven controller acts on; a pass that finds the replicas it just wrote not
 //! yet there writes them again, which changes nothing.
 
+use crate::error::apiserver_said;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -57,10 +58,10 @@ impl Current {
 /// A read of the apiserver that failed, naming the resource it was for.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read the Deployment of BackgroundRemovalService {namespace}/{name}: {source}")]
+    #[error("cannot read the Deployment of BackgroundRemovalService {namespace}/{name}: {}", apiserver_said(source))]
     ReadDeployment { namespace: String, name: String, source: Box<kube::Error> },
 
-    #[error("cannot list the pods of BackgroundRemovalService {namespace}/{name}: {source}")]
+    #[error("cannot list the pods of BackgroundRemovalService {namespace}/{name}: {}", apiserver_said(source))]
     ListPods { namespace: String, name: String, source: Box<kube::Error> },
 }
 

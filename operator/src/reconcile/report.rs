@@ -6,6 +6,7 @@
 //! works against itself. Also the status of a pass that stopped early, on an
 //! invalid spec or a request the apiserver refused.
 
+use crate::error::apiserver_said;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -30,7 +31,7 @@ const NOTE_LIMIT: usize = 1000;
 /// The status could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot write the status of BackgroundRemovalService {namespace}/{name}: {source}")]
+    #[error("cannot write the status of BackgroundRemovalService {namespace}/{name}: {}", apiserver_said(source))]
     WriteStatus { namespace: String, name: String, source: Box<kube::Error> },
 }
 
