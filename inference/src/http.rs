@@ -232,7 +232,9 @@ async fn remove_background(
     let (reply, mut result) = oneshot::channel();
     let started = Arc::new(AtomicBool::new(false));
     let job = Job { tensor, arrived, deadline, reply, started: started.clone(), place: place.clone() };
-    let queued = Queued { queue: &state.queue, id: state.queue.push(job).map_err(|_| Error::Draining)? };
+    // Closed: by a drain, or by a loop that is gone.
+    let closed = |_| state.unready_reason().unwrap_or(Error::InferenceUnhealthy);
+    let queued = Queued { queue: &state.queue, id: state.queue.push(job).map_err(closed)? };
     let answer = match tokio::time::timeout_at(deadline.into(), &mut result).await {
         Ok(answer) => answer,
         // Its run began in time: see it through.

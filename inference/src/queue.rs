@@ -111,6 +111,21 @@ impl JobQueue {
         self.lock().jobs.iter().map(|(_, job)| job.arrived).min()
     }
 
+    /// Stops further pushes and answers every job still waiting with `error` at once:
+    /// the loop that would have taken them is gone, and each would otherwise hold its
+    /// place until its deadline and be answered 504.
+    pub fn close_answering(&self, error: impl Fn() -> Error) {
+        let waiting: Vec<Job> = {
+            let mut state = self.lock();
+            state.closed = true;
+            state.jobs.drain(..).map(|(_, job)| job).collect()
+        };
+        self.changed.notify_all();
+        for job in waiting {
+            job.answer(Err(error()));
+        }
+    }
+
     /// Stops further pushes; the loop still drains what is queued.
     pub fn close(&self) {
         self.lock().closed = true;
@@ -157,6 +172,21 @@ mod tests {
             Job { tensor: vec![], arrived: now, deadline, reply, started: Arc::default(), place: Place::detached() },
             receiver,
         )
+    }
+
+    #[test]
+    fn closed_answering_every_job_still_waiting_is_answered_at_once() {
+        let queue = JobQueue::new();
+        let (first, mut first_answer) = job();
+        let (second, mut second_answer) = job();
+        queue.push(first).map_err(|_| ()).unwrap();
+        queue.push(second).map_err(|_| ()).unwrap();
+        queue.close_answering(|| Error::InferenceUnhealthy);
+        assert_eq!(queue.depth(), 0);
+        for answer in [first_answer.try_recv(), second_answer.try_recv()] {
+            assert!(matches!(answer, Ok(Err(Error::InferenceUnhealthy))), "{answer:?}");
+        }
+        assert!(queue.push(job().0).is_err(), "and takes no more");
     }
 
     #[test]

@@ -164,9 +164,10 @@ fn spawn_inference_thread(
             let looped =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inference_loop::run(model, &context)));
             // Liveness fails from here unless the pod is draining, so a dead loop
-            // gets the pod restarted rather than queueing work forever.
+            // gets the pod restarted rather than queueing work forever; what waits for
+            // it goes elsewhere now (after a drain nothing waits).
             state.loop_health.set_running(false);
-            state.queue.close();
+            state.queue.close_answering(|| Error::InferenceUnhealthy);
             if let Err(panic) = looped {
                 tracing::error!(panic = panic_message(panic.as_ref()), "the inference loop panicked");
             }
