@@ -7,7 +7,7 @@ use fast_image_resize::FilterType;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
-use super::{Upright, jpeg, output_size, resize};
+use super::{Upright, jpeg, output_size, resize, webp};
 use crate::Error;
 
 /// The longest side accepted, whatever the pixel count: resizing needs memory in
@@ -46,7 +46,11 @@ pub fn decode(bytes: &[u8], max_pixels: u64, max_side: u32) -> Result<Decoded, E
     let format = image::guess_format(bytes).map_err(|_| Error::NotAnImage)?;
     match format {
         ImageFormat::Jpeg => decode_jpeg(bytes, max_pixels, max_side),
-        ImageFormat::Png | ImageFormat::WebP => decode_in_full(bytes, format, max_pixels, max_side),
+        ImageFormat::Png => decode_in_full(bytes, format, max_pixels, max_side),
+        ImageFormat::WebP => {
+            webp::check_frames(bytes, max_pixels)?;
+            decode_in_full(bytes, format, max_pixels, max_side)
+        }
         _ => Err(Error::UnsupportedImageFormat(format.extensions_str()[0])),
     }
 }

@@ -12,6 +12,7 @@ mod decode;
 mod encode;
 pub mod jpeg;
 mod model_input;
+mod webp;
 
 pub use cut_out::{compose, mask_to_image};
 pub use decode::{Decoded, MAX_SIDE, decode};
