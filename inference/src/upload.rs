@@ -42,7 +42,7 @@ pub async fn read_image(
     match kind {
         BodyKind::Raw => collect(chunks, capacity, Error::Body).await,
         BodyKind::Multipart { boundary } => {
-            let chunks = OneChunkAtATime { chunks: Box::pin(chunks), just_handed: false };
+            let chunks = OneChunkAtATime::new(chunks);
             let mut multipart = multer::Multipart::new(chunks, boundary.clone());
             let mut image = None;
             // Read to the end, the fields after the image too (skipped, not held): a
@@ -75,17 +75,40 @@ async fn collect<E>(
     Ok(Bytes::from(collected))
 }
 
-/// The body handed to the multipart parser one chunk per poll. The parser copies every
-/// chunk that is ready into one buffer, grown as it fills, before the field's bytes are
-/// taken out of it: a client sending faster than the image was copied out had its form
-/// held in that buffer and in the image at once (a 20 MiB image peaked at 52 MiB).
-/// Handed one at a time, each chunk is taken out before the next is read.
+/// The body handed to the multipart parser one chunk per poll, each chunk at least
+/// [`PARSER_CHUNK_BYTES`] but the last. The parser copies every chunk that is ready into
+/// one buffer, grown as it fills, before the field's bytes are taken out of it: a client
+/// sending faster than the image was copied out had its form held in that buffer and in
+/// the image at once (a 20 MiB image peaked at 52 MiB). Handed one at a time, each chunk
+/// is taken out before the next is read. And while it looks for a boundary or the end
+/// of a part's headers, the parser searches all it holds again at every chunk: a form
+/// that never frames its parts, sent in segments of a few hundred bytes, had it search
+/// megabytes tens of thousands of times on the runtime's threads.
 struct OneChunkAtATime<S> {
     chunks: Pin<Box<S>>,
     just_handed: bool,
+    /// Bytes read but not yet handed, fewer than `PARSER_CHUNK_BYTES`.
+    gathered: Vec<u8>,
+    /// The body has ended: it is not polled again.
+    ended: bool,
 }
 
-impl<S: Stream> Stream for OneChunkAtATime<S> {
+/// The least a chunk handed to the multipart parser holds, but the body's last.
+const PARSER_CHUNK_BYTES: usize = 64 * 1024;
+
+impl<S> OneChunkAtATime<S> {
+    fn new(chunks: S) -> Self {
+        OneChunkAtATime { chunks: Box::pin(chunks), just_handed: false, gathered: Vec::new(), ended: false }
+    }
+
+    /// Hands what was gathered.
+    fn hand_gathered<E>(&mut self) -> Poll<Option<Result<Bytes, E>>> {
+        self.just_handed = true;
+        Poll::Ready(Some(Ok(Bytes::from(std::mem::take(&mut self.gathered)))))
+    }
+}
+
+impl<S: Stream<Item = Result<Bytes, E>>, E> Stream for OneChunkAtATime<S> {
     type Item = S::Item;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
@@ -95,9 +118,30 @@ impl<S: Stream> Stream for OneChunkAtATime<S> {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        let next = self.chunks.as_mut().poll_next(cx);
-        self.just_handed = matches!(next, Poll::Ready(Some(_)));
-        next
+        while !self.ended {
+            match self.chunks.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) if self.gathered.is_empty() && chunk.len() >= PARSER_CHUNK_BYTES => {
+                    self.just_handed = true;
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
+                Poll::Ready(Some(Ok(chunk))) => {
+                    self.gathered.extend_from_slice(&chunk);
+                    if self.gathered.len() >= PARSER_CHUNK_BYTES {
+                        return self.hand_gathered();
+                    }
+                }
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    if !self.gathered.is_empty() {
+                        return self.hand_gathered();
+                    }
+                }
+                // The body's error (the request fails: what was gathered goes with it),
+                // or nothing yet.
+                other => return other,
+            }
+        }
+        Poll::Ready(None)
     }
 }
 
@@ -132,6 +176,18 @@ mod tests {
         assert_eq!(read.await.unwrap(), Bytes::from_static(b"abcdef"));
         let read = read_image(body_of(vec![b"abc", b"defg"]), &BodyKind::Raw, None, 6, pace, Instant::now());
         assert!(matches!(read.await, Err(Error::Body(BodyError::TooLarge { limit: 6 }))));
+    }
+
+    #[tokio::test]
+    async fn the_parser_is_handed_chunks_of_at_least_its_least_but_the_last() {
+        let small = futures_util::stream::iter((0..100).map(|_| Ok::<_, BodyError>(Bytes::from(vec![b'-'; 1024]))));
+        let handed: Vec<usize> =
+            OneChunkAtATime::new(small).map(|chunk| chunk.map(|bytes| bytes.len()).unwrap_or(0)).collect().await;
+        assert_eq!(handed, [PARSER_CHUNK_BYTES, 100 * 1024 - PARSER_CHUNK_BYTES]);
+        let large = futures_util::stream::iter((0..3).map(|_| Ok::<_, BodyError>(Bytes::from(vec![0u8; 100_000]))));
+        let handed: Vec<usize> =
+            OneChunkAtATime::new(large).map(|chunk| chunk.map(|bytes| bytes.len()).unwrap_or(0)).collect().await;
+        assert_eq!(handed, [100_000; 3], "large chunks go as they come");
     }
 
     #[tokio::test]
