@@ -215,8 +215,10 @@ async fn remove_background(
     let decoding = state.on_cpu(move || -> Result<_, Error> {
         // The place stays taken until the work is done, whether or not anyone waits.
         let _place = working;
-        let image = imaging::decode(&bytes, max_pixels, options.max_dimension)?.into_upright();
+        let decoded = imaging::decode(&bytes, max_pixels, options.max_dimension)?;
+        // The body is no use once decoded: gone before scaling makes its copies.
         drop(bytes);
+        let image = decoded.into_upright();
         let tensor = imaging::to_model_input(&image, &preprocess);
         Ok((image, tensor))
     });
