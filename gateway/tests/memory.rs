@@ -102,7 +102,13 @@ fn send_body_and_read_code(mut stream: TcpStream, length: usize) -> String {
     let _ = stream.write_all(&vec![0u8; length]);
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer);
+    code_of(&answer)
+}
+
+/// The error code of a raw HTTP answer; the answer itself when it has none, "" when
+/// there is no answer.
+fn code_of(answer: &[u8]) -> String {
+    let answer = String::from_utf8_lossy(answer);
     let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
     let start = body.find('{').unwrap_or(0);
     let error: serde_json::Value =
@@ -110,15 +116,22 @@ fn send_body_and_read_code(mut stream: TcpStream, length: usize) -> String {
     error["error"]["code"].as_str().unwrap_or(&answer).to_owned()
 }
 
+/// A gateway with no pod behind it, 8 MiB of buffers, a budget of 2 s and an upload
+/// grace of `grace` seconds; and its address.
+async fn gateway_with_8_mib_of_buffers(grace: &str) -> (Gateway, String) {
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let buffered = (8 * MIB).to_string();
+    let flags = ["--upstream", &nowhere, "--max-buffered-bytes", &buffered, "--max-wait-seconds", "2"];
+    let gateway = Gateway::start(&[&flags[..], &["--upload-grace-seconds", grace]].concat()).await;
+    let address = gateway.base.trim_start_matches("http://").to_owned();
+    (gateway, address)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_promised_to_bodies_that_do_not_come_goes_to_one_that_does() {
     // Two declared bodies fill the buffers; the pace's grace is long enough that only
     // giving their room away can let another request in.
-    let nowhere = format!("127.0.0.1:{}", free_port());
-    let buffered = (8 * MIB).to_string();
-    let flags = ["--upstream", &nowhere, "--max-buffered-bytes", &buffered, "--max-wait-seconds", "2"];
-    let gateway = Gateway::start(&[&flags[..], &["--upload-grace-seconds", "60"]].concat()).await;
-    let address = gateway.base.trim_start_matches("http://").to_owned();
+    let (gateway, address) = gateway_with_8_mib_of_buffers("60").await;
     let client = client();
     let remove = gateway.url("/v1/remove");
 
@@ -154,10 +167,7 @@ fn code_answered_within(mut stream: TcpStream, within: Duration) -> String {
     stream.set_read_timeout(Some(within)).unwrap();
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer);
-    let Some(body) = answer.split("\r\n\r\n").nth(1) else { return String::new() };
-    let error: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-    error["error"]["code"].as_str().unwrap_or(&answer).to_owned()
+    code_of(&answer)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,11 +175,7 @@ async fn buffers_of_bodies_that_cannot_be_whole_in_time_go_to_one_that_can() {
     // Two bodies sent half at once fill the buffers (each one's grows to its declared
     // length) and then stall, due by the end of the 8 s grace they are given at least:
     // 5 s later, at their pace so far, they would be whole after that.
-    let nowhere = format!("127.0.0.1:{}", free_port());
-    let buffered = (8 * MIB).to_string();
-    let flags = ["--upstream", &nowhere, "--max-buffered-bytes", &buffered, "--max-wait-seconds", "2"];
-    let gateway = Gateway::start(&[&flags[..], &["--upload-grace-seconds", "8"]].concat()).await;
-    let address = gateway.base.trim_start_matches("http://").to_owned();
+    let (gateway, address) = gateway_with_8_mib_of_buffers("8").await;
     let client = client();
 
     let declared = 4 * MIB;

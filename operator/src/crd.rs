@@ -673,25 +673,35 @@ mod tests {
         assert!(!yaml.contains("format: uint"), "no unsigned formats in a Kubernetes schema");
     }
 
-    /// Every string, list and map under `spec` that a client writes, walked from `schema`
-    /// at `path`.
-    fn unbounded(schema: &serde_json::Value, path: &str, found: &mut Vec<String>) {
-        let has = |key: &str| schema.get(key).is_some();
-        match schema.get("type").and_then(|t| t.as_str()) {
-            Some("string")
-                if !has("maxLength") && !has("enum") && !has("pattern") && !has("x-kubernetes-int-or-string") =>
-            {
-                found.push(path.to_owned())
-            }
-            Some("array") if !has("maxItems") => found.push(path.to_owned()),
-            Some("object") if has("additionalProperties") && !has("maxProperties") => found.push(path.to_owned()),
-            _ => {}
-        }
+    /// Calls `visit` on `schema` at `path` and on every schema below it: properties
+    /// (`path.name`) and list items (`path[]`).
+    fn walk(schema: &serde_json::Value, path: &str, visit: &mut dyn FnMut(&serde_json::Value, &str)) {
+        visit(schema, path);
         for (name, property) in schema.get("properties").and_then(|p| p.as_object()).into_iter().flatten() {
-            unbounded(property, &format!("{path}.{name}"), found);
+            walk(property, &format!("{path}.{name}"), visit);
         }
         if let Some(items) = schema.get("items") {
-            unbounded(items, &format!("{path}[]"), found);
+            walk(items, &format!("{path}[]"), visit);
+        }
+    }
+
+    /// The CRD's schema of a resource, as the apiserver gets it.
+    fn resource_schema() -> serde_json::Value {
+        let crd = serde_json::to_value(<BackgroundRemovalService as kube::CustomResourceExt>::crd())
+            .expect("the CRD serialises");
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+    }
+
+    /// Whether `schema` is a string, list or map without a bound.
+    fn unbounded(schema: &serde_json::Value) -> bool {
+        let has = |key: &str| schema.get(key).is_some();
+        match schema.get("type").and_then(|t| t.as_str()) {
+            Some("string") => {
+                !has("maxLength") && !has("enum") && !has("pattern") && !has("x-kubernetes-int-or-string")
+            }
+            Some("array") => !has("maxItems"),
+            Some("object") => has("additionalProperties") && !has("maxProperties"),
+            _ => false,
         }
     }
 
@@ -699,11 +709,12 @@ mod tests {
     fn every_field_a_client_writes_is_bounded() {
         // The operator holds every resource of the cluster in memory: one tenant's
         // resources of megabytes each must not be able to exhaust it.
-        let crd = serde_json::to_value(<BackgroundRemovalService as kube::CustomResourceExt>::crd())
-            .expect("the CRD serialises");
-        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
         let mut found = Vec::new();
-        unbounded(spec, "spec", &mut found);
+        walk(&resource_schema()["properties"]["spec"], "spec", &mut |schema, path| {
+            if unbounded(schema) {
+                found.push(path.to_owned());
+            }
+        });
         // Quantities are strings Kubernetes parses and bounds itself; the fields of a
         // Toleration and a LocalObjectReference are Kubernetes' own, bounded by their count.
         found.retain(|path| !path.ends_with(".cpu") && !path.ends_with(".memory") && !path.ends_with(".sizeLimit"));
@@ -713,35 +724,30 @@ mod tests {
         assert!(found.is_empty(), "unbounded: {found:?}");
     }
 
-    /// Every integer of `schema` at `path` without both bounds, or with bounds past
-    /// those of its format.
-    fn integers_out_of_format(schema: &serde_json::Value, path: &str, found: &mut Vec<String>) {
-        if schema.get("type").and_then(|t| t.as_str()) == Some("integer") {
-            let (min, max) = match schema.get("format").and_then(|f| f.as_str()) {
-                Some("int32") => (f64::from(i32::MIN), f64::from(i32::MAX)),
-                _ => (-(2f64.powi(53)), 2f64.powi(53)),
-            };
-            let bound = |key: &str| schema.get(key).and_then(serde_json::Value::as_f64);
-            if !matches!((bound("minimum"), bound("maximum")), (Some(low), Some(high)) if low >= min && high <= max) {
-                found.push(path.to_owned());
-            }
+    /// Whether `schema` is an integer without both bounds, or with bounds past those of
+    /// its format.
+    fn integer_out_of_format(schema: &serde_json::Value) -> bool {
+        if schema.get("type").and_then(|t| t.as_str()) != Some("integer") {
+            return false;
         }
-        for (name, property) in schema.get("properties").and_then(|p| p.as_object()).into_iter().flatten() {
-            integers_out_of_format(property, &format!("{path}.{name}"), found);
-        }
-        if let Some(items) = schema.get("items") {
-            integers_out_of_format(items, &format!("{path}[]"), found);
-        }
+        let (min, max) = match schema.get("format").and_then(|f| f.as_str()) {
+            Some("int32") => (f64::from(i32::MIN), f64::from(i32::MAX)),
+            _ => (-(2f64.powi(53)), 2f64.powi(53)),
+        };
+        let bound = |key: &str| schema.get(key).and_then(serde_json::Value::as_f64);
+        !matches!((bound("minimum"), bound("maximum")), (Some(low), Some(high)) if low >= min && high <= max)
     }
 
     #[test]
     fn every_integer_is_bounded_within_what_the_operator_reads() {
         // An integer the apiserver stores but the operator cannot read into its type
         // breaks the list that holds it, and with it every resource's reconcile.
-        let crd = serde_json::to_value(<BackgroundRemovalService as kube::CustomResourceExt>::crd())
-            .expect("the CRD serialises");
         let mut found = Vec::new();
-        integers_out_of_format(&crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"], "", &mut found);
+        walk(&resource_schema(), "", &mut |schema, path| {
+            if integer_out_of_format(schema) {
+                found.push(path.to_owned());
+            }
+        });
         assert!(found.is_empty(), "unbounded: {found:?}");
     }
 

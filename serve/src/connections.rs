@@ -320,15 +320,15 @@ mod tests {
         drop(second);
     }
 
-    /// Writes 1 MB through a 1 kB pipe whose reader takes `bytes` every 100 ms; how long
-    /// the writes went on, and whether they were cut.
-    async fn write_to_a_reader_taking(bytes: usize) -> (Duration, bool) {
+    /// Writes 1 MB through a 1 kB pipe whose reader takes `bytes` at every `interval`,
+    /// for at most a minute; how long the writes went on, and whether they were cut.
+    async fn write_to_a_reader_taking(bytes: usize, interval: Duration) -> (Duration, bool) {
         let (near, mut far) = tokio::io::duplex(1024);
         let mut writer = WriteTimeout::new(near, Duration::from_secs(2), 1000);
         tokio::spawn(async move {
             let mut buffer = vec![0u8; bytes];
             loop {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(interval).await;
                 if far.read_exact(&mut buffer).await.is_err() {
                     break;
                 }
@@ -351,7 +351,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_reading_a_byte_now_and_then_is_cut_after_the_grace() {
         // 10 bytes every 100 ms: 100 B/s, a tenth of the pace.
-        let (lasted, cut) = write_to_a_reader_taking(10).await;
+        let (lasted, cut) = write_to_a_reader_taking(10, Duration::from_millis(100)).await;
         assert!(cut, "still writing after {lasted:?}");
         assert!(lasted < Duration::from_secs(3), "cut after the 2 s grace and the little it took: {lasted:?}");
     }
@@ -359,33 +359,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_taking_a_socketful_just_before_its_time_runs_out_is_cut() {
         // 1 kB every 1.9 s, within the 2 s grace each time: 540 B/s, half the pace.
-        let (near, mut far) = tokio::io::duplex(1024);
-        let mut writer = WriteTimeout::new(near, Duration::from_secs(2), 1000);
-        tokio::spawn(async move {
-            let mut buffer = vec![0u8; 1024];
-            loop {
-                tokio::time::sleep(Duration::from_millis(1900)).await;
-                if far.read_exact(&mut buffer).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let started = Instant::now();
-        let mut cut = false;
-        while started.elapsed() < Duration::from_secs(60) {
-            if writer.write_all(&[7u8; 1000]).await.is_err() {
-                cut = true;
-                break;
-            }
-        }
-        assert!(cut, "still writing after {:?}", started.elapsed());
-        assert!(started.elapsed() < Duration::from_secs(10), "cut after {:?}", started.elapsed());
+        let (lasted, cut) = write_to_a_reader_taking(1024, Duration::from_millis(1900)).await;
+        assert!(cut, "still writing after {lasted:?}");
+        assert!(lasted < Duration::from_secs(10), "cut after {lasted:?}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_client_reading_at_the_pace_is_not_cut() {
         // 200 bytes every 100 ms: twice the pace, for the minute the test writes.
-        let (lasted, cut) = write_to_a_reader_taking(200).await;
+        let (lasted, cut) = write_to_a_reader_taking(200, Duration::from_millis(100)).await;
         assert!(!cut, "cut after {lasted:?}");
         assert!(lasted > Duration::from_secs(30), "{lasted:?}");
     }
