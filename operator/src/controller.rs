@@ -41,6 +41,7 @@ pub async fn run(
     let (reader, writer) = reflector::store();
     let resources = watcher(api(&client), watcher::Config::default())
         .backoff(watch_backoff())
+        .modify(forget_what_is_never_read)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
@@ -71,6 +72,19 @@ pub async fn run(
         })
         .await;
     metrics.follow_resources(None);
+}
+
+/// The annotation `kubectl apply` (client-side) keeps a whole copy of the resource in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops from a resource what the operator never reads and would otherwise hold in
+/// its cache for every resource of the cluster: the field managers' records, and a
+/// copy of the resource kept by `kubectl apply`, together often more than the spec.
+fn forget_what_is_never_read(resource: &mut BackgroundRemovalService) {
+    resource.metadata.managed_fields = None;
+    if let Some(annotations) = resource.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
 }
 
 /// What the Controller yields for each pass, as the operator's logs and metrics show it.
@@ -146,5 +160,38 @@ where
     match namespace {
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::all(client.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_operator_never_reads_is_not_cached() {
+        let mut resource: BackgroundRemovalService = serde_yaml::from_str(
+            r#"
+apiVersion: matte.dev/v1alpha1
+kind: BackgroundRemovalService
+metadata:
+  name: portraits
+  namespace: shop
+  annotations:
+    kubectl.kubernetes.io/last-applied-configuration: '{"spec": "a whole copy"}'
+    team: portraits
+  managedFields:
+    - manager: kubectl
+      operation: Apply
+spec:
+  model: {url: https://models.example/isnet.onnx, sha256: b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb}
+"#,
+        )
+        .expect("the fixture parses");
+        let spec = resource.spec.clone();
+        forget_what_is_never_read(&mut resource);
+        assert_eq!(resource.metadata.managed_fields, None);
+        let annotations = resource.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["team"], "other annotations stay");
+        assert_eq!(resource.spec, spec);
     }
 }
