@@ -13,6 +13,7 @@ mod observation;
 pub mod observed;
 mod plan;
 pub mod promql;
+mod skew;
 mod spec;
 mod startup;
 

@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::skew::CLOCK_SKEW_TOLERATED_SECONDS;
 use crate::startup::{STARTUPS_REMEMBERED, Startup, plausible_startup_seconds};
 
 /// What the policy remembers between passes. The reconciler keeps it in the resource's
@@ -56,12 +57,6 @@ pub struct Burst {
 
 /// How many past bursts the policy remembers.
 pub const BURSTS_REMEMBERED: usize = 8;
-
-/// How far ahead of now a remembered time is still taken as it is. The operator's
-/// replicas share the wall clock, and a skew between their clocks only delays a
-/// scale-down by as much; NTP keeps it well under a second. A time further ahead than
-/// this is no skew but a corrupted or forged status.
-const CLOCK_SKEW_TOLERATED_SECONDS: f64 = 60.0;
 
 /// The least throughput a pod is taken to have, images per pod-second: one image in
 /// 1,000 s. A measurement below it (a pod whose histogram counts hours of inference for
@@ -166,12 +161,6 @@ impl Memory {
         };
         (memory, faults)
     }
-}
-
-/// Whether a time can be acted on at `now_seconds`: finite, and not ahead of now by more
-/// than a skew between clocks.
-pub(crate) fn plausible_time(seconds: f64, now_seconds: f64) -> bool {
-    time_fault("", seconds, now_seconds).is_none()
 }
 
 /// Why a remembered time cannot be acted on at `now_seconds`, if it cannot.

@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::memory::plausible_time;
+use crate::skew::plausible_time;
 use crate::stats::median;
 
 /// One pod's start-up, as seen once it was ready.
