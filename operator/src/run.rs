@@ -81,6 +81,9 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             }
         };
         while_leading(controller::run(client.clone(), settings.clone(), metrics.clone(), stopped), lost).await;
+        // A controller dropped mid-way has not said so itself: the next leader reports
+        // the resources' conditions, not this replica's cache, which no longer follows.
+        metrics.follow_resources(None);
         metrics.set_leader(false);
         election = match renewing.await {
             Ok(election) => election,
