@@ -178,8 +178,7 @@ where
 /// with `held` kept until the body has been sent or dropped.
 pub fn to_client_response<H: Send + 'static>(answer: Response<Body>, held: H) -> axum::response::Response {
     let (mut parts, body) = answer.into_parts();
-    if let Some(length) = parts.headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse().ok())
-    {
+    if let Ok(Some(length)) = matte_serve::declared_length(&parts.headers, usize::MAX) {
         parts.extensions.insert(PodContentLength(length));
     }
     remove_hop_by_hop(&mut parts.headers);

@@ -27,10 +27,9 @@ use tower_service::Service;
 use crate::pace::PaceCredit;
 
 /// The most a request's line and headers may take: a head past it is answered 431 and
-/// its connection closed. Browsers and HTTP libraries send a
-/// few hundred bytes, cookies included a few kilobytes; hyper's default (about 400 KiB)
-/// let every connection, and every request waiting in the gateway's queue, hold that
-/// much.
+/// its connection closed. Browsers and HTTP libraries send a few hundred bytes, cookies
+/// included a few kilobytes; hyper's default (about 400 KiB) let every connection, and
+/// every request waiting in the gateway's queue, hold that much.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy)]
@@ -38,8 +37,8 @@ pub struct ConnectionLimits {
     /// Connections served at once; more wait in the listen backlog until one closes.
     pub max_connections: usize,
     pub header_read: Duration,
-    /// How long writes may wait on a client that does not read, beyond the time its
-    /// pace earns.
+    /// The most time a client whose socket is full may have in hand at its pace: how long
+    /// a client that stopped reading holds its connection.
     pub write: Duration,
     /// The slowest a client may take its answer once its socket is full (the pace an
     /// upload must keep too).

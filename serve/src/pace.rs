@@ -66,9 +66,9 @@ impl PaceCredit {
     /// The client moved `bytes` at `now`, after the server waited on it since the last
     /// time: that wait is spent, and the bytes earn their time, up to the grace.
     pub fn moved(&mut self, bytes: usize, now: Instant) {
-        let waited = now.saturating_duration_since(self.since).as_secs_f64();
-        self.seconds = (self.seconds - waited + bytes as f64 * self.seconds_per_byte).min(self.most_seconds);
+        self.seconds -= now.saturating_duration_since(self.since).as_secs_f64();
         self.since = now;
+        self.moved_without_waiting(bytes);
     }
 
     /// The client moved `bytes` without the server waiting on it: they earn their time,

@@ -151,7 +151,7 @@ mod tests {
         );
         // The canvas passes the pixel limit; the frame does not.
         assert!(matches!(check_frames(&extended(&frame, 8, 8), 100), Err(Error::TooManyPixels { pixels: 4096, .. })));
-        assert!(matches!(super::super::decode(&hidden, 100, 64), Err(Error::TooManyPixels { .. })));
+        assert!(matches!(crate::imaging::decode(&hidden, 100, 64), Err(Error::TooManyPixels { .. })));
     }
 
     #[test]

@@ -38,9 +38,9 @@ pub fn pod_monitor_resource() -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk("monitoring.coreos.com", "v1", "PodMonitor"))
 }
 
-/// Scrapes every pod of `brs`, within limits on what one scrape may bring and keeping
-/// only Matte's series (`SAMPLE_LIMIT`), and sets the `job` label to the resource's name, which the
-/// default PromQL selector uses: the autoscaler reads the gateway's queue with the pods'
+/// Scrapes every pod of `brs`, keeping only Matte's series within limits on what one
+/// scrape may bring (`SAMPLE_LIMIT`), and sets the `job` label to the resource's name,
+/// which the default PromQL selector uses: the autoscaler reads the gateway's queue with the pods'
 /// queues under one selector. The inference pods are scraped at the operator's interval
 /// (its windows and passes follow it, so samples at any other would not be what they
 /// expect), the gateway's pods at their own, shorter one: one endpoint each, told apart
