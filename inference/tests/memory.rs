@@ -1,6 +1,7 @@
 //! Memory is bounded by the flags: the worst inputs known (a PNG whose colour profile
 //! inflates to 400 MiB, a 40 000 000 × 1 PNG, a 42 MP progressive JPEG turned by
-//! EXIF), sent at once and again,
+//! EXIF, a lossless WebP of one pixel declaring 65,536 groups of prefix codes, 1.25 GiB
+//! once built), sent at once and again,
 //! raise the process's peak resident memory by no more than the bound that
 //! `matte_common::memory` states for the server's flags, and the memory comes back
 //! once they are answered. Figures are printed for the README.
@@ -10,6 +11,7 @@ mod support;
 use std::time::Duration;
 
 use matte_common::memory::Sizing;
+use support::bitstreams::{Bits, lossless_webp};
 use support::{Server, TinyModel, blocking_client};
 
 const WORKERS: u64 = 2;
@@ -33,29 +35,7 @@ fn iccp_bomb(inflated: usize) -> Vec<u8> {
 /// A zlib stream of `length` zero bytes: one fixed-Huffman block of a literal zero
 /// and copies of 258 bytes at distance 1 (13 bits each).
 fn zlib_zeros(length: usize) -> Vec<u8> {
-    struct Bits {
-        bytes: Vec<u8>,
-        used: u32,
-    }
-    impl Bits {
-        /// `count` bits of `value`, least significant first.
-        fn put(&mut self, value: u32, count: u32) {
-            for i in 0..count {
-                if self.used.is_multiple_of(8) {
-                    self.bytes.push(0);
-                }
-                let bit = ((value >> i) & 1) as u8;
-                *self.bytes.last_mut().unwrap() |= bit << (self.used % 8);
-                self.used += 1;
-            }
-        }
-        /// A Huffman code, most significant bit first.
-        fn code(&mut self, code: u32, count: u32) {
-            let reversed = (0..count).fold(0, |acc, i| acc | (((code >> i) & 1) << (count - 1 - i)));
-            self.put(reversed, count);
-        }
-    }
-    let mut bits = Bits { bytes: vec![0x78, 0x01], used: 16 };
+    let mut bits = Bits::after(vec![0x78, 0x01]);
     bits.put(1, 1); // final block
     bits.put(1, 2); // fixed Huffman codes
     bits.code(0x30, 8); // literal 0
@@ -69,7 +49,7 @@ fn zlib_zeros(length: usize) -> Vec<u8> {
         bits.code(0x30, 8);
     }
     bits.code(0, 7); // end of block
-    let mut stream = bits.bytes;
+    let mut stream = bits.into_bytes();
     let adler = ((length % 65_521) as u32) << 16 | 1;
     stream.extend_from_slice(&adler.to_be_bytes());
     stream
@@ -147,11 +127,13 @@ fn the_worst_inputs_stay_within_the_memory_bound_of_the_flags() {
     let bomb = iccp_bomb(400 * 1024 * 1024);
     let long = long_png(40_000_000);
     let photo = rotated_progressive_jpeg(7952, 5304); // 42 MP
+    let codes = lossless_webp(1, 1, 65_536);
     eprintln!(
-        "inputs: iCCP bomb {} KiB, long PNG {} KiB, JPEG {} KiB",
+        "inputs: iCCP bomb {} KiB, long PNG {} KiB, JPEG {} KiB, WebP of many prefix codes {} KiB",
         bomb.len() >> 10,
         long.len() >> 10,
-        photo.len() >> 10
+        photo.len() >> 10,
+        codes.len() >> 10
     );
 
     let client = blocking_client();
@@ -161,13 +143,15 @@ fn the_worst_inputs_stay_within_the_memory_bound_of_the_flags() {
     let baseline = server.memory();
 
     // What each may be answered; a full queue (429) is an honest answer for any.
-    let cases: [(&str, &Vec<u8>, Answers); 3] = [
+    let cases: [(&str, &Vec<u8>, Answers); 4] = [
         // The profile is inflated only up to the PNG decoder's budget: past it the
         // image is refused, or the profile dropped (the decoder decides which).
         ("image/png", &bomb, &[(413, "decoder_limit"), (200, "")]),
         // Refused from its header, by its side or by the decoder's row budget.
         ("image/png", &long, &[(413, "side_too_long"), (413, "decoder_limit")]),
         ("image/jpeg", &photo, &[(200, "")]),
+        // Only the one group its pixel uses is built.
+        ("image/webp", &codes, &[(200, "")]),
     ];
     for round in 0..2 {
         let requests: Vec<_> = cases

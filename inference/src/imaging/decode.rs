@@ -47,10 +47,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64, max_side: u32) -> Result<Decoded, E
     match format {
         ImageFormat::Jpeg => decode_jpeg(bytes, max_pixels, max_side),
         ImageFormat::Png => decode_in_full(bytes, format, max_pixels, max_side),
-        ImageFormat::WebP => {
-            webp::check_frames(bytes, max_pixels)?;
-            decode_in_full(bytes, format, max_pixels, max_side)
-        }
+        ImageFormat::WebP => decode_webp(bytes, max_pixels, max_side),
         _ => Err(Error::UnsupportedImageFormat(format.extensions_str()[0])),
     }
 }
@@ -93,6 +90,19 @@ fn decode_in_full(bytes: &[u8], format: ImageFormat, max_pixels: u64, max_side: 
     // A broken EXIF block is no reason to refuse an image that decodes.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
+    Ok(Decoded { image, orientation, output: output_size(width, height, max_side) })
+}
+
+/// Decodes a WebP through its own decoder, which `image` gives no memory limit: a
+/// lossless one's prefix codes may take what a worker's budget leaves beside the pixels.
+fn decode_webp(bytes: &[u8], max_pixels: u64, max_side: u32) -> Result<Decoded, Error> {
+    webp::check_frames(bytes, max_pixels)?;
+    let codes_budget = max_pixels.saturating_mul(DECODER_BYTES_PER_PIXEL.saturating_sub(webp::PIXEL_BYTES));
+    let mut decoder = webp::open(bytes, codes_budget)?;
+    let (width, height) = decoder.dimensions();
+    check_size(width, height, max_pixels)?;
+    let orientation = webp::orientation(&mut decoder);
+    let image = webp::read_image(decoder, codes_budget)?;
     Ok(Decoded { image, orientation, output: output_size(width, height, max_side) })
 }
 

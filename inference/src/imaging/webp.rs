@@ -6,8 +6,66 @@
 //! canvas holding a 16383×16383 frame passed the limit and had a gigabyte allocated.
 //! And it reads an `EXIF` chunk into a buffer of the length the chunk declares, up to
 //! 4 GiB whatever the file holds.
+//!
+//! Then the decoding, held to a memory limit. A lossless frame's pixels are coded with
+//! groups of prefix codes, each up to tens of kilobytes once built, and the stream names
+//! as many groups as it likes, up to 65,536: a few megabytes of them declared a gigabyte
+//! and more of tables, in a file of one pixel. The decoder (patched: see
+//! `vendor/image-webp/PATCHED.md`) builds only the groups a frame uses and stops once
+//! those exceed its limit.
+
+use std::io::Cursor;
+
+use image::metadata::Orientation;
+use image::{DynamicImage, RgbImage, RgbaImage};
+use image_webp::{DecodingError, WebPDecoder};
 
 use crate::Error;
+
+/// Bytes a decode holds per pixel of its frame: the RGBA frame a lossless decoder
+/// writes, and the image it is copied into.
+pub const PIXEL_BYTES: u64 = 8;
+
+/// A decoder of `bytes` whose prefix codes may hold at most `codes_budget` bytes.
+pub fn open(bytes: &[u8], codes_budget: u64) -> Result<WebPDecoder<Cursor<&[u8]>>, Error> {
+    let mut decoder = WebPDecoder::new(Cursor::new(bytes)).map_err(|error| decode_error(error, codes_budget))?;
+    decoder.set_memory_limit(usize::try_from(codes_budget).unwrap_or(usize::MAX));
+    Ok(decoder)
+}
+
+/// The orientation the file's EXIF gives; upright when it has none or a broken one,
+/// which is no reason to refuse an image that decodes.
+pub fn orientation(decoder: &mut WebPDecoder<Cursor<&[u8]>>) -> Orientation {
+    decoder
+        .exif_metadata()
+        .ok()
+        .flatten()
+        .and_then(|exif| Orientation::from_exif_chunk(&exif))
+        .unwrap_or(Orientation::NoTransforms)
+}
+
+/// The image (its first frame when animated), RGBA when the file has alpha.
+pub fn read_image(mut decoder: WebPDecoder<Cursor<&[u8]>>, codes_budget: u64) -> Result<DynamicImage, Error> {
+    let (width, height) = decoder.dimensions();
+    let length = decoder.output_buffer_size().ok_or_else(|| corrupt("its canvas is too large to address"))?;
+    let mut pixels = vec![0; length];
+    decoder.read_image(&mut pixels).map_err(|error| decode_error(error, codes_budget))?;
+    let image = if decoder.has_alpha() {
+        RgbaImage::from_raw(width, height, pixels).map(DynamicImage::ImageRgba8)
+    } else {
+        RgbImage::from_raw(width, height, pixels).map(DynamicImage::ImageRgb8)
+    };
+    image.ok_or_else(|| corrupt("its pixels do not fill its canvas"))
+}
+
+fn decode_error(error: DecodingError, codes_budget: u64) -> Error {
+    match error {
+        DecodingError::MemoryLimitExceeded => Error::DecoderLimit(format!(
+            "the WebP's lossless prefix codes need more than the {codes_budget} bytes a decode may hold"
+        )),
+        other => corrupt(&other.to_string()),
+    }
+}
 
 /// A frame's size as its own header gives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +210,21 @@ mod tests {
         // The canvas passes the pixel limit; the frame does not.
         assert!(matches!(check_frames(&extended(&frame, 8, 8), 100), Err(Error::TooManyPixels { pixels: 4096, .. })));
         assert!(matches!(crate::imaging::decode(&hidden, 100, 64), Err(Error::TooManyPixels { .. })));
+    }
+
+    #[test]
+    fn the_orientation_its_exif_gives_turns_it_upright() {
+        // "Rotate 90° clockwise", big-endian TIFF: one IFD entry, Orientation = 6.
+        let tiff = [&b"MM\0\x2a\0\0\0\x08"[..], &[0, 1], &[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0], &[0; 4]].concat();
+        let exif = [&b"EXIF"[..], &(tiff.len() as u32).to_le_bytes(), &tiff].concat();
+        let mut file = extended(&lossless(4, 2), 4, 2);
+        file[20] |= 0x08; // the VP8X flag: EXIF follows
+        file.extend_from_slice(&exif);
+        let riff_size = (file.len() - 8) as u32;
+        file[4..8].copy_from_slice(&riff_size.to_le_bytes());
+        let upright = crate::imaging::decode(&file, 100, 64).unwrap().into_upright();
+        let crate::imaging::Upright::Rgb(image) = upright else { panic!("an opaque frame decodes to RGB") };
+        assert_eq!(image.dimensions(), (2, 4));
     }
 
     #[test]

@@ -203,6 +203,8 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(300)).build().expect("client builds")
 }
 
+pub mod bitstreams;
+
 #[path = "../../../tests/src/ports.rs"]
 mod ports;
 use ports::free_port;

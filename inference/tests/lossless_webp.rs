@@ -1,0 +1,39 @@
+//! A lossless WebP's prefix codes are held to what a decode may hold beside its pixels:
+//! a stream may declare up to 65,536 groups of codes, tens of kilobytes each once
+//! built, in a few bytes each. Only the groups its frame uses are built, and those
+//! beyond the budget refuse the image.
+
+mod support;
+
+use matte_inference::Error;
+use matte_inference::imaging::{Upright, decode};
+use support::bitstreams::{GROUP_BYTES, LOSSLESS_RGB, lossless_webp};
+
+/// What a decode of `max_pixels` may hold in prefix codes: 8 of its 16 bytes a pixel.
+fn codes_budget(max_pixels: u64) -> usize {
+    usize::try_from(max_pixels * 8).unwrap()
+}
+
+#[test]
+fn only_the_groups_a_frame_uses_are_built() {
+    // 4,096 groups declared, 80 MiB once built; the frame uses the last.
+    let file = lossless_webp(4, 4, 4096);
+    let max_pixels = 10_000;
+    assert!(GROUP_BYTES <= codes_budget(max_pixels) && 4096 * GROUP_BYTES > codes_budget(max_pixels));
+    let decoded = decode(&file, max_pixels, 64).expect("the one group used fits the budget");
+    let Upright::Rgb(image) = decoded.into_upright() else { panic!("an opaque frame decodes to RGB") };
+    assert_eq!(image.dimensions(), (4, 4));
+    assert!(image.pixels().all(|pixel| pixel.0 == LOSSLESS_RGB), "{:?}", image.get_pixel(0, 0));
+}
+
+#[test]
+fn groups_used_beyond_the_budget_refuse_the_image() {
+    let file = lossless_webp(4, 4, 1);
+    assert!(GROUP_BYTES > codes_budget(2048) && GROUP_BYTES <= codes_budget(4096));
+    decode(&file, 4096, 64).expect("within the budget");
+    let refused = decode(&file, 2048, 64);
+    assert!(
+        matches!(&refused, Err(Error::DecoderLimit(message)) if message.contains("lossless prefix codes need more than the 16384 bytes")),
+        "{refused:?}"
+    );
+}
