@@ -267,10 +267,12 @@ pub mod memory {
     /// Default of `--max-body-bytes`: the largest accepted request body.
     pub const DEFAULT_MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
 
-    /// Bytes one CPU worker may hold while decoding one image, per pixel of
-    /// `--max-input-pixels`. The worst is a 16-bit RGBA PNG: 8 bytes a pixel decoded
-    /// and 8 more for the premultiplied copy scaling it down takes; a progressive JPEG
-    /// holds about 9 (its coefficients and its pixels).
+    /// Bytes one CPU worker may hold while decoding one image and scaling it to the
+    /// output, per pixel of `--max-input-pixels`. Measured (`decode_memory` in the
+    /// inference tests): about 13 at the peak for an RGBA image, whether a PNG of 8 or
+    /// 16 bits a channel (made 8 before scaling) or a lossless WebP, decoded, its
+    /// premultiplied copy and the scaler's rows; 6.5 for a progressive JPEG. A lossless
+    /// WebP's prefix codes may take the 8 its pixels leave while it decodes.
     pub const DECODE_BYTES_PER_PIXEL: u64 = 16;
     /// Bytes an admitted request may hold besides its body, per pixel of the output
     /// (`--max-dimension` squared): the upright RGBA image, the mask, the composed

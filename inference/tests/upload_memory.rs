@@ -4,36 +4,15 @@
 //! Counted by this test binary's allocator, which records the most bytes allocated at
 //! once while a body is read.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use futures_util::StreamExt;
 use matte_inference::upload::{BodyKind, read_image};
 use matte_serve::UploadPace;
-
-struct Counting;
-
-static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is passed on to the system allocator unchanged; the counters are
-// only added to and read.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let now = ALLOCATED.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
-        PEAK.fetch_max(now, Ordering::SeqCst);
-        // SAFETY: the caller's layout, as `GlobalAlloc::alloc` requires.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        ALLOCATED.fetch_sub(layout.size(), Ordering::SeqCst);
-        // SAFETY: `ptr` was allocated by `alloc` above with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use support::counting_allocator::{Counting, peak_while};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -50,14 +29,13 @@ fn peak_while_reading(parts: Vec<Part>, kind: BodyKind) -> (usize, usize) {
     let declared: usize = parts.iter().map(Part::len).sum();
     let chunks = futures_util::stream::iter(parts.into_iter().flat_map(Part::chunks)).map(Ok::<_, std::io::Error>);
     let pace = UploadPace { grace: Duration::from_secs(60), min_bytes_per_second: 1 };
-    runtime.block_on(async move {
-        let before = ALLOCATED.load(Ordering::SeqCst);
-        PEAK.store(before, Ordering::SeqCst);
-        let body = Body::from_stream(chunks);
-        let image = read_image(body, &kind, Some(declared as u64), 32 << 20, pace, Instant::now()).await;
-        let peak = PEAK.load(Ordering::SeqCst) - before;
-        (image.expect("the image is read").len(), peak)
-    })
+    let (image, peak) = peak_while(|| {
+        runtime.block_on(async move {
+            let body = Body::from_stream(chunks);
+            read_image(body, &kind, Some(declared as u64), 32 << 20, pace, Instant::now()).await
+        })
+    });
+    (image.expect("the image is read").len(), peak)
 }
 
 /// A stretch of the body: given bytes, or `length` bytes of the image made on demand.

@@ -158,7 +158,7 @@ impl Decoded {
     /// output-sized pixels only.
     pub fn into_upright(self) -> Upright {
         let Decoded { image, orientation, output } = self;
-        let mut scaled = scale_to(image, output);
+        let mut scaled = scale_to(to_8_bit(image), output);
         scaled.apply_orientation(orientation);
         match scaled {
             DynamicImage::ImageRgb8(rgb) => Upright::Rgb(rgb),
@@ -166,6 +166,21 @@ impl Decoded {
             other if other.color().has_alpha() => Upright::Rgba(other.into_rgba8()),
             other => Upright::Rgb(other.into_rgb8()),
         }
+    }
+}
+
+/// `image` in 8 bits a channel, as the output is, before it is scaled: the scaler's
+/// premultiplied copy of a 16-bit RGBA image takes another 8 bytes a pixel, and its
+/// intermediate rows twice what 8-bit ones do, so that one took 25 bytes a pixel at
+/// the peak against the 16 that the memory bound counts (`decode_memory`), and 13 once
+/// converted first.
+fn to_8_bit(image: DynamicImage) -> DynamicImage {
+    match image {
+        DynamicImage::ImageLuma16(_) => DynamicImage::ImageLuma8(image.into_luma8()),
+        DynamicImage::ImageLumaA16(_) => DynamicImage::ImageLumaA8(image.into_luma_alpha8()),
+        DynamicImage::ImageRgb16(_) | DynamicImage::ImageRgb32F(_) => DynamicImage::ImageRgb8(image.into_rgb8()),
+        DynamicImage::ImageRgba16(_) | DynamicImage::ImageRgba32F(_) => DynamicImage::ImageRgba8(image.into_rgba8()),
+        other => other,
     }
 }
 

@@ -204,6 +204,7 @@ pub fn client() -> reqwest::Client {
 }
 
 pub mod bitstreams;
+pub mod counting_allocator;
 
 #[path = "../../../tests/src/ports.rs"]
 mod ports;
