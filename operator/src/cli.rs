@@ -78,9 +78,10 @@ pub struct RunArgs {
     /// namespace's queue. Empty: selectors are taken as they are.
     #[arg(long, env = "MATTE_METRICS_NAMESPACE_LABEL", default_value = "namespace", value_parser = parse_label_name)]
     pub metrics_namespace_label: String,
-    /// Most Prometheus queries in flight at once, across every resource: a pass asks
-    /// 14, and passes beyond the bound wait their turn, so that many services cannot
-    /// overload Prometheus (whose own --query.max-concurrency is 20 by default).
+    /// Most queries in flight at once to each Prometheus, across every resource it
+    /// scrapes: a pass asks 14, and passes beyond the bound wait their turn, so that
+    /// many services cannot overload a Prometheus (whose own --query.max-concurrency is
+    /// 20 by default), and one that stops answering holds no turn of another.
     #[arg(long, env = "MATTE_PROMETHEUS_MAX_CONCURRENT_QUERIES", default_value_t = DEFAULT_MAX_CONCURRENT_QUERIES,
           value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub prometheus_max_concurrent_queries: u16,

@@ -5,9 +5,10 @@
 //!
 //! The queries are built by a pure function ([`Queries::new`]), so what the autoscaler
 //! asks Prometheus is unit-tested; [`PrometheusSource`] only sends them, concurrently,
-//! within the operator's bound on queries in flight ([`PrometheusClient`]).
+//! within the operator's bound on queries in flight to that server ([`PrometheusClient`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use matte_common::{gateway_metrics, metrics as names};
@@ -130,13 +131,17 @@ fn seconds(duration: Duration) -> String {
     format!("{}s", duration.as_secs().max(1))
 }
 
-/// The queries in flight at once, across every resource, unless `--prometheus-max-
-/// concurrent-queries` says otherwise: half of Prometheus's own default
-/// `--query.max-concurrency` (20), leaving the rest to its rules and dashboards. A pass
-/// asks [`QUERIES_PER_PASS`] at once; a cluster of many services behind their gateways
-/// (a pass a second each) would otherwise send Prometheus a few thousand queries a
-/// second, and when it slowed, every pass's queries would time out together and every
-/// autoscaler go blind. Bounded, passes wait their turn and come less often instead.
+/// The queries in flight at once to each Prometheus, across every resource it scrapes,
+/// unless `--prometheus-max-concurrent-queries` says otherwise: half of Prometheus's own
+/// default `--query.max-concurrency` (20), leaving the rest to its rules and dashboards.
+/// A pass asks [`QUERIES_PER_PASS`] at once; a cluster of many services behind their
+/// gateways (a pass a second each) would otherwise send Prometheus a few thousand
+/// queries a second, and when it slowed, every pass's queries would time out together
+/// and every autoscaler go blind. Bounded, passes wait their turn and come less often
+/// instead. The bound is each server's, as the capacity it protects is: shared by the
+/// servers a resource may name (`--allowed-prometheus-urls`), one that stopped answering
+/// held every turn with queries waiting out their 10 s, and the resources of every other
+/// server went blind with it.
 pub const DEFAULT_MAX_CONCURRENT_QUERIES: u16 = 10;
 
 /// The queries of one pass ([`Queries`]).
@@ -144,25 +149,46 @@ pub const QUERIES_PER_PASS: usize = 14;
 
 /// The way to Prometheus every [`PrometheusSource`] shares: one HTTP client (one
 /// connection pool for the operator's whole life, not a new one and a new TLS set-up
-/// for every pass), and the turns that bound the queries in flight across them all.
+/// for every pass), and for each server the turns that bound the queries in flight to
+/// it across every resource.
 #[derive(Debug, Clone)]
 pub struct PrometheusClient {
     http: reqwest::Client,
-    turns: Arc<Semaphore>,
+    max_concurrent_queries: usize,
+    /// By query URL. The servers are those the operator allows, so the map stays small.
+    turns: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
 }
 
-/// The client for every query, with at most `max_concurrent_queries` in flight at once.
+impl PrometheusClient {
+    /// The turns of the server at `query_url`, shared by every source that asks it.
+    fn turns_of(&self, query_url: &str) -> Arc<Semaphore> {
+        // A panic elsewhere while the map was held leaves it whole: it is only inserted into.
+        let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+        turns
+            .entry(query_url.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.max_concurrent_queries)))
+            .clone()
+    }
+}
+
+/// The client for every query, with at most `max_concurrent_queries` in flight at once
+/// to each server.
 pub fn http_client(max_concurrent_queries: u16) -> Result<PrometheusClient, Error> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| Error::Prometheus { url: "(any)".to_owned(), reason: e.to_string() })?;
-    Ok(PrometheusClient { http, turns: Arc::new(Semaphore::new(usize::from(max_concurrent_queries.max(1)))) })
+    Ok(PrometheusClient {
+        http,
+        max_concurrent_queries: usize::from(max_concurrent_queries.max(1)),
+        turns: Arc::default(),
+    })
 }
 
 /// A Prometheus server to ask about one fleet.
 pub struct PrometheusSource {
-    client: PrometheusClient,
+    http: reqwest::Client,
+    turns: Arc<Semaphore>,
     query_url: String,
     queries: Queries,
 }
@@ -171,9 +197,11 @@ impl PrometheusSource {
     /// `base_url` is the server, e.g. `http://prometheus.monitoring:9090`; `client`
     /// comes from [`http_client`].
     pub fn new(client: PrometheusClient, base_url: &str, selector: &str, windows: &Windows) -> PrometheusSource {
+        let query_url = format!("{}/api/v1/query", base_url.trim_end_matches('/'));
         PrometheusSource {
-            client,
-            query_url: format!("{}/api/v1/query", base_url.trim_end_matches('/')),
+            turns: client.turns_of(&query_url),
+            http: client.http,
+            query_url,
             queries: Queries::new(selector, windows),
         }
     }
@@ -244,9 +272,8 @@ impl PrometheusSource {
     pub async fn scalar(&self, query: &str) -> Result<Option<f64>, Error> {
         let failed = |reason: String| Error::PrometheusQuery { query: query.to_owned(), reason };
         // The semaphore is never closed: its turn always comes.
-        let _turn = self.client.turns.acquire().await.map_err(|e| failed(e.to_string()))?;
+        let _turn = self.turns.acquire().await.map_err(|e| failed(e.to_string()))?;
         let response = self
-            .client
             .http
             .get(&self.query_url)
             .query(&[("query", query)])
@@ -443,6 +470,29 @@ mod tests {
         assert_eq!((shop.expect("answered"), studio.expect("answered")), (None, None));
         let (answered, most) = (served.answered.load(Ordering::SeqCst), served.most_at_once.load(Ordering::SeqCst));
         assert_eq!((answered, most), (2 * QUERIES_PER_PASS, 3), "two passes' queries, 3 at a time");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_answers_slowly_takes_no_turns_from_another() {
+        let (stalled_url, stalled) = slow_server(Duration::from_secs(5)).await;
+        let (url, served) = slow_server(Duration::from_millis(10)).await;
+        let windows = Windows::for_scrape_interval(Duration::from_secs(5));
+        let client = http_client(3).expect("a client");
+        let blind = PrometheusSource::new(client.clone(), &stalled_url, r#"namespace="shop""#, &windows);
+        let seeing = PrometheusSource::new(client, &url, r#"namespace="studio""#, &windows);
+        let blind = tokio::spawn(async move { blind.queue_metrics().await });
+        // The stalled server's passes hold all of its turns first.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(stalled.most_at_once.load(Ordering::SeqCst), 3);
+        let started = std::time::Instant::now();
+        let seen = seeing.queue_metrics().await;
+        let took = started.elapsed();
+        assert_eq!(seen.expect("answered"), None);
+        assert_eq!(served.answered.load(Ordering::SeqCst), QUERIES_PER_PASS);
+        // Behind the stalled server's queries, 5 s a turn, the pass would take 25 s.
+        assert!(took < Duration::from_secs(2), "the pass took {took:?}");
+        assert_eq!(stalled.answered.load(Ordering::SeqCst), 0, "the stalled server has answered nothing yet");
+        blind.abort();
     }
 
     /// The first byte of what an HTTPS client sends: a TLS handshake record (0x16).
