@@ -62,28 +62,43 @@ pub struct Observed<'a> {
     pub deployment: Option<&'a DeploymentStatus>,
     pub unschedulable: Unschedulable,
     pub failing: FailingPods,
+    /// Pods not failing now that keep restarting.
+    pub restarting: FailingPods,
     /// The autoscaler's decision, when autoscaling is on and it ran.
     pub decision: Option<&'a Decision>,
     /// The gateway's Deployment, when the gateway is on (`Some(None)` before it exists).
     pub gateway: Option<Option<&'a DeploymentStatus>>,
     /// The gateway's pods that will not become ready by themselves.
     pub gateway_failing: FailingPods,
+    /// The gateway's pods not failing now that keep restarting.
+    pub gateway_restarting: FailingPods,
 }
 
 /// Why a Deployment's pods do not run, if they do not: the apiserver refuses them
 /// (copied by the Deployment controller from its ReplicaSet: a missing PriorityClass,
-/// an exhausted quota, an admission webhook's refusal), some fail, or its rollout
-/// stalled; a reason and a message.
-fn deployment_problem(status: &DeploymentStatus, failing: &FailingPods) -> Option<(String, String)> {
+/// an exhausted quota, an admission webhook's refusal), some fail, its rollout stalled,
+/// or some keep restarting though they come back; a reason and a message.
+fn deployment_problem(
+    status: &DeploymentStatus,
+    failing: &FailingPods,
+    restarting: &FailingPods,
+) -> Option<(String, String)> {
     if let Some(refused) = pods_refused(status) {
         return Some((refused.reason.clone().unwrap_or_else(|| "FailedCreate".into()), refused_message(refused)));
     }
+    let replicas = |pods: &FailingPods| status.replicas.unwrap_or(0).max(pods.pods);
     if failing.pods > 0 {
-        let replicas = status.replicas.unwrap_or(0).max(failing.pods);
-        let message = format!("{} of {replicas} pod(s) failing; {}", failing.pods, failing.message);
+        let message = format!("{} of {} pod(s) failing; {}", failing.pods, replicas(failing), failing.message);
         return Some((failing.reason.clone(), message));
     }
-    Some(("ProgressDeadlineExceeded".into(), stalled_message(rollout_stalled(status)?)))
+    if let Some(stalled) = rollout_stalled(status) {
+        return Some(("ProgressDeadlineExceeded".into(), stalled_message(stalled)));
+    }
+    (restarting.pods > 0).then(|| {
+        let message =
+            format!("{} of {} pod(s) keep restarting; {}", restarting.pods, replicas(restarting), restarting.message);
+        (restarting.reason.clone(), message)
+    })
 }
 
 fn stalled_message(condition: &DeploymentCondition) -> String {
@@ -171,7 +186,8 @@ pub fn compute(
         // Without a gateway pod ready the service is down whatever its pods do: the
         // gateway's problem first then, and after the pods' own otherwise.
         let gateway = observed.gateway.flatten().and_then(|status| {
-            let (reason, message) = deployment_problem(status, &observed.gateway_failing)?;
+            let (reason, message) =
+                deployment_problem(status, &observed.gateway_failing, &observed.gateway_restarting)?;
             Some((format!("Gateway{reason}"), format!("the gateway: {message}")))
         });
         let (gateway_first, gateway_last) = if gateway_ready == Some(0) { (gateway, None) } else { (None, gateway) };
@@ -180,7 +196,7 @@ pub fn compute(
             .clone()
             .map(|error| ("ApplyFailed".to_owned(), error))
             .or(gateway_first)
-            .or_else(|| deployment_problem(&deployment, failing))
+            .or_else(|| deployment_problem(&deployment, failing, &observed.restarting))
             .or(gateway_last);
         match problem {
             Some((reason, message)) => set(DEGRADED, true, &reason, message),
@@ -601,6 +617,36 @@ mod tests {
             ("True".into(), "ApplyFailed".into()),
             "what the operator did wrong first"
         );
+    }
+
+    #[test]
+    fn pods_that_keep_restarting_are_degraded_though_ready_and_after_failing_ones() {
+        let running = deployment(3, 3, 3);
+        let restarting = FailingPods {
+            pods: 1,
+            reason: "RestartingRepeatedly".into(),
+            message:
+                "pod x-1, container inference: restarted 4 times in 3 h, the last 12 min ago: OOMKilled (exit code 137)"
+                    .into(),
+        };
+        let flapping = Observed { restarting: restarting.clone(), ..observed(3, Some(&running)) };
+        let status = compute(&Default::default(), &flapping, &time(0));
+        assert_eq!(state(&status, READY), ("True".into(), "AllPodsReady".into()));
+        assert_eq!(state(&status, DEGRADED), ("True".into(), "RestartingRepeatedly".into()));
+        let message = condition(&status, DEGRADED).map(|c| c.message.clone()).unwrap_or_default();
+        assert_eq!(message, format!("1 of 3 pod(s) keep restarting; {}", restarting.message));
+        assert_eq!(status.failing_replicas, 0, "a pod that comes back is not failing");
+
+        let crashing = FailingPods { pods: 1, reason: "CrashLoopBackOff".into(), message: "pod x-2, …".into() };
+        let both = Observed { failing: crashing, ..flapping };
+        let status = compute(&status, &both, &time(10));
+        assert_eq!(state(&status, DEGRADED), ("True".into(), "CrashLoopBackOff".into()), "the pod down first");
+
+        let gateway = deployment(2, 2, 2);
+        let gateway_flapping =
+            Observed { gateway: Some(Some(&gateway)), gateway_restarting: restarting, ..observed(3, Some(&running)) };
+        let status = compute(&status, &gateway_flapping, &time(20));
+        assert_eq!(state(&status, DEGRADED), ("True".into(), "GatewayRestartingRepeatedly".into()));
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! What the autoscaler and the status need to know about a resource's pods, read off
 //! the pods themselves: which are ready, which are still starting and for how long,
-//! which the scheduler cannot place (and why), which fail (in the kubelet's words), and
-//! how long the ready ones took to start.
+//! which the scheduler cannot place (and why), which fail (in the kubelet's words),
+//! which keep restarting though they come back each time, and how long the ready ones
+//! took to start.
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition};
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod, PodCondition};
 
 use crate::status::{FailingPods, Unschedulable};
 use matte_policy::Startup;
@@ -13,6 +14,16 @@ use matte_policy::Startup;
 /// slowest start-up the project plans for (a GPU node, a model download and warm-up take
 /// 20 to 120 s), so that only a pod that will not come up is reported.
 pub const STARTUP_DEADLINE_SECONDS: f64 = 600.0;
+
+/// A pod keeps restarting when a container of it has failed (a non-zero exit, an OOM
+/// kill) at least this many times, the last within [`RECENT_FAILURE_SECONDS`], and at
+/// least [`RESTARTS_PER_HOUR`] over the pod's life. Between its crashes such a pod is
+/// ready, and the kubelet's back-off, reset after ten minutes of running, never shows
+/// `CrashLoopBackOff` for one that fails less often: each crash loses the images queued
+/// in it, and would be seen only for the minute or two of its restart.
+const RESTARTS_TO_REPORT: i32 = 2;
+const RECENT_FAILURE_SECONDS: f64 = 3600.0;
+const RESTARTS_PER_HOUR: f64 = 1.0;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PodCensus {
@@ -25,6 +36,8 @@ pub struct PodCensus {
     pub unschedulable: Unschedulable,
     /// Pods among the starting ones that will not become ready by themselves.
     pub failing: FailingPods,
+    /// Pods not failing now that keep restarting (see [`RESTARTS_TO_REPORT`]).
+    pub restarting: FailingPods,
     /// The ready pods' start-ups: when each turned Ready, and how long after it was
     /// scheduled.
     pub ready_startups: Vec<Startup>,
@@ -34,39 +47,86 @@ pub struct PodCensus {
 pub fn census(pods: &[Pod], now: Timestamp) -> PodCensus {
     let mut census = PodCensus::default();
     for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
-        let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default();
-        let find = |type_: &str| conditions.iter().find(|c| c.type_ == type_);
-        let ready = find("Ready").filter(|c| c.status == "True");
-        let scheduled = find("PodScheduled");
-        if let Some(ready) = ready {
-            census.ready += 1;
-            if let (Some(from), Some(to)) = (scheduled.and_then(transition), transition(ready)) {
-                census
-                    .ready_startups
-                    .push(Startup { ready_seconds: unix_seconds(to), seconds: seconds_between(from, to) });
-            }
-        } else if let Some(unschedulable) = scheduled.filter(|c| c.reason.as_deref() == Some("Unschedulable")) {
-            census.unschedulable.pods += 1;
-            if census.unschedulable.message.is_empty() {
-                census.unschedulable.message = unschedulable.message.clone().unwrap_or_default();
-            }
-        } else {
-            let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
-            let scheduled_at = scheduled.filter(|c| c.status == "True").and_then(transition);
-            census.starting_ages_seconds.push(seconds_between(scheduled_at.unwrap_or(created), now));
-            let unready_since = find("Ready").and_then(transition).or_else(|| scheduled.and_then(transition));
-            let unready_seconds = unready_since.map(|since| seconds_between(since, now));
-            if let Some((reason, detail)) = failure(pod, unready_seconds) {
-                census.failing.pods += 1;
-                if census.failing.message.is_empty() {
-                    let name = pod.metadata.name.as_deref().unwrap_or_default();
-                    census.failing.reason = reason.to_owned();
-                    census.failing.message = format!("pod {name}{detail}");
-                }
-            }
+        let failing = count_pod(&mut census, pod, now);
+        if !failing && let Some(detail) = keeps_restarting(pod, now) {
+            census.restarting.add(pod, "RestartingRepeatedly", &detail);
         }
     }
     census
+}
+
+/// Counts one pod that is not terminating into `census`: whether it is failing.
+fn count_pod(census: &mut PodCensus, pod: &Pod, now: Timestamp) -> bool {
+    let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default();
+    let find = |type_: &str| conditions.iter().find(|c| c.type_ == type_);
+    let ready = find("Ready").filter(|c| c.status == "True");
+    let scheduled = find("PodScheduled");
+    if let Some(ready) = ready {
+        census.ready += 1;
+        if let (Some(from), Some(to)) = (scheduled.and_then(transition), transition(ready)) {
+            census.ready_startups.push(Startup { ready_seconds: unix_seconds(to), seconds: seconds_between(from, to) });
+        }
+        return false;
+    }
+    if let Some(unschedulable) = scheduled.filter(|c| c.reason.as_deref() == Some("Unschedulable")) {
+        census.unschedulable.pods += 1;
+        if census.unschedulable.message.is_empty() {
+            census.unschedulable.message = unschedulable.message.clone().unwrap_or_default();
+        }
+        return false;
+    }
+    let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
+    let scheduled_at = scheduled.filter(|c| c.status == "True").and_then(transition);
+    census.starting_ages_seconds.push(seconds_between(scheduled_at.unwrap_or(created), now));
+    let unready_since = find("Ready").and_then(transition).or_else(|| scheduled.and_then(transition));
+    let unready_seconds = unready_since.map(|since| seconds_between(since, now));
+    let Some((reason, detail)) = failure(pod, unready_seconds) else { return false };
+    census.failing.add(pod, reason, &detail);
+    true
+}
+
+impl FailingPods {
+    /// Counts `pod`, and says why in the kubelet's words if it is the first.
+    fn add(&mut self, pod: &Pod, reason: &str, detail: &str) {
+        self.pods += 1;
+        if self.message.is_empty() {
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            self.reason = reason.to_owned();
+            self.message = format!("pod {name}{detail}");
+        }
+    }
+}
+
+/// Whether `pod` keeps restarting ([`RESTARTS_TO_REPORT`]), with the details (from ", "):
+/// the container, its restarts and its last failure.
+fn keeps_restarting(pod: &Pod, now: Timestamp) -> Option<String> {
+    let created = pod.metadata.creation_timestamp.as_ref()?.0;
+    let hours_alive = (seconds_between(created, now) / 3600.0).max(1.0 / 60.0);
+    pod.status.as_ref()?.container_statuses.iter().flatten().find_map(|container| {
+        let last = container.last_state.as_ref()?.terminated.as_ref()?;
+        let ago = seconds_between(last.finished_at.as_ref()?.0, now);
+        let restarts = container.restart_count;
+        let failed = last.exit_code != 0 || last.reason.as_deref() == Some("OOMKilled");
+        let often = f64::from(restarts) / hours_alive >= RESTARTS_PER_HOUR;
+        (failed && restarts >= RESTARTS_TO_REPORT && ago <= RECENT_FAILURE_SECONDS && often).then(|| {
+            format!(
+                ", container {}: restarted {restarts} times in {}, the last {} ago: {}",
+                container.name,
+                duration_words(hours_alive * 3600.0),
+                duration_words(ago),
+                exit_words(last)
+            )
+        })
+    })
+}
+
+/// `seconds` in the largest whole unit that fits: "40 s", "12 min", "3 h".
+fn duration_words(seconds: f64) -> String {
+    match seconds {
+        s if s < 120.0 => format!("{s:.0} s"),
+        s if s < 7200.0 => format!("{:.0} min", s / 60.0),
+        s => format!("{:.0} h", s / 3600.0),
+    }
 }
 
 /// Why a pod that is not ready will not become ready by itself, if it will not: a word
@@ -106,12 +166,7 @@ fn failure(pod: &Pod, unready_seconds: Option<f64>) -> Option<(&'static str, Str
 fn container_failure(container: &ContainerStatus) -> Option<(&'static str, String)> {
     let state = container.state.as_ref()?;
     let last_exit = container.last_state.as_ref().and_then(|s| s.terminated.as_ref());
-    let exit = |t: &k8s_openapi::api::core::v1::ContainerStateTerminated| {
-        let reason = t.reason.as_deref().unwrap_or("Error");
-        let message = t.message.as_deref().map(str::trim).filter(|m| !m.is_empty());
-        let message = message.map(|m| format!(": {}", tail_line(m))).unwrap_or_default();
-        format!("{reason} (exit code {}){message}", t.exit_code)
-    };
+    let exit = exit_words;
     if let Some(waiting) = &state.waiting {
         let reason = waiting.reason.as_deref().unwrap_or_default();
         let message = waiting.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
@@ -151,6 +206,14 @@ fn container_failure(container: &ContainerStatus) -> Option<(&'static str, Strin
         }
         _ => None,
     }
+}
+
+/// How a container ended, in the kubelet's words, with the last line of its message.
+fn exit_words(terminated: &ContainerStateTerminated) -> String {
+    let reason = terminated.reason.as_deref().unwrap_or("Error");
+    let message = terminated.message.as_deref().map(str::trim).filter(|m| !m.is_empty());
+    let message = message.map(|m| format!(": {}", tail_line(m))).unwrap_or_default();
+    format!("{reason} (exit code {}){message}", terminated.exit_code)
 }
 
 /// The last line of a termination message (the log tail with `FallbackToLogsOnError`),
@@ -235,6 +298,74 @@ mod tests {
                 Startup { ready_seconds: ready_at("2026-11-28T11:50:40Z"), seconds: 40.0 },
             ]
         );
+    }
+
+    /// Ready pods that have restarted, as a kubelet reports them.
+    const RESTARTED: &str = r#"
+- metadata: {name: oom-every-45-min, creationTimestamp: "2026-11-28T09:00:00Z"}
+  status:
+    conditions:
+    - {type: PodScheduled, status: "True", lastTransitionTime: "2026-11-28T09:00:01Z"}
+    - {type: Ready, status: "True", lastTransitionTime: "2026-11-28T11:49:30Z"}
+    containerStatuses:
+    - name: inference
+      ready: true
+      restartCount: 4
+      state: {running: {startedAt: "2026-11-28T11:48:10Z"}}
+      lastState:
+        terminated: {exitCode: 137, reason: OOMKilled, startedAt: "2026-11-28T11:05:00Z", finishedAt: "2026-11-28T11:48:00Z"}
+- metadata: {name: twice-in-three-days, creationTimestamp: "2026-11-25T12:00:00Z"}
+  status:
+    conditions:
+    - {type: Ready, status: "True", lastTransitionTime: "2026-11-28T11:32:00Z"}
+    containerStatuses:
+    - name: inference
+      ready: true
+      restartCount: 2
+      state: {running: {startedAt: "2026-11-28T11:31:00Z"}}
+      lastState:
+        terminated: {exitCode: 1, reason: Error, startedAt: "2026-11-26T08:00:00Z", finishedAt: "2026-11-28T11:30:00Z"}
+- metadata: {name: crashed-often-long-ago, creationTimestamp: "2026-11-28T09:00:00Z"}
+  status:
+    conditions:
+    - {type: Ready, status: "True", lastTransitionTime: "2026-11-28T10:31:00Z"}
+    containerStatuses:
+    - name: inference
+      ready: true
+      restartCount: 5
+      state: {running: {startedAt: "2026-11-28T10:30:00Z"}}
+      lastState:
+        terminated: {exitCode: 1, reason: Error, startedAt: "2026-11-28T10:20:00Z", finishedAt: "2026-11-28T10:29:00Z"}
+- metadata: {name: stopped-cleanly, creationTimestamp: "2026-11-28T11:00:00Z"}
+  status:
+    conditions:
+    - {type: Ready, status: "True", lastTransitionTime: "2026-11-28T11:56:00Z"}
+    containerStatuses:
+    - name: inference
+      ready: true
+      restartCount: 3
+      state: {running: {startedAt: "2026-11-28T11:55:00Z"}}
+      lastState:
+        terminated: {exitCode: 0, reason: Completed, startedAt: "2026-11-28T11:40:00Z", finishedAt: "2026-11-28T11:54:00Z"}
+"#;
+
+    #[test]
+    fn a_ready_pod_that_keeps_restarting_is_reported_and_one_that_restarted_rarely_is_not() {
+        let census = census(&pods(RESTARTED), NOW.parse().expect("a time"));
+        assert_eq!(census.ready, 4);
+        assert_eq!((census.failing.pods, census.restarting.pods), (0, 1));
+        assert_eq!(census.restarting.reason, "RestartingRepeatedly");
+        assert_eq!(
+            census.restarting.message,
+            "pod oom-every-45-min, container inference: restarted 4 times in 3 h, the last 12 min ago: OOMKilled (exit code 137)"
+        );
+    }
+
+    #[test]
+    fn a_crashing_pod_is_failing_and_not_also_restarting() {
+        let census = census(&pods(FAILING), NOW.parse().expect("a time"));
+        assert!(census.failing.pods > 0);
+        assert_eq!(census.restarting.pods, 0);
     }
 
     #[test]

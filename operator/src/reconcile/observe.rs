@@ -39,6 +39,8 @@ pub struct Current {
     /// The gateway's pods that will not become ready by themselves: with none of them
     /// ready, clients reach nothing, whatever the inference pods do.
     pub gateway_failing: FailingPods,
+    /// The gateway's pods not failing now that keep restarting.
+    pub gateway_restarting: FailingPods,
     /// The gateway's pods that are ready.
     pub gateway_ready: u32,
     /// The queue, when autoscaling is on and Prometheus answered with series for it.
@@ -101,6 +103,7 @@ pub async fn observe(context: &Context, brs: &BackgroundRemovalService, now: Tim
         deployment,
         census: census(&inference, now),
         gateway_failing: gateway.failing,
+        gateway_restarting: gateway.restarting,
         gateway_ready: gateway.ready,
         queue,
         read_at: Timestamp::now(),

@@ -198,9 +198,11 @@ fn observed<'a>(brs: &BackgroundRemovalService, findings: &Findings<'a>) -> Obse
         deployment: deployment.and_then(|d| d.status.as_ref()),
         unschedulable: current.census.unschedulable.clone(),
         failing: current.census.failing.clone(),
+        restarting: current.census.restarting.clone(),
         decision: scale.decision.as_ref(),
         gateway: applied.as_ref().ok().and_then(|a| a.gateway.as_ref()).map(|g| g.status.as_ref()),
         gateway_failing: current.gateway_failing.clone(),
+        gateway_restarting: current.gateway_restarting.clone(),
     }
 }
 
