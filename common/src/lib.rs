@@ -193,6 +193,7 @@ pub mod gateway_flags {
     pub const MAX_WAIT_SECONDS: &str = "max-wait-seconds";
     pub const MAX_BODY_BYTES: &str = "max-body-bytes";
     pub const MAX_BUFFERED_BYTES: &str = "max-buffered-bytes";
+    pub const MAX_CONNECTIONS: &str = "max-connections";
     pub const PROBE_INTERVAL_SECONDS: &str = "probe-interval-seconds";
     pub const UPSTREAM_TIMEOUT_SECONDS: &str = "upstream-timeout-seconds";
     pub const DRAIN_DELAY_SECONDS: &str = "drain-delay-seconds";
@@ -284,6 +285,35 @@ pub mod memory {
     /// host side, beyond the image work (measured: about 1 GiB for ISNet on the CPU).
     pub const RUNTIME_ALLOWANCE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
+    /// The most a request's line and headers may take, in either server: a head past it
+    /// is answered 431 and its connection closed. Browsers and HTTP libraries send a few
+    /// hundred bytes, cookies included a few kilobytes; hyper's default (about 400 KiB)
+    /// let every connection, and every request waiting in the gateway's queue, hold that
+    /// much.
+    pub const MAX_HEAD_BYTES: u64 = 64 * 1024;
+    /// Bytes an open connection may hold in either server beside the bodies the flags
+    /// count: its read buffer, which grows no larger than a head at the limit, and its
+    /// state. Measured with heads at the limit (`gateway/tests/memory.rs`): 77.6 KiB
+    /// each, and 135.6 before the read buffer was capped, when hyper doubled it past
+    /// the head.
+    pub const CONNECTION_BYTES: u64 = 80 * 1024;
+    /// Default of the inference server's `--max-connections`.
+    pub const DEFAULT_POD_MAX_CONNECTIONS: u64 = 1024;
+    /// Default of the gateway's `--max-connections`.
+    pub const DEFAULT_GATEWAY_MAX_CONNECTIONS: u64 = 4096;
+    /// A gateway process beside the bodies it buffers and its connections: its runtime,
+    /// its queue and the answers passing through (measured: about 10 MiB idle).
+    pub const GATEWAY_PROCESS_BYTES: u64 = 32 * 1024 * 1024;
+
+    /// The connections a gateway pod of `memory_bytes` can hold open once
+    /// `buffered_bytes` of bodies and the process are counted, at most the default: at
+    /// the smallest memory the operator accepts (128 MiB, half of it bodies) 409, where
+    /// the default's 4,096 heads could take 320 MiB.
+    pub fn gateway_max_connections(memory_bytes: u64, buffered_bytes: u64) -> u64 {
+        let room = memory_bytes.saturating_sub(buffered_bytes).saturating_sub(GATEWAY_PROCESS_BYTES);
+        (room / CONNECTION_BYTES).clamp(1, DEFAULT_GATEWAY_MAX_CONNECTIONS)
+    }
+
     /// The flags that bound the image work.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub struct Sizing {
@@ -295,6 +325,8 @@ pub mod memory {
         pub input_size: u64,
         /// `--max-batch-size`: a run's images laid out together and its masks.
         pub max_batch_size: u64,
+        /// `--max-connections`: each holds up to [`CONNECTION_BYTES`].
+        pub max_connections: u64,
     }
 
     impl Sizing {
@@ -310,9 +342,10 @@ pub mod memory {
                 + self.max_batch_size * model_bytes
         }
 
-        /// The pod's memory bound: the image work plus the runtime allowance.
+        /// The pod's memory bound: the image work, the connections and the runtime
+        /// allowance.
         pub fn pod_bytes(&self) -> u64 {
-            self.image_work_bytes() + RUNTIME_ALLOWANCE_BYTES
+            self.image_work_bytes() + self.max_connections * CONNECTION_BYTES + RUNTIME_ALLOWANCE_BYTES
         }
     }
 
@@ -330,9 +363,24 @@ pub mod memory {
                 max_dimension: 2048,
                 input_size: 1024,
                 max_batch_size: 1,
+                max_connections: DEFAULT_POD_MAX_CONNECTIONS,
             };
             let gib = sizing.pod_bytes() as f64 / (1u64 << 30) as f64;
             assert!((6.0..8.0).contains(&gib), "{gib:.2} GiB");
+        }
+
+        #[test]
+        fn a_gateway_holds_the_connections_its_memory_leaves_room_for() {
+            const MIB: u64 = 1024 * 1024;
+            assert_eq!(gateway_max_connections(1024 * MIB, 512 * MIB), DEFAULT_GATEWAY_MAX_CONNECTIONS);
+            assert_eq!(gateway_max_connections(128 * MIB, 64 * MIB), 409);
+            assert_eq!(gateway_max_connections(64 * MIB, 64 * MIB), 1, "never none");
+            for memory in [128 * MIB, 200 * MIB, 512 * MIB, 1024 * MIB] {
+                let buffered = memory / 2;
+                let held =
+                    buffered + GATEWAY_PROCESS_BYTES + gateway_max_connections(memory, buffered) * CONNECTION_BYTES;
+                assert!(held <= memory, "{} MiB held of {} MiB", held / MIB, memory / MIB);
+            }
         }
     }
 }

@@ -62,9 +62,10 @@ pub struct Config {
     pub upstream_timeout: Duration,
 
     /// Connections served at once; more wait in the listen backlog until one closes. Each
-    /// may hold a request head of up to 64 KiB beside its body, outside
-    /// --max-buffered-bytes: at the default, 256 MiB at most.
-    #[arg(long = "max-connections", env = "MATTE_GATEWAY_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    /// may hold up to 80 KiB beside its body, outside --max-buffered-bytes (its read
+    /// buffer, no larger than a head may be): at the default, 320 MiB at most. The
+    /// operator sets it from the pod's memory.
+    #[arg(long = flags::MAX_CONNECTIONS, env = "MATTE_GATEWAY_MAX_CONNECTIONS", default_value_t = memory::DEFAULT_GATEWAY_MAX_CONNECTIONS, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
 
     /// A client must send its request line and headers within this many seconds.

@@ -2,7 +2,9 @@
 //! it holds at most `--max-buffered-bytes` of them, and turns the rest away with 429
 //! before reading them. And the room it promises to bodies not yet arrived goes to
 //! others when those bodies do not come, as do the buffers of bodies that came in part
-//! and will not be whole before their budget ends.
+//! and will not be whole before their budget ends. Beside the bodies, each connection
+//! holds no more than `matte_common::memory::CONNECTION_BYTES`, a head at the limit
+//! included, which is what the operator sizes `--max-connections` by.
 
 mod support;
 
@@ -253,4 +255,45 @@ impl Drop for GatewayProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Connections the test opens, and the most the gateway serves: the rest wait in the
+/// listen backlog, holding nothing of the gateway's.
+const CONNECTIONS: usize = 400;
+const MAX_CONNECTIONS: usize = 300;
+/// What the process may grow by beside its connections while it holds them.
+const HEADS_ALLOWANCE_MIB: f64 = 8.0;
+
+#[test]
+fn connections_holding_heads_at_the_limit_stay_within_their_bound() {
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let gateway = GatewayProcess::start(&[
+        "--upstream",
+        &nowhere,
+        "--max-connections",
+        &MAX_CONNECTIONS.to_string(),
+        "--header-read-timeout-seconds",
+        "60",
+    ]);
+    let (_, idle_mib) = gateway.memory_mib();
+    let address = gateway.base.trim_start_matches("http://").to_owned();
+    // A head just short of the limit, never finished: each connection holds it.
+    let head = format!("POST /v1/remove HTTP/1.1\r\nHost: x\r\nX-Long: {}", "a".repeat(62 * 1024));
+    let streams: Vec<TcpStream> = (0..CONNECTIONS)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&address).expect("connects");
+            stream.write_all(head.as_bytes()).expect("the head is sent");
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, held_mib) = gateway.memory_mib();
+    let grew = held_mib - idle_mib;
+    let per_connection_kib = grew * 1024.0 / MAX_CONNECTIONS as f64;
+    let bound_mib = (MAX_CONNECTIONS as u64 * matte_common::memory::CONNECTION_BYTES) as f64 / MIB as f64;
+    println!(
+        "{MAX_CONNECTIONS} connections holding 62 KiB heads: RSS +{grew:.1} MiB ({per_connection_kib:.1} KiB each), bound {bound_mib:.1} MiB"
+    );
+    assert!(grew <= bound_mib + HEADS_ALLOWANCE_MIB, "RSS grew {grew:.1} MiB, bound {bound_mib:.1} MiB");
+    drop(streams);
 }

@@ -120,8 +120,9 @@ pub struct Config {
     pub cpu_workers: usize,
 
     /// Connections served at once; more wait in the listen backlog until one closes. Each
-    /// may hold a request head of up to 64 KiB: at the default, 64 MiB at most.
-    #[arg(long = "max-connections", env = "MATTE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    /// may hold up to 80 KiB beside its body (its read buffer, no larger than a head may
+    /// be): at the default, 80 MiB at most, which the memory bound counts.
+    #[arg(long = "max-connections", env = "MATTE_MAX_CONNECTIONS", default_value_t = memory::DEFAULT_POD_MAX_CONNECTIONS, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
 
     /// A client must send its request line and headers within this many seconds of
@@ -214,6 +215,7 @@ impl Config {
             max_dimension: u64::from(self.max_dimension),
             input_size: u64::from(self.input_size),
             max_batch_size: u64::from(self.max_batch_size),
+            max_connections: self.max_connections,
         }
     }
 

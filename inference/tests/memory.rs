@@ -123,6 +123,7 @@ fn the_worst_inputs_stay_within_the_memory_bound_of_the_flags() {
         max_dimension: 2048,
         input_size: 32,
         max_batch_size: 1,
+        max_connections: matte_common::memory::DEFAULT_POD_MAX_CONNECTIONS,
     };
     let bomb = iccp_bomb(400 * 1024 * 1024);
     let long = long_png(40_000_000);

@@ -1,6 +1,7 @@
 //! Accepting and serving HTTP/1.1 connections within limits a slow, vanished or greedy
 //! client cannot outlast: at most so many connections at once (past that, new ones wait
-//! in the listen backlog), request heads of at most [`MAX_HEAD_BYTES`] (431 past it)
+//! in the listen backlog), request heads of at most
+//! [`matte_common::memory::MAX_HEAD_BYTES`] (431 past it)
 //! that must arrive within the header timeout, a client whose socket is full must take
 //! its answer at a minimum pace, and a drain first asks every connection to finish its
 //! current exchange, then cuts whatever is left.
@@ -24,13 +25,12 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
+use matte_common::memory;
+
 use crate::pace::PaceCredit;
 
-/// The most a request's line and headers may take: a head past it is answered 431 and
-/// its connection closed. Browsers and HTTP libraries send a few hundred bytes, cookies
-/// included a few kilobytes; hyper's default (about 400 KiB) let every connection, and
-/// every request waiting in the gateway's queue, hold that much.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// `matte_common::memory::MAX_HEAD_BYTES`, as hyper counts it.
+const MAX_HEAD_BYTES: usize = memory::MAX_HEAD_BYTES as usize;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -129,7 +129,14 @@ async fn serve_connection(
     let io = TokioIo::new(WriteTimeout::new(stream, limits.write, limits.min_write_bytes_per_second));
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| router.clone().call(request));
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read).max_header_size(MAX_HEAD_BYTES);
+    // The read buffer no larger than a head may be: hyper grows it by doubling, and one
+    // holding a head near the limit took twice that (`memory::CONNECTION_BYTES`). A body
+    // is read through it in chunks of at most that size.
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(MAX_HEAD_BYTES);
     let connection = builder.serve_connection(io, service);
     let mut connection = std::pin::pin!(connection);
     tokio::select! {

@@ -155,6 +155,7 @@ fn sizing(brs: &BackgroundRemovalService, cores: u32) -> memory::Sizing {
         max_dimension: positive(spec.max_dimension),
         input_size: positive(spec.model.input_size),
         max_batch_size: positive(spec.batching.max_batch_size),
+        max_connections: memory::DEFAULT_POD_MAX_CONNECTIONS,
     }
 }
 

@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use matte_common::gateway_flags as flags;
+use matte_common::{gateway_flags as flags, memory};
 
 use crate::crd::BackgroundRemovalService;
 
@@ -58,12 +58,14 @@ fn gateway_args(brs: &BackgroundRemovalService, gateway: &ValidGateway) -> Vec<S
     // The pod answers 504 itself when its request timeout passes before inference; the
     // rest of an attempt is the inference and the encoding.
     let upstream_timeout = drain_timeout_seconds(brs);
+    let buffered = gateway.memory_bytes / BUFFERED_SHARE;
     vec![
         format!("--{}=0.0.0.0:{HTTP_PORT}", flags::LISTEN),
         format!("--{}={}", flags::SERVICE, pods_service_name(brs)),
         format!("--{}={}", flags::UPSTREAM_CAPACITY, gateway.upstream_capacity),
         format!("--{}={max_wait}", flags::MAX_WAIT_SECONDS),
-        format!("--{}={}", flags::MAX_BUFFERED_BYTES, gateway.memory_bytes / BUFFERED_SHARE),
+        format!("--{}={buffered}", flags::MAX_BUFFERED_BYTES),
+        format!("--{}={}", flags::MAX_CONNECTIONS, memory::gateway_max_connections(gateway.memory_bytes, buffered)),
         format!("--{}={upstream_timeout}", flags::UPSTREAM_TIMEOUT_SECONDS),
         format!("--{}={ENDPOINT_PROPAGATION_SECONDS}", flags::DRAIN_DELAY_SECONDS),
         format!("--{}={}", flags::DRAIN_TIMEOUT_SECONDS, gateway_drain_timeout_seconds(brs)),
