@@ -20,7 +20,7 @@ use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::crd::BackgroundRemovalService;
+use crate::crd::{BackgroundRemovalService, MAX_CACHED_SPEC_BYTES, OVERSIZED_SPEC_ANNOTATION};
 use crate::desired::{self, MANAGER};
 use crate::reconcile::{self, Context, Settings};
 use crate::telemetry::Metrics;
@@ -39,7 +39,7 @@ pub async fn run(
     // Status writes change the resource but not its generation: reacting only to new
     // generations is what keeps the operator from waking itself up.
     let (reader, writer) = reflector::store();
-    let resources = watcher(api(&client), watcher::Config::default())
+    let resources = watcher(api(&client), watcher::Config::default().page_size(RESOURCES_PER_PAGE))
         .backoff(watch_backoff())
         .modify(forget_what_is_never_read)
         .reflect(writer)
@@ -74,16 +74,32 @@ pub async fn run(
     metrics.follow_resources(None);
 }
 
+/// The resources a list asks for at once, on every (re)start of the watch: its answer
+/// is read whole before any is cached, and a page of the usual 500 of the largest the
+/// apiserver stores (1.5 MiB, see [`MAX_CACHED_SPEC_BYTES`]) would be most of a gigabyte.
+const RESOURCES_PER_PAGE: u32 = 20;
+
 /// The annotation `kubectl apply` (client-side) keeps a whole copy of the resource in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Drops from a resource what the operator never reads and would otherwise hold in
 /// its cache for every resource of the cluster: the field managers' records, and a
-/// copy of the resource kept by `kubectl apply`, together often more than the spec.
+/// copy of the resource kept by `kubectl apply`, together often more than the spec. A
+/// spec over [`MAX_CACHED_SPEC_BYTES`] loses the Kubernetes types it embeds whole, the
+/// only fields that can make it so large, and is marked
+/// ([`OVERSIZED_SPEC_ANNOTATION`]) for the pass to refuse it.
 fn forget_what_is_never_read(resource: &mut BackgroundRemovalService) {
     resource.metadata.managed_fields = None;
     if let Some(annotations) = resource.metadata.annotations.as_mut() {
         annotations.remove(LAST_APPLIED);
+        annotations.remove(OVERSIZED_SPEC_ANNOTATION);
+    }
+    let spec_bytes = serde_json::to_vec(&resource.spec).map_or(0, |bytes| bytes.len());
+    if spec_bytes > MAX_CACHED_SPEC_BYTES {
+        let gpu = &mut resource.spec.gpu;
+        (gpu.affinity, gpu.tolerations, gpu.node_selector) = (None, None, None);
+        resource.spec.image_pull_secrets = None;
+        resource.annotations_mut().insert(OVERSIZED_SPEC_ANNOTATION.to_owned(), spec_bytes.to_string());
     }
 }
 
@@ -193,5 +209,45 @@ spec:
         let annotations = resource.metadata.annotations.clone().unwrap_or_default();
         assert_eq!(annotations.keys().collect::<Vec<_>>(), ["team"], "other annotations stay");
         assert_eq!(resource.spec, spec);
+    }
+
+    #[test]
+    fn an_oversized_spec_is_cached_without_its_embedded_types_and_marked() {
+        let mut resource: BackgroundRemovalService = serde_yaml::from_str(
+            r#"
+apiVersion: matte.dev/v1alpha1
+kind: BackgroundRemovalService
+metadata: {name: portraits, namespace: shop, annotations: {matte.dev/oversized-spec-bytes: "1"}}
+spec:
+  model: {url: https://models.example/isnet.onnx, sha256: b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb}
+  gpu:
+    nodeSelector: {pool: gpu}
+    affinity:
+      nodeAffinity:
+        requiredDuringSchedulingIgnoredDuringExecution:
+          nodeSelectorTerms:
+          - matchExpressions:
+            - {key: zone, operator: In, values: [a]}
+"#,
+        )
+        .expect("the fixture parses");
+        let small = resource.clone();
+        forget_what_is_never_read(&mut resource);
+        assert_eq!(resource.spec, small.spec, "a spec within the bound is kept whole");
+        assert_eq!(resource.metadata.annotations.clone().unwrap_or_default().len(), 0, "a user's marker is dropped");
+
+        // 64 terms of 64 values of 40 characters: about 190 KiB, which the schema allows.
+        let values: Vec<String> = (0..64).map(|i| format!("{i:040}")).collect();
+        let term = serde_json::json!({"matchExpressions": [{"key": "zone", "operator": "In", "values": values}]});
+        let affinity = serde_json::json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+            {"nodeSelectorTerms": vec![term; 64]}}});
+        resource.spec.gpu.affinity = Some(serde_json::from_value(affinity).expect("an affinity"));
+        let bytes = serde_json::to_vec(&resource.spec).expect("serializes").len();
+        assert!(bytes > MAX_CACHED_SPEC_BYTES, "{bytes}");
+        forget_what_is_never_read(&mut resource);
+        assert_eq!((resource.spec.gpu.affinity.is_none(), resource.spec.gpu.node_selector.is_none()), (true, true));
+        let annotations = resource.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(annotations.get(OVERSIZED_SPEC_ANNOTATION), Some(&bytes.to_string()));
+        assert!(serde_json::to_vec(&resource.spec).expect("serializes").len() < 1024, "what is cached is small");
     }
 }

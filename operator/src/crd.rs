@@ -22,6 +22,20 @@ pub const MAX_NAME_LENGTH: usize = 63 - "-gateway".len();
 /// ([`limits::MAX_REPLICAS`], as the int32 the schema counts in; 1000 fits).
 pub const MAX_REPLICAS: i32 = limits::MAX_REPLICAS as i32;
 
+/// The most of a resource's spec, serialized, that the operator keeps in its cache. A
+/// spec of the largest real placement needs a few kilobytes; the schema's bounds on the
+/// Kubernetes types it embeds whole (an affinity's terms, expressions and values) allow
+/// what only the apiserver's 1.5 MiB object limit stops, and the operator caches every
+/// resource of the cluster: a few hundred such resources, from anyone who may create
+/// them, would take its memory.
+pub const MAX_CACHED_SPEC_BYTES: usize = 64 * 1024;
+
+/// Set on the operator's cached copy of a resource whose spec was over
+/// [`MAX_CACHED_SPEC_BYTES`]: the spec's size in bytes. The embedded Kubernetes types were
+/// dropped from that copy, so the resource is refused rather than built without them.
+/// Never written back; one a user sets is removed.
+pub const OVERSIZED_SPEC_ANNOTATION: &str = "matte.dev/oversized-spec-bytes";
+
 /// A well-formed image reference, `[registry[:port]/]path[:tag][@digest]`, after the grammar
 /// of the distribution project's `reference` package (IPv6 registries aside): what the
 /// kubelet would otherwise refuse only when a pod starts (`InvalidImageName`).

@@ -353,6 +353,19 @@ fn the_operator_reconciles_with_the_charts_rbac() {
     });
     wait_condition_metric(&operator, "broken", "Degraded", Some(1.0));
 
+    // A spec the schema and the apiserver take but the operator will not cache whole (an
+    // affinity of 64 terms of 64 values) is refused by its size, and nothing is built.
+    let values: Vec<String> = (0..64).map(|i| format!("{i:040}")).collect();
+    let term = serde_json::json!({"matchExpressions": [{"key": "zone", "operator": "In", "values": values}]});
+    let mut sprawling: Value = serde_yaml::from_str(&resource("sprawling", 1, "nvidia.com/gpu")).expect("YAML");
+    sprawling["spec"]["gpu"]["affinity"] = serde_json::json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": vec![term; 64]}}});
+    cluster.apply_yaml_ok(&sprawling.to_string());
+    let sprawling = wait_condition(&cluster, "sprawling", "Degraded", "True");
+    let (_, reason, message) = condition_of(&sprawling, "Degraded").expect("the condition");
+    assert_eq!(reason, "InvalidSpec");
+    assert!(message.contains("bytes, over the 65536 the operator reads of one"), "{message}");
+    assert!(get(&cluster, "deployment", "sprawling").is_none());
+
     // Deleting the resource garbage-collects what the operator made.
     cluster.kubectl_ok(&["delete", "brs", "portraits", "-n", "shop"]);
     wait_for("the owned objects to be collected", WAIT, || {

@@ -2,11 +2,12 @@
 //! invalid spec becomes a `Degraded` condition and a Warning Event, not a retry loop.
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::ResourceExt;
 use matte_common::fetch_model::DEFAULT_MAX_BYTES as DEFAULT_MODEL_MAX_BYTES;
 use matte_common::memory::DEFAULT_MAX_BODY_BYTES;
 use matte_policy::{PLANNED_UTILIZATION_PERCENT_MAX, PLANNED_UTILIZATION_PERCENT_MIN};
 
-use crate::crd::BackgroundRemovalService;
+use crate::crd::{BackgroundRemovalService, MAX_CACHED_SPEC_BYTES, OVERSIZED_SPEC_ANNOTATION};
 
 use super::Defaults;
 use super::gateway::DEFAULT_MEMORY_BYTES;
@@ -50,6 +51,13 @@ const MIN_GATEWAY_MEMORY_BYTES: u64 = 4 * DEFAULT_MAX_BODY_BYTES;
 pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<Valid, Vec<String>> {
     let spec = &brs.spec;
     let mut problems = Vec::new();
+
+    if let Some(bytes) = brs.annotations().get(OVERSIZED_SPEC_ANNOTATION) {
+        problems.push(format!(
+            "the spec is {bytes} bytes, over the {MAX_CACHED_SPEC_BYTES} the operator reads of one: \
+             spec.gpu.affinity, tolerations and nodeSelector, and spec.imagePullSecrets, were not read"
+        ));
+    }
 
     let image = spec.image.clone().unwrap_or_else(|| defaults.inference_image.clone());
     if image.trim().is_empty() {
@@ -318,6 +326,18 @@ mod tests {
         let valid = validate(&resource("minimal.yaml"), &defaults()).expect("valid");
         assert_eq!(valid.image, defaults().inference_image);
         assert_eq!(valid.advice, Vec::<String>::new(), "the defaults need no advice");
+    }
+
+    #[test]
+    fn a_spec_the_cache_held_without_its_placement_is_refused_naming_its_size() {
+        let mut brs = resource("minimal.yaml");
+        brs.annotations_mut().insert(OVERSIZED_SPEC_ANNOTATION.into(), "194623".into());
+        let problems = validate(&brs, &defaults()).expect_err("refused");
+        assert_eq!(
+            problems,
+            ["the spec is 194623 bytes, over the 65536 the operator reads of one: spec.gpu.affinity, tolerations \
+              and nodeSelector, and spec.imagePullSecrets, were not read"]
+        );
     }
 
     #[test]
