@@ -52,9 +52,14 @@ pub mod metrics {
     /// be back; behind a plain Service, its rate is how many of the requests arriving
     /// are such returns.
     pub const DEFERRED_DUE_TOTAL: &str = "matte_deferred_due_total";
+    /// Gauge: client connections open now; at [`MAX_CONNECTIONS`], new ones wait in the
+    /// listen backlog.
+    pub const OPEN_CONNECTIONS: &str = "matte_open_connections";
+    /// Gauge: the most client connections served at once (`--max-connections`).
+    pub const MAX_CONNECTIONS: &str = "matte_max_connections";
 
     /// Every name above.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 18] = [
         QUEUE_DEPTH,
         OLDEST_QUEUED_AGE_SECONDS,
         QUEUE_WAIT_SECONDS,
@@ -71,6 +76,8 @@ pub mod metrics {
         REQUESTED_MAX_BATCH_SIZE,
         DEFERRED_REQUESTS,
         DEFERRED_DUE_TOTAL,
+        OPEN_CONNECTIONS,
+        MAX_CONNECTIONS,
     ];
 
     /// Upper bounds of every histogram in seconds: from 10 ms (a warm GPU run) to five
@@ -149,9 +156,15 @@ pub mod gateway_metrics {
     /// upper quartile of the last it saw (first seen not ready to ready); 0 until it has
     /// seen one. Its admission counts a starting pod from when it is expected ready.
     pub const POD_STARTUP_SECONDS: &str = "matte_gateway_pod_startup_seconds";
+    /// Gauge: client connections open now; at [`MAX_CONNECTIONS`], new ones wait in the
+    /// listen backlog.
+    pub const OPEN_CONNECTIONS: &str = "matte_gateway_open_connections";
+    /// Gauge: the most client connections served at once (`--max-connections`, which
+    /// the operator sets from the pod's memory).
+    pub const MAX_CONNECTIONS: &str = "matte_gateway_max_connections";
 
     /// Every name above.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 14] = [
         QUEUE_DEPTH,
         OLDEST_QUEUED_AGE_SECONDS,
         QUEUE_WAIT_SECONDS,
@@ -164,6 +177,8 @@ pub mod gateway_metrics {
         DEFERRED_DUE_TOTAL,
         SECONDS_PER_IMAGE,
         POD_STARTUP_SECONDS,
+        OPEN_CONNECTIONS,
+        MAX_CONNECTIONS,
     ];
 
     /// Label of [`REQUESTS_TOTAL`].

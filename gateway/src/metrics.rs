@@ -8,6 +8,7 @@ use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, Int
 
 use std::time::Duration;
 
+use matte_serve::ConnectionGauges;
 use matte_serve::sent_away::SentAway;
 
 use crate::dispatcher::Snapshot;
@@ -57,6 +58,7 @@ pub struct Metrics {
     sent_away: SentAway,
     seconds_per_image: Gauge,
     pod_startup: Gauge,
+    pub connections: ConnectionGauges,
 }
 
 impl Default for Metrics {
@@ -114,6 +116,7 @@ impl Default for Metrics {
                  saw, first seen not ready to ready); 0 until it has seen one.",
             )
             .expect("valid"),
+            connections: ConnectionGauges::new(names::OPEN_CONNECTIONS, names::MAX_CONNECTIONS),
         };
         let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
             Box::new(metrics.queue_depth.clone()),
@@ -127,7 +130,8 @@ impl Default for Metrics {
             Box::new(metrics.seconds_per_image.clone()),
             Box::new(metrics.pod_startup.clone()),
         ];
-        for collector in collectors.into_iter().chain(metrics.sent_away.collectors()) {
+        let shared = metrics.sent_away.collectors().into_iter().chain(metrics.connections.collectors());
+        for collector in collectors.into_iter().chain(shared) {
             metrics.registry.register(collector).expect("metric names are unique");
         }
         // Every state shows from the start, 0 included, so that a sum over states and

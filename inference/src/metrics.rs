@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use matte_common::metrics as names;
+use matte_serve::ConnectionGauges;
 use matte_serve::sent_away::SentAway;
 use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
@@ -33,6 +34,7 @@ pub struct Metrics {
     max_batch_size: IntGauge,
     requested_max_batch_size: IntGauge,
     sent_away: SentAway,
+    pub connections: ConnectionGauges,
 }
 
 impl Default for Metrics {
@@ -92,6 +94,7 @@ impl Default for Metrics {
             )
             .expect("valid"),
             sent_away: SentAway::new(names::DEFERRED_REQUESTS, names::DEFERRED_DUE_TOTAL),
+            connections: ConnectionGauges::new(names::OPEN_CONNECTIONS, names::MAX_CONNECTIONS),
             registry,
         };
         metrics.register_all();
@@ -117,7 +120,8 @@ impl Metrics {
             Box::new(self.max_batch_size.clone()),
             Box::new(self.requested_max_batch_size.clone()),
         ];
-        for collector in collectors.into_iter().chain(self.sent_away.collectors()) {
+        for collector in collectors.into_iter().chain(self.sent_away.collectors()).chain(self.connections.collectors())
+        {
             self.registry.register(collector).expect("metric names are unique");
         }
     }

@@ -73,7 +73,13 @@ pub async fn run(
         write: config.write_timeout,
         min_write_bytes_per_second: config.min_upload_bytes_per_second,
     };
-    let mut connections = tokio::spawn(connections::serve(listener, http::router(state.clone()), limits, stage_rx));
+    let mut connections = tokio::spawn(connections::serve(
+        listener,
+        http::router(state.clone()),
+        limits,
+        state.metrics.connections.clone(),
+        stage_rx,
+    ));
 
     tokio::select! {
         () = shutdown => {}

@@ -24,6 +24,8 @@ fn metrics_follow_the_contract_and_move_with_traffic() {
     assert_eq!(metric_value(&before, r#"matte_model_info{model="isnet-fp16",provider="cpu"}"#), 1.0);
     assert_eq!(metric_value(&before, "matte_max_batch_size"), 1.0, "one image a run by default");
     assert_eq!(metric_value(&before, "matte_requested_max_batch_size"), 1.0);
+    assert_eq!(metric_value(&before, names::MAX_CONNECTIONS), 1024.0, "the default --max-connections");
+    assert!(metric_value(&before, names::OPEN_CONNECTIONS) >= 1.0, "the scrape's own connection is open");
 
     // Three at once: one is inferred while two wait, so the queue gauges must rise.
     let requests = post_concurrently(&server, "astronaut.png", 3);

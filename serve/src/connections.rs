@@ -26,6 +26,8 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use matte_common::memory;
+use prometheus::IntGauge;
+use prometheus::core::Collector;
 
 use crate::pace::PaceCredit;
 
@@ -55,12 +57,59 @@ pub enum Stage {
     Cut,
 }
 
+/// The connections a server holds open and the most it serves at once, as two gauges of
+/// its metrics under the names it takes from `matte_common`: at the most, new clients
+/// wait in the listen backlog, which no other figure shows.
+#[derive(Debug, Clone)]
+pub struct ConnectionGauges {
+    open: IntGauge,
+    max: IntGauge,
+}
+
+impl ConnectionGauges {
+    pub fn new(open: &str, max: &str) -> ConnectionGauges {
+        ConnectionGauges {
+            open: IntGauge::new(open, "Client connections open now.").expect("a valid metric name"),
+            max: IntGauge::new(max, "The most client connections served at once (--max-connections); more wait.")
+                .expect("a valid metric name"),
+        }
+    }
+
+    /// Both gauges, to register.
+    pub fn collectors(&self) -> [Box<dyn Collector>; 2] {
+        [Box::new(self.open.clone()), Box::new(self.max.clone())]
+    }
+}
+
+/// One on a gauge while it lives, however its connection ends (a cut aborts the task).
+struct Counted(IntGauge);
+
+impl Counted {
+    fn on(gauge: &IntGauge) -> Counted {
+        gauge.inc();
+        Counted(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// How often reaching `max_connections` is logged at most.
 const AT_CAPACITY_LOGGED_EVERY: Duration = Duration::from_secs(60);
 
 /// Serves `router` on the connections `listener` accepts until the stage leaves
 /// `Serving`; returns once every connection has closed or been cut.
-pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimits, stage: watch::Receiver<Stage>) {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    gauges: ConnectionGauges,
+    stage: watch::Receiver<Stage>,
+) {
+    gauges.max.set(i64::try_from(limits.max_connections).unwrap_or(i64::MAX));
     let mut connections = JoinSet::new();
     let mut watching = stage.clone();
     let open = std::sync::Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -88,9 +137,10 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimi
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let serving = serve_connection(stream, router.clone(), limits, stage.clone());
+                    let open = Counted::on(&gauges.open);
                     connections.spawn(async move {
                         serving.await;
-                        drop(place);
+                        drop((open, place));
                     });
                 }
                 Err(error) => {
@@ -267,6 +317,11 @@ mod tests {
     /// A server answering `GET /` with "ok" on a loopback port, serving at most
     /// `max_connections` at once; its address.
     async fn server(max_connections: usize) -> std::net::SocketAddr {
+        server_counted(max_connections, ConnectionGauges::new("open", "max")).await
+    }
+
+    /// [`server`], counting its connections on `gauges`.
+    async fn server_counted(max_connections: usize, gauges: ConnectionGauges) -> std::net::SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
@@ -278,7 +333,7 @@ mod tests {
         };
         let (stage, watching) = watch::channel(Stage::Serving);
         tokio::spawn(async move {
-            serve(listener, router, limits, watching).await;
+            serve(listener, router, limits, gauges, watching).await;
             drop(stage);
         });
         address
@@ -324,6 +379,26 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), third.read_exact(&mut head)).await.unwrap().unwrap();
         assert_eq!(&head, b"HTTP/1.1 200");
         drop(second);
+    }
+
+    #[tokio::test]
+    async fn the_gauges_show_the_connections_open_and_the_most_served() {
+        let gauges = ConnectionGauges::new("open", "max");
+        let address = server_counted(3, gauges.clone()).await;
+        let mut streams = Vec::new();
+        for _ in 0..2 {
+            let mut stream = TcpStream::connect(address).await.unwrap();
+            assert_eq!(status_within(&mut stream, "", Duration::from_secs(5)).await.as_deref(), Some("200"));
+            streams.push(stream);
+        }
+        assert_eq!((gauges.open.get(), gauges.max.get()), (2, 3));
+        drop(streams);
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            while gauges.open.get() != 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        assert!(closed.await.is_ok(), "{} still counted open", gauges.open.get());
     }
 
     /// Writes 1 MB through a 1 kB pipe whose reader takes `bytes` at every `interval`,

@@ -22,7 +22,7 @@ pub mod sent_away;
 pub mod signals;
 
 pub use body::{BodyError, declared_length, discard_rest, paced_chunks, refuse_unread};
-pub use connections::{ConnectionLimits, Stage, serve};
+pub use connections::{ConnectionGauges, ConnectionLimits, Stage, serve};
 pub use logging::{LogFormat, init_logging};
 pub use pace::UploadPace;
 pub use routes::RouteError;
