@@ -18,6 +18,7 @@ use crate::metrics::ModelBatch;
 use crate::model::{BatchDimension, GpuTuning, Model, ModelOptions};
 use crate::state::AppState;
 use crate::{Error, http};
+use matte_common::memory;
 use matte_serve::{self as connections, ConnectionLimits, Stage, shutdown_signal};
 
 /// How the server stopped.
@@ -59,9 +60,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stopped, Error> {
     let state = Arc::new(AppState::new(&config));
+    let sizing = config.sizing();
     tracing::info!(
-        image_work_mib = config.sizing().image_work_bytes() >> 20,
-        "the image work is bounded by the flags to this much memory, beside the runtime and the model"
+        image_work_mib = sizing.image_work_bytes() >> 20,
+        connections_mib = (sizing.max_connections * memory::CONNECTION_BYTES) >> 20,
+        "the image work and the connections are bounded by the flags to this much memory, beside the runtime and the model"
     );
     let (loaded_tx, loaded_rx) = oneshot::channel();
     let inference_thread = spawn_inference_thread(&config, runtime_library, state.clone(), loaded_tx)?;
