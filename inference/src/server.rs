@@ -76,13 +76,8 @@ pub async fn run(
         write: config.write_timeout,
         min_write_bytes_per_second: config.min_upload_bytes_per_second,
     };
-    let mut connections = tokio::spawn(connections::serve(
-        listener,
-        http::router(state.clone()),
-        limits,
-        state.metrics.connections.clone(),
-        stage_rx,
-    ));
+    let (router, gauges) = (http::router(state.clone()), state.metrics.connections.clone());
+    let mut connections = tokio::spawn(connections::serve(listener, router, limits, gauges, stage_rx));
 
     tokio::select! {
         () = shutdown => {}

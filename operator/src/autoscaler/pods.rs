@@ -36,7 +36,8 @@ pub struct PodCensus {
     pub unschedulable: Unschedulable,
     /// Pods among the starting ones that will not become ready by themselves.
     pub failing: FailingPods,
-    /// Pods not failing now that keep restarting (see [`RESTARTS_TO_REPORT`]).
+    /// Pods not failing now that keep restarting: ready between their crashes, but
+    /// failing again and again.
     pub restarting: FailingPods,
     /// The ready pods' start-ups: when each turned Ready, and how long after it was
     /// scheduled.
