@@ -1,7 +1,8 @@
 //! A lossless WebP's prefix codes are held to what a decode may hold beside its pixels:
 //! a stream may declare up to 65,536 groups of codes, tens of kilobytes each once
 //! built, in a few bytes each. Only the groups its frame uses are built, and those
-//! beyond the budget refuse the image.
+//! beyond the budget refuse the image. And a file libwebp wrote, whose frame uses several
+//! groups, decodes to exactly its pixels.
 
 mod support;
 
@@ -36,4 +37,18 @@ fn groups_used_beyond_the_budget_refuse_the_image() {
         matches!(&refused, Err(Error::DecoderLimit(message)) if message.contains("lossless prefix codes need more than the 16384 bytes")),
         "{refused:?}"
     );
+}
+
+#[test]
+fn a_file_libwebp_wrote_with_several_groups_decodes_to_exactly_its_pixels() {
+    // 160×120 RGBA from a photograph, written by libwebp 1.6 (Pillow's `lossless=True,
+    // method=6, exact=True`): six groups of prefix codes. The PNG holds the same pixels.
+    let webp = include_bytes!("fixtures/libwebp-lossless.webp");
+    let png = include_bytes!("fixtures/libwebp-lossless.png");
+    let expected = image::load_from_memory(png).expect("the PNG decodes").into_rgba8();
+    let Upright::Rgba(decoded) = decode(webp, 1_000_000, 4096).expect("decodes").into_upright() else {
+        panic!("a frame with alpha decodes to RGBA")
+    };
+    assert_eq!(decoded.dimensions(), (160, 120));
+    assert!(decoded == expected, "the pixels differ from the PNG's");
 }
