@@ -197,7 +197,7 @@ fn next_pass(
 ) -> Duration {
     if !brs.spec.autoscaling.enabled {
         RESYNC
-    } else if brs.spec.gateway.enabled && current.gateway_ready == 0 {
+    } else if brs.spec.gateway.enabled && current.gateway.ready == 0 {
         windows.pass.max(intervals.pods)
     } else {
         windows.pass
@@ -239,7 +239,10 @@ mod tests {
         let intervals = ScrapeIntervals { pods: Duration::from_secs(5), gateway: Duration::from_secs(1) };
         let windows = Windows::for_scrape_intervals(intervals.pods, intervals.gateway);
         let mut brs = crate::desired::fixtures::resource("minimal.yaml");
-        let serving = Current { gateway_ready: 1, ..Current::default() };
+        let serving = Current {
+            gateway: crate::autoscaler::pods::PodCensus { ready: 1, ..Default::default() },
+            ..Current::default()
+        };
         let down = Current::default();
         assert_eq!(next_pass(&brs, &serving, &windows, &intervals), Duration::from_secs(1));
         assert_eq!(next_pass(&brs, &down, &windows, &intervals), Duration::from_secs(5), "no gateway to read");

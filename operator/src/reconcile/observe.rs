@@ -24,7 +24,6 @@ use crate::autoscaler::policy::QueueMetrics;
 use crate::autoscaler::prometheus::PrometheusSource;
 use crate::crd::BackgroundRemovalService;
 use crate::desired::{APP_LABEL, GATEWAY_APP, INFERENCE_APP, SERVICE_LABEL};
-use crate::status::FailingPods;
 
 use super::Context;
 use super::context::Settings;
@@ -36,13 +35,9 @@ pub struct Current {
     pub deployment: Option<Deployment>,
     /// The inference pods, counted as of the pass's start.
     pub census: PodCensus,
-    /// The gateway's pods that will not become ready by themselves: with none of them
-    /// ready, clients reach nothing, whatever the inference pods do.
-    pub gateway_failing: FailingPods,
-    /// The gateway's pods not failing now that keep restarting.
-    pub gateway_restarting: FailingPods,
-    /// The gateway's pods that are ready.
-    pub gateway_ready: u32,
+    /// The gateway's pods, counted as the inference pods are: with none of them ready,
+    /// clients reach nothing, whatever the inference pods do.
+    pub gateway: PodCensus,
     /// The queue, when autoscaling is on and Prometheus answered with series for it.
     pub queue: Option<QueueMetrics>,
     /// When the last read answered: the autoscaler's clock. The wall clock, since the
@@ -98,13 +93,10 @@ pub async fn observe(context: &Context, brs: &BackgroundRemovalService, now: Tim
         pods.items.into_iter().partition(|pod| program(pod).as_deref() == Some(INFERENCE_APP));
     let gateway: Vec<Pod> = others.into_iter().filter(|pod| program(pod).as_deref() == Some(GATEWAY_APP)).collect();
     let queue = if brs.spec.autoscaling.enabled { queue(&context.settings, brs).await } else { None };
-    let gateway = census(&gateway, now);
     Ok(Current {
         deployment,
         census: census(&inference, now),
-        gateway_failing: gateway.failing,
-        gateway_restarting: gateway.restarting,
-        gateway_ready: gateway.ready,
+        gateway: census(&gateway, now),
         queue,
         read_at: Timestamp::now(),
     })
@@ -203,8 +195,8 @@ mod tests {
         assert_eq!(current.replicas(), Some(3));
         assert_eq!(current.census.ready, 1);
         assert_eq!(current.census.starting_ages_seconds.len(), 0, "the gateway's pods are not the fleet");
-        assert_eq!((current.gateway_failing.pods, current.gateway_failing.reason.as_str()), (1, "ImagePullFailed"));
-        assert_eq!(current.gateway_ready, 0);
+        assert_eq!((current.gateway.failing.pods, current.gateway.failing.reason.as_str()), (1, "ImagePullFailed"));
+        assert_eq!(current.gateway.ready, 0);
         assert_eq!(uris.len(), 2, "{uris:?}");
         let (deployment, pods) = (&uris[0], &uris[1]);
         assert!(deployment.starts_with("/apis/apps/v1/namespaces/shop/deployments/portraits?"), "{deployment}");

@@ -201,8 +201,8 @@ fn observed<'a>(brs: &BackgroundRemovalService, findings: &Findings<'a>) -> Obse
         restarting: current.census.restarting.clone(),
         decision: scale.decision.as_ref(),
         gateway: applied.as_ref().ok().and_then(|a| a.gateway.as_ref()).map(|g| g.status.as_ref()),
-        gateway_failing: current.gateway_failing.clone(),
-        gateway_restarting: current.gateway_restarting.clone(),
+        gateway_failing: current.gateway.failing.clone(),
+        gateway_restarting: current.gateway.restarting.clone(),
     }
 }
 
