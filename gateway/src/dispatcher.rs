@@ -7,7 +7,7 @@
 //! sources ([`crate::endpoints`]) replace the set of pods; a pod that disappears keeps
 //! its outstanding requests until they end.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -121,17 +121,22 @@ impl Dispatcher {
     pub fn update_endpoints(self: &Arc<Self>, reports: &[EndpointReport]) {
         let mut inner = self.lock();
         let now = Instant::now();
+        // By address, so that a source listing thousands of pods costs a pass over
+        // them, not a search of the others for each, under the lock every request takes.
+        let mut known: HashMap<String, Upstream> = std::mem::take(&mut inner.upstreams)
+            .into_iter()
+            .map(|upstream| (upstream.address.clone(), upstream))
+            .collect();
+        let mut listed = HashSet::with_capacity(reports.len());
         let mut next = Vec::with_capacity(reports.len());
         for report in reports {
             // One address is one pod: a second entry for it would give the pod its
             // places twice over (`--upstream a:1,a:1`).
-            if next.iter().any(|upstream: &Upstream| upstream.address == report.address) {
+            if !listed.insert(report.address.as_str()) {
                 continue;
             }
-            let existing = inner.upstreams.iter().position(|upstream| upstream.address == report.address);
-            let upstream = match existing {
-                Some(index) => {
-                    let known = inner.upstreams.swap_remove(index);
+            let upstream = match known.remove(&report.address) {
+                Some(known) => {
                     let starting_since = known.starting_since.filter(|_| report.starting);
                     if let Some(since) = known.starting_since.filter(|_| report.ready) {
                         inner.startups.record(now - since);
