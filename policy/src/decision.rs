@@ -144,11 +144,12 @@ pub struct Decision {
 ///
 /// The memory passed in is checked first ([`Memory::checked`]): it may come back from
 /// the resource's status, written by anyone allowed to. The queue metrics are taken as
-/// no less than 0 ([`QueueMetrics::non_negative`]), and the decision reports them so.
+/// between 0 and [`crate::observation::MAX_OBSERVED`] ([`QueueMetrics::bounded`]), and
+/// the decision reports them so.
 pub fn decide(spec: &PolicySpec, observation: &Observation, memory: &Memory) -> Decision {
     let (memory, memory_faults) = memory.checked(observation.now_seconds);
     let observation =
-        Observation { queue: observation.queue.as_ref().map(QueueMetrics::non_negative), ..observation.clone() };
+        Observation { queue: observation.queue.as_ref().map(QueueMetrics::bounded), ..observation.clone() };
     Decision { memory_faults, ..decide_checked(spec, &observation, &memory) }
 }
 

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::memory::{BURSTS_REMEMBERED, Burst};
+use crate::observation::MAX_OBSERVED;
 use crate::startup::{STARTUPS_REMEMBERED, STARTUPS_TO_OUTWEIGH_THE_DEFAULT, Startup};
 
 /// 1..10 replicas, 30 s target, 60 s start-up, 1 image/s per pod, 10 s of useful work.
@@ -203,6 +204,29 @@ fn negative_queue_metrics_take_nothing_off_a_plan() {
     assert_eq!((with_forged.replicas, with_forged.reason), (honest.replicas, honest.reason));
     assert_eq!(with_forged.plan, honest.plan);
     assert_eq!(with_forged.observation.queue, honest.observation.queue, "the decision reports what it used");
+}
+
+#[test]
+fn huge_queue_metrics_are_taken_as_a_billion_so_that_what_is_remembered_stays_a_number() {
+    // Each below infinity, their sum is not: a backlog of infinity would be remembered as
+    // a burst's peak, which JSON cannot hold, and every status write would fail.
+    let forged = QueueMetrics {
+        gateway_queue_depth: f64::MAX,
+        deferred_requests: f64::MAX,
+        oldest_queued_age_seconds: 1e300,
+        new_arrivals_per_second: f64::INFINITY,
+        ..queue(f64::MAX)
+    };
+    let decision = decide_fresh(&observation(1, Some(forged)));
+    assert_eq!((decision.replicas, decision.reason), (10, Reason::ScaleUp), "{}", decision.message);
+    let bounded = decision.observation.queue.as_ref().expect("queue");
+    assert_eq!((bounded.queue_depth, bounded.oldest_queued_age_seconds), (MAX_OBSERVED, MAX_OBSERVED));
+    let peak = decision.memory.burst.expect("a burst is on").peak_backlog_images;
+    assert_eq!(peak, 3.0 * MAX_OBSERVED);
+    let status = serde_json::to_string(&decision.memory).expect("serializes");
+    assert!(status.contains(r#""peakBacklogImages":3000000000.0"#), "a number, not null: {status}");
+    let (_, faults) = decision.memory.checked(1001.0);
+    assert_eq!(faults, Vec::new(), "and the next pass keeps it");
 }
 
 #[test]

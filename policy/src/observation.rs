@@ -84,29 +84,36 @@ pub struct QueueMetrics {
     pub gateway_latest_arrivals_per_second: Option<f64>,
 }
 
+/// The most any count, depth, age or rate is taken for: a billion images, seconds or
+/// images a second is no fleet's. A larger number is a broken or forged series, and a
+/// few of them added up could reach infinity, which a status cannot hold (JSON has no
+/// such number: the write would fail on every pass).
+pub const MAX_OBSERVED: f64 = 1e9;
+
 impl QueueMetrics {
-    /// The metrics with every count, depth, age and rate at least 0 (and any that is not
-    /// a number at 0): none can be below, and one that reads so, from a broken or forged
-    /// series, must not take work off a plan. The new arrivals, less the clients coming
-    /// back, can read below 0 for a moment when more come back than arrive: no new work
-    /// either. The sample's own age is left as it is: a clock a little ahead of the
-    /// sample's reads it a little below 0, which is fresh, and the throughput is checked
-    /// against its plausible range by the plan.
-    pub fn non_negative(&self) -> Self {
-        let at_least_0 = |value: f64| value.max(0.0);
+    /// The metrics with every count, depth, age and rate between 0 and [`MAX_OBSERVED`]
+    /// (and any that is not a number at 0): none can be below, and one that reads so,
+    /// from a broken or forged series, must not take work off a plan. The new arrivals,
+    /// less the clients coming back, can read below 0 for a moment when more come back
+    /// than arrive: no new work either. The sample's own age is left as it is: a clock a
+    /// little ahead of the sample's reads it a little below 0, which is fresh, and one
+    /// far behind is stale; the throughput is checked against its plausible range by
+    /// the plan.
+    pub fn bounded(&self) -> Self {
+        let bounded = |value: f64| if value.is_nan() { 0.0 } else { value.clamp(0.0, MAX_OBSERVED) };
         Self {
             age_seconds: self.age_seconds,
-            queue_depth: at_least_0(self.queue_depth),
-            oldest_queued_age_seconds: at_least_0(self.oldest_queued_age_seconds),
-            queue_wait_p95_seconds: self.queue_wait_p95_seconds.map(at_least_0),
+            queue_depth: bounded(self.queue_depth),
+            oldest_queued_age_seconds: bounded(self.oldest_queued_age_seconds),
+            queue_wait_p95_seconds: self.queue_wait_p95_seconds.map(bounded),
             images_per_pod_second: self.images_per_pod_second,
-            sustained_admitted_per_second: at_least_0(self.sustained_admitted_per_second),
-            rejected_recently: at_least_0(self.rejected_recently),
-            gateway_queue_depth: at_least_0(self.gateway_queue_depth),
-            gateway_oldest_queued_age_seconds: at_least_0(self.gateway_oldest_queued_age_seconds),
-            deferred_requests: at_least_0(self.deferred_requests),
-            new_arrivals_per_second: at_least_0(self.new_arrivals_per_second),
-            gateway_latest_arrivals_per_second: self.gateway_latest_arrivals_per_second.map(at_least_0),
+            sustained_admitted_per_second: bounded(self.sustained_admitted_per_second),
+            rejected_recently: bounded(self.rejected_recently),
+            gateway_queue_depth: bounded(self.gateway_queue_depth),
+            gateway_oldest_queued_age_seconds: bounded(self.gateway_oldest_queued_age_seconds),
+            deferred_requests: bounded(self.deferred_requests),
+            new_arrivals_per_second: bounded(self.new_arrivals_per_second),
+            gateway_latest_arrivals_per_second: self.gateway_latest_arrivals_per_second.map(bounded),
         }
     }
 }
