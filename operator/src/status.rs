@@ -155,12 +155,15 @@ pub fn compute(
     } else {
         let ready_message = format!("{ready}/{desired} pods ready");
         match () {
-            // Clients call the gateway: without one ready, nothing is served.
+            // Clients call the gateway: without one ready, they reach the pods directly
+            // (`desired::Front`), with no queue to wait in when every pod is full.
             _ if gateway_ready == Some(0) => set(
                 READY,
                 false,
                 "GatewayNotReady",
-                format!("no gateway pod is ready, so clients cannot reach the service; {ready_message}"),
+                format!(
+                    "no gateway pod is ready, so clients reach the inference pods directly, refused when they are full; {ready_message}"
+                ),
             ),
             _ if desired == 0 && gateway_ready.is_some() => set(
                 READY,
@@ -183,8 +186,9 @@ pub fn compute(
                 format!("{updated}/{desired} pods up to date, {ready} ready, {replicas} running or starting"),
             ),
         }
-        // Without a gateway pod ready the service is down whatever its pods do: the
-        // gateway's problem first then, and after the pods' own otherwise.
+        // Without a gateway pod ready clients reach the pods without its queue, refused
+        // whenever the pods are full: the gateway's problem first then, and after the
+        // pods' own otherwise.
         let gateway = observed.gateway.flatten().and_then(|status| {
             let (reason, message) =
                 deployment_problem(status, &observed.gateway_failing, &observed.gateway_restarting)?;
@@ -508,6 +512,8 @@ mod tests {
             let status = compute(&Default::default(), &unreachable, &time(0));
             assert_eq!(state(&status, READY), ("False".into(), "GatewayNotReady".into()));
             assert_eq!(status.gateway_ready_replicas, Some(0));
+            let message = &condition(&status, READY).expect("Ready is set").message;
+            assert!(message.contains("clients reach the inference pods directly"), "{message}");
         }
 
         let none = deployment(0, 0, 0);

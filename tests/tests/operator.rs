@@ -179,8 +179,6 @@ fn assert_gateway_in_front(cluster: &Cluster, name: &str, uid: &str) {
         let owner = &object["metadata"]["ownerReferences"][0];
         assert_eq!((owner["uid"].as_str(), owner["controller"].as_bool()), (Some(uid), Some(true)), "{kind}");
     }
-    let service = get(cluster, "service", name).expect("the Service");
-    assert_eq!(service["spec"]["selector"]["app.kubernetes.io/name"], "matte-gateway", "{service:#}");
     let pods = get(cluster, "service", &format!("{name}-pods")).expect("the pods' Service");
     assert_eq!(pods["spec"]["clusterIP"], "None", "{pods:#}");
     assert_eq!(pods["spec"]["selector"]["app.kubernetes.io/name"], "matte-inference", "{pods:#}");
@@ -191,6 +189,7 @@ fn assert_gateway_in_front(cluster: &Cluster, name: &str, uid: &str) {
             other => Err(other),
         }
     });
+    assert_service_selects(cluster, name, "matte-gateway");
     let conditions = brs["status"]["conditions"].to_string();
     assert!(!conditions.contains("GatewayNotReady"), "{conditions}");
     // The gateway's own identity may read the pods' EndpointSlices, and nothing else.
@@ -220,12 +219,24 @@ fn assert_gateway_turns_off_and_on(cluster: &Cluster, name: &str) {
             .collect();
         if left.is_empty() { Ok(()) } else { Err(left) }
     });
-    let service = get(cluster, "service", name).expect("the Service");
-    assert_eq!(service["spec"]["selector"]["app.kubernetes.io/name"], "matte-inference", "{service:#}");
+    assert_service_selects(cluster, name, "matte-inference");
     set(true);
     wait_for("the gateway to come back", WAIT, || match get(cluster, "deployment", &gateway) {
         Some(_) => Ok(()),
         None => Err("no gateway Deployment"),
+    });
+    assert_service_selects(cluster, name, "matte-gateway");
+}
+
+/// The Service `name` comes to select the pods of `program` (the app label), within a
+/// few passes: clients move to the gateway once one of its pods is ready.
+fn assert_service_selects(cluster: &Cluster, name: &str, program: &str) {
+    wait_for(&format!("the Service to select {program}"), WAIT, || {
+        let service = get(cluster, "service", name).unwrap_or_default();
+        match service["spec"]["selector"]["app.kubernetes.io/name"].as_str() {
+            Some(selected) if selected == program => Ok(()),
+            other => Err(other.map(str::to_owned)),
+        }
     });
 }
 

@@ -23,7 +23,7 @@ pub use gateway::{
     gateway_service_account,
 };
 pub use pod_monitor::{ScrapeIntervals, pod_monitor, pod_monitor_resource};
-pub use service::{pod_disruption_budget, pods_service, service};
+pub use service::{Front, pod_disruption_budget, pods_service, service};
 pub use validate::{Valid, ValidGateway, validate};
 
 /// The field manager of every apply, and the `app.kubernetes.io/managed-by` label.
@@ -129,6 +129,13 @@ fn metadata_named(brs: &BackgroundRemovalService, name: String, labels: BTreeMap
 /// `None` only for a resource that has not been stored yet (no uid).
 fn owner_reference(brs: &BackgroundRemovalService) -> Option<OwnerReference> {
     brs.controller_owner_ref(&())
+}
+
+/// Whether `brs` is the controller among `owners`: an object of one of its names that it
+/// does not control is someone else's.
+pub fn controlled_by(owners: &[OwnerReference], brs: &BackgroundRemovalService) -> bool {
+    let uid = brs.meta().uid.as_deref();
+    owners.iter().any(|owner| owner.controller == Some(true) && Some(owner.uid.as_str()) == uid)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The Services: `<name>`, which clients call (the gateway, or the pods when it is off),
+//! The Services: `<name>`, which clients call (the gateway once it is ready, or the pods),
 //! and the headless `<name>-pods`, whose EndpointSlices list the pods for the gateway;
 //! and the PodDisruptionBudget that keeps voluntary evictions (node drains, upgrades)
 //! from taking more than one GPU pod at a time.
@@ -16,10 +16,31 @@ use super::{
     selector_labels,
 };
 
+/// The pods Service `<name>` sends clients to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    Gateway,
+    Pods,
+}
+
+impl Front {
+    /// The gateway's pods once one of them is ready; the inference pods while the
+    /// gateway is off, and while none of its pods is ready: just turned on, a gateway's
+    /// pods are still being scheduled and started, and a Service with no ready endpoint
+    /// would turn away every client the inference pods could serve meanwhile (as it
+    /// would while every gateway pod is down).
+    pub fn of(brs: &BackgroundRemovalService, gateway_ready_pods: u32) -> Front {
+        if brs.spec.gateway.enabled && gateway_ready_pods > 0 { Front::Gateway } else { Front::Pods }
+    }
+}
+
 /// A ClusterIP Service named after the resource, port 80 to the `http` port of the
-/// gateway's pods, or of the inference pods when the gateway is off.
-pub fn service(brs: &BackgroundRemovalService) -> Service {
-    let selector = if brs.spec.gateway.enabled { gateway_selector_labels(brs) } else { selector_labels(brs) };
+/// pods `front` says.
+pub fn service(brs: &BackgroundRemovalService, front: Front) -> Service {
+    let selector = match front {
+        Front::Gateway => gateway_selector_labels(brs),
+        Front::Pods => selector_labels(brs),
+    };
     Service {
         metadata: metadata(brs),
         spec: Some(ServiceSpec {
@@ -70,29 +91,32 @@ mod tests {
     #[test]
     fn golden_service_and_budget() {
         let brs = resource("minimal.yaml");
-        assert_golden("minimal.service.yaml", &service(&brs));
+        assert_golden("minimal.service.yaml", &service(&brs, Front::Gateway));
         assert_golden("minimal.pdb.yaml", &pod_disruption_budget(&brs));
     }
 
     #[test]
-    fn clients_reach_the_gateway_and_the_gateway_the_pods() {
+    fn clients_reach_the_gateway_once_ready_and_the_gateway_the_pods() {
         let mut brs = resource("minimal.yaml");
         assert_golden("minimal.pods-service.yaml", &pods_service(&brs));
-        let front = service(&brs).spec.and_then(|s| s.selector).expect("a selector");
+        let selector = |brs: &BackgroundRemovalService, gateway_ready_pods| {
+            service(brs, Front::of(brs, gateway_ready_pods)).spec.and_then(|s| s.selector).expect("a selector")
+        };
+        let front = selector(&brs, 1);
         assert_eq!(front.get("app.kubernetes.io/name").map(String::as_str), Some("matte-gateway"));
+        assert_eq!(selector(&brs, 0), selector_labels(&brs), "no gateway pod ready yet: clients reach the pods");
         let pods = pods_service(&brs).spec.expect("a spec");
         assert_eq!(pods.cluster_ip.as_deref(), Some("None"), "headless: the gateway routes, not kube-proxy");
         assert_eq!(pods.selector, Some(selector_labels(&brs)));
         brs.spec.gateway.enabled = false;
-        let direct = service(&brs).spec.and_then(|s| s.selector);
-        assert_eq!(direct, Some(selector_labels(&brs)), "without the gateway clients reach the pods");
+        assert_eq!(selector(&brs, 2), selector_labels(&brs), "without the gateway clients reach the pods");
     }
 
     #[test]
     fn both_select_exactly_the_resources_pods_and_are_owned_by_it() {
         let mut brs = resource("minimal.yaml");
         brs.spec.gateway.enabled = false;
-        let service = service(&brs);
+        let service = service(&brs, Front::Pods);
         let budget = pod_disruption_budget(&brs);
         let selected = service.spec.and_then(|s| s.selector).expect("a selector");
         assert_eq!(selected.get("matte.dev/service").map(String::as_str), Some("portraits"));

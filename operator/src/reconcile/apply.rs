@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::crd::BackgroundRemovalService;
-use crate::desired::{self, MANAGER};
+use crate::desired::{self, MANAGER, controlled_by};
 
 use super::Context;
 use super::build::Desired;
@@ -213,12 +213,6 @@ where
         source: source.into(),
     })?;
     Ok(existing.map(|existing| existing.owner_references().to_vec()))
-}
-
-/// Whether `brs` is the controller among `owners`.
-fn controlled_by(owners: &[OwnerReference], brs: &BackgroundRemovalService) -> bool {
-    let uid = brs.meta().uid.as_deref();
-    owners.iter().any(|owner| owner.controller == Some(true) && Some(owner.uid.as_str()) == uid)
 }
 
 /// Deletes `name` if it exists and `brs` owns it: an object of that name someone else

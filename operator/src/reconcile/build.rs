@@ -9,7 +9,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::DynamicObject;
 
 use crate::crd::BackgroundRemovalService;
-use crate::desired::{self, ScrapeIntervals, Valid, ValidGateway};
+use crate::desired::{self, Front, ScrapeIntervals, Valid, ValidGateway};
 
 /// The objects of one resource, as they should be.
 #[derive(Debug, Clone)]
@@ -21,7 +21,8 @@ pub struct Desired {
     pub pod_disruption_budget: PodDisruptionBudget,
     /// The gateway's objects, when it is on; when it is off, `apply` removes them.
     pub gateway: Option<GatewayObjects>,
-    /// `<name>`, which clients call: the gateway, or the pods when it is off.
+    /// `<name>`, which clients call: the gateway once one of its pods is ready, or the
+    /// pods.
     pub service: Service,
     /// Applied only where the Prometheus Operator's CRD is served.
     pub pod_monitor: DynamicObject,
@@ -38,11 +39,13 @@ pub struct GatewayObjects {
 }
 
 /// The objects `brs` needs with `replicas` inference pods, `valid` being what
-/// validation resolved of its spec, its pods and gateway scraped as `scrape_intervals` say.
+/// validation resolved of its spec, its clients sent to `front`, its pods and gateway
+/// scraped as `scrape_intervals` say.
 pub fn build(
     brs: &BackgroundRemovalService,
     valid: &Valid,
     replicas: i32,
+    front: Front,
     scrape_intervals: &ScrapeIntervals,
 ) -> Desired {
     Desired {
@@ -50,7 +53,7 @@ pub fn build(
         pods_service: desired::pods_service(brs),
         pod_disruption_budget: desired::pod_disruption_budget(brs),
         gateway: valid.gateway.as_ref().map(|gateway| gateway_objects(brs, gateway)),
-        service: desired::service(brs),
+        service: desired::service(brs, front),
         pod_monitor: desired::pod_monitor(brs, scrape_intervals),
     }
 }
@@ -75,7 +78,8 @@ mod tests {
         ScrapeIntervals { pods: std::time::Duration::from_secs(5), gateway: std::time::Duration::from_secs(1) };
 
     fn built(brs: &BackgroundRemovalService, replicas: i32) -> Desired {
-        build(brs, &validate(brs, &defaults()).expect("a valid fixture"), replicas, &SCRAPE_INTERVALS)
+        let front = Front::of(brs, 1);
+        build(brs, &validate(brs, &defaults()).expect("a valid fixture"), replicas, front, &SCRAPE_INTERVALS)
     }
 
     fn name<K: kube::Resource>(object: &K) -> &str {

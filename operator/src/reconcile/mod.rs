@@ -41,7 +41,7 @@ use kube::runtime::reflector::ObjectRef;
 use crate::autoscaler::prometheus::Windows;
 use crate::crd::BackgroundRemovalService;
 use crate::desired;
-use crate::desired::ScrapeIntervals;
+use crate::desired::{Front, ScrapeIntervals};
 use observe::Current;
 
 pub use context::{Context, Settings};
@@ -171,7 +171,8 @@ async fn pass(brs: &BackgroundRemovalService, context: &Context) -> Result<(Acti
         // pods' interval ago: the memory is kept in the context until the next write.
         return Ok((Action::requeue(next), Outcome::Looked));
     }
-    let desired = build::build(brs, &valid, scale.replicas, &context.settings.scrape_intervals);
+    let front = Front::of(brs, current.gateway.ready);
+    let desired = build::build(brs, &valid, scale.replicas, front, &context.settings.scrape_intervals);
     let applied = apply::apply(context, brs, &desired).await;
     let findings = report::Findings { current: &current, scale: &scale, applied: &applied, advice: &valid.advice };
     report::report(context, brs, now, &findings).await?;

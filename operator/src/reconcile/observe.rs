@@ -23,7 +23,7 @@ use crate::autoscaler::pods::{PodCensus, census};
 use crate::autoscaler::policy::QueueMetrics;
 use crate::autoscaler::prometheus::PrometheusSource;
 use crate::crd::BackgroundRemovalService;
-use crate::desired::{APP_LABEL, GATEWAY_APP, INFERENCE_APP, SERVICE_LABEL};
+use crate::desired::{APP_LABEL, GATEWAY_APP, INFERENCE_APP, SERVICE_LABEL, controlled_by};
 
 use super::Context;
 use super::context::Settings;
@@ -76,8 +76,10 @@ pub async fn observe(context: &Context, brs: &BackgroundRemovalService, now: Tim
     let namespace = brs.namespace().unwrap_or_default();
     let name = brs.name_any();
     let deployments = Api::<Deployment>::namespaced(context.client.clone(), &namespace);
+    // Only its own: a Deployment of its name that someone else controls is refused by
+    // `apply` (`Taken`), and its pods and replicas are not the resource's to report.
     let deployment = match deployments.get_with(&name, &GetParams::any()).await {
-        Ok(deployment) => Some(deployment),
+        Ok(deployment) => Some(deployment).filter(|deployment| controlled_by(deployment.owner_references(), brs)),
         Err(kube::Error::Api(status)) if status.is_not_found() => None,
         Err(source) => {
             return Err(Error::ReadDeployment { namespace, name, source: source.into() });
@@ -186,11 +188,19 @@ mod tests {
         (read, apiserver.await.expect("the apiserver task ends"))
     }
 
+    /// Deployment `portraits` with 3 replicas, controlled by the resource of `uid`.
+    fn deployment_controlled_by(uid: &str) -> serde_json::Value {
+        let owner = json!({"apiVersion": "matte.dev/v1alpha1", "kind": "BackgroundRemovalService",
+            "name": "portraits", "uid": uid, "controller": true});
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "portraits", "namespace": "shop", "ownerReferences": [owner]},
+            "spec": {"replicas": 3, "selector": {}, "template": {}}})
+    }
+
     #[tokio::test]
     async fn the_deployment_and_the_pods_are_read_from_the_apiservers_watch_cache() {
-        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "portraits", "namespace": "shop"}, "spec": {"replicas": 3, "selector": {}, "template": {}}});
-        let (read, uris) = observed_uris(Some(deployment)).await;
+        let uid = resource("minimal.yaml").metadata.uid.expect("the fixture's uid");
+        let (read, uris) = observed_uris(Some(deployment_controlled_by(&uid))).await;
         let current = read.expect("both reads answered");
         assert_eq!(current.replicas(), Some(3));
         assert_eq!(current.census.ready, 1);
@@ -205,6 +215,14 @@ mod tests {
         for part in ["labelSelector=", "resourceVersion=0", "resourceVersionMatch=NotOlderThan"] {
             assert!(pods.contains(part), "{part} in {pods}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_deployment_of_its_name_someone_else_controls_is_not_the_resources() {
+        let (read, _) = observed_uris(Some(deployment_controlled_by("someone-else"))).await;
+        let current = read.expect("both reads answered");
+        assert!(current.deployment.is_none(), "{:?}", current.deployment);
+        assert_eq!(current.replicas(), None);
     }
 
     #[tokio::test]
