@@ -82,14 +82,42 @@ pub fn check_frames(bytes: &[u8], max_pixels: u64) -> Result<(), Error> {
     for (fourcc, payload) in chunks_of(chunks)? {
         match &fourcc {
             b"VP8X" => canvas = Some(canvas_size(payload)?),
-            b"ANMF" => {
-                let frame = payload.get(16..).ok_or_else(|| corrupt("an ANMF chunk is cut short"))?;
-                for (fourcc, payload) in chunks_of(frame)? {
-                    check_frame(&fourcc, payload, canvas, max_pixels)?;
-                }
-            }
+            b"ANMF" => check_animation_frame(payload, canvas, max_pixels)?,
             _ => check_frame(&fourcc, payload, canvas, max_pixels)?,
         }
+    }
+    Ok(())
+}
+
+/// Checks an `ANMF` chunk: after 16 bytes of position, size (24-bit sides less one),
+/// duration and flags, its bitstream (`VP8 ` or `VP8L`), behind an `ALPH` chunk for a
+/// lossy one with alpha, whose size must be the frame's. The decoder takes whatever chunk
+/// follows an `ALPH` for a `VP8 ` one, and decodes a frame before it compares sizes,
+/// if it does: a 1×1 frame holding a 16383×16383 bitstream under another name had it
+/// decoded past the pixel limit, and a bitstream larger than its frame wrote past the
+/// frame's buffer (a panic).
+fn check_animation_frame(payload: &[u8], canvas: Option<FrameSize>, max_pixels: u64) -> Result<(), Error> {
+    let cut_short = || corrupt("an ANMF chunk is cut short");
+    let declared = FrameSize {
+        width: side_at(payload, 6).ok_or_else(cut_short)?,
+        height: side_at(payload, 9).ok_or_else(cut_short)?,
+    };
+    let chunks = chunks_of(payload.get(16..).ok_or_else(cut_short)?)?;
+    let named: Vec<(&[u8; 4], &[u8])> = chunks.iter().map(|(fourcc, payload)| (fourcc, *payload)).collect();
+    let bitstream = match named.as_slice() {
+        [(b"ALPH", _), (b"VP8 ", bitstream), ..] | [(b"VP8 ", bitstream), ..] => lossy_frame_size(bitstream)?,
+        [(b"ALPH", _), ..] => return Err(corrupt("an animation frame's alpha is followed by no VP8 bitstream")),
+        [(b"VP8L", bitstream), ..] => lossless_frame_size(bitstream)?,
+        _ => return Err(corrupt("an animation frame holds no VP8 or VP8L bitstream")),
+    };
+    if bitstream != declared {
+        return Err(corrupt(&format!(
+            "an animation frame of {}x{} holds a bitstream of {}x{}",
+            declared.width, declared.height, bitstream.width, bitstream.height
+        )));
+    }
+    for (fourcc, payload) in chunks {
+        check_frame(&fourcc, payload, canvas, max_pixels)?;
     }
     Ok(())
 }
@@ -118,14 +146,19 @@ fn chunks_of(mut bytes: &[u8]) -> Result<Vec<Chunk<'_>>, Error> {
     Ok(chunks)
 }
 
-/// The canvas of a `VP8X` chunk: 24-bit width and height less one, after 4 bytes of
-/// flags.
+/// The canvas of a `VP8X` chunk: its two sides after 4 bytes of flags.
 fn canvas_size(payload: &[u8]) -> Result<FrameSize, Error> {
-    let field = |at: usize| -> Result<u32, Error> {
-        let bytes = payload.get(at..at + 3).ok_or_else(|| corrupt("its VP8X chunk is cut short"))?;
-        Ok(1 + (u32::from(bytes[0]) | u32::from(bytes[1]) << 8 | u32::from(bytes[2]) << 16))
-    };
-    Ok(FrameSize { width: field(4)?, height: field(7)? })
+    let cut_short = || corrupt("its VP8X chunk is cut short");
+    Ok(FrameSize {
+        width: side_at(payload, 4).ok_or_else(cut_short)?,
+        height: side_at(payload, 7).ok_or_else(cut_short)?,
+    })
+}
+
+/// A side as the extended format writes it, at `at` in `bytes`: 24 bits, less one.
+fn side_at(bytes: &[u8], at: usize) -> Option<u32> {
+    let side = bytes.get(at..at + 3)?;
+    Some(1 + (u32::from(side[0]) | u32::from(side[1]) << 8 | u32::from(side[2]) << 16))
 }
 
 /// Checks a frame chunk (`VP8 ` or `VP8L`) against the canvas and the pixel limit;

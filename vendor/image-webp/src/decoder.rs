@@ -836,8 +836,16 @@ impl<R: BufRead + Seek> WebPDecoder<R> {
                 if chunk_size + next_chunk_size + 32 > anmf_size {
                     return Err(DecodingError::ChunkHeaderInvalid(next_chunk.to_fourcc()));
                 }
+                // Only a VP8 bitstream follows an ALPH chunk, of the frame's size: any
+                // other was decoded as one, and a larger one written past the frame.
+                if next_chunk != WebPRiffChunk::VP8 {
+                    return Err(DecodingError::ChunkHeaderInvalid(next_chunk.to_fourcc()));
+                }
 
                 let frame = Vp8Decoder::decode_frame((&mut self.r).take(next_chunk_size))?;
+                if u32::from(frame.width) != frame_width || u32::from(frame.height) != frame_height {
+                    return Err(DecodingError::InconsistentImageSizes);
+                }
 
                 let mut rgba_frame = vec![0; frame_width as usize * frame_height as usize * 4];
                 frame.fill_rgba(&mut rgba_frame, self.webp_decode_options.lossy_upsampling);
