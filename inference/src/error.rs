@@ -56,6 +56,8 @@ pub enum Error {
     NotAnImage,
     #[error("{0} images are not supported; send JPEG, PNG or WebP")]
     UnsupportedImageFormat(&'static str),
+    #[error("{0} JPEGs are not supported; send a baseline or progressive JPEG, a PNG or a WebP")]
+    UnsupportedJpeg(&'static str),
     #[error(
         "Content-Type `{0}` is not supported; send image/jpeg, image/png, image/webp or multipart/form-data with a field `image`"
     )]
@@ -101,7 +103,9 @@ impl Error {
             }
             Error::Body(error) => error.status(),
             Error::Route(error) => error.status(),
-            Error::UnsupportedImageFormat(_) | Error::UnsupportedContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::UnsupportedImageFormat(_) | Error::UnsupportedJpeg(_) | Error::UnsupportedContentType(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             Error::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NotReady | Error::Draining | Error::InferenceUnhealthy | Error::NotLive => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -129,7 +133,7 @@ impl Error {
         match self {
             Error::EmptyBody => "empty_body",
             Error::NotAnImage => "not_an_image",
-            Error::UnsupportedImageFormat(_) => "unsupported_image_format",
+            Error::UnsupportedImageFormat(_) | Error::UnsupportedJpeg(_) => "unsupported_image_format",
             Error::UnsupportedContentType(_) => "unsupported_content_type",
             Error::TooManyPixels { .. } => "image_too_large",
             Error::SideTooLong { .. } => "side_too_long",

@@ -5,7 +5,7 @@
 
 use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, RgbImage};
-use jpeg_decoder::PixelFormat;
+use jpeg_decoder::{CodingProcess, PixelFormat};
 
 use crate::Error;
 
@@ -42,11 +42,18 @@ pub struct Header<'a> {
     pub shrinkable: bool,
 }
 
-/// Reads the header of `jpeg` (a whole JPEG, ending at its end-of-image marker).
+/// Reads the header of `jpeg` (a whole JPEG, ending at its end-of-image marker), and
+/// refuses a lossless one (`SOF3`, a medical imaging format no camera or browser
+/// writes): it has no DCT blocks to shrink, and the shrinking decoder took it for one
+/// that has, decoded it in full at about 24 bytes a pixel, far over what a decode may
+/// hold, and returned rows of it as the shrunk image; the full decoder cannot read it.
 pub fn read_header(jpeg: &[u8]) -> Result<Header<'_>, Error> {
     let mut decoder = jpeg_decoder::Decoder::new(jpeg);
     decoder.read_info().map_err(corrupt)?;
     let info = decoder.info().ok_or_else(|| Error::CorruptImage("the JPEG has no frame header".into()))?;
+    if info.coding_process == CodingProcess::Lossless {
+        return Err(Error::UnsupportedJpeg("lossless (SOF3)"));
+    }
     let shrinkable = matches!(info.pixel_format, PixelFormat::L8 | PixelFormat::RGB24);
     Ok(Header { decoder, width: u32::from(info.width), height: u32::from(info.height), shrinkable })
 }
@@ -219,5 +226,27 @@ mod tests {
         let with_trailer = [jpeg.as_slice(), &trailer].concat();
         assert_eq!(jpeg_extent(&with_trailer), Some(Extent { length: jpeg.len(), scans: 1 }));
         assert_eq!(jpeg_extent(&jpeg[..jpeg.len() - 1]), None);
+    }
+
+    /// A lossless (`SOF3`) RGB JPEG of `width`×`height`: one prefix code (`0` for a
+    /// difference of 0), one scan with predictor 1, every pixel predicted exactly.
+    fn lossless_jpeg(width: u16, height: u16) -> Vec<u8> {
+        let huffman = [&[0xFF, 0xC4, 0, 20, 0x00, 1][..], &[0; 15], &[0x00]].concat();
+        let [w1, w0] = width.to_be_bytes();
+        let [h1, h0] = height.to_be_bytes();
+        let frame = [0xFF, 0xC3, 0, 17, 8, h1, h0, w1, w0, 3, 1, 0x11, 0, 2, 0x11, 0, 3, 0x11, 0];
+        let scan = [0xFF, 0xDA, 0, 12, 3, 1, 0x00, 2, 0x00, 3, 0x00, 1, 0, 0];
+        [&[0xFF, 0xD8][..], &huffman, &frame, &scan, &[0; 8], &[0xFF, 0xD9]].concat()
+    }
+
+    #[test]
+    fn a_lossless_jpeg_is_refused_as_unsupported() {
+        // Large enough to be shrunk: the shrinking decoder took it for a DCT JPEG.
+        let jpeg = lossless_jpeg(64, 64);
+        assert_eq!(jpeg_extent(&jpeg).map(|extent| extent.scans), Some(1), "a well-formed stream");
+        let refused = crate::imaging::decode(&jpeg, 1_000_000, 16).map(|decoded| decoded.into_upright().dimensions());
+        assert!(matches!(refused, Err(Error::UnsupportedJpeg("lossless (SOF3)"))), "{refused:?}");
+        let error = refused.unwrap_err();
+        assert_eq!((error.status().as_u16(), error.code()), (415, "unsupported_image_format"));
     }
 }
