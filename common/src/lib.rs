@@ -308,10 +308,12 @@ pub mod memory {
     pub const MAX_HEAD_BYTES: u64 = 64 * 1024;
     /// Bytes an open connection may hold in either server beside the bodies the flags
     /// count: its read buffer, which grows no larger than a head at the limit, and its
-    /// state. Measured with heads at the limit (`gateway/tests/memory.rs`): 77.6 KiB
-    /// each, and 135.6 before the read buffer was capped, when hyper doubled it past
-    /// the head.
-    pub const CONNECTION_BYTES: u64 = 80 * 1024;
+    /// state; and once its request is read and waits, that head (the headers forwarded
+    /// point into it) beside the buffer it reads on into. Measured with heads at the
+    /// limit (`gateway/tests/memory.rs`): 77.6 KiB a connection still sending its head
+    /// (135.6 before the read buffer was capped, when hyper doubled it past the head),
+    /// 92 KiB one whose request waits in the gateway's queue.
+    pub const CONNECTION_BYTES: u64 = 96 * 1024;
     /// Default of the inference server's `--max-connections`.
     pub const DEFAULT_POD_MAX_CONNECTIONS: u64 = 1024;
     /// Default of the gateway's `--max-connections`.
@@ -322,8 +324,8 @@ pub mod memory {
 
     /// The connections a gateway pod of `memory_bytes` can hold open once
     /// `buffered_bytes` of bodies and the process are counted, at most the default: at
-    /// the smallest memory the operator accepts (128 MiB, half of it bodies) 409, where
-    /// the default's 4,096 heads could take 320 MiB.
+    /// the smallest memory the operator accepts (128 MiB, half of it bodies) 341, where
+    /// the default's 4,096 connections could take 384 MiB.
     pub fn gateway_max_connections(memory_bytes: u64, buffered_bytes: u64) -> u64 {
         let room = memory_bytes.saturating_sub(buffered_bytes).saturating_sub(GATEWAY_PROCESS_BYTES);
         (room / CONNECTION_BYTES).clamp(1, DEFAULT_GATEWAY_MAX_CONNECTIONS)
@@ -388,7 +390,7 @@ pub mod memory {
         fn a_gateway_holds_the_connections_its_memory_leaves_room_for() {
             const MIB: u64 = 1024 * 1024;
             assert_eq!(gateway_max_connections(1024 * MIB, 512 * MIB), DEFAULT_GATEWAY_MAX_CONNECTIONS);
-            assert_eq!(gateway_max_connections(128 * MIB, 64 * MIB), 409);
+            assert_eq!(gateway_max_connections(128 * MIB, 64 * MIB), 341);
             assert_eq!(gateway_max_connections(64 * MIB, 64 * MIB), 1, "never none");
             for memory in [128 * MIB, 200 * MIB, 512 * MIB, 1024 * MIB] {
                 let buffered = memory / 2;
