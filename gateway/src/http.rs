@@ -206,10 +206,13 @@ async fn translate_answer(
     }
     reservation.cover(working).map_err(|_| buffers_full(state))?;
     // Re-encoding an image (a mask to JPEG) is a few hundred milliseconds of work that
-    // must not hold a runtime thread the other connections are served on.
-    let translated = tokio::task::spawn_blocking(move || compat::answer(dialect, encoding, parts, bytes))
-        .await
-        .map_err(|error| Error::Internal(format!("translating the answer failed: {error}")))?;
+    // must not hold a runtime thread the other connections are served on. The work
+    // holds its share of the buffers until it is done, whether or not the client is
+    // still there to take its result: a blocking task runs to its end once started.
+    let (translated, mut reservation) =
+        tokio::task::spawn_blocking(move || (compat::answer(dialect, encoding, parts, bytes), reservation))
+            .await
+            .map_err(|error| Error::Internal(format!("translating the answer failed: {error}")))?;
     let (parts, body) = translated.into_parts();
     if let Some(length) = axum::body::HttpBody::size_hint(&body).exact() {
         reservation.shrink_to(usize::try_from(length).unwrap_or(usize::MAX));
