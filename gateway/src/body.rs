@@ -80,7 +80,10 @@ pub async fn read(
             reservation.cover(collected.capacity())
         })();
         if let Err(shortfall) = held {
+            // The buffer goes, and its room with it, before the rest is read off the
+            // wire: that can take seconds, in which others may use the room.
             drop(collected);
+            reservation.release();
             matte_serve::discard_rest(chunks).await;
             return Err(shortfall.into());
         }
@@ -163,6 +166,26 @@ mod tests {
         assert!(matches!(read, Err(ReadFailure::BudgetSpent)));
         assert_eq!(sent.load(Ordering::SeqCst), 5, "the rest of the upload taken off the wire");
         assert_eq!(budget.used(), 0, "the part read given back at once");
+    }
+
+    #[tokio::test]
+    async fn a_body_outgrowing_the_budget_gives_back_its_room_before_the_rest_is_read() {
+        // Declared 100, sent 300 in chunks of 60: the third outgrows the 150 left.
+        let budget = BufferBudget::new(150);
+        let seen_while_discarding = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (watched, seen) = (budget.clone(), seen_while_discarding.clone());
+        let chunks = futures_util::stream::iter(0..5).map(move |index| {
+            if index >= 3 {
+                seen.lock().unwrap().push(watched.used());
+            }
+            Ok::<_, std::io::Error>(Bytes::from_static(&[7; 60]))
+        });
+        let mut reservation = budget.reserve_upload(100, due()).unwrap();
+        let read = read(Body::from_stream(chunks), Some(100), 1000, PACE, Instant::now(), &mut reservation).await;
+        assert!(matches!(read, Err(ReadFailure::BudgetSpent)));
+        assert_eq!(*seen_while_discarding.lock().unwrap(), vec![0, 0], "nothing held while the rest arrived");
+        drop(reservation);
+        assert_eq!(budget.used(), 0);
     }
 
     #[tokio::test]

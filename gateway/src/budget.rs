@@ -323,6 +323,19 @@ impl Reservation {
         }
     }
 
+    /// Gives back everything held, once the buffer it covered is gone (an upload
+    /// refused while its client still sends, the rest read and dropped): it holds
+    /// nothing from then on, and an upload is no longer listed to be overtaken.
+    pub fn release(&mut self) {
+        let bytes = match self.held {
+            Held::Bytes(bytes) => bytes,
+            Held::Upload(id) => self.budget.lock_uploads().remove(&id).map_or(0, |upload| upload.reserved),
+        };
+        self.budget.used.fetch_sub(bytes, Ordering::SeqCst);
+        self.held = Held::Bytes(0);
+        self.cut_off = None;
+    }
+
     /// The upload has arrived whole in a buffer of `allocated` bytes: it keeps that
     /// much, gives back the rest of what was promised, and can no longer be overtaken;
     /// `Overtaken` if it was cut off first.
@@ -345,11 +358,7 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        let bytes = match self.held {
-            Held::Bytes(bytes) => bytes,
-            Held::Upload(id) => self.budget.lock_uploads().remove(&id).map_or(0, |upload| upload.reserved),
-        };
-        self.budget.used.fetch_sub(bytes, Ordering::SeqCst);
+        self.release();
     }
 }
 
