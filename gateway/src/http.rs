@@ -299,14 +299,25 @@ async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: I
         let address = lease.address().to_owned();
         let attempt = state.client.send(&address, forward).await;
         let (outcome, retry) = judge(&attempt);
-        if let Some(reason) = retry
-            && Instant::now() < deadline
-        {
-            lease.end(outcome);
-            tracing::debug!(upstream = address, reason = reason.label(), "sending the request again");
-            state.metrics.count_retry(reason);
-            requeued = true;
-            continue;
+        match retry {
+            Some(reason) if Instant::now() < deadline => {
+                lease.end(outcome);
+                tracing::debug!(upstream = address, reason = reason.label(), "sending the request again");
+                state.metrics.count_retry(reason);
+                requeued = true;
+                continue;
+            }
+            // Turned away by a full, draining or gone pod with the budget spent: the
+            // client is the gateway's to send away, with its `Retry-After` (never over
+            // the budget) and counted among those away, not handed the pod's answer
+            // (a full pod's `Retry-After` is the time its queue holds, up to minutes).
+            Some(RetryReason::PodBusy | RetryReason::PodUnavailable | RetryReason::ConnectionRefused) => {
+                lease.end(outcome);
+                let budget = deadline.saturating_duration_since(arrived);
+                let retry_after = state.dispatcher.retry_after(budget);
+                return Err(Error::NoCapacity { budget: budget.as_secs_f64(), retry_after });
+            }
+            _ => {}
         }
         return match attempt {
             // The pod holds the place until its answer has left it: so does the gateway.

@@ -6,9 +6,11 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Gateway, client, free_port, tiny_model_pod};
+use support::{Gateway, client, free_port, metric_value, tiny_model_pod};
 
 fn error_code(body: &[u8]) -> String {
     let error: serde_json::Value = serde_json::from_slice(body).expect("a JSON error");
@@ -101,4 +103,52 @@ async fn a_pods_refusal_of_a_bad_request_reaches_the_client_unchanged() {
     let through = send(gateway.base.clone()).await;
     assert_eq!(direct.0, 400);
     assert_eq!(through, direct, "the same status and body");
+}
+
+/// A pod that is always full: every removal gets 429 with the minutes its queue holds.
+/// Returns its address and the count of removals it was sent.
+async fn always_full_pod() -> (String, Arc<AtomicUsize>) {
+    use axum::http::{StatusCode, header};
+    use axum::routing::{get, post};
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counted = sent.clone();
+    let full = move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "300")], "{}") }
+    };
+    let router = axum::Router::new()
+        .route(matte_common::paths::REMOVE, post(full))
+        .route(matte_common::paths::READYZ, get(|| async { "ready" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds a loopback port");
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (address, sent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_budget_runs_out_on_full_pods_is_sent_away_by_the_gateway() {
+    let (pod, sent) = always_full_pod().await;
+    let gateway = Gateway::start(&["--upstream", &pod]).await;
+    let client = client();
+    let metrics = || async { client.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+    for _ in 0..100 {
+        if metric_value(&metrics().await, r#"matte_gateway_endpoints{state="ready"}"#) == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A budget of nothing: the pod's 429 comes after it has run out, as it does for a
+    // request given a place at the end of its budget.
+    let (status, retry_after, body) =
+        support::post_png(&client, &gateway.url("/v1/remove"), vec![1, 2, 3], &[("x-matte-max-wait-seconds", "0")])
+            .await;
+    assert_eq!(sent.load(Ordering::SeqCst), 1, "the request reached the pod");
+    assert_eq!((status, error_code(&body).as_str()), (503, "no_capacity"), "the gateway's refusal, not the pod's 429");
+    // No image served yet, so no wait to go by: the time a pod takes to start.
+    let unknown_wait = matte_common::admission::UNKNOWN_WAIT_RETRY_AFTER.as_secs().to_string();
+    assert_eq!(retry_after, Some(unknown_wait), "the gateway's Retry-After, not the pod's 300 s");
+    let metrics = metrics().await;
+    assert!(!metrics.contains("outcome=\"pod_429\""), "{metrics}");
+    assert_eq!(metric_value(&metrics, r#"matte_gateway_requests_total{outcome="no_capacity"}"#), 1.0, "{metrics}");
+    assert_eq!(metric_value(&metrics, "matte_gateway_deferred_requests"), 1.0, "counted among those away: {metrics}");
 }
