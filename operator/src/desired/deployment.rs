@@ -162,12 +162,8 @@ fn sizing(brs: &BackgroundRemovalService, cores: u32) -> memory::Sizing {
 /// Whole cores of a CPU quantity (`2`, `1.5`, `500m`), rounded up; `None` if it is
 /// not one of those forms.
 fn whole_cores(quantity: &Quantity) -> Option<u32> {
-    let text = quantity.0.trim();
-    let cores = match text.strip_suffix('m') {
-        Some(millis) => millis.parse::<f64>().ok()? / 1000.0,
-        None => text.parse::<f64>().ok()?,
-    };
-    (cores.is_finite() && cores > 0.0 && cores <= 4096.0).then(|| cores.ceil() as u32)
+    let cores = super::quantity::value(&quantity.0)?;
+    (cores > 0.0 && cores <= 4096.0).then(|| cores.ceil() as u32)
 }
 
 pub(super) fn mebibytes(bytes: u64) -> Quantity {

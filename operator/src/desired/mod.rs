@@ -5,6 +5,7 @@
 mod deployment;
 mod gateway;
 mod pod_monitor;
+mod quantity;
 mod service;
 mod validate;
 

@@ -1,7 +1,6 @@
 //! What the schema and its CEL rules cannot check, checked before anything is built: an
 //! invalid spec becomes a `Degraded` condition and a Warning Event, not a retry loop.
 
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 use matte_common::fetch_model::DEFAULT_MAX_BYTES as DEFAULT_MODEL_MAX_BYTES;
 use matte_common::memory::DEFAULT_MAX_BODY_BYTES;
@@ -9,8 +8,8 @@ use matte_policy::{PLANNED_UTILIZATION_PERCENT_MAX, PLANNED_UTILIZATION_PERCENT_
 
 use crate::crd::{BackgroundRemovalService, MAX_CACHED_SPEC_BYTES, OVERSIZED_SPEC_ANNOTATION};
 
-use super::Defaults;
 use super::gateway::DEFAULT_MEMORY_BYTES;
+use super::{Defaults, quantity};
 
 /// A spec that passed, with what validation resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,11 +64,22 @@ pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<V
     }
 
     let resource = &spec.gpu.resource_name;
-    match resource.split_once('/') {
-        Some((domain, name)) if domain.contains('.') && !name.is_empty() && !domain.ends_with("kubernetes.io") => {}
-        _ => problems.push(format!(
-            "spec.gpu.resourceName {resource:?} is not an extended resource name such as nvidia.com/gpu"
-        )),
+    if !is_extended_resource_name(resource) {
+        problems.push(format!(
+            "spec.gpu.resourceName {resource:?} is not an extended resource name such as nvidia.com/gpu \
+             (a lower-case domain outside kubernetes.io, '/', and a name of letters, digits, '-', '_' and '.')"
+        ));
+    }
+    for (field, request) in [
+        ("spec.gpu.cpu", &spec.gpu.cpu),
+        ("spec.gpu.memory", &spec.gpu.memory),
+        ("spec.gateway.cpu", &spec.gateway.cpu),
+    ] {
+        if let Some(request) = request
+            && !quantity::value(&request.0).is_some_and(|value| value > 0.0)
+        {
+            problems.push(format!("{field} {:?} is not a quantity above 0 such as 500m, 2 or 4Gi", request.0));
+        }
     }
 
     if let Some(std) = &spec.model.std
@@ -83,7 +93,7 @@ pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<V
         problems.push(format!("spec.model.path {path:?} must be an absolute path inside the image"));
     }
     let size_limit = spec.model.download.as_ref().and_then(|download| download.size_limit.as_ref());
-    let model_max_bytes = match size_limit.map(|quantity| (quantity, bytes(quantity))) {
+    let model_max_bytes = match size_limit.map(|limit| (limit, quantity::bytes(&limit.0))) {
         None => DEFAULT_MODEL_MAX_BYTES,
         Some((_, Some(limit))) if limit > 0 => limit,
         Some((quantity, _)) => {
@@ -156,19 +166,18 @@ pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<V
         }
         let memory_bytes = match &spec.gateway.memory {
             None => DEFAULT_MEMORY_BYTES,
-            Some(quantity) => match bytes(quantity) {
+            Some(memory) => match quantity::bytes(&memory.0) {
                 Some(bytes) if bytes >= MIN_GATEWAY_MEMORY_BYTES => bytes,
                 Some(_) => {
                     problems.push(format!(
                         "spec.gateway.memory {:?} is too small: a gateway pod needs at least {} MiB",
-                        quantity.0,
+                        memory.0,
                         MIN_GATEWAY_MEMORY_BYTES >> 20
                     ));
                     0
                 }
                 None => {
-                    problems
-                        .push(format!("spec.gateway.memory {:?} is not a quantity of bytes such as 1Gi", quantity.0));
+                    problems.push(format!("spec.gateway.memory {:?} is not a quantity of bytes such as 1Gi", memory.0));
                     0
                 }
             },
@@ -294,32 +303,37 @@ fn after_quoted(text: &str) -> Option<&str> {
     None
 }
 
-/// Bytes of a memory quantity (`1Gi`, `512Mi`, `1G`, `1e9`, `1048576`); `None` for any
-/// other form, or one past the u64 range.
-fn bytes(quantity: &Quantity) -> Option<u64> {
-    let text = quantity.0.trim();
-    let split = text.find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E').unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let factor: f64 = match suffix {
-        "" => 1.0,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
+/// Whether `name` is an extended resource name, as the apiserver checks a container's
+/// resources: a qualified name whose prefix is a lower-case DNS subdomain outside
+/// `kubernetes.io`, and whose name is at most 63 letters, digits, '-', '_' or '.',
+/// beginning and ending with a letter or digit.
+fn is_extended_resource_name(name: &str) -> bool {
+    let Some((domain, name)) = name.split_once('/') else { return false };
+    let label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
     };
-    let value = number.parse::<f64>().ok()? * factor;
-    (value.is_finite() && value >= 0.0 && value < u64::MAX as f64).then_some(value as u64)
+    let domain_ok = domain.len() <= 253
+        && domain.contains('.')
+        && domain.split('.').all(label)
+        && domain != "kubernetes.io"
+        && !domain.ends_with(".kubernetes.io");
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    domain_ok && name_ok
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::{defaults, resource};
     use super::*;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     #[test]
     fn the_example_is_valid_and_takes_the_default_image() {
@@ -529,19 +543,46 @@ mod tests {
     }
 
     #[test]
-    fn memory_quantities_read_as_kubernetes_reads_them() {
-        for (text, expected) in [
-            ("1Gi", 1u64 << 30),
-            ("512Mi", 512 << 20),
-            ("1G", 1_000_000_000),
-            ("1.5Gi", 3 << 29),
-            ("2e9", 2_000_000_000),
-            ("4096", 4096),
-        ] {
-            assert_eq!(bytes(&Quantity(text.into())), Some(expected), "{text}");
+    fn quantities_and_resource_names_the_apiserver_would_refuse_are_refused_first() {
+        let mut brs = resource("minimal.yaml");
+        brs.spec.gpu.cpu = Some(Quantity("half".into()));
+        brs.spec.gpu.memory = Some(Quantity("1e3Gi".into()));
+        brs.spec.gateway.cpu = Some(Quantity("0".into()));
+        brs.spec.gateway.memory = Some(Quantity("1e3Gi".into()));
+        brs.spec.gpu.resource_name = "NVIDIA.com/gpu".into();
+        let problems = validate(&brs, &defaults()).expect_err("every one refused");
+        let fields: Vec<&str> = problems.iter().filter_map(|problem| problem.split(' ').next()).collect();
+        assert_eq!(
+            fields,
+            ["spec.gpu.resourceName", "spec.gpu.cpu", "spec.gpu.memory", "spec.gateway.cpu", "spec.gateway.memory"],
+            "{problems:?}"
+        );
+        brs.spec.gpu.cpu = Some(Quantity("1500m".into()));
+        brs.spec.gpu.memory = Some(Quantity("8Gi".into()));
+        brs.spec.gateway.cpu = Some(Quantity("0.5".into()));
+        brs.spec.gateway.memory = Some(Quantity("1e9".into()));
+        brs.spec.gpu.resource_name = "example.com/gpu-a100_80gb.shared".into();
+        validate(&brs, &defaults()).expect("each is one the apiserver reads");
+    }
+
+    #[test]
+    fn extended_resource_names_follow_the_apiservers_rules() {
+        for valid in ["nvidia.com/gpu", "amd.com/gpu", "gpu.intel.com/i915", "nvidia.com/mig-1g.5gb"] {
+            assert!(is_extended_resource_name(valid), "{valid}");
         }
-        for text in ["", "Gi", "1Gb", "-1Gi", "1e400"] {
-            assert_eq!(bytes(&Quantity(text.into())), None, "{text}");
+        for invalid in [
+            "gpu",
+            "nvidia/gpu",
+            "NVIDIA.com/gpu",
+            "nvidia.com/",
+            "nvidia.com/-gpu",
+            "nvidia.com/gpu/x",
+            "kubernetes.io/gpu",
+            "gpu.kubernetes.io/x",
+            "-nvidia.com/gpu",
+            "nvidia..com/gpu",
+        ] {
+            assert!(!is_extended_resource_name(invalid), "{invalid}");
         }
     }
 
