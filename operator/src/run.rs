@@ -69,23 +69,13 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         tracing::info!(identity, lease = %args.lease_name, "became the leader");
         metrics.set_leader(true);
 
-        // The controller runs until SIGTERM, finishing its passes, or until the Lease
-        // could not be renewed in time, when it stops at once, before anyone else can
-        // take over.
-        let (lost_sender, lost) = watch::channel(false);
-        let renewing = tokio::spawn(renew(election, stop.clone(), lost_sender));
-        let stopped = {
-            let mut stop = stop.clone();
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            }
-        };
-        while_leading(controller::run(client.clone(), settings.clone(), metrics.clone(), stopped), lost).await;
+        let controller = controller::run(client.clone(), settings.clone(), metrics.clone(), stopped(stop.clone()));
+        let renewed = lead(controller, election).await;
         // A controller dropped mid-way has not said so itself: the next leader reports
         // the resources' conditions, not this replica's cache, which no longer follows.
         metrics.follow_resources(None);
         metrics.set_leader(false);
-        election = match renewing.await {
+        election = match renewed {
             Ok(election) => election,
             Err(_) => LeaderElection::new(client.clone(), &namespace, &args.lease_name, &identity),
         };
@@ -99,6 +89,24 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         }
         tracing::warn!(identity, "lost the leader lease; standing by");
     }
+}
+
+/// Runs `controller` as the leader, until it returns (on SIGTERM, once it has finished
+/// its passes) or the Lease could not be renewed in time, when it is dropped at once,
+/// before anyone else can take over. The Lease is renewed until then: a pass finishing
+/// after SIGTERM (up to its time-out, waiting its turn for a slow Prometheus) still
+/// applies and writes, and must do so under a Lease no other replica can take. Hands
+/// the election back for release or another try (an error if the renewal panicked).
+async fn lead(
+    controller: impl Future<Output = ()>,
+    election: LeaderElection,
+) -> Result<LeaderElection, tokio::task::JoinError> {
+    let (lost_sender, lost) = watch::channel(false);
+    let (done_sender, done) = watch::channel(false);
+    let renewing = tokio::spawn(renew(election, done, lost_sender));
+    while_leading(controller, lost).await;
+    let _ = done_sender.send(true);
+    renewing.await
 }
 
 /// Runs `controller` until it returns, or drops it the moment the Lease is `lost`: its
@@ -132,17 +140,17 @@ async fn acquire(election: &mut LeaderElection, mut stop: watch::Receiver<bool>)
     }
 }
 
-/// Renews the Lease until told to stop, or signals `lost` when it has not been
+/// Renews the Lease until the leader is `done`, or signals `lost` when it has not been
 /// renewed for the renew deadline; hands the election back for release or retry.
 async fn renew(
     mut election: LeaderElection,
-    mut stop: watch::Receiver<bool>,
+    mut done: watch::Receiver<bool>,
     lost: watch::Sender<bool>,
 ) -> LeaderElection {
     let mut renewed = Instant::now();
     loop {
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return election,
+            _ = done.wait_for(|done| *done) => return election,
             _ = tokio::time::sleep(RETRY_PERIOD) => {}
         }
         // Past the deadline the lease is lost whether or not a request is still waiting
@@ -255,10 +263,10 @@ mod tests {
             }
         });
         let election = LeaderElection::new(Client::new(service, "default"), "ops", "matte-operator", "matte-a");
-        let (_stop_sender, stop) = watch::channel(false);
+        let (_done_sender, done) = watch::channel(false);
         let (lost_sender, mut lost) = watch::channel(false);
         let started = tokio::time::Instant::now();
-        let renewing = tokio::spawn(renew(election, stop, lost_sender));
+        let renewing = tokio::spawn(renew(election, done, lost_sender));
         let signalled = tokio::time::timeout(crate::leader::LEASE_DURATION * 2, lost.wait_for(|lost| *lost)).await;
         assert!(matches!(signalled, Ok(Ok(_))), "the lease was never given up");
         let waited = started.elapsed();
@@ -266,5 +274,42 @@ mod tests {
         assert!(waited < crate::leader::LEASE_DURATION, "before the others may take the Lease: {waited:?}");
         renewing.await.expect("the renewal hands the election back");
         apiserver.abort();
+    }
+
+    /// An apiserver holding Lease `ops/matte-operator` for `holder`, answering its reads
+    /// and taking every write; counts the writes (renewals).
+    fn lease_apiserver(holder: &'static str) -> (Client, Arc<std::sync::atomic::AtomicUsize>) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = writes.clone();
+        tokio::spawn(async move {
+            let mut version = 1;
+            while let Some((request, respond)) = handle.next_request().await {
+                if request.method() == http::Method::PUT {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    version += 1;
+                }
+                let lease = serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": "matte-operator", "namespace": "ops", "resourceVersion": version.to_string()},
+                    "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15}});
+                respond.send_response(Response::new(Body::from(lease.to_string().into_bytes())));
+            }
+        });
+        (Client::new(service, "default"), writes)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lease_is_renewed_until_the_passes_left_after_sigterm_have_finished() {
+        let (client, renewals) = lease_apiserver("matte-a");
+        let election = LeaderElection::new(client, "ops", "matte-operator", "matte-a");
+        // Told to stop, the controller finishes a pass that waited its turn: 30 s, twice
+        // the Lease's duration, in which no other replica may take it.
+        let finishing = tokio::time::sleep(std::time::Duration::from_secs(30));
+        let started = tokio::time::Instant::now();
+        lead(finishing, election).await.expect("the election is handed back");
+        assert!(started.elapsed() >= std::time::Duration::from_secs(30), "the pass was not dropped");
+        let renewed = renewals.load(std::sync::atomic::Ordering::SeqCst);
+        let expected = (30 / RETRY_PERIOD.as_secs()) as usize;
+        assert!(renewed + 1 >= expected, "renewed {renewed} times in 30 s, every {RETRY_PERIOD:?}");
     }
 }
