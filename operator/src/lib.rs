@@ -8,6 +8,7 @@ pub mod controller;
 pub mod crd;
 pub mod desired;
 pub mod error;
+pub mod events;
 pub mod leader;
 pub mod reconcile;
 pub mod run;

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
@@ -16,6 +16,7 @@ use crate::autoscaler::policy::{Decision, Memory, Reason};
 use crate::autoscaler::prometheus::{PrometheusClient, Windows};
 use crate::crd::BackgroundRemovalService;
 use crate::desired::{Defaults, ScrapeIntervals};
+use crate::events::Recorder;
 use crate::telemetry::Metrics;
 
 /// How the operator was configured.

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
@@ -255,14 +255,8 @@ async fn publish(
         EventType::Warning => tracing::warn!(resource = %ObjectRef::from_obj(brs), reason, %note, "event"),
         EventType::Normal => tracing::info!(resource = %ObjectRef::from_obj(brs), reason, %note, "event"),
     }
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(truncate(note, NOTE_LIMIT)),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(error) = context.recorder.publish(&event, &brs.object_ref(&())).await {
+    let note = truncate(note, NOTE_LIMIT);
+    if let Err(error) = context.recorder.publish(type_, reason, action, &note, &brs.object_ref(&())).await {
         tracing::warn!(resource = %ObjectRef::from_obj(brs), %error, "cannot publish an event");
     }
 }
