@@ -7,6 +7,8 @@
 //! hand (see [`matte_serve::pace`]).
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -42,16 +44,25 @@ pub async fn read_image(
     match kind {
         BodyKind::Raw => collect(chunks, capacity, Error::Body).await,
         BodyKind::Multipart { boundary } => {
-            let chunks = OneChunkAtATime::new(chunks);
+            let framing = Arc::new(FramingGauge::default());
+            let chunks = OneChunkAtATime::new(chunks).map({
+                let framing = framing.clone();
+                move |chunk| framing.hand(chunk?)
+            });
             let mut multipart = multer::Multipart::new(chunks, boundary.clone());
             let mut image = None;
             // Read to the end, the fields after the image too (skipped, not held): a
             // client still sending them when the answer goes out would see its
             // connection reset instead of the answer.
-            while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+            loop {
+                framing.begin();
+                let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? else { break };
+                framing.end();
                 if field.name() == Some("image") && image.is_none() {
                     // The field is the body less its framing: the body's length bounds it.
                     image = Some(collect(field, capacity, multipart_error).await?);
+                } else {
+                    while field.chunk().await.map_err(multipart_error)?.is_some() {}
                 }
             }
             image.ok_or_else(|| Error::BadRequest("the multipart body has no field named `image`".into()))
@@ -145,12 +156,64 @@ impl<S: Stream<Item = Result<Bytes, E>>, E> Stream for OneChunkAtATime<S> {
     }
 }
 
+/// The most of a multipart body handed to the parser while it looks for the first
+/// boundary or the end of a part's headers, before the chunk that completes them: as a
+/// request's head is bounded. The parser searches all it holds again at every chunk
+/// until it finds them: a form of 32 MiB that never framed its first part had it search
+/// gigabytes, chunk after chunk.
+const MAX_FRAMING_BYTES: usize = 64 * 1024;
+
+/// Why the multipart body could not be read, beside the parser's own reasons.
+#[derive(Debug, thiserror::Error)]
+enum FormError {
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error(
+        "the multipart body's framing (the text before its first part, or a part's headers) runs past {MAX_FRAMING_BYTES} bytes"
+    )]
+    FramingTooLong,
+}
+
+/// The bytes handed to the parser while it reads framing rather than a field's data.
+#[derive(Debug, Default)]
+struct FramingGauge {
+    framing: AtomicBool,
+    handed: AtomicUsize,
+}
+
+impl FramingGauge {
+    /// The parser looks for the next part: what it is handed from now on is framing.
+    fn begin(&self) {
+        self.handed.store(0, Ordering::SeqCst);
+        self.framing.store(true, Ordering::SeqCst);
+    }
+
+    /// The parser found a part: what follows is its data.
+    fn end(&self) {
+        self.framing.store(false, Ordering::SeqCst);
+    }
+
+    /// Hands `chunk` to the parser, unless it is still reading framing past the bound.
+    fn hand(&self, chunk: Bytes) -> Result<Bytes, FormError> {
+        if self.framing.load(Ordering::SeqCst) {
+            let before = self.handed.fetch_add(chunk.len(), Ordering::SeqCst);
+            if before >= MAX_FRAMING_BYTES {
+                return Err(FormError::FramingTooLong);
+            }
+        }
+        Ok(chunk)
+    }
+}
+
 /// Our own error when the body stream failed (too large, too slow), else a 400 naming
 /// what is malformed.
 fn multipart_error(error: multer::Error) -> Error {
     match error {
-        multer::Error::StreamReadFailed(source) => match source.downcast::<BodyError>() {
-            Ok(ours) => Error::Body(*ours),
+        multer::Error::StreamReadFailed(source) => match source.downcast::<FormError>() {
+            Ok(form) => match *form {
+                FormError::Body(ours) => Error::Body(ours),
+                framing @ FormError::FramingTooLong => Error::BadRequest(framing.to_string()),
+            },
             Err(other) => Error::Body(BodyError::Read(other.to_string())),
         },
         other => Error::BadRequest(format!("malformed multipart body: {other}")),
@@ -201,6 +264,29 @@ mod tests {
         assert_eq!(read.await.unwrap(), Bytes::from_static(b"PIXELS"));
         let read = read_image(body_of(vec![form]), &kind, None, 50, pace, Instant::now());
         assert!(matches!(read.await, Err(Error::Body(BodyError::TooLarge { limit: 50 }))));
+    }
+
+    #[tokio::test]
+    async fn a_form_whose_framing_never_ends_is_refused_after_a_bounded_read() {
+        let pace = UploadPace { grace: Duration::from_secs(5), min_bytes_per_second: 1 };
+        let kind = BodyKind::Multipart { boundary: "XX".into() };
+        let near_misses: &'static [u8] = [b'x', b'\r', b'\n', b'\r'].repeat(4096).leak();
+        let chunks_read = Arc::new(AtomicUsize::new(0));
+        // 32 MiB that never holds the first boundary, or a part's headers that never end.
+        for form_start in [&b""[..], b"--XX\r\nContent-Disposition: form-data; name=\"image\"\r\n"] {
+            chunks_read.store(0, Ordering::SeqCst);
+            let counted = chunks_read.clone();
+            let chunks =
+                futures_util::stream::iter(std::iter::once(form_start).chain(std::iter::repeat_n(near_misses, 2048)))
+                    .map(move |chunk| {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, std::io::Error>(Bytes::from_static(chunk))
+                    });
+            let read = read_image(Body::from_stream(chunks), &kind, None, 64 << 20, pace, Instant::now()).await;
+            assert!(matches!(&read, Err(Error::BadRequest(message)) if message.contains("framing")), "{read:?}");
+            let read_chunks = chunks_read.load(Ordering::SeqCst);
+            assert!(read_chunks < 64, "refused after {read_chunks} chunks of 16 KiB, not the 32 MiB");
+        }
     }
 
     #[tokio::test]
