@@ -58,6 +58,9 @@ fn a_worker_holds_no_more_per_pixel_than_the_memory_bound_counts() {
         ("RGBA PNG", rgba8(ImageFormat::Png)),
         ("lossless RGBA WebP", rgba8(ImageFormat::WebP)),
         ("progressive JPEG", progressive_jpeg()),
+        // Written by libwebp through Pillow (lossy, its alpha lossless): gradients, so
+        // that the file is small; a decoder holds the same buffers for any content.
+        ("lossy WebP with alpha", include_bytes!("fixtures/pillow-lossy-alpha-3000x2000.webp").to_vec()),
     ];
     let pixels = f64::from(WIDTH) * f64::from(HEIGHT);
     let mut over = Vec::new();

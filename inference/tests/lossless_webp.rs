@@ -7,12 +7,12 @@
 mod support;
 
 use matte_inference::Error;
-use matte_inference::imaging::{Upright, decode};
+use matte_inference::imaging::{Upright, WEBP_CODES_BYTES_PER_PIXEL, decode};
 use support::bitstreams::{GROUP_BYTES, LOSSLESS_RGB, lossless_webp};
 
-/// What a decode of `max_pixels` may hold in prefix codes: 8 of its 16 bytes a pixel.
+/// What a decode of `max_pixels` may hold in prefix codes.
 fn codes_budget(max_pixels: u64) -> usize {
-    usize::try_from(max_pixels * 8).unwrap()
+    usize::try_from(max_pixels * WEBP_CODES_BYTES_PER_PIXEL).unwrap()
 }
 
 #[test]
@@ -30,9 +30,9 @@ fn only_the_groups_a_frame_uses_are_built() {
 #[test]
 fn groups_used_beyond_the_budget_refuse_the_image() {
     let file = lossless_webp(4, 4, 1);
-    assert!(GROUP_BYTES > codes_budget(2048) && GROUP_BYTES <= codes_budget(4096));
-    decode(&file, 4096, 64).expect("within the budget");
-    let refused = decode(&file, 2048, 64);
+    assert!(GROUP_BYTES > codes_budget(4096) && GROUP_BYTES <= codes_budget(8192));
+    decode(&file, 8192, 64).expect("within the budget");
+    let refused = decode(&file, 4096, 64);
     assert!(
         matches!(&refused, Err(Error::DecoderLimit(message)) if message.contains("lossless prefix codes need more than the 16384 bytes")),
         "{refused:?}"

@@ -23,6 +23,10 @@ const PNG_DECODER_BUDGET: u64 = 16 * 1024 * 1024;
 /// Bytes a decoder may allocate per pixel of `max_pixels`: 16 covers 16-bit RGBA.
 const DECODER_BYTES_PER_PIXEL: u64 = 16;
 
+/// Bytes a WebP's prefix codes may take per pixel of `max_pixels`: what the decoder's
+/// own buffers leave (a real file's codes take a few hundred kilobytes in all).
+pub const WEBP_CODES_BYTES_PER_PIXEL: u64 = DECODER_BYTES_PER_PIXEL - webp::PIXEL_BYTES;
+
 /// A decoded image, not yet at its output size nor upright.
 #[derive(Debug)]
 pub struct Decoded {
@@ -97,7 +101,7 @@ fn decode_in_full(bytes: &[u8], format: ImageFormat, max_pixels: u64, max_side: 
 /// lossless one's prefix codes may take what a worker's budget leaves beside the pixels.
 fn decode_webp(bytes: &[u8], max_pixels: u64, max_side: u32) -> Result<Decoded, Error> {
     webp::check_frames(bytes, max_pixels)?;
-    let codes_budget = max_pixels.saturating_mul(DECODER_BYTES_PER_PIXEL.saturating_sub(webp::PIXEL_BYTES));
+    let codes_budget = max_pixels.saturating_mul(WEBP_CODES_BYTES_PER_PIXEL);
     let mut decoder = webp::open(bytes, codes_budget)?;
     let (width, height) = decoder.dimensions();
     check_size(width, height, max_pixels)?;

@@ -15,7 +15,7 @@ mod model_input;
 mod webp;
 
 pub use cut_out::{compose, mask_to_image};
-pub use decode::{Decoded, MAX_SIDE, decode};
+pub use decode::{Decoded, MAX_SIDE, WEBP_CODES_BYTES_PER_PIXEL, decode};
 pub use encode::{OutputFormat, PNG_COMPRESSION, PNG_FILTER, encode, encode_png};
 pub use model_input::to_model_input;
 

@@ -22,9 +22,12 @@ use image_webp::{DecodingError, WebPDecoder};
 
 use crate::Error;
 
-/// Bytes a decode holds per pixel of its frame: the RGBA frame a lossless decoder
-/// writes, and the image it is copied into.
-pub const PIXEL_BYTES: u64 = 8;
+/// Bytes a decode holds per pixel of its frame beside the prefix codes. The most is a
+/// lossy frame with alpha: its RGBA output, the frame's YUV planes and the alpha plane
+/// decoded as ARGB at once, 10.5 bytes a pixel measured (`tests/decode_memory.rs`,
+/// without scaling); a lossless one holds 4. Counted at 8, the codes' budget had such a
+/// frame whose alpha declared many groups of codes reach 18.
+pub const PIXEL_BYTES: u64 = 12;
 
 /// A decoder of `bytes` whose prefix codes may hold at most `codes_budget` bytes.
 pub fn open(bytes: &[u8], codes_budget: u64) -> Result<WebPDecoder<Cursor<&[u8]>>, Error> {
