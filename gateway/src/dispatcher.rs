@@ -141,8 +141,12 @@ impl Dispatcher {
                     if let Some(since) = known.starting_since.filter(|_| report.ready) {
                         inner.startups.record(now - since);
                     }
-                    // A new report is the source's word on it again.
-                    Upstream { ready: report.ready, unavailable_until: None, starting_since, ..known }
+                    // A report that says something new of it is the source's word on it
+                    // again; one that repeats what it said (another pod's change, or the
+                    // next round of probes) is no news of this one.
+                    let news = report.ready != known.ready || report.starting != known.starting_since.is_some();
+                    let unavailable_until = known.unavailable_until.filter(|_| !news);
+                    Upstream { ready: report.ready, unavailable_until, starting_since, ..known }
                 }
                 None => {
                     inner.next_upstream += 1;
@@ -490,6 +494,31 @@ mod tests {
         assert_eq!(dispatcher.outstanding(), [("pod-0:8080".into(), 1)], "the new pod's request still counts");
         drop(to_the_new_pod);
         assert_eq!(dispatcher.outstanding(), [("pod-0:8080".into(), 0)]);
+    }
+
+    #[tokio::test]
+    async fn a_pod_that_answered_503_stays_out_until_its_source_says_something_new_of_it() {
+        let dispatcher = Dispatcher::new(1);
+        dispatcher.update_endpoints(&reports(&[true, true]));
+        let (first, second) = (
+            dispatcher.acquire(Instant::now(), soon(), false).await.unwrap(),
+            dispatcher.acquire(Instant::now(), soon(), false).await.unwrap(),
+        );
+        let draining = first.address().to_owned();
+        first.end(AttemptOutcome::Unavailable);
+        second.end(AttemptOutcome::Served);
+        assert_eq!((dispatcher.snapshot().ready, dispatcher.snapshot().unready), (1, 1));
+        // Another pod joins, and the pods listed already are listed as they were.
+        let mut three = reports(&[true, true, true]);
+        dispatcher.update_endpoints(&three);
+        assert_eq!((dispatcher.snapshot().ready, dispatcher.snapshot().unready), (2, 1), "{draining} is still out");
+        // Its source lists it unready, then ready again: that is news of it.
+        let listed = three.iter_mut().find(|report| report.address == draining).unwrap();
+        listed.ready = false;
+        dispatcher.update_endpoints(&three);
+        three.iter_mut().find(|report| report.address == draining).unwrap().ready = true;
+        dispatcher.update_endpoints(&three);
+        assert_eq!((dispatcher.snapshot().ready, dispatcher.snapshot().unready), (3, 0));
     }
 
     #[tokio::test]

@@ -67,10 +67,11 @@ pub struct Upstream {
     pub id: u64,
     /// The last readiness its source reported.
     pub ready: bool,
-    /// Since it refused a connection or answered 503, until the source reports it again
-    /// or `readiness::listed_unready_within` has passed: a pod going down is listed
-    /// unready by then, and one still listed ready was only briefly unable to serve. A
-    /// source that reports only changes (EndpointSlices) may never report it again.
+    /// Since it refused a connection or answered 503, until the source reports a change
+    /// of it or `readiness::listed_unready_within` has passed: a pod going down is
+    /// listed unready by then, and one still listed ready was only briefly unable to
+    /// serve. A source that reports only changes (EndpointSlices) may never report it
+    /// again; one whose report of it repeats (another pod's change) says nothing of it.
     pub unavailable_until: Option<Instant>,
     /// Requests sent to it by this gateway and not yet answered.
     pub outstanding: u32,
