@@ -282,6 +282,10 @@ pub mod memory {
     pub const DEFAULT_MAX_INPUT_PIXELS: u64 = 50_000_000;
     /// Default of `--max-body-bytes`: the largest accepted request body.
     pub const DEFAULT_MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
+    /// The most `--max-body-bytes` may be, in either server: a body is read into one
+    /// buffer of its declared length, which a flag without bound let a client's head make
+    /// larger than the address space (the process aborted).
+    pub const MAX_BODY_BYTES_LIMIT: u64 = 1024 * 1024 * 1024;
 
     /// Bytes one CPU worker may hold while decoding one image and scaling it to the
     /// output, per pixel of `--max-input-pixels`. Measured (`decode_memory` in the

@@ -43,9 +43,9 @@ pub struct Config {
     #[arg(long = flags::MAX_WAIT_SECONDS, env = "MATTE_GATEWAY_MAX_WAIT_SECONDS", default_value_t = flags::DEFAULT_MAX_WAIT_SECONDS as f64, value_parser = parse_positive_seconds)]
     pub max_wait_seconds: f64,
 
-    /// Largest accepted request body in bytes (the pod's limit).
-    #[arg(long = flags::MAX_BODY_BYTES, env = "MATTE_GATEWAY_MAX_BODY_BYTES", default_value_t = memory::DEFAULT_MAX_BODY_BYTES as usize)]
-    pub max_body_bytes: usize,
+    /// Largest accepted request body in bytes (the pod's limit; at most 1 GiB).
+    #[arg(long = flags::MAX_BODY_BYTES, env = "MATTE_GATEWAY_MAX_BODY_BYTES", default_value_t = memory::DEFAULT_MAX_BODY_BYTES, value_parser = clap::value_parser!(u64).range(1..=memory::MAX_BODY_BYTES_LIMIT))]
+    pub max_body_bytes: u64,
 
     /// Request bodies held at once across all requests; past it, requests get 429.
     #[arg(long = flags::MAX_BUFFERED_BYTES, env = "MATTE_GATEWAY_MAX_BUFFERED_BYTES", default_value_t = flags::DEFAULT_MAX_BUFFERED_BYTES as usize)]
@@ -132,7 +132,7 @@ mod tests {
         let config = Config::parse_from(["matte-gateway", "--upstream", "127.0.0.1:8081"]);
         assert_eq!(config.upstreams, ["127.0.0.1:8081"]);
         assert_eq!(config.upstream_capacity, queue::DEFAULT_CAPACITY);
-        assert_eq!(config.max_body_bytes as u64, memory::DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(config.max_body_bytes, memory::DEFAULT_MAX_BODY_BYTES);
         assert_eq!(config.max_wait(), Duration::from_secs(30));
     }
 

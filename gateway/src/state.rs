@@ -35,7 +35,8 @@ impl AppState {
     pub fn new(config: &Config, dispatcher: Arc<Dispatcher>) -> AppState {
         AppState {
             limits: Limits {
-                max_body_bytes: config.max_body_bytes,
+                // At most 1 GiB (`memory::MAX_BODY_BYTES_LIMIT`).
+                max_body_bytes: usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX),
                 max_wait: config.max_wait(),
                 upload_pace: UploadPace {
                     grace: config.upload_grace,

@@ -78,8 +78,9 @@ pub struct Config {
     #[arg(long, env = "MATTE_MEAN", value_parser = parse_triple, default_value = "0.5,0.5,0.5")]
     pub mean: [f32; 3],
 
-    /// Per-channel standard deviation dividing RGB values after the mean.
-    #[arg(long, env = "MATTE_STD", value_parser = parse_triple, default_value = "1,1,1")]
+    /// Per-channel standard deviation dividing RGB values after the mean (each at least
+    /// 0.001: a 0 made every input infinite, and every cut-out blank).
+    #[arg(long, env = "MATTE_STD", value_parser = parse_deviations, default_value = "1,1,1")]
     pub std: [f32; 3],
 
     /// Name of the model output holding the mask (default: the first output).
@@ -87,24 +88,25 @@ pub struct Config {
     pub mask_output: Option<String>,
 
     /// Largest side of an output image; larger inputs are scaled down first.
-    #[arg(long, env = "MATTE_MAX_DIMENSION", default_value_t = 2048)]
+    #[arg(long, env = "MATTE_MAX_DIMENSION", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::imaging::MAX_SIDE)))]
     pub max_dimension: u32,
 
     /// Largest accepted input in pixels (width × height), checked before decoding.
     #[arg(long, env = "MATTE_MAX_INPUT_PIXELS", default_value_t = memory::DEFAULT_MAX_INPUT_PIXELS)]
     pub max_input_pixels: u64,
 
-    /// Largest accepted request body in bytes.
-    #[arg(long, env = "MATTE_MAX_BODY_BYTES", default_value_t = memory::DEFAULT_MAX_BODY_BYTES as usize)]
-    pub max_body_bytes: usize,
+    /// Largest accepted request body in bytes (at most 1 GiB).
+    #[arg(long, env = "MATTE_MAX_BODY_BYTES", default_value_t = memory::DEFAULT_MAX_BODY_BYTES, value_parser = clap::value_parser!(u64).range(1..=memory::MAX_BODY_BYTES_LIMIT))]
+    pub max_body_bytes: u64,
 
     /// Images per inference run: a model that fixes its batch at 1 has it freed at load
     /// and checked; one whose graph depends on it runs one image at a time.
     #[arg(long, env = "MATTE_MAX_BATCH_SIZE", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(matte_common::limits::MAX_BATCH_SIZE)))]
     pub max_batch_size: u32,
 
-    /// Longest wait for a batch to fill once its first image is ready, in milliseconds.
-    #[arg(long, env = "MATTE_MAX_BATCH_DELAY_MS", default_value_t = 5)]
+    /// Longest wait for a batch to fill once its first image is ready, in milliseconds
+    /// (at most 10 s, and never past that image's deadline).
+    #[arg(long, env = "MATTE_MAX_BATCH_DELAY_MS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub max_batch_delay_ms: u64,
 
     /// Requests admitted at once (queued, decoding, inferring or encoding); more get 429.
@@ -212,7 +214,7 @@ impl Config {
             cpu_workers: self.cpu_workers() as u64,
             queue_capacity: u64::from(self.queue_capacity),
             max_input_pixels: self.max_input_pixels,
-            max_body_bytes: self.max_body_bytes as u64,
+            max_body_bytes: self.max_body_bytes,
             max_dimension: u64::from(self.max_dimension),
             input_size: u64::from(self.input_size),
             max_batch_size: u64::from(self.max_batch_size),
@@ -232,6 +234,21 @@ fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// The least a standard deviation may be: it divides every pixel.
+const MIN_STD: f32 = 0.001;
+
+/// Three standard deviations, each at least [`MIN_STD`].
+fn parse_deviations(text: &str) -> Result<[f32; 3], String> {
+    let deviations = parse_triple(text)?;
+    if deviations.iter().any(|deviation| *deviation < MIN_STD) {
+        return Err(format!(
+            "each standard deviation must be at least {MIN_STD} (it divides every pixel), got `{text}`"
+        ));
+    }
+    Ok(deviations)
+}
+
+/// Three finite numbers, as `--mean` and `--std` take them.
 fn parse_triple(text: &str) -> Result<[f32; 3], String> {
     let values: Vec<f32> = text
         .split(',')
@@ -261,6 +278,22 @@ mod tests {
         assert!(parse_triple("1,2").is_err());
         assert!(parse_triple("1,2,x").is_err());
         assert!(parse_triple("1,2,NaN").is_err());
+        assert_eq!(parse_deviations("0.229,0.224,0.225"), Ok([0.229, 0.224, 0.225]));
+        for divides_by_nothing in ["0,0,0", "1,1,0", "1,-1,1", "1,1,1e-9"] {
+            assert!(parse_deviations(divides_by_nothing).is_err(), "{divides_by_nothing}");
+        }
+    }
+
+    #[test]
+    fn flags_that_would_break_the_memory_bound_or_the_process_are_refused() {
+        let with = |flag: &str, value: &str| Config::try_parse_from(["matte-inference", "--model", "m", flag, value]);
+        assert!(with("--max-dimension", "0").is_err(), "0 would turn scaling off, uncounted");
+        assert!(with("--max-dimension", "65535").is_ok());
+        assert!(with("--max-dimension", "65536").is_err());
+        assert!(with("--max-body-bytes", "18446744073709551615").is_err(), "a head could abort the process");
+        assert!(with("--max-body-bytes", "0").is_err());
+        assert_eq!(with("--max-body-bytes", "1073741824").unwrap().max_body_bytes, 1 << 30);
+        assert!(with("--request-timeout-seconds", "1e-10").is_err(), "no timeout of nothing");
     }
 
     #[test]

@@ -133,7 +133,9 @@ impl JobQueue {
     }
 
     /// Blocks until at least one job waits, then takes up to `max` jobs, waiting at most
-    /// `delay` after the first for others to arrive. `None` once closed and empty.
+    /// `delay` after the first for others to arrive, and never past the first's
+    /// deadline (a delay longer than the request time-out would have every lone request
+    /// answered 504 while it waited for company). `None` once closed and empty.
     pub fn next_batch(&self, max: usize, delay: Duration) -> Option<Vec<Job>> {
         let mut state = self.lock();
         while state.jobs.is_empty() {
@@ -142,7 +144,8 @@ impl JobQueue {
             }
             state = self.changed.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
         }
-        let fill_by = Instant::now() + delay;
+        let first_deadline = state.jobs.front().map(|(_, job)| job.deadline);
+        let fill_by = first_deadline.into_iter().fold(Instant::now() + delay, Instant::min);
         while state.jobs.len() < max && !state.closed {
             let now = Instant::now();
             if now >= fill_by {
@@ -172,6 +175,18 @@ mod tests {
             Job { tensor: vec![], arrived: now, deadline, reply, started: Arc::default(), place: Place::detached() },
             receiver,
         )
+    }
+
+    #[test]
+    fn a_batch_waits_for_company_no_longer_than_its_first_image_may_wait() {
+        let queue = JobQueue::new();
+        let (mut lone, _reply) = job();
+        lone.deadline = Instant::now() + Duration::from_millis(100);
+        queue.push(lone).unwrap_or_else(|_| panic!("room for one"));
+        let started = Instant::now();
+        let batch = queue.next_batch(4, Duration::from_secs(600)).expect("a batch");
+        assert_eq!(batch.len(), 1);
+        assert!(started.elapsed() < Duration::from_secs(60), "taken by its deadline, not after the delay");
     }
 
     #[test]

@@ -61,7 +61,8 @@ impl AppState {
             limits: Limits {
                 max_dimension: config.max_dimension,
                 max_input_pixels: config.max_input_pixels,
-                max_body_bytes: config.max_body_bytes,
+                // At most 1 GiB (`memory::MAX_BODY_BYTES_LIMIT`).
+                max_body_bytes: usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX),
                 request_timeout: config.request_timeout,
                 upload_pace: UploadPace {
                     grace: config.upload_grace,

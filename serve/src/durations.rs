@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
-/// A timeout: more than 0 and at most a day.
+/// A timeout: at least a millisecond (less is none: every wait would time out) and at
+/// most a day.
 pub fn parse_timeout(text: &str) -> Result<Duration, String> {
     match text.parse::<f64>() {
-        Ok(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Ok(Duration::from_secs_f64(seconds)),
-        _ => Err(format!("`{text}` is not a number of seconds between 0 and 86400")),
+        Ok(seconds) if (0.001..=86_400.0).contains(&seconds) => Ok(Duration::from_secs_f64(seconds)),
+        _ => Err(format!("`{text}` is not a number of seconds from 0.001 to 86400")),
     }
 }
 
@@ -25,7 +26,7 @@ mod tests {
     #[test]
     fn timeouts_must_be_positive_and_bounded() {
         assert_eq!(parse_timeout("0.5"), Ok(Duration::from_millis(500)));
-        for bad in ["0", "-1", "NaN", "inf", "1e30", "soon"] {
+        for bad in ["0", "1e-10", "0.0009", "-1", "NaN", "inf", "1e30", "soon"] {
             assert!(parse_timeout(bad).is_err(), "{bad}");
         }
     }
