@@ -31,6 +31,11 @@ pub enum Error {
     #[error("the gateway holds as many request bodies as it may ({limit} bytes); retry in {} s", retry_after.as_secs())]
     BuffersFull { limit: usize, retry_after: Duration },
     #[error(
+        "this request needs {needed} bytes of the gateway's buffers (its body, and a form's copies while it is read), \
+         more than all {limit} of them: send a smaller image, or the image alone to /v1/remove"
+    )]
+    OverBuffers { needed: usize, limit: usize },
+    #[error(
         "the body was arriving too slowly to be served within this request's budget of {budget:.1} s, and its \
          room in the gateway's buffers went to requests that could be; retry in {} s",
         retry_after.as_secs()
@@ -56,6 +61,7 @@ impl Error {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Body(error) => error.status(),
+            Error::OverBuffers { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Route(error) => error.status(),
             Error::BuffersFull { .. } | Error::BuffersReclaimed { .. } | Error::QueueFull { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -78,6 +84,7 @@ impl Error {
             Error::BadRequest(_) => "bad_request",
             Error::Route(error) => error.code(),
             Error::BuffersFull { .. } => "buffers_full",
+            Error::OverBuffers { .. } => "body_too_large",
             Error::BuffersReclaimed { .. } => "buffers_reclaimed",
             Error::QueueFull { .. } => "queue_full",
             Error::NoCapacity { .. } => "no_capacity",

@@ -242,7 +242,9 @@ async fn prepare(
         };
         return Ok((forward, Encoding::Png));
     };
-    let copies = state.buffers.reserve(FORM_COPIES.saturating_mul(body.len())).ok_or_else(|| buffers_full(state))?;
+    let copies = FORM_COPIES.saturating_mul(body.len());
+    fits_the_buffers(state, body.len().saturating_add(copies))?;
+    let copies = state.buffers.reserve(copies).ok_or_else(|| buffers_full(state))?;
     let form = compat::parse_form(&parts.headers, body).await?;
     let translated = match dialect {
         Dialect::Rembg => compat::rembg(form)?,
@@ -271,12 +273,21 @@ fn admit(state: &AppState, parts: &Parts, arrived: Instant) -> Result<(Duration,
         return Err(Error::QueueFull { expected: expected.as_secs_f64(), budget: budget.as_secs_f64(), retry_after });
     }
     let wanted = declared.map_or(0, |length| length as usize);
+    fits_the_buffers(state, wanted)?;
     // Its upload is due by the end of its budget, and is given at least the grace a
     // stalled upload has: a client that will not wait in the queue (a budget of 0) is
     // still served when a place is free once its body is in.
     let due = arrived + budget.max(state.limits.upload_pace.grace);
     let reservation = state.buffers.reserve_upload(wanted, due).ok_or_else(|| buffers_full(state))?;
     Ok((budget, declared, reservation))
+}
+
+/// 413 for a request that needs more of the buffers than they hold in all: told to come
+/// back (429), it would be refused again on every try, each counted among the clients
+/// the autoscaler sees waiting.
+fn fits_the_buffers(state: &AppState, needed: usize) -> Result<(), Error> {
+    let limit = state.buffers.limit();
+    if needed > limit { Err(Error::OverBuffers { needed, limit }) } else { Ok(()) }
 }
 
 /// Bodies are freed as the queue moves, so a client comes back when it expects to.

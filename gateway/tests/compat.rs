@@ -141,7 +141,7 @@ async fn a_drop_in_answer_with_no_buffers_left_is_a_429_counted_as_a_client_sent
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drop_in_form_is_read_only_with_room_for_the_copies_reading_it_takes() {
+async fn a_drop_in_form_whose_copies_the_buffers_can_never_hold_is_too_large() {
     let pod = pod_answering(1_000).await;
     // Room for a 40 kB body, and not for it and the parser's two copies of it.
     let gateway = Gateway::start(&["--upstream", &pod, "--max-buffered-bytes", "100000"]).await;
@@ -154,9 +154,15 @@ async fn a_drop_in_form_is_read_only_with_room_for_the_copies_reading_it_takes()
     assert_eq!(native.send().await.unwrap().status(), 200, "the body alone fits");
     let (content_type, body) = form(&[("file", Some("cat.png"), &image)]);
     let answer = post(&client, gateway.url("/api/remove"), &content_type, body).await;
-    assert_eq!(answer.status, 429, "{}", String::from_utf8_lossy(&answer.body));
+    // Told to come back (429), it would be refused on every try, each counted among the
+    // clients waiting.
+    assert_eq!(answer.status, 413, "{}", String::from_utf8_lossy(&answer.body));
+    assert!(!answer.headers.contains_key("retry-after"), "nothing to come back for");
+    let message = String::from_utf8_lossy(&answer.body);
+    assert!(message.contains("more than all 100000 of them"), "{message}");
     let metrics = client.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("matte_gateway_requests_total{outcome=\"buffers_full\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("matte_gateway_requests_total{outcome=\"body_too_large\"} 1\n"), "{metrics}");
+    assert_eq!(support::metric_value(&metrics, "matte_gateway_deferred_requests"), 0.0, "{metrics}");
 }
 
 /// A pod on loopback that is ready and answers every removal with `image`.
