@@ -22,6 +22,13 @@ use super::{Valid, label_selector, labels, metadata};
 /// The inference container's name and port (the pod contract of DESIGN.md).
 const CONTAINER_NAME: &str = "inference";
 pub(super) const HTTP_PORT: i32 = paths::PORT as i32;
+/// How long a rollout may go on without a new pod turning ready, beyond the model's
+/// download, before the Deployment reports it stalled (`ProgressDeadlineExceeded`, which
+/// the status reports as `Degraded`): Kubernetes' default, for the image's pull, the
+/// model's load and, with TensorRT, its engine's build. At the default alone, a pod whose
+/// download took most of its 600 s time-out had a healthy rollout reported stalled.
+const ROLLOUT_MARGIN_SECONDS: i32 = 600;
+
 /// Where a downloaded or mounted model is found inside the pod.
 const MODEL_DIR: &str = "/models";
 /// The file name a downloaded model is stored under.
@@ -54,6 +61,9 @@ const DEFAULT_CPU_CORES: u32 = 2;
 pub fn deployment(brs: &BackgroundRemovalService, valid: &Valid, replicas: i32) -> Deployment {
     let spec = &brs.spec;
     let (model_path, model_volumes, fetcher) = model_source(brs, valid);
+    // A pod downloads its model within the download's time-out before it starts.
+    let download_seconds =
+        fetcher.as_ref().map_or(0, |_| spec.model.download.clone().unwrap_or_default().timeout_seconds);
     let mut volumes = vec![empty_dir("tmp")];
     volumes.extend(model_volumes);
     let mut mounts = vec![mount("tmp", "/tmp", false)];
@@ -87,6 +97,7 @@ pub fn deployment(brs: &BackgroundRemovalService, valid: &Valid, replicas: i32) 
             replicas: Some(replicas),
             selector: label_selector(brs),
             strategy: Some(rollout(replicas)),
+            progress_deadline_seconds: Some(download_seconds.saturating_add(ROLLOUT_MARGIN_SECONDS)),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels(brs)), ..ObjectMeta::default() }),
                 spec: Some(PodSpec {
