@@ -60,6 +60,7 @@ pub async fn run_with_source(
     let ticker = tokio::spawn(dispatcher.clone().keep_handing_out());
 
     let (stage, stage_rx) = watch::channel(Stage::Serving);
+    matte_serve::open_files::prepare_for_connections(config.max_connections);
     let limits = ConnectionLimits {
         max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
         header_read: config.header_read_timeout,

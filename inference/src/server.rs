@@ -70,6 +70,7 @@ pub async fn run(
     let inference_thread = spawn_inference_thread(&config, runtime_library, state.clone(), loaded_tx)?;
 
     let (stage, stage_rx) = watch::channel(Stage::Serving);
+    matte_serve::open_files::prepare_for_connections(config.max_connections);
     let limits = ConnectionLimits {
         max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
         header_read: config.header_read_timeout,

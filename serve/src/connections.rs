@@ -97,7 +97,7 @@ impl Drop for Counted {
     }
 }
 
-/// How often reaching `max_connections` is logged at most.
+/// How often reaching `max_connections`, or failing to accept, is logged at most.
 const AT_CAPACITY_LOGGED_EVERY: Duration = Duration::from_secs(60);
 
 /// Serves `router` on the connections `listener` accepts until the stage leaves
@@ -114,6 +114,7 @@ pub async fn serve(
     let mut watching = stage.clone();
     let open = std::sync::Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut logged_at_capacity: Option<Instant> = None;
+    let mut logged_accept_failure: Option<Instant> = None;
     loop {
         // A place first, then a connection: at capacity, clients wait in the backlog.
         let place = tokio::select! {
@@ -144,8 +145,12 @@ pub async fn serve(
                     });
                 }
                 Err(error) => {
-                    // Out of file descriptors, most likely: let some connections end.
-                    tracing::warn!(%error, "accepting a connection failed");
+                    // Out of file descriptors, most likely: let some connections end. Tried
+                    // again every 50 ms, said once a minute (`open_files`).
+                    if logged_accept_failure.is_none_or(|logged| logged.elapsed() >= AT_CAPACITY_LOGGED_EVERY) {
+                        logged_accept_failure = Some(Instant::now());
+                        tracing::warn!(%error, "accepting a connection failed; trying again every 50 ms");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },

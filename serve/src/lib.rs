@@ -6,7 +6,8 @@
 //! [`routes`] (the answer to a request no route takes), [`exposition`] (their metrics
 //! in Prometheus's text format), [`sent_away`] (the clients sent away with a
 //! `Retry-After`, as metrics), [`durations`] (how their flags read seconds) and
-//! [`signals`] (the shutdown signal); and, with the operator, [`logging`] (how every
+//! [`signals`] (the shutdown signal), [`open_files`] (the open-file limit their
+//! connections need); and, with the operator, [`logging`] (how every
 //! Matte process writes its logs) and [`documented`] (the check that a README names every
 //! flag).
 
@@ -16,6 +17,7 @@ pub mod documented;
 pub mod durations;
 pub mod exposition;
 pub mod logging;
+pub mod open_files;
 pub mod pace;
 pub mod routes;
 pub mod sent_away;
