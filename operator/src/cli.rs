@@ -1,5 +1,6 @@
 //! The command line.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -78,6 +79,11 @@ pub struct RunArgs {
     /// namespace's queue. Empty: selectors are taken as they are.
     #[arg(long, env = "MATTE_METRICS_NAMESPACE_LABEL", default_value = "namespace", value_parser = parse_label_name)]
     pub metrics_namespace_label: String,
+    /// Labels put on every PodMonitor the operator makes (comma-separated `key=value`):
+    /// the ones your Prometheus's podMonitorSelector matches (kube-prometheus-stack's
+    /// matches `release=<its release>` by default), or it scrapes none of the pods.
+    #[arg(long, env = "MATTE_POD_MONITOR_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    pub pod_monitor_labels: Vec<(String, String)>,
     /// Most queries in flight at once to each Prometheus, across every resource it
     /// scrapes: a pass asks 14, and passes beyond the bound wait their turn, so that
     /// many services cannot overload a Prometheus (whose own --query.max-concurrency is
@@ -126,6 +132,37 @@ fn parse_label_name(text: &str) -> Result<String, String> {
     if valid { Ok(text.to_owned()) } else { Err("not a Prometheus label name".to_owned()) }
 }
 
+/// A Kubernetes label, `key=value`: a key of an optional DNS-subdomain prefix and `/`
+/// and a name of at most 63 letters, digits, `-`, `_` and `.` (beginning and ending with
+/// a letter or digit), a value like that name or empty. One the apiserver would refuse
+/// would have every PodMonitor refused.
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.trim().split_once('=').ok_or_else(|| format!("`{text}` is not key=value"))?;
+    let name_like = |text: &str| {
+        text.len() <= 63
+            && text.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
+            && text.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && text.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    let (prefix, name) = key.rsplit_once('/').map_or((None, key), |(prefix, name)| (Some(prefix), name));
+    let prefix_ok = prefix.is_none_or(|prefix| {
+        prefix.len() <= 253
+            && prefix.split('.').all(|part| {
+                !part.is_empty()
+                    && part.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
+                    && !part.starts_with('-')
+                    && !part.ends_with('-')
+            })
+    });
+    if !(prefix_ok && name_like(name)) {
+        return Err(format!("`{key}` is not a label key"));
+    }
+    if !(value.is_empty() || name_like(value)) {
+        return Err(format!("`{value}` is not a label value"));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
 /// A `--log-level` that a log filter reads: one the filter cannot read would otherwise
 /// leave the operator logging at its default, as if the flag had been taken.
 fn parse_log_filter(text: &str) -> Result<String, String> {
@@ -134,6 +171,11 @@ fn parse_log_filter(text: &str) -> Result<String, String> {
 
 impl RunArgs {
     /// The label a resource's series are confined to its namespace by, if any.
+    /// The labels every PodMonitor carries beside the operator's own.
+    pub fn pod_monitor_labels(&self) -> BTreeMap<String, String> {
+        self.pod_monitor_labels.iter().cloned().collect()
+    }
+
     pub fn metrics_namespace_label(&self) -> Option<String> {
         Some(self.metrics_namespace_label.clone()).filter(|label| !label.is_empty())
     }
@@ -254,6 +296,24 @@ mod tests {
         for flags in [["--scrape-interval-seconds", "0"], ["--gateway-scrape-interval-seconds", "301"]] {
             let refusal = run_args(&flags).expect_err("out of range").to_string();
             assert!(refusal.contains(flags[0]), "{refusal}");
+        }
+    }
+
+    #[test]
+    fn pod_monitor_labels_are_kubernetes_labels() {
+        let args = run_args(&["--pod-monitor-labels", "release=kube-prometheus-stack,example.com/team=vision,empty="])
+            .expect("valid labels");
+        assert_eq!(
+            args.pod_monitor_labels(),
+            BTreeMap::from([
+                ("empty".to_owned(), String::new()),
+                ("example.com/team".to_owned(), "vision".to_owned()),
+                ("release".to_owned(), "kube-prometheus-stack".to_owned()),
+            ])
+        );
+        assert!(run_args(&[]).expect("none by default").pod_monitor_labels().is_empty());
+        for bad in ["release", "=x", "-a=b", "a=b c", "Example.com/x=y", "a=-b", &format!("a={}", "b".repeat(64))] {
+            assert!(run_args(&["--pod-monitor-labels", bad]).is_err(), "{bad}");
         }
     }
 }

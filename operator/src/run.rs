@@ -39,6 +39,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             gateway_image: args.default_gateway_image.clone(),
             allowed_prometheus_urls: args.allowed_prometheus_urls(),
             metrics_namespace_label: args.metrics_namespace_label(),
+            pod_monitor_labels: args.pod_monitor_labels(),
         },
         prometheus_url: args.prometheus_url.clone().filter(|u| !u.is_empty()),
         prometheus_client: prometheus::http_client(args.prometheus_max_concurrent_queries)?,

@@ -68,6 +68,7 @@ impl PlayedPod {
             gateway_image: images.gateway.clone(),
             allowed_prometheus_urls: Vec::new(),
             metrics_namespace_label: None,
+            pod_monitor_labels: Default::default(),
         };
         let valid = validate(&brs, &defaults).expect("the resource is valid");
         let built = serde_json::to_value(deployment(&brs, &valid, 1)).expect("the Deployment serialises");

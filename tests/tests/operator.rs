@@ -59,7 +59,8 @@ fn install_pod_monitor_crd(cluster: &Cluster) {
 }
 
 /// `name`'s PodMonitor scrapes the inference pods and the gateway's, each at its interval
-/// (`intervals`: the inference pods', the gateway's), told apart by their app label.
+/// (`intervals`: the inference pods', the gateway's), told apart by their app label, and
+/// carries the label the operator was given for a Prometheus that picks PodMonitors so.
 fn assert_pod_monitor_scrapes_each_kind_of_pod(cluster: &Cluster, name: &str, intervals: (&str, &str)) {
     let monitor = get(cluster, "podmonitor", name).unwrap_or_else(|| panic!("no PodMonitor {name}"));
     let endpoints = monitor["spec"]["podMetricsEndpoints"].as_array().cloned().unwrap_or_default();
@@ -73,6 +74,7 @@ fn assert_pod_monitor_scrapes_each_kind_of_pod(cluster: &Cluster, name: &str, in
         "{monitor}"
     );
     assert_eq!(monitor["spec"]["selector"]["matchLabels"]["matte.dev/service"], name, "{monitor}");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "kube-prometheus-stack", "{monitor}");
 }
 
 /// Any digest: the model is never fetched here (kwok starts no container).
@@ -270,7 +272,11 @@ fn the_operator_reconciles_with_the_charts_rbac() {
 
     cluster.kubectl_ok(&["create", "namespace", "shop"]);
     install_pod_monitor_crd(&cluster);
-    let operator = start_operator(&cluster, "operator-a", &["--gateway-scrape-interval-seconds", "2"]);
+    let operator = start_operator(
+        &cluster,
+        "operator-a",
+        &["--gateway-scrape-interval-seconds", "2", "--pod-monitor-labels", "release=kube-prometheus-stack"],
+    );
 
     // Created → Ready, with the objects owned by the resource (a PodMonitor too, its CRD
     // being served).

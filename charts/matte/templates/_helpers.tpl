@@ -104,3 +104,14 @@ Operator pods to run: without leader election never more than one.
 {{- min .Values.replicaCount 1 }}
 {{- end }}
 {{- end }}
+
+{{/*
+A map as comma-separated key=value pairs, sorted by key.
+*/}}
+{{- define "matte.keyValues" -}}
+{{- $pairs := list -}}
+{{- range $key, $value := . -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}

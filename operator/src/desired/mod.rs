@@ -54,6 +54,9 @@ pub struct Defaults {
     /// The label that carries a series' namespace: a resource's selector is confined
     /// to its own namespace by it; `None` takes selectors as they are.
     pub metrics_namespace_label: Option<String>,
+    /// Labels on every PodMonitor beside the operator's own, for a Prometheus that
+    /// picks its PodMonitors by label.
+    pub pod_monitor_labels: BTreeMap<String, String>,
 }
 
 /// Labels on everything made for `brs`'s pods.
@@ -169,6 +172,7 @@ pub(crate) mod fixtures {
             // The one full.yaml names.
             allowed_prometheus_urls: vec!["http://prometheus.monitoring:9090".into()],
             metrics_namespace_label: Some("namespace".into()),
+            pod_monitor_labels: std::collections::BTreeMap::new(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! A Prometheus Operator PodMonitor, made only where that operator's CRD exists, so that
 //! the pods' queue metrics reach the Prometheus the autoscaler asks.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kube::ResourceExt;
@@ -45,9 +46,18 @@ pub fn pod_monitor_resource() -> ApiResource {
 /// (its windows and passes follow it, so samples at any other would not be what they
 /// expect), the gateway's pods at their own, shorter one: one endpoint each, told apart
 /// by their `app.kubernetes.io/name`. Without a gateway its endpoint finds no pod.
-pub fn pod_monitor(brs: &BackgroundRemovalService, intervals: &ScrapeIntervals) -> DynamicObject {
+/// It carries `extra_labels` beside the operator's own, which they do not replace.
+pub fn pod_monitor(
+    brs: &BackgroundRemovalService,
+    intervals: &ScrapeIntervals,
+    extra_labels: &BTreeMap<String, String>,
+) -> DynamicObject {
     let mut object = DynamicObject::new(&brs.metadata.name.clone().unwrap_or_default(), &pod_monitor_resource());
     object.metadata = metadata(brs);
+    let labels = object.metadata.labels.get_or_insert_with(BTreeMap::new);
+    for (key, value) in extra_labels {
+        labels.entry(key.clone()).or_insert_with(|| value.clone());
+    }
     object.data = json!({
         "spec": {
             "selector": {"matchLabels": {SERVICE_LABEL: brs.name_any()}},
@@ -100,14 +110,26 @@ mod tests {
 
     #[test]
     fn golden_pod_monitor() {
-        let monitor = pod_monitor(&resource("minimal.yaml"), &intervals(5, 1));
+        let monitor = pod_monitor(&resource("minimal.yaml"), &intervals(5, 1), &BTreeMap::new());
         assert_eq!(monitor.types.as_ref().map(|t| t.api_version.as_str()), Some("monitoring.coreos.com/v1"));
         assert_golden("minimal.podmonitor.yaml", &monitor);
     }
 
     #[test]
+    fn the_operators_labels_for_its_pod_monitors_are_added_to_its_own_and_replace_none() {
+        let brs = resource("minimal.yaml");
+        let extra = BTreeMap::from([
+            ("release".to_owned(), "kube-prometheus-stack".to_owned()),
+            (SERVICE_LABEL.to_owned(), "someone-else".to_owned()),
+        ]);
+        let labels = pod_monitor(&brs, &intervals(5, 1), &extra).metadata.labels.expect("labels");
+        assert_eq!(labels.get("release").map(String::as_str), Some("kube-prometheus-stack"));
+        assert_eq!(labels.get(SERVICE_LABEL).map(String::as_str), Some("portraits"), "the operator's own stays");
+    }
+
+    #[test]
     fn the_pods_are_scraped_as_often_as_the_autoscaler_reads_them_and_the_gateway_at_its_own_interval() {
-        let monitor = pod_monitor(&resource("minimal.yaml"), &intervals(4, 2));
+        let monitor = pod_monitor(&resource("minimal.yaml"), &intervals(4, 2), &BTreeMap::new());
         let endpoints = monitor.data["spec"]["podMetricsEndpoints"].as_array().expect("endpoints").clone();
         let interval_of = |app: &str| {
             let kept = endpoints.iter().filter(|endpoint| endpoint["relabelings"][0]["regex"] == app);

@@ -1,6 +1,8 @@
 //! What the schema and its CEL rules cannot check, checked before anything is built: an
 //! invalid spec becomes a `Degraded` condition and a Warning Event, not a retry loop.
 
+use std::collections::BTreeMap;
+
 use kube::ResourceExt;
 use matte_common::fetch_model::DEFAULT_MAX_BYTES as DEFAULT_MODEL_MAX_BYTES;
 use matte_common::memory::DEFAULT_MAX_BODY_BYTES;
@@ -24,6 +26,8 @@ pub struct Valid {
     /// The most bytes a downloaded model may have: `spec.model.download.sizeLimit`, or
     /// the fetcher's default.
     pub model_max_bytes: u64,
+    /// The operator's labels for its PodMonitors (`Defaults::pod_monitor_labels`).
+    pub pod_monitor_labels: BTreeMap<String, String>,
 }
 
 /// What validation resolved of `spec.gateway`.
@@ -197,7 +201,8 @@ pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<V
     let advice = batching_advice(spec.queue.capacity, gateway_replicas, spec.batching.max_batch_size);
 
     if problems.is_empty() {
-        Ok(Valid { image, gateway, advice: advice.into_iter().collect(), model_max_bytes })
+        let pod_monitor_labels = defaults.pod_monitor_labels.clone();
+        Ok(Valid { image, gateway, advice: advice.into_iter().collect(), model_max_bytes, pod_monitor_labels })
     } else {
         Err(problems)
     }

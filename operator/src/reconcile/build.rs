@@ -54,7 +54,7 @@ pub fn build(
         pod_disruption_budget: desired::pod_disruption_budget(brs),
         gateway: valid.gateway.as_ref().map(|gateway| gateway_objects(brs, gateway)),
         service: desired::service(brs, front),
-        pod_monitor: desired::pod_monitor(brs, scrape_intervals),
+        pod_monitor: desired::pod_monitor(brs, scrape_intervals, &valid.pod_monitor_labels),
     }
 }
 
