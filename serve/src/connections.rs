@@ -1,6 +1,7 @@
 //! Accepting and serving HTTP/1.1 connections within limits a slow, vanished or greedy
-//! client cannot outlast: at most so many connections at once (past that, new ones wait
-//! in the listen backlog), request heads of at most
+//! client cannot outlast: at most so many connections at once (past that, a few spare
+//! ones serve only probes and scrapes, [`SPARE_CONNECTIONS`], and new ones wait in the
+//! listen backlog), request heads of at most
 //! [`matte_common::memory::MAX_HEAD_BYTES`] (431 past it)
 //! that must arrive within the header timeout, a client whose socket is full must take
 //! its answer at a minimum pace, and a drain first asks every connection to finish its
@@ -20,12 +21,12 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use matte_common::memory;
+use matte_common::{memory, paths};
 use prometheus::IntGauge;
 use prometheus::core::Collector;
 
@@ -97,6 +98,28 @@ impl Drop for Counted {
     }
 }
 
+/// Connections served beyond `max_connections`, one exchange each, for the kubelet's
+/// probes and Prometheus's scrapes alone (`GET` of [`paths::HEALTHZ`],
+/// [`paths::READYZ`], [`paths::METRICS`]); any other request on one is answered 503 with
+/// `Retry-After: 1`. At capacity the probes waited in the listen backlog with the
+/// clients, timed out, and the kubelet restarted a server that was only busy, dropping
+/// every request it held; and its metrics went unscraped when they mattered most.
+pub const SPARE_CONNECTIONS: usize = 8;
+
+/// The head a spare connection may read: a probe's or a scrape's is a few hundred bytes.
+const SPARE_HEAD_BYTES: usize = 8 * 1024;
+
+/// The most a spare connection waits for its head.
+const SPARE_HEADER_READ: Duration = Duration::from_secs(2);
+
+/// The place a connection is served in, held while it is open.
+struct Place {
+    _permit: OwnedSemaphorePermit,
+    /// One of [`SPARE_CONNECTIONS`], the others being taken; else one of
+    /// `max_connections`.
+    spare: bool,
+}
+
 /// How often reaching `max_connections`, or failing to accept, is logged at most.
 const AT_CAPACITY_LOGGED_EVERY: Duration = Duration::from_secs(60);
 
@@ -113,13 +136,21 @@ pub async fn serve(
     let mut connections = JoinSet::new();
     let mut watching = stage.clone();
     let open = std::sync::Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let spare = std::sync::Arc::new(Semaphore::new(SPARE_CONNECTIONS));
     let mut logged_at_capacity: Option<Instant> = None;
     let mut logged_accept_failure: Option<Instant> = None;
     loop {
-        // A place first, then a connection: at capacity, clients wait in the backlog.
+        // A place first, then a connection: at capacity, a spare one (for probes and
+        // scrapes), and past those clients wait in the backlog.
+        let full = open.available_permits() == 0;
         let place = tokio::select! {
+            biased;
             place = open.clone().acquire_owned() => match place {
-                Ok(place) => place,
+                Ok(permit) => Place { _permit: permit, spare: false },
+                Err(_) => break,
+            },
+            place = spare.clone().acquire_owned(), if full => match place {
+                Ok(permit) => Place { _permit: permit, spare: true },
                 Err(_) => break,
             },
             Some(_) = connections.join_next() => continue,
@@ -137,7 +168,12 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let serving = serve_connection(stream, router.clone(), limits, stage.clone());
+                    // A place may have come free while the spare one waited for a client.
+                    let place = match place.spare.then(|| open.clone().try_acquire_owned()) {
+                        Some(Ok(permit)) => Place { _permit: permit, spare: false },
+                        _ => place,
+                    };
+                    let serving = serve_connection(stream, router.clone(), limits, place.spare, stage.clone());
                     let open = Counted::on(&gauges.open);
                     connections.spawn(async move {
                         serving.await;
@@ -174,24 +210,41 @@ async fn reached(watching: &mut watch::Receiver<Stage>, stage: Stage) {
     let _ = watching.wait_for(|current| *current >= stage).await;
 }
 
+/// Serves one connection: in a spare place (`spare_lane`), one exchange, with a small
+/// head soon, and only a probe or a scrape ([`SPARE_CONNECTIONS`]).
 async fn serve_connection(
     stream: TcpStream,
     router: Router,
     limits: ConnectionLimits,
+    spare_lane: bool,
     mut stage: watch::Receiver<Stage>,
 ) {
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(WriteTimeout::new(stream, limits.write, limits.min_write_bytes_per_second));
-    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| router.clone().call(request));
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let mut router = router.clone();
+        async move {
+            if spare_lane && !is_probe_or_scrape(&request) {
+                return Ok(at_capacity());
+            }
+            router.call(request).await
+        }
+    });
+    let (head_bytes, header_read) = if spare_lane {
+        (SPARE_HEAD_BYTES, limits.header_read.min(SPARE_HEADER_READ))
+    } else {
+        (MAX_HEAD_BYTES, limits.header_read)
+    };
     let mut builder = http1::Builder::new();
     // The read buffer no larger than a head may be: hyper grows it by doubling, and one
     // holding a head near the limit took twice that (`memory::CONNECTION_BYTES`). A body
     // is read through it in chunks of at most that size.
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read)
-        .max_header_size(MAX_HEAD_BYTES)
-        .max_buf_size(MAX_HEAD_BYTES);
+        .header_read_timeout(header_read)
+        .max_header_size(head_bytes)
+        .max_buf_size(head_bytes)
+        .keep_alive(!spare_lane);
     let connection = builder.serve_connection(io, service);
     let mut connection = std::pin::pin!(connection);
     tokio::select! {
@@ -207,6 +260,25 @@ async fn serve_connection(
     if let Err(error) = connection.await {
         tracing::debug!(%error, "connection ended with an error while closing");
     }
+}
+
+/// Whether `request` is a kubelet's probe or a Prometheus scrape.
+fn is_probe_or_scrape<B>(request: &hyper::Request<B>) -> bool {
+    request.method() == hyper::Method::GET
+        && [paths::HEALTHZ, paths::READYZ, paths::METRICS].contains(&request.uri().path())
+}
+
+/// The answer on a spare connection to anything but a probe or a scrape, in the servers'
+/// error shape.
+fn at_capacity() -> axum::response::Response {
+    let body = serde_json::json!({"error": {
+        "code": "too_many_connections",
+        "message": "the server is serving as many connections as it may; retry in 1 s",
+    }});
+    let mut response =
+        axum::response::IntoResponse::into_response((hyper::StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)));
+    response.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
+    response
 }
 
 /// A stream whose writes fail once the client has fallen behind a minimum pace: while a
@@ -329,7 +401,10 @@ mod tests {
     async fn server_counted(max_connections: usize, gauges: ConnectionGauges) -> std::net::SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let router = Router::new()
+            .route("/", axum::routing::get(|| async { "ok" }))
+            .route(paths::HEALTHZ, axum::routing::get(|| async { "live" }))
+            .route(paths::METRICS, axum::routing::get(|| async { "# metrics" }));
         let limits = ConnectionLimits {
             max_connections,
             header_read: Duration::from_secs(30),
@@ -347,7 +422,13 @@ mod tests {
     /// Sends `GET /` with `extra` headers on `stream` and reads the status line's code,
     /// if one comes within `within`.
     async fn status_within(stream: &mut TcpStream, extra: &str, within: Duration) -> Option<String> {
-        let request = format!("GET / HTTP/1.1\r\nHost: t\r\n{extra}\r\n");
+        status_of("GET /", stream, extra, within).await
+    }
+
+    /// Sends `request_line` (a method and a path) with `extra` headers on `stream` and
+    /// reads the status line's code, if one comes within `within`.
+    async fn status_of(request_line: &str, stream: &mut TcpStream, extra: &str, within: Duration) -> Option<String> {
+        let request = format!("{request_line} HTTP/1.1\r\nHost: t\r\n{extra}\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut head = [0u8; 12];
         tokio::time::timeout(within, stream.read_exact(&mut head)).await.ok()?.ok()?;
@@ -366,24 +447,70 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn past_the_most_connections_a_new_one_waits_until_one_closes() {
+    async fn past_the_most_connections_a_probe_or_a_scrape_is_served_and_a_client_told_to_come_back() {
         let address = server(2).await;
         let mut first = TcpStream::connect(address).await.unwrap();
         let mut second = TcpStream::connect(address).await.unwrap();
         assert_eq!(status_within(&mut first, "", Duration::from_secs(5)).await.as_deref(), Some("200"));
         assert_eq!(status_within(&mut second, "", Duration::from_secs(5)).await.as_deref(), Some("200"));
-        // Both kept alive: a third is not served...
+        // Both kept alive: a probe and a scrape are still served, each on a spare
+        // connection for one exchange...
+        for probe in ["GET /healthz", "GET /metrics"] {
+            let mut spare = TcpStream::connect(address).await.unwrap();
+            assert_eq!(
+                status_of(probe, &mut spare, "", Duration::from_secs(5)).await.as_deref(),
+                Some("200"),
+                "{probe}"
+            );
+            let mut rest = Vec::new();
+            let closed = tokio::time::timeout(Duration::from_secs(5), spare.read_to_end(&mut rest)).await;
+            assert!(matches!(closed, Ok(Ok(_))), "{probe}: closed after one exchange");
+        }
+        // ...and a client is told to come back, not left in the backlog.
         let mut third = TcpStream::connect(address).await.unwrap();
-        let request = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
-        third.write_all(request.as_bytes()).await.unwrap();
-        let mut head = [0u8; 12];
-        let waited = tokio::time::timeout(Duration::from_millis(500), third.read_exact(&mut head)).await;
-        assert!(waited.is_err(), "served beyond the limit");
-        // ...until one of them closes.
+        third.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut answer)).await.unwrap().unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.to_ascii_lowercase().contains("retry-after: 1\r\n"), "{answer}");
+        assert!(answer.contains("too_many_connections"), "{answer}");
+        // Once one of them closes, a client is served again.
         drop(first);
-        tokio::time::timeout(Duration::from_secs(5), third.read_exact(&mut head)).await.unwrap().unwrap();
-        assert_eq!(&head, b"HTTP/1.1 200");
+        let served = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let mut stream = TcpStream::connect(address).await.unwrap();
+                if status_within(&mut stream, "", Duration::from_secs(5)).await.as_deref() == Some("200") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        assert!(served.await.is_ok(), "a place came free");
         drop(second);
+    }
+
+    #[tokio::test]
+    async fn past_the_spare_connections_too_new_ones_wait_in_the_backlog() {
+        let address = server(1).await;
+        // The one place taken, and every spare one held by a client that sends nothing
+        // (each is cut within two seconds).
+        let mut first = TcpStream::connect(address).await.unwrap();
+        assert_eq!(status_within(&mut first, "", Duration::from_secs(5)).await.as_deref(), Some("200"));
+        let mut idle = Vec::new();
+        for _ in 0..SPARE_CONNECTIONS {
+            idle.push(TcpStream::connect(address).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut waiting = TcpStream::connect(address).await.unwrap();
+        waiting.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+        let mut head = [0u8; 12];
+        let waited = tokio::time::timeout(Duration::from_millis(500), waiting.read_exact(&mut head)).await;
+        assert!(waited.is_err(), "served beyond the spare connections");
+        // The idle ones are cut by the spare connections' header timeout, and it is served.
+        tokio::time::timeout(Duration::from_secs(10), waiting.read_exact(&mut head)).await.unwrap().unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        drop((first, idle));
     }
 
     #[tokio::test]
