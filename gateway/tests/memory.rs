@@ -267,8 +267,31 @@ impl Drop for GatewayProcess {
     }
 }
 
+/// Opens `count` connections to `gateway`, each sent `bytes`, and two seconds later
+/// returns them, open, with how far the gateway's resident memory grew, in MiB.
+fn holding(gateway: &GatewayProcess, count: usize, bytes: &[u8]) -> (Vec<TcpStream>, f64) {
+    let (_, idle_mib) = gateway.memory_mib();
+    let address = gateway.base.trim_start_matches("http://").to_owned();
+    let streams = (0..count)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&address).expect("connects");
+            stream.write_all(bytes).expect("sent");
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, held_mib) = gateway.memory_mib();
+    (streams, held_mib - idle_mib)
+}
+
+/// What `connections` may hold by the bound the pods' and gateways' memory counts, MiB.
+fn connections_bound_mib(connections: usize) -> f64 {
+    (connections as u64 * matte_common::memory::CONNECTION_BYTES) as f64 / MIB as f64
+}
+
 /// Connections the test opens, and the most the gateway serves: the rest wait in the
-/// listen backlog, holding nothing of the gateway's.
+/// listen backlog (or a spare connection's short header timeout), holding almost nothing
+/// of the gateway's.
 const CONNECTIONS: usize = 400;
 const MAX_CONNECTIONS: usize = 300;
 /// What the process may grow by beside its connections while it holds them.
@@ -285,22 +308,11 @@ fn connections_holding_heads_at_the_limit_stay_within_their_bound() {
         "--header-read-timeout-seconds",
         "60",
     ]);
-    let (_, idle_mib) = gateway.memory_mib();
-    let address = gateway.base.trim_start_matches("http://").to_owned();
     // A head just short of the limit, never finished: each connection holds it.
     let head = format!("POST /v1/remove HTTP/1.1\r\nHost: x\r\nX-Long: {}", "a".repeat(62 * 1024));
-    let streams: Vec<TcpStream> = (0..CONNECTIONS)
-        .map(|_| {
-            let mut stream = TcpStream::connect(&address).expect("connects");
-            stream.write_all(head.as_bytes()).expect("the head is sent");
-            stream
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(2));
-    let (_, held_mib) = gateway.memory_mib();
-    let grew = held_mib - idle_mib;
+    let (streams, grew) = holding(&gateway, CONNECTIONS, head.as_bytes());
     let per_connection_kib = grew * 1024.0 / MAX_CONNECTIONS as f64;
-    let bound_mib = (MAX_CONNECTIONS as u64 * matte_common::memory::CONNECTION_BYTES) as f64 / MIB as f64;
+    let bound_mib = connections_bound_mib(MAX_CONNECTIONS);
     println!(
         "{MAX_CONNECTIONS} connections holding 62 KiB heads: RSS +{grew:.1} MiB ({per_connection_kib:.1} KiB each), bound {bound_mib:.1} MiB"
     );
@@ -328,27 +340,16 @@ fn connections_whose_requests_wait_with_long_heads_stay_within_their_bound() {
         "--max-wait-seconds",
         "60",
     ]);
-    let (_, idle_mib) = gateway.memory_mib();
-    let address = gateway.base.trim_start_matches("http://").to_owned();
     let request = format!(
         "POST /v1/remove HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1\r\nX-Long: {}\r\n\r\nx",
         "a".repeat(63 * 1024)
     );
     // One connection left for reading the metrics.
     let waiting_requests = WAITING_CONNECTIONS - 1;
-    let streams: Vec<TcpStream> = (0..waiting_requests)
-        .map(|_| {
-            let mut stream = TcpStream::connect(&address).expect("connects");
-            stream.write_all(request.as_bytes()).expect("the request is sent");
-            stream
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(2));
+    let (streams, grew) = holding(&gateway, waiting_requests, request.as_bytes());
     let waiting = gateway.metric("matte_gateway_queue_depth");
-    let (_, held_mib) = gateway.memory_mib();
-    let grew = held_mib - idle_mib;
     let per_connection_kib = grew * 1024.0 / waiting_requests as f64;
-    let bound_mib = (WAITING_CONNECTIONS as u64 * matte_common::memory::CONNECTION_BYTES) as f64 / MIB as f64;
+    let bound_mib = connections_bound_mib(WAITING_CONNECTIONS);
     println!(
         "{waiting_requests} requests with 63 KiB heads waiting in the queue: RSS +{grew:.1} MiB ({per_connection_kib:.1} KiB each), bound {bound_mib:.1} MiB"
     );

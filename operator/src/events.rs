@@ -104,7 +104,7 @@ impl Recorder {
                 event
             }
             None => {
-                let event = self.new_event(type_, reason, action, note, regarding, now);
+                let event = self.new_event(&key, regarding, now);
                 events.create(&PostParams::default(), &event).await?
             }
         };
@@ -112,15 +112,8 @@ impl Recorder {
         Ok(())
     }
 
-    fn new_event(
-        &self,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: &str,
-        regarding: &ObjectReference,
-        now: Timestamp,
-    ) -> Event {
+    /// A new Event of the occurrence `key` about `regarding`.
+    fn new_event(&self, key: &Key, regarding: &ObjectReference, now: Timestamp) -> Event {
         let name = regarding.name.as_deref().unwrap_or(&self.reporter.controller);
         Event {
             metadata: ObjectMeta {
@@ -128,10 +121,10 @@ impl Recorder {
                 namespace: regarding.namespace.clone(),
                 ..ObjectMeta::default()
             },
-            action: Some(action.to_owned()),
-            reason: Some(reason.to_owned()),
-            note: Some(note.to_owned()),
-            type_: Some(if type_ == EventType::Warning { "Warning" } else { "Normal" }.to_owned()),
+            action: Some(key.action.clone()),
+            reason: Some(key.reason.clone()),
+            note: Some(key.note.clone()),
+            type_: Some(if key.warning { "Warning" } else { "Normal" }.to_owned()),
             event_time: Some(MicroTime(now)),
             regarding: Some(regarding.clone()),
             reporting_controller: Some(self.reporter.controller.clone()),
