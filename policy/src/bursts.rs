@@ -73,7 +73,13 @@ pub(crate) fn remember_bursts(memory: &Memory, now: f64, burst_on: bool, plan: &
         };
         return (Some(burst), recent);
     }
-    if let Some(ended) = memory.burst {
+    if let Some(mut ended) = memory.burst {
+        // A new leader's clock may be a little behind the old one's (within the skew
+        // the memory tolerates): a burst it saw begin is never remembered as beginning
+        // before the last, which the next pass's check would take for a forgery.
+        if let Some(last) = recent.last() {
+            ended.started_seconds = ended.started_seconds.max(last.started_seconds);
+        }
         recent.push(ended);
         let forgotten = recent.len().saturating_sub(BURSTS_REMEMBERED);
         recent.drain(..forgotten);

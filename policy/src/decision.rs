@@ -9,7 +9,8 @@
 //! starting if the work will still be there when it is ready. The policy therefore asks
 //! how many pods are needed for the backlog to drain by a deadline, with the steady
 //! traffic that keeps arriving meanwhile, counting pods that are still starting as
-//! capacity from the moment they will be ready, and starts exactly that many, at once.
+//! capacity from the moment they will be ready (but for one starting for over three
+//! start-ups, stuck), and starts exactly that many, at once.
 //! When the target cannot be met because new pods would arrive too late, the deadline
 //! moves to the earliest time a new pod can do a useful amount of work, instead of
 //! starting pods that would find nothing to do. Pods that are no longer needed are kept
@@ -292,7 +293,7 @@ fn decide_checked(spec: &PolicySpec, observation: &Observation, memory: &Memory)
         let idle = if quick_hold(spec, &plan, &next.recent_bursts) {
             plan.nothing_waits()
         } else {
-            observation.starting_pod_ages_seconds.is_empty() || plan.nothing_waits()
+            plan.starting_pods == 0 || plan.nothing_waits()
         };
         let since = if idle || observation.unschedulable_pods > 0 {
             memory.surplus_since_seconds.unwrap_or(observation.now_seconds)
@@ -302,6 +303,13 @@ fn decide_checked(spec: &PolicySpec, observation: &Observation, memory: &Memory)
         next.surplus_since_seconds = Some(since);
         scale_down_or_keep(spec, observation, &plan, &summary, wanted, since, &mut next)
     };
+    // A fleet above its bounds (maxReplicas lowered, autoscaling just turned on) is
+    // kept or drained down to no more than they allow: a branch that keeps the current
+    // replicas, or drains to what the arrivals need, would otherwise hold it above them.
+    let within = spec.clamp(replicas);
+    let message =
+        if within == replicas { message } else { format!("{message}; {within} within minReplicas..maxReplicas") };
+    let replicas = within;
     next.replicas = Some(replicas);
     Decision {
         replicas,
@@ -348,7 +356,7 @@ fn scale_down_or_keep(
     memory: &mut Memory,
 ) -> (u32, Reason, String) {
     let current = observation.replicas;
-    let starting = observation.starting_pod_ages_seconds.len();
+    let starting = plan.starting_pods;
     let draining = plan.draining_while_arriving(spec);
     // Surplus pods are held for a start-up in case another burst comes (the cost of
     // being wrong either way is the same), but for `quick_hold`.

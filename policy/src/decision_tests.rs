@@ -230,6 +230,51 @@ fn huge_queue_metrics_are_taken_as_a_billion_so_that_what_is_remembered_stays_a_
 }
 
 #[test]
+fn a_pod_stuck_starting_is_no_capacity_and_holds_no_surplus() {
+    // Nine ready pods and one not ready fifteen start-ups after it was scheduled (a crash
+    // loop): a few images queued now and then must not keep the fleet at ten.
+    let stuck =
+        Observation { ready_pods: 9, starting_pod_ages_seconds: vec![900.0], ..observation(10, Some(queue(2.0))) };
+    let decision = decide_fresh(&stuck);
+    assert_eq!(decision.plan.as_ref().expect("plan").starting_pods, 0, "not counted on");
+    assert_ne!(decision.reason, Reason::KeepWhileStarting, "{}", decision.message);
+    let unneeded_long_ago = Memory { surplus_since_seconds: Some(500.0), ..Memory::default() };
+    let decision = decide(&spec(), &stuck, &unneeded_long_ago);
+    assert_eq!(decision.reason, Reason::ScaleDown, "{}", decision.message);
+    assert!(decision.replicas < 10, "{}", decision.message);
+    // One starting for a start-up and a half is still counted on.
+    let late = Observation { starting_pod_ages_seconds: vec![90.0], ..stuck };
+    assert_eq!(decide_fresh(&late).plan.expect("plan").starting_pods, 1);
+}
+
+#[test]
+fn a_fleet_above_a_lowered_max_is_brought_within_it_whatever_it_would_keep() {
+    // maxReplicas lowered from 10 to 3 under 10 ready pods serving 4 images/s: keeping
+    // them until idle, or draining to the 6 the arrivals need, would hold the fleet above.
+    let lowered = PolicySpec { max_replicas: 3, planned_utilization: 0.75, ..spec() };
+    let busy = QueueMetrics { new_arrivals_per_second: 4.0, sustained_admitted_per_second: 4.0, ..queue(0.0) };
+    let decision = decide(&lowered, &observation(10, Some(busy)), &Memory::default());
+    assert_eq!(decision.replicas, 3, "{:?}: {}", decision.reason, decision.message);
+    assert!(decision.message.contains("3 within minReplicas..maxReplicas"), "{}", decision.message);
+}
+
+#[test]
+fn a_burst_a_clock_behind_saw_begin_is_remembered_in_order() {
+    // The last leader remembered a burst beginning at 990; this one, its clock 20 s
+    // behind, saw the next begin at 980 on its own, and sees it end now.
+    let memory = Memory {
+        recent_bursts: vec![Burst { started_seconds: 990.0, peak_backlog_images: 50.0 }],
+        burst: Some(Burst { started_seconds: 980.0, peak_backlog_images: 80.0 }),
+        ..Memory::default()
+    };
+    let decision = decide(&spec(), &observation(2, Some(queue(0.0))), &memory);
+    let starts: Vec<f64> = decision.memory.recent_bursts.iter().map(|burst| burst.started_seconds).collect();
+    assert_eq!(starts, [990.0, 990.0], "never before the last");
+    let (_, faults) = decision.memory.checked(1001.0);
+    assert_eq!(faults, Vec::new(), "what it wrote comes back whole");
+}
+
+#[test]
 fn a_fleet_sized_for_steady_traffic_drains_a_few_queued_images_in_its_margin() {
     // At half their throughput, four pods are planned for 2 images/s; the other half is
     // the margin. Five images queued by chance are no reason for a fifth pod: the

@@ -178,9 +178,15 @@ fn time_fault(field: &'static str, seconds: f64, now_seconds: f64) -> Option<Mem
 fn burst_fault(field: &'static str, burst: &Burst, now_seconds: f64) -> Option<MemoryFault> {
     let backlog = burst.peak_backlog_images;
     time_fault(field, burst.started_seconds, now_seconds).or_else(|| {
-        (!backlog.is_finite() || backlog < 0.0).then_some(MemoryFault::ImpossibleBacklog { field, value: backlog })
+        (!(0.0..=MAX_PEAK_BACKLOG_IMAGES).contains(&backlog))
+            .then_some(MemoryFault::ImpossibleBacklog { field, value: backlog })
     })
 }
+
+/// The largest peak backlog a pass can remember: the queue depths and the clients away,
+/// each taken as at most [`crate::observation::MAX_OBSERVED`]. A larger one was written
+/// by someone else, and would start pods for it on an idle fleet.
+const MAX_PEAK_BACKLOG_IMAGES: f64 = 3.0 * crate::observation::MAX_OBSERVED;
 
 #[cfg(test)]
 mod tests {
@@ -250,6 +256,7 @@ mod tests {
     fn bursts_with_impossible_backlogs_out_of_order_or_too_many_are_dropped() {
         let mut recent: Vec<Burst> = (0..20).map(|index| burst(NOW - 1_000.0 + f64::from(index), 10.0)).collect();
         recent[3].peak_backlog_images = -5.0;
+        recent[5].peak_backlog_images = 1e300;
         recent[4].started_seconds = NOW - 5_000.0;
         let (checked, faults) = Memory { recent_bursts: recent.clone(), ..remembered() }.checked(NOW);
         assert_eq!(
@@ -257,7 +264,8 @@ mod tests {
             vec![
                 MemoryFault::ImpossibleBacklog { field: "recentBursts", value: -5.0 },
                 MemoryFault::BurstsOutOfOrder { started_seconds: NOW - 5_000.0 },
-                MemoryFault::TooManyBursts { count: 18 },
+                MemoryFault::ImpossibleBacklog { field: "recentBursts", value: 1e300 },
+                MemoryFault::TooManyBursts { count: 17 },
             ]
         );
         assert_eq!(checked.recent_bursts, recent[12..].to_vec(), "the newest are kept, oldest first");

@@ -64,7 +64,10 @@ fn count_pod(census: &mut PodCensus, pod: &Pod, now: Timestamp) -> bool {
     let scheduled = find("PodScheduled");
     if let Some(ready) = ready {
         census.ready += 1;
-        if let (Some(from), Some(to)) = (scheduled.and_then(transition), transition(ready)) {
+        // A pod that restarted turned Ready again long after it was scheduled: its
+        // readiness shows its age, not a start-up, and a few such made every plan count
+        // on start-ups of twenty minutes and start nothing.
+        if let (Some(from), Some(to), false) = (scheduled.and_then(transition), transition(ready), restarted(pod)) {
             census.ready_startups.push(Startup { ready_seconds: unix_seconds(to), seconds: seconds_between(from, to) });
         }
         return false;
@@ -76,14 +79,23 @@ fn count_pod(census: &mut PodCensus, pod: &Pod, now: Timestamp) -> bool {
         }
         return false;
     }
+    let unready_since = find("Ready").and_then(transition).or_else(|| scheduled.and_then(transition));
+    let unready_seconds = unready_since.map(|since| seconds_between(since, now));
+    if let Some((reason, detail)) = failure(pod, unready_seconds) {
+        // It will not turn ready by itself: no capacity coming.
+        census.failing.add(pod, reason, &detail);
+        return true;
+    }
     let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
     let scheduled_at = scheduled.filter(|c| c.status == "True").and_then(transition);
     census.starting_ages_seconds.push(seconds_between(scheduled_at.unwrap_or(created), now));
-    let unready_since = find("Ready").and_then(transition).or_else(|| scheduled.and_then(transition));
-    let unready_seconds = unready_since.map(|since| seconds_between(since, now));
-    let Some((reason, detail)) = failure(pod, unready_seconds) else { return false };
-    census.failing.add(pod, reason, &detail);
-    true
+    false
+}
+
+/// Whether any container of `pod` has restarted.
+fn restarted(pod: &Pod) -> bool {
+    let containers = pod.status.as_ref().and_then(|status| status.container_statuses.as_deref()).unwrap_or_default();
+    containers.iter().any(|container| container.restart_count > 0)
 }
 
 impl FailingPods {
@@ -363,6 +375,29 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_ready_again_after_a_restart_shows_no_start_up() {
+        // Both scheduled at 11:00; one turned ready a minute later, the other restarted
+        // and turned ready again at 11:20, its Ready condition's time moved with it.
+        let ready = |name: &str, ready_at: &str, restarts: u32| {
+            format!(
+                "- metadata: {{name: {name}, creationTimestamp: \"2026-11-28T11:00:00Z\"}}
+  status:
+    conditions:
+    - {{type: PodScheduled, status: \"True\", lastTransitionTime: \"2026-11-28T11:00:00Z\"}}
+    - {{type: Ready, status: \"True\", lastTransitionTime: \"{ready_at}\"}}
+    containerStatuses:
+    - {{name: inference, ready: true, restartCount: {restarts}, image: i, imageID: \"\"}}
+"
+            )
+        };
+        let yaml = ready("started-once", "2026-11-28T11:01:00Z", 0) + &ready("restarted", "2026-11-28T11:20:00Z", 1);
+        let census = census(&pods(&yaml), NOW.parse().expect("a time"));
+        assert_eq!(census.ready, 2);
+        let measured: Vec<f64> = census.ready_startups.iter().map(|startup| startup.seconds).collect();
+        assert_eq!(measured, [60.0], "the restarted pod's 20 minutes are its age, not a start-up");
+    }
+
+    #[test]
     fn a_crashing_pod_is_failing_and_not_also_restarting() {
         let census = census(&pods(FAILING), NOW.parse().expect("a time"));
         assert!(census.failing.pods > 0);
@@ -595,6 +630,6 @@ mod tests {
         let census = census(&all, now);
         assert_eq!(census.failing.pods, 8);
         assert_eq!(census.failing.reason, "ImagePullFailed", "the first pod speaks for all");
-        assert_eq!(census.starting_ages_seconds.len(), 9, "failing pods still count as not ready");
+        assert_eq!(census.starting_ages_seconds.len(), 1, "only the pod creating its containers is coming");
     }
 }
