@@ -8,7 +8,7 @@
 #                 every script): AGPL, so assembled here, never committed or redistributed
 #   sample images scikit-image's bundled photographs (public domain / CC0), from its wheel
 #   tooling       Python's `onnx` (tiny test models) and `pillow` (bench/), Debian's
-#                 `prometheus` (promtool)
+#                 `prometheus` (prometheus and promtool, unpacked into the cache)
 #   with --with-cluster, the local Kubernetes control plane of the end-to-end tests
 #                 (scripts/cluster/build.sh) and Debian's `openssl`
 #   with --with-images, Debian's podman, runc, catatonit and mmdebstrap, which
@@ -37,11 +37,23 @@ done
 cache="${MATTE_CACHE:-$HOME/.cache/matte}"
 mkdir -p "$cache"/{models,images,downloads}
 log() { printf '[setup] %s\n' "$*" >&2; }
+# Installs Debian packages, as root or through sudo.
+debian_install() {
+  local sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 
 # --- ONNX Runtime and Python tooling, in a virtual environment of their own ----------
 venv="$cache/venv"
 stamp="$venv/.matte-$ONNXRUNTIME_VERSION-$ONNX_VERSION-$PILLOW_VERSION"
 if [[ ! -f "$stamp" ]]; then
+  # Debian's python3 leaves venv's pip to a package of its own.
+  if ! python3 -c 'import ensurepip' 2>/dev/null; then
+    log "installing Debian's python3-venv package"
+    debian_install python3-venv
+  fi
   log "creating $venv (onnxruntime $ONNXRUNTIME_VERSION)"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
@@ -104,12 +116,22 @@ with zipfile.ZipFile(wheel) as archive:
 PY
 fi
 
-# --- promtool, to lint the metrics exposition ------------------------------------------
-if ! command -v promtool >/dev/null; then
-  log "installing Debian's prometheus package (promtool)"
-  if [[ $(id -u) -eq 0 ]]; then sudo=""; else sudo="sudo"; fi
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+# --- Prometheus and promtool, which the tests run ---------------------------------------
+# Debian's prometheus package, unpacked into the cache rather than installed: installed,
+# it starts a Prometheus server on :9090 of a machine with systemd, and keeps it running.
+prometheus_dir="$cache/prometheus"
+if [[ ! -x "$prometheus_dir/usr/bin/promtool" || ! -x "$prometheus_dir/usr/bin/prometheus" ]]; then
+  log "unpacking Debian's prometheus package into $prometheus_dir"
+  work=$(mktemp -d)
+  if ! (cd "$work" && apt-get download prometheus >/dev/null 2>&1); then
+    # No package lists yet (a fresh machine): fetch them.
+    if [[ $(id -u) -eq 0 ]]; then apt-get update -qq; else sudo apt-get update -qq; fi
+    (cd "$work" && apt-get download prometheus >/dev/null 2>&1)
+  fi
+  rm -rf "$prometheus_dir.partial"
+  dpkg-deb -x "$work"/prometheus_*.deb "$prometheus_dir.partial"
+  rm -rf "$prometheus_dir" "$work"
+  mv "$prometheus_dir.partial" "$prometheus_dir"
 fi
 
 # --- the local control plane of the end-to-end tests (tests/, scripts/cluster/) ---------
@@ -118,9 +140,7 @@ if $with_cluster; then
   # kwok and helm from the Go module proxy into $cache/k8s/bin (a no-op once built).
   if ! command -v openssl >/dev/null; then
     log "installing Debian's openssl package"
-    if [[ $(id -u) -eq 0 ]]; then sudo=""; else sudo="sudo"; fi
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends openssl >/dev/null
+    debian_install openssl
   fi
   MATTE_CACHE="$cache" "$(dirname "$0")/cluster/build.sh"
 
@@ -158,10 +178,7 @@ if $with_images; then
   for tool in podman runc catatonit mmdebstrap objcopy; do command -v "$tool" >/dev/null || missing+=("$tool"); done
   if ((${#missing[@]})); then
     log "installing Debian's podman, runc, catatonit, mmdebstrap and binutils"
-    if [[ $(id -u) -eq 0 ]]; then sudo=""; else sudo="sudo"; fi
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-      podman runc catatonit mmdebstrap binutils uidmap >/dev/null
+    debian_install podman runc catatonit mmdebstrap binutils uidmap
   fi
   # runc, not crun (which refuses a hybrid cgroup layout), with cgroupfs; containers'
   # limits within what runc may set (podman's defaults for root exceed the hard limits
@@ -195,6 +212,7 @@ export MATTE_MODEL_FP16="$model_fp16"
 export MATTE_MODEL_QUINT8="$model_quint8"
 export MATTE_SAMPLE_IMAGES="$cache/images"
 export MATTE_PYTHON="$venv/bin/python"
+[[ ":\$PATH:" == *":$prometheus_dir/usr/bin:"* ]] || export PATH="$prometheus_dir/usr/bin:\$PATH"
 $containers_conf_line
 EOF
 log "ready: $cache/env.sh"

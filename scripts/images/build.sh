@@ -19,8 +19,9 @@
 #   scripts/images/build.sh [--profile release|dev] [--cuda] [--cuda-only]
 #
 # --profile dev packs the binaries of cargo's dev profile (what `cargo test` builds
-# anyway, stripped of debug info): the tests use it to add no compilation to CI. Ship
-# release images. Needs podman, runc and mmdebstrap (scripts/setup.sh --with-images).
+# anyway, stripped of debug info): the tests use it to add no compilation to CI. Its
+# images and archives are tagged `<version>-dev`, so that they never replace the release
+# ones, which are what to ship. Needs podman, runc and mmdebstrap (scripts/setup.sh --with-images).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/scripts/images"
@@ -46,6 +47,9 @@ done
 source "$cache/env.sh"
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -1)
+# The dev profile's images beside the release ones, never in their place.
+tag_suffix=""
+[[ $profile == dev ]] && tag_suffix="-dev"
 oci="$cache/oci"
 mkdir -p "$oci"
 hash_of() { sha256sum | cut -c1-64; }
@@ -137,7 +141,7 @@ if $cpu; then
   context="$oci/context/operator"
   rm -rf "$context" && mkdir -p "$context"
   stage_binary "$bin_dir/matte-operator" "$context/matte-operator"
-  build_image matte-operator "$version" "$here/operator.Containerfile" "$context"
+  build_image matte-operator "$version$tag_suffix" "$here/operator.Containerfile" "$context"
 fi
 
 # --- matte-gateway -------------------------------------------------------------------
@@ -145,7 +149,7 @@ if $cpu; then
   context="$oci/context/gateway"
   rm -rf "$context" && mkdir -p "$context"
   stage_binary "$bin_dir/matte-gateway" "$context/matte-gateway"
-  build_image matte-gateway "$version" "$here/gateway.Containerfile" "$context"
+  build_image matte-gateway "$version$tag_suffix" "$here/gateway.Containerfile" "$context"
 fi
 
 # --- matte-inference (CPU) ---------------------------------------------------------------
@@ -157,7 +161,7 @@ if $cpu; then
   [[ $(basename "$ORT_DYLIB_PATH") == "$ort_lib_name" ]] \
     || { log "ORT_DYLIB_PATH is $ORT_DYLIB_PATH, not onnxruntime $ONNXRUNTIME_VERSION: rerun scripts/setup.sh"; exit 1; }
   cp "$ORT_DYLIB_PATH" "$context/lib/"
-  build_image matte-inference "$version" "$here/inference.Containerfile" "$context" \
+  build_image matte-inference "$version$tag_suffix" "$here/inference.Containerfile" "$context" \
     --build-arg ONNXRUNTIME_VERSION="$ONNXRUNTIME_VERSION" --build-arg PROVIDER=cpu
 fi
 
@@ -173,14 +177,14 @@ if $cuda; then
   stage_binary "$bin_dir/matte-inference" "$context/bin/matte-inference"
   # The shared libraries of each wheel, flattened into one directory on the library path.
   bash "$root/scripts/wheel_libs.sh" "$context/lib" "${cuda_wheels[@]}"
-  build_image matte-inference "$version-cuda" "$here/inference.Containerfile" "$context" \
+  build_image matte-inference "$version-cuda$tag_suffix" "$here/inference.Containerfile" "$context" \
     --build-arg ONNXRUNTIME_VERSION="$ONNXRUNTIME_VERSION" --build-arg PROVIDER=cuda
 fi
 
 # --- the CUDA image's check: its libraries resolve, and without a GPU the provider fails
 # for want of the device (or its driver), not for a missing library -----------------------
 if $cuda; then
-  image="localhost/matte-inference:$version-cuda"
+  image="localhost/matte-inference:$version-cuda$tag_suffix"
   loader=(podman run --rm --network none --entrypoint /lib64/ld-linux-x86-64.so.2 "$image" --list)
   unresolved=""
   for lib in "$context"/lib/*.so*; do

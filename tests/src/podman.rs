@@ -34,9 +34,10 @@ pub fn images() -> &'static Images {
         eprintln!("{}", String::from_utf8_lossy(&output.stderr));
         let version = env!("CARGO_PKG_VERSION").to_owned();
         Images {
-            operator: format!("localhost/matte-operator:{version}"),
-            gateway: format!("localhost/matte-gateway:{version}"),
-            inference: format!("localhost/matte-inference:{version}"),
+            // The dev profile's tags (scripts/images/build.sh).
+            operator: format!("localhost/matte-operator:{version}-dev"),
+            gateway: format!("localhost/matte-gateway:{version}-dev"),
+            inference: format!("localhost/matte-inference:{version}-dev"),
             version,
         }
     })

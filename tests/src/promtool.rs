@@ -16,7 +16,7 @@ pub fn promtool_check(exposition: &str) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("promtool is installed (scripts/setup.sh installs Debian's prometheus package)");
+        .expect("promtool is on the PATH (scripts/setup.sh unpacks Debian's prometheus package; source its env.sh)");
     promtool.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
     let output = promtool.wait_with_output().unwrap();
     let complaints = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
