@@ -56,7 +56,9 @@ PY
 }
 
 tensorrt_installed() {
-  ldconfig -p | grep -q 'libnvinfer\.so\.10' && return 0
+  # grep reads all (no -q): quitting early would kill ldconfig with SIGPIPE, a failure
+  # under pipefail.
+  ldconfig -p | grep 'libnvinfer\.so\.10' >/dev/null && return 0
   local dir
   for dir in ${LD_LIBRARY_PATH//:/ }; do [[ -e $dir/libnvinfer.so.10 ]] && return 0; done
   return 1
@@ -86,7 +88,8 @@ run() {
   else
     export ORT_DYLIB_PATH
     ORT_DYLIB_PATH=$(ls "$kit"/lib/libonnxruntime.so.* | head -1)
-    export LD_LIBRARY_PATH="$kit/lib:${LD_LIBRARY_PATH:-}"
+    # No empty entry (the current directory) when it was unset.
+    export LD_LIBRARY_PATH="$kit/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     # name, provider, model, --io-binding (or `graph` for --cuda-graph), --max-batch-size
     variants=("cuda-fp32 cuda isnet-fp32.onnx false 1" "cuda-fp16 cuda isnet-fp16.onnx false 1"
       "cuda-fp16-bound cuda isnet-fp16.onnx true 1" "cuda-fp16-graph cuda isnet-fp16.onnx graph 1"
@@ -130,7 +133,9 @@ run() {
       --max-dimension 2048 --drain-delay-seconds 0 --io-binding "$io_binding" --cuda-graph "$cuda_graph" --max-batch-size "$batch" --log-format text \
       "${gpu_flags[@]}" 2>"$results/$name-server.log" &
     server=$!
-    trap 'kill -TERM $server 2>/dev/null || true' EXIT
+    sampler=""
+    # The server and, while one runs, the GPU sampler go with the script however it ends.
+    trap 'kill -TERM $server ${sampler:-} 2>/dev/null || true' EXIT
     wait_ready "http://127.0.0.1:$port/readyz" $server
     # start-up to ready: session, convolution search and warm-up, the server's part of a
     # pod's start-up

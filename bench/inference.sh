@@ -23,11 +23,13 @@ results="out/bench/$photos"
 mkdir -p "$results"
 
 rembg_venv="$MATTE_CACHE/rembg-venv"
-if [[ ! -f "$rembg_venv/.rembg-$REMBG_VERSION" ]]; then
+# Stamped with both versions: all three runners use the same ONNX Runtime build.
+rembg_stamp="$rembg_venv/.rembg-$REMBG_VERSION-onnxruntime-$ONNXRUNTIME_VERSION"
+if [[ ! -f "$rembg_stamp" ]]; then
   python3 -m venv "$rembg_venv"
   "$rembg_venv/bin/pip" install --quiet --disable-pip-version-check \
     "rembg[cpu,cli]==$REMBG_VERSION" "onnxruntime==$ONNXRUNTIME_VERSION"
-  touch "$rembg_venv/.rembg-$REMBG_VERSION"
+  touch "$rembg_stamp"
 fi
 cargo build --release --locked -p matte-inference -p matte-load
 
