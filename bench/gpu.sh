@@ -152,6 +152,7 @@ run() {
       "$kit/bin/matte-load" --url "http://127.0.0.1:$port" --concurrency "$concurrency" \
         --requests $((concurrency * requests_per_client)) --warmup 2 --json "$kit/$photos"/* >"$results/$label.json"
       [[ -n $sampler ]] && kill "$sampler" 2>/dev/null && wait "$sampler" 2>/dev/null || true
+      sampler=""
     done
     echo "== $name: pod over HTTP, a burst of $burst 12 MP photos sent at once" >&2
     sleep 1 # the queue empty, as between bursts
