@@ -162,7 +162,7 @@ pub async fn serve(
             logged_at_capacity = Some(Instant::now());
             tracing::warn!(
                 max_connections = limits.max_connections,
-                "serving as many connections as allowed; new ones wait to be accepted"
+                "serving as many connections as allowed; new ones get a spare connection for probes and scrapes, or wait to be accepted"
             );
         }
         tokio::select! {
