@@ -79,7 +79,8 @@ if [[ -z "$go_bin" ]] || ! go_ok "$go_bin"; then
       "https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go$GO_VERSION.linux-amd64.zip"
     echo "$GO_TOOLCHAIN_SHA256  $work/go.zip" | sha256sum --check --status \
       || { log "sha256 of the Go toolchain does not match the pinned $GO_TOOLCHAIN_SHA256"; exit 1; }
-    (cd "$work" && unzip -q go.zip)
+    # Python's zipfile, not unzip, which a base system lacks; the modes are set below.
+    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$work/go.zip" "$work"
     rm -rf "$go_root"
     mv "$work/golang.org/toolchain@v0.0.1-go$GO_VERSION.linux-amd64" "$go_root"
     chmod +x "$go_root"/bin/* "$go_root"/pkg/tool/*/*
@@ -89,8 +90,12 @@ fi
 
 # Static binaries (no cgo: nothing to link against, and they run anywhere); -trimpath and
 # -s -w keep them reproducible and small. GOTOOLCHAIN=local: never switch toolchains behind
-# our back; GOFLAGS=-mod=readonly: go.sum must already be complete (it is committed).
-export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=readonly
+# our back; -mod=readonly: go.sum must already be complete (it is committed).
+export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-mod=readonly -modcacherw"
+# The Go module proxy alone (Go's default falls back to fetching a module from its
+# repository), and Go's caches in this one, not in ~/go and ~/.cache/go-build
+# (-modcacherw: writable, so that removing the cache needs no chmod).
+export GOPROXY=https://proxy.golang.org GOMODCACHE="$cache/go/mod" GOCACHE="$cache/go/build"
 build() { # module-dir output-name package [ldflags]
   log "building $2 ($3)"
   (cd "$repo/tools/$1" && "$go_bin" build -trimpath -ldflags "-s -w ${4:-}" -o "$bin/$2.partial" "$3")
