@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 use crate::autoscaler::prometheus::DEFAULT_MAX_CONCURRENT_QUERIES;
 use crate::desired::ScrapeIntervals;
 use crate::error::Error;
+use crate::names;
 
 #[derive(Debug, Parser)]
 #[command(name = "matte-operator", version, about = "Kubernetes operator for BackgroundRemovalService resources")]
@@ -132,32 +133,15 @@ fn parse_label_name(text: &str) -> Result<String, String> {
     if valid { Ok(text.to_owned()) } else { Err("not a Prometheus label name".to_owned()) }
 }
 
-/// A Kubernetes label, `key=value`: a key of an optional DNS-subdomain prefix and `/`
-/// and a name of at most 63 letters, digits, `-`, `_` and `.` (beginning and ending with
-/// a letter or digit), a value like that name or empty. One the apiserver would refuse
-/// would have every PodMonitor refused.
+/// A Kubernetes label, `key=value`: a qualified name, and a value that is empty or like
+/// a qualified name's name. One the apiserver would refuse would have every PodMonitor
+/// refused.
 fn parse_label(text: &str) -> Result<(String, String), String> {
     let (key, value) = text.trim().split_once('=').ok_or_else(|| format!("`{text}` is not key=value"))?;
-    let name_like = |text: &str| {
-        text.len() <= 63
-            && text.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
-            && text.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && text.ends_with(|c: char| c.is_ascii_alphanumeric())
-    };
-    let (prefix, name) = key.rsplit_once('/').map_or((None, key), |(prefix, name)| (Some(prefix), name));
-    let prefix_ok = prefix.is_none_or(|prefix| {
-        prefix.len() <= 253
-            && prefix.split('.').all(|part| {
-                !part.is_empty()
-                    && part.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
-                    && !part.starts_with('-')
-                    && !part.ends_with('-')
-            })
-    });
-    if !(prefix_ok && name_like(name)) {
+    if !names::is_qualified_name(key) {
         return Err(format!("`{key}` is not a label key"));
     }
-    if !(value.is_empty() || name_like(value)) {
+    if !(value.is_empty() || names::is_name_part(value)) {
         return Err(format!("`{value}` is not a label value"));
     }
     Ok((key.to_owned(), value.to_owned()))

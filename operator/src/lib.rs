@@ -10,6 +10,7 @@ pub mod desired;
 pub mod error;
 pub mod events;
 pub mod leader;
+pub mod names;
 pub mod reconcile;
 pub mod run;
 pub mod status;

@@ -9,6 +9,7 @@ use matte_common::memory::DEFAULT_MAX_BODY_BYTES;
 use matte_policy::{PLANNED_UTILIZATION_PERCENT_MAX, PLANNED_UTILIZATION_PERCENT_MIN};
 
 use crate::crd::{BackgroundRemovalService, MAX_CACHED_SPEC_BYTES, OVERSIZED_SPEC_ANNOTATION};
+use crate::names;
 
 use super::gateway::DEFAULT_MEMORY_BYTES;
 use super::{Defaults, quantity};
@@ -309,29 +310,11 @@ fn after_quoted(text: &str) -> Option<&str> {
 }
 
 /// Whether `name` is an extended resource name, as the apiserver checks a container's
-/// resources: a qualified name whose prefix is a lower-case DNS subdomain outside
-/// `kubernetes.io`, and whose name is at most 63 letters, digits, '-', '_' or '.',
-/// beginning and ending with a letter or digit.
+/// resources: a qualified name with a prefix, a domain outside `kubernetes.io`.
 fn is_extended_resource_name(name: &str) -> bool {
-    let Some((domain, name)) = name.split_once('/') else { return false };
-    let label = |label: &str| {
-        !label.is_empty()
-            && label.len() <= 63
-            && label.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-    };
-    let domain_ok = domain.len() <= 253
-        && domain.contains('.')
-        && domain.split('.').all(label)
-        && domain != "kubernetes.io"
-        && !domain.ends_with(".kubernetes.io");
-    let name_ok = !name.is_empty()
-        && name.len() <= 63
-        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    domain_ok && name_ok
+    name.split_once('/').is_some_and(|(domain, _)| {
+        domain.contains('.') && domain != "kubernetes.io" && !domain.ends_with(".kubernetes.io")
+    }) && names::is_qualified_name(name)
 }
 
 #[cfg(test)]
