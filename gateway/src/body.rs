@@ -95,14 +95,21 @@ pub async fn read(
 /// Reads a pod's whole answer, at most `limit` bytes, growing `reservation` to cover
 /// it: the answers the gateway translates are held within the same budget as bodies.
 /// The buffer is sized once from `declared` (the answer's `Content-Length`, within the
-/// limit), so that growing by doubling does not hold up to twice the answer.
+/// limit), so that growing by doubling does not hold up to twice the answer, and never
+/// grows past all the buffers. An answer larger than all of them is refused for what it
+/// is: told to come back, its client would be refused on every try.
 pub async fn read_answer(
     body: Body,
     declared: Option<u64>,
     limit: usize,
     reservation: &mut Reservation,
 ) -> Result<Bytes, ReadFailure> {
+    let all_buffers = reservation.budget_limit();
+    let over_buffers = |needed: usize| ReadFailure::Request(Error::AnswerOverBuffers { needed, limit: all_buffers });
     let expected = declared.map_or(0, |length| usize::try_from(length).unwrap_or(usize::MAX).min(limit));
+    if expected > all_buffers {
+        return Err(over_buffers(expected));
+    }
     reservation.cover(expected)?;
     let mut collected = Vec::with_capacity(expected);
     let mut stream = body.into_data_stream();
@@ -113,7 +120,14 @@ pub async fn read_answer(
         if total > limit {
             return Err(ReadFailure::Request(Error::Internal(format!("the pod's answer is over {limit} bytes"))));
         }
-        reservation.cover(total.max(collected.capacity()))?;
+        if total > all_buffers {
+            return Err(over_buffers(total));
+        }
+        if total > collected.capacity() {
+            let grown = collected.capacity().saturating_mul(2).clamp(total, all_buffers);
+            reservation.cover(grown)?;
+            collected.reserve_exact(grown - collected.len());
+        }
         collected.extend_from_slice(&chunk);
         reservation.cover(collected.capacity())?;
     }
@@ -220,6 +234,30 @@ mod tests {
         assert!(other.cover(4).is_ok());
         let answer = read_answer(body_of(vec![b"abc", b"def"]), None, 100, &mut reservation).await;
         assert!(matches!(answer, Err(ReadFailure::BudgetSpent)), "no room left for it");
+    }
+
+    #[tokio::test]
+    async fn an_answer_larger_than_all_the_buffers_is_refused_as_too_large() {
+        let budget = BufferBudget::new(5);
+        let mut reservation = budget.reserve(0).unwrap();
+        let answer = read_answer(body_of(vec![b"abc", b"def"]), None, 100, &mut reservation).await;
+        assert!(
+            matches!(answer, Err(ReadFailure::Request(Error::AnswerOverBuffers { needed: 6, limit: 5 }))),
+            "not a budget spent, which sends the client away to come back: {answer:?}"
+        );
+        let mut reservation = budget.reserve(0).unwrap();
+        let answer = read_answer(body_of(vec![b"abc"]), Some(6), 100, &mut reservation).await;
+        assert!(matches!(answer, Err(ReadFailure::Request(Error::AnswerOverBuffers { needed: 6, limit: 5 }))));
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_fits_all_the_buffers_is_never_grown_past_them() {
+        // Doubling a 3-byte buffer for the second chunk would ask for 6 of the 5.
+        let budget = BufferBudget::new(5);
+        let mut reservation = budget.reserve(0).unwrap();
+        let answer = read_answer(body_of(vec![b"abc", b"de"]), None, 100, &mut reservation).await;
+        assert_eq!(&answer.unwrap()[..], b"abcde");
+        assert_eq!(budget.used(), 5);
     }
 
     #[tokio::test]

@@ -250,6 +250,11 @@ pub enum Shortfall {
 }
 
 impl Reservation {
+    /// All the buffers, this reservation's share and the others'.
+    pub fn budget_limit(&self) -> usize {
+        self.budget.limit()
+    }
+
     /// Grows the reservation to at least `bytes`, about to be allocated.
     pub fn cover(&mut self, bytes: usize) -> Result<(), Shortfall> {
         match &mut self.held {

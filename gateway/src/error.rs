@@ -36,6 +36,11 @@ pub enum Error {
     )]
     OverBuffers { needed: usize, limit: usize },
     #[error(
+        "the answer to this image takes at least {needed} bytes of the gateway's buffers to be translated, more \
+         than all {limit} of them: send a smaller image, or the image alone to /v1/remove"
+    )]
+    AnswerOverBuffers { needed: usize, limit: usize },
+    #[error(
         "the body was arriving too slowly to be served within this request's budget of {budget:.1} s, and its \
          room in the gateway's buffers went to requests that could be; retry in {} s",
         retry_after.as_secs()
@@ -61,7 +66,7 @@ impl Error {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Body(error) => error.status(),
-            Error::OverBuffers { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::OverBuffers { .. } | Error::AnswerOverBuffers { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Route(error) => error.status(),
             Error::BuffersFull { .. } | Error::BuffersReclaimed { .. } | Error::QueueFull { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -85,6 +90,7 @@ impl Error {
             Error::Route(error) => error.code(),
             Error::BuffersFull { .. } => "buffers_full",
             Error::OverBuffers { .. } => "body_too_large",
+            Error::AnswerOverBuffers { .. } => "answer_too_large",
             Error::BuffersReclaimed { .. } => "buffers_reclaimed",
             Error::QueueFull { .. } => "queue_full",
             Error::NoCapacity { .. } => "no_capacity",

@@ -198,11 +198,11 @@ async fn translate_answer(
         Err(ReadFailure::Request(error)) => return Err(error),
     };
     let working = bytes.len().saturating_add(compat::translation_room(parts.status, encoding, &bytes)?);
-    if working > state.buffers.limit() {
-        // No pod answers that: its image declares more pixels than any it makes.
-        return Err(Error::Internal(format!(
-            "translating the pod's answer would take {working} bytes, more than all the buffers"
-        )));
+    let all_buffers = state.buffers.limit();
+    if working > all_buffers {
+        // A mask of a large image, made JPEG: decoded, it would never fit, and a client
+        // sent away would be refused again.
+        return Err(Error::AnswerOverBuffers { needed: working, limit: all_buffers });
     }
     reservation.cover(working).map_err(|_| buffers_full(state))?;
     // Re-encoding an image (a mask to JPEG) is a few hundred milliseconds of work that

@@ -122,7 +122,7 @@ async fn pod_answering(size: usize) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drop_in_answer_with_no_buffers_left_is_a_429_counted_as_a_client_sent_away() {
+async fn a_drop_in_answer_larger_than_all_the_buffers_is_too_large_and_not_sent_away() {
     let pod = pod_answering(300_000).await;
     // Room for the request, not for the answer the rembg client's image is held whole in.
     let gateway = Gateway::start(&["--upstream", &pod, "--max-buffered-bytes", "100000"]).await;
@@ -131,13 +131,16 @@ async fn a_drop_in_answer_with_no_buffers_left_is_a_429_counted_as_a_client_sent
     let client = client();
     let (content_type, body) = form(&[("file", Some("cat.png"), b"\x89PNG\r\n\x1a\n a small image")]);
     let answer = post(&client, gateway.url("/api/remove"), &content_type, body).await;
-    assert_eq!(answer.status, 429, "{}", String::from_utf8_lossy(&answer.body));
-    assert!(answer.headers.contains_key("retry-after"));
+    // Told to come back (429), it would be refused on every try, each counted among the
+    // clients waiting.
+    assert_eq!(answer.status, 413, "{}", String::from_utf8_lossy(&answer.body));
+    assert!(!answer.headers.contains_key("retry-after"), "nothing to come back for");
     let detail: serde_json::Value = serde_json::from_slice(&answer.body).expect("rembg's error shape");
-    assert!(detail["detail"].is_string(), "{detail}");
+    let message = detail["detail"].as_str().expect("rembg's detail");
+    assert!(message.contains("more than all 100000 of them") && message.contains("/v1/remove"), "{message}");
     let metrics = client.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("matte_gateway_requests_total{outcome=\"buffers_full\"} 1\n"), "{metrics}");
-    assert!(metrics.contains("matte_gateway_deferred_requests 1\n"), "sent away, so counted away: {metrics}");
+    assert!(metrics.contains("matte_gateway_requests_total{outcome=\"answer_too_large\"} 1\n"), "{metrics}");
+    assert_eq!(support::metric_value(&metrics, "matte_gateway_deferred_requests"), 0.0, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +220,7 @@ async fn a_drop_in_answer_keeps_its_buffers_until_its_client_has_taken_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_png_from_a_pod_declaring_more_pixels_than_the_buffers_hold_is_never_decoded() {
+async fn a_png_answer_declaring_more_pixels_than_the_buffers_hold_is_too_large_and_never_decoded() {
     // 4096 × 4096 grey pixels in a few kilobytes: 16 MiB decoded, more to re-encode as
     // JPEG, against 32 MiB of buffers.
     let mut png = Vec::new();
@@ -234,7 +237,10 @@ async fn a_png_from_a_pod_declaring_more_pixels_than_the_buffers_hold_is_never_d
         ("channels", None, b"alpha"),
     ]);
     let answer = post(&client, gateway.url("/v1.0/removebg"), &content_type, body).await;
-    assert_eq!(answer.status, 500, "{}", String::from_utf8_lossy(&answer.body));
+    // Decoded, it would have taken more than the 32 MiB; sent away, the client would be
+    // refused again.
+    assert_eq!(answer.status, 413, "{}", String::from_utf8_lossy(&answer.body));
+    assert!(!answer.headers.contains_key("retry-after"), "nothing to come back for");
     let error: serde_json::Value = serde_json::from_slice(&answer.body).expect("remove.bg's error shape");
-    assert_eq!(error["errors"][0]["code"], "internal", "{error}");
+    assert_eq!(error["errors"][0]["code"], "answer_too_large", "{error}");
 }
