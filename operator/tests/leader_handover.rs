@@ -39,7 +39,7 @@ fn observation(now_seconds: f64, replicas: u32) -> Observation {
         ready_pods: replicas,
         starting_pod_ages_seconds: Vec::new(),
         unschedulable_pods: 0,
-        ready_pod_startups: vec![Startup { ready_seconds: 0.0, seconds: 60.0 }],
+        ready_pod_startups: vec![Startup { ready_seconds: 0.0, seconds: 60.0, pod: None }],
         queue: Some(queue),
     }
 }

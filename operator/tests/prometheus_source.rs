@@ -104,7 +104,7 @@ async fn prometheus_reports_what_the_pod_recorded_and_a_burst_scales_up() {
                 ready_pods: 1,
                 starting_pod_ages_seconds: vec![],
                 unschedulable_pods: 0,
-                ready_pod_startups: vec![Startup { ready_seconds: 0.0, seconds: 2.0 }],
+                ready_pod_startups: vec![Startup { ready_seconds: 0.0, seconds: 2.0, pod: None }],
                 queue: Some(queue),
             };
             break decide(&spec, &observation, &Default::default());

@@ -41,7 +41,7 @@ fn observation(replicas: u32, queue_metrics: Option<QueueMetrics>) -> Observatio
 /// Three pods seen ready, each after `seconds`: enough for the plan to count on
 /// `seconds` alone (`STARTUPS_TO_OUTWEIGH_THE_DEFAULT`).
 fn started_in(seconds: f64) -> Vec<Startup> {
-    (0..STARTUPS_TO_OUTWEIGH_THE_DEFAULT).map(|pod| Startup { ready_seconds: pod as f64, seconds }).collect()
+    (0..STARTUPS_TO_OUTWEIGH_THE_DEFAULT).map(|pod| Startup { ready_seconds: pod as f64, seconds, pod: None }).collect()
 }
 
 fn decide_fresh(observation: &Observation) -> Decision {
@@ -535,10 +535,10 @@ fn the_start_up_planned_with_is_the_median_of_the_last_pods_seen_ready() {
     // A burst's ten pods started in 60 s and were given back; the one pod left after it
     // started in 30 s. Its start-up alone would make a pod started now look ready in 30 s.
     let burst_pods: Vec<Startup> =
-        (0..10).map(|index| Startup { ready_seconds: 100.0 + f64::from(index), seconds: 60.0 }).collect();
+        (0..10).map(|index| Startup { ready_seconds: 100.0 + f64::from(index), seconds: 60.0, pod: None }).collect();
     let memory = Memory { recent_startups: burst_pods, ..Memory::default() };
     let the_one_left = Observation {
-        ready_pod_startups: vec![Startup { ready_seconds: 50.0, seconds: 30.0 }],
+        ready_pod_startups: vec![Startup { ready_seconds: 50.0, seconds: 30.0, pod: None }],
         ..observation(1, Some(queue(0.0)))
     };
     let decision = decide(&spec(), &the_one_left, &memory);
@@ -546,7 +546,7 @@ fn the_start_up_planned_with_is_the_median_of_the_last_pods_seen_ready() {
     assert_eq!(decision.memory.recent_startups.len(), STARTUPS_REMEMBERED);
     assert_eq!(
         decision.memory.recent_startups[0],
-        Startup { ready_seconds: 100.0, seconds: 60.0 },
+        Startup { ready_seconds: 100.0, seconds: 60.0, pod: None },
         "the pod ready before the burst's is the oldest, and forgotten"
     );
     let held = decide(&spec(), &Observation { queue: None, ..the_one_left.clone() }, &Memory::default());
@@ -559,7 +559,7 @@ fn a_node_clock_far_ahead_drops_nothing_from_the_memory_pass_after_pass() {
     // it remembered, every next pass would drop it from the memory again, and say so.
     let observed = observation(1, Some(queue(0.0)));
     let ahead = Observation {
-        ready_pod_startups: vec![Startup { ready_seconds: observed.now_seconds + 600.0, seconds: 30.0 }],
+        ready_pod_startups: vec![Startup { ready_seconds: observed.now_seconds + 600.0, seconds: 30.0, pod: None }],
         ..observed
     };
     let first = decide(&spec(), &ahead, &Memory::default());

@@ -138,7 +138,7 @@ impl Memory {
                     .then_some(MemoryFault::ImplausibleStartup { seconds: startup.seconds })
             });
             if sound(fault) {
-                recent_startups.push(*startup);
+                recent_startups.push(startup.clone());
             }
         }
         if recent_startups.len() > STARTUPS_REMEMBERED {
@@ -208,7 +208,7 @@ mod tests {
             surge_since_seconds: Some(NOW - 10.0),
             recent_startups: (1..=STARTUPS_REMEMBERED)
                 .rev()
-                .map(|ago| Startup { ready_seconds: NOW - 100.0 * ago as f64, seconds: 55.0 })
+                .map(|ago| Startup { ready_seconds: NOW - 100.0 * ago as f64, seconds: 55.0, pod: None })
                 .collect(),
         }
     }
@@ -273,8 +273,9 @@ mod tests {
 
     #[test]
     fn start_ups_that_cannot_be_or_too_many_are_dropped() {
-        let mut recent: Vec<Startup> =
-            (0..15).map(|index| Startup { ready_seconds: NOW - 1_000.0 + f64::from(index), seconds: 50.0 }).collect();
+        let mut recent: Vec<Startup> = (0..15)
+            .map(|index| Startup { ready_seconds: NOW - 1_000.0 + f64::from(index), seconds: 50.0, pod: None })
+            .collect();
         recent[2].seconds = 86_400.0;
         recent[3].seconds = -1.0;
         recent[4].ready_seconds = NOW + 3_600.0;

@@ -16,7 +16,7 @@ use crate::skew::plausible_time;
 use crate::stats::median;
 
 /// One pod's start-up, as seen once it was ready.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Startup {
@@ -26,6 +26,12 @@ pub struct Startup {
     /// From being scheduled to Ready.
     #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = STARTUP_SECONDS_MAX)))]
     pub seconds: f64,
+    /// The pod's name, where it has one: a pod's first readiness is its start-up, and
+    /// one that went unready (a run far past its time-out, failing runs) and came back
+    /// shows its age again, not a second start-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 253)))]
+    pub pod: Option<String>,
 }
 
 /// How many start-ups the plan's median is taken over: enough that one fast or slow
@@ -44,18 +50,20 @@ pub fn plausible_startup_seconds(seconds: f64) -> bool {
 
 /// The start-ups remembered, with those of the pods ready now that are not among them
 /// yet: the last [`STARTUPS_REMEMBERED`] to turn ready, oldest first. A pod is seen
-/// ready on pass after pass and counts once; one whose time is no start-up counts not
-/// at all, nor one ready ahead of `now_seconds` by more than a skew between clocks (its
-/// node's clock, which the kubelet stamps it with, gone wrong): remembered, it would be
-/// dropped from the memory and reported on every pass.
+/// ready on pass after pass and counts once, by its first readiness while that is
+/// remembered; one whose time is no start-up counts not at all, nor one ready ahead of
+/// `now_seconds` by more than a skew between clocks (its node's clock, which the
+/// kubelet stamps it with, gone wrong): remembered, it would be dropped from the memory
+/// and reported on every pass.
 pub fn remember_startups(remembered: &[Startup], ready_now: &[Startup], now_seconds: f64) -> Vec<Startup> {
     let mut startups = remembered.to_vec();
     let plausible = |startup: &&Startup| {
         plausible_startup_seconds(startup.seconds) && plausible_time(startup.ready_seconds, now_seconds)
     };
     for startup in ready_now.iter().filter(plausible) {
-        if !startups.contains(startup) {
-            startups.push(*startup);
+        let same_pod = |known: &Startup| startup.pod.is_some() && known.pod == startup.pod;
+        if !startups.iter().any(|known| known == startup || same_pod(known)) {
+            startups.push(startup.clone());
         }
     }
     startups.sort_by(|a, b| a.ready_seconds.total_cmp(&b.ready_seconds));
@@ -85,7 +93,21 @@ mod tests {
     const NOW: f64 = 1_000.0;
 
     fn startup(ready_seconds: f64, seconds: f64) -> Startup {
-        Startup { ready_seconds, seconds }
+        Startup { ready_seconds, seconds, pod: None }
+    }
+
+    #[test]
+    fn a_pod_ready_again_after_a_spell_unready_counts_by_its_first_readiness() {
+        let pod = |name: &str, ready_seconds: f64, seconds: f64| Startup {
+            pod: Some(name.to_owned()),
+            ..startup(ready_seconds, seconds)
+        };
+        let first = remember_startups(&[], &[pod("a", 100.0, 50.0), pod("b", 110.0, 60.0)], NOW);
+        // Pod a was unready for a minute from 800 s: ready again, 750 s after scheduled.
+        let again = remember_startups(&first, &[pod("a", 860.0, 810.0), pod("b", 110.0, 60.0)], NOW);
+        assert_eq!(again, first, "its age is no start-up");
+        let unnamed = remember_startups(&first, &[startup(860.0, 810.0)], NOW);
+        assert_eq!(unnamed.len(), 3, "a start-up of no known pod is its own");
     }
 
     #[test]

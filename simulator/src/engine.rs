@@ -851,7 +851,7 @@ impl<'a> Engine<'a> {
         self.pods
             .iter()
             .filter(|pod| pod.phase == Phase::Ready)
-            .filter_map(|pod| Some(Startup { ready_seconds: pod.ready_at?, seconds: pod.startup_seconds? }))
+            .filter_map(|pod| Some(Startup { ready_seconds: pod.ready_at?, seconds: pod.startup_seconds?, pod: None }))
             .collect()
     }
 

@@ -10,11 +10,6 @@ use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod,
 use crate::status::{FailingPods, Unschedulable};
 use matte_policy::Startup;
 
-/// How long a scheduled pod may stay unready before it counts as failing: well past the
-/// slowest start-up the project plans for (a GPU node, a model download and warm-up take
-/// 20 to 120 s), so that only a pod that will not come up is reported.
-pub const STARTUP_DEADLINE_SECONDS: f64 = 600.0;
-
 /// A pod keeps restarting when a container of it has failed (a non-zero exit, an OOM
 /// kill) at least this many times, the last within [`RECENT_FAILURE_SECONDS`], and at
 /// least [`RESTARTS_PER_HOUR`] over the pod's life. Between its crashes such a pod is
@@ -45,10 +40,13 @@ pub struct PodCensus {
 }
 
 /// Counts `pods` as of `now`; terminating pods are leaving and count for nothing.
-pub fn census(pods: &[Pod], now: Timestamp) -> PodCensus {
+/// `startup_deadline_seconds` is the longest a pod may take from scheduled to ready
+/// (`desired::startup_deadline_seconds`): one unready for longer is failing, and one
+/// that took longer made no start-up the plans should count on.
+pub fn census(pods: &[Pod], now: Timestamp, startup_deadline_seconds: f64) -> PodCensus {
     let mut census = PodCensus::default();
     for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
-        let failing = count_pod(&mut census, pod, now);
+        let failing = count_pod(&mut census, pod, now, startup_deadline_seconds);
         if !failing && let Some(detail) = keeps_restarting(pod, now) {
             census.restarting.add(pod, "RestartingRepeatedly", &detail);
         }
@@ -57,18 +55,25 @@ pub fn census(pods: &[Pod], now: Timestamp) -> PodCensus {
 }
 
 /// Counts one pod that is not terminating into `census`: whether it is failing.
-fn count_pod(census: &mut PodCensus, pod: &Pod, now: Timestamp) -> bool {
+fn count_pod(census: &mut PodCensus, pod: &Pod, now: Timestamp, startup_deadline_seconds: f64) -> bool {
     let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default();
     let find = |type_: &str| conditions.iter().find(|c| c.type_ == type_);
     let ready = find("Ready").filter(|c| c.status == "True");
     let scheduled = find("PodScheduled");
     if let Some(ready) = ready {
         census.ready += 1;
-        // A pod that restarted turned Ready again long after it was scheduled: its
-        // readiness shows its age, not a start-up, and a few such made every plan count
-        // on start-ups of twenty minutes and start nothing.
+        // A pod that restarted, or went unready and came back, turned Ready again long
+        // after it was scheduled: its readiness shows its age, not a start-up, and a few
+        // such made every plan count on start-ups of twenty minutes and start nothing.
+        // One that came back is known by its name while its first start-up is
+        // remembered (`matte_policy::remember_startups`), and by taking longer than any
+        // start-up may after that.
         if let (Some(from), Some(to), false) = (scheduled.and_then(transition), transition(ready), restarted(pod)) {
-            census.ready_startups.push(Startup { ready_seconds: unix_seconds(to), seconds: seconds_between(from, to) });
+            let seconds = seconds_between(from, to);
+            if seconds <= startup_deadline_seconds {
+                let pod = pod.metadata.name.clone();
+                census.ready_startups.push(Startup { ready_seconds: unix_seconds(to), seconds, pod });
+            }
         }
         return false;
     }
@@ -81,7 +86,7 @@ fn count_pod(census: &mut PodCensus, pod: &Pod, now: Timestamp) -> bool {
     }
     let unready_since = find("Ready").and_then(transition).or_else(|| scheduled.and_then(transition));
     let unready_seconds = unready_since.map(|since| seconds_between(since, now));
-    if let Some((reason, detail)) = failure(pod, unready_seconds) {
+    if let Some((reason, detail)) = failure(pod, unready_seconds, startup_deadline_seconds) {
         // It will not turn ready by itself: no capacity coming.
         census.failing.add(pod, reason, &detail);
         return true;
@@ -144,8 +149,9 @@ fn duration_words(seconds: f64) -> String {
 
 /// Why a pod that is not ready will not become ready by itself, if it will not: a word
 /// for the condition's reason, and the details (starting with ", " or ": ") in the
-/// kubelet's own terms. `unready_seconds` is how long it has been scheduled and unready.
-fn failure(pod: &Pod, unready_seconds: Option<f64>) -> Option<(&'static str, String)> {
+/// kubelet's own terms. `unready_seconds` is how long it has been scheduled and unready,
+/// `deadline_seconds` the longest a start-up may take.
+fn failure(pod: &Pod, unready_seconds: Option<f64>, deadline_seconds: f64) -> Option<(&'static str, String)> {
     let status = pod.status.as_ref()?;
     if status.phase.as_deref() == Some("Failed") {
         let reason = status.reason.as_deref().unwrap_or("Failed");
@@ -164,11 +170,9 @@ fn failure(pod: &Pod, unready_seconds: Option<f64>) -> Option<(&'static str, Str
         }
     }
     match unready_seconds {
-        Some(seconds) if seconds > STARTUP_DEADLINE_SECONDS => Some((
+        Some(seconds) if seconds > deadline_seconds => Some((
             "StartupTooSlow",
-            format!(
-                ": not ready for {seconds:.0} s, longer than a start-up should take ({STARTUP_DEADLINE_SECONDS:.0} s)"
-            ),
+            format!(": not ready for {seconds:.0} s, longer than a start-up should take ({deadline_seconds:.0} s)"),
         )),
         _ => None,
     }
@@ -252,6 +256,9 @@ fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
 mod tests {
     use super::*;
 
+    /// The longest start-up of a resource that downloads no model.
+    const DEADLINE: f64 = 600.0;
+
     fn pods(yaml: &str) -> Vec<Pod> {
         serde_yaml::from_str(yaml).expect("the fixture parses")
     }
@@ -296,7 +303,7 @@ mod tests {
     - {type: Ready, status: "True", lastTransitionTime: "2026-11-28T11:01:00Z"}
 "#,
         );
-        let census = census(&pods, NOW.parse().expect("a time"));
+        let census = census(&pods, NOW.parse().expect("a time"), DEADLINE);
         assert_eq!(census.ready, 2);
         // Counted from scheduling, as start-ups are: the pod that waited 170 s for a node
         // has been starting for 10 s; one not yet seen by the scheduler, from creation.
@@ -307,10 +314,49 @@ mod tests {
         assert_eq!(
             census.ready_startups,
             vec![
-                Startup { ready_seconds: ready_at("2026-11-28T11:51:01Z"), seconds: 60.0 },
-                Startup { ready_seconds: ready_at("2026-11-28T11:50:40Z"), seconds: 40.0 },
+                Startup { ready_seconds: ready_at("2026-11-28T11:51:01Z"), seconds: 60.0, pod: Some("ready-a".into()) },
+                Startup { ready_seconds: ready_at("2026-11-28T11:50:40Z"), seconds: 40.0, pod: Some("ready-b".into()) },
             ]
         );
+    }
+
+    #[test]
+    fn a_readiness_later_than_any_start_up_may_take_is_no_start_up() {
+        // Ready an hour after it was scheduled, never restarted: it went unready (runs
+        // far past their time-out) and came back.
+        let pods = pods(
+            r#"
+- metadata: {name: came-back, creationTimestamp: "2026-11-28T10:58:00Z"}
+  status:
+    conditions:
+    - {type: PodScheduled, status: "True", lastTransitionTime: "2026-11-28T10:58:00Z"}
+    - {type: Ready, status: "True", lastTransitionTime: "2026-11-28T11:58:00Z"}
+"#,
+        );
+        let now = NOW.parse().expect("a time");
+        let counted = census(&pods, now, DEADLINE);
+        assert_eq!((counted.ready, counted.ready_startups.len()), (1, 0));
+        // With a model downloaded within two hours, an hour can be a start-up.
+        assert_eq!(census(&pods, now, 7_800.0).ready_startups.len(), 1);
+    }
+
+    #[test]
+    fn a_pod_unready_past_a_download_and_the_margin_is_failing_and_not_before() {
+        let pods = pods(
+            r#"
+- metadata: {name: downloading, creationTimestamp: "2026-11-28T11:40:00Z"}
+  status:
+    conditions:
+    - {type: PodScheduled, status: "True", lastTransitionTime: "2026-11-28T11:40:00Z"}
+    - {type: Ready, status: "False", lastTransitionTime: "2026-11-28T11:40:00Z"}
+"#,
+        );
+        let now = NOW.parse().expect("a time");
+        let failing = census(&pods, now, DEADLINE);
+        assert_eq!((failing.failing.pods, failing.failing.reason.as_str()), (1, "StartupTooSlow"));
+        assert!(failing.failing.message.contains("not ready for 1200 s"), "{}", failing.failing.message);
+        let downloading = census(&pods, now, 1_800.0);
+        assert_eq!((downloading.failing.pods, downloading.starting_ages_seconds), (0, vec![1_200.0]));
     }
 
     /// Ready pods that have restarted, as a kubelet reports them.
@@ -364,7 +410,7 @@ mod tests {
 
     #[test]
     fn a_ready_pod_that_keeps_restarting_is_reported_and_one_that_restarted_rarely_is_not() {
-        let census = census(&pods(RESTARTED), NOW.parse().expect("a time"));
+        let census = census(&pods(RESTARTED), NOW.parse().expect("a time"), DEADLINE);
         assert_eq!(census.ready, 4);
         assert_eq!((census.failing.pods, census.restarting.pods), (0, 1));
         assert_eq!(census.restarting.reason, "RestartingRepeatedly");
@@ -391,7 +437,7 @@ mod tests {
             )
         };
         let yaml = ready("started-once", "2026-11-28T11:01:00Z", 0) + &ready("restarted", "2026-11-28T11:20:00Z", 1);
-        let census = census(&pods(&yaml), NOW.parse().expect("a time"));
+        let census = census(&pods(&yaml), NOW.parse().expect("a time"), DEADLINE);
         assert_eq!(census.ready, 2);
         let measured: Vec<f64> = census.ready_startups.iter().map(|startup| startup.seconds).collect();
         assert_eq!(measured, [60.0], "the restarted pod's 20 minutes are its age, not a start-up");
@@ -399,14 +445,14 @@ mod tests {
 
     #[test]
     fn a_crashing_pod_is_failing_and_not_also_restarting() {
-        let census = census(&pods(FAILING), NOW.parse().expect("a time"));
+        let census = census(&pods(FAILING), NOW.parse().expect("a time"), DEADLINE);
         assert!(census.failing.pods > 0);
         assert_eq!(census.restarting.pods, 0);
     }
 
     #[test]
     fn no_pods_no_numbers() {
-        assert_eq!(census(&[], NOW.parse().expect("a time")), PodCensus::default());
+        assert_eq!(census(&[], NOW.parse().expect("a time"), DEADLINE), PodCensus::default());
     }
 
     /// Pods as a kubelet reports them in each way of failing (fields it always sets kept,
@@ -580,7 +626,7 @@ mod tests {
         let now = NOW.parse().expect("a time");
         let one = |name: &str| {
             let pod: Vec<Pod> = all.iter().filter(|p| p.metadata.name.as_deref() == Some(name)).cloned().collect();
-            let census = census(&pod, now);
+            let census = census(&pod, now, DEADLINE);
             (census.failing.pods, census.failing.reason, census.failing.message)
         };
         let (pods, reason, message) = one("portraits-6f7d9c-pull");
@@ -627,7 +673,7 @@ mod tests {
         );
         assert_eq!(one("portraits-6f7d9c-creating").0, 0, "creating containers is starting, not failing");
 
-        let census = census(&all, now);
+        let census = census(&all, now, DEADLINE);
         assert_eq!(census.failing.pods, 8);
         assert_eq!(census.failing.reason, "ImagePullFailed", "the first pod speaks for all");
         assert_eq!(census.starting_ages_seconds.len(), 1, "only the pod creating its containers is coming");

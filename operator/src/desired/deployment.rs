@@ -15,19 +15,29 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use matte_common::{fetch_model, flags, memory, paths, readiness};
 
-use crate::crd::{BackgroundRemovalService, ExecutionProvider};
+use crate::crd::{BackgroundRemovalService, BackgroundRemovalServiceSpec, ExecutionProvider};
 
 use super::{Valid, label_selector, labels, metadata};
 
 /// The inference container's name and port (the pod contract of DESIGN.md).
 const CONTAINER_NAME: &str = "inference";
 pub(super) const HTTP_PORT: i32 = paths::PORT as i32;
-/// How long a rollout may go on without a new pod turning ready, beyond the model's
-/// download, before the Deployment reports it stalled (`ProgressDeadlineExceeded`, which
-/// the status reports as `Degraded`): Kubernetes' default, for the image's pull, the
-/// model's load and, with TensorRT, its engine's build. At the default alone, a pod whose
-/// download took most of its 600 s time-out had a healthy rollout reported stalled.
-const ROLLOUT_MARGIN_SECONDS: i32 = 600;
+/// How long a pod may take to turn ready beyond the model's download: Kubernetes'
+/// default progress deadline, for the image's pull, the model's load and, with
+/// TensorRT, its engine's build.
+pub const STARTUP_MARGIN_SECONDS: i32 = 600;
+
+/// The longest a pod of `spec` may take from scheduled to ready: its model's download
+/// time-out, when it fetches one, and [`STARTUP_MARGIN_SECONDS`]. A rollout with no pod
+/// turning ready for as long is reported stalled (`ProgressDeadlineExceeded`, which the
+/// status reports as `Degraded`), a pod unready for as long is reported failing, and a
+/// longer wait for readiness is no start-up. At the margin alone, a pod whose download
+/// took most of its 600 s time-out had a healthy rollout reported stalled.
+pub fn startup_deadline_seconds(spec: &BackgroundRemovalServiceSpec) -> i32 {
+    let download =
+        spec.model.url.as_ref().map_or(0, |_| spec.model.download.clone().unwrap_or_default().timeout_seconds);
+    download.saturating_add(STARTUP_MARGIN_SECONDS)
+}
 
 /// Where a downloaded or mounted model is found inside the pod.
 const MODEL_DIR: &str = "/models";
@@ -61,9 +71,6 @@ const DEFAULT_CPU_CORES: u32 = 2;
 pub fn deployment(brs: &BackgroundRemovalService, valid: &Valid, replicas: i32) -> Deployment {
     let spec = &brs.spec;
     let (model_path, model_volumes, fetcher) = model_source(brs, valid);
-    // A pod downloads its model within the download's time-out before it starts.
-    let download_seconds =
-        fetcher.as_ref().map_or(0, |_| spec.model.download.clone().unwrap_or_default().timeout_seconds);
     let mut volumes = vec![empty_dir("tmp")];
     volumes.extend(model_volumes);
     let mut mounts = vec![mount("tmp", "/tmp", false)];
@@ -97,7 +104,7 @@ pub fn deployment(brs: &BackgroundRemovalService, valid: &Valid, replicas: i32) 
             replicas: Some(replicas),
             selector: label_selector(brs),
             strategy: Some(rollout(replicas)),
-            progress_deadline_seconds: Some(download_seconds.saturating_add(ROLLOUT_MARGIN_SECONDS)),
+            progress_deadline_seconds: Some(startup_deadline_seconds(spec)),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels(brs)), ..ObjectMeta::default() }),
                 spec: Some(PodSpec {

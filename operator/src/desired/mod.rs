@@ -18,7 +18,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::BackgroundRemovalService;
 
-pub use deployment::deployment;
+pub use deployment::{STARTUP_MARGIN_SECONDS, deployment, startup_deadline_seconds};
 pub use gateway::{
     gateway_deployment, gateway_disruption_budget, gateway_name, gateway_role, gateway_role_binding,
     gateway_service_account,

@@ -120,7 +120,7 @@ mod tests {
         current.census.ready_startups = [44.0, 40.0, 42.0]
             .into_iter()
             .enumerate()
-            .map(|(pod, seconds)| Startup { ready_seconds: 1_800_000_000.0 - pod as f64, seconds })
+            .map(|(pod, seconds)| Startup { ready_seconds: 1_800_000_000.0 - pod as f64, seconds, pod: None })
             .collect();
         current.queue = Some(QueueMetrics {
             age_seconds: 1.0,

@@ -23,7 +23,10 @@ use crate::autoscaler::pods::{PodCensus, census};
 use crate::autoscaler::policy::QueueMetrics;
 use crate::autoscaler::prometheus::PrometheusSource;
 use crate::crd::BackgroundRemovalService;
-use crate::desired::{APP_LABEL, GATEWAY_APP, INFERENCE_APP, SERVICE_LABEL, controlled_by};
+use crate::desired::{
+    APP_LABEL, GATEWAY_APP, INFERENCE_APP, SERVICE_LABEL, STARTUP_MARGIN_SECONDS, controlled_by,
+    startup_deadline_seconds,
+};
 
 use super::Context;
 use super::context::Settings;
@@ -97,8 +100,9 @@ pub async fn observe(context: &Context, brs: &BackgroundRemovalService, now: Tim
     let queue = if brs.spec.autoscaling.enabled { queue(&context.settings, brs).await } else { None };
     Ok(Current {
         deployment,
-        census: census(&inference, now),
-        gateway: census(&gateway, now),
+        census: census(&inference, now, f64::from(startup_deadline_seconds(&brs.spec))),
+        // A gateway fetches no model.
+        gateway: census(&gateway, now, f64::from(STARTUP_MARGIN_SECONDS)),
         queue,
         read_at: Timestamp::now(),
     })
