@@ -112,14 +112,13 @@ pub fn stand(
     seeds: Option<u64>,
 ) -> Result<Standing, Error> {
     let settings = overrides.apply(scenario.settings());
+    // Before any arrivals are drawn: a duration of a year would draw them for hours.
+    settings.validate()?;
     let count = seeds.unwrap_or_else(|| scenario.seeds_measured());
-    let summary = sweep::run(
-        &settings,
-        first_seed..first_seed.saturating_add(count),
-        &held_to_the_bar(),
-        &scenario.name(),
-        |seed| scenario.arrivals(&settings, seed),
-    )?;
+    let summary =
+        sweep::run(&settings, sweep::seed_range(first_seed, count)?, &held_to_the_bar(), &scenario.name(), |seed| {
+            scenario.arrivals(&settings, seed)
+        })?;
     standing(scenario.name(), summary)
 }
 
@@ -131,7 +130,8 @@ pub fn stand_families(families: &[Family], overrides: &Overrides) -> Result<Vec<
         let runs = family
             .traces
             .iter()
-            .map(|(&seed, arrivals)| (seed, trace::settings(arrivals, overrides), arrivals.clone()));
+            .map(|(&seed, arrivals)| Ok((seed, trace::settings(arrivals, overrides)?, arrivals.clone())))
+            .collect::<Result<Vec<_>, Error>>()?;
         let summary = sweep::run_each(runs, &held_to_the_bar(), &family.name)?;
         standing(family.name.clone(), summary)
     })
@@ -220,6 +220,16 @@ pub fn render(standings: &[Standing], traffic: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scenario_with_invalid_settings_is_refused_before_its_arrivals_are_drawn() {
+        // Drawn first, a year of arrivals would take hours, and forever for infinity.
+        for duration in [f64::INFINITY, 3.2e7] {
+            let overrides = Overrides { duration: Some(duration), ..Overrides::default() };
+            let error = stand(Scenario::PeriodicBursts, &overrides, 1, Some(1)).err().expect("refused");
+            assert!(error.to_string().contains("the duration must be"), "{error}");
+        }
+    }
 
     fn summary(policy: PolicyName, attainment: f64, gpu_seconds: f64) -> PolicySummary {
         PolicySummary {

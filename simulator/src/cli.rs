@@ -152,6 +152,9 @@ impl Overrides {
         Settings {
             duration_seconds: self.duration.unwrap_or(settings.duration_seconds),
             slo_seconds: self.slo.unwrap_or(settings.slo_seconds),
+            // Images are answered within the tail after the last arrival: an SLO past it
+            // would count late ones as never answered.
+            tail_seconds: settings.tail_seconds.max(self.slo.unwrap_or(settings.slo_seconds)),
             target_queue_latency_seconds: self.target_latency.unwrap_or(settings.target_queue_latency_seconds),
             service_seconds: self.service_time.unwrap_or(settings.service_seconds),
             max_batch_size: self.batch_size.unwrap_or(settings.max_batch_size),
@@ -189,6 +192,15 @@ mod tests {
     #[test]
     fn the_readme_names_every_flag() {
         assert_eq!(flags_not_named_in(&Cli::command(), include_str!("../README.md")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_slo_longer_than_the_tail_lengthens_it() {
+        let settings = crate::scenario::Scenario::BurstTrain.settings();
+        let longer = Overrides { slo: Some(900.0), ..Overrides::default() }.apply(settings.clone());
+        assert_eq!((longer.slo_seconds, longer.tail_seconds), (900.0, 900.0), "late images still answered");
+        let shorter = Overrides { slo: Some(60.0), ..Overrides::default() }.apply(settings.clone());
+        assert_eq!(shorter.tail_seconds, settings.tail_seconds);
     }
 
     #[test]

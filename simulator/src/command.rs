@@ -38,7 +38,7 @@ pub fn run(args: &Cli) -> Result<Printed, Error> {
     };
     let seeds = args.seeds.unwrap_or(1);
     if seeds > 1 {
-        let seeds = args.seed..args.seed.saturating_add(seeds);
+        let seeds = sweep::seed_range(args.seed, seeds)?;
         let summary =
             sweep::run(&traffic.settings, seeds, &policies, &traffic.source(), |seed| traffic.arrivals(seed))?;
         let stdout = if args.json { serde_json::to_string_pretty(&summary)? + "\n" } else { sweep::render(&summary) };
@@ -81,7 +81,7 @@ impl Traffic {
     fn from_args(args: &Cli) -> Result<Self, Error> {
         if let Some(path) = &args.trace {
             let arrivals = trace::read_file(path)?;
-            let settings = trace::settings(&arrivals, &args.overrides);
+            let settings = trace::settings(&arrivals, &args.overrides)?;
             return Ok(Self { settings, source: Source::Trace { path: path.display().to_string(), arrivals } });
         }
         let scenario = args.scenario.unwrap_or(Scenario::BurstTrain);

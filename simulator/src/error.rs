@@ -10,11 +10,20 @@ pub enum Error {
     #[error("{path}, line {line}: {text:?} is not an arrival time (seconds, a finite number >= 0)")]
     BadArrival { path: PathBuf, line: usize, text: String },
 
+    #[error("the trace {path} is not a regular file")]
+    TraceNotAFile { path: PathBuf },
+
+    #[error("the trace file {path} is larger than {max_bytes} bytes")]
+    TraceTooLarge { path: PathBuf, max_bytes: u64 },
+
+    #[error("the trace file {path} holds more than {max} arrivals")]
+    TooManyArrivals { path: PathBuf, max: usize },
+
     #[error("the trace file {path} has no arrivals")]
     EmptyTrace { path: PathBuf },
 
     #[error(
-        "the trace file {path} runs to {last_seconds}s, past a week ({max_seconds}s): its times are seconds from the trace's start, not Unix times"
+        "the trace file {path} runs to {last_seconds}s, not within a week ({max_seconds}s): its times are seconds from the trace's start, not Unix times"
     )]
     TraceTooLong { path: PathBuf, last_seconds: f64, max_seconds: f64 },
 

@@ -61,6 +61,14 @@ pub fn run(
     run_each(seeds.map(|seed| (seed, settings.clone(), arrivals(seed))), policies, source)
 }
 
+/// The `count` seeds from `first` on; an error when they run past the last seed.
+pub fn seed_range(first: u64, count: u64) -> Result<Range<u64>, Error> {
+    let end = first.checked_add(count).ok_or_else(|| {
+        Error::InvalidSetting(format!("{count} seeds from seed {first} on run past the last seed ({})", u64::MAX))
+    })?;
+    Ok(first..end)
+}
+
 /// Runs `policies` on each run's arrivals with its settings and its seed's draws (traces
 /// of one family, each as long as it lasts), and sums them up.
 pub fn run_each(
@@ -165,4 +173,16 @@ pub fn render(sweep: &Sweep) -> String {
          429s, 503s: refusals and gateway time-outs clients saw, per run.\n",
     );
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_past_the_last_are_refused_not_cut_short() {
+        assert_eq!(seed_range(5, 3).expect("three seeds"), 5..8);
+        let error = seed_range(u64::MAX - 1, 10).expect_err("past the last seed");
+        assert!(error.to_string().contains("run past the last seed"), "{error}");
+    }
 }

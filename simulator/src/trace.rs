@@ -12,6 +12,7 @@
 //! 60
 //! ```
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -21,9 +22,28 @@ use crate::error::Error;
 use crate::scenario::Scenario;
 use crate::settings::{MAX_SECONDS, Settings};
 
-/// Reads a trace file into sorted arrival times.
+/// The largest trace file read: some four million arrivals of a few digits each.
+pub const MAX_TRACE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// The most arrivals a trace may hold: a week at three images a second. Each is an
+/// image every policy serves, and a refused one comes back again and again.
+pub const MAX_ARRIVALS: usize = 2_000_000;
+
+/// Reads a trace file into sorted arrival times: a regular file (a FIFO would block
+/// the run, a device never end) of at most [`MAX_TRACE_BYTES`].
 pub fn read_file(path: &Path) -> Result<Vec<f64>, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadTrace { path: path.to_path_buf(), source })?;
+    let unreadable = |source| Error::ReadTrace { path: path.to_path_buf(), source };
+    let metadata = std::fs::metadata(path).map_err(unreadable)?;
+    if !metadata.is_file() {
+        return Err(Error::TraceNotAFile { path: path.to_path_buf() });
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_TRACE_BYTES + 1).read_to_string(&mut text))
+        .map_err(unreadable)?;
+    if text.len() as u64 > MAX_TRACE_BYTES {
+        return Err(Error::TraceTooLarge { path: path.to_path_buf(), max_bytes: MAX_TRACE_BYTES });
+    }
     parse(&text, path)
 }
 
@@ -40,6 +60,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<f64>, Error> {
         if !(time.is_finite() && time >= 0.0) {
             return Err(bad());
         }
+        if arrivals.len() == MAX_ARRIVALS {
+            return Err(Error::TooManyArrivals { path: PathBuf::from(path), max: MAX_ARRIVALS });
+        }
         arrivals.push(time);
     }
     if arrivals.is_empty() {
@@ -47,7 +70,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<f64>, Error> {
     }
     arrivals.sort_by(f64::total_cmp);
     match arrivals.last() {
-        Some(&last_seconds) if last_seconds > MAX_SECONDS => {
+        // A run lasts until the second after its last arrival, and at most a week.
+        Some(&last_seconds) if last_seconds.floor() + 1.0 > MAX_SECONDS => {
             Err(Error::TraceTooLong { path: path.to_path_buf(), last_seconds, max_seconds: MAX_SECONDS })
         }
         _ => Ok(arrivals),
@@ -55,10 +79,19 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<f64>, Error> {
 }
 
 /// The settings a trace runs with: burst-train's pods, for as long as the trace lasts,
-/// and then the overrides.
-pub fn settings(arrivals: &[f64], overrides: &Overrides) -> Settings {
+/// and then the overrides; a duration that would end the run before the trace's last
+/// arrival is refused (the images after it would count as never answered).
+pub fn settings(arrivals: &[f64], overrides: &Overrides) -> Result<Settings, Error> {
     let last = arrivals.last().copied().unwrap_or(0.0);
-    overrides.apply(Settings { duration_seconds: last.floor() + 1.0, ..Scenario::BurstTrain.settings() })
+    let settings =
+        overrides.apply(Settings { duration_seconds: last.floor() + 1.0, ..Scenario::BurstTrain.settings() });
+    if settings.duration_seconds <= last {
+        return Err(Error::InvalidSetting(format!(
+            "the duration ({}s) ends before the trace's last arrival at {last}s",
+            settings.duration_seconds
+        )));
+    }
+    Ok(settings)
 }
 
 /// A run of arrivals with no quiet gap inside.
@@ -110,7 +143,32 @@ mod tests {
         let error = parse("1764806400\n1764806401\n", Path::new("t.txt")).expect_err("Unix times");
         assert!(matches!(error, Error::TraceTooLong { last_seconds: 1_764_806_401.0, .. }), "{error}");
         assert!(error.to_string().contains("not Unix times"), "{error}");
-        assert!(parse(&format!("0\n{MAX_SECONDS}\n"), Path::new("t.txt")).is_ok(), "a week is a trace");
+        let a_week = format!("0\n{}\n", MAX_SECONDS - 0.5);
+        let settings = settings(&parse(&a_week, Path::new("t.txt")).expect("a week is a trace"), &Overrides::default());
+        assert_eq!(settings.expect("its settings").duration_seconds, MAX_SECONDS);
+        assert!(parse(&format!("0\n{MAX_SECONDS}\n"), Path::new("t.txt")).is_err(), "a run past a week");
+    }
+
+    #[test]
+    fn reads_only_a_regular_file_of_a_bounded_number_of_arrivals() {
+        let error = read_file(Path::new("/dev/null")).expect_err("a device");
+        assert!(matches!(error, Error::TraceNotAFile { .. }), "{error}");
+        let error = parse(&"1\n".repeat(MAX_ARRIVALS + 1), Path::new("t.txt")).expect_err("too many");
+        assert!(matches!(error, Error::TooManyArrivals { max: MAX_ARRIVALS, .. }), "{error}");
+        assert_eq!(
+            parse(&"1\n".repeat(MAX_ARRIVALS), Path::new("t.txt")).expect("as many as may be").len(),
+            MAX_ARRIVALS
+        );
+    }
+
+    #[test]
+    fn a_duration_ending_before_the_last_arrival_is_refused() {
+        let arrivals = parse("0\n100\n", Path::new("t.txt")).expect("a trace");
+        let short = Overrides { duration: Some(100.0), ..Overrides::default() };
+        let error = settings(&arrivals, &short).expect_err("the image at 100 s would never come");
+        assert!(error.to_string().contains("last arrival at 100s"), "{error}");
+        let longer = Overrides { duration: Some(200.0), ..Overrides::default() };
+        assert_eq!(settings(&arrivals, &longer).expect("longer").duration_seconds, 200.0);
     }
 
     #[test]
