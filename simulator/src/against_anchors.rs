@@ -226,7 +226,7 @@ mod tests {
         // Drawn first, a year of arrivals would take hours, and forever for infinity.
         for duration in [f64::INFINITY, 3.2e7] {
             let overrides = Overrides { duration: Some(duration), ..Overrides::default() };
-            let error = stand(Scenario::PeriodicBursts, &overrides, 1, Some(1)).err().expect("refused");
+            let Err(error) = stand(Scenario::PeriodicBursts, &overrides, 1, Some(1)) else { panic!("{duration}s ran") };
             assert!(error.to_string().contains("the duration must be"), "{error}");
         }
     }
