@@ -26,6 +26,14 @@ pub mod metrics {
     pub const REQUEST_DURATION_SECONDS: &str = "matte_request_duration_seconds";
     /// Counter, label `outcome`: every request to `/v1/remove` by how it ended.
     pub const REQUESTS_TOTAL: &str = "matte_requests_total";
+    /// The `outcome` of [`REQUESTS_TOTAL`] for an image answered.
+    pub const OK_OUTCOME: &str = "ok";
+    /// The `outcome` of [`REQUESTS_TOTAL`] for a client refused with 429, every place
+    /// in the queue taken: the autoscaler counts these as clients waiting outside, and
+    /// the rest as admitted. Both are exported from the start, at 0: a counter that
+    /// first appears at 1 has no rate in its first window, and the autoscaler would
+    /// miss the very refusals that say a burst began.
+    pub const QUEUE_FULL_OUTCOME: &str = "queue_full";
     /// Counter: images that went through inference.
     pub const IMAGES_PROCESSED_TOTAL: &str = "matte_images_processed_total";
     /// Counter: rows of the model's batch computed, each run's images and the padding a

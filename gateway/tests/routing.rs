@@ -73,7 +73,7 @@ async fn a_burst_eight_times_the_fleet_capacity_completes_without_a_429() {
             .map(|pod| {
                 (
                     pod.metric("matte_images_processed_total"),
-                    pod.metric(r#"matte_requests_total{outcome="queue_full"}"#),
+                    pod.exported_metric(r#"matte_requests_total{outcome="queue_full"}"#),
                 )
             })
             .collect();
@@ -160,7 +160,7 @@ async fn gateway_replicas_sharing_a_pods_places_are_never_turned_away() {
                     .sum::<f64>()
             })
             .sum();
-        (pod.metric(r#"matte_requests_total{outcome="queue_full"}"#), retries)
+        (pod.exported_metric(r#"matte_requests_total{outcome="queue_full"}"#), retries)
     })
     .await
     .unwrap();

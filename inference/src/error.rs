@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use matte_common::{admission, queue};
+use matte_common::{admission, metrics, queue};
 use matte_serve::{BodyError, RouteError};
 
 #[derive(Debug, thiserror::Error)]
@@ -142,7 +142,7 @@ impl Error {
             Error::DecoderLimit(_) => "decoder_limit",
             Error::BadRequest(_) => "bad_request",
             Error::Route(error) => error.code(),
-            Error::QueueFull { .. } => "queue_full",
+            Error::QueueFull { .. } => metrics::QUEUE_FULL_OUTCOME,
             Error::NotReady => "not_ready",
             Error::Draining => "draining",
             Error::InferenceUnhealthy => "unhealthy",

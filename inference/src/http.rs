@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use image::DynamicImage;
+use matte_common::metrics as names;
 use matte_common::paths;
 use matte_serve::{BodyError, RouteError, declared_length, exposition, refuse_unread};
 use tokio::sync::oneshot;
@@ -171,7 +172,7 @@ async fn remove(State(state): State<Arc<AppState>>, request: Request) -> Respons
     };
     match outcome {
         Ok(response) => {
-            record.outcome = "ok";
+            record.outcome = names::OK_OUTCOME;
             response
         }
         Err(error) => {

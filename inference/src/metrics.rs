@@ -124,6 +124,9 @@ impl Metrics {
         {
             self.registry.register(collector).expect("metric names are unique");
         }
+        for outcome in [names::OK_OUTCOME, names::QUEUE_FULL_OUTCOME] {
+            self.requests.with_label_values(&[outcome]).reset();
+        }
     }
 
     /// What the loaded model is and runs on, the most images a run of it takes, and how
@@ -170,6 +173,9 @@ mod tests {
         assert!(text.contains(r#"matte_requests_total{outcome="ok"} 1"#));
         assert!(text.contains(r#"matte_queue_wait_seconds_bucket{le="60"} 0"#));
         assert!(text.contains("matte_deferred_requests 0\n"), "exported from the start:\n{text}");
+        let fresh = Metrics::default().render();
+        assert!(fresh.contains("matte_requests_total{outcome=\"queue_full\"} 0\n"), "from the start:\n{fresh}");
+        assert!(fresh.contains("matte_requests_total{outcome=\"ok\"} 0\n"), "from the start:\n{fresh}");
         assert!(text.contains("matte_deferred_due_total 0\n"), "exported from the start:\n{text}");
         metrics.count_sent_away(Duration::from_secs(600));
         assert!(metrics.render().contains("matte_deferred_requests 1\n"));

@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 const TOKEN: &str = "Bearer s3cret-model-token";
 
@@ -66,7 +67,23 @@ fn fetch(args: &[&str], authorization: Option<&str>) -> Output {
     if let Some(value) = authorization {
         command.env("MATTE_MODEL_AUTHORIZATION", value);
     }
-    command.output().expect("run matte-inference fetch-model")
+    output_within(command, Duration::from_secs(120))
+}
+
+/// `command`'s output, killed and failed if it runs past `limit`: the downloads here
+/// end within their own time-outs, and one that did not would hold the test for ever.
+fn output_within(mut command: Command, limit: Duration) -> Output {
+    let mut child =
+        command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run matte-inference fetch-model");
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().expect("its status").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("fetch-model ran past {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("its output")
 }
 
 fn stderr(output: &Output) -> String {

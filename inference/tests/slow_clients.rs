@@ -63,6 +63,9 @@ fn headers_sent_a_byte_at_a_time_are_cut_off_at_the_header_timeout() {
     };
     let closed_after = closed_after.expect("the connection was still open after 30 s of trickled headers");
     eprintln!("trickled headers were cut off after {closed_after:.1?} (header timeout 1 s)");
+    // Not before the flag's second, and well before the default's ten: the flag is read.
+    assert!(closed_after >= Duration::from_millis(900), "cut off after {closed_after:?}, before the time-out");
+    assert!(closed_after < Duration::from_secs(8), "cut off after {closed_after:?}: the flag's 1 s was not used");
 }
 
 #[test]
@@ -84,7 +87,9 @@ fn a_trickling_upload_loses_its_place_after_the_grace() {
     let (head, held) = trickle(&mut slow, &photo, Duration::from_millis(100), Duration::from_secs(60));
     assert!(head.is_empty() || head.starts_with("HTTP/1.1 408"), "{head:?} after {held:?}");
     eprintln!("a trickling upload held its place for {held:.1?} (grace 2 s)");
-    assert!(held < Duration::from_secs(30), "the place was held for {held:?}");
+    // Not before the flag's grace, and before the default's 5 s: the flag is read.
+    assert!(held >= Duration::from_secs(2), "the place was taken after {held:?}, within the grace");
+    assert!(held < Duration::from_millis(4_500), "the place was held for {held:?}: the flag's 2 s was not used");
 
     let next = blocking_client().post(server.url("/v1/remove")).header("content-type", "image/png").body(photo);
     assert_eq!(next.send().unwrap().status(), 200, "the place was given back");

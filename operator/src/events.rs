@@ -190,8 +190,15 @@ mod tests {
         scaled("scaled from 1 to 3").await.expect("published");
         scaled("scaled from 1 to 3").await.expect("published");
         scaled("scaled from 3 to 6").await.expect("published");
-        let (first, repeated, second) =
-            (received.recv().await.unwrap(), received.recv().await.unwrap(), received.recv().await.unwrap());
+        // Bounded: the recorder holds the apiserver's channel open, so a request never
+        // sent would otherwise be waited for without end.
+        let mut next = async || {
+            tokio::time::timeout(std::time::Duration::from_secs(5), received.recv())
+                .await
+                .expect("a request within 5 s")
+                .expect("a request")
+        };
+        let (first, repeated, second) = (next().await, next().await, next().await);
         assert_eq!((first.0, first.1["note"].as_str()), (Method::POST, Some("scaled from 1 to 3")));
         assert_eq!((repeated.0, repeated.1["series"]["count"].as_i64()), (Method::PATCH, Some(2)));
         assert_eq!(repeated.1["metadata"]["name"], first.1["metadata"]["name"], "the same Event, counted");

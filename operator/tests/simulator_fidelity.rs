@@ -93,12 +93,19 @@ struct Replay {
     sent: Vec<f64>,
 }
 
+/// The most times one image is sent: a client comes back after each refusal's
+/// `Retry-After` (a few seconds), and the trace's images are all answered within
+/// minutes.
+const MAX_TRIES: usize = 100;
+
 /// Replays the trace against `front`.
 async fn replay(front: &Front, source: &PrometheusSource, photo: Vec<u8>) -> Replay {
     let arrivals = trace();
     let end = arrivals.last().copied().unwrap_or(0.0) + TAIL_SECONDS;
     let start = Instant::now() + Duration::from_secs_f64(LEAD_SECONDS);
-    let client = reqwest::Client::new();
+    // Bounded, so that a server that stops answering, or refuses for ever, fails the
+    // test rather than holding it.
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("a client");
     let draws = Arc::new(Mutex::new(Stream::new(1, StreamName::Routing)));
     let photo = Arc::new(photo);
     let requests: Vec<_> = arrivals
@@ -108,7 +115,7 @@ async fn replay(front: &Front, source: &PrometheusSource, photo: Vec<u8>) -> Rep
             tokio::spawn(async move {
                 tokio::time::sleep_until((start + Duration::from_secs_f64(at)).into()).await;
                 let sent = Instant::now();
-                loop {
+                for _ in 0..MAX_TRIES {
                     let target = match &front {
                         Front::Pods(pods) => &pods[draws.lock().unwrap().index(pods.len())],
                         Front::Gateway(gateway) => gateway,
@@ -136,6 +143,7 @@ async fn replay(front: &Front, source: &PrometheusSource, photo: Vec<u8>) -> Rep
                     let jitter = 1.0 + 0.5 * draws.lock().unwrap().uniform();
                     tokio::time::sleep(Duration::from_secs_f64(stay_away * jitter)).await;
                 }
+                panic!("an image refused {MAX_TRIES} times");
             })
         })
         .collect();

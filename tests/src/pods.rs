@@ -92,6 +92,14 @@ impl Pod {
     pub fn metric(&self, sample: &str) -> f64 {
         metric_value(&scrape(&self.url("/metrics")), sample)
     }
+
+    /// The value of `sample` (a series), which must be exported: a renamed series is a
+    /// failure, not a 0.
+    pub fn exported_metric(&self, sample: &str) -> f64 {
+        let text = scrape(&self.url("/metrics"));
+        assert!(text.lines().any(|line| line.starts_with(&format!("{sample} "))), "{sample} is not exported:\n{text}");
+        metric_value(&text, sample)
+    }
 }
 
 impl Drop for Pod {

@@ -64,7 +64,8 @@ impl Queries {
         // those names), so that each rate is one `rate` and never empty for want of one side.
         let refused =
             series("", &format!(r#"__name__=~"{requests}|{}",{refused_outcomes}"#, gateway_metrics::REQUESTS_TOTAL));
-        let admitted = series(requests, r#"outcome!="queue_full""#);
+        let queue_full = names::QUEUE_FULL_OUTCOME;
+        let admitted = series(requests, &format!(r#"outcome!="{queue_full}""#));
         Queries {
             // The pods' samples, or the gateway's while no pod runs.
             sample_age: format!(
@@ -95,7 +96,7 @@ impl Queries {
             rejected_recently: format!(
                 "(sum(rate({}[{recent}])) or sum(rate({}[{recent}]))) * {}",
                 series(gateway_metrics::REQUESTS_TOTAL, &refused_outcomes),
-                series(requests, r#"outcome="queue_full""#),
+                series(requests, &format!(r#"outcome="{queue_full}""#)),
                 windows.scrape_interval.as_secs_f64()
             ),
             gateway_queue_depth: format!("sum({})", series(gateway_metrics::QUEUE_DEPTH, "")),

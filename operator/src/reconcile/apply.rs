@@ -303,6 +303,8 @@ mod tests {
             ..Service::default()
         };
         let checked = check_ours(&context, &brs, &api, "Service", &portraits).await;
+        // The mock apiserver's wait for a request ends once no client is left to send one.
+        drop((context, api));
         apiserver.await.expect("the apiserver answered");
         checked.map_err(|error| {
             assert!(error.is_refusal(), "retrying cannot help: {error}");
