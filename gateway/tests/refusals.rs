@@ -131,10 +131,10 @@ async fn a_client_whose_budget_runs_out_on_full_pods_is_sent_away_by_the_gateway
     let gateway = Gateway::start(&["--upstream", &pod]).await;
     let client = client();
     let metrics = || async { client.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap() };
-    for _ in 0..100 {
-        if metric_value(&metrics().await, r#"matte_gateway_endpoints{state="ready"}"#) == 1.0 {
-            break;
-        }
+    let mut tries = 0;
+    while metric_value(&metrics().await, r#"matte_gateway_endpoints{state="ready"}"#) != 1.0 {
+        tries += 1;
+        assert!(tries < 100, "the pod never turned ready in the gateway");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A budget of nothing: the pod's 429 comes after it has run out, as it does for a

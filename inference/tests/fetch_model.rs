@@ -2,6 +2,8 @@
 //! its own CA (tests/fixtures/https_file_server.py): verified downloads, refusals, and
 //! messages that say why.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -67,23 +69,9 @@ fn fetch(args: &[&str], authorization: Option<&str>) -> Output {
     if let Some(value) = authorization {
         command.env("MATTE_MODEL_AUTHORIZATION", value);
     }
-    output_within(command, Duration::from_secs(120))
-}
-
-/// `command`'s output, killed and failed if it runs past `limit`: the downloads here
-/// end within their own time-outs, and one that did not would hold the test for ever.
-fn output_within(mut command: Command, limit: Duration) -> Output {
-    let mut child =
-        command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run matte-inference fetch-model");
-    let deadline = std::time::Instant::now() + limit;
-    while child.try_wait().expect("its status").is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("fetch-model ran past {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().expect("its output")
+    // The downloads here end within their own time-outs; one that did not would hold
+    // the test for ever.
+    support::output_within(command, Duration::from_secs(120))
 }
 
 fn stderr(output: &Output) -> String {

@@ -14,16 +14,8 @@ fn run_inference(args: &[&str], ort_library: Option<&str>) -> Output {
     if let Some(library) = ort_library {
         command.env("ORT_DYLIB_PATH", library);
     }
-    let child = command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let pid = child.id();
-    // Each case fails within seconds; the watchdog only keeps a regression from hanging CI.
-    let watchdog = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(120));
-        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-    });
-    let output = child.wait_with_output().unwrap();
-    drop(watchdog);
-    output
+    // Each case fails within seconds; the limit only keeps a regression from hanging CI.
+    support::output_within(command, Duration::from_secs(120))
 }
 
 fn assert_fails_with(output: &Output, needles: &[&str]) {

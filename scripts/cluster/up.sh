@@ -73,7 +73,10 @@ teardown() {
     while kill -0 "${pids[i]}" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
     kill -KILL "${pids[i]}" 2>/dev/null || true
   done
-  wait 2>/dev/null || true
+  # Not a bare `wait`: it would wait for the reader of stdin too, which outlives a Ctrl-C
+  # for as long as the terminal stays open.
+  [[ -z ${stdin_pid:-} ]] || kill "$stdin_pid" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
   if $ok; then
     rm -rf "$state"
   else

@@ -52,6 +52,9 @@ tag_suffix=""
 [[ $profile == dev ]] && tag_suffix="-dev"
 oci="$cache/oci"
 mkdir -p "$oci"
+# One build at a time on a cache: two would stage, hash and save into the same places.
+exec 9>"$oci/.build.lock"
+flock 9
 hash_of() { sha256sum | cut -c1-64; }
 
 # --- the base root filesystem ---------------------------------------------------------
@@ -87,7 +90,10 @@ if ! podman image exists "$base"; then
   fi
   podman import --quiet "$base_tar" "$base" >/dev/null
 fi
-base_id=$(podman image inspect --format '{{.Id}}' "$base")
+# The base's contents, not its image ID: `podman import` stamps the time into that, so an
+# import of the same root filesystem (podman's store lost, the archives kept) would
+# change every image's inputs and rebuild them all.
+base_layer=$(podman image inspect --format '{{index .RootFS.Layers 0}}' "$base")
 
 # --- the binaries ------------------------------------------------------------------------
 cargo_profile=(--release)
@@ -107,7 +113,7 @@ build_image() {
   shift 4
   local image="localhost/$name:$tag" archive="$oci/$name-$tag.oci.tar" inputs
   inputs=$( {
-    echo "$base_id" "$*"
+    echo "$base_layer" "$*"
     sha256sum "$containerfile" | cut -c1-64
     (cd "$context" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
   } | hash_of)
@@ -207,7 +213,7 @@ if $cuda; then
     --volume "$MATTE_MODEL:/models/model.onnx:ro" "$image" --model /models/model.onnx --provider cuda 2>&1)
   status=$?
   set -e
-  reason=$(grep -o 'execution provider `cuda`.*' <<<"$registration" | tail -1)
+  reason=$(grep -o 'execution provider `cuda`.*' <<<"$registration" | tail -1 || true)
   # Without a GPU the only thing missing is the driver (libcuda.so.1, which the NVIDIA
   # container runtime mounts) or the device itself; any other library is a defect.
   other=$(grep -o '[A-Za-z0-9_.+-]*\.so[.0-9]*: cannot open shared object' <<<"$registration" | grep -v '^libcuda\.so\.1:' || true)

@@ -185,7 +185,9 @@ fn the_gateway_follows_the_endpointslices_and_keeps_its_pods_when_the_apiserver_
         .strip_prefix("https://")
         .and_then(|address| address.parse().ok())
         .unwrap_or_else(|| panic!("the apiserver is not https://IP:PORT: {}", cluster.server()));
-    let mut forwarder = Forwarder::start(0, apiserver);
+    // Not an ephemeral port: it is bound again after the outage, when an outgoing
+    // connection could have taken one.
+    let mut forwarder = Forwarder::start(free_port(), apiserver);
     let kubeconfig = service_account_kubeconfig(&cluster, "default", "matte-gateway");
     let through_forwarder = fs::read_to_string(&kubeconfig)
         .expect("read the kubeconfig")

@@ -286,3 +286,33 @@ pub fn noisy_png(width: u32, height: u32) -> Vec<u8> {
     image.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
     png
 }
+
+/// `command`'s output, its process killed and the test failed if it runs past `limit`:
+/// a regression that hangs fails instead of holding CI. Its output is read as it comes,
+/// so that a full pipe never holds it.
+pub fn output_within(mut command: Command, limit: Duration) -> std::process::Output {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("the command starts");
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().expect("piped")));
+    let stderr = read_all(Box::new(child.stderr.take().expect("piped")));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("its status") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} ran past {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (stdout, stderr) = (stdout.join().expect("stdout read"), stderr.join().expect("stderr read"));
+    std::process::Output { status, stdout, stderr }
+}
