@@ -10,7 +10,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::process::{Child, Command, Stdio};
 
@@ -267,9 +267,16 @@ impl Drop for GatewayProcess {
     }
 }
 
-/// Opens `count` connections to `gateway`, each sent `bytes`, and two seconds later
-/// returns them, open, with how far the gateway's resident memory grew, in MiB.
-fn holding(gateway: &GatewayProcess, count: usize, bytes: &[u8]) -> (Vec<TcpStream>, f64) {
+/// Opens `count` connections to `gateway`, each sent `bytes`, and returns them, open,
+/// with how far the gateway's resident memory grew, in MiB, once `held` says the
+/// gateway holds them and its memory has stopped growing: measured after a fixed
+/// pause, a slow machine's gateway that had read few of them would pass for small.
+fn holding(
+    gateway: &GatewayProcess,
+    count: usize,
+    bytes: &[u8],
+    held: impl Fn(&GatewayProcess) -> bool,
+) -> (Vec<TcpStream>, f64) {
     let (_, idle_mib) = gateway.memory_mib();
     let address = gateway.base.trim_start_matches("http://").to_owned();
     let streams = (0..count)
@@ -279,9 +286,21 @@ fn holding(gateway: &GatewayProcess, count: usize, bytes: &[u8]) -> (Vec<TcpStre
             stream
         })
         .collect();
-    std::thread::sleep(Duration::from_secs(2));
-    let (_, held_mib) = gateway.memory_mib();
-    (streams, held_mib - idle_mib)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !held(gateway) {
+        assert!(Instant::now() < deadline, "the gateway did not take the connections within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut held_mib = gateway.memory_mib().1;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now_mib = gateway.memory_mib().1;
+        if now_mib <= held_mib + 0.1 || Instant::now() > deadline {
+            break;
+        }
+        held_mib = now_mib;
+    }
+    (streams, held_mib.max(gateway.memory_mib().1) - idle_mib)
 }
 
 /// What `connections` may hold by the bound the pods' and gateways' memory counts, MiB.
@@ -310,7 +329,9 @@ fn connections_holding_heads_at_the_limit_stay_within_their_bound() {
     ]);
     // A head just short of the limit, never finished: each connection holds it.
     let head = format!("POST /v1/remove HTTP/1.1\r\nHost: x\r\nX-Long: {}", "a".repeat(62 * 1024));
-    let (streams, grew) = holding(&gateway, CONNECTIONS, head.as_bytes());
+    let open =
+        |gateway: &GatewayProcess| gateway.metric("matte_gateway_open_connections") >= Some(MAX_CONNECTIONS as f64);
+    let (streams, grew) = holding(&gateway, CONNECTIONS, head.as_bytes(), open);
     let per_connection_kib = grew * 1024.0 / MAX_CONNECTIONS as f64;
     let bound_mib = connections_bound_mib(MAX_CONNECTIONS);
     println!(
@@ -346,7 +367,9 @@ fn connections_whose_requests_wait_with_long_heads_stay_within_their_bound() {
     );
     // One connection left for reading the metrics.
     let waiting_requests = WAITING_CONNECTIONS - 1;
-    let (streams, grew) = holding(&gateway, waiting_requests, request.as_bytes());
+    let all_waiting =
+        |gateway: &GatewayProcess| gateway.metric("matte_gateway_queue_depth") >= Some(waiting_requests as f64);
+    let (streams, grew) = holding(&gateway, waiting_requests, request.as_bytes(), all_waiting);
     let waiting = gateway.metric("matte_gateway_queue_depth");
     let per_connection_kib = grew * 1024.0 / waiting_requests as f64;
     let bound_mib = connections_bound_mib(WAITING_CONNECTIONS);
