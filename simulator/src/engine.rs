@@ -879,6 +879,7 @@ impl<'a> Engine<'a> {
                 billed_from_seconds: pod.billed_from,
                 ready_seconds: pod.ready_at,
                 ended_seconds: pod.ended_at.unwrap_or(end),
+                given_back: pod.ended_at.is_some(),
                 images_served: pod.served,
                 backlog_when_ready: pod.backlog_when_ready,
                 peak_outstanding: pod.peak_outstanding,

@@ -70,7 +70,9 @@ pub fn outcome(policy: PolicyName, settings: &Settings, bursts: &[Burst], run: &
         added_node_seconds: run.added_node_seconds,
         pod_starts: started.len(),
         wasted_starts: started.iter().filter(|pod| is_wasted(pod)).count(),
-        cancelled_starts: started.iter().filter(|pod| pod.ready_seconds.is_none()).count(),
+        // Given back before ready; one still starting or waiting for a GPU at the end
+        // was never given back.
+        cancelled_starts: started.iter().filter(|pod| pod.ready_seconds.is_none() && pod.given_back).count(),
         flaps: flaps(&run.changes, settings.flap_window_seconds),
         reaction_median_seconds: median(reactions.clone()),
         bursts_with_new_pods: reactions.len(),

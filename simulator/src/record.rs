@@ -11,7 +11,10 @@ pub struct PodRecord {
     /// When it got a GPU; `None` if it never did.
     pub billed_from_seconds: Option<f64>,
     pub ready_seconds: Option<f64>,
+    /// When it was given back, or the run's end if it was not.
     pub ended_seconds: f64,
+    /// Whether it was given back before the run's end.
+    pub given_back: bool,
     pub images_served: u64,
     /// Whether anything was waiting (queued, held or retrying) when it became ready.
     pub backlog_when_ready: bool,

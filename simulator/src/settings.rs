@@ -143,9 +143,12 @@ impl Settings {
         self.service_seconds * (self.service_sigma * self.service_sigma / 2.0).exp()
     }
 
-    /// What one pod processes per second when busy, running batches of one.
+    /// What one pod processes per second when busy: in full batches, each image after
+    /// the first at [`BATCHED_IMAGE_COST`] of its solo time (the anchors' targets are a
+    /// share of it, as an operator would measure a pod's throughput under load).
     pub fn nominal_images_per_pod_second(&self) -> f64 {
-        1.0 / self.mean_service_seconds()
+        let batch = self.max_batch_size.max(1) as f64;
+        batch / (self.mean_service_seconds() * (1.0 + BATCHED_IMAGE_COST * (batch - 1.0)))
     }
 
     /// The windows of Matte's quantities, as the operator sets them for these scrape
@@ -319,6 +322,14 @@ mod tests {
             let settings = scenario.settings();
             assert_eq!(settings.validate().ok(), Some(()), "{}", scenario.name());
         }
+    }
+
+    #[test]
+    fn a_busy_pod_runs_full_batches_each_image_after_the_first_at_its_batched_cost() {
+        let solo = burst_train();
+        let batched = Settings { max_batch_size: 4, ..solo.clone() };
+        let ratio = batched.nominal_images_per_pod_second() / solo.nominal_images_per_pod_second();
+        assert!((ratio - 4.0 / (1.0 + 3.0 * BATCHED_IMAGE_COST)).abs() < 1e-9, "{ratio}");
     }
 
     #[test]

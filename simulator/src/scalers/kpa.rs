@@ -6,7 +6,7 @@
 //!
 //! Concurrency comes straight from the queue-proxies and the activator, sampled every
 //! second, not from Prometheus. The container concurrency is what a pod holds before it
-//! refuses: its queue capacity plus the batch in inference.
+//! refuses: its queue capacity, the batch in inference included.
 
 use std::collections::VecDeque;
 
@@ -29,7 +29,6 @@ pub struct Kpa {
     /// Concurrency one pod should carry.
     target: f64,
     samples: VecDeque<(f64, f64)>,
-    first_sample: Option<f64>,
     panicking_since: Option<f64>,
     max_panic_pods: u32,
     zero_wanted_since: Option<f64>,
@@ -37,13 +36,12 @@ pub struct Kpa {
 
 impl Kpa {
     pub fn new(settings: &Settings) -> Self {
-        let container_concurrency = (settings.queue_capacity + settings.max_batch_size) as f64;
+        let container_concurrency = settings.queue_capacity as f64;
         Self {
             min: settings.min_replicas,
             max: settings.max_replicas,
             target: TARGET_UTILIZATION * container_concurrency,
             samples: VecDeque::new(),
-            first_sample: None,
             panicking_since: None,
             max_panic_pods: 0,
             zero_wanted_since: None,
@@ -51,14 +49,17 @@ impl Kpa {
     }
 
     /// The mean of the per-second samples in the window; a window not yet filled is
-    /// averaged over the time there has been data, as Knative does.
+    /// averaged over the time there has been data, as Knative does. Over the samples
+    /// taken, not the window's seconds: a decision comes before the sample of its own
+    /// second, and dividing the window's others by all its seconds read 5/6 of the
+    /// concurrency in the panic window.
     fn window_average(&self, now: f64, window: f64) -> f64 {
-        let Some(first) = self.first_sample else {
+        let in_window: Vec<f64> =
+            self.samples.iter().filter(|(at, _)| *at > now - window).map(|(_, value)| *value).collect();
+        if in_window.is_empty() {
             return 0.0;
-        };
-        let seconds = window.min(now - first + 1.0).max(1.0);
-        let sum: f64 = self.samples.iter().filter(|(at, _)| *at > now - window).map(|(_, value)| value).sum();
-        sum / seconds
+        }
+        in_window.iter().sum::<f64>() / in_window.len() as f64
     }
 
     /// The decider of `autoscaler.go`: the pods KPA wants before the bounds.
@@ -96,7 +97,6 @@ impl Scaler for Kpa {
     }
 
     fn sample(&mut self, view: &ClusterView) {
-        self.first_sample.get_or_insert(view.now);
         self.samples.push_back((view.now, view.inflight));
         while self.samples.front().is_some_and(|(at, _)| *at <= view.now - STABLE_WINDOW_SECONDS) {
             self.samples.pop_front();
@@ -111,5 +111,28 @@ impl Scaler for Kpa {
         }
         let since = *self.zero_wanted_since.get_or_insert(view.now);
         if view.now - since >= SCALE_TO_ZERO_GRACE_SECONDS { 0 } else { view.replicas }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Scenario;
+
+    #[test]
+    fn a_window_averages_the_samples_it_holds() {
+        let mut kpa = Kpa::new(&Scenario::BurstTrain.settings());
+        // A decision at 6 s comes before that second's sample: 1..=5 s are in the panic
+        // window, and their mean is the concurrency (a sum over 6 s read 5/6 of it).
+        kpa.samples.extend((1..=5).map(|second| (f64::from(second), 12.0)));
+        assert_eq!(kpa.window_average(6.0, PANIC_WINDOW_SECONDS), 12.0);
+        assert_eq!(kpa.window_average(6.0, STABLE_WINDOW_SECONDS), 12.0, "a window not yet filled");
+        assert_eq!(Kpa::new(&Scenario::BurstTrain.settings()).window_average(6.0, PANIC_WINDOW_SECONDS), 0.0);
+    }
+
+    #[test]
+    fn the_target_is_a_share_of_what_a_pod_holds_its_batch_included() {
+        let settings = Settings { queue_capacity: 16, max_batch_size: 4, ..Scenario::BurstTrain.settings() };
+        assert!((Kpa::new(&settings).target - TARGET_UTILIZATION * 16.0).abs() < 1e-9);
     }
 }
