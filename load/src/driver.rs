@@ -24,6 +24,15 @@ pub const INFERENCE_HEADER: &str = matte_common::headers::INFERENCE_SECONDS;
 pub const DEFAULT_RETRY_WAIT: Duration = Duration::from_secs(1);
 /// Longest wait honoured from a `Retry-After` header.
 pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+/// Shortest wait before retrying a 429, whatever its `Retry-After` says: a server
+/// answering `Retry-After: 0` would otherwise be asked again in a tight loop.
+pub const MIN_RETRY_WAIT: Duration = Duration::from_millis(50);
+/// A worker's pause after a request got no response (a refused or broken
+/// connection): against a server that is down, it would otherwise send as fast as
+/// connections fail, and keep an outcome of each.
+pub const TRANSPORT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// The largest image file read: the most any server takes in one body.
+pub const MAX_IMAGE_BYTES: u64 = matte_common::memory::MAX_BODY_BYTES_LIMIT;
 
 /// One image file, read once and sent many times.
 #[derive(Debug, Clone)]
@@ -36,7 +45,13 @@ pub struct Image {
 impl Image {
     pub fn load(path: &Path) -> Result<Self, LoadError> {
         let content_type = content_type_for(path)?;
-        let data = std::fs::read(path).map_err(|source| LoadError::ReadImage { path: path.to_owned(), source })?;
+        let unreadable = |source| LoadError::ReadImage { path: path.to_owned(), source };
+        // A regular file of a bounded size: a FIFO would block, a device never end.
+        let metadata = std::fs::metadata(path).map_err(unreadable)?;
+        if !metadata.is_file() || metadata.len() > MAX_IMAGE_BYTES {
+            return Err(LoadError::ImageNotAFile { path: path.to_owned(), max_bytes: MAX_IMAGE_BYTES });
+        }
+        let data = std::fs::read(path).map_err(unreadable)?;
         if data.is_empty() {
             return Err(LoadError::EmptyImage { path: path.to_owned() });
         }
@@ -93,6 +108,7 @@ pub fn retry_wait(retry_after: Option<&str>) -> Duration {
         .and_then(|value| value.trim().parse::<f64>().ok())
         .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
         .map_or(DEFAULT_RETRY_WAIT, |seconds| Duration::from_secs_f64(seconds.min(MAX_RETRY_WAIT.as_secs_f64())))
+        .max(MIN_RETRY_WAIT)
 }
 
 /// When a run stops.
@@ -140,6 +156,8 @@ struct Outcome {
     queue_wait: Option<f64>,
     inference: Option<f64>,
     retries: u32,
+    /// When the final response ended (or failed).
+    finished: Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -171,10 +189,20 @@ pub struct Summary {
     pub status_counts: BTreeMap<u16, u64>,
     /// The non-2xx part of `status_counts`.
     pub errors_by_status: BTreeMap<u16, u64>,
+    /// From the first measured request to the last answer, the requests still in
+    /// flight at a `--duration`'s end included.
     pub elapsed_seconds: f64,
-    /// Successful (2xx) requests per second of `elapsed_seconds`.
+    /// What the rates are taken over: the `--duration`, or `elapsed_seconds` for a
+    /// count of requests. The answers to requests in flight when a duration ends come
+    /// after it, some as late as `--timeout`; over the whole elapsed time, one request
+    /// hung until its time-out would have divided a 10 s run's rate by seven.
+    pub measured_seconds: f64,
+    /// Successful (2xx) requests answered within `measured_seconds`, per second of it.
     pub throughput_images_per_second: f64,
-    /// All counted requests per second of `elapsed_seconds`.
+    /// Successful requests answered after a `--duration` ended: counted in `ok`, not
+    /// in the throughput.
+    pub ok_after_duration: u64,
+    /// Counted requests ended within `measured_seconds`, per second of it.
     pub requests_per_second: f64,
     /// Latency of the successful requests, retry waits included.
     pub latency_seconds: Option<Distribution>,
@@ -186,7 +214,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    fn new(config: &Config, outcomes: &[Outcome], elapsed: Duration) -> Self {
+    fn new(config: &Config, outcomes: &[Outcome], started: Instant) -> Self {
         let mut status_counts = BTreeMap::new();
         let (mut transport_errors, mut timeouts, mut retries_429) = (0, 0, 0);
         let mut first_transport_error = None;
@@ -220,8 +248,21 @@ impl Summary {
             .collect();
         let ok = latencies.len() as u64;
         let requests = outcomes.len() as u64;
-        let elapsed_seconds = elapsed.as_secs_f64();
-        let per_second = |n: u64| if elapsed_seconds > 0.0 { n as f64 / elapsed_seconds } else { 0.0 };
+        let ended = outcomes.iter().map(|outcome| outcome.finished).max().unwrap_or(started);
+        let elapsed_seconds = ended.saturating_duration_since(started).as_secs_f64();
+        let window_end = match config.stop {
+            Stop::Duration(duration) => (started + duration).min(ended),
+            Stop::Requests(_) => ended,
+        };
+        let measured_seconds = window_end.saturating_duration_since(started).as_secs_f64();
+        let within = |outcome: &&Outcome| outcome.finished <= window_end;
+        let ok_within = outcomes
+            .iter()
+            .filter(within)
+            .filter(|outcome| outcome.result.as_ref().is_ok_and(|s| s.is_success()))
+            .count() as u64;
+        let requests_within = outcomes.iter().filter(within).count() as u64;
+        let per_second = |n: u64| if measured_seconds > 0.0 { n as f64 / measured_seconds } else { 0.0 };
         let header_samples =
             |pick: fn(&Outcome) -> Option<f64>| -> Vec<f64> { outcomes.iter().filter_map(pick).collect() };
         Self {
@@ -238,8 +279,10 @@ impl Summary {
             errors_by_status,
             status_counts,
             elapsed_seconds,
-            throughput_images_per_second: per_second(ok),
-            requests_per_second: per_second(requests),
+            measured_seconds,
+            throughput_images_per_second: per_second(ok_within),
+            ok_after_duration: ok - ok_within,
+            requests_per_second: per_second(requests_within),
             latency_seconds: Distribution::from_samples(&latencies),
             queue_wait_seconds: Distribution::from_samples(&header_samples(|o| o.queue_wait)),
             inference_seconds: Distribution::from_samples(&header_samples(|o| o.inference)),
@@ -264,7 +307,9 @@ pub async fn run(config: &Config) -> Result<Summary, LoadError> {
     if config.concurrency == 0 {
         return Err(LoadError::ZeroConcurrency);
     }
+    // No proxy: a system proxy (http_proxy) would be what is measured.
     let client = Client::builder()
+        .no_proxy()
         .timeout(config.timeout)
         .pool_max_idle_per_host(config.concurrency)
         .build()
@@ -281,7 +326,7 @@ pub async fn run(config: &Config) -> Result<Summary, LoadError> {
     }
     let started = Instant::now();
     let outcomes = run_phase(&shared, config.concurrency, config.stop).await?;
-    Ok(Summary::new(config, &outcomes, started.elapsed()))
+    Ok(Summary::new(config, &outcomes, started))
 }
 
 async fn run_phase(shared: &Arc<Shared>, concurrency: usize, stop: Stop) -> Result<Vec<Outcome>, LoadError> {
@@ -305,7 +350,12 @@ async fn run_phase(shared: &Arc<Shared>, concurrency: usize, stop: Stop) -> Resu
                     break;
                 }
                 let image = &shared.images[(index % shared.images.len() as u64) as usize];
-                outcomes.push(send(&shared, image, deadline).await);
+                let outcome = send(&shared, image, deadline).await;
+                let unanswered = matches!(outcome.result, Err(Failure::Other(_)));
+                outcomes.push(outcome);
+                if unanswered {
+                    tokio::time::sleep(TRANSPORT_ERROR_PAUSE).await;
+                }
             }
             outcomes
         });
@@ -354,6 +404,7 @@ async fn send(shared: &Shared, image: &Image, deadline: Option<Instant>) -> Outc
             queue_wait: header_seconds(&headers, QUEUE_WAIT_HEADER),
             inference: header_seconds(&headers, INFERENCE_HEADER),
             retries,
+            finished: Instant::now(),
         };
     }
 }
@@ -377,6 +428,7 @@ fn failed(error: reqwest::Error, started: Instant, retries: u32) -> Outcome {
         queue_wait: None,
         inference: None,
         retries,
+        finished: Instant::now(),
     }
 }
 
@@ -461,7 +513,7 @@ mod tests {
     fn retry_after_is_honoured_within_bounds() {
         assert_eq!(retry_wait(Some("3")), Duration::from_secs(3));
         assert_eq!(retry_wait(Some(" 0.5 ")), Duration::from_millis(500));
-        assert_eq!(retry_wait(Some("0")), Duration::ZERO);
+        assert_eq!(retry_wait(Some("0")), MIN_RETRY_WAIT, "never a tight loop");
         assert_eq!(retry_wait(Some("86400")), MAX_RETRY_WAIT);
         assert_eq!(retry_wait(Some("-1")), DEFAULT_RETRY_WAIT);
         assert_eq!(retry_wait(Some("Wed, 21 Oct 2015 07:28:00 GMT")), DEFAULT_RETRY_WAIT);

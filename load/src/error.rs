@@ -12,6 +12,9 @@ pub enum LoadError {
         source: std::io::Error,
     },
 
+    #[error("image file {} is not a regular file of at most {max_bytes} bytes", path.display())]
+    ImageNotAFile { path: PathBuf, max_bytes: u64 },
+
     #[error("image file {} is empty", path.display())]
     EmptyImage { path: PathBuf },
 

@@ -64,7 +64,7 @@ struct Cli {
     retry_429: bool,
 
     /// Most retries of one request under --retry-429.
-    #[arg(long, default_value_t = 10, requires = "retry_429")]
+    #[arg(long, default_value_t = 10, requires = "retry_429", value_parser = clap::value_parser!(u32).range(0..=1000))]
     max_retries: u32,
 
     /// Print one JSON object instead of the table.
@@ -95,8 +95,8 @@ impl Format {
 
 fn parse_seconds(value: &str) -> Result<Duration, String> {
     match value.trim().parse::<f64>() {
-        Ok(seconds) if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 => Ok(Duration::from_secs_f64(seconds)),
-        _ => Err(format!("{value:?} is not a positive number of seconds")),
+        Ok(seconds) if seconds.is_finite() && (0.001..1e9).contains(&seconds) => Ok(Duration::from_secs_f64(seconds)),
+        _ => Err(format!("{value:?} is not a number of seconds from 0.001")),
     }
 }
 
@@ -182,7 +182,10 @@ async fn run(cli: &Cli) -> Result<Summary, LoadError> {
 fn print_table(s: &Summary) {
     println!("requests      {} in {:.2} s ({:.2} requests/s)", s.requests, s.elapsed_seconds, s.requests_per_second);
     println!("ok            {}", s.ok);
-    println!("throughput    {:.2} images/s", s.throughput_images_per_second);
+    println!("throughput    {:.2} images/s over {:.2} s", s.throughput_images_per_second, s.measured_seconds);
+    if s.ok_after_duration > 0 {
+        println!("              {} answered after the duration, not counted in it", s.ok_after_duration);
+    }
     let statuses: Vec<String> = s.status_counts.iter().map(|(status, n)| format!("{status}: {n}")).collect();
     println!("by status     {}", if statuses.is_empty() { "-".to_owned() } else { statuses.join(", ") });
     println!("429           {} rejected, {} retried", s.rejected_429, s.retries_429);

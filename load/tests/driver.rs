@@ -137,8 +137,9 @@ fn assert_consistent(s: &Summary) {
     assert_eq!(s.errors_by_status.values().sum::<u64>(), answered - ok);
     assert_eq!(s.rejected_429, s.status_counts.get(&429).copied().unwrap_or(0));
     assert_eq!(s.latency_seconds.map_or(0, |d| d.count) as u64, s.ok);
-    assert!(s.elapsed_seconds > 0.0);
-    assert!((s.throughput_images_per_second - s.ok as f64 / s.elapsed_seconds).abs() < 1e-9);
+    assert!(s.elapsed_seconds > 0.0 && s.measured_seconds <= s.elapsed_seconds);
+    let ok_within = (s.ok - s.ok_after_duration) as f64;
+    assert!((s.throughput_images_per_second - ok_within / s.measured_seconds).abs() < 1e-9);
     if let Some(latency) = s.latency_seconds {
         assert!(latency.min <= latency.p50 && latency.p50 <= latency.p90 && latency.p90 <= latency.p95);
         assert!(latency.p95 <= latency.p99 && latency.p99 <= latency.max);
@@ -228,6 +229,28 @@ async fn a_duration_run_stops_on_time() {
     assert!(s.elapsed_seconds >= 0.3 && s.elapsed_seconds < 3.0, "{}", s.elapsed_seconds);
     let latency = s.latency_seconds.expect("latency");
     assert!(latency.min >= 0.02, "{latency:?}");
+}
+
+#[tokio::test]
+async fn a_duration_run_s_throughput_counts_the_answers_within_it() {
+    // The first request is answered 2 s in, long after the 0.5 s run has ended.
+    let (_server, base) =
+        serve(
+            |hit| {
+                if hit == 0 { Reply::SlowOk(Duration::from_secs(2)) } else { Reply::SlowOk(Duration::from_millis(20)) }
+            },
+        )
+        .await;
+    let config = config(&base, "drain", 2, Stop::Duration(Duration::from_millis(500)));
+    let s = driver::run(&config).await.expect("run");
+    assert_consistent(&s);
+    assert!(s.elapsed_seconds >= 2.0, "the run waits for the answer in flight: {}", s.elapsed_seconds);
+    assert!((s.measured_seconds - 0.5).abs() < 1e-6, "{}", s.measured_seconds);
+    // The slow answer, and the other worker's if it was in flight at the end.
+    assert!((1..=2).contains(&s.ok_after_duration), "{s:#?}");
+    // Over the whole 2 s, the rate would have read a quarter of what was served.
+    assert!(s.throughput_images_per_second >= (s.ok - 2) as f64 / 0.5 - 1e-9, "{s:#?}");
+    assert!(s.throughput_images_per_second > 2.0 * s.ok as f64 / s.elapsed_seconds, "{s:#?}");
 }
 
 #[tokio::test]
