@@ -20,7 +20,7 @@ use matte_common::fetch_model as flags;
 pub use matte_common::fetch_model::SUBCOMMAND;
 
 /// The flags of `matte-inference fetch-model`.
-#[derive(Debug, Clone, Parser)]
+#[derive(Clone, Parser)]
 #[command(name = "matte-inference fetch-model", about = "Download a model over HTTPS and verify its SHA-256")]
 pub struct FetchArgs {
     /// Where the model is; https only.
@@ -52,25 +52,53 @@ pub struct FetchArgs {
     pub authorization: Option<String>,
 }
 
+/// Shows every flag but the authorization's value.
+impl std::fmt::Debug for FetchArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FetchArgs")
+            .field("url", &self.url)
+            .field("sha256", &self.sha256)
+            .field("output", &self.output)
+            .field("connect_timeout_seconds", &self.connect_timeout_seconds)
+            .field("timeout_seconds", &self.timeout_seconds)
+            .field("max_bytes", &self.max_bytes)
+            .field("ca_file", &self.ca_file)
+            .field("authorization", &self.authorization.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// The longest a download may go without a byte before it is given up: a server that
+/// stalls is told from a slow link within a minute, not at the end of the whole
+/// download's time-out (up to a day).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Why a model could not be fetched; each message names the problem, never a credential.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("--url {0:?} is not an https:// URL (models are fetched over HTTPS only)")]
+    #[error("--url is not an https:// URL with a host (models are fetched over HTTPS only): {0}")]
     NotHttps(String),
+    #[error("--url carries a user name or password: give credentials in {}", flags::AUTHORIZATION_ENV)]
+    CredentialsInUrl,
     #[error("--sha256 {0:?} is not 64 lowercase hex digits")]
     BadDigest(String),
-    #[error("the authorization value is not a valid HTTP header value")]
-    BadAuthorization,
+    #[error(
+        "{env} (the resource's model.download.authorizationSecret) is not a valid HTTP header value: {0}",
+        env = flags::AUTHORIZATION_ENV
+    )]
+    BadAuthorization(&'static str),
     #[error("cannot read the CA file {path}: {reason}")]
     CaFile { path: PathBuf, reason: String },
     #[error("cannot set up the HTTPS client: {0}")]
     Client(String),
-    #[error("{url} answered {status}")]
-    Status { url: String, status: reqwest::StatusCode },
+    #[error("{url} answered {status}{redirected}")]
+    Status { url: String, status: reqwest::StatusCode, redirected: String },
     #[error("downloading {url} failed: {reason}")]
     Transfer { url: String, reason: String },
     #[error("downloading {url} took longer than {seconds} s")]
     Timeout { url: String, seconds: u64 },
+    #[error("{url} sent nothing for {} s after {received} bytes", IDLE_TIMEOUT.as_secs())]
+    Stalled { url: String, received: u64 },
     #[error("{url} is larger than --max-bytes {limit} (the resource's model.download.sizeLimit)")]
     TooLarge { url: String, limit: u64 },
     #[error("{url} sent {received} bytes but announced {announced}")]
@@ -87,7 +115,13 @@ pub enum FetchError {
 /// code is the process's.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let mut args = FetchArgs::parse_from(args);
-    args.authorization = std::env::var(flags::AUTHORIZATION_ENV).ok().filter(|value| !value.is_empty());
+    args.authorization = match authorization_from(std::env::var_os(flags::AUTHORIZATION_ENV)) {
+        Ok(value) => value,
+        Err(error) => {
+            eprintln!("matte-inference fetch-model: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -105,6 +139,19 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The `Authorization` header's value from the environment's: none when unset or
+/// empty, without the line end a Secret made from a file keeps (`echo … > token`), and
+/// refused, never silently dropped, when it is not text.
+fn authorization_from(value: Option<OsString>) -> Result<Option<String>, FetchError> {
+    let Some(value) = value else { return Ok(None) };
+    let text = value.into_string().map_err(|_| FetchError::BadAuthorization("it is not UTF-8 text"))?;
+    let text = text.trim_end_matches(['\r', '\n', ' ', '\t']);
+    if text.chars().any(|c| c.is_control()) {
+        return Err(FetchError::BadAuthorization("it holds a control character (a line break inside it?)"));
+    }
+    Ok(Some(text.to_owned()).filter(|text| !text.is_empty()))
 }
 
 /// What a successful run did.
@@ -181,15 +228,24 @@ async fn download(
     let transfer = |error: reqwest::Error| FetchError::Transfer { url: shown.to_owned(), reason: describe(error) };
     let too_large = || FetchError::TooLarge { url: shown.to_owned(), limit: request.max_bytes };
     let Request { url, authorization, max_bytes } = request;
+    let first_host = url.host_str().map(str::to_owned);
     let mut request = client.get(url);
     if let Some(value) = authorization {
-        let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|_| FetchError::BadAuthorization)?;
+        let mut value = reqwest::header::HeaderValue::from_str(value)
+            .map_err(|_| FetchError::BadAuthorization("it is not visible ASCII"))?;
         value.set_sensitive(true);
         request = request.header(reqwest::header::AUTHORIZATION, value);
     }
     let mut response = request.send().await.map_err(transfer)?;
     if !response.status().is_success() {
-        return Err(FetchError::Status { url: shown.to_owned(), status: response.status() });
+        // The host that answered: after a redirect (to a CDN, to object storage), the
+        // first one's credentials are not what was refused.
+        let redirected = if response.url().host_str() != first_host.as_deref() {
+            format!(" after a redirect from {shown}; the Authorization header is not sent to another host")
+        } else {
+            String::new()
+        };
+        return Err(FetchError::Status { url: redacted(response.url()), status: response.status(), redirected });
     }
     let announced = response.content_length();
     if announced.is_some_and(|length| length > max_bytes) {
@@ -199,7 +255,10 @@ async fn download(
     let mut file = std::fs::File::create(partial).map_err(write_error)?;
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     let mut received = 0u64;
-    while let Some(chunk) = response.chunk().await.map_err(transfer)? {
+    let stalled = |received| FetchError::Stalled { url: shown.to_owned(), received };
+    loop {
+        let next = tokio::time::timeout(IDLE_TIMEOUT, response.chunk()).await.map_err(|_| stalled(received))?;
+        let Some(chunk) = next.map_err(transfer)? else { break };
         received += chunk.len() as u64;
         if received > max_bytes {
             return Err(too_large());
@@ -236,10 +295,15 @@ fn client(args: &FetchArgs) -> Result<reqwest::Client, FetchError> {
 }
 
 fn checked_url(text: &str) -> Result<reqwest::Url, FetchError> {
-    match reqwest::Url::parse(text) {
-        Ok(url) if url.scheme() == "https" && url.host().is_some() => Ok(url),
-        _ => Err(FetchError::NotHttps(text.to_owned())),
+    // Neither the URL nor the parser's words about it are shown: either may hold a token.
+    let url = reqwest::Url::parse(text).map_err(|error| FetchError::NotHttps(error.to_string()))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(FetchError::CredentialsInUrl);
     }
+    if url.scheme() != "https" || url.host().is_none() {
+        return Err(FetchError::NotHttps(format!("its scheme is {:?}", url.scheme())));
+    }
+    Ok(url)
 }
 
 fn checked_digest(text: &str) -> Result<String, FetchError> {
@@ -261,15 +325,19 @@ fn redacted(url: &reqwest::Url) -> String {
     shown.to_string()
 }
 
-/// An error and its causes in one line; reqwest's without the URL (which may carry a
-/// token in its query).
+/// An error and its causes in one line; reqwest's with their URLs redacted (a redirect's
+/// target, a signed URL of object storage, may carry a token in its query).
 fn describe(error: reqwest::Error) -> String {
     let error = error.without_url();
     let mut text = error.to_string();
     let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
+        let mut said = cause.to_string();
+        if let Some(url) = cause.downcast_ref::<reqwest::Error>().and_then(reqwest::Error::url) {
+            said = said.replace(url.as_str(), &redacted(url));
+        }
         text.push_str(": ");
-        text.push_str(&cause.to_string());
+        text.push_str(&said);
         source = cause.source();
     }
     text
@@ -308,6 +376,39 @@ mod tests {
         for url in ["http://models.example/isnet.onnx", "file:///models/isnet.onnx", "https://", "models.example"] {
             assert!(matches!(checked_url(url), Err(FetchError::NotHttps(_))), "{url}");
         }
+    }
+
+    #[test]
+    fn a_url_with_credentials_is_refused_without_showing_them() {
+        let refused = checked_url("https://me:s3cret@models.example/m.onnx").expect_err("credentials");
+        assert!(matches!(refused, FetchError::CredentialsInUrl));
+        assert!(!refused.to_string().contains("s3cret"), "{refused}");
+        let unparsable = checked_url("https://models.example:99999/m.onnx?token=s3cret").expect_err("a bad port");
+        assert!(!unparsable.to_string().contains("s3cret"), "{unparsable}");
+    }
+
+    #[test]
+    fn the_authorization_loses_a_files_line_end_and_is_refused_when_it_is_not_text() {
+        let from = |value: &str| authorization_from(Some(OsString::from(value)));
+        assert_eq!(from("Bearer abc\n").expect("trimmed"), Some("Bearer abc".to_owned()));
+        assert_eq!(from("Bearer abc\r\n").expect("trimmed"), Some("Bearer abc".to_owned()));
+        assert_eq!(from("").expect("empty"), None);
+        assert_eq!(authorization_from(None).expect("unset"), None);
+        let inner = from("Bearer a\nb").expect_err("a line break inside");
+        assert!(inner.to_string().contains("MATTE_MODEL_AUTHORIZATION"), "{inner}");
+        assert!(!inner.to_string().contains("Bearer"), "never the value: {inner}");
+        use std::os::unix::ffi::OsStringExt;
+        let not_text = authorization_from(Some(OsString::from_vec(vec![0x42, 0xff, 0xfe])));
+        assert!(matches!(not_text, Err(FetchError::BadAuthorization(_))));
+    }
+
+    #[test]
+    fn the_arguments_debug_without_the_authorization() {
+        let mut args =
+            FetchArgs::parse_from(["fetch-model", "--url", "https://x/m", "--sha256", "a", "--output", "/m"]);
+        args.authorization = Some("Bearer s3cret".into());
+        let shown = format!("{args:?}");
+        assert!(!shown.contains("s3cret") && shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

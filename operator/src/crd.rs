@@ -185,6 +185,9 @@ impl Default for GatewaySpec {
         .message("model: give exactly one of url, persistentVolumeClaim or path"),
     validation = Rule::new("!has(self.url) || self.url.startsWith('https://')")
         .message("model.url must be an https:// URL (models are fetched over HTTPS only)"),
+    // Credentials in the URL would be in the pod's spec, readable with the pods.
+    validation = Rule::new("!has(self.url) || !self.url.matches('^https://[^/?#]*@')")
+        .message("model.url must not carry a user name or password: give credentials in model.download.authorizationSecret"),
     validation = Rule::new("!has(self.url) || has(self.sha256)")
         .message("model.sha256 is required with model.url: a downloaded model is always verified"),
     validation = Rule::new("!has(self.download) || has(self.url)")
@@ -776,6 +779,10 @@ mod tests {
         assert!(model(serde_json::json!({"url": "ftp://x/m.onnx", "sha256": digest})).is_err(), "not https");
         assert!(model(serde_json::json!({"url": "http://x/m.onnx", "sha256": digest})).is_err(), "plain http");
         assert!(model(serde_json::json!({"url": "https://x/m.onnx"})).is_err(), "no sha256");
+        let with_userinfo = serde_json::json!({"url": "https://me:token@x/m.onnx", "sha256": digest});
+        assert!(model(with_userinfo).is_err(), "credentials in the URL");
+        let at_in_path = serde_json::json!({"url": "https://x/models/a@2x.onnx", "sha256": digest});
+        assert!(model(at_in_path).is_ok(), "an @ in the path is no user name");
         let download = serde_json::json!({"connectTimeoutSeconds": 10, "timeoutSeconds": 600});
         assert!(model(serde_json::json!({"path": "/m", "download": download})).is_err(), "download without url");
 
