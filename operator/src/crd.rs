@@ -243,7 +243,7 @@ pub struct ModelDownload {
     pub ca_config_map: Option<KeyReference>,
     /// The most the model may take (8Gi by default): a larger announced length is
     /// refused before anything is written, a body without one is cut past it, and the
-    /// emptyDir it is downloaded into is limited to it.
+    /// emptyDir it is downloaded into is limited to it and 1 % (at least 16 MiB) more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_limit: Option<Quantity>,
     /// Longest wait for the TCP and TLS connection.

@@ -27,6 +27,9 @@ pub(super) const HTTP_PORT: i32 = paths::PORT as i32;
 /// TensorRT, its engine's build.
 pub const STARTUP_MARGIN_SECONDS: i32 = 600;
 
+/// The least room the model's volume has beyond the model's bound (1 % of it above that).
+const MODEL_VOLUME_HEADROOM_MIN_BYTES: u64 = 16 * 1024 * 1024;
+
 /// The longest a pod of `spec` may take from scheduled to ready: its model's download
 /// time-out, when it fetches one, and [`STARTUP_MARGIN_SECONDS`]. A rollout with no pod
 /// turning ready for as long is reported stalled (`ProgressDeadlineExceeded`, which the
@@ -231,8 +234,13 @@ fn model_source(brs: &BackgroundRemovalService, valid: &Valid) -> (String, Vec<V
     if let Some(url) = &model.url {
         let target = format!("{MODEL_DIR}/{MODEL_FILE}");
         let download = model.download.clone().unwrap_or_default();
-        // Bounded by default: a server sending without end must not fill the node's disk.
-        let size_limit = download.size_limit.clone().unwrap_or_else(|| mebibytes(valid.model_max_bytes));
+        // Bounded: a server sending without end must not fill the node's disk. A little
+        // above the model's own bound: a model just within it takes a few more blocks
+        // on disk, and over the volume's limit the kubelet evicts the pod, saying
+        // nothing of the model.
+        let volume_bytes =
+            valid.model_max_bytes.saturating_add((valid.model_max_bytes / 100).max(MODEL_VOLUME_HEADROOM_MIN_BYTES));
+        let size_limit = mebibytes(volume_bytes);
         let mut volumes = vec![Volume {
             name: "model".into(),
             empty_dir: Some(EmptyDirVolumeSource { size_limit: Some(size_limit), ..Default::default() }),
@@ -507,8 +515,11 @@ mod tests {
         let volume = |name: &str| pod.volumes.iter().flatten().find(|v| v.name == name).cloned();
         let ca = volume("model-ca").and_then(|v| v.config_map).expect("the CA ConfigMap volume");
         assert_eq!(ca.name, "model-server-ca");
+        // The resource's sizeLimit of 1Gi is the model's bound; its volume has 16 MiB more,
+        // so that a model just within it is not evicted for its disk blocks.
         let limit = volume("model").and_then(|v| v.empty_dir).and_then(|e| e.size_limit);
-        assert_eq!(limit, Some(Quantity("1Gi".into())));
+        assert_eq!(limit, Some(Quantity("1040Mi".into())));
+        assert!(fetcher.args.as_ref().expect("args").contains(&"--max-bytes=1073741824".to_owned()));
     }
 
     #[test]
