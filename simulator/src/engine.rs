@@ -94,6 +94,7 @@ enum Event {
         pod: usize,
         duration: f64,
     },
+    /// A node being added (by its index in the GPU pool) is there.
     NodeReady(usize),
     PodReady(usize),
     /// Every pod at once.
@@ -348,7 +349,7 @@ impl<'a> Engine<'a> {
         for _ in 0..initial_replicas {
             let mut pod = self.new_pod();
             if let Some((node, placement)) = self.gpus.claim(0.0) {
-                if placement == Placement::Provisioning {
+                if placement != Placement::Free {
                     self.gpus.occupy(node);
                 }
                 pod.node = Some(node);
@@ -399,7 +400,7 @@ impl<'a> Engine<'a> {
             }
             Event::GatewayDeadline { request, attempt } => self.gateway_deadline(request, attempt),
             Event::BatchDone { pod, duration } => self.batch_done(pod, duration),
-            Event::NodeReady(pod) => self.node_ready(pod),
+            Event::NodeReady(node) => self.node_ready(node),
             Event::PodReady(pod) => self.pod_ready(pod),
             Event::Scrape => self.scrape_pods(),
             Event::ScrapeTarget(target) => self.scrape_target(target),
@@ -596,15 +597,14 @@ impl<'a> Engine<'a> {
         self.hand_out();
     }
 
-    fn node_ready(&mut self, index: usize) {
-        let Some(node) = self.pods[index].node else {
-            return;
-        };
-        if self.pods[index].phase == Phase::WaitingForNode {
+    fn node_ready(&mut self, node: usize) {
+        let waiting = self.pods.iter().position(|pod| pod.phase == Phase::WaitingForNode && pod.node == Some(node));
+        if let Some(index) = waiting {
             self.gpus.occupy(node);
             self.begin_startup(index);
         } else {
-            // The pod was removed while its node was being added: the node is free.
+            // Its pod was given back while it was being added, and none took its place:
+            // the node is free.
             self.gpus.release(node, self.now);
             self.place_unschedulable();
         }
@@ -675,8 +675,10 @@ impl<'a> Engine<'a> {
             Placement::Provisioning => {
                 self.pods[index].phase = Phase::WaitingForNode;
                 let delay = self.provisioning_rng.lognormal(self.settings.node_provision_seconds, 0.3);
-                self.schedule(self.now + delay, Event::NodeReady(index));
+                self.schedule(self.now + delay, Event::NodeReady(node));
             }
+            // Its `NodeReady` is already on its way.
+            Placement::Joining => self.pods[index].phase = Phase::WaitingForNode,
         }
         true
     }
@@ -722,10 +724,15 @@ impl<'a> Engine<'a> {
     fn remove(&mut self, index: usize) {
         match self.pods[index].phase {
             Phase::Ready if !self.pods[index].is_idle() => self.pods[index].phase = Phase::Draining,
-            // Its node is still being added; `node_ready` frees it when it is.
+            // Its node is still being added, for the next pod that needs one
+            // (`node_ready` frees it if none has by then).
             Phase::WaitingForNode => {
                 self.pods[index].phase = Phase::Ended;
                 self.pods[index].ended_at = Some(self.now);
+                if let Some(node) = self.pods[index].node {
+                    self.gpus.unclaim(node);
+                    self.place_unschedulable();
+                }
             }
             _ => self.end_pod(index),
         }

@@ -4,10 +4,19 @@
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum NodeState {
-    Free { since: f64 },
-    Provisioning,
+    Free {
+        since: f64,
+    },
+    /// Being added; `claimed` while a pod waits for it. One whose pod was given back
+    /// goes on being added, and the next pod that needs a GPU waits for it, as the
+    /// scheduler binds a pending pod to the node the cluster autoscaler brings up.
+    Provisioning {
+        claimed: bool,
+    },
     Busy,
-    Removed { at: f64 },
+    Removed {
+        at: f64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -24,6 +33,9 @@ pub enum Placement {
     Free,
     /// A node being added for it: the pod starts once the node is there.
     Provisioning,
+    /// A node already being added for a pod given back since: the pod starts when it
+    /// is there, with no node added for it.
+    Joining,
 }
 
 pub struct GpuPool {
@@ -47,11 +59,17 @@ impl GpuPool {
             self.nodes[index].state = NodeState::Busy;
             return Some((index, Placement::Free));
         }
+        if let Some(index) =
+            self.nodes.iter().position(|node| matches!(node.state, NodeState::Provisioning { claimed: false }))
+        {
+            self.nodes[index].state = NodeState::Provisioning { claimed: true };
+            return Some((index, Placement::Joining));
+        }
         let existing = self.nodes.iter().filter(|node| !matches!(node.state, NodeState::Removed { .. })).count();
         if existing >= self.max_nodes {
             return None;
         }
-        self.nodes.push(Node { added_at: Some(now), state: NodeState::Provisioning });
+        self.nodes.push(Node { added_at: Some(now), state: NodeState::Provisioning { claimed: true } });
         Some((self.nodes.len() - 1, Placement::Provisioning))
     }
 
@@ -59,6 +77,16 @@ impl GpuPool {
     pub fn occupy(&mut self, node: usize) {
         if let Some(node) = self.nodes.get_mut(node) {
             node.state = NodeState::Busy;
+        }
+    }
+
+    /// The pod waiting for a node being added was given back: the node goes on being
+    /// added, for the next pod that needs one.
+    pub fn unclaim(&mut self, node: usize) {
+        if let Some(node) = self.nodes.get_mut(node)
+            && matches!(node.state, NodeState::Provisioning { .. })
+        {
+            node.state = NodeState::Provisioning { claimed: false };
         }
     }
 
@@ -92,7 +120,7 @@ impl GpuPool {
                 let gone = match node.state {
                     NodeState::Removed { at } => at,
                     NodeState::Free { since } => since + self.idle_timeout,
-                    NodeState::Provisioning | NodeState::Busy => end,
+                    NodeState::Provisioning { .. } | NodeState::Busy => end,
                 };
                 Some((gone.min(end) - added).max(0.0))
             })
@@ -114,6 +142,15 @@ mod tests {
         pool.occupy(1);
         pool.release(1, 10.0);
         assert_eq!(pool.claim(20.0), Some((1, Placement::Free)), "a recently freed node is reused");
+    }
+
+    #[test]
+    fn a_node_being_added_for_a_pod_given_back_goes_to_the_next_pod() {
+        let mut pool = GpuPool::new(0, 2, 600.0);
+        assert_eq!(pool.claim(0.0), Some((0, Placement::Provisioning)));
+        pool.unclaim(0);
+        assert_eq!(pool.claim(5.0), Some((0, Placement::Joining)), "no second node launched");
+        assert_eq!(pool.claim(6.0), Some((1, Placement::Provisioning)));
     }
 
     #[test]
