@@ -5,7 +5,10 @@
 # path to process that instead.
 set -euo pipefail
 # The image's path as given, from where the script was started.
-if (($#)); then set -- "$(realpath -- "$1")"; fi
+if (($#)); then
+  given=$(realpath -e -- "$1") || { echo "no such image: $1" >&2; exit 1; }
+  set -- "$given"
+fi
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source "${MATTE_CACHE:-$HOME/.cache/matte}/env.sh"

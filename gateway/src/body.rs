@@ -103,7 +103,7 @@ pub async fn read_answer(
     declared: Option<u64>,
     limit: usize,
     reservation: &mut Reservation,
-) -> Result<Bytes, ReadFailure> {
+) -> Result<HeldAnswer, ReadFailure> {
     let all_buffers = reservation.budget_limit();
     let over_buffers = |needed: usize| ReadFailure::Request(Error::AnswerOverBuffers { needed, limit: all_buffers });
     let expected = declared.map_or(0, |length| usize::try_from(length).unwrap_or(usize::MAX).min(limit));
@@ -124,14 +124,25 @@ pub async fn read_answer(
             return Err(over_buffers(total));
         }
         if total > collected.capacity() {
-            let grown = collected.capacity().saturating_mul(2).clamp(total, all_buffers);
+            // Doubled, unless only the answer itself still fits.
+            let doubled = collected.capacity().saturating_mul(2).clamp(total, all_buffers);
+            let grown = if reservation.cover(doubled).is_ok() { doubled } else { total };
             reservation.cover(grown)?;
             collected.reserve_exact(grown - collected.len());
         }
         collected.extend_from_slice(&chunk);
         reservation.cover(collected.capacity())?;
     }
-    Ok(Bytes::from(collected))
+    let allocated = collected.capacity();
+    Ok(HeldAnswer { bytes: Bytes::from(collected), allocated })
+}
+
+/// An answer read whole, and what its buffer took: its capacity, which the bytes keep,
+/// may exceed its length.
+#[derive(Debug)]
+pub struct HeldAnswer {
+    pub bytes: Bytes,
+    pub allocated: usize,
 }
 
 #[cfg(test)]
@@ -224,7 +235,7 @@ mod tests {
         let budget = BufferBudget::new(8);
         let mut reservation = budget.reserve(0).unwrap();
         let answer = read_answer(body_of(vec![b"abc", b"def"]), None, 100, &mut reservation).await;
-        assert_eq!(&answer.unwrap()[..], b"abcdef");
+        assert_eq!(&answer.unwrap().bytes[..], b"abcdef");
         assert!(budget.used() >= 6, "held while translated");
         drop(reservation);
         assert_eq!(budget.used(), 0);
@@ -256,8 +267,17 @@ mod tests {
         let budget = BufferBudget::new(5);
         let mut reservation = budget.reserve(0).unwrap();
         let answer = read_answer(body_of(vec![b"abc", b"de"]), None, 100, &mut reservation).await;
-        assert_eq!(&answer.unwrap()[..], b"abcde");
+        assert_eq!(&answer.unwrap().bytes[..], b"abcde");
         assert_eq!(budget.used(), 5);
+
+        // With room for the answer and not for a doubled buffer, the answer is held.
+        let budget = BufferBudget::new(100);
+        let mut other = budget.reserve(0).unwrap();
+        assert!(other.cover(45).is_ok());
+        let mut reservation = budget.reserve(0).unwrap();
+        let chunks: Vec<&'static [u8]> = vec![&[1u8; 30], &[2u8; 25]];
+        let answer = read_answer(body_of(chunks), None, 1000, &mut reservation).await.expect("55 of the 55 left");
+        assert_eq!((answer.bytes.len(), answer.allocated), (55, 55));
     }
 
     #[tokio::test]
@@ -266,7 +286,7 @@ mod tests {
         let mut reservation = budget.reserve(0).unwrap();
         let chunks: Vec<&'static [u8]> = vec![&[1u8; 300], &[2u8; 300], &[3u8; 400]];
         let answer = read_answer(body_of(chunks), Some(1000), 1000, &mut reservation).await.unwrap();
-        assert_eq!(answer.len(), 1000);
+        assert_eq!((answer.bytes.len(), answer.allocated), (1000, 1000));
         assert_eq!(budget.used(), 1000, "a buffer grown by doubling would have needed 1,200");
     }
 

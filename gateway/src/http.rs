@@ -192,12 +192,15 @@ async fn translate_answer(
     let (parts, body) = response.into_parts();
     let mut reservation = state.buffers.reserve(0).ok_or_else(|| buffers_full(state))?;
     let declared = parts.extensions.get::<upstream::PodContentLength>().map(|length| length.0);
-    let bytes = match body::read_answer(body, declared, upstream::RESPONSE_LIMIT, &mut reservation).await {
-        Ok(bytes) => bytes,
-        Err(ReadFailure::BudgetSpent | ReadFailure::Overtaken) => return Err(buffers_full(state)),
-        Err(ReadFailure::Request(error)) => return Err(error),
-    };
-    let working = bytes.len().saturating_add(compat::translation_room(parts.status, encoding, &bytes)?);
+    let body::HeldAnswer { bytes, allocated } =
+        match body::read_answer(body, declared, upstream::RESPONSE_LIMIT, &mut reservation).await {
+            Ok(held) => held,
+            Err(ReadFailure::BudgetSpent | ReadFailure::Overtaken) => return Err(buffers_full(state)),
+            Err(ReadFailure::Request(error)) => return Err(error),
+        };
+    // The answer's buffer as allocated (its capacity, which the bytes keep), and what
+    // translating it takes beside it.
+    let working = allocated.saturating_add(compat::translation_room(parts.status, encoding, &bytes)?);
     let all_buffers = state.buffers.limit();
     if working > all_buffers {
         // A mask of a large image, made JPEG: decoded, it would never fit, and a client

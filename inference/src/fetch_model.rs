@@ -236,7 +236,12 @@ async fn download(
         value.set_sensitive(true);
         request = request.header(reqwest::header::AUTHORIZATION, value);
     }
-    let mut response = request.send().await.map_err(transfer)?;
+    // A server that takes the request and never answers is as stalled as one that
+    // stops sending.
+    let mut response = tokio::time::timeout(IDLE_TIMEOUT, request.send())
+        .await
+        .map_err(|_| FetchError::Stalled { url: shown.to_owned(), received: 0 })?
+        .map_err(transfer)?;
     if !response.status().is_success() {
         // The host that answered: after a redirect (to a CDN, to object storage), the
         // first one's credentials are not what was refused.

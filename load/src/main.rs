@@ -180,7 +180,10 @@ async fn run(cli: &Cli) -> Result<Summary, LoadError> {
 }
 
 fn print_table(s: &Summary) {
-    println!("requests      {} in {:.2} s ({:.2} requests/s)", s.requests, s.elapsed_seconds, s.requests_per_second);
+    println!(
+        "requests      {} in {:.2} s ({:.2} requests/s over {:.2} s)",
+        s.requests, s.elapsed_seconds, s.requests_per_second, s.measured_seconds
+    );
     println!("ok            {}", s.ok);
     println!("throughput    {:.2} images/s over {:.2} s", s.throughput_images_per_second, s.measured_seconds);
     if s.ok_after_duration > 0 {

@@ -186,7 +186,8 @@ impl Default for GatewaySpec {
     validation = Rule::new("!has(self.url) || self.url.startsWith('https://')")
         .message("model.url must be an https:// URL (models are fetched over HTTPS only)"),
     // Credentials in the URL would be in the pod's spec, readable with the pods.
-    validation = Rule::new("!has(self.url) || !self.url.matches('^https://[^/?#]*@')")
+    // Slashes and backslashes after the scheme are skipped by URL parsers: `https:///u:p@h`.
+    validation = Rule::new(r#"!has(self.url) || !self.url.matches('^https://[/\\\\]*[^/?#\\\\]*@')"#)
         .message("model.url must not carry a user name or password: give credentials in model.download.authorizationSecret"),
     validation = Rule::new("!has(self.url) || has(self.sha256)")
         .message("model.sha256 is required with model.url: a downloaded model is always verified"),
@@ -781,6 +782,10 @@ mod tests {
         assert!(model(serde_json::json!({"url": "https://x/m.onnx"})).is_err(), "no sha256");
         let with_userinfo = serde_json::json!({"url": "https://me:token@x/m.onnx", "sha256": digest});
         assert!(model(with_userinfo).is_err(), "credentials in the URL");
+        for hidden in ["https:///me:token@x/m.onnx", "https://\\\\me:token@x/m.onnx"] {
+            let url = serde_json::json!({"url": hidden, "sha256": digest});
+            assert!(model(url).is_err(), "credentials after extra slashes: {hidden}");
+        }
         let at_in_path = serde_json::json!({"url": "https://x/models/a@2x.onnx", "sha256": digest});
         assert!(model(at_in_path).is_ok(), "an @ in the path is no user name");
         let download = serde_json::json!({"connectTimeoutSeconds": 10, "timeoutSeconds": 600});

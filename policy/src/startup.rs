@@ -62,8 +62,20 @@ pub fn remember_startups(remembered: &[Startup], ready_now: &[Startup], now_seco
     };
     for startup in ready_now.iter().filter(plausible) {
         let same_pod = |known: &Startup| startup.pod.is_some() && known.pod == startup.pod;
-        if !startups.iter().any(|known| known == startup || same_pod(known)) {
-            startups.push(startup.clone());
+        // One remembered before pods were named (an operator of an earlier version) is
+        // the same start-up if its times are.
+        let same_times = |known: &Startup| {
+            (known.pod.is_none() || startup.pod.is_none())
+                && known.ready_seconds == startup.ready_seconds
+                && known.seconds == startup.seconds
+        };
+        match startups.iter_mut().find(|known| same_pod(known) || same_times(known)) {
+            Some(known) => {
+                if known.pod.is_none() {
+                    known.pod.clone_from(&startup.pod);
+                }
+            }
+            None => startups.push(startup.clone()),
         }
     }
     startups.sort_by(|a, b| a.ready_seconds.total_cmp(&b.ready_seconds));
@@ -108,6 +120,14 @@ mod tests {
         assert_eq!(again, first, "its age is no start-up");
         let unnamed = remember_startups(&first, &[startup(860.0, 810.0)], NOW);
         assert_eq!(unnamed.len(), 3, "a start-up of no known pod is its own");
+    }
+
+    #[test]
+    fn a_start_up_remembered_before_pods_were_named_is_not_counted_twice() {
+        let remembered = [startup(100.0, 50.0), startup(110.0, 60.0)];
+        let named = Startup { pod: Some("a".to_owned()), ..startup(100.0, 50.0) };
+        let again = remember_startups(&remembered, std::slice::from_ref(&named), NOW);
+        assert_eq!(again, vec![named, startup(110.0, 60.0)], "the same times, now named");
     }
 
     #[test]
