@@ -31,6 +31,10 @@ pub const MIN_RETRY_WAIT: Duration = Duration::from_millis(50);
 /// connection): against a server that is down, it would otherwise send as fast as
 /// connections fail, and keep an outcome of each.
 pub const TRANSPORT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// How long after it was due a request of an open loop may start and still count as on
+/// time.
+pub const LATE_START: Duration = Duration::from_millis(10);
+
 /// The largest image file read: the most any server takes in one body.
 pub const MAX_IMAGE_BYTES: u64 = matte_common::memory::MAX_BODY_BYTES_LIMIT;
 
@@ -133,6 +137,10 @@ pub struct Config {
     pub timeout: Duration,
     /// `Some(n)`: retry a 429 up to `n` times, waiting as `Retry-After` says.
     pub retry_429: Option<u32>,
+    /// `Some(r)`: send `r` requests a second, each when it is due whatever the answers
+    /// (an open loop, `concurrency` the most in flight), its latency counted from then;
+    /// `None`: each of `concurrency` clients sends its next once its last is answered.
+    pub rate: Option<f64>,
     /// How the image travels: the raw body (Matte's API) or a multipart form.
     pub body: BodyShape,
 }
@@ -173,6 +181,11 @@ pub struct Summary {
     pub concurrency: usize,
     pub images: usize,
     pub warmup_requests: u64,
+    /// The requests a second scheduled (`--rate`), if the run was an open loop.
+    pub rate_per_second: Option<f64>,
+    /// Requests of an open loop that started more than [`LATE_START`] after they were
+    /// due, for want of a place in flight: the latency counts the wait.
+    pub late_starts: u64,
     /// Requests counted (warm-up excluded), whatever their outcome.
     pub requests: u64,
     /// Requests answered with a 2xx status.
@@ -214,7 +227,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    fn new(config: &Config, outcomes: &[Outcome], started: Instant) -> Self {
+    fn new(config: &Config, outcomes: &[Outcome], started: Instant, late_starts: u64) -> Self {
         let mut status_counts = BTreeMap::new();
         let (mut transport_errors, mut timeouts, mut retries_429) = (0, 0, 0);
         let mut first_transport_error = None;
@@ -270,6 +283,8 @@ impl Summary {
             concurrency: config.concurrency,
             images: config.images.len(),
             warmup_requests: config.warmup,
+            rate_per_second: config.rate,
+            late_starts,
             requests,
             ok,
             rejected_429: status_counts.get(&429).copied().unwrap_or(0),
@@ -325,8 +340,11 @@ pub async fn run(config: &Config) -> Result<Summary, LoadError> {
         run_phase(&shared, config.concurrency, Stop::Requests(config.warmup)).await?;
     }
     let started = Instant::now();
-    let outcomes = run_phase(&shared, config.concurrency, config.stop).await?;
-    Ok(Summary::new(config, &outcomes, started))
+    let (outcomes, late_starts) = match config.rate {
+        Some(rate) => run_at_rate(&shared, config.concurrency, rate, config.stop).await?,
+        None => (run_phase(&shared, config.concurrency, config.stop).await?, 0),
+    };
+    Ok(Summary::new(config, &outcomes, started, late_starts))
 }
 
 async fn run_phase(shared: &Arc<Shared>, concurrency: usize, stop: Stop) -> Result<Vec<Outcome>, LoadError> {
@@ -350,7 +368,7 @@ async fn run_phase(shared: &Arc<Shared>, concurrency: usize, stop: Stop) -> Resu
                     break;
                 }
                 let image = &shared.images[(index % shared.images.len() as u64) as usize];
-                let outcome = send(&shared, image, deadline).await;
+                let outcome = send(&shared, image, deadline, Instant::now()).await;
                 let unanswered = matches!(outcome.result, Err(Failure::Other(_)));
                 outcomes.push(outcome);
                 if unanswered {
@@ -367,9 +385,53 @@ async fn run_phase(shared: &Arc<Shared>, concurrency: usize, stop: Stop) -> Resu
     Ok(all)
 }
 
-/// Sends one image, retrying 429s when asked to, and reads the whole response.
-async fn send(shared: &Shared, image: &Image, deadline: Option<Instant>) -> Outcome {
-    let started = Instant::now();
+/// An open loop: request `i` is due `i / rate` seconds in, and starts then or, with
+/// `cap` in flight, as soon as one ends; its latency counts from when it was due, so a
+/// server that stalls shows the queue of arrivals it would have had. The outcomes, and
+/// how many started late.
+async fn run_at_rate(
+    shared: &Arc<Shared>,
+    cap: usize,
+    rate: f64,
+    stop: Stop,
+) -> Result<(Vec<Outcome>, u64), LoadError> {
+    let began = Instant::now();
+    let (limit, deadline) = match stop {
+        Stop::Requests(n) => (Some(n), None),
+        Stop::Duration(d) => (None, Some(began + d)),
+    };
+    let places = Arc::new(tokio::sync::Semaphore::new(cap));
+    let mut requests = JoinSet::new();
+    let mut late_starts = 0;
+    for index in 0u64.. {
+        let due = began + Duration::from_secs_f64(index as f64 / rate);
+        if limit.is_some_and(|n| index >= n) || deadline.is_some_and(|d| due >= d) {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let place = Arc::clone(&places).acquire_owned().await.expect("the semaphore is never closed");
+        if Instant::now().saturating_duration_since(due) > LATE_START {
+            late_starts += 1;
+        }
+        let shared = Arc::clone(shared);
+        requests.spawn(async move {
+            let image = &shared.images[(index % shared.images.len() as u64) as usize];
+            let outcome = send(&shared, image, deadline, due).await;
+            drop(place);
+            outcome
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(joined) = requests.join_next().await {
+        outcomes.push(joined.map_err(LoadError::Worker)?);
+    }
+    Ok((outcomes, late_starts))
+}
+
+/// Sends one image, retrying 429s when asked to, and reads the whole response; its
+/// latency counts from `due`.
+async fn send(shared: &Shared, image: &Image, deadline: Option<Instant>, due: Instant) -> Outcome {
+    let started = due;
     let mut retries = 0;
     loop {
         let request = shared.client.post(shared.url.clone());

@@ -20,9 +20,14 @@ struct Cli {
     #[arg(long)]
     url: String,
 
-    /// Requests in flight at once.
+    /// Requests in flight at once; with --rate, the most in flight.
     #[arg(long, short = 'c', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     concurrency: u32,
+
+    /// Send this many requests a second, each when it is due whatever the answers (an
+    /// open loop), latency counted from then; --concurrency caps those in flight.
+    #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
+    rate: Option<f64>,
 
     /// Requests to count, cycling through the images
     /// [default: 4 × the larger of the image count and the concurrency].
@@ -100,6 +105,13 @@ fn parse_seconds(value: &str) -> Result<Duration, String> {
     }
 }
 
+fn parse_rate(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && (0.001..=100_000.0).contains(&rate) => Ok(rate),
+        _ => Err(format!("{value:?} is not a rate from 0.001 to 100000 requests a second")),
+    }
+}
+
 fn parse_query(value: &str) -> Result<(String, String), LoadError> {
     driver::parse_query(value)
 }
@@ -159,6 +171,7 @@ async fn run(cli: &Cli) -> Result<Summary, LoadError> {
         warmup: cli.warmup,
         timeout: cli.timeout,
         retry_429: cli.retry_429.then_some(cli.max_retries),
+        rate: cli.rate,
         body: match &cli.multipart {
             None => BodyShape::Raw,
             Some(field) => BodyShape::Multipart { field: field.clone(), fields: cli.form.clone() },
@@ -169,8 +182,12 @@ async fn run(cli: &Cli) -> Result<Summary, LoadError> {
             Stop::Requests(n) => format!("{n} requests"),
             Stop::Duration(d) => format!("requests for {:.1} s", d.as_secs_f64()),
         };
+        let pace = match config.rate {
+            Some(rate) => format!("at {rate} a second, at most {concurrency} in flight"),
+            None => format!("at concurrency {concurrency}"),
+        };
         eprintln!(
-            "matte-load: {what} to {} at concurrency {concurrency}, {} image(s), {} warm-up",
+            "matte-load: {what} to {} {pace}, {} image(s), {} warm-up",
             config.url,
             config.images.len(),
             config.warmup
@@ -184,6 +201,9 @@ fn print_table(s: &Summary) {
         "requests      {} in {:.2} s ({:.2} requests/s over {:.2} s)",
         s.requests, s.elapsed_seconds, s.requests_per_second, s.measured_seconds
     );
+    if let Some(rate) = s.rate_per_second {
+        println!("rate          {rate:.2} requests/s scheduled, {} started late for want of a place", s.late_starts);
+    }
     println!("ok            {}", s.ok);
     println!("throughput    {:.2} images/s over {:.2} s", s.throughput_images_per_second, s.measured_seconds);
     if s.ok_after_duration > 0 {

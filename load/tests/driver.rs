@@ -125,6 +125,7 @@ fn config(base: &str, test: &str, concurrency: usize, stop: Stop) -> Config {
         timeout: Duration::from_secs(10),
         retry_429: None,
         body: BodyShape::Raw,
+        rate: None,
     }
 }
 
@@ -251,6 +252,30 @@ async fn a_duration_run_s_throughput_counts_the_answers_within_it() {
     // Over the whole 2 s, the rate would have read a quarter of what was served.
     assert!(s.throughput_images_per_second >= (s.ok - 2) as f64 / 0.5 - 1e-9, "{s:#?}");
     assert!(s.throughput_images_per_second > 2.0 * s.ok as f64 / s.elapsed_seconds, "{s:#?}");
+}
+
+#[tokio::test]
+async fn an_open_loop_counts_the_wait_for_a_place_in_the_latency() {
+    // 20 requests a second for 0.5 s at a server taking 0.2 s each.
+    let (server, base) = serve(|_| Reply::SlowOk(Duration::from_millis(200))).await;
+    let mut open = config(&base, "rate", 100, Stop::Duration(Duration::from_millis(500)));
+    open.rate = Some(20.0);
+    let s = driver::run(&open).await.expect("run");
+    assert_consistent(&s);
+    assert_eq!((s.requests, s.rate_per_second), (10, Some(20.0)), "{s:#?}");
+    // None waits for a place; a timer a busy machine wakes late may make one or two late.
+    assert!(s.late_starts <= 2, "{s:#?}");
+    assert!(s.latency_seconds.expect("latency").max < 1.0, "{s:#?}");
+    // With two in flight, each waits for the one two before it: the last, due at
+    // 0.45 s, starts at 0.85 s and is answered 0.6 s after it was due, three times
+    // what the server took.
+    open.concurrency = 2;
+    let s = driver::run(&open).await.expect("run");
+    assert_consistent(&s);
+    assert_eq!(s.requests, 10);
+    assert!(s.late_starts >= 7, "{s:#?}");
+    assert!(s.latency_seconds.expect("latency").max >= 0.55, "the wait counted: {s:#?}");
+    assert_eq!(server.hits.load(Ordering::SeqCst), 20);
 }
 
 #[tokio::test]
