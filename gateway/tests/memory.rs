@@ -68,9 +68,13 @@ async fn a_burst_of_large_bodies_is_held_within_the_buffer_bound() {
                 held += 1;
                 assert_eq!(error["error"]["code"], "no_capacity");
             }
+            // Refused for want of room; or admitted, its room taken back when its body
+            // had not begun a second after (a busy client machine starts 64 uploads
+            // slowly) and given to one that came: the room is the same either way.
             429 => {
                 refused += 1;
-                assert_eq!(error["error"]["code"], "buffers_full");
+                let code = error["error"]["code"].as_str().unwrap_or_default();
+                assert!(code == "buffers_full" || code == "buffers_reclaimed", "{error}");
                 assert!(retry_after.expect("Retry-After").parse::<u64>().unwrap() >= 1);
             }
             other => panic!("unexpected {other}: {error}"),
