@@ -3,10 +3,12 @@
 //! The autoscaler reads the pods' metrics and nothing private, so the metric names are
 //! a contract: both sides take them from here. So is the gateway's admission
 //! ([`admission`]): the simulator's gateway admits and sends clients away by the same
-//! arithmetic as `matte-gateway`.
+//! arithmetic as `matte-gateway`. The tools read the files users name one way too
+//! ([`files`]).
 
 pub mod admission;
 pub mod deferred;
+pub mod files;
 pub mod queue;
 pub mod stats;
 

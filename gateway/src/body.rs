@@ -126,8 +126,12 @@ pub async fn read_answer(
         if total > collected.capacity() {
             // Doubled, unless only the answer itself still fits.
             let doubled = collected.capacity().saturating_mul(2).clamp(total, all_buffers);
-            let grown = if reservation.cover(doubled).is_ok() { doubled } else { total };
-            reservation.cover(grown)?;
+            let grown = if reservation.cover(doubled).is_ok() {
+                doubled
+            } else {
+                reservation.cover(total)?;
+                total
+            };
             collected.reserve_exact(grown - collected.len());
         }
         collected.extend_from_slice(&chunk);

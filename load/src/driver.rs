@@ -49,13 +49,8 @@ pub struct Image {
 impl Image {
     pub fn load(path: &Path) -> Result<Self, LoadError> {
         let content_type = content_type_for(path)?;
-        let unreadable = |source| LoadError::ReadImage { path: path.to_owned(), source };
-        // A regular file of a bounded size: a FIFO would block, a device never end.
-        let metadata = std::fs::metadata(path).map_err(unreadable)?;
-        if !metadata.is_file() || metadata.len() > MAX_IMAGE_BYTES {
-            return Err(LoadError::ImageNotAFile { path: path.to_owned(), max_bytes: MAX_IMAGE_BYTES });
-        }
-        let data = std::fs::read(path).map_err(unreadable)?;
+        let data = matte_common::files::read_bounded(path, MAX_IMAGE_BYTES)
+            .map_err(|source| LoadError::ReadImage { path: path.to_owned(), source })?;
         if data.is_empty() {
             return Err(LoadError::EmptyImage { path: path.to_owned() });
         }
@@ -122,6 +117,16 @@ pub enum Stop {
     Requests(u64),
     /// No new request starts after this much time; those in flight finish.
     Duration(Duration),
+}
+
+impl Stop {
+    /// The most requests, and the time after which none starts, of a run from `began`.
+    fn bounds(self, began: Instant) -> (Option<u64>, Option<Instant>) {
+        match self {
+            Stop::Requests(n) => (Some(n), None),
+            Stop::Duration(duration) => (None, Some(began + duration)),
+        }
+    }
 }
 
 /// A load run.
@@ -314,6 +319,13 @@ struct Shared {
     body: BodyShape,
 }
 
+impl Shared {
+    /// The image the `index`th request sends, cycling through them.
+    fn image(&self, index: u64) -> &Image {
+        &self.images[(index % self.images.len() as u64) as usize]
+    }
+}
+
 /// Runs the warm-up, then the measured requests, and summarises the measured ones.
 pub async fn run(config: &Config) -> Result<Summary, LoadError> {
     if config.images.is_empty() {
@@ -348,10 +360,7 @@ pub async fn run(config: &Config) -> Result<Summary, LoadError> {
 }
 
 async fn run_phase(shared: &Arc<Shared>, concurrency: usize, stop: Stop) -> Result<Vec<Outcome>, LoadError> {
-    let (limit, deadline) = match stop {
-        Stop::Requests(n) => (Some(n), None),
-        Stop::Duration(d) => (None, Some(Instant::now() + d)),
-    };
+    let (limit, deadline) = stop.bounds(Instant::now());
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = JoinSet::new();
     for _ in 0..concurrency {
@@ -367,8 +376,7 @@ async fn run_phase(shared: &Arc<Shared>, concurrency: usize, stop: Stop) -> Resu
                 if limit.is_some_and(|n| index >= n) {
                     break;
                 }
-                let image = &shared.images[(index % shared.images.len() as u64) as usize];
-                let outcome = send(&shared, image, deadline, Instant::now()).await;
+                let outcome = send(&shared, shared.image(index), deadline, Instant::now()).await;
                 let unanswered = matches!(outcome.result, Err(Failure::Other(_)));
                 outcomes.push(outcome);
                 if unanswered {
@@ -396,10 +404,7 @@ async fn run_at_rate(
     stop: Stop,
 ) -> Result<(Vec<Outcome>, u64), LoadError> {
     let began = Instant::now();
-    let (limit, deadline) = match stop {
-        Stop::Requests(n) => (Some(n), None),
-        Stop::Duration(d) => (None, Some(began + d)),
-    };
+    let (limit, deadline) = stop.bounds(began);
     let places = Arc::new(tokio::sync::Semaphore::new(cap));
     let mut requests = JoinSet::new();
     let mut late_starts = 0;
@@ -415,8 +420,7 @@ async fn run_at_rate(
         }
         let shared = Arc::clone(shared);
         requests.spawn(async move {
-            let image = &shared.images[(index % shared.images.len() as u64) as usize];
-            let outcome = send(&shared, image, deadline, due).await;
+            let outcome = send(&shared, shared.image(index), deadline, due).await;
             drop(place);
             outcome
         });
@@ -429,9 +433,8 @@ async fn run_at_rate(
 }
 
 /// Sends one image, retrying 429s when asked to, and reads the whole response; its
-/// latency counts from `due`.
-async fn send(shared: &Shared, image: &Image, deadline: Option<Instant>, due: Instant) -> Outcome {
-    let started = due;
+/// latency counts from `started` (when it was due, in an open loop).
+async fn send(shared: &Shared, image: &Image, deadline: Option<Instant>, started: Instant) -> Outcome {
     let mut retries = 0;
     loop {
         let request = shared.client.post(shared.url.clone());

@@ -9,11 +9,8 @@ pub enum LoadError {
     ReadImage {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: matte_common::files::ReadError,
     },
-
-    #[error("image file {} is not a regular file of at most {max_bytes} bytes", path.display())]
-    ImageNotAFile { path: PathBuf, max_bytes: u64 },
 
     #[error("image file {} is empty", path.display())]
     EmptyImage { path: PathBuf },

@@ -5,16 +5,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read the trace file {path}: {source}")]
-    ReadTrace { path: PathBuf, source: std::io::Error },
+    ReadTrace { path: PathBuf, source: matte_common::files::ReadError },
 
     #[error("{path}, line {line}: {text:?} is not an arrival time (seconds, a finite number >= 0)")]
     BadArrival { path: PathBuf, line: usize, text: String },
-
-    #[error("the trace {path} is not a regular file")]
-    TraceNotAFile { path: PathBuf },
-
-    #[error("the trace file {path} is larger than {max_bytes} bytes")]
-    TraceTooLarge { path: PathBuf, max_bytes: u64 },
 
     #[error("the trace file {path} holds more than {max} arrivals")]
     TooManyArrivals { path: PathBuf, max: usize },

@@ -12,8 +12,9 @@
 //! 60
 //! ```
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use matte_common::files::{self, ReadError};
 
 use serde::Serialize;
 
@@ -29,21 +30,14 @@ pub const MAX_TRACE_BYTES: u64 = 32 * 1024 * 1024;
 /// image every policy serves, and a refused one comes back again and again.
 pub const MAX_ARRIVALS: usize = 2_000_000;
 
-/// Reads a trace file into sorted arrival times: a regular file (a FIFO would block
-/// the run, a device never end) of at most [`MAX_TRACE_BYTES`].
+/// Reads a trace file into sorted arrival times: a regular file of at most
+/// [`MAX_TRACE_BYTES`].
 pub fn read_file(path: &Path) -> Result<Vec<f64>, Error> {
     let unreadable = |source| Error::ReadTrace { path: path.to_path_buf(), source };
-    let metadata = std::fs::metadata(path).map_err(unreadable)?;
-    if !metadata.is_file() {
-        return Err(Error::TraceNotAFile { path: path.to_path_buf() });
-    }
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_TRACE_BYTES + 1).read_to_string(&mut text))
-        .map_err(unreadable)?;
-    if text.len() as u64 > MAX_TRACE_BYTES {
-        return Err(Error::TraceTooLarge { path: path.to_path_buf(), max_bytes: MAX_TRACE_BYTES });
-    }
+    let bytes = files::read_bounded(path, MAX_TRACE_BYTES).map_err(unreadable)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        unreadable(ReadError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")))
+    })?;
     parse(&text, path)
 }
 
@@ -152,7 +146,7 @@ mod tests {
     #[test]
     fn reads_only_a_regular_file_of_a_bounded_number_of_arrivals() {
         let error = read_file(Path::new("/dev/null")).expect_err("a device");
-        assert!(matches!(error, Error::TraceNotAFile { .. }), "{error}");
+        assert!(matches!(error, Error::ReadTrace { source: ReadError::NotAFile, .. }), "{error}");
         let error = parse(&"1\n".repeat(MAX_ARRIVALS + 1), Path::new("t.txt")).expect_err("too many");
         assert!(matches!(error, Error::TooManyArrivals { max: MAX_ARRIVALS, .. }), "{error}");
         assert_eq!(
