@@ -86,7 +86,7 @@ pub struct RunArgs {
     #[arg(long, env = "MATTE_POD_MONITOR_LABELS", value_delimiter = ',', value_parser = parse_label)]
     pub pod_monitor_labels: Vec<(String, String)>,
     /// Most queries in flight at once to each Prometheus, across every resource it
-    /// scrapes: a pass asks 14, and passes beyond the bound wait their turn, so that
+    /// scrapes: a pass asks 15, and passes beyond the bound wait their turn, so that
     /// many services cannot overload a Prometheus (whose own --query.max-concurrency is
     /// 20 by default), and one that stops answering holds no turn of another.
     #[arg(long, env = "MATTE_PROMETHEUS_MAX_CONCURRENT_QUERIES", default_value_t = DEFAULT_MAX_CONCURRENT_QUERIES,

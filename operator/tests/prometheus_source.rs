@@ -61,6 +61,7 @@ async fn prometheus_reports_what_the_pod_recorded_and_a_burst_scales_up() {
         recent: Duration::from_secs(2),
         arrivals: Duration::from_secs(2),
         latest: Duration::from_secs(2),
+        inflow: Duration::from_secs(300),
         pass: Duration::from_secs(1),
     };
     let source = PrometheusSource::new(
@@ -202,11 +203,12 @@ async fn a_gateway_holding_requests_with_no_pod_is_seen_and_wakes_the_service() 
     let seen_by = Instant::now() + Duration::from_secs(60);
     // The arrivals show in a rate over two scrapes, for about that long, and so do the
     // latest arrivals.
-    let (mut most_arriving, mut most_latest): (f64, f64) = (0.0, 0.0);
+    let (mut most_arriving, mut most_latest, mut most_inflow): (f64, f64, f64) = (0.0, 0.0, 0.0);
     let queue = loop {
         let queue = source.queue_metrics().await.unwrap().expect("the gateway's series");
         most_arriving = most_arriving.max(queue.new_arrivals_per_second);
         most_latest = most_latest.max(queue.gateway_latest_arrivals_per_second.unwrap_or(0.0));
+        most_inflow = most_inflow.max(queue.gateway_inflow_per_second);
         if queue.gateway_queue_depth == 5.0 && queue.gateway_oldest_queued_age_seconds > 1.0 && most_arriving > 0.0 {
             break queue;
         }
@@ -218,6 +220,13 @@ async fn a_gateway_holding_requests_with_no_pod_is_seen_and_wakes_the_service() 
     // that would be requests counted twice.
     assert!(most_arriving <= 6.25, "5 requests within two 1 s scrapes: {most_arriving}/s at most");
     assert!(most_latest <= 6.25, "the latest arrivals, over the same window: {most_latest}/s");
+    // The inflow reads the same 5 over the longer rate window (10 s, or the seconds the
+    // just-started gateway's series covers of it): never more than the arrivals did,
+    // but for the same quarter of extrapolation.
+    assert!(
+        most_inflow > 0.0 && most_inflow <= 1.25 * most_arriving,
+        "5 requests over the inflow window: {most_inflow}/s, over the arrivals window {most_arriving}/s"
+    );
     assert_eq!(queue.queue_depth, 0.0, "no pod, no pod queue");
     let observation = Observation {
         now_seconds: 0.0,

@@ -458,8 +458,14 @@ fn summary(plan: &Plan, queue: &QueueMetrics) -> String {
     } else {
         String::new()
     };
+    // So is what keeps arriving while a burst drains.
+    let inflow = if plan.inflow_images_per_second > 0.0 {
+        format!(" with {:.1} images/s still arriving", plan.inflow_images_per_second)
+    } else {
+        String::new()
+    };
     format!(
-        "backlog {:.0} images{steady} ({wait}), {:.2} images/s per pod, start-up {:.0}s, drain within {:.0}s{deadline}",
+        "backlog {:.0} images{steady}{inflow} ({wait}), {:.2} images/s per pod, start-up {:.0}s, drain within {:.0}s{deadline}",
         plan.backlog_images, plan.images_per_pod_second, plan.startup_seconds, plan.deadline_seconds
     )
 }

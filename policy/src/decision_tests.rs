@@ -187,6 +187,45 @@ fn a_backlog_on_steady_traffic_gets_pods_for_both() {
 }
 
 #[test]
+fn what_keeps_arriving_while_a_burst_drains_is_planned_for_once_the_burst_outlasts_the_inflow_window() {
+    // 70 images in the gateway's queue on one ready pod: it drains them by the 70 s
+    // deadline on its own. But requests kept coming, 3 a second over the 20 s window,
+    // after a burst that began 30 s ago, and still come: 60 more are planned for (one
+    // window of them), which six new pods, 10 images each by the deadline, take.
+    let draining = QueueMetrics { gateway_queue_depth: 70.0, gateway_inflow_per_second: 3.0, ..queue(0.0) };
+    let on_since = |started_seconds: f64| Memory {
+        burst: Some(Burst { started_seconds, peak_backlog_images: 70.0 }),
+        ..Memory::default()
+    };
+    let decision = decide(&spec(), &observation(1, Some(draining.clone())), &on_since(970.0));
+    let plan = decision.plan.clone().expect("plan");
+    assert_eq!((plan.inflow_images_per_second, plan.needed_replicas), (3.0, 7));
+    assert_eq!((decision.replicas, decision.reason), (7, Reason::ScaleUp));
+    assert!(decision.message.contains("with 3.0 images/s still arriving"), "{}", decision.message);
+    // A burst on for less than the window still has its own first images in it: they
+    // are the backlog, not more to come.
+    for memory in [on_since(990.0), Memory::default()] {
+        let decision = decide(&spec(), &observation(1, Some(draining.clone())), &memory);
+        let plan = decision.plan.expect("plan");
+        assert_eq!((plan.inflow_images_per_second, plan.needed_replicas), (0.0, 1));
+    }
+    // Once requests stop reaching the gateway, what the window holds came before: the
+    // burst's last requests, already queued.
+    let stopped = QueueMetrics { gateway_latest_arrivals_per_second: Some(0.0), ..draining.clone() };
+    let plan = decide(&spec(), &observation(1, Some(stopped)), &on_since(970.0)).plan.expect("plan");
+    assert_eq!((plan.inflow_images_per_second, plan.needed_replicas), (0.0, 1));
+    // Steady traffic already planned for is not counted twice: 2 images/s of it leave 1
+    // of the 3 as the burst's own.
+    let on_steady = QueueMetrics { sustained_admitted_per_second: 2.0, ..draining.clone() };
+    let plan = decide(&spec(), &observation(3, Some(on_steady)), &on_since(970.0)).plan.expect("plan");
+    // 70 + 2 × 70 steady + 1 × 20 = 230 images; three ready pods do 210, a new one 10.
+    assert_eq!(plan.needed_replicas, 5);
+    // Behind a plain Service there is no gateway to read the inflow from.
+    let plain = decide(&plain_service(), &observation(1, Some(draining)), &on_since(970.0));
+    assert_eq!(plain.plan.expect("plan").inflow_images_per_second, 0.0);
+}
+
+#[test]
 fn negative_queue_metrics_take_nothing_off_a_plan() {
     // No count, depth, age or rate is below 0: series that read so are broken or forged,
     // and 100 queued images on one pod still need the pods they alone do.

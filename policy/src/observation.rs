@@ -82,6 +82,11 @@ pub struct QueueMetrics {
     /// (`observed::Windows::latest`), returns included: whether a flow still arrives.
     /// `None` without a gateway, or when the window holds fewer than two samples.
     pub gateway_latest_arrivals_per_second: Option<f64>,
+    /// Behind a gateway, its new arrivals as in `new_arrivals_per_second` but over the
+    /// rate window (`observed::Windows::inflow`, four pods' scrapes), the clients due
+    /// back subtracted over the same window: once a burst has been on for longer than
+    /// that, what keeps arriving while it drains. 0 without a gateway.
+    pub gateway_inflow_per_second: f64,
 }
 
 /// The most any count, depth, age or rate is taken for: a billion images, seconds or
@@ -114,6 +119,7 @@ impl QueueMetrics {
             deferred_requests: bounded(self.deferred_requests),
             new_arrivals_per_second: bounded(self.new_arrivals_per_second),
             gateway_latest_arrivals_per_second: self.gateway_latest_arrivals_per_second.map(bounded),
+            gateway_inflow_per_second: bounded(self.gateway_inflow_per_second),
         }
     }
 }

@@ -19,6 +19,7 @@
 //! | `deferred_requests` | behind a gateway (its queue depth has a sample): `sum(gateway_deferred_requests)`; without one: `sum(deferred_requests)`. Clients sent away whose `Retry-After` has not passed |
 //! | `new_arrivals_per_second` | behind a gateway: `sum(rate(gateway_received[arrivals])) - sum(rate(gateway_deferred_due[confirm]))`, requests reaching the gateway, less the clients due back (over the confirmation time: see [`Windows::dues`]); without one the same of the pods: `sum(rate(requests_total[arrivals])) - (sum(rate(deferred_due[confirm])) or vector(0))`, every request the pods answered, less the clients they refused whose `Retry-After` has passed (none from pods that do not count them) |
 //! | `gateway_latest_arrivals_per_second` | `sum(rate(gateway_received[latest]))`: requests reaching the gateway over its latest two scrapes, returns included; none when the window holds fewer than two samples |
+//! | `gateway_inflow_per_second` | `sum(rate(gateway_received[inflow])) - sum(rate(gateway_deferred_due[inflow]))`: the gateway's new arrivals over the rate window, the clients due back over the same window; 0 without a gateway |
 //!
 //! where `refused` is `pods_refused`, the pods' `requests_total{outcome="queue_full"}`,
 //! together with `gateway_refused`, the gateway's
@@ -84,6 +85,11 @@ pub struct Windows {
     /// rate there, a burst whose last request came before it reads nothing, while the
     /// longer arrivals window still holds the burst's last seconds.
     pub latest: Duration,
+    /// What keeps arriving while a burst drains: the gateway's new arrivals over the
+    /// rate window. A burst lands within a few seconds and a flow lasts: once a burst
+    /// has been on for longer than this window, the window holds none of its first
+    /// images, only what came after them.
+    pub inflow: Duration,
     /// How often the autoscaler decides: at each scrape of the freshest target it reads,
     /// the gateway's when one is in front, so that a burst landing in the gateway's
     /// queue is acted on a second after it shows rather than up to a pods' interval
@@ -102,15 +108,18 @@ impl Windows {
     /// the pods' scrapes (at least 10 s), long figures over five minutes, recent
     /// refusals over two of the pods' scrapes, the gateway's arrivals over one pods'
     /// interval and at least two of the gateway's scrapes, its latest arrivals over two
-    /// of its scrapes, a pass every gateway's scrape (the shorter interval).
+    /// of its scrapes, the inflow over the rate window, a pass every gateway's scrape
+    /// (the shorter interval).
     pub fn for_scrape_intervals(pods: Duration, gateway: Duration) -> Windows {
+        let rate = (pods * 4).max(Duration::from_secs(10));
         Windows {
             scrape_interval: pods,
-            rate: (pods * 4).max(Duration::from_secs(10)),
+            rate,
             long: Duration::from_secs(300),
             recent: pods * 2,
             arrivals: pods.max(gateway * 2),
             latest: gateway * 2,
+            inflow: rate,
             pass: gateway.min(pods),
         }
     }
@@ -426,18 +435,20 @@ pub fn queue_metrics(
     // Behind a gateway (its depth has a sample) the clients away and coming back are the
     // gateway's; behind a plain Service every try reaches a pod, and they are the pods'.
     let dues = windows.dues().as_secs_f64();
-    let (deferred_requests, new_arrivals_per_second) = if gateway_depth.is_some() {
+    let new_at_the_gateway = |arrivals: f64, dues: f64| {
+        gateway_rate(|gateway| &gateway.received, arrivals) - gateway_rate(|gateway| &gateway.deferred_due, dues)
+    };
+    let inflow = windows.inflow.as_secs_f64();
+    let (deferred_requests, new_arrivals_per_second, gateway_inflow_per_second) = if gateway_depth.is_some() {
         let away = gateways.iter().filter_map(|gateway| promql::instant(&gateway.deferred, gateway.stale_from, at));
-        (
-            away.map(|(_, value)| value).sum(),
-            gateway_rate(|gateway| &gateway.received, arrivals) - gateway_rate(|gateway| &gateway.deferred_due, dues),
-        )
+        (away.map(|(_, value)| value).sum(), new_at_the_gateway(arrivals, dues), new_at_the_gateway(inflow, inflow))
     } else {
         let answered = sum_rate(at, arrivals, |s| &s.admitted).unwrap_or(0.0)
             + sum_rate(at, arrivals, |s| &s.refused).unwrap_or(0.0);
         (
             sum(fleet, |series| now(series, |s| &s.deferred).map(|(_, value)| value)).unwrap_or(0.0),
             answered - sum_rate(at, dues, |s| &s.deferred_due).unwrap_or(0.0),
+            0.0,
         )
     };
 
@@ -456,6 +467,7 @@ pub fn queue_metrics(
         gateway_oldest_queued_age_seconds,
         deferred_requests,
         new_arrivals_per_second,
+        gateway_inflow_per_second,
         gateway_latest_arrivals_per_second: sum(gateways, |gateway| {
             promql::rate(&gateway.received, at, windows.latest.as_secs_f64())
         }),
@@ -478,6 +490,7 @@ mod tests {
         assert_eq!(windows.confirm(), seconds(10), "arrivals over 5 s, and one pods' scrape more");
         assert_eq!(windows.dues(), seconds(10), "the clients due back, over the confirmation time");
         assert_eq!(windows.latest, seconds(2), "two of the gateway's scrapes");
+        assert_eq!(windows.inflow, seconds(20), "the inflow over the rate window");
         assert_eq!(windows.pass, seconds(1), "a pass at every scrape of the gateway");
         assert_eq!(Windows::for_scrape_interval(seconds(5)).pass, seconds(5), "and of the pods without one");
         let one_interval = Windows::for_scrape_interval(seconds(5));
@@ -491,10 +504,11 @@ mod tests {
             seconds(DEFAULT_SCRAPE_INTERVAL_SECONDS),
             seconds(DEFAULT_GATEWAY_SCRAPE_INTERVAL_SECONDS),
         );
+        let spec = crate::PolicySpec::new(1, 2, 30.0);
         assert_eq!(
-            defaults.confirm().as_secs_f64(),
-            crate::PolicySpec::new(1, 2, 30.0).confirm_seconds,
-            "the spec's default fits the default scrape intervals"
+            (defaults.confirm().as_secs_f64(), defaults.inflow.as_secs_f64()),
+            (spec.confirm_seconds, spec.inflow_window_seconds),
+            "the spec's defaults fit the default scrape intervals"
         );
     }
 

@@ -38,6 +38,11 @@ pub struct PolicySpec {
     /// the samples that first showed the change are out of the window by then, and only
     /// a change that lasted keeps it.
     pub confirm_seconds: f64,
+    /// The window over which the gateway's inflow is read
+    /// (`QueueMetrics::gateway_inflow_per_second`: 20 s at the default scrape intervals,
+    /// `observed::Windows::inflow`): a burst on for longer than this has none of its
+    /// first images in it.
+    pub inflow_window_seconds: f64,
     /// Whether `matte-gateway` is in front of the pods, holding the requests no pod has
     /// room for: then a ready pod finds its next image waiting whenever it finishes one,
     /// where behind a plain Service it waits for refused clients to come back.
@@ -71,6 +76,7 @@ impl PolicySpec {
             planned_utilization: 0.75,
             stale_after_seconds: 60.0,
             confirm_seconds: 10.0,
+            inflow_window_seconds: 20.0,
             behind_gateway: false,
         }
     }

@@ -116,10 +116,12 @@ fn on_burst_train_matte_meets_the_slo_with_far_fewer_gpu_seconds_and_starts_than
 /// Burst-train behind the gateway, as the operator deploys it, over seeds 1-24 and at
 /// every phase of the passes against the scrapes (a quarter, half and a whole pass
 /// after the scrape they read): at least 99.5 % of images within the SLO on average, at
-/// no more than 1.3 times the GPU-seconds of the oracle that knows every arrival, 22
-/// seeds of 24 at 99 % or more and the worst at 98 % (98.43-98.75 % with the phase),
-/// with fewer than 15.5 pod starts a run (14.5-14.8 with the phase; 16.7 while the warm
-/// pods were sized for the typical burst rather than a large one). The worst seed (5: a
+/// no more than 1.3 times the GPU-seconds of the oracle that knows every arrival
+/// (1.24-1.28 times with the phase), 22 seeds of 24 at 99 % or more (23 with every
+/// phase) and the worst at 98 % (98.43-98.75 % with the phase), with fewer than 16.5
+/// pod starts a run (16.0-16.2 with the phase; 14.5-14.8 before what keeps arriving
+/// while a burst drains was planned for, 16.7 while the warm pods were sized for the
+/// typical burst rather than a large one). The worst seed (5: a
 /// burst of 326 images on one pod, before the bursts make any pattern) does not reach
 /// the 98.5 % at every phase; seed 2 (a burst of 529 images, five typical ones,
 /// on two warm pods with six free GPUs) ended between 97.60 % and 99.73 % with the
@@ -145,7 +147,7 @@ fn behind_the_gateway_burst_train_meets_the_slo_within_1_3_times_the_oracles_gpu
         assert!(matte.seeds_at_99_percent >= 22, "phase {share}: {matte:?}");
         assert!(matte.worst_slo_attainment >= 0.98, "phase {share}: {matte:?}");
         assert!(matte.mean_gpu_seconds <= 1.3 * oracle.mean_gpu_seconds, "phase {share}: {matte:?}\noracle {oracle:?}");
-        assert!(matte.mean_pod_starts < 15.5, "phase {share}: {matte:?}");
+        assert!(matte.mean_pod_starts < 16.5, "phase {share}: {matte:?}");
     }
 }
 

@@ -37,6 +37,7 @@ pub struct Queries {
     pub gateway_new_arrivals_per_second: String,
     pub pods_new_arrivals_per_second: String,
     pub gateway_latest_arrivals_per_second: String,
+    pub gateway_inflow_per_second: String,
 }
 
 impl Queries {
@@ -57,6 +58,7 @@ impl Queries {
         let arrivals = seconds(windows.arrivals);
         let latest = seconds(windows.latest);
         let dues = seconds(windows.dues());
+        let inflow = seconds(windows.inflow);
         let requests = names::REQUESTS_TOTAL;
         let refused_outcomes = format!(r#"outcome=~"{}""#, gateway_metrics::REFUSED_OUTCOMES.join("|"));
         // Clients sent away to come back: the pods' `queue_full` and the gateway's
@@ -124,6 +126,13 @@ impl Queries {
                 "sum(rate({}[{latest}]))",
                 series(gateway_metrics::RECEIVED_TOTAL, "")
             ),
+            // The gateway's new arrivals over the longer inflow window, the clients due
+            // back over the same window.
+            gateway_inflow_per_second: format!(
+                "sum(rate({}[{inflow}])) - sum(rate({}[{inflow}]))",
+                series(gateway_metrics::RECEIVED_TOTAL, ""),
+                series(gateway_metrics::DEFERRED_DUE_TOTAL, "")
+            ),
         }
     }
 }
@@ -146,7 +155,7 @@ fn seconds(duration: Duration) -> String {
 pub const DEFAULT_MAX_CONCURRENT_QUERIES: u16 = 10;
 
 /// The queries of one pass ([`Queries`]).
-pub const QUERIES_PER_PASS: usize = 14;
+pub const QUERIES_PER_PASS: usize = 15;
 
 /// The way to Prometheus every [`PrometheusSource`] shares: one HTTP client (one
 /// connection pool for the operator's whole life, not a new one and a new TLS set-up
@@ -227,6 +236,7 @@ impl PrometheusSource {
             gateway_arrivals,
             pods_arrivals,
             gateway_latest_arrivals,
+            gateway_inflow,
         ) = futures::try_join!(
             self.scalar(&q.queue_depth),
             self.scalar(&q.sample_age),
@@ -242,6 +252,7 @@ impl PrometheusSource {
             self.scalar(&q.gateway_new_arrivals_per_second),
             self.scalar(&q.pods_new_arrivals_per_second),
             self.scalar(&q.gateway_latest_arrivals_per_second),
+            self.scalar(&q.gateway_inflow_per_second),
         )?;
         if queue_depth.is_none() && gateway_depth.is_none() {
             return Ok(None);
@@ -265,6 +276,7 @@ impl PrometheusSource {
             deferred_requests: if behind_gateway { gateway_deferred } else { pods_deferred }.unwrap_or(0.0),
             new_arrivals_per_second: if behind_gateway { gateway_arrivals } else { pods_arrivals }.unwrap_or(0.0),
             gateway_latest_arrivals_per_second: gateway_latest_arrivals,
+            gateway_inflow_per_second: if behind_gateway { gateway_inflow.unwrap_or(0.0) } else { 0.0 },
         }))
     }
 
@@ -294,7 +306,7 @@ impl PrometheusSource {
 
 /// The most of an answer read: one series is a few hundred bytes, and whatever answers
 /// at the configured address (a wrong URL, a hostile server) must not fill the
-/// operator's memory, twelve queries at a time, for the 10 s a request may take.
+/// operator's memory, a pass's queries at a time, for the 10 s a request may take.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// The answer's body, read no further than `MAX_ANSWER_BYTES`.
@@ -378,6 +390,10 @@ mod tests {
         assert_eq!(
             q.gateway_latest_arrivals_per_second,
             r#"sum(rate(matte_gateway_received_total{namespace="shop"}[10s]))"#
+        );
+        assert_eq!(
+            q.gateway_inflow_per_second,
+            r#"sum(rate(matte_gateway_received_total{namespace="shop"}[20s])) - sum(rate(matte_gateway_deferred_due_total{namespace="shop"}[20s]))"#
         );
     }
 

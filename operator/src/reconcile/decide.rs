@@ -53,6 +53,7 @@ pub fn policy_spec(spec: &BackgroundRemovalServiceSpec, windows: &Windows) -> Po
     PolicySpec {
         scale_down_delay_seconds: autoscaling.scale_down_delay_seconds.map(f64::from),
         confirm_seconds: windows.confirm().as_secs_f64(),
+        inflow_window_seconds: windows.inflow.as_secs_f64(),
         behind_gateway: spec.gateway.enabled,
         ..defaults.with_planned_utilization_percent(planned_utilization_percent)
     }
@@ -160,6 +161,8 @@ mod tests {
         let every_second = Windows::for_scrape_interval(std::time::Duration::from_secs(1));
         assert_eq!(spec.confirm_seconds, 15.0, "an arrivals window of two 5 s scrapes, and one scrape more");
         assert_eq!(policy_spec(&resource_spec, &every_second).confirm_seconds, 3.0);
+        assert_eq!(spec.inflow_window_seconds, 20.0, "the rate window: four 5 s scrapes");
+        assert_eq!(policy_spec(&resource_spec, &every_second).inflow_window_seconds, 10.0, "at least 10 s");
         assert_eq!(spec.planned_utilization, 0.75, "the policy's default when the spec says nothing");
         assert!(spec.behind_gateway, "the gateway is on by default");
         resource_spec.autoscaling.planned_utilization_percent = Some(60);
