@@ -9,13 +9,13 @@
 //! the last line of its log (the pod's termination message) says what went wrong.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use matte_common::fetch_model as flags;
+use tokio::io::AsyncWriteExt;
 
 pub use matte_common::fetch_model::SUBCOMMAND;
 
@@ -70,7 +70,8 @@ impl std::fmt::Debug for FetchArgs {
 
 /// The longest a download may go without a byte before it is given up: a server that
 /// stalls is told from a slow link within a minute, not at the end of the whole
-/// download's time-out (up to a day).
+/// download's time-out (up to a day). A write to the disk that has not finished by then
+/// is given up the same way.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a model could not be fetched; each message names the problem, never a credential.
@@ -109,6 +110,8 @@ pub enum FetchError {
     DigestMismatch { url: String, expected: String, actual: String, bytes: u64 },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {path}: a write did not finish within {} s (a stalled disk?)", IDLE_TIMEOUT.as_secs())]
+    WriteStalled { path: PathBuf },
 }
 
 /// Runs the subcommand with the process's arguments from `fetch-model` on; the exit
@@ -129,7 +132,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(fetch(&args)) {
+    let result = runtime.block_on(fetch(&args));
+    // A write stuck on a stalled disk holds a thread of the runtime's blocking pool:
+    // the process must still exit with its error rather than wait for it.
+    runtime.shutdown_background();
+    match result {
         Ok(outcome) => {
             eprintln!("matte-inference fetch-model: {outcome}");
             ExitCode::SUCCESS
@@ -211,6 +218,17 @@ pub async fn fetch(args: &FetchArgs) -> Result<Outcome, FetchError> {
     Ok(Outcome::Downloaded { path: args.output.clone(), bytes, elapsed: began.elapsed() })
 }
 
+/// `operation` on the file at `path`, within the idle time-out. The disk is written off
+/// the runtime's one thread (`tokio::fs`): a write that blocks (a stalled network disk)
+/// must leave the time-outs running, which a blocking write on this single-threaded
+/// runtime would stop, and is given up like a server that stops sending.
+async fn on_disk<T>(path: &Path, operation: impl Future<Output = std::io::Result<T>>) -> Result<T, FetchError> {
+    match tokio::time::timeout(IDLE_TIMEOUT, operation).await {
+        Ok(result) => result.map_err(|source| FetchError::Write { path: path.to_owned(), source }),
+        Err(_) => Err(FetchError::WriteStalled { path: path.to_owned() }),
+    }
+}
+
 /// What to download, and how much of it at most.
 struct Request<'a> {
     url: reqwest::Url,
@@ -256,8 +274,7 @@ async fn download(
     if announced.is_some_and(|length| length > max_bytes) {
         return Err(too_large());
     }
-    let write_error = |source| FetchError::Write { path: partial.to_owned(), source };
-    let mut file = std::fs::File::create(partial).map_err(write_error)?;
+    let mut file = on_disk(partial, tokio::fs::File::create(partial)).await?;
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     let mut received = 0u64;
     let stalled = |received| FetchError::Stalled { url: shown.to_owned(), received };
@@ -269,9 +286,10 @@ async fn download(
             return Err(too_large());
         }
         digest.update(&chunk);
-        file.write_all(&chunk).map_err(write_error)?;
+        on_disk(partial, file.write_all(&chunk)).await?;
     }
-    file.sync_all().map_err(write_error)?;
+    on_disk(partial, file.flush()).await?;
+    on_disk(partial, file.sync_all()).await?;
     if let Some(announced) = announced
         && announced != received
     {

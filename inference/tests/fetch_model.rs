@@ -210,6 +210,39 @@ fn a_download_that_outlasts_its_timeout_is_abandoned() {
 }
 
 #[test]
+fn a_write_that_never_finishes_leaves_the_time_out_running_and_the_process_exits() {
+    // A named pipe where the partial file goes stands in for a stalled disk: opening it
+    // for writing blocks until a reader comes, and none does.
+    let model = model_bytes();
+    let server = HttpsServer::start("stalled-disk", &[("isnet.onnx", &model)], None);
+    let (url, ca, output) = (server.url("isnet.onnx"), server.ca(), server.output());
+    let partial = server.dir.join("out/model.onnx.partial");
+    let made = Command::new("mkfifo").arg(&partial).status().expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", partial.display());
+    let args = [
+        "--url",
+        &url,
+        "--sha256",
+        &sha256(&model),
+        "--ca-file",
+        ca.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--timeout-seconds",
+        "2",
+    ];
+    let began = std::time::Instant::now();
+    let run = fetch(&args, None);
+    assert!(!run.status.success());
+    assert!(stderr(&run).contains("took longer than 2 s"), "{}", stderr(&run));
+    // Written on the runtime's one thread, the blocked open stopped every time-out, and
+    // the process hung until killed; with the write on the blocking pool, the process
+    // must also not wait for that thread to exit.
+    assert!(began.elapsed() < Duration::from_secs(30), "exited after {:?}", began.elapsed());
+    assert!(leftovers(&server).is_empty(), "the partial file is removed: {:?}", leftovers(&server));
+}
+
+#[test]
 fn a_model_larger_than_the_limit_is_refused_and_an_endless_one_cut_at_it() {
     let model = model_bytes();
     let server = HttpsServer::start("too-large", &[("isnet.onnx", &model)], None);

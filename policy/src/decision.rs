@@ -458,11 +458,11 @@ fn summary(plan: &Plan, queue: &QueueMetrics) -> String {
     } else {
         String::new()
     };
-    // So is what keeps arriving while a burst drains.
-    let inflow = if plan.inflow_images_per_second > 0.0 {
-        format!(" with {:.1} images/s still arriving", plan.inflow_images_per_second)
-    } else {
-        String::new()
+    // So is what keeps arriving while a burst drains, beyond the steady traffic.
+    let inflow = match (plan.inflow_images_per_second, plan.sustained_images_per_second) {
+        (inflow, _) if inflow <= 0.0 => String::new(),
+        (inflow, steady) if steady > 0.0 => format!(" and {inflow:.1} images/s more still arriving"),
+        (inflow, _) => format!(" with {inflow:.1} images/s still arriving"),
     };
     format!(
         "backlog {:.0} images{steady}{inflow} ({wait}), {:.2} images/s per pod, start-up {:.0}s, drain within {:.0}s{deadline}",

@@ -217,9 +217,22 @@ fn what_keeps_arriving_while_a_burst_drains_is_planned_for_once_the_burst_outlas
     // Steady traffic already planned for is not counted twice: 2 images/s of it leave 1
     // of the 3 as the burst's own.
     let on_steady = QueueMetrics { sustained_admitted_per_second: 2.0, ..draining.clone() };
-    let plan = decide(&spec(), &observation(3, Some(on_steady)), &on_since(970.0)).plan.expect("plan");
-    // 70 + 2 × 70 steady + 1 × 20 = 230 images; three ready pods do 210, a new one 10.
-    assert_eq!(plan.needed_replicas, 5);
+    let decision = decide(&spec(), &observation(3, Some(on_steady)), &on_since(970.0));
+    let plan = decision.plan.expect("plan");
+    // 70 + 2 × 70 steady + 1 × 20 = 230 images; three ready pods do 210, two new ones
+    // 10 each.
+    assert_eq!((plan.inflow_images_per_second, plan.needed_replicas), (1.0, 5));
+    assert!(
+        decision.message.contains("on 2.0 images/s of steady traffic and 1.0 images/s more still arriving"),
+        "{}",
+        decision.message
+    );
+    // A flow confirmed has pods for its whole rate: what arrives is not planned twice.
+    let flowing = QueueMetrics { new_arrivals_per_second: 3.0, ..draining.clone() };
+    let memory = Memory { surge_since_seconds: Some(980.0), ..on_since(970.0) };
+    let plan = decide(&spec(), &observation(1, Some(flowing)), &memory).plan.expect("plan");
+    assert_eq!((plan.surge_replicas, plan.inflow_images_per_second), (3, 0.0));
+    assert_eq!(plan.needed_replicas, 4, "1 for the backlog and 3 for the flow's rate");
     // Behind a plain Service there is no gateway to read the inflow from.
     let plain = decide(&plain_service(), &observation(1, Some(draining)), &on_since(970.0));
     assert_eq!(plain.plan.expect("plan").inflow_images_per_second, 0.0);
@@ -236,6 +249,7 @@ fn negative_queue_metrics_take_nothing_off_a_plan() {
         rejected_recently: f64::NAN,
         oldest_queued_age_seconds: -300.0,
         new_arrivals_per_second: -5.0,
+        gateway_inflow_per_second: -40.0,
         ..queue(100.0)
     };
     let with_forged = decide_fresh(&observation(1, Some(forged)));
@@ -254,12 +268,14 @@ fn huge_queue_metrics_are_taken_as_a_billion_so_that_what_is_remembered_stays_a_
         deferred_requests: f64::MAX,
         oldest_queued_age_seconds: 1e300,
         new_arrivals_per_second: f64::INFINITY,
+        gateway_inflow_per_second: f64::INFINITY,
         ..queue(f64::MAX)
     };
     let decision = decide_fresh(&observation(1, Some(forged)));
     assert_eq!((decision.replicas, decision.reason), (10, Reason::ScaleUp), "{}", decision.message);
     let bounded = decision.observation.queue.as_ref().expect("queue");
     assert_eq!((bounded.queue_depth, bounded.oldest_queued_age_seconds), (MAX_OBSERVED, MAX_OBSERVED));
+    assert_eq!(bounded.gateway_inflow_per_second, MAX_OBSERVED);
     let peak = decision.memory.burst.expect("a burst is on").peak_backlog_images;
     assert_eq!(peak, 3.0 * MAX_OBSERVED);
     let status = serde_json::to_string(&decision.memory).expect("serializes");

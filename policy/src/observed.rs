@@ -85,11 +85,6 @@ pub struct Windows {
     /// rate there, a burst whose last request came before it reads nothing, while the
     /// longer arrivals window still holds the burst's last seconds.
     pub latest: Duration,
-    /// What keeps arriving while a burst drains: the gateway's new arrivals over the
-    /// rate window. A burst lands within a few seconds and a flow lasts: once a burst
-    /// has been on for longer than this window, the window holds none of its first
-    /// images, only what came after them.
-    pub inflow: Duration,
     /// How often the autoscaler decides: at each scrape of the freshest target it reads,
     /// the gateway's when one is in front, so that a burst landing in the gateway's
     /// queue is acted on a second after it shows rather than up to a pods' interval
@@ -108,18 +103,15 @@ impl Windows {
     /// the pods' scrapes (at least 10 s), long figures over five minutes, recent
     /// refusals over two of the pods' scrapes, the gateway's arrivals over one pods'
     /// interval and at least two of the gateway's scrapes, its latest arrivals over two
-    /// of its scrapes, the inflow over the rate window, a pass every gateway's scrape
-    /// (the shorter interval).
+    /// of its scrapes, a pass every gateway's scrape (the shorter interval).
     pub fn for_scrape_intervals(pods: Duration, gateway: Duration) -> Windows {
-        let rate = (pods * 4).max(Duration::from_secs(10));
         Windows {
             scrape_interval: pods,
-            rate,
+            rate: (pods * 4).max(Duration::from_secs(10)),
             long: Duration::from_secs(300),
             recent: pods * 2,
             arrivals: pods.max(gateway * 2),
             latest: gateway * 2,
-            inflow: rate,
             pass: gateway.min(pods),
         }
     }
@@ -144,6 +136,15 @@ impl Windows {
     /// are spread as the returns are.
     pub fn dues(&self) -> Duration {
         self.confirm()
+    }
+
+    /// What keeps arriving while a burst drains, the gateway's new arrivals (the
+    /// clients due back subtracted over the same window), is read over the rate window.
+    /// A burst lands within a few seconds: once one has been on for this long, its
+    /// landing, which would read as a rate, has left the window, and what the window
+    /// holds came after it.
+    pub fn inflow(&self) -> Duration {
+        self.rate
     }
 
     /// How much history [`queue_metrics`] reads: the long window, plus a rate window
@@ -438,7 +439,7 @@ pub fn queue_metrics(
     let new_at_the_gateway = |arrivals: f64, dues: f64| {
         gateway_rate(|gateway| &gateway.received, arrivals) - gateway_rate(|gateway| &gateway.deferred_due, dues)
     };
-    let inflow = windows.inflow.as_secs_f64();
+    let inflow = windows.inflow().as_secs_f64();
     let (deferred_requests, new_arrivals_per_second, gateway_inflow_per_second) = if gateway_depth.is_some() {
         let away = gateways.iter().filter_map(|gateway| promql::instant(&gateway.deferred, gateway.stale_from, at));
         (away.map(|(_, value)| value).sum(), new_at_the_gateway(arrivals, dues), new_at_the_gateway(inflow, inflow))
@@ -490,7 +491,7 @@ mod tests {
         assert_eq!(windows.confirm(), seconds(10), "arrivals over 5 s, and one pods' scrape more");
         assert_eq!(windows.dues(), seconds(10), "the clients due back, over the confirmation time");
         assert_eq!(windows.latest, seconds(2), "two of the gateway's scrapes");
-        assert_eq!(windows.inflow, seconds(20), "the inflow over the rate window");
+        assert_eq!(windows.inflow(), seconds(20), "the inflow over the rate window");
         assert_eq!(windows.pass, seconds(1), "a pass at every scrape of the gateway");
         assert_eq!(Windows::for_scrape_interval(seconds(5)).pass, seconds(5), "and of the pods without one");
         let one_interval = Windows::for_scrape_interval(seconds(5));
@@ -506,7 +507,7 @@ mod tests {
         );
         let spec = crate::PolicySpec::new(1, 2, 30.0);
         assert_eq!(
-            (defaults.confirm().as_secs_f64(), defaults.inflow.as_secs_f64()),
+            (defaults.confirm().as_secs_f64(), defaults.inflow().as_secs_f64()),
             (spec.confirm_seconds, spec.inflow_window_seconds),
             "the spec's defaults fit the default scrape intervals"
         );
@@ -745,6 +746,14 @@ mod tests {
         let queue = queue_metrics(&[], &[&first, &second], 30.0, &windows).expect("the gateway's series");
         assert_eq!(queue.deferred_requests, 75.0);
         assert!((queue.new_arrivals_per_second - 6.0).abs() < 1e-9, "{queue:?}");
+        // The inflow, over the 20 s rate window [10, 30]: the same 10/s and 4/s due back
+        // at one replica, extrapolated from its samples 15 s apart; the other replica's
+        // last new request came at 10 s.
+        assert!((queue.gateway_inflow_per_second - 6.0).abs() < 1e-9, "{queue:?}");
+        // At 20 s the arrivals window [10, 20] has none of the other replica's requests,
+        // the rate window [0, 20] has those of its first 10 s.
+        let earlier = queue_metrics(&[], &[&first, &second], 20.0, &windows).expect("the gateway's series");
+        assert!(earlier.gateway_inflow_per_second > earlier.new_arrivals_per_second + 1.0, "{earlier:?}");
         // A replica that is gone leaves the gauge at once.
         second.mark_stale(31.0);
         let later = queue_metrics(&[], &[&first, &second], 32.0, &windows).expect("one replica");
@@ -754,6 +763,7 @@ mod tests {
         pod.record(30.0, &scrape(1.0, 0.0, 1.0));
         let alone = queue_metrics(&[&pod], &[], 30.0, &windows).expect("the pod");
         assert_eq!((alone.deferred_requests, alone.new_arrivals_per_second), (0.0, 0.0));
+        assert_eq!(alone.gateway_inflow_per_second, 0.0, "no gateway, no inflow read from it");
     }
 
     #[test]

@@ -58,7 +58,7 @@ impl Queries {
         let arrivals = seconds(windows.arrivals);
         let latest = seconds(windows.latest);
         let dues = seconds(windows.dues());
-        let inflow = seconds(windows.inflow);
+        let inflow = seconds(windows.inflow());
         let requests = names::REQUESTS_TOTAL;
         let refused_outcomes = format!(r#"outcome=~"{}""#, gateway_metrics::REFUSED_OUTCOMES.join("|"));
         // Clients sent away to come back: the pods' `queue_full` and the gateway's

@@ -53,7 +53,7 @@ pub fn policy_spec(spec: &BackgroundRemovalServiceSpec, windows: &Windows) -> Po
     PolicySpec {
         scale_down_delay_seconds: autoscaling.scale_down_delay_seconds.map(f64::from),
         confirm_seconds: windows.confirm().as_secs_f64(),
-        inflow_window_seconds: windows.inflow.as_secs_f64(),
+        inflow_window_seconds: windows.inflow().as_secs_f64(),
         behind_gateway: spec.gateway.enabled,
         ..defaults.with_planned_utilization_percent(planned_utilization_percent)
     }

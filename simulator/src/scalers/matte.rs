@@ -22,7 +22,7 @@ impl Matte {
     pub fn new(settings: &Settings) -> Self {
         let spec = PolicySpec {
             confirm_seconds: settings.windows().confirm().as_secs_f64(),
-            inflow_window_seconds: settings.windows().inflow.as_secs_f64(),
+            inflow_window_seconds: settings.windows().inflow().as_secs_f64(),
             behind_gateway: settings.routing == Routing::Gateway,
             ..PolicySpec::new(settings.min_replicas, settings.max_replicas, settings.target_queue_latency_seconds)
                 .with_planned_utilization_percent(settings.planned_utilization_percent)
