@@ -187,15 +187,15 @@ fn credentials_come_from_the_environment_and_never_reach_the_log() {
     assert_eq!(std::fs::read(&output).expect("the model is there"), b"private model");
 }
 
-#[test]
-fn a_download_that_outlasts_its_timeout_is_abandoned() {
-    let server = HttpsServer::start("stall", &[], None);
-    let (url, ca, output) = (server.url("stall"), server.ca(), server.output());
+/// Fetches `path` from `server` with a 2 s time-out, and checks that it was abandoned at
+/// it and left nothing behind.
+fn abandoned_at_a_two_second_timeout(server: &HttpsServer, path: &str, digest: &str) {
+    let (url, ca, output) = (server.url(path), server.ca(), server.output());
     let args = [
         "--url",
         &url,
         "--sha256",
-        &"a".repeat(64),
+        digest,
         "--ca-file",
         ca.to_str().unwrap(),
         "--output",
@@ -206,7 +206,13 @@ fn a_download_that_outlasts_its_timeout_is_abandoned() {
     let run = fetch(&args, None);
     assert!(!run.status.success());
     assert!(stderr(&run).contains("took longer than 2 s"), "{}", stderr(&run));
-    assert!(leftovers(&server).is_empty(), "the partial file is removed: {:?}", leftovers(&server));
+    assert!(leftovers(server).is_empty(), "the partial file is removed: {:?}", leftovers(server));
+}
+
+#[test]
+fn a_download_that_outlasts_its_timeout_is_abandoned() {
+    let server = HttpsServer::start("stall", &[], None);
+    abandoned_at_a_two_second_timeout(&server, "stall", &"a".repeat(64));
 }
 
 #[test]
@@ -215,31 +221,15 @@ fn a_write_that_never_finishes_leaves_the_time_out_running_and_the_process_exits
     // for writing blocks until a reader comes, and none does.
     let model = model_bytes();
     let server = HttpsServer::start("stalled-disk", &[("isnet.onnx", &model)], None);
-    let (url, ca, output) = (server.url("isnet.onnx"), server.ca(), server.output());
     let partial = server.dir.join("out/model.onnx.partial");
     let made = Command::new("mkfifo").arg(&partial).status().expect("run mkfifo");
     assert!(made.success(), "mkfifo {}", partial.display());
-    let args = [
-        "--url",
-        &url,
-        "--sha256",
-        &sha256(&model),
-        "--ca-file",
-        ca.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-        "--timeout-seconds",
-        "2",
-    ];
     let began = std::time::Instant::now();
-    let run = fetch(&args, None);
-    assert!(!run.status.success());
-    assert!(stderr(&run).contains("took longer than 2 s"), "{}", stderr(&run));
+    abandoned_at_a_two_second_timeout(&server, "isnet.onnx", &sha256(&model));
     // Written on the runtime's one thread, the blocked open stopped every time-out, and
     // the process hung until killed; with the write on the blocking pool, the process
     // must also not wait for that thread to exit.
     assert!(began.elapsed() < Duration::from_secs(30), "exited after {:?}", began.elapsed());
-    assert!(leftovers(&server).is_empty(), "the partial file is removed: {:?}", leftovers(&server));
 }
 
 #[test]
