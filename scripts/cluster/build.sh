@@ -10,8 +10,8 @@
 # and checked against the checksum database); they are separate modules because kwok and
 # helm pin newer k8s.io libraries than the Kubernetes release. The binaries land in
 # $MATTE_CACHE/k8s/bin (default ~/.cache/matte), outside the repository, statically linked.
-# Idempotent: a module is rebuilt only when its go.mod or go.sum changed (a stamp file
-# named after their hash). A cold build takes a while (all of Kubernetes compiles), so
+# Idempotent: a module is rebuilt only when its go.mod or go.sum, or this script's code,
+# changed (a stamp file named after their hash; comments do not count). A cold build takes a while (all of Kubernetes compiles), so
 # scripts/setup.sh --with-cluster calls this once and every later run is a no-op.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -35,9 +35,11 @@ require_pin k8s go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 require_pin kwok sigs.k8s.io/kwok "$KWOK_VERSION"
 require_pin helm helm.sh/helm/v3 "$HELM_VERSION"
 
-stamp_of() { # module-dir → the stamp file for its go.mod + go.sum and this script's flags
+stamp_of() { # module-dir → the stamp file for its go.mod + go.sum and this script's code
   local hash
-  hash=$(cat "$repo/tools/$1/go.mod" "$repo/tools/$1/go.sum" "$0" | sha256sum | cut -c1-16)
+  # The script's lines but its comments: a comment edited is no reason to spend minutes
+  # compiling Kubernetes again, a flag changed is.
+  hash=$( (cat "$repo/tools/$1/go.mod" "$repo/tools/$1/go.sum"; grep -v '^[[:space:]]*#' "$0") | sha256sum | cut -c1-16)
   echo "$bin/.built-$1-$hash"
 }
 binaries_of() { # module-dir → the binaries it provides
@@ -70,6 +72,12 @@ go_ok() { # go-binary → true when its version is at least GO_VERSION's major.m
 }
 go_bin=$(command -v go || true)
 if [[ -z "$go_bin" ]] || ! go_ok "$go_bin"; then
+  # The toolchain pinned is linux-amd64's: elsewhere it would not run.
+  if [[ "$(uname -s)-$(uname -m)" != Linux-x86_64 ]]; then
+    log "only linux-amd64's Go toolchain is pinned (GO_TOOLCHAIN_SHA256 in scripts/versions.env):"
+    log "on $(uname -s)-$(uname -m), put Go ${GO_VERSION%.*} or newer on PATH"
+    exit 1
+  fi
   go_root="$cache/go-$GO_VERSION"
   if [[ ! -x "$go_root/bin/go" ]]; then
     log "fetching Go $GO_VERSION from the Go module proxy (golang.org/toolchain)"
