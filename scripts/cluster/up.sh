@@ -122,44 +122,6 @@ wait_until() { # seconds component description check...
   done
 }
 
-# --- ports -----------------------------------------------------------------------------
-# Free loopback ports below the kernel's ephemeral range, rather than the well-known ones, so
-# two clusters never collide. Not bind(0): that hands out a port from the ephemeral range,
-# where outgoing connections take their source ports too, and one can take the port in the
-# moment between finding it free and etcd or the apiserver binding it. Each port is checked
-# free here; the starting point is random so clusters starting at once do not pick alike.
-# The test crates find theirs the same way (tests/src/ports.rs) below the lowest port they
-# hand this script in MATTE_CLUSTER_LOWEST_PORT, so that a cluster starting never takes a
-# port a test has found free for a server that has yet to bind it.
-read -r etcd_port etcd_peer_port api_port < <(python3 -c '
-import os, random, socket
-LOWEST = int(os.environ.get("MATTE_CLUSTER_LOWEST_PORT", "20000"))
-try:
-    start = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-except (OSError, ValueError, IndexError):
-    start = 32768
-if start < LOWEST + 4096:
-    start = 32768
-def free(port):
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-first = random.randrange(LOWEST, start)
-ports = []
-for step in range(start - LOWEST):
-    port = LOWEST + (first - LOWEST + step) % (start - LOWEST)
-    if free(port):
-        ports.append(port)
-        if len(ports) == 3:
-            break
-if len(ports) < 3:
-    raise SystemExit("no three free loopback ports between %d and %d" % (LOWEST, start))
-print(*ports)')
-server="https://127.0.0.1:$api_port"
-
 # --- certificates and keys -------------------------------------------------------------
 # One CA signs the apiserver's serving certificate and every client certificate; clients
 # authenticate with a certificate (CN = user, O = groups). ECDSA P-256 keys: instant to
@@ -193,6 +155,50 @@ cert scheduler "/CN=system:kube-scheduler" "$client_ext"
 cert kwok "/O=system:masters/CN=kwok" "$client_ext"
 ossl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pki/sa.key"
 ossl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
+
+# --- ports -----------------------------------------------------------------------------
+# Free loopback ports below the kernel's ephemeral range, rather than the well-known ones, so
+# two clusters never collide. Not bind(0): that hands out a port from the ephemeral range,
+# where outgoing connections take their source ports too, and one can take the port in the
+# moment between finding it free and etcd or the apiserver binding it. Each port is checked
+# free here; the starting point is random so clusters starting at once do not pick alike.
+# The test crates find theirs the same way (tests/src/ports.rs) below the lowest port they
+# hand this script in MATTE_CLUSTER_LOWEST_PORT, so that a cluster starting never takes a
+# port a test has found free for a server that has yet to bind it. Two clusters starting
+# at once could still each find a port free before either binds it (an apiserver failed
+# so, its port taken by the other cluster's etcd): one cluster at a time picks its ports
+# and binds them, holding a lock until its apiserver listens. The components inherit the
+# lock's descriptor; `flock -u` releases it for all, and they die with this script.
+exec {ports_lock_fd}>>"${TMPDIR:-/tmp}/matte-cluster-ports.lock"
+flock "$ports_lock_fd"
+read -r etcd_port etcd_peer_port api_port < <(python3 -c '
+import os, random, socket
+LOWEST = int(os.environ.get("MATTE_CLUSTER_LOWEST_PORT", "20000"))
+try:
+    start = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError, IndexError):
+    start = 32768
+if start < LOWEST + 4096:
+    start = 32768
+def free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+first = random.randrange(LOWEST, start)
+ports = []
+for step in range(start - LOWEST):
+    port = LOWEST + (first - LOWEST + step) % (start - LOWEST)
+    if free(port):
+        ports.append(port)
+        if len(ports) == 3:
+            break
+if len(ports) < 3:
+    raise SystemExit("no three free loopback ports between %d and %d" % (LOWEST, start))
+print(*ports)')
+server="https://127.0.0.1:$api_port"
 
 # Self-contained kubeconfigs (certificates inline), so they can be copied or rewritten
 # (say, for a ServiceAccount token) without the files in pki/.
@@ -249,6 +255,10 @@ start_apiserver() {
     --allow-privileged=true --profiling=false
 }
 start_apiserver
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$api_port"); }
+wait_until 60 kube-apiserver "kube-apiserver to listen on $api_port" listening
+flock -u "$ports_lock_fd"
+exec {ports_lock_fd}>&-
 readyz() { curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" "$server/readyz"; }
 wait_until 90 kube-apiserver "kube-apiserver's /readyz" readyz
 
