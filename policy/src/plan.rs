@@ -297,8 +297,8 @@ impl Plan {
 /// after the requests had stopped as well, 17.8 starts and burst-train's seeds 25-48 at
 /// worst 98.47 % instead of 99.19 %. Behind a plain Service the arrivals are read from
 /// the pods' answers, refused clients' returns among them, and planning for them lost
-/// burst-train's worst seed (96.51 → 94.36 %). Left out while a flow confirmed has pods
-/// for its whole rate (the plan's caller): counted on top of them, a flow's arrivals
+/// burst-train's worst seed (96.51 → 94.36 %). Left out (by `plan`) while a flow
+/// confirmed has pods for its whole rate: counted on top of them, a flow's arrivals
 /// were planned twice, which met the bar on one family more (two pipelines) and on
 /// seeds 13-24 and 48 seeds one scenario more, for GPU-seconds no plan asked for
 /// (flash crowd 7,613 → 7,714); the two variants above were measured so.

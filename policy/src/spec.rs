@@ -40,8 +40,8 @@ pub struct PolicySpec {
     pub confirm_seconds: f64,
     /// The window over which the gateway's inflow is read
     /// (`QueueMetrics::gateway_inflow_per_second`: 20 s at the default scrape intervals,
-    /// `observed::Windows::inflow`): a burst on for longer than this has none of its
-    /// first images in it.
+    /// `observed::Windows::inflow`): once a burst has been on for this long, its landing
+    /// has left the window.
     pub inflow_window_seconds: f64,
     /// Whether `matte-gateway` is in front of the pods, holding the requests no pod has
     /// room for: then a ready pod finds its next image waiting whenever it finishes one,
