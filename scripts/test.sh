@@ -6,4 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --with-cluster --with-images
 source "${MATTE_CACHE:-$HOME/.cache/matte}/env.sh"
+# A run builds each crate once (CI's is a clean clone): incremental compilation's caches
+# would only take disk, 13 GB of a 21 GB target directory, which once filled CI's.
+export CARGO_INCREMENTAL=0
 cargo test --workspace --locked "$@"

@@ -101,9 +101,14 @@ fi
 # our back; -mod=readonly: go.sum must already be complete (it is committed).
 export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-mod=readonly -modcacherw"
 # The Go module proxy alone (Go's default falls back to fetching a module from its
-# repository), and Go's caches in this one, not in ~/go and ~/.cache/go-build
-# (-modcacherw: writable, so that removing the cache needs no chmod).
-export GOPROXY=https://proxy.golang.org GOMODCACHE="$cache/go/mod" GOCACHE="$cache/go/build"
+# repository), and its modules in this cache, not in ~/go (-modcacherw: writable, so that
+# removing the cache needs no chmod). The build cache is this run's alone: compiling
+# Kubernetes leaves 4 GB there, worth keeping only for a rebuild, which comes only with a
+# version change, while the disk it holds is the test suite's.
+build_cache="$cache/go/build.$$"
+trap 'rm -rf "$build_cache" ${work:+"$work"}' EXIT
+rm -rf "$cache/go/build" # the shared build cache this script once kept
+export GOPROXY=https://proxy.golang.org GOMODCACHE="$cache/go/mod" GOCACHE="$build_cache"
 build() { # module-dir output-name package [ldflags]
   log "building $2 ($3)"
   (cd "$repo/tools/$1" && "$go_bin" build -trimpath -ldflags "-s -w ${4:-}" -o "$bin/$2.partial" "$3")
