@@ -120,6 +120,10 @@ pub mod limits {
     pub const MAX_QUEUE_CAPACITY: u32 = 10_000;
     /// `batching.maxBatchSize`, and the pod's `--max-batch-size`.
     pub const MAX_BATCH_SIZE: u32 = 64;
+    /// `maxDimension`, and the pod's `--max-dimension`: the longest side every output
+    /// format encodes (WebP's limit; a longer one was run through the model, then
+    /// answered 500 for want of an encoder).
+    pub const MAX_DIMENSION: u32 = 16_384;
     /// `queue.requestTimeoutSeconds`: an hour. A pod's termination grace is its
     /// request timeout and a margin, so that a rollout or a node drain waits for the
     /// requests it holds; a day's timeout would let one resource hold its old pods, and

@@ -54,6 +54,7 @@ pub async fn read(
 ) -> Result<Bytes, ReadFailure> {
     // The most the body can be: its declared length, and never more than the limit.
     let most = declared.map_or(limit, |length| usize::try_from(length).unwrap_or(usize::MAX).min(limit));
+    let all_buffers = reservation.budget_limit();
     let mut collected: Vec<u8> = Vec::new();
     let mut chunks = std::pin::pin!(paced_chunks(body, limit, pace, started));
     loop {
@@ -66,12 +67,24 @@ pub async fn read(
         let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|error| ReadFailure::Request(Error::Body(error)))?;
         let needed = collected.len() + chunk.len();
+        if needed > all_buffers {
+            // Known only now when no length was declared: told to come back, it would
+            // be refused again on every try.
+            drop(collected);
+            reservation.release();
+            matte_serve::discard_rest(chunks).await;
+            return Err(ReadFailure::Request(Error::OverBuffers { needed, limit: all_buffers }));
+        }
         let held = (|| {
             reservation.received(needed)?;
             if needed > collected.capacity() {
                 let doubled = collected.capacity().saturating_mul(2).max(FIRST_ROOM);
-                // A body longer than declared must still fit.
-                let room = doubled.min(most).max(needed);
+                // A body longer than declared must still fit; doubled within all the
+                // buffers, and only as far as the body itself when the doubling is
+                // more than the budget has free (a body that fits is not refused for
+                // room it may never use).
+                let room = doubled.min(most).min(all_buffers).max(needed);
+                let room = if room > needed && reservation.cover(room).is_err() { needed } else { room };
                 reservation.cover(room)?;
                 collected.reserve_exact(room - collected.len());
             }

@@ -301,24 +301,37 @@ fn buffers_full(state: &AppState) -> Error {
     }
 }
 
+/// Pods a request may break the connection of, before an answer, and still be sent to
+/// another: a pod lost with requests on it (scaled down, its node gone) needs one more.
+/// A request that breaks the pod itself (an image that crashes its decoder) would take
+/// down pod after pod within its budget, each then a GPU start-up away from serving;
+/// after this many it is answered 502.
+const BROKEN_CONNECTIONS_PER_REQUEST: u32 = 2;
+
 /// Sends the request to a pod, and again to another (or the same, later) while the
 /// pods turn it away and the budget lasts.
 async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: Instant) -> Result<Response, Error> {
-    let mut requeued = false;
+    // Why the request is being sent again, counted once it is: a pod's place found for it.
+    let mut again: Option<RetryReason> = None;
+    let mut broken_connections = 0;
     loop {
-        let mut lease = state.dispatcher.acquire(arrived, deadline, requeued).await?;
-        if !requeued {
-            state.metrics.queue_wait.observe(lease.granted().duration_since(arrived).as_secs_f64());
+        let mut lease = state.dispatcher.acquire(arrived, deadline, again.is_some()).await?;
+        match again.take() {
+            Some(reason) => state.metrics.count_retry(reason),
+            None => state.metrics.queue_wait.observe(lease.granted().duration_since(arrived).as_secs_f64()),
         }
         let address = lease.address().to_owned();
         let attempt = state.client.send(&address, forward).await;
         let (outcome, retry) = judge(&attempt);
+        if retry == Some(RetryReason::ConnectionFailed) {
+            broken_connections += 1;
+        }
         match retry {
+            Some(RetryReason::ConnectionFailed) if broken_connections >= BROKEN_CONNECTIONS_PER_REQUEST => {}
             Some(reason) if Instant::now() < deadline => {
                 lease.end(outcome);
                 tracing::debug!(upstream = address, reason = reason.label(), "sending the request again");
-                state.metrics.count_retry(reason);
-                requeued = true;
+                again = Some(reason);
                 continue;
             }
             // Turned away by a full, draining or gone pod with the budget spent: the

@@ -5,8 +5,9 @@
 //! The pod closes a connection idle for its header timeout (10 s), so a pooled
 //! connection may be closed under us. The pool drops idle connections sooner than
 //! that, and hyper retries a request on a connection found closed before it was sent;
-//! what remains (closed while the request was on its way) is a failure before any
-//! response, which the caller retries: the pod never started that request.
+//! what remains (closed while the request was on its way, or with the pod gone while it
+//! worked on it) is a failure before any response, which the caller sends to another
+//! pod, but not to pod after pod: the request itself may be what broke the pod.
 
 use std::time::Duration;
 

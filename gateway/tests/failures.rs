@@ -1,9 +1,11 @@
 //! A pod killed or shut down in the middle of a burst loses no request the gateway
 //! accepted: what it held or refused is sent to the other pods, and it is taken out of
-//! the rotation.
+//! the rotation. A request that breaks every pod it reaches is not sent to them all.
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use support::{Gateway, Pod, TinyModel, client, metric_value, post_png, sample_image, scrape};
@@ -96,4 +98,56 @@ async fn burst_losing_a_pod(loss: Loss) {
     assert_eq!(metric_value(&text, r#"matte_gateway_requests_total{outcome="ok"}"#), burst as f64);
     assert_eq!(metric_value(&text, r#"matte_gateway_endpoints{state="ready"}"#), 2.0);
     drop(victim);
+}
+
+/// Ends the connection's task without an answer: the gateway sees the connection closed.
+fn break_the_connection() -> &'static str {
+    std::panic::resume_unwind(Box::new("the image broke the pod"))
+}
+
+/// A pod that breaks the connection of every image sent to it before answering, as one
+/// whose decoder the image crashes would; it counts the images it was sent.
+async fn pod_broken_by_every_image(received: Arc<AtomicUsize>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let address = listener.local_addr().expect("its address").to_string();
+    let remove = axum::routing::post(move || {
+        let received = received.clone();
+        async move {
+            received.fetch_add(1, Ordering::SeqCst);
+            break_the_connection()
+        }
+    });
+    let app =
+        axum::Router::new().route("/readyz", axum::routing::get(|| async { "ready" })).route("/v1/remove", remove);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_breaks_its_pod_is_tried_on_two_pods_not_on_every_one() {
+    let received = Arc::new(AtomicUsize::new(0));
+    let mut flags = vec![];
+    let mut pods = vec![];
+    for _ in 0..4 {
+        pods.push(pod_broken_by_every_image(received.clone()).await);
+    }
+    for pod in &pods {
+        flags.extend(["--upstream", pod.as_str()]);
+    }
+    let gateway = Gateway::start(&flags).await;
+    support::until_ok(&format!("http://{}/readyz", pods[0]), Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a probe round
+    let (status, _, body) =
+        post_png(&client(), &gateway.url("/v1/remove"), vec![0x89; 1000], &[("x-matte-max-wait-seconds", "20")]).await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("upstream_failed"), "{body}");
+    assert_eq!(received.load(Ordering::SeqCst), 2, "sent to two pods, within a budget that had room for four");
+    let text = tokio::task::spawn_blocking({
+        let metrics = gateway.url("/metrics");
+        move || scrape(&metrics)
+    })
+    .await
+    .unwrap();
+    assert_eq!(metric_value(&text, r#"matte_gateway_upstream_retries_total{reason="connection_failed"}"#), 1.0);
 }

@@ -130,9 +130,9 @@ async fn a_client_whose_budget_runs_out_on_full_pods_is_sent_away_by_the_gateway
     let (pod, sent) = always_full_pod().await;
     let gateway = Gateway::start(&["--upstream", &pod]).await;
     let client = client();
-    let metrics = || async { client.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+    let scrape = || async { client.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap() };
     let mut tries = 0;
-    while metric_value(&metrics().await, r#"matte_gateway_endpoints{state="ready"}"#) != 1.0 {
+    while metric_value(&scrape().await, r#"matte_gateway_endpoints{state="ready"}"#) != 1.0 {
         tries += 1;
         assert!(tries < 100, "the pod never turned ready in the gateway");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -147,8 +147,67 @@ async fn a_client_whose_budget_runs_out_on_full_pods_is_sent_away_by_the_gateway
     // No image served yet, so no wait to go by: the time a pod takes to start.
     let unknown_wait = matte_common::admission::UNKNOWN_WAIT_RETRY_AFTER.as_secs().to_string();
     assert_eq!(retry_after, Some(unknown_wait), "the gateway's Retry-After, not the pod's 300 s");
-    let metrics = metrics().await;
+    let metrics = scrape().await;
     assert!(!metrics.contains("outcome=\"pod_429\""), "{metrics}");
     assert_eq!(metric_value(&metrics, r#"matte_gateway_requests_total{outcome="no_capacity"}"#), 1.0, "{metrics}");
     assert_eq!(metric_value(&metrics, "matte_gateway_deferred_requests"), 1.0, "counted among those away: {metrics}");
+
+    // With a budget, it is sent again while the budget lasts: each time counted as it
+    // is sent, not when a 429 came with too little of the budget left to send it again.
+    let before = sent.load(Ordering::SeqCst);
+    let (status, _, _) =
+        support::post_png(&client, &gateway.url("/v1/remove"), vec![1, 2, 3], &[("x-matte-max-wait-seconds", "2")])
+            .await;
+    assert_eq!(status, 503);
+    let sends = sent.load(Ordering::SeqCst) - before;
+    let metrics = scrape().await;
+    let retries = metric_value(&metrics, r#"matte_gateway_upstream_retries_total{reason="pod_busy"}"#);
+    assert_eq!(retries, (sends - 1) as f64, "{sends} sends: {metrics}");
+}
+
+/// The gateway's answer, whole, to a body of `length` bytes sent in chunks,
+/// with no `Content-Length`: its size is known only as it arrives.
+fn post_chunked(address: &str, length: usize) -> String {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream
+        .write_all(b"POST /v1/remove HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    let chunk = vec![0x89u8; 10_000];
+    for start in (0..length).step_by(chunk.len()) {
+        let piece = &chunk[..chunk.len().min(length - start)];
+        stream.write_all(format!("{:x}\r\n", piece.len()).as_bytes()).unwrap();
+        stream.write_all(piece).unwrap();
+        stream.write_all(b"\r\n").unwrap();
+    }
+    stream.write_all(b"0\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_of_no_declared_length_is_held_within_the_buffers_or_refused_for_its_size() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let pod = listener.local_addr().expect("its address").to_string();
+    let app = axum::Router::new()
+        .route("/readyz", axum::routing::get(|| async { "ready" }))
+        .route("/v1/remove", axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let gateway =
+        Gateway::start(&["--upstream", &pod, "--max-body-bytes", "1000000", "--max-buffered-bytes", "300000"]).await;
+    support::until_ok(&format!("http://{pod}/readyz"), Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a probe round
+    let address = gateway.base.trim_start_matches("http://").to_owned();
+    let (fits, too_large) =
+        tokio::task::spawn_blocking(move || (post_chunked(&address, 280_000), post_chunked(&address, 400_000)))
+            .await
+            .unwrap();
+    // 280,000 bytes fit the 300,000 of buffers, though doubling the buffer as they
+    // came would have asked for 524,288.
+    assert!(fits.starts_with("HTTP/1.1 200"), "{fits}");
+    assert!(fits.contains("\r\n280000"), "the pod got the whole body: {fits}");
+    // More than all the buffers: 413, not a 429 that would be refused on every try.
+    assert!(too_large.starts_with("HTTP/1.1 413"), "{too_large}");
+    assert!(too_large.contains("body_too_large"), "{too_large}");
 }

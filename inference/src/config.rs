@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use matte_common::{flags, memory, paths};
+use matte_common::{flags, limits, memory, paths};
 use matte_serve::LogFormat;
 use matte_serve::durations::{parse_delay, parse_timeout};
 
@@ -88,7 +88,7 @@ pub struct Config {
     pub mask_output: Option<String>,
 
     /// Largest side of an output image; larger inputs are scaled down first.
-    #[arg(long, env = "MATTE_MAX_DIMENSION", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::imaging::MAX_SIDE)))]
+    #[arg(long, env = "MATTE_MAX_DIMENSION", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=i64::from(limits::MAX_DIMENSION)))]
     pub max_dimension: u32,
 
     /// Largest accepted input in pixels (width × height), checked before decoding.
@@ -288,8 +288,8 @@ mod tests {
     fn flags_that_would_break_the_memory_bound_or_the_process_are_refused() {
         let with = |flag: &str, value: &str| Config::try_parse_from(["matte-inference", "--model", "m", flag, value]);
         assert!(with("--max-dimension", "0").is_err(), "0 would turn scaling off, uncounted");
-        assert!(with("--max-dimension", "65535").is_ok());
-        assert!(with("--max-dimension", "65536").is_err());
+        assert!(with("--max-dimension", "16384").is_ok());
+        assert!(with("--max-dimension", "16385").is_err(), "no encoder writes WebP that wide");
         assert!(with("--max-body-bytes", "18446744073709551615").is_err(), "a head could abort the process");
         assert!(with("--max-body-bytes", "0").is_err());
         assert_eq!(with("--max-body-bytes", "1073741824").unwrap().max_body_bytes, 1 << 30);

@@ -318,7 +318,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    state.observe_queue();
+    state.refresh_gauges();
     exposition::response(state.metrics.render())
 }
 

@@ -76,8 +76,11 @@ impl Default for Metrics {
             .expect("valid"),
             inflight: IntGauge::new(names::INFLIGHT_REQUESTS, "Requests admitted and not yet answered.")
                 .expect("valid"),
-            ready: IntGauge::new(names::READY, "1 when the pod takes work, 0 while loading or draining.")
-                .expect("valid"),
+            ready: IntGauge::new(
+                names::READY,
+                "1 when the pod takes work, 0 while loading, draining or failing (as /readyz answers).",
+            )
+            .expect("valid"),
             model_info: IntGaugeVec::new(
                 Opts::new(names::MODEL_INFO, "The loaded model and execution provider; always 1."),
                 &["model", "provider"],

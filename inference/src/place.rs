@@ -36,20 +36,28 @@ impl Place {
 
 /// The most of an answer handed to the connection at a time: the connection asks for
 /// more only as the client takes what it has, so the place is held until all but the
-/// last of the answer has gone.
-const ANSWER_CHUNK: usize = 256 * 1024;
+/// last of the answer has gone. What is left then, the last piece and what the
+/// connection still holds of the ones before (at most a head's worth,
+/// `max_buf_size`), waits for a client that may never read it, on the connection's
+/// account: small, and a copy.
+const ANSWER_CHUNK: usize = 16 * 1024;
 
 /// An answer's body that holds the request's place until the connection has taken the
 /// whole of it (or drops it): an encoded image waiting for a client that reads slowly,
 /// or not at all, stays within the places' bound rather than piling up beyond it.
 pub struct PlacedAnswer {
-    rest: Bytes,
+    answer: Vec<u8>,
+    sent: usize,
     _place: Place,
 }
 
 impl PlacedAnswer {
     pub fn new(answer: Vec<u8>, place: Place) -> PlacedAnswer {
-        PlacedAnswer { rest: Bytes::from(answer), _place: place }
+        PlacedAnswer { answer, sent: 0, _place: place }
+    }
+
+    fn rest(&self) -> &[u8] {
+        &self.answer[self.sent..]
     }
 }
 
@@ -57,20 +65,25 @@ impl http_body::Body for PlacedAnswer {
     type Data = Bytes;
     type Error = Infallible;
 
+    /// Each piece is a copy: a slice of the answer would keep the whole of it alive in
+    /// the connection's write queue after the place is given back (a client reading all
+    /// but the end of a 17 MB answer held the 17 MB, on each of its connections).
     fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.rest.is_empty() {
+        let rest = self.rest();
+        if rest.is_empty() {
             return Poll::Ready(None);
         }
-        let chunk = self.rest.len().min(ANSWER_CHUNK);
-        Poll::Ready(Some(Ok(Frame::data(self.rest.split_to(chunk)))))
+        let piece = Bytes::copy_from_slice(&rest[..rest.len().min(ANSWER_CHUNK)]);
+        self.sent += piece.len();
+        Poll::Ready(Some(Ok(Frame::data(piece))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.rest.is_empty()
+        self.rest().is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.rest.len() as u64)
+        SizeHint::with_exact(self.rest().len() as u64)
     }
 }
 
@@ -83,5 +96,31 @@ impl Drop for PlaceInner {
     fn drop(&mut self) {
         drop(self.permit.take());
         self.released.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use http_body::Body as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn no_piece_of_an_answer_shares_its_memory() {
+        let answer: Vec<u8> = (0..5 * ANSWER_CHUNK + 100).map(|i| i as u8).collect();
+        let original = answer.clone();
+        let span = answer.as_ptr_range();
+        let mut body = std::pin::pin!(PlacedAnswer::new(answer, Place::detached()));
+        let mut received = Vec::new();
+        while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            let piece = frame.expect("infallible").into_data().expect("a data frame");
+            assert!(piece.len() <= ANSWER_CHUNK, "a piece of {} bytes", piece.len());
+            assert!(!span.contains(&piece.as_ptr()), "a piece points into the answer's own buffer");
+            received.extend_from_slice(&piece);
+        }
+        assert!(body.is_end_stream());
+        assert_eq!(received, original);
     }
 }

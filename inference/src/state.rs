@@ -196,11 +196,6 @@ impl AppState {
             return;
         }
         self.lifecycle.ready.store(true, Ordering::SeqCst);
-        self.metrics.ready.set(1);
-        // A drain that began between the check and the store must still win.
-        if self.lifecycle.unready_for_drain.load(Ordering::SeqCst) {
-            self.metrics.ready.set(0);
-        }
     }
 
     pub fn is_ready(&self) -> bool {
@@ -210,17 +205,18 @@ impl AppState {
     /// First step of a drain: unready at once, still admitting.
     pub fn begin_drain(&self) {
         self.lifecycle.unready_for_drain.store(true, Ordering::SeqCst);
-        self.metrics.ready.set(0);
     }
 
     /// Second step of a drain: refuse new work with 503.
     pub fn refuse_new_work(&self) {
         self.lifecycle.refusing.store(true, Ordering::SeqCst);
-        self.metrics.ready.set(0);
     }
 
-    /// Refreshes the gauges that describe the queue right now; called before a scrape.
-    pub fn observe_queue(&self) {
+    /// Refreshes the gauges that describe the pod right now; called before a scrape.
+    /// Readiness as `/readyz` answers it: a pod whose inference loop fails or has died
+    /// takes no work, and its gauge says so.
+    pub fn refresh_gauges(&self) {
+        self.metrics.ready.set(i64::from(self.unready_reason().is_none()));
         self.metrics.queue_depth.set(self.queue.depth() as i64);
         let oldest = self.queue.oldest_arrival().map_or(0.0, |arrived| arrived.elapsed().as_secs_f64());
         self.metrics.oldest_queued_age.set(oldest);

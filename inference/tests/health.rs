@@ -34,6 +34,7 @@ fn a_loop_that_always_fails_turns_the_pod_unready_then_not_live() {
     assert_eq!(statuses.first(), Some(&500), "{statuses:?}");
     assert_eq!(statuses.last(), Some(&503), "failing runs stop the pod taking work: {statuses:?}");
     assert_eq!(client.get(server.url("/readyz")).send().unwrap().status(), 503);
+    assert_eq!(server.metric("matte_ready"), 0.0, "its gauge says what /readyz says");
     let live = client.get(server.url("/healthz")).send().unwrap();
     assert_eq!(live.status(), 503, "and the pod asks to be restarted");
     let body: serde_json::Value = live.json().unwrap();
@@ -64,6 +65,7 @@ fn a_loop_stuck_in_one_run_turns_the_pod_unready_then_not_live() {
     let server = Server::start_with_model(&model.path, &["--request-timeout-seconds", "2"]);
     let client = blocking_client();
     assert_eq!(client.get(server.url("/healthz")).send().unwrap().status(), 200, "live after warm-up");
+    assert_eq!(server.metric("matte_ready"), 1.0);
 
     // The request that hangs the loop: its answer never comes, so it is sent aside and
     // given up with the server.
@@ -77,6 +79,7 @@ fn a_loop_stuck_in_one_run_turns_the_pod_unready_then_not_live() {
     // Past the request timeout (2 s) the pod takes no new work...
     let unready = wait_for_status(&server, "/readyz", 503, Duration::from_secs(60));
     assert_eq!(unready["error"]["code"], "unhealthy", "{unready}");
+    assert_eq!(server.metric("matte_ready"), 0.0, "its gauge says what /readyz says");
     let refused = client
         .post(server.url("/v1/remove"))
         .header("content-type", "image/png")

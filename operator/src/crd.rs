@@ -109,7 +109,7 @@ pub struct BackgroundRemovalServiceSpec {
     pub gpu: GpuSpec,
     /// Largest side of an output image; larger inputs are scaled down.
     #[serde(default = "default_max_dimension")]
-    #[schemars(range(min = 1, max = 16384))]
+    #[schemars(range(min = 1, max = limits::MAX_DIMENSION))]
     pub max_dimension: i32,
     #[serde(default)]
     pub batching: BatchingSpec,
