@@ -196,7 +196,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_the_budget_cannot_take_is_read_to_its_end_before_the_refusal() {
-        let budget = BufferBudget::new(4);
+        let budget = BufferBudget::new(100);
+        let _others = budget.reserve(96).unwrap();
         let sent = Arc::new(AtomicUsize::new(0));
         let counted = sent.clone();
         let chunks = futures_util::stream::iter(vec![b"abc"; 5]).map(move |chunk: &'static [u8; 3]| {
@@ -207,13 +208,14 @@ mod tests {
         let read = read(Body::from_stream(chunks), None, 100, PACE, Instant::now(), &mut reservation).await;
         assert!(matches!(read, Err(ReadFailure::BudgetSpent)));
         assert_eq!(sent.load(Ordering::SeqCst), 5, "the rest of the upload taken off the wire");
-        assert_eq!(budget.used(), 0, "the part read given back at once");
+        assert_eq!(budget.used(), 96, "the part read given back at once");
     }
 
     #[tokio::test]
     async fn a_body_outgrowing_the_budget_gives_back_its_room_before_the_rest_is_read() {
         // Declared 100, sent 300 in chunks of 60: the third outgrows the 150 left.
-        let budget = BufferBudget::new(150);
+        let budget = BufferBudget::new(1000);
+        let others = budget.reserve(850).unwrap();
         let seen_while_discarding = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (watched, seen) = (budget.clone(), seen_while_discarding.clone());
         let chunks = futures_util::stream::iter(0..5).map(move |index| {
@@ -225,8 +227,9 @@ mod tests {
         let mut reservation = budget.reserve_upload(100, due()).unwrap();
         let read = read(Body::from_stream(chunks), Some(100), 1000, PACE, Instant::now(), &mut reservation).await;
         assert!(matches!(read, Err(ReadFailure::BudgetSpent)));
-        assert_eq!(*seen_while_discarding.lock().unwrap(), vec![0, 0], "nothing held while the rest arrived");
+        assert_eq!(*seen_while_discarding.lock().unwrap(), vec![850, 850], "nothing held while the rest arrived");
         drop(reservation);
+        drop(others);
         assert_eq!(budget.used(), 0);
     }
 
@@ -241,10 +244,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_of_unknown_length_grows_until_the_budget_is_spent() {
-        let budget = BufferBudget::new(4);
+        let budget = BufferBudget::new(100);
+        let _others = budget.reserve(96).unwrap();
         let mut reservation = budget.reserve_upload(0, due()).unwrap();
         let read = read(body_of(vec![b"abc", b"def"]), None, 100, PACE, Instant::now(), &mut reservation).await;
         assert!(matches!(read, Err(ReadFailure::BudgetSpent)));
+    }
+
+    #[tokio::test]
+    async fn a_body_of_unknown_length_larger_than_all_the_buffers_is_refused_for_its_size() {
+        let budget = BufferBudget::new(4);
+        let mut reservation = budget.reserve_upload(0, due()).unwrap();
+        let read = read(body_of(vec![b"abc", b"def"]), None, 100, PACE, Instant::now(), &mut reservation).await;
+        assert!(
+            matches!(read, Err(ReadFailure::Request(Error::OverBuffers { needed: 6, limit: 4 }))),
+            "a 413, not a 429 refused on every try"
+        );
+        assert_eq!(budget.used(), 0);
     }
 
     #[tokio::test]

@@ -9,7 +9,9 @@
 //! other answer of the pod goes to the client unchanged. The gateway does not look
 //! inside the request: the pod judges the image and the query.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
@@ -19,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use matte_common::headers::MAX_WAIT_SECONDS;
 use matte_common::paths;
 use matte_serve::{RouteError, declared_length, exposition, refuse_unread};
@@ -28,7 +31,7 @@ use crate::body::{self, ReadFailure};
 use crate::budget::Reservation;
 use crate::compat::{self, Dialect, Encoding};
 use crate::dispatcher::AttemptOutcome;
-use crate::metrics::{Metrics, RetryReason};
+use crate::metrics::{CLIENT_GONE_OUTCOME, Delivery, Metrics, RetryReason};
 use crate::state::AppState;
 use crate::upstream::{self, Attempt, Forward};
 use matte_common::admission::Admission;
@@ -74,31 +77,88 @@ pub fn judge(attempt: &Attempt) -> (AttemptOutcome, Option<RetryReason>) {
     }
 }
 
-/// The `outcome` label of a pod's answer passed to the client.
+/// The `outcome` label of a pod's error answer passed to the client.
 fn answered_outcome(status: StatusCode) -> String {
-    if status.is_success() { "ok".to_owned() } else { format!("pod_{}", status.as_u16()) }
+    format!("pod_{}", status.as_u16())
 }
 
 /// Counts every removal request exactly once, by outcome, even when the client goes
 /// away mid-request and the handler is dropped, and each client sent away with a
-/// `Retry-After`.
+/// `Retry-After`. A pod's image is counted as it reaches the client ([`Delivery`]).
 struct RequestRecord<'a> {
     metrics: &'a Metrics,
-    outcome: String,
+    /// `None` once the count is left to the answer's delivery.
+    outcome: Option<String>,
     sent_away_for: Option<Duration>,
 }
 
 impl RequestRecord<'_> {
     /// The request ends in `error`.
     fn failed(&mut self, error: &Error) {
-        self.outcome = error.code().to_owned();
+        self.outcome = Some(error.code().to_owned());
         self.sent_away_for = error.retry_after();
+    }
+
+    /// The request ends in `response`: a pod's image is counted `ok` once it has reached
+    /// the client whole, not when its head has (the pod may die or fall silent on the
+    /// way, the client may leave); any other answer is counted now.
+    fn answered(&mut self, response: Response) -> Response {
+        if !response.status().is_success() {
+            self.outcome = Some(answered_outcome(response.status()));
+            return response;
+        }
+        self.outcome = None;
+        let delivery = self.metrics.delivery(UPSTREAM_FAILED_OUTCOME);
+        response.map(|body| axum::body::Body::new(Delivered { body, delivery: Some(delivery) }))
     }
 }
 
+/// An answer's body that makes its [`Delivery`]'s count as it ends: once its last
+/// frame is handed to the connection, or it breaks off, or is dropped unsent. Its
+/// length and end are the body's own, so that an answer of known length keeps its
+/// `Content-Length`.
+struct Delivered {
+    body: axum::body::Body,
+    delivery: Option<Delivery>,
+}
+
+impl http_body::Body for Delivered {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(Some(Err(_))) => Some(false),
+            Poll::Ready(None) => Some(true),
+            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => Some(true),
+            _ => None,
+        };
+        if let Some(whole) = ended
+            && let Some(mut delivery) = self.delivery.take()
+        {
+            if whole { delivery.arrived() } else { delivery.broken() }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The outcome of an answer that broke off on its way from the pod.
+const UPSTREAM_FAILED_OUTCOME: &str = "upstream_failed";
+
 impl Drop for RequestRecord<'_> {
     fn drop(&mut self) {
-        self.metrics.count_outcome(&self.outcome);
+        if let Some(outcome) = &self.outcome {
+            self.metrics.count_outcome(outcome);
+        }
         if let Some(retry_after) = self.sent_away_for {
             self.metrics.count_sent_away(retry_after);
         }
@@ -122,7 +182,8 @@ async fn remove_for_remove_bg(State(state): State<Arc<AppState>>, request: Reque
 async fn serve(state: &AppState, request: Request, dialect: Option<Dialect>) -> Response {
     let arrived = Instant::now();
     state.metrics.count_received();
-    let mut record = RequestRecord { metrics: &state.metrics, outcome: "client_gone".to_owned(), sent_away_for: None };
+    let mut record =
+        RequestRecord { metrics: &state.metrics, outcome: Some(CLIENT_GONE_OUTCOME.to_owned()), sent_away_for: None };
     let (parts, body) = request.into_parts();
     let in_dialect = |error: Error| match dialect {
         None => error.into_response(),
@@ -157,21 +218,18 @@ async fn serve(state: &AppState, request: Request, dialect: Option<Dialect>) -> 
     drop(forward);
     drop(reservation);
     let response = match result {
-        Ok(response) => {
-            record.outcome = answered_outcome(response.status());
-            response
-        }
+        Ok(response) => response,
         Err(error) => {
             record.failed(&error);
-            error.into_response()
+            return in_dialect(error);
         }
     };
     let Some(dialect) = dialect else {
-        return response;
+        return record.answered(response);
     };
     // Counted as the client is answered: a 429 here sends it away like any other.
     match translate_answer(state, dialect, encoding, response).await {
-        Ok(translated) => translated,
+        Ok(translated) => record.answered(translated),
         Err(error) => {
             record.failed(&error);
             compat::error_answer(dialect, error)
@@ -437,7 +495,6 @@ mod tests {
 
     #[test]
     fn outcomes_name_the_pods_status() {
-        assert_eq!(answered_outcome(StatusCode::OK), "ok");
         assert_eq!(answered_outcome(StatusCode::UNSUPPORTED_MEDIA_TYPE), "pod_415");
     }
 }

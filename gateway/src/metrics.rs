@@ -153,7 +153,41 @@ impl Default for Metrics {
     }
 }
 
+/// The outcome of a request whose client left before it was answered.
+pub const CLIENT_GONE_OUTCOME: &str = "client_gone";
+
+/// The count of one request answered with a pod's image, made once the answer's
+/// delivery ends: `ok` when it reached the client whole, the outcome given when it broke
+/// off on its way, `client_gone` when the client left first (the answer dropped).
+pub struct Delivery {
+    requests: IntCounterVec,
+    outcome: &'static str,
+    broken_outcome: &'static str,
+}
+
+impl Delivery {
+    pub fn arrived(&mut self) {
+        self.outcome = matte_common::metrics::OK_OUTCOME;
+    }
+
+    pub fn broken(&mut self) {
+        self.outcome = self.broken_outcome;
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        self.requests.with_label_values(&[self.outcome]).inc();
+    }
+}
+
 impl Metrics {
+    /// The count of an answer on its way to the client, counted `broken_outcome` if it
+    /// breaks off.
+    pub fn delivery(&self, broken_outcome: &'static str) -> Delivery {
+        Delivery { requests: self.requests.clone(), outcome: CLIENT_GONE_OUTCOME, broken_outcome }
+    }
+
     pub fn count_received(&self) {
         self.received.inc();
     }
