@@ -385,7 +385,14 @@ async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: I
             broken_connections += 1;
         }
         match retry {
-            Some(RetryReason::ConnectionFailed) if broken_connections >= BROKEN_CONNECTIONS_PER_REQUEST => {}
+            Some(RetryReason::ConnectionFailed) if broken_connections >= BROKEN_CONNECTIONS_PER_REQUEST => {
+                tracing::warn!(
+                    upstream = address,
+                    pods = broken_connections,
+                    "a request broke the connection of every pod it was sent to: answered 502, not sent to another \
+                     (an image that crashes the pod would take down the fleet)"
+                );
+            }
             Some(reason) if Instant::now() < deadline => {
                 lease.end(outcome);
                 tracing::debug!(upstream = address, reason = reason.label(), "sending the request again");
