@@ -80,11 +80,14 @@ pub async fn read(
             if needed > collected.capacity() {
                 let doubled = collected.capacity().saturating_mul(2).max(FIRST_ROOM);
                 // A body longer than declared must still fit; doubled within all the
-                // buffers, and only as far as the body itself when the doubling is
-                // more than the budget has free (a body that fits is not refused for
-                // room it may never use).
-                let room = doubled.min(most).min(all_buffers).max(needed);
-                let room = if room > needed && reservation.cover(room).is_err() { needed } else { room };
+                // buffers, and, when the budget cannot cover the doubling, by as much of
+                // it as the budget can (halving the step): a body that fits is not
+                // refused for room it may never use, and a buffer grown by the body's
+                // own bytes alone would be moved at every chunk.
+                let mut room = doubled.min(most).min(all_buffers).max(needed);
+                while room > needed && reservation.cover(room).is_err() {
+                    room = needed + (room - needed) / 2;
+                }
                 reservation.cover(room)?;
                 collected.reserve_exact(room - collected.len());
             }

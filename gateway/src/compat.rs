@@ -257,16 +257,20 @@ fn needs_reencoding(encoding: Encoding, answer: &[u8]) -> bool {
     encoding == Encoding::Jpeg && sniff_content_type(answer) != "image/jpeg"
 }
 
-/// The pods' answer (or the gateway's own error) as the dialect's client expects it.
-pub fn answer(dialect: Dialect, encoding: Encoding, parts: axum::http::response::Parts, bytes: Bytes) -> Response {
+/// The pods' answer as the dialect's client expects it, or the gateway's own error
+/// where the image could not be made the dialect's (the caller answers it, and counts
+/// it as the gateway's, not the pod's).
+pub fn answer(
+    dialect: Dialect,
+    encoding: Encoding,
+    parts: axum::http::response::Parts,
+    bytes: Bytes,
+) -> Result<Response, Error> {
     if !parts.status.is_success() {
         let (code, message) = native_error(&bytes);
-        return in_dialect(dialect, parts, &code, &message);
+        return Ok(in_dialect(dialect, parts, &code, &message));
     }
-    match image_answer(dialect, encoding, parts, bytes) {
-        Ok(response) => response,
-        Err(error) => error_answer(dialect, error),
-    }
+    image_answer(dialect, encoding, parts, bytes)
 }
 
 /// The gateway's own error in the dialect's shape.

@@ -274,7 +274,7 @@ async fn translate_answer(
         tokio::task::spawn_blocking(move || (compat::answer(dialect, encoding, parts, bytes), reservation))
             .await
             .map_err(|error| Error::Internal(format!("translating the answer failed: {error}")))?;
-    let (parts, body) = translated.into_parts();
+    let (parts, body) = translated?.into_parts();
     if let Some(length) = axum::body::HttpBody::size_hint(&body).exact() {
         reservation.shrink_to(usize::try_from(length).unwrap_or(usize::MAX));
     }
@@ -389,8 +389,8 @@ async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: I
                 tracing::warn!(
                     upstream = address,
                     pods = broken_connections,
-                    "a request broke the connection of every pod it was sent to: answered 502, not sent to another \
-                     (an image that crashes the pod would take down the fleet)"
+                    "a request's connection broke on this many pods, the last named: answered 502, not sent to \
+                     another (an image that crashes the pod would take down the fleet)"
                 );
             }
             Some(reason) if Instant::now() < deadline => {

@@ -107,7 +107,9 @@ export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-mod=readonly -modcacherw"
 # version change, while the disk it holds is the test suite's.
 build_cache="$cache/go/build.$$"
 trap 'rm -rf "$build_cache" ${work:+"$work"}' EXIT
-rm -rf "$cache/go/build" # the shared build cache this script once kept
+# The shared build cache this script once kept, and those of runs killed before their
+# trap ran (scripts/setup.sh runs one build of a cache at a time, under its lock).
+rm -rf "$cache/go/build" "$cache"/go/build.*
 export GOPROXY=https://proxy.golang.org GOMODCACHE="$cache/go/mod" GOCACHE="$build_cache"
 build() { # module-dir output-name package [ldflags]
   log "building $2 ($3)"

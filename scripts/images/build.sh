@@ -134,7 +134,8 @@ build_image() {
   # of Matte's builds, or every rebuild (each test run after a change) leaves 40-70 MB in
   # podman's store until the disk fills. One a container still runs from stays until a
   # later build.
-  podman image prune --force --filter label=dev.matte.inputs >/dev/null
+  podman image prune --force --filter label=dev.matte.inputs >/dev/null \
+    || log "could not remove the images earlier builds left nameless (podman image prune); going on"
   if [[ $(cat "$archive.inputs" 2>/dev/null) != "$inputs" ]]; then
     rm -f "$archive"
     podman save --quiet --format oci-archive -o "$archive.partial" "$image"
