@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -28,7 +27,7 @@ use crate::Error;
 use crate::imaging::{self, OutputFormat};
 use crate::metrics::Metrics;
 use crate::place::{Place, PlacedAnswer};
-use crate::queue::{Inferred, Job, JobId, JobQueue};
+use crate::queue::{Claim, Inferred, Job, JobId, JobQueue};
 use crate::state::AppState;
 use crate::upload::{self, BodyKind};
 
@@ -233,17 +232,17 @@ async fn remove_background(
         tokio::time::timeout_at(deadline.into(), decoding).await.map_err(|_| past_deadline())???;
 
     let (reply, mut result) = oneshot::channel();
-    let started = Arc::new(AtomicBool::new(false));
-    let job = Job { tensor, arrived, deadline, reply, started: started.clone(), place: place.clone() };
+    let claim = Arc::new(Claim::default());
+    let job = Job { tensor, arrived, deadline, reply, claim: claim.clone(), place: place.clone() };
     // Closed: by a drain, or by a loop that is gone.
     let closed = |_| state.unready_reason().unwrap_or(Error::InferenceUnhealthy);
     let queued = Queued { queue: &state.queue, id: state.queue.push(job).map_err(closed)? };
     let answer = match tokio::time::timeout_at(deadline.into(), &mut result).await {
         Ok(answer) => answer,
-        // Its run began in time: see it through.
-        Err(_) if started.load(Ordering::SeqCst) => result.await,
         // Still waiting: answer now, and take the job out of the queue.
-        Err(_) => return Err(past_deadline()),
+        Err(_) if claim.give_up() => return Err(past_deadline()),
+        // Its run began in time: see it through.
+        Err(_) => result.await,
     };
     drop(queued);
     let inferred: Inferred = answer.map_err(|_| Error::InferenceLoopStopped)??;

@@ -69,10 +69,9 @@ fn still_wanted(batch: Vec<Job>, now: Instant) -> Vec<Job> {
     batch
         .into_iter()
         .filter_map(|job| {
-            // Marked before the checks: a handler that gives up from here on has
-            // already closed its reply, which the first check sees.
-            job.started.store(true, Ordering::SeqCst);
-            if job.reply.is_closed() {
+            // Claimed before the checks: a handler whose deadline passes from here on
+            // waits for the result, and one that gave up first is not run for.
+            if !job.claim.take_into_run() || job.reply.is_closed() {
                 None
             } else if now > job.deadline {
                 let error = Error::DeadlineExceeded {
@@ -205,7 +204,7 @@ mod tests {
                     arrived: now,
                     deadline,
                     reply,
-                    started: Default::default(),
+                    claim: Default::default(),
                     place: crate::place::Place::detached(),
                 },
                 receiver,
@@ -216,8 +215,13 @@ mod tests {
         drop(abandoned_receiver);
         let (expired, mut expired_receiver) = make(now);
 
-        let kept = still_wanted(vec![live, abandoned, expired], now + Duration::from_secs(1));
+        // Its handler's deadline passed just before the run: it gave up, and answered 504.
+        let (given_up, _given_up_receiver) = make(now + Duration::from_secs(10));
+        assert!(given_up.claim.give_up());
+
+        let kept = still_wanted(vec![live, abandoned, expired, given_up], now + Duration::from_secs(1));
         assert_eq!(kept.len(), 1);
+        assert!(!kept[0].claim.give_up(), "a job taken into a run is seen through by its handler");
         match expired_receiver.try_recv() {
             Ok(Err(Error::DeadlineExceeded { waited, .. })) => assert!((waited - 1.0).abs() < 1e-6),
             other => panic!("expected a deadline error, got {other:?}"),

@@ -7,7 +7,7 @@
 //! client goes away takes its job out again (see [`JobQueue::remove`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,30 @@ use tokio::sync::oneshot;
 use crate::Error;
 use crate::model::Mask;
 use crate::place::Place;
+
+/// Who has a job once its deadline nears: the loop, which took it into a run (its
+/// handler then waits for the result, past the deadline), or the handler, which gave
+/// up on it at the deadline (the loop then drops it). Exactly one of them wins: two
+/// flags, each set and then the other read, let a job be taken into a run just as its
+/// handler answered 504, and inferred for nobody.
+#[derive(Debug, Default)]
+pub struct Claim(AtomicU8);
+
+impl Claim {
+    const OPEN: u8 = 0;
+    const RUN: u8 = 1;
+    const GIVEN_UP: u8 = 2;
+
+    /// The loop takes the job into a run, unless its handler has given up on it.
+    pub fn take_into_run(&self) -> bool {
+        self.0.compare_exchange(Self::OPEN, Self::RUN, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+
+    /// The handler gives up on the job, unless the loop has taken it into a run.
+    pub fn give_up(&self) -> bool {
+        self.0.compare_exchange(Self::OPEN, Self::GIVEN_UP, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+}
 
 /// One image waiting for inference.
 pub struct Job {
@@ -27,9 +51,9 @@ pub struct Job {
     pub deadline: Instant,
     /// Dropped by the handler when its client goes away or its deadline passes.
     pub reply: oneshot::Sender<Result<Inferred, Error>>,
-    /// Set by the loop when it takes the job into a run, so that a handler whose
-    /// deadline passes mid-run waits for the result instead of answering 504.
-    pub started: Arc<AtomicBool>,
+    /// Taken by the loop into a run, or by the handler whose deadline passed first: a
+    /// job mid-run is seen through, and one given up on never runs.
+    pub claim: Arc<Claim>,
     /// The request's place, held for as long as the job exists.
     pub place: Place,
 }
@@ -172,7 +196,7 @@ mod tests {
         let now = Instant::now();
         let deadline = now + Duration::from_secs(60);
         (
-            Job { tensor: vec![], arrived: now, deadline, reply, started: Arc::default(), place: Place::detached() },
+            Job { tensor: vec![], arrived: now, deadline, reply, claim: Arc::default(), place: Place::detached() },
             receiver,
         )
     }
