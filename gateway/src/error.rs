@@ -9,6 +9,10 @@ use axum::response::{IntoResponse, Response};
 use matte_common::queue;
 use matte_serve::{BodyError, RouteError};
 
+/// The code of [`Error::UpstreamFailed`], and the outcome of a pod's answer that broke
+/// off on its way to the client.
+pub const UPSTREAM_FAILED_CODE: &str = "upstream_failed";
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     // --- start-up ---------------------------------------------------------------------
@@ -95,7 +99,7 @@ impl Error {
             Error::QueueFull { .. } => "queue_full",
             Error::NoCapacity { .. } => "no_capacity",
             Error::Draining => "draining",
-            Error::UpstreamFailed { .. } => "upstream_failed",
+            Error::UpstreamFailed { .. } => UPSTREAM_FAILED_CODE,
             Error::Listen { .. }
             | Error::UpstreamAddress(_)
             | Error::ServiceName(_)

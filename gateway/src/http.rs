@@ -108,7 +108,7 @@ impl RequestRecord<'_> {
             return response;
         }
         self.outcome = None;
-        let delivery = self.metrics.delivery(UPSTREAM_FAILED_OUTCOME);
+        let delivery = self.metrics.delivery();
         response.map(|body| axum::body::Body::new(Delivered { body, delivery: Some(delivery) }))
     }
 }
@@ -150,9 +150,6 @@ impl http_body::Body for Delivered {
         self.body.size_hint()
     }
 }
-
-/// The outcome of an answer that broke off on its way from the pod.
-const UPSTREAM_FAILED_OUTCOME: &str = "upstream_failed";
 
 impl Drop for RequestRecord<'_> {
     fn drop(&mut self) {

@@ -12,6 +12,7 @@ use matte_serve::ConnectionGauges;
 use matte_serve::sent_away::SentAway;
 
 use crate::dispatcher::Snapshot;
+use crate::error::UPSTREAM_FAILED_CODE;
 use crate::upstream_state::EndpointState;
 
 /// Why a request was sent to a pod again (label `reason` of the retries counter).
@@ -157,12 +158,11 @@ impl Default for Metrics {
 pub const CLIENT_GONE_OUTCOME: &str = "client_gone";
 
 /// The count of one request answered with a pod's image, made once the answer's
-/// delivery ends: `ok` when it reached the client whole, the outcome given when it broke
+/// delivery ends: `ok` when it reached the client whole, `upstream_failed` when it broke
 /// off on its way, `client_gone` when the client left first (the answer dropped).
 pub struct Delivery {
     requests: IntCounterVec,
     outcome: &'static str,
-    broken_outcome: &'static str,
 }
 
 impl Delivery {
@@ -171,7 +171,7 @@ impl Delivery {
     }
 
     pub fn broken(&mut self) {
-        self.outcome = self.broken_outcome;
+        self.outcome = UPSTREAM_FAILED_CODE;
     }
 }
 
@@ -182,10 +182,9 @@ impl Drop for Delivery {
 }
 
 impl Metrics {
-    /// The count of an answer on its way to the client, counted `broken_outcome` if it
-    /// breaks off.
-    pub fn delivery(&self, broken_outcome: &'static str) -> Delivery {
-        Delivery { requests: self.requests.clone(), outcome: CLIENT_GONE_OUTCOME, broken_outcome }
+    /// The count of an answer on its way to the client.
+    pub fn delivery(&self) -> Delivery {
+        Delivery { requests: self.requests.clone(), outcome: CLIENT_GONE_OUTCOME }
     }
 
     pub fn count_received(&self) {
