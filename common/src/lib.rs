@@ -324,14 +324,30 @@ pub mod memory {
     /// let every connection, and every request waiting in the gateway's queue, hold that
     /// much.
     pub const MAX_HEAD_BYTES: u64 = 64 * 1024;
+    /// The pieces an answer's image is handed to a client's connection in, each a copy
+    /// of its own: a pod's, and what a gateway reads of a pod's answer at a time. The
+    /// connection takes pieces while its write queue (hyper's, as large as its read
+    /// buffer may grow: a head at the limit) has room; a slice of a larger buffer
+    /// queued there would keep the whole of that buffer.
+    pub const ANSWER_PIECE_BYTES: u64 = 16 * 1024;
     /// Bytes an open connection may hold in either server beside the bodies the flags
-    /// count: its read buffer, which grows no larger than a head at the limit, and its
-    /// state; and once its request is read and waits, that head (the headers forwarded
-    /// point into it) beside the buffer it reads on into. Measured with heads at the
-    /// limit (`gateway/tests/memory.rs`): 77.6 KiB a connection still sending its head
-    /// (135.6 before the read buffer was capped, when hyper doubled it past the head),
-    /// 92 KiB one whose request waits in the gateway's queue.
-    pub const CONNECTION_BYTES: u64 = 96 * 1024;
+    /// count. Its read side: the read buffer, which grows no larger than a head at the
+    /// limit, and once its request is read and waits, that head (the headers forwarded
+    /// point into it) beside the buffer it reads on into. Its write side: what it has
+    /// taken of an answer its client has not, a full write queue and a piece. And its
+    /// state. Measured with heads at the limit: 77.6 KiB a connection still sending its
+    /// head, 92 KiB one whose request waits in the gateway's queue
+    /// (`gateway/tests/memory.rs`), 124.5 KiB one whose client stops reading its
+    /// answer (`inference/tests/connection_memory.rs`; 96 KiB was counted until the
+    /// write side was).
+    pub const CONNECTION_BYTES: u64 = 2 * MAX_HEAD_BYTES + ANSWER_PIECE_BYTES + 16 * 1024;
+    /// Bytes a gateway's connection may hold, its answer coming from a pod: its own
+    /// ([`CONNECTION_BYTES`]) and the connection to the pod, whose write buffer keeps
+    /// the head it forwarded (grown by doubling: up to twice a head at the limit) and
+    /// whose read buffer and the pieces on their way to the client hold up to four
+    /// pieces. Measured with a head at the limit: 320.5 KiB
+    /// (`gateway/tests/answer_memory.rs`).
+    pub const GATEWAY_CONNECTION_BYTES: u64 = CONNECTION_BYTES + 2 * MAX_HEAD_BYTES + 4 * ANSWER_PIECE_BYTES;
     /// Default of the inference server's `--max-connections`.
     pub const DEFAULT_POD_MAX_CONNECTIONS: u64 = 1024;
     /// Default of the gateway's `--max-connections`.
@@ -342,11 +358,11 @@ pub mod memory {
 
     /// The connections a gateway pod of `memory_bytes` can hold open once
     /// `buffered_bytes` of bodies and the process are counted, at most the default: at
-    /// the smallest memory the operator accepts (128 MiB, half of it bodies) 341, where
-    /// the default's 4,096 connections could take 384 MiB.
+    /// the smallest memory the operator accepts (128 MiB, half of it bodies) 93, where
+    /// the default's 4,096 connections could take 1.4 GiB.
     pub fn gateway_max_connections(memory_bytes: u64, buffered_bytes: u64) -> u64 {
         let room = memory_bytes.saturating_sub(buffered_bytes).saturating_sub(GATEWAY_PROCESS_BYTES);
-        (room / CONNECTION_BYTES).clamp(1, DEFAULT_GATEWAY_MAX_CONNECTIONS)
+        (room / GATEWAY_CONNECTION_BYTES).clamp(1, DEFAULT_GATEWAY_MAX_CONNECTIONS)
     }
 
     /// The flags that bound the image work.
@@ -407,13 +423,15 @@ pub mod memory {
         #[test]
         fn a_gateway_holds_the_connections_its_memory_leaves_room_for() {
             const MIB: u64 = 1024 * 1024;
-            assert_eq!(gateway_max_connections(1024 * MIB, 512 * MIB), DEFAULT_GATEWAY_MAX_CONNECTIONS);
-            assert_eq!(gateway_max_connections(128 * MIB, 64 * MIB), 341);
+            assert_eq!(gateway_max_connections(4096 * MIB, 2048 * MIB), DEFAULT_GATEWAY_MAX_CONNECTIONS);
+            assert_eq!(gateway_max_connections(1024 * MIB, 512 * MIB), 1396, "the operator's default");
+            assert_eq!(gateway_max_connections(128 * MIB, 64 * MIB), 93);
             assert_eq!(gateway_max_connections(64 * MIB, 64 * MIB), 1, "never none");
             for memory in [128 * MIB, 200 * MIB, 512 * MIB, 1024 * MIB] {
                 let buffered = memory / 2;
-                let held =
-                    buffered + GATEWAY_PROCESS_BYTES + gateway_max_connections(memory, buffered) * CONNECTION_BYTES;
+                let held = buffered
+                    + GATEWAY_PROCESS_BYTES
+                    + gateway_max_connections(memory, buffered) * GATEWAY_CONNECTION_BYTES;
                 assert!(held <= memory, "{} MiB held of {} MiB", held / MIB, memory / MIB);
             }
         }

@@ -62,10 +62,11 @@ pub struct Config {
     pub upstream_timeout: Duration,
 
     /// Connections served at once; more wait in the listen backlog until one closes. Each
-    /// may hold up to 96 KiB beside its body, outside --max-buffered-bytes (its read
-    /// buffer, no larger than a head may be, and a waiting request's head): at the
-    /// default, 384 MiB at most. The
-    /// operator sets it from the pod's memory.
+    /// may hold up to 352 KiB beside its body, outside --max-buffered-bytes (its read
+    /// buffer, no larger than a head may be, and a waiting request's head; what it has
+    /// taken of an answer its client has not read; and the connection to the pod the
+    /// answer comes on): at the default, 1.4 GiB at most. The operator sets it from the
+    /// pod's memory.
     #[arg(long = flags::MAX_CONNECTIONS, env = "MATTE_GATEWAY_MAX_CONNECTIONS", default_value_t = memory::DEFAULT_GATEWAY_MAX_CONNECTIONS, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
 

@@ -21,6 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use matte_common::headers::MAX_WAIT_SECONDS;
+use matte_common::memory;
 
 /// Idle pooled connections are closed after this, well before the pod's 10 s header
 /// timeout closes them from its side.
@@ -28,6 +29,13 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A pod on the same network accepts a connection in milliseconds; one that does not
 /// within this is as good as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The most a connection to a pod reads ahead of the client the answer is for: a
+/// piece of the answer at a time (each copied on, [`while_sending`]). At hyper's
+/// default (about 400 KiB) the buffer grew as the pod kept sending, and each answer in
+/// flight held it on its way to a client that read slowly
+/// (`memory::GATEWAY_CONNECTION_BYTES`). An answer's head is a few hundred bytes.
+const UPSTREAM_READ_BUFFER_BYTES: usize = memory::ANSWER_PIECE_BYTES as usize;
 /// The largest response taken from a pod: an RGBA PNG of the largest output (2048²)
 /// is at most 16 MiB and change; anything far bigger is not a pod's answer.
 pub const RESPONSE_LIMIT: usize = 64 * 1024 * 1024;
@@ -118,6 +126,7 @@ impl UpstreamClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(hyper_util::rt::TokioTimer::new())
+            .http1_max_buf_size(UPSTREAM_READ_BUFFER_BYTES)
             .build(connector);
         UpstreamClient { client, timeout }
     }
@@ -159,7 +168,10 @@ impl UpstreamClient {
     }
 }
 
-/// The chunks of `data`, ending in an error once one is awaited for longer than `silence`.
+/// The chunks of `data`, each a copy, ending in an error once one is awaited for longer
+/// than `silence`. A chunk is a slice of the pod connection's read buffer: queued for a
+/// client that reads slowly, each kept that buffer's whole allocation while the
+/// connection read on into a new one, up to a connection's 16 queued pieces.
 fn while_sending<S>(silence: Duration, data: S) -> impl Stream<Item = Result<Bytes, BoxError>> + Send + 'static
 where
     S: Stream<Item = Result<Bytes, BoxError>> + Send + Unpin + 'static,
@@ -167,7 +179,7 @@ where
     futures_util::stream::unfold(Some(data), move |data| async move {
         let mut data = data?;
         match tokio::time::timeout(silence, data.next()).await {
-            Ok(Some(chunk)) => Some((chunk, Some(data))),
+            Ok(Some(chunk)) => Some((chunk.map(|piece| Bytes::copy_from_slice(&piece)), Some(data))),
             Ok(None) => None,
             Err(_) => Some((Err(BoxError::from(format!("the pod's answer stopped for {silence:?}"))), None)),
         }

@@ -122,9 +122,9 @@ pub struct Config {
     pub cpu_workers: usize,
 
     /// Connections served at once; more wait in the listen backlog until one closes. Each
-    /// may hold up to 96 KiB beside its body (its read buffer, no larger than a head may
-    /// be, and a waiting request's head): at the default, 96 MiB at most, which the
-    /// memory bound counts.
+    /// may hold up to 160 KiB beside its body (its read buffer, no larger than a head may
+    /// be, and a waiting request's head; and what it has taken of an answer its client
+    /// has not read): at the default, 160 MiB at most, which the memory bound counts.
     #[arg(long = "max-connections", env = "MATTE_MAX_CONNECTIONS", default_value_t = memory::DEFAULT_POD_MAX_CONNECTIONS, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
 

@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
+use matte_common::memory;
 
 #[cfg(test)]
 use tokio::sync::Semaphore;
@@ -34,13 +35,13 @@ impl Place {
     }
 }
 
-/// The most of an answer handed to the connection at a time: the connection asks for
-/// more only as the client takes what it has, so the place is held until all but the
-/// last of the answer has gone. What is left then, the last piece and what the
-/// connection still holds of the ones before (at most a head's worth,
-/// `max_buf_size`), waits for a client that may never read it, on the connection's
-/// account: small, and a copy.
-const ANSWER_CHUNK: usize = 16 * 1024;
+/// The most of an answer handed to the connection at a time
+/// ([`memory::ANSWER_PIECE_BYTES`]): the connection asks for more only as the client
+/// takes what it has, so the place is held until all but the last of the answer has
+/// gone. What is left then, the last piece and what the connection still holds of the
+/// ones before, waits for a client that may never read it, on the connection's account
+/// (`memory::CONNECTION_BYTES`): small, and a copy.
+const ANSWER_CHUNK: usize = memory::ANSWER_PIECE_BYTES as usize;
 
 /// An answer's body that holds the request's place until the connection has taken the
 /// whole of it (or drops it): an encoded image waiting for a client that reads slowly,

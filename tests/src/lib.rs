@@ -13,6 +13,7 @@
 //! The binaries are built by `scripts/setup.sh --with-cluster` into `$MATTE_CACHE/k8s/bin`
 //! (`~/.cache/matte` by default); without them every test here fails, saying so.
 
+pub mod counting_allocator;
 pub mod operator;
 pub mod podman;
 pub mod pods;

@@ -204,6 +204,7 @@ pub fn client() -> reqwest::Client {
 }
 
 pub mod bitstreams;
+#[path = "../../../tests/src/counting_allocator.rs"]
 pub mod counting_allocator;
 
 #[path = "../../../tests/src/ports.rs"]

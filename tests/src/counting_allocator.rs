@@ -1,8 +1,9 @@
 //! An allocator that counts: a test binary that declares it its global allocator can
-//! read the most bytes allocated at once while some work ran.
+//! read the bytes allocated now, and the most allocated at once while some work ran.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 pub struct Counting;
 
@@ -26,6 +27,11 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
+/// The bytes allocated now.
+pub fn allocated() -> usize {
+    ALLOCATED.load(Ordering::SeqCst)
+}
+
 /// What `work` returns, and the most bytes allocated at once while it ran beyond those
 /// allocated before it began. Only meaningful while nothing else allocates: run such
 /// tests one at a time in their binary.
@@ -34,4 +40,23 @@ pub fn peak_while<T>(work: impl FnOnce() -> T) -> (T, usize) {
     PEAK.store(before, Ordering::SeqCst);
     let result = work();
     (result, PEAK.load(Ordering::SeqCst) - before)
+}
+
+/// The bytes allocated once they have stopped changing for half a second (at most
+/// 30 s): what some work holds once it has settled.
+pub fn settled_allocation() -> usize {
+    let give_up = Instant::now() + Duration::from_secs(30);
+    let mut last = allocated();
+    let mut steady_since = Instant::now();
+    while Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = allocated();
+        if now != last {
+            last = now;
+            steady_since = Instant::now();
+        } else if steady_since.elapsed() > Duration::from_millis(500) {
+            break;
+        }
+    }
+    last
 }

@@ -1,0 +1,120 @@
+//! What the gateway holds for an answer on its way from a pod to a client that has
+//! stopped reading it: the client's connection (its read side and what it has taken of
+//! the answer) and the connection to the pod the answer comes on. Every answer in
+//! flight has a client connection of its own, so the operator's connection limit
+//! counts both, `matte_common::memory::GATEWAY_CONNECTION_BYTES` a connection.
+//! Counted by this test binary's allocator: live bytes, answers held, against before
+//! they were asked for. The pod is a loopback server of this test's that allocates
+//! nothing per answer, so that only the gateway's bytes are counted.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use matte_common::memory::{GATEWAY_CONNECTION_BYTES, MAX_HEAD_BYTES};
+use matte_e2e::counting_allocator::{Counting, settled_allocation};
+use support::Gateway;
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const ANSWERS: usize = 64;
+/// Far more than the kernel's socket buffers take on loopback, so that the
+/// connections' own buffers fill.
+const ANSWER_BYTES: usize = 64 << 20;
+
+/// A pod that is always ready and answers every request with [`ANSWER_BYTES`] of
+/// zeros, as fast as it is taken, on a thread of its own per connection; its reads and
+/// writes use buffers of fixed size off the heap.
+fn endless_pod() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || answer(stream));
+        }
+    });
+    address
+}
+
+/// Reads one request's head and answers it.
+fn answer(mut stream: TcpStream) {
+    let mut head = [0u8; 2 * MAX_HEAD_BYTES as usize];
+    let mut read = 0;
+    while !head[..read].windows(4).any(|window| window == b"\r\n\r\n") {
+        match stream.read(&mut head[read..]) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => read += n,
+        }
+        if read == head.len() {
+            return;
+        }
+    }
+    let probe = head.starts_with(b"GET ");
+    let length = if probe { 0 } else { ANSWER_BYTES };
+    let status =
+        format!("HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(status.as_bytes()).is_err() {
+        return;
+    }
+    let zeros = [0u8; 16384];
+    let mut left = length;
+    while left > 0 {
+        let piece = left.min(zeros.len());
+        if stream.write_all(&zeros[..piece]).is_err() {
+            return;
+        }
+        left -= piece;
+    }
+}
+
+#[test]
+fn an_answer_its_client_stops_reading_holds_no_more_than_its_connections_allowance() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let pod = endless_pod();
+    let capacity = ANSWERS.to_string();
+    let gateway = runtime.block_on(Gateway::start(&["--upstream", &pod, "--upstream-capacity", &capacity]));
+    let address = gateway.base.trim_start_matches("http://").to_owned();
+    // Ready once the pod's first probe is answered.
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while reqwest::blocking::get(gateway.url("/readyz")).ok().map(|answer| answer.status().as_u16()) != Some(200) {
+        assert!(Instant::now() < ready_by, "the gateway did not turn ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A head near the limit, so that the client's connection reads as much as it may.
+    let padding = "a".repeat(MAX_HEAD_BYTES as usize - 2048);
+    let request = format!(
+        "POST /v1/remove HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\nContent-Length: 1\r\nX-Padding: {padding}\r\n\r\nx"
+    );
+    let before = settled_allocation();
+    let clients: Vec<TcpStream> = (0..ANSWERS)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&address).unwrap();
+            socket2::SockRef::from(&stream).set_recv_buffer_size(4096).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    let held = settled_allocation().saturating_sub(before);
+    let per_answer = held / ANSWERS;
+    println!(
+        "{ANSWERS} answers of {} MiB their clients do not read: {:.1} KiB each (allowance {} KiB)",
+        ANSWER_BYTES >> 20,
+        per_answer as f64 / 1024.0,
+        GATEWAY_CONNECTION_BYTES >> 10
+    );
+    // Every answer has begun, so its buffers hold more than the request's head.
+    assert!(per_answer as u64 > MAX_HEAD_BYTES, "{per_answer} bytes an answer: the answers did not start");
+    assert!(
+        per_answer as u64 <= GATEWAY_CONNECTION_BYTES,
+        "{:.1} KiB an answer, over the allowance of {} KiB",
+        per_answer as f64 / 1024.0,
+        GATEWAY_CONNECTION_BYTES >> 10
+    );
+    drop(clients);
+    drop(gateway);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+}
