@@ -20,6 +20,14 @@ const RESTARTS_TO_REPORT: i32 = 2;
 const RECENT_FAILURE_SECONDS: f64 = 3600.0;
 const RESTARTS_PER_HOUR: f64 = 1.0;
 
+/// How long a pod that failed for good (phase `Failed`: evicted, killed for a node's
+/// shutdown) is reported after it failed. Its ReplicaSet replaced it at once, but the
+/// pod object stays until the pods' garbage collector reaches its threshold (12,500
+/// ended pods by default): reported for as long as it stayed, one eviction kept the
+/// resource `Degraded`, and its alert firing, for days. Pods that fail in turn (each
+/// replacement evicted again) keep one within it.
+const FAILED_POD_REPORTED_SECONDS: f64 = 600.0;
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PodCensus {
     pub ready: u32,
@@ -39,19 +47,43 @@ pub struct PodCensus {
     pub ready_startups: Vec<Startup>,
 }
 
-/// Counts `pods` as of `now`; terminating pods are leaving and count for nothing.
-/// `startup_deadline_seconds` is the longest a pod may take from scheduled to ready
+/// Counts `pods` as of `now`; terminating pods are leaving and count for nothing, as do
+/// pods that ended for good ([`ended_and_replaced`]). `startup_deadline_seconds` is the longest a pod may take from scheduled to ready
 /// (`desired::startup_deadline_seconds`): one unready for longer is failing, and one
 /// that took longer made no start-up the plans should count on.
 pub fn census(pods: &[Pod], now: Timestamp, startup_deadline_seconds: f64) -> PodCensus {
     let mut census = PodCensus::default();
-    for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+    let counted = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none() && !ended_and_replaced(p, now));
+    for pod in counted {
         let failing = count_pod(&mut census, pod, now, startup_deadline_seconds);
         if !failing && let Some(detail) = keeps_restarting(pod, now) {
             census.restarting.add(pod, "RestartingRepeatedly", &detail);
         }
     }
     census
+}
+
+/// Whether `pod` ended for good and its ReplicaSet has long replaced it: it succeeded
+/// (a pod of a Deployment only does so when a node's shutdown stops it cleanly), or it
+/// failed more than [`FAILED_POD_REPORTED_SECONDS`] ago.
+fn ended_and_replaced(pod: &Pod, now: Timestamp) -> bool {
+    match pod.status.as_ref().and_then(|status| status.phase.as_deref()) {
+        Some("Succeeded") => true,
+        Some("Failed") => ended_at(pod).is_some_and(|at| seconds_between(at, now) > FAILED_POD_REPORTED_SECONDS),
+        _ => false,
+    }
+}
+
+/// When `pod` ended, as near as its status tells: its latest condition's change (an
+/// evicted pod's `DisruptionTarget`, its `Ready` turned false) or its containers' last
+/// exit, whichever is later; its creation if it tells neither.
+fn ended_at(pod: &Pod) -> Option<Timestamp> {
+    let status = pod.status.as_ref()?;
+    let conditions = status.conditions.iter().flatten().filter_map(transition);
+    let containers = status.container_statuses.iter().flatten().chain(status.init_container_statuses.iter().flatten());
+    let exits =
+        containers.filter_map(|container| Some(container.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref()?.0));
+    conditions.chain(exits).max().or_else(|| pod.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
 /// Counts one pod that is not terminating into `census`: whether it is failing.
@@ -603,6 +635,19 @@ mod tests {
     phase: Failed
     reason: Evicted
     message: "The node was low on resource: memory."
+    conditions:
+    - {type: DisruptionTarget, status: "True", lastTransitionTime: "2026-11-28T11:56:00Z", reason: TerminationByKubelet, message: "The node was low on resource: memory."}
+    - {type: Ready, status: "False", lastTransitionTime: "2026-11-28T11:56:02Z", reason: PodFailed}
+    - {type: PodScheduled, status: "True", lastTransitionTime: "2026-11-28T11:30:00Z"}
+    containerStatuses:
+    - name: inference
+      image: ghcr.io/matte-dev/matte-inference:0.1.0
+      imageID: ghcr.io/matte-dev/matte-inference@sha256:0123
+      ready: false
+      restartCount: 0
+      started: false
+      state:
+        terminated: {exitCode: 137, reason: ContainerStatusUnknown, startedAt: "2026-11-28T11:30:05Z", finishedAt: "2026-11-28T11:56:01Z"}
 - metadata: {name: portraits-6f7d9c-creating, creationTimestamp: "2026-11-28T11:59:50Z"}
   status:
     phase: Pending
@@ -677,5 +722,39 @@ mod tests {
         assert_eq!(census.failing.pods, 8);
         assert_eq!(census.failing.reason, "ImagePullFailed", "the first pod speaks for all");
         assert_eq!(census.starting_ages_seconds.len(), 1, "only the pod creating its containers is coming");
+    }
+
+    #[test]
+    fn a_pod_that_ended_for_good_is_reported_until_it_has_long_been_replaced() {
+        let evicted = |failed_at: &str| {
+            pods(&format!(
+                r#"
+- metadata: {{name: portraits-6f7d9c-evicted, creationTimestamp: "2026-11-28T09:00:00Z"}}
+  status:
+    phase: Failed
+    reason: Evicted
+    message: "The node was low on resource: ephemeral-storage."
+    conditions:
+    - {{type: DisruptionTarget, status: "True", lastTransitionTime: "{failed_at}", reason: TerminationByKubelet}}
+    - {{type: Ready, status: "False", lastTransitionTime: "{failed_at}", reason: PodFailed}}
+    - {{type: PodScheduled, status: "True", lastTransitionTime: "2026-11-28T09:00:00Z"}}
+"#
+            ))
+        };
+        let now = NOW.parse().expect("a time");
+        let failing = |pods: &[Pod]| census(pods, now, DEADLINE).failing.pods;
+        assert_eq!(failing(&evicted("2026-11-28T11:52:00Z")), 1, "evicted 8 minutes ago: reported");
+        let replaced = census(&evicted("2026-11-28T11:48:00Z"), now, DEADLINE);
+        assert_eq!(replaced, PodCensus::default(), "evicted 12 minutes ago: long replaced, counted for nothing");
+        let stopped_cleanly = pods(
+            r#"
+- metadata: {name: portraits-6f7d9c-shutdown, creationTimestamp: "2026-11-28T09:00:00Z"}
+  status:
+    phase: Succeeded
+    conditions:
+    - {type: Ready, status: "False", lastTransitionTime: "2026-11-28T11:59:00Z"}
+"#,
+        );
+        assert_eq!(census(&stopped_cleanly, now, DEADLINE), PodCensus::default(), "neither starting nor failing");
     }
 }
