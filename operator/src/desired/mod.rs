@@ -4,6 +4,7 @@
 
 mod deployment;
 mod gateway;
+mod pod_fields;
 mod pod_monitor;
 mod quantity;
 mod service;

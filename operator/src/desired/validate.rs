@@ -12,7 +12,7 @@ use crate::crd::{BackgroundRemovalService, MAX_CACHED_SPEC_BYTES, OVERSIZED_SPEC
 use crate::names;
 
 use super::gateway::DEFAULT_MEMORY_BYTES;
-use super::{Defaults, quantity};
+use super::{Defaults, pod_fields, quantity};
 
 /// A spec that passed, with what validation resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +114,8 @@ pub fn validate(brs: &BackgroundRemovalService, defaults: &Defaults) -> Result<V
             volume.path
         ));
     }
+
+    problems.extend(pod_fields::problems(spec));
 
     let autoscaling = &spec.autoscaling;
     if autoscaling.min_replicas > autoscaling.max_replicas {
