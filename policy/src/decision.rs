@@ -226,6 +226,7 @@ fn decide_checked(spec: &PolicySpec, observation: &Observation, memory: &Memory)
         recent_bursts,
         surge_since_seconds: plan.surge_since_seconds,
         recent_startups,
+        decided_seconds: Some(now),
     };
     let summary = summary(&plan, queue);
 
@@ -340,6 +341,7 @@ fn hold(spec: &PolicySpec, observation: &Observation, memory: &Memory, reason: R
                 &observation.ready_pod_startups,
                 observation.now_seconds,
             ),
+            decided_seconds: Some(observation.now_seconds),
             ..memory.clone()
         },
         memory_faults: Vec::new(),

@@ -303,6 +303,27 @@ fn a_pod_stuck_starting_is_no_capacity_and_holds_no_surplus() {
 }
 
 #[test]
+fn a_surplus_clock_from_before_autoscaling_was_switched_off_gives_nothing_back_at_once() {
+    // Four idle pods. Autoscaling, switched off a day ago while it held them as surplus,
+    // comes back on: the day-old clock must not pass for a day of surplus.
+    let idle = observation(4, Some(queue(0.0)));
+    let last_pass = idle.now_seconds - 86_400.0;
+    let memory = Memory {
+        surplus_since_seconds: Some(last_pass - 30.0),
+        decided_seconds: Some(last_pass),
+        replicas: Some(4),
+        ..Memory::default()
+    };
+    let decision = decide(&spec(), &idle, &memory);
+    assert_eq!((decision.replicas, decision.reason), (4, Reason::KeepUntilIdleLongEnough), "{}", decision.message);
+    assert_eq!(decision.memory.surplus_since_seconds, Some(idle.now_seconds), "the clock starts again");
+    assert_eq!(decision.memory_faults, vec![MemoryFault::Stale { age_seconds: 86_400.0 }]);
+    // Had the last pass been a moment ago, the surplus would have gone.
+    let continuous = Memory { decided_seconds: Some(idle.now_seconds - 5.0), ..memory };
+    assert_eq!(decide(&spec(), &idle, &continuous).reason, Reason::ScaleDown);
+}
+
+#[test]
 fn a_fleet_above_a_lowered_max_is_brought_within_it_whatever_it_would_keep() {
     // maxReplicas lowered from 10 to 3 under 10 ready pods serving 4 images/s: keeping
     // them until idle, or draining to the 6 the arrivals need, would hold the fleet above.

@@ -42,7 +42,22 @@ pub struct Memory {
     /// (`STARTUPS_REMEMBERED`): the plan's start-up is their median.
     #[cfg_attr(feature = "schema", schemars(length(max = STARTUPS_REMEMBERED)))]
     pub recent_startups: Vec<Startup>,
+    /// When the pass that wrote it decided (unset in a memory written before it was
+    /// kept): its clocks and replicas describe the fleet as of then
+    /// ([`MEMORY_CONTINUOUS_SECONDS`]).
+    pub decided_seconds: Option<f64>,
 }
+
+/// The longest gap between passes over which a memory's clocks (since when the fleet
+/// has been larger than needed, since when arrivals have outrun it, the burst going
+/// on) and its replicas still describe the fleet: longer than passes are ever apart
+/// while autoscaling (the slowest scrape interval, 5 minutes, or an error's back-off
+/// up to as long) with a leader change between. A memory older than that was left by
+/// autoscaling switched off, or an operator stopped, for a while: a surplus clock kept
+/// from a day before would have every surplus pod given back at once, whatever the
+/// scale-down delay, and a surge clock would confirm a flow no pass has seen. Its
+/// history (bursts, start-ups, throughput) stays true, and is kept.
+pub const MEMORY_CONTINUOUS_SECONDS: f64 = 600.0;
 
 /// A time of refusals: the pods' queues were full and clients waited outside them.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -95,6 +110,10 @@ pub enum MemoryFault {
     ImplausibleStartup { seconds: f64 },
     #[error("recentStartups holds {count} start-ups, more than {STARTUPS_REMEMBERED}; the oldest are dropped")]
     TooManyStartups { count: usize },
+    #[error(
+        "it was decided {age_seconds:.0}s ago, more than {MEMORY_CONTINUOUS_SECONDS}s: its clocks and replicas are dropped, its history kept"
+    )]
+    Stale { age_seconds: f64 },
 }
 
 impl Memory {
@@ -102,7 +121,8 @@ impl Memory {
     /// times ahead of now by more than `CLOCK_SKEW_TOLERATED_SECONDS` or not finite,
     /// bursts with an impossible backlog, an implausible throughput, bursts out of order
     /// and more of them than are remembered, start-ups that cannot be and more of them
-    /// than are remembered. A memory the policy wrote comes back whole.
+    /// than are remembered; and the clocks and replicas of a memory decided more than
+    /// [`MEMORY_CONTINUOUS_SECONDS`] ago. A memory the policy wrote comes back whole.
     pub fn checked(&self, now_seconds: f64) -> (Memory, Vec<MemoryFault>) {
         let mut faults = Vec::new();
         let mut sound = |fault: Option<MemoryFault>| match fault {
@@ -112,11 +132,17 @@ impl Memory {
             }
             None => true,
         };
-        let surplus_since_seconds =
-            self.surplus_since_seconds.filter(|&since| sound(time_fault("surplusSinceSeconds", since, now_seconds)));
-        let surge_since_seconds =
-            self.surge_since_seconds.filter(|&since| sound(time_fault("surgeSinceSeconds", since, now_seconds)));
-        let burst = self.burst.filter(|burst| sound(burst_fault("burst", burst, now_seconds)));
+        let decided_seconds =
+            self.decided_seconds.filter(|&decided| sound(time_fault("decidedSeconds", decided, now_seconds)));
+        let age_seconds = decided_seconds.map_or(0.0, |decided| now_seconds - decided);
+        let continuous = sound((age_seconds > MEMORY_CONTINUOUS_SECONDS).then_some(MemoryFault::Stale { age_seconds }));
+        let surplus_since_seconds = self
+            .surplus_since_seconds
+            .filter(|&since| continuous && sound(time_fault("surplusSinceSeconds", since, now_seconds)));
+        let surge_since_seconds = self
+            .surge_since_seconds
+            .filter(|&since| continuous && sound(time_fault("surgeSinceSeconds", since, now_seconds)));
+        let burst = self.burst.filter(|burst| continuous && sound(burst_fault("burst", burst, now_seconds)));
         let mut recent_bursts: Vec<Burst> = Vec::with_capacity(self.recent_bursts.len());
         for burst in &self.recent_bursts {
             let out_of_order = recent_bursts.last().is_some_and(|last| burst.started_seconds < last.started_seconds);
@@ -151,13 +177,14 @@ impl Memory {
             )
         });
         let memory = Memory {
-            replicas: self.replicas,
+            replicas: self.replicas.filter(|_| continuous),
             surplus_since_seconds,
             images_per_pod_second,
             burst,
             recent_bursts,
             surge_since_seconds,
             recent_startups,
+            decided_seconds,
         };
         (memory, faults)
     }
@@ -210,7 +237,30 @@ mod tests {
                 .rev()
                 .map(|ago| Startup { ready_seconds: NOW - 100.0 * ago as f64, seconds: 55.0, pod: None })
                 .collect(),
+            decided_seconds: Some(NOW - 5.0),
         }
+    }
+
+    #[test]
+    fn a_memory_decided_long_ago_keeps_its_history_and_loses_its_clocks() {
+        let last_pass = NOW - 86_400.0;
+        let memory = Memory { decided_seconds: Some(last_pass), ..remembered() };
+        let (checked, faults) = memory.checked(NOW);
+        assert_eq!(faults, vec![MemoryFault::Stale { age_seconds: 86_400.0 }]);
+        assert_eq!(
+            (checked.replicas, checked.surplus_since_seconds, checked.surge_since_seconds, checked.burst),
+            (None, None, None, None),
+            "the fleet as of a day ago"
+        );
+        let history = (checked.recent_bursts, checked.recent_startups, checked.images_per_pod_second);
+        let whole = remembered();
+        assert_eq!(history, (whole.recent_bursts, whole.recent_startups, whole.images_per_pod_second));
+        // Within the gap passes may have, and without a time (written before one was kept),
+        // the memory is whole.
+        let recent = Memory { decided_seconds: Some(NOW - MEMORY_CONTINUOUS_SECONDS), ..remembered() };
+        assert_eq!(recent.checked(NOW), (recent.clone(), Vec::new()));
+        let untimed = Memory { decided_seconds: None, ..remembered() };
+        assert_eq!(untimed.checked(NOW), (untimed.clone(), Vec::new()));
     }
 
     #[test]
