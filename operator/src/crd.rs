@@ -571,19 +571,19 @@ pub struct BackgroundRemovalServiceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready`, `Progressing`, `Degraded`, `ScalingLimited`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "readable_items")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_queue_latency_seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_images_per_second: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "readable_or_none")]
     pub last_scale_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_reason: Option<String>,
     /// What the autoscaling policy remembers between passes (the idle clock, the recent
     /// bursts; times in Unix seconds), so that a new leader decides as the old one would.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "memory_or_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "readable_or_none")]
     pub autoscaler_memory: Option<matte_policy::Memory>,
     /// What in the spec builds and runs but works against itself, and what to change:
     /// kept while the spec stands (the Warning Event `SpecAdvice` says it once per edit).
@@ -591,13 +591,31 @@ pub struct BackgroundRemovalServiceStatus {
     pub advice: Vec<String>,
 }
 
-/// The policy's memory as the status holds it, or none if it does not read as one. The
+/// A status field as the status holds it, or none if it does not read as one. The
 /// resources are watched as a whole: one that fails to read fails the whole list, and
-/// with it every resource the operator manages, where a memory forgotten only costs that
-/// one resource what it had learnt.
-fn memory_or_none<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<matte_policy::Memory>, D::Error> {
+/// with it every resource the operator manages, where a field forgotten costs that one
+/// resource what it had learnt (the policy's memory) or said (its last scale's time).
+/// Whoever may write the status subresource may write what the schema admits and this
+/// operator cannot read: a time whose offset is `+99:00` passes the apiserver's
+/// `date-time` check.
+fn readable_or_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
     let value = Option::<serde_json::Value>::deserialize(deserializer)?;
     Ok(value.and_then(|value| serde_json::from_value(value).ok()))
+}
+
+/// The items of a status list that read, for the reason [`readable_or_none`] gives: a
+/// condition that does not is dropped, and the next pass sets it afresh.
+fn readable_items<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let values = Option::<Vec<serde_json::Value>>::deserialize(deserializer)?.unwrap_or_default();
+    Ok(values.into_iter().filter_map(|value| serde_json::from_value(value).ok()).collect())
 }
 
 fn default_max_dimension() -> i32 {
@@ -921,5 +939,25 @@ mod tests {
         let remembered = status(with_status("{replicas: 3, surplusSinceSeconds: 5}")).autoscaler_memory;
         let remembered = remembered.expect("a memory that reads is kept");
         assert_eq!((remembered.replicas, remembered.surplus_since_seconds), (Some(3), Some(5.0)));
+    }
+
+    #[test]
+    fn times_the_apiserver_admits_and_the_operator_cannot_read_lose_their_field_not_the_resource() {
+        let yaml = format!(
+            r#"{{apiVersion: matte.dev/v1alpha1, kind: BackgroundRemovalService, metadata: {{name: portraits}}, spec: {{{MINIMAL}}},
+status: {{replicas: 2, lastScaleTime: "2026-01-01T00:00:00+99:00", conditions: [
+  {{type: Ready, status: "True", reason: AllPodsReady, message: "", lastTransitionTime: "2026-01-01T00:00:00+99:00"}},
+  {{type: Degraded, status: "False", reason: AsExpected, message: "", lastTransitionTime: "2026-01-01T00:00:00Z"}}]}}}}"#
+        );
+        let resource = serde_yaml::from_str::<BackgroundRemovalService>(&yaml).expect("the resource reads");
+        let status = resource.status.expect("a status");
+        assert_eq!((status.replicas, status.last_scale_time), (2, None));
+        let kept: Vec<&str> = status.conditions.iter().map(|condition| condition.type_.as_str()).collect();
+        assert_eq!(kept, ["Degraded"], "the condition that reads is kept");
+        // The time as such is what fails: it reads with an offset within a day.
+        let readable = yaml.replace("+99:00", "+09:00");
+        let status =
+            serde_yaml::from_str::<BackgroundRemovalService>(&readable).expect("reads").status.expect("status");
+        assert_eq!((status.last_scale_time.is_some(), status.conditions.len()), (true, 2));
     }
 }

@@ -21,7 +21,7 @@ pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
 /// The conditions the operator sets: any other in the status (written by whoever may
 /// write the status subresource) is dropped, not applied again pass after pass, nor made
 /// a metric series of its own.
-const OWN_CONDITIONS: [&str; 5] = [READY, PROGRESSING, DEGRADED, SCALING_LIMITED, METRICS_AVAILABLE];
+pub const OWN_CONDITIONS: [&str; 5] = [READY, PROGRESSING, DEGRADED, SCALING_LIMITED, METRICS_AVAILABLE];
 
 /// Pods the scheduler could not place, with its own words for the first of them.
 #[derive(Debug, Clone, Default, PartialEq)]

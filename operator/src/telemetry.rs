@@ -21,6 +21,7 @@ use prometheus::{
 use crate::autoscaler::policy::Reason;
 use crate::crd::{BackgroundRemovalService, BackgroundRemovalServiceStatus};
 use crate::error::Error;
+use crate::status::OWN_CONDITIONS;
 
 /// The operator's own metrics (prefix `matte_operator_`).
 pub struct Metrics {
@@ -153,7 +154,10 @@ impl Metrics {
         if let Some(store) = self.resources.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref() {
             for resource in store.state() {
                 let (namespace, name) = (resource.namespace().unwrap_or_default(), resource.name_any());
-                for condition in resource.status.iter().flat_map(|status| &status.conditions) {
+                // The cache holds the status as written, by whoever may write it: another's
+                // conditions are no series of the operator's, however many there are.
+                let conditions = resource.status.iter().flat_map(|status| &status.conditions);
+                for condition in conditions.filter(|c| OWN_CONDITIONS.contains(&c.type_.as_str())) {
                     let value = i64::from(condition.status == "True");
                     self.conditions.with_label_values(&[&namespace, &name, &condition.type_]).set(value);
                 }
@@ -271,7 +275,9 @@ mod tests {
         assert!(!metrics.render().contains("matte_operator_condition{"), "a standby reports none");
 
         let (store, mut writer) = reflector::store();
-        let portraits = resource("shop", "portraits", &[("Ready", "True"), ("Degraded", "False")]);
+        // And another's condition, written to the status by whoever may.
+        let portraits =
+            resource("shop", "portraits", &[("Ready", "True"), ("Degraded", "False"), ("BackedUp-0001", "True")]);
         writer.apply_watcher_event(&watcher::Event::Apply(portraits.clone()));
         writer.apply_watcher_event(&watcher::Event::Apply(resource("lab", "sketches", &[("Ready", "Unknown")])));
         metrics.follow_resources(Some(store));
@@ -283,6 +289,7 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
         }
+        assert!(!text.contains("BackedUp-0001"), "another's condition is no series of the operator's:\n{text}");
 
         writer.apply_watcher_event(&watcher::Event::Delete(portraits));
         let text = metrics.render();
