@@ -110,6 +110,12 @@ fn count_pod(census: &mut PodCensus, pod: &Pod, now: Timestamp, startup_deadline
         return false;
     }
     if let Some(unschedulable) = scheduled.filter(|c| c.reason.as_deref() == Some("Unschedulable")) {
+        let message = unschedulable.message.as_deref().unwrap_or_default();
+        if waits_for_a_volume(message) {
+            // No node, added or freed, will place it.
+            census.failing.add(pod, "VolumeUnavailable", &format!(": {message}"));
+            return true;
+        }
         census.unschedulable.pods += 1;
         if census.unschedulable.message.is_empty() {
             census.unschedulable.message = unschedulable.message.clone().unwrap_or_default();
@@ -127,6 +133,15 @@ fn count_pod(census: &mut PodCensus, pod: &Pod, now: Timestamp, startup_deadline
     let scheduled_at = scheduled.filter(|c| c.status == "True").and_then(transition);
     census.starting_ages_seconds.push(seconds_between(scheduled_at.unwrap_or(created), now));
     false
+}
+
+/// Whether the scheduler's `message` says the pod's volume is missing or unbound (a
+/// `persistentVolumeClaim` misspelt, or one no volume can bind): no GPU, and no node the
+/// cluster adds, would place it, and reported as wanting one it sent whoever read it to
+/// add GPUs.
+fn waits_for_a_volume(message: &str) -> bool {
+    (message.contains("persistentvolumeclaim \"") && message.contains("\" not found"))
+        || message.contains("unbound immediate PersistentVolumeClaims")
 }
 
 /// Whether any container of `pod` has restarted.
@@ -722,6 +737,32 @@ mod tests {
         assert_eq!(census.failing.pods, 8);
         assert_eq!(census.failing.reason, "ImagePullFailed", "the first pod speaks for all");
         assert_eq!(census.starting_ages_seconds.len(), 1, "only the pod creating its containers is coming");
+    }
+
+    #[test]
+    fn a_pod_whose_volume_is_missing_is_failing_not_waiting_for_a_gpu() {
+        let unschedulable = |message: &str| {
+            pods(&format!(
+                r#"
+- metadata: {{name: portraits-6f7d9c-volume, creationTimestamp: "2026-11-28T11:59:00Z"}}
+  status:
+    phase: Pending
+    conditions:
+    - {{type: PodScheduled, status: "False", reason: Unschedulable, message: '{message}'}}
+"#
+            ))
+        };
+        let now = NOW.parse().expect("a time");
+        let missing = r#"0/3 nodes are available: persistentvolumeclaim "isnet-modle" not found. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."#;
+        let census_of = |message: &str| census(&unschedulable(message), now, DEADLINE);
+        let census = census_of(missing);
+        assert_eq!((census.unschedulable.pods, census.failing.pods), (0, 1));
+        assert_eq!(census.failing.reason, "VolumeUnavailable");
+        assert_eq!(census.failing.message, format!("pod portraits-6f7d9c-volume: {missing}"));
+        let unbound = "0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.";
+        assert_eq!(census_of(unbound).failing.reason, "VolumeUnavailable");
+        let no_gpu = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.";
+        assert_eq!((census_of(no_gpu).unschedulable.pods, census_of(no_gpu).failing.pods), (1, 0), "waits for a GPU");
     }
 
     #[test]
