@@ -346,7 +346,10 @@ pub mod memory {
     /// the head it forwarded (grown by doubling: up to twice a head at the limit) and
     /// whose read buffer and the pieces on their way to the client hold up to four
     /// pieces. Measured with a head at the limit: 320.5 KiB
-    /// (`gateway/tests/answer_memory.rs`).
+    /// (`gateway/tests/answer_memory.rs`). Every connection is counted so, though only
+    /// those whose answer is on its way hold a pod's: the answers in flight are bounded
+    /// by the pods there are, which change, and the limit is a flag of the gateway's
+    /// pods, which would roll at each change.
     pub const GATEWAY_CONNECTION_BYTES: u64 = CONNECTION_BYTES + 2 * MAX_HEAD_BYTES + 4 * ANSWER_PIECE_BYTES;
     /// Default of the inference server's `--max-connections`.
     pub const DEFAULT_POD_MAX_CONNECTIONS: u64 = 1024;

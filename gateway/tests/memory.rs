@@ -4,7 +4,8 @@
 //! others when those bodies do not come, as do the buffers of bodies that came in part
 //! and will not be whole before their budget ends. Beside the bodies, each connection
 //! holds no more than `matte_common::memory::CONNECTION_BYTES`, a head at the limit
-//! included, which is what the operator sizes `--max-connections` by.
+//! included (the operator sizes `--max-connections` by that and the connection to a
+//! pod an answer comes on, `answer_memory.rs`).
 
 mod support;
 

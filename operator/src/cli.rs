@@ -141,7 +141,7 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
     if !names::is_qualified_name(key) {
         return Err(format!("`{key}` is not a label key"));
     }
-    if !(value.is_empty() || names::is_name_part(value)) {
+    if !names::is_label_value(value) {
         return Err(format!("`{value}` is not a label value"));
     }
     Ok((key.to_owned(), value.to_owned()))

@@ -252,7 +252,10 @@ pub fn compute(
             (true, None) => Some(format!("{desired} replicas from the spec")),
             (false, _) => previous.last_scale_reason.clone(),
         },
-        autoscaler_memory: observed.decision.map(|d| d.memory.clone()).or_else(|| previous.autoscaler_memory.clone()),
+        autoscaler_memory: match observed.decision {
+            Some(decision) => Some(decision.memory.to_write_over(previous.autoscaler_memory.as_ref())),
+            None => previous.autoscaler_memory.clone(),
+        },
         advice: observed.advice.to_vec(),
     }
 }

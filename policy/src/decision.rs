@@ -325,7 +325,10 @@ fn decide_checked(spec: &PolicySpec, observation: &Observation, memory: &Memory)
 
 /// Keeps the decision of the last pass (or the current replicas on the first), within
 /// the bounds, when the metrics cannot be trusted: scaling down on missing data is how
-/// a monitoring outage becomes a service outage.
+/// a monitoring outage becomes a service outage. Nothing is observed meanwhile, so the
+/// surplus clock starts again once something is: kept through an outage longer than the
+/// scale-down delay, it gave every surplus pod back on the first pass after, unneeded
+/// or not.
 fn hold(spec: &PolicySpec, observation: &Observation, memory: &Memory, reason: Reason, why: String) -> Decision {
     let replicas = spec.clamp(memory.replicas.unwrap_or(observation.replicas));
     Decision {
@@ -342,6 +345,7 @@ fn hold(spec: &PolicySpec, observation: &Observation, memory: &Memory, reason: R
                 observation.now_seconds,
             ),
             decided_seconds: Some(observation.now_seconds),
+            surplus_since_seconds: None,
             ..memory.clone()
         },
         memory_faults: Vec::new(),

@@ -58,6 +58,19 @@ fn missing_metrics_hold_the_last_decision_instead_of_scaling_down() {
 }
 
 #[test]
+fn a_surplus_clock_runs_only_while_metrics_say_the_pods_are_unneeded() {
+    // Surplus since 900; metrics missing from 950 to 1000, longer than a scale-down delay
+    // would be: once they are back, the surplus has to be seen anew.
+    let memory = Memory { replicas: Some(4), surplus_since_seconds: Some(900.0), ..Memory::default() };
+    let held = decide(&spec(), &observation(4, None), &memory);
+    assert_eq!((held.replicas, held.memory.surplus_since_seconds), (4, None));
+    let back = Observation { now_seconds: 1001.0, ..observation(4, Some(queue(0.0))) };
+    let decision = decide(&spec(), &back, &held.memory);
+    assert_eq!((decision.replicas, decision.reason), (4, Reason::KeepUntilIdleLongEnough), "{}", decision.message);
+    assert_eq!(decision.memory.surplus_since_seconds, Some(1001.0));
+}
+
+#[test]
 fn missing_metrics_on_the_first_pass_keep_the_current_replicas_within_bounds() {
     let decision = decide_fresh(&observation(40, None));
     assert_eq!((decision.replicas, decision.reason), (10, Reason::MetricsMissing));

@@ -59,6 +59,12 @@ pub struct Memory {
 /// history (bursts, start-ups, throughput) stays true, and is kept.
 pub const MEMORY_CONTINUOUS_SECONDS: f64 = 600.0;
 
+/// How old the time a memory was decided may be, as kept where it is written, before
+/// it is written anew: a pass that changed nothing else writes nothing (an idle
+/// resource's status was otherwise written at every pass), and a memory read back after
+/// a leader change is still far within [`MEMORY_CONTINUOUS_SECONDS`].
+pub const DECIDED_TIME_REWRITTEN_AFTER_SECONDS: f64 = MEMORY_CONTINUOUS_SECONDS / 4.0;
+
 /// A time of refusals: the pods' queues were full and clients waited outside them.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -190,6 +196,20 @@ impl Memory {
     }
 }
 
+impl Memory {
+    /// This memory as it is to be written over `written`: `written` itself when only
+    /// the time it was decided differs, by less than
+    /// [`DECIDED_TIME_REWRITTEN_AFTER_SECONDS`].
+    pub fn to_write_over(&self, written: Option<&Memory>) -> Memory {
+        let unchanged = written.filter(|written| {
+            let (Some(then), Some(now)) = (written.decided_seconds, self.decided_seconds) else { return false };
+            now - then < DECIDED_TIME_REWRITTEN_AFTER_SECONDS
+                && Memory { decided_seconds: written.decided_seconds, ..self.clone() } == **written
+        });
+        unchanged.unwrap_or(self).clone()
+    }
+}
+
 /// Why a remembered time cannot be acted on at `now_seconds`, if it cannot.
 fn time_fault(field: &'static str, seconds: f64, now_seconds: f64) -> Option<MemoryFault> {
     if !seconds.is_finite() {
@@ -239,6 +259,19 @@ mod tests {
                 .collect(),
             decided_seconds: Some(NOW - 5.0),
         }
+    }
+
+    #[test]
+    fn a_memory_that_changed_only_its_time_is_written_as_it_was_until_that_time_is_old() {
+        let written = remembered();
+        let then = written.decided_seconds.expect("a time");
+        let later = |seconds: f64| Memory { decided_seconds: Some(then + seconds), ..remembered() };
+        assert_eq!(later(60.0).to_write_over(Some(&written)), written, "nothing else changed: nothing to write");
+        let refreshed = later(DECIDED_TIME_REWRITTEN_AFTER_SECONDS);
+        assert_eq!(refreshed.to_write_over(Some(&written)), refreshed, "the time written anew before it is old");
+        let changed = Memory { replicas: Some(5), ..later(1.0) };
+        assert_eq!(changed.to_write_over(Some(&written)), changed);
+        assert_eq!(later(1.0).to_write_over(None), later(1.0));
     }
 
     #[test]

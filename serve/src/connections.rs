@@ -237,8 +237,9 @@ async fn serve_connection(
     };
     let mut builder = http1::Builder::new();
     // The read buffer no larger than a head may be: hyper grows it by doubling, and one
-    // holding a head near the limit took twice that (`memory::CONNECTION_BYTES`). A body
-    // is read through it in chunks of at most that size.
+    // holding a head near the limit took twice that. A body is read through it in chunks
+    // of at most that size, and the write queue holds no more either
+    // (`memory::CONNECTION_BYTES` counts both).
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_read)

@@ -21,12 +21,17 @@ const RECENT_FAILURE_SECONDS: f64 = 3600.0;
 const RESTARTS_PER_HOUR: f64 = 1.0;
 
 /// How long a pod that failed for good (phase `Failed`: evicted, killed for a node's
-/// shutdown) is reported after it failed. Its ReplicaSet replaced it at once, but the
-/// pod object stays until the pods' garbage collector reaches its threshold (12,500
-/// ended pods by default): reported for as long as it stayed, one eviction kept the
-/// resource `Degraded`, and its alert firing, for days. Pods that fail in turn (each
-/// replacement evicted again) keep one within it.
+/// shutdown) is reported after it failed, when it is the only one to have within
+/// [`RECENT_FAILURE_SECONDS`]. Its ReplicaSet replaced it at once, but the pod object
+/// stays until the pods' garbage collector reaches its threshold (12,500 ended pods by
+/// default): reported for as long as it stayed, one eviction kept the resource
+/// `Degraded`, and its alert firing, for days.
 const FAILED_POD_REPORTED_SECONDS: f64 = 600.0;
+/// Pods failed for good within [`RECENT_FAILURE_SECONDS`] that are pods failing in
+/// turn (each replacement evicted again, minutes or an hour apart): each is reported
+/// until that long after it ended, so that `Degraded` holds through the gaps rather
+/// than come and go with each.
+const FAILED_PODS_IN_TURN: usize = 2;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PodCensus {
@@ -48,12 +53,19 @@ pub struct PodCensus {
 }
 
 /// Counts `pods` as of `now`; terminating pods are leaving and count for nothing, as do
-/// pods that ended for good ([`ended_and_replaced`]). `startup_deadline_seconds` is the longest a pod may take from scheduled to ready
+/// pods that ended for good and were replaced ([`ended_and_replaced`]). `startup_deadline_seconds` is the longest a pod may take from scheduled to ready
 /// (`desired::startup_deadline_seconds`): one unready for longer is failing, and one
 /// that took longer made no start-up the plans should count on.
 pub fn census(pods: &[Pod], now: Timestamp, startup_deadline_seconds: f64) -> PodCensus {
     let mut census = PodCensus::default();
-    let counted = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none() && !ended_and_replaced(p, now));
+    let failed_within_the_hour = pods
+        .iter()
+        .filter_map(|pod| failed_seconds_ago(pod, now))
+        .filter(|ago| ago.is_none_or(|seconds| seconds <= RECENT_FAILURE_SECONDS))
+        .count();
+    let in_turn = failed_within_the_hour >= FAILED_PODS_IN_TURN;
+    let counted =
+        pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none() && !ended_and_replaced(p, now, in_turn));
     for pod in counted {
         let failing = count_pod(&mut census, pod, now, startup_deadline_seconds);
         if !failing && let Some(detail) = keeps_restarting(pod, now) {
@@ -65,25 +77,28 @@ pub fn census(pods: &[Pod], now: Timestamp, startup_deadline_seconds: f64) -> Po
 
 /// Whether `pod` ended for good and its ReplicaSet has long replaced it: it succeeded
 /// (a pod of a Deployment only does so when a node's shutdown stops it cleanly), or it
-/// failed more than [`FAILED_POD_REPORTED_SECONDS`] ago.
-fn ended_and_replaced(pod: &Pod, now: Timestamp) -> bool {
-    match pod.status.as_ref().and_then(|status| status.phase.as_deref()) {
-        Some("Succeeded") => true,
-        Some("Failed") => ended_at(pod).is_some_and(|at| seconds_between(at, now) > FAILED_POD_REPORTED_SECONDS),
-        _ => false,
+/// failed more than [`FAILED_POD_REPORTED_SECONDS`] ago, or, with pods failing
+/// `in_turn`, more than [`RECENT_FAILURE_SECONDS`] ago. One whose end its status does
+/// not tell is reported.
+fn ended_and_replaced(pod: &Pod, now: Timestamp, in_turn: bool) -> bool {
+    if pod.status.as_ref().and_then(|status| status.phase.as_deref()) == Some("Succeeded") {
+        return true;
     }
+    let reported_for = if in_turn { RECENT_FAILURE_SECONDS } else { FAILED_POD_REPORTED_SECONDS };
+    failed_seconds_ago(pod, now).is_some_and(|ago| ago.is_some_and(|seconds| seconds > reported_for))
 }
 
-/// When `pod` ended, as near as its status tells: its latest condition's change (an
-/// evicted pod's `DisruptionTarget`, its `Ready` turned false) or its containers' last
-/// exit, whichever is later; its creation if it tells neither.
-fn ended_at(pod: &Pod) -> Option<Timestamp> {
-    let status = pod.status.as_ref()?;
+/// How long ago `pod` failed for good (phase `Failed`), if it did: as near as its
+/// status tells, its latest condition's change (an evicted pod's `DisruptionTarget`,
+/// its `Ready` turned false) or its containers' last exit, whichever is later
+/// (`Some(None)` if it tells neither).
+fn failed_seconds_ago(pod: &Pod, now: Timestamp) -> Option<Option<f64>> {
+    let status = pod.status.as_ref().filter(|status| status.phase.as_deref() == Some("Failed"))?;
     let conditions = status.conditions.iter().flatten().filter_map(transition);
     let containers = status.container_statuses.iter().flatten().chain(status.init_container_statuses.iter().flatten());
     let exits =
         containers.filter_map(|container| Some(container.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref()?.0));
-    conditions.chain(exits).max().or_else(|| pod.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    Some(conditions.chain(exits).max().map(|at| seconds_between(at, now)))
 }
 
 /// Counts one pod that is not terminating into `census`: whether it is failing.
@@ -787,6 +802,11 @@ mod tests {
         assert_eq!(failing(&evicted("2026-11-28T11:52:00Z")), 1, "evicted 8 minutes ago: reported");
         let replaced = census(&evicted("2026-11-28T11:48:00Z"), now, DEADLINE);
         assert_eq!(replaced, PodCensus::default(), "evicted 12 minutes ago: long replaced, counted for nothing");
+        // Evicted in turn, 40 and 12 minutes ago: reported through the gap to the next.
+        let in_turn = [evicted("2026-11-28T11:20:00Z"), evicted("2026-11-28T11:48:00Z")].concat();
+        assert_eq!(failing(&in_turn), 2);
+        let hours_apart = [evicted("2026-11-28T10:20:00Z"), evicted("2026-11-28T11:48:00Z")].concat();
+        assert_eq!(failing(&hours_apart), 0, "an eviction an hour and a half ago is no pattern");
         let stopped_cleanly = pods(
             r#"
 - metadata: {name: portraits-6f7d9c-shutdown, creationTimestamp: "2026-11-28T09:00:00Z"}

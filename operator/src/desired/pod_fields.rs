@@ -21,7 +21,7 @@ pub fn problems(spec: &BackgroundRemovalServiceSpec) -> Vec<String> {
                  (an optional DNS subdomain and '/', then up to 63 letters, digits, '-', '_' and '.')"
             ));
         }
-        if !is_label_value(value) {
+        if !names::is_label_value(value) {
             problems.push(format!(
                 "spec.gpu.nodeSelector[{key:?}] value {value:?} is not a label value \
                  (empty, or up to 63 letters, digits, '-', '_' and '.', beginning and ending with a letter or digit)"
@@ -33,7 +33,8 @@ pub fn problems(spec: &BackgroundRemovalServiceSpec) -> Vec<String> {
             problems.push(format!("spec.gpu.tolerations[{index}]: {problem}"));
         }
     }
-    if let Some(class) = &spec.gpu.priority_class_name
+    // Empty is no class, as the apiserver reads it.
+    if let Some(class) = spec.gpu.priority_class_name.as_deref().filter(|class| !class.is_empty())
         && !names::is_dns_subdomain(class)
     {
         problems.push(format!(
@@ -64,11 +65,6 @@ pub fn problems(spec: &BackgroundRemovalServiceSpec) -> Vec<String> {
     problems
 }
 
-/// A label's value: empty, or a [`names::is_name_part`].
-fn is_label_value(value: &str) -> bool {
-    value.is_empty() || names::is_name_part(value)
-}
-
 /// A key of a Secret's or a ConfigMap's data.
 fn is_data_key(key: &str) -> bool {
     !key.is_empty()
@@ -86,13 +82,14 @@ fn toleration_problem(toleration: &Toleration) -> Option<String> {
     if !key.is_empty() && !names::is_qualified_name(key) {
         return Some(format!("key {key:?} is not a label key such as nvidia.com/gpu"));
     }
-    match toleration.operator.as_deref().unwrap_or("Equal") {
+    // An operator left empty is Equal, as the apiserver reads it.
+    match toleration.operator.as_deref().filter(|operator| !operator.is_empty()).unwrap_or("Equal") {
         "Exists" if !value.is_empty() => {
             return Some(format!("value {value:?} must be empty when the operator is Exists"));
         }
         "Exists" => {}
         "Equal" if key.is_empty() => return Some("a toleration without a key must have the operator Exists".into()),
-        "Equal" if !is_label_value(value) => return Some(format!("value {value:?} is not a label value")),
+        "Equal" if !names::is_label_value(value) => return Some(format!("value {value:?} is not a label value")),
         "Equal" => {}
         other => return Some(format!("operator {other:?} is neither Exists nor Equal")),
     }
@@ -118,7 +115,7 @@ mod tests {
         let spec = spec(
             r#"
 model: {url: "https://models.example/isnet.onnx", sha256: "8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4",
-        download: {authorizationSecret: {name: hf-token, key: token}, caConfigMap: {name: corp-ca, key: ca.crt}}}
+        download: {authorizationSecret: {name: hf-token, key: token}, caConfigMap: {name: corp-ca-bundle-of-the-platform-team-for-every-model-server-we-run, key: ca.crt}}}
 gpu:
   nodeSelector: {nvidia.com/gpu.product: NVIDIA-A100-SXM4-80GB, pool: ""}
   tolerations:
@@ -126,7 +123,8 @@ gpu:
   - {key: dedicated, operator: Equal, value: inference, effect: NoExecute, tolerationSeconds: 300}
   - {operator: Exists}
   - {key: spot, value: "true"}
-  priorityClassName: gpu-serving
+  - {key: spot, operator: "", value: "false"}
+  priorityClassName: ""
 "#,
         );
         assert_eq!(problems(&spec), Vec::<String>::new());

@@ -114,15 +114,23 @@ fn reported_on(brs: &BackgroundRemovalService) -> bool {
 }
 
 /// A Warning Event when the policy dropped part of the memory it was handed (after a
-/// leader change, the one in status): someone or something wrote there what no
-/// operator would have, and the decision went on without it.
+/// leader change, the one in status) for what no operator would have written there,
+/// and the decision went on without it; a Normal one when it dropped the clocks of a
+/// memory left long ago (autoscaling switched off, or no operator running, for a
+/// while), which is no one's fault.
 pub async fn memory_dropped(context: &Context, brs: &BackgroundRemovalService, faults: &[MemoryFault]) {
-    if let Some(note) = memory_dropped_note(faults) {
+    let (aged, wrong): (Vec<MemoryFault>, Vec<MemoryFault>) =
+        faults.iter().cloned().partition(|fault| matches!(fault, MemoryFault::Stale { .. }));
+    if let Some(note) = memory_dropped_note(&wrong) {
         publish(context, brs, EventType::Warning, "AutoscalerMemoryDropped", "Decide", note).await;
+    }
+    if let Some(note) = memory_dropped_note(&aged) {
+        publish(context, brs, EventType::Normal, "AutoscalerMemoryAged", "Decide", note).await;
     }
 }
 
-/// The note of `AutoscalerMemoryDropped`: every fault, in the status field's words.
+/// The note of `AutoscalerMemoryDropped` or `AutoscalerMemoryAged`: every fault, in the
+/// status field's words.
 fn memory_dropped_note(faults: &[MemoryFault]) -> Option<String> {
     if faults.is_empty() {
         return None;
