@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use matte_common::memory::{CONNECTION_BYTES, GATEWAY_CONNECTION_BYTES, MAX_HEAD_BYTES};
 use matte_e2e::counting_allocator::{Counting, settled_allocation};
+use matte_e2e::stalled_readers::stalled_readers;
 use support::Gateway;
 
 #[global_allocator]
@@ -92,19 +93,7 @@ fn an_answer_its_client_stops_reading_holds_no_more_than_its_connections_allowan
         "POST /v1/remove HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\nContent-Length: 1\r\nX-Padding: {padding}\r\n\r\nx"
     );
     let before = settled_allocation();
-    let clients: Vec<TcpStream> = (0..ANSWERS)
-        .map(|_| {
-            let mut stream = TcpStream::connect(&address).unwrap();
-            socket2::SockRef::from(&stream).set_recv_buffer_size(4096).unwrap();
-            stream.write_all(request.as_bytes()).unwrap();
-            stream
-        })
-        .collect();
-    for client in &clients {
-        // The answer has begun on every connection: its first bytes wait to be read.
-        client.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        assert_eq!(client.peek(&mut [0u8; 1]).expect("an answer begins"), 1);
-    }
+    let clients = stalled_readers(&address, request.as_bytes(), ANSWERS);
     let held = settled_allocation().saturating_sub(before);
     let per_answer = held / ANSWERS;
     println!(

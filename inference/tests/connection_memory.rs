@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::io::Write;
 use std::net::TcpStream;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -21,6 +20,7 @@ use http_body::{Frame, SizeHint};
 use matte_common::memory::{ANSWER_PIECE_BYTES, CONNECTION_BYTES, MAX_HEAD_BYTES};
 use matte_serve::{ConnectionGauges, ConnectionLimits, Stage};
 use support::counting_allocator::{Counting, settled_allocation};
+use support::stalled_readers::stalled_readers;
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -74,27 +74,11 @@ fn a_connection_whose_client_stops_reading_holds_no_more_than_its_allowance() {
     // A head at the limit, so the read buffer grows as far as it may.
     let padding = "a".repeat(MAX_HEAD_BYTES as usize - 1024);
     let head = format!("GET /answer HTTP/1.1\r\nHost: test\r\nX-Padding: {padding}\r\n\r\n");
-    let connect = || {
-        let stream = TcpStream::connect(address).unwrap();
-        socket2::SockRef::from(&stream).set_recv_buffer_size(4096).unwrap();
-        stream
-    };
-    // One exchange first, so that the runtime's own first allocations are in the
+    // One connection first, so that the runtime's own first allocations are in the
     // baseline.
-    drop(connect());
+    drop(TcpStream::connect(address).unwrap());
     let before = settled_allocation();
-    let clients: Vec<TcpStream> = (0..CONNECTIONS)
-        .map(|_| {
-            let mut stream = connect();
-            stream.write_all(head.as_bytes()).unwrap();
-            stream
-        })
-        .collect();
-    for client in &clients {
-        // The answer has begun on every connection: its first bytes wait to be read.
-        client.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        assert_eq!(client.peek(&mut [0u8; 1]).expect("an answer begins"), 1);
-    }
+    let clients = stalled_readers(&address.to_string(), head.as_bytes(), CONNECTIONS);
     let held = settled_allocation().saturating_sub(before);
     let per_connection = held / CONNECTIONS;
     println!(

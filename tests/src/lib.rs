@@ -22,6 +22,7 @@ pub mod ports;
 mod ports_tests;
 pub mod promtool;
 pub mod setup_cache;
+pub mod stalled_readers;
 pub mod tiny_model;
 
 use std::fmt::Debug;

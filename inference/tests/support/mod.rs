@@ -206,6 +206,8 @@ pub fn client() -> reqwest::Client {
 pub mod bitstreams;
 #[path = "../../../tests/src/counting_allocator.rs"]
 pub mod counting_allocator;
+#[path = "../../../tests/src/stalled_readers.rs"]
+pub mod stalled_readers;
 
 #[path = "../../../tests/src/ports.rs"]
 mod ports;
