@@ -53,9 +53,11 @@ pub struct PodCensus {
 }
 
 /// Counts `pods` as of `now`; terminating pods are leaving and count for nothing, as do
-/// pods that ended for good and were replaced ([`ended_and_replaced`]). `startup_deadline_seconds` is the longest a pod may take from scheduled to ready
-/// (`desired::startup_deadline_seconds`): one unready for longer is failing, and one
-/// that took longer made no start-up the plans should count on.
+/// pods that ended for good and were replaced (a failure reported long enough, see
+/// `FAILED_POD_REPORTED_SECONDS`). `startup_deadline_seconds` is the longest a pod may
+/// take from scheduled to ready (`desired::startup_deadline_seconds`): one unready for
+/// longer is failing, and one that took longer made no start-up the plans should count
+/// on.
 pub fn census(pods: &[Pod], now: Timestamp, startup_deadline_seconds: f64) -> PodCensus {
     let mut census = PodCensus::default();
     let failed_within_the_hour = pods
