@@ -588,14 +588,53 @@ fn assert_degraded(cluster: &Cluster, operator: &Operator, name: &str, reason: &
     wait_condition_metric(operator, name, "Degraded", Some(1.0));
 }
 
+/// Posts the kubelet's Warning `FailedMount` Event for the pod of `name` whose
+/// containers wait to be created (kwok's `Unmounted` fault), once there is one.
+fn post_failed_mount(cluster: &Cluster, name: &str, message: &str) {
+    let pod = wait_for(&format!("a pod of {name} waiting to be created"), WAIT, || {
+        let listed = cluster.kubectl_ok(&[
+            "get",
+            "pods",
+            "-n",
+            "shop",
+            "-l",
+            &format!("matte.dev/service={name}"),
+            "-o",
+            "json",
+        ]);
+        let pods: Value = serde_json::from_str(&listed).unwrap_or_default();
+        let creating = pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|pod| pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ContainerCreating");
+        creating.cloned().ok_or(listed)
+    });
+    let event = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": format!("{}.failed-mount", pod["metadata"]["name"].as_str().unwrap_or_default()), "namespace": "shop"},
+        "involvedObject": {"kind": "Pod", "namespace": "shop", "name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"]},
+        "type": "Warning",
+        "reason": "FailedMount",
+        "message": message,
+        "source": {"component": "kubelet"},
+        "count": 1,
+        "firstTimestamp": pod["status"]["startTime"],
+        "lastTimestamp": pod["status"]["startTime"],
+    });
+    cluster.apply_yaml_ok(&event.to_string());
+}
+
 /// Every way a pod fails reaches the resource: a ReplicaSet that cannot create pods, and
-/// pods (played by kwok's stages) that cannot pull their image, crash, run out of memory
-/// or fail their model download, each with its own reason and words.
+/// pods (played by kwok's stages) that cannot pull their image, crash, run out of memory,
+/// fail their model download or wait for a volume that cannot be mounted, each with its
+/// own reason and words.
 #[test]
 fn failing_pods_are_reported_with_their_own_reason() {
     // A one-pod service rolls out by surging (its new pod starts before the old one
-    // stops), so each of the four faulty rollouts needs a second GPU node.
-    let cluster = cluster(11);
+    // stops), so each of the five faulty rollouts needs a second GPU node.
+    let cluster = cluster(13);
     install_chart(&cluster, &[]);
     cluster.kubectl_ok(&["create", "namespace", "shop"]);
     let operator = start_operator(&cluster, "operator-a", &[]);
@@ -615,6 +654,8 @@ fn failing_pods_are_reported_with_their_own_reason() {
         ("crashing", "CrashLoopBackOff", "CrashLoopBackOff", "not an ONNX file"),
         ("hungry", "OOMKilled", "OOMKilled", "last exit OOMKilled (exit code 137)"),
         ("tampered", "InitFailed", "InitContainerFailed", "init container fetch-model"),
+        // Told only by the kubelet's Event, read once the pod has waited a minute.
+        ("unmounted", "Unmounted", "VolumeMountFailed", "configmap \"corp-ca\" not found"),
     ];
     for (name, _, _, _) in faults {
         cluster.apply_yaml_ok(&resource(name, 1, "nvidia.com/gpu"));
@@ -632,6 +673,11 @@ fn failing_pods_are_reported_with_their_own_reason() {
         &cluster,
         "unreachable-gateway",
         serde_json::json!({"kwok.matte.dev/fault": "ImagePullBackOff"}),
+    );
+    post_failed_mount(
+        &cluster,
+        "unmounted",
+        "MountVolume.SetUp failed for volume \"model-ca\" : configmap \"corp-ca\" not found",
     );
     for (name, _, reason, words) in faults {
         assert_degraded(&cluster, &operator, name, reason, words);

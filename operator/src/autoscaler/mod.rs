@@ -1,5 +1,6 @@
 //! Deciding how many inference pods each service needs.
 
+pub mod mounts;
 pub mod pods;
 pub mod prometheus;
 

@@ -7,6 +7,7 @@
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod, PodCondition};
 
+use crate::autoscaler::mounts::MountFailure;
 use crate::status::{FailingPods, Unschedulable};
 use matte_policy::Startup;
 
@@ -59,6 +60,17 @@ pub struct PodCensus {
 /// longer is failing, and one that took longer made no start-up the plans should count
 /// on.
 pub fn census(pods: &[Pod], now: Timestamp, startup_deadline_seconds: f64) -> PodCensus {
+    census_explaining(pods, now, startup_deadline_seconds, None)
+}
+
+/// [`census`], with `mount`, a pod the kubelet cannot mount a volume for (its Events
+/// say so, [`crate::autoscaler::mounts`]), counted as failing in the kubelet's words.
+pub fn census_explaining(
+    pods: &[Pod],
+    now: Timestamp,
+    startup_deadline_seconds: f64,
+    mount: Option<&MountFailure>,
+) -> PodCensus {
     let mut census = PodCensus::default();
     let failed_within_the_hour = pods
         .iter()
@@ -69,7 +81,14 @@ pub fn census(pods: &[Pod], now: Timestamp, startup_deadline_seconds: f64) -> Po
     let counted =
         pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none() && !ended_and_replaced(p, now, in_turn));
     for pod in counted {
-        let failing = count_pod(&mut census, pod, now, startup_deadline_seconds);
+        let unmounted = mount.filter(|mount| pod.metadata.name.as_deref() == Some(mount.pod.as_str()));
+        let failing = match unmounted {
+            Some(mount) => {
+                census.failing.add(pod, "VolumeMountFailed", &format!(": {}", mount.message));
+                true
+            }
+            None => count_pod(&mut census, pod, now, startup_deadline_seconds),
+        };
         if !failing && let Some(detail) = keeps_restarting(pod, now) {
             census.restarting.add(pod, "RestartingRepeatedly", &detail);
         }
@@ -754,6 +773,37 @@ mod tests {
         assert_eq!(census.failing.pods, 8);
         assert_eq!(census.failing.reason, "ImagePullFailed", "the first pod speaks for all");
         assert_eq!(census.starting_ages_seconds.len(), 1, "only the pod creating its containers is coming");
+    }
+
+    #[test]
+    fn a_pod_the_kubelet_cannot_mount_a_volume_for_is_failing_in_its_words() {
+        let pods = pods(
+            r#"
+- metadata: {name: portraits-6f7d9c-ca, creationTimestamp: "2026-11-28T11:55:00Z"}
+  status:
+    phase: Pending
+    conditions:
+    - {type: PodScheduled, status: "True", lastTransitionTime: "2026-11-28T11:55:00Z"}
+    containerStatuses:
+    - {name: inference, image: matte-inference, imageID: "", ready: false, restartCount: 0, state: {waiting: {reason: ContainerCreating}}}
+- metadata: {name: portraits-6f7d9c-other, creationTimestamp: "2026-11-28T11:59:00Z"}
+  status:
+    phase: Pending
+    conditions:
+    - {type: PodScheduled, status: "True", lastTransitionTime: "2026-11-28T11:59:00Z"}
+"#,
+        );
+        let now = NOW.parse().expect("a time");
+        assert_eq!(census(&pods, now, DEADLINE).starting_ages_seconds.len(), 2, "without the Events: both starting");
+        let message = "MountVolume.SetUp failed for volume \"model-ca\" : configmap \"corp-ca\" not found".to_owned();
+        let mount = MountFailure { pod: "portraits-6f7d9c-ca".into(), message };
+        let census = census_explaining(&pods, now, DEADLINE, Some(&mount));
+        assert_eq!((census.failing.pods, census.failing.reason.as_str()), (1, "VolumeMountFailed"));
+        assert_eq!(
+            census.failing.message,
+            "pod portraits-6f7d9c-ca: MountVolume.SetUp failed for volume \"model-ca\" : configmap \"corp-ca\" not found"
+        );
+        assert_eq!(census.starting_ages_seconds, vec![60.0], "the other is still coming");
     }
 
     #[test]

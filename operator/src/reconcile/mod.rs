@@ -50,6 +50,12 @@ pub use context::{Context, Settings};
 /// drift aside, and after a refusal. Also the longest wait after a failure.
 const RESYNC: Duration = Duration::from_secs(300);
 
+/// How often a resource that does not autoscale is looked at while a pod of it starts:
+/// a pod stuck starting changes nothing the operator watches, and is found only by
+/// looking (a volume the kubelet cannot mount, told by its Events once the pod has
+/// waited `mounts::MOUNT_GRACE_SECONDS`; a start-up past its deadline).
+const STARTING_LOOKED_AT_EVERY: Duration = Duration::from_secs(30);
+
 /// The longest one pass may take. Its calls to the apiserver wait for an answer as long
 /// as their connection lasts, and one to an apiserver that never answers would hold
 /// the resource's reconciles for good; its Prometheus queries time out by themselves
@@ -189,7 +195,8 @@ async fn pass(brs: &BackgroundRemovalService, context: &Context) -> Result<(Acti
 /// When to look again: at the windows' pace while autoscaling (behind a gateway, its
 /// scrape's), but at the pods' while no gateway pod is ready, which export no queue to
 /// act on a second sooner (a resource whose gateway cannot run must not cost a pass a
-/// second); at `RESYNC` otherwise.
+/// second); otherwise after `STARTING_LOOKED_AT_EVERY` while a pod starts, and at
+/// `RESYNC` when none does.
 fn next_pass(
     brs: &BackgroundRemovalService,
     current: &Current,
@@ -197,7 +204,7 @@ fn next_pass(
     intervals: &ScrapeIntervals,
 ) -> Duration {
     if !brs.spec.autoscaling.enabled {
-        RESYNC
+        if current.census.starting_ages_seconds.is_empty() { RESYNC } else { STARTING_LOOKED_AT_EVERY }
     } else if brs.spec.gateway.enabled && current.gateway.ready == 0 {
         windows.pass.max(intervals.pods)
     } else {
@@ -249,6 +256,11 @@ mod tests {
         assert_eq!(next_pass(&brs, &down, &windows, &intervals), Duration::from_secs(5), "no gateway to read");
         brs.spec.autoscaling.enabled = false;
         assert_eq!(next_pass(&brs, &serving, &windows, &intervals), RESYNC);
+        let starting = Current {
+            census: crate::autoscaler::pods::PodCensus { starting_ages_seconds: vec![70.0], ..Default::default() },
+            ..serving
+        };
+        assert_eq!(next_pass(&brs, &starting, &windows, &intervals), STARTING_LOOKED_AT_EVERY, "a pod starts");
     }
 
     #[test]

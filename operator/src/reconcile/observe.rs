@@ -14,12 +14,13 @@
 use crate::error::apiserver_said;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, GetParams, ListParams};
 use kube::runtime::reflector::ObjectRef;
 
-use crate::autoscaler::pods::{PodCensus, census};
+use crate::autoscaler::mounts::{MountFailure, mount_failure, stuck_creating};
+use crate::autoscaler::pods::{PodCensus, census, census_explaining};
 use crate::autoscaler::policy::QueueMetrics;
 use crate::autoscaler::prometheus::PrometheusSource;
 use crate::crd::BackgroundRemovalService;
@@ -98,15 +99,43 @@ pub async fn observe(context: &Context, brs: &BackgroundRemovalService, now: Tim
         pods.items.into_iter().partition(|pod| program(pod).as_deref() == Some(INFERENCE_APP));
     let gateway: Vec<Pod> = others.into_iter().filter(|pod| program(pod).as_deref() == Some(GATEWAY_APP)).collect();
     let queue = if brs.spec.autoscaling.enabled { queue(&context.settings, brs).await } else { None };
+    let mount = match stuck_creating(&inference, now) {
+        Some(pod) => unmounted(context, pod).await,
+        None => None,
+    };
+    let deadline = f64::from(startup_deadline_seconds(&brs.spec));
     Ok(Current {
         deployment,
-        census: census(&inference, now, f64::from(startup_deadline_seconds(&brs.spec))),
+        census: census_explaining(&inference, now, deadline, mount.as_ref()),
         // A gateway fetches no model.
         gateway: census(&gateway, now, f64::from(STARTUP_MARGIN_SECONDS)),
         queue,
         read_at: Timestamp::now(),
     })
 }
+
+/// Why the kubelet cannot mount a volume of `pod`, a pod whose containers have long
+/// waited to be created, from its Warning Events (from the apiserver's cache); `None`
+/// when they say nothing of it, or cannot be read (logged: an operator installed
+/// without the right to list Events still reports the pod once it is too slow).
+async fn unmounted(context: &Context, pod: &Pod) -> Option<MountFailure> {
+    let (namespace, name, uid) = (pod.namespace().unwrap_or_default(), pod.name_any(), pod.uid()?);
+    let fields = format!("involvedObject.uid={uid},type=Warning");
+    let listed = Api::<Event>::namespaced(context.client.clone(), &namespace)
+        .list(&ListParams::default().fields(&fields).match_any().limit(EVENTS_READ))
+        .await;
+    match listed {
+        Ok(events) => mount_failure(&events.items).map(|message| MountFailure { pod: name, message }),
+        Err(error) => {
+            tracing::debug!(pod = %name, %namespace, error = %apiserver_said(&error), "cannot list the pod's Events");
+            None
+        }
+    }
+}
+
+/// The most of a pod's Warning Events read at once: the kubelet folds repeats of one
+/// into a series, so a pod has a few.
+const EVENTS_READ: u32 = 50;
 
 /// The fleet's queue; `None`, logged, when Prometheus cannot be asked or fails to answer.
 async fn queue(settings: &Settings, brs: &BackgroundRemovalService) -> Option<QueueMetrics> {
