@@ -5,7 +5,8 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use matte_operator::autoscaler::policy::{
-    Decision, Memory, Observation, PolicySpec, QueueMetrics, Reason, Startup, decide,
+    DECIDED_TIME_REWRITTEN_AFTER_SECONDS, Decision, Memory, Observation, PolicySpec, QueueMetrics, Reason, Startup,
+    decide,
 };
 use matte_operator::crd::BackgroundRemovalServiceStatus;
 use matte_operator::status::{Observed, compute};
@@ -84,7 +85,17 @@ fn three_bursts_led() -> (Decision, BackgroundRemovalServiceStatus) {
 #[test]
 fn a_new_leader_reading_the_status_keeps_the_warm_pods_the_old_one_kept() {
     let (last, status) = three_bursts_led();
-    assert_eq!(status.autoscaler_memory.as_ref(), Some(&last.memory), "the memory is in status");
+    // The time it was decided is written anew only now and then when nothing else
+    // changed, so that an idle resource's status is not written at every pass.
+    let in_status = status.autoscaler_memory.clone().expect("memory in status");
+    let written_at = in_status.decided_seconds.expect("the time it was decided");
+    let decided_at = last.memory.decided_seconds.expect("the time it was decided");
+    assert!(decided_at - written_at < DECIDED_TIME_REWRITTEN_AFTER_SECONDS, "{written_at} for {decided_at}");
+    assert_eq!(
+        Memory { decided_seconds: last.memory.decided_seconds, ..in_status },
+        last.memory,
+        "the memory is in status"
+    );
     assert_eq!(last.memory.recent_bursts.len(), 3, "three bursts ended: {:?}", last.memory);
 
     // It goes on leading, or a new leader takes over with the memory read from status.
