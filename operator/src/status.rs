@@ -39,7 +39,7 @@ pub struct FailingPods {
     pub pods: i32,
     /// One word for the first: `ImagePullFailed`, `CrashLoopBackOff`, `OOMKilled`,
     /// `ContainerFailed`, `InitContainerFailed`, `ContainerCreateFailed`, `PodFailed`,
-    /// `VolumeUnavailable`, `StartupTooSlow`, `RestartingRepeatedly`.
+    /// `VolumeUnavailable`, `VolumeMountFailed`, `StartupTooSlow`, `RestartingRepeatedly`.
     pub reason: String,
     /// e.g. "pod portraits-7d9c-x2x4q, container inference: CrashLoopBackOff, last exit
     /// OOMKilled (code 137)".

@@ -9,6 +9,8 @@
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Event, Pod};
 
+use crate::autoscaler::times::seconds_between;
+
 /// How long a scheduled pod's containers may wait to be created before the kubelet's
 /// Events are read for a mount that failed: volumes mount in seconds, and an attach
 /// that is only slow says `FailedMount` once or twice within the first minute.
@@ -41,7 +43,7 @@ fn waits_to_be_created(pod: &Pod, now: Timestamp) -> bool {
     }
     let scheduled = status.conditions.iter().flatten().find(|c| c.type_ == "PodScheduled" && c.status == "True");
     let Some(scheduled_at) = scheduled.and_then(|c| c.last_transition_time.as_ref()) else { return false };
-    let waited = (now.as_millisecond() - scheduled_at.0.as_millisecond()) as f64 / 1000.0;
+    let waited = seconds_between(scheduled_at.0, now);
     let containers = status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
     waited > MOUNT_GRACE_SECONDS
         && containers.into_iter().all(|container| {

@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod, PodCondition};
 
 use crate::autoscaler::mounts::MountFailure;
+use crate::autoscaler::times::{seconds_between, unix_seconds};
 use crate::status::{FailingPods, Unschedulable};
 use matte_policy::Startup;
 
@@ -324,15 +325,6 @@ fn tail_line(message: &str) -> &str {
 
 fn transition(condition: &PodCondition) -> Option<Timestamp> {
     condition.last_transition_time.as_ref().map(|t| t.0)
-}
-
-/// `at` on the clock the policy's times are on.
-pub fn unix_seconds(at: Timestamp) -> f64 {
-    at.as_millisecond() as f64 / 1000.0
-}
-
-fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
-    (to.as_millisecond() - from.as_millisecond()).max(0) as f64 / 1000.0
 }
 
 #[cfg(test)]

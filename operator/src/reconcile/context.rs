@@ -12,6 +12,7 @@ use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
+use crate::autoscaler::mounts::MountFailure;
 use crate::autoscaler::policy::{Decision, Memory, Reason};
 use crate::autoscaler::prometheus::{PrometheusClient, Windows};
 use crate::crd::BackgroundRemovalService;
@@ -115,7 +116,14 @@ struct Remembered {
     /// The objects (kind, name) found to be the resource's own, or made by it: looked
     /// up once, before the first apply, not on every pass.
     ours: HashSet<(&'static str, String)>,
+    /// The last read of a stuck pod's Events: its uid, when, and what they said.
+    mount_read: Option<(String, Instant, Option<MountFailure>)>,
 }
+
+/// How long what a stuck pod's Events said stands before they are read again: the
+/// kubelet retries a mount about every two minutes and says so in an Event, and a pass
+/// behind a gateway comes every second.
+const EVENTS_READ_EVERY: Duration = Duration::from_secs(30);
 
 /// Whether a pass must write (apply the objects and the status) rather than only look,
 /// the last write having been `since_written` ago for `written_generation`: when the
@@ -247,6 +255,20 @@ impl Context {
     /// The `kind` named `name` is `brs`'s own (it controls it, or just made it).
     pub(super) fn found_ours(&self, brs: &BackgroundRemovalService, kind: &'static str, name: &str) {
         self.remember(brs, |r| r.ours.insert((kind, name.to_owned())));
+    }
+
+    /// What the Events of `brs`'s pod `uid` said when last read, if that was within
+    /// `EVENTS_READ_EVERY`; `None` when they are to be read again.
+    pub(super) fn mount_read_lately(&self, brs: &BackgroundRemovalService, uid: &str) -> Option<Option<MountFailure>> {
+        self.remember(brs, |r| match &r.mount_read {
+            Some((read_for, at, said)) if read_for == uid && at.elapsed() < EVENTS_READ_EVERY => Some(said.clone()),
+            _ => None,
+        })
+    }
+
+    /// The Events of `brs`'s pod `uid` were read just now and said `said`.
+    pub(super) fn mount_read(&self, brs: &BackgroundRemovalService, uid: &str, said: Option<MountFailure>) {
+        self.remember(brs, |r| r.mount_read = Some((uid.to_owned(), Instant::now(), said)));
     }
 
     /// A pass of `brs` that did not fail ends its failures in a row.

@@ -100,7 +100,7 @@ pub async fn observe(context: &Context, brs: &BackgroundRemovalService, now: Tim
     let gateway: Vec<Pod> = others.into_iter().filter(|pod| program(pod).as_deref() == Some(GATEWAY_APP)).collect();
     let queue = if brs.spec.autoscaling.enabled { queue(&context.settings, brs).await } else { None };
     let mount = match stuck_creating(&inference, now) {
-        Some(pod) => unmounted(context, pod).await,
+        Some(pod) => unmounted(context, brs, pod).await,
         None => None,
     };
     let deadline = f64::from(startup_deadline_seconds(&brs.spec));
@@ -117,20 +117,26 @@ pub async fn observe(context: &Context, brs: &BackgroundRemovalService, now: Tim
 /// Why the kubelet cannot mount a volume of `pod`, a pod whose containers have long
 /// waited to be created, from its Warning Events (from the apiserver's cache); `None`
 /// when they say nothing of it, or cannot be read (logged: an operator installed
-/// without the right to list Events still reports the pod once it is too slow).
-async fn unmounted(context: &Context, pod: &Pod) -> Option<MountFailure> {
+/// without the right to list Events still reports the pod once it is too slow). Read
+/// once in `EVENTS_READ_EVERY` for the same pod, not at every pass.
+async fn unmounted(context: &Context, brs: &BackgroundRemovalService, pod: &Pod) -> Option<MountFailure> {
     let (namespace, name, uid) = (pod.namespace().unwrap_or_default(), pod.name_any(), pod.uid()?);
+    if let Some(said) = context.mount_read_lately(brs, &uid) {
+        return said;
+    }
     let fields = format!("involvedObject.uid={uid},type=Warning");
     let listed = Api::<Event>::namespaced(context.client.clone(), &namespace)
         .list(&ListParams::default().fields(&fields).match_any().limit(EVENTS_READ))
         .await;
-    match listed {
+    let said = match listed {
         Ok(events) => mount_failure(&events.items).map(|message| MountFailure { pod: name, message }),
         Err(error) => {
             tracing::debug!(pod = %name, %namespace, error = %apiserver_said(&error), "cannot list the pod's Events");
             None
         }
-    }
+    };
+    context.mount_read(brs, &uid, said.clone());
+    said
 }
 
 /// The most of a pod's Warning Events read at once: the kubelet folds repeats of one
@@ -191,9 +197,6 @@ mod tests {
     async fn observed_uris(deployment: Option<serde_json::Value>) -> (Result<Current, Error>, Vec<String>) {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let apiserver = tokio::spawn(async move {
-            let mut uris = Vec::new();
-            let not_found =
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
             let pods = json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [{
                 "metadata": {"name": "portraits-0", "namespace": "shop",
                     "labels": {APP_LABEL: INFERENCE_APP, SERVICE_LABEL: "portraits"}},
@@ -205,20 +208,35 @@ mod tests {
                     "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}
             }]});
             let answers = [
-                deployment.map_or((StatusCode::NOT_FOUND, not_found), |d| (StatusCode::OK, d)),
+                deployment.map_or((StatusCode::NOT_FOUND, not_found()), |d| (StatusCode::OK, d)),
                 (StatusCode::OK, pods),
             ];
-            for (status, body) in answers {
-                let Some((request, respond)) = handle.next_request().await else { break };
-                uris.push(request.uri().to_string());
-                let response = Response::builder().status(status).body(Body::from(body.to_string().into_bytes()));
-                respond.send_response(response.expect("a valid response"));
-            }
-            uris
+            answer_in_turn(&mut handle, answers).await
         });
         let read =
             observe(&context(Client::new(service, "default")), &resource("minimal.yaml"), Timestamp::now()).await;
         (read, apiserver.await.expect("the apiserver task ends"))
+    }
+
+    type Apiserver = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    /// Answers the requests that come, one answer each in turn, and returns their URIs.
+    async fn answer_in_turn(
+        handle: &mut Apiserver,
+        answers: impl IntoIterator<Item = (StatusCode, serde_json::Value)>,
+    ) -> Vec<String> {
+        let mut uris = Vec::new();
+        for (status, body) in answers {
+            let Some((request, respond)) = handle.next_request().await else { break };
+            uris.push(request.uri().to_string());
+            let response = Response::builder().status(status).body(Body::from(body.to_string().into_bytes()));
+            respond.send_response(response.expect("a valid response"));
+        }
+        uris
+    }
+
+    fn not_found() -> serde_json::Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
     }
 
     /// Deployment `portraits` with 3 replicas, controlled by the resource of `uid`.
@@ -264,6 +282,61 @@ mod tests {
         let current = read.expect("a missing Deployment is no error");
         assert!(current.deployment.is_none());
         assert_eq!((current.census.ready, uris.len()), (1, 2));
+    }
+
+    /// A pod list of one inference pod, `uid`, scheduled two minutes ago and waiting
+    /// since for its container to be created.
+    fn stuck_pod(name: &str, uid: &str, now: Timestamp) -> serde_json::Value {
+        let scheduled = (now - jiff::SignedDuration::from_secs(120)).to_string();
+        json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [{
+            "metadata": {"name": name, "namespace": "shop", "uid": uid,
+                "labels": {APP_LABEL: INFERENCE_APP, SERVICE_LABEL: "portraits"}},
+            "status": {"phase": "Pending",
+                "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": scheduled}],
+                "containerStatuses": [{"name": "inference", "image": "i", "imageID": "", "ready": false,
+                    "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}
+        }]})
+    }
+
+    fn failed_mount(pod: &str) -> serde_json::Value {
+        json!({"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": [{
+            "metadata": {"name": format!("{pod}.1"), "namespace": "shop"},
+            "involvedObject": {"kind": "Pod", "name": pod}, "type": "Warning", "reason": "FailedMount",
+            "message": "MountVolume.SetUp failed for volume \"model-ca\" : configmap \"corp-ca\" not found"
+        }]})
+    }
+
+    #[tokio::test]
+    async fn a_stuck_pods_events_are_read_once_in_a_while_not_at_every_pass() {
+        let now = Timestamp::now();
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let apiserver = tokio::spawn(async move {
+            let pass = |pods| [(StatusCode::NOT_FOUND, not_found()), (StatusCode::OK, pods)];
+            let mut uris = Vec::new();
+            // The first pass reads the pod's Events, the second reuses what they said,
+            // the third finds another pod stuck and reads its own.
+            let first = pass(stuck_pod("portraits-a", "uid-a", now)).into_iter();
+            uris.extend(answer_in_turn(&mut handle, first.chain([(StatusCode::OK, failed_mount("portraits-a"))])).await);
+            uris.extend(answer_in_turn(&mut handle, pass(stuck_pod("portraits-a", "uid-a", now))).await);
+            let third = pass(stuck_pod("portraits-b", "uid-b", now)).into_iter();
+            uris.extend(answer_in_turn(&mut handle, third.chain([(StatusCode::OK, failed_mount("portraits-b"))])).await);
+            uris
+        });
+        let context = context(Client::new(service, "default"));
+        let brs = resource("minimal.yaml");
+        let mut reasons = Vec::new();
+        for _ in 0..3 {
+            let current = observe(&context, &brs, now).await.expect("every read answered");
+            let failing = current.census.failing;
+            reasons.push((failing.pods, failing.reason, failing.message.contains("configmap \"corp-ca\" not found")));
+        }
+        let uris = apiserver.await.expect("the apiserver task ends");
+        let explained = (1, "VolumeMountFailed".to_owned(), true);
+        assert_eq!(reasons, vec![explained.clone(), explained.clone(), explained], "{reasons:?}");
+        let events: Vec<&String> = uris.iter().filter(|uri| uri.starts_with("/api/v1/namespaces/shop/events?")).collect();
+        assert_eq!(events.len(), 2, "one read for each pod: {uris:?}");
+        assert!(events[0].contains("uid-a") && events[1].contains("uid-b"), "{events:?}");
+        assert_eq!(uris.len(), 8, "{uris:?}");
     }
 
     #[test]
