@@ -194,9 +194,7 @@ impl Memory {
         };
         (memory, faults)
     }
-}
 
-impl Memory {
     /// This memory as it is to be written over `written`: `written` itself when only
     /// the time it was decided differs, by less than
     /// [`DECIDED_TIME_REWRITTEN_AFTER_SECONDS`].
