@@ -809,6 +809,39 @@ spec:
     wait_condition(&cluster, "frozen", "Degraded", "False");
     assert!(get(&cluster, "deployment", "frozen").is_some());
 
+    // The gateway's RoleBinding deleted and made again by someone else between two
+    // passes, binding another account to the gateway's rights: the next pass finds it
+    // is not the object it applied, and refuses to apply over it.
+    cluster.kubectl_ok(&["delete", "rolebinding", "frozen-gateway", "-n", "shop"]);
+    cluster.apply_yaml_ok(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: frozen-gateway, namespace: shop}\n\
+         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: frozen-gateway}\n\
+         subjects: [{kind: ServiceAccount, name: intruder, namespace: shop}]\n",
+    );
+    cluster.kubectl_ok(&[
+        "patch",
+        "brs",
+        "frozen",
+        "-n",
+        "shop",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"maxDimension":2048}}"#,
+    ]);
+    assert_degraded(
+        &cluster,
+        &operator,
+        "frozen",
+        "ApplyFailed",
+        "RoleBinding shop/frozen-gateway exists and is not this resource's",
+    );
+    let theirs = get(&cluster, "rolebinding", "frozen-gateway").expect("their RoleBinding");
+    assert_eq!(
+        theirs["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "intruder", "namespace": "shop"}])
+    );
+    assert!(theirs["metadata"]["ownerReferences"].is_null(), "{theirs:#}");
+
     // A Service of the resource's name that someone else made is neither taken over
     // (its selector moved to these pods, then deleted with the resource) nor built
     // around: the resource is refused whole, naming it.

@@ -142,6 +142,13 @@ pub async fn apply(context: &Context, brs: &BackgroundRemovalService, desired: &
 /// fields someone else changed (that is what repairing drift means), once it is known
 /// to be `brs`'s or not to exist ([`check_ours`]); returns it as the apiserver has it
 /// afterwards.
+///
+/// Once applied, an object is known to be `brs`'s by its uid, and every apply after
+/// carries that uid, which the apiserver refuses to apply over another object (`uid
+/// mismatch`, or `metadata.uid` immutable): one deleted and made again by someone else
+/// between two passes (a RoleBinding of the gateway's name binding other subjects) is
+/// then looked up again, and refused as [`Error::Taken`] rather than taken over. One
+/// that is simply gone is made anew.
 async fn apply_object<K>(
     context: &Context,
     brs: &BackgroundRemovalService,
@@ -153,17 +160,48 @@ where
     K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
     let name = object.meta().name.clone().unwrap_or_default();
-    let applied =
-        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(object)).await.map_err(|source| {
-            Error::Apply {
-                kind,
-                namespace: object.meta().namespace.clone().unwrap_or_default(),
-                name: name.clone(),
-                source: source.into(),
+    let applied = match context.known_ours(brs, kind, &name) {
+        Some(uid) => {
+            let mut of_uid = object.clone();
+            of_uid.meta_mut().uid = Some(uid);
+            match server_side_apply(api, kind, &of_uid).await {
+                Err(Error::Apply { source, .. }) if names_another_object(&source) => {
+                    context.lost_ours(brs, kind, &name);
+                    check_ours(context, brs, api, kind, object).await?;
+                    server_side_apply(api, kind, object).await
+                }
+                applied => applied,
             }
-        })?;
-    context.found_ours(brs, kind, &name);
+        }
+        None => server_side_apply(api, kind, object).await,
+    }?;
+    if let Some(uid) = applied.meta().uid.clone() {
+        context.found_ours(brs, kind, &name, uid);
+    }
     Ok(applied)
+}
+
+async fn server_side_apply<K>(api: &Api<K>, kind: &'static str, object: &K) -> Result<K, Error>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(object)).await.map_err(|source| Error::Apply {
+        kind,
+        namespace: object.meta().namespace.clone().unwrap_or_default(),
+        name,
+        source: source.into(),
+    })
+}
+
+/// Whether the apiserver refused an apply carrying a uid because the object of that
+/// name has another uid or is gone: `409 Conflict` ("uid mismatch ... no existing
+/// object was found"; a forced apply has no conflict of fields) or `422 Invalid` for
+/// `metadata.uid` ("field is immutable").
+fn names_another_object(error: &kube::Error) -> bool {
+    let kube::Error::Api(status) = error else { return false };
+    let of_the_uid = || status.details.iter().flat_map(|details| &details.causes).any(|c| c.field == "metadata.uid");
+    status.is_conflict() || (status.is_invalid() && of_the_uid())
 }
 
 /// Fails with [`Error::Taken`] if `object` exists and `brs` does not control it; asks
@@ -179,7 +217,7 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let name = object.meta().name.as_deref().unwrap_or_default();
-    if context.known_ours(brs, kind, name) {
+    if context.known_ours(brs, kind, name).is_some() {
         return Ok(());
     }
     let Some(owners) = owners_of(api, kind, brs, name).await? else {
@@ -329,5 +367,83 @@ mod tests {
         );
         let another_s = check_over(Some(json!([owner("HelmRelease", "web", "0000")]))).await.expect_err("another's");
         assert!(another_s.contains("(controlled by HelmRelease web)"), "{another_s}");
+    }
+    /// Applies RoleBinding `portraits-gateway`, known to be the resource's as uid
+    /// `known`, to a mock apiserver giving `answers` in turn; returns the outcome, the
+    /// requests (method, path, and the uid the body carried) and the uid known after.
+    async fn apply_known(
+        known: &str,
+        answers: Vec<(StatusCode, serde_json::Value)>,
+    ) -> (Result<RoleBinding, Error>, Vec<(String, String, Option<String>)>, Option<String>) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let apiserver = tokio::spawn(async move {
+            let mut requests = Vec::new();
+            for (status, body) in answers {
+                let Some((request, respond)) = handle.next_request().await else { break };
+                let (parts, sent) = request.into_parts();
+                let sent = sent.collect_bytes().await.expect("the body");
+                let uid = serde_json::from_slice::<serde_json::Value>(&sent)
+                    .ok()
+                    .and_then(|sent| sent["metadata"]["uid"].as_str().map(str::to_owned));
+                requests.push((parts.method.to_string(), parts.uri.path().to_owned(), uid));
+                let response = Response::builder().status(status).body(Body::from(body.to_string().into_bytes()));
+                respond.send_response(response.expect("a valid response"));
+            }
+            requests
+        });
+        let brs = resource("minimal.yaml");
+        let client = Client::new(service, "default");
+        let context = Context::new(client.clone(), test_settings(), Arc::new(Metrics::new()), None);
+        context.found_ours(&brs, "RoleBinding", "portraits-gateway", known.to_owned());
+        let api = Api::<RoleBinding>::namespaced(client, "shop");
+        let binding = RoleBinding {
+            metadata: ObjectMeta { name: Some("portraits-gateway".into()), ..ObjectMeta::default() },
+            ..RoleBinding::default()
+        };
+        let applied = apply_object(&context, &brs, &api, "RoleBinding", &binding).await;
+        let known_after = context.known_ours(&brs, "RoleBinding", "portraits-gateway");
+        drop((context, api));
+        (applied, apiserver.await.expect("the apiserver answered"), known_after)
+    }
+
+    fn binding(uid: &str, owners: serde_json::Value) -> serde_json::Value {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "portraits-gateway", "namespace": "shop", "uid": uid, "ownerReferences": owners},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "portraits-gateway"}})
+    }
+
+    const BINDING_PATH: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/rolebindings/portraits-gateway";
+
+    #[tokio::test]
+    async fn an_object_made_again_by_someone_else_between_two_applies_is_refused_not_taken_over() {
+        let immutable = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid",
+            "code": 422, "message": "RoleBinding \"portraits-gateway\" is invalid: metadata.uid: field is immutable",
+            "details": {"causes": [{"reason": "FieldValueInvalid", "field": "metadata.uid"}]}});
+        let theirs = binding("their-uid", json!([]));
+        let (applied, requests, known) =
+            apply_known("our-uid", vec![(StatusCode::UNPROCESSABLE_ENTITY, immutable), (StatusCode::OK, theirs)]).await;
+        let error = applied.expect_err("theirs is not applied over");
+        assert!(matches!(error, Error::Taken { kind: "RoleBinding", .. }), "{error}");
+        let patch = ("PATCH".to_owned(), BINDING_PATH.to_owned(), Some("our-uid".to_owned()));
+        assert_eq!(requests, vec![patch, ("GET".to_owned(), BINDING_PATH.to_owned(), None)]);
+        assert_eq!(known, None, "no longer known to be the resource's");
+    }
+
+    #[tokio::test]
+    async fn an_object_of_the_resource_s_deleted_between_two_applies_is_made_anew() {
+        let mismatch = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
+            "code": 409, "message": "Operation cannot be fulfilled on rolebindings.rbac.authorization.k8s.io \"portraits-gateway\": uid mismatch: the provided object specified uid our-uid, and no existing object was found"});
+        let not_found =
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
+        let uid = resource("minimal.yaml").metadata.uid.expect("a uid");
+        let made = binding("new-uid", json!([owner("BackgroundRemovalService", "portraits", &uid)]));
+        let answers =
+            vec![(StatusCode::CONFLICT, mismatch), (StatusCode::NOT_FOUND, not_found), (StatusCode::OK, made)];
+        let (applied, requests, known) = apply_known("our-uid", answers).await;
+        assert_eq!(applied.expect("made anew").metadata.uid.as_deref(), Some("new-uid"));
+        let methods: Vec<(&str, Option<&str>)> =
+            requests.iter().map(|(method, _, uid)| (method.as_str(), uid.as_deref())).collect();
+        assert_eq!(methods, [("PATCH", Some("our-uid")), ("GET", None), ("PATCH", None)], "{requests:?}");
+        assert_eq!(known.as_deref(), Some("new-uid"), "the new object is the one known");
     }
 }

@@ -4,7 +4,7 @@
 //! that object only); per process, whether PodMonitors can be made.
 //! Kept apart from the stages so that each of them reads as what it does to a resource.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -113,9 +113,11 @@ struct Remembered {
     written: Option<(Instant, Option<i64>)>,
     /// The replicas and reason of the last decision, for logging only changes at `info`.
     last_decision: Option<(u32, Reason)>,
-    /// The objects (kind, name) found to be the resource's own, or made by it: looked
-    /// up once, before the first apply, not on every pass.
-    ours: HashSet<(&'static str, String)>,
+    /// The objects (kind, name) found to be the resource's own, or made by it, and their
+    /// uids as its last apply found them: looked up once, before the first apply, not
+    /// on every pass; each apply after it asks the apiserver to refuse another object
+    /// of that name (`apply::apply_object`).
+    ours: HashMap<(&'static str, String), String>,
     /// The last read of a stuck pod's Events: its uid, when, and what they said.
     mount_read: Option<(String, Instant, Option<MountFailure>)>,
 }
@@ -243,18 +245,25 @@ impl Context {
         let gateway = crate::desired::gateway_name(brs);
         self.remember(brs, |r| {
             r.gateway_gone_at = brs.metadata.generation;
-            r.ours.retain(|(_, name)| *name != gateway);
+            r.ours.retain(|(_, name), _| *name != gateway);
         });
     }
 
-    /// Whether the `kind` named `name` is known to be `brs`'s own.
-    pub(super) fn known_ours(&self, brs: &BackgroundRemovalService, kind: &'static str, name: &str) -> bool {
-        self.remember(brs, |r| r.ours.contains(&(kind, name.to_owned())))
+    /// The uid of the `kind` named `name`, if it is known to be `brs`'s own.
+    pub(super) fn known_ours(&self, brs: &BackgroundRemovalService, kind: &'static str, name: &str) -> Option<String> {
+        self.remember(brs, |r| r.ours.get(&(kind, name.to_owned())).cloned())
     }
 
-    /// The `kind` named `name` is `brs`'s own (it controls it, or just made it).
-    pub(super) fn found_ours(&self, brs: &BackgroundRemovalService, kind: &'static str, name: &str) {
-        self.remember(brs, |r| r.ours.insert((kind, name.to_owned())));
+    /// The `kind` named `name`, of uid `uid`, is `brs`'s own (it controls it, or just
+    /// applied it).
+    pub(super) fn found_ours(&self, brs: &BackgroundRemovalService, kind: &'static str, name: &str, uid: String) {
+        self.remember(brs, |r| r.ours.insert((kind, name.to_owned()), uid));
+    }
+
+    /// The `kind` named `name` is no longer known to be `brs`'s own: the object of that
+    /// uid is gone, and whoever holds the name now is to be looked up.
+    pub(super) fn lost_ours(&self, brs: &BackgroundRemovalService, kind: &'static str, name: &str) {
+        self.remember(brs, |r| r.ours.remove(&(kind, name.to_owned())));
     }
 
     /// What the Events of `brs`'s pod `uid` said when last read, if that was within

@@ -2,9 +2,9 @@
 //! autoscaling is off; otherwise from the policy (`matte_policy`), given what `observe`
 //! found and what the policy remembers. Pure, so that what reaches the policy is tested.
 
-use crate::autoscaler::times::unix_seconds;
 use crate::autoscaler::policy::{self, Decision, Memory, Observation, PolicySpec};
 use crate::autoscaler::prometheus::Windows;
+use crate::autoscaler::times::unix_seconds;
 use crate::crd::BackgroundRemovalServiceSpec;
 
 use super::observe::Current;

@@ -316,10 +316,14 @@ mod tests {
             // The first pass reads the pod's Events, the second reuses what they said,
             // the third finds another pod stuck and reads its own.
             let first = pass(stuck_pod("portraits-a", "uid-a", now)).into_iter();
-            uris.extend(answer_in_turn(&mut handle, first.chain([(StatusCode::OK, failed_mount("portraits-a"))])).await);
+            uris.extend(
+                answer_in_turn(&mut handle, first.chain([(StatusCode::OK, failed_mount("portraits-a"))])).await,
+            );
             uris.extend(answer_in_turn(&mut handle, pass(stuck_pod("portraits-a", "uid-a", now))).await);
             let third = pass(stuck_pod("portraits-b", "uid-b", now)).into_iter();
-            uris.extend(answer_in_turn(&mut handle, third.chain([(StatusCode::OK, failed_mount("portraits-b"))])).await);
+            uris.extend(
+                answer_in_turn(&mut handle, third.chain([(StatusCode::OK, failed_mount("portraits-b"))])).await,
+            );
             uris
         });
         let context = context(Client::new(service, "default"));
@@ -333,7 +337,8 @@ mod tests {
         let uris = apiserver.await.expect("the apiserver task ends");
         let explained = (1, "VolumeMountFailed".to_owned(), true);
         assert_eq!(reasons, vec![explained.clone(), explained.clone(), explained], "{reasons:?}");
-        let events: Vec<&String> = uris.iter().filter(|uri| uri.starts_with("/api/v1/namespaces/shop/events?")).collect();
+        let events: Vec<&String> =
+            uris.iter().filter(|uri| uri.starts_with("/api/v1/namespaces/shop/events?")).collect();
         assert_eq!(events.len(), 2, "one read for each pod: {uris:?}");
         assert!(events[0].contains("uid-a") && events[1].contains("uid-b"), "{events:?}");
         assert_eq!(uris.len(), 8, "{uris:?}");
