@@ -129,6 +129,12 @@ pub mod limits {
     /// requests it holds; a day's timeout would let one resource hold its old pods, and
     /// their GPUs, for a day. No client waits an hour for one image.
     pub const MAX_REQUEST_TIMEOUT_SECONDS: u32 = 3_600;
+    /// `model.inputSize`, and the pod's `--input-size`: the side of a model's input
+    /// where the model leaves it dynamic, and the side the pod's memory is sized for.
+    /// Below 32 no background-removal model sees a subject; 4096² is 16 times the
+    /// largest models' input, 256 MiB of input tensor an image.
+    pub const MIN_INPUT_SIZE: u32 = 32;
+    pub const MAX_INPUT_SIZE: u32 = 4096;
 }
 
 /// Names of the metrics `matte-gateway` exports on `/metrics`; the autoscaler adds the

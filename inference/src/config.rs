@@ -70,8 +70,9 @@ pub struct Config {
     #[arg(long = flags::INTRA_THREADS, env = "MATTE_INTRA_THREADS", default_value_t = 0)]
     pub intra_threads: usize,
 
-    /// Model input side in pixels, used when the model's input shape is dynamic.
-    #[arg(long, env = "MATTE_INPUT_SIZE", default_value_t = 1024)]
+    /// Model input side in pixels, used when the model's input shape is dynamic; the
+    /// pod's memory is sized for it, so a model that fixes a larger input is refused.
+    #[arg(long, env = "MATTE_INPUT_SIZE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(i64::from(limits::MIN_INPUT_SIZE)..=i64::from(limits::MAX_INPUT_SIZE)))]
     pub input_size: u32,
 
     /// Per-channel mean subtracted from RGB values scaled to [0, 1].

@@ -248,7 +248,8 @@ impl Model {
     pub fn run(&mut self, inputs: &[&[f32]]) -> Result<Vec<Mask>, Error> {
         let error = |e: ort::Error| Error::Inference(e.to_string());
         if let ([single], Some(bound)) = (inputs, self.bound.as_mut()) {
-            return bound.run(&mut self.session, &self.shape.mask_output, single);
+            let largest = self.shape.preprocess.pixels();
+            return bound.run(&mut self.session, &self.shape.mask_output, single, largest);
         }
         let limit = self.shape.max_batch_size;
         let rows = self.rows(inputs.len());
@@ -263,7 +264,7 @@ impl Model {
         let outputs = self.session.run_with_options(ort::inputs![tensor], &self.run_options).map_err(error)?;
         let output = &outputs[self.shape.mask_output.as_str()];
         let (shape, values) = output.try_extract_tensor::<f32>().map_err(error)?;
-        let mut masks = split_masks(shape, values, rows).map_err(Error::Inference)?;
+        let mut masks = split_masks(shape, values, rows, preprocess.pixels()).map_err(Error::Inference)?;
         masks.truncate(inputs.len()); // the padding's masks
         Ok(masks)
     }
@@ -396,8 +397,14 @@ impl Bound {
     }
 
     /// Runs one image: its input copied into the bound memory (the same memory each
-    /// run), then its mask.
-    fn run(&mut self, session: &mut Session, mask_output: &str, values: &[f32]) -> Result<Vec<Mask>, Error> {
+    /// run), then its mask, of at most `largest` pixels.
+    fn run(
+        &mut self,
+        session: &mut Session,
+        mask_output: &str,
+        values: &[f32],
+        largest: u64,
+    ) -> Result<Vec<Mask>, Error> {
         let error = |e: ort::Error| Error::Inference(e.to_string());
         let (_, target) = self.input.extract_tensor_mut();
         if target.len() != values.len() {
@@ -415,13 +422,13 @@ impl Bound {
                 self.binding.synchronize_outputs().map_err(error)?;
                 graph.output.copy_into(&mut graph.mask).map_err(error)?;
                 let (shape, mask) = graph.mask.extract_tensor();
-                split_masks(shape, mask, 1).map_err(Error::Inference)
+                split_masks(shape, mask, 1, largest).map_err(Error::Inference)
             }
             None => {
                 self.binding.bind_input(self.input_name.clone(), &self.input).map_err(error)?;
                 let outputs = session.run_binding(&self.binding).map_err(error)?;
                 let (shape, mask) = outputs[mask_output].try_extract_tensor::<f32>().map_err(error)?;
-                split_masks(shape, mask, 1).map_err(Error::Inference)
+                split_masks(shape, mask, 1, largest).map_err(Error::Inference)
             }
         }
     }
@@ -551,7 +558,19 @@ fn read_shape(session: &Session, options: &ModelOptions) -> Result<ModelShape, S
     if batch > 1 {
         return Err(format!("input `{}` fixes its batch at {batch}; Matte runs one image or more a run", input.name()));
     }
-    let side = |dim: i64| if dim > 0 { dim as u32 } else { options.fallback_input_size };
+    let side = |dim: i64| if dim > 0 { u32::try_from(dim).unwrap_or(u32::MAX) } else { options.fallback_input_size };
+    let (width, height) = (side(width), side(height));
+    // The pod's memory is sized for inputs of `--input-size` squared: a model fixing a
+    // larger one would hold more for every queued image than the bound counts, and be
+    // killed for memory under load instead of refused here.
+    let sized_for = u64::from(options.fallback_input_size).pow(2);
+    if u64::from(width) * u64::from(height) > sized_for {
+        return Err(format!(
+            "input `{}` is {width}×{height}, more pixels than the {size}×{size} of --input-size the pod's memory is sized for: set --input-size (`spec.model.inputSize`) to the model's",
+            input.name(),
+            size = options.fallback_input_size
+        ));
+    }
 
     let mask_output = match &options.mask_output {
         Some(name) => name.clone(),
@@ -568,21 +587,32 @@ fn read_shape(session: &Session, options: &ModelOptions) -> Result<ModelShape, S
 
     Ok(ModelShape {
         mask_output,
-        preprocess: Preprocess { width: side(width), height: side(height), mean: options.mean, std: options.std },
+        preprocess: Preprocess { width, height, mean: options.mean, std: options.std },
         max_batch_size: if batch < 0 { options.max_batch_size.max(1) } else { 1 },
         batch_dimension: if batch < 0 { BatchDimension::Dynamic } else { BatchDimension::Fixed { kept_because: None } },
     })
 }
 
-/// Splits a `[batch, 1, h, w]` or `[batch, h, w]` output into one mask per image.
-fn split_masks(shape: &[i64], values: &[f32], batch: usize) -> Result<Vec<Mask>, String> {
+/// Splits a `[batch, 1, h, w]` or `[batch, h, w]` output into one mask per image, each
+/// of at most `largest` pixels (the model's input: the memory bound counts a mask as
+/// large as it) and every value a number. A mask of NaN or infinities (a model
+/// overflowing in half precision) is a failed run: quantised, it would be a blank
+/// cut-out answered as served.
+fn split_masks(shape: &[i64], values: &[f32], batch: usize, largest: u64) -> Result<Vec<Mask>, String> {
     let (height, width) = match *shape {
-        [b, 1, h, w] | [b, h, w] if b as usize == batch && h > 0 && w > 0 => (h as u32, w as u32),
+        [b, 1, h, w] | [b, h, w] if usize::try_from(b) == Ok(batch) && h > 0 && w > 0 => (h, w),
         _ => return Err(format!("mask output has shape {shape:?}, expected [{batch}, 1, height, width]")),
     };
-    let plane = (height * width) as usize;
+    let plane = height.saturating_mul(width);
+    if u64::try_from(plane).map_or(true, |pixels| pixels > largest) {
+        return Err(format!("mask output has shape {shape:?}, more pixels than the model's input ({largest})"));
+    }
+    let (height, width, plane) = (height as u32, width as u32, plane as usize);
     if values.len() != plane * batch {
         return Err(format!("mask output has {} values for shape {shape:?}", values.len()));
+    }
+    if values.iter().any(|value| !value.is_finite()) {
+        return Err(format!("mask output of shape {shape:?} has values that are not numbers (NaN or infinite)"));
     }
     Ok(values.chunks_exact(plane).map(|chunk| Mask { width, height, values: chunk.to_vec() }).collect())
 }
@@ -594,13 +624,28 @@ mod tests {
     #[test]
     fn masks_are_split_per_image() {
         let values: Vec<f32> = (0..8).map(|v| v as f32).collect();
-        let masks = split_masks(&[2, 1, 2, 2], &values, 2).unwrap();
+        let masks = split_masks(&[2, 1, 2, 2], &values, 2, 4).unwrap();
         assert_eq!(masks.len(), 2);
         assert_eq!(masks[1].values, vec![4.0, 5.0, 6.0, 7.0]);
         assert_eq!((masks[0].width, masks[0].height), (2, 2));
-        assert!(split_masks(&[2, 3, 2, 2], &values, 2).is_err(), "three channels is not a mask");
-        assert!(split_masks(&[1, 1, 2, 2], &values, 2).is_err(), "batch mismatch");
-        assert_eq!(split_masks(&[1, 2, 4], &values, 1).unwrap()[0].width, 4);
+        assert!(split_masks(&[2, 3, 2, 2], &values, 2, 4).is_err(), "three channels is not a mask");
+        assert!(split_masks(&[1, 1, 2, 2], &values, 2, 4).is_err(), "batch mismatch");
+        assert_eq!(split_masks(&[1, 2, 4], &values, 1, 8).unwrap()[0].width, 4);
+    }
+
+    #[test]
+    fn a_mask_larger_than_the_input_or_not_of_numbers_is_a_failed_run() {
+        let values: Vec<f32> = (0..8).map(|v| v as f32 / 8.0).collect();
+        let larger = split_masks(&[1, 2, 4], &values, 1, 4).expect_err("8 pixels from an input of 4");
+        assert!(larger.contains("more pixels than the model's input"), "{larger}");
+        let huge = split_masks(&[1, 1, i64::MAX, i64::MAX], &values, 1, 1 << 20).expect_err("no overflow");
+        assert!(huge.contains("more pixels"), "{huge}");
+        for poison in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut poisoned = values.clone();
+            poisoned[5] = poison;
+            let error = split_masks(&[2, 1, 2, 2], &poisoned, 2, 4).expect_err("not a number");
+            assert!(error.contains("not numbers"), "{error}");
+        }
     }
 
     #[test]

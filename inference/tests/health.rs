@@ -11,7 +11,18 @@ use support::{Fault, Server, blocking_client, faulty_model, sample_image};
 
 #[test]
 fn a_loop_that_always_fails_turns_the_pod_unready_then_not_live() {
-    let model = faulty_model(Fault::Fail);
+    fails_until_unready_then_not_live(Fault::Fail);
+}
+
+/// A run that succeeds with a mask of NaN (a model overflowing in half precision) is a
+/// failed run: its cut-out would be blank, answered 200 and counted served.
+#[test]
+fn a_loop_whose_masks_are_not_numbers_fails_like_one_that_errors() {
+    fails_until_unready_then_not_live(Fault::NotANumber);
+}
+
+fn fails_until_unready_then_not_live(fault: Fault) {
+    let model = faulty_model(fault);
     let mut server = Server::start_with_model(&model.path, &[]);
     let client = blocking_client();
     let photo = sample_image("coffee.png");
@@ -21,6 +32,7 @@ fn a_loop_that_always_fails_turns_the_pod_unready_then_not_live() {
             client.post(server.url("/v1/remove")).header("content-type", "image/png").body(photo.clone()).send();
         let response = response.unwrap();
         let status = response.status().as_u16();
+        assert_ne!(status, 200, "a run that went wrong answered as if it had served: {statuses:?}");
         let body: serde_json::Value = response.json().expect("a JSON error");
         if status == 500 {
             assert_eq!(body["error"]["code"], "internal");

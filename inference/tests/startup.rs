@@ -53,3 +53,20 @@ fn a_file_that_is_not_a_model_is_named() {
     std::fs::remove_file(&not_a_model).unwrap();
     assert_fails_with(&output, &["cannot load model", not_a_model.to_str().unwrap()]);
 }
+
+/// The pod's memory is sized for inputs of `--input-size` squared: a model fixing a
+/// larger input would hold more for every queued image than that bound, and be killed
+/// for memory under load rather than refused at start-up.
+#[test]
+fn a_model_whose_input_is_larger_than_the_memory_is_sized_for_is_refused() {
+    let library = setup_path("ORT_DYLIB_PATH");
+    let model = model();
+    let args = ["--model", model.to_str().unwrap(), "--provider", "cpu", "--input-size", "512"];
+    let output = run_inference(&args, library.to_str());
+    assert_fails_with(&output, &["1024×1024", "the 512×512 of --input-size", "spec.model.inputSize"]);
+    // A side no model takes is refused as a flag, before anything loads.
+    let output = run_inference(&["--model", model.to_str().unwrap(), "--input-size", "0"], library.to_str());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "a usage error; stderr:\n{stderr}");
+    assert!(stderr.contains("--input-size") && stderr.contains("32..=4096"), "{stderr}");
+}

@@ -216,9 +216,10 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub sha256: Option<String>,
-    /// Model input side in pixels, used when the model leaves it dynamic.
+    /// Model input side in pixels, used when the model leaves it dynamic; a model that
+    /// fixes a larger input is refused at start-up (the pod's memory is sized for this).
     #[serde(default = "default_input_size")]
-    #[schemars(range(min = 32, max = 4096))]
+    #[schemars(range(min = limits::MIN_INPUT_SIZE, max = limits::MAX_INPUT_SIZE))]
     pub input_size: i32,
     /// Per-channel mean on RGB scaled to [0, 1] (default 0.5 each).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -38,6 +38,11 @@ impl Preprocess {
     pub fn input_values(&self) -> usize {
         3 * self.width as usize * self.height as usize
     }
+
+    /// The pixels of one image's model input: the most its mask may have.
+    pub fn pixels(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height)
+    }
 }
 
 /// An image at its output size and turned upright: RGB, or RGBA when the input had an

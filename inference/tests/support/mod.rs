@@ -234,6 +234,9 @@ pub enum Fault {
     Stuck,
     /// Every run hangs, the warm-up's included: the pod never turns ready.
     Hang,
+    /// Every run on a real image succeeds with a mask of NaN, as a model overflowing in
+    /// half precision gives.
+    NotANumber,
 }
 
 /// Loads `model` in-process on the CPU provider with one intra-op thread, as the server
@@ -266,6 +269,7 @@ pub fn faulty_model(fault: Fault) -> TinyModel {
         Fault::Fail => "fail",
         Fault::Stuck => "stuck",
         Fault::Hang => "hang",
+        Fault::NotANumber => "nan",
     };
     let path = std::env::temp_dir().join(format!("matte-{mode}-{}.onnx", std::process::id()));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/faulty_model.py");
