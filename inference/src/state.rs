@@ -131,14 +131,15 @@ impl AppState {
         .map_err(|e| Error::CpuWorkerFailed(e.to_string()))
     }
 
-    /// Why a new request is refused now, if it is: loading, failing, or draining past
-    /// the drain delay.
+    /// Why a new request is refused now, if it is: loading, failing (a loop that has
+    /// stopped among it: said to be loading, a dead loop sent the on-call looking at
+    /// the model's download), or draining past the drain delay.
     fn refusal(&self) -> Option<Error> {
         if self.lifecycle.refusing.load(Ordering::SeqCst) {
             Some(Error::Draining)
-        } else if !self.lifecycle.ready.load(Ordering::SeqCst) || !self.loop_health.is_running() {
+        } else if !self.lifecycle.ready.load(Ordering::SeqCst) {
             Some(Error::NotReady)
-        } else if self.loop_is_failing() {
+        } else if !self.loop_health.is_running() || self.loop_is_failing() {
             Some(Error::InferenceUnhealthy)
         } else {
             None
@@ -221,5 +222,27 @@ impl AppState {
         let oldest = self.queue.oldest_arrival().map_or(0.0, |arrived| arrived.elapsed().as_secs_f64());
         self.metrics.oldest_queued_age.set(oldest);
         self.metrics.inflight.set(self.inflight() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn state() -> AppState {
+        AppState::new(&Config::parse_from(["matte-inference", "--model", "/models/m.onnx"]))
+    }
+
+    #[test]
+    fn a_loop_that_stopped_after_turning_ready_is_unhealthy_not_loading() {
+        let state = state();
+        assert!(matches!(state.unready_reason(), Some(Error::NotReady)), "loading");
+        state.mark_ready();
+        assert!(state.unready_reason().is_none(), "ready");
+        state.loop_health.set_running(false);
+        assert!(matches!(state.unready_reason(), Some(Error::InferenceUnhealthy)), "{:?}", state.unready_reason());
+        assert_eq!(state.liveness_failure().as_deref(), Some("the inference loop has stopped"));
     }
 }
