@@ -11,7 +11,7 @@
 //! EndpointSlices in that namespace are needed.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -37,10 +37,10 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// or twice in one) is one pod, ready if any listing says so, terminating if any does.
 /// One neither ready nor terminating is starting: a slice lists a new pod before its
 /// readiness probe passes.
-/// IPv6 addresses come bracketed (`[fd00::1]:8080`); FQDN addresses are kept as host
-/// names, resolved when connecting. What cannot be a pod's address is left out: a slice
-/// without a usable port, an address that does not match its slice's address type, an
-/// unknown address type.
+/// IPv6 addresses come bracketed (`[fd00::1]:8080`). What cannot be a pod's address is
+/// left out: a slice without a usable port, an address that does not match its slice's
+/// address type, a slice of FQDN or an unknown address type, and an address no pod
+/// has ([`pod_ip`]).
 pub fn reports_from_slices<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> Vec<EndpointReport> {
     let mut pods: BTreeMap<String, (bool, bool)> = BTreeMap::new();
     for slice in slices {
@@ -79,26 +79,34 @@ pub fn slice_port(slice: &EndpointSlice) -> Option<u16> {
 }
 
 /// The host part of `HOST:PORT` for an address of `address_type`, or `None` when the
-/// address is not one of that type.
+/// address is not one of that type or not a pod's.
+///
+/// FQDN slices are left out as kube-proxy leaves them out: a name is resolved by
+/// whatever DNS answers, so a slice of one, which anyone allowed to write EndpointSlices
+/// in the namespace can make, would send clients' images to any host at all.
 fn host_of(address_type: &str, address: &str) -> Option<String> {
     match address_type {
-        "IPv4" => address.parse::<Ipv4Addr>().ok().map(|ip| ip.to_string()),
-        "IPv6" => address.parse::<Ipv6Addr>().ok().map(|ip| format!("[{ip}]")),
-        "FQDN" => {
-            let name = address.strip_suffix('.').unwrap_or(address);
-            let valid = !name.is_empty()
-                && name.len() <= 253
-                && name.split('.').all(|label| {
-                    !label.is_empty()
-                        && label.len() <= 63
-                        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                        && !label.starts_with('-')
-                        && !label.ends_with('-')
-                });
-            valid.then(|| name.to_ascii_lowercase())
-        }
+        "IPv4" => address.parse::<Ipv4Addr>().ok().filter(|&ip| pod_ip(IpAddr::V4(ip))).map(|ip| ip.to_string()),
+        "IPv6" => address.parse::<Ipv6Addr>().ok().filter(|&ip| pod_ip(IpAddr::V6(ip))).map(|ip| format!("[{ip}]")),
         _ => None,
     }
+}
+
+/// Whether `ip` can be a pod's. The apiserver already refuses loopback, link-local and
+/// unspecified addresses in an EndpointSlice; they are checked again here because one
+/// let through would send clients' images to the gateway's own pod, to its node's
+/// metadata service (169.254.169.254) or to a multicast group. An IPv6 address that
+/// maps an IPv4 one is judged as that.
+fn pod_ip(ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    let special = ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || match ip {
+            IpAddr::V4(ip) => ip.is_link_local() || ip.is_broadcast(),
+            IpAddr::V6(ip) => ip.is_unicast_link_local(),
+        };
+    !special
 }
 
 /// A Service name as Kubernetes accepts it (an RFC 1035 label), so that it can go into
@@ -146,6 +154,9 @@ impl EndpointSliceSource {
 
 impl EndpointSource for EndpointSliceSource {
     async fn run(self, dispatcher: Arc<Dispatcher>) {
+        // Not narrowed to the slices `endpointslice.kubernetes.io/managed-by` says the
+        // EndpointSlice controller wrote: a Service without a selector has slices written
+        // by whoever runs it, and whoever may write a slice may write that label too.
         let selector = format!("{SERVICE_NAME_LABEL}={}", self.service);
         let config = watcher::Config::default().labels(&selector);
         let mut view = SliceView::new(dispatcher, &self.service, &self.namespace);
@@ -286,7 +297,14 @@ impl SliceView {
     }
 
     fn warn_if_unusable(&self, slice: &EndpointSlice) {
-        if !slice.endpoints.is_empty() && slice_port(slice).is_none() {
+        if !slice.endpoints.is_empty() && !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
+            tracing::warn!(
+                slice = %slice.name_any(),
+                namespace = %self.namespace,
+                address_type = %slice.address_type,
+                "EndpointSlice is not of IPv4 or IPv6 addresses: its endpoints are ignored"
+            );
+        } else if !slice.endpoints.is_empty() && slice_port(slice).is_none() {
             tracing::warn!(
                 slice = %slice.name_any(),
                 namespace = %self.namespace,
@@ -350,7 +368,7 @@ mod tests {
     #[test]
     fn ipv6_addresses_are_bracketed() {
         let slices = slices(include_str!("../tests/fixtures/slices/ipv6.yaml"));
-        assert_eq!(reports_from_slices(&slices), [report("[::1]:8080", true), report("[fd00::a:1]:8080", false)]);
+        assert_eq!(reports_from_slices(&slices), [report("[fd00::a:1]:8080", false), report("[fd00::b:1]:8080", true)]);
     }
 
     #[test]
@@ -365,12 +383,15 @@ mod tests {
     }
 
     #[test]
-    fn fqdn_addresses_are_host_names_and_mismatched_addresses_are_left_out() {
+    fn fqdn_slices_and_mismatched_addresses_are_left_out() {
         let slices = slices(include_str!("../tests/fixtures/slices/address_types.yaml"));
-        assert_eq!(
-            reports_from_slices(&slices),
-            [report("10.0.3.1:8080", true), report("pod-0.portraits-pods.shop.svc:8080", true)]
-        );
+        assert_eq!(reports_from_slices(&slices), [report("10.0.3.1:8080", true)]);
+    }
+
+    #[test]
+    fn loopback_link_local_unspecified_and_multicast_addresses_are_left_out() {
+        let slices = slices(include_str!("../tests/fixtures/slices/special_addresses.yaml"));
+        assert_eq!(reports_from_slices(&slices), [report("10.0.4.1:8080", true), report("[fd00::4:1]:8080", true)]);
     }
 
     #[test]
@@ -389,6 +410,7 @@ mod tests {
             include_str!("../tests/fixtures/slices/ipv6.yaml"),
             include_str!("../tests/fixtures/slices/duplicates.yaml"),
             include_str!("../tests/fixtures/slices/address_types.yaml"),
+            include_str!("../tests/fixtures/slices/special_addresses.yaml"),
         ] {
             all.extend(reports_from_slices(&slices(fixture)));
         }

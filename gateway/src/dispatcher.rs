@@ -129,6 +129,7 @@ impl Dispatcher {
             .collect();
         let mut listed = HashSet::with_capacity(reports.len());
         let mut next = Vec::with_capacity(reports.len());
+        let mut changes = Changes::default();
         for report in reports {
             // One address is one pod: a second entry for it would give the pod its
             // places twice over (`--upstream a:1,a:1`).
@@ -137,6 +138,9 @@ impl Dispatcher {
             }
             let upstream = match known.remove(&report.address) {
                 Some(known) => {
+                    if report.ready != known.ready {
+                        changes.readiness(report);
+                    }
                     let starting_since = known.starting_since.filter(|_| report.starting);
                     if let Some(since) = known.starting_since.filter(|_| report.ready) {
                         inner.startups.record(now - since);
@@ -149,14 +153,21 @@ impl Dispatcher {
                     Upstream { ready: report.ready, unavailable_until, starting_since, ..known }
                 }
                 None => {
+                    changes.added(report);
                     inner.next_upstream += 1;
                     Upstream { id: inner.next_upstream, ..Upstream::new(report, now) }
                 }
             };
             next.push(upstream);
         }
+        let mut removed: Vec<String> = known.into_keys().collect();
+        removed.sort_unstable();
         inner.upstreams = next;
         self.hand_out(&mut inner);
+        // Written once the lock every request takes is released: a relist may name
+        // thousands of pods.
+        drop(inner);
+        changes.log(&removed);
     }
 
     /// Whether a new request with `budget` would be admitted now: lets a request be
@@ -236,6 +247,16 @@ impl Dispatcher {
         }
     }
 
+    /// A place free right now, without waiting: for a request a pod turned away after its
+    /// budget was spent. It goes before the requests waiting, as one sent again within
+    /// its budget would.
+    pub fn place_now(self: &Arc<Self>) -> Option<Lease> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let index = self.free_pod(&inner, now)?;
+        Some(self.lease(&mut inner, index, now))
+    }
+
     fn lease(self: &Arc<Self>, inner: &mut Inner, index: usize, now: Instant) -> Lease {
         let upstream = &mut inner.upstreams[index];
         upstream.outstanding += 1;
@@ -284,21 +305,42 @@ impl Dispatcher {
         if outcome == AttemptOutcome::Served {
             inner.per_image.record(on_pod, outstanding_when_sent);
         }
-        if let Some(upstream) = inner.upstreams.iter_mut().find(|pod| pod.id == upstream) {
-            match outcome {
-                AttemptOutcome::Served | AttemptOutcome::Answered => upstream.record_answer(),
-                AttemptOutcome::Busy => {
-                    upstream.record_answer();
-                    upstream.paused_until = Some(now + BUSY_PAUSE);
-                }
-                AttemptOutcome::Unavailable => upstream.record_unavailable(now),
-                AttemptOutcome::Refused => {
-                    upstream.record_unavailable(now);
-                    upstream.record_failure(now);
-                }
-                AttemptOutcome::Failed => upstream.record_failure(now),
-                AttemptOutcome::Abandoned => {}
+        let Some(upstream) = inner.upstreams.iter_mut().find(|pod| pod.id == upstream) else { return };
+        let (unavailable_for, ejected_for) = match outcome {
+            AttemptOutcome::Served | AttemptOutcome::Answered => {
+                upstream.record_answer();
+                (None, None)
             }
+            AttemptOutcome::Busy => {
+                upstream.record_answer();
+                upstream.paused_until = Some(now + BUSY_PAUSE);
+                (None, None)
+            }
+            AttemptOutcome::Unavailable => (upstream.record_unavailable(now), None),
+            AttemptOutcome::Refused => (upstream.record_unavailable(now), upstream.record_failure(now)),
+            AttemptOutcome::Failed => (None, upstream.record_failure(now)),
+            AttemptOutcome::Abandoned => (None, None),
+        };
+        // Only when its standing changes, so that a pod failing under load is one line,
+        // not one per request.
+        if let Some(period) = unavailable_for {
+            let reason = if outcome == AttemptOutcome::Refused { "refused the connection" } else { "answered 503" };
+            tracing::warn!(
+                upstream = %upstream.address,
+                reason,
+                seconds = period.as_secs_f64(),
+                "pod marked unavailable until its source lists it again, or for this long"
+            );
+        }
+        if let Some(period) = ejected_for {
+            tracing::warn!(
+                upstream = %upstream.address,
+                reason = "failures in a row (broken connections, 5xx answers other than 503)",
+                failures = upstream_state::FAILURES_BEFORE_EJECTION,
+                times_in_a_row = upstream.times_ejected,
+                seconds = period.as_secs_f64(),
+                "pod ejected"
+            );
         }
     }
 
@@ -315,10 +357,14 @@ impl Dispatcher {
         let count = |state: EndpointState| inner.upstreams.iter().filter(|u| u.state(now) == state).count();
         Snapshot {
             queue_depth: inner.waiting.len(),
+            // The queue is in the order requests joined it, and one sent again after a pod
+            // turned it away joins at the front, so the oldest may be anywhere in it.
             oldest_queued_age: inner
                 .waiting
-                .front()
-                .map_or(Duration::ZERO, |waiter| now.saturating_duration_since(waiter.arrived)),
+                .iter()
+                .map(|waiter| waiter.arrived)
+                .min()
+                .map_or(Duration::ZERO, |arrived| now.saturating_duration_since(arrived)),
             ready: count(EndpointState::Ready),
             unready: count(EndpointState::Unready),
             ejected: count(EndpointState::Ejected),
@@ -358,6 +404,41 @@ impl Inner {
             .collect();
         let fleet = Fleet { ready: self.pods_taking_work(now), starting_ready_in: &starting_ready_in };
         admission::expected_wait(self.waiting.len(), self.per_image.get(), fleet)
+    }
+}
+
+/// What an update of the pods changed, logged as one line for each kind of change:
+/// a source reports every pod each time (the static list at every probe round), and
+/// only a change is news to the operator.
+#[derive(Default)]
+struct Changes<'a> {
+    added_ready: Vec<&'a str>,
+    added_unready: Vec<&'a str>,
+    now_ready: Vec<&'a str>,
+    now_unready: Vec<&'a str>,
+}
+
+impl<'a> Changes<'a> {
+    fn added(&mut self, report: &'a EndpointReport) {
+        let list = if report.ready { &mut self.added_ready } else { &mut self.added_unready };
+        list.push(&report.address);
+    }
+
+    fn readiness(&mut self, report: &'a EndpointReport) {
+        let list = if report.ready { &mut self.now_ready } else { &mut self.now_unready };
+        list.push(&report.address);
+    }
+
+    fn log(&self, removed: &[String]) {
+        if !self.added_ready.is_empty() || !self.added_unready.is_empty() {
+            tracing::info!(ready = ?self.added_ready, unready = ?self.added_unready, "pods added");
+        }
+        if !removed.is_empty() {
+            tracing::info!(pods = ?removed, "pods removed");
+        }
+        if !self.now_ready.is_empty() || !self.now_unready.is_empty() {
+            tracing::info!(ready = ?self.now_ready, unready = ?self.now_unready, "pods' readiness changed");
+        }
     }
 }
 
@@ -667,6 +748,33 @@ mod tests {
         assert_eq!(dispatcher.snapshot().queue_depth, 1, "the newcomer still waits");
         assert!(!newcomer.is_finished());
         lease.end(AttemptOutcome::Served);
+        assert!(newcomer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_oldest_queued_age_is_the_earliest_arrival_not_the_head_of_the_queue() {
+        let dispatcher = Dispatcher::new(1);
+        dispatcher.update_endpoints(&reports(&[true]));
+        let busy = dispatcher.acquire(Instant::now(), soon(), false).await.unwrap();
+        // Arrived three seconds ago, its body slow to come: it joins the back of the queue.
+        let slow_upload = Instant::now() - Duration::from_secs(3);
+        let newcomer = tokio::spawn({
+            let dispatcher = dispatcher.clone();
+            async move { dispatcher.acquire(slow_upload, soon(), false).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Arrived a second ago, turned away by a pod: it goes ahead of the older one.
+        let turned_away = Instant::now() - Duration::from_secs(1);
+        let requeued = tokio::spawn({
+            let dispatcher = dispatcher.clone();
+            async move { dispatcher.acquire(turned_away, soon(), true).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let snapshot = dispatcher.snapshot();
+        assert_eq!(snapshot.queue_depth, 2);
+        assert!(snapshot.oldest_queued_age >= Duration::from_secs(3), "{:?}", snapshot.oldest_queued_age);
+        busy.end(AttemptOutcome::Served);
+        assert!(requeued.await.unwrap());
         assert!(newcomer.await.unwrap());
     }
 

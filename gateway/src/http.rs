@@ -5,9 +5,10 @@
 //! once if its expected wait is over its budget → reserve room for its body (or 429) →
 //! read the body at a minimum pace → take a place on a pod, waiting in the queue
 //! within the budget → send it; a pod's 429 or 503, or a connection that fails before
-//! an answer, sends it back to the head of the queue while the budget lasts. Every
-//! other answer of the pod goes to the client unchanged. The gateway does not look
-//! inside the request: the pod judges the image and the query.
+//! an answer, sends it back to the head of the queue while the budget lasts, and once
+//! it is spent to a place free at once, if one is. Every other answer of the pod goes
+//! to the client unchanged. The gateway does not look inside the request: the pod
+//! judges the image and the query.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use crate::Error;
 use crate::body::{self, ReadFailure};
 use crate::budget::Reservation;
 use crate::compat::{self, Dialect, Encoding};
-use crate::dispatcher::AttemptOutcome;
+use crate::dispatcher::{AttemptOutcome, Lease};
 use crate::metrics::{CLIENT_GONE_OUTCOME, Delivery, Metrics, RetryReason};
 use crate::state::AppState;
 use crate::upstream::{self, Attempt, Forward};
@@ -65,15 +66,23 @@ pub fn budget(headers: &HeaderMap, max_wait: Duration) -> Result<Duration, Error
 /// How a pod's attempt counts for the pod, and whether the request goes elsewhere.
 pub fn judge(attempt: &Attempt) -> (AttemptOutcome, Option<RetryReason>) {
     match attempt {
-        Attempt::Answered(response) => match response.status() {
-            StatusCode::TOO_MANY_REQUESTS => (AttemptOutcome::Busy, Some(RetryReason::PodBusy)),
-            StatusCode::SERVICE_UNAVAILABLE => (AttemptOutcome::Unavailable, Some(RetryReason::PodUnavailable)),
-            status if status.is_success() => (AttemptOutcome::Served, None),
-            status if status.is_server_error() => (AttemptOutcome::Failed, None),
-            _ => (AttemptOutcome::Answered, None),
-        },
+        Attempt::Answered(response) => judge_answer(response.status()),
+        // Its status is the pod's word on the request and on itself, whatever its body:
+        // a busy pod's request still goes elsewhere, and one refused for what it is
+        // would be refused again.
+        Attempt::OversizedError { status, .. } => judge_answer(*status),
         Attempt::Refused(_) => (AttemptOutcome::Refused, Some(RetryReason::ConnectionRefused)),
         Attempt::Failed(_) => (AttemptOutcome::Failed, Some(RetryReason::ConnectionFailed)),
+    }
+}
+
+fn judge_answer(status: StatusCode) -> (AttemptOutcome, Option<RetryReason>) {
+    match status {
+        StatusCode::TOO_MANY_REQUESTS => (AttemptOutcome::Busy, Some(RetryReason::PodBusy)),
+        StatusCode::SERVICE_UNAVAILABLE => (AttemptOutcome::Unavailable, Some(RetryReason::PodUnavailable)),
+        status if status.is_success() => (AttemptOutcome::Served, None),
+        status if status.is_server_error() => (AttemptOutcome::Failed, None),
+        _ => (AttemptOutcome::Answered, None),
     }
 }
 
@@ -364,13 +373,21 @@ fn buffers_full(state: &AppState) -> Error {
 const BROKEN_CONNECTIONS_PER_REQUEST: u32 = 2;
 
 /// Sends the request to a pod, and again to another (or the same, later) while the
-/// pods turn it away and the budget lasts.
+/// pods turn it away and the budget lasts; once it is spent, only to a place free at once.
 async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: Instant) -> Result<Response, Error> {
     // Why the request is being sent again, counted once it is: a pod's place found for it.
     let mut again: Option<RetryReason> = None;
+    // A place found at once for a request turned away after its budget was spent: once.
+    // Two gateways share the pods, and a second turn-away says they are full; the client
+    // is better sent away with a `Retry-After` than its body sent from pod to pod.
+    let mut found: Option<Lease> = None;
+    let mut sent_after_budget = false;
     let mut broken_connections = 0;
     loop {
-        let mut lease = state.dispatcher.acquire(arrived, deadline, again.is_some()).await?;
+        let mut lease = match found.take() {
+            Some(lease) => lease,
+            None => state.dispatcher.acquire(arrived, deadline, again.is_some()).await?,
+        };
         match again.take() {
             Some(reason) => state.metrics.count_retry(reason),
             None => state.metrics.queue_wait.observe(lease.granted().duration_since(arrived).as_secs_f64()),
@@ -390,23 +407,35 @@ async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: I
                      another (an image that crashes the pod would take down the fleet)"
                 );
             }
-            Some(reason) if Instant::now() < deadline => {
+            Some(reason) => {
                 lease.end(outcome);
-                tracing::debug!(upstream = address, reason = reason.label(), "sending the request again");
-                again = Some(reason);
-                continue;
-            }
-            // Turned away by a full, draining or gone pod with the budget spent: the
-            // client is the gateway's to send away, with its `Retry-After` (never over
-            // the budget) and counted among those away, not handed the pod's answer
-            // (a full pod's `Retry-After` is the time its queue holds, up to minutes).
-            Some(RetryReason::PodBusy | RetryReason::PodUnavailable | RetryReason::ConnectionRefused) => {
-                lease.end(outcome);
+                if Instant::now() < deadline {
+                    tracing::debug!(upstream = address, reason = reason.label(), "sending the request again");
+                    again = Some(reason);
+                    continue;
+                }
+                // The budget is what the request may wait, not what it may be served in: a
+                // place free now costs it no wait, and sending it away instead would make
+                // its client wait a `Retry-After` and send its body again.
+                let at_once = if sent_after_budget { None } else { state.dispatcher.place_now() };
+                if let Some(lease) = at_once {
+                    tracing::debug!(upstream = address, reason = reason.label(), "sending the request again at once");
+                    again = Some(reason);
+                    found = Some(lease);
+                    sent_after_budget = true;
+                    continue;
+                }
+                // Turned away with the budget spent and no place free: the client is the
+                // gateway's to send away, with its `Retry-After` (never over the budget)
+                // and counted among those away, not handed the pod's answer (a full pod's
+                // `Retry-After` is the time its queue holds, up to minutes). A broken
+                // connection is sent away alike: within the budget it would have waited
+                // for a place, and ended so.
                 let budget = deadline.saturating_duration_since(arrived);
                 let retry_after = state.dispatcher.retry_after(budget);
                 return Err(Error::NoCapacity { budget: budget.as_secs_f64(), retry_after });
             }
-            _ => {}
+            None => {}
         }
         return match attempt {
             // The pod holds the place until its answer has left it: so does the gateway.
@@ -414,7 +443,9 @@ async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: I
                 lease.record(outcome);
                 Ok(upstream::to_client_response(answer, lease))
             }
-            Attempt::Refused(cause) | Attempt::Failed(cause) => {
+            // A connection broken on too many pods, or an error answer too large to pass on
+            // within the memory a connection is counted for: no answer to relay.
+            Attempt::Refused(cause) | Attempt::Failed(cause) | Attempt::OversizedError { cause, .. } => {
                 lease.end(outcome);
                 Err(Error::UpstreamFailed { upstream: address, cause })
             }
@@ -495,6 +526,17 @@ mod tests {
             judge(&Attempt::Failed("reset".into())),
             (AttemptOutcome::Failed, Some(RetryReason::ConnectionFailed))
         );
+    }
+
+    fn oversized(status: u16) -> Attempt {
+        Attempt::OversizedError { status: StatusCode::from_u16(status).unwrap(), cause: "over the limit".into() }
+    }
+
+    #[test]
+    fn an_error_answer_too_large_to_pass_on_is_judged_by_its_status_not_as_a_broken_connection() {
+        assert_eq!(judge(&oversized(400)), (AttemptOutcome::Answered, None));
+        assert_eq!(judge(&oversized(500)), (AttemptOutcome::Failed, None));
+        assert_eq!(judge(&oversized(429)), (AttemptOutcome::Busy, Some(RetryReason::PodBusy)));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, Method, Response, StatusCode, Uri, header};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -39,8 +39,10 @@ const UPSTREAM_READ_BUFFER_BYTES: usize = memory::ANSWER_PIECE_BYTES as usize;
 /// The largest response taken from a pod: an RGBA PNG of the largest output (2048²)
 /// is at most 16 MiB and change; anything far bigger is not a pod's answer.
 pub const RESPONSE_LIMIT: usize = 64 * 1024 * 1024;
-/// The largest error answer read whole (a pod's JSON error is a few hundred bytes).
-const ERROR_ANSWER_LIMIT: usize = 1024 * 1024;
+/// The largest error answer read whole: a pod's JSON error is a few hundred bytes, and
+/// one is held until its client has read it, within the piece of an answer a
+/// connection is counted for (`memory::GATEWAY_CONNECTION_BYTES`).
+pub const ERROR_ANSWER_LIMIT: usize = memory::ANSWER_PIECE_BYTES as usize;
 
 /// Headers that describe one connection, not the request, and are not passed on
 /// (RFC 9110 §7.6.1), plus the gateway's own budget header.
@@ -108,6 +110,9 @@ pub enum Attempt {
     Refused(String),
     /// The connection failed or timed out before a complete answer.
     Failed(String),
+    /// The pod answered `status` with an error body over [`ERROR_ANSWER_LIMIT`]: it
+    /// cannot be passed on, but the pod did answer.
+    OversizedError { status: StatusCode, cause: String },
 }
 
 pub struct UpstreamClient {
@@ -163,6 +168,15 @@ impl UpstreamClient {
         }
         match Limited::new(body, ERROR_ANSWER_LIMIT).collect().await {
             Ok(collected) => Attempt::Answered(Response::from_parts(parts, Body::from(collected.to_bytes()))),
+            // Not a broken connection: the pod reached its verdict on the request, so
+            // sending it to another pod would repeat the inference to the same end, and
+            // counting it a failure would eject a working pod for a client's bad image.
+            // Its body is not passed on (held whole, it would be outside the memory a
+            // connection is counted for): the client gets 502.
+            Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Attempt::OversizedError {
+                status: parts.status,
+                cause: format!("its {} answer has a body over {ERROR_ANSWER_LIMIT} bytes", parts.status),
+            },
             Err(error) => Attempt::Failed(format!("reading the answer failed: {error}")),
         }
     }

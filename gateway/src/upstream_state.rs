@@ -117,20 +117,29 @@ impl Upstream {
         self.state(now) == EndpointState::Ready && self.paused_until.is_none_or(|until| now >= until)
     }
 
-    /// Counts a failure; the one that completes a run of failures ejects it.
-    pub fn record_failure(&mut self, now: Instant) {
+    /// Counts a failure; the one that completes a run of failures ejects it, and gives
+    /// the ejection's length.
+    pub fn record_failure(&mut self, now: Instant) -> Option<Duration> {
         self.consecutive_failures += 1;
-        if self.consecutive_failures >= FAILURES_BEFORE_EJECTION {
-            self.consecutive_failures = 0;
-            self.times_ejected += 1;
-            self.ejected_until = Some(now + ejection_period(self.times_ejected));
+        if self.consecutive_failures < FAILURES_BEFORE_EJECTION {
+            return None;
         }
+        self.consecutive_failures = 0;
+        self.times_ejected += 1;
+        let period = ejection_period(self.times_ejected);
+        self.ejected_until = Some(now + period);
+        Some(period)
     }
 
     /// It refused a connection or answered 503: unready until its source says otherwise,
-    /// or for as long as a pod going down takes to be listed unready.
-    pub fn record_unavailable(&mut self, now: Instant) {
-        self.unavailable_until = Some(now + readiness::listed_unready_within());
+    /// or for as long as a pod going down takes to be listed unready. Gives that time if
+    /// it was not unavailable already (requests in flight on a pod going down each
+    /// come back so, and only the first says something new).
+    pub fn record_unavailable(&mut self, now: Instant) -> Option<Duration> {
+        let already = self.unavailable_until.is_some_and(|until| now < until);
+        let period = readiness::listed_unready_within();
+        self.unavailable_until = Some(now + period);
+        (!already).then_some(period)
     }
 
     /// An answer from the pod: it is reachable and working.
@@ -207,8 +216,9 @@ mod tests {
     fn a_pod_that_answered_unavailable_is_unready_until_it_would_have_been_listed_so() {
         let now = Instant::now();
         let mut pod = Upstream::new(&ready_pod("pod:8080".into()), now);
-        pod.record_unavailable(now);
+        assert_eq!(pod.record_unavailable(now), Some(readiness::listed_unready_within()));
         assert_eq!(pod.state(now), EndpointState::Unready);
+        assert_eq!(pod.record_unavailable(now), None, "unavailable already: nothing new");
         let listed_by = now + readiness::listed_unready_within();
         assert_eq!(pod.state(listed_by - Duration::from_millis(1)), EndpointState::Unready);
         assert_eq!(pod.state(listed_by), EndpointState::Ready, "still listed ready: back in rotation");
@@ -220,10 +230,10 @@ mod tests {
         let now = Instant::now();
         let mut pod = Upstream::new(&ready_pod("pod:8080".into()), now);
         for _ in 0..FAILURES_BEFORE_EJECTION - 1 {
-            pod.record_failure(now);
+            assert_eq!(pod.record_failure(now), None);
         }
         assert_eq!(pod.state(now), EndpointState::Ready, "not yet");
-        pod.record_failure(now);
+        assert_eq!(pod.record_failure(now), Some(Duration::from_secs(1)));
         assert_eq!(pod.ejected_until, Some(now + Duration::from_secs(1)));
         for _ in 0..FAILURES_BEFORE_EJECTION {
             pod.record_failure(now);

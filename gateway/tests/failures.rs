@@ -186,3 +186,62 @@ async fn an_answer_that_breaks_off_on_its_way_is_not_counted_served() {
     assert_eq!(metric_value(&text, r#"matte_gateway_requests_total{outcome="ok"}"#), 0.0, "{text}");
     assert_eq!(metric_value(&text, r#"matte_gateway_requests_total{outcome="upstream_failed"}"#), 1.0, "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_pod_breaks_after_its_budget_is_spent_is_sent_to_a_free_pod() {
+    let received = Arc::new(AtomicUsize::new(0));
+    // Listed first, so that the first request, with both pods idle, goes to it.
+    let broken = pod_broken_by_every_image(received.clone()).await;
+    let healthy = support::answering_pod().await;
+    let gateway = Gateway::start(&["--upstream", &broken, "--upstream", &healthy]).await;
+    support::until_pods_ready(&gateway, 2).await;
+    // A budget of nothing: the connection breaks after it has run out, as it does for a
+    // request given a place at the end of its budget.
+    let client = client();
+    for _ in 0..4 {
+        let (status, _, body) =
+            post_png(&client, &gateway.url("/v1/remove"), vec![0x89; 100], &[("x-matte-max-wait-seconds", "0")]).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    assert!(received.load(Ordering::SeqCst) >= 1, "the broken pod was tried");
+}
+
+/// A pod that answers every image `status` with an error body of `length` bytes, and
+/// counts the images it was sent.
+async fn pod_answering_an_error(status: u16, length: usize, received: Arc<AtomicUsize>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let address = listener.local_addr().expect("its address").to_string();
+    let status = axum::http::StatusCode::from_u16(status).expect("a status");
+    let remove = axum::routing::post(move || {
+        received.fetch_add(1, Ordering::SeqCst);
+        let body = format!(r#"{{"error": {{"code": "bad_image", "message": "{}"}}}}"#, "x".repeat(length));
+        async move { (status, [("content-type", "application/json")], body) }
+    });
+    let app =
+        axum::Router::new().route("/readyz", axum::routing::get(|| async { "ready" })).route("/v1/remove", remove);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_answer_over_the_limit_is_a_502_and_is_not_sent_to_another_pod() {
+    let over_the_limit = matte_gateway::upstream::ERROR_ANSWER_LIMIT + 1;
+    for status in [400, 500] {
+        let received = Arc::new(AtomicUsize::new(0));
+        let pods = [
+            pod_answering_an_error(status, over_the_limit, received.clone()).await,
+            pod_answering_an_error(status, over_the_limit, received.clone()).await,
+        ];
+        let gateway = Gateway::start(&["--upstream", &pods[0], "--upstream", &pods[1]]).await;
+        support::until_pods_ready(&gateway, 2).await;
+        let (answered, _, body) = post_png(&client(), &gateway.url("/v1/remove"), vec![0x89; 100], &[]).await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(answered, 502, "{status}: {body}");
+        assert!(body.contains("upstream_failed"), "{status}: {body}");
+        assert_eq!(
+            received.load(Ordering::SeqCst),
+            1,
+            "{status}: the pod's verdict stands, the image is not sent again"
+        );
+    }
+}

@@ -165,6 +165,20 @@ async fn a_client_whose_budget_runs_out_on_full_pods_is_sent_away_by_the_gateway
     assert_eq!(retries, (sends - 1) as f64, "{sends} sends: {metrics}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_a_full_pod_turns_away_after_its_budget_is_spent_is_sent_to_a_free_pod() {
+    // Listed first, so that the first request, with both pods idle, goes to it.
+    let (full, sent) = always_full_pod().await;
+    let free = support::answering_pod().await;
+    let gateway = Gateway::start(&["--upstream", &full, "--upstream", &free]).await;
+    support::until_pods_ready(&gateway, 2).await;
+    let (status, _, body) =
+        support::post_png(&client(), &gateway.url("/v1/remove"), vec![1, 2, 3], &[("x-matte-max-wait-seconds", "0")])
+            .await;
+    assert_eq!(sent.load(Ordering::SeqCst), 1, "the request reached the full pod");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+}
+
 /// The gateway's answer, whole, to a body of `length` bytes sent in chunks,
 /// with no `Content-Length`: its size is known only as it arrives.
 fn post_chunked(address: &str, length: usize) -> String {

@@ -51,6 +51,37 @@ pub async fn until_ok(url: &str, limit: Duration) {
     panic!("{url} did not answer 200 within {limit:?}");
 }
 
+/// A pod of this test's that is always ready and answers every image at once with a
+/// few bytes of `image/png`; returns its address.
+pub async fn answering_pod() -> String {
+    use axum::http::header;
+    use axum::routing::{get, post};
+    let router = axum::Router::new()
+        .route(matte_common::paths::REMOVE, post(|| async { ([(header::CONTENT_TYPE, "image/png")], "PNG") }))
+        .route(matte_common::paths::READYZ, get(|| async { "ready" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds a loopback port");
+    let address = listener.local_addr().expect("its address").to_string();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    address
+}
+
+/// Waits until the gateway counts `count` pods ready (its probes have found them), at
+/// most a generous limit.
+pub async fn until_pods_ready(gateway: &Gateway, count: usize) {
+    let client = client();
+    let started = Instant::now();
+    loop {
+        if let Ok(response) = client.get(gateway.url("/metrics")).send().await
+            && let Ok(text) = response.text().await
+            && metric_value(&text, r#"matte_gateway_endpoints{state="ready"}"#) == count as f64
+        {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the gateway never counted {count} pods ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A gateway served in-process on a loopback port, stopped when dropped.
 pub struct Gateway {
     pub base: String,
