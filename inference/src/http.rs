@@ -233,7 +233,8 @@ async fn remove_background(
 
     let (reply, mut result) = oneshot::channel();
     let claim = Arc::new(Claim::default());
-    let job = Job { tensor, arrived, deadline, reply, claim: claim.clone(), place: place.clone() };
+    let job =
+        Job { tensor, arrived, queued: Instant::now(), deadline, reply, claim: claim.clone(), place: place.clone() };
     // Closed: by a drain, or by a loop that is gone.
     let closed = |_| state.unready_reason().unwrap_or(Error::InferenceUnhealthy);
     let queued = Queued { queue: &state.queue, id: state.queue.push(job).map_err(closed)? };

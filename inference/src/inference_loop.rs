@@ -32,7 +32,7 @@ pub fn run(mut model: Model, context: &LoopContext<'_>) {
             continue;
         }
         for job in &jobs {
-            metrics.queue_wait.observe((started - job.arrived).as_secs_f64());
+            metrics.queue_wait.observe((started - job.queued).as_secs_f64());
         }
         let inputs: Vec<&[f32]> = jobs.iter().map(|job| job.tensor.as_slice()).collect();
         let rows = model.rows(inputs.len());
@@ -49,7 +49,7 @@ pub fn run(mut model: Model, context: &LoopContext<'_>) {
                 metrics.images_processed.inc_by(jobs.len() as u64);
                 service_time.record(elapsed / jobs.len() as u32);
                 for (job, mask) in jobs.into_iter().zip(masks) {
-                    let queue_wait = started - job.arrived;
+                    let queue_wait = started - job.queued;
                     job.answer(Ok(Inferred { mask, queue_wait, inference: elapsed }));
                 }
             }
@@ -202,6 +202,7 @@ mod tests {
                 Job {
                     tensor: vec![],
                     arrived: now,
+                    queued: now,
                     deadline,
                     reply,
                     claim: Default::default(),

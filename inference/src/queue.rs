@@ -45,8 +45,13 @@ impl Claim {
 pub struct Job {
     /// The model input, made by `imaging::to_model_input`.
     pub tensor: Vec<f32>,
-    /// When the request arrived; queue wait is measured from here.
+    /// When the request arrived: its deadline and a late answer's wait count from here.
     pub arrived: Instant,
+    /// When it joined the queue, its image decoded: its queue wait, and the queue's
+    /// oldest age, count from here. Counted from its arrival, a slow upload (a client on
+    /// a poor link, or one trickling on purpose) read as images waiting for the GPU, and
+    /// the autoscaler started pods that could not have made it sooner.
+    pub queued: Instant,
     /// Past this, the job is answered with 504 instead of being inferred.
     pub deadline: Instant,
     /// Dropped by the handler when its client goes away or its deadline passes.
@@ -130,9 +135,9 @@ impl JobQueue {
         self.lock().jobs.len()
     }
 
-    /// When the oldest waiting job arrived.
-    pub fn oldest_arrival(&self) -> Option<Instant> {
-        self.lock().jobs.iter().map(|(_, job)| job.arrived).min()
+    /// When the job waiting longest joined the queue.
+    pub fn oldest_queued(&self) -> Option<Instant> {
+        self.lock().jobs.iter().map(|(_, job)| job.queued).min()
     }
 
     /// Stops further pushes and answers every job still waiting with `error` at once:
@@ -196,7 +201,15 @@ mod tests {
         let now = Instant::now();
         let deadline = now + Duration::from_secs(60);
         (
-            Job { tensor: vec![], arrived: now, deadline, reply, claim: Arc::default(), place: Place::detached() },
+            Job {
+                tensor: vec![],
+                arrived: now,
+                queued: now,
+                deadline,
+                reply,
+                claim: Arc::default(),
+                place: Place::detached(),
+            },
             receiver,
         )
     }
@@ -296,15 +309,17 @@ mod tests {
     }
 
     #[test]
-    fn reports_the_oldest_arrival() {
+    fn reports_the_job_queued_longest_whenever_it_arrived() {
         let queue = JobQueue::new();
-        assert!(queue.oldest_arrival().is_none());
-        let (mut older, _a) = job();
-        older.arrived -= Duration::from_secs(3);
-        let (newer, _b) = job();
-        let expected = older.arrived;
-        queue.push(newer).ok().unwrap();
-        queue.push(older).ok().unwrap();
-        assert_eq!(queue.oldest_arrival(), Some(expected));
+        assert!(queue.oldest_queued().is_none());
+        let (mut longest, _a) = job();
+        longest.queued -= Duration::from_secs(3);
+        // Arrived long before, its upload slow: it joined the queue just now.
+        let (mut slow_upload, _b) = job();
+        slow_upload.arrived -= Duration::from_secs(50);
+        let expected = longest.queued;
+        queue.push(slow_upload).ok().unwrap();
+        queue.push(longest).ok().unwrap();
+        assert_eq!(queue.oldest_queued(), Some(expected));
     }
 }

@@ -219,7 +219,7 @@ impl AppState {
     pub fn refresh_gauges(&self) {
         self.metrics.ready.set(i64::from(self.unready_reason().is_none()));
         self.metrics.queue_depth.set(self.queue.depth() as i64);
-        let oldest = self.queue.oldest_arrival().map_or(0.0, |arrived| arrived.elapsed().as_secs_f64());
+        let oldest = self.queue.oldest_queued().map_or(0.0, |queued| queued.elapsed().as_secs_f64());
         self.metrics.oldest_queued_age.set(oldest);
         self.metrics.inflight.set(self.inflight() as i64);
     }

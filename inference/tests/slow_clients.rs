@@ -2,7 +2,7 @@
 //! header timeout, an upload that trickles or stalls loses its place after the
 //! upload grace, an answer its client does not take holds its place until the client
 //! is cut at the write timeout, and a drain closes whatever is still open at its
-//! deadline.
+//! deadline. A slow upload that is served is no queue wait.
 
 mod support;
 
@@ -205,4 +205,36 @@ fn an_upload_at_the_pace_but_past_the_request_deadline_is_cut_at_the_deadline() 
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(cut_after < Duration::from_secs(6), "cut at the 3 s deadline, not after the whole upload: {cut_after:?}");
     assert_eq!(server.metric("matte_inflight_requests"), 0.0, "its place is free");
+}
+
+/// The queue wait (its header, and the autoscaler's inputs: the histogram and the
+/// oldest age) is the image's wait for the GPU: counted from its arrival, a slow upload
+/// read as seconds in the queue, and the autoscaler started pods for clients on poor
+/// links, or trickling on purpose.
+#[test]
+fn a_slow_upload_is_no_wait_in_the_queue() {
+    let model = TinyModel::generate();
+    let server = Server::start_with_model(&model.path, &["--min-upload-bytes-per-second", "1000"]);
+    let image = sample_image("coffee.png");
+    let mut slow = connect(&server);
+    send_head(&mut slow, "image/png", image.len(), "");
+    // Over two seconds, above the minimum pace.
+    let started = Instant::now();
+    let pieces = 10;
+    for piece in image.chunks(image.len().div_ceil(pieces)) {
+        slow.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let head = read_head(&mut slow);
+    let uploaded_in = started.elapsed();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let waited: f64 = head
+        .lines()
+        .find_map(|line| line.strip_prefix("x-matte-queue-wait-seconds: "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("a queue-wait header: {head}"));
+    assert!(uploaded_in >= Duration::from_secs(2), "{uploaded_in:?}");
+    assert!(waited < 1.0, "a {uploaded_in:?} upload reported as {waited} s of queue wait");
+    let histogram_sum = server.metric("matte_queue_wait_seconds_sum");
+    assert!(histogram_sum < 1.0, "the histogram counted the upload: {histogram_sum} s");
 }
