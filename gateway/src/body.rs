@@ -3,12 +3,17 @@
 //! [`crate::budget`]), and each upload at the pod's minimum pace, so that a burst of
 //! large or slow uploads cannot exhaust the gateway's memory or its places.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use futures_util::StreamExt;
+use http_body::{Frame, SizeHint};
 
-use matte_serve::{UploadPace, paced_chunks};
+use matte_serve::{BodyError, UploadPace, paced_chunks};
 
 use crate::Error;
 use crate::budget::{Reservation, Shortfall};
@@ -16,8 +21,11 @@ use crate::budget::{Reservation, Shortfall};
 /// Why a body could not be held.
 #[derive(Debug)]
 pub enum ReadFailure {
-    /// The request is at fault (too large, too slow, broken): answer it.
+    /// The request is at fault (too large, too slow, malformed): answer it.
     Request(Error),
+    /// The client's connection closed or broke before its body was whole: nobody is
+    /// left to answer, though `Error` goes out in case it only stopped sending.
+    ClientGone(Error),
     /// The body did not fit in what is left of the budget.
     BudgetSpent,
     /// The upload was arriving too slowly to be served in time, and its room went to
@@ -56,6 +64,8 @@ pub async fn read(
     let most = declared.map_or(limit, |length| usize::try_from(length).unwrap_or(usize::MAX).min(limit));
     let all_buffers = reservation.budget_limit();
     let mut collected: Vec<u8> = Vec::new();
+    let connection_lost = Arc::new(AtomicBool::new(false));
+    let body = Body::new(Watched { body, connection_lost: connection_lost.clone() });
     let mut chunks = std::pin::pin!(paced_chunks(body, limit, pace, started));
     loop {
         // An upload cut off to make room drops its buffer at once, not when its client
@@ -65,7 +75,12 @@ pub async fn read(
             () = reservation.cut_off() => return Err(ReadFailure::Overtaken),
         };
         let Some(chunk) = next else { break };
-        let chunk = chunk.map_err(|error| ReadFailure::Request(Error::Body(error)))?;
+        let chunk = chunk.map_err(|error| match error {
+            BodyError::Read(_) if connection_lost.load(Ordering::Relaxed) => {
+                ReadFailure::ClientGone(Error::Body(error))
+            }
+            error => ReadFailure::Request(Error::Body(error)),
+        })?;
         let needed = collected.len() + chunk.len();
         if needed > all_buffers {
             // Known only now when no length was declared: told to come back, it would
@@ -106,6 +121,63 @@ pub async fn read(
     }
     reservation.settle(collected.capacity())?;
     Ok(Bytes::from(collected))
+}
+
+/// A client's body, noting whether it broke off because the client's connection closed
+/// or broke rather than because what came was malformed: both reach the reader as the
+/// same failure to read, and only the second is the client's request at fault.
+struct Watched {
+    body: Body,
+    connection_lost: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Err(error))) = &polled
+            && is_connection_lost(error)
+        {
+            self.connection_lost.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Whether reading a body failed for its connection: hyper reports an upload cut short
+/// by the client's closing as an early end of file or an incomplete message, and a
+/// reset as the socket's own error; a malformed body (a chunk size that is no number)
+/// is invalid data or input.
+fn is_connection_lost(error: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind;
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message) {
+            return true;
+        }
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::UnexpectedEof
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::NotConnected
+            );
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// Reads a pod's whole answer, at most `limit` bytes, growing `reservation` to cover

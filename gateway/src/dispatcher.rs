@@ -260,11 +260,12 @@ impl Dispatcher {
     fn lease(self: &Arc<Self>, inner: &mut Inner, index: usize, now: Instant) -> Lease {
         let upstream = &mut inner.upstreams[index];
         upstream.outstanding += 1;
+        upstream.awaiting_answer += 1;
         let lease = Lease {
             dispatcher: self.clone(),
             address: upstream.address.clone(),
             upstream: upstream.id,
-            outstanding_when_sent: upstream.outstanding,
+            awaiting_when_sent: upstream.awaiting_answer,
             granted: now,
             recorded: false,
             given_back: false,
@@ -283,7 +284,7 @@ impl Dispatcher {
             if let Err(mut unwanted) = waiter.reply.send(lease) {
                 // Its client is gone: the place goes back without taking the lock again.
                 unwanted.given_back = true;
-                inner.release(unwanted.upstream);
+                inner.unsent(unwanted.upstream);
             }
         }
     }
@@ -299,13 +300,17 @@ impl Dispatcher {
         }
     }
 
-    fn record(&self, upstream: u64, outcome: AttemptOutcome, on_pod: Duration, outstanding_when_sent: u32) {
+    /// How an attempt sent when `awaiting_when_sent` requests on its pod awaited their
+    /// answer (itself included) went, `on_pod` after it was sent: its answer's head has
+    /// come, or it never will.
+    fn record(&self, upstream: u64, outcome: AttemptOutcome, on_pod: Duration, awaiting_when_sent: u32) {
         let mut inner = self.lock();
         let now = Instant::now();
         if outcome == AttemptOutcome::Served {
-            inner.per_image.record(on_pod, outstanding_when_sent);
+            inner.per_image.record(on_pod, awaiting_when_sent);
         }
         let Some(upstream) = inner.upstreams.iter_mut().find(|pod| pod.id == upstream) else { return };
+        upstream.awaiting_answer = upstream.awaiting_answer.saturating_sub(1);
         let (unavailable_for, ejected_for) = match outcome {
             AttemptOutcome::Served | AttemptOutcome::Answered => {
                 upstream.record_answer();
@@ -385,6 +390,15 @@ impl Inner {
     fn release(&mut self, upstream: u64) {
         if let Some(upstream) = self.upstreams.iter_mut().find(|pod| pod.id == upstream) {
             upstream.outstanding = upstream.outstanding.saturating_sub(1);
+        }
+    }
+
+    /// Takes back a place handed out and never used: it was not sent, so it awaits no
+    /// answer either.
+    fn unsent(&mut self, upstream: u64) {
+        if let Some(upstream) = self.upstreams.iter_mut().find(|pod| pod.id == upstream) {
+            upstream.outstanding = upstream.outstanding.saturating_sub(1);
+            upstream.awaiting_answer = upstream.awaiting_answer.saturating_sub(1);
         }
     }
 
@@ -473,7 +487,10 @@ pub struct Lease {
     address: String,
     /// The pod's [`Upstream::id`].
     upstream: u64,
-    outstanding_when_sent: u32,
+    /// The requests on its pod awaiting their answer's head as it was sent, itself
+    /// included: the work it waited for there. Not the places held, which count answers
+    /// still on their way to clients too ([`Upstream::awaiting_answer`]).
+    awaiting_when_sent: u32,
     granted: Instant,
     /// How the attempt went has been told.
     recorded: bool,
@@ -502,7 +519,7 @@ impl Lease {
         if !self.recorded {
             self.recorded = true;
             let on_pod = self.granted.elapsed();
-            self.dispatcher.record(self.upstream, outcome, on_pod, self.outstanding_when_sent);
+            self.dispatcher.record(self.upstream, outcome, on_pod, self.awaiting_when_sent);
         }
     }
 }
@@ -654,6 +671,29 @@ mod tests {
             other => panic!("{other}"),
         }
         drop(busy);
+    }
+
+    #[tokio::test]
+    async fn answers_on_their_way_to_clients_count_against_capacity_not_as_work_ahead() {
+        let dispatcher = Dispatcher::new(4);
+        dispatcher.update_endpoints(&reports(&[true]));
+        // Each request below is alone on the pod for at least 100 ms before its answer's
+        // head comes, so the pod takes at least 100 ms an image.
+        let mut in_delivery = dispatcher.acquire(Instant::now(), soon(), false).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Its head has come and its image is on its way to a client that reads slowly.
+        in_delivery.record(AttemptOutcome::Served);
+        let next = dispatcher.acquire(Instant::now(), soon(), false).await.unwrap();
+        assert_eq!(dispatcher.outstanding(), [("pod-0:8080".into(), 2)], "both places are held");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        next.end(AttemptOutcome::Served);
+        let per_image = dispatcher.snapshot().per_image.expect("measured");
+        assert!(
+            per_image >= Duration::from_millis(100),
+            "{per_image:?} an image: the answer in delivery was counted as work ahead of the second"
+        );
+        drop(in_delivery);
+        assert_eq!(dispatcher.outstanding(), [("pod-0:8080".into(), 0)]);
     }
 
     #[tokio::test]

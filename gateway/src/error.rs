@@ -24,6 +24,8 @@ pub enum Error {
     ServiceName(String),
     #[error("pod discovery: {0}")]
     Discovery(String),
+    #[error("{task} stopped: {cause}")]
+    TaskStopped { task: &'static str, cause: String },
 
     // --- requests ---------------------------------------------------------------------
     #[error(transparent)]
@@ -81,6 +83,7 @@ impl Error {
             | Error::UpstreamAddress(_)
             | Error::ServiceName(_)
             | Error::Discovery(_)
+            | Error::TaskStopped { .. }
             | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,6 +107,7 @@ impl Error {
             | Error::UpstreamAddress(_)
             | Error::ServiceName(_)
             | Error::Discovery(_)
+            | Error::TaskStopped { .. }
             | Error::Internal(_) => "internal",
         }
     }

@@ -117,7 +117,13 @@ impl RequestRecord<'_> {
             return response;
         }
         self.outcome = None;
-        let delivery = self.metrics.delivery();
+        let mut delivery = self.metrics.delivery();
+        let body = response.body();
+        // Of no length, it is whole as it is handed over: the connection never asks it
+        // for a frame.
+        if Delivered::is_whole(body) {
+            delivery.arrived();
+        }
         response.map(|body| axum::body::Body::new(Delivered { body, delivery: Some(delivery) }))
     }
 }
@@ -131,6 +137,16 @@ struct Delivered {
     delivery: Option<Delivery>,
 }
 
+impl Delivered {
+    /// Whether all of `body` has been handed over. An answer of known length is, once
+    /// none of it is left, though it may not say it has ended (`upstream::holding`), and
+    /// the connection, having written that length, asks it for nothing more.
+    fn is_whole(body: &axum::body::Body) -> bool {
+        use axum::body::HttpBody;
+        body.is_end_stream() || body.size_hint().exact() == Some(0)
+    }
+}
+
 impl http_body::Body for Delivered {
     type Data = Bytes;
     type Error = axum::Error;
@@ -140,7 +156,7 @@ impl http_body::Body for Delivered {
         let ended = match &polled {
             Poll::Ready(Some(Err(_))) => Some(false),
             Poll::Ready(None) => Some(true),
-            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => Some(true),
+            Poll::Ready(Some(Ok(_))) if Delivered::is_whole(&self.body) => Some(true),
             _ => None,
         };
         if let Some(whole) = ended
@@ -207,6 +223,9 @@ async fn serve(state: &AppState, request: Request, dialect: Option<Dialect>) -> 
     let prepared = match read {
         Ok(body) => prepare(state, &parts, body, dialect).await,
         Err(ReadFailure::Request(error)) => Err(error),
+        // Counted as the client gone, as the record has it from the start: a connection
+        // closed mid-upload is no malformed request.
+        Err(ReadFailure::ClientGone(error)) => return in_dialect(error),
         Err(ReadFailure::BudgetSpent) => Err(buffers_full(state)),
         Err(ReadFailure::Overtaken) => Err(Error::BuffersReclaimed {
             budget: budget.as_secs_f64(),
@@ -260,7 +279,7 @@ async fn translate_answer(
         match body::read_answer(body, declared, upstream::RESPONSE_LIMIT, &mut reservation).await {
             Ok(held) => held,
             Err(ReadFailure::BudgetSpent | ReadFailure::Overtaken) => return Err(buffers_full(state)),
-            Err(ReadFailure::Request(error)) => return Err(error),
+            Err(ReadFailure::Request(error) | ReadFailure::ClientGone(error)) => return Err(error),
         };
     // The answer's buffer as allocated (its capacity, which the bytes keep), and what
     // translating it takes beside it.

@@ -1,8 +1,9 @@
 //! Wiring and lifecycle: start the endpoint source and the dispatcher's ticker, serve
-//! at once (ready with or without pods), and when told to shut down: turn unready,
-//! keep admitting for the drain delay while load balancers catch up, then stop
-//! accepting, let every connection finish the request it holds, cut what is left at
-//! the drain timeout, and return.
+//! at once (ready with or without pods), and when told to shut down, or when the source
+//! or the ticker stops: turn unready, keep admitting for the drain delay while load
+//! balancers catch up, then stop accepting, let every connection finish the request it
+//! holds, cut what is left at the drain timeout, and return (an error if a task
+//! stopped).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinError;
 
 use crate::config::Config;
 use crate::discovery::EndpointSliceSource;
@@ -56,8 +58,8 @@ pub async fn run_with_source(
 ) -> Result<(), Error> {
     let dispatcher = Dispatcher::new(config.upstream_capacity);
     let state = Arc::new(AppState::new(&config, dispatcher.clone()));
-    let discovery = tokio::spawn(source.run(dispatcher.clone()));
-    let ticker = tokio::spawn(dispatcher.clone().keep_handing_out());
+    let mut discovery = tokio::spawn(source.run(dispatcher.clone()));
+    let mut ticker = tokio::spawn(dispatcher.clone().keep_handing_out());
 
     let (stage, stage_rx) = watch::channel(Stage::Serving);
     matte_serve::open_files::prepare_for_connections(config.max_connections);
@@ -70,7 +72,25 @@ pub async fn run_with_source(
     let (router, gauges) = (http::router(state.clone()), state.metrics.connections.clone());
     let mut connections = tokio::spawn(connections::serve(listener, router, limits, gauges, stage_rx));
 
-    shutdown.await;
+    // The source and the ticker run for as long as the gateway serves. One that stops (a
+    // panic) leaves the pods as last reported, or waiting requests looked at only when a
+    // place frees, and nothing would show it. The gateway then shuts down as on SIGTERM:
+    // unready, so that load balancers send new clients to the other replicas; the
+    // requests it holds finished on the pods it knows; and it returns an error, which
+    // exits the process with a failure, so that Kubernetes restarts it and counts the
+    // restart. Exiting at once would drop every request held, for a fault that still
+    // lets them be served.
+    let stopped = tokio::select! {
+        () = shutdown => None,
+        ended = &mut discovery => Some(Error::TaskStopped { task: "the endpoint source", cause: how_it_ended(ended) }),
+        ended = &mut ticker => Some(Error::TaskStopped { task: "the queue's ticker", cause: how_it_ended(ended) }),
+    };
+    if let Some(error) = &stopped {
+        if discovery.is_finished() {
+            dispatcher.set_discovery_up(false);
+        }
+        tracing::error!(%error, "shutting down, to be restarted");
+    }
     state.begin_drain();
     tracing::info!(delay = ?config.drain_delay, "shutting down: unready, still admitting while endpoints catch up");
     tokio::time::sleep(config.drain_delay).await;
@@ -86,5 +106,13 @@ pub async fn run_with_source(
     discovery.abort();
     ticker.abort();
     tracing::info!("drained; exiting");
-    Ok(())
+    stopped.map_or(Ok(()), Err)
+}
+
+/// Why a task that runs for ever ended.
+fn how_it_ended(ended: Result<(), JoinError>) -> String {
+    match ended {
+        Ok(()) => "it returned".to_owned(),
+        Err(error) => error.to_string(),
+    }
 }

@@ -9,13 +9,16 @@
 //! worked on it) is a failure before any response, which the caller sends to another
 //! pod, but not to pod after pod: the request itself may be what broke the pod.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::BoxError;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, Method, Response, StatusCode, Uri, header};
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -31,7 +34,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The most a connection to a pod reads ahead of the client the answer is for: a
-/// piece of the answer at a time (each copied on, [`while_sending`]). At hyper's
+/// piece of the answer at a time (each copied on, [`PodAnswer`]). At hyper's
 /// default (about 400 KiB) the buffer grew as the pod kept sending, and each answer in
 /// flight held it on its way to a client that read slowly
 /// (`memory::GATEWAY_CONNECTION_BYTES`). An answer's head is a few hundred bytes.
@@ -163,8 +166,8 @@ impl UpstreamClient {
         };
         let (parts, body) = response.into_parts();
         if parts.status.is_success() {
-            let sent = while_sending(self.timeout, Limited::new(body, RESPONSE_LIMIT).into_data_stream());
-            return Attempt::Answered(Response::from_parts(parts, Body::from_stream(sent)));
+            let answer = PodAnswer::new(Limited::new(body, RESPONSE_LIMIT), self.timeout);
+            return Attempt::Answered(Response::from_parts(parts, Body::new(answer)));
         }
         match Limited::new(body, ERROR_ANSWER_LIMIT).collect().await {
             Ok(collected) => Attempt::Answered(Response::from_parts(parts, Body::from(collected.to_bytes()))),
@@ -182,27 +185,78 @@ impl UpstreamClient {
     }
 }
 
-/// The chunks of `data`, each a copy, ending in an error once one is awaited for longer
-/// than `silence`. A chunk is a slice of the pod connection's read buffer: queued for a
-/// client that reads slowly, each kept that buffer's whole allocation while the
-/// connection read on into a new one, up to a connection's 16 queued pieces.
-fn while_sending<S>(silence: Duration, data: S) -> impl Stream<Item = Result<Bytes, BoxError>> + Send + 'static
+/// A success's body as the pod sends it, each piece a copy, ending in an error once the
+/// client has waited on it for longer than `silence` with nothing coming. A piece is a
+/// slice of the pod connection's read buffer: queued for a client that reads slowly,
+/// each kept that buffer's whole allocation while the connection read on into a new
+/// one, up to a connection's 16 queued pieces. Its length is the pod's body's, exact
+/// when the pod declared it, so that the client's answer keeps its `Content-Length`:
+/// without it every answer went chunked, and an HTTP/1.0 client's connection was
+/// closed after each.
+struct PodAnswer<B> {
+    body: B,
+    silence: Duration,
+    /// When the wait for the next piece runs out; set when that wait begins (the client
+    /// asked for a piece and none had come), so that the time a slow client takes to ask
+    /// is not counted against the pod.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether that wait has begun: the last piece asked for has not come yet.
+    waiting: bool,
+    /// The pod fell silent for `silence`: the answer has ended, in an error.
+    broken: bool,
+}
+
+impl<B> PodAnswer<B> {
+    fn new(body: B, silence: Duration) -> PodAnswer<B> {
+        PodAnswer { body, silence, stalled: None, waiting: false, broken: false }
+    }
+}
+
+impl<B> http_body::Body for PodAnswer<B>
 where
-    S: Stream<Item = Result<Bytes, BoxError>> + Send + Unpin + 'static,
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin,
 {
-    futures_util::stream::unfold(Some(data), move |data| async move {
-        let mut data = data?;
-        match tokio::time::timeout(silence, data.next()).await {
-            Ok(Some(chunk)) => Some((chunk.map(|piece| Bytes::copy_from_slice(&piece)), Some(data))),
-            Ok(None) => None,
-            Err(_) => Some((Err(BoxError::from(format!("the pod's answer stopped for {silence:?}"))), None)),
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.broken {
+            return Poll::Ready(None);
         }
-    })
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            this.waiting = false;
+            let copied = |frame: Frame<Bytes>| frame.map_data(|piece| Bytes::copy_from_slice(&piece));
+            return Poll::Ready(frame.map(|frame| frame.map(copied)));
+        }
+        let silence = this.silence;
+        let stalled = this.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(silence)));
+        if !this.waiting {
+            this.waiting = true;
+            stalled.as_mut().reset(tokio::time::Instant::now() + silence);
+        }
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                this.broken = true;
+                Poll::Ready(Some(Err(BoxError::from(format!("the pod's answer stopped for {silence:?}")))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.broken || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The pod's answer as the client's: the same status, headers and body, less what
-/// described the pod's connection (the length is the body's own, which hyper sends),
-/// with `held` kept until the body has been sent or dropped.
+/// described the pod's connection, with `held` kept until the body has been sent or
+/// dropped. Its `Content-Length` is the body's own length, which hyper sends: the pod's,
+/// when it declared one, and never a length the bytes that follow do not have.
 pub fn to_client_response<H: Send + 'static>(answer: Response<Body>, held: H) -> axum::response::Response {
     let (mut parts, body) = answer.into_parts();
     if let Ok(Some(length)) = matte_serve::declared_length(&parts.headers, usize::MAX) {
@@ -217,10 +271,34 @@ pub fn to_client_response<H: Send + 'static>(answer: Response<Body>, held: H) ->
 /// whole or dropped with its connection: a client that reads its answer slowly holds
 /// them, not the gateway's other clients.
 pub fn holding<H: Send + 'static>(body: Body, held: H) -> Body {
-    Body::from_stream(body.into_data_stream().map(move |chunk| {
-        let _ = &held;
-        chunk
-    }))
+    Body::new(Holding { body, _held: held })
+}
+
+/// A body and what it holds: its frames and length are the body's own, but not its end.
+/// Told that a frame is the last, the connection drops the body, and what it holds, as
+/// it takes that frame, before writing it out: a translated answer is one frame of
+/// megabytes, whose room in the buffers would be given back while it waits for a client
+/// that reads slowly. Never told, it drops the body once it has written out all but its
+/// own buffer's worth of the body's length, or been given the body's end.
+struct Holding<H> {
+    body: Body,
+    _held: H,
+}
+
+// What is held is never polled, so it is never pinned: moving it is harmless.
+impl<H> Unpin for Holding<H> {}
+
+impl<H> http_body::Body for Holding<H> {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The `Content-Length` a pod's answer came with, kept as an extension of the answer

@@ -73,8 +73,14 @@ pub struct Upstream {
     /// serve. A source that reports only changes (EndpointSlices) may never report it
     /// again; one whose report of it repeats (another pod's change) says nothing of it.
     pub unavailable_until: Option<Instant>,
-    /// Requests sent to it by this gateway and not yet answered.
+    /// Places this gateway holds on it: requests sent and not yet answered whole, those
+    /// whose answer is still on its way to a client included (the pod holds their
+    /// places until it has written them). What its capacity is checked against.
     pub outstanding: u32,
+    /// Of those, the requests still waiting for the head of the pod's answer: the work
+    /// the pod has yet to do. An answer on its way to a slow client is no work ahead of
+    /// a request sent now, and counting it as such would make the pod look faster.
+    pub awaiting_answer: u32,
     pub consecutive_failures: u32,
     /// Ejections in a row, which lengthen the next one; reset by a success.
     pub times_ejected: u32,
@@ -94,6 +100,7 @@ impl Upstream {
             ready: report.ready,
             unavailable_until: None,
             outstanding: 0,
+            awaiting_answer: 0,
             consecutive_failures: 0,
             times_ejected: 0,
             ejected_until: None,

@@ -1,10 +1,16 @@
 //! On shutdown the gateway stops accepting connections but finishes every request it
-//! holds, those still waiting in its queue included, then returns.
+//! holds, those still waiting in its queue included, then returns; it shuts down so by
+//! itself, and returns an error, when its source of pods stops.
 
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
+use matte_gateway::config::Config;
+use matte_gateway::dispatcher::Dispatcher;
+use matte_gateway::endpoints::EndpointSource;
 use support::{Gateway, SLOW_POD_OF_TWO_PLACES, client, metric_value, post_png, sample_image, tiny_model_pod};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,4 +57,25 @@ async fn a_shutdown_finishes_the_queued_requests_and_then_refuses_connections() 
     }
     let fresh = reqwest::Client::new();
     assert!(fresh.get(format!("{base}/readyz")).send().await.is_err(), "no new connections after the drain");
+}
+
+/// A source of pods with a bug: it panics as it starts.
+struct PanickingSource;
+
+impl EndpointSource for PanickingSource {
+    async fn run(self, _dispatcher: Arc<Dispatcher>) {
+        panic!("a bug in the source of pods");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_source_of_pods_stops_shuts_down_with_an_error() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds a loopback port");
+    let listen = listener.local_addr().unwrap().to_string();
+    let config = Config::parse_from(["matte-gateway", "--listen", &listen, "--drain-delay-seconds", "0"]);
+    // Never told to shut down: it stops by itself, or the limit says it never would.
+    let served = matte_gateway::server::run_with_source(listener, config, PanickingSource, std::future::pending());
+    let served = tokio::time::timeout(Duration::from_secs(60), served).await;
+    let error = served.expect("the gateway stops by itself").expect_err("an error, for the process to fail");
+    assert!(error.to_string().contains("endpoint source"), "{error}");
 }

@@ -225,3 +225,60 @@ async fn a_body_of_no_declared_length_is_held_within_the_buffers_or_refused_for_
     assert!(too_large.starts_with("HTTP/1.1 413"), "{too_large}");
     assert!(too_large.contains("body_too_large"), "{too_large}");
 }
+
+/// Sends `head` and the start of a body declared 100,000 bytes long to the gateway at
+/// `address`, then leaves: at once (its connection closed), or, with `reset`, once
+/// the gateway's `100 Continue` waits unread, which makes closing send a reset.
+fn leave_mid_upload(address: &str, reset: bool) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    let expect = if reset { "Expect: 100-continue\r\n" } else { "" };
+    let head = format!(
+        "POST /v1/remove HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n{expect}\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    if reset {
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream.peek(&mut [0u8; 1]).expect("100 Continue");
+    }
+    stream.write_all(&[0x89u8; 1000]).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_upload_is_counted_gone_not_as_a_malformed_body() {
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let gateway = Gateway::start(&["--upstream", &nowhere]).await;
+    let address = gateway.base.trim_start_matches("http://").to_owned();
+    let malformed = tokio::task::spawn_blocking(move || {
+        leave_mid_upload(&address, false);
+        leave_mid_upload(&address, true);
+        // A chunk size that is no number: the body itself is wrong.
+        let mut stream = TcpStream::connect(&address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .write_all(b"POST /v1/remove HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+            .unwrap();
+        let mut answer = vec![0u8; 4096];
+        let read = stream.read(&mut answer).unwrap();
+        String::from_utf8_lossy(&answer[..read]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(malformed.starts_with("HTTP/1.1 400"), "{malformed}");
+    assert!(malformed.contains("body_read_failed"), "{malformed}");
+
+    let client = client();
+    let outcome = |metrics: &str, outcome: &str| {
+        metric_value(metrics, &format!(r#"matte_gateway_requests_total{{outcome="{outcome}"}}"#))
+    };
+    let limit = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let metrics = client.get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        if outcome(&metrics, "client_gone") + outcome(&metrics, "body_read_failed") >= 3.0 {
+            break metrics;
+        }
+        assert!(Instant::now() < limit, "the three requests were never counted: {metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(outcome(&metrics, "client_gone"), 2.0, "{metrics}");
+    assert_eq!(outcome(&metrics, "body_read_failed"), 1.0, "{metrics}");
+}
