@@ -44,10 +44,12 @@ struct Inner {
 
 struct Waiter {
     id: u64,
-    /// When its request arrived at the gateway, whether it waits for the first time or
-    /// again after a pod turned it away: the oldest age is what its client has waited,
-    /// as the queue-wait histogram counts it.
-    arrived: Instant,
+    /// When its request first joined the queue, its body read, whether it waits for the
+    /// first time or again after a pod turned it away: the oldest age is what it has
+    /// waited for a place, as the queue-wait histogram counts it. Counted from its
+    /// arrival, a slow upload read as a wait for the pods, and the autoscaler started
+    /// pods that could not have served it sooner.
+    queued_since: Instant,
     reply: oneshot::Sender<Lease>,
 }
 
@@ -195,12 +197,12 @@ impl Dispatcher {
         upstream_state::pick(&inner.upstreams, self.capacity, inner.rotation, now)
     }
 
-    /// A place on a pod for a request that `arrived` at the gateway, waiting for one
-    /// until `deadline`. A request `requeued` after a pod turned it away goes to the head
-    /// of the queue and is not admitted again.
+    /// A place on a pod for a request waiting for one since `queued_since` (its body
+    /// read), until `deadline`. A request `requeued` after a pod turned it away goes to
+    /// the head of the queue and is not admitted again.
     pub async fn acquire(
         self: &Arc<Self>,
-        arrived: Instant,
+        queued_since: Instant,
         deadline: Instant,
         requeued: bool,
     ) -> Result<Lease, Error> {
@@ -226,7 +228,7 @@ impl Dispatcher {
             let (reply, received) = oneshot::channel();
             let id = inner.next_waiter;
             inner.next_waiter += 1;
-            let waiter = Waiter { id, arrived, reply };
+            let waiter = Waiter { id, queued_since, reply };
             if requeued {
                 inner.waiting.push_front(waiter);
             } else {
@@ -367,9 +369,9 @@ impl Dispatcher {
             oldest_queued_age: inner
                 .waiting
                 .iter()
-                .map(|waiter| waiter.arrived)
+                .map(|waiter| waiter.queued_since)
                 .min()
-                .map_or(Duration::ZERO, |arrived| now.saturating_duration_since(arrived)),
+                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since)),
             ready: count(EndpointState::Ready),
             unready: count(EndpointState::Unready),
             ejected: count(EndpointState::Ejected),
@@ -772,11 +774,11 @@ mod tests {
             async move { dispatcher.acquire(Instant::now(), soon(), false).await.is_ok() }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        // Arrived two seconds ago, turned away by a pod, back in the queue.
-        let arrived = Instant::now() - Duration::from_secs(2);
+        // Queued two seconds ago, turned away by a pod, back in the queue.
+        let queued_since = Instant::now() - Duration::from_secs(2);
         let requeued = tokio::spawn({
             let dispatcher = dispatcher.clone();
-            async move { dispatcher.acquire(arrived, soon(), true).await }
+            async move { dispatcher.acquire(queued_since, soon(), true).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         let snapshot = dispatcher.snapshot();
@@ -792,18 +794,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_oldest_queued_age_is_the_earliest_arrival_not_the_head_of_the_queue() {
+    async fn the_oldest_queued_age_is_the_longest_wait_not_the_head_of_the_queue() {
         let dispatcher = Dispatcher::new(1);
         dispatcher.update_endpoints(&reports(&[true]));
         let busy = dispatcher.acquire(Instant::now(), soon(), false).await.unwrap();
-        // Arrived three seconds ago, its body slow to come: it joins the back of the queue.
-        let slow_upload = Instant::now() - Duration::from_secs(3);
+        // Waiting for three seconds: it is at the back of the queue.
+        let longest = Instant::now() - Duration::from_secs(3);
         let newcomer = tokio::spawn({
             let dispatcher = dispatcher.clone();
-            async move { dispatcher.acquire(slow_upload, soon(), false).await.is_ok() }
+            async move { dispatcher.acquire(longest, soon(), false).await.is_ok() }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        // Arrived a second ago, turned away by a pod: it goes ahead of the older one.
+        // Queued a second ago, then turned away by a pod: it goes ahead of the older one.
         let turned_away = Instant::now() - Duration::from_secs(1);
         let requeued = tokio::spawn({
             let dispatcher = dispatcher.clone();

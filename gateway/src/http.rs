@@ -394,6 +394,9 @@ const BROKEN_CONNECTIONS_PER_REQUEST: u32 = 2;
 /// Sends the request to a pod, and again to another (or the same, later) while the
 /// pods turn it away and the budget lasts; once it is spent, only to a place free at once.
 async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: Instant) -> Result<Response, Error> {
+    // Its wait for a place counts from here, its body read: the client's upload is
+    // none of the pods' doing (`matte_gateway_queue_wait_seconds`, the oldest age).
+    let queued_since = Instant::now();
     // Why the request is being sent again, counted once it is: a pod's place found for it.
     let mut again: Option<RetryReason> = None;
     // A place found at once for a request turned away after its budget was spent: once.
@@ -405,11 +408,11 @@ async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: I
     loop {
         let mut lease = match found.take() {
             Some(lease) => lease,
-            None => state.dispatcher.acquire(arrived, deadline, again.is_some()).await?,
+            None => state.dispatcher.acquire(queued_since, deadline, again.is_some()).await?,
         };
         match again.take() {
             Some(reason) => state.metrics.count_retry(reason),
-            None => state.metrics.queue_wait.observe(lease.granted().duration_since(arrived).as_secs_f64()),
+            None => state.metrics.queue_wait.observe(lease.granted().duration_since(queued_since).as_secs_f64()),
         }
         let address = lease.address().to_owned();
         let attempt = state.client.send(&address, forward).await;
