@@ -180,7 +180,6 @@ impl ServiceTime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::oneshot;
 
     #[test]
     fn retry_after_follows_the_measured_service_time() {
@@ -196,21 +195,7 @@ mod tests {
     #[test]
     fn abandoned_and_expired_jobs_are_not_inferred() {
         let now = Instant::now();
-        let make = |deadline: Instant| {
-            let (reply, receiver) = oneshot::channel();
-            (
-                Job {
-                    tensor: vec![],
-                    arrived: now,
-                    queued: now,
-                    deadline,
-                    reply,
-                    claim: Default::default(),
-                    place: crate::place::Place::detached(),
-                },
-                receiver,
-            )
-        };
+        let make = |deadline: Instant| crate::queue::test_job(now, deadline);
         let (live, _live_receiver) = make(now + Duration::from_secs(10));
         let (abandoned, abandoned_receiver) = make(now + Duration::from_secs(10));
         drop(abandoned_receiver);

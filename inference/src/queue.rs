@@ -192,26 +192,30 @@ impl JobQueue {
     }
 }
 
+/// A job of no image, arrived and queued at `now`, due by `deadline`, and the receiver
+/// of its answer: for unit tests of the queue and the loop.
+#[cfg(test)]
+pub(crate) fn test_job(now: Instant, deadline: Instant) -> (Job, oneshot::Receiver<Result<Inferred, Error>>) {
+    let (reply, receiver) = oneshot::channel();
+    let job = Job {
+        tensor: vec![],
+        arrived: now,
+        queued: now,
+        deadline,
+        reply,
+        claim: Arc::default(),
+        place: Place::detached(),
+    };
+    (job, receiver)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn job() -> (Job, oneshot::Receiver<Result<Inferred, Error>>) {
-        let (reply, receiver) = oneshot::channel();
         let now = Instant::now();
-        let deadline = now + Duration::from_secs(60);
-        (
-            Job {
-                tensor: vec![],
-                arrived: now,
-                queued: now,
-                deadline,
-                reply,
-                claim: Arc::default(),
-                place: Place::detached(),
-            },
-            receiver,
-        )
+        test_job(now, now + Duration::from_secs(60))
     }
 
     #[test]

@@ -796,16 +796,7 @@ spec:
         let output = cluster.kubectl_with_input(&["apply", "--dry-run=server", "-f", "-"], probe);
         if output.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&output.stderr).into_owned()) }
     });
-    cluster.kubectl_ok(&[
-        "patch",
-        "brs",
-        "frozen",
-        "-n",
-        "shop",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"maxDimension":1024}}"#,
-    ]);
+    edit_max_dimension(&cluster, "frozen", 1024);
     wait_condition(&cluster, "frozen", "Degraded", "False");
     assert!(get(&cluster, "deployment", "frozen").is_some());
 
@@ -818,16 +809,7 @@ spec:
          roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: frozen-gateway}\n\
          subjects: [{kind: ServiceAccount, name: intruder, namespace: shop}]\n",
     );
-    cluster.kubectl_ok(&[
-        "patch",
-        "brs",
-        "frozen",
-        "-n",
-        "shop",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"maxDimension":2048}}"#,
-    ]);
+    edit_max_dimension(&cluster, "frozen", 2048);
     assert_degraded(
         &cluster,
         &operator,
@@ -860,6 +842,12 @@ spec:
     assert_eq!(theirs["spec"]["selector"], serde_json::json!({"app": "theirs"}), "{theirs:#}");
     assert!(theirs["metadata"]["ownerReferences"].is_null(), "{theirs:#}");
     assert!(get(&cluster, "deployment", "taken").is_none(), "nothing built around it");
+}
+
+/// An edit of `name`'s spec in namespace `shop`, which the operator passes over at once.
+fn edit_max_dimension(cluster: &Cluster, name: &str, pixels: u32) {
+    let patch = serde_json::json!({"spec": {"maxDimension": pixels}}).to_string();
+    cluster.kubectl_ok(&["patch", "brs", name, "-n", "shop", "--type=merge", "-p", &patch]);
 }
 
 /// A child process killed when the test ends, however it ends.
