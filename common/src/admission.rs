@@ -42,16 +42,18 @@ pub const UNKNOWN_WAIT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// The time a pod takes per image, as seen from the gateway: an exponentially
 /// weighted moving average of each served request's time on the pod divided by the
-/// requests outstanding on that pod when it was sent (the pod serves them in turn, so
-/// that request waited for all of them).
+/// requests on that pod still awaiting their answer when it was sent, itself among them
+/// (the pod serves them in turn, so that request waited for all of them). Answers on
+/// their way to clients are no work ahead of it: counted, slow readers made the pods
+/// look fast, and admission let in more than they could serve in time.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct PerImageTime {
     seconds: Option<f64>,
 }
 
 impl PerImageTime {
-    pub fn record(&mut self, on_pod: Duration, outstanding_when_sent: u32) {
-        let sample = on_pod.as_secs_f64() / f64::from(outstanding_when_sent.max(1));
+    pub fn record(&mut self, on_pod: Duration, awaiting_when_sent: u32) {
+        let sample = on_pod.as_secs_f64() / f64::from(awaiting_when_sent.max(1));
         self.seconds = Some(match self.seconds {
             None => sample,
             Some(previous) => previous + EWMA_WEIGHT * (sample - previous),
