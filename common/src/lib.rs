@@ -351,7 +351,7 @@ pub mod memory {
     /// ([`CONNECTION_BYTES`]) and the connection to the pod, whose write buffer keeps
     /// the head it forwarded (grown by doubling: up to twice a head at the limit) and
     /// whose read buffer and the pieces on their way to the client hold up to four
-    /// pieces. Measured with a head at the limit: 320.5 KiB
+    /// pieces. Measured with a head at the limit: 329–331 KiB
     /// (`gateway/tests/answer_memory.rs`). Every connection is counted so, though only
     /// those whose answer is on its way hold a pod's: the answers in flight are bounded
     /// by the pods there are, which change, and the limit is a flag of the gateway's
