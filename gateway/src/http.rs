@@ -391,6 +391,19 @@ fn buffers_full(state: &AppState) -> Error {
 /// after this many it is answered 502.
 const BROKEN_CONNECTIONS_PER_REQUEST: u32 = 2;
 
+/// A request whose budget ran out in the queue, told the whole `budget` its client
+/// gave it and a `Retry-After` for that, not what was left of it when it last joined the
+/// queue: turned away by a full pod late in a 30 s budget, it was told "within its
+/// budget of 0.2 s" and to come back at once, to a queue still full.
+fn sent_away_within(state: &AppState, error: Error, budget: Duration) -> Error {
+    match error {
+        Error::NoCapacity { .. } => {
+            Error::NoCapacity { budget: budget.as_secs_f64(), retry_after: state.dispatcher.retry_after(budget) }
+        }
+        other => other,
+    }
+}
+
 /// Sends the request to a pod, and again to another (or the same, later) while the
 /// pods turn it away and the budget lasts; once it is spent, only to a place free at once.
 async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: Instant) -> Result<Response, Error> {
@@ -408,7 +421,11 @@ async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: I
     loop {
         let mut lease = match found.take() {
             Some(lease) => lease,
-            None => state.dispatcher.acquire(queued_since, deadline, again.is_some()).await?,
+            None => state
+                .dispatcher
+                .acquire(queued_since, deadline, again.is_some())
+                .await
+                .map_err(|error| sent_away_within(state, error, deadline.saturating_duration_since(arrived)))?,
         };
         match again.take() {
             Some(reason) => state.metrics.count_retry(reason),

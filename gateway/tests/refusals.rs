@@ -155,10 +155,13 @@ async fn a_client_whose_budget_runs_out_on_full_pods_is_sent_away_by_the_gateway
     // With a budget, it is sent again while the budget lasts: each time counted as it
     // is sent, not when a 429 came with too little of the budget left to send it again.
     let before = sent.load(Ordering::SeqCst);
-    let (status, _, _) =
+    let (status, _, body) =
         support::post_png(&client, &gateway.url("/v1/remove"), vec![1, 2, 3], &[("x-matte-max-wait-seconds", "2")])
             .await;
     assert_eq!(status, 503);
+    // Told the budget it had, not what was left of it when the pod last turned it away.
+    let said = String::from_utf8_lossy(&body);
+    assert!(said.contains("within its budget of 2.0 s"), "{said}");
     let sends = sent.load(Ordering::SeqCst) - before;
     let metrics = scrape().await;
     let retries = metric_value(&metrics, r#"matte_gateway_upstream_retries_total{reason="pod_busy"}"#);
