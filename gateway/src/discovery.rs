@@ -40,7 +40,7 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// IPv6 addresses come bracketed (`[fd00::1]:8080`). What cannot be a pod's address is
 /// left out: a slice without a usable port, an address that does not match its slice's
 /// address type, a slice of FQDN or an unknown address type, and an address no pod
-/// has ([`pod_ip`]).
+/// has (`pod_ip`).
 pub fn reports_from_slices<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> Vec<EndpointReport> {
     let mut pods: BTreeMap<String, (bool, bool)> = BTreeMap::new();
     for slice in slices {
