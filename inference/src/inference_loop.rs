@@ -42,10 +42,13 @@ pub fn run(mut model: Model, context: &LoopContext<'_>) {
         let elapsed = started.elapsed();
         metrics.inference.observe(elapsed.as_secs_f64());
         metrics.batch_size.observe(jobs.len() as f64);
-        metrics.inference_rows.inc_by(rows as u64);
 
         match result {
             Ok(masks) => {
+                // Rows of runs that served: a run that fails at once would otherwise add
+                // its rows in no time, and the pace the autoscaler reads (rows over the
+                // runs' seconds) would show a failing pod as a fast one.
+                metrics.inference_rows.inc_by(rows as u64);
                 metrics.images_processed.inc_by(jobs.len() as u64);
                 service_time.record(elapsed / jobs.len() as u32);
                 for (job, mask) in jobs.into_iter().zip(masks) {

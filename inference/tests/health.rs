@@ -47,6 +47,10 @@ fn fails_until_unready_then_not_live(fault: Fault) {
     assert_eq!(statuses.last(), Some(&503), "failing runs stop the pod taking work: {statuses:?}");
     assert_eq!(client.get(server.url("/readyz")).send().unwrap().status(), 503);
     assert_eq!(server.metric("matte_ready"), 0.0, "its gauge says what /readyz says");
+    // Failed runs compute no rows: counted, a pod failing at once read as a fast one in
+    // the pace the autoscaler reads (rows over the runs' seconds).
+    assert_eq!(server.metric("matte_inference_rows_total"), 0.0);
+    assert!(server.metric("matte_inference_seconds_count") > 0.0, "the runs are timed");
     let live = client.get(server.url("/healthz")).send().unwrap();
     assert_eq!(live.status(), 503, "and the pod asks to be restarted");
     let body: serde_json::Value = live.json().unwrap();
