@@ -391,17 +391,12 @@ fn buffers_full(state: &AppState) -> Error {
 /// after this many it is answered 502.
 const BROKEN_CONNECTIONS_PER_REQUEST: u32 = 2;
 
-/// A request whose budget ran out in the queue, told the whole `budget` its client
-/// gave it and a `Retry-After` for that, not what was left of it when it last joined the
-/// queue: turned away by a full pod late in a 30 s budget, it was told "within its
-/// budget of 0.2 s" and to come back at once, to a queue still full.
-fn sent_away_within(state: &AppState, error: Error, budget: Duration) -> Error {
-    match error {
-        Error::NoCapacity { .. } => {
-            Error::NoCapacity { budget: budget.as_secs_f64(), retry_after: state.dispatcher.retry_after(budget) }
-        }
-        other => other,
-    }
+/// A request sent away for want of a place, told the whole `budget` its client gave it
+/// and a `Retry-After` for that (never over it), not what was left of it when it last
+/// joined the queue: turned away by a full pod late in a 30 s budget, it was told
+/// "within its budget of 0.2 s" and to come back at once, to a queue still full.
+fn sent_away(state: &AppState, budget: Duration) -> Error {
+    Error::NoCapacity { budget: budget.as_secs_f64(), retry_after: state.dispatcher.retry_after(budget) }
 }
 
 /// Sends the request to a pod, and again to another (or the same, later) while the
@@ -421,11 +416,12 @@ async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: I
     loop {
         let mut lease = match found.take() {
             Some(lease) => lease,
-            None => state
-                .dispatcher
-                .acquire(queued_since, deadline, again.is_some())
-                .await
-                .map_err(|error| sent_away_within(state, error, deadline.saturating_duration_since(arrived)))?,
+            None => state.dispatcher.acquire(queued_since, deadline, again.is_some()).await.map_err(
+                |error| match error {
+                    Error::NoCapacity { .. } => sent_away(state, deadline.saturating_duration_since(arrived)),
+                    other => other,
+                },
+            )?,
         };
         match again.take() {
             Some(reason) => state.metrics.count_retry(reason),
@@ -470,9 +466,7 @@ async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: I
                 // `Retry-After` is the time its queue holds, up to minutes). A broken
                 // connection is sent away alike: within the budget it would have waited
                 // for a place, and ended so.
-                let budget = deadline.saturating_duration_since(arrived);
-                let retry_after = state.dispatcher.retry_after(budget);
-                return Err(Error::NoCapacity { budget: budget.as_secs_f64(), retry_after });
+                return Err(sent_away(state, deadline.saturating_duration_since(arrived)));
             }
             None => {}
         }
