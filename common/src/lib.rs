@@ -236,7 +236,8 @@ pub mod gateway_flags {
 
     /// Default of `--max-wait-seconds`: the longest a request waits in the gateway's queue.
     pub const DEFAULT_MAX_WAIT_SECONDS: u64 = 30;
-    /// Default of `--max-buffered-bytes`: request bodies the gateway holds at once.
+    /// Default of `--max-buffered-bytes`: request bodies, and pods' images waiting for
+    /// their clients, the gateway holds at once.
     pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 1024 * 1024 * 1024;
 }
 

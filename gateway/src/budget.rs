@@ -119,6 +119,21 @@ impl BufferBudget {
         })
     }
 
+    /// A reservation of `bytes` only if all that is held, with it, stays within
+    /// `ceiling`, and never by taking room promised to uploads: for an answer taken off
+    /// its pod to wait for its client, which is worth holding only while the uploads
+    /// have room to spare. `None` otherwise.
+    pub fn reserve_below(self: &Arc<Self>, bytes: usize, ceiling: usize) -> Option<Reservation> {
+        let ceiling = ceiling.min(self.limit);
+        let taken = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                used.checked_add(bytes).filter(|&total| total <= ceiling)
+            })
+            .is_ok();
+        taken.then(|| Reservation { budget: self.clone(), held: Held::Bytes(bytes), cut_off: None })
+    }
+
     /// A reservation for an upload declared `declared` bytes long (0 for a body of
     /// unknown length, which then grows as it arrives), admitted now and due by
     /// `due`. `None` when the budget is spent, even after taking back what uploads
@@ -398,6 +413,22 @@ mod tests {
         assert_eq!(budget.used(), 100);
         drop(first);
         drop(second);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn room_below_a_ceiling_is_given_only_while_all_held_stays_under_it() {
+        let budget = BufferBudget::new(100);
+        let answer = budget.reserve_below(40, 50).unwrap();
+        assert!(budget.reserve_below(20, 50).is_none(), "60 held would be over the ceiling");
+        let stalled = upload(&budget, 30, Duration::from_secs(2), Duration::from_secs(60), 0);
+        assert!(budget.reserve_below(15, 80).is_none(), "never by taking back a stalled upload's room");
+        assert_eq!(budget.used(), 70);
+        assert!(budget.reserve(15).is_some(), "which a body may take");
+        assert!(budget.reserve_below(10, 1000).is_some(), "the ceiling is the limit at most");
+        assert!(budget.reserve_below(31, 1000).is_none());
+        drop(answer);
+        drop(stalled);
         assert_eq!(budget.used(), 0);
     }
 

@@ -47,7 +47,9 @@ pub struct Config {
     #[arg(long = flags::MAX_BODY_BYTES, env = "MATTE_GATEWAY_MAX_BODY_BYTES", default_value_t = memory::DEFAULT_MAX_BODY_BYTES, value_parser = clap::value_parser!(u64).range(1..=memory::MAX_BODY_BYTES_LIMIT))]
     pub max_body_bytes: u64,
 
-    /// Request bodies held at once across all requests; past it, requests get 429.
+    /// Request bodies held at once across all requests; past it, requests get 429. Pods'
+    /// images taken off them to wait for their clients are held within it too, while
+    /// all held stays within half of it.
     #[arg(long = flags::MAX_BUFFERED_BYTES, env = "MATTE_GATEWAY_MAX_BUFFERED_BYTES", default_value_t = flags::DEFAULT_MAX_BUFFERED_BYTES as usize)]
     pub max_buffered_bytes: usize,
 

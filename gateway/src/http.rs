@@ -239,7 +239,10 @@ async fn serve(state: &AppState, request: Request, dialect: Option<Dialect>) -> 
             return in_dialect(error);
         }
     };
-    let result = send(state, &forward, arrived, arrived + budget).await;
+    // An answer to translate is read whole there, at the pod's pace, its place held
+    // only as long.
+    let relay = if dialect.is_some() { Relay::Stream } else { Relay::TakeOffThePod };
+    let result = send(state, &forward, arrived, arrived + budget, relay).await;
     drop(forward);
     drop(reservation);
     let response = match result {
@@ -401,7 +404,13 @@ fn sent_away(state: &AppState, budget: Duration) -> Error {
 
 /// Sends the request to a pod, and again to another (or the same, later) while the
 /// pods turn it away and the budget lasts; once it is spent, only to a place free at once.
-async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: Instant) -> Result<Response, Error> {
+async fn send(
+    state: &AppState,
+    forward: &Forward,
+    arrived: Instant,
+    deadline: Instant,
+    relay: Relay,
+) -> Result<Response, Error> {
     // Its wait for a place counts from here, its body read: the client's upload is
     // none of the pods' doing (`matte_gateway_queue_wait_seconds`, the oldest age).
     let queued_since = Instant::now();
@@ -471,10 +480,9 @@ async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: I
             None => {}
         }
         return match attempt {
-            // The pod holds the place until its answer has left it: so does the gateway.
             Attempt::Answered(answer) => {
                 lease.record(outcome);
-                Ok(upstream::to_client_response(answer, lease))
+                relay_answer(state, answer, lease, relay).await
             }
             // A connection broken on too many pods, or an error answer too large to pass on
             // within the memory a connection is counted for: no answer to relay.
@@ -484,6 +492,71 @@ async fn send(state: &AppState, forward: &Forward, arrived: Instant, deadline: I
             }
         };
     }
+}
+
+/// How a pod's image goes on to its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relay {
+    /// Taken off the pod whole when the buffers have room for it.
+    TakeOffThePod,
+    /// Passed on as the pod sends it.
+    Stream,
+}
+
+/// The part of `--max-buffered-bytes` that answers taken off their pods may fill, all
+/// held counted: the rest stays the uploads', which clients that read slowly must not
+/// crowd out.
+const ANSWERS_SHARE_OF_BUFFERS: f64 = 0.5;
+
+/// A pod's answer on its way to the client, and the pod's place given back as soon as
+/// the pod has sent it. The pod holds a request's place until its answer has left it,
+/// and the gateway the place with it: passed on at the client's pace, an answer kept
+/// its place for as long as the client took to read it (17 MB at the minimum pace is
+/// minutes), and a few clients that read slowly left the GPU idle behind a full queue.
+/// So an image whose length the pod declared is taken off the pod whole into the
+/// buffers (at the pod's pace, bounded by the attempt's silence), when they have room
+/// for it within the answers' share ([`ANSWERS_SHARE_OF_BUFFERS`]), and the place goes
+/// back before the client reads a byte. Without that room it is passed on as the pod
+/// sends it, holding the place, as is every image with `Relay::Stream`. An error
+/// answer is whole already: its place goes back at once.
+async fn relay_answer(
+    state: &AppState,
+    answer: axum::http::Response<axum::body::Body>,
+    lease: Lease,
+    relay: Relay,
+) -> Result<Response, Error> {
+    if !answer.status().is_success() {
+        drop(lease);
+        return Ok(upstream::to_client_response(answer, ()));
+    }
+    let declared = declared_length(answer.headers(), upstream::RESPONSE_LIMIT).ok().flatten();
+    let answers_room = (state.buffers.limit() as f64 * ANSWERS_SHARE_OF_BUFFERS) as usize;
+    let room = match (relay, declared.and_then(|length| usize::try_from(length).ok())) {
+        (Relay::TakeOffThePod, Some(length)) => {
+            state.buffers.reserve_below(length, answers_room).map(|room| (room, length))
+        }
+        _ => None,
+    };
+    let Some((room, length)) = room else {
+        return Ok(upstream::to_client_response(answer, lease));
+    };
+    let (parts, body) = answer.into_parts();
+    let broken = |cause: String| Error::UpstreamFailed { upstream: lease.address().to_owned(), cause };
+    let mut image = Vec::with_capacity(length);
+    let mut pieces = body.into_data_stream();
+    while let Some(piece) = futures_util::StreamExt::next(&mut pieces).await {
+        let piece = piece.map_err(|error| broken(format!("its answer broke off: {error}")))?;
+        if image.len() + piece.len() > length {
+            return Err(broken(format!("its answer is longer than the {length} bytes it declared")));
+        }
+        image.extend_from_slice(&piece);
+    }
+    if image.len() < length {
+        return Err(broken(format!("its answer ended at {} of the {length} bytes it declared", image.len())));
+    }
+    drop(lease);
+    let answer = axum::http::Response::from_parts(parts, axum::body::Body::from(image));
+    Ok(upstream::to_client_response(answer, room))
 }
 
 async fn healthz() -> Response {

@@ -76,8 +76,20 @@ fn an_answer_its_client_stops_reading_holds_no_more_than_its_connections_allowan
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let pod = endless_pod();
     let capacity = ANSWERS.to_string();
-    // Clients that read nothing keep their connections for the whole measure.
-    let flags = ["--upstream", &pod, "--upstream-capacity", &capacity, "--write-timeout-seconds", "120"];
+    // Clients that read nothing keep their connections for the whole measure; buffers
+    // too small for any answer to be taken off its pod (half of them for answers), so
+    // that every answer is passed on as it comes, which is what is measured here.
+    let buffers = ANSWER_BYTES.to_string();
+    let flags = [
+        "--upstream",
+        &pod,
+        "--upstream-capacity",
+        &capacity,
+        "--write-timeout-seconds",
+        "120",
+        "--max-buffered-bytes",
+        &buffers,
+    ];
     let gateway = runtime.block_on(Gateway::start(&flags));
     let address = gateway.base.trim_start_matches("http://").to_owned();
     // Ready once the pod's first probe is answered.

@@ -152,39 +152,60 @@ async fn a_request_that_breaks_its_pod_is_tried_on_two_pods_not_on_every_one() {
     assert_eq!(metric_value(&text, r#"matte_gateway_upstream_retries_total{reason="connection_failed"}"#), 1.0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_answer_that_breaks_off_on_its_way_is_not_counted_served() {
+/// A pod that answers every image with its head and a first piece of its body, then
+/// dies; `declared`, the head says the body's whole length. Returns its address.
+async fn pod_dying_mid_answer(declared: bool) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
     let pod = listener.local_addr().expect("its address").to_string();
-    // Its head and a first piece, then the pod is gone.
-    let remove = axum::routing::post(|| async {
+    let remove = axum::routing::post(move || async move {
         let first = futures_util::stream::iter([Ok(bytes::Bytes::from(vec![0x89u8; 65_536]))]);
         let then_gone = futures_util::stream::once(async {
             tokio::time::sleep(Duration::from_millis(300)).await;
             Err(std::io::Error::other("the pod died mid-answer"))
         });
         let pieces = futures_util::StreamExt::chain(first, then_gone);
-        ([("content-type", "image/png")], axum::body::Body::from_stream(pieces))
+        let mut answer = axum::response::Response::new(axum::body::Body::from_stream(pieces));
+        answer.headers_mut().insert("content-type", axum::http::HeaderValue::from_static("image/png"));
+        if declared {
+            answer.headers_mut().insert("content-length", axum::http::HeaderValue::from_static("1000000"));
+        }
+        answer
     });
     let app =
         axum::Router::new().route("/readyz", axum::routing::get(|| async { "ready" })).route("/v1/remove", remove);
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let gateway = Gateway::start(&["--upstream", &pod]).await;
-    support::until_ok(&format!("http://{pod}/readyz"), Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await; // a probe round
-    let answer =
-        client().post(gateway.url("/v1/remove")).header("content-type", "image/png").body(vec![1u8; 100]).send().await;
-    let answer = answer.expect("the head arrives");
-    assert_eq!(answer.status(), 200);
-    assert!(answer.bytes().await.is_err(), "the client sees the answer broken off");
-    let text = tokio::task::spawn_blocking({
-        let metrics = gateway.url("/metrics");
-        move || scrape(&metrics)
-    })
-    .await
-    .unwrap();
-    assert_eq!(metric_value(&text, r#"matte_gateway_requests_total{outcome="ok"}"#), 0.0, "{text}");
-    assert_eq!(metric_value(&text, r#"matte_gateway_requests_total{outcome="upstream_failed"}"#), 1.0, "{text}");
+    pod
+}
+
+/// An answer of declared length is taken off its pod whole before the client is
+/// answered, so a pod dying on the way is a 502; one of no declared length is passed on
+/// as it comes, and the client sees it broken off. Neither is counted served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_breaks_off_on_its_way_is_not_counted_served() {
+    for declared in [true, false] {
+        let pod = pod_dying_mid_answer(declared).await;
+        let gateway = Gateway::start(&["--upstream", &pod]).await;
+        support::until_pods_ready(&gateway, 1).await;
+        let answer =
+            client().post(gateway.url("/v1/remove")).header("content-type", "image/png").body(vec![1u8; 100]).send();
+        let answer = answer.await.expect("the head arrives");
+        if declared {
+            assert_eq!(answer.status(), 502, "declared: the answer was not whole");
+            let body = answer.text().await.expect("the error arrives");
+            assert!(body.contains("upstream_failed"), "{body}");
+        } else {
+            assert_eq!(answer.status(), 200);
+            assert!(answer.bytes().await.is_err(), "the client sees the answer broken off");
+        }
+        let text = tokio::task::spawn_blocking({
+            let metrics = gateway.url("/metrics");
+            move || scrape(&metrics)
+        })
+        .await
+        .unwrap();
+        assert_eq!(metric_value(&text, r#"matte_gateway_requests_total{outcome="ok"}"#), 0.0, "{text}");
+        assert_eq!(metric_value(&text, r#"matte_gateway_requests_total{outcome="upstream_failed"}"#), 1.0, "{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

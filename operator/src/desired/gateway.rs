@@ -32,8 +32,9 @@ use super::{ValidGateway, gateway_selector_labels, metadata_named, one_at_a_time
 const DEFAULT_CPU: &str = "500m";
 /// Memory of a gateway pod when the resource gives none.
 pub const DEFAULT_MEMORY_BYTES: u64 = 1024 * 1024 * 1024;
-/// The share of the pod's memory that request bodies may fill (`--max-buffered-bytes`);
-/// the rest is the process, the responses in flight and the connections.
+/// The share of the pod's memory that request bodies and the images waiting for their
+/// clients may fill (`--max-buffered-bytes`); the rest is the process, the responses
+/// streamed and the connections.
 const BUFFERED_SHARE: u64 = 2;
 
 /// `<name>-gateway`: the gateway's Deployment, budget, account and role.
