@@ -686,16 +686,16 @@ fn the_simulator_reads_what_the_operator_reads_behind_a_real_gateway() {
 
         // Latest arrivals (every request over the last two scrapes, returns included):
         // the burst's peak agrees within a third, the steady image every 2 s reads 0.5 a
-        // second before it within a quarter, and the burst leaves the window within three
+        // second before it within a quarter, and the burst leaves the window within five
         // samples of each other: the first sample after the peak from which the reading
         // stays below a fifth of the peak. The clients the burst sent away come back a
         // second or two later and read in the window too (up to half the peak), so the
         // first dip below a fifth hangs on whether a scrape falls in the gap between the
         // burst's last requests and the first returns: in one world and not the other,
         // three samples apart in one run. The moment the burst and its returns have left
-        // the window does not, so much: on a machine loaded by other tests
-        // the real clients' last returns came up to a second after the simulated ones
-        // (one run: 46 s against 43 s).
+        // the window does not, so much, but on a machine loaded by other tests the real
+        // clients' last returns came up to a few seconds after the simulated ones (46 s
+        // against 43 s in one run, 42 against 38 in another).
         let (latest_real, latest_simulated) = paired.both(|q| q.gateway_latest_arrivals_per_second);
         within("peak latest arrivals", peak(&latest_real), peak(&latest_simulated), 0.0, 0.34);
         steady_before_burst("latest arrivals before the burst", &latest_real, &latest_simulated);
@@ -709,7 +709,7 @@ fn the_simulator_reads_what_the_operator_reads_behind_a_real_gateway() {
             "the burst gone from the latest arrivals",
             burst_gone(&latest_real),
             burst_gone(&latest_simulated),
-            3.0,
+            5.0,
             0.0,
         );
 
