@@ -32,6 +32,12 @@ pub struct Stopped {
     pub not_live: Option<String>,
 }
 
+/// When a model still loading, or warming up, is first said to be, and after that
+/// every time the wait has doubled: a load that hung said nothing after "loading the
+/// model" until the operator called the start-up too slow, while one that takes minutes
+/// (a TensorRT engine being built) is no fault, and says so a few times only.
+const STILL_LOADING_FIRST_SAID_AFTER: Duration = Duration::from_secs(10);
+
 /// How a drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drained {
@@ -80,12 +86,29 @@ pub async fn run(
     let (router, gauges) = (http::router(state.clone()), state.metrics.connections.clone());
     let mut connections = tokio::spawn(connections::serve(listener, router, limits, gauges, stage_rx));
 
-    tokio::select! {
-        () = shutdown => {}
-        Ok(Err(error)) = loaded_rx => {
-            let _ = stage.send(Stage::Cut);
-            let _ = connections.await;
-            return Err(error);
+    let loading_since = Instant::now();
+    let mut still_loading_after = STILL_LOADING_FIRST_SAID_AFTER;
+    let (mut loaded_rx, mut loading) = (loaded_rx, true);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let say_still_loading_at = loading_since + still_loading_after;
+        tokio::select! {
+            () = &mut shutdown => break,
+            loaded = &mut loaded_rx, if loading => {
+                loading = false;
+                if let Ok(Err(error)) = loaded {
+                    let _ = stage.send(Stage::Cut);
+                    let _ = connections.await;
+                    return Err(error);
+                }
+            }
+            () = tokio::time::sleep_until(say_still_loading_at.into()), if loading => {
+                tracing::info!(
+                    seconds = still_loading_after.as_secs(),
+                    "the model is still loading or warming up (not ready yet)"
+                );
+                still_loading_after *= 2;
+            }
         }
     }
 

@@ -53,10 +53,14 @@ fn sigterm_finishes_every_accepted_request_then_exits_cleanly() {
     assert!(exit.success(), "exit status {exit:?}");
 }
 
+/// A warm-up that never ends: the pod says it is still loading, and on SIGTERM exits
+/// at once without waiting for it.
 #[test]
 fn sigterm_during_a_warm_up_that_never_ends_exits_at_once_and_never_turns_ready() {
     let model = faulty_model(Fault::Hang);
-    let mut server = Server::spawn(&model.path, &[]);
+    let log_path = model.path.with_extension("log");
+    let log = std::fs::File::create(&log_path).expect("a log file");
+    let mut server = Server::spawn_with_log(&model.path, &[], "info", log.into());
     let client = blocking_client();
     // Listening while the warm-up runs: not ready, and saying so.
     let started = Instant::now();
@@ -69,9 +73,16 @@ fn sigterm_during_a_warm_up_that_never_ends_exits_at_once_and_never_turns_ready(
     };
     assert_eq!(not_ready.status(), 503);
     assert_eq!(server.metric("matte_ready"), 0.0);
+    // Not silent while it waits: at 10 s it says the model is still loading.
+    let said_by = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log_path).unwrap_or_default().contains("still loading") {
+        assert!(Instant::now() < said_by, "nothing said of a load 30 s long");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     server.sigterm();
     // The warm-up would never end; the process must not wait for it.
     let status = server.wait_for_exit(Duration::from_secs(30));
     assert!(status.success(), "a drain with nothing accepted exits 0: {status:?}");
+    let _ = std::fs::remove_file(&log_path);
 }

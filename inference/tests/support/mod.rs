@@ -107,6 +107,13 @@ impl Server {
 
     /// Starts the server without waiting for it.
     pub fn spawn(model: &std::path::Path, extra_args: &[&str]) -> Server {
+        let log_level = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+        Server::spawn_with_log(model, extra_args, &log_level, Stdio::inherit())
+    }
+
+    /// Starts the server without waiting for it, its log from `level` on written to
+    /// `log`.
+    pub fn spawn_with_log(model: &std::path::Path, extra_args: &[&str], level: &str, log: Stdio) -> Server {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_matte-inference"))
@@ -114,9 +121,9 @@ impl Server {
             .args(["--provider", "cpu", "--log-format", "text"])
             .args(extra_args)
             .env("ORT_DYLIB_PATH", setup_path("ORT_DYLIB_PATH"))
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("RUST_LOG", level)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("matte-inference starts");
         Server { child, base: format!("http://{listen}") }
