@@ -182,9 +182,15 @@ pub mod gateway_metrics {
     /// Gauge: the most client connections served at once (`--max-connections`, which
     /// the operator sets from the pod's memory).
     pub const MAX_CONNECTIONS: &str = "matte_gateway_max_connections";
+    /// Counter, label `relay` (`taken_off_the_pod`, `streamed`): pods' images on their
+    /// way to clients by how they went: taken off the pod whole into the buffers, its
+    /// place given back at once, or streamed at the client's pace, its place held until
+    /// the client has read it (the buffers had no room for it). Streamed images and
+    /// clients that read slowly hold places the GPU could be working on.
+    pub const ANSWERS_TOTAL: &str = "matte_gateway_answers_total";
 
     /// Every name above.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         QUEUE_DEPTH,
         OLDEST_QUEUED_AGE_SECONDS,
         QUEUE_WAIT_SECONDS,
@@ -199,6 +205,7 @@ pub mod gateway_metrics {
         POD_STARTUP_SECONDS,
         OPEN_CONNECTIONS,
         MAX_CONNECTIONS,
+        ANSWERS_TOTAL,
     ];
 
     /// Label of [`REQUESTS_TOTAL`].
@@ -213,6 +220,8 @@ pub mod gateway_metrics {
     pub const STATE_LABEL: &str = "state";
     /// Label of [`UPSTREAM_RETRIES_TOTAL`].
     pub const REASON_LABEL: &str = "reason";
+    /// Label of [`ANSWERS_TOTAL`].
+    pub const RELAY_LABEL: &str = "relay";
 }
 
 /// Command-line flags of `matte-gateway` that the operator's Deployment sets, by their

@@ -32,7 +32,7 @@ use crate::body::{self, ReadFailure};
 use crate::budget::Reservation;
 use crate::compat::{self, Dialect, Encoding};
 use crate::dispatcher::{AttemptOutcome, Lease};
-use crate::metrics::{CLIENT_GONE_OUTCOME, Delivery, Metrics, RetryReason};
+use crate::metrics::{CLIENT_GONE_OUTCOME, Delivery, Metrics, Relay, RetryReason};
 use crate::state::AppState;
 use crate::upstream::{self, Attempt, Forward};
 use matte_common::admission::Admission;
@@ -241,8 +241,7 @@ async fn serve(state: &AppState, request: Request, dialect: Option<Dialect>) -> 
     };
     // An answer to translate is read whole there, at the pod's pace, its place held
     // only as long.
-    let relay = if dialect.is_some() { Relay::Stream } else { Relay::TakeOffThePod };
-    let result = send(state, &forward, arrived, arrived + budget, relay).await;
+    let result = send(state, &forward, arrived, arrived + budget, dialect.is_none()).await;
     drop(forward);
     drop(reservation);
     let response = match result {
@@ -284,6 +283,9 @@ async fn translate_answer(
             Err(ReadFailure::BudgetSpent | ReadFailure::Overtaken) => return Err(buffers_full(state)),
             Err(ReadFailure::Request(error) | ReadFailure::ClientGone(error)) => return Err(error),
         };
+    if parts.status.is_success() {
+        state.metrics.count_answer(Relay::TakeOffThePod);
+    }
     // The answer's buffer as allocated (its capacity, which the bytes keep), and what
     // translating it takes beside it.
     let working = allocated.saturating_add(compat::translation_room(parts.status, encoding, &bytes)?);
@@ -409,7 +411,7 @@ async fn send(
     forward: &Forward,
     arrived: Instant,
     deadline: Instant,
-    relay: Relay,
+    take_off_the_pod: bool,
 ) -> Result<Response, Error> {
     // Its wait for a place counts from here, its body read: the client's upload is
     // none of the pods' doing (`matte_gateway_queue_wait_seconds`, the oldest age).
@@ -482,7 +484,7 @@ async fn send(
         return match attempt {
             Attempt::Answered(answer) => {
                 lease.record(outcome);
-                relay_answer(state, answer, lease, relay).await
+                relay_answer(state, answer, lease, take_off_the_pod).await
             }
             // A connection broken on too many pods, or an error answer too large to pass on
             // within the memory a connection is counted for: no answer to relay.
@@ -492,15 +494,6 @@ async fn send(
             }
         };
     }
-}
-
-/// How a pod's image goes on to its client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Relay {
-    /// Taken off the pod whole when the buffers have room for it.
-    TakeOffThePod,
-    /// Passed on as the pod sends it.
-    Stream,
 }
 
 /// The part of `--max-buffered-bytes` that answers taken off their pods may fill, all
@@ -517,27 +510,29 @@ const ANSWERS_SHARE_OF_BUFFERS: f64 = 0.5;
 /// buffers (at the pod's pace, bounded by the attempt's silence), when they have room
 /// for it within the answers' share ([`ANSWERS_SHARE_OF_BUFFERS`]), and the place goes
 /// back before the client reads a byte. Without that room it is passed on as the pod
-/// sends it, holding the place, as is every image with `Relay::Stream`. An error
-/// answer is whole already: its place goes back at once.
+/// sends it, holding the place. Not `take_off_the_pod`, it is left to the caller as it
+/// comes (to be read whole and translated). An error answer is whole already: its
+/// place goes back at once.
 async fn relay_answer(
     state: &AppState,
     answer: axum::http::Response<axum::body::Body>,
     lease: Lease,
-    relay: Relay,
+    take_off_the_pod: bool,
 ) -> Result<Response, Error> {
     if !answer.status().is_success() {
         drop(lease);
         return Ok(upstream::to_client_response(answer, ()));
     }
+    if !take_off_the_pod {
+        return Ok(upstream::to_client_response(answer, lease));
+    }
     let declared = declared_length(answer.headers(), upstream::RESPONSE_LIMIT).ok().flatten();
     let answers_room = (state.buffers.limit() as f64 * ANSWERS_SHARE_OF_BUFFERS) as usize;
-    let room = match (relay, declared.and_then(|length| usize::try_from(length).ok())) {
-        (Relay::TakeOffThePod, Some(length)) => {
-            state.buffers.reserve_below(length, answers_room).map(|room| (room, length))
-        }
-        _ => None,
-    };
+    let room = declared
+        .and_then(|length| usize::try_from(length).ok())
+        .and_then(|length| state.buffers.reserve_below(length, answers_room).map(|room| (room, length)));
     let Some((room, length)) = room else {
+        state.metrics.count_answer(Relay::Stream);
         return Ok(upstream::to_client_response(answer, lease));
     };
     let (parts, body) = answer.into_parts();
@@ -555,6 +550,7 @@ async fn relay_answer(
         return Err(broken(format!("its answer ended at {} of the {length} bytes it declared", image.len())));
     }
     drop(lease);
+    state.metrics.count_answer(Relay::TakeOffThePod);
     let answer = axum::http::Response::from_parts(parts, axum::body::Body::from(image));
     Ok(upstream::to_client_response(answer, room))
 }

@@ -46,6 +46,28 @@ impl RetryReason {
     }
 }
 
+/// How a pod's image went on to its client (label `relay` of the answers counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relay {
+    /// Taken off the pod whole into the buffers when they had room for it: the pod's
+    /// place goes back before the client reads a byte.
+    TakeOffThePod,
+    /// Passed on as the pod sends it, holding the pod's place until the client has
+    /// read it.
+    Stream,
+}
+
+impl Relay {
+    pub const ALL: [Relay; 2] = [Relay::TakeOffThePod, Relay::Stream];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Relay::TakeOffThePod => "taken_off_the_pod",
+            Relay::Stream => "streamed",
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     queue_depth: IntGauge,
@@ -55,6 +77,7 @@ pub struct Metrics {
     received: IntCounter,
     endpoints: IntGaugeVec,
     retries: IntCounterVec,
+    answers: IntCounterVec,
     discovery_up: IntGauge,
     sent_away: SentAway,
     seconds_per_image: Gauge,
@@ -98,6 +121,15 @@ impl Default for Metrics {
                 &[names::REASON_LABEL],
             )
             .expect("valid"),
+            answers: IntCounterVec::new(
+                Opts::new(
+                    names::ANSWERS_TOTAL,
+                    "Pods' images on their way to clients, by how: taken off the pod whole, its place given \
+                     back at once, or streamed, its place held until the client has read it.",
+                ),
+                &[names::RELAY_LABEL],
+            )
+            .expect("valid"),
             discovery_up: IntGauge::new(
                 names::DISCOVERY_UP,
                 "1 while the gateway's set of pods is current; 0 while it serves on the last one it had \
@@ -119,8 +151,9 @@ impl Default for Metrics {
             .expect("valid"),
             connections: ConnectionGauges::new(names::OPEN_CONNECTIONS, names::MAX_CONNECTIONS),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
             Box::new(metrics.queue_depth.clone()),
+            Box::new(metrics.answers.clone()),
             Box::new(metrics.oldest_queued_age.clone()),
             Box::new(metrics.queue_wait.clone()),
             Box::new(metrics.requests.clone()),
@@ -149,6 +182,9 @@ impl Default for Metrics {
         // rate by reason has a series before the first retry.
         for reason in RetryReason::ALL {
             metrics.retries.with_label_values(&[reason.label()]).reset();
+        }
+        for relay in Relay::ALL {
+            metrics.answers.with_label_values(&[relay.label()]).reset();
         }
         metrics
     }
@@ -198,6 +234,10 @@ impl Metrics {
     /// A client was sent away, told to come back after `retry_after`.
     pub fn count_sent_away(&self, retry_after: Duration) {
         self.sent_away.send_away(retry_after);
+    }
+
+    pub fn count_answer(&self, relay: Relay) {
+        self.answers.with_label_values(&[relay.label()]).inc();
     }
 
     pub fn count_retry(&self, reason: RetryReason) {

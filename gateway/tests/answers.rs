@@ -79,7 +79,7 @@ async fn an_answer_keeps_the_length_the_pod_declared() {
 }
 
 /// One place on the pod, taken by a client that reads none of its 16 MiB answer. With
-/// room for the answer in the buffers' share for answers (half of 64 MiB), the gateway
+/// room for the answers in the buffers' share for answers (half of 128 MiB), the gateway
 /// takes it off the pod and gives the place to the next request at once, and the
 /// stalled client still gets its answer whole when it reads; with too little (half of
 /// 16 MiB) the answer is passed on at the client's pace, its place held, and the next
@@ -87,7 +87,7 @@ async fn an_answer_keeps_the_length_the_pod_declared() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pods_place_is_not_held_by_a_client_that_reads_slowly_while_the_buffers_hold_its_answer() {
     let pod = long_answering_pod(LARGE_ANSWER_BYTES).await;
-    for (buffers, taken_off_the_pod) in [("67108864", true), ("16777216", false)] {
+    for (buffers, taken_off_the_pod) in [("134217728", true), ("16777216", false)] {
         let flags = [
             "--upstream",
             &pod,
@@ -140,6 +140,11 @@ async fn a_pods_place_is_not_held_by_a_client_that_reads_slowly_while_the_buffer
             assert!(matches!(status, 429 | 503), "{buffers} bytes of buffers: {status}, the place was free");
             drop(stalled);
         }
+        // Said in the metrics: how the answers went.
+        let metrics = client().get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let relayed = |how: &str| metric_value(&metrics, &format!(r#"matte_gateway_answers_total{{relay="{how}"}}"#));
+        let expected = if taken_off_the_pod { (2.0, 0.0) } else { (0.0, 1.0) };
+        assert_eq!((relayed("taken_off_the_pod"), relayed("streamed")), expected, "{metrics}");
         drop(gateway);
     }
 }
