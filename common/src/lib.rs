@@ -28,8 +28,12 @@ pub mod metrics {
     pub const REQUEST_DURATION_SECONDS: &str = "matte_request_duration_seconds";
     /// Counter, label `outcome`: every request to `/v1/remove` by how it ended.
     pub const REQUESTS_TOTAL: &str = "matte_requests_total";
-    /// The `outcome` of [`REQUESTS_TOTAL`] for an image answered.
+    /// The `outcome` of [`REQUESTS_TOTAL`] for an image answered, counted once it has
+    /// been handed to the client's connection whole (by the pod and by the gateway).
     pub const OK_OUTCOME: &str = "ok";
+    /// The `outcome` of [`REQUESTS_TOTAL`] (and the gateway's) for a request whose
+    /// client left before it was answered, or before its answer was handed over whole.
+    pub const CLIENT_GONE_OUTCOME: &str = "client_gone";
     /// The `outcome` of [`REQUESTS_TOTAL`] for a client refused with 429, every place
     /// in the queue taken: the autoscaler counts these as clients waiting outside, and
     /// the rest as admitted. Both are exported from the start, at 0: a counter that

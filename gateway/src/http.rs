@@ -24,6 +24,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use matte_common::headers::MAX_WAIT_SECONDS;
+use matte_common::metrics::CLIENT_GONE_OUTCOME;
 use matte_common::paths;
 use matte_serve::{RouteError, declared_length, exposition, refuse_unread};
 
@@ -32,7 +33,7 @@ use crate::body::{self, ReadFailure};
 use crate::budget::Reservation;
 use crate::compat::{self, Dialect, Encoding};
 use crate::dispatcher::{AttemptOutcome, Lease};
-use crate::metrics::{CLIENT_GONE_OUTCOME, Delivery, Metrics, Relay, RetryReason};
+use crate::metrics::{Delivery, Metrics, Relay, RetryReason};
 use crate::state::AppState;
 use crate::upstream::{self, Attempt, Forward};
 use matte_common::admission::Admission;

@@ -190,9 +190,6 @@ impl Default for Metrics {
     }
 }
 
-/// The outcome of a request whose client left before it was answered.
-pub const CLIENT_GONE_OUTCOME: &str = "client_gone";
-
 /// The count of one request answered with a pod's image, made once the answer's
 /// delivery ends: `ok` when it reached the client whole, `upstream_failed` when it broke
 /// off on its way, `client_gone` when the client left first (the answer dropped).
@@ -220,7 +217,7 @@ impl Drop for Delivery {
 impl Metrics {
     /// The count of an answer on its way to the client.
     pub fn delivery(&self) -> Delivery {
-        Delivery { requests: self.requests.clone(), outcome: CLIENT_GONE_OUTCOME }
+        Delivery { requests: self.requests.clone(), outcome: matte_common::metrics::CLIENT_GONE_OUTCOME }
     }
 
     pub fn count_received(&self) {

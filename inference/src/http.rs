@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use image::DynamicImage;
-use matte_common::metrics as names;
+use matte_common::metrics::CLIENT_GONE_OUTCOME;
 use matte_common::paths;
 use matte_serve::{BodyError, RouteError, declared_length, exposition, refuse_unread};
 use tokio::sync::oneshot;
@@ -126,17 +126,21 @@ fn body_kind(headers: &HeaderMap) -> Result<BodyKind, Error> {
 }
 
 /// Counts every removal request exactly once, by outcome, even when the client goes
-/// away mid-request and the handler is dropped.
+/// away mid-request and the handler is dropped. An image is counted as it reaches the
+/// client ([`crate::metrics::Delivery`]).
 struct RequestRecord<'a> {
     metrics: &'a Metrics,
     started: Instant,
-    outcome: &'static str,
+    /// `None` once the count is left to the answer's delivery.
+    outcome: Option<&'static str>,
     admitted: bool,
 }
 
 impl Drop for RequestRecord<'_> {
     fn drop(&mut self) {
-        self.metrics.count_outcome(self.outcome);
+        if let Some(outcome) = self.outcome {
+            self.metrics.count_outcome(outcome);
+        }
         // Requests turned away at the door would drown the latency of real work.
         if self.admitted {
             self.metrics.request_duration.observe(self.started.elapsed().as_secs_f64());
@@ -153,8 +157,12 @@ struct Admitted {
 }
 
 async fn remove(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let mut record =
-        RequestRecord { metrics: &state.metrics, started: Instant::now(), outcome: "client_gone", admitted: false };
+    let mut record = RequestRecord {
+        metrics: &state.metrics,
+        started: Instant::now(),
+        outcome: Some(CLIENT_GONE_OUTCOME),
+        admitted: false,
+    };
     let (parts, body) = request.into_parts();
     let outcome = match admit(&state, &parts) {
         Ok(admitted) => {
@@ -162,7 +170,7 @@ async fn remove(State(state): State<Arc<AppState>>, request: Request) -> Respons
             remove_background(&state, admitted, body, record.started).await
         }
         Err(refusal) => {
-            record.outcome = refusal.code();
+            record.outcome = Some(refusal.code());
             if let Error::QueueFull { retry_after, .. } = &refusal {
                 state.metrics.count_sent_away(*retry_after);
             }
@@ -171,11 +179,11 @@ async fn remove(State(state): State<Arc<AppState>>, request: Request) -> Respons
     };
     match outcome {
         Ok(response) => {
-            record.outcome = names::OK_OUTCOME;
+            record.outcome = None;
             response
         }
         Err(error) => {
-            record.outcome = error.code();
+            record.outcome = Some(error.code());
             error.into_response()
         }
     }
@@ -273,7 +281,7 @@ async fn remove_background(
         inference.as_secs_f64() * 1e3,
         arrived.elapsed().as_secs_f64() * 1e3
     );
-    let mut response = Response::new(Body::new(PlacedAnswer::new(body, place)));
+    let mut response = Response::new(Body::new(PlacedAnswer::new(body, place, state.metrics.delivery())));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(options.format.content_type()));
     headers.insert(matte_common::headers::QUEUE_WAIT_SECONDS, seconds_header(queue_wait.as_secs_f64()));

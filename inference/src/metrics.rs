@@ -37,6 +37,28 @@ pub struct Metrics {
     pub connections: ConnectionGauges,
 }
 
+/// The count of one request answered with an image, made once the answer's delivery
+/// ends: `ok` when it was handed to the client's connection whole, `client_gone` when
+/// the connection was dropped first (the client left, or stopped reading until the
+/// write timeout cut it). Counted `ok` as its head was ready, an answer no client
+/// received read as served.
+pub struct Delivery {
+    requests: IntCounterVec,
+    outcome: &'static str,
+}
+
+impl Delivery {
+    pub fn arrived(&mut self) {
+        self.outcome = names::OK_OUTCOME;
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        self.requests.with_label_values(&[self.outcome]).inc();
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Metrics {
         let registry = Registry::new();
@@ -143,6 +165,11 @@ impl Metrics {
 
     pub fn count_outcome(&self, outcome: &str) {
         self.requests.with_label_values(&[outcome]).inc();
+    }
+
+    /// The count of an answer on its way to its client ([`Delivery`]).
+    pub fn delivery(&self) -> Delivery {
+        Delivery { requests: self.requests.clone(), outcome: names::CLIENT_GONE_OUTCOME }
     }
 
     /// A client was refused, told to come back after `retry_after`.

@@ -10,6 +10,8 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use matte_common::memory;
 
+use crate::metrics::Delivery;
+
 #[cfg(test)]
 use tokio::sync::Semaphore;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
@@ -50,11 +52,18 @@ pub struct PlacedAnswer {
     answer: Vec<u8>,
     sent: usize,
     _place: Place,
+    /// Counted once the whole answer has been handed over, or the body dropped.
+    delivery: Option<Delivery>,
 }
 
 impl PlacedAnswer {
-    pub fn new(answer: Vec<u8>, place: Place) -> PlacedAnswer {
-        PlacedAnswer { answer, sent: 0, _place: place }
+    pub fn new(answer: Vec<u8>, place: Place, mut delivery: Delivery) -> PlacedAnswer {
+        // Of no length, it is whole as it is handed over: the connection never asks it
+        // for a frame.
+        if answer.is_empty() {
+            delivery.arrived();
+        }
+        PlacedAnswer { answer, sent: 0, _place: place, delivery: Some(delivery) }
     }
 
     fn rest(&self) -> &[u8] {
@@ -76,6 +85,11 @@ impl http_body::Body for PlacedAnswer {
         }
         let piece = Bytes::copy_from_slice(&rest[..rest.len().min(ANSWER_CHUNK)]);
         self.sent += piece.len();
+        if self.rest().is_empty()
+            && let Some(mut delivery) = self.delivery.take()
+        {
+            delivery.arrived();
+        }
         Poll::Ready(Some(Ok(Frame::data(piece))))
     }
 
@@ -105,15 +119,18 @@ mod tests {
     use std::future::poll_fn;
 
     use http_body::Body as _;
+    use matte_common::metrics as names;
 
     use super::*;
+    use crate::metrics::Metrics;
 
     #[tokio::test]
     async fn no_piece_of_an_answer_shares_its_memory() {
         let answer: Vec<u8> = (0..5 * ANSWER_CHUNK + 100).map(|i| i as u8).collect();
         let original = answer.clone();
         let span = answer.as_ptr_range();
-        let mut body = std::pin::pin!(PlacedAnswer::new(answer, Place::detached()));
+        let metrics = Metrics::default();
+        let mut body = std::pin::pin!(PlacedAnswer::new(answer, Place::detached(), metrics.delivery()));
         let mut received = Vec::new();
         while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
             let piece = frame.expect("infallible").into_data().expect("a data frame");
@@ -123,5 +140,27 @@ mod tests {
         }
         assert!(body.is_end_stream());
         assert_eq!(received, original);
+    }
+
+    fn outcome_count(metrics: &Metrics, outcome: &str) -> u64 {
+        metrics.requests.with_label_values(&[outcome]).get()
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_counted_served_once_handed_over_whole_and_not_before() {
+        let metrics = Metrics::default();
+        let mut body =
+            std::pin::pin!(PlacedAnswer::new(vec![7; 2 * ANSWER_CHUNK], Place::detached(), metrics.delivery()));
+        poll_fn(|cx| body.as_mut().poll_frame(cx)).await.expect("a first piece").expect("infallible");
+        assert_eq!(outcome_count(&metrics, names::OK_OUTCOME), 0, "half of it handed over");
+        poll_fn(|cx| body.as_mut().poll_frame(cx)).await.expect("the last piece").expect("infallible");
+        assert_eq!(outcome_count(&metrics, names::OK_OUTCOME), 1, "counted with its last piece");
+        assert!(poll_fn(|cx| body.as_mut().poll_frame(cx)).await.is_none());
+
+        let mut left = Box::pin(PlacedAnswer::new(vec![7; 2 * ANSWER_CHUNK], Place::detached(), metrics.delivery()));
+        poll_fn(|cx| left.as_mut().poll_frame(cx)).await.expect("a first piece").expect("infallible");
+        drop(left);
+        assert_eq!(outcome_count(&metrics, names::OK_OUTCOME), 1);
+        assert_eq!(outcome_count(&metrics, names::CLIENT_GONE_OUTCOME), 1, "dropped half-way: the client left");
     }
 }

@@ -156,6 +156,8 @@ fn an_answer_its_client_does_not_take_holds_its_place_until_the_client_is_cut() 
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(served, 200, "the place is free once its client is cut");
+    // Cut with most of its answer unsent, it was not served: counted as its client gone.
+    assert_eq!(server.metric(r#"matte_requests_total{outcome="client_gone"}"#), 1.0, "the unread answer");
     eprintln!("an unread answer held its place for {:.1?} (write timeout 2 s)", parked_at.elapsed());
     let mut rest = Vec::new();
     let _ = parked.read_to_end(&mut rest);
