@@ -255,6 +255,15 @@ enum Held {
     Upload(u64),
 }
 
+/// An answer held in the buffers gives its room back once its last piece has gone to
+/// the client's connection: its own buffer is gone then, and what the connection still
+/// holds is on the connection's account (`memory::GATEWAY_CONNECTION_BYTES`).
+impl matte_serve::pieces::Kept for Reservation {
+    fn handed_over(&mut self) {
+        self.release();
+    }
+}
+
 /// Why a reservation could not grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shortfall {

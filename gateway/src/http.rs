@@ -26,6 +26,7 @@ use http_body::{Frame, SizeHint};
 use matte_common::headers::MAX_WAIT_SECONDS;
 use matte_common::metrics::CLIENT_GONE_OUTCOME;
 use matte_common::paths;
+use matte_serve::pieces::Pieces;
 use matte_serve::{RouteError, declared_length, exposition, refuse_unread};
 
 use crate::Error;
@@ -306,10 +307,13 @@ async fn translate_answer(
             .await
             .map_err(|error| Error::Internal(format!("translating the answer failed: {error}")))?;
     let (parts, body) = translated?.into_parts();
-    if let Some(length) = axum::body::HttpBody::size_hint(&body).exact() {
-        reservation.shrink_to(usize::try_from(length).unwrap_or(usize::MAX));
-    }
-    Ok(Response::from_parts(parts, upstream::holding(body, reservation)))
+    // In memory already: collecting it takes nothing but its own bytes.
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|error| Error::Internal(format!("the translated answer could not be read: {error}")))?;
+    reservation.shrink_to(bytes.len());
+    // A piece at a time, as an answer taken off its pod, its room kept until the last.
+    Ok(Response::from_parts(parts, axum::body::Body::new(Pieces::new(bytes, reservation))))
 }
 
 /// What reading a drop-in form holds beyond the body, as a multiple of the body: the
@@ -426,7 +430,7 @@ async fn send(
     let mut sent_after_budget = false;
     let mut broken_connections = 0;
     loop {
-        let mut lease = match found.take() {
+        let lease = match found.take() {
             Some(lease) => lease,
             None => state.dispatcher.acquire(queued_since, deadline, again.is_some()).await.map_err(
                 |error| match error {
@@ -483,10 +487,7 @@ async fn send(
             None => {}
         }
         return match attempt {
-            Attempt::Answered(answer) => {
-                lease.record(outcome);
-                relay_answer(state, answer, lease, take_off_the_pod).await
-            }
+            Attempt::Answered(answer) => relay_answer(state, answer, lease, outcome, take_off_the_pod).await,
             // A connection broken on too many pods, or an error answer too large to pass on
             // within the memory a connection is counted for: no answer to relay.
             Attempt::Refused(cause) | Attempt::Failed(cause) | Attempt::OversizedError { cause, .. } => {
@@ -513,18 +514,22 @@ const ANSWERS_SHARE_OF_BUFFERS: f64 = 0.5;
 /// back before the client reads a byte. Without that room it is passed on as the pod
 /// sends it, holding the place. Not `take_off_the_pod`, it is left to the caller as it
 /// comes (to be read whole and translated). An error answer is whole already: its
-/// place goes back at once.
+/// place goes back at once. The attempt's `outcome` is told once the image is whole in
+/// the gateway, or as its head came when it is passed on; a pod that breaks off while
+/// its image is taken off it has failed the attempt.
 async fn relay_answer(
     state: &AppState,
     answer: axum::http::Response<axum::body::Body>,
-    lease: Lease,
+    mut lease: Lease,
+    outcome: AttemptOutcome,
     take_off_the_pod: bool,
 ) -> Result<Response, Error> {
     if !answer.status().is_success() {
-        drop(lease);
+        lease.end(outcome);
         return Ok(upstream::to_client_response(answer, ()));
     }
     if !take_off_the_pod {
+        lease.record(outcome);
         return Ok(upstream::to_client_response(answer, lease));
     }
     let declared = declared_length(answer.headers(), upstream::RESPONSE_LIMIT).ok().flatten();
@@ -534,26 +539,43 @@ async fn relay_answer(
         .and_then(|length| state.buffers.reserve_below(length, answers_room).map(|room| (room, length)));
     let Some((room, length)) = room else {
         state.metrics.count_answer(Relay::Stream);
+        lease.record(outcome);
         return Ok(upstream::to_client_response(answer, lease));
     };
     let (parts, body) = answer.into_parts();
-    let broken = |cause: String| Error::UpstreamFailed { upstream: lease.address().to_owned(), cause };
+    let image = match take_whole(body, length).await {
+        Ok(image) => image,
+        Err(cause) => {
+            let upstream = lease.address().to_owned();
+            lease.end(AttemptOutcome::Failed);
+            return Err(Error::UpstreamFailed { upstream, cause });
+        }
+    };
+    lease.end(outcome);
+    state.metrics.count_answer(Relay::TakeOffThePod);
+    // Handed to the client's connection a piece at a time, its room kept until the
+    // last: as one frame, the connection would queue it whole and give the room back
+    // while the image waited for a client that reads slowly.
+    let answer = axum::http::Response::from_parts(parts, axum::body::Body::new(Pieces::new(image, room)));
+    Ok(upstream::to_client_response(answer, ()))
+}
+
+/// A pod's image of the `length` it declared, read whole; why not, if it broke off or
+/// was not that long.
+async fn take_whole(body: axum::body::Body, length: usize) -> Result<Vec<u8>, String> {
     let mut image = Vec::with_capacity(length);
     let mut pieces = body.into_data_stream();
     while let Some(piece) = futures_util::StreamExt::next(&mut pieces).await {
-        let piece = piece.map_err(|error| broken(format!("its answer broke off: {error}")))?;
+        let piece = piece.map_err(|error| format!("its answer broke off: {error}"))?;
         if image.len() + piece.len() > length {
-            return Err(broken(format!("its answer is longer than the {length} bytes it declared")));
+            return Err(format!("its answer is longer than the {length} bytes it declared"));
         }
         image.extend_from_slice(&piece);
     }
     if image.len() < length {
-        return Err(broken(format!("its answer ended at {} of the {length} bytes it declared", image.len())));
+        return Err(format!("its answer ended at {} of the {length} bytes it declared", image.len()));
     }
-    drop(lease);
-    state.metrics.count_answer(Relay::TakeOffThePod);
-    let answer = axum::http::Response::from_parts(parts, axum::body::Body::from(image));
-    Ok(upstream::to_client_response(answer, room))
+    Ok(image)
 }
 
 async fn healthz() -> Response {

@@ -22,6 +22,8 @@ use support::Gateway;
 static ALLOCATOR: Counting = Counting;
 
 const ANSWERS: usize = 64;
+/// Answers asked for one after the other: more than the buffers for answers hold.
+const ONE_AT_A_TIME: usize = 8;
 /// Far more than the kernel's socket buffers take on loopback, so that the
 /// connections' own buffers fill.
 const ANSWER_BYTES: usize = 64 << 20;
@@ -71,15 +73,15 @@ fn answer(mut stream: TcpStream) {
     }
 }
 
-#[test]
-fn an_answer_its_client_stops_reading_holds_no_more_than_its_connections_allowance() {
+/// What a gateway with `buffers` bytes of buffers holds for the answers of the clients
+/// `ask` connects (given the address and the request), which read none of them, beyond
+/// what it held before they were asked for; and its metrics then.
+fn held_for_unread_answers(buffers: usize, ask: impl FnOnce(&str, &[u8]) -> Vec<TcpStream>) -> (usize, String) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let pod = endless_pod();
     let capacity = ANSWERS.to_string();
-    // Clients that read nothing keep their connections for the whole measure; buffers
-    // too small for any answer to be taken off its pod (half of them for answers), so
-    // that every answer is passed on as it comes, which is what is measured here.
-    let buffers = ANSWER_BYTES.to_string();
+    // Clients that read nothing keep their connections for the whole measure.
+    let buffers = buffers.to_string();
     let flags = [
         "--upstream",
         &pod,
@@ -105,25 +107,66 @@ fn an_answer_its_client_stops_reading_holds_no_more_than_its_connections_allowan
         "POST /v1/remove HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\nContent-Length: 1\r\nX-Padding: {padding}\r\n\r\nx"
     );
     let before = settled_allocation();
-    let clients = stalled_readers(&address, request.as_bytes(), ANSWERS);
+    let clients = ask(&address, request.as_bytes());
     let held = settled_allocation().saturating_sub(before);
+    let metrics = reqwest::blocking::get(gateway.url("/metrics")).unwrap().text().unwrap();
+    drop(clients);
+    drop(gateway);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    (held, metrics)
+}
+
+/// How many answers went on to their clients `relay`ed so (`taken_off_the_pod`, `streamed`).
+fn relayed(metrics: &str, relay: &str) -> f64 {
+    let series = format!(r#"matte_gateway_answers_total{{relay="{relay}"}} "#);
+    metrics.lines().find_map(|line| line.strip_prefix(series.as_str())?.parse().ok()).unwrap_or(0.0)
+}
+
+/// Streamed, each answer an unread client holds is within a connection's allowance;
+/// taken off their pods into the buffers (as many as their half for answers holds, the
+/// rest streamed), the answers held whole are within that half beside the connections'
+/// allowance, though their clients read none of them.
+#[test]
+fn answers_their_clients_stop_reading_hold_no_more_than_the_buffers_and_their_connections_allowance() {
+    let allowance = GATEWAY_CONNECTION_BYTES as usize;
+    // Buffers too small for any answer to be taken off its pod: every answer is passed
+    // on as it comes.
+    let (held, metrics) =
+        held_for_unread_answers(ANSWER_BYTES, |address, request| stalled_readers(address, request, ANSWERS));
+    assert_eq!(relayed(&metrics, "streamed"), ANSWERS as f64, "{metrics}");
     let per_answer = held / ANSWERS;
     println!(
-        "{ANSWERS} answers of {} MiB their clients do not read: {:.1} KiB each (allowance {} KiB)",
+        "{ANSWERS} streamed answers of {} MiB their clients do not read: {:.1} KiB each (allowance {} KiB)",
         ANSWER_BYTES >> 20,
         per_answer as f64 / 1024.0,
-        GATEWAY_CONNECTION_BYTES >> 10
+        allowance >> 10
     );
     // More than a client's connection alone may hold: the connection to the pod is
     // counted, or the measure says nothing of it.
     assert!(per_answer as u64 > CONNECTION_BYTES, "{per_answer} bytes an answer: nothing of the pod's connection");
     assert!(
-        per_answer as u64 <= GATEWAY_CONNECTION_BYTES,
+        per_answer <= allowance,
         "{:.1} KiB an answer, over the allowance of {} KiB",
         per_answer as f64 / 1024.0,
-        GATEWAY_CONNECTION_BYTES >> 10
+        allowance >> 10
     );
-    drop(clients);
-    drop(gateway);
-    runtime.shutdown_timeout(Duration::from_secs(1));
+
+    // Room for two answers in the half of the buffers answers may fill, and clients
+    // that ask one after the other, each once the last one's answer has begun, so that
+    // an answer whose room came back early would leave room for the next.
+    let answers_share = 2 * ANSWER_BYTES + (4 << 20);
+    let (held, metrics) = held_for_unread_answers(2 * answers_share, |address, request| {
+        (0..ONE_AT_A_TIME).flat_map(|_| stalled_readers(address, request, 1)).collect()
+    });
+    let taken_off = relayed(&metrics, "taken_off_the_pod");
+    assert!(taken_off >= 1.0, "no answer taken off its pod: {metrics}");
+    let bound = answers_share + ONE_AT_A_TIME * allowance;
+    println!(
+        "{ONE_AT_A_TIME} answers of {} MiB their clients do not read, asked one at a time, {taken_off} of them \
+         taken off their pods: {} MiB held (bound: {} MiB of buffers for answers and the connections' allowance)",
+        ANSWER_BYTES >> 20,
+        held >> 20,
+        bound >> 20
+    );
+    assert!(held <= bound, "{} MiB held, over {} MiB", held >> 20, bound >> 20);
 }

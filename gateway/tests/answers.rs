@@ -117,6 +117,10 @@ async fn a_pods_place_is_not_held_by_a_client_that_reads_slowly_while_the_buffer
         .unwrap();
 
         let (status, _, body) = post_png(&client(), &gateway.url("/v1/remove"), vec![0u8; 10], &[]).await;
+        let served = || async {
+            let metrics = client().get(gateway.url("/metrics")).send().await.unwrap().text().await.unwrap();
+            metric_value(&metrics, r#"matte_gateway_requests_total{outcome="ok"}"#)
+        };
         if taken_off_the_pod {
             assert_eq!(
                 status,
@@ -125,6 +129,9 @@ async fn a_pods_place_is_not_held_by_a_client_that_reads_slowly_while_the_buffer
                 String::from_utf8_lossy(&body[..body.len().min(200)])
             );
             assert_eq!(body.len(), LARGE_ANSWER_BYTES);
+            // Held in the gateway, the unread answer is not served yet: handed to its
+            // connection as one frame, it was counted so before its client read a byte.
+            assert_eq!(served().await, 1.0, "only the answer read whole");
             let read = tokio::task::spawn_blocking(move || {
                 let mut answer = Vec::new();
                 stalled.read_to_end(&mut answer).expect("the held answer is read");
@@ -136,6 +143,7 @@ async fn a_pods_place_is_not_held_by_a_client_that_reads_slowly_while_the_buffer
             let head = String::from_utf8_lossy(&read[..end]).to_ascii_lowercase();
             assert!(head.starts_with("http/1.1 200") && head.contains("content-length: 16777216"), "{head}");
             assert_eq!(read.len() - end - 4, LARGE_ANSWER_BYTES, "the stalled client's answer arrives whole");
+            assert_eq!(served().await, 2.0, "and is served");
         } else {
             assert!(matches!(status, 429 | 503), "{buffers} bytes of buffers: {status}, the place was free");
             drop(stalled);

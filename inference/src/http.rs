@@ -281,7 +281,7 @@ async fn remove_background(
         inference.as_secs_f64() * 1e3,
         arrived.elapsed().as_secs_f64() * 1e3
     );
-    let mut response = Response::new(Body::new(PlacedAnswer::new(body, place, state.metrics.delivery())));
+    let mut response = Response::new(Body::new(PlacedAnswer::body(body, place, state.metrics.delivery())));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(options.format.content_type()));
     headers.insert(matte_common::headers::QUEUE_WAIT_SECONDS, seconds_header(queue_wait.as_secs_f64()));

@@ -1,14 +1,9 @@
 //! The places of the queue's capacity a request holds while anything still works on
 //! it (see [`crate::state`]).
 
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http_body::{Frame, SizeHint};
-use matte_common::memory;
+use matte_serve::pieces::{Kept, Pieces};
 
 use crate::metrics::Delivery;
 
@@ -37,68 +32,28 @@ impl Place {
     }
 }
 
-/// The most of an answer handed to the connection at a time
-/// ([`memory::ANSWER_PIECE_BYTES`]): the connection asks for more only as the client
-/// takes what it has, so the place is held until all but the last of the answer has
-/// gone. What is left then, the last piece and what the connection still holds of the
-/// ones before, waits for a client that may never read it, on the connection's account
-/// (`memory::CONNECTION_BYTES`): small, and a copy.
-const ANSWER_CHUNK: usize = memory::ANSWER_PIECE_BYTES as usize;
-
-/// An answer's body that holds the request's place until the connection has taken the
-/// whole of it (or drops it): an encoded image waiting for a client that reads slowly,
-/// or not at all, stays within the places' bound rather than piling up beyond it.
+/// What an answer's body keeps until it has been handed over
+/// ([`matte_serve::pieces`]): the request's place, held until the body is dropped, so
+/// that an encoded image waiting for a client that reads slowly, or not at all, stays
+/// within the places' bound rather than piling up beyond it; and the count of its
+/// delivery, `ok` once its last piece has gone to the connection.
 pub struct PlacedAnswer {
-    answer: Vec<u8>,
-    sent: usize,
     _place: Place,
-    /// Counted once the whole answer has been handed over, or the body dropped.
     delivery: Option<Delivery>,
 }
 
 impl PlacedAnswer {
-    pub fn new(answer: Vec<u8>, place: Place, mut delivery: Delivery) -> PlacedAnswer {
-        // Of no length, it is whole as it is handed over: the connection never asks it
-        // for a frame.
-        if answer.is_empty() {
-            delivery.arrived();
-        }
-        PlacedAnswer { answer, sent: 0, _place: place, delivery: Some(delivery) }
-    }
-
-    fn rest(&self) -> &[u8] {
-        &self.answer[self.sent..]
+    /// The body of `answer`, holding `place` and counting its `delivery`.
+    pub fn body(answer: Vec<u8>, place: Place, delivery: Delivery) -> Pieces<PlacedAnswer> {
+        Pieces::new(answer, PlacedAnswer { _place: place, delivery: Some(delivery) })
     }
 }
 
-impl http_body::Body for PlacedAnswer {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    /// Each piece is a copy: a slice of the answer would keep the whole of it alive in
-    /// the connection's write queue after the place is given back (a client reading all
-    /// but the end of a 17 MB answer held the 17 MB, on each of its connections).
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let rest = self.rest();
-        if rest.is_empty() {
-            return Poll::Ready(None);
-        }
-        let piece = Bytes::copy_from_slice(&rest[..rest.len().min(ANSWER_CHUNK)]);
-        self.sent += piece.len();
-        if self.rest().is_empty()
-            && let Some(mut delivery) = self.delivery.take()
-        {
+impl Kept for PlacedAnswer {
+    fn handed_over(&mut self) {
+        if let Some(mut delivery) = self.delivery.take() {
             delivery.arrived();
         }
-        Poll::Ready(Some(Ok(Frame::data(piece))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.rest().is_empty()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.rest().len() as u64)
     }
 }
 
@@ -124,23 +79,7 @@ mod tests {
     use super::*;
     use crate::metrics::Metrics;
 
-    #[tokio::test]
-    async fn no_piece_of_an_answer_shares_its_memory() {
-        let answer: Vec<u8> = (0..5 * ANSWER_CHUNK + 100).map(|i| i as u8).collect();
-        let original = answer.clone();
-        let span = answer.as_ptr_range();
-        let metrics = Metrics::default();
-        let mut body = std::pin::pin!(PlacedAnswer::new(answer, Place::detached(), metrics.delivery()));
-        let mut received = Vec::new();
-        while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-            let piece = frame.expect("infallible").into_data().expect("a data frame");
-            assert!(piece.len() <= ANSWER_CHUNK, "a piece of {} bytes", piece.len());
-            assert!(!span.contains(&piece.as_ptr()), "a piece points into the answer's own buffer");
-            received.extend_from_slice(&piece);
-        }
-        assert!(body.is_end_stream());
-        assert_eq!(received, original);
-    }
+    const PIECE: usize = matte_common::memory::ANSWER_PIECE_BYTES as usize;
 
     fn outcome_count(metrics: &Metrics, outcome: &str) -> u64 {
         metrics.requests.with_label_values(&[outcome]).get()
@@ -149,15 +88,14 @@ mod tests {
     #[tokio::test]
     async fn an_answer_is_counted_served_once_handed_over_whole_and_not_before() {
         let metrics = Metrics::default();
-        let mut body =
-            std::pin::pin!(PlacedAnswer::new(vec![7; 2 * ANSWER_CHUNK], Place::detached(), metrics.delivery()));
+        let mut body = std::pin::pin!(PlacedAnswer::body(vec![7; 2 * PIECE], Place::detached(), metrics.delivery()));
         poll_fn(|cx| body.as_mut().poll_frame(cx)).await.expect("a first piece").expect("infallible");
         assert_eq!(outcome_count(&metrics, names::OK_OUTCOME), 0, "half of it handed over");
         poll_fn(|cx| body.as_mut().poll_frame(cx)).await.expect("the last piece").expect("infallible");
         assert_eq!(outcome_count(&metrics, names::OK_OUTCOME), 1, "counted with its last piece");
         assert!(poll_fn(|cx| body.as_mut().poll_frame(cx)).await.is_none());
 
-        let mut left = Box::pin(PlacedAnswer::new(vec![7; 2 * ANSWER_CHUNK], Place::detached(), metrics.delivery()));
+        let mut left = Box::pin(PlacedAnswer::body(vec![7; 2 * PIECE], Place::detached(), metrics.delivery()));
         poll_fn(|cx| left.as_mut().poll_frame(cx)).await.expect("a first piece").expect("infallible");
         drop(left);
         assert_eq!(outcome_count(&metrics, names::OK_OUTCOME), 1);

@@ -3,13 +3,13 @@
 //! serving connections with header and write timeouts, the two-step drain), [`pace`]
 //! (the minimum upload pace), [`body`] (reading a body within its limit and at that
 //! pace, the errors of one that is not, and a refusal sent before it is read),
-//! [`routes`] (the answer to a request no route takes), [`exposition`] (their metrics
-//! in Prometheus's text format), [`sent_away`] (the clients sent away with a
-//! `Retry-After`, as metrics), [`durations`] (how their flags read seconds) and
-//! [`signals`] (the shutdown signal), [`open_files`] (the open-file limit their
-//! connections need); and, with the operator, [`logging`] (how every
-//! Matte process writes its logs) and [`documented`] (the check that a README names every
-//! flag).
+//! [`pieces`] (an answer held whole, handed over a piece at a time), [`routes`] (the
+//! answer to a request no route takes), [`exposition`] (their metrics in Prometheus's
+//! text format), [`sent_away`] (the clients sent away with a `Retry-After`, as
+//! metrics), [`durations`] (how their flags read seconds) and [`signals`] (the shutdown
+//! signal), [`open_files`] (the open-file limit their connections need); and, with the
+//! operator, [`logging`] (how every Matte process writes its logs) and [`documented`]
+//! (the check that a README names every flag).
 
 pub mod body;
 pub mod connections;
@@ -19,6 +19,7 @@ pub mod exposition;
 pub mod logging;
 pub mod open_files;
 pub mod pace;
+pub mod pieces;
 pub mod routes;
 pub mod sent_away;
 pub mod signals;
