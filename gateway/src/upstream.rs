@@ -105,9 +105,9 @@ impl Forward {
 #[derive(Debug)]
 pub enum Attempt {
     /// The pod answered. An error's body is read whole (it is small, and a 429 or 503
-    /// is dropped for a retry); a success's is streamed to the client as the pod sends
-    /// it, so a gateway holds no image it is not receiving right now, whatever the
-    /// number of pods behind it.
+    /// is dropped for a retry); a success's comes as the pod sends it, to be taken off
+    /// the pod whole within the buffers, or streamed to the client, so that the gateway
+    /// holds no image beyond its buffers, whatever the number of pods behind it.
     Answered(Response<Body>),
     /// The connection was refused or could not be made: nothing listens there.
     Refused(String),
